@@ -1,0 +1,325 @@
+//! The typed configuration: what the rest of sipbridge reads. Built only by
+//! `config::load`, which validated every field; nothing here parses.
+//!
+//! Key names follow `sipbridge.example.toml` in the design folder; every key,
+//! default and unit is documented in `config/sipbridge.toml` of the repository.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::secret::Secret;
+use super::values::{DiskBudget, Listen, NumberPattern, PortRange, SipUri};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// `[node]`
+    pub node: Node,
+    /// `[sip]`
+    pub sip: Sip,
+    /// `[rtp]`
+    pub rtp: Rtp,
+    /// `[[trunk]]`, in file order.
+    pub trunks: Vec<Trunk>,
+    /// `[[agent]]`, in file order.
+    pub agents: Vec<Agent>,
+    /// `[[route]]`, in file order (first match wins).
+    pub routes: Vec<Route>,
+    /// `[recording]`
+    pub recording: Recording,
+    /// `[webhooks]`
+    pub webhooks: Webhooks,
+    /// `[api]`
+    pub api: Api,
+    /// `[log]`
+    pub log: Log,
+}
+
+/// `[node]`: identity and limits of this box.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    /// Shown in logs, webhooks and the SIP User-Agent header.
+    pub name: String,
+    /// SQLite store, lock file; recordings unless `[recording].dir` is set.
+    pub data_dir: PathBuf,
+    /// Address put in Contact/Via/SDP.
+    pub public_address: PublicAddress,
+    /// Concurrent calls; beyond this new calls get 503 + Retry-After.
+    pub max_calls: u32,
+    /// SIGTERM: how long active calls may continue before they are hung up.
+    pub shutdown_grace: Duration,
+}
+
+/// What to advertise in Contact/Via/SDP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum PublicAddress {
+    /// The local address of the interface towards the peer.
+    Auto,
+    /// A fixed IP (e.g. the router's public IP with forwarded ports).
+    Ip(IpAddr),
+    /// A fixed host name.
+    Host(String),
+}
+
+/// `[sip]`: signaling listeners.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sip {
+    /// Listeners (`udp://0.0.0.0:5060`, ...).
+    pub listen: Vec<Listen>,
+    /// PEM certificate chain for `tls://` listeners.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key for `tls://` listeners.
+    pub tls_private_key: Option<PathBuf>,
+    /// PEM CA bundle to verify trunks' TLS certificates; system roots when unset.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// `[rtp]`: media ports and timeouts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rtp {
+    /// Even RTP port / odd RTCP port pairs are taken from this range.
+    pub port_range: PortRange,
+    /// Hang up when no RTP has arrived for this long.
+    pub timeout: Duration,
+}
+
+/// Presets that fill trunk defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Telnyx SIP connection (credentials or IP).
+    Telnyx,
+    /// LiveKit SIP inbound/outbound trunks.
+    Livekit,
+    /// Any RFC 3261 carrier.
+    Generic,
+}
+
+/// Audio codecs the box offers and accepts on a trunk (ITU-T G.711).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Codec {
+    /// G.711 µ-law, RTP payload type 0.
+    #[serde(rename = "PCMU")]
+    Pcmu,
+    /// G.711 A-law, RTP payload type 8.
+    #[serde(rename = "PCMA")]
+    Pcma,
+}
+
+/// `[[trunk]]`: a SIP peer the box exchanges calls with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trunk {
+    /// Unique name; the `connection_id` in webhooks.
+    pub name: String,
+    /// Preset used for defaults.
+    pub provider: Provider,
+    /// Where outbound requests (INVITE, REGISTER) go.
+    pub proxy: Option<SipUri>,
+    /// Digest username for REGISTER and outbound INVITEs.
+    pub username: Option<String>,
+    /// Digest password for REGISTER and outbound INVITEs.
+    pub password: Option<Secret>,
+    /// REGISTER to `proxy` and take inbound calls over the registration.
+    pub register: bool,
+    /// Expiry asked for in REGISTER (the registrar may grant less).
+    pub register_expires: Duration,
+    /// Numbers that belong to this trunk (E.164); the caller ID of outbound calls.
+    pub numbers: Vec<String>,
+    /// Codecs in order of preference.
+    pub codecs: Vec<Codec>,
+    /// Sources whose INVITEs belong to this trunk.
+    pub inbound_allow: Vec<IpNet>,
+    /// Credentials the peer must present (the box challenges with 401).
+    pub inbound_username: Option<String>,
+    /// Password for `inbound_username`.
+    pub inbound_password: Option<Secret>,
+}
+
+/// Audio encoding of an agent stream (Telnyx media streaming).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Encoding {
+    /// G.711 µ-law, 8000 Hz.
+    #[serde(rename = "PCMU")]
+    Pcmu,
+    /// G.711 A-law, 8000 Hz.
+    #[serde(rename = "PCMA")]
+    Pcma,
+    /// Linear PCM 16-bit big-endian (RFC 2586), 8000 or 16000 Hz.
+    #[serde(rename = "L16")]
+    L16,
+}
+
+/// Which audio an agent stream carries (Telnyx `stream_track`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamTrack {
+    /// The caller's audio.
+    InboundTrack,
+    /// The audio sent to the caller.
+    OutboundTrack,
+    /// Both.
+    BothTracks,
+}
+
+/// What happens to the call when the agent's WebSocket fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDisconnect {
+    /// End the call (the cause is recorded).
+    Hangup,
+    /// Keep the call up with silence; recording goes on.
+    Continue,
+}
+
+/// Where an agent lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum AgentUrl {
+    /// `builtin:echo`: in-process, plays the caller's audio back.
+    BuiltinEcho,
+    /// A `ws://` or `wss://` URL of the agent's WebSocket server.
+    WebSocket(url::Url),
+}
+
+/// `[[agent]]`: a voice agent speaking Telnyx's media-stream protocol.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    /// Unique name that routes refer to.
+    pub name: String,
+    /// Where to connect.
+    pub url: AgentUrl,
+    /// Sent as `Authorization: Bearer`.
+    pub auth_token: Option<Secret>,
+    /// Stream encoding.
+    pub encoding: Encoding,
+    /// Stream sample rate in Hz (16000 only with L16).
+    pub sample_rate: u32,
+    /// Which audio is streamed.
+    pub track: StreamTrack,
+    /// The agent may send audio back.
+    pub bidirectional: bool,
+    /// Behaviour when the WebSocket fails.
+    pub on_disconnect: OnDisconnect,
+    /// Time allowed for TCP + TLS + WebSocket handshake.
+    pub connect_timeout: Duration,
+}
+
+/// The single target of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteTarget {
+    /// Stream to this `[[agent]]` (by name).
+    Agent(String),
+    /// Join this local room.
+    Room(String),
+    /// A new room per caller, named this prefix + the caller's number.
+    RoomPerCaller(String),
+    /// Send the call out through this `[[trunk]]` (by name).
+    Forward(String),
+}
+
+/// `[[route]]`: which calls go where. First match wins.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// Name in logs and call records.
+    pub name: String,
+    /// Only calls arriving on this trunk.
+    pub trunk: Option<String>,
+    /// Dialled number (Request-URI user part).
+    pub to: Option<NumberPattern>,
+    /// Caller number (From user part).
+    pub from: Option<NumberPattern>,
+    /// Where the call goes.
+    pub target: RouteTarget,
+    /// Record the call.
+    pub record: bool,
+    /// PIN the caller keys in by DTMF (rooms only).
+    pub pin: Option<String>,
+}
+
+/// Stereo or mono recordings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channels {
+    /// Stereo: caller left, other side right.
+    Dual,
+    /// Mono mix.
+    Single,
+}
+
+/// `[recording]`
+#[derive(Debug, Clone, Serialize)]
+pub struct Recording {
+    /// Master switch; routes still choose with `record = true`.
+    pub enabled: bool,
+    /// Where WAV files go.
+    pub dir: PathBuf,
+    /// Dual or single.
+    pub channels: Channels,
+    /// Delete recordings older than this; `None` keeps them.
+    pub retention: Option<Duration>,
+    /// Oldest recordings go first beyond this.
+    pub max_disk_usage: DiskBudget,
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone, Serialize)]
+pub struct Webhooks {
+    /// Where events are POSTed; `None` disables webhooks (events still go to the store).
+    pub url: Option<url::Url>,
+    /// Used after repeated failures of `url`.
+    pub failover_url: Option<url::Url>,
+    /// Ed25519 key (PKCS#8 PEM) written by `sipbridge keygen`.
+    pub signing_key: PathBuf,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Undelivered events older than this are dead-lettered (kept, not deleted).
+    pub max_age: Duration,
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Serialize)]
+pub struct Api {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Bearer token; without it only `/healthz` answers.
+    pub token: Option<Secret>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// journald under systemd (`JOURNAL_STREAM` set), text otherwise.
+    Auto,
+    /// Human-readable lines on stderr.
+    Text,
+    /// One JSON object per line on stderr.
+    Json,
+    /// Structured fields to the systemd journal.
+    Journald,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize)]
+pub struct Log {
+    /// `error`, `warn`, `info`, `debug` or `trace` (`RUST_LOG` overrides).
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Config {
+    /// The trunk named `name`.
+    pub fn trunk(&self, name: &str) -> Option<&Trunk> {
+        self.trunks.iter().find(|t| t.name == name)
+    }
+
+    /// The agent named `name`.
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+}

@@ -1,0 +1,429 @@
+//! Reads the merged config tree into [`Config`], applying defaults and checking
+//! every value and every cross-reference (routes → trunks/agents, unique names,
+//! keys that only make sense together). All problems are collected.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::value::Dict;
+
+use super::model::*;
+use super::reader::{Issues, Table};
+use super::secret::Secret;
+use super::values::{self, DiskBudget, Listen, NumberPattern, PortRange, Transport};
+
+const ROOT: &[&str] = &["node", "sip", "rtp", "trunk", "agent", "route", "recording", "webhooks", "api", "log"];
+const NODE: &[&str] = &["name", "data_dir", "public_address", "max_calls", "shutdown_grace"];
+const SIP: &[&str] = &["listen", "tls_certificate", "tls_private_key", "tls_ca_file"];
+const RTP: &[&str] = &["port_range", "timeout"];
+const TRUNK: &[&str] = &[
+    "name",
+    "provider",
+    "proxy",
+    "username",
+    "password",
+    "register",
+    "register_expires",
+    "numbers",
+    "codecs",
+    "inbound_allow",
+    "inbound_username",
+    "inbound_password",
+];
+const AGENT: &[&str] = &[
+    "name",
+    "url",
+    "auth_token",
+    "encoding",
+    "sample_rate",
+    "track",
+    "bidirectional",
+    "on_disconnect",
+    "connect_timeout",
+];
+const ROUTE: &[&str] = &["name", "trunk", "to", "from", "agent", "room", "room_per_caller", "forward", "record", "pin"];
+const RECORDING: &[&str] = &["enabled", "dir", "channels", "retention", "max_disk_usage"];
+const WEBHOOKS: &[&str] = &["url", "failover_url", "signing_key", "timeout", "max_age"];
+const API: &[&str] = &["listen", "token"];
+const LOG: &[&str] = &["level", "format"];
+
+/// Names of the top-level sections, for environment overrides.
+pub const SECTIONS: &[&str] = ROOT;
+
+/// Things that are valid but probably not what the technician wants.
+pub type Warnings = Vec<String>;
+
+fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "sipbridge".into())
+}
+
+fn name_ok(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a valid name (1 to 64 letters, digits, '-', '_' or '.')"))
+    }
+}
+
+fn secret(t: &Table<'_>, key: &str, issues: &mut Issues) -> Option<Secret> {
+    t.string(key, issues).filter(|s| !s.is_empty()).map(Secret::new)
+}
+
+fn duration(t: &Table<'_>, key: &str, issues: &mut Issues, default: Duration) -> Duration {
+    t.parsed(key, issues, values::parse_duration).unwrap_or(default)
+}
+
+/// Builds the typed config from the merged tree.
+pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option<Config> {
+    let root = Table::root(root, ROOT);
+    let node = read_node(&root, issues);
+    let sip = read_sip(&root, issues);
+    let rtp = read_rtp(&root, issues);
+    let trunks = read_trunks(&root, issues, warnings);
+    let agents = read_agents(&root, issues);
+    let routes = read_routes(&root, issues, &trunks, &agents);
+    let recording = read_recording(&root, issues, &node.data_dir);
+    let webhooks = read_webhooks(&root, issues);
+    let api = read_api(&root, issues, warnings);
+    let log = read_log(&root, issues);
+    root.finish(issues);
+
+    if trunks.is_empty() {
+        warnings.push("no [[trunk]] is configured: every incoming call is refused (403) until one is".into());
+    }
+    if routes.is_empty() && !trunks.is_empty() {
+        warnings.push("no [[route]] is configured: every incoming call gets 404".into());
+    }
+    if issues.0.is_empty() {
+        Some(Config { node, sip, rtp, trunks, agents, routes, recording, webhooks, api, log })
+    } else {
+        None
+    }
+}
+
+fn read_node(root: &Table<'_>, issues: &mut Issues) -> Node {
+    let t = root.table("node", NODE, issues);
+    let name = t.parsed("name", issues, name_ok).unwrap_or_else(hostname);
+    let data_dir = t.string("data_dir", issues).map(PathBuf::from).unwrap_or_else(|| "/var/lib/sipbridge".into());
+    let public_address = t
+        .parsed("public_address", issues, |s| {
+            if s == "auto" {
+                Ok(PublicAddress::Auto)
+            } else if let Ok(ip) = s.parse::<IpAddr>() {
+                Ok(PublicAddress::Ip(ip))
+            } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+                Ok(PublicAddress::Host(s.to_string()))
+            } else {
+                Err(format!("{s:?} is not \"auto\", an IP address or a host name"))
+            }
+        })
+        .unwrap_or(PublicAddress::Auto);
+    let max_calls = t.integer("max_calls", issues, 1, 100_000).unwrap_or(100) as u32;
+    let shutdown_grace = duration(&t, "shutdown_grace", issues, Duration::from_secs(30));
+    t.finish(issues);
+    Node { name, data_dir, public_address, max_calls, shutdown_grace }
+}
+
+fn read_sip(root: &Table<'_>, issues: &mut Issues) -> Sip {
+    let t = root.table("sip", SIP, issues);
+    let listen = t.parsed_list("listen", issues, Listen::parse).unwrap_or_else(|| {
+        ["udp://0.0.0.0:5060", "tcp://0.0.0.0:5060"].iter().filter_map(|s| Listen::parse(s).ok()).collect()
+    });
+    let tls_certificate = t.string("tls_certificate", issues).map(PathBuf::from);
+    let tls_private_key = t.string("tls_private_key", issues).map(PathBuf::from);
+    let tls_ca_file = t.string("tls_ca_file", issues).map(PathBuf::from);
+    if listen.iter().any(|l| l.transport == Transport::Tls) {
+        for (key, val) in [("tls_certificate", &tls_certificate), ("tls_private_key", &tls_private_key)] {
+            match val {
+                None => t.missing(key, issues, "a tls:// listener needs tls_certificate and tls_private_key (PEM files)"),
+                Some(p) if std::fs::File::open(p).is_err() => {
+                    issues.push(t.key_path(key), format!("cannot read {}", p.display()))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if listen.is_empty() {
+        issues.push(t.key_path("listen"), "needs at least one listener (e.g. [\"udp://0.0.0.0:5060\"])");
+    }
+    t.finish(issues);
+    Sip { listen, tls_certificate, tls_private_key, tls_ca_file }
+}
+
+fn read_rtp(root: &Table<'_>, issues: &mut Issues) -> Rtp {
+    let t = root.table("rtp", RTP, issues);
+    let port_range =
+        t.parsed("port_range", issues, PortRange::parse).unwrap_or(PortRange { first: 16384, last: 32767 });
+    let timeout = duration(&t, "timeout", issues, Duration::from_secs(30));
+    t.finish(issues);
+    Rtp { port_range, timeout }
+}
+
+fn read_trunks(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -> Vec<Trunk> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for t in root.tables("trunk", TRUNK, issues) {
+        let name = t.parsed("name", issues, name_ok);
+        if name.is_none() && t.value("name").is_none() {
+            t.missing("name", issues, "every trunk needs a unique name (e.g. name = \"telnyx\")");
+        }
+        if let Some(n) = &name {
+            if !seen.insert(n.clone()) {
+                issues.push(t.key_path("name"), format!("another trunk is already named {n:?}"));
+            }
+        }
+        let provider = t
+            .choice("provider", issues, &[("telnyx", Provider::Telnyx), ("livekit", Provider::Livekit), ("generic", Provider::Generic)])
+            .unwrap_or(Provider::Generic);
+        let mut proxy = t.parsed("proxy", issues, values::SipUri::parse);
+        if proxy.is_none() && t.value("proxy").is_none() && provider == Provider::Telnyx {
+            proxy = values::SipUri::parse("sip:sip.telnyx.com").ok();
+        }
+        let username = t.string("username", issues).filter(|s| !s.is_empty());
+        let password = secret(&t, "password", issues);
+        let register = t.bool("register", issues).unwrap_or(false);
+        let register_expires = duration(&t, "register_expires", issues, Duration::from_secs(600));
+        let numbers = t.parsed_list("numbers", issues, values::parse_e164).unwrap_or_default();
+        let codecs = t
+            .parsed_list("codecs", issues, |s| match s {
+                "PCMU" => Ok(Codec::Pcmu),
+                "PCMA" => Ok(Codec::Pcma),
+                _ => Err(format!("{s:?} is not a supported codec (\"PCMU\", \"PCMA\")")),
+            })
+            .unwrap_or_else(|| vec![Codec::Pcmu, Codec::Pcma]);
+        let inbound_allow = t.parsed_list("inbound_allow", issues, values::parse_cidr).unwrap_or_default();
+        let inbound_username = t.string("inbound_username", issues).filter(|s| !s.is_empty());
+        let inbound_password = secret(&t, "inbound_password", issues);
+
+        if username.is_some() != password.is_some() {
+            let key = if username.is_some() { "password" } else { "username" };
+            t.missing(key, issues, "username and password go together");
+        }
+        if inbound_username.is_some() != inbound_password.is_some() {
+            let key = if inbound_username.is_some() { "inbound_password" } else { "inbound_username" };
+            t.missing(key, issues, "inbound_username and inbound_password go together");
+        }
+        if register && (username.is_none() || password.is_none() || proxy.is_none()) {
+            issues.push(t.key_path("register"),
+                "register = true needs proxy, username and password");
+        }
+        if t.value("codecs").is_some() && codecs.is_empty() {
+            issues.push(t.key_path("codecs"), "needs at least one codec (\"PCMU\", \"PCMA\")");
+        }
+        if proxy.is_none() && !register && t.value("inbound_allow").is_none() && inbound_username.is_none() && t.present() {
+            issues.push(t.path_of(),
+                "this trunk can neither send nor receive calls: set proxy, register, inbound_allow or inbound_username");
+        }
+        for (key, pw) in [("password", &password), ("inbound_password", &inbound_password)] {
+            if pw.as_ref().is_some_and(|p| p.expose().starts_with("change-me")) {
+                warnings.push(format!("{}: still the placeholder password", t.key_path(key)));
+            }
+        }
+        t.finish(issues);
+        if let Some(name) = name {
+            out.push(Trunk {
+                name,
+                provider,
+                proxy,
+                username,
+                password,
+                register,
+                register_expires,
+                numbers,
+                codecs,
+                inbound_allow,
+                inbound_username,
+                inbound_password,
+            });
+        }
+    }
+    out
+}
+
+fn read_agents(root: &Table<'_>, issues: &mut Issues) -> Vec<Agent> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for t in root.tables("agent", AGENT, issues) {
+        let name = t.parsed("name", issues, name_ok);
+        if t.value("name").is_none() {
+            t.missing("name", issues, "every agent needs a unique name (e.g. name = \"sales\")");
+        }
+        if let Some(n) = &name {
+            if !seen.insert(n.clone()) {
+                issues.push(t.key_path("name"), format!("another agent is already named {n:?}"));
+            }
+        }
+        let url = t.parsed("url", issues, |s| match s {
+            "builtin:echo" => Ok(AgentUrl::BuiltinEcho),
+            s if s.starts_with("builtin:") => Err(format!("{s:?} is not a built-in agent (the only one is \"builtin:echo\")")),
+            s => values::parse_url(s, &["ws", "wss"]).map(AgentUrl::WebSocket),
+        });
+        if t.value("url").is_none() {
+            t.missing("url", issues, "the agent's WebSocket URL (e.g. \"wss://agent.lan:8765/telnyx\") or \"builtin:echo\"");
+        }
+        let auth_token = secret(&t, "auth_token", issues);
+        let encoding = t
+            .choice("encoding", issues, &[("PCMU", Encoding::Pcmu), ("PCMA", Encoding::Pcma), ("L16", Encoding::L16)])
+            .unwrap_or(Encoding::Pcmu);
+        let sample_rate = t.integer("sample_rate", issues, 8000, 16000).unwrap_or(8000) as u32;
+        if sample_rate != 8000 && sample_rate != 16000 {
+            issues.push(t.key_path("sample_rate"), format!("{sample_rate} is not 8000 or 16000"));
+        } else if sample_rate == 16000 && encoding != Encoding::L16 {
+            issues.push(t.key_path("sample_rate"),
+                "16000 Hz needs encoding = \"L16\" (PCMU and PCMA are 8000 Hz only)");
+        }
+        let track = t
+            .choice("track", issues, &[
+                ("inbound_track", StreamTrack::InboundTrack),
+                ("outbound_track", StreamTrack::OutboundTrack),
+                ("both_tracks", StreamTrack::BothTracks),
+            ])
+            .unwrap_or(StreamTrack::InboundTrack);
+        let bidirectional = t.bool("bidirectional", issues).unwrap_or(true);
+        let on_disconnect = t
+            .choice("on_disconnect", issues, &[("hangup", OnDisconnect::Hangup), ("continue", OnDisconnect::Continue)])
+            .unwrap_or(OnDisconnect::Hangup);
+        let connect_timeout = duration(&t, "connect_timeout", issues, Duration::from_secs(5));
+        t.finish(issues);
+        if let (Some(name), Some(url)) = (name, url) {
+            out.push(Agent { name, url, auth_token, encoding, sample_rate, track, bidirectional, on_disconnect, connect_timeout });
+        }
+    }
+    out
+}
+
+fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: &[Agent]) -> Vec<Route> {
+    let mut out = Vec::new();
+    for (i, t) in root.tables("route", ROUTE, issues).into_iter().enumerate() {
+        let name = t.string("name", issues).unwrap_or_else(|| format!("route {}", i + 1));
+        let trunk = t.string("trunk", issues);
+        if let Some(tr) = &trunk {
+            if !trunks.iter().any(|x| &x.name == tr) {
+                issues.push(t.key_path("trunk"), format!("{tr:?} is not the name of a [[trunk]]"));
+            }
+        }
+        let to = t.parsed("to", issues, NumberPattern::parse);
+        let from = t.parsed("from", issues, NumberPattern::parse);
+        let mut targets = Vec::new();
+        if let Some(a) = t.string("agent", issues) {
+            if !agents.iter().any(|x| x.name == a) {
+                issues.push(t.key_path("agent"), format!("{a:?} is not the name of an [[agent]]"));
+            }
+            targets.push(RouteTarget::Agent(a));
+        }
+        if let Some(r) = t.parsed("room", issues, name_ok) {
+            targets.push(RouteTarget::Room(r));
+        }
+        if let Some(p) = t.parsed("room_per_caller", issues, |s| {
+            if s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+                Ok(s.to_string())
+            } else {
+                Err(format!("{s:?} is not a valid room prefix (letters, digits, '-', '_', '.')"))
+            }
+        }) {
+            targets.push(RouteTarget::RoomPerCaller(p));
+        }
+        if let Some(f) = t.string("forward", issues) {
+            match trunks.iter().find(|x| x.name == f) {
+                None => issues.push(t.key_path("forward"), format!("{f:?} is not the name of a [[trunk]]")),
+                Some(tr) if tr.proxy.is_none() => issues.push(t.key_path("forward"),
+                    format!("trunk {f:?} has no proxy to send calls to")),
+                Some(_) => {}
+            }
+            targets.push(RouteTarget::Forward(f));
+        }
+        let record = t.bool("record", issues).unwrap_or(false);
+        let pin = t.parsed("pin", issues, |s| {
+            if (1..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(s.to_string())
+            } else {
+                Err(format!("{s:?} is not a PIN (1 to 16 digits)"))
+            }
+        });
+        if pin.is_some() && !matches!(targets.first(), Some(RouteTarget::Room(_))) {
+            issues.push(t.key_path("pin"), "a PIN only applies to routes with room = \"...\"");
+        }
+        match targets.len() {
+            1 => out.push(Route { name, trunk, to, from, target: targets.remove(0), record, pin }),
+            0 => issues.push(t.path_of(), "needs exactly one target: agent, room, room_per_caller or forward"),
+            _ => issues.push(t.path_of(),
+                "has more than one target: keep exactly one of agent, room, room_per_caller, forward"),
+        }
+        t.finish(issues);
+    }
+    out
+}
+
+fn read_recording(root: &Table<'_>, issues: &mut Issues, data_dir: &std::path::Path) -> Recording {
+    let t = root.table("recording", RECORDING, issues);
+    let enabled = t.bool("enabled", issues).unwrap_or(true);
+    let dir = t.string("dir", issues).map(PathBuf::from).unwrap_or_else(|| data_dir.join("recordings"));
+    let channels =
+        t.choice("channels", issues, &[("dual", Channels::Dual), ("single", Channels::Single)]).unwrap_or(Channels::Dual);
+    let retention = match t.string("retention", issues).as_deref() {
+        None => Some(Duration::from_secs(30 * 86_400)),
+        Some("forever") => None,
+        Some(_) => t.parsed("retention", issues, values::parse_duration),
+    };
+    let max_disk_usage = t.parsed("max_disk_usage", issues, DiskBudget::parse).unwrap_or(DiskBudget::Percent(80.0));
+    t.finish(issues);
+    Recording { enabled, dir, channels, retention, max_disk_usage }
+}
+
+fn read_webhooks(root: &Table<'_>, issues: &mut Issues) -> Webhooks {
+    let t = root.table("webhooks", WEBHOOKS, issues);
+    let url = t.parsed("url", issues, |s| values::parse_url(s, &["http", "https"]));
+    let failover_url = t.parsed("failover_url", issues, |s| values::parse_url(s, &["http", "https"]));
+    if failover_url.is_some() && url.is_none() && t.value("url").is_none() {
+        t.missing("url", issues, "failover_url is only used together with url");
+    }
+    let signing_key =
+        t.string("signing_key", issues).map(PathBuf::from).unwrap_or_else(|| "/etc/sipbridge/webhook.key".into());
+    if url.is_some() {
+        if let Err(e) = crate::webhook::key::load_signing_key(&signing_key) {
+            issues.push(t.key_path("signing_key"),
+                format!("{e} (create it with: sipbridge keygen --out {})", signing_key.display()));
+        }
+    }
+    let timeout = duration(&t, "timeout", issues, Duration::from_secs(5));
+    let max_age = duration(&t, "max_age", issues, Duration::from_secs(86_400));
+    t.finish(issues);
+    Webhooks { url, failover_url, signing_key, timeout, max_age }
+}
+
+fn read_api(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -> Api {
+    let t = root.table("api", API, issues);
+    let listen = t
+        .parsed("listen", issues, |s| {
+            s.parse::<SocketAddr>().map_err(|_| format!("{s:?} is not an address and port (e.g. \"127.0.0.1:8080\")"))
+        })
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let token = secret(&t, "token", issues);
+    if token.is_none() {
+        warnings.push("api.token is not set: the control API answers only /healthz".into());
+    } else if token.as_ref().is_some_and(|p| p.expose().starts_with("change-me")) {
+        warnings.push("api.token: still the placeholder token".into());
+    }
+    t.finish(issues);
+    Api { listen, token }
+}
+
+fn read_log(root: &Table<'_>, issues: &mut Issues) -> Log {
+    let t = root.table("log", LOG, issues);
+    let level = t
+        .choice("level", issues, &[("error", "error"), ("warn", "warn"), ("info", "info"), ("debug", "debug"), ("trace", "trace")])
+        .unwrap_or("info")
+        .to_string();
+    let format = t
+        .choice("format", issues, &[
+            ("auto", LogFormat::Auto),
+            ("text", LogFormat::Text),
+            ("json", LogFormat::Json),
+            ("journald", LogFormat::Journald),
+        ])
+        .unwrap_or(LogFormat::Auto);
+    t.finish(issues);
+    Log { level, format }
+}

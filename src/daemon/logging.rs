@@ -1,0 +1,91 @@
+//! Logging set-up (tracing): text, JSON or the systemd journal, chosen by
+//! `[log].format`; level from `[log].level` unless `RUST_LOG` is set. The level can
+//! be changed by SIGHUP ([`LogHandle::set_level`]).
+//!
+//! `auto` uses journald when stderr is connected to the journal — systemd sets
+//! `JOURNAL_STREAM=<dev>:<inode>` of that stream (systemd.exec(5)); it is compared
+//! with stderr's own device and inode so that a child process started from a unit
+//! does not mistake its redirected stderr for the journal.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+
+use crate::config::{Log, LogFormat};
+
+type FilterHandle = reload::Handle<EnvFilter, Registry>;
+
+/// Lets the daemon change the level after a reload.
+pub struct LogHandle {
+    filter: FilterHandle,
+    from_env: bool,
+}
+
+impl LogHandle {
+    /// Applies a new `[log].level` (ignored while `RUST_LOG` is set).
+    pub fn set_level(&self, level: &str) {
+        if self.from_env {
+            return;
+        }
+        if let Err(e) = self.filter.reload(EnvFilter::new(level)) {
+            tracing::warn!(error = %e, "could not change the log level");
+        }
+    }
+}
+
+/// Whether stderr is the journal stream systemd gave us.
+fn stderr_is_journal() -> bool {
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else { return false };
+    let Some((dev, ino)) = v.split_once(':') else { return false };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
+    match nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&std::io::stderr())) {
+        Ok(st) => st.st_dev as u64 == dev && st.st_ino as u64 == ino,
+        Err(_) => false,
+    }
+}
+
+/// Installs the global subscriber. Call once, after the config is read.
+pub fn init(log: &Log) -> LogHandle {
+    let from_env = std::env::var_os("RUST_LOG").is_some();
+    let filter = if from_env {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level))
+    } else {
+        EnvFilter::new(&log.level)
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    let format = match log.format {
+        LogFormat::Auto if stderr_is_journal() => LogFormat::Journald,
+        LogFormat::Auto => LogFormat::Text,
+        f => f,
+    };
+    let mut fallback_note = None;
+    let output: Box<dyn Layer<_> + Send + Sync> = match format {
+        LogFormat::Journald => match tracing_journald::layer() {
+            Ok(l) => l.with_syslog_identifier("sipbridge".into()).boxed(),
+            Err(e) => {
+                fallback_note = Some(format!("journald is not reachable ({e}); logging to stderr"));
+                text_layer()
+            }
+        },
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
+        _ => text_layer(),
+    };
+    let _ = tracing_subscriber::registry().with(filter).with(output).try_init();
+    if let Some(note) = fallback_note {
+        tracing::warn!("{note}");
+    }
+    LogHandle { filter: handle, from_env }
+}
+
+fn text_layer<S>() -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .boxed()
+}

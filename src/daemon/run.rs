@@ -1,0 +1,208 @@
+//! `sipbridge run`: the daemon's startup order, signal handling and shutdown.
+//!
+//! Startup: config → logging → data dir lock → store → listeners → `READY=1`.
+//! Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP re-reads the config and applies
+//! it only when it is valid (see [`reload`]). The watchdog is pinged from a task
+//! on the main runtime, so a wedged runtime stops the pings and systemd restarts us.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use super::lifecycle::Lifecycle;
+use super::logging::{self, LogHandle};
+use super::{lock, notify};
+use crate::config::{self, Config, Loaded};
+use crate::store::Store;
+
+/// Exit status for a config the daemon cannot start with (sysexits EX_CONFIG);
+/// the unit sets `RestartPreventExitStatus=78` so systemd does not loop on it.
+pub const EXIT_CONFIG: i32 = 78;
+
+/// Everything running parts of the daemon share.
+pub struct Daemon {
+    /// The config file path (re-read on SIGHUP).
+    pub config_path: PathBuf,
+    /// The config in force; replaced on a valid reload.
+    pub config: watch::Sender<Arc<Config>>,
+    /// Call admission and draining.
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+impl Daemon {
+    /// The systemd `STATUS=` line.
+    pub fn status_line(&self) -> String {
+        let cfg = self.config.borrow();
+        if !self.lifecycle.accepting() {
+            return format!("stopping: {} active calls", self.lifecycle.active());
+        }
+        if cfg.trunks.is_empty() {
+            return format!("not accepting calls: no [[trunk]] configured in {}", self.config_path.display());
+        }
+        let trunks: Vec<&str> = cfg.trunks.iter().map(|t| t.name.as_str()).collect();
+        format!("{} active calls; trunks: {}", self.lifecycle.active(), trunks.join(", "))
+    }
+}
+
+/// Runs the daemon until it is stopped; returns the process exit status.
+pub fn run(config_path: &Path) -> i32 {
+    let loaded = match config::load(config_path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("sipbridge: not started: {} has errors (check with: sipbridge check-config -c {})",
+                config_path.display(), config_path.display());
+            return EXIT_CONFIG;
+        }
+    };
+    let log = logging::init(&loaded.config.log);
+    for w in &loaded.warnings {
+        tracing::warn!("config: {w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sipbridge").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(serve(loaded, log))
+}
+
+fn create_data_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir)
+}
+
+async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
+    let Loaded { config, path, .. } = loaded;
+    // Signal handlers first: a SIGHUP right after READY must not kill us.
+    let (mut term, mut int, mut hup) =
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            _ => {
+                tracing::error!("cannot install signal handlers");
+                return 1;
+            }
+        };
+
+    let data_dir = config.node.data_dir.clone();
+    if let Err(e) = create_data_dir(&data_dir) {
+        tracing::error!("cannot create data_dir {}: {e}", data_dir.display());
+        return 1;
+    }
+    let _lock = match lock::lock_data_dir(&data_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sipbridge: {e}");
+            return 1;
+        }
+    };
+    let store = match Store::open(&data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+    };
+    if let Err(e) = store.record_start(&humantime::format_rfc3339_micros(SystemTime::now()).to_string()) {
+        tracing::warn!("{e}");
+    }
+
+    let daemon = Arc::new(Daemon {
+        config_path: path,
+        lifecycle: Lifecycle::new(config.node.max_calls),
+        config: watch::channel(Arc::new(config)).0,
+    });
+
+    let status = daemon.status_line();
+    notify::ready(&status);
+    tracing::info!(node = %daemon.config.borrow().node.name, version = env!("CARGO_PKG_VERSION"), "sipbridge ready: {status}");
+
+    if let Some(every) = notify::watchdog_interval() {
+        tracing::debug!(interval_ms = every.as_millis() as u64, "systemd watchdog enabled");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                notify::watchdog();
+            }
+        });
+    }
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT received"); break; }
+            _ = hup.recv() => reload(&daemon, &log),
+        }
+    }
+    shutdown(&daemon).await;
+    drop(store);
+    0
+}
+
+/// SIGHUP: re-read and validate the config; apply it when valid, else keep the
+/// old one and log every problem. Settings bound at startup (listeners, data_dir,
+/// port range) are logged as needing a restart.
+pub fn reload(daemon: &Daemon, log: &LogHandle) {
+    notify::reloading();
+    tracing::info!("SIGHUP: reloading {}", daemon.config_path.display());
+    match config::load(&daemon.config_path) {
+        Ok(new) => {
+            for w in &new.warnings {
+                tracing::warn!("config: {w}");
+            }
+            let old = daemon.config.borrow().clone();
+            let cfg = new.config;
+            let mut restart = Vec::new();
+            if cfg.node.data_dir != old.node.data_dir {
+                restart.push("node.data_dir");
+            }
+            if cfg.sip.listen != old.sip.listen {
+                restart.push("sip.listen");
+            }
+            if cfg.rtp.port_range != old.rtp.port_range {
+                restart.push("rtp.port_range");
+            }
+            if cfg.api.listen != old.api.listen {
+                restart.push("api.listen");
+            }
+            if !restart.is_empty() {
+                tracing::warn!("changed settings take effect only after a restart: {}", restart.join(", "));
+            }
+            log.set_level(&cfg.log.level);
+            daemon.lifecycle.set_max_calls(cfg.node.max_calls);
+            daemon.config.send_replace(Arc::new(cfg));
+            let status = daemon.status_line();
+            notify::ready(&status);
+            tracing::info!("configuration reloaded: {status}");
+        }
+        Err(e) => {
+            for p in &e.problems {
+                tracing::error!("config reload: {p}");
+            }
+            let status = format!("config reload failed ({} errors), old config kept; {}", e.problems.len(), daemon.status_line());
+            notify::ready(&status);
+            tracing::error!("{status}");
+        }
+    }
+}
+
+async fn shutdown(daemon: &Daemon) {
+    daemon.lifecycle.stop_accepting();
+    let grace = daemon.config.borrow().node.shutdown_grace;
+    let active = daemon.lifecycle.active();
+    notify::stopping(&format!("stopping: waiting up to {}s for {active} active calls", grace.as_secs()));
+    tracing::info!(active, grace_s = grace.as_secs(), "stopping: new calls are refused");
+    if tokio::time::timeout(grace, daemon.lifecycle.drained()).await.is_err() {
+        tracing::warn!(active = daemon.lifecycle.active(), "shutdown grace over: hanging up remaining calls");
+        // Calls observe the lifecycle and hang up; give them a moment to send BYE.
+        let _ = tokio::time::timeout(Duration::from_secs(2), daemon.lifecycle.drained()).await;
+    }
+    tracing::info!("sipbridge stopped");
+}

@@ -1,0 +1,12 @@
+//! sipbridge: an edge SIP gateway appliance.
+//!
+//! The binary (`src/main.rs`) is a thin shell around this library so that every
+//! module is reachable from integration tests and benchmarks. Module map:
+//! ARCHITECTURE.md in the design folder; each module's own `//!` says what it owns.
+
+pub mod config;
+pub mod daemon;
+pub mod media;
+pub mod sdp;
+pub mod store;
+pub mod webhook;
