@@ -119,7 +119,8 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// [`load`] with an explicit environment (tests; `SIPBRIDGE_*` entries are used).
 pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| whole_file(path, format!("cannot read the config file: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| whole_file(path, format!("cannot read the config file: {e}")))?;
     if let Err(e) = text.parse::<toml_edit::ImDocument<String>>() {
         let locator = Locator::new(&text);
         let line = e.span().map(|s| locator.line_of_offset(s.start));
@@ -152,8 +153,12 @@ pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)
             [section, name, key] if section == "trunk" || section == "agent" => {
                 named.push((section.clone(), name.clone(), key.clone(), value));
             }
-            [section, rest @ ..] if !rest.is_empty() && schema::SECTIONS.contains(&section.as_str())
-                && section != "trunk" && section != "agent" && section != "route" =>
+            [section, rest @ ..]
+                if !rest.is_empty()
+                    && schema::SECTIONS.contains(&section.as_str())
+                    && section != "trunk"
+                    && section != "agent"
+                    && section != "route" =>
             {
                 origins.push((segs.join("."), var.clone()));
                 section_vars.push((var, value));
@@ -232,9 +237,8 @@ pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)
                 .0
                 .into_iter()
                 .map(|issue| {
-                    let from_env = origins
-                        .iter()
-                        .find(|(p, _)| issue.path == *p || issue.path.starts_with(&format!("{p}[")));
+                    let from_env =
+                        origins.iter().find(|(p, _)| issue.path == *p || issue.path.starts_with(&format!("{p}[")));
                     match from_env {
                         Some((_, var)) => ConfigProblem {
                             origin: format!("environment {var}"),

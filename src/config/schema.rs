@@ -60,7 +60,10 @@ fn hostname() -> String {
 }
 
 fn name_ok(s: &str) -> Result<String, String> {
-    if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+    if !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
         Ok(s.to_string())
     } else {
         Err(format!("{s:?} is not a valid name (1 to 64 letters, digits, '-', '_' or '.')"))
@@ -137,7 +140,9 @@ fn read_sip(root: &Table<'_>, issues: &mut Issues) -> Sip {
     if listen.iter().any(|l| l.transport == Transport::Tls) {
         for (key, val) in [("tls_certificate", &tls_certificate), ("tls_private_key", &tls_private_key)] {
             match val {
-                None => t.missing(key, issues, "a tls:// listener needs tls_certificate and tls_private_key (PEM files)"),
+                None => {
+                    t.missing(key, issues, "a tls:// listener needs tls_certificate and tls_private_key (PEM files)")
+                }
                 Some(p) if std::fs::File::open(p).is_err() => {
                     issues.push(t.key_path(key), format!("cannot read {}", p.display()))
                 }
@@ -175,7 +180,11 @@ fn read_trunks(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -
             }
         }
         let provider = t
-            .choice("provider", issues, &[("telnyx", Provider::Telnyx), ("livekit", Provider::Livekit), ("generic", Provider::Generic)])
+            .choice(
+                "provider",
+                issues,
+                &[("telnyx", Provider::Telnyx), ("livekit", Provider::Livekit), ("generic", Provider::Generic)],
+            )
             .unwrap_or(Provider::Generic);
         let mut proxy = t.parsed("proxy", issues, values::SipUri::parse);
         if proxy.is_none() && t.value("proxy").is_none() && provider == Provider::Telnyx {
@@ -206,15 +215,21 @@ fn read_trunks(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -
             t.missing(key, issues, "inbound_username and inbound_password go together");
         }
         if register && (username.is_none() || password.is_none() || proxy.is_none()) {
-            issues.push(t.key_path("register"),
-                "register = true needs proxy, username and password");
+            issues.push(t.key_path("register"), "register = true needs proxy, username and password");
         }
         if t.value("codecs").is_some() && codecs.is_empty() {
             issues.push(t.key_path("codecs"), "needs at least one codec (\"PCMU\", \"PCMA\")");
         }
-        if proxy.is_none() && !register && t.value("inbound_allow").is_none() && inbound_username.is_none() && t.present() {
-            issues.push(t.path_of(),
-                "this trunk can neither send nor receive calls: set proxy, register, inbound_allow or inbound_username");
+        if proxy.is_none()
+            && !register
+            && t.value("inbound_allow").is_none()
+            && inbound_username.is_none()
+            && t.present()
+        {
+            issues.push(
+                t.path_of(),
+                "this trunk can neither send nor receive calls: set proxy, register, inbound_allow or inbound_username",
+            );
         }
         for (key, pw) in [("password", &password), ("inbound_password", &inbound_password)] {
             if pw.as_ref().is_some_and(|p| p.expose().starts_with("change-me")) {
@@ -257,11 +272,17 @@ fn read_agents(root: &Table<'_>, issues: &mut Issues) -> Vec<Agent> {
         }
         let url = t.parsed("url", issues, |s| match s {
             "builtin:echo" => Ok(AgentUrl::BuiltinEcho),
-            s if s.starts_with("builtin:") => Err(format!("{s:?} is not a built-in agent (the only one is \"builtin:echo\")")),
+            s if s.starts_with("builtin:") => {
+                Err(format!("{s:?} is not a built-in agent (the only one is \"builtin:echo\")"))
+            }
             s => values::parse_url(s, &["ws", "wss"]).map(AgentUrl::WebSocket),
         });
         if t.value("url").is_none() {
-            t.missing("url", issues, "the agent's WebSocket URL (e.g. \"wss://agent.lan:8765/telnyx\") or \"builtin:echo\"");
+            t.missing(
+                "url",
+                issues,
+                "the agent's WebSocket URL (e.g. \"wss://agent.lan:8765/telnyx\") or \"builtin:echo\"",
+            );
         }
         let auth_token = secret(&t, "auth_token", issues);
         let encoding = t
@@ -271,15 +292,19 @@ fn read_agents(root: &Table<'_>, issues: &mut Issues) -> Vec<Agent> {
         if sample_rate != 8000 && sample_rate != 16000 {
             issues.push(t.key_path("sample_rate"), format!("{sample_rate} is not 8000 or 16000"));
         } else if sample_rate == 16000 && encoding != Encoding::L16 {
-            issues.push(t.key_path("sample_rate"),
-                "16000 Hz needs encoding = \"L16\" (PCMU and PCMA are 8000 Hz only)");
+            issues
+                .push(t.key_path("sample_rate"), "16000 Hz needs encoding = \"L16\" (PCMU and PCMA are 8000 Hz only)");
         }
         let track = t
-            .choice("track", issues, &[
-                ("inbound_track", StreamTrack::InboundTrack),
-                ("outbound_track", StreamTrack::OutboundTrack),
-                ("both_tracks", StreamTrack::BothTracks),
-            ])
+            .choice(
+                "track",
+                issues,
+                &[
+                    ("inbound_track", StreamTrack::InboundTrack),
+                    ("outbound_track", StreamTrack::OutboundTrack),
+                    ("both_tracks", StreamTrack::BothTracks),
+                ],
+            )
             .unwrap_or(StreamTrack::InboundTrack);
         let bidirectional = t.bool("bidirectional", issues).unwrap_or(true);
         let on_disconnect = t
@@ -288,7 +313,17 @@ fn read_agents(root: &Table<'_>, issues: &mut Issues) -> Vec<Agent> {
         let connect_timeout = duration(&t, "connect_timeout", issues, Duration::from_secs(5));
         t.finish(issues);
         if let (Some(name), Some(url)) = (name, url) {
-            out.push(Agent { name, url, auth_token, encoding, sample_rate, track, bidirectional, on_disconnect, connect_timeout });
+            out.push(Agent {
+                name,
+                url,
+                auth_token,
+                encoding,
+                sample_rate,
+                track,
+                bidirectional,
+                on_disconnect,
+                connect_timeout,
+            });
         }
     }
     out
@@ -328,8 +363,9 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
         if let Some(f) = t.string("forward", issues) {
             match trunks.iter().find(|x| x.name == f) {
                 None => issues.push(t.key_path("forward"), format!("{f:?} is not the name of a [[trunk]]")),
-                Some(tr) if tr.proxy.is_none() => issues.push(t.key_path("forward"),
-                    format!("trunk {f:?} has no proxy to send calls to")),
+                Some(tr) if tr.proxy.is_none() => {
+                    issues.push(t.key_path("forward"), format!("trunk {f:?} has no proxy to send calls to"))
+                }
                 Some(_) => {}
             }
             targets.push(RouteTarget::Forward(f));
@@ -348,8 +384,10 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
         match targets.len() {
             1 => out.push(Route { name, trunk, to, from, target: targets.remove(0), record, pin }),
             0 => issues.push(t.path_of(), "needs exactly one target: agent, room, room_per_caller or forward"),
-            _ => issues.push(t.path_of(),
-                "has more than one target: keep exactly one of agent, room, room_per_caller, forward"),
+            _ => issues.push(
+                t.path_of(),
+                "has more than one target: keep exactly one of agent, room, room_per_caller, forward",
+            ),
         }
         t.finish(issues);
     }
@@ -360,8 +398,9 @@ fn read_recording(root: &Table<'_>, issues: &mut Issues, data_dir: &std::path::P
     let t = root.table("recording", RECORDING, issues);
     let enabled = t.bool("enabled", issues).unwrap_or(true);
     let dir = t.string("dir", issues).map(PathBuf::from).unwrap_or_else(|| data_dir.join("recordings"));
-    let channels =
-        t.choice("channels", issues, &[("dual", Channels::Dual), ("single", Channels::Single)]).unwrap_or(Channels::Dual);
+    let channels = t
+        .choice("channels", issues, &[("dual", Channels::Dual), ("single", Channels::Single)])
+        .unwrap_or(Channels::Dual);
     let retention = match t.string("retention", issues).as_deref() {
         None => Some(Duration::from_secs(30 * 86_400)),
         Some("forever") => None,
@@ -383,8 +422,10 @@ fn read_webhooks(root: &Table<'_>, issues: &mut Issues) -> Webhooks {
         t.string("signing_key", issues).map(PathBuf::from).unwrap_or_else(|| "/etc/sipbridge/webhook.key".into());
     if url.is_some() {
         if let Err(e) = crate::webhook::key::load_signing_key(&signing_key) {
-            issues.push(t.key_path("signing_key"),
-                format!("{e} (create it with: sipbridge keygen --out {})", signing_key.display()));
+            issues.push(
+                t.key_path("signing_key"),
+                format!("{e} (create it with: sipbridge keygen --out {})", signing_key.display()),
+            );
         }
     }
     let timeout = duration(&t, "timeout", issues, Duration::from_secs(5));
@@ -413,16 +454,24 @@ fn read_api(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -> A
 fn read_log(root: &Table<'_>, issues: &mut Issues) -> Log {
     let t = root.table("log", LOG, issues);
     let level = t
-        .choice("level", issues, &[("error", "error"), ("warn", "warn"), ("info", "info"), ("debug", "debug"), ("trace", "trace")])
+        .choice(
+            "level",
+            issues,
+            &[("error", "error"), ("warn", "warn"), ("info", "info"), ("debug", "debug"), ("trace", "trace")],
+        )
         .unwrap_or("info")
         .to_string();
     let format = t
-        .choice("format", issues, &[
-            ("auto", LogFormat::Auto),
-            ("text", LogFormat::Text),
-            ("json", LogFormat::Json),
-            ("journald", LogFormat::Journald),
-        ])
+        .choice(
+            "format",
+            issues,
+            &[
+                ("auto", LogFormat::Auto),
+                ("text", LogFormat::Text),
+                ("json", LogFormat::Json),
+                ("journald", LogFormat::Journald),
+            ],
+        )
         .unwrap_or(LogFormat::Auto);
     t.finish(issues);
     Log { level, format }

@@ -127,7 +127,9 @@ impl Listen {
     /// the port may be left out (5060, or 5061 for TLS).
     pub fn parse(s: &str) -> Result<Self, String> {
         let err = || {
-            format!("{s:?} is not a SIP listen address (e.g. \"udp://0.0.0.0:5060\", \"tcp://[::]:5060\", \"tls://0.0.0.0:5061\")")
+            format!(
+                "{s:?} is not a SIP listen address (e.g. \"udp://0.0.0.0:5060\", \"tcp://[::]:5060\", \"tls://0.0.0.0:5061\")"
+            )
         };
         let (scheme, rest) = s.split_once("://").ok_or_else(err)?;
         let transport = Transport::parse(scheme).ok_or_else(err)?;
@@ -194,8 +196,8 @@ impl SipUri {
                 None => (hostport.to_string(), None),
             }
         };
-        let host_ok = !host.is_empty()
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
+        let host_ok =
+            !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
         if !host_ok {
             return Err(err("missing or invalid host"));
         }
@@ -278,7 +280,10 @@ impl DiskBudget {
 pub fn parse_url(s: &str, schemes: &[&str]) -> Result<url::Url, String> {
     let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
     if !schemes.contains(&u.scheme()) {
-        return Err(format!("{s:?} must use {}", schemes.iter().map(|x| format!("{x}://")).collect::<Vec<_>>().join(" or ")));
+        return Err(format!(
+            "{s:?} must use {}",
+            schemes.iter().map(|x| format!("{x}://")).collect::<Vec<_>>().join(" or ")
+        ));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err(format!("{s:?} has no host"));

@@ -42,7 +42,11 @@ impl Drop for CallPermit {
 impl Lifecycle {
     /// A lifecycle admitting up to `max_calls` concurrent calls.
     pub fn new(max_calls: u32) -> Arc<Self> {
-        Arc::new(Self { accepting: AtomicBool::new(true), max_calls: AtomicU32::new(max_calls), active: watch::channel(0).0 })
+        Arc::new(Self {
+            accepting: AtomicBool::new(true),
+            max_calls: AtomicU32::new(max_calls),
+            active: watch::channel(0).0,
+        })
     }
 
     /// Admits a call or says why not.

@@ -12,7 +12,9 @@ use nix::fcntl::{Flock, FlockArg};
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process holds it.
-    #[error("another sipbridge (pid {pid}) is already running with data_dir {dir}; stop it first (systemctl stop sipbridge)")]
+    #[error(
+        "another sipbridge (pid {pid}) is already running with data_dir {dir}; stop it first (systemctl stop sipbridge)"
+    )]
     Held {
         /// The data directory.
         dir: PathBuf,
@@ -38,7 +40,8 @@ pub struct DataDirLock {
 pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, LockError> {
     let path = data_dir.join("sipbridge.lock");
     let io = |source| LockError::Io { path: path.clone(), source };
-    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
             lock.set_len(0).map_err(io)?;

@@ -36,11 +36,7 @@ pub fn stopping(status: &str) {
 /// for this process (`WATCHDOG_PID` unset or equal to our pid).
 pub fn watchdog_interval() -> Option<Duration> {
     let mut usec = 0u64;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        Some(Duration::from_micros(usec / 2))
-    } else {
-        None
-    }
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 { Some(Duration::from_micros(usec / 2)) } else { None }
 }
 
 /// `WATCHDOG=1`.

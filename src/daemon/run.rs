@@ -53,8 +53,11 @@ pub fn run(config_path: &Path) -> i32 {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
-            eprintln!("sipbridge: not started: {} has errors (check with: sipbridge check-config -c {})",
-                config_path.display(), config_path.display());
+            eprintln!(
+                "sipbridge: not started: {} has errors (check with: sipbridge check-config -c {})",
+                config_path.display(),
+                config_path.display()
+            );
             return EXIT_CONFIG;
         }
     };
@@ -186,7 +189,11 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
             for p in &e.problems {
                 tracing::error!("config reload: {p}");
             }
-            let status = format!("config reload failed ({} errors), old config kept; {}", e.problems.len(), daemon.status_line());
+            let status = format!(
+                "config reload failed ({} errors), old config kept; {}",
+                e.problems.len(),
+                daemon.status_line()
+            );
             notify::ready(&status);
             tracing::error!("{status}");
         }

@@ -32,7 +32,9 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// The database was written by a newer sipbridge.
-    #[error("store {path} has schema version {found}, newer than this sipbridge knows ({known}); install the newer version or move the file away")]
+    #[error(
+        "store {path} has schema version {found}, newer than this sipbridge knows ({known}); install the newer version or move the file away"
+    )]
     TooNew {
         /// Database file.
         path: PathBuf,

@@ -47,7 +47,8 @@ pub fn public_key_base64(key: &SigningKey) -> String {
 
 /// Reads the signing key from a PKCS#8 PEM file.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.display().to_string(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.display().to_string(), source })?;
     SigningKey::from_pkcs8_pem(&text).map_err(|_| KeyError::Format { path: path.display().to_string() })
 }
 
@@ -56,9 +57,7 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
 pub fn generate_to(path: &Path, overwrite: bool) -> Result<SigningKey, KeyError> {
     let key = SigningKey::generate(&mut rand_core::OsRng);
     let err = |source| KeyError::Write { path: path.display().to_string(), source };
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| err(std::io::Error::other(e.to_string())))?;
+    let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| err(std::io::Error::other(e.to_string())))?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).mode(0o600);
     if overwrite {
