@@ -37,6 +37,11 @@ pub fn suggest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
         .map(|(_, k)| k)
 }
 
+/// A figment number as an integer (figment keeps signed and unsigned apart).
+fn whole(n: figment::value::Num) -> Option<i128> {
+    n.to_i128().or_else(|| n.to_u128().and_then(|u| i128::try_from(u).ok()))
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::String(..) | Value::Char(..) => "a string",
@@ -109,7 +114,7 @@ impl<'v> Table<'v> {
             Value::String(_, s) => Some(s.clone()),
             Value::Char(_, c) => Some(c.to_string()),
             // Environment overrides are typed by figment: "5060" arrives as a number.
-            Value::Num(_, n) => n.to_i128().map(|i| i.to_string()),
+            Value::Num(_, n) => whole(*n).map(|i| i.to_string()),
             other => {
                 issues.push(self.key_path(key), format!("must be a string, found {}", type_name(other)));
                 None
@@ -154,7 +159,7 @@ impl<'v> Table<'v> {
     pub fn integer(&self, key: &str, issues: &mut Issues, min: i64, max: i64) -> Option<i64> {
         let v = self.value(key)?;
         let n = match v {
-            Value::Num(_, n) => n.to_i128(),
+            Value::Num(_, n) => whole(*n),
             Value::String(_, s) => s.trim().parse::<i128>().ok(),
             _ => None,
         };

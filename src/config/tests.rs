@@ -1,1 +1,243 @@
+//! Tests of config loading: located errors, environment overrides, defaults,
+//! secrets, and the shipped configs.
 
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    for name in ["config/demo.toml", "config/sipbridge.toml"] {
+        let loaded = load_with_env(&repo(name), env(&[])).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+        assert!(!loaded.config.agents.is_empty(), "{name} has the echo agent");
+    }
+    let demo = load_with_env(&repo("config/demo.toml"), env(&[])).unwrap().config;
+    assert_eq!(demo.routes.len(), 1);
+    assert_eq!(demo.routes[0].target, RouteTarget::Agent("echo".into()));
+    assert_eq!(demo.agent("echo").unwrap().url, AgentUrl::BuiltinEcho);
+    assert_eq!(demo.node.data_dir, PathBuf::from("./var"));
+    let template = load_with_env(&repo("config/sipbridge.toml"), env(&[])).unwrap();
+    assert!(template.config.trunks.is_empty(), "the installed template enables no trunk");
+    assert!(template.warnings.iter().any(|w| w.contains("no [[trunk]]")));
+}
+
+#[test]
+fn design_example_is_valid_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("webhook.key");
+    crate::webhook::key::generate_to(&key, false).unwrap();
+    // A verbatim copy of the design's reference config (shared/design/), the shape
+    // field technicians edit: it must load as it is.
+    let example = repo("tests/data/sipbridge.example.toml");
+    let loaded = load_with_env(&example, env(&[("SIPBRIDGE_WEBHOOKS__SIGNING_KEY", key.to_str().unwrap())]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = loaded.config;
+    assert_eq!(c.trunks.len(), 3);
+    assert_eq!(c.trunk("telnyx-ip").unwrap().inbound_allow.len(), 2);
+    assert_eq!(c.routes[1].target, RouteTarget::Forward("telnyx".into()));
+    assert_eq!(c.routes[3].target, RouteTarget::RoomPerCaller("call-".into()));
+    assert_eq!(c.rtp.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.recording.max_disk_usage, values::DiskBudget::Percent(80.0));
+}
+
+const BAD: &str = r#"[node]
+name = "shop-042"
+max_calls = "lots"
+
+[[trunk]]
+name = "telnyx"
+proxy = "sip:sip.telnyx.com"
+pasword = "x"
+
+[[trunk]]
+name = "telnyx-ip"
+inbound_allow = [
+  "192.76.120.10/32",
+  "64.16.250",
+]
+
+[[route]]
+agent = "nobody"
+"#;
+
+#[test]
+fn every_error_is_listed_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "sipbridge.toml", BAD);
+    let err = load_with_env(&path, env(&[])).unwrap_err();
+    let shown: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+    let p = path.display();
+    assert_eq!(
+        shown,
+        vec![
+            format!("{p}:3: node.max_calls: \"lots\" is not a whole number"),
+            format!("{p}:8: trunk[0].pasword: unknown key (did you mean \"password\"?)"),
+            format!("{p}:14: trunk[1].inbound_allow[1]: \"64.16.250\" is not an IP address or CIDR (e.g. 64.16.250.10/32)"),
+            format!("{p}:18: route[0].agent: \"nobody\" is not the name of an [[agent]]"),
+        ]
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "s.toml", "[node]\nname = \"a\"\nmax_calls = = 3\n");
+    let err = load_with_env(&path, env(&[])).unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert_eq!(err.problems[0].line, Some(3));
+    assert!(err.problems[0].message.starts_with("TOML syntax error"), "{}", err.problems[0]);
+}
+
+#[test]
+fn missing_file_is_one_clear_error() {
+    let err = load_with_env(Path::new("/nonexistent/sipbridge.toml"), env(&[])).unwrap_err();
+    assert_eq!(err.to_string(), "/nonexistent/sipbridge.toml: cannot read the config file: No such file or directory (os error 2)");
+}
+
+const SMALL: &str = r#"[node]
+name = "a"
+max_calls = 10
+
+[[trunk]]
+name = "telnyx-ip"
+provider = "telnyx"
+inbound_allow = ["192.76.120.10"]
+username = "u"
+password = "file-password"
+
+[[agent]]
+name = "echo"
+url = "builtin:echo"
+
+[[route]]
+agent = "echo"
+"#;
+
+#[test]
+fn environment_overrides_win_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "s.toml", SMALL);
+    let c = load_with_env(
+        &path,
+        env(&[
+            ("SIPBRIDGE_NODE__MAX_CALLS", "25"),
+            ("SIPBRIDGE_RTP__TIMEOUT", "1m"),
+            ("SIPBRIDGE_TRUNK__TELNYX_IP__PASSWORD", "env-password"),
+            ("SIPBRIDGE_CONFIG", "/ignored/because/it/is/the/cli/option"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.node.max_calls, 25);
+    assert_eq!(c.rtp.timeout, std::time::Duration::from_secs(60));
+    assert_eq!(c.trunks[0].password.as_ref().unwrap().expose(), "env-password");
+    // The provider preset filled the proxy.
+    assert_eq!(c.trunks[0].proxy.as_ref().unwrap().host, "sip.telnyx.com");
+}
+
+#[test]
+fn bad_environment_overrides_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "s.toml", SMALL);
+    let err = load_with_env(&path, env(&[("SIPBRIDGE_NODE__MAX_CALLS", "0")])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "environment SIPBRIDGE_NODE__MAX_CALLS: node.max_calls: 0 is out of range (1 to 100000)"
+    );
+    let err = load_with_env(&path, env(&[("SIPBRIDGE_TRUNK__NOPE__PASSWORD", "x")])).unwrap_err();
+    assert!(err.to_string().contains("no [[trunk]] is named \"nope\""), "{err}");
+    let err = load_with_env(&path, env(&[("SIPBRIDGE_MAXCALLS", "3")])).unwrap_err();
+    assert!(err.to_string().starts_with("environment SIPBRIDGE_MAXCALLS: not a config override"), "{err}");
+}
+
+#[test]
+fn secrets_never_show_in_debug_or_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "s.toml", &format!("{SMALL}\n[api]\ntoken = \"api-token-0123456789\"\n"));
+    let c = load_with_env(&path, env(&[])).unwrap().config;
+    let debug = format!("{c:?}");
+    let json = serde_json::to_string(&c).unwrap();
+    for shown in [&debug, &json] {
+        assert!(!shown.contains("file-password"), "password leaked");
+        assert!(!shown.contains("api-token-0123"), "token leaked");
+    }
+    assert!(json.contains("****6789"), "the last 4 characters of a long token help tell tokens apart");
+}
+
+#[test]
+fn defaults_apply_when_sections_are_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "s.toml", "");
+    let loaded = load_with_env(&path, env(&[])).unwrap();
+    let c = loaded.config;
+    assert_eq!(c.node.max_calls, 100);
+    assert_eq!(c.node.data_dir, PathBuf::from("/var/lib/sipbridge"));
+    assert_eq!(c.sip.listen.len(), 2);
+    assert_eq!(c.rtp.port_range.first, 16384);
+    assert_eq!(c.recording.dir, PathBuf::from("/var/lib/sipbridge/recordings"));
+    assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
+    assert!(c.webhooks.url.is_none());
+}
+
+#[test]
+fn cross_references_and_combinations_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[[trunk]]
+name = "a"
+register = true
+inbound_username = "x"
+
+[[trunk]]
+name = "a"
+inbound_allow = ["10.0.0.0/8"]
+
+[[agent]]
+name = "hd"
+url = "wss://agent.lan/x"
+encoding = "PCMU"
+sample_rate = 16000
+
+[[route]]
+forward = "a"
+pin = "12"
+
+[[route]]
+room = "r"
+agent = "hd"
+
+[webhooks]
+url = "https://example.com/hook"
+signing_key = "/nonexistent/webhook.key"
+"#;
+    let path = write(dir.path(), "s.toml", text);
+    let err = load_with_env(&path, env(&[])).unwrap_err();
+    let all = err.to_string();
+    for needle in [
+        "trunk[0].register: register = true needs proxy, username and password",
+        "trunk[0].inbound_password: missing; inbound_username and inbound_password go together",
+        "trunk[1].name: another trunk is already named \"a\"",
+        "agent[0].sample_rate: 16000 Hz needs encoding = \"L16\"",
+        "route[0].forward: trunk \"a\" has no proxy to send calls to",
+        "route[0].pin: a PIN only applies to routes with room",
+        "route[1]: has more than one target",
+        "webhooks.signing_key: cannot read signing key /nonexistent/webhook.key",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}

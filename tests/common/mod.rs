@@ -1,0 +1,164 @@
+//! Shared helpers for integration tests: start the real `sipbridge` binary with a
+//! config of the test's own, listen on a systemd notify socket the test owns, and
+//! stop the process by pid (always, also when a test fails).
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Path of the binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sipbridge"))
+}
+
+/// A systemd-style notify socket (`NOTIFY_SOCKET`) owned by the test.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    sock: UnixDatagram,
+    /// Every message received so far, in order.
+    pub seen: Vec<String>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+        Self { path, sock, seen: Vec::new() }
+    }
+
+    /// Waits (at most `limit`) for a datagram containing the line `line`; returns
+    /// that datagram.
+    pub fn wait_for(&mut self, line: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok()?;
+            match self.sock.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    self.seen.push(msg.clone());
+                    if msg.lines().any(|l| l == line || (line.ends_with('=') && l.starts_with(line))) {
+                        return Some(msg);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// A running daemon; killed (SIGKILL, by pid) on drop if still running.
+pub struct Daemon {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `sipbridge run -c config` with `NOTIFY_SOCKET` and, when given, the
+    /// watchdog variables. `WATCHDOG_PID` is the daemon's own pid: a shell exports
+    /// `$$` and then `exec`s the daemon, which keeps the pid.
+    pub fn start(config: &Path, notify: Option<&Path>, watchdog_usec: Option<u64>, env: &[(&str, &str)]) -> Self {
+        let dir = config.parent().unwrap();
+        let stderr_path = dir.join(format!("stderr-{}.log", Instant::now().elapsed().as_nanos() ^ rand_suffix()));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut cmd = Command::new("sh");
+        let script = if watchdog_usec.is_some() {
+            "export WATCHDOG_PID=$$; exec \"$0\" run -c \"$1\""
+        } else {
+            "exec \"$0\" run -c \"$1\""
+        };
+        cmd.arg("-c").arg(script).arg(bin()).arg(config);
+        cmd.env_remove("RUST_LOG").env_remove("JOURNAL_STREAM").env_remove("NOTIFY_SOCKET");
+        cmd.env_remove("WATCHDOG_USEC").env_remove("WATCHDOG_PID");
+        if let Some(n) = notify {
+            cmd.env("NOTIFY_SOCKET", n);
+        }
+        if let Some(us) = watchdog_usec {
+            cmd.env("WATCHDOG_USEC", us.to_string());
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        let child = cmd.spawn().expect("spawn sipbridge");
+        Self { child, stderr_path }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).expect("send signal");
+    }
+
+    /// Waits at most `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(self.pid(), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn rand_suffix() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    u128::from(N.fetch_add(1, Ordering::Relaxed)) << 64 | u128::from(std::process::id())
+}
+
+/// Runs the binary to completion with a bounded wait; returns (status, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env_remove("SIPBRIDGE_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run sipbridge");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A minimal valid config in `dir` with its own data dir; `extra` is appended.
+pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let data = dir.join("data");
+    let text = format!(
+        "[node]\nname = \"test\"\ndata_dir = \"{}\"\nshutdown_grace = \"2s\"\n\n[sip]\nlisten = [\"udp://127.0.0.1:0\"]\n\n[log]\nformat = \"text\"\n{extra}",
+        data.display()
+    );
+    let path = dir.join("sipbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
