@@ -39,8 +39,7 @@ fn no_watchdog_pings_for_another_pid() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let mut notify = NotifySocket::bind(dir.path());
-    let mut d =
-        Daemon::start(&config, Some(&notify.path), None, &[("WATCHDOG_USEC", "100000"), ("WATCHDOG_PID", "1")]);
+    let mut d = Daemon::start(&config, Some(&notify.path), None, &[("WATCHDOG_USEC", "100000"), ("WATCHDOG_PID", "1")]);
     notify.wait_for("READY=1", WAIT).expect("READY=1");
     d.signal(Signal::SIGTERM);
     notify.wait_for("STOPPING=1", WAIT).expect("STOPPING=1");
@@ -155,19 +154,26 @@ fn check_config_exit_codes() {
     assert!(out.contains(": OK"));
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[node]\nmax_calls = -1\n\n[[trunk]]\nname = \"t\"\ninbound_allow = [\"64.16.250\"]\n").unwrap();
+    std::fs::write(&bad, "[node]\nmax_calls = -1\n\n[[trunk]]\nname = \"t\"\ninbound_allow = [\"64.16.250\"]\n")
+        .unwrap();
     let (code, _, err) = run_cli(&["check-config", "-c", bad.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
     let b = bad.display();
     assert!(err.contains(&format!("{b}:2: node.max_calls: -1 is out of range")), "{err}");
-    assert!(err.contains(&format!("{b}:6: trunk[0].inbound_allow[0]: \"64.16.250\" is not an IP address or CIDR")), "{err}");
+    assert!(
+        err.contains(&format!("{b}:6: trunk[0].inbound_allow[0]: \"64.16.250\" is not an IP address or CIDR")),
+        "{err}"
+    );
     assert!(err.contains("2 errors"), "{err}");
 
     // The environment overrides the file, and its errors name the variable.
     let (code, _, err) =
         run_cli(&["check-config", "-c", good.to_str().unwrap()], &[("SIPBRIDGE_NODE__MAX_CALLS", "many")]);
     assert_eq!(code, 1);
-    assert!(err.contains("environment SIPBRIDGE_NODE__MAX_CALLS: node.max_calls: \"many\" is not a whole number"), "{err}");
+    assert!(
+        err.contains("environment SIPBRIDGE_NODE__MAX_CALLS: node.max_calls: \"many\" is not a whole number"),
+        "{err}"
+    );
 
     let (code, _, err) = run_cli(&["check-config", "-c", "/nonexistent.toml"], &[]);
     assert_eq!(code, 1);
@@ -232,4 +238,37 @@ fn version_and_help() {
     for cmd in ["run", "check-config", "keygen", "version"] {
         assert!(out.contains(cmd), "--help lists {cmd}");
     }
+}
+
+#[test]
+fn log_formats_json_and_auto() {
+    // json: one JSON object per line.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("format = \"text\"", "format = \"json\"");
+    std::fs::write(&config, text).unwrap();
+    let mut notify = NotifySocket::bind(dir.path());
+    let mut d = Daemon::start(&config, Some(&notify.path), None, &[]);
+    notify.wait_for("READY=1", WAIT).expect("READY=1");
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    let log = d.stderr();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+    }
+
+    // auto with a JOURNAL_STREAM that is not our stderr: plain text, not the journal.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("format = \"text\"", "format = \"auto\"");
+    std::fs::write(&config, text).unwrap();
+    let mut notify = NotifySocket::bind(dir.path());
+    let mut d = Daemon::start(&config, Some(&notify.path), None, &[("JOURNAL_STREAM", "1:1")]);
+    notify.wait_for("READY=1", WAIT).expect("READY=1");
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(d.stderr().contains("INFO sipbridge ready"), "{}", d.stderr());
 }

@@ -86,7 +86,9 @@ fn every_error_is_listed_with_file_line_and_key() {
         vec![
             format!("{p}:3: node.max_calls: \"lots\" is not a whole number"),
             format!("{p}:8: trunk[0].pasword: unknown key (did you mean \"password\"?)"),
-            format!("{p}:14: trunk[1].inbound_allow[1]: \"64.16.250\" is not an IP address or CIDR (e.g. 64.16.250.10/32)"),
+            format!(
+                "{p}:14: trunk[1].inbound_allow[1]: \"64.16.250\" is not an IP address or CIDR (e.g. 64.16.250.10/32)"
+            ),
             format!("{p}:18: route[0].agent: \"nobody\" is not the name of an [[agent]]"),
         ]
     );
@@ -105,7 +107,10 @@ fn syntax_errors_name_the_line() {
 #[test]
 fn missing_file_is_one_clear_error() {
     let err = load_with_env(Path::new("/nonexistent/sipbridge.toml"), env(&[])).unwrap_err();
-    assert_eq!(err.to_string(), "/nonexistent/sipbridge.toml: cannot read the config file: No such file or directory (os error 2)");
+    assert_eq!(
+        err.to_string(),
+        "/nonexistent/sipbridge.toml: cannot read the config file: No such file or directory (os error 2)"
+    );
 }
 
 const SMALL: &str = r#"[node]

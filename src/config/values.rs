@@ -246,7 +246,7 @@ impl PortRange {
 
     /// Number of RTP/RTCP port pairs in the range.
     pub fn pairs(&self) -> u32 {
-        (u32::from(self.last) - u32::from(self.first) + 1) / 2
+        (u32::from(self.last) - u32::from(self.first)).div_ceil(2)
     }
 }
 
