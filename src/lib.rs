@@ -4,9 +4,12 @@
 //! module is reachable from integration tests and benchmarks. Module map:
 //! ARCHITECTURE.md in the design folder; each module's own `//!` says what it owns.
 
+pub mod call;
 pub mod config;
 pub mod daemon;
 pub mod media;
+pub mod record;
 pub mod sdp;
+pub mod sip;
 pub mod store;
 pub mod webhook;

@@ -236,6 +236,8 @@ pub struct Route {
     pub target: RouteTarget,
     /// Record the call.
     pub record: bool,
+    /// Send 180 Ringing before answering.
+    pub ringing: bool,
     /// PIN the caller keys in by DTMF (rooms only).
     pub pin: Option<String>,
 }

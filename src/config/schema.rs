@@ -43,7 +43,8 @@ const AGENT: &[&str] = &[
     "on_disconnect",
     "connect_timeout",
 ];
-const ROUTE: &[&str] = &["name", "trunk", "to", "from", "agent", "room", "room_per_caller", "forward", "record", "pin"];
+const ROUTE: &[&str] =
+    &["name", "trunk", "to", "from", "agent", "room", "room_per_caller", "forward", "record", "ringing", "pin"];
 const RECORDING: &[&str] = &["enabled", "dir", "channels", "retention", "max_disk_usage"];
 const WEBHOOKS: &[&str] = &["url", "failover_url", "signing_key", "timeout", "max_age"];
 const API: &[&str] = &["listen", "token"];
@@ -371,6 +372,7 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
             targets.push(RouteTarget::Forward(f));
         }
         let record = t.bool("record", issues).unwrap_or(false);
+        let ringing = t.bool("ringing", issues).unwrap_or(false);
         let pin = t.parsed("pin", issues, |s| {
             if (1..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
                 Ok(s.to_string())
@@ -382,7 +384,7 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
             issues.push(t.key_path("pin"), "a PIN only applies to routes with room = \"...\"");
         }
         match targets.len() {
-            1 => out.push(Route { name, trunk, to, from, target: targets.remove(0), record, pin }),
+            1 => out.push(Route { name, trunk, to, from, target: targets.remove(0), record, ringing, pin }),
             0 => issues.push(t.path_of(), "needs exactly one target: agent, room, room_per_caller or forward"),
             _ => issues.push(
                 t.path_of(),

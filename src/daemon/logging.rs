@@ -17,6 +17,13 @@ use crate::config::{Log, LogFormat};
 
 type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
+/// The filter for a `[log].level`: rsipstack logs every SIP message at info,
+/// so its own level is one step quieter (warn) unless we are debugging.
+fn filter_for(level: &str) -> EnvFilter {
+    let stack = if matches!(level, "debug" | "trace") { level } else { "warn" };
+    EnvFilter::new(format!("{level},rsipstack={stack}"))
+}
+
 /// Lets the daemon change the level after a reload.
 pub struct LogHandle {
     filter: FilterHandle,
@@ -29,7 +36,7 @@ impl LogHandle {
         if self.from_env {
             return;
         }
-        if let Err(e) = self.filter.reload(EnvFilter::new(level)) {
+        if let Err(e) = self.filter.reload(filter_for(level)) {
             tracing::warn!(error = %e, "could not change the log level");
         }
     }
@@ -52,9 +59,9 @@ fn stderr_is_journal() -> bool {
 pub fn init(log: &Log) -> LogHandle {
     let from_env = std::env::var_os("RUST_LOG").is_some();
     let filter = if from_env {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level))
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| filter_for(&log.level))
     } else {
-        EnvFilter::new(&log.level)
+        filter_for(&log.level)
     };
     let (filter, handle) = reload::Layer::new(filter);
     let format = match log.format {

@@ -15,7 +15,10 @@ use tokio::sync::watch;
 use super::lifecycle::Lifecycle;
 use super::logging::{self, LogHandle};
 use super::{lock, notify};
+use crate::call::EventBus;
 use crate::config::{self, Config, Loaded};
+use crate::sip::SipStack;
+use tokio_util::sync::CancellationToken;
 use crate::store::Store;
 
 /// Exit status for a config the daemon cannot start with (sysexits EX_CONFIG);
@@ -30,6 +33,10 @@ pub struct Daemon {
     pub config: watch::Sender<Arc<Config>>,
     /// Call admission and draining.
     pub lifecycle: Arc<Lifecycle>,
+    /// Call events (webhooks, API, logs).
+    pub events: EventBus,
+    /// Cancelled when the shutdown grace is over: calls still up hang up.
+    pub hangup_all: CancellationToken,
 }
 
 impl Daemon {
@@ -116,11 +123,32 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         tracing::warn!("{e}");
     }
 
+    // rustls: the ring provider, installed once (never aws-lc; ARCHITECTURE.md).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
     let daemon = Arc::new(Daemon {
         config_path: path,
         lifecycle: Lifecycle::new(config.node.max_calls),
         config: watch::channel(Arc::new(config)).0,
+        events: EventBus::new(),
+        hangup_all: CancellationToken::new(),
     });
+
+    let sip = match SipStack::start(
+        daemon.config.subscribe(),
+        Arc::clone(&daemon.lifecycle),
+        daemon.events.clone(),
+        daemon.hangup_all.clone(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sipbridge: {e}");
+            return 1;
+        }
+    };
 
     let status = daemon.status_line();
     notify::ready(&status);
@@ -145,6 +173,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         }
     }
     shutdown(&daemon).await;
+    sip.stop();
     drop(store);
     0
 }
@@ -208,7 +237,8 @@ async fn shutdown(daemon: &Daemon) {
     tracing::info!(active, grace_s = grace.as_secs(), "stopping: new calls are refused");
     if tokio::time::timeout(grace, daemon.lifecycle.drained()).await.is_err() {
         tracing::warn!(active = daemon.lifecycle.active(), "shutdown grace over: hanging up remaining calls");
-        // Calls observe the lifecycle and hang up; give them a moment to send BYE.
+        daemon.hangup_all.cancel();
+        // Calls send BYE and end; give them a moment.
         let _ = tokio::time::timeout(Duration::from_secs(2), daemon.lifecycle.drained()).await;
     }
     tracing::info!("sipbridge stopped");

@@ -1,0 +1,161 @@
+//! The media session of one call leg: answers the SDP offer (port pair from the
+//! pool, `sdp::answer_offer`), re-answers re-INVITEs/UPDATEs (hold, resume, new
+//! address), runs the leg's media task once the call is answered, and reports
+//! RTP timeouts, DTMF and `call_quality_stats`.
+//!
+//! The media target for now is the built-in echo agent; agent streams, bridges to
+//! other legs and rooms attach here as they land.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::Codec;
+use crate::media::g711::G711;
+use crate::media::leg::{LegCommand, LegEvent, RtpLeg, run_echo};
+use crate::media::ports::{PortPair, PortPool};
+use crate::sdp::{LocalAudio, LocalSession, NegotiatedAudio, SessionDescription, answer_offer};
+
+/// Shared media resources of the box.
+#[derive(Debug, Clone)]
+pub struct MediaEngine {
+    /// RTP/RTCP port pairs.
+    pub pool: PortPool,
+    /// `[rtp].timeout`.
+    pub rtp_timeout: Duration,
+    /// Address the RTP sockets bind to (the wildcard of the address family).
+    pub bind_ip: IpAddr,
+}
+
+/// Why an offer cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    /// 488 (or 400 for malformed SDP): the reason, for a Warning header.
+    NotAcceptable(String),
+    /// 503: no RTP ports left.
+    NoPorts,
+}
+
+/// The media of one leg.
+pub struct MediaSession {
+    local: LocalAudio,
+    session: LocalSession,
+    audio: NegotiatedAudio,
+    last_answer: Vec<u8>,
+    ports: Option<PortPair>,
+    rtp_timeout: Duration,
+    task: Option<JoinHandle<RtpLeg>>,
+    commands: Option<mpsc::Sender<LegCommand>>,
+    events: Option<mpsc::UnboundedReceiver<LegEvent>>,
+}
+
+fn g711(codecs: &[Codec]) -> Vec<G711> {
+    codecs
+        .iter()
+        .map(|c| match c {
+            Codec::Pcmu => G711::Pcmu,
+            Codec::Pcma => G711::Pcma,
+        })
+        .collect()
+}
+
+impl MediaSession {
+    /// Answers an offer (`offer` = the INVITE body) with one of `codecs`,
+    /// advertising `advertised_ip`. Returns the session and the answer body.
+    pub async fn answer(
+        engine: &MediaEngine,
+        offer: &[u8],
+        codecs: &[Codec],
+        advertised_ip: IpAddr,
+    ) -> Result<(Self, Vec<u8>), Reject> {
+        if offer.is_empty() {
+            return Err(Reject::NotAcceptable("an SDP offer is required in the INVITE".into()));
+        }
+        let offer = SessionDescription::parse(offer).map_err(|e| Reject::NotAcceptable(e.to_string()))?;
+        let ports = engine.pool.take(engine.bind_ip).map_err(|_| Reject::NoPorts)?;
+        let local = LocalAudio { codecs: g711(codecs), address: advertised_ip, port: ports.port };
+        let mut session = LocalSession::new(u64::from(uuid::Uuid::new_v4().as_u64_pair().0));
+        let answer = answer_offer(&offer, &local, &mut session).map_err(|e| Reject::NotAcceptable(e.to_string()))?;
+        let body = answer.body.into_bytes();
+        Ok((
+            Self {
+                local,
+                session,
+                audio: answer.audio,
+                last_answer: body.clone(),
+                ports: Some(ports),
+                rtp_timeout: engine.rtp_timeout,
+                task: None,
+                commands: None,
+                events: None,
+            },
+            body,
+        ))
+    }
+
+    /// The negotiated stream.
+    pub fn audio(&self) -> &NegotiatedAudio {
+        &self.audio
+    }
+
+    /// Starts the media task (after the call is answered).
+    pub fn start(&mut self) {
+        let Some(ports) = self.ports.take() else { return };
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let leg = RtpLeg::new(ports, self.audio);
+        self.task = Some(tokio::spawn(run_echo(leg, cmd_rx, ev_tx, self.rtp_timeout)));
+        self.commands = Some(cmd_tx);
+        self.events = Some(ev_rx);
+    }
+
+    /// The next event of the media task (DTMF, timeout); pending forever before
+    /// `start` or after the task ended.
+    pub async fn next_event(&mut self) -> LegEvent {
+        match self.events.as_mut() {
+            Some(rx) => match rx.recv().await {
+                Some(e) => e,
+                None => {
+                    self.events = None;
+                    std::future::pending().await
+                }
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Our current description (for a re-INVITE without an offer).
+    pub fn current_sdp(&self) -> Vec<u8> {
+        self.last_answer.clone()
+    }
+
+    /// Answers a new offer in the dialog (re-INVITE/UPDATE): hold, resume, new
+    /// address. On failure the previous media stays in force.
+    pub fn reoffer(&mut self, offer: &[u8]) -> Result<Vec<u8>, Reject> {
+        let offer = SessionDescription::parse(offer).map_err(|e| Reject::NotAcceptable(e.to_string()))?;
+        let answer =
+            answer_offer(&offer, &self.local, &mut self.session).map_err(|e| Reject::NotAcceptable(e.to_string()))?;
+        self.audio = answer.audio;
+        if let Some(tx) = &self.commands {
+            let _ = tx.try_send(LegCommand::Update(self.audio));
+        }
+        self.last_answer = answer.body.into_bytes();
+        Ok(self.last_answer.clone())
+    }
+
+    /// Stops the media task; returns `call_quality_stats` when media ran.
+    pub async fn stop(&mut self) -> Option<serde_json::Value> {
+        if let Some(tx) = self.commands.take() {
+            let _ = tx.send(LegCommand::Stop).await;
+        }
+        let task = self.task.take()?;
+        let leg = task.await.ok()?;
+        Some(leg.quality_json())
+    }
+}
+
+/// Shared handle to the engine.
+pub type MediaEngineRef = Arc<MediaEngine>;

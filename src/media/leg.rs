@@ -1,0 +1,293 @@
+//! One RTP leg's socket shell: receives and sends RTP for a negotiated stream,
+//! around the sans-IO cores (`rtp` view, `stats` RFC 3550 receiver statistics,
+//! `dtmf` RFC 4733 detector).
+//!
+//! - Symmetric RTP / latching: media is sent to the SDP address until packets
+//!   arrive, then to where they actually come from (NAT).
+//! - Per packet: no heap allocation (stack buffers), no lock, no logging above
+//!   `trace`.
+//! - Timeout: no RTP for `[rtp].timeout` while the peer is supposed to send
+//!   (not on hold) is reported once.
+//!
+//! The tasks that use a leg (`run_echo`, and later the agent/bridge tasks) own it:
+//! one task per call, nothing shared across calls.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::dtmf::DtmfDetector;
+use super::ports::PortPair;
+use super::rtp::{RtpHeader, RtpPacket, is_rtcp};
+use super::stats::ReceiverStats;
+use crate::sdp::NegotiatedAudio;
+
+/// Largest datagram handled (Ethernet MTU; G.711 at 120 ms is 972 bytes).
+pub const MAX_DATAGRAM: usize = 1500;
+
+/// What a leg tells the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegEvent {
+    /// An RFC 4733 key press (one per press).
+    Dtmf(char),
+    /// No RTP for the configured timeout while the peer should be sending.
+    Timeout(Duration),
+}
+
+/// What the call tells a leg.
+#[derive(Debug, Clone)]
+pub enum LegCommand {
+    /// New negotiation (re-INVITE: hold/resume, new address or codec).
+    Update(NegotiatedAudio),
+    /// Stop and report.
+    Stop,
+}
+
+/// Sender-side counters (the `outbound` half of `call_quality_stats`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendCounters {
+    /// RTP packets sent.
+    pub packets: u64,
+    /// Payload bytes sent.
+    pub payload_bytes: u64,
+}
+
+/// A negotiated RTP stream on a bound port pair.
+pub struct RtpLeg {
+    ports: PortPair,
+    audio: NegotiatedAudio,
+    remote: Option<SocketAddr>,
+    latched: bool,
+    /// RFC 3550 receiver statistics of the audio from the peer.
+    pub stats: ReceiverStats,
+    dtmf: DtmfDetector,
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+    /// Counters of what was sent.
+    pub sent: SendCounters,
+    last_rx: Instant,
+}
+
+/// What one received datagram was.
+pub enum Received<'a> {
+    /// Audio in the negotiated codec: (payload, RTP timestamp).
+    Audio(&'a [u8], u32),
+    /// A DTMF key press completed.
+    Dtmf(char),
+    /// Nothing for the call (RTCP, telephone-event continuation, junk, foreign PT).
+    Nothing,
+}
+
+impl RtpLeg {
+    /// A leg on `ports` for `audio`.
+    pub fn new(ports: PortPair, audio: NegotiatedAudio) -> Self {
+        Self {
+            ports,
+            remote: audio.remote_rtp,
+            audio,
+            latched: false,
+            stats: ReceiverStats::new(8000),
+            dtmf: DtmfDetector::new(Duration::from_millis(400)),
+            ssrc: rand_u32(),
+            seq: rand_u32() as u16,
+            timestamp: rand_u32(),
+            sent: SendCounters::default(),
+            last_rx: Instant::now(),
+        }
+    }
+
+    /// The negotiated stream.
+    pub fn audio(&self) -> &NegotiatedAudio {
+        &self.audio
+    }
+
+    /// Applies a re-negotiation; a new SDP address resets latching.
+    pub fn update(&mut self, audio: NegotiatedAudio) {
+        if audio.remote_rtp != self.audio.remote_rtp {
+            self.remote = audio.remote_rtp;
+            self.latched = false;
+        }
+        self.audio = audio;
+        self.last_rx = Instant::now();
+    }
+
+    /// Waits for the next datagram on the RTP socket into `buf`.
+    pub async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        self.ports.rtp.recv_from(buf).await
+    }
+
+    /// Classifies a datagram from `from` (latching, statistics, DTMF).
+    pub fn on_datagram<'a>(&mut self, buf: &'a [u8], from: SocketAddr, now: Instant) -> Received<'a> {
+        if is_rtcp(buf) {
+            return Received::Nothing;
+        }
+        let Ok(p) = RtpPacket::parse(buf) else { return Received::Nothing };
+        let pt = p.payload_type();
+        let is_audio = pt == self.audio.receive_payload_type;
+        let is_event = Some(pt) == self.audio.receive_telephone_event;
+        if !is_audio && !is_event {
+            return Received::Nothing;
+        }
+        if !self.latched || self.remote != Some(from) {
+            // Symmetric RTP (RFC 4961): answer where the media really comes from.
+            if self.remote != Some(from) {
+                tracing::debug!(?from, sdp = ?self.audio.remote_rtp, "RTP latched");
+            }
+            self.remote = Some(from);
+            self.latched = true;
+        }
+        self.last_rx = now;
+        let std_now = now.into_std();
+        if is_event {
+            let _ = self.dtmf.on_packet(p.timestamp(), p.payload(), std_now);
+            return match self.dtmf.poll_digit() {
+                Some(d) => Received::Dtmf(d.digit),
+                None => Received::Nothing,
+            };
+        }
+        self.stats.on_packet(p.ssrc(), p.sequence_number(), p.timestamp(), std_now);
+        Received::Audio(p.payload(), p.timestamp())
+    }
+
+    /// A DTMF digit whose end packets were all lost, once its timeout has passed.
+    pub fn poll_dtmf_timeout(&mut self, now: Instant) -> Option<char> {
+        let due = self.dtmf.poll_timeout()?;
+        if now.into_std() >= due {
+            self.dtmf.handle_timeout(now.into_std());
+        }
+        self.dtmf.poll_digit().map(|d| d.digit)
+    }
+
+    /// When the pending DTMF end timeout fires, if any.
+    pub fn dtmf_deadline(&self) -> Option<Instant> {
+        self.dtmf.poll_timeout().map(Instant::from_std)
+    }
+
+    /// Whether the peer is expected to send (not on hold towards us).
+    pub fn expects_media(&self) -> bool {
+        self.audio.direction.receives()
+    }
+
+    /// When the RTP timeout fires if nothing arrives.
+    pub fn timeout_deadline(&self, timeout: Duration) -> Instant {
+        self.last_rx + timeout
+    }
+
+    /// Sends one audio packet of `payload` (G.711 bytes = samples) as the next in
+    /// our stream. Skipped while we may not send (hold) or know no address.
+    pub async fn send_audio(&mut self, payload: &[u8], marker: bool) {
+        let samples = payload.len() as u32;
+        if !self.audio.direction.sends() {
+            self.timestamp = self.timestamp.wrapping_add(samples);
+            return;
+        }
+        let Some(dest) = self.remote else { return };
+        let mut out = [0u8; MAX_DATAGRAM];
+        let header = RtpHeader {
+            marker,
+            payload_type: self.audio.payload_type,
+            sequence_number: self.seq,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+        };
+        let Ok(n) = header.write(payload, &mut out) else { return };
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(samples);
+        if self.ports.rtp.send_to(&out[..n], dest).await.is_ok() {
+            self.sent.packets += 1;
+            self.sent.payload_bytes += u64::from(samples);
+        }
+    }
+
+    /// The Telnyx `call_quality_stats` object: `inbound` from the receiver
+    /// statistics, `outbound` from what was sent.
+    pub fn quality_json(&self) -> serde_json::Value {
+        let inbound = self.stats.call_quality_stats(Duration::from_millis(40), true).to_telnyx_json();
+        serde_json::json!({
+            "inbound": inbound,
+            "outbound": {
+                "packet_count": self.sent.packets.to_string(),
+                "skip_packet_count": "0",
+            },
+        })
+    }
+}
+
+fn rand_u32() -> u32 {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// The built-in echo agent (`url = "builtin:echo"`): every audio packet from the
+/// caller is sent back 200 ms later, in a stream of our own (SSRC, sequence,
+/// timestamps). The delay line is preallocated: no allocation per packet.
+pub async fn run_echo(
+    mut leg: RtpLeg,
+    mut commands: mpsc::Receiver<LegCommand>,
+    events: mpsc::UnboundedSender<LegEvent>,
+    rtp_timeout: Duration,
+) -> RtpLeg {
+    const DELAY: Duration = Duration::from_millis(200);
+    const SLOT: usize = 480; // 60 ms of G.711
+    let mut line: VecDeque<(Instant, usize, [u8; SLOT])> = VecDeque::with_capacity(64);
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut timed_out = false;
+    let mut first = true;
+    loop {
+        let next_due = line.front().map(|(due, _, _)| *due);
+        let timeout_at = leg.timeout_deadline(rtp_timeout);
+        let dtmf_at = leg.dtmf_deadline();
+        tokio::select! {
+            r = leg.recv(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                let now = Instant::now();
+                match leg.on_datagram(&buf[..n], from, now) {
+                    Received::Audio(payload, _) if payload.len() <= SLOT => {
+                        if line.len() == line.capacity() {
+                            line.pop_front();
+                        }
+                        let mut slot = [0u8; SLOT];
+                        slot[..payload.len()].copy_from_slice(payload);
+                        line.push_back((now + DELAY, payload.len(), slot));
+                    }
+                    Received::Dtmf(d) => {
+                        let _ = events.send(LegEvent::Dtmf(d));
+                    }
+                    _ => {}
+                }
+            }
+            _ = tokio::time::sleep_until(next_due.unwrap_or(timeout_at)), if next_due.is_some() => {
+                let now = Instant::now();
+                while let Some((due, len, slot)) = line.front().copied() {
+                    if due > now {
+                        break;
+                    }
+                    line.pop_front();
+                    leg.send_audio(&slot[..len], first).await;
+                    first = false;
+                }
+            }
+            _ = tokio::time::sleep_until(dtmf_at.unwrap_or(timeout_at)), if dtmf_at.is_some() => {
+                if let Some(d) = leg.poll_dtmf_timeout(Instant::now()) {
+                    let _ = events.send(LegEvent::Dtmf(d));
+                }
+            }
+            _ = tokio::time::sleep_until(timeout_at), if !timed_out && leg.expects_media() => {
+                timed_out = true;
+                let _ = events.send(LegEvent::Timeout(rtp_timeout));
+            }
+            c = commands.recv() => match c {
+                Some(LegCommand::Update(audio)) => {
+                    leg.update(audio);
+                    timed_out = false;
+                }
+                Some(LegCommand::Stop) | None => break,
+            }
+        }
+    }
+    leg
+}

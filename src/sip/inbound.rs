@@ -1,0 +1,417 @@
+//! Incoming calls (UAS, RFC 3261 §13.3): trunk admission (address or digest),
+//! call admission (`node.max_calls`, shutdown), routing, SDP answer, then the call's
+//! own task that answers, follows the dialog (ACK, BYE, CANCEL, re-INVITE, UPDATE,
+//! INFO, OPTIONS, session timers) and reports events.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, StatusCode};
+use rsipstack::transaction::transaction::Transaction;
+
+use super::digest::Verdict;
+use super::server::{forbidden, reply};
+use super::{SipContext, addr, msg, routing};
+use crate::call::session::{MediaSession, Reject};
+use crate::media::leg::LegEvent;
+use crate::call::{CallIds, CallInfo, CallStateMachine, Direction, Hangup, HangupCause, HangupSource};
+use crate::config::{Route, RouteTarget, Trunk};
+use crate::daemon::lifecycle::{CallPermit, Refusal};
+
+/// Smallest session interval we accept (RFC 4028 §4: Min-SE default 90 s).
+const MIN_SE: u64 = 90;
+
+/// Handles a new INVITE (no To tag).
+pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
+    let Some(source) = msg::source_addr(&tx) else {
+        reply(&mut tx, StatusCode::BadRequest, vec![]).await;
+        return;
+    };
+    let cfg = ctx.config.borrow().clone();
+
+    // 1. Which trunk?
+    let trunk = match ctx.trunks.by_source(source.ip()) {
+        Some(t) => t.clone(),
+        None if ctx.trunks.has_credential_trunks() => match authenticate(&ctx, &mut tx).await {
+            Some(t) => t,
+            None => return,
+        },
+        None => {
+            forbidden(&ctx, &mut tx).await;
+            return;
+        }
+    };
+
+    // 2. Room for one more call?
+    let permit = match ctx.lifecycle.admit() {
+        Ok(p) => p,
+        Err(refusal) => {
+            let (after, why) = match refusal {
+                Refusal::Full => ("5", "node.max_calls reached"),
+                Refusal::ShuttingDown => ("30", "shutting down"),
+            };
+            tracing::warn!(trunk = %trunk.name, "incoming call refused: {why}");
+            reply(&mut tx, StatusCode::ServiceUnavailable, vec![Header::RetryAfter(after.into())]).await;
+            return;
+        }
+    };
+
+    // 3. Where does it go?
+    let to = msg::dialled(&tx.original);
+    let from = msg::caller(&tx.original);
+    let Some(route) = routing::select(&cfg.routes, &trunk.name, &to, &from).cloned() else {
+        tracing::info!(trunk = %trunk.name, %to, %from, "no route matches: 404");
+        reply(&mut tx, StatusCode::NotFound, vec![]).await;
+        return;
+    };
+    if matches!(route.target, RouteTarget::Room(_) | RouteTarget::RoomPerCaller(_)) {
+        // Local rooms are not part of this build yet: refuse clearly rather than
+        // answer into silence.
+        tracing::warn!(route = %route.name, "route targets a room; rooms are not available in this version: 480");
+        reply(&mut tx, StatusCode::TemporarilyUnavailable, vec![]).await;
+        return;
+    }
+
+    // 4. Session timer (RFC 4028): refuse intervals below our minimum.
+    let session_expires = session_expires(&tx.original);
+    if let Some((se, _)) = session_expires {
+        if se < MIN_SE {
+            reply(&mut tx, StatusCode::SessionIntervalTooSmall, vec![Header::MinSE(MIN_SE.to_string().into())]).await;
+            return;
+        }
+    }
+
+    // 5. Media: answer the offer.
+    let local_ip = {
+        let bound = tx.connection.as_ref().and_then(|c| c.get_addr().get_socketaddr().ok()).map(|a| a.ip());
+        match &ctx.public_address {
+            crate::config::PublicAddress::Ip(ip) => *ip,
+            _ => match bound {
+                Some(b) if !b.is_unspecified() => b,
+                _ => addr::local_ip_towards(source.ip()),
+            },
+        }
+    };
+    let (media, answer) = match MediaSession::answer(&ctx.media, &tx.original.body, &trunk.codecs, local_ip).await {
+        Ok(x) => x,
+        Err(Reject::NotAcceptable(why)) => {
+            tracing::info!(trunk = %trunk.name, "SDP offer not acceptable: {why}: 488");
+            reply(&mut tx, StatusCode::NotAcceptableHere, vec![Header::Warning(format!("304 sipbridge \"{why}\"").into())])
+                .await;
+            return;
+        }
+        Err(Reject::NoPorts) => {
+            tracing::warn!("RTP port range exhausted: 503");
+            reply(&mut tx, StatusCode::ServiceUnavailable, vec![Header::RetryAfter("5".into())]).await;
+            return;
+        }
+    };
+
+    // 6. The dialog.
+    let (state_tx, state_rx) = ctx.dialogs.new_dialog_state_channel();
+    let contact = local_contact(&ctx, &tx, source.ip());
+    let dialog = match ctx.dialogs.get_or_create_server_invite(&tx, state_tx, None, contact) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!(error = %e, "cannot create dialog: 400");
+            reply(&mut tx, StatusCode::BadRequest, vec![]).await;
+            return;
+        }
+    };
+    let info = CallInfo {
+        ids: CallIds::new_session(),
+        direction: Direction::Incoming,
+        from,
+        to,
+        connection_id: trunk.name.clone(),
+        sip_call_id: msg::call_id(&tx.original),
+        start_time: SystemTime::now(),
+        client_state: None,
+        custom_headers: msg::x_headers(&tx.original),
+    };
+    tracing::info!(
+        call_control_id = %info.ids.call_control_id, trunk = %trunk.name, route = %route.name,
+        from = %info.from, to = %info.to, "incoming call"
+    );
+    ctx.events.emit(info.initiated("parked"));
+    let call = InboundCall { ctx: Arc::clone(&ctx), dialog: dialog.clone(), info, route, media, session_expires };
+    tokio::spawn(call.run(state_rx, answer, permit));
+
+    // Drive the INVITE server transaction (100 Trying, 200, ACK or CANCEL).
+    let mut dialog = dialog;
+    if let Err(e) = dialog.handle(&mut tx).await {
+        tracing::debug!(error = %e, "INVITE transaction ended with an error");
+    }
+}
+
+/// Digest-challenges a request from an unknown source; returns the trunk of the
+/// authenticated user, or `None` after answering 401/403.
+async fn authenticate(ctx: &SipContext, tx: &mut Transaction) -> Option<Trunk> {
+    let now = SystemTime::now();
+    let stale = match msg::header(&tx.original, "Authorization", None) {
+        None => false,
+        Some(h) => match ctx.challenger.verify("INVITE", &h, now, |u| ctx.trunks.inbound_password(u)) {
+            Verdict::Accepted { username } => return ctx.trunks.by_inbound_username(&username).cloned(),
+            Verdict::Stale => true,
+            Verdict::Rejected(why) => {
+                tracing::warn!(source = ?msg::source_addr(tx), "digest authentication failed: {why}");
+                false
+            }
+        },
+    };
+    let headers: Vec<Header> = ctx.challenger.challenge(now, stale).into_iter().map(|c| Header::WwwAuthenticate(c.into())).collect();
+    reply(tx, StatusCode::Unauthorized, headers).await;
+    None
+}
+
+/// `Session-Expires` of the request: (seconds, refresher) (RFC 4028 §4).
+fn session_expires(req: &rsipstack::sip::Request) -> Option<(u64, Option<String>)> {
+    let v = msg::header(req, "Session-Expires", Some("x"))?;
+    let mut parts = v.split(';');
+    let secs = parts.next()?.trim().parse().ok()?;
+    let refresher =
+        parts.find_map(|p| p.trim().strip_prefix("refresher=").map(|r| r.trim().to_ascii_lowercase()));
+    Some((secs, refresher))
+}
+
+fn local_contact(ctx: &SipContext, tx: &Transaction, peer: std::net::IpAddr) -> Option<rsipstack::sip::Uri> {
+    let conn = tx.connection.as_ref()?;
+    let local = conn.get_addr().get_socketaddr().ok()?;
+    let host = addr::advertised_host(&ctx.public_address, local.ip(), peer);
+    let transport = match conn.transport() {
+        rsipstack::sip::Transport::Udp => "",
+        rsipstack::sip::Transport::Tcp => ";transport=tcp",
+        rsipstack::sip::Transport::Tls => ";transport=tls",
+        _ => "",
+    };
+    let scheme = if transport == ";transport=tls" { "sips" } else { "sip" };
+    rsipstack::sip::Uri::try_from(format!("{scheme}:sipbridge@{host}:{}{transport}", local.port()).as_str()).ok()
+}
+
+struct InboundCall {
+    ctx: Arc<SipContext>,
+    dialog: InviteDialog,
+    info: CallInfo,
+    route: Route,
+    media: MediaSession,
+    session_expires: Option<(u64, Option<String>)>,
+}
+
+impl InboundCall {
+    async fn run(mut self, mut states: DialogStateReceiver, answer: Vec<u8>, permit: CallPermit) {
+        let mut sm = CallStateMachine::default();
+        let id = self.dialog.id();
+        let mut headers = vec![Header::ContentType("application/sdp".into())];
+        // RFC 4028 §9: the UAS echoes the interval; we let the caller refresh.
+        let mut refresh_deadline = None;
+        if let Some((se, _)) = &self.session_expires {
+            headers.push(Header::SessionExpires(format!("{se};refresher=uac").into()));
+            headers.push(Header::Require("timer".into()));
+            refresh_deadline = Some(Instant::now() + Duration::from_secs(*se));
+        }
+        if self.route.ringing {
+            let _ = self.dialog.ringing(None, None);
+            if sm.ringing() {
+                tracing::debug!(call_control_id = %self.info.ids.call_control_id, "ringing");
+            }
+        }
+        if let Err(e) = self.dialog.accept(Some(headers), Some(answer)) {
+            tracing::warn!(error = %e, "could not answer");
+        }
+
+        let hangup_all = self.ctx.hangup_all.clone();
+        let mut bye_sent = false;
+        let hangup: Hangup = loop {
+            let deadline = refresh_deadline.map(tokio::time::Instant::from_std);
+            let state = tokio::select! {
+                s = states.recv() => s,
+                _ = hangup_all.cancelled(), if !bye_sent => {
+                    bye_sent = true;
+                    self.local_hangup(&mut sm, HangupCause::NormalClearing).await;
+                    continue;
+                }
+                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    // RFC 4028 §10: no refresh before the session expired.
+                    refresh_deadline = None;
+                    tracing::info!(call_control_id = %self.info.ids.call_control_id, "session timer expired without refresh: BYE");
+                    bye_sent = true;
+                    self.local_hangup(&mut sm, HangupCause::Timeout).await;
+                    continue;
+                }
+                ev = self.media.next_event() => {
+                    match ev {
+                        LegEvent::Dtmf(digit) => self.dtmf(digit, "RFC 4733"),
+                        LegEvent::Timeout(after) if !bye_sent => {
+                            tracing::info!(
+                                call_control_id = %self.info.ids.call_control_id,
+                                "no RTP for {}s: BYE", after.as_secs()
+                            );
+                            bye_sent = true;
+                            self.local_hangup(&mut sm, HangupCause::Timeout).await;
+                        }
+                        LegEvent::Timeout(_) => {}
+                    }
+                    continue;
+                }
+            };
+            let Some(state) = state else {
+                break sm.end(Hangup { cause: HangupCause::Unspecified, source: HangupSource::Unknown, sip_code: 500 })
+                    .unwrap_or(Hangup { cause: HangupCause::Unspecified, source: HangupSource::Unknown, sip_code: 500 });
+            };
+            match state {
+                DialogState::Confirmed(..) => {
+                    if sm.answered() {
+                        tracing::info!(call_control_id = %self.info.ids.call_control_id, "answered");
+                        self.media.start();
+                        self.ctx.events.emit(self.info.answered());
+                    }
+                }
+                DialogState::Updated(_, req, handle) => {
+                    // re-INVITE or UPDATE: hold/resume, codec change, session refresh.
+                    if let Some((se, _)) = session_expires(&req).or(self.session_expires.clone()) {
+                        refresh_deadline = Some(Instant::now() + Duration::from_secs(se));
+                    }
+                    let (status, body) = if req.body.is_empty() {
+                        if req.method == rsipstack::sip::Method::Update {
+                            (StatusCode::OK, None)
+                        } else {
+                            (StatusCode::OK, Some(self.media.current_sdp()))
+                        }
+                    } else {
+                        match self.media.reoffer(&req.body) {
+                            Ok(sdp) => (StatusCode::OK, Some(sdp)),
+                            Err(_) => (StatusCode::NotAcceptableHere, None),
+                        }
+                    };
+                    let mut h = Vec::new();
+                    if body.is_some() {
+                        h.push(Header::ContentType("application/sdp".into()));
+                    }
+                    if let Some((se, _)) = session_expires(&req) {
+                        h.push(Header::SessionExpires(format!("{se};refresher=uac").into()));
+                        h.push(Header::Require("timer".into()));
+                    }
+                    let _ = handle.respond(status, Some(h), body).await;
+                }
+                DialogState::Info(_, req, handle) => {
+                    let ct = msg::header(&req, "Content-Type", Some("c")).unwrap_or_default().to_ascii_lowercase();
+                    let status = if ct.starts_with("application/dtmf-relay") || ct.starts_with("application/dtmf") {
+                        if let Some(digit) = dtmf_from_info(&req.body) {
+                            self.dtmf(digit, "SIP INFO");
+                        }
+                        StatusCode::OK
+                    } else {
+                        StatusCode::UnsupportedMediaType
+                    };
+                    let _ = handle.reply(status).await;
+                }
+                DialogState::Options(_, _, handle) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                }
+                DialogState::Refer(_, _, handle) | DialogState::Message(_, _, handle) => {
+                    let _ = handle.reply(StatusCode::Decline).await;
+                }
+                DialogState::Notify(_, _, handle) | DialogState::Publish(_, _, handle) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                }
+                DialogState::Terminated(_, reason) => {
+                    let h = match reason {
+                        TerminatedReason::UacBye => sm.bye(HangupSource::Caller),
+                        TerminatedReason::UasBye => sm.hangup().or_else(|| sm.bye(HangupSource::Callee)),
+                        TerminatedReason::UacCancel => sm.end(Hangup {
+                            cause: HangupCause::OriginatorCancel,
+                            source: HangupSource::Caller,
+                            sip_code: 487,
+                        }),
+                        TerminatedReason::Timeout => {
+                            sm.end(Hangup { cause: HangupCause::Timeout, source: HangupSource::Unknown, sip_code: 408 })
+                        }
+                        other => sm.end(Hangup {
+                            cause: HangupCause::Unspecified,
+                            source: HangupSource::Unknown,
+                            sip_code: terminated_code(&other),
+                        }),
+                    };
+                    break h.or(sm.hangup()).unwrap_or(Hangup {
+                        cause: HangupCause::Unspecified,
+                        source: HangupSource::Unknown,
+                        sip_code: 500,
+                    });
+                }
+                _ => {}
+            }
+        };
+        self.ctx.dialogs.remove_dialog(&id);
+        let quality = self.media.stop().await;
+        tracing::info!(
+            call_control_id = %self.info.ids.call_control_id,
+            cause = hangup.cause.as_str(), source = hangup.source.as_str(), sip_code = hangup.sip_code,
+            "hangup"
+        );
+        self.ctx.events.emit(self.info.hangup(hangup, SystemTime::now(), quality));
+        drop(permit);
+    }
+
+    /// The box ends the call: BYE after answer, else 480/487-like rejection.
+    async fn local_hangup(&mut self, sm: &mut CallStateMachine, cause: HangupCause) {
+        if sm.state() == crate::call::CallState::Answered {
+            sm.end(Hangup { cause, source: HangupSource::Callee, sip_code: 200 });
+            if let Err(e) = self.dialog.bye().await {
+                tracing::debug!(error = %e, "BYE failed");
+            }
+        } else {
+            sm.end(Hangup { cause, source: HangupSource::Callee, sip_code: 480 });
+            let _ = self.dialog.reject(Some(StatusCode::TemporarilyUnavailable), None);
+        }
+    }
+
+    fn dtmf(&self, digit: char, how: &str) {
+        tracing::info!(call_control_id = %self.info.ids.call_control_id, %digit, "DTMF ({how})");
+        let mut p = self.info.payload("answered");
+        p.insert("digit".into(), serde_json::json!(digit.to_string()));
+        self.ctx.events.emit(self.info.event("call.dtmf.received", p));
+    }
+}
+
+fn terminated_code(r: &TerminatedReason) -> u16 {
+    match r {
+        TerminatedReason::ProxyError(c) | TerminatedReason::UacOther(c) | TerminatedReason::UasOther(c) => c.code(),
+        TerminatedReason::UacBusy | TerminatedReason::UasBusy => 486,
+        TerminatedReason::UasDecline => 603,
+        TerminatedReason::ProxyAuthRequired => 407,
+        _ => 500,
+    }
+}
+
+/// The digit of an INFO body: `Signal=5` (`application/dtmf-relay`) or a bare
+/// digit (`application/dtmf`).
+pub fn dtmf_from_info(body: &[u8]) -> Option<char> {
+    let text = std::str::from_utf8(body).ok()?;
+    let value = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("signal").then(|| v.trim())
+        })
+        .unwrap_or(text.trim());
+    let c = value.chars().next()?;
+    let c = c.to_ascii_uppercase();
+    (value.chars().count() == 1 && (c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D'))).then_some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtmf_info_bodies() {
+        assert_eq!(dtmf_from_info(b"Signal=5\r\nDuration=160\r\n"), Some('5'));
+        assert_eq!(dtmf_from_info(b"Signal= #\r\nDuration=100"), Some('#'));
+        assert_eq!(dtmf_from_info(b"7"), Some('7'));
+        assert_eq!(dtmf_from_info(b"Signal=12\r\n"), None);
+        assert_eq!(dtmf_from_info(b"Signal=x"), None);
+        assert_eq!(dtmf_from_info(&[0xff, 0xfe]), None);
+    }
+}

@@ -1,0 +1,197 @@
+//! SIP signalling: transports from `[sip].listen`, trunks (allow-lists,
+//! registrations, digest-challenged peers), routing of incoming requests to calls,
+//! outbound calls. Messages, transactions and dialogs come from rsipstack
+//! (vendored with three fixes, see `vendor/rsipstack/PATCHES.md`).
+//!
+//! [`SipStack::start`] binds every listener, starts the endpoint and the request
+//! dispatcher (`server`), and returns once the listeners are bound — so the daemon
+//! only reports READY when SIP can really be reached.
+
+pub mod addr;
+pub mod digest;
+pub mod inbound;
+pub mod limit;
+pub mod msg;
+pub mod routing;
+pub mod server;
+pub mod trunk;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::transaction::endpoint::EndpointOption;
+use rsipstack::transport::TransportLayer;
+use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::{EndpointBuilder, transport::SipConnection};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::call::EventBus;
+use crate::config::values::{Listen, Transport};
+use crate::config::{Config, PublicAddress};
+use crate::daemon::lifecycle::Lifecycle;
+
+/// Errors starting SIP.
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {transport}://{addr}: {reason}")]
+    Bind {
+        /// Transport.
+        transport: Transport,
+        /// Address.
+        addr: SocketAddr,
+        /// OS or TLS error.
+        reason: String,
+    },
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// What the SIP layer shares with every call.
+pub struct SipContext {
+    /// The rsipstack dialog layer (all dialogs of this box).
+    pub dialogs: Arc<DialogLayer>,
+    /// Trunks and their live state.
+    pub trunks: Arc<trunk::TrunkTable>,
+    /// The config in force (routes are re-read per call, so reloads apply to new calls).
+    pub config: watch::Receiver<Arc<Config>>,
+    /// Admission and draining.
+    pub lifecycle: Arc<Lifecycle>,
+    /// Where call events go.
+    pub events: EventBus,
+    /// Digest challenger for trunks with inbound credentials.
+    pub challenger: digest::DigestChallenger,
+    /// Cancelled when remaining calls must hang up (end of shutdown grace).
+    pub hangup_all: CancellationToken,
+    /// Local listener addresses, for Contact headers.
+    pub listeners: Vec<(Transport, SocketAddr)>,
+    /// `node.public_address`.
+    pub public_address: PublicAddress,
+    /// User-Agent / Server header value.
+    pub user_agent: String,
+    /// RTP ports and media settings.
+    pub media: crate::call::session::MediaEngine,
+}
+
+/// The running SIP stack.
+pub struct SipStack {
+    /// Shared with calls.
+    pub ctx: Arc<SipContext>,
+    cancel: CancellationToken,
+}
+
+impl SipStack {
+    /// Binds the listeners and starts the endpoint and the dispatcher.
+    pub async fn start(
+        config: watch::Receiver<Arc<Config>>,
+        lifecycle: Arc<Lifecycle>,
+        events: EventBus,
+        hangup_all: CancellationToken,
+    ) -> Result<Self, SipError> {
+        let cfg = config.borrow().clone();
+        let cancel = CancellationToken::new();
+        let transport_layer = TransportLayer::new(cancel.child_token());
+        let trunks = Arc::new(trunk::TrunkTable::new(cfg.trunks.clone()));
+        transport_layer.set_whitelist(limit::Guard::new(Arc::clone(&trunks)));
+
+        let mut listeners = Vec::new();
+        for l in &cfg.sip.listen {
+            let conn = bind(l, &cfg, &cancel).await?;
+            let bound = conn.get_addr().get_socketaddr().unwrap_or(l.addr);
+            tracing::info!("SIP listening on {}://{bound}", l.transport);
+            listeners.push((l.transport, bound));
+            transport_layer.add_transport(conn);
+        }
+
+        let user_agent = format!("sipbridge/{} ({})", env!("CARGO_PKG_VERSION"), cfg.node.name);
+        let option = EndpointOption { callid_suffix: Some(cfg.node.name.clone()), ..Default::default() };
+        let endpoint = EndpointBuilder::new()
+            .with_cancel_token(cancel.child_token())
+            .with_transport_layer(transport_layer)
+            .with_user_agent(&user_agent)
+            .with_option(option)
+            .build();
+        let incoming = endpoint.incoming_transactions().map_err(|e| SipError::Bind {
+            transport: Transport::Udp,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            reason: e.to_string(),
+        })?;
+        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let ctx = Arc::new(SipContext {
+            dialogs,
+            trunks,
+            config,
+            lifecycle,
+            events,
+            challenger: digest::DigestChallenger::new(&cfg.node.name, Duration::from_secs(300)),
+            hangup_all,
+            listeners,
+            public_address: cfg.node.public_address.clone(),
+            user_agent,
+            media: crate::call::session::MediaEngine {
+                pool: crate::media::ports::PortPool::new(cfg.rtp.port_range),
+                rtp_timeout: cfg.rtp.timeout,
+                bind_ip: std::net::IpAddr::from([0, 0, 0, 0]),
+            },
+        });
+        tokio::spawn(async move { endpoint.serve().await });
+        tokio::spawn(server::dispatch(Arc::clone(&ctx), incoming));
+        Ok(Self { ctx, cancel })
+    }
+
+    /// Stops the listeners and the endpoint.
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn bind(l: &Listen, cfg: &Config, cancel: &CancellationToken) -> Result<SipConnection, SipError> {
+    let external = match &cfg.node.public_address {
+        PublicAddress::Ip(ip) => Some(SocketAddr::new(*ip, l.addr.port())),
+        _ => None,
+    };
+    let err = |reason: String| SipError::Bind { transport: l.transport, addr: l.addr, reason };
+    if l.transport != Transport::Udp {
+        // rsipstack binds stream listeners later, inside the endpoint, and only logs
+        // a failure there; bind once here so a busy or forbidden port stops startup.
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(l.addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(|e| err(e.to_string()))?;
+        probe.set_reuse_address(true).map_err(|e| err(e.to_string()))?;
+        probe.bind(&l.addr.into()).and_then(|_| probe.listen(1)).map_err(|e| err(e.to_string()))?;
+    }
+    Ok(match l.transport {
+        Transport::Udp => UdpConnection::create_connection(l.addr, external, Some(cancel.child_token()))
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .into(),
+        Transport::Tcp => TcpListenerConnection::new(l.addr, external).await.map_err(|e| err(e.to_string()))?.into(),
+        Transport::Tls => {
+            let read = |p: &Option<std::path::PathBuf>| -> Result<Vec<u8>, SipError> {
+                let p = p.as_ref().ok_or_else(|| SipError::Tls("tls_certificate and tls_private_key are required".into()))?;
+                std::fs::read(p).map_err(|e| SipError::Tls(format!("cannot read {}: {e}", p.display())))
+            };
+            let tls = rsipstack::transport::tls::TlsConfig {
+                cert: Some(read(&cfg.sip.tls_certificate)?),
+                key: Some(read(&cfg.sip.tls_private_key)?),
+                ca_certs: match &cfg.sip.tls_ca_file {
+                    Some(p) => Some(std::fs::read(p).map_err(|e| SipError::Tls(format!("cannot read {}: {e}", p.display())))?),
+                    None => None,
+                },
+                ..Default::default()
+            };
+            rsipstack::transport::tls::TlsListenerConnection::new(l.addr, external, tls)
+                .await
+                .map_err(|e| err(e.to_string()))?
+                .into()
+        }
+    })
+}
