@@ -143,6 +143,9 @@ impl RtpLeg {
         self.last_rx = now;
         let std_now = now.into_std();
         if is_event {
+            // Events share the audio stream's sequence numbers: count them, or every
+            // key press would look like ~10 lost packets.
+            self.stats.on_packet_without_timing(p.ssrc(), p.sequence_number(), std_now);
             let _ = self.dtmf.on_packet(p.timestamp(), p.payload(), std_now);
             return match self.dtmf.poll_digit() {
                 Some(d) => Received::Dtmf(d.digit),
@@ -151,6 +154,12 @@ impl RtpLeg {
         }
         self.stats.on_packet(p.ssrc(), p.sequence_number(), p.timestamp(), std_now);
         Received::Audio(p.payload(), p.timestamp())
+    }
+
+    /// Another digit completed by the last packet (one packet can end a press whose
+    /// end packets were lost and start the next); call until `None`.
+    pub fn poll_dtmf(&mut self) -> Option<char> {
+        self.dtmf.poll_digit().map(|d| d.digit)
     }
 
     /// A DTMF digit whose end packets were all lost, once its timeout has passed.
@@ -256,6 +265,9 @@ pub async fn run_echo(
                     }
                     Received::Dtmf(d) => {
                         let _ = events.send(LegEvent::Dtmf(d));
+                        while let Some(d) = leg.poll_dtmf() {
+                            let _ = events.send(LegEvent::Dtmf(d));
+                        }
                     }
                     _ => {}
                 }

@@ -1,1 +1,18 @@
-//! Media: RTP/RTCP legs, G.711, RFC 4733 DTMF, statistics (being built).
+//! Media: a call's audio path.
+//!
+//! The sans-IO cores are plain functions and structs fed bytes, packets and
+//! timestamps by the caller, with no sockets, no tokio and no clock: `g711`
+//! (PCMU/PCMA codec and transcoding), `rtp` (zero-copy packet views, in-place
+//! rewrite, header builder), `stats` (RFC 3550 receiver statistics), `quality` (Telnyx
+//! `call_quality_stats`), `mos` (E-model MOS estimate) and `dtmf` (RFC 4733 payload,
+//! detector, generator). The tokio shell around them — `ports` (RTP port pool) and
+//! `leg` (sockets, latching, pacing) — only moves bytes and drives timers.
+
+pub mod dtmf;
+pub mod g711;
+pub mod leg;
+pub mod mos;
+pub mod ports;
+pub mod quality;
+pub mod rtp;
+pub mod stats;
