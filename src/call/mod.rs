@@ -89,8 +89,7 @@ impl CallInfo {
     /// route, `bridging` for a leg dialled to be bridged).
     pub fn initiated(&self, state: &str) -> CallEvent {
         let mut p = self.payload(state);
-        let headers: Vec<Value> =
-            self.custom_headers.iter().map(|(n, v)| json!({"name": n, "value": v})).collect();
+        let headers: Vec<Value> = self.custom_headers.iter().map(|(n, v)| json!({"name": n, "value": v})).collect();
         p.insert("custom_headers".into(), Value::Array(headers));
         self.event("call.initiated", p)
     }

@@ -77,7 +77,7 @@ impl MediaSession {
         let offer = SessionDescription::parse(offer).map_err(|e| Reject::NotAcceptable(e.to_string()))?;
         let ports = engine.pool.take(engine.bind_ip).map_err(|_| Reject::NoPorts)?;
         let local = LocalAudio { codecs: g711(codecs), address: advertised_ip, port: ports.port };
-        let mut session = LocalSession::new(u64::from(uuid::Uuid::new_v4().as_u64_pair().0));
+        let mut session = LocalSession::new(uuid::Uuid::new_v4().as_u64_pair().0);
         let answer = answer_offer(&offer, &local, &mut session).map_err(|e| Reject::NotAcceptable(e.to_string()))?;
         let body = answer.body.into_bytes();
         Ok((

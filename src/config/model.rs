@@ -236,8 +236,8 @@ pub struct Route {
     pub target: RouteTarget,
     /// Record the call.
     pub record: bool,
-    /// Send 180 Ringing before answering.
-    pub ringing: bool,
+    /// Ring (180 Ringing) this long before answering; zero answers at once.
+    pub ring_for: Duration,
     /// PIN the caller keys in by DTMF (rooms only).
     pub pin: Option<String>,
 }

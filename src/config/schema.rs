@@ -44,7 +44,7 @@ const AGENT: &[&str] = &[
     "connect_timeout",
 ];
 const ROUTE: &[&str] =
-    &["name", "trunk", "to", "from", "agent", "room", "room_per_caller", "forward", "record", "ringing", "pin"];
+    &["name", "trunk", "to", "from", "agent", "room", "room_per_caller", "forward", "record", "ring_for", "pin"];
 const RECORDING: &[&str] = &["enabled", "dir", "channels", "retention", "max_disk_usage"];
 const WEBHOOKS: &[&str] = &["url", "failover_url", "signing_key", "timeout", "max_age"];
 const API: &[&str] = &["listen", "token"];
@@ -372,7 +372,7 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
             targets.push(RouteTarget::Forward(f));
         }
         let record = t.bool("record", issues).unwrap_or(false);
-        let ringing = t.bool("ringing", issues).unwrap_or(false);
+        let ring_for = duration(&t, "ring_for", issues, Duration::ZERO);
         let pin = t.parsed("pin", issues, |s| {
             if (1..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
                 Ok(s.to_string())
@@ -384,7 +384,7 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
             issues.push(t.key_path("pin"), "a PIN only applies to routes with room = \"...\"");
         }
         match targets.len() {
-            1 => out.push(Route { name, trunk, to, from, target: targets.remove(0), record, ringing, pin }),
+            1 => out.push(Route { name, trunk, to, from, target: targets.remove(0), record, ring_for, pin }),
             0 => issues.push(t.path_of(), "needs exactly one target: agent, room, room_per_caller or forward"),
             _ => issues.push(
                 t.path_of(),

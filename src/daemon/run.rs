@@ -18,8 +18,9 @@ use super::{lock, notify};
 use crate::call::EventBus;
 use crate::config::{self, Config, Loaded};
 use crate::sip::SipStack;
-use tokio_util::sync::CancellationToken;
+use crate::sip::register::RegStates;
 use crate::store::Store;
+use tokio_util::sync::CancellationToken;
 
 /// Exit status for a config the daemon cannot start with (sysexits EX_CONFIG);
 /// the unit sets `RestartPreventExitStatus=78` so systemd does not loop on it.
@@ -37,6 +38,8 @@ pub struct Daemon {
     pub events: EventBus,
     /// Cancelled when the shutdown grace is over: calls still up hang up.
     pub hangup_all: CancellationToken,
+    /// Registration state of registering trunks.
+    pub registrations: watch::Receiver<RegStates>,
 }
 
 impl Daemon {
@@ -49,7 +52,15 @@ impl Daemon {
         if cfg.trunks.is_empty() {
             return format!("not accepting calls: no [[trunk]] configured in {}", self.config_path.display());
         }
-        let trunks: Vec<&str> = cfg.trunks.iter().map(|t| t.name.as_str()).collect();
+        let regs = self.registrations.borrow();
+        let trunks: Vec<String> = cfg
+            .trunks
+            .iter()
+            .map(|t| match regs.get(&t.name) {
+                Some(state) => format!("{} {state}", t.name),
+                None => t.name.clone(),
+            })
+            .collect();
         format!("{} active calls; trunks: {}", self.lifecycle.active(), trunks.join(", "))
     }
 }
@@ -126,21 +137,12 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     // rustls: the ring provider, installed once (never aws-lc; ARCHITECTURE.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let daemon = Arc::new(Daemon {
-        config_path: path,
-        lifecycle: Lifecycle::new(config.node.max_calls),
-        config: watch::channel(Arc::new(config)).0,
-        events: EventBus::new(),
-        hangup_all: CancellationToken::new(),
-    });
-
-    let sip = match SipStack::start(
-        daemon.config.subscribe(),
-        Arc::clone(&daemon.lifecycle),
-        daemon.events.clone(),
-        daemon.hangup_all.clone(),
-    )
-    .await
+    let (config_tx, _) = watch::channel(Arc::new(config));
+    let lifecycle = Lifecycle::new(config_tx.borrow().node.max_calls);
+    let events = EventBus::new();
+    let hangup_all = CancellationToken::new();
+    let sip = match SipStack::start(config_tx.subscribe(), Arc::clone(&lifecycle), events.clone(), hangup_all.clone())
+        .await
     {
         Ok(s) => s,
         Err(e) => {
@@ -149,6 +151,24 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
             return 1;
         }
     };
+    let daemon = Arc::new(Daemon {
+        config_path: path,
+        lifecycle,
+        config: config_tx,
+        events,
+        hangup_all,
+        registrations: sip.registrations.clone(),
+    });
+    // Registration changes show in systemd's STATUS=.
+    {
+        let daemon = Arc::clone(&daemon);
+        let mut regs = sip.registrations.clone();
+        tokio::spawn(async move {
+            while regs.changed().await.is_ok() {
+                notify::status(&daemon.status_line());
+            }
+        });
+    }
 
     let status = daemon.status_line();
     notify::ready(&status);
@@ -173,7 +193,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         }
     }
     shutdown(&daemon).await;
-    sip.stop();
+    sip.stop().await;
     drop(store);
     0
 }

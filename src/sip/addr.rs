@@ -45,9 +45,6 @@ mod tests {
         assert_eq!(local_ip_towards("127.0.0.3".parse().unwrap()).to_string(), "127.0.0.1");
         let public = PublicAddress::Ip("203.0.113.5".parse().unwrap());
         assert_eq!(advertised_host(&public, "0.0.0.0".parse().unwrap(), "127.0.0.1".parse().unwrap()), "203.0.113.5");
-        assert_eq!(
-            advertised_host(&PublicAddress::Auto, "::1".parse().unwrap(), "::1".parse().unwrap()),
-            "[::1]"
-        );
+        assert_eq!(advertised_host(&PublicAddress::Auto, "::1".parse().unwrap(), "::1".parse().unwrap()), "[::1]");
     }
 }

@@ -6,7 +6,10 @@
 //! - issues stateless nonces: `base64url(issued_at_secs ‖ HMAC-SHA256(secret,
 //!   issued_at ‖ realm)[..16])`, valid for `nonce_ttl`; an expired but genuine nonce
 //!   gets `stale=true` so the client retries without asking the user;
-//! - offers SHA-256 first, then MD5 (RFC 8760 §2.4), both with `qop="auth"`;
+//! - offers MD5 first, then SHA-256 (RFC 8760), both with `qop="auth"`. RFC 8760
+//!   §2.4 would list the preferred (SHA-256) first, but many SIP UAs read only
+//!   the first challenge and know only MD5 (SIPp 3.6 refuses anything else), so
+//!   interoperability wins; a client that prefers SHA-256 still finds it;
 //! - tracks the nonce count per nonce (RFC 7616 §3.4: nc must grow) and treats
 //!   qop-less answers as single-use, so a captured Authorization cannot be replayed;
 //! - compares responses in constant time.
@@ -192,11 +195,11 @@ impl DigestChallenger {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// `WWW-Authenticate` values for a 401 (one per algorithm, SHA-256 first).
+    /// `WWW-Authenticate` values for a 401 (one per algorithm, MD5 first).
     pub fn challenge(&self, now: SystemTime, stale: bool) -> Vec<String> {
         let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let nonce = self.nonce_at(secs);
-        [Algorithm::Sha256, Algorithm::Md5]
+        [Algorithm::Md5, Algorithm::Sha256]
             .iter()
             .map(|a| {
                 format!(
@@ -303,8 +306,8 @@ mod tests {
         // RFC 2617 §3.5 example (HTTP, but the computation is the same).
         let ha1 = Algorithm::Md5.hash_hex("Mufasa:testrealm@host.com:Circle Of Life");
         let ha2 = Algorithm::Md5.hash_hex("GET:/dir/index.html");
-        let r = Algorithm::Md5
-            .hash_hex(&format!("{ha1}:dcd98b7102dd2f0e8b11d0f600bfb0c093:00000001:0a4f113b:auth:{ha2}"));
+        let r =
+            Algorithm::Md5.hash_hex(&format!("{ha1}:dcd98b7102dd2f0e8b11d0f600bfb0c093:00000001:0a4f113b:auth:{ha2}"));
         assert_eq!(r, "6629fae49393a05397450978507c4ef1");
     }
 
@@ -314,8 +317,8 @@ mod tests {
         let pw = Secret::new("s3cret");
         let now = SystemTime::now();
         let challenges = d.challenge(now, false);
-        assert!(challenges[0].contains("algorithm=SHA-256") && challenges[1].contains("algorithm=MD5"));
-        for (i, alg) in [Algorithm::Sha256, Algorithm::Md5].into_iter().enumerate() {
+        assert!(challenges[0].contains("algorithm=MD5") && challenges[1].contains("algorithm=SHA-256"));
+        for (i, alg) in [Algorithm::Md5, Algorithm::Sha256].into_iter().enumerate() {
             let h = answer(&challenges[i], "livekit", "s3cret", "INVITE", "sip:+1555@box", 1, alg);
             let pw_of = |u: &str| (u == "livekit").then_some(&pw);
             assert_eq!(d.verify("INVITE", &h, now, pw_of), Verdict::Accepted { username: "livekit".into() });
@@ -330,14 +333,14 @@ mod tests {
         let d = DigestChallenger::new("sipbridge", Duration::from_secs(60));
         let pw = Secret::new("s3cret");
         let t0 = SystemTime::now();
-        let ch = &d.challenge(t0, false)[1];
+        let ch = &d.challenge(t0, false)[0];
         let pw_of = |u: &str| (u == "lk").then_some(&pw);
         let bad = answer(ch, "lk", "guess", "INVITE", "sip:x@y", 1, Algorithm::Md5);
         assert_eq!(d.verify("INVITE", &bad, t0, pw_of), Verdict::Rejected("wrong password"));
         let who = answer(ch, "nobody", "s3cret", "INVITE", "sip:x@y", 1, Algorithm::Md5);
         assert_eq!(d.verify("INVITE", &who, t0, pw_of), Verdict::Rejected("unknown user"));
         let other = DigestChallenger::new("sipbridge", Duration::from_secs(60));
-        let forged = answer(&other.challenge(t0, false)[1], "lk", "s3cret", "INVITE", "sip:x@y", 1, Algorithm::Md5);
+        let forged = answer(&other.challenge(t0, false)[0], "lk", "s3cret", "INVITE", "sip:x@y", 1, Algorithm::Md5);
         assert_eq!(d.verify("INVITE", &forged, t0, pw_of), Verdict::Rejected("foreign nonce"));
         let late = answer(ch, "lk", "s3cret", "INVITE", "sip:x@y", 1, Algorithm::Md5);
         assert_eq!(d.verify("INVITE", &late, t0 + Duration::from_secs(120), pw_of), Verdict::Stale);

@@ -15,10 +15,10 @@ use super::digest::Verdict;
 use super::server::{forbidden, reply};
 use super::{SipContext, addr, msg, routing};
 use crate::call::session::{MediaSession, Reject};
-use crate::media::leg::LegEvent;
 use crate::call::{CallIds, CallInfo, CallStateMachine, Direction, Hangup, HangupCause, HangupSource};
 use crate::config::{Route, RouteTarget, Trunk};
 use crate::daemon::lifecycle::{CallPermit, Refusal};
+use crate::media::leg::LegEvent;
 
 /// Smallest session interval we accept (RFC 4028 §4: Min-SE default 90 s).
 const MIN_SE: u64 = 90;
@@ -98,8 +98,12 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         Ok(x) => x,
         Err(Reject::NotAcceptable(why)) => {
             tracing::info!(trunk = %trunk.name, "SDP offer not acceptable: {why}: 488");
-            reply(&mut tx, StatusCode::NotAcceptableHere, vec![Header::Warning(format!("304 sipbridge \"{why}\"").into())])
-                .await;
+            reply(
+                &mut tx,
+                StatusCode::NotAcceptableHere,
+                vec![Header::Warning(format!("304 sipbridge \"{why}\"").into())],
+            )
+            .await;
             return;
         }
         Err(Reject::NoPorts) => {
@@ -161,7 +165,8 @@ async fn authenticate(ctx: &SipContext, tx: &mut Transaction) -> Option<Trunk> {
             }
         },
     };
-    let headers: Vec<Header> = ctx.challenger.challenge(now, stale).into_iter().map(|c| Header::WwwAuthenticate(c.into())).collect();
+    let headers: Vec<Header> =
+        ctx.challenger.challenge(now, stale).into_iter().map(|c| Header::WwwAuthenticate(c.into())).collect();
     reply(tx, StatusCode::Unauthorized, headers).await;
     None
 }
@@ -171,8 +176,7 @@ fn session_expires(req: &rsipstack::sip::Request) -> Option<(u64, Option<String>
     let v = msg::header(req, "Session-Expires", Some("x"))?;
     let mut parts = v.split(';');
     let secs = parts.next()?.trim().parse().ok()?;
-    let refresher =
-        parts.find_map(|p| p.trim().strip_prefix("refresher=").map(|r| r.trim().to_ascii_lowercase()));
+    let refresher = parts.find_map(|p| p.trim().strip_prefix("refresher=").map(|r| r.trim().to_ascii_lowercase()));
     Some((secs, refresher))
 }
 
@@ -211,14 +215,15 @@ impl InboundCall {
             headers.push(Header::Require("timer".into()));
             refresh_deadline = Some(Instant::now() + Duration::from_secs(*se));
         }
-        if self.route.ringing {
-            let _ = self.dialog.ringing(None, None);
-            if sm.ringing() {
-                tracing::debug!(call_control_id = %self.info.ids.call_control_id, "ringing");
+        let mut answer_at = None;
+        if self.route.ring_for.is_zero() {
+            if let Err(e) = self.dialog.accept(Some(headers.clone()), Some(answer.clone())) {
+                tracing::warn!(error = %e, "could not answer");
             }
-        }
-        if let Err(e) = self.dialog.accept(Some(headers), Some(answer)) {
-            tracing::warn!(error = %e, "could not answer");
+        } else {
+            let _ = self.dialog.ringing(None, None);
+            sm.ringing();
+            answer_at = Some(tokio::time::Instant::now() + self.route.ring_for);
         }
 
         let hangup_all = self.ctx.hangup_all.clone();
@@ -227,8 +232,16 @@ impl InboundCall {
             let deadline = refresh_deadline.map(tokio::time::Instant::from_std);
             let state = tokio::select! {
                 s = states.recv() => s,
+                _ = tokio::time::sleep_until(answer_at.unwrap_or_else(tokio::time::Instant::now)), if answer_at.is_some() => {
+                    answer_at = None;
+                    if let Err(e) = self.dialog.accept(Some(headers.clone()), Some(answer.clone())) {
+                        tracing::warn!(error = %e, "could not answer");
+                    }
+                    continue;
+                }
                 _ = hangup_all.cancelled(), if !bye_sent => {
                     bye_sent = true;
+                    answer_at = None;
                     self.local_hangup(&mut sm, HangupCause::NormalClearing).await;
                     continue;
                 }
@@ -257,16 +270,19 @@ impl InboundCall {
                 }
             };
             let Some(state) = state else {
-                break sm.end(Hangup { cause: HangupCause::Unspecified, source: HangupSource::Unknown, sip_code: 500 })
-                    .unwrap_or(Hangup { cause: HangupCause::Unspecified, source: HangupSource::Unknown, sip_code: 500 });
+                break sm
+                    .end(Hangup { cause: HangupCause::Unspecified, source: HangupSource::Unknown, sip_code: 500 })
+                    .unwrap_or(Hangup {
+                        cause: HangupCause::Unspecified,
+                        source: HangupSource::Unknown,
+                        sip_code: 500,
+                    });
             };
             match state {
-                DialogState::Confirmed(..) => {
-                    if sm.answered() {
-                        tracing::info!(call_control_id = %self.info.ids.call_control_id, "answered");
-                        self.media.start();
-                        self.ctx.events.emit(self.info.answered());
-                    }
+                DialogState::Confirmed(..) if sm.answered() => {
+                    tracing::info!(call_control_id = %self.info.ids.call_control_id, "answered");
+                    self.media.start();
+                    self.ctx.events.emit(self.info.answered());
                 }
                 DialogState::Updated(_, req, handle) => {
                     // re-INVITE or UPDATE: hold/resume, codec change, session refresh.

@@ -66,7 +66,8 @@ impl SourceLimiter {
         if self.per_source.len() >= self.max_sources && !self.per_source.contains_key(&ip) {
             // Forget sources whose bucket is full again (idle long enough).
             let (rate, burst) = (self.rate, self.burst);
-            self.per_source.retain(|_, b| b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst);
+            self.per_source
+                .retain(|_, b| b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst);
         }
         let (rate, burst) = (self.rate, self.burst);
         let bucket = self.per_source.entry(ip).or_insert(Bucket { tokens: burst, last: now });

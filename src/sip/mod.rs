@@ -12,6 +12,7 @@ pub mod digest;
 pub mod inbound;
 pub mod limit;
 pub mod msg;
+pub mod register;
 pub mod routing;
 pub mod server;
 pub mod trunk;
@@ -82,7 +83,11 @@ pub struct SipContext {
 pub struct SipStack {
     /// Shared with calls.
     pub ctx: Arc<SipContext>,
+    /// Registration state of every registering trunk.
+    pub registrations: watch::Receiver<register::RegStates>,
     cancel: CancellationToken,
+    stop_registrations: CancellationToken,
+    registration_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl SipStack {
@@ -139,13 +144,21 @@ impl SipStack {
                 bind_ip: std::net::IpAddr::from([0, 0, 0, 0]),
             },
         });
+        let (reg_tx, registrations) = watch::channel(register::RegStates::new());
+        let stop_registrations = CancellationToken::new();
+        let registration_tasks =
+            register::start_all(endpoint.inner.clone(), Arc::clone(&ctx.trunks), reg_tx, stop_registrations.clone());
         tokio::spawn(async move { endpoint.serve().await });
         tokio::spawn(server::dispatch(Arc::clone(&ctx), incoming));
-        Ok(Self { ctx, cancel })
+        Ok(Self { ctx, registrations, cancel, stop_registrations, registration_tasks })
     }
 
-    /// Stops the listeners and the endpoint.
-    pub fn stop(&self) {
+    /// Unregisters (bounded), then stops the listeners and the endpoint.
+    pub async fn stop(self) {
+        self.stop_registrations.cancel();
+        for t in self.registration_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        }
         self.cancel.cancel();
     }
 }
@@ -176,14 +189,18 @@ async fn bind(l: &Listen, cfg: &Config, cancel: &CancellationToken) -> Result<Si
         Transport::Tcp => TcpListenerConnection::new(l.addr, external).await.map_err(|e| err(e.to_string()))?.into(),
         Transport::Tls => {
             let read = |p: &Option<std::path::PathBuf>| -> Result<Vec<u8>, SipError> {
-                let p = p.as_ref().ok_or_else(|| SipError::Tls("tls_certificate and tls_private_key are required".into()))?;
+                let p = p
+                    .as_ref()
+                    .ok_or_else(|| SipError::Tls("tls_certificate and tls_private_key are required".into()))?;
                 std::fs::read(p).map_err(|e| SipError::Tls(format!("cannot read {}: {e}", p.display())))
             };
             let tls = rsipstack::transport::tls::TlsConfig {
                 cert: Some(read(&cfg.sip.tls_certificate)?),
                 key: Some(read(&cfg.sip.tls_private_key)?),
                 ca_certs: match &cfg.sip.tls_ca_file {
-                    Some(p) => Some(std::fs::read(p).map_err(|e| SipError::Tls(format!("cannot read {}: {e}", p.display())))?),
+                    Some(p) => {
+                        Some(std::fs::read(p).map_err(|e| SipError::Tls(format!("cannot read {}: {e}", p.display())))?)
+                    }
                     None => None,
                 },
                 ..Default::default()

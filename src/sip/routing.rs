@@ -28,7 +28,7 @@ mod tests {
             from: from.map(|s| NumberPattern::parse(s).unwrap()),
             target: RouteTarget::Room(name.into()),
             record: false,
-            ringing: false,
+            ring_for: std::time::Duration::ZERO,
             pin: None,
         }
     }

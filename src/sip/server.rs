@@ -25,7 +25,7 @@ pub async fn dispatch(ctx: Arc<SipContext>, mut incoming: TransactionReceiver) {
 }
 
 async fn handle(ctx: Arc<SipContext>, mut tx: Transaction) {
-    let method = tx.original.method.clone();
+    let method = tx.original.method;
     if msg::has_to_tag(&tx.original) && method != Method::Ack {
         match ctx.dialogs.match_dialog(&tx) {
             Some(rsipstack::dialog::dialog::Dialog::Invite(mut d)) => {
@@ -53,9 +53,13 @@ async fn handle(ctx: Arc<SipContext>, mut tx: Transaction) {
                 forbidden(&ctx, &mut tx).await;
             }
         }
-        Method::Bye | Method::Cancel | Method::Info | Method::Update | Method::PRack | Method::Refer | Method::Notify => {
-            reply(&mut tx, StatusCode::CallTransactionDoesNotExist, vec![]).await
-        }
+        Method::Bye
+        | Method::Cancel
+        | Method::Info
+        | Method::Update
+        | Method::PRack
+        | Method::Refer
+        | Method::Notify => reply(&mut tx, StatusCode::CallTransactionDoesNotExist, vec![]).await,
         _ => reply(&mut tx, StatusCode::MethodNotAllowed, vec![Header::Allow(ALLOW.into())]).await,
     }
 }

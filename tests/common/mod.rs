@@ -162,3 +162,126 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// A port that is free for both UDP and TCP on 127.0.0.1 right now (the kernel
+/// picks it; the socket is closed again, so a small race remains, acceptable for
+/// loopback tests whose ports come from the ephemeral range).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// An even port whose next `span` ports are free on UDP (SIPp's media ports).
+pub fn free_even_block(span: u16) -> u16 {
+    for _ in 0..200 {
+        let p = free_port() & !1;
+        if p < 1024 || p.checked_add(span).is_none() {
+            continue;
+        }
+        if (p..p + span).all(|q| std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok()) {
+            return p;
+        }
+    }
+    panic!("no free port block");
+}
+
+/// Path of a SIPp scenario in tests/sipp.
+pub fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp").join(name)
+}
+
+/// A SIPp run (the real SIPp 3.6 from Debian's sip-tester), stopped by pid if it
+/// outlives its limit.
+pub struct Sipp {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub name: String,
+}
+
+impl Sipp {
+    /// Starts `sipp` with `args` in `dir` (logs go there).
+    pub fn start(dir: &Path, name: &str, args: &[String]) -> Self {
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(dir)
+            .args(args)
+            .args(["-nostdin", "-trace_err", "-error_file"])
+            .arg(dir.join(format!("{name}.errors.log")))
+            .args(["-trace_msg", "-message_file"])
+            .arg(dir.join(format!("{name}.messages.log")))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join(format!("{name}.stdout"))).unwrap())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.stderr"))).unwrap());
+        let child = cmd.spawn().expect("sipp (Debian package sip-tester) must be installed: scripts/setup-tests");
+        Self { child, dir: dir.to_path_buf(), name: name.to_string() }
+    }
+
+    /// Waits at most `limit`; returns SIPp's exit code (0 = every call passed).
+    pub fn wait(&mut self, limit: Duration) -> i32 {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            if Instant::now() >= deadline {
+                let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+                let _ = self.child.wait();
+                return -2;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIPp's error log and message trace, for assertion messages.
+    pub fn report(&self) -> String {
+        let read = |s: &str| std::fs::read_to_string(self.dir.join(format!("{}.{s}", self.name))).unwrap_or_default();
+        let msgs = read("messages.log");
+        let tail: String = msgs.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect();
+        format!("--- sipp errors ---\n{}\n--- sipp messages (tail) ---\n{tail}", read("errors.log"))
+    }
+
+    /// The whole message trace.
+    pub fn messages(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.messages.log", self.name))).unwrap_or_default()
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Standard SIPp arguments for one scenario run against `target`.
+pub fn sipp_args(scenario_file: &str, service: &str, target: &str, local_ip: &str, extra: &[&str]) -> Vec<String> {
+    let local_port = free_port();
+    let media_port = free_even_block(4);
+    let mut v: Vec<String> = vec![
+        "-sf".into(),
+        scenario(scenario_file).display().to_string(),
+        "-s".into(),
+        service.into(),
+        target.into(),
+        "-i".into(),
+        local_ip.into(),
+        "-p".into(),
+        local_port.to_string(),
+        "-mp".into(),
+        media_port.to_string(),
+        "-m".into(),
+        "1".into(),
+        "-timeout".into(),
+        "30s".into(),
+        "-timeout_error".into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
