@@ -315,10 +315,13 @@ mod tests {
     fn accepts_right_password_for_both_algorithms_and_rejects_replays() {
         let d = DigestChallenger::new("sipbridge", Duration::from_secs(300));
         let pw = Secret::new("s3cret");
-        let now = SystemTime::now();
-        let challenges = d.challenge(now, false);
-        assert!(challenges[0].contains("algorithm=MD5") && challenges[1].contains("algorithm=SHA-256"));
+        let t0 = SystemTime::now();
+        assert!(d.challenge(t0, false)[0].contains("algorithm=MD5"));
+        assert!(d.challenge(t0, false)[1].contains("algorithm=SHA-256"));
         for (i, alg) in [Algorithm::Md5, Algorithm::Sha256].into_iter().enumerate() {
+            // A fresh nonce per algorithm (nonces are per second).
+            let now = t0 + Duration::from_secs(i as u64);
+            let challenges = d.challenge(now, false);
             let h = answer(&challenges[i], "livekit", "s3cret", "INVITE", "sip:+1555@box", 1, alg);
             let pw_of = |u: &str| (u == "livekit").then_some(&pw);
             assert_eq!(d.verify("INVITE", &h, now, pw_of), Verdict::Accepted { username: "livekit".into() });
