@@ -274,3 +274,125 @@ inbound_password = "lk-secret-1234"
     wait_log(&d, "digest authentication failed: wrong password");
     stop(d);
 }
+
+/// Two carriers: A (SIPp UAC on 127.0.0.2) calls in, the route forwards to B (SIPp
+/// UAS on 127.0.0.3). Returns (daemon, notify, target for A, B's port).
+fn start_forwarding_daemon(dir: &Path, b_auth: bool) -> (Daemon, NotifySocket, String, u16) {
+    let port = free_port();
+    let b_port = free_port();
+    let creds = if b_auth { "username = \"box-user\"\npassword = \"box-pass\"\n" } else { "" };
+    let text = format!(
+        r#"
+[node]
+name = "b2bua"
+data_dir = "{data}"
+shutdown_grace = "1s"
+
+[sip]
+listen = ["udp://127.0.0.1:{port}"]
+
+[rtp]
+port_range = "40000-49999"
+
+[[trunk]]
+name = "carrier-a"
+inbound_allow = ["127.0.0.2/32"]
+
+[[trunk]]
+name = "carrier-b"
+proxy = "sip:127.0.0.3:{b_port}"
+inbound_allow = ["127.0.0.3/32"]
+{creds}
+[[route]]
+name = "a to b"
+trunk = "carrier-a"
+forward = "carrier-b"
+
+[log]
+format = "text"
+"#,
+        data = dir.join("data").display()
+    );
+    let path = dir.join("sipbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut notify = NotifySocket::bind(dir);
+    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
+    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("daemon not ready:\n{}", d.stderr()));
+    (d, notify, format!("127.0.0.1:{port}"), b_port)
+}
+
+fn uas(dir: &Path, name: &str, scenario_file: &str, b_port: u16) -> Sipp {
+    let media = free_even_block(4).to_string();
+    let args: Vec<String> = [
+        "-sf",
+        &scenario(scenario_file).display().to_string(),
+        "-i",
+        "127.0.0.3",
+        "-p",
+        &b_port.to_string(),
+        "-mp",
+        &media,
+        "-m",
+        "1",
+        "-t",
+        "u1",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Sipp::start(dir, name, &args)
+}
+
+#[test]
+fn forward_between_two_trunks_ties_both_dialogs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _n, target, b_port) = start_forwarding_daemon(dir.path(), false);
+    // BYE from the caller reaches the far carrier.
+    let mut b = uas(dir.path(), "b", "uas_answer.xml", b_port);
+    run_sipp(dir.path(), "a", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
+    assert_eq!(b.wait(WAIT), 0, "{}", b.report());
+    let log = wait_log(&d, "outgoing call");
+    assert!(log.contains("trunk=carrier-b from=+14155550123 to=+13125550100"), "{log}");
+    // BYE from the far carrier reaches the caller.
+    let mut b = uas(dir.path(), "b2", "uas_answer_then_bye.xml", b_port);
+    let mut a = Sipp::start(
+        dir.path(),
+        "a2",
+        &sipp_args("uac_wait_bye.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]),
+    );
+    assert_eq!(b.wait(WAIT), 0, "{}\n{}", b.report(), d.stderr());
+    assert_eq!(a.wait(WAIT), 0, "{}\n{}", a.report(), d.stderr());
+    stop(d);
+}
+
+#[test]
+fn forward_propagates_cancel_and_failure_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _n, target, b_port) = start_forwarding_daemon(dir.path(), false);
+    // The caller gives up while B rings: B sees the CANCEL.
+    let mut b = uas(dir.path(), "ring", "uas_ring_cancelled.xml", b_port);
+    run_sipp(dir.path(), "cancel", sipp_args("uac_cancel.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
+    assert_eq!(b.wait(WAIT), 0, "{}", b.report());
+    // B is busy: the caller gets 486.
+    let mut b = uas(dir.path(), "busy", "uas_busy.xml", b_port);
+    let sc = refused_scenario(dir.path(), 486, "Via:");
+    let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]);
+    args[1] = sc;
+    run_sipp(dir.path(), "486", args);
+    assert_eq!(b.wait(WAIT), 0, "{}", b.report());
+    wait_log(&d, "cause=\"user_busy\" source=\"callee\" sip_code=486");
+    stop(d);
+}
+
+#[test]
+fn outbound_invite_answers_a_407_challenge_with_the_trunk_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _n, target, b_port) = start_forwarding_daemon(dir.path(), true);
+    let mut b = uas(dir.path(), "b407", "uas_407.xml", b_port);
+    run_sipp(dir.path(), "a", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
+    assert_eq!(b.wait(WAIT), 0, "{}", b.report());
+    stop(d);
+}

@@ -14,10 +14,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::Codec;
+use crate::media::bridge::{Side, run_relay};
 use crate::media::g711::G711;
 use crate::media::leg::{LegCommand, LegEvent, RtpLeg, run_echo};
 use crate::media::ports::{PortPair, PortPool};
-use crate::sdp::{LocalAudio, LocalSession, NegotiatedAudio, SessionDescription, answer_offer};
+use crate::sdp::{
+    LocalAudio, LocalSession, NegotiatedAudio, OfferOptions, OfferedAudio, SessionDescription, answer_offer,
+    apply_answer, build_offer,
+};
 
 /// Shared media resources of the box.
 #[derive(Debug, Clone)]
@@ -50,6 +54,51 @@ pub struct MediaSession {
     task: Option<JoinHandle<RtpLeg>>,
     commands: Option<mpsc::Sender<LegCommand>>,
     events: Option<mpsc::UnboundedReceiver<LegEvent>>,
+    /// Set while this leg is one side of a relay (forward route).
+    relay: Option<(Side, mpsc::Sender<(Side, LegCommand)>)>,
+    /// Our offer, while waiting for the answer (outbound legs).
+    offered: Option<OfferedAudio>,
+}
+
+/// Two legs relayed to each other (forward routes): the relay task and its
+/// events, tagged with the side they concern.
+pub struct Relay {
+    task: JoinHandle<(RtpLeg, RtpLeg)>,
+    commands: mpsc::Sender<(Side, LegCommand)>,
+    /// DTMF and timeouts of either side.
+    pub events: mpsc::UnboundedReceiver<(Side, LegEvent)>,
+}
+
+impl Relay {
+    /// Joins the media of `a` (the caller's leg) and `b` (the dialled leg).
+    /// Both must have negotiated (answer sent / answer applied) and not started.
+    pub fn start(a: &mut MediaSession, b: &mut MediaSession) -> Option<Relay> {
+        let (pa, pb) = (a.ports.take()?, b.ports.take()?);
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (la, lb) = (RtpLeg::new(pa, a.audio), RtpLeg::new(pb, b.audio));
+        let task = tokio::spawn(run_relay(la, lb, cmd_rx, ev_tx, a.rtp_timeout));
+        a.relay = Some((Side::A, cmd_tx.clone()));
+        b.relay = Some((Side::B, cmd_tx.clone()));
+        Some(Relay { task, commands: cmd_tx, events: ev_rx })
+    }
+
+    /// The next event of either side; pending forever once the relay ended.
+    pub async fn next_event(&mut self) -> (Side, LegEvent) {
+        match self.events.recv().await {
+            Some(e) => e,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops the relay; returns each side's `call_quality_stats`.
+    pub async fn stop(self) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+        let _ = self.commands.send((Side::A, LegCommand::Stop)).await;
+        match self.task.await {
+            Ok((a, b)) => (Some(a.quality_json()), Some(b.quality_json())),
+            Err(_) => (None, None),
+        }
+    }
 }
 
 fn g711(codecs: &[Codec]) -> Vec<G711> {
@@ -91,9 +140,67 @@ impl MediaSession {
                 task: None,
                 commands: None,
                 events: None,
+                relay: None,
+                offered: None,
             },
             body,
         ))
+    }
+
+    /// An offer for an outbound leg with `codecs`, advertising `advertised_ip`.
+    pub fn offer(engine: &MediaEngine, codecs: &[Codec], advertised_ip: IpAddr) -> Result<(Self, Vec<u8>), Reject> {
+        let ports = engine.pool.take(engine.bind_ip).map_err(|_| Reject::NoPorts)?;
+        let local = LocalAudio { codecs: g711(codecs), address: advertised_ip, port: ports.port };
+        let mut session = LocalSession::new(uuid::Uuid::new_v4().as_u64_pair().0);
+        let offer = build_offer(&local, OfferOptions::default(), &mut session);
+        let body = offer.body.into_bytes();
+        // Until the answer arrives the stream is "our offer": nothing to send to.
+        let audio = NegotiatedAudio {
+            codec: local.codecs.first().copied().unwrap_or(G711::Pcmu),
+            payload_type: local.codecs.first().copied().unwrap_or(G711::Pcmu).payload_type(),
+            receive_payload_type: local.codecs.first().copied().unwrap_or(G711::Pcmu).payload_type(),
+            telephone_event: None,
+            receive_telephone_event: Some(offer.offered.telephone_event),
+            remote_rtp: None,
+            remote_rtcp: None,
+            rtcp_mux: false,
+            ptime_ms: offer.offered.ptime_ms,
+            direction: crate::sdp::Direction::SendRecv,
+        };
+        Ok((
+            Self {
+                local,
+                session,
+                audio,
+                last_answer: body.clone(),
+                ports: Some(ports),
+                rtp_timeout: engine.rtp_timeout,
+                task: None,
+                commands: None,
+                events: None,
+                relay: None,
+                offered: Some(offer.offered),
+            },
+            body,
+        ))
+    }
+
+    /// Applies the peer's answer to our offer (200 OK or 183 with SDP).
+    pub fn apply_answer(&mut self, answer: &[u8]) -> Result<(), Reject> {
+        let offered = self.offered.as_ref().ok_or_else(|| Reject::NotAcceptable("no offer outstanding".into()))?;
+        let sdp = SessionDescription::parse(answer).map_err(|e| Reject::NotAcceptable(e.to_string()))?;
+        self.audio = apply_answer(offered, &sdp).map_err(|e| Reject::NotAcceptable(e.to_string()))?;
+        self.send_update();
+        Ok(())
+    }
+
+    fn send_update(&self) {
+        if let Some(tx) = &self.commands {
+            let _ = tx.try_send(LegCommand::Update(self.audio));
+        }
+        if let Some((side, tx)) = &self.relay {
+            let _ = tx.try_send((*side, LegCommand::Update(self.audio)));
+        }
     }
 
     /// The negotiated stream.
@@ -139,9 +246,7 @@ impl MediaSession {
         let answer =
             answer_offer(&offer, &self.local, &mut self.session).map_err(|e| Reject::NotAcceptable(e.to_string()))?;
         self.audio = answer.audio;
-        if let Some(tx) = &self.commands {
-            let _ = tx.try_send(LegCommand::Update(self.audio));
-        }
+        self.send_update();
         self.last_answer = answer.body.into_bytes();
         Ok(self.last_answer.clone())
     }

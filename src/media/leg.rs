@@ -72,6 +72,20 @@ pub struct RtpLeg {
     last_rx: Instant,
 }
 
+/// What a received datagram was, without borrowing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Audio in the negotiated codec with this many payload bytes.
+    Audio {
+        /// Payload length in bytes.
+        payload_len: usize,
+    },
+    /// A telephone-event packet; `Some` when it completed a key press.
+    Event(Option<char>),
+    /// Nothing to forward.
+    Nothing,
+}
+
 /// What one received datagram was.
 pub enum Received<'a> {
     /// Audio in the negotiated codec: (payload, RTP timestamp).
@@ -160,6 +174,32 @@ impl RtpLeg {
     /// end packets were lost and start the next); call until `None`.
     pub fn poll_dtmf(&mut self) -> Option<char> {
         self.dtmf.poll_digit().map(|d| d.digit)
+    }
+
+    /// Like [`RtpLeg::on_datagram`] but without borrowing the buffer, so the caller
+    /// can rewrite the packet in place afterwards (relaying).
+    pub fn classify(&mut self, buf: &[u8], from: SocketAddr, now: Instant) -> Kind {
+        match self.on_datagram(buf, from, now) {
+            Received::Audio(payload, _) => Kind::Audio { payload_len: payload.len() },
+            Received::Dtmf(d) => Kind::Event(Some(d)),
+            Received::Nothing => match RtpPacket::parse(buf) {
+                Ok(p) if Some(p.payload_type()) == self.audio.receive_telephone_event => Kind::Event(None),
+                _ => Kind::Nothing,
+            },
+        }
+    }
+
+    /// Sends an already formed RTP packet to the peer (relaying); skipped while we
+    /// may not send or know no address.
+    pub async fn send_packet(&mut self, packet: &[u8], payload_len: usize) {
+        if !self.audio.direction.sends() {
+            return;
+        }
+        let Some(dest) = self.remote else { return };
+        if self.ports.rtp.send_to(packet, dest).await.is_ok() {
+            self.sent.packets += 1;
+            self.sent.payload_bytes += payload_len as u64;
+        }
     }
 
     /// A DTMF digit whose end packets were all lost, once its timeout has passed.

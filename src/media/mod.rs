@@ -8,6 +8,7 @@
 //! detector, generator). The tokio shell around them — `ports` (RTP port pool) and
 //! `leg` (sockets, latching, pacing) — only moves bytes and drives timers.
 
+pub mod bridge;
 pub mod dtmf;
 pub mod g711;
 pub mod leg;

@@ -194,17 +194,26 @@ fn local_contact(ctx: &SipContext, tx: &Transaction, peer: std::net::IpAddr) -> 
     rsipstack::sip::Uri::try_from(format!("{scheme}:sipbridge@{host}:{}{transport}", local.port()).as_str()).ok()
 }
 
-struct InboundCall {
-    ctx: Arc<SipContext>,
-    dialog: InviteDialog,
-    info: CallInfo,
-    route: Route,
-    media: MediaSession,
+/// An incoming call after admission: its dialog, ids, route and media.
+pub struct InboundCall {
+    /// Shared SIP state.
+    pub ctx: Arc<SipContext>,
+    /// The server INVITE dialog.
+    pub dialog: InviteDialog,
+    /// Ids and numbers.
+    pub info: CallInfo,
+    /// The route that took it.
+    pub route: Route,
+    /// Its media (our answer to the caller's offer).
+    pub media: MediaSession,
     session_expires: Option<(u64, Option<String>)>,
 }
 
 impl InboundCall {
     async fn run(mut self, mut states: DialogStateReceiver, answer: Vec<u8>, permit: CallPermit) {
+        if let RouteTarget::Forward(trunk) = self.route.target.clone() {
+            return super::forward::run(self, states, answer, permit, trunk).await;
+        }
         let mut sm = CallStateMachine::default();
         let id = self.dialog.id();
         let mut headers = vec![Header::ContentType("application/sdp".into())];

@@ -9,9 +9,11 @@
 
 pub mod addr;
 pub mod digest;
+pub mod forward;
 pub mod inbound;
 pub mod limit;
 pub mod msg;
+pub mod outbound;
 pub mod register;
 pub mod routing;
 pub mod server;

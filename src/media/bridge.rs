@@ -1,0 +1,107 @@
+//! The relay between two SIP legs (forward routes, B2BUA): RTP from one leg goes
+//! out on the other without decoding when both use the same codec — only the
+//! payload type is rewritten when the legs numbered it differently; PCMU↔PCMA is
+//! transcoded in place by table (`g711::transcode_in_place`). RFC 4733 events are
+//! relayed with their payload type mapped (dropped when the far leg did not
+//! negotiate telephone-event) and reported as digits.
+//!
+//! SSRC, sequence numbers and timestamps pass through unchanged, as a media relay
+//! does (the far end sees the source's stream; a source change is a normal RTP
+//! SSRC change to it). Per packet: one `recv_from`, an in-place rewrite in a stack
+//! buffer, one `send_to`; no allocation, no lock, no log above trace.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::g711::transcode_in_place;
+use super::leg::{Kind, LegCommand, LegEvent, MAX_DATAGRAM, RtpLeg};
+use super::rtp::RtpPacketMut;
+
+/// Which leg an event or command concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The leg that received the call (caller side).
+    A,
+    /// The leg the box dialled.
+    B,
+}
+
+/// Rewrites `pkt` (from `from`) for sending on `to`; returns false to drop it.
+fn rewrite(pkt: &mut [u8], kind: Kind, from: &RtpLeg, to: &RtpLeg) -> bool {
+    let Ok(mut p) = RtpPacketMut::parse(pkt) else { return false };
+    match kind {
+        Kind::Audio { .. } => {
+            let (src, dst) = (from.audio().codec, to.audio().codec);
+            if src != dst {
+                transcode_in_place(src, dst, p.payload_mut());
+            }
+            p.set_payload_type(to.audio().payload_type);
+            true
+        }
+        Kind::Event(_) => match to.audio().telephone_event {
+            Some(pt) => {
+                p.set_payload_type(pt);
+                true
+            }
+            None => false,
+        },
+        Kind::Nothing => false,
+    }
+}
+
+/// Relays between `a` and `b` until stopped; returns both legs (for their
+/// statistics).
+pub async fn run_relay(
+    mut a: RtpLeg,
+    mut b: RtpLeg,
+    mut commands: mpsc::Receiver<(Side, LegCommand)>,
+    events: mpsc::UnboundedSender<(Side, LegEvent)>,
+    rtp_timeout: Duration,
+) -> (RtpLeg, RtpLeg) {
+    let mut buf_a = [0u8; MAX_DATAGRAM];
+    let mut buf_b = [0u8; MAX_DATAGRAM];
+    let (mut timed_out_a, mut timed_out_b) = (false, false);
+    loop {
+        let (ta, tb) = (a.timeout_deadline(rtp_timeout), b.timeout_deadline(rtp_timeout));
+        tokio::select! {
+            r = a.recv(&mut buf_a) => {
+                let Ok((n, src)) = r else { continue };
+                let kind = a.classify(&buf_a[..n], src, Instant::now());
+                if let Kind::Event(Some(d)) = kind {
+                    let _ = events.send((Side::A, LegEvent::Dtmf(d)));
+                }
+                if rewrite(&mut buf_a[..n], kind, &a, &b) {
+                    let len = match kind { Kind::Audio { payload_len } => payload_len, _ => 0 };
+                    b.send_packet(&buf_a[..n], len).await;
+                }
+            }
+            r = b.recv(&mut buf_b) => {
+                let Ok((n, src)) = r else { continue };
+                let kind = b.classify(&buf_b[..n], src, Instant::now());
+                if let Kind::Event(Some(d)) = kind {
+                    let _ = events.send((Side::B, LegEvent::Dtmf(d)));
+                }
+                if rewrite(&mut buf_b[..n], kind, &b, &a) {
+                    let len = match kind { Kind::Audio { payload_len } => payload_len, _ => 0 };
+                    a.send_packet(&buf_b[..n], len).await;
+                }
+            }
+            _ = tokio::time::sleep_until(ta), if !timed_out_a && a.expects_media() => {
+                timed_out_a = true;
+                let _ = events.send((Side::A, LegEvent::Timeout(rtp_timeout)));
+            }
+            _ = tokio::time::sleep_until(tb), if !timed_out_b && b.expects_media() => {
+                timed_out_b = true;
+                let _ = events.send((Side::B, LegEvent::Timeout(rtp_timeout)));
+            }
+            c = commands.recv() => match c {
+                Some((Side::A, LegCommand::Update(audio))) => { a.update(audio); timed_out_a = false; }
+                Some((Side::B, LegCommand::Update(audio))) => { b.update(audio); timed_out_b = false; }
+                Some((_, LegCommand::Stop)) | None => break,
+            }
+        }
+    }
+    (a, b)
+}
