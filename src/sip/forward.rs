@@ -24,7 +24,7 @@ use crate::media::leg::LegEvent;
 pub const RING_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn status(code: u16) -> StatusCode {
-    StatusCode::try_from(code).unwrap_or(StatusCode::ServerInternalError)
+    StatusCode::from(code)
 }
 
 /// Runs a forwarded call to its end.
