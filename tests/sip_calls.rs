@@ -396,3 +396,86 @@ fn outbound_invite_answers_a_407_challenge_with_the_trunk_credentials() {
     assert_eq!(b.wait(WAIT), 0, "{}", b.report());
     stop(d);
 }
+
+#[test]
+fn register_answers_a_qop_list_challenge_and_refreshes_before_expiry() {
+    use md5::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let reg_port = free_port();
+    let mut registrar = {
+        let args: Vec<String> = [
+            "-sf",
+            &scenario("uas_registrar.xml").display().to_string(),
+            "-i",
+            "127.0.0.3",
+            "-p",
+            &reg_port.to_string(),
+            "-m",
+            "1",
+            "-t",
+            "u1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Sipp::start(dir.path(), "registrar", &args)
+    };
+    let extra = format!(
+        r#"
+[[trunk]]
+name = "telnyx"
+provider = "telnyx"
+proxy = "sip:127.0.0.3:{reg_port}"
+username = "shop042"
+password = "reg-pass"
+register = true
+"#
+    );
+    let (d, mut notify) = start_daemon(dir.path(), port, "\"127.0.0.2/32\"", "", &extra);
+    assert_eq!(registrar.wait(WAIT), 0, "{}\n{}", registrar.report(), d.stderr());
+    // systemd's STATUS= follows the registration.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !notify.seen.iter().any(|m| m.contains("telnyx registered (2s)")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", notify.seen);
+        notify.wait_for("STATUS=", Duration::from_secs(1));
+    }
+    wait_log(&d, "registration: registered");
+
+    // The digest answer is right (computed here independently, RFC 2617 §3.2.2).
+    let trace = registrar.messages();
+    let auth_line = trace.lines().find(|l| l.starts_with("Authorization: Digest")).expect("an Authorization header");
+    let field = |k: &str| {
+        let i = auth_line.find(&format!("{k}=")).unwrap() + k.len() + 1;
+        let rest = &auth_line[i..];
+        let v = if let Some(r) = rest.strip_prefix('"') {
+            r.split('"').next().unwrap()
+        } else {
+            rest.split(',').next().unwrap()
+        };
+        v.trim().to_string()
+    };
+    let hex = |s: String| md5::Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(field("qop"), "auth", "qop is the token auth, chosen from the list");
+    let ha1 = hex(format!("shop042:reg.test:reg-pass"));
+    let ha2 = hex(format!("REGISTER:{}", field("uri")));
+    let expected = hex(format!("{ha1}:5f2b0c9e4a1d:{}:{}:auth:{ha2}", field("nc"), field("cnonce")));
+    assert_eq!(field("response"), expected, "{auth_line}");
+    stop(d);
+}
+
+#[test]
+fn a_telnyx_shaped_invite_is_accepted_with_session_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // A Telnyx IP connection: only the proxy's address may call (here 127.0.0.2).
+    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.2/32\"", "to = \"+13125550100\"", "");
+    let target = format!("127.0.0.1:{port}");
+    run_sipp(dir.path(), "telnyx", sipp_args("uac_telnyx.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
+    let log = wait_log(&d, "hangup");
+    assert!(log.contains("from=+14155550123 to=+13125550100"), "{log}");
+    stop(d);
+}

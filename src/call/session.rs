@@ -37,7 +37,9 @@ pub struct MediaEngine {
 /// Why an offer cannot be answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reject {
-    /// 488 (or 400 for malformed SDP): the reason, for a Warning header.
+    /// 400: the SDP is malformed (RFC 4566 syntax); the reason, for a Warning.
+    Malformed(String),
+    /// 488: well-formed but unusable (no common codec, SRTP...); the reason.
     NotAcceptable(String),
     /// 503: no RTP ports left.
     NoPorts,
@@ -123,11 +125,13 @@ impl MediaSession {
         if offer.is_empty() {
             return Err(Reject::NotAcceptable("an SDP offer is required in the INVITE".into()));
         }
-        let offer = SessionDescription::parse(offer).map_err(|e| Reject::NotAcceptable(e.to_string()))?;
+        let offer = SessionDescription::parse(offer).map_err(|e| Reject::Malformed(e.to_string()))?;
         let ports = engine.pool.take(engine.bind_ip).map_err(|_| Reject::NoPorts)?;
         let local = LocalAudio { codecs: g711(codecs), address: advertised_ip, port: ports.port };
         let mut session = LocalSession::new(uuid::Uuid::new_v4().as_u64_pair().0);
-        let answer = answer_offer(&offer, &local, &mut session).map_err(|e| Reject::NotAcceptable(e.to_string()))?;
+        let answer = answer_offer(&offer, &local, &mut session).map_err(|e| {
+            if e.sip_status() == 400 { Reject::Malformed(e.to_string()) } else { Reject::NotAcceptable(e.to_string()) }
+        })?;
         let body = answer.body.into_bytes();
         Ok((
             Self {

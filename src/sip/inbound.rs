@@ -106,6 +106,12 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
             .await;
             return;
         }
+        Err(Reject::Malformed(why)) => {
+            tracing::info!(trunk = %trunk.name, "malformed SDP offer: {why}: 400");
+            reply(&mut tx, StatusCode::BadRequest, vec![Header::Warning(format!("399 sipbridge \"{why}\"").into())])
+                .await;
+            return;
+        }
         Err(Reject::NoPorts) => {
             tracing::warn!("RTP port range exhausted: 503");
             reply(&mut tx, StatusCode::ServiceUnavailable, vec![Header::RetryAfter("5".into())]).await;

@@ -227,7 +227,9 @@ impl OutboundLeg {
             }
             DialogState::Confirmed(_, resp) if self.sm.state() < CallState::Answered => {
                 if !resp.body.is_empty() {
-                    if let Err(Reject::NotAcceptable(why)) = self.media.apply_answer(&resp.body) {
+                    if let Err(Reject::NotAcceptable(why) | Reject::Malformed(why)) =
+                        self.media.apply_answer(&resp.body)
+                    {
                         tracing::warn!(call_control_id = %self.info.ids.call_control_id, "unusable SDP answer: {why}: BYE");
                         let _ = self.dialog.bye().await;
                         return Some(self.end(Hangup {

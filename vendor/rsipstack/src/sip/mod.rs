@@ -1,3 +1,4 @@
+pub mod bad_request;
 pub mod error;
 pub mod event_packages;
 pub mod headers;

@@ -374,9 +374,19 @@ impl EndpointInner {
         from: &SipAddr,
     ) -> Result<()> {
         let mut key = match &msg {
-            SipMessage::Request(req) => {
-                TransactionKey::from_request(req, super::key::TransactionRole::Server)?
-            }
+            SipMessage::Request(req) => match TransactionKey::from_request(req, super::key::TransactionRole::Server) {
+                Ok(key) => key,
+                Err(e) => {
+                    // sipbridge patch: a request that cannot be keyed (bad Via, CSeq,
+                    // ...) gets 400 when a response can be formed (RFC 3261 §8.2.6).
+                    if let Some(resp) = crate::sip::bad_request::bad_request(req.to_string().as_bytes(), &e.to_string()) {
+                        if let Ok(resp) = SipMessage::try_from(resp.as_slice()) {
+                            connection.send(resp, Some(from)).await.ok();
+                        }
+                    }
+                    return Err(e);
+                }
+            },
             SipMessage::Response(resp) => {
                 TransactionKey::from_response(resp, super::key::TransactionRole::Client)?
             }

@@ -180,6 +180,10 @@ impl UdpConnection {
             let msg = match crate::sip::SipMessage::try_from(packet) {
                 Ok(msg) => msg,
                 Err(e) => {
+                    // sipbridge patch: answer 400 when a response can be formed.
+                    if let Some(resp) = crate::sip::bad_request::bad_request(packet, &e.to_string()) {
+                        self.inner.conn.send_to(&resp, addr).await.ok();
+                    }
                     debug!(
                         src = %addr,
                         error = %e,
@@ -189,6 +193,14 @@ impl UdpConnection {
                     continue;
                 }
             };
+
+            // sipbridge patch: a body shorter than Content-Length (RFC 3261 §18.3).
+            if crate::sip::bad_request::truncated_body(packet) {
+                if let Some(resp) = crate::sip::bad_request::bad_request(packet, "body shorter than Content-Length") {
+                    self.inner.conn.send_to(&resp, addr).await.ok();
+                }
+                continue;
+            }
 
             let msg = match SipConnection::update_msg_received(
                 msg,
