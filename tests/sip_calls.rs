@@ -460,7 +460,7 @@ register = true
     };
     let hex = |s: String| md5::Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(field("qop"), "auth", "qop is the token auth, chosen from the list");
-    let ha1 = hex(format!("shop042:reg.test:reg-pass"));
+    let ha1 = hex("shop042:reg.test:reg-pass".to_string());
     let ha2 = hex(format!("REGISTER:{}", field("uri")));
     let expected = hex(format!("{ha1}:5f2b0c9e4a1d:{}:{}:auth:{ha2}", field("nc"), field("cnonce")));
     assert_eq!(field("response"), expected, "{auth_line}");
