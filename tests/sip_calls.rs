@@ -479,3 +479,43 @@ fn a_telnyx_shaped_invite_is_accepted_with_session_timer() {
     assert!(log.contains("from=+14155550123 to=+13125550100"), "{log}");
     stop(d);
 }
+
+#[test]
+fn info_dtmf_update_refresh_and_405_for_unknown_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "", "");
+    let target = format!("127.0.0.1:{port}");
+    let mut s = Sipp::start(
+        dir.path(),
+        "info",
+        &sipp_args("uac_info_update.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]),
+    );
+    assert_eq!(s.wait(WAIT), 0, "{}\n{}", s.report(), d.stderr());
+    let log = wait_log(&d, "hangup");
+    assert!(log.contains("digit=5") && log.contains("DTMF (SIP INFO)"), "{log}");
+    stop(d);
+}
+
+#[test]
+fn ipv6_call_on_loopback() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        panic!("IPv6 loopback is required by this test (::1)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let text = format!(
+        "[node]\ndata_dir = \"{}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://[::1]:{port}\"]\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"v6\"\ninbound_allow = [\"::1/128\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n[log]\nformat = \"text\"\n",
+        dir.path().join("data").display()
+    );
+    let path = dir.path().join("sipbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut notify = NotifySocket::bind(dir.path());
+    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
+    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
+    let target = format!("[::1]:{port}");
+    run_sipp(dir.path(), "v6", sipp_args("uac_call.xml", "+13125550100", &target, "::1", &["-t", "u1"]));
+    let log = wait_log(&d, "hangup");
+    assert!(log.contains("cause=\"normal_clearing\""), "{log}");
+    stop(d);
+}
