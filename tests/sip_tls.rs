@@ -82,3 +82,82 @@ async fn options_over_tls_with_a_verified_certificate() {
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
 }
+
+fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=carrier.test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "keyUsage=digitalSignature,keyEncipherment", "-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    (cert, key)
+}
+
+fn start(dir: &std::path::Path, text: String) -> (Daemon, NotifySocket) {
+    let path = dir.join("sipbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut notify = NotifySocket::bind(dir);
+    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
+    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
+    (d, notify)
+}
+
+/// A box forwards over TLS to a "carrier" (a second sipbridge with a TLS listener
+/// and the echo agent): the call goes through when the carrier's certificate
+/// verifies against tls_ca_file, and fails when it does not.
+#[test]
+fn forward_over_tls_verifies_the_carrier_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let carrier_dir = dir.path().join("carrier");
+    let box_dir = dir.path().join("box");
+    std::fs::create_dir_all(&carrier_dir).unwrap();
+    std::fs::create_dir_all(&box_dir).unwrap();
+    let (cert, key) = make_cert(dir.path(), "carrier");
+    let (other_ca, _) = make_cert(dir.path(), "other");
+    let tls_port = free_port();
+    let (mut carrier, _n1) = start(
+        &carrier_dir,
+        format!(
+            "[node]\ndata_dir = \"{d}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"tls://127.0.0.1:{tls_port}\"]\ntls_certificate = \"{c}\"\ntls_private_key = \"{k}\"\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"customer\"\ninbound_allow = [\"127.0.0.0/8\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n[log]\nformat = \"text\"\n",
+            d = carrier_dir.join("data").display(),
+            c = cert.display(),
+            k = key.display()
+        ),
+    );
+    for (ca, expect_ok) in [(&cert, true), (&other_ca, false)] {
+        let box_dir = box_dir.join(if expect_ok { "trusting" } else { "distrusting" });
+        std::fs::create_dir_all(&box_dir).unwrap();
+        let port = free_port();
+        let (mut bx, _n2) = start(
+            &box_dir,
+            format!(
+                "[node]\ndata_dir = \"{d}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\ntls_ca_file = \"{ca}\"\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.2/32\"]\n[[trunk]]\nname = \"carrier\"\nproxy = \"sip:127.0.0.1:{tls_port};transport=tls\"\n[[route]]\ntrunk = \"pbx\"\nforward = \"carrier\"\n[log]\nformat = \"text\"\n",
+                d = box_dir.join("data").display(),
+                ca = ca.display()
+            ),
+        );
+        let target = format!("127.0.0.1:{port}");
+        let mut s = Sipp::start(
+            &box_dir,
+            if expect_ok { "ok" } else { "bad" },
+            &sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1", "-timeout", "15s"]),
+        );
+        let code = s.wait(WAIT);
+        if expect_ok {
+            assert_eq!(code, 0, "{}\n--- box ---\n{}\n--- carrier ---\n{}", s.report(), bx.stderr(), carrier.stderr());
+        } else {
+            assert_ne!(code, 0, "an unverified carrier must not get the call\n{}", s.report());
+            assert!(!s.messages().contains("SIP/2.0 200 OK"), "{}", s.report());
+        }
+        bx.signal(Signal::SIGTERM);
+        assert_eq!(bx.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    }
+    carrier.signal(Signal::SIGTERM);
+    assert_eq!(carrier.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+}

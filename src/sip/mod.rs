@@ -37,6 +37,9 @@ use crate::config::values::{Listen, Transport};
 use crate::config::{Config, PublicAddress};
 use crate::daemon::lifecycle::Lifecycle;
 
+/// The system's CA bundle on Debian (package ca-certificates).
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// Errors starting SIP.
 #[derive(Debug, thiserror::Error)]
 pub enum SipError {
@@ -105,6 +108,17 @@ impl SipStack {
         let transport_layer = TransportLayer::new(cancel.child_token());
         let trunks = Arc::new(trunk::TrunkTable::new(cfg.trunks.clone()));
         transport_layer.set_whitelist(limit::Guard::new(Arc::clone(&trunks)));
+        // Outbound TLS verifies trunks' certificates against [sip].tls_ca_file, or the
+        // system's roots (Debian: ca-certificates).
+        let ca_path = cfg.sip.tls_ca_file.clone().unwrap_or_else(|| SYSTEM_ROOTS.into());
+        match std::fs::read(&ca_path) {
+            Ok(ca) => transport_layer
+                .set_tls_config(rsipstack::transport::tls::TlsConfig { ca_certs: Some(ca), ..Default::default() }),
+            Err(e) if cfg.sip.tls_ca_file.is_some() => {
+                return Err(SipError::Tls(format!("cannot read tls_ca_file {}: {e}", ca_path.display())));
+            }
+            Err(_) => tracing::warn!("no CA roots at {}: outbound TLS to trunks will fail", ca_path.display()),
+        }
 
         let mut listeners = Vec::new();
         for l in &cfg.sip.listen {
