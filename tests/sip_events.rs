@@ -1,0 +1,156 @@
+//! The call model as events: the SIP stack runs in-process (the library the daemon
+//! is built from), real SIPp peers call it over loopback, and the test reads the
+//! event bus — the same events the webhook outbox and the API consume. Checks the
+//! Telnyx event sequence, field names, ids shared across the legs of a forward.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use sipbridge::call::{CallEvent, EventBus};
+use sipbridge::daemon::lifecycle::Lifecycle;
+use sipbridge::sip::SipStack;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn stack(dir: &std::path::Path, config: &str) -> (SipStack, EventBus) {
+    let path = dir.join("sipbridge.toml");
+    std::fs::write(&path, config).unwrap();
+    let cfg = sipbridge::config::load_with_env(&path, Vec::new()).unwrap().config;
+    let (tx, rx) = watch::channel(Arc::new(cfg));
+    std::mem::forget(tx); // keep the config channel open for the stack's lifetime
+    let events = EventBus::new();
+    let s = SipStack::start(rx, Lifecycle::new(10), events.clone(), CancellationToken::new()).await.unwrap();
+    (s, events)
+}
+
+async fn collect(
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<CallEvent>>,
+    until_hangups: usize,
+) -> Vec<Arc<CallEvent>> {
+    let mut out = Vec::new();
+    let mut hangups = 0;
+    while hangups < until_hangups {
+        let ev = tokio::time::timeout(WAIT, rx.recv()).await.expect("events in time").unwrap();
+        if ev.event_type == "call.hangup" {
+            hangups += 1;
+        }
+        out.push(ev);
+    }
+    out
+}
+
+fn s<'a>(ev: &'a CallEvent, key: &str) -> &'a str {
+    ev.payload
+        .get(key)
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| panic!("{} lacks {key}: {:?}", ev.event_type, ev.payload))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_call_emits_initiated_answered_hangup_with_telnyx_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (stack, events) = stack(
+        dir.path(),
+        &format!(
+            "[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"telnyx-ip\"\ninbound_allow = [\"127.0.0.2/32\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n"
+        ),
+    )
+    .await;
+    let mut rx = events.subscribe();
+    let d = dir.path().to_path_buf();
+    let target = format!("127.0.0.1:{port}");
+    let sipp = tokio::task::spawn_blocking(move || {
+        let mut s =
+            Sipp::start(&d, "call", &sipp_args("uac_telnyx.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
+        (s.wait(WAIT), s.report())
+    });
+    let evs = collect(&mut rx, 1).await;
+    let (code, report) = sipp.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    let types: Vec<&str> = evs.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["call.initiated", "call.answered", "call.hangup"]);
+    let (init, hang) = (&evs[0], &evs[2]);
+    for e in &evs {
+        assert_eq!(s(e, "call_control_id"), s(init, "call_control_id"));
+        assert_eq!(s(e, "connection_id"), "telnyx-ip");
+        assert_eq!(s(e, "direction"), "incoming");
+        assert_eq!(s(e, "from"), "+14155550123");
+        assert_eq!(s(e, "to"), "+13125550100");
+        assert_eq!(e.call_session_id.as_deref(), Some(s(init, "call_session_id")));
+        assert!(uuid::Uuid::parse_str(s(e, "call_leg_id")).is_ok());
+    }
+    assert_eq!(s(init, "state"), "parked");
+    let headers = init.payload["custom_headers"].as_array().unwrap();
+    assert!(headers.iter().any(|h| h["name"] == "X-Telnyx-Session-Id"), "{headers:?}");
+    assert_eq!(s(hang, "hangup_cause"), "normal_clearing");
+    assert_eq!(s(hang, "hangup_source"), "caller");
+    assert_eq!(s(hang, "sip_hangup_cause"), "200");
+    assert!(s(hang, "end_time") >= s(hang, "start_time"));
+    assert!(hang.payload["call_quality_stats"].is_object(), "media ran: {:?}", hang.payload);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_call_has_two_legs_in_one_session_and_is_bridged() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let b_port = free_port();
+    let (stack, events) = stack(
+        dir.path(),
+        &format!(
+            "[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"livekit\"\ninbound_allow = [\"127.0.0.2/32\"]\n[[trunk]]\nname = \"telnyx\"\nproxy = \"sip:127.0.0.3:{b_port}\"\n[[route]]\nforward = \"telnyx\"\n"
+        ),
+    )
+    .await;
+    let mut rx = events.subscribe();
+    let d = dir.path().to_path_buf();
+    let target = format!("127.0.0.1:{port}");
+    let peers = tokio::task::spawn_blocking(move || {
+        let media = free_even_block(4).to_string();
+        let uas_args: Vec<String> = [
+            "-sf",
+            &scenario("uas_answer.xml").display().to_string(),
+            "-i",
+            "127.0.0.3",
+            "-p",
+            &b_port.to_string(),
+            "-mp",
+            &media,
+            "-m",
+            "1",
+            "-t",
+            "u1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        let mut b = Sipp::start(&d, "b", &uas_args);
+        let mut a =
+            Sipp::start(&d, "a", &sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
+        (a.wait(WAIT), b.wait(WAIT), a.report(), b.report())
+    });
+    let evs = collect(&mut rx, 2).await;
+    let (ca, cb, ra, rb) = peers.await.unwrap();
+    assert_eq!((ca, cb), (0, 0), "{ra}\n{rb}");
+    let incoming: Vec<&Arc<CallEvent>> = evs.iter().filter(|e| s(e, "direction") == "incoming").collect();
+    let outgoing: Vec<&Arc<CallEvent>> = evs.iter().filter(|e| s(e, "direction") == "outgoing").collect();
+    let t = |v: &[&Arc<CallEvent>]| v.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>();
+    assert_eq!(t(&incoming), ["call.initiated", "call.answered", "call.bridged", "call.hangup"]);
+    assert_eq!(t(&outgoing), ["call.initiated", "call.answered", "call.hangup"]);
+    let session = s(incoming[0], "call_session_id");
+    assert!(evs.iter().all(|e| s(e, "call_session_id") == session), "both legs share the session");
+    assert_ne!(s(incoming[0], "call_leg_id"), s(outgoing[0], "call_leg_id"));
+    assert_eq!(s(outgoing[0], "connection_id"), "telnyx");
+    assert_eq!(s(outgoing[0], "state"), "bridging");
+    assert_eq!(s(incoming[2], "bridged_call_control_id"), s(outgoing[0], "call_control_id"));
+    stack.stop().await;
+}
