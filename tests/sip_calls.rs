@@ -15,6 +15,17 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A daemon listening on UDP and TCP `port`, trunk `local` admitting `allow`,
 /// every call to the echo agent; `extra` is appended (more trunks, routes...).
 fn start_daemon(dir: &Path, port: u16, allow: &str, route_extra: &str, extra: &str) -> (Daemon, NotifySocket) {
+    start_daemon_with_ports(dir, port, allow, route_extra, extra, "40000-49999")
+}
+
+fn start_daemon_with_ports(
+    dir: &Path,
+    port: u16,
+    allow: &str,
+    route_extra: &str,
+    extra: &str,
+    rtp_ports: &str,
+) -> (Daemon, NotifySocket) {
     let text = format!(
         r#"
 [node]
@@ -27,7 +38,7 @@ shutdown_grace = "1s"
 listen = ["udp://127.0.0.1:{port}", "tcp://127.0.0.1:{port}"]
 
 [rtp]
-port_range = "40000-49999"
+port_range = "{rtp_ports}"
 timeout = "30s"
 
 [[trunk]]
@@ -517,5 +528,50 @@ fn ipv6_call_on_loopback() {
     run_sipp(dir.path(), "v6", sipp_args("uac_call.xml", "+13125550100", &target, "::1", &["-t", "u1"]));
     let log = wait_log(&d, "hangup");
     assert!(log.contains("cause=\"normal_clearing\""), "{log}");
+    stop(d);
+}
+
+#[test]
+fn no_rtp_for_the_timeout_hangs_up_with_cause_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "", "");
+    // A 2 s RTP timeout via reload (the SIPp caller sends no RTP at all).
+    let cfg = dir.path().join("sipbridge.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("timeout = \"30s\"", "timeout = \"2s\"");
+    std::fs::write(&cfg, text).unwrap();
+    d.signal(Signal::SIGHUP);
+    wait_log(&d, "configuration reloaded");
+    let target = format!("127.0.0.1:{port}");
+    run_sipp(dir.path(), "silent", sipp_args("uac_wait_bye.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
+    let log = wait_log(&d, "hangup");
+    assert!(log.contains("no RTP for 2s: BYE"), "{log}");
+    assert!(log.contains("cause=\"timeout\" source=\"callee\""), "{log}");
+    stop(d);
+}
+
+#[test]
+fn rtp_port_exhaustion_gets_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = free_even_block(2);
+    // One RTP port pair only.
+    let range = format!("{base}-{}", base + 1);
+    let (d, _n) = start_daemon_with_ports(dir.path(), port, "\"127.0.0.0/8\"", "", "", &range);
+    let target = format!("127.0.0.1:{port}");
+    let mut long = Sipp::start(
+        dir.path(),
+        "long",
+        &sipp_args("uac_long.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]),
+    );
+    wait_log(&d, "answered");
+    let sc = refused_scenario(dir.path(), 503, "Retry-After:");
+    let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]);
+    args[1] = sc;
+    run_sipp(dir.path(), "503ports", args);
+    assert_eq!(long.wait(WAIT), 0, "{}", long.report());
+    wait_log(&d, "RTP port range exhausted: 503");
+    // The pair came back: a new call works.
+    run_sipp(dir.path(), "again", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
     stop(d);
 }

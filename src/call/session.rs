@@ -207,6 +207,11 @@ impl MediaSession {
         }
     }
 
+    /// Sets `[rtp].timeout` for this leg (the config in force when the call began).
+    pub fn set_rtp_timeout(&mut self, timeout: Duration) {
+        self.rtp_timeout = timeout;
+    }
+
     /// The negotiated stream.
     pub fn audio(&self) -> &NegotiatedAudio {
         &self.audio

@@ -94,7 +94,7 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
             },
         }
     };
-    let (media, answer) = match MediaSession::answer(&ctx.media, &tx.original.body, &trunk.codecs, local_ip).await {
+    let (mut media, answer) = match MediaSession::answer(&ctx.media, &tx.original.body, &trunk.codecs, local_ip).await {
         Ok(x) => x,
         Err(Reject::NotAcceptable(why)) => {
             tracing::info!(trunk = %trunk.name, "SDP offer not acceptable: {why}: 488");
@@ -118,6 +118,8 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
             return;
         }
     };
+
+    media.set_rtp_timeout(cfg.rtp.timeout);
 
     // 6. The dialog.
     let (state_tx, state_rx) = ctx.dialogs.new_dialog_state_channel();

@@ -80,7 +80,8 @@ pub struct SipContext {
     pub public_address: PublicAddress,
     /// User-Agent / Server header value.
     pub user_agent: String,
-    /// RTP ports and media settings.
+    /// RTP ports and media settings (`rtp_timeout` here is the startup value; calls
+    /// take the one of the config in force when they begin).
     pub media: crate::call::session::MediaEngine,
 }
 

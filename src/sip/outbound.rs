@@ -99,8 +99,9 @@ impl OutboundLeg {
             crate::config::PublicAddress::Ip(ip) => *ip,
             _ => addr::local_ip_towards(peer_ip),
         };
-        let (media, offer) =
+        let (mut media, offer) =
             MediaSession::offer(&ctx.media, &dial.trunk.codecs, local_ip).map_err(|_| DialError::NoPorts)?;
+        media.set_rtp_timeout(ctx.config.borrow().rtp.timeout);
 
         let transport = proxy.transport.map(|t| format!(";transport={t}")).unwrap_or_default();
         let host = if proxy.host.contains(':') { format!("[{}]", proxy.host) } else { proxy.host.clone() };
