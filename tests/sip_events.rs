@@ -154,3 +154,114 @@ async fn a_forwarded_call_has_two_legs_in_one_session_and_is_bridged() {
     assert_eq!(s(incoming[2], "bridged_call_control_id"), s(outgoing[0], "call_control_id"));
     stack.stop().await;
 }
+
+/// Datagrams in a classic pcap file (24-byte global header, 16-byte record
+/// headers; the SIPp pcaps hold one RTP packet per record).
+fn pcap_records(path: &str) -> u64 {
+    let d = std::fs::read(path).unwrap();
+    let (mut off, mut n) = (24usize, 0u64);
+    while off + 16 <= d.len() {
+        let incl = u32::from_le_bytes(d[off + 8..off + 12].try_into().unwrap()) as usize;
+        off += 16 + incl;
+        n += 1;
+    }
+    n
+}
+
+/// SIPp's uac_pcap (G.711 A-law speech, then an RFC 2833 digit) through a forward
+/// route to a SIPp UAS echoing RTP: every packet crosses the relay both ways
+/// (counts equal, zero loss on loopback) and the digit is detected exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcap_audio_and_dtmf_cross_a_forward_route_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pcap")).unwrap();
+    for f in ["g711a.pcap", "dtmf_2833_1.pcap"] {
+        std::fs::copy(format!("/usr/share/sip-tester/{f}"), dir.path().join("pcap").join(f)).unwrap();
+    }
+    let sent =
+        pcap_records("/usr/share/sip-tester/g711a.pcap") + pcap_records("/usr/share/sip-tester/dtmf_2833_1.pcap");
+    let port = free_port();
+    let b_port = free_port();
+    let (stack, events) = stack(
+        dir.path(),
+        &format!(
+            "[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"a\"\ninbound_allow = [\"127.0.0.2/32\"]\n[[trunk]]\nname = \"b\"\nproxy = \"sip:127.0.0.3:{b_port}\"\n[[route]]\nforward = \"b\"\n"
+        ),
+    )
+    .await;
+    let mut rx = events.subscribe();
+    let d = dir.path().to_path_buf();
+    let target = format!("127.0.0.1:{port}");
+    let peers = tokio::task::spawn_blocking(move || {
+        let media = free_even_block(4).to_string();
+        let uas_args: Vec<String> = [
+            "-sf",
+            &scenario("uas_answer.xml").display().to_string(),
+            "-i",
+            "127.0.0.3",
+            "-p",
+            &b_port.to_string(),
+            "-mp",
+            &media,
+            "-rtp_echo",
+            "-m",
+            "1",
+            "-t",
+            "u1",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        let mut b = Sipp::start(&d, "echo", &uas_args);
+        let a_media = free_even_block(4).to_string();
+        let a_args: Vec<String> = [
+            "-sn",
+            "uac_pcap",
+            "-s",
+            "+13125550100",
+            &target,
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &a_media,
+            "-m",
+            "1",
+            "-t",
+            "u1",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        let mut a = Sipp::start(&d, "pcap", &a_args);
+        (a.wait(Duration::from_secs(45)), b.wait(Duration::from_secs(45)), a.report(), b.report())
+    });
+    let evs = collect(&mut rx, 2).await;
+    let (ca, cb, ra, rb) = peers.await.unwrap();
+    assert_eq!((ca, cb), (0, 0), "{ra}\n{rb}");
+    let hangup = |dir: &str| {
+        evs.iter().find(|e| e.event_type == "call.hangup" && s(e, "direction") == dir).unwrap().payload["call_quality_stats"]
+            .clone()
+    };
+    let (qa, qb) = (hangup("incoming"), hangup("outgoing"));
+    let count = |q: &serde_json::Value, k: &str| q["inbound"][k].as_str().unwrap().parse::<u64>().unwrap();
+    assert_eq!(count(&qa, "packet_count"), sent, "every packet from the caller arrived: {qa}");
+    assert_eq!(count(&qa, "skip_packet_count"), 0, "{qa}");
+    assert_eq!(count(&qb, "packet_count"), sent, "every relayed packet came back from the echo: {qb}");
+    assert_eq!(count(&qb, "skip_packet_count"), 0, "{qb}");
+    assert_eq!(qa["outbound"]["packet_count"], serde_json::json!(sent.to_string()), "{qa}");
+    let digits: Vec<String> = evs
+        .iter()
+        .filter(|e| e.event_type == "call.dtmf.received" && s(e, "direction") == "incoming")
+        .map(|e| s(e, "digit").to_string())
+        .collect();
+    assert_eq!(digits, ["1"], "one key press, one digit");
+    stack.stop().await;
+}
