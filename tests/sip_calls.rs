@@ -575,3 +575,30 @@ fn rtp_port_exhaustion_gets_503() {
     run_sipp(dir.path(), "again", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
     stop(d);
 }
+
+#[test]
+fn while_shutting_down_new_calls_get_503_and_active_calls_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (mut d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "", "");
+    // A long grace, via reload, so the active call can end by itself.
+    let cfg = dir.path().join("sipbridge.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("shutdown_grace = \"1s\"", "shutdown_grace = \"20s\"");
+    std::fs::write(&cfg, text).unwrap();
+    d.signal(Signal::SIGHUP);
+    wait_log(&d, "configuration reloaded");
+    let target = format!("127.0.0.1:{port}");
+    let mut long = Sipp::start(dir.path(), "long", &sipp_args("uac_long.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
+    wait_log(&d, "answered");
+    d.signal(Signal::SIGTERM);
+    wait_log(&d, "stopping: new calls are refused");
+    let sc = refused_scenario(dir.path(), 503, "Retry-After:");
+    let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]);
+    args[1] = sc;
+    run_sipp(dir.path(), "503stop", args);
+    assert_eq!(long.wait(WAIT), 0, "the active call ends normally\n{}", long.report());
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    let log = d.stderr();
+    assert!(log.contains("incoming call refused: shutting down"), "{log}");
+    assert!(!log.contains("shutdown grace over"), "the call ended within the grace: {log}");
+}
