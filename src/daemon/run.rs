@@ -231,8 +231,8 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
             daemon.lifecycle.set_max_calls(cfg.node.max_calls);
             daemon.config.send_replace(Arc::new(cfg));
             let status = daemon.status_line();
-            notify::ready(&status);
             tracing::info!("configuration reloaded: {status}");
+            notify::ready(&status);
         }
         Err(e) => {
             for p in &e.problems {
@@ -243,8 +243,8 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
                 e.problems.len(),
                 daemon.status_line()
             );
-            notify::ready(&status);
             tracing::error!("{status}");
+            notify::ready(&status);
         }
     }
 }
