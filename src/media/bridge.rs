@@ -8,7 +8,9 @@
 //! SSRC, sequence numbers and timestamps pass through unchanged, as a media relay
 //! does (the far end sees the source's stream; a source change is a normal RTP
 //! SSRC change to it). Per packet: one `recv_from`, an in-place rewrite in a stack
-//! buffer, one `send_to`; no allocation, no lock, no log above trace.
+//! buffer, one `send_to`; no allocation, no lock, no log above trace. RTCP is
+//! terminated on each leg (reports about that leg's own stream, RFC 3550 §6.4);
+//! either direction can be muted (`LegCommand::Mute` on the side not to send to).
 
 use std::time::Duration;
 
@@ -62,8 +64,10 @@ pub async fn run_relay(
 ) -> (RtpLeg, RtpLeg) {
     let mut buf_a = [0u8; MAX_DATAGRAM];
     let mut buf_b = [0u8; MAX_DATAGRAM];
+    let (mut rtcp_a, mut rtcp_b) = ([0u8; 512], [0u8; 512]);
     let (mut timed_out_a, mut timed_out_b) = (false, false);
     loop {
+        let (ra, rb) = (a.rtcp_deadline(), b.rtcp_deadline());
         let (ta, tb) = (a.timeout_deadline(rtp_timeout), b.timeout_deadline(rtp_timeout));
         tokio::select! {
             r = a.recv(&mut buf_a) => {
@@ -96,9 +100,17 @@ pub async fn run_relay(
                 timed_out_b = true;
                 let _ = events.send((Side::B, LegEvent::Timeout(rtp_timeout)));
             }
+            // RTCP is terminated per leg (each side gets reports about its own stream).
+            r = a.recv_rtcp(&mut rtcp_a) => if let Ok((n, _)) = r { a.on_rtcp(&rtcp_a[..n]) },
+            r = b.recv_rtcp(&mut rtcp_b) => if let Ok((n, _)) = r { b.on_rtcp(&rtcp_b[..n]) },
+            _ = tokio::time::sleep_until(ra) => a.send_rtcp().await,
+            _ = tokio::time::sleep_until(rb) => b.send_rtcp().await,
             c = commands.recv() => match c {
                 Some((Side::A, LegCommand::Update(audio))) => { a.update(audio); timed_out_a = false; }
                 Some((Side::B, LegCommand::Update(audio))) => { b.update(audio); timed_out_b = false; }
+                // Mute a side = nothing is sent towards it (its peer's audio is cut).
+                Some((Side::A, LegCommand::Mute(m))) => a.set_muted(m),
+                Some((Side::B, LegCommand::Mute(m))) => b.set_muted(m),
                 Some((_, LegCommand::Stop)) | None => break,
             }
         }

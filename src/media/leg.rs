@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::dtmf::DtmfDetector;
 use super::ports::PortPair;
+use super::rtcp::{RtcpState, SenderInfo};
 use super::rtp::{RtpHeader, RtpPacket, is_rtcp};
 use super::stats::ReceiverStats;
 use crate::sdp::NegotiatedAudio;
@@ -42,6 +43,8 @@ pub enum LegEvent {
 pub enum LegCommand {
     /// New negotiation (re-INVITE: hold/resume, new address or codec).
     Update(NegotiatedAudio),
+    /// Stop (`true`) or resume sending media on the leg.
+    Mute(bool),
     /// Stop and report.
     Stop,
 }
@@ -70,6 +73,10 @@ pub struct RtpLeg {
     /// Counters of what was sent.
     pub sent: SendCounters,
     last_rx: Instant,
+    /// RTCP reports (RFC 3550 §6.4).
+    pub rtcp: RtcpState,
+    sent_at_last_report: u64,
+    muted: bool,
 }
 
 /// What a received datagram was, without borrowing it.
@@ -99,6 +106,7 @@ pub enum Received<'a> {
 impl RtpLeg {
     /// A leg on `ports` for `audio`.
     pub fn new(ports: PortPair, audio: NegotiatedAudio) -> Self {
+        let ssrc = rand_u32();
         Self {
             ports,
             remote: audio.remote_rtp,
@@ -106,12 +114,60 @@ impl RtpLeg {
             latched: false,
             stats: ReceiverStats::new(8000),
             dtmf: DtmfDetector::new(Duration::from_millis(400)),
-            ssrc: rand_u32(),
+            ssrc,
             seq: rand_u32() as u16,
             timestamp: rand_u32(),
             sent: SendCounters::default(),
             last_rx: Instant::now(),
+            rtcp: RtcpState::new(ssrc, &format!("sipbridge-{ssrc:08x}"), std::time::Instant::now()),
+            sent_at_last_report: 0,
+            muted: false,
         }
+    }
+
+    /// Stops (or resumes) sending media on this leg; receiving goes on.
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
+    }
+
+    /// Waits for the next datagram on the RTCP socket into `buf`.
+    pub async fn recv_rtcp(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        self.ports.rtcp.recv_from(buf).await
+    }
+
+    /// Reads an RTCP packet from the peer (RTT, report counters).
+    pub fn on_rtcp(&mut self, buf: &[u8]) {
+        self.rtcp.on_packet(buf, std::time::Instant::now(), std::time::SystemTime::now());
+    }
+
+    /// When our next RTCP report is due.
+    pub fn rtcp_deadline(&self) -> Instant {
+        Instant::from_std(self.rtcp.next_report())
+    }
+
+    /// Sends our RTCP report (SR if we sent RTP since the last one, else RR) to the
+    /// peer's RTCP address: `a=rtcp`, the RTP address with rtcp-mux, else the
+    /// (latched) RTP address's port + 1 (RFC 3550 §11).
+    pub async fn send_rtcp(&mut self) {
+        let sender = (self.sent.packets > self.sent_at_last_report).then_some(SenderInfo {
+            rtp_timestamp: self.timestamp,
+            packets: self.sent.packets as u32,
+            octets: self.sent.payload_bytes as u32,
+        });
+        self.sent_at_last_report = self.sent.packets;
+        let block = self.stats.report_block();
+        let mut out = [0u8; 256];
+        let n = self.rtcp.build(&mut out, sender, block, std::time::Instant::now(), std::time::SystemTime::now());
+        let dest = if self.audio.rtcp_mux {
+            self.remote
+        } else if self.latched {
+            self.remote.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1)))
+        } else {
+            self.audio.remote_rtcp
+        };
+        let (Some(dest), true) = (dest, n > 0) else { return };
+        let socket = if self.audio.rtcp_mux { &self.ports.rtp } else { &self.ports.rtcp };
+        let _ = socket.send_to(&out[..n], dest).await;
     }
 
     /// The negotiated stream.
@@ -137,6 +193,8 @@ impl RtpLeg {
     /// Classifies a datagram from `from` (latching, statistics, DTMF).
     pub fn on_datagram<'a>(&mut self, buf: &'a [u8], from: SocketAddr, now: Instant) -> Received<'a> {
         if is_rtcp(buf) {
+            // rtcp-mux (RFC 5761): RTCP on the RTP port.
+            self.rtcp.on_packet(buf, now.into_std(), std::time::SystemTime::now());
             return Received::Nothing;
         }
         let Ok(p) = RtpPacket::parse(buf) else { return Received::Nothing };
@@ -192,7 +250,7 @@ impl RtpLeg {
     /// Sends an already formed RTP packet to the peer (relaying); skipped while we
     /// may not send or know no address.
     pub async fn send_packet(&mut self, packet: &[u8], payload_len: usize) {
-        if !self.audio.direction.sends() {
+        if !self.audio.direction.sends() || self.muted {
             return;
         }
         let Some(dest) = self.remote else { return };
@@ -230,7 +288,7 @@ impl RtpLeg {
     /// our stream. Skipped while we may not send (hold) or know no address.
     pub async fn send_audio(&mut self, payload: &[u8], marker: bool) {
         let samples = payload.len() as u32;
-        if !self.audio.direction.sends() {
+        if !self.audio.direction.sends() || self.muted {
             self.timestamp = self.timestamp.wrapping_add(samples);
             return;
         }
@@ -255,7 +313,9 @@ impl RtpLeg {
     /// The Telnyx `call_quality_stats` object: `inbound` from the receiver
     /// statistics, `outbound` from what was sent.
     pub fn quality_json(&self) -> serde_json::Value {
-        let inbound = self.stats.call_quality_stats(Duration::from_millis(40), true).to_telnyx_json();
+        // One-way delay for the E-model: half the RTCP round trip when known.
+        let delay = self.rtcp.rtt().map_or(Duration::from_millis(40), |rtt| rtt / 2);
+        let inbound = self.stats.call_quality_stats(delay, true).to_telnyx_json();
         serde_json::json!({
             "inbound": inbound,
             "outbound": {
@@ -284,9 +344,11 @@ pub async fn run_echo(
     const SLOT: usize = 480; // 60 ms of G.711
     let mut line: VecDeque<(Instant, usize, [u8; SLOT])> = VecDeque::with_capacity(64);
     let mut buf = [0u8; MAX_DATAGRAM];
+    let mut rtcp_buf = [0u8; 512];
     let mut timed_out = false;
     let mut first = true;
     loop {
+        let rtcp_at = leg.rtcp_deadline();
         let next_due = line.front().map(|(due, _, _)| *due);
         let timeout_at = leg.timeout_deadline(rtp_timeout);
         let dtmf_at = leg.dtmf_deadline();
@@ -332,14 +394,83 @@ pub async fn run_echo(
                 timed_out = true;
                 let _ = events.send(LegEvent::Timeout(rtp_timeout));
             }
+            r = leg.recv_rtcp(&mut rtcp_buf) => {
+                if let Ok((n, _)) = r {
+                    leg.on_rtcp(&rtcp_buf[..n]);
+                }
+            }
+            _ = tokio::time::sleep_until(rtcp_at) => leg.send_rtcp().await,
             c = commands.recv() => match c {
                 Some(LegCommand::Update(audio)) => {
                     leg.update(audio);
                     timed_out = false;
                 }
+                Some(LegCommand::Mute(m)) => leg.set_muted(m),
                 Some(LegCommand::Stop) | None => break,
             }
         }
     }
     leg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::values::PortRange;
+    use crate::media::g711::G711;
+    use crate::media::ports::PortPool;
+    use crate::sdp::Direction;
+
+    fn audio_to(port: u16) -> NegotiatedAudio {
+        let remote: SocketAddr = ([127, 0, 0, 1], port).into();
+        NegotiatedAudio {
+            codec: G711::Pcmu,
+            payload_type: 0,
+            receive_payload_type: 0,
+            telephone_event: Some(101),
+            receive_telephone_event: Some(101),
+            remote_rtp: Some(remote),
+            remote_rtcp: Some(SocketAddr::new(remote.ip(), port + 1)),
+            rtcp_mux: false,
+            ptime_ms: 20,
+            direction: Direction::SendRecv,
+        }
+    }
+
+    /// Two real legs on loopback: RTP one way, then an SR and an RR carrying LSR/DLSR
+    /// give the sender a round-trip time (RFC 3550 §6.4.1); muting stops sending.
+    #[tokio::test]
+    async fn rtp_and_rtcp_between_two_legs() {
+        let base = 42_100 + (std::process::id() % 200) as u16 * 8;
+        let pool = PortPool::new(PortRange { first: base, last: base + 7 });
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let (pa, pb) = (pool.take(ip).unwrap(), pool.take(ip).unwrap());
+        let (port_a, port_b) = (pa.port, pb.port);
+        let mut a = RtpLeg::new(pa, audio_to(port_b));
+        let mut b = RtpLeg::new(pb, audio_to(port_a));
+        let mut buf = [0u8; MAX_DATAGRAM];
+        for _ in 0..10 {
+            a.send_audio(&[0xffu8; 160], false).await;
+            let (n, from) = b.recv(&mut buf).await.unwrap();
+            assert!(matches!(b.on_datagram(&buf[..n], from, Instant::now()), Received::Audio(p, _) if p.len() == 160));
+        }
+        assert_eq!(a.sent.packets, 10);
+        assert_eq!(b.stats.received(), 10);
+        // A's sender report reaches B's RTCP socket; B answers with a receiver report.
+        a.send_rtcp().await;
+        let (n, _) = b.recv_rtcp(&mut buf).await.unwrap();
+        assert_eq!(buf[1], 200, "an SR, since A sent RTP");
+        b.on_rtcp(&buf[..n]);
+        b.send_rtcp().await;
+        let (n, _) = a.recv_rtcp(&mut buf).await.unwrap();
+        assert_eq!(buf[1], 201, "an RR, since B sent nothing");
+        a.on_rtcp(&buf[..n]);
+        assert_eq!(a.rtcp.received_reports, 1);
+        let rtt = a.rtcp.rtt().expect("RTT from LSR/DLSR");
+        assert!(rtt < Duration::from_secs(1), "{rtt:?}");
+        // Muted: nothing more is sent.
+        a.set_muted(true);
+        a.send_audio(&[0xffu8; 160], false).await;
+        assert_eq!(a.sent.packets, 10);
+    }
 }

@@ -15,5 +15,6 @@ pub mod leg;
 pub mod mos;
 pub mod ports;
 pub mod quality;
+pub mod rtcp;
 pub mod rtp;
 pub mod stats;
