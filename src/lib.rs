@@ -8,6 +8,7 @@ pub mod call;
 pub mod config;
 pub mod daemon;
 pub mod media;
+pub mod record;
 pub mod sdp;
 pub mod sip;
 pub mod store;

@@ -588,7 +588,11 @@ fn while_shutting_down_new_calls_get_503_and_active_calls_finish() {
     d.signal(Signal::SIGHUP);
     wait_log(&d, "configuration reloaded");
     let target = format!("127.0.0.1:{port}");
-    let mut long = Sipp::start(dir.path(), "long", &sipp_args("uac_long.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
+    let mut long = Sipp::start(
+        dir.path(),
+        "long",
+        &sipp_args("uac_long.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]),
+    );
     wait_log(&d, "answered");
     d.signal(Signal::SIGTERM);
     wait_log(&d, "stopping: new calls are refused");

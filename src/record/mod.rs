@@ -1,0 +1,91 @@
+//! Call recording: dual-channel (or mono-mix) WAV files that survive `kill -9`
+//! and power cuts, their file names, their `call.recording.saved` payload, and
+//! the disk budget (retention, `max_disk_usage`, free-space floor).
+//!
+//! - [`timeline`]: sans-IO alignment of the two channels to the call's wall clock.
+//! - [`wav`]: the crash-safe writer (`<name>.wav.part` → `<name>.wav`) and the
+//!   startup [`repair`] pass.
+//! - [`recorder`]: one recording span = timeline + writer, the object a call owns.
+//! - [`path`]: the file-name template.
+//! - [`event`]: the `call.recording.saved` payload fields.
+//! - [`retention`]: the sweep that deletes old recordings and keeps the disk budget.
+//!
+//! This module does not know about calls, SIP or tokio: the call/media tasks feed
+//! it PCM16 and `Instant`s and run its blocking file operations where they see fit.
+
+pub mod event;
+pub mod path;
+pub mod recorder;
+pub mod retention;
+pub mod timeline;
+pub mod wav;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use event::{SavedRecording, recording_saved_fields};
+pub use path::{DEFAULT_TEMPLATE, recording_path};
+pub use recorder::Recorder;
+pub use retention::{SweepReport, can_start, sweep};
+pub use timeline::{Timeline, TimelineStats};
+pub use wav::{RepairReport, Repaired, SavedFile, WavFile, WriterOptions, repair};
+
+/// Why a recording operation failed, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A file-system operation failed (disk full, permission denied, read-only, ...).
+    #[error("recording {op} {path}: {source}")]
+    Io {
+        /// What was being done: "create", "write", "sync", "rename", ...
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The target file already exists; recordings are never overwritten.
+    #[error("recording {0} already exists")]
+    Exists(PathBuf),
+    /// A `.wav.part` file without a readable RIFF/WAVE header.
+    #[error("recording {path}: not a WAV file ({reason})")]
+    NotWav {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its header.
+        reason: &'static str,
+    },
+    /// The path template is invalid or would leave the recordings directory.
+    #[error("recording path template {template:?}: {reason}")]
+    Template {
+        /// The template as configured.
+        template: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The writer failed earlier and takes no more audio; finish it.
+    #[error("recording {0} stopped after an earlier error")]
+    Stopped(PathBuf),
+}
+
+impl RecordError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io { op, path: path.into(), source }
+    }
+
+    /// A short machine-readable reason for events and logs: `"disk_full"`,
+    /// `"permission_denied"`, `"read_only_file_system"`, `"exists"` or `"io_error"`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Io { source, .. } => match source.raw_os_error() {
+                Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT) => "disk_full",
+                Some(nix::libc::EACCES) | Some(nix::libc::EPERM) => "permission_denied",
+                Some(nix::libc::EROFS) => "read_only_file_system",
+                _ => "io_error",
+            },
+            Self::Exists(_) => "exists",
+            Self::NotWav { .. } => "not_wav",
+            Self::Template { .. } => "invalid_template",
+            Self::Stopped(_) => "stopped",
+        }
+    }
+}

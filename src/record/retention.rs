@@ -1,0 +1,221 @@
+//! The disk budget of recordings: retention, `max_disk_usage`, free-space floor.
+//!
+//! [`plan_sweep`] is the pure part: given the finished recordings
+//! (path, modification time, size), the clock, `retention`, the budget and the
+//! file system's usage, it picks what to delete: everything older than
+//! `retention`, then the oldest first until the budget holds. [`sweep`] is the
+//! thin file-system layer around it (lists `*.wav` under the recordings dir,
+//! `statvfs(3)`, deletes). Files being written (`*.wav.part`) are never touched.
+//! [`can_start`] tells whether a new recording may start (free-space floor).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::RecordError;
+use crate::config::values::DiskBudget;
+
+/// A finished recording on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// Last modification (≈ the end of the recording).
+    pub modified: SystemTime,
+    /// Size in bytes.
+    pub size_bytes: u64,
+}
+
+/// Size and free space of a file system, in bytes (`statvfs(3)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    /// `f_blocks × f_frsize`.
+    pub total_bytes: u64,
+    /// Free for unprivileged users: `f_bavail × f_frsize`.
+    pub available_bytes: u64,
+}
+
+impl FsUsage {
+    /// Bytes not available (used, or reserved for root).
+    pub fn used_bytes(&self) -> u64 {
+        self.total_bytes.saturating_sub(self.available_bytes)
+    }
+}
+
+/// Indices into `files` to delete, oldest first. Files older than `retention` at
+/// `now` always go; then, with `DiskBudget::Percent(p)`, the oldest go while the
+/// file system's used share exceeds `p` %; with `DiskBudget::Bytes(b)`, while the
+/// recordings together exceed `b` bytes.
+pub fn plan_sweep(
+    files: &[RecordingFile],
+    now: SystemTime,
+    retention: Option<Duration>,
+    budget: DiskBudget,
+    fs: FsUsage,
+) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| (files[i].modified, files[i].path.clone()));
+    let mut used = fs.used_bytes();
+    let mut recordings: u64 = files.iter().map(|f| f.size_bytes).sum();
+    let over = |used: u64, recordings: u64| match budget {
+        DiskBudget::Percent(p) => fs.total_bytes > 0 && (used as f64) > fs.total_bytes as f64 * p / 100.0,
+        DiskBudget::Bytes(b) => recordings > b,
+    };
+    let mut delete = Vec::new();
+    for i in order {
+        let f = &files[i];
+        let expired = retention.is_some_and(|r| now.duration_since(f.modified).is_ok_and(|age| age > r));
+        if !expired && !over(used, recordings) {
+            break;
+        }
+        used = used.saturating_sub(f.size_bytes);
+        recordings = recordings.saturating_sub(f.size_bytes);
+        delete.push(i);
+    }
+    delete
+}
+
+/// What one [`sweep`] did.
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    /// Recordings deleted.
+    pub deleted: Vec<PathBuf>,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+    /// Deletions that failed (the file stays; the next sweep tries again).
+    pub failed: Vec<RecordError>,
+}
+
+/// `statvfs(3)` of the file system holding `dir`.
+pub fn fs_usage(dir: &Path) -> Result<FsUsage, RecordError> {
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| RecordError::io("statvfs", dir, std::io::Error::from_raw_os_error(e as i32)))?;
+    let frsize = st.fragment_size() as u64;
+    Ok(FsUsage {
+        total_bytes: (st.blocks() as u64).saturating_mul(frsize),
+        available_bytes: (st.blocks_available() as u64).saturating_mul(frsize),
+    })
+}
+
+/// Finished recordings (`*.wav`) under `dir`.
+pub fn list_recordings(dir: &Path) -> Result<Vec<RecordingFile>, RecordError> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    super::wav::collect(dir, 0, &mut |p| {
+        if p.extension().is_some_and(|e| e == "wav") {
+            match fs::metadata(p).and_then(|m| Ok((m.modified()?, m.len()))) {
+                Ok((modified, size_bytes)) => files.push(RecordingFile { path: p.to_path_buf(), modified, size_bytes }),
+                Err(e) => errors.push(RecordError::io("stat", p, e)),
+            }
+        }
+    })?;
+    match errors.into_iter().next() {
+        Some(e) if files.is_empty() => Err(e),
+        _ => Ok(files),
+    }
+}
+
+/// One sweep of the recordings under `dir` at `now`: deletes what
+/// [`plan_sweep`] picks. A missing `dir` is an empty sweep.
+pub fn sweep(
+    dir: &Path,
+    now: SystemTime,
+    retention: Option<Duration>,
+    budget: DiskBudget,
+) -> Result<SweepReport, RecordError> {
+    let files = list_recordings(dir)?;
+    if files.is_empty() {
+        return Ok(SweepReport::default());
+    }
+    let usage = fs_usage(dir)?;
+    let mut report = SweepReport::default();
+    for i in plan_sweep(&files, now, retention, budget, usage) {
+        let f = &files[i];
+        match fs::remove_file(&f.path) {
+            Ok(()) => {
+                report.freed_bytes += f.size_bytes;
+                report.deleted.push(f.path.clone());
+            }
+            Err(e) => report.failed.push(RecordError::io("delete", &f.path, e)),
+        }
+    }
+    Ok(report)
+}
+
+/// Whether a new recording may start in `dir`: at least `min_free_bytes` are
+/// available to the daemon's user on its file system. Also the check that stops
+/// active recordings when space runs out (`"low_disk_space"`).
+pub fn can_start(dir: &Path, min_free_bytes: u64) -> Result<bool, RecordError> {
+    Ok(fs_usage(dir)?.available_bytes >= min_free_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    const DAY: u64 = 86_400;
+
+    fn file(name: &str, age_days: u64, size: u64, now: SystemTime) -> RecordingFile {
+        RecordingFile {
+            path: PathBuf::from(name),
+            modified: now - Duration::from_secs(age_days * DAY),
+            size_bytes: size,
+        }
+    }
+
+    #[test]
+    fn retention_deletes_only_expired_files() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000 * DAY);
+        let files = [file("new", 1, 10, now), file("old", 40, 10, now), file("older", 90, 10, now)];
+        let fs = FsUsage { total_bytes: 1000, available_bytes: 900 };
+        let d = plan_sweep(&files, now, Some(Duration::from_secs(30 * DAY)), DiskBudget::Percent(80.0), fs);
+        assert_eq!(d, vec![2, 1]);
+        assert!(plan_sweep(&files, now, None, DiskBudget::Percent(80.0), fs).is_empty());
+    }
+
+    #[test]
+    fn percent_budget_deletes_oldest_until_under() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000 * DAY);
+        let files = [file("c", 1, 100, now), file("a", 3, 100, now), file("b", 2, 100, now)];
+        // 950 of 1000 used: 80% needs 150 freed → the two oldest (a, b).
+        let fs = FsUsage { total_bytes: 1000, available_bytes: 50 };
+        assert_eq!(plan_sweep(&files, now, None, DiskBudget::Percent(80.0), fs), vec![1, 2]);
+        // Not enough recordings to reach the budget: all of them go, no more.
+        let fs = FsUsage { total_bytes: 1000, available_bytes: 0 };
+        assert_eq!(plan_sweep(&files, now, None, DiskBudget::Percent(10.0), fs).len(), 3);
+    }
+
+    #[test]
+    fn byte_budget_counts_recordings_only() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000 * DAY);
+        let files = [file("c", 1, 100, now), file("a", 3, 100, now), file("b", 2, 100, now)];
+        let fs = FsUsage { total_bytes: 1000, available_bytes: 0 };
+        assert_eq!(plan_sweep(&files, now, None, DiskBudget::Bytes(150), fs), vec![1, 2]);
+        assert!(plan_sweep(&files, now, None, DiskBudget::Bytes(300), fs).is_empty());
+    }
+
+    #[test]
+    fn sweep_on_a_real_directory_keeps_parts_and_budgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("2024/05/01");
+        fs::create_dir_all(&day).unwrap();
+        let now = SystemTime::now();
+        for (name, age) in [("a.wav", 3u64), ("b.wav", 2), ("c.wav", 1)] {
+            let p = day.join(name);
+            fs::write(&p, vec![0u8; 1000]).unwrap();
+            let f = fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(now - Duration::from_secs(age * DAY)).unwrap();
+        }
+        fs::write(day.join("live.wav.part"), vec![0u8; 5000]).unwrap();
+        let r = sweep(dir.path(), now, Some(Duration::from_secs(DAY * 5 / 2)), DiskBudget::Bytes(1500)).unwrap();
+        assert_eq!(r.deleted, vec![day.join("a.wav"), day.join("b.wav")]);
+        assert_eq!(r.freed_bytes, 2000);
+        assert!(day.join("c.wav").exists() && day.join("live.wav.part").exists());
+        assert!(sweep(&dir.path().join("none"), now, None, DiskBudget::Percent(1.0)).unwrap().deleted.is_empty());
+        let usage = fs_usage(dir.path()).unwrap();
+        assert!(usage.total_bytes > 0 && usage.available_bytes <= usage.total_bytes);
+        assert!(can_start(dir.path(), 0).unwrap());
+        assert!(!can_start(dir.path(), u64::MAX).unwrap());
+    }
+}
