@@ -265,3 +265,86 @@ async fn pcap_audio_and_dtmf_cross_a_forward_route_without_loss() {
     assert_eq!(digits, ["1"], "one key press, one digit");
     stack.stop().await;
 }
+
+/// A recorded call to the echo agent: SIPp plays G.711 speech; the stereo WAV has
+/// the caller's speech on the left and the echo on the right, spans the call, and
+/// `call.recording.saved` describes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_echo_call_leaves_a_stereo_wav_and_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pcap")).unwrap();
+    for f in ["g711a.pcap", "dtmf_2833_1.pcap"] {
+        std::fs::copy(format!("/usr/share/sip-tester/{f}"), dir.path().join("pcap").join(f)).unwrap();
+    }
+    let port = free_port();
+    let rec_dir = dir.path().join("recordings");
+    let (stack, events) = stack(
+        dir.path(),
+        &format!(
+            "[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"local\"\ninbound_allow = [\"127.0.0.2/32\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\nrecord = true\n[recording]\ndir = \"{}\"\nchannels = \"dual\"\n",
+            rec_dir.display()
+        ),
+    )
+    .await;
+    let mut rx = events.subscribe();
+    let d = dir.path().to_path_buf();
+    let target = format!("127.0.0.1:{port}");
+    let caller = tokio::task::spawn_blocking(move || {
+        let a_args: Vec<String> = [
+            "-sn",
+            "uac_pcap",
+            "-s",
+            "echo",
+            &target,
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &free_even_block(4).to_string(),
+            "-m",
+            "1",
+            "-t",
+            "u1",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        let mut a = Sipp::start(&d, "pcap", &a_args);
+        (a.wait(Duration::from_secs(45)), a.report())
+    });
+    let mut evs = collect(&mut rx, 1).await;
+    // The recording event follows the hangup.
+    let saved = tokio::time::timeout(WAIT, rx.recv()).await.expect("call.recording.saved in time").unwrap();
+    evs.push(saved.clone());
+    let (code, report) = caller.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(saved.event_type, "call.recording.saved");
+    assert_eq!(s(&saved, "channels"), "dual");
+    assert_eq!(s(&saved, "call_session_id"), s(&evs[0], "call_session_id"));
+    let wav_url = saved.payload["recording_urls"]["wav"].as_str().unwrap();
+    assert!(wav_url.starts_with("http://127.0.0.1:8080/v2/recordings/") && wav_url.ends_with(".wav"), "{wav_url}");
+    let path = std::path::PathBuf::from(s(&saved, "file_path"));
+    assert!(path.starts_with(&rec_dir) && path.exists(), "{path:?}");
+
+    let mut r = hound::WavReader::open(&path).unwrap();
+    let spec = r.spec();
+    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8000, 16));
+    let samples: Vec<i16> = r.samples::<i16>().map(|x| x.unwrap()).collect();
+    let frames = samples.len() / 2;
+    let hangup = evs.iter().find(|e| e.event_type == "call.hangup").unwrap();
+    let t = |k: &str| humantime::parse_rfc3339(s(hangup, k)).unwrap();
+    let span = t("end_time").duration_since(t("start_time")).unwrap_or_default();
+    let secs = frames as f64 / 8000.0;
+    assert!(secs > 5.0 && secs <= span.as_secs_f64() + 0.5, "{secs} s of audio for a {span:?} call");
+    let rms = |ch: usize| {
+        let v: Vec<f64> = samples.iter().skip(ch).step_by(2).map(|&x| f64::from(x)).collect();
+        (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt()
+    };
+    assert!(rms(0) > 300.0, "the caller's speech on the left: rms {}", rms(0));
+    assert!(rms(1) > 300.0, "the echo on the right: rms {}", rms(1));
+    stack.stop().await;
+}

@@ -4,6 +4,7 @@
 
 pub mod event;
 pub mod ids;
+pub mod recording;
 pub mod session;
 pub mod state;
 

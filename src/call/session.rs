@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::config::Codec;
 use crate::media::bridge::{Side, run_relay};
 use crate::media::g711::G711;
-use crate::media::leg::{LegCommand, LegEvent, RtpLeg, run_echo};
+use crate::media::leg::{LegCommand, LegEvent, RtpLeg, Tap, run_echo};
 use crate::media::ports::{PortPair, PortPool};
 use crate::sdp::{
     LocalAudio, LocalSession, NegotiatedAudio, OfferOptions, OfferedAudio, SessionDescription, answer_offer,
@@ -74,15 +74,20 @@ pub struct Relay {
 impl Relay {
     /// Joins the media of `a` (the caller's leg) and `b` (the dialled leg).
     /// Both must have negotiated (answer sent / answer applied) and not started.
-    pub fn start(a: &mut MediaSession, b: &mut MediaSession) -> Option<Relay> {
+    pub fn start(a: &mut MediaSession, b: &mut MediaSession, tap: Option<Arc<dyn Tap>>) -> Option<Relay> {
         let (pa, pb) = (a.ports.take()?, b.ports.take()?);
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (la, lb) = (RtpLeg::new(pa, a.audio), RtpLeg::new(pb, b.audio));
-        let task = tokio::spawn(run_relay(la, lb, cmd_rx, ev_tx, a.rtp_timeout));
+        let task = tokio::spawn(run_relay(la, lb, cmd_rx, ev_tx, a.rtp_timeout, tap));
         a.relay = Some((Side::A, cmd_tx.clone()));
         b.relay = Some((Side::B, cmd_tx.clone()));
         Some(Relay { task, commands: cmd_tx, events: ev_rx })
+    }
+
+    /// Hands the relayed audio to `tap` from now on (recording from answer).
+    pub async fn set_tap(&mut self, tap: Option<Arc<dyn Tap>>) {
+        let _ = self.commands.send((Side::A, LegCommand::Tap(tap))).await;
     }
 
     /// The next event of either side; pending forever once the relay ended.
@@ -217,13 +222,14 @@ impl MediaSession {
         &self.audio
     }
 
-    /// Starts the media task (after the call is answered).
-    pub fn start(&mut self) {
+    /// Starts the media task (after the call is answered); `tap` hears the audio
+    /// both ways (the recorder).
+    pub fn start(&mut self, tap: Option<Arc<dyn Tap>>) {
         let Some(ports) = self.ports.take() else { return };
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let leg = RtpLeg::new(ports, self.audio);
-        self.task = Some(tokio::spawn(run_echo(leg, cmd_rx, ev_tx, self.rtp_timeout)));
+        self.task = Some(tokio::spawn(run_echo(leg, cmd_rx, ev_tx, self.rtp_timeout, tap)));
         self.commands = Some(cmd_tx);
         self.events = Some(ev_rx);
     }

@@ -134,6 +134,25 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         tracing::warn!("{e}");
     }
 
+    // Recordings left by a crash or power cut: finalize them before new calls.
+    if config.recording.enabled && config.recording.dir.exists() {
+        match crate::record::repair(&config.recording.dir) {
+            Ok(r) => {
+                for f in &r.repaired {
+                    tracing::warn!(
+                        file = %f.final_path.display(), frames = f.frames,
+                        "recording left by a crash repaired and finalized"
+                    );
+                }
+                for e in &r.failed {
+                    tracing::warn!("recording could not be repaired: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("recordings repair pass failed: {e}"),
+        }
+    }
+    spawn_recording_sweeper(config.recording.clone());
+
     // rustls: the ring provider, installed once (never aws-lc; ARCHITECTURE.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -196,6 +215,35 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     sip.stop().await;
     drop(store);
     0
+}
+
+/// Retention and disk quota of `[recording]`: a sweep at start and every 10 minutes,
+/// on a blocking thread (deleting files can stall on an SD card).
+fn spawn_recording_sweeper(rec: crate::config::Recording) {
+    if !rec.enabled {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            every.tick().await;
+            let rec = rec.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                if !rec.dir.exists() {
+                    return Ok(Default::default());
+                }
+                crate::record::sweep(&rec.dir, SystemTime::now(), rec.retention, rec.max_disk_usage)
+            })
+            .await;
+            match res {
+                Ok(Ok(r)) if !r.deleted.is_empty() => {
+                    tracing::info!(files = r.deleted.len(), freed_bytes = r.freed_bytes, "old recordings deleted")
+                }
+                Ok(Err(e)) => tracing::warn!("recording sweep failed: {e}"),
+                _ => {}
+            }
+        }
+    });
 }
 
 /// SIGHUP: re-read and validate the config; apply it when valid, else keep the

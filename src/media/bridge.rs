@@ -61,6 +61,7 @@ pub async fn run_relay(
     mut commands: mpsc::Receiver<(Side, LegCommand)>,
     events: mpsc::UnboundedSender<(Side, LegEvent)>,
     rtp_timeout: Duration,
+    mut tap: Option<std::sync::Arc<dyn super::leg::Tap>>,
 ) -> (RtpLeg, RtpLeg) {
     let mut buf_a = [0u8; MAX_DATAGRAM];
     let mut buf_b = [0u8; MAX_DATAGRAM];
@@ -76,6 +77,9 @@ pub async fn run_relay(
                 if let Kind::Event(Some(d)) = kind {
                     let _ = events.send((Side::A, LegEvent::Dtmf(d)));
                 }
+                if let (Some(t), Kind::Audio { payload_len }) = (&tap, kind) {
+                    t.from_caller(a.audio().codec, &buf_a[n - payload_len..n]);
+                }
                 if rewrite(&mut buf_a[..n], kind, &a, &b) {
                     let len = match kind { Kind::Audio { payload_len } => payload_len, _ => 0 };
                     b.send_packet(&buf_a[..n], len).await;
@@ -86,6 +90,9 @@ pub async fn run_relay(
                 let kind = b.classify(&buf_b[..n], src, Instant::now());
                 if let Kind::Event(Some(d)) = kind {
                     let _ = events.send((Side::B, LegEvent::Dtmf(d)));
+                }
+                if let (Some(t), Kind::Audio { payload_len }) = (&tap, kind) {
+                    t.to_caller(b.audio().codec, &buf_b[n - payload_len..n]);
                 }
                 if rewrite(&mut buf_b[..n], kind, &b, &a) {
                     let len = match kind { Kind::Audio { payload_len } => payload_len, _ => 0 };
@@ -111,6 +118,7 @@ pub async fn run_relay(
                 // Mute a side = nothing is sent towards it (its peer's audio is cut).
                 Some((Side::A, LegCommand::Mute(m))) => a.set_muted(m),
                 Some((Side::B, LegCommand::Mute(m))) => b.set_muted(m),
+                Some((_, LegCommand::Tap(t))) => tap = t,
                 Some((_, LegCommand::Stop)) | None => break,
             }
         }

@@ -29,6 +29,16 @@ use crate::sdp::NegotiatedAudio;
 /// Largest datagram handled (Ethernet MTU; G.711 at 120 ms is 972 bytes).
 pub const MAX_DATAGRAM: usize = 1500;
 
+/// A listener on a call's audio (the recorder): G.711 payloads as they pass,
+/// `from_caller` = received from the caller's leg, `to_caller` = sent to it.
+/// Implementations must not block (the media task calls them per packet).
+pub trait Tap: Send + Sync {
+    /// Audio received from the caller (G.711 bytes in `codec`).
+    fn from_caller(&self, codec: crate::media::g711::G711, payload: &[u8]);
+    /// Audio sent to the caller.
+    fn to_caller(&self, codec: crate::media::g711::G711, payload: &[u8]);
+}
+
 /// What a leg tells the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LegEvent {
@@ -39,12 +49,15 @@ pub enum LegEvent {
 }
 
 /// What the call tells a leg.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum LegCommand {
     /// New negotiation (re-INVITE: hold/resume, new address or codec).
     Update(NegotiatedAudio),
     /// Stop (`true`) or resume sending media on the leg.
     Mute(bool),
+    /// Start (or stop, `None`) handing the audio to a tap (recording from answer
+    /// when the media already ran during early media).
+    Tap(Option<std::sync::Arc<dyn Tap>>),
     /// Stop and report.
     Stop,
 }
@@ -339,6 +352,7 @@ pub async fn run_echo(
     mut commands: mpsc::Receiver<LegCommand>,
     events: mpsc::UnboundedSender<LegEvent>,
     rtp_timeout: Duration,
+    mut tap: Option<std::sync::Arc<dyn Tap>>,
 ) -> RtpLeg {
     const DELAY: Duration = Duration::from_millis(200);
     const SLOT: usize = 480; // 60 ms of G.711
@@ -348,6 +362,7 @@ pub async fn run_echo(
     let mut timed_out = false;
     let mut first = true;
     loop {
+        let codec = leg.audio().codec;
         let rtcp_at = leg.rtcp_deadline();
         let next_due = line.front().map(|(due, _, _)| *due);
         let timeout_at = leg.timeout_deadline(rtp_timeout);
@@ -358,6 +373,9 @@ pub async fn run_echo(
                 let now = Instant::now();
                 match leg.on_datagram(&buf[..n], from, now) {
                     Received::Audio(payload, _) if payload.len() <= SLOT => {
+                        if let Some(t) = &tap {
+                            t.from_caller(codec, payload);
+                        }
                         if line.len() == line.capacity() {
                             line.pop_front();
                         }
@@ -381,6 +399,9 @@ pub async fn run_echo(
                         break;
                     }
                     line.pop_front();
+                    if let Some(t) = &tap {
+                        t.to_caller(codec, &slot[..len]);
+                    }
                     leg.send_audio(&slot[..len], first).await;
                     first = false;
                 }
@@ -406,6 +427,7 @@ pub async fn run_echo(
                     timed_out = false;
                 }
                 Some(LegCommand::Mute(m)) => leg.set_muted(m),
+                Some(LegCommand::Tap(t)) => tap = t,
                 Some(LegCommand::Stop) | None => break,
             }
         }

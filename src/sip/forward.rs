@@ -79,6 +79,7 @@ pub async fn run(
     let mut relay: Option<Relay> = None;
     let hangup_all = ctx.hangup_all.clone();
     let mut bridged = false;
+    let mut recording = None;
 
     // Until both sides end.
     let (near_end, far_quality_needed) = loop {
@@ -138,12 +139,15 @@ pub async fn run(
                     sm.ringing();
                     let _ = call.dialog.ringing(sdp_headers(), Some(answer.clone()));
                     if relay.is_none() {
-                        relay = Relay::start(&mut call.media, &mut far.media);
+                        relay = Relay::start(&mut call.media, &mut far.media, None);
                     }
                 }
                 Progress::Answered => {
-                    if relay.is_none() {
-                        relay = Relay::start(&mut call.media, &mut far.media);
+                    recording = super::inbound::start_recording(&ctx, &call.route, &call.info);
+                    let tap = recording.as_ref().map(|r| r.tap());
+                    match relay.as_mut() {
+                        None => relay = Relay::start(&mut call.media, &mut far.media, tap),
+                        Some(r) => r.set_tap(tap).await,
                     }
                     if let Err(e) = call.dialog.accept(sdp_headers(), Some(answer.clone())) {
                         tracing::warn!(error = %e, "could not answer the caller");
@@ -197,6 +201,7 @@ pub async fn run(
     far.finish(qb);
     ctx.dialogs.remove_dialog(&id);
     finish_in(&mut call, &mut sm, near_end, qa);
+    super::inbound::finish_recording(&ctx, &call.info, recording).await;
     drop(permit);
 }
 

@@ -14,6 +14,7 @@ use rsipstack::transaction::transaction::Transaction;
 use super::digest::Verdict;
 use super::server::{forbidden, reply};
 use super::{SipContext, addr, msg, routing};
+use crate::call::recording::CallRecording;
 use crate::call::session::{MediaSession, Reject};
 use crate::call::{CallIds, CallInfo, CallStateMachine, Direction, Hangup, HangupCause, HangupSource};
 use crate::config::{Route, RouteTarget, Trunk};
@@ -245,6 +246,7 @@ impl InboundCall {
 
         let hangup_all = self.ctx.hangup_all.clone();
         let mut bye_sent = false;
+        let mut recording: Option<CallRecording> = None;
         let hangup: Hangup = loop {
             let deadline = refresh_deadline.map(tokio::time::Instant::from_std);
             let state = tokio::select! {
@@ -298,8 +300,9 @@ impl InboundCall {
             match state {
                 DialogState::Confirmed(..) if sm.answered() => {
                     tracing::info!(call_control_id = %self.info.ids.call_control_id, "answered");
-                    self.media.start();
                     self.ctx.events.emit(self.info.answered());
+                    recording = start_recording(&self.ctx, &self.route, &self.info);
+                    self.media.start(recording.as_ref().map(|r| r.tap()));
                 }
                 DialogState::Updated(_, req, handle) => {
                     // re-INVITE or UPDATE: hold/resume, codec change, session refresh.
@@ -384,6 +387,7 @@ impl InboundCall {
             "hangup"
         );
         self.ctx.events.emit(self.info.hangup(hangup, SystemTime::now(), quality));
+        finish_recording(&self.ctx, &self.info, recording).await;
         drop(permit);
     }
 
@@ -407,6 +411,45 @@ impl InboundCall {
         self.ctx.events.emit(self.info.event("call.dtmf.received", p));
     }
 }
+
+/// Starts the call's recording when its route asks for one and recording is
+/// enabled; a recording that cannot start is logged and the call goes on.
+pub fn start_recording(ctx: &SipContext, route: &Route, info: &CallInfo) -> Option<CallRecording> {
+    let cfg = ctx.config.borrow().clone();
+    if !route.record || !cfg.recording.enabled {
+        return None;
+    }
+    match crate::record::can_start(&cfg.recording.dir, MIN_FREE_FOR_RECORDING) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(call_control_id = %info.ids.call_control_id, "not recording: low disk space");
+            return None;
+        }
+        Err(_) => {} // the directory may not exist yet; starting creates it
+    }
+    match CallRecording::start(&cfg.recording, &info.ids.call_session_id, &info.ids.call_control_id, 1) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(call_control_id = %info.ids.call_control_id, "recording not started: {e} (the call goes on)");
+            None
+        }
+    }
+}
+
+/// Stops a recording (on a blocking thread) and emits `call.recording.saved`.
+pub async fn finish_recording(ctx: &SipContext, info: &CallInfo, recording: Option<CallRecording>) {
+    let Some(rec) = recording else { return };
+    let saved = tokio::task::spawn_blocking(move || rec.stop_blocking()).await.ok().flatten();
+    if let Some(saved) = saved {
+        let api_base = format!("http://{}", ctx.config.borrow().api.listen);
+        let mut p = info.payload("hangup");
+        p.extend(crate::record::recording_saved_fields(&saved, &api_base));
+        ctx.events.emit(info.event("call.recording.saved", p));
+    }
+}
+
+/// Free space a new recording needs on the recordings' file system.
+pub const MIN_FREE_FOR_RECORDING: u64 = 64 * 1024 * 1024;
 
 fn terminated_code(r: &TerminatedReason) -> u16 {
     match r {
