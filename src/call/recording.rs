@@ -22,6 +22,8 @@ use crate::record::{DEFAULT_TEMPLATE, Recorder, SavedRecording, WriterOptions, r
 /// Largest payload carried (60 ms of G.711).
 const SLOT: usize = 480;
 
+// Fixed-size on purpose: a payload travels without a heap allocation per packet.
+#[allow(clippy::large_enum_variant)]
 enum TapMsg {
     Audio { right: bool, codec: G711, len: u16, payload: [u8; SLOT], at: Instant },
     Stop(Instant),
@@ -35,11 +37,11 @@ pub struct RecordingTap {
 }
 
 impl crate::media::leg::Tap for RecordingTap {
-    fn from_caller(&self, codec: G711, payload: &[u8]) {
+    fn heard(&self, codec: G711, payload: &[u8]) {
         self.left(codec, payload);
     }
 
-    fn to_caller(&self, codec: G711, payload: &[u8]) {
+    fn said(&self, codec: G711, payload: &[u8]) {
         self.right(codec, payload);
     }
 }

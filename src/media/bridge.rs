@@ -78,7 +78,7 @@ pub async fn run_relay(
                     let _ = events.send((Side::A, LegEvent::Dtmf(d)));
                 }
                 if let (Some(t), Kind::Audio { payload_len }) = (&tap, kind) {
-                    t.from_caller(a.audio().codec, &buf_a[n - payload_len..n]);
+                    t.heard(a.audio().codec, &buf_a[n - payload_len..n]);
                 }
                 if rewrite(&mut buf_a[..n], kind, &a, &b) {
                     let len = match kind { Kind::Audio { payload_len } => payload_len, _ => 0 };
@@ -92,7 +92,7 @@ pub async fn run_relay(
                     let _ = events.send((Side::B, LegEvent::Dtmf(d)));
                 }
                 if let (Some(t), Kind::Audio { payload_len }) = (&tap, kind) {
-                    t.to_caller(b.audio().codec, &buf_b[n - payload_len..n]);
+                    t.said(b.audio().codec, &buf_b[n - payload_len..n]);
                 }
                 if rewrite(&mut buf_b[..n], kind, &b, &a) {
                     let len = match kind { Kind::Audio { payload_len } => payload_len, _ => 0 };

@@ -30,13 +30,13 @@ use crate::sdp::NegotiatedAudio;
 pub const MAX_DATAGRAM: usize = 1500;
 
 /// A listener on a call's audio (the recorder): G.711 payloads as they pass,
-/// `from_caller` = received from the caller's leg, `to_caller` = sent to it.
+/// `heard` = received from the caller's leg, `said` = sent to the caller.
 /// Implementations must not block (the media task calls them per packet).
 pub trait Tap: Send + Sync {
     /// Audio received from the caller (G.711 bytes in `codec`).
-    fn from_caller(&self, codec: crate::media::g711::G711, payload: &[u8]);
+    fn heard(&self, codec: crate::media::g711::G711, payload: &[u8]);
     /// Audio sent to the caller.
-    fn to_caller(&self, codec: crate::media::g711::G711, payload: &[u8]);
+    fn said(&self, codec: crate::media::g711::G711, payload: &[u8]);
 }
 
 /// What a leg tells the call.
@@ -374,7 +374,7 @@ pub async fn run_echo(
                 match leg.on_datagram(&buf[..n], from, now) {
                     Received::Audio(payload, _) if payload.len() <= SLOT => {
                         if let Some(t) = &tap {
-                            t.from_caller(codec, payload);
+                            t.heard(codec, payload);
                         }
                         if line.len() == line.capacity() {
                             line.pop_front();
@@ -400,7 +400,7 @@ pub async fn run_echo(
                     }
                     line.pop_front();
                     if let Some(t) = &tap {
-                        t.to_caller(codec, &slot[..len]);
+                        t.said(codec, &slot[..len]);
                     }
                     leg.send_audio(&slot[..len], first).await;
                     first = false;
