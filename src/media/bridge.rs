@@ -21,6 +21,9 @@ use super::g711::transcode_in_place;
 use super::leg::{Kind, LegCommand, LegEvent, MAX_DATAGRAM, RtpLeg};
 use super::rtp::RtpPacketMut;
 
+/// How often the relay checks RTP timeouts and RTCP report times.
+const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
 /// Which leg an event or command concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -67,9 +70,11 @@ pub async fn run_relay(
     let mut buf_b = [0u8; MAX_DATAGRAM];
     let (mut rtcp_a, mut rtcp_b) = ([0u8; 512], [0u8; 512]);
     let (mut timed_out_a, mut timed_out_b) = (false, false);
+    // One housekeeping tick (RTP timeouts, RTCP reports) instead of per-packet
+    // timers: the packet path registers nothing with the timer wheel.
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (ra, rb) = (a.rtcp_deadline(), b.rtcp_deadline());
-        let (ta, tb) = (a.timeout_deadline(rtp_timeout), b.timeout_deadline(rtp_timeout));
         tokio::select! {
             r = a.recv(&mut buf_a) => {
                 let Ok((n, src)) = r else { continue };
@@ -99,19 +104,25 @@ pub async fn run_relay(
                     a.send_packet(&buf_b[..n], len).await;
                 }
             }
-            _ = tokio::time::sleep_until(ta), if !timed_out_a && a.expects_media() => {
-                timed_out_a = true;
-                let _ = events.send((Side::A, LegEvent::Timeout(rtp_timeout)));
-            }
-            _ = tokio::time::sleep_until(tb), if !timed_out_b && b.expects_media() => {
-                timed_out_b = true;
-                let _ = events.send((Side::B, LegEvent::Timeout(rtp_timeout)));
+            now = tick.tick() => {
+                if !timed_out_a && a.expects_media() && now >= a.timeout_deadline(rtp_timeout) {
+                    timed_out_a = true;
+                    let _ = events.send((Side::A, LegEvent::Timeout(rtp_timeout)));
+                }
+                if !timed_out_b && b.expects_media() && now >= b.timeout_deadline(rtp_timeout) {
+                    timed_out_b = true;
+                    let _ = events.send((Side::B, LegEvent::Timeout(rtp_timeout)));
+                }
+                if now >= a.rtcp_deadline() {
+                    a.send_rtcp().await;
+                }
+                if now >= b.rtcp_deadline() {
+                    b.send_rtcp().await;
+                }
             }
             // RTCP is terminated per leg (each side gets reports about its own stream).
             r = a.recv_rtcp(&mut rtcp_a) => if let Ok((n, _)) = r { a.on_rtcp(&rtcp_a[..n]) },
             r = b.recv_rtcp(&mut rtcp_b) => if let Ok((n, _)) = r { b.on_rtcp(&rtcp_b[..n]) },
-            _ = tokio::time::sleep_until(ra) => a.send_rtcp().await,
-            _ = tokio::time::sleep_until(rb) => b.send_rtcp().await,
             c = commands.recv() => match c {
                 Some((Side::A, LegCommand::Update(audio))) => { a.update(audio); timed_out_a = false; }
                 Some((Side::B, LegCommand::Update(audio))) => { b.update(audio); timed_out_b = false; }

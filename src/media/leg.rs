@@ -361,9 +361,10 @@ pub async fn run_echo(
     let mut rtcp_buf = [0u8; 512];
     let mut timed_out = false;
     let mut first = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let codec = leg.audio().codec;
-        let rtcp_at = leg.rtcp_deadline();
         let next_due = line.front().map(|(due, _, _)| *due);
         let timeout_at = leg.timeout_deadline(rtp_timeout);
         let dtmf_at = leg.dtmf_deadline();
@@ -406,21 +407,25 @@ pub async fn run_echo(
                     first = false;
                 }
             }
-            _ = tokio::time::sleep_until(dtmf_at.unwrap_or(timeout_at)), if dtmf_at.is_some() => {
-                if let Some(d) = leg.poll_dtmf_timeout(Instant::now()) {
-                    let _ = events.send(LegEvent::Dtmf(d));
+            now = tick.tick() => {
+                if dtmf_at.is_some_and(|at| now >= at) {
+                    if let Some(d) = leg.poll_dtmf_timeout(now) {
+                        let _ = events.send(LegEvent::Dtmf(d));
+                    }
                 }
-            }
-            _ = tokio::time::sleep_until(timeout_at), if !timed_out && leg.expects_media() => {
-                timed_out = true;
-                let _ = events.send(LegEvent::Timeout(rtp_timeout));
+                if !timed_out && leg.expects_media() && now >= timeout_at {
+                    timed_out = true;
+                    let _ = events.send(LegEvent::Timeout(rtp_timeout));
+                }
+                if now >= leg.rtcp_deadline() {
+                    leg.send_rtcp().await;
+                }
             }
             r = leg.recv_rtcp(&mut rtcp_buf) => {
                 if let Ok((n, _)) = r {
                     leg.on_rtcp(&rtcp_buf[..n]);
                 }
             }
-            _ = tokio::time::sleep_until(rtcp_at) => leg.send_rtcp().await,
             c = commands.recv() => match c {
                 Some(LegCommand::Update(audio)) => {
                     leg.update(audio);
