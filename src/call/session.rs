@@ -138,22 +138,31 @@ impl MediaSession {
             if e.sip_status() == 400 { Reject::Malformed(e.to_string()) } else { Reject::NotAcceptable(e.to_string()) }
         })?;
         let body = answer.body.into_bytes();
-        Ok((
-            Self {
-                local,
-                session,
-                audio: answer.audio,
-                last_answer: body.clone(),
-                ports: Some(ports),
-                rtp_timeout: engine.rtp_timeout,
-                task: None,
-                commands: None,
-                events: None,
-                relay: None,
-                offered: None,
-            },
-            body,
-        ))
+        Ok((Self::with(engine, ports, local, session, answer.audio, &body, None), body))
+    }
+
+    fn with(
+        engine: &MediaEngine,
+        ports: PortPair,
+        local: LocalAudio,
+        session: LocalSession,
+        audio: NegotiatedAudio,
+        body: &[u8],
+        offered: Option<OfferedAudio>,
+    ) -> Self {
+        Self {
+            local,
+            session,
+            audio,
+            last_answer: body.to_vec(),
+            ports: Some(ports),
+            rtp_timeout: engine.rtp_timeout,
+            task: None,
+            commands: None,
+            events: None,
+            relay: None,
+            offered,
+        }
     }
 
     /// An offer for an outbound leg with `codecs`, advertising `advertised_ip`.
@@ -164,10 +173,11 @@ impl MediaSession {
         let offer = build_offer(&local, OfferOptions::default(), &mut session);
         let body = offer.body.into_bytes();
         // Until the answer arrives the stream is "our offer": nothing to send to.
+        let first = local.codecs.first().copied().unwrap_or(G711::Pcmu);
         let audio = NegotiatedAudio {
-            codec: local.codecs.first().copied().unwrap_or(G711::Pcmu),
-            payload_type: local.codecs.first().copied().unwrap_or(G711::Pcmu).payload_type(),
-            receive_payload_type: local.codecs.first().copied().unwrap_or(G711::Pcmu).payload_type(),
+            codec: first,
+            payload_type: first.payload_type(),
+            receive_payload_type: first.payload_type(),
             telephone_event: None,
             receive_telephone_event: Some(offer.offered.telephone_event),
             remote_rtp: None,
@@ -176,22 +186,8 @@ impl MediaSession {
             ptime_ms: offer.offered.ptime_ms,
             direction: crate::sdp::Direction::SendRecv,
         };
-        Ok((
-            Self {
-                local,
-                session,
-                audio,
-                last_answer: body.clone(),
-                ports: Some(ports),
-                rtp_timeout: engine.rtp_timeout,
-                task: None,
-                commands: None,
-                events: None,
-                relay: None,
-                offered: Some(offer.offered),
-            },
-            body,
-        ))
+        let offered = Some(offer.offered);
+        Ok((Self::with(engine, ports, local, session, audio, &body, offered), body))
     }
 
     /// Applies the peer's answer to our offer (200 OK or 183 with SDP).
