@@ -2,12 +2,32 @@
 //! open with `sqlite3`. WAL journal, `synchronous=FULL` (a committed transaction
 //! survives a power cut), versioned migrations applied at startup.
 //!
-//! Owns the schema and the connection; later modules (call records, webhook outbox)
-//! add their tables as new entries of [`MIGRATIONS`], never by editing old ones.
+//! Owns the schema and the connection. Tables: `daemon_starts`, `calls` (one row per
+//! call leg, [`calls`]) and `webhook_outbox` (durable webhook events, [`outbox`]).
+//! New tables come as new entries of [`MIGRATIONS`], never by editing old ones.
+//!
+//! At run time one thread owns the connection and does every write ([`writer`]):
+//! callers send it jobs and await the commit. Power-cut settings (see
+//! `docs/webhooks.md`): `journal_mode=WAL` + `synchronous=FULL` fsync the WAL at
+//! every commit, so a transaction reported committed survives a power cut, and the
+//! file is never corrupted by one (only transactions not yet reported are lost).
+//!
+//! Times are TEXT, RFC 3339 UTC with exactly six fractional digits
+//! ([`timestamp`]), so they read well in `sqlite3` and sort correctly as text.
+
+pub mod calls;
+pub mod outbox;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
+
+pub use writer::{Committed, StoreHandle};
+
+/// File name of the store inside `data_dir`.
+pub const DB_FILE: &str = "sipbridge.db";
 
 /// Schema migrations; entry `i` moves the schema from version `i` to `i + 1`
 /// (`PRAGMA user_version`).
@@ -18,7 +38,82 @@ pub const MIGRATIONS: &[&str] = &[
         version    TEXT NOT NULL,
         pid        INTEGER NOT NULL
     );",
+    // 2: call records, one row per call leg (store::calls).
+    "CREATE TABLE calls (
+        call_leg_id      TEXT PRIMARY KEY,  -- Telnyx call_leg_id
+        call_control_id  TEXT NOT NULL,
+        call_session_id  TEXT NOT NULL,     -- shared by the legs of one call
+        trunk            TEXT,              -- [[trunk]] name = webhook connection_id
+        direction        TEXT NOT NULL CHECK (direction IN ('incoming', 'outgoing')),
+        from_number      TEXT NOT NULL,     -- Telnyx `from` (number or SIP URI)
+        to_number        TEXT NOT NULL,     -- Telnyx `to`
+        route            TEXT,              -- [[route]] name
+        agent            TEXT,              -- [[agent]] name
+        state            TEXT NOT NULL CHECK (state IN ('initiated', 'answered', 'ended')),
+        start_time       TEXT NOT NULL,
+        answer_time      TEXT,
+        end_time         TEXT,
+        hangup_cause     TEXT,              -- normal_clearing, user_busy, ..., unspecified
+        hangup_source    TEXT,              -- caller | callee | unknown
+        sip_hangup_cause TEXT,              -- SIP status code as text
+        quality_stats    TEXT,              -- JSON, Telnyx call_quality_stats shape
+        recording_paths  TEXT NOT NULL DEFAULT '[]',  -- JSON array of file paths
+        updated_at       TEXT NOT NULL
+    );
+    CREATE INDEX calls_session ON calls (call_session_id);
+    CREATE INDEX calls_start ON calls (start_time);
+    CREATE INDEX calls_open ON calls (call_leg_id) WHERE end_time IS NULL;",
+    // 3: the webhook outbox (store::outbox): an event counts as emitted once its row
+    // is committed; rows are kept after delivery for a while and after dead-lettering
+    // until someone requeues them.
+    "CREATE TABLE webhook_outbox (
+        seq              INTEGER PRIMARY KEY AUTOINCREMENT,  -- emission order
+        event_id         TEXT NOT NULL UNIQUE,   -- data.id (UUID v4)
+        event_type       TEXT NOT NULL,          -- data.event_type
+        call_session_id  TEXT,                   -- one session's events go out in seq order
+        occurred_at      TEXT NOT NULL,          -- data.occurred_at
+        body             TEXT NOT NULL,          -- JSON of the envelope's `data`; `meta` is added per attempt
+        queued_at        TEXT NOT NULL,          -- emitted or requeued; max_age counts from here
+        attempts         INTEGER NOT NULL DEFAULT 0,  -- POSTs so far (= meta.attempt of the last one)
+        failures         INTEGER NOT NULL DEFAULT 0,  -- failed POSTs since queued_at
+        next_attempt_at  TEXT NOT NULL,
+        target           TEXT,                   -- URL of the last POST
+        last_error       TEXT,
+        delivered_at     TEXT,
+        dead_at          TEXT                    -- dead-lettered: kept until `sipbridge webhooks retry-dead`
+    );
+    CREATE INDEX webhook_outbox_pending ON webhook_outbox (next_attempt_at)
+        WHERE delivered_at IS NULL AND dead_at IS NULL;
+    CREATE INDEX webhook_outbox_session ON webhook_outbox (call_session_id, seq)
+        WHERE delivered_at IS NULL AND dead_at IS NULL;
+    CREATE INDEX webhook_outbox_queued ON webhook_outbox (queued_at)
+        WHERE delivered_at IS NULL AND dead_at IS NULL;
+    CREATE INDEX webhook_outbox_dead ON webhook_outbox (dead_at) WHERE dead_at IS NOT NULL;
+    CREATE INDEX webhook_outbox_delivered ON webhook_outbox (delivered_at) WHERE delivered_at IS NOT NULL;
+    CREATE VIEW webhook_outbox_state AS
+        SELECT seq, event_id, event_type, call_session_id,
+               CASE WHEN delivered_at IS NOT NULL THEN 'delivered'
+                    WHEN dead_at IS NOT NULL THEN 'dead'
+                    ELSE 'pending' END AS state,
+               attempts, next_attempt_at, target, last_error, queued_at, delivered_at, dead_at
+        FROM webhook_outbox;",
 ];
+
+/// Renders a time as stored: RFC 3339 UTC with exactly six fractional digits
+/// (`2026-11-22T08:30:00.123456Z`), the form of Telnyx's `occurred_at`. Times
+/// before 1970 render as the epoch (the clock is not trusted to be sane).
+pub fn timestamp(t: SystemTime) -> String {
+    // humantime formats years up to 9999 only.
+    const MAX: Duration = Duration::from_secs(253_402_300_799);
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).min(MAX);
+    humantime::format_rfc3339_micros(UNIX_EPOCH + since).to_string()
+}
+
+/// Parses a stored time (any RFC 3339 UTC form [`timestamp`] or `sqlite3` users
+/// write); `None` when it is not one.
+pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s).ok()
+}
 
 /// Errors opening or migrating the store.
 #[derive(Debug, thiserror::Error)]
@@ -43,18 +138,50 @@ pub enum StoreError {
         /// Latest version this build knows.
         known: i64,
     },
+    /// A batch of writes could not be committed (disk full, I/O error): none of its
+    /// writes happened.
+    #[error("store {path}: commit failed: {message}")]
+    Commit {
+        /// Database file.
+        path: PathBuf,
+        /// SQLite's error, rendered.
+        message: String,
+    },
+    /// The writer thread is gone, or the job panicked (a bug, logged).
+    #[error("store {path}: the store writer did not complete the job (stopped, or a bug: see the log)")]
+    Closed {
+        /// Database file.
+        path: PathBuf,
+    },
+    /// `{data_dir}/sipbridge.db` does not exist (and was not to be created).
+    #[error("store {path} does not exist (the daemon creates it at its first start)")]
+    Missing {
+        /// Database file.
+        path: PathBuf,
+    },
 }
 
-/// An open, migrated store.
+/// An open, migrated store (one connection). At run time hand it to
+/// [`StoreHandle::start`], which moves it onto the writer thread.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
 }
 
 impl Store {
+    /// Opens `{data_dir}/sipbridge.db` only if it exists (for command-line tools
+    /// that must not create an empty store), then migrates it like [`Store::open`].
+    pub fn open_existing(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::Missing { path });
+        }
+        Self::open(data_dir)
+    }
+
     /// Opens (creating if needed) `{data_dir}/sipbridge.db` and applies migrations.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let path = data_dir.join("sipbridge.db");
+        let path = data_dir.join(DB_FILE);
         let err = |source| StoreError::Sqlite { path: path.clone(), source };
         let mut conn = Connection::open(&path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
@@ -78,6 +205,22 @@ impl Store {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The connection, for code in this crate that runs outside the writer
+    /// thread (command-line tools while the daemon may be running: WAL lets them).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The connection, mutably (transactions).
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Wraps an SQLite error with this store's path.
+    pub(crate) fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite { path: self.path.clone(), source }
     }
 
     /// Schema version (`PRAGMA user_version`).

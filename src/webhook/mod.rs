@@ -1,4 +1,28 @@
 //! Webhooks: Telnyx's event envelope, Ed25519 signatures, the durable outbox and
-//! its delivery worker. So far: the signing key (`sipbridge keygen`).
+//! its delivery worker (PROTOCOLS.md §2).
+//!
+//! Flow: a call hands a `CallEvent` to [`Outbox::emit`], which commits it to the
+//! store's `webhook_outbox` table and returns; the [`Worker`] POSTs it signed
+//! (`envelope`), retrying with backoff and failover (`retry`) until a 2xx, or
+//! dead-letters it after `max_age`. Semantics for backend authors:
+//! `docs/webhooks.md`.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `key` | the signing key file (`sipbridge keygen`) |
+//! | `envelope` | body and signature of one POST (sans-IO) |
+//! | `retry` | backoff, failover, dead-letter decisions (sans-IO) |
+//! | `outbox` | `emit`, the crash-recovery pass, [`start`] |
+//! | `delivery` | the worker task and the HTTP client |
+//! | `cli` | `sipbridge webhooks status` / `retry-dead` |
 
+pub mod cli;
+pub mod delivery;
+pub mod envelope;
 pub mod key;
+pub mod outbox;
+pub mod retry;
+
+pub use delivery::{Targets, Worker};
+pub use outbox::{Outbox, StartError, start};
+pub use retry::DeliveryPolicy;
