@@ -40,11 +40,19 @@ impl CallEvent {
     }
 }
 
-/// Where events go: every subscriber (webhook outbox, API event socket, tests) gets
-/// every event, in emission order. Cloning the bus is cheap.
-#[derive(Debug, Clone)]
+/// Where events go: first the durable webhook outbox (when attached: queued to the
+/// store's single writer in emission order, so per-call order survives), then every
+/// live subscriber (API event socket, tests), in emission order. Cloning is cheap.
+#[derive(Clone)]
 pub struct EventBus {
     tx: tokio::sync::broadcast::Sender<std::sync::Arc<CallEvent>>,
+    outbox: Option<crate::webhook::Outbox>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus").field("outbox", &self.outbox.is_some()).finish()
+    }
 }
 
 impl Default for EventBus {
@@ -58,12 +66,27 @@ impl EventBus {
     /// (a lagging subscriber is told how many it missed; the durable outbox must
     /// never lag: it commits before the bus is used).
     pub fn new() -> Self {
-        Self { tx: tokio::sync::broadcast::channel(4096).0 }
+        Self { tx: tokio::sync::broadcast::channel(4096).0, outbox: None }
     }
 
-    /// Publishes an event.
+    /// A bus whose events are first committed to the webhook outbox.
+    pub fn with_outbox(outbox: crate::webhook::Outbox) -> Self {
+        Self { outbox: Some(outbox), ..Self::new() }
+    }
+
+    /// Publishes an event: queued to the outbox's writer (durable once the store
+    /// commits it; ordered with every earlier event), then broadcast.
     pub fn emit(&self, event: CallEvent) {
         tracing::debug!(event_type = %event.event_type, id = %event.id, "event");
+        if let Some(outbox) = &self.outbox {
+            let committed = outbox.submit(&event);
+            let id = event.id;
+            tokio::spawn(async move {
+                if let Err(e) = committed.await {
+                    tracing::error!(event_id = %id, "event not stored for webhook delivery: {e}");
+                }
+            });
+        }
         let _ = self.tx.send(std::sync::Arc::new(event));
     }
 

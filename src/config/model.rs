@@ -270,7 +270,7 @@ pub struct Recording {
 /// `[webhooks]`
 #[derive(Debug, Clone, Serialize)]
 pub struct Webhooks {
-    /// Where events are POSTed; `None` disables webhooks (events still go to the store).
+    /// Where events are POSTed; `None` disables webhooks (calls are still recorded in the store).
     pub url: Option<url::Url>,
     /// Used after repeated failures of `url`.
     pub failover_url: Option<url::Url>,

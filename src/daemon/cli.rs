@@ -58,6 +58,15 @@ pub enum Command {
         #[arg(value_name = "PATH", default_value = "/etc/sipbridge/webhook.key")]
         key: PathBuf,
     },
+    /// Webhook delivery: what is pending or dead-lettered, and requeueing.
+    Webhooks {
+        /// What to do.
+        #[command(subcommand)]
+        action: WebhooksAction,
+        /// Config file.
+        #[arg(short, long, value_name = "PATH", env = "SIPBRIDGE_CONFIG", default_value = crate::config::DEFAULT_PATH, global = true)]
+        config: PathBuf,
+    },
     /// Print the version and the machine architecture it was built for.
     Version,
     /// Write the sipbridge(8) man page (used when building the package).
@@ -67,4 +76,13 @@ pub enum Command {
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
     },
+}
+
+/// `sipbridge webhooks ...`
+#[derive(Debug, Subcommand)]
+pub enum WebhooksAction {
+    /// Pending, dead-lettered and delivered counts, and the oldest pending event.
+    Status,
+    /// Requeue every dead-lettered event for delivery (the daemon picks them up).
+    RetryDead,
 }

@@ -45,6 +45,16 @@ pub fn main() -> i32 {
                 1
             }
         },
+        Command::Webhooks { action, config: path } => match config::load(&path) {
+            Ok(loaded) => match action {
+                cli::WebhooksAction::Status => crate::webhook::cli::status(&loaded.config),
+                cli::WebhooksAction::RetryDead => crate::webhook::cli::retry_dead(&loaded.config),
+            },
+            Err(e) => {
+                eprintln!("{e}");
+                1
+            }
+        },
         Command::Version => {
             println!("sipbridge {} ({}-{})", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH, std::env::consts::OS);
             0

@@ -133,6 +133,35 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     if let Err(e) = store.record_start(&humantime::format_rfc3339_micros(SystemTime::now()).to_string()) {
         tracing::warn!("{e}");
     }
+    // One writer thread owns the store from here on.
+    let store = match crate::store::StoreHandle::start(store) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+    };
+    let (outbox, webhook_worker) = match crate::webhook::start(
+        store.clone(),
+        &config.webhooks,
+        crate::webhook::DeliveryPolicy::from_config(&config.webhooks),
+    ) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!("webhooks: {e}");
+            eprintln!("sipbridge: webhooks: {e}");
+            return 1;
+        }
+    };
+    // Calls that were up when the process died: close their records (and tell the
+    // backend) before any new call is accepted.
+    match outbox.close_interrupted_calls(SystemTime::now()).await {
+        Ok(closed) if !closed.is_empty() => {
+            tracing::warn!(calls = closed.len(), "closed the records of calls interrupted by a crash")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("closing interrupted calls failed: {e}"),
+    }
 
     // Recordings left by a crash or power cut: finalize them before new calls.
     if config.recording.enabled && config.recording.dir.exists() {
@@ -158,7 +187,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
 
     let (config_tx, _) = watch::channel(Arc::new(config));
     let lifecycle = Lifecycle::new(config_tx.borrow().node.max_calls);
-    let events = EventBus::new();
+    let events = EventBus::with_outbox(outbox);
     let hangup_all = CancellationToken::new();
     let sip = match SipStack::start(config_tx.subscribe(), Arc::clone(&lifecycle), events.clone(), hangup_all.clone())
         .await
@@ -213,6 +242,9 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     }
     shutdown(&daemon).await;
     sip.stop().await;
+    if let Some(w) = webhook_worker {
+        w.shutdown(Duration::from_secs(5)).await;
+    }
     drop(store);
     0
 }
@@ -271,6 +303,14 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
             }
             if cfg.api.listen != old.api.listen {
                 restart.push("api.listen");
+            }
+            if cfg.webhooks.url != old.webhooks.url
+                || cfg.webhooks.failover_url != old.webhooks.failover_url
+                || cfg.webhooks.signing_key != old.webhooks.signing_key
+                || cfg.webhooks.timeout != old.webhooks.timeout
+                || cfg.webhooks.max_age != old.webhooks.max_age
+            {
+                restart.push("webhooks");
             }
             if !restart.is_empty() {
                 tracing::warn!("changed settings take effect only after a restart: {}", restart.join(", "));

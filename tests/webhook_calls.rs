@@ -1,0 +1,76 @@
+//! Webhooks from real calls: the daemon binary takes a SIPp call (Telnyx-shaped),
+//! and the Python receiver — verifying every Ed25519 signature with the public key
+//! `sipbridge keygen` printed — gets call.initiated, call.answered, call.hangup in
+//! order with Telnyx's envelope and field names.
+
+mod common;
+#[path = "receivers/harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use common::*;
+use harness::{Receiver, delivered, keygen, rejected};
+use nix::sys::signal::Signal;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_produces_signed_telnyx_webhooks_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path());
+    let receiver = Receiver::start(dir.path(), "hook", &public, &[]);
+    let port = free_port();
+    let config = dir.path().join("sipbridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"telnyx-ip\"\ninbound_allow = [\"127.0.0.2/32\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n[log]\nformat = \"text\"\n",
+            data = dir.path().join("data").display(),
+            url = receiver.url(),
+            key = key.display()
+        ),
+    )
+    .unwrap();
+    let mut notify = NotifySocket::bind(dir.path());
+    let mut d = Daemon::start(&config, Some(&notify.path), None, &[]);
+    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
+    let target = format!("127.0.0.1:{port}");
+    let dd = dir.path().to_path_buf();
+    let code = tokio::task::spawn_blocking(move || {
+        let mut s =
+            Sipp::start(&dd, "call", &sipp_args("uac_telnyx.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
+        (s.wait(WAIT), s.report())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, 0, "{}", code.1);
+    let entries = receiver.wait_until("three call events", WAIT, |e| delivered(e).len() >= 3).await;
+    assert!(rejected(&entries).is_empty(), "every signature verified: {:?}", rejected(&entries));
+    let bodies: Vec<&serde_json::Value> = delivered(&entries).iter().map(|e| &e["body"]).collect();
+    let types: Vec<&str> = bodies.iter().map(|b| b["data"]["event_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["call.initiated", "call.answered", "call.hangup"]);
+    for b in &bodies {
+        assert_eq!(b["data"]["record_type"], "event");
+        assert!(b["data"]["id"].as_str().is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()));
+        assert!(b["data"]["occurred_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert_eq!(b["meta"]["attempt"], 1);
+        let p = &b["data"]["payload"];
+        assert_eq!(p["connection_id"], "telnyx-ip");
+        assert_eq!(p["from"], "+14155550123");
+        assert_eq!(p["to"], "+13125550100");
+        assert_eq!(p["direction"], "incoming");
+        assert_eq!(p["call_control_id"], bodies[0]["data"]["payload"]["call_control_id"]);
+    }
+    let hangup = &bodies[2]["data"]["payload"];
+    assert_eq!(hangup["hangup_cause"], "normal_clearing");
+    assert_eq!(hangup["hangup_source"], "caller");
+    assert_eq!(hangup["sip_hangup_cause"], "200");
+    assert!(hangup["call_quality_stats"]["inbound"]["mos"].is_string(), "{hangup}");
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+    // The CLI sees the outbox too.
+    let (code, out, _) = run_cli(&["webhooks", "status", "-c", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("pending"), "{out}");
+}
