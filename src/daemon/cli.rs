@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 /// lines, records them and reports every call to your backend through signed
 /// webhooks.
 #[derive(Debug, Parser)]
-#[command(name = "sipbridge", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "sipbridge", version, propagate_version = true, max_term_width = 100, disable_help_subcommand = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -60,16 +60,22 @@ pub fn main() -> i32 {
             0
         }
         Command::Manpage { out } => {
-            let man = clap_mangen::Man::new(Cli::command()).section("8");
-            let mut buf = Vec::new();
-            let path = out.join("sipbridge.8");
-            match man.render(&mut buf).and_then(|_| std::fs::write(&path, buf)) {
-                Ok(()) => 0,
-                Err(e) => {
+            // sipbridge(8), and sipbridge-<subcommand>(8) for every page it refers to.
+            let cmd = Cli::command();
+            let mut pages = vec![("sipbridge.8".to_string(), cmd.clone())];
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let name = format!("sipbridge-{}", sub.get_name());
+                pages.push((format!("{name}.8"), sub.clone().name(name.clone())));
+            }
+            for (file, page) in pages {
+                let mut buf = Vec::new();
+                let path = out.join(file);
+                if let Err(e) = clap_mangen::Man::new(page).section("8").render(&mut buf).and_then(|_| std::fs::write(&path, buf)) {
                     eprintln!("cannot write {}: {e}", path.display());
-                    1
+                    return 1;
                 }
             }
+            0
         }
     }
 }
