@@ -70,7 +70,9 @@ pub fn main() -> i32 {
             for (file, page) in pages {
                 let mut buf = Vec::new();
                 let path = out.join(file);
-                if let Err(e) = clap_mangen::Man::new(page).section("8").render(&mut buf).and_then(|_| std::fs::write(&path, buf)) {
+                if let Err(e) =
+                    clap_mangen::Man::new(page).section("8").render(&mut buf).and_then(|_| std::fs::write(&path, buf))
+                {
                     eprintln!("cannot write {}: {e}", path.display());
                     return 1;
                 }
