@@ -387,7 +387,12 @@ fn forward_propagates_cancel_and_failure_codes() {
     let mut b = uas(dir.path(), "ring", "uas_ring_cancelled.xml", b_port);
     run_sipp(dir.path(), "cancel", sipp_args("uac_cancel.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
     assert_eq!(b.wait(WAIT), 0, "{}", b.report());
-    // B is busy: the caller gets 486.
+    stop(d);
+    // B is busy: the caller gets 486. A fresh daemon and carrier port, so no late
+    // retransmission of the first call can reach the second carrier instance.
+    let dir2 = tempfile::tempdir().unwrap();
+    let (d, _n2, target, b_port) = start_forwarding_daemon(dir2.path(), false);
+    let dir = dir2;
     let mut b = uas(dir.path(), "busy", "uas_busy.xml", b_port);
     let sc = refused_scenario(dir.path(), 486, "Via:");
     let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]);

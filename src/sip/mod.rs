@@ -167,6 +167,11 @@ impl SipStack {
             register::start_all(endpoint.inner.clone(), Arc::clone(&ctx.trunks), reg_tx, stop_registrations.clone());
         tokio::spawn(async move { endpoint.serve().await });
         tokio::spawn(server::dispatch(Arc::clone(&ctx), incoming));
+        // rsipstack binds TCP/TLS listeners inside serve(): wait until each accepts
+        // connections, so READY really means reachable.
+        for (transport, addr) in ctx.listeners.iter().filter(|(t, _)| *t != Transport::Udp) {
+            wait_listening(*transport, *addr).await?;
+        }
         Ok(Self { ctx, registrations, cancel, stop_registrations, registration_tasks })
     }
 
@@ -178,6 +183,21 @@ impl SipStack {
         }
         self.cancel.cancel();
     }
+}
+
+/// Connects to our own stream listener until it accepts (at most 5 s).
+async fn wait_listening(transport: Transport, addr: SocketAddr) -> Result<(), SipError> {
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(if addr.is_ipv6() { std::net::Ipv6Addr::LOCALHOST.into() } else { [127, 0, 0, 1].into() });
+    }
+    for _ in 0..250 {
+        if tokio::net::TcpStream::connect(probe).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(SipError::Bind { transport, addr, reason: "the listener did not start accepting connections".into() })
 }
 
 async fn bind(l: &Listen, cfg: &Config, cancel: &CancellationToken) -> Result<SipConnection, SipError> {
