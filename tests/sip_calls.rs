@@ -611,3 +611,39 @@ fn while_shutting_down_new_calls_get_503_and_active_calls_finish() {
     assert!(log.contains("incoming call refused: shutting down"), "{log}");
     assert!(!log.contains("shutdown grace over"), "the call ended within the grace: {log}");
 }
+
+/// Early media: the far carrier answers 183 with SDP and plays an announcement
+/// before its 200 OK; the box relays it to the caller at once (183 with the box's
+/// SDP to the caller, media bridged before the answer).
+#[test]
+fn early_media_from_the_far_end_reaches_the_caller_before_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pcap")).unwrap();
+    std::fs::copy("/usr/share/sip-tester/g711a.pcap", dir.path().join("pcap/g711a.pcap")).unwrap();
+    let (d, _n, target, b_port) = start_forwarding_daemon(dir.path(), false);
+    let port: u16 = target.rsplit(':').next().unwrap().parse().unwrap();
+    let mut b = uas(dir.path(), "b", "uas_early_media.xml", b_port);
+    // The caller (silent) listens from the 183 on; the far end answers after 2.5 s.
+    let silent = common::rtp::Script {
+        audio: Vec::new(),
+        digits: Vec::new(),
+        send_for: Duration::from_millis(3500),
+        duration: Duration::from_millis(3500),
+    };
+    let (code, report, received) =
+        common::rtp::place_calls(dir.path(), port, "127.0.0.2", "+13125550100", 3500, vec![silent]);
+    assert_eq!(code, 0, "{report}\n{}", d.stderr());
+    assert_eq!(b.wait(WAIT), 0, "{}", b.report());
+    let trace = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(trace.contains("SIP/2.0 183"), "the caller got a 183");
+    // Speech (decoded from the A-law announcement, transcoded to the caller's PCMU)
+    // before the 200 OK, which came 2.5 s after the 183.
+    let early: Vec<_> = received[0].iter().filter(|p| p.at < Duration::from_millis(2000) && p.rms() > 300.0).collect();
+    assert!(early.len() >= 25, "early media packets heard: {} of {}", early.len(), received[0].len());
+    stop(d);
+}

@@ -3,6 +3,9 @@
 //! stop the process by pid (always, also when a test fails).
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod agent;
+pub mod rtp;
+
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
