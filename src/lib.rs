@@ -4,6 +4,7 @@
 //! module is reachable from integration tests and benchmarks. Module map:
 //! ARCHITECTURE.md in the design folder; each module's own `//!` says what it owns.
 
+pub mod agent;
 pub mod call;
 pub mod config;
 pub mod daemon;

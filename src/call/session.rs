@@ -3,8 +3,8 @@
 //! address), runs the leg's media task once the call is answered, and reports
 //! RTP timeouts, DTMF and `call_quality_stats`.
 //!
-//! The media target for now is the built-in echo agent; agent streams, bridges to
-//! other legs and rooms attach here as they land.
+//! Media targets: the built-in echo agent (`start`), a PCM endpoint such as a voice
+//! agent's stream (`start_pcm`), or another leg (`Relay`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use crate::config::Codec;
 use crate::media::bridge::{Side, run_relay};
 use crate::media::g711::G711;
 use crate::media::leg::{LegCommand, LegEvent, RtpLeg, Tap, run_echo};
+use crate::media::pcm::{PcmPort, run_pcm};
 use crate::media::ports::{PortPair, PortPool};
 use crate::sdp::{
     LocalAudio, LocalSession, NegotiatedAudio, OfferOptions, OfferedAudio, SessionDescription, answer_offer,
@@ -208,6 +209,26 @@ impl MediaSession {
         }
     }
 
+    /// Sends `digits` to the peer as RFC 4733 events, each held for `duration`
+    /// (Telnyx `send_dtmf`: `0-9*#A-D`, default 250 ms).
+    ///
+    /// Errors: the peer did not negotiate `telephone-event`, a character is not a
+    /// digit, media is not running, or the leg is relayed (forward routes pass the
+    /// peers' own DTMF through).
+    pub fn send_dtmf(&self, digits: &str, duration: Duration) -> Result<(), String> {
+        if self.audio.telephone_event.is_none() {
+            return Err("the peer did not negotiate telephone-event (RFC 4733)".into());
+        }
+        if let Some(bad) = digits.chars().find(|c| crate::media::dtmf::digit_to_event(*c).is_none()) {
+            return Err(format!("{bad:?} is not a DTMF digit (0-9, *, #, A-D)"));
+        }
+        if self.relay.is_some() {
+            return Err("the leg is relayed to another leg: its DTMF passes through".into());
+        }
+        let tx = self.commands.as_ref().ok_or("media is not running")?;
+        tx.try_send(LegCommand::SendDtmf(digits.to_string(), duration)).map_err(|_| "media is busy".to_string())
+    }
+
     /// Sets `[rtp].timeout` for this leg (the config in force when the call began).
     pub fn set_rtp_timeout(&mut self, timeout: Duration) {
         self.rtp_timeout = timeout;
@@ -226,6 +247,18 @@ impl MediaSession {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let leg = RtpLeg::new(ports, self.audio);
         self.task = Some(tokio::spawn(run_echo(leg, cmd_rx, ev_tx, self.rtp_timeout, tap)));
+        self.commands = Some(cmd_tx);
+        self.events = Some(ev_rx);
+    }
+
+    /// Starts the media task bridging the leg to a PCM endpoint (a voice agent's
+    /// stream) instead of the built-in echo; `tap` hears the audio both ways.
+    pub fn start_pcm(&mut self, tap: Option<Arc<dyn Tap>>, port: PcmPort) {
+        let Some(ports) = self.ports.take() else { return };
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let leg = RtpLeg::new(ports, self.audio);
+        self.task = Some(tokio::spawn(run_pcm(leg, cmd_rx, ev_tx, self.rtp_timeout, tap, port)));
         self.commands = Some(cmd_tx);
         self.events = Some(ev_rx);
     }

@@ -130,6 +130,9 @@ pub async fn run_relay(
                 Some((Side::A, LegCommand::Mute(m))) => a.set_muted(m),
                 Some((Side::B, LegCommand::Mute(m))) => b.set_muted(m),
                 Some((_, LegCommand::Tap(t))) => tap = t,
+                // Relayed streams keep the peers' own numbering: nothing is injected
+                // (MediaSession::send_dtmf refuses relayed legs).
+                Some((_, LegCommand::SendDtmf(..))) => {}
                 Some((_, LegCommand::Stop)) | None => break,
             }
         }

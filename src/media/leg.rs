@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::dtmf::DtmfDetector;
+use super::dtmf::{DtmfDetector, DtmfPackets, DtmfTone, digit_to_event, generate};
 use super::ports::PortPair;
 use super::rtcp::{RtcpState, SenderInfo};
 use super::rtp::{RtpHeader, RtpPacket, is_rtcp};
@@ -58,6 +58,9 @@ pub enum LegCommand {
     /// Start (or stop, `None`) handing the audio to a tap (recording from answer
     /// when the media already ran during early media).
     Tap(Option<std::sync::Arc<dyn Tap>>),
+    /// Send these key presses as RFC 4733 events (`send_dtmf`), each held for the
+    /// duration, in place of audio while they play.
+    SendDtmf(String, Duration),
     /// Stop and report.
     Stop,
 }
@@ -90,6 +93,11 @@ pub struct RtpLeg {
     pub rtcp: RtcpState,
     sent_at_last_report: u64,
     muted: bool,
+    /// Key presses waiting to be sent, and the one being sent.
+    dtmf_queue: VecDeque<DtmfTone>,
+    dtmf_sending: Option<DtmfPackets>,
+    /// Packets of audio between two generated digits (inter-digit pause).
+    dtmf_gap: u8,
 }
 
 /// What a received datagram was, without borrowing it.
@@ -135,6 +143,9 @@ impl RtpLeg {
             rtcp: RtcpState::new(ssrc, &format!("sipbridge-{ssrc:08x}"), std::time::Instant::now()),
             sent_at_last_report: 0,
             muted: false,
+            dtmf_queue: VecDeque::new(),
+            dtmf_sending: None,
+            dtmf_gap: 0,
         }
     }
 
@@ -297,6 +308,45 @@ impl RtpLeg {
         self.last_rx + timeout
     }
 
+    /// Queues key presses to send as RFC 4733 events (`0-9*#A-D`, each held for
+    /// `duration`, 3 end packets, ~40 ms between digits). They replace the audio
+    /// packets of [`RtpLeg::send_audio`] while they play.
+    ///
+    /// Errors: the peer did not negotiate `telephone-event`, or a character is not
+    /// a DTMF digit (nothing is queued then).
+    pub fn queue_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), String> {
+        if self.audio.telephone_event.is_none() {
+            return Err("the peer did not negotiate telephone-event (RFC 4733)".into());
+        }
+        if let Some(bad) = digits.chars().find(|c| digit_to_event(*c).is_none()) {
+            return Err(format!("{bad:?} is not a DTMF digit (0-9, *, #, A-D)"));
+        }
+        let ptime = Duration::from_millis(u64::from(self.audio.ptime_ms.max(10)));
+        self.dtmf_queue.extend(digits.chars().map(|digit| DtmfTone { digit, duration, volume: 10, ptime }));
+        Ok(())
+    }
+
+    /// The next generated telephone-event packet due instead of audio, if any:
+    /// (marker, RTP timestamp of the event start, payload).
+    fn next_dtmf_packet(&mut self) -> Option<(bool, u32, [u8; 4])> {
+        if self.dtmf_sending.is_none() {
+            if self.dtmf_gap > 0 {
+                self.dtmf_gap -= 1;
+                return None;
+            }
+            let tone = self.dtmf_queue.pop_front()?;
+            self.dtmf_sending = generate(&tone, self.seq, self.timestamp).ok();
+        }
+        match self.dtmf_sending.as_mut()?.next() {
+            Some(p) => Some((p.marker, p.timestamp, p.payload)),
+            None => {
+                self.dtmf_sending = None;
+                self.dtmf_gap = 2;
+                None
+            }
+        }
+    }
+
     /// Sends one audio packet of `payload` (G.711 bytes = samples) as the next in
     /// our stream. Skipped while we may not send (hold) or know no address.
     pub async fn send_audio(&mut self, payload: &[u8], marker: bool) {
@@ -307,14 +357,28 @@ impl RtpLeg {
         }
         let Some(dest) = self.remote else { return };
         let mut out = [0u8; MAX_DATAGRAM];
-        let header = RtpHeader {
-            marker,
-            payload_type: self.audio.payload_type,
-            sequence_number: self.seq,
-            timestamp: self.timestamp,
-            ssrc: self.ssrc,
+        let event = self.next_dtmf_packet();
+        let header = match (event, self.audio.telephone_event) {
+            (Some((event_marker, event_ts, _)), Some(pt)) => RtpHeader {
+                marker: event_marker,
+                payload_type: pt,
+                sequence_number: self.seq,
+                timestamp: event_ts,
+                ssrc: self.ssrc,
+            },
+            _ => RtpHeader {
+                marker,
+                payload_type: self.audio.payload_type,
+                sequence_number: self.seq,
+                timestamp: self.timestamp,
+                ssrc: self.ssrc,
+            },
         };
-        let Ok(n) = header.write(payload, &mut out) else { return };
+        let body: &[u8] = match &event {
+            Some((_, _, p)) if self.audio.telephone_event.is_some() => p,
+            _ => payload,
+        };
+        let Ok(n) = header.write(body, &mut out) else { return };
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(samples);
         if self.ports.rtp.send_to(&out[..n], dest).await.is_ok() {
@@ -432,6 +496,11 @@ pub async fn run_echo(
                     timed_out = false;
                 }
                 Some(LegCommand::Mute(m)) => leg.set_muted(m),
+                Some(LegCommand::SendDtmf(digits, duration)) => {
+                    if let Err(e) = leg.queue_dtmf(&digits, duration) {
+                        tracing::info!("send_dtmf: {e}");
+                    }
+                }
                 Some(LegCommand::Tap(t)) => tap = t,
                 Some(LegCommand::Stop) | None => break,
             }
@@ -499,5 +568,48 @@ mod tests {
         a.set_muted(true);
         a.send_audio(&[0xffu8; 160], false).await;
         assert_eq!(a.sent.packets, 10);
+    }
+
+    /// `send_dtmf`: generated RFC 4733 events replace audio packets while they play
+    /// and the receiving leg's detector sees each key press exactly once; audio
+    /// resumes with continuous sequence numbers.
+    #[tokio::test]
+    async fn generated_dtmf_is_detected_once_per_digit() {
+        let base = 44_100 + (std::process::id() % 200) as u16 * 8;
+        let pool = PortPool::new(PortRange { first: base, last: base + 7 });
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let (pa, pb) = (pool.take(ip).unwrap(), pool.take(ip).unwrap());
+        let (port_a, port_b) = (pa.port, pb.port);
+        let mut a = RtpLeg::new(pa, audio_to(port_b));
+        let mut b = RtpLeg::new(pb, audio_to(port_a));
+        assert!(a.queue_dtmf("1x", Duration::from_millis(100)).is_err(), "not a digit: nothing queued");
+        a.queue_dtmf("1#", Duration::from_millis(100)).unwrap();
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let (mut digits, mut audio, mut events) = (Vec::new(), 0, 0);
+        let mut last_seq = None;
+        for _ in 0..30 {
+            a.send_audio(&[0xffu8; 160], false).await;
+            let (n, from) = b.recv(&mut buf).await.unwrap();
+            let seq = u16::from_be_bytes([buf[2], buf[3]]);
+            if let Some(prev) = last_seq {
+                assert_eq!(seq, u16::wrapping_add(prev, 1), "one sequence for audio and events");
+            }
+            last_seq = Some(seq);
+            if buf[1] & 0x7f == 101 {
+                events += 1;
+            }
+            match b.on_datagram(&buf[..n], from, Instant::now()) {
+                Received::Dtmf(d) => digits.push(d),
+                Received::Audio(..) => audio += 1,
+                Received::Nothing => {}
+            }
+            while let Some(d) = b.poll_dtmf() {
+                digits.push(d);
+            }
+        }
+        assert_eq!(digits, ['1', '#']);
+        // 100 ms at 20 ms ptime: 4 updates + 3 end packets per digit.
+        assert_eq!(events, 14);
+        assert_eq!(audio, 16);
     }
 }

@@ -13,6 +13,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod leg;
 pub mod mos;
+pub mod pcm;
 pub mod ports;
 pub mod quality;
 pub mod rtcp;

@@ -14,12 +14,15 @@ use rsipstack::transaction::transaction::Transaction;
 use super::digest::Verdict;
 use super::server::{forbidden, reply};
 use super::{SipContext, addr, msg, routing};
+use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
 use crate::call::recording::CallRecording;
 use crate::call::session::{MediaSession, Reject};
 use crate::call::{CallIds, CallInfo, CallStateMachine, Direction, Hangup, HangupCause, HangupSource};
-use crate::config::{Route, RouteTarget, Trunk};
+use crate::config::{OnDisconnect, Route, RouteTarget, StreamTrack, Trunk};
 use crate::daemon::lifecycle::{CallPermit, Refusal};
 use crate::media::leg::LegEvent;
+use crate::media::leg::Tap;
+use crate::media::pcm::pcm_pair;
 
 /// Smallest session interval we accept (RFC 4028 §4: Min-SE default 90 s).
 const MIN_SE: u64 = 90;
@@ -149,7 +152,8 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         from = %info.from, to = %info.to, "incoming call"
     );
     ctx.events.emit(info.initiated("parked"));
-    let call = InboundCall { ctx: Arc::clone(&ctx), dialog: dialog.clone(), info, route, media, session_expires };
+    let call =
+        InboundCall { ctx: Arc::clone(&ctx), dialog: dialog.clone(), info, route, media, session_expires, agent: None };
     tokio::spawn(call.run(state_rx, answer, permit));
 
     // Drive the INVITE server transaction (100 Trying, 200, ACK or CANCEL).
@@ -216,6 +220,8 @@ pub struct InboundCall {
     /// Its media (our answer to the caller's offer).
     pub media: MediaSession,
     session_expires: Option<(u64, Option<String>)>,
+    /// The voice agent's stream, while it runs.
+    agent: Option<AgentStream>,
 }
 
 impl InboundCall {
@@ -272,6 +278,22 @@ impl InboundCall {
                     self.local_hangup(&mut sm, HangupCause::Timeout).await;
                     continue;
                 }
+                ev = next_agent_event(&mut self.agent) => {
+                    let StreamEvent::Failed(reason) = ev;
+                    self.agent = None;
+                    match self.agent_on_disconnect() {
+                        OnDisconnect::Hangup if !bye_sent => {
+                            tracing::info!(call_control_id = %self.info.ids.call_control_id, "agent stream failed ({reason}): BYE");
+                            bye_sent = true;
+                            self.local_hangup(&mut sm, HangupCause::Unspecified).await;
+                        }
+                        OnDisconnect::Hangup => {}
+                        OnDisconnect::Continue => {
+                            tracing::info!(call_control_id = %self.info.ids.call_control_id, "agent stream failed ({reason}): the call continues");
+                        }
+                    }
+                    continue;
+                }
                 ev = self.media.next_event() => {
                     match ev {
                         LegEvent::Dtmf(digit) => self.dtmf(digit, "RFC 4733"),
@@ -302,7 +324,10 @@ impl InboundCall {
                     tracing::info!(call_control_id = %self.info.ids.call_control_id, "answered");
                     self.ctx.events.emit(self.info.answered());
                     recording = start_recording(&self.ctx, &self.route, &self.info);
-                    self.media.start(recording.as_ref().map(|r| r.tap()));
+                    if !self.start_media(recording.as_ref().map(|r| r.tap())) && !bye_sent {
+                        bye_sent = true;
+                        self.local_hangup(&mut sm, HangupCause::Unspecified).await;
+                    }
                 }
                 DialogState::Updated(_, req, handle) => {
                     // re-INVITE or UPDATE: hold/resume, codec change, session refresh.
@@ -380,6 +405,9 @@ impl InboundCall {
             }
         };
         self.ctx.dialogs.remove_dialog(&id);
+        if let Some(agent) = self.agent.take() {
+            agent.stop().await;
+        }
         let quality = self.media.stop().await;
         tracing::info!(
             call_control_id = %self.info.ids.call_control_id,
@@ -404,11 +432,54 @@ impl InboundCall {
         }
     }
 
+    /// Starts the route's media once answered: the built-in echo or a voice
+    /// agent's stream. `false` when the route's agent no longer exists (removed by a
+    /// reload): the call is ended.
+    fn start_media(&mut self, tap: Option<Arc<dyn Tap>>) -> bool {
+        let RouteTarget::Agent(name) = &self.route.target else {
+            self.media.start(tap);
+            return true;
+        };
+        let cfg = self.ctx.config.borrow().clone();
+        let Some(agent) = cfg.agent(name) else {
+            tracing::warn!(route = %self.route.name, agent = %name, "the route's agent is no longer configured: BYE");
+            return false;
+        };
+        match StreamSpec::from_agent(agent) {
+            None => self.media.start(tap),
+            Some(spec) => {
+                let heard = matches!(spec.track, StreamTrack::InboundTrack | StreamTrack::BothTracks);
+                let said = matches!(spec.track, StreamTrack::OutboundTrack | StreamTrack::BothTracks);
+                let (port, endpoint) = pcm_pair(64, heard, said);
+                self.media.start_pcm(tap, port);
+                self.agent = Some(AgentStream::start(spec, self.info.clone(), self.ctx.events.clone(), endpoint));
+            }
+        }
+        true
+    }
+
+    /// The route's agent's `on_disconnect` (hangup when it was removed meanwhile).
+    fn agent_on_disconnect(&self) -> OnDisconnect {
+        let RouteTarget::Agent(name) = &self.route.target else { return OnDisconnect::Hangup };
+        self.ctx.config.borrow().agent(name).map_or(OnDisconnect::Hangup, |a| a.on_disconnect)
+    }
+
     fn dtmf(&self, digit: char, how: &str) {
         tracing::info!(call_control_id = %self.info.ids.call_control_id, %digit, "DTMF ({how})");
+        if let Some(agent) = &self.agent {
+            agent.dtmf(digit);
+        }
         let mut p = self.info.payload("answered");
         p.insert("digit".into(), serde_json::json!(digit.to_string()));
         self.ctx.events.emit(self.info.event("call.dtmf.received", p));
+    }
+}
+
+/// The next event of the call's agent stream; pending forever without one.
+async fn next_agent_event(agent: &mut Option<AgentStream>) -> StreamEvent {
+    match agent {
+        Some(a) => a.next_event().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,333 @@
+//! Playback queue of a bidirectional agent stream (PROTOCOLS.md §3, Telnyx
+//! `stream_bidirectional_mode: "rtp"`): the agent sends `media` messages of any
+//! length (20 ms up to many seconds), `mark` messages between them and `clear` for
+//! barge-in; the box plays the audio into the call in real time, one 20 ms packet
+//! at a time, and echoes each mark back once everything queued before it has been
+//! played.
+//!
+//! Sans-IO: no clock, no socket. The tokio shell calls [`Playout::next_frame`] once
+//! per 20 ms tick (its own timer), encodes the frame for the call leg, then drains
+//! [`Playout::pop_reached`] and sends a `mark` event for each name. Time is counted
+//! in samples at 8000 Hz. Audio is PCM16 mono, native endian, already converted from
+//! the stream encoding by `agent::transcode::FromStream`.
+//!
+//! Owns the queue and the mark bookkeeping only; it does not know the stream
+//! encoding, the call's codec, or the WebSocket.
+
+use std::collections::VecDeque;
+
+/// Samples in one 20 ms packet at 8000 Hz (the call side's G.711 ptime).
+pub const FRAME_SAMPLES: usize = 160;
+
+/// Queue of agent audio (PCM16 mono, 8000 Hz) waiting to be played into the call,
+/// with the agent's marks placed between samples.
+///
+/// Positions are absolute sample counts since the queue was created: `played` is
+/// how many samples have left the queue (played or cleared), and each pending mark
+/// stores the position of the queue's end when it was added. A mark is reached
+/// once `played` has caught up with its position. Memory is bounded by the cap
+/// given to [`Playout::new`]; [`Playout::next_frame`] never allocates.
+#[derive(Debug)]
+pub struct Playout {
+    /// Queued samples, oldest first.
+    audio: VecDeque<i16>,
+    /// Cap on `audio.len()`, in samples.
+    max_samples: usize,
+    /// Samples that have left the queue so far (played, or dropped by `clear`).
+    played: u64,
+    /// Marks not yet reached: (position of the end of the audio before it, name).
+    pending: VecDeque<(u64, String)>,
+    /// Marks reached by playback and not yet taken by `pop_reached`, oldest first.
+    reached: VecDeque<String>,
+    /// Samples refused by `push` because the queue was full.
+    dropped: u64,
+}
+
+impl Playout {
+    /// An empty queue holding at most `max_samples` samples of audio (8000 per
+    /// second; e.g. `8000 * 60` for a minute, about 940 KiB at most). Audio pushed
+    /// beyond the cap is dropped and counted in [`Playout::dropped_samples`], so a
+    /// misbehaving agent cannot make the box use unbounded memory.
+    pub fn new(max_samples: usize) -> Self {
+        Playout {
+            audio: VecDeque::new(),
+            max_samples,
+            played: 0,
+            pending: VecDeque::new(),
+            reached: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Appends PCM16 mono 8000 Hz samples (one agent `media` message, after
+    /// transcoding) to the end of the queue. If the queue would exceed its cap, the
+    /// samples that do not fit (the end of `pcm`) are dropped and counted. May
+    /// allocate while the queue grows towards its cap.
+    pub fn push(&mut self, pcm: &[i16]) {
+        let room = self.max_samples.saturating_sub(self.audio.len());
+        let take = pcm.len().min(room);
+        self.audio.extend(&pcm[..take]);
+        self.dropped += (pcm.len() - take) as u64;
+    }
+
+    /// Places an agent `mark` named `name` at the current end of the queue: it is
+    /// reached once every sample pushed before it has been played. A mark added when
+    /// nothing is queued is reached by the next [`Playout::next_frame`] call.
+    pub fn mark(&mut self, name: String) {
+        let end = self.played + self.audio.len() as u64;
+        self.pending.push_back((end, name));
+    }
+
+    /// Barge-in (agent `clear`): drops all queued audio at once and returns every
+    /// mark not yet handed out, oldest first — reached ones not yet taken by
+    /// [`Playout::pop_reached`] followed by the pending ones — so the shell can send
+    /// them all back. The next frame is silence unless audio is pushed first.
+    /// Dropped audio here is not counted in [`Playout::dropped_samples`].
+    pub fn clear(&mut self) -> Vec<String> {
+        self.played += self.audio.len() as u64;
+        self.audio.clear();
+        let mut marks: Vec<String> = self.reached.drain(..).collect();
+        marks.extend(self.pending.drain(..).map(|(_, name)| name));
+        marks
+    }
+
+    /// Fills `out` with the next 20 ms of audio ([`FRAME_SAMPLES`] samples, PCM16
+    /// mono 8000 Hz), zero-padded after the end of the queue, and moves the marks
+    /// whose audio has now been played to the reached list. Returns how many samples
+    /// were real audio (0 = the frame is silence, `FRAME_SAMPLES` = a full frame).
+    /// Never allocates.
+    pub fn next_frame(&mut self, out: &mut [i16; FRAME_SAMPLES]) -> usize {
+        let n = self.audio.len().min(FRAME_SAMPLES);
+        for (dst, src) in out.iter_mut().zip(self.audio.drain(..n)) {
+            *dst = src;
+        }
+        out[n..].fill(0);
+        self.played += n as u64;
+        while let Some((position, _)) = self.pending.front() {
+            if *position > self.played {
+                break;
+            }
+            if let Some((_, name)) = self.pending.pop_front() {
+                self.reached.push_back(name);
+            }
+        }
+        n
+    }
+
+    /// Takes the oldest mark reached by playback (as of the last
+    /// [`Playout::next_frame`] call), to be sent back to the agent as a `mark`
+    /// event; `None` when there is none.
+    pub fn pop_reached(&mut self) -> Option<String> {
+        self.reached.pop_front()
+    }
+
+    /// Samples of audio waiting to be played (divide by 8000 for seconds).
+    pub fn queued_samples(&self) -> usize {
+        self.audio.len()
+    }
+
+    /// Marks not yet reached by playback.
+    pub fn pending_marks(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Samples dropped by [`Playout::push`] because the queue was at its cap, since
+    /// creation.
+    pub fn dropped_samples(&self) -> u64 {
+        self.dropped
+    }
+
+    /// True when nothing is queued and no mark is pending or waiting to be taken by
+    /// [`Playout::pop_reached`]: the shell may stop ticking until the agent sends more.
+    pub fn is_idle(&self) -> bool {
+        self.audio.is_empty() && self.pending.is_empty() && self.reached.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(len: usize, start: i16) -> Vec<i16> {
+        (0..len).map(|i| start.wrapping_add(i as i16)).collect()
+    }
+
+    fn frame(p: &mut Playout) -> ([i16; FRAME_SAMPLES], usize) {
+        let mut out = [7i16; FRAME_SAMPLES];
+        let n = p.next_frame(&mut out);
+        (out, n)
+    }
+
+    #[test]
+    fn frames_play_audio_in_order_and_pad_the_last_one() {
+        let mut p = Playout::new(8000);
+        let audio = ramp(400, 1);
+        p.push(&audio);
+        assert_eq!(p.queued_samples(), 400);
+        let (f1, n1) = frame(&mut p);
+        let (f2, n2) = frame(&mut p);
+        let (f3, n3) = frame(&mut p);
+        assert_eq!((n1, n2, n3), (160, 160, 80));
+        assert_eq!(&f1[..], &audio[..160]);
+        assert_eq!(&f2[..], &audio[160..320]);
+        assert_eq!(&f3[..80], &audio[320..]);
+        assert!(f3[80..].iter().all(|&s| s == 0), "partial frame is zero-padded");
+        let (f4, n4) = frame(&mut p);
+        assert_eq!(n4, 0);
+        assert!(f4.iter().all(|&s| s == 0));
+        assert!(p.is_idle());
+    }
+
+    #[test]
+    fn mark_is_reached_exactly_after_its_audio() {
+        let mut p = Playout::new(8000);
+        p.push(&ramp(400, 1)); // 50 ms
+        p.mark("greeting".into());
+        frame(&mut p);
+        assert_eq!(p.pop_reached(), None, "not after the 1st frame");
+        frame(&mut p);
+        assert_eq!(p.pop_reached(), None, "not after the 2nd frame");
+        assert!(!p.is_idle());
+        frame(&mut p);
+        assert_eq!(p.pop_reached().as_deref(), Some("greeting"));
+        assert_eq!(p.pop_reached(), None);
+        assert!(p.is_idle());
+    }
+
+    #[test]
+    fn mark_on_a_frame_boundary_is_reached_with_that_frame() {
+        let mut p = Playout::new(8000);
+        p.push(&ramp(320, 1));
+        p.mark("m".into());
+        frame(&mut p);
+        assert_eq!(p.pop_reached(), None);
+        frame(&mut p);
+        assert_eq!(p.pop_reached().as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn several_marks_are_reached_in_order() {
+        let mut p = Playout::new(8000);
+        p.push(&ramp(160, 1));
+        p.mark("a".into());
+        p.mark("b".into()); // same position as "a"
+        p.push(&ramp(100, 1));
+        p.mark("c".into());
+        p.push(&ramp(300, 1));
+        p.mark("d".into());
+        assert_eq!(p.pending_marks(), 4);
+
+        frame(&mut p); // played 160
+        assert_eq!(p.pop_reached().as_deref(), Some("a"));
+        assert_eq!(p.pop_reached().as_deref(), Some("b"));
+        assert_eq!(p.pop_reached(), None);
+        frame(&mut p); // played 320 ≥ 260
+        assert_eq!(p.pop_reached().as_deref(), Some("c"));
+        assert_eq!(p.pop_reached(), None);
+        frame(&mut p); // played 480 < 560
+        assert_eq!(p.pop_reached(), None);
+        let (_, n) = frame(&mut p); // played 560
+        assert_eq!(n, 80);
+        assert_eq!(p.pop_reached().as_deref(), Some("d"));
+        assert!(p.is_idle());
+    }
+
+    #[test]
+    fn mark_with_nothing_queued_is_reached_on_the_next_frame() {
+        let mut p = Playout::new(8000);
+        p.mark("alone".into());
+        assert_eq!(p.pop_reached(), None, "only after a next_frame call");
+        assert!(!p.is_idle());
+        let (f, n) = frame(&mut p);
+        assert_eq!(n, 0);
+        assert!(f.iter().all(|&s| s == 0));
+        assert_eq!(p.pop_reached().as_deref(), Some("alone"));
+
+        // Also after earlier audio has been fully played.
+        p.push(&ramp(160, 1));
+        frame(&mut p);
+        p.mark("later".into());
+        assert_eq!(p.pop_reached(), None);
+        frame(&mut p);
+        assert_eq!(p.pop_reached().as_deref(), Some("later"));
+    }
+
+    #[test]
+    fn clear_drops_audio_and_returns_pending_marks_in_order() {
+        let mut p = Playout::new(80_000);
+        p.push(&ramp(1000, 1));
+        p.mark("one".into());
+        p.push(&ramp(8000, 1));
+        p.mark("two".into());
+        p.mark("three".into());
+        frame(&mut p);
+        assert_eq!(p.clear(), vec!["one", "two", "three"]);
+        assert_eq!(p.queued_samples(), 0);
+        assert_eq!(p.pending_marks(), 0);
+        assert!(p.is_idle());
+        let (f, n) = frame(&mut p);
+        assert_eq!(n, 0);
+        assert!(f.iter().all(|&s| s == 0), "next frame after clear is silence");
+        assert_eq!(p.pop_reached(), None, "cleared marks are not reached again");
+        assert_eq!(p.dropped_samples(), 0, "clear is not counted as dropped");
+
+        // Audio and marks after a clear behave as on a fresh queue.
+        p.push(&ramp(200, 1));
+        p.mark("after".into());
+        frame(&mut p);
+        assert_eq!(p.pop_reached(), None);
+        frame(&mut p);
+        assert_eq!(p.pop_reached().as_deref(), Some("after"));
+    }
+
+    #[test]
+    fn clear_also_returns_reached_marks_not_yet_taken() {
+        let mut p = Playout::new(8000);
+        p.push(&ramp(100, 1));
+        p.mark("reached".into());
+        p.push(&ramp(400, 1));
+        p.mark("pending".into());
+        frame(&mut p);
+        assert_eq!(p.clear(), vec!["reached", "pending"]);
+        assert_eq!(p.pop_reached(), None);
+    }
+
+    #[test]
+    fn cap_drops_and_counts_excess_audio() {
+        let mut p = Playout::new(500);
+        p.push(&ramp(300, 1));
+        p.push(&ramp(300, 301));
+        assert_eq!(p.queued_samples(), 500);
+        assert_eq!(p.dropped_samples(), 100);
+        p.mark("end".into());
+        p.push(&ramp(10, 1));
+        assert_eq!(p.dropped_samples(), 110);
+
+        // The kept audio is the head of the second message, and the mark follows it.
+        let mut played = Vec::new();
+        for _ in 0..4 {
+            let (f, n) = frame(&mut p);
+            played.extend_from_slice(&f[..n]);
+        }
+        assert_eq!(played, ramp(500, 1));
+        assert_eq!(p.pop_reached().as_deref(), Some("end"));
+
+        // Room frees up as the queue plays out.
+        p.push(&ramp(500, 1));
+        frame(&mut p);
+        p.push(&ramp(200, 1));
+        assert_eq!(p.queued_samples(), 500);
+        assert_eq!(p.dropped_samples(), 150);
+    }
+
+    #[test]
+    fn next_frame_does_not_grow_memory() {
+        let mut p = Playout::new(8000 * 60);
+        p.push(&ramp(8000, 1));
+        let capacity = p.audio.capacity();
+        while p.queued_samples() > 0 {
+            frame(&mut p);
+        }
+        assert_eq!(p.audio.capacity(), capacity);
+    }
+}

@@ -1,0 +1,360 @@
+//! Telnyx media-stream messages (PROTOCOLS.md §3; Telnyx "Stream call media over
+//! WebSocket"), sans-IO.
+//!
+//! Box → agent: `connected`, `start`, `media`, `dtmf`, `mark` (a mark the agent sent,
+//! returned when playback reached it), `error`, `stop` — text frames of JSON built by
+//! [`Outbound`], which numbers them: `sequence_number` counts every message after
+//! `connected` from 1, `media.chunk` counts per track from 1, both as strings as
+//! Telnyx sends them.
+//!
+//! Agent → box (bidirectional mode): `media` (base64 audio in the stream's
+//! encoding), `mark`, `clear`, parsed by [`parse_inbound`]. Anything else is an
+//! [`InboundError`], answered with an `error` frame; the call goes on.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Map, Value, json};
+
+use crate::config::{Encoding, StreamTrack};
+
+/// Telnyx `error` frame codes (media streaming).
+pub mod error_code {
+    /// The frame is not JSON or misses a required field.
+    pub const MALFORMED_FRAME: u32 = 100_003;
+    /// The frame's media payload cannot be decoded.
+    pub const INVALID_MEDIA: u32 = 100_004;
+    /// An event the box does not know.
+    pub const UNKNOWN_EVENT: u32 = 100_002;
+}
+
+/// Which audio a `media` frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// Audio received from the caller.
+    Inbound,
+    /// Audio sent to the caller (the agent's own playback, prompts).
+    Outbound,
+}
+
+impl Track {
+    /// Telnyx's name (`media.track`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Track::Inbound => "inbound",
+            Track::Outbound => "outbound",
+        }
+    }
+
+    /// Whether `stream_track` includes this track.
+    pub fn selected_by(self, stream_track: StreamTrack) -> bool {
+        matches!(
+            (self, stream_track),
+            (_, StreamTrack::BothTracks)
+                | (Track::Inbound, StreamTrack::InboundTrack)
+                | (Track::Outbound, StreamTrack::OutboundTrack)
+        )
+    }
+}
+
+/// The encoding's name in `media_format.encoding`.
+pub const fn encoding_name(encoding: Encoding) -> &'static str {
+    match encoding {
+        Encoding::Pcmu => "PCMU",
+        Encoding::Pcma => "PCMA",
+        Encoding::L16 => "L16",
+    }
+}
+
+/// What `start.start` describes.
+#[derive(Debug, Clone)]
+pub struct StartInfo {
+    /// Telnyx `call_control_id` of the streamed leg.
+    pub call_control_id: String,
+    /// Telnyx `call_session_id`.
+    pub call_session_id: String,
+    /// Caller (E.164 or SIP URI as received).
+    pub from: String,
+    /// Callee.
+    pub to: String,
+    /// Opaque state from the backend (base64), or none.
+    pub client_state: Option<String>,
+    /// `custom_parameters` passed through to the agent.
+    pub custom_parameters: Map<String, Value>,
+    /// Stream encoding.
+    pub encoding: Encoding,
+    /// Stream sample rate in Hz.
+    pub sample_rate: u32,
+}
+
+/// Builds the box → agent frames of one stream, numbering them.
+#[derive(Debug)]
+pub struct Outbound {
+    stream_id: String,
+    sequence: u64,
+    chunks: [u64; 2],
+}
+
+impl Outbound {
+    /// Frames of the stream `stream_id` (a UUID).
+    pub fn new(stream_id: String) -> Self {
+        Self { stream_id, sequence: 0, chunks: [0, 0] }
+    }
+
+    /// The stream's id.
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    fn next_sequence(&mut self) -> String {
+        self.sequence += 1;
+        self.sequence.to_string()
+    }
+
+    /// `{"event":"connected","version":"1.0.0"}`.
+    pub fn connected(&self) -> String {
+        json!({"event": "connected", "version": "1.0.0"}).to_string()
+    }
+
+    /// The `start` frame.
+    pub fn start(&mut self, info: &StartInfo) -> String {
+        json!({
+            "event": "start",
+            "sequence_number": self.next_sequence(),
+            "stream_id": self.stream_id,
+            "start": {
+                "call_control_id": info.call_control_id,
+                "call_session_id": info.call_session_id,
+                "from": info.from,
+                "to": info.to,
+                "client_state": info.client_state,
+                "custom_parameters": info.custom_parameters,
+                "media_format": {
+                    "encoding": encoding_name(info.encoding),
+                    "sample_rate": info.sample_rate,
+                    "channels": 1,
+                },
+            },
+        })
+        .to_string()
+    }
+
+    /// A `media` frame: `payload` = audio in the stream's encoding (no RTP header),
+    /// `timestamp_ms` = milliseconds since the stream started.
+    pub fn media(&mut self, track: Track, timestamp_ms: u64, payload: &[u8]) -> String {
+        let i = track as usize;
+        self.chunks[i] += 1;
+        // Hand-written: this frame goes out 50 times a second per track.
+        let seq = self.next_sequence();
+        let mut s = String::with_capacity(160 + payload.len() * 4 / 3 + self.stream_id.len());
+        s.push_str(r#"{"event":"media","sequence_number":""#);
+        s.push_str(&seq);
+        s.push_str(r#"","stream_id":""#);
+        s.push_str(&self.stream_id);
+        s.push_str(r#"","media":{"track":""#);
+        s.push_str(track.as_str());
+        s.push_str(r#"","chunk":""#);
+        s.push_str(&self.chunks[i].to_string());
+        s.push_str(r#"","timestamp":""#);
+        s.push_str(&timestamp_ms.to_string());
+        s.push_str(r#"","payload":""#);
+        B64.encode_string(payload, &mut s);
+        s.push_str(r#""}}"#);
+        s
+    }
+
+    /// A `dtmf` frame for one key press.
+    pub fn dtmf(&mut self, digit: char) -> String {
+        json!({
+            "event": "dtmf",
+            "sequence_number": self.next_sequence(),
+            "stream_id": self.stream_id,
+            "dtmf": {"digit": digit.to_string()},
+        })
+        .to_string()
+    }
+
+    /// A `mark` frame returning the agent's mark `name`.
+    pub fn mark(&mut self, name: &str) -> String {
+        json!({
+            "event": "mark",
+            "sequence_number": self.next_sequence(),
+            "stream_id": self.stream_id,
+            "mark": {"name": name},
+        })
+        .to_string()
+    }
+
+    /// An `error` frame about something the agent sent.
+    pub fn error(&mut self, err: &InboundError) -> String {
+        json!({
+            "event": "error",
+            "sequence_number": self.next_sequence(),
+            "stream_id": self.stream_id,
+            "payload": {"code": err.code, "title": err.title, "detail": err.detail},
+        })
+        .to_string()
+    }
+
+    /// The `stop` frame.
+    pub fn stop(&mut self, call_control_id: &str, call_session_id: &str) -> String {
+        json!({
+            "event": "stop",
+            "sequence_number": self.next_sequence(),
+            "stream_id": self.stream_id,
+            "stop": {"call_control_id": call_control_id, "call_session_id": call_session_id},
+        })
+        .to_string()
+    }
+}
+
+/// A frame from the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// Audio to play into the call, decoded from base64, in the stream's encoding.
+    Media(Vec<u8>),
+    /// Return this mark once the audio queued before it has played.
+    Mark(String),
+    /// Drop all queued audio now (barge-in); return pending marks.
+    Clear,
+    /// Frames the box accepts and ignores (`connected`/`start`/`stop` echoes, `ping`).
+    Ignored,
+}
+
+/// Why a frame from the agent was not understood (sent back as an `error` frame).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundError {
+    /// Telnyx error code (see [`error_code`]).
+    pub code: u32,
+    /// Short title.
+    pub title: &'static str,
+    /// What was wrong, for the agent's developer.
+    pub detail: String,
+}
+
+fn malformed(detail: impl Into<String>) -> InboundError {
+    InboundError { code: error_code::MALFORMED_FRAME, title: "Malformed Frame", detail: detail.into() }
+}
+
+/// Parses one text frame from the agent.
+///
+/// Errors: not JSON / no `event` / missing fields → `100003 Malformed Frame`;
+/// payload not base64 → `100004 Invalid Media`; unknown `event` → `100002`.
+pub fn parse_inbound(text: &str) -> Result<Inbound, InboundError> {
+    let v: Value = serde_json::from_str(text).map_err(|e| malformed(format!("not JSON: {e}")))?;
+    let event = v.get("event").and_then(Value::as_str).ok_or_else(|| malformed("no \"event\" string"))?;
+    match event {
+        "media" => {
+            let payload = v
+                .get("media")
+                .and_then(|m| m.get("payload"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| malformed("media frame without media.payload"))?;
+            let bytes = B64.decode(payload.trim()).map_err(|e| InboundError {
+                code: error_code::INVALID_MEDIA,
+                title: "Invalid Media",
+                detail: format!("media.payload is not base64: {e}"),
+            })?;
+            Ok(Inbound::Media(bytes))
+        }
+        "mark" => {
+            let name = v
+                .get("mark")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| malformed("mark frame without mark.name"))?;
+            Ok(Inbound::Mark(name.to_string()))
+        }
+        "clear" => Ok(Inbound::Clear),
+        "connected" | "start" | "stop" | "ping" | "pong" => Ok(Inbound::Ignored),
+        other => Err(InboundError {
+            code: error_code::UNKNOWN_EVENT,
+            title: "Unknown Event",
+            detail: format!("unknown event {other:?}; expected media, mark or clear"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> StartInfo {
+        StartInfo {
+            call_control_id: "v3:abc".into(),
+            call_session_id: "sess".into(),
+            from: "+13125550001".into(),
+            to: "+13125550100".into(),
+            client_state: None,
+            custom_parameters: Map::new(),
+            encoding: Encoding::Pcmu,
+            sample_rate: 8000,
+        }
+    }
+
+    #[test]
+    fn frames_are_numbered_as_telnyx_numbers_them() {
+        let mut o = Outbound::new("s-1".into());
+        let c: Value = serde_json::from_str(&o.connected()).unwrap();
+        assert_eq!(c, json!({"event": "connected", "version": "1.0.0"}));
+        let s: Value = serde_json::from_str(&o.start(&info())).unwrap();
+        assert_eq!(s["sequence_number"], "1");
+        assert_eq!(s["stream_id"], "s-1");
+        assert_eq!(s["start"]["media_format"], json!({"encoding": "PCMU", "sample_rate": 8000, "channels": 1}));
+        assert_eq!(s["start"]["client_state"], Value::Null);
+        assert_eq!(s["start"]["from"], "+13125550001");
+        let m1: Value = serde_json::from_str(&o.media(Track::Inbound, 0, &[0xff; 160])).unwrap();
+        let m2: Value = serde_json::from_str(&o.media(Track::Outbound, 20, &[0x7f; 160])).unwrap();
+        let m3: Value = serde_json::from_str(&o.media(Track::Inbound, 20, &[1, 2, 3])).unwrap();
+        assert_eq!(m1["sequence_number"], "2");
+        assert_eq!(m1["media"]["track"], "inbound");
+        assert_eq!(m1["media"]["chunk"], "1");
+        assert_eq!(m1["media"]["timestamp"], "0");
+        assert_eq!(B64.decode(m1["media"]["payload"].as_str().unwrap()).unwrap(), vec![0xff; 160]);
+        assert_eq!(m2["media"]["chunk"], "1", "chunks count per track");
+        assert_eq!(m2["media"]["track"], "outbound");
+        assert_eq!(m3["media"]["chunk"], "2");
+        assert_eq!(m3["sequence_number"], "4");
+        assert_eq!(m3["media"]["payload"], "AQID");
+        let d: Value = serde_json::from_str(&o.dtmf('#')).unwrap();
+        assert_eq!(d, json!({"event": "dtmf", "sequence_number": "5", "stream_id": "s-1", "dtmf": {"digit": "#"}}));
+        let k: Value = serde_json::from_str(&o.mark("end")).unwrap();
+        assert_eq!(k["mark"]["name"], "end");
+        let e: Value = serde_json::from_str(&o.error(&parse_inbound("{").unwrap_err())).unwrap();
+        assert_eq!(e["payload"]["code"], 100_003);
+        let st: Value = serde_json::from_str(&o.stop("v3:abc", "sess")).unwrap();
+        assert_eq!(st["stop"]["call_control_id"], "v3:abc");
+        assert_eq!(st["sequence_number"], "8");
+    }
+
+    #[test]
+    fn agent_frames_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            parse_inbound(r#"{"event":"media","media":{"payload":"AQID"}}"#).unwrap(),
+            Inbound::Media(vec![1, 2, 3])
+        );
+        // pipecat's TelnyxFrameSerializer sends exactly this shape.
+        assert_eq!(parse_inbound(r#"{"event":"clear"}"#).unwrap(), Inbound::Clear);
+        assert_eq!(parse_inbound(r#"{"event":"mark","mark":{"name":"x"}}"#).unwrap(), Inbound::Mark("x".into()));
+        assert_eq!(parse_inbound(r#"{"event":"connected","version":"1.0.0"}"#).unwrap(), Inbound::Ignored);
+        assert_eq!(parse_inbound("not json{").unwrap_err().code, error_code::MALFORMED_FRAME);
+        assert_eq!(parse_inbound(r#"{"media":{}}"#).unwrap_err().code, error_code::MALFORMED_FRAME);
+        assert_eq!(parse_inbound(r#"{"event":"media","media":{}}"#).unwrap_err().code, error_code::MALFORMED_FRAME);
+        assert_eq!(
+            parse_inbound(r#"{"event":"media","media":{"payload":"%%%"}}"#).unwrap_err().code,
+            error_code::INVALID_MEDIA
+        );
+        let e = parse_inbound(r#"{"event":"bogus"}"#).unwrap_err();
+        assert_eq!(e.code, error_code::UNKNOWN_EVENT);
+        assert!(e.detail.contains("bogus"));
+    }
+
+    #[test]
+    fn tracks_follow_stream_track() {
+        assert!(Track::Inbound.selected_by(StreamTrack::InboundTrack));
+        assert!(!Track::Outbound.selected_by(StreamTrack::InboundTrack));
+        assert!(Track::Outbound.selected_by(StreamTrack::OutboundTrack));
+        assert!(
+            Track::Inbound.selected_by(StreamTrack::BothTracks) && Track::Outbound.selected_by(StreamTrack::BothTracks)
+        );
+    }
+}

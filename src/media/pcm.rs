@@ -1,0 +1,231 @@
+//! The bridge between an RTP leg and a PCM endpoint (a voice agent's stream; later
+//! rooms and listeners): the leg's audio goes to the endpoint as it arrives, and the
+//! endpoint's audio is played into the leg from a paced queue, one packet every
+//! 20 ms of the box's clock (silence when the queue is empty, so the peer's media
+//! timers and NAT bindings stay alive).
+//!
+//! One task per call owns the leg and the queue: no lock, no allocation per packet
+//! (chunks to the endpoint are fixed-size arrays in a bounded channel; when the
+//! endpoint falls behind, chunks are dropped and counted, never buffered without
+//! bound).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::g711::G711;
+use super::leg::{LegCommand, LegEvent, MAX_DATAGRAM, Received, RtpLeg, Tap};
+use crate::agent::playout::{FRAME_SAMPLES, Playout};
+
+/// Largest chunk handed to an endpoint in one message (60 ms of G.711); longer
+/// packets are split.
+pub const CHUNK_BYTES: usize = 480;
+
+/// Which way a chunk of call audio went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Received from the leg's peer (the caller).
+    Heard,
+    /// Played into the leg (what the peer hears).
+    Said,
+}
+
+/// A chunk of call audio for the endpoint: G.711 bytes in `codec`.
+#[derive(Clone, Copy)]
+pub struct Chunk {
+    /// Heard or said.
+    pub direction: Direction,
+    /// The leg's codec.
+    pub codec: G711,
+    /// Valid bytes in `data`.
+    pub len: u16,
+    /// The audio.
+    pub data: [u8; CHUNK_BYTES],
+}
+
+impl Chunk {
+    /// The valid audio bytes.
+    pub fn audio(&self) -> &[u8] {
+        &self.data[..usize::from(self.len)]
+    }
+}
+
+/// What the endpoint asks of the playback queue.
+#[derive(Debug)]
+pub enum Playback {
+    /// PCM16 mono 8 kHz to append.
+    Audio(Vec<i16>),
+    /// Report this mark once the audio queued before it has played.
+    Mark(String),
+    /// Drop the queue now (barge-in); pending marks are reported at once.
+    Clear,
+}
+
+/// The endpoint's side of the bridge, handed to [`run_pcm`].
+pub struct PcmPort {
+    /// Audio chunks to the endpoint (`try_send`: dropped when full).
+    pub chunks: mpsc::Sender<Chunk>,
+    /// Send heard chunks.
+    pub want_heard: bool,
+    /// Send said chunks.
+    pub want_said: bool,
+    /// Playback requests from the endpoint; closing it leaves silence.
+    pub playback: mpsc::Receiver<Playback>,
+    /// Marks reached by playback.
+    pub marks: mpsc::UnboundedSender<String>,
+}
+
+/// The endpoint's handles on the other side of a [`PcmPort`].
+pub struct PcmEndpoint {
+    /// Call audio.
+    pub chunks: mpsc::Receiver<Chunk>,
+    /// Playback requests.
+    pub playback: mpsc::Sender<Playback>,
+    /// Marks reached.
+    pub marks: mpsc::UnboundedReceiver<String>,
+}
+
+/// A connected port/endpoint pair; `depth` = chunks buffered toward the endpoint.
+pub fn pcm_pair(depth: usize, want_heard: bool, want_said: bool) -> (PcmPort, PcmEndpoint) {
+    let (chunk_tx, chunk_rx) = mpsc::channel(depth);
+    let (play_tx, play_rx) = mpsc::channel(256);
+    let (mark_tx, mark_rx) = mpsc::unbounded_channel();
+    (
+        PcmPort { chunks: chunk_tx, want_heard, want_said, playback: play_rx, marks: mark_tx },
+        PcmEndpoint { chunks: chunk_rx, playback: play_tx, marks: mark_rx },
+    )
+}
+
+/// Queued playback beyond this is dropped (the agent sent more than a minute ahead).
+const MAX_QUEUED_SAMPLES: usize = 8000 * 120;
+
+fn offer(port: &PcmPort, direction: Direction, codec: G711, audio: &[u8], dropped: &mut u64) {
+    for part in audio.chunks(CHUNK_BYTES) {
+        let mut c = Chunk { direction, codec, len: part.len() as u16, data: [0; CHUNK_BYTES] };
+        c.data[..part.len()].copy_from_slice(part);
+        if port.chunks.try_send(c).is_err() {
+            *dropped += 1;
+        }
+    }
+}
+
+/// Runs the leg ↔ endpoint bridge until `LegCommand::Stop`; returns the leg for its
+/// statistics. `tap` (the recorder) hears both directions.
+pub async fn run_pcm(
+    mut leg: RtpLeg,
+    mut commands: mpsc::Receiver<LegCommand>,
+    events: mpsc::UnboundedSender<LegEvent>,
+    rtp_timeout: Duration,
+    mut tap: Option<Arc<dyn Tap>>,
+    mut port: PcmPort,
+) -> RtpLeg {
+    let mut playout = Playout::new(MAX_QUEUED_SAMPLES);
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut rtcp_buf = [0u8; 512];
+    let mut frame = [0i16; FRAME_SAMPLES];
+    let mut out = [0u8; FRAME_SAMPLES];
+    let mut timed_out = false;
+    let mut playback_open = true;
+    let mut talking = false;
+    let mut dropped = 0u64;
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    pace.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let codec = leg.audio().codec;
+        let timeout_at = leg.timeout_deadline(rtp_timeout);
+        let dtmf_at = leg.dtmf_deadline();
+        tokio::select! {
+            r = leg.recv(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                match leg.on_datagram(&buf[..n], from, Instant::now()) {
+                    Received::Audio(payload, _) => {
+                        if let Some(t) = &tap {
+                            t.heard(codec, payload);
+                        }
+                        if port.want_heard {
+                            offer(&port, Direction::Heard, codec, payload, &mut dropped);
+                        }
+                    }
+                    Received::Dtmf(d) => {
+                        let _ = events.send(LegEvent::Dtmf(d));
+                        while let Some(d) = leg.poll_dtmf() {
+                            let _ = events.send(LegEvent::Dtmf(d));
+                        }
+                    }
+                    Received::Nothing => {}
+                }
+            }
+            _ = pace.tick() => {
+                let real = playout.next_frame(&mut frame);
+                codec.encode(&frame, &mut out);
+                if let Some(t) = &tap {
+                    t.said(codec, &out);
+                }
+                if port.want_said {
+                    offer(&port, Direction::Said, codec, &out, &mut dropped);
+                }
+                // RFC 3551 §4.1: the marker bit starts each talkspurt.
+                leg.send_audio(&out, real > 0 && !talking).await;
+                talking = real > 0;
+                while let Some(name) = playout.pop_reached() {
+                    let _ = port.marks.send(name);
+                }
+            }
+            p = port.playback.recv(), if playback_open => match p {
+                Some(Playback::Audio(pcm)) => playout.push(&pcm),
+                Some(Playback::Mark(name)) => playout.mark(name),
+                Some(Playback::Clear) => {
+                    for name in playout.clear() {
+                        let _ = port.marks.send(name);
+                    }
+                }
+                None => playback_open = false,
+            },
+            now = tick.tick() => {
+                if dtmf_at.is_some_and(|at| now >= at) {
+                    if let Some(d) = leg.poll_dtmf_timeout(now) {
+                        let _ = events.send(LegEvent::Dtmf(d));
+                    }
+                }
+                if !timed_out && leg.expects_media() && now >= timeout_at {
+                    timed_out = true;
+                    let _ = events.send(LegEvent::Timeout(rtp_timeout));
+                }
+                if now >= leg.rtcp_deadline() {
+                    leg.send_rtcp().await;
+                }
+            }
+            r = leg.recv_rtcp(&mut rtcp_buf) => {
+                if let Ok((n, _)) = r {
+                    leg.on_rtcp(&rtcp_buf[..n]);
+                }
+            }
+            c = commands.recv() => match c {
+                Some(LegCommand::Update(audio)) => {
+                    leg.update(audio);
+                    timed_out = false;
+                }
+                Some(LegCommand::Mute(m)) => leg.set_muted(m),
+                Some(LegCommand::SendDtmf(digits, duration)) => {
+                    if let Err(e) = leg.queue_dtmf(&digits, duration) {
+                        tracing::info!("send_dtmf: {e}");
+                    }
+                }
+                Some(LegCommand::Tap(t)) => tap = t,
+                Some(LegCommand::Stop) | None => break,
+            }
+        }
+    }
+    if dropped > 0 || playout.dropped_samples() > 0 {
+        tracing::debug!(
+            chunks = dropped,
+            samples = playout.dropped_samples(),
+            "audio dropped between the call and its endpoint"
+        );
+    }
+    leg
+}
