@@ -5,6 +5,7 @@
 //! ARCHITECTURE.md in the design folder; each module's own `//!` says what it owns.
 
 pub mod agent;
+pub mod api;
 pub mod call;
 pub mod config;
 pub mod daemon;

@@ -2,6 +2,7 @@
 //! hangup), Telnyx-style ids and hangup causes, the events calls emit, and the
 //! common payload fields of those events.
 
+pub mod control;
 pub mod event;
 pub mod ids;
 pub mod recording;

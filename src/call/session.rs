@@ -229,6 +229,35 @@ impl MediaSession {
         tx.try_send(LegCommand::SendDtmf(digits.to_string(), duration)).map_err(|_| "media is busy".to_string())
     }
 
+    /// Stops (`true`) or resumes passing what the peer says to the other side.
+    pub fn mute_inbound(&self, muted: bool) -> Result<(), String> {
+        if let Some((side, tx)) = &self.relay {
+            return tx.try_send((*side, LegCommand::MuteInbound(muted))).map_err(|_| "media is busy".to_string());
+        }
+        let tx = self.commands.as_ref().ok_or("media is not running")?;
+        tx.try_send(LegCommand::MuteInbound(muted)).map_err(|_| "media is busy".to_string())
+    }
+
+    /// Moves running media (the built-in echo) to a PCM endpoint (an agent stream
+    /// started mid-call): the same leg (ports, SSRC, sequence, statistics) continues
+    /// in a new task. Errors when media is not running or the leg is relayed.
+    pub async fn switch_to_pcm(&mut self, tap: Option<Arc<dyn Tap>>, port: PcmPort) -> Result<(), String> {
+        if self.relay.is_some() {
+            return Err("the leg is bridged to another leg".into());
+        }
+        let (Some(tx), Some(task)) = (self.commands.take(), self.task.take()) else {
+            return Err("media is not running".into());
+        };
+        let _ = tx.send(LegCommand::Stop).await;
+        let leg = task.await.map_err(|_| "media task failed".to_string())?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        self.task = Some(tokio::spawn(run_pcm(leg, cmd_rx, ev_tx, self.rtp_timeout, tap, port)));
+        self.commands = Some(cmd_tx);
+        self.events = Some(ev_rx);
+        Ok(())
+    }
+
     /// Sets `[rtp].timeout` for this leg (the config in force when the call began).
     pub fn set_rtp_timeout(&mut self, timeout: Duration) {
         self.rtp_timeout = timeout;

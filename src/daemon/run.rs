@@ -218,6 +218,25 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         });
     }
 
+    // The control API. A port already taken is logged, not fatal: calls are the
+    // box's main job and routes handle them without the API.
+    let api_stop = CancellationToken::new();
+    let api_listen = daemon.config.borrow().api.listen;
+    match tokio::net::TcpListener::bind(api_listen).await {
+        Ok(listener) => {
+            let state = crate::api::ApiState {
+                calls: sip.ctx.calls.clone(),
+                config: daemon.config.subscribe(),
+                events: daemon.events.clone(),
+                registrations: sip.registrations.clone(),
+                metrics: Arc::default(),
+            };
+            tracing::info!(listen = %api_listen, "control API listening");
+            tokio::spawn(crate::api::serve(listener, state, api_stop.clone()));
+        }
+        Err(e) => tracing::error!("control API not started: cannot listen on {api_listen} ([api] listen): {e}"),
+    }
+
     let status = daemon.status_line();
     notify::ready(&status);
     tracing::info!(node = %daemon.config.borrow().node.name, version = env!("CARGO_PKG_VERSION"), "sipbridge ready: {status}");
@@ -241,6 +260,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         }
     }
     shutdown(&daemon).await;
+    api_stop.cancel();
     sip.stop().await;
     if let Some(w) = webhook_worker {
         w.shutdown(Duration::from_secs(5)).await;

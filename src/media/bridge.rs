@@ -130,6 +130,9 @@ pub async fn run_relay(
                 Some((Side::A, LegCommand::Mute(m))) => a.set_muted(m),
                 Some((Side::B, LegCommand::Mute(m))) => b.set_muted(m),
                 Some((_, LegCommand::Tap(t))) => tap = t,
+                // Side A's peer muted: nothing more of it reaches B (and vice versa).
+                Some((Side::A, LegCommand::MuteInbound(m))) => b.set_muted(m),
+                Some((Side::B, LegCommand::MuteInbound(m))) => a.set_muted(m),
                 // Relayed streams keep the peers' own numbering: nothing is injected
                 // (MediaSession::send_dtmf refuses relayed legs).
                 Some((_, LegCommand::SendDtmf(..))) => {}

@@ -55,6 +55,9 @@ pub enum LegCommand {
     Update(NegotiatedAudio),
     /// Stop (`true`) or resume sending media on the leg.
     Mute(bool),
+    /// Stop (`true`) or resume passing what the leg's peer says to the other side
+    /// (agent, echo); the recorder still hears it.
+    MuteInbound(bool),
     /// Start (or stop, `None`) handing the audio to a tap (recording from answer
     /// when the media already ran during early media).
     Tap(Option<std::sync::Arc<dyn Tap>>),
@@ -425,6 +428,7 @@ pub async fn run_echo(
     let mut rtcp_buf = [0u8; 512];
     let mut timed_out = false;
     let mut first = true;
+    let mut inbound_muted = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -440,6 +444,9 @@ pub async fn run_echo(
                     Received::Audio(payload, _) if payload.len() <= SLOT => {
                         if let Some(t) = &tap {
                             t.heard(codec, payload);
+                        }
+                        if inbound_muted {
+                            continue;
                         }
                         if line.len() == line.capacity() {
                             line.pop_front();
@@ -496,6 +503,7 @@ pub async fn run_echo(
                     timed_out = false;
                 }
                 Some(LegCommand::Mute(m)) => leg.set_muted(m),
+                Some(LegCommand::MuteInbound(m)) => inbound_muted = m,
                 Some(LegCommand::SendDtmf(digits, duration)) => {
                     if let Err(e) = leg.queue_dtmf(&digits, duration) {
                         tracing::info!("send_dtmf: {e}");

@@ -129,6 +129,7 @@ pub async fn run_pcm(
     let mut timed_out = false;
     let mut playback_open = true;
     let mut talking = false;
+    let mut inbound_muted = false;
     let mut dropped = 0u64;
     let mut pace = tokio::time::interval(Duration::from_millis(20));
     pace.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -146,7 +147,7 @@ pub async fn run_pcm(
                         if let Some(t) = &tap {
                             t.heard(codec, payload);
                         }
-                        if port.want_heard {
+                        if port.want_heard && !inbound_muted {
                             offer(&port, Direction::Heard, codec, payload, &mut dropped);
                         }
                     }
@@ -210,6 +211,7 @@ pub async fn run_pcm(
                     timed_out = false;
                 }
                 Some(LegCommand::Mute(m)) => leg.set_muted(m),
+                Some(LegCommand::MuteInbound(m)) => inbound_muted = m,
                 Some(LegCommand::SendDtmf(digits, duration)) => {
                     if let Err(e) = leg.queue_dtmf(&digits, duration) {
                         tracing::info!("send_dtmf: {e}");

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::inbound::InboundCall;
 use super::outbound::{Dial, OutboundLeg, Progress};
+use crate::call::control::{Action, ActionError};
 use crate::call::session::Relay;
 use crate::call::{CallState, CallStateMachine, Hangup, HangupCause, HangupSource};
 use crate::daemon::lifecycle::CallPermit;
@@ -143,6 +144,7 @@ pub async fn run(
                     }
                 }
                 Progress::Answered => {
+                    call.control.update(|v| v.state = "answered".into());
                     recording = super::inbound::start_recording(&ctx, &call.route, &call.info);
                     let tap = recording.as_ref().map(|r| r.tap());
                     match relay.as_mut() {
@@ -181,6 +183,33 @@ pub async fn run(
                         break (Hangup { cause: HangupCause::Timeout, source: HangupSource::Unknown, sip_code: 200 }, true);
                     }
                 }
+            }
+            cmd = call.control.next() => {
+                let result = match cmd.action {
+                    Action::Hangup => {
+                        far.hangup(HangupCause::NormalClearing).await;
+                        if sm.state() == CallState::Answered || call.dialog.state().is_confirmed() {
+                            let _ = call.dialog.bye().await;
+                        } else {
+                            let _ = call.dialog.reject(Some(StatusCode::TemporarilyUnavailable), None);
+                        }
+                        let _ = cmd.reply.send(Ok(()));
+                        break (Hangup { cause: HangupCause::NormalClearing, source: HangupSource::Callee, sip_code: 200 }, true);
+                    }
+                    Action::ClientState(state) => {
+                        call.info.client_state = state.clone();
+                        call.control.update(|v| v.info.client_state = state);
+                        Ok(())
+                    }
+                    Action::Mute(m) => call.media.mute_inbound(m).map_err(ActionError::invalid),
+                    Action::SendDtmf { .. } => Err(ActionError::invalid(
+                        "this call is bridged to another leg: DTMF from either side is relayed end to end",
+                    )),
+                    Action::StreamingStart(_) | Action::StreamingStop => {
+                        Err(ActionError::invalid("streaming is not available on a forwarded call"))
+                    }
+                };
+                let _ = cmd.reply.send(result);
             }
             _ = hangup_all.cancelled() => {
                 far.hangup(HangupCause::NormalClearing).await;

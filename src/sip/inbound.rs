@@ -15,6 +15,7 @@ use super::digest::Verdict;
 use super::server::{forbidden, reply};
 use super::{SipContext, addr, msg, routing};
 use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
+use crate::call::control::{Action, ActionError, Registration};
 use crate::call::recording::CallRecording;
 use crate::call::session::{MediaSession, Reject};
 use crate::call::{CallIds, CallInfo, CallStateMachine, Direction, Hangup, HangupCause, HangupSource};
@@ -152,8 +153,17 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         from = %info.from, to = %info.to, "incoming call"
     );
     ctx.events.emit(info.initiated("parked"));
-    let call =
-        InboundCall { ctx: Arc::clone(&ctx), dialog: dialog.clone(), info, route, media, session_expires, agent: None };
+    let control = ctx.calls.register(&info, "parked");
+    let call = InboundCall {
+        ctx: Arc::clone(&ctx),
+        dialog: dialog.clone(),
+        info,
+        route,
+        media,
+        session_expires,
+        agent: None,
+        control,
+    };
     tokio::spawn(call.run(state_rx, answer, permit));
 
     // Drive the INVITE server transaction (100 Trying, 200, ACK or CANCEL).
@@ -222,6 +232,8 @@ pub struct InboundCall {
     session_expires: Option<(u64, Option<String>)>,
     /// The voice agent's stream, while it runs.
     agent: Option<AgentStream>,
+    /// Commands from the API; dropping it deregisters the call.
+    pub control: Registration,
 }
 
 impl InboundCall {
@@ -278,6 +290,22 @@ impl InboundCall {
                     self.local_hangup(&mut sm, HangupCause::Timeout).await;
                     continue;
                 }
+                cmd = self.control.next() => {
+                    let answered = sm.state() == crate::call::CallState::Answered;
+                    let result = match cmd.action {
+                        Action::Hangup => {
+                            if !bye_sent {
+                                bye_sent = true;
+                                answer_at = None;
+                                self.local_hangup(&mut sm, HangupCause::NormalClearing).await;
+                            }
+                            Ok(())
+                        }
+                        other => self.command(other, answered, recording.as_ref().map(|r| r.tap())).await,
+                    };
+                    let _ = cmd.reply.send(result);
+                    continue;
+                }
                 ev = next_agent_event(&mut self.agent) => {
                     let StreamEvent::Failed(reason) = ev;
                     self.agent = None;
@@ -322,6 +350,7 @@ impl InboundCall {
             match state {
                 DialogState::Confirmed(..) if sm.answered() => {
                     tracing::info!(call_control_id = %self.info.ids.call_control_id, "answered");
+                    self.control.update(|v| v.state = "answered".into());
                     self.ctx.events.emit(self.info.answered());
                     recording = start_recording(&self.ctx, &self.route, &self.info);
                     if !self.start_media(recording.as_ref().map(|r| r.tap())) && !bye_sent {
@@ -452,10 +481,51 @@ impl InboundCall {
                 let said = matches!(spec.track, StreamTrack::OutboundTrack | StreamTrack::BothTracks);
                 let (port, endpoint) = pcm_pair(64, heard, said);
                 self.media.start_pcm(tap, port);
-                self.agent = Some(AgentStream::start(spec, self.info.clone(), self.ctx.events.clone(), endpoint));
+                let stream = AgentStream::start(spec, self.info.clone(), self.ctx.events.clone(), endpoint);
+                let id = stream.stream_id.clone();
+                self.control.update(|v| v.stream_id = Some(id));
+                self.agent = Some(stream);
             }
         }
         true
+    }
+
+    /// An API command other than hangup (Telnyx Call Control actions).
+    async fn command(&mut self, action: Action, answered: bool, tap: Option<Arc<dyn Tap>>) -> Result<(), ActionError> {
+        let media_err = |e: String| ActionError::invalid(e);
+        match action {
+            Action::Hangup => Ok(()),
+            Action::ClientState(state) => {
+                self.info.client_state = state.clone();
+                self.control.update(|v| v.info.client_state = state);
+                Ok(())
+            }
+            _ if !answered => Err(ActionError::invalid("the call is not answered yet")),
+            Action::SendDtmf { digits, duration } => self.media.send_dtmf(&digits, duration).map_err(media_err),
+            Action::Mute(muted) => self.media.mute_inbound(muted).map_err(media_err),
+            Action::StreamingStart(spec) => {
+                if self.agent.is_some() {
+                    return Err(ActionError::invalid("a stream is already running on this call"));
+                }
+                let heard = matches!(spec.track, StreamTrack::InboundTrack | StreamTrack::BothTracks);
+                let said = matches!(spec.track, StreamTrack::OutboundTrack | StreamTrack::BothTracks);
+                let (port, endpoint) = pcm_pair(64, heard, said);
+                self.media.switch_to_pcm(tap, port).await.map_err(media_err)?;
+                let stream = AgentStream::start(*spec, self.info.clone(), self.ctx.events.clone(), endpoint);
+                let id = stream.stream_id.clone();
+                self.control.update(|v| v.stream_id = Some(id));
+                self.agent = Some(stream);
+                Ok(())
+            }
+            Action::StreamingStop => match self.agent.take() {
+                Some(a) => {
+                    a.stop().await;
+                    self.control.update(|v| v.stream_id = None);
+                    Ok(())
+                }
+                None => Err(ActionError::invalid("no stream is running on this call")),
+            },
+        }
     }
 
     /// The route's agent's `on_disconnect` (hangup when it was removed meanwhile).

@@ -80,6 +80,8 @@ pub struct SipContext {
     pub public_address: PublicAddress,
     /// User-Agent / Server header value.
     pub user_agent: String,
+    /// Live calls, for the API's call control.
+    pub calls: crate::call::control::CallRegistry,
     /// RTP ports and media settings (`rtp_timeout` here is the startup value; calls
     /// take the one of the config in force when they begin).
     pub media: crate::call::session::MediaEngine,
@@ -155,6 +157,7 @@ impl SipStack {
             listeners,
             public_address: cfg.node.public_address.clone(),
             user_agent,
+            calls: crate::call::control::CallRegistry::default(),
             media: crate::call::session::MediaEngine {
                 pool: crate::media::ports::PortPool::new(cfg.rtp.port_range),
                 rtp_timeout: cfg.rtp.timeout,

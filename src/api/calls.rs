@@ -1,0 +1,214 @@
+//! `/v2/calls`: live calls and Telnyx Call Control actions (PROTOCOLS.md §4;
+//! Telnyx "Call Commands" API reference). Bodies are validated field by field so a
+//! 400 names the field (`source.pointer`).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use serde_json::{Map, Value, json};
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::agent::stream::StreamSpec;
+use crate::call::control::{Action, Lookup};
+use crate::config::{Encoding, StreamTrack};
+
+/// `GET /v2/calls`: the live calls, oldest first.
+pub async fn list(State(st): State<ApiState>) -> Json<Value> {
+    let calls: Vec<Value> = st.calls.list().iter().map(|c| c.to_json(true)).collect();
+    let n = calls.len();
+    Json(json!({"data": calls, "meta": {"total_results": n}}))
+}
+
+/// `GET /v2/calls/{call_control_id}`: the call; an ended one answers
+/// `is_alive: false` (Telnyx "Retrieve a call status").
+pub async fn get(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    match st.calls.get(&id) {
+        Lookup::Live(c) => Ok(Json(json!({"data": c.to_json(true)}))),
+        Lookup::Ended => Ok(Json(json!({"data": {"record_type": "call", "call_control_id": id, "is_alive": false}}))),
+        Lookup::Unknown => Err(ApiError::not_found("call", &id)),
+    }
+}
+
+/// Telnyx actions sipbridge does not perform yet: answered 501 rather than 404 so a
+/// backend sees the difference between a typo and a missing feature.
+const NOT_YET: &[&str] = &[
+    "answer",
+    "reject",
+    "bridge",
+    "transfer",
+    "refer",
+    "playback_start",
+    "playback_stop",
+    "record_start",
+    "record_stop",
+    "record_pause",
+    "record_resume",
+    "gather",
+    "gather_stop",
+    "gather_using_audio",
+    "gather_using_speak",
+    "speak",
+    "suppression_start",
+    "suppression_stop",
+    "fork_start",
+    "fork_stop",
+    "transcription_start",
+    "transcription_stop",
+];
+
+/// `POST /v2/calls/{call_control_id}/actions/{action}` → `{"data":{"result":"ok"}}`.
+pub async fn action(
+    State(st): State<ApiState>,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body = object(&body)?;
+    let action = match name.as_str() {
+        "hangup" => Action::Hangup,
+        "send_dtmf" => send_dtmf(&body)?,
+        "mute" => Action::Mute(true),
+        "unmute" => Action::Mute(false),
+        "client_state_update" => {
+            let state = string(&body, "client_state")?
+                .ok_or_else(|| ApiError::bad_field("/client_state", "client_state is required"))?;
+            Action::ClientState(Some(state))
+        }
+        "streaming_start" => streaming_start(&body)?,
+        "streaming_stop" => Action::StreamingStop,
+        n if NOT_YET.contains(&n) => {
+            return Err(ApiError {
+                status: axum::http::StatusCode::NOT_IMPLEMENTED,
+                code: "10006",
+                title: "Not implemented",
+                detail: format!("The action {n:?} is not available in this version of sipbridge."),
+                pointer: None,
+            });
+        }
+        other => return Err(ApiError::not_found("call action", other)),
+    };
+    // Any command may carry client_state (Telnyx): it applies before the command.
+    if name != "client_state_update" {
+        if let Some(state) = string(&body, "client_state")? {
+            run(&st, &id, Action::ClientState(Some(state))).await?;
+        }
+    }
+    run(&st, &id, action).await?;
+    Ok(Json(json!({"data": {"result": "ok"}})))
+}
+
+async fn run(st: &ApiState, id: &str, action: Action) -> Result<(), ApiError> {
+    match st.calls.command(id, action).await {
+        None => Err(ApiError::not_found("call", id)),
+        Some(Err(e)) => Err(ApiError::from_action(e)),
+        Some(Ok(())) => Ok(()),
+    }
+}
+
+/// The body as a JSON object (empty body = `{}`).
+pub fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_body("the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_body(format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+/// An optional string field; 400 naming it when it has another type.
+pub fn string(body: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ApiError::bad_field(&format!("/{key}"), format!("{key} must be a string, not {other}"))),
+    }
+}
+
+fn send_dtmf(body: &Map<String, Value>) -> Result<Action, ApiError> {
+    let digits = string(body, "digits")?.ok_or_else(|| ApiError::bad_field("/digits", "digits is required"))?;
+    if digits.is_empty() {
+        return Err(ApiError::bad_field("/digits", "digits must not be empty"));
+    }
+    // Telnyx also accepts 'w'/'W' pauses; sipbridge sends key presses only.
+    if let Some(bad) = digits.chars().find(|c| crate::media::dtmf::digit_to_event(*c).is_none()) {
+        return Err(ApiError::bad_field("/digits", format!("{bad:?} is not a DTMF digit (0-9, *, #, A-D)")));
+    }
+    let duration = match body.get("duration_millis") {
+        None | Some(Value::Null) => 250,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(ms @ 100..=500) => ms,
+            _ => return Err(ApiError::bad_field("/duration_millis", "duration_millis must be 100 to 500")),
+        },
+        Some(_) => return Err(ApiError::bad_field("/duration_millis", "duration_millis must be a number")),
+    };
+    Ok(Action::SendDtmf { digits, duration: Duration::from_millis(duration) })
+}
+
+/// Connect limit for streams started by the API (Telnyx does not expose one).
+const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn streaming_start(body: &Map<String, Value>) -> Result<Action, ApiError> {
+    let url =
+        string(body, "stream_url")?.ok_or_else(|| ApiError::bad_field("/stream_url", "stream_url is required"))?;
+    let url = url::Url::parse(&url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "ws" | "wss") && u.host_str().is_some())
+        .ok_or_else(|| ApiError::bad_field("/stream_url", "stream_url must be a ws:// or wss:// URL"))?;
+    let track = match string(body, "stream_track")?.as_deref() {
+        None | Some("inbound_track") => StreamTrack::InboundTrack,
+        Some("outbound_track") => StreamTrack::OutboundTrack,
+        Some("both_tracks") => StreamTrack::BothTracks,
+        Some(other) => {
+            return Err(ApiError::bad_field(
+                "/stream_track",
+                format!("{other:?} is not one of inbound_track, outbound_track, both_tracks"),
+            ));
+        }
+    };
+    let bidirectional = match string(body, "stream_bidirectional_mode")?.as_deref() {
+        None => false,
+        Some("rtp") => true,
+        Some(other) => {
+            return Err(ApiError::bad_field(
+                "/stream_bidirectional_mode",
+                format!("{other:?} is not supported; use \"rtp\""),
+            ));
+        }
+    };
+    let encoding = match string(body, "stream_bidirectional_codec")?.as_deref() {
+        None | Some("PCMU") => Encoding::Pcmu,
+        Some("PCMA") => Encoding::Pcma,
+        Some("L16") => Encoding::L16,
+        Some(other) => {
+            return Err(ApiError::bad_field(
+                "/stream_bidirectional_codec",
+                format!("{other:?} is not one of PCMU, PCMA, L16"),
+            ));
+        }
+    };
+    let sample_rate = match body.get("stream_bidirectional_sampling_rate") {
+        None | Some(Value::Null) => 8000,
+        Some(Value::Number(n)) if n.as_u64() == Some(8000) => 8000,
+        Some(Value::Number(n)) if n.as_u64() == Some(16000) && encoding == Encoding::L16 => 16000,
+        Some(_) => {
+            return Err(ApiError::bad_field(
+                "/stream_bidirectional_sampling_rate",
+                "must be 8000, or 16000 with the L16 codec",
+            ));
+        }
+    };
+    Ok(Action::StreamingStart(Box::new(StreamSpec {
+        name: "api".into(),
+        url,
+        auth_token: string(body, "stream_auth_token")?,
+        encoding,
+        sample_rate,
+        track,
+        bidirectional,
+        connect_timeout: STREAM_CONNECT_TIMEOUT,
+    })))
+}

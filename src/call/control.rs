@@ -1,0 +1,282 @@
+//! Call control from outside the call's task (the HTTP API, Telnyx Call Control
+//! shapes, PROTOCOLS.md §4): a registry of live calls by `call_control_id`, each with
+//! a command channel into its task, and the commands those tasks understand.
+//!
+//! A call registers when it is admitted and deregisters when it ends; ended calls are
+//! remembered (bounded) so the API can answer 422 "call has already ended" rather
+//! than 404 for a call that existed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::CallInfo;
+use crate::agent::stream::StreamSpec;
+
+/// What the API asks of a call. Each command is answered through its reply channel.
+#[derive(Debug)]
+pub enum Action {
+    /// End the call (BYE after answer, 480 before).
+    Hangup,
+    /// RFC 4733 digits, each held for the duration (`send_dtmf`).
+    SendDtmf {
+        /// `0-9*#A-D`.
+        digits: String,
+        /// Per digit.
+        duration: Duration,
+    },
+    /// Stop (`true`) or resume passing the caller's audio to the other side.
+    Mute(bool),
+    /// Replace `client_state` for later events.
+    ClientState(Option<String>),
+    /// Start streaming to an agent (`streaming_start`); replaces the built-in echo.
+    StreamingStart(Box<StreamSpec>),
+    /// Stop the agent stream (`streaming_stop`); the call stays up with silence.
+    StreamingStop,
+}
+
+/// Why a command failed: HTTP status, Telnyx error code and detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionError {
+    /// HTTP status for the API.
+    pub status: u16,
+    /// Telnyx-style error code (string of digits).
+    pub code: &'static str,
+    /// Title.
+    pub title: &'static str,
+    /// What was wrong.
+    pub detail: String,
+}
+
+impl ActionError {
+    /// 422 with Telnyx code 90018: the call has already ended.
+    pub fn ended() -> Self {
+        Self {
+            status: 422,
+            code: "90018",
+            title: "Call has already ended",
+            detail: "This call is no longer active and can't receive commands.".into(),
+        }
+    }
+
+    /// 422: the command does not apply to the call in its current state.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self { status: 422, code: "90015", title: "Invalid call state", detail: detail.into() }
+    }
+}
+
+/// A command with its reply.
+#[derive(Debug)]
+pub struct Command {
+    /// What to do.
+    pub action: Action,
+    /// `Ok` once done (or accepted), the error otherwise.
+    pub reply: oneshot::Sender<Result<(), ActionError>>,
+}
+
+/// What the registry knows of a live call.
+#[derive(Debug, Clone)]
+pub struct CallView {
+    /// Ids, numbers, trunk.
+    pub info: CallInfo,
+    /// `parked`, `ringing`, `answered`, `bridging`...
+    pub state: String,
+    /// Stream id while an agent stream runs.
+    pub stream_id: Option<String>,
+}
+
+impl CallView {
+    /// The Telnyx `call` object (`GET /v2/calls/{id}`).
+    pub fn to_json(&self, alive: bool) -> Value {
+        let i = &self.info;
+        json!({
+            "record_type": "call",
+            "call_control_id": i.ids.call_control_id,
+            "call_leg_id": i.ids.call_leg_id,
+            "call_session_id": i.ids.call_session_id,
+            "connection_id": i.connection_id,
+            "client_state": i.client_state,
+            "from": i.from,
+            "to": i.to,
+            "direction": i.direction.as_str(),
+            "state": self.state,
+            "is_alive": alive,
+            "start_time": super::rfc3339_micros(i.start_time),
+            "stream_id": self.stream_id,
+        })
+    }
+}
+
+struct Entry {
+    view: CallView,
+    commands: mpsc::Sender<Command>,
+}
+
+/// Live calls by `call_control_id`. Cloning is cheap; one lock for the map only,
+/// never held across an await or on the media path.
+#[derive(Clone, Default)]
+pub struct CallRegistry {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    live: HashMap<String, Entry>,
+    ended: VecDeque<String>,
+}
+
+/// How many ended call ids are remembered for 422 answers.
+const ENDED_REMEMBERED: usize = 10_000;
+
+/// The call task's side: commands arrive here; dropping it deregisters the call.
+pub struct Registration {
+    registry: CallRegistry,
+    id: String,
+    /// Commands for the call.
+    pub commands: mpsc::Receiver<Command>,
+}
+
+impl Registration {
+    /// Updates what the registry shows for the call.
+    pub fn update(&self, f: impl FnOnce(&mut CallView)) {
+        let mut inner = self.registry.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = inner.live.get_mut(&self.id) {
+            f(&mut e.view);
+        }
+    }
+
+    /// The next command; pending forever if none can come.
+    pub async fn next(&mut self) -> Command {
+        match self.commands.recv().await {
+            Some(c) => c,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut inner = self.registry.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.live.remove(&self.id);
+        inner.ended.push_back(self.id.clone());
+        if inner.ended.len() > ENDED_REMEMBERED {
+            inner.ended.pop_front();
+        }
+    }
+}
+
+/// Result of looking a call up.
+pub enum Lookup {
+    /// Live.
+    Live(Box<CallView>),
+    /// Existed and ended.
+    Ended,
+    /// Never seen (or forgotten).
+    Unknown,
+}
+
+impl CallRegistry {
+    /// Registers a call; the returned registration receives its commands.
+    pub fn register(&self, info: &CallInfo, state: &str) -> Registration {
+        let (tx, rx) = mpsc::channel(16);
+        let id = info.ids.call_control_id.clone();
+        let view = CallView { info: info.clone(), state: state.to_string(), stream_id: None };
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).live.insert(id.clone(), Entry { view, commands: tx });
+        Registration { registry: self.clone(), id, commands: rx }
+    }
+
+    /// The live calls.
+    pub fn list(&self) -> Vec<CallView> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<CallView> = inner.live.values().map(|e| e.view.clone()).collect();
+        v.sort_by_key(|c| c.info.start_time);
+        v
+    }
+
+    /// One call.
+    pub fn get(&self, call_control_id: &str) -> Lookup {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match inner.live.get(call_control_id) {
+            Some(e) => Lookup::Live(Box::new(e.view.clone())),
+            None if inner.ended.iter().any(|id| id == call_control_id) => Lookup::Ended,
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Sends `action` to the call and waits for its answer (at most 10 s).
+    /// `None` when the call is not known at all (404).
+    pub async fn command(&self, call_control_id: &str, action: Action) -> Option<Result<(), ActionError>> {
+        let tx = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            match inner.live.get(call_control_id) {
+                Some(e) => e.commands.clone(),
+                None if inner.ended.iter().any(|id| id == call_control_id) => return Some(Err(ActionError::ended())),
+                None => return None,
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        if tx.send(Command { action, reply }).await.is_err() {
+            return Some(Err(ActionError::ended()));
+        }
+        match tokio::time::timeout(Duration::from_secs(10), answer).await {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(_)) => Some(Err(ActionError::ended())),
+            Err(_) => Some(Err(ActionError::invalid("the call did not answer the command in 10 s"))),
+        }
+    }
+
+    /// Number of live calls.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).live.len()
+    }
+
+    /// Whether no call is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::{CallIds, Direction};
+
+    fn info(id: &str) -> CallInfo {
+        let mut ids = CallIds::new_session();
+        ids.call_control_id = id.into();
+        CallInfo {
+            ids,
+            direction: Direction::Incoming,
+            from: "+1".into(),
+            to: "+2".into(),
+            connection_id: "t".into(),
+            sip_call_id: "c".into(),
+            start_time: std::time::SystemTime::now(),
+            client_state: None,
+            custom_headers: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_reach_the_call_and_ended_calls_are_remembered() {
+        let reg = CallRegistry::default();
+        let mut r = reg.register(&info("a"), "answered");
+        assert!(matches!(reg.get("a"), Lookup::Live(v) if v.state == "answered"));
+        assert!(matches!(reg.get("b"), Lookup::Unknown));
+        let task = tokio::spawn(async move {
+            let c = r.next().await;
+            assert!(matches!(c.action, Action::Hangup));
+            let _ = c.reply.send(Ok(()));
+            drop(r);
+        });
+        assert_eq!(reg.command("a", Action::Hangup).await, Some(Ok(())));
+        task.await.unwrap();
+        assert!(matches!(reg.get("a"), Lookup::Ended));
+        assert_eq!(reg.command("a", Action::Hangup).await, Some(Err(ActionError::ended())));
+        assert_eq!(reg.command("zzz", Action::Hangup).await, None);
+        assert!(reg.is_empty());
+    }
+}

@@ -1,0 +1,275 @@
+//! The control API on the real daemon, driven over HTTP while a real call is up
+//! (SIPp signalling, the test's RTP phone for audio): bearer auth, Telnyx error
+//! shapes (400 naming the field, 404, 422 90018), `send_dtmf` heard as RFC 4733 by
+//! the caller, `streaming_start`/`mute`/`streaming_stop` against the Python agent,
+//! `hangup` sending BYE, the event socket carrying the webhook bodies, `/metrics`.
+
+mod common;
+#[path = "receivers/harness.rs"]
+mod harness;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::agent::PyAgent;
+use common::rtp::{Packet, Script, place_calls, tone};
+use common::*;
+use futures_util::StreamExt;
+use harness::{Receiver, delivered, keygen};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(40);
+const TOKEN: &str = "test-token-0123456789";
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(port: u16) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.header("content-type", "application/json").body(b.to_string());
+        }
+        let resp = r.send().await.expect("API answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None, Some(TOKEN)).await
+    }
+
+    async fn action(&self, id: &str, action: &str, body: &str) -> (u16, Value) {
+        self.send(reqwest::Method::POST, &format!("/v2/calls/{id}/actions/{action}"), Some(body), Some(TOKEN)).await
+    }
+}
+
+fn start(dir: &Path) -> (Daemon, u16, u16, Receiver) {
+    let (key, public) = keygen(dir);
+    let receiver = Receiver::start(dir, "hook", &public, &[]);
+    let (sip, api) = (free_port(), free_port());
+    let config = dir.join("sipbridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n[rtp]\nport_range = \"30000-39999\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.0/8\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n[log]\nformat = \"text\"\n",
+            data = dir.join("data").display(),
+            url = receiver.url(),
+            key = key.display(),
+        ),
+    )
+    .unwrap();
+    let mut notify = NotifySocket::bind(dir);
+    let d = Daemon::start(&config, Some(&notify.path), None, &[]);
+    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
+    (d, sip, api, receiver)
+}
+
+/// Digits carried by RFC 4733 packets (PT 101): one per event start timestamp.
+fn dtmf_digits(packets: &[Packet]) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = String::new();
+    for p in packets.iter().filter(|p| p.payload_type == 101 && p.payload.len() >= 4) {
+        // The packet's RTP timestamp is not kept by the phone: the marker bit starts
+        // each event (RFC 4733 §2.5.1.3), so a marker packet = a new key press.
+        if p.marker && seen.insert(p.sequence) {
+            out.push("0123456789*#ABCD".chars().nth(usize::from(p.payload[0])).unwrap_or('?'));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_control_over_http_on_a_live_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, sip, api_port, receiver) = start(dir.path());
+    let api = Api::new(api_port);
+
+    // Auth: /healthz is open, everything else needs the token.
+    assert_eq!(api.send(reqwest::Method::GET, "/healthz", None, None).await.0, 200);
+    let (code, body) = api.send(reqwest::Method::GET, "/v2/calls", None, None).await;
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(body["errors"][0]["code"], "10009");
+    assert_eq!(api.send(reqwest::Method::GET, "/v2/calls", None, Some("wrong")).await.0, 401);
+
+    // The event socket, open before the call.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", api_port)).await.unwrap();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://127.0.0.1:{api_port}/v2/events"
+    ))
+    .unwrap();
+    req.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let (mut events, _) = tokio_tungstenite::client_async(req, tcp).await.expect("event socket");
+
+    // A call that stays up until the box hangs up (8 s at most).
+    let agent = PyAgent::start(dir.path(), "agent", "echo", &[]);
+    let d2 = dir.path().to_path_buf();
+    let call = tokio::task::spawn_blocking(move || {
+        let s = Script {
+            audio: tone(440.0, 8000.0, 7000),
+            digits: vec![],
+            send_for: Duration::from_millis(7000),
+            duration: Duration::from_millis(7500),
+        };
+        place_calls(&d2, sip, "127.0.0.1", "+13125550100", 8000, vec![s])
+    });
+
+    // The call shows up.
+    let deadline = std::time::Instant::now() + WAIT;
+    let id = loop {
+        let (code, body) = api.get("/v2/calls").await;
+        assert_eq!(code, 200);
+        if let Some(c) = body["data"].as_array().and_then(|a| a.first()) {
+            if c["state"] == "answered" {
+                break c["call_control_id"].as_str().unwrap().to_string();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no answered call listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (code, one) = api.get(&format!("/v2/calls/{id}")).await;
+    assert_eq!(code, 200);
+    assert_eq!(one["data"]["is_alive"], true);
+    assert_eq!(one["data"]["from"], "+14155550123");
+
+    // 400s name the field.
+    let (code, e) = api.action(&id, "send_dtmf", r#"{"digits": "12x"}"#).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/digits")), "{e}");
+    let (code, e) = api.action(&id, "send_dtmf", r#"{"digits": "1", "duration_millis": 5}"#).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/duration_millis")), "{e}");
+    let (code, e) = api.action(&id, "send_dtmf", "{not json").await;
+    assert_eq!(code, 400, "{e}");
+    let (code, e) = api.action(&id, "streaming_start", r#"{"stream_url": "http://x"}"#).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/stream_url")), "{e}");
+    assert_eq!(api.action("no-such-call", "hangup", "{}").await.0, 404);
+    assert_eq!(api.action(&id, "no_such_action", "{}").await.0, 404);
+
+    // send_dtmf: the caller receives the key presses as RFC 4733 events.
+    let (code, e) =
+        api.action(&id, "send_dtmf", r#"{"digits": "19#", "duration_millis": 100, "client_state": "YWJj"}"#).await;
+    assert_eq!((code, &e), (200, &json!({"data": {"result": "ok"}})));
+    assert_eq!(api.get(&format!("/v2/calls/{id}")).await.1["data"]["client_state"], "YWJj");
+
+    // streaming_start moves the call from the echo to a WebSocket agent.
+    let body =
+        json!({"stream_url": agent.url("/api"), "stream_track": "inbound_track", "stream_bidirectional_mode": "rtp"});
+    let (code, e) = api.action(&id, "streaming_start", &body.to_string()).await;
+    assert_eq!(code, 200, "{e}");
+    let (code, e) = api.action(&id, "streaming_start", &body.to_string()).await;
+    assert_eq!(code, 422, "a second stream: {e}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(api.action(&id, "mute", "{}").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(api.action(&id, "unmute", "{}").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(api.action(&id, "streaming_stop", "{}").await.0, 200);
+    let conns = agent.wait_connections(1, WAIT);
+    let c = &conns[0];
+    assert_eq!(c["protocol_errors"], json!([]), "{}", c["protocol_errors"]);
+    let media_t: Vec<f64> = c["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["event"] == "media")
+        .map(|m| m["_t"].as_f64().unwrap())
+        .collect();
+    assert!(media_t.len() >= 40, "caller audio reached the agent: {}", media_t.len());
+    // While muted (~0.8 s) nothing of the caller reached the agent: a gap in the media.
+    let gap = media_t.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(gap >= 0.6, "mute stopped the caller's audio for {gap:.2} s");
+    assert_eq!(c["summary"]["stopped"], true, "{}", c["summary"]);
+
+    // hangup: BYE to the caller; then the call is gone (422 90018 for commands).
+    assert_eq!(api.action(&id, "hangup", "{}").await.0, 200);
+    let (code, report, received) = call.await.unwrap();
+    assert_eq!(code, 0, "SIPp got the box's BYE: {report}");
+    assert_eq!(dtmf_digits(&received[0]), "19#");
+    let (code, e) = api.action(&id, "hangup", "{}").await;
+    assert_eq!((code, e["errors"][0]["code"].as_str()), (422, Some("90018")), "{e}");
+    assert_eq!(api.get(&format!("/v2/calls/{id}")).await.1["data"]["is_alive"], false);
+
+    // The event socket carried the same events as the webhooks, in the same shape.
+    let hooks = receiver
+        .wait_until("call.hangup webhook", WAIT, |e| {
+            delivered(e).iter().any(|x| x["body"]["data"]["event_type"] == "call.hangup")
+        })
+        .await;
+    let hook_ids: Vec<String> =
+        delivered(&hooks).iter().map(|x| x["body"]["data"]["id"].as_str().unwrap().to_string()).collect();
+    let mut socket_ids = Vec::new();
+    while socket_ids.len() < hook_ids.len() {
+        let msg = tokio::time::timeout(WAIT, events.next()).await.expect("event").unwrap().unwrap();
+        let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        assert_eq!(v["data"]["record_type"], "event");
+        assert_eq!(v["meta"]["delivered_to"], "/v2/events");
+        let hook = delivered(&hooks)
+            .into_iter()
+            .find(|x| x["body"]["data"]["id"] == v["data"]["id"])
+            .map(|x| &x["body"]["data"]);
+        assert_eq!(hook, Some(&v["data"]), "the socket's data equals the webhook's");
+        socket_ids.push(v["data"]["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(socket_ids, hook_ids);
+    let types: Vec<&str> =
+        delivered(&hooks).iter().map(|x| x["body"]["data"]["event_type"].as_str().unwrap()).collect();
+    assert!(types.contains(&"streaming.started") && types.contains(&"streaming.stopped"), "{types:?}");
+
+    // /metrics in Prometheus text format.
+    let resp = api.http.get(format!("{}/metrics", api.base)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
+    let text = resp.text().await.unwrap();
+    let samples = prometheus_samples(&text);
+    assert_eq!(samples.get("sipbridge_active_calls"), Some(&0.0), "{text}");
+    assert_eq!(samples.get("sipbridge_calls_total{hangup_cause=\"normal_clearing\"}"), Some(&1.0), "{text}");
+    assert!(samples.get("sipbridge_rtp_packets_received_total").is_some_and(|n| *n > 100.0), "{text}");
+    assert!(samples.get("sipbridge_process_resident_memory_bytes").is_some_and(|n| *n > 1e6), "{text}");
+    let (code, ready) = api.get("/readyz").await;
+    assert_eq!(code, 200, "{ready}");
+
+    let mut d = d;
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+}
+
+/// A strict reader of the Prometheus text format 0.0.4: every line is a comment
+/// (`# HELP name text` / `# TYPE name kind` with a known kind) or
+/// `name{labels} value`; panics on anything else. Returns `name{labels}` → value.
+fn prometheus_samples(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut out = std::collections::HashMap::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("HELP"), Some(_), Some(_)) => {}
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind), "{line}");
+                    typed.insert(name.to_string());
+                }
+                _ => panic!("bad comment line: {line}"),
+            }
+            continue;
+        }
+        let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line: {line}"));
+        let name = key.split('{').next().unwrap();
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "bad metric name: {line}");
+        assert!(typed.contains(name), "sample before its # TYPE: {line}");
+        if let Some(labels) = key.strip_prefix(name) {
+            assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')), "bad labels: {line}");
+        }
+        out.insert(key.to_string(), value.parse::<f64>().unwrap_or_else(|_| panic!("bad value: {line}")));
+    }
+    out
+}
