@@ -57,6 +57,10 @@ impl Api {
 }
 
 fn start(dir: &Path) -> (Daemon, u16, u16, Receiver) {
+    start_with(dir, "")
+}
+
+fn start_with(dir: &Path, extra: &str) -> (Daemon, u16, u16, Receiver) {
     let (key, public) = keygen(dir);
     let receiver = Receiver::start(dir, "hook", &public, &[]);
     let (sip, api) = (free_port(), free_port());
@@ -64,7 +68,7 @@ fn start(dir: &Path) -> (Daemon, u16, u16, Receiver) {
     std::fs::write(
         &config,
         format!(
-            "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n[rtp]\nport_range = \"30000-39999\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.0/8\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n[log]\nformat = \"text\"\n",
+            "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n[rtp]\nport_range = \"30000-39999\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.0/8\"]\n{extra}\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n[log]\nformat = \"text\"\n",
             data = dir.join("data").display(),
             url = receiver.url(),
             key = key.display(),
@@ -272,4 +276,111 @@ fn prometheus_samples(text: &str) -> std::collections::HashMap<String, f64> {
         out.insert(key.to_string(), value.parse::<f64>().unwrap_or_else(|_| panic!("bad value: {line}")));
     }
     out
+}
+
+/// `POST /v2/calls`: the box dials a carrier (SIPp UAS with RTP echo), streams the
+/// answered call to the agent, records it, and hangs up on `hangup`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_out_to_an_agent_and_hang_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let b_port = free_port();
+    let extra = format!(
+        "[[trunk]]\nname = \"carrier\"\nproxy = \"sip:127.0.0.3:{b_port}\"\n[recording]\nenabled = true\ndir = \"{}\"\n",
+        dir.path().join("rec").display()
+    );
+    let (d, _sip, api_port, receiver) = start_with(dir.path(), &extra);
+    let api = Api::new(api_port);
+    let agent = PyAgent::start(dir.path(), "agent", "echo", &[]);
+    let media = free_even_block(4).to_string();
+    let b_args: Vec<String> = [
+        "-sf",
+        &scenario("uas_answer.xml").display().to_string(),
+        "-i",
+        "127.0.0.3",
+        "-p",
+        &b_port.to_string(),
+        "-mp",
+        &media,
+        "-rtp_echo",
+        "-m",
+        "1",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut uas = Sipp::start(dir.path(), "uas", &b_args);
+
+    // 400s name the field.
+    let (code, e) = api.send(reqwest::Method::POST, "/v2/calls", Some(r#"{"to": "+13125550100"}"#), Some(TOKEN)).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/connection_id")), "{e}");
+    let bad = r#"{"connection_id": "nope", "to": "+13125550100", "from": "+14155550123"}"#;
+    assert_eq!(api.send(reqwest::Method::POST, "/v2/calls", Some(bad), Some(TOKEN)).await.0, 422);
+
+    let body = json!({
+        "connection_id": "carrier",
+        "to": "+13125550100",
+        "from": "+14155550123",
+        "timeout_secs": 20,
+        "client_state": "b3V0",
+        "stream_url": agent.url("/out"),
+        "stream_track": "both_tracks",
+        "stream_bidirectional_mode": "rtp",
+        "record": "record-from-answer",
+    });
+    let (code, call) = api.send(reqwest::Method::POST, "/v2/calls", Some(&body.to_string()), Some(TOKEN)).await;
+    assert_eq!(code, 200, "{call}");
+    let id = call["data"]["call_control_id"].as_str().unwrap().to_string();
+    assert_eq!(call["data"]["is_alive"], true);
+    assert_eq!(call["data"]["direction"], "outgoing");
+
+    let deadline = std::time::Instant::now() + WAIT;
+    while api.get(&format!("/v2/calls/{id}")).await.1["data"]["state"] != "answered" {
+        assert!(std::time::Instant::now() < deadline, "not answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(api.action(&id, "hangup", "{}").await.0, 200);
+    let code = tokio::task::spawn_blocking(move || uas.wait(WAIT)).await.unwrap();
+    assert_eq!(code, 0, "the carrier got INVITE, ACK and the box's BYE");
+
+    let conns = agent.wait_connections(1, WAIT);
+    let c = &conns[0];
+    assert_eq!(c["protocol_errors"], json!([]), "{}", c["protocol_errors"]);
+    let start = c["messages"].as_array().unwrap().iter().find(|m| m["event"] == "start").unwrap().clone();
+    assert_eq!(start["start"]["call_control_id"], id.as_str());
+    assert_eq!(start["start"]["to"], "+13125550100");
+    assert_eq!(start["start"]["client_state"], "b3V0");
+    assert!(c["summary"]["inbound_media"].as_u64().unwrap() >= 40, "{}", c["summary"]);
+
+    let hooks = receiver
+        .wait_until("recording saved", WAIT, |e| {
+            delivered(e).iter().any(|x| x["body"]["data"]["event_type"] == "call.recording.saved")
+        })
+        .await;
+    let mine: Vec<&Value> = delivered(&hooks)
+        .into_iter()
+        .map(|x| &x["body"]["data"])
+        .filter(|d| d["payload"]["call_control_id"] == id.as_str())
+        .collect();
+    let types: Vec<&str> = mine.iter().map(|d| d["event_type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "call.initiated",
+            "call.answered",
+            "streaming.started",
+            "streaming.stopped",
+            "call.hangup",
+            "call.recording.saved"
+        ]
+    );
+    assert_eq!(mine[0]["payload"]["direction"], "outgoing");
+    assert_eq!(mine[0]["payload"]["client_state"], "b3V0");
+    assert_eq!(mine[4]["payload"]["hangup_source"], "caller", "the box (caller of this leg) hung up");
+    let mut d = d;
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
 }

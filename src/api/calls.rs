@@ -32,6 +32,85 @@ pub async fn get(State(st): State<ApiState>, Path(id): Path<String>) -> Result<J
     }
 }
 
+/// `POST /v2/calls` (Telnyx "Dial"): `connection_id` (the trunk's name), `to`,
+/// `from`, optional `timeout_secs` (ring limit, default 30), `client_state`,
+/// `stream_url` with `stream_track`/`stream_bidirectional_mode`/
+/// `stream_bidirectional_codec`/`stream_bidirectional_sampling_rate`/
+/// `stream_auth_token`, or `agent` (a configured `[[agent]]`, sipbridge's own
+/// field), `record: "record-from-answer"`. Answers at once with the call's ids;
+/// the outcome follows as events (`call.initiated`, `call.answered`/`call.hangup`).
+pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = object(&body)?;
+    let required = |key: &str| -> Result<String, ApiError> {
+        string(&body, key)?
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| ApiError::bad_field(&format!("/{key}"), format!("{key} is required")))
+    };
+    let trunk = required("connection_id")?;
+    let to = required("to")?;
+    let from = required("from")?;
+    for (key, v) in [("to", &to), ("from", &from)] {
+        if v.contains(|c: char| c.is_whitespace() || c == '@' || c == '<' || c == '>' || c == ';') {
+            return Err(ApiError::bad_field(
+                &format!("/{key}"),
+                format!("{key} must be a number or SIP user, not {v:?}"),
+            ));
+        }
+    }
+    let timeout = match body.get("timeout_secs") {
+        None | Some(Value::Null) => 30,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(s @ 5..=600) => s,
+            _ => return Err(ApiError::bad_field("/timeout_secs", "timeout_secs must be 5 to 600")),
+        },
+        Some(_) => return Err(ApiError::bad_field("/timeout_secs", "timeout_secs must be a number")),
+    };
+    let record = match string(&body, "record")?.as_deref() {
+        None => false,
+        Some("record-from-answer") => true,
+        Some(other) => {
+            return Err(ApiError::bad_field(
+                "/record",
+                format!("{other:?} is not supported; use \"record-from-answer\""),
+            ));
+        }
+    };
+    if string(&body, "webhook_url")?.is_some() {
+        return Err(ApiError::bad_field(
+            "/webhook_url",
+            "per-call webhook URLs are not supported: events go to [webhooks] url",
+        ));
+    }
+    let stream = match (string(&body, "stream_url")?, string(&body, "agent")?) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_field("/agent", "give stream_url or agent, not both")),
+        (Some(_), None) => match streaming_start(&body)? {
+            Action::StreamingStart(spec) => Some(*spec),
+            _ => None,
+        },
+        (None, Some(name)) => {
+            let cfg = st.config.borrow().clone();
+            let agent = cfg
+                .agent(&name)
+                .ok_or_else(|| ApiError::bad_field("/agent", format!("no [[agent]] named {name:?}")))?;
+            Some(StreamSpec::from_agent(agent).ok_or_else(|| {
+                ApiError::bad_field("/agent", "builtin:echo cannot be dialled out; use a WebSocket agent")
+            })?)
+        }
+        (None, None) => None,
+    };
+    let req = crate::sip::dial::DialRequest {
+        trunk,
+        from,
+        to,
+        timeout: Duration::from_secs(timeout),
+        client_state: string(&body, "client_state")?,
+        stream,
+        record,
+    };
+    let view = crate::sip::dial::dial(&st.sip, req).await.map_err(ApiError::from_action)?;
+    Ok(Json(json!({"data": view.to_json(true)})))
+}
+
 /// Telnyx actions sipbridge does not perform yet: answered 501 rather than 404 so a
 /// backend sees the difference between a typo and a missing feature.
 const NOT_YET: &[&str] = &[

@@ -32,6 +32,8 @@ use error::ApiError;
 pub struct ApiState {
     /// Live calls.
     pub calls: CallRegistry,
+    /// The SIP side (dialling).
+    pub sip: Arc<crate::sip::SipContext>,
     /// The config in force (token, recording dir...).
     pub config: watch::Receiver<Arc<Config>>,
     /// Call events (the event socket subscribes).
@@ -45,7 +47,7 @@ pub struct ApiState {
 /// The router with every route (used by [`serve`] and by tests).
 pub fn router(state: ApiState) -> Router {
     let v2 = Router::new()
-        .route("/v2/calls", get(calls::list))
+        .route("/v2/calls", get(calls::list).post(calls::dial))
         .route("/v2/calls/{call_control_id}", get(calls::get))
         .route("/v2/calls/{call_control_id}/actions/{action}", post(calls::action))
         .route("/v2/events", get(events::socket))

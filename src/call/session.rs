@@ -307,6 +307,13 @@ impl MediaSession {
         }
     }
 
+    /// Takes the media task's event receiver (for a caller that must select on it
+    /// while the session is borrowed elsewhere); `None` if not started or already
+    /// taken. Starting or switching media makes a new one to take.
+    pub fn take_events(&mut self) -> Option<mpsc::UnboundedReceiver<LegEvent>> {
+        self.events.take()
+    }
+
     /// Our current description (for a re-INVITE without an offer).
     pub fn current_sdp(&self) -> Vec<u8> {
         self.last_answer.clone()

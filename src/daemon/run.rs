@@ -226,6 +226,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         Ok(listener) => {
             let state = crate::api::ApiState {
                 calls: sip.ctx.calls.clone(),
+                sip: Arc::clone(&sip.ctx),
                 config: daemon.config.subscribe(),
                 events: daemon.events.clone(),
                 registrations: sip.registrations.clone(),

@@ -492,40 +492,14 @@ impl InboundCall {
 
     /// An API command other than hangup (Telnyx Call Control actions).
     async fn command(&mut self, action: Action, answered: bool, tap: Option<Arc<dyn Tap>>) -> Result<(), ActionError> {
-        let media_err = |e: String| ActionError::invalid(e);
-        match action {
-            Action::Hangup => Ok(()),
-            Action::ClientState(state) => {
-                self.info.client_state = state.clone();
-                self.control.update(|v| v.info.client_state = state);
-                Ok(())
-            }
-            _ if !answered => Err(ActionError::invalid("the call is not answered yet")),
-            Action::SendDtmf { digits, duration } => self.media.send_dtmf(&digits, duration).map_err(media_err),
-            Action::Mute(muted) => self.media.mute_inbound(muted).map_err(media_err),
-            Action::StreamingStart(spec) => {
-                if self.agent.is_some() {
-                    return Err(ActionError::invalid("a stream is already running on this call"));
-                }
-                let heard = matches!(spec.track, StreamTrack::InboundTrack | StreamTrack::BothTracks);
-                let said = matches!(spec.track, StreamTrack::OutboundTrack | StreamTrack::BothTracks);
-                let (port, endpoint) = pcm_pair(64, heard, said);
-                self.media.switch_to_pcm(tap, port).await.map_err(media_err)?;
-                let stream = AgentStream::start(*spec, self.info.clone(), self.ctx.events.clone(), endpoint);
-                let id = stream.stream_id.clone();
-                self.control.update(|v| v.stream_id = Some(id));
-                self.agent = Some(stream);
-                Ok(())
-            }
-            Action::StreamingStop => match self.agent.take() {
-                Some(a) => {
-                    a.stop().await;
-                    self.control.update(|v| v.stream_id = None);
-                    Ok(())
-                }
-                None => Err(ActionError::invalid("no stream is running on this call")),
-            },
-        }
+        let mut leg = LegControl {
+            ctx: &self.ctx,
+            info: &mut self.info,
+            media: &mut self.media,
+            agent: &mut self.agent,
+            control: &self.control,
+        };
+        leg.command(action, answered, tap).await
     }
 
     /// The route's agent's `on_disconnect` (hangup when it was removed meanwhile).
@@ -545,8 +519,73 @@ impl InboundCall {
     }
 }
 
+/// What an API command needs of a call that runs its own media (inbound agent or
+/// echo calls, API-dialled calls).
+pub struct LegControl<'a> {
+    /// Shared SIP state.
+    pub ctx: &'a SipContext,
+    /// The leg's ids and client state.
+    pub info: &'a mut CallInfo,
+    /// Its media.
+    pub media: &'a mut MediaSession,
+    /// Its agent stream, if any.
+    pub agent: &'a mut Option<AgentStream>,
+    /// Its registration (what the API shows).
+    pub control: &'a Registration,
+}
+
+impl LegControl<'_> {
+    /// Applies an API command other than hangup (Telnyx Call Control actions).
+    pub async fn command(
+        &mut self,
+        action: Action,
+        answered: bool,
+        tap: Option<Arc<dyn Tap>>,
+    ) -> Result<(), ActionError> {
+        let media_err = |e: String| ActionError::invalid(e);
+        match action {
+            Action::Hangup => Ok(()),
+            Action::ClientState(state) => {
+                self.info.client_state = state.clone();
+                self.control.update(|v| v.info.client_state = state);
+                Ok(())
+            }
+            _ if !answered => Err(ActionError::invalid("the call is not answered yet")),
+            Action::SendDtmf { digits, duration } => self.media.send_dtmf(&digits, duration).map_err(media_err),
+            Action::Mute(muted) => self.media.mute_inbound(muted).map_err(media_err),
+            Action::StreamingStart(spec) => {
+                if self.agent.is_some() {
+                    return Err(ActionError::invalid("a stream is already running on this call"));
+                }
+                let (port, endpoint) = stream_pair(&spec);
+                self.media.switch_to_pcm(tap, port).await.map_err(media_err)?;
+                let stream = AgentStream::start(*spec, self.info.clone(), self.ctx.events.clone(), endpoint);
+                let id = stream.stream_id.clone();
+                self.control.update(|v| v.stream_id = Some(id));
+                *self.agent = Some(stream);
+                Ok(())
+            }
+            Action::StreamingStop => match self.agent.take() {
+                Some(a) => {
+                    a.stop().await;
+                    self.control.update(|v| v.stream_id = None);
+                    Ok(())
+                }
+                None => Err(ActionError::invalid("no stream is running on this call")),
+            },
+        }
+    }
+}
+
+/// The media task's port and the stream's endpoint for `spec`'s tracks.
+pub fn stream_pair(spec: &StreamSpec) -> (crate::media::pcm::PcmPort, crate::media::pcm::PcmEndpoint) {
+    let heard = matches!(spec.track, StreamTrack::InboundTrack | StreamTrack::BothTracks);
+    let said = matches!(spec.track, StreamTrack::OutboundTrack | StreamTrack::BothTracks);
+    pcm_pair(64, heard, said)
+}
+
 /// The next event of the call's agent stream; pending forever without one.
-async fn next_agent_event(agent: &mut Option<AgentStream>) -> StreamEvent {
+pub async fn next_agent_event(agent: &mut Option<AgentStream>) -> StreamEvent {
     match agent {
         Some(a) => a.next_event().await,
         None => std::future::pending().await,
@@ -556,8 +595,13 @@ async fn next_agent_event(agent: &mut Option<AgentStream>) -> StreamEvent {
 /// Starts the call's recording when its route asks for one and recording is
 /// enabled; a recording that cannot start is logged and the call goes on.
 pub fn start_recording(ctx: &SipContext, route: &Route, info: &CallInfo) -> Option<CallRecording> {
+    start_recording_if(ctx, route.record, info)
+}
+
+/// Starts a recording of the call when `wanted` and recording is enabled.
+pub fn start_recording_if(ctx: &SipContext, wanted: bool, info: &CallInfo) -> Option<CallRecording> {
     let cfg = ctx.config.borrow().clone();
-    if !route.record || !cfg.recording.enabled {
+    if !wanted || !cfg.recording.enabled {
         return None;
     }
     match crate::record::can_start(&cfg.recording.dir, MIN_FREE_FOR_RECORDING) {

@@ -8,6 +8,7 @@
 //! only reports READY when SIP can really be reached.
 
 pub mod addr;
+pub mod dial;
 pub mod digest;
 pub mod forward;
 pub mod inbound;
