@@ -195,11 +195,41 @@ async fn call_control_over_http_on_a_live_call() {
     assert!(gap >= 0.6, "mute stopped the caller's audio for {gap:.2} s");
     assert_eq!(c["summary"]["stopped"], true, "{}", c["summary"]);
 
+    // playback_start: a WAV on the box, twice (loop), heard by the caller.
+    let wav = dir.path().join("tone600.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for s in tone(600.0, 8000.0, 1000).iter().flat_map(|s| [*s, *s]) {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+    let (code, e) = api.action(&id, "playback_start", r#"{"audio_url": "/nonexistent.wav"}"#).await;
+    assert_eq!(code, 422, "{e}");
+    let (code, e) = api.action(&id, "playback_start", r#"{"audio_url": "/x.wav", "loop": 0}"#).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/loop")), "{e}");
+    let body = json!({"audio_url": wav.display().to_string(), "loop": 2});
+    let (code, e) = api.action(&id, "playback_start", &body.to_string()).await;
+    assert_eq!(code, 200, "{e}");
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+
     // hangup: BYE to the caller; then the call is gone (422 90018 for commands).
     assert_eq!(api.action(&id, "hangup", "{}").await.0, 200);
     let (code, report, received) = call.await.unwrap();
     assert_eq!(code, 0, "SIPp got the box's BYE: {report}");
     assert_eq!(dtmf_digits(&received[0]), "19#");
+    // The 16 kHz WAV (1 s of 600 Hz), resampled to the call's 8 kHz and played
+    // twice: ~100 packets of 600 Hz.
+    let tone600 = received[0]
+        .iter()
+        .filter(|p| p.payload_type == 0 && p.rms() > 500.0)
+        .filter(|p| (560.0..640.0).contains(&frequency(&p.pcm())))
+        .count();
+    assert!((90..=105).contains(&tone600), "600 Hz playback packets heard: {tone600}");
     let (code, e) = api.action(&id, "hangup", "{}").await;
     assert_eq!((code, e["errors"][0]["code"].as_str()), (422, Some("90018")), "{e}");
     assert_eq!(api.get(&format!("/v2/calls/{id}")).await.1["data"]["is_alive"], false);
@@ -229,6 +259,14 @@ async fn call_control_over_http_on_a_live_call() {
     let types: Vec<&str> =
         delivered(&hooks).iter().map(|x| x["body"]["data"]["event_type"].as_str().unwrap()).collect();
     assert!(types.contains(&"streaming.started") && types.contains(&"streaming.stopped"), "{types:?}");
+    let ended: Vec<&Value> = delivered(&hooks)
+        .into_iter()
+        .map(|x| &x["body"]["data"])
+        .filter(|d| d["event_type"] == "call.playback.ended")
+        .collect();
+    assert_eq!(ended.len(), 1, "{types:?}");
+    assert_eq!(ended[0]["payload"]["status"], "completed");
+    assert_eq!(ended[0]["payload"]["media_url"], wav.display().to_string());
 
     // /metrics in Prometheus text format.
     let resp = api.http.get(format!("{}/metrics", api.base)).bearer_auth(TOKEN).send().await.unwrap();
@@ -245,6 +283,12 @@ async fn call_control_over_http_on_a_live_call() {
     let mut d = d;
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+}
+
+/// Frequency of a tone from its zero crossings (8 kHz samples).
+fn frequency(pcm: &[i16]) -> f64 {
+    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    crossings as f64 / 2.0 / (pcm.len() as f64 / 8000.0)
 }
 
 /// A strict reader of the Prometheus text format 0.0.4: every line is a comment

@@ -13,6 +13,7 @@ use super::ApiState;
 use super::error::ApiError;
 use crate::agent::stream::StreamSpec;
 use crate::call::control::{Action, Lookup};
+use crate::call::playback::Loops;
 use crate::config::{Encoding, StreamTrack};
 
 /// `GET /v2/calls`: the live calls, oldest first.
@@ -119,8 +120,6 @@ const NOT_YET: &[&str] = &[
     "bridge",
     "transfer",
     "refer",
-    "playback_start",
-    "playback_stop",
     "record_start",
     "record_stop",
     "record_pause",
@@ -157,6 +156,8 @@ pub async fn action(
         }
         "streaming_start" => streaming_start(&body)?,
         "streaming_stop" => Action::StreamingStop,
+        "playback_start" => playback_start(&body)?,
+        "playback_stop" => Action::PlaybackStop,
         n if NOT_YET.contains(&n) => {
             return Err(ApiError {
                 status: axum::http::StatusCode::NOT_IMPLEMENTED,
@@ -225,6 +226,39 @@ fn send_dtmf(body: &Map<String, Value>) -> Result<Action, ApiError> {
         Some(_) => return Err(ApiError::bad_field("/duration_millis", "duration_millis must be a number")),
     };
     Ok(Action::SendDtmf { digits, duration: Duration::from_millis(duration) })
+}
+
+fn playback_start(body: &Map<String, Value>) -> Result<Action, ApiError> {
+    if string(body, "media_name")?.is_some() {
+        return Err(ApiError::bad_field(
+            "/media_name",
+            "media_name is not supported: give audio_url (a path on the box or an http(s) URL)",
+        ));
+    }
+    let url = string(body, "audio_url")?.ok_or_else(|| ApiError::bad_field("/audio_url", "audio_url is required"))?;
+    let loops = match body.get("loop") {
+        None | Some(Value::Null) => Loops::Times(1),
+        Some(Value::String(s)) if s == "infinity" => Loops::Forever,
+        Some(Value::String(s)) if s.parse::<u32>().is_ok_and(|n| (1..=100).contains(&n)) => {
+            Loops::Times(s.parse().unwrap_or(1))
+        }
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=100).contains(&n)) => {
+            Loops::Times(n.as_u64().unwrap_or(1) as u32)
+        }
+        Some(_) => return Err(ApiError::bad_field("/loop", "loop must be 1 to 100 or \"infinity\"")),
+    };
+    let overlay = match body.get("overlay") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_field("/overlay", "overlay must be true or false")),
+    };
+    match string(body, "target_legs")?.as_deref() {
+        None | Some("self") => {}
+        Some(other) => {
+            return Err(ApiError::bad_field("/target_legs", format!("{other:?} is not supported; only \"self\"")));
+        }
+    }
+    Ok(Action::PlaybackStart { url, loops, overlay })
 }
 
 /// Connect limit for streams started by the API (Telnyx does not expose one).

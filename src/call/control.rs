@@ -36,6 +36,17 @@ pub enum Action {
     StreamingStart(Box<StreamSpec>),
     /// Stop the agent stream (`streaming_stop`); the call stays up with silence.
     StreamingStop,
+    /// Play a WAV file (path or http(s) URL) into the call (`playback_start`).
+    PlaybackStart {
+        /// `audio_url`.
+        url: String,
+        /// `loop`.
+        loops: crate::call::playback::Loops,
+        /// `overlay`: mix over the agent's audio instead of pausing it.
+        overlay: bool,
+    },
+    /// Stop playback (`playback_stop`).
+    PlaybackStop,
 }
 
 /// Why a command failed: HTTP status, Telnyx error code and detail.

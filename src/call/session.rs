@@ -17,7 +17,7 @@ use crate::config::Codec;
 use crate::media::bridge::{Side, run_relay};
 use crate::media::g711::G711;
 use crate::media::leg::{LegCommand, LegEvent, RtpLeg, Tap, run_echo};
-use crate::media::pcm::{PcmPort, run_pcm};
+use crate::media::pcm::{PcmPort, Playback, run_pcm};
 use crate::media::ports::{PortPair, PortPool};
 use crate::sdp::{
     LocalAudio, LocalSession, NegotiatedAudio, OfferOptions, OfferedAudio, SessionDescription, answer_offer,
@@ -61,6 +61,8 @@ pub struct MediaSession {
     relay: Option<(Side, mpsc::Sender<(Side, LegCommand)>)>,
     /// Our offer, while waiting for the answer (outbound legs).
     offered: Option<OfferedAudio>,
+    /// Playback from the box into the PCM bridge, while one runs.
+    player: Option<mpsc::Sender<Playback>>,
 }
 
 /// Two legs relayed to each other (forward routes): the relay task and its
@@ -163,6 +165,7 @@ impl MediaSession {
             events: None,
             relay: None,
             offered,
+            player: None,
         }
     }
 
@@ -252,10 +255,37 @@ impl MediaSession {
         let leg = task.await.map_err(|_| "media task failed".to_string())?;
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        self.player = Some(port.control.clone());
         self.task = Some(tokio::spawn(run_pcm(leg, cmd_rx, ev_tx, self.rtp_timeout, tap, port)));
         self.commands = Some(cmd_tx);
         self.events = Some(ev_rx);
         Ok(())
+    }
+
+    /// Plays PCM16 8 kHz audio from the box into the call (`playback_start`); a
+    /// call on the built-in echo moves to the PCM bridge first (the echo stops).
+    /// Ends with `LegEvent::PlaybackDone { id, .. }`.
+    pub async fn play(
+        &mut self,
+        id: u64,
+        pcm: Vec<i16>,
+        overlay: bool,
+        tap: Option<Arc<dyn Tap>>,
+    ) -> Result<(), String> {
+        if self.relay.is_some() {
+            return Err("the leg is bridged to another leg".into());
+        }
+        if self.player.is_none() {
+            self.switch_to_pcm(tap, crate::media::pcm::pcm_pair(1, false, false).0).await?;
+        }
+        let tx = self.player.as_ref().ok_or("media is not running")?;
+        tx.send(Playback::Play { id, pcm, overlay }).await.map_err(|_| "media is not running".to_string())
+    }
+
+    /// Stops every playback (`playback_stop`).
+    pub async fn stop_playback(&self) -> Result<(), String> {
+        let tx = self.player.as_ref().ok_or("nothing is playing")?;
+        tx.send(Playback::StopPlay).await.map_err(|_| "media is not running".to_string())
     }
 
     /// Sets `[rtp].timeout` for this leg (the config in force when the call began).
@@ -287,6 +317,7 @@ impl MediaSession {
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let leg = RtpLeg::new(ports, self.audio);
+        self.player = Some(port.control.clone());
         self.task = Some(tokio::spawn(run_pcm(leg, cmd_rx, ev_tx, self.rtp_timeout, tap, port)));
         self.commands = Some(cmd_tx);
         self.events = Some(ev_rx);

@@ -46,6 +46,14 @@ pub enum LegEvent {
     Dtmf(char),
     /// No RTP for the configured timeout while the peer should be sending.
     Timeout(Duration),
+    /// A playback (`playback_start`) ended: played to its end (`completed`) or
+    /// stopped.
+    PlaybackDone {
+        /// The id given to `Playback::Play`.
+        id: u64,
+        /// Played to the end.
+        completed: bool,
+    },
 }
 
 /// What the call tells a leg.

@@ -61,10 +61,26 @@ pub enum Playback {
     Mark(String),
     /// Drop the queue now (barge-in); pending marks are reported at once.
     Clear,
+    /// Play this PCM16 8 kHz audio from the box (`playback_start`) on a queue of its
+    /// own: `overlay` mixes it over the endpoint's audio, otherwise the endpoint's
+    /// queue waits (nothing of it is lost) until the playback ends. Ends with
+    /// `LegEvent::PlaybackDone { id, completed: true }`.
+    Play {
+        /// Reported back in `PlaybackDone`.
+        id: u64,
+        /// The audio.
+        pcm: Vec<i16>,
+        /// Mix instead of pausing the endpoint's audio.
+        overlay: bool,
+    },
+    /// Stop every playback now (`playback_stop`): `PlaybackDone { completed: false }`.
+    StopPlay,
 }
 
 /// The endpoint's side of the bridge, handed to [`run_pcm`].
 pub struct PcmPort {
+    /// A sender into `playback`, for the call's own use (playback from the box).
+    pub control: mpsc::Sender<Playback>,
     /// Audio chunks to the endpoint (`try_send`: dropped when full).
     pub chunks: mpsc::Sender<Chunk>,
     /// Send heard chunks.
@@ -93,7 +109,14 @@ pub fn pcm_pair(depth: usize, want_heard: bool, want_said: bool) -> (PcmPort, Pc
     let (play_tx, play_rx) = mpsc::channel(256);
     let (mark_tx, mark_rx) = mpsc::unbounded_channel();
     (
-        PcmPort { chunks: chunk_tx, want_heard, want_said, playback: play_rx, marks: mark_tx },
+        PcmPort {
+            control: play_tx.clone(),
+            chunks: chunk_tx,
+            want_heard,
+            want_said,
+            playback: play_rx,
+            marks: mark_tx,
+        },
         PcmEndpoint { chunks: chunk_rx, playback: play_tx, marks: mark_rx },
     )
 }
@@ -122,6 +145,10 @@ pub async fn run_pcm(
     mut port: PcmPort,
 ) -> RtpLeg {
     let mut playout = Playout::new(MAX_QUEUED_SAMPLES);
+    // Playback from the box (playback_start), on its own queue; marks = ids.
+    let mut player = Playout::new(MAX_QUEUED_SAMPLES);
+    let mut overlay = false;
+    let mut player_frame = [0i16; FRAME_SAMPLES];
     let mut buf = [0u8; MAX_DATAGRAM];
     let mut rtcp_buf = [0u8; 512];
     let mut frame = [0i16; FRAME_SAMPLES];
@@ -161,7 +188,25 @@ pub async fn run_pcm(
                 }
             }
             _ = pace.tick() => {
-                let real = playout.next_frame(&mut frame);
+                let playing = !player.is_idle();
+                let real = if playing && !overlay {
+                    // The endpoint's queue waits while the box plays.
+                    player.next_frame(&mut frame)
+                } else if playing {
+                    let a = playout.next_frame(&mut frame);
+                    let b = player.next_frame(&mut player_frame);
+                    for (x, y) in frame.iter_mut().zip(player_frame.iter()) {
+                        *x = x.saturating_add(*y);
+                    }
+                    a.max(b)
+                } else {
+                    playout.next_frame(&mut frame)
+                };
+                while let Some(id) = player.pop_reached() {
+                    if let Ok(id) = id.parse() {
+                        let _ = events.send(LegEvent::PlaybackDone { id, completed: true });
+                    }
+                }
                 codec.encode(&frame, &mut out);
                 if let Some(t) = &tap {
                     t.said(codec, &out);
@@ -182,6 +227,18 @@ pub async fn run_pcm(
                 Some(Playback::Clear) => {
                     for name in playout.clear() {
                         let _ = port.marks.send(name);
+                    }
+                }
+                Some(Playback::Play { id, pcm, overlay: mix }) => {
+                    overlay = mix;
+                    player.push(&pcm);
+                    player.mark(id.to_string());
+                }
+                Some(Playback::StopPlay) => {
+                    for id in player.clear() {
+                        if let Ok(id) = id.parse() {
+                            let _ = events.send(LegEvent::PlaybackDone { id, completed: false });
+                        }
                     }
                 }
                 None => playback_open = false,

@@ -97,6 +97,7 @@ async fn run(
 ) {
     let hangup_all: CancellationToken = ctx.hangup_all.clone();
     let mut agent: Option<AgentStream> = None;
+    let mut playbacks = crate::call::playback::Playbacks::new();
     let mut recording = None;
     let mut stream = req.stream;
     let mut media_events: Option<tokio::sync::mpsc::UnboundedReceiver<LegEvent>> = None;
@@ -142,6 +143,7 @@ async fn run(
                             media: &mut leg.media,
                             agent: &mut agent,
                             control: &control,
+                            playbacks: &mut playbacks,
                         };
                         lc.command(other, answered, tap).await
                     }
@@ -164,6 +166,17 @@ async fn run(
                     p.insert("digit".into(), serde_json::json!(digit.to_string()));
                     ctx.events.emit(leg.info.event("call.dtmf.received", p));
                 }
+                LegEvent::PlaybackDone { id, completed } => {
+                    let mut lc = LegControl {
+                        ctx: &ctx,
+                        info: &mut leg.info,
+                        media: &mut leg.media,
+                        agent: &mut agent,
+                        control: &control,
+                        playbacks: &mut playbacks,
+                    };
+                    lc.playback_done(id, completed).await;
+                }
                 LegEvent::Timeout(after) => {
                     tracing::info!(call_control_id = %leg.info.ids.call_control_id, "no RTP for {}s: BYE", after.as_secs());
                     leg.hangup(HangupCause::Timeout).await;
@@ -176,6 +189,15 @@ async fn run(
             }
         }
     }
+    LegControl {
+        ctx: &ctx,
+        info: &mut leg.info,
+        media: &mut leg.media,
+        agent: &mut agent,
+        control: &control,
+        playbacks: &mut playbacks,
+    }
+    .playbacks_hung_up();
     if let Some(a) = agent.take() {
         a.stop().await;
     }

@@ -176,6 +176,7 @@ pub async fn run(
                         p.insert("digit".into(), json!(d.to_string()));
                         ctx.events.emit(info.event("call.dtmf.received", p));
                     }
+                    (_, LegEvent::PlaybackDone { .. }) => {}
                     (side, LegEvent::Timeout(after)) => {
                         tracing::info!(call_control_id = %call.info.ids.call_control_id, ?side, "no RTP for {}s: hanging up both legs", after.as_secs());
                         let _ = call.dialog.bye().await;
@@ -207,6 +208,9 @@ pub async fn run(
                     )),
                     Action::StreamingStart(_) | Action::StreamingStop => {
                         Err(ActionError::invalid("streaming is not available on a forwarded call"))
+                    }
+                    Action::PlaybackStart { .. } | Action::PlaybackStop => {
+                        Err(ActionError::invalid("playback is not available on a forwarded call"))
                     }
                 };
                 let _ = cmd.reply.send(result);

@@ -16,6 +16,7 @@ use super::server::{forbidden, reply};
 use super::{SipContext, addr, msg, routing};
 use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
 use crate::call::control::{Action, ActionError, Registration};
+use crate::call::playback::{Loops, Playbacks, Playing};
 use crate::call::recording::CallRecording;
 use crate::call::session::{MediaSession, Reject};
 use crate::call::{CallIds, CallInfo, CallStateMachine, Direction, Hangup, HangupCause, HangupSource};
@@ -163,6 +164,7 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         session_expires,
         agent: None,
         control,
+        playbacks: Playbacks::new(),
     };
     tokio::spawn(call.run(state_rx, answer, permit));
 
@@ -234,6 +236,8 @@ pub struct InboundCall {
     agent: Option<AgentStream>,
     /// Commands from the API; dropping it deregisters the call.
     pub control: Registration,
+    /// Playbacks in progress (`playback_start`).
+    playbacks: Playbacks,
 }
 
 impl InboundCall {
@@ -334,6 +338,7 @@ impl InboundCall {
                             self.local_hangup(&mut sm, HangupCause::Timeout).await;
                         }
                         LegEvent::Timeout(_) => {}
+                        LegEvent::PlaybackDone { id, completed } => self.leg().playback_done(id, completed).await,
                     }
                     continue;
                 }
@@ -434,6 +439,7 @@ impl InboundCall {
             }
         };
         self.ctx.dialogs.remove_dialog(&id);
+        self.leg().playbacks_hung_up();
         if let Some(agent) = self.agent.take() {
             agent.stop().await;
         }
@@ -492,14 +498,18 @@ impl InboundCall {
 
     /// An API command other than hangup (Telnyx Call Control actions).
     async fn command(&mut self, action: Action, answered: bool, tap: Option<Arc<dyn Tap>>) -> Result<(), ActionError> {
-        let mut leg = LegControl {
+        self.leg().command(action, answered, tap).await
+    }
+
+    fn leg(&mut self) -> LegControl<'_> {
+        LegControl {
             ctx: &self.ctx,
             info: &mut self.info,
             media: &mut self.media,
             agent: &mut self.agent,
             control: &self.control,
-        };
-        leg.command(action, answered, tap).await
+            playbacks: &mut self.playbacks,
+        }
     }
 
     /// The route's agent's `on_disconnect` (hangup when it was removed meanwhile).
@@ -532,6 +542,8 @@ pub struct LegControl<'a> {
     pub agent: &'a mut Option<AgentStream>,
     /// Its registration (what the API shows).
     pub control: &'a Registration,
+    /// Playbacks in progress.
+    pub playbacks: &'a mut Playbacks,
 }
 
 impl LegControl<'_> {
@@ -565,6 +577,26 @@ impl LegControl<'_> {
                 *self.agent = Some(stream);
                 Ok(())
             }
+            Action::PlaybackStart { url, loops, overlay } => {
+                let pcm = crate::call::playback::load(&url).await.map_err(|e| ActionError {
+                    status: 422,
+                    code: "90045",
+                    title: "Media could not be played",
+                    detail: e,
+                })?;
+                let id = self.playbacks.keys().max().map_or(1, |m| m + 1);
+                let pcm = Arc::new(pcm);
+                self.media.play(id, pcm.to_vec(), overlay, tap).await.map_err(media_err)?;
+                self.playbacks.insert(id, Playing { url: url.clone(), overlay, pcm, loops });
+                self.playback_event("call.playback.started", &url, overlay, None);
+                Ok(())
+            }
+            Action::PlaybackStop => {
+                if self.playbacks.is_empty() {
+                    return Err(ActionError::invalid("nothing is playing on this call"));
+                }
+                self.media.stop_playback().await.map_err(media_err)
+            }
             Action::StreamingStop => match self.agent.take() {
                 Some(a) => {
                     a.stop().await;
@@ -573,6 +605,45 @@ impl LegControl<'_> {
                 }
                 None => Err(ActionError::invalid("no stream is running on this call")),
             },
+        }
+    }
+}
+
+impl LegControl<'_> {
+    fn playback_event(&self, event_type: &str, url: &str, overlay: bool, status: Option<&str>) {
+        let mut p = self.info.payload("answered");
+        p.insert("media_url".into(), serde_json::json!(url));
+        p.insert("overlay".into(), serde_json::json!(overlay));
+        if let Some(s) = status {
+            p.insert("status".into(), serde_json::json!(s));
+        }
+        self.ctx.events.emit(self.info.event(event_type, p));
+    }
+
+    /// A playback reached its end or was stopped: loop it again, or report
+    /// `call.playback.ended` (`status`: `completed` / `cancelled`).
+    pub async fn playback_done(&mut self, id: u64, completed: bool) {
+        let Some(mut p) = self.playbacks.remove(&id) else { return };
+        let again = completed
+            && match p.loops {
+                Loops::Forever => true,
+                Loops::Times(n) => {
+                    p.loops = Loops::Times(n.saturating_sub(1));
+                    n > 1
+                }
+            };
+        if again && self.media.play(id, p.pcm.to_vec(), p.overlay, None).await.is_ok() {
+            self.playbacks.insert(id, p);
+            return;
+        }
+        let status = if completed { "completed" } else { "cancelled" };
+        self.playback_event("call.playback.ended", &p.url, p.overlay, Some(status));
+    }
+
+    /// The call ended: playbacks still running end with `call_hangup`.
+    pub fn playbacks_hung_up(&mut self) {
+        for (_, p) in std::mem::take(self.playbacks) {
+            self.playback_event("call.playback.ended", &p.url, p.overlay, Some("call_hangup"));
         }
     }
 }
