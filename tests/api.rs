@@ -148,6 +148,28 @@ async fn call_control_over_http_on_a_live_call() {
     assert_eq!(one["data"]["is_alive"], true);
     assert_eq!(one["data"]["from"], "+14155550123");
 
+    // Listen-in: both tracks as Telnyx media frames.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", api_port)).await.unwrap();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://127.0.0.1:{api_port}/v2/calls/{id}/listen"
+    ))
+    .unwrap();
+    req.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let (mut listen, _) = tokio_tungstenite::client_async(req, tcp).await.expect("listen socket");
+    let mut frames = Vec::new();
+    while frames.len() < 60 {
+        let msg = tokio::time::timeout(WAIT, listen.next()).await.expect("listen frame").unwrap().unwrap();
+        frames.push(serde_json::from_str::<Value>(msg.to_text().unwrap()).unwrap());
+    }
+    drop(listen);
+    assert_eq!(frames[0]["event"], "connected");
+    assert_eq!(frames[1]["event"], "start");
+    assert_eq!(frames[1]["start"]["call_control_id"], id.as_str());
+    assert_eq!(frames[1]["start"]["media_format"]["encoding"], "PCMU");
+    let tracks: std::collections::HashSet<&str> =
+        frames[2..].iter().map(|f| f["media"]["track"].as_str().unwrap()).collect();
+    assert_eq!(tracks, ["inbound", "outbound"].into(), "both tracks");
+
     // 400s name the field.
     let (code, e) = api.action(&id, "send_dtmf", r#"{"digits": "12x"}"#).await;
     assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/digits")), "{e}");

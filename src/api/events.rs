@@ -51,3 +51,87 @@ async fn stream(
         }
     }
 }
+
+/// `GET /v2/calls/{call_control_id}/listen`: the call's live audio, both tracks, as
+/// Telnyx media-stream frames (`connected`, `start` with the call's ids and codec,
+/// then `media` with `track` inbound/outbound and base64 G.711, `stop` when the call
+/// ends). A listener that falls behind skips chunks; the call never waits.
+pub async fn listen(
+    State(st): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, super::error::ApiError> {
+    let (view, rx) = match st.calls.listen(&id) {
+        Some(l) => l,
+        None => {
+            return Err(match st.calls.get(&id) {
+                crate::call::control::Lookup::Unknown => super::error::ApiError::not_found("call", &id),
+                _ => super::error::ApiError::from_action(crate::call::control::ActionError::ended()),
+            });
+        }
+    };
+    Ok(ws.on_upgrade(move |socket| listen_stream(socket, view, rx)))
+}
+
+/// Sends one text frame; `false` when the client is gone or takes over 2 s.
+async fn send(socket: &mut WebSocket, text: String) -> bool {
+    matches!(tokio::time::timeout(Duration::from_secs(2), socket.send(Message::Text(text.into()))).await, Ok(Ok(())))
+}
+
+async fn listen_stream(
+    mut socket: WebSocket,
+    view: crate::call::control::CallView,
+    mut rx: tokio::sync::broadcast::Receiver<crate::call::listen::ListenChunk>,
+) {
+    use crate::agent::protocol::{Outbound, StartInfo};
+    use crate::config::Encoding;
+    let mut out = Outbound::new(uuid::Uuid::new_v4().to_string());
+    let started = tokio::time::Instant::now();
+    let mut sent_start = false;
+    if !send(&mut socket, out.connected()).await {
+        return;
+    }
+    loop {
+        tokio::select! {
+            c = rx.recv() => match c {
+                Ok(chunk) => {
+                    if !sent_start {
+                        sent_start = true;
+                        let encoding = match chunk.codec {
+                            crate::media::g711::G711::Pcmu => Encoding::Pcmu,
+                            crate::media::g711::G711::Pcma => Encoding::Pcma,
+                        };
+                        let start = StartInfo {
+                            call_control_id: view.info.ids.call_control_id.clone(),
+                            call_session_id: view.info.ids.call_session_id.clone(),
+                            from: view.info.from.clone(),
+                            to: view.info.to.clone(),
+                            client_state: view.info.client_state.clone(),
+                            custom_parameters: serde_json::Map::new(),
+                            encoding,
+                            sample_rate: 8000,
+                        };
+                        if !send(&mut socket, out.start(&start)).await {
+                            return;
+                        }
+                    }
+                    let ts = started.elapsed().as_millis() as u64;
+                    if !send(&mut socket, out.media(chunk.track, ts, chunk.audio())).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => {
+                    let stop = out.stop(&view.info.ids.call_control_id, &view.info.ids.call_session_id);
+                    let _ = send(&mut socket, stop).await;
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -50,6 +50,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v2/calls", get(calls::list).post(calls::dial))
         .route("/v2/calls/{call_control_id}", get(calls::get))
         .route("/v2/calls/{call_control_id}/actions/{action}", post(calls::action))
+        .route("/v2/calls/{call_control_id}/listen", get(events::listen))
         .route("/v2/events", get(events::socket))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::CallInfo;
+use super::listen::{ListenChunk, ListenTap};
 use crate::agent::stream::StreamSpec;
 
 /// What the API asks of a call. Each command is answered through its reply channel.
@@ -124,6 +125,7 @@ impl CallView {
 struct Entry {
     view: CallView,
     commands: mpsc::Sender<Command>,
+    listen: ListenTap,
 }
 
 /// Live calls by `call_control_id`. Cloning is cheap; one lock for the map only,
@@ -148,6 +150,9 @@ pub struct Registration {
     id: String,
     /// Commands for the call.
     pub commands: mpsc::Receiver<Command>,
+    /// The call's listen channel: give [`crate::call::listen::call_tap`] of it to the
+    /// media task.
+    pub listen: ListenTap,
 }
 
 impl Registration {
@@ -195,8 +200,10 @@ impl CallRegistry {
         let (tx, rx) = mpsc::channel(16);
         let id = info.ids.call_control_id.clone();
         let view = CallView { info: info.clone(), state: state.to_string(), stream_id: None };
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).live.insert(id.clone(), Entry { view, commands: tx });
-        Registration { registry: self.clone(), id, commands: rx }
+        let listen = ListenTap::default();
+        let entry = Entry { view, commands: tx, listen: listen.clone() };
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).live.insert(id.clone(), entry);
+        Registration { registry: self.clone(), id, commands: rx, listen }
     }
 
     /// The live calls.
@@ -237,6 +244,12 @@ impl CallRegistry {
             Ok(Err(_)) => Some(Err(ActionError::ended())),
             Err(_) => Some(Err(ActionError::invalid("the call did not answer the command in 10 s"))),
         }
+    }
+
+    /// A listener on a live call's audio (`None` when the call is not live).
+    pub fn listen(&self, call_control_id: &str) -> Option<(CallView, tokio::sync::broadcast::Receiver<ListenChunk>)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.live.get(call_control_id).map(|e| (e.view.clone(), e.listen.subscribe()))
     }
 
     /// Number of live calls.

@@ -5,6 +5,7 @@
 pub mod control;
 pub mod event;
 pub mod ids;
+pub mod listen;
 pub mod playback;
 pub mod recording;
 pub mod session;

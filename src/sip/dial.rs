@@ -111,7 +111,7 @@ async fn run(
                 Progress::Answered => {
                     control.update(|v| v.state = "answered".into());
                     recording = start_recording_if(&ctx, req.record, &leg.info);
-                    let tap = recording.as_ref().map(|r| r.tap());
+                    let tap = crate::call::listen::call_tap(&control.listen, recording.as_ref().map(|r| r.tap()));
                     match stream.take() {
                         Some(spec) => {
                             let (port, endpoint) = stream_pair(&spec);
@@ -136,7 +136,7 @@ async fn run(
                         break;
                     }
                     other => {
-                        let tap = recording.as_ref().map(|r| r.tap());
+                        let tap = crate::call::listen::call_tap(&control.listen, recording.as_ref().map(|r| r.tap()));
                         let mut lc = LegControl {
                             ctx: &ctx,
                             info: &mut leg.info,

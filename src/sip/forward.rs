@@ -140,13 +140,13 @@ pub async fn run(
                     sm.ringing();
                     let _ = call.dialog.ringing(sdp_headers(), Some(answer.clone()));
                     if relay.is_none() {
-                        relay = Relay::start(&mut call.media, &mut far.media, None);
+                        relay = Relay::start(&mut call.media, &mut far.media, crate::call::listen::call_tap(&call.control.listen, None));
                     }
                 }
                 Progress::Answered => {
                     call.control.update(|v| v.state = "answered".into());
                     recording = super::inbound::start_recording(&ctx, &call.route, &call.info);
-                    let tap = recording.as_ref().map(|r| r.tap());
+                    let tap = crate::call::listen::call_tap(&call.control.listen, recording.as_ref().map(|r| r.tap()));
                     match relay.as_mut() {
                         None => relay = Relay::start(&mut call.media, &mut far.media, tap),
                         Some(r) => r.set_tap(tap).await,

@@ -305,7 +305,7 @@ impl InboundCall {
                             }
                             Ok(())
                         }
-                        other => self.command(other, answered, recording.as_ref().map(|r| r.tap())).await,
+                        other => self.command(other, answered, crate::call::listen::call_tap(&self.control.listen, recording.as_ref().map(|r| r.tap()))).await,
                     };
                     let _ = cmd.reply.send(result);
                     continue;
@@ -358,7 +358,11 @@ impl InboundCall {
                     self.control.update(|v| v.state = "answered".into());
                     self.ctx.events.emit(self.info.answered());
                     recording = start_recording(&self.ctx, &self.route, &self.info);
-                    if !self.start_media(recording.as_ref().map(|r| r.tap())) && !bye_sent {
+                    if !self.start_media(crate::call::listen::call_tap(
+                        &self.control.listen,
+                        recording.as_ref().map(|r| r.tap()),
+                    )) && !bye_sent
+                    {
                         bye_sent = true;
                         self.local_hangup(&mut sm, HangupCause::Unspecified).await;
                     }

@@ -1,0 +1,101 @@
+//! Live listen-in (`/v2/calls/{id}/listen`): a per-call broadcast of the audio both
+//! ways, fed by a [`Tap`] on the call's media task. Without listeners a packet costs
+//! one uncontended check of this call's own channel; a listener that falls behind
+//! loses chunks (it never slows the call).
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::agent::protocol::Track;
+use crate::media::g711::G711;
+use crate::media::leg::Tap;
+
+/// Largest chunk carried (60 ms of G.711); longer payloads are cut.
+pub const CHUNK: usize = 480;
+
+/// One packet's audio for listeners.
+#[derive(Clone, Copy)]
+pub struct ListenChunk {
+    /// `inbound` (from the caller) or `outbound` (to the caller).
+    pub track: Track,
+    /// The call's codec.
+    pub codec: G711,
+    /// Valid bytes.
+    pub len: u16,
+    /// G.711 bytes.
+    pub data: [u8; CHUNK],
+}
+
+impl ListenChunk {
+    /// The audio bytes.
+    pub fn audio(&self) -> &[u8] {
+        &self.data[..usize::from(self.len)]
+    }
+}
+
+/// The call's listen channel (one per call, created when it registers).
+#[derive(Clone)]
+pub struct ListenTap {
+    tx: broadcast::Sender<ListenChunk>,
+}
+
+impl Default for ListenTap {
+    fn default() -> Self {
+        Self { tx: broadcast::channel(256).0 }
+    }
+}
+
+impl ListenTap {
+    /// A new listener.
+    pub fn subscribe(&self) -> broadcast::Receiver<ListenChunk> {
+        self.tx.subscribe()
+    }
+
+    fn send(&self, track: Track, codec: G711, payload: &[u8]) {
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        let len = payload.len().min(CHUNK);
+        let mut c = ListenChunk { track, codec, len: len as u16, data: [0; CHUNK] };
+        c.data[..len].copy_from_slice(&payload[..len]);
+        let _ = self.tx.send(c);
+    }
+}
+
+impl Tap for ListenTap {
+    fn heard(&self, codec: G711, payload: &[u8]) {
+        self.send(Track::Inbound, codec, payload);
+    }
+
+    fn said(&self, codec: G711, payload: &[u8]) {
+        self.send(Track::Outbound, codec, payload);
+    }
+}
+
+/// Several taps as one (the recorder and the listeners).
+pub struct Taps(pub Vec<Arc<dyn Tap>>);
+
+impl Tap for Taps {
+    fn heard(&self, codec: G711, payload: &[u8]) {
+        for t in &self.0 {
+            t.heard(codec, payload);
+        }
+    }
+
+    fn said(&self, codec: G711, payload: &[u8]) {
+        for t in &self.0 {
+            t.said(codec, payload);
+        }
+    }
+}
+
+/// The tap a call's media task gets: its listen channel, plus the recorder when
+/// recording.
+pub fn call_tap(listen: &ListenTap, recording: Option<Arc<dyn Tap>>) -> Option<Arc<dyn Tap>> {
+    let listen: Arc<dyn Tap> = Arc::new(listen.clone());
+    Some(match recording {
+        Some(r) => Arc::new(Taps(vec![r, listen])),
+        None => listen,
+    })
+}
