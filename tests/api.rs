@@ -450,3 +450,46 @@ async fn dial_out_to_an_agent_and_hang_up() {
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
 }
+
+/// `/v2/openapi.json` is OpenAPI 3.1 and describes exactly what is routed: every
+/// documented operation reaches a handler (not the unknown-route fallback), and
+/// every route the API serves is documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _sip, api_port, _receiver) = start(dir.path());
+    let api = Api::new(api_port);
+    let (code, doc) = api.get("/v2/openapi.json").await;
+    assert_eq!(code, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for served in [
+        "/v2/calls",
+        "/v2/calls/{call_control_id}",
+        "/v2/calls/{call_control_id}/actions/hangup",
+        "/v2/calls/{call_control_id}/actions/send_dtmf",
+        "/v2/calls/{call_control_id}/actions/streaming_start",
+        "/v2/calls/{call_control_id}/actions/playback_start",
+        "/v2/calls/{call_control_id}/listen",
+        "/v2/events",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(served), "{served} is served but not documented");
+    }
+    let fallback = api.send(reqwest::Method::GET, "/v2/nothing-here", None, Some(TOKEN)).await;
+    assert_eq!(fallback.0, 404);
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let url = path.replace("{call_control_id}", "no-such-call");
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let body = (m == reqwest::Method::POST).then_some("{}");
+            let (code, answer) = api.send(m, &url, body, Some(TOKEN)).await;
+            assert!(answer != fallback.1, "{method} {path} is documented but not routed ({code})");
+        }
+    }
+    let mut d = d;
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+}

@@ -8,6 +8,7 @@
 pub mod calls;
 pub mod error;
 pub mod events;
+pub mod openapi;
 pub mod ops;
 
 use std::net::SocketAddr;
@@ -52,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v2/calls/{call_control_id}/actions/{action}", post(calls::action))
         .route("/v2/calls/{call_control_id}/listen", get(events::listen))
         .route("/v2/events", get(events::socket))
+        .route("/v2/openapi.json", get(openapi::serve))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
