@@ -121,6 +121,12 @@ pub fn pcm_pair(depth: usize, want_heard: bool, want_said: bool) -> (PcmPort, Pc
     )
 }
 
+/// One packet of audio.
+const FRAME: Duration = Duration::from_millis(20);
+
+/// Frames sent at once to catch up after a late wake-up (100 ms).
+const MAX_CATCH_UP: u32 = 5;
+
 /// Queued playback beyond this is dropped (the agent sent more than a minute ahead).
 const MAX_QUEUED_SAMPLES: usize = 8000 * 120;
 
@@ -158,8 +164,12 @@ pub async fn run_pcm(
     let mut talking = false;
     let mut inbound_muted = false;
     let mut dropped = 0u64;
-    let mut pace = tokio::time::interval(Duration::from_millis(20));
-    pace.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut late_resyncs = 0u64;
+    // Pacing on the box's clock: one frame per 20 ms. A late wake-up (a busy core)
+    // catches up with up to MAX_CATCH_UP frames at once, so playback keeps real
+    // time instead of falling behind for good; later than that, the schedule
+    // restarts from now (the peer's jitter buffer absorbs the gap).
+    let mut next_frame_at = Instant::now() + FRAME;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -187,38 +197,50 @@ pub async fn run_pcm(
                     Received::Nothing => {}
                 }
             }
-            _ = pace.tick() => {
-                let playing = !player.is_idle();
-                let real = if playing && !overlay {
-                    // The endpoint's queue waits while the box plays.
-                    player.next_frame(&mut frame)
-                } else if playing {
-                    let a = playout.next_frame(&mut frame);
-                    let b = player.next_frame(&mut player_frame);
-                    for (x, y) in frame.iter_mut().zip(player_frame.iter()) {
-                        *x = x.saturating_add(*y);
+            _ = tokio::time::sleep_until(next_frame_at) => {
+                let now = Instant::now();
+                let mut due = 0;
+                while next_frame_at <= now && due < MAX_CATCH_UP {
+                    next_frame_at += FRAME;
+                    due += 1;
+                }
+                if next_frame_at <= now {
+                    late_resyncs += 1;
+                    next_frame_at = now + FRAME;
+                }
+                for _ in 0..due {
+                    let playing = !player.is_idle();
+                    let real = if playing && !overlay {
+                        // The endpoint's queue waits while the box plays.
+                        player.next_frame(&mut frame)
+                    } else if playing {
+                        let a = playout.next_frame(&mut frame);
+                        let b = player.next_frame(&mut player_frame);
+                        for (x, y) in frame.iter_mut().zip(player_frame.iter()) {
+                            *x = x.saturating_add(*y);
+                        }
+                        a.max(b)
+                    } else {
+                        playout.next_frame(&mut frame)
+                    };
+                    while let Some(id) = player.pop_reached() {
+                        if let Ok(id) = id.parse() {
+                            let _ = events.send(LegEvent::PlaybackDone { id, completed: true });
+                        }
                     }
-                    a.max(b)
-                } else {
-                    playout.next_frame(&mut frame)
-                };
-                while let Some(id) = player.pop_reached() {
-                    if let Ok(id) = id.parse() {
-                        let _ = events.send(LegEvent::PlaybackDone { id, completed: true });
+                    codec.encode(&frame, &mut out);
+                    if let Some(t) = &tap {
+                        t.said(codec, &out);
                     }
-                }
-                codec.encode(&frame, &mut out);
-                if let Some(t) = &tap {
-                    t.said(codec, &out);
-                }
-                if port.want_said {
-                    offer(&port, Direction::Said, codec, &out, &mut dropped);
-                }
-                // RFC 3551 §4.1: the marker bit starts each talkspurt.
-                leg.send_audio(&out, real > 0 && !talking).await;
-                talking = real > 0;
-                while let Some(name) = playout.pop_reached() {
-                    let _ = port.marks.send(name);
+                    if port.want_said {
+                        offer(&port, Direction::Said, codec, &out, &mut dropped);
+                    }
+                    // RFC 3551 §4.1: the marker bit starts each talkspurt.
+                    leg.send_audio(&out, real > 0 && !talking).await;
+                    talking = real > 0;
+                    while let Some(name) = playout.pop_reached() {
+                        let _ = port.marks.send(name);
+                    }
                 }
             }
             p = port.playback.recv(), if playback_open => match p {
@@ -279,8 +301,9 @@ pub async fn run_pcm(
             }
         }
     }
-    if dropped > 0 || playout.dropped_samples() > 0 {
+    if dropped > 0 || playout.dropped_samples() > 0 || late_resyncs > 0 {
         tracing::debug!(
+            late_resyncs,
             chunks = dropped,
             samples = playout.dropped_samples(),
             "audio dropped between the call and its endpoint"
