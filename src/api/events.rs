@@ -81,8 +81,9 @@ async fn send(socket: &mut WebSocket, text: String) -> bool {
 async fn listen_stream(
     mut socket: WebSocket,
     view: crate::call::control::CallView,
-    mut rx: tokio::sync::broadcast::Receiver<crate::call::listen::ListenChunk>,
+    mut listener: crate::call::listen::Listener,
 ) {
+    let rx = &mut listener.rx;
     use crate::agent::protocol::{Outbound, StartInfo};
     use crate::config::Encoding;
     let mut out = Outbound::new(uuid::Uuid::new_v4().to_string());

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::CallInfo;
-use super::listen::{ListenChunk, ListenTap};
+use super::listen::{ListenTap, Listener};
 use crate::agent::stream::StreamSpec;
 
 /// What the API asks of a call. Each command is answered through its reply channel.
@@ -247,7 +247,7 @@ impl CallRegistry {
     }
 
     /// A listener on a live call's audio (`None` when the call is not live).
-    pub fn listen(&self, call_control_id: &str) -> Option<(CallView, tokio::sync::broadcast::Receiver<ListenChunk>)> {
+    pub fn listen(&self, call_control_id: &str) -> Option<(CallView, Listener)> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.live.get(call_control_id).map(|e| (e.view.clone(), e.listen.subscribe()))
     }

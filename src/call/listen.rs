@@ -1,9 +1,10 @@
 //! Live listen-in (`/v2/calls/{id}/listen`): a per-call broadcast of the audio both
 //! ways, fed by a [`Tap`] on the call's media task. Without listeners a packet costs
-//! one uncontended check of this call's own channel; a listener that falls behind
+//! one atomic load; a listener that falls behind
 //! loses chunks (it never slows the call).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::broadcast;
 
@@ -38,22 +39,38 @@ impl ListenChunk {
 #[derive(Clone)]
 pub struct ListenTap {
     tx: broadcast::Sender<ListenChunk>,
+    /// Listeners connected: the packet path checks this atomic, not the channel.
+    listeners: Arc<AtomicUsize>,
 }
 
 impl Default for ListenTap {
     fn default() -> Self {
-        Self { tx: broadcast::channel(256).0 }
+        Self { tx: broadcast::channel(256).0, listeners: Arc::default() }
+    }
+}
+
+/// One listener's receiving end; dropping it stops the copies when it was the last.
+pub struct Listener {
+    /// The chunks.
+    pub rx: broadcast::Receiver<ListenChunk>,
+    listeners: Arc<AtomicUsize>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.listeners.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl ListenTap {
     /// A new listener.
-    pub fn subscribe(&self) -> broadcast::Receiver<ListenChunk> {
-        self.tx.subscribe()
+    pub fn subscribe(&self) -> Listener {
+        self.listeners.fetch_add(1, Ordering::Relaxed);
+        Listener { rx: self.tx.subscribe(), listeners: Arc::clone(&self.listeners) }
     }
 
     fn send(&self, track: Track, codec: G711, payload: &[u8]) {
-        if self.tx.receiver_count() == 0 {
+        if self.listeners.load(Ordering::Relaxed) == 0 {
             return;
         }
         let len = payload.len().min(CHUNK);
