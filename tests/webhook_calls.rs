@@ -69,6 +69,46 @@ async fn a_call_produces_signed_telnyx_webhooks_in_order() {
     assert!(hangup["call_quality_stats"]["inbound"]["mos"].is_string(), "{hangup}");
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+    // The call record, written from those events, as `sqlite3` shows it.
+    let db = rusqlite::Connection::open_with_flags(
+        dir.path().join("data/sipbridge.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let columns = "call_leg_id, call_control_id, call_session_id, trunk, direction, from_number, to_number, state, \
+                   start_time, answer_time, end_time, hangup_cause, hangup_source, sip_hangup_cause, quality_stats, \
+                   custom_headers, recording_paths";
+    let rows: Vec<Vec<Option<String>>> = db
+        .prepare(&format!("SELECT {columns} FROM calls"))
+        .unwrap()
+        .query_map([], |r| (0..17).map(|i| r.get::<_, Option<String>>(i)).collect())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one row for the one leg");
+    let r: Vec<&str> = rows[0].iter().map(|c| c.as_deref().unwrap_or("NULL")).collect();
+    let p0 = &bodies[0]["data"]["payload"];
+    assert_eq!(
+        r[0..3],
+        [
+            p0["call_leg_id"].as_str().unwrap(),
+            p0["call_control_id"].as_str().unwrap(),
+            p0["call_session_id"].as_str().unwrap()
+        ]
+    );
+    assert_eq!(r[3..8], ["telnyx-ip", "incoming", "+14155550123", "+13125550100", "ended"]);
+    assert_eq!(r[8], p0["start_time"].as_str().unwrap(), "start_time as in call.initiated");
+    assert_eq!(r[9], bodies[1]["data"]["occurred_at"].as_str().unwrap(), "answer_time = call.answered's occurred_at");
+    assert_eq!(r[10], hangup["end_time"].as_str().unwrap());
+    assert_eq!(r[11..14], ["normal_clearing", "caller", "200"]);
+    let quality: serde_json::Value = serde_json::from_str(r[14]).unwrap();
+    assert_eq!(quality, hangup["call_quality_stats"]);
+    let headers: serde_json::Value = serde_json::from_str(r[15]).unwrap();
+    assert!(
+        headers.as_array().unwrap().iter().any(|h| h["name"] == "X-Telnyx-Session-Id"),
+        "the INVITE's X- headers: {headers}"
+    );
+    assert_eq!(r[16], "[]", "no recording on this route");
     // The CLI sees the outbox too.
     let (code, out, _) = run_cli(&["webhooks", "status", "-c", config.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}");

@@ -268,7 +268,7 @@ pub struct Recording {
 }
 
 /// `[webhooks]`
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Webhooks {
     /// Where events are POSTed; `None` disables webhooks (calls are still recorded in the store).
     pub url: Option<url::Url>,
@@ -280,11 +280,28 @@ pub struct Webhooks {
     pub timeout: Duration,
     /// Undelivered events older than this are dead-lettered (kept, not deleted).
     pub max_age: Duration,
+    /// Delay before the first retry of a failed event; doubles per failure (with
+    /// jitter: uniform in [d/2, d]). Default 1 s.
+    pub retry_initial: Duration,
+    /// Cap of the doubling retry delay. Default 5 min.
+    pub retry_max: Duration,
+    /// POSTs of an event to `url` before it goes to `failover_url` (when set).
+    /// Default 3.
+    pub failover_after: u32,
+    /// Most POSTs in flight at once, over all calls. Default 16.
+    pub max_in_flight: usize,
+    /// Delivered events are deleted from the outbox this long after delivery;
+    /// `None` ("forever") keeps them. Default 7 days. Pending and dead-lettered
+    /// events are never deleted.
+    pub delivered_retention: Option<Duration>,
 }
 
 /// `[api]`
 #[derive(Debug, Clone, Serialize)]
 pub struct Api {
+    /// The `[api]` section is in the config: the API is served. Without it the
+    /// box opens no HTTP port (nothing is taken from other software on the box).
+    pub enabled: bool,
     /// HTTP listen address.
     pub listen: SocketAddr,
     /// Bearer token; without it only `/healthz` answers.

@@ -46,7 +46,18 @@ const AGENT: &[&str] = &[
 const ROUTE: &[&str] =
     &["name", "trunk", "to", "from", "agent", "room", "room_per_caller", "forward", "record", "ring_for", "pin"];
 const RECORDING: &[&str] = &["enabled", "dir", "channels", "retention", "max_disk_usage"];
-const WEBHOOKS: &[&str] = &["url", "failover_url", "signing_key", "timeout", "max_age"];
+const WEBHOOKS: &[&str] = &[
+    "url",
+    "failover_url",
+    "signing_key",
+    "timeout",
+    "max_age",
+    "retry_initial",
+    "retry_max",
+    "failover_after",
+    "max_in_flight",
+    "delivered_retention",
+];
 const API: &[&str] = &["listen", "token"];
 const LOG: &[&str] = &["level", "format"];
 
@@ -432,25 +443,66 @@ fn read_webhooks(root: &Table<'_>, issues: &mut Issues) -> Webhooks {
     }
     let timeout = duration(&t, "timeout", issues, Duration::from_secs(5));
     let max_age = duration(&t, "max_age", issues, Duration::from_secs(86_400));
+    let positive = |s: &str| {
+        values::parse_duration(s).and_then(|d| match d.is_zero() {
+            true => Err(format!("{s:?} must be longer than 0 (e.g. \"1s\")")),
+            false => Ok(d),
+        })
+    };
+    let retry_initial = t.parsed("retry_initial", issues, positive).unwrap_or(Duration::from_secs(1));
+    let retry_max = t.parsed("retry_max", issues, positive).unwrap_or(Duration::from_secs(300));
+    if retry_max < retry_initial {
+        issues.push(
+            t.key_path("retry_max"),
+            format!(
+                "{} is shorter than retry_initial ({}): the backoff cap must be at least the first delay",
+                humantime::format_duration(retry_max),
+                humantime::format_duration(retry_initial)
+            ),
+        );
+    }
+    let failover_after = t.integer("failover_after", issues, 1, 1000).unwrap_or(3) as u32;
+    let max_in_flight = t.integer("max_in_flight", issues, 1, 1024).unwrap_or(16) as usize;
+    let delivered_retention = match t.string("delivered_retention", issues).as_deref() {
+        None => Some(Duration::from_secs(7 * 86_400)),
+        Some("forever") => None,
+        Some(_) => t.parsed("delivered_retention", issues, |s| {
+            values::parse_duration(s).map_err(|e| format!("{e}, or \"forever\""))
+        }),
+    };
     t.finish(issues);
-    Webhooks { url, failover_url, signing_key, timeout, max_age }
+    Webhooks {
+        url,
+        failover_url,
+        signing_key,
+        timeout,
+        max_age,
+        retry_initial,
+        retry_max,
+        failover_after,
+        max_in_flight,
+        delivered_retention,
+    }
 }
 
 fn read_api(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -> Api {
     let t = root.table("api", API, issues);
+    let enabled = t.present();
     let listen = t
         .parsed("listen", issues, |s| {
             s.parse::<SocketAddr>().map_err(|_| format!("{s:?} is not an address and port (e.g. \"127.0.0.1:8080\")"))
         })
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let token = secret(&t, "token", issues);
-    if token.is_none() {
+    if !enabled {
+        // No [api]: nothing is served, nothing to warn about.
+    } else if token.is_none() {
         warnings.push("api.token is not set: the control API answers only /healthz".into());
     } else if token.as_ref().is_some_and(|p| p.expose().starts_with("change-me")) {
         warnings.push("api.token: still the placeholder token".into());
     }
     t.finish(issues);
-    Api { listen, token }
+    Api { enabled, listen, token }
 }
 
 fn read_log(root: &Table<'_>, issues: &mut Issues) -> Log {

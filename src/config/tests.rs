@@ -246,3 +246,51 @@ signing_key = "/nonexistent/webhook.key"
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
 }
+
+#[test]
+fn webhook_delivery_keys_have_defaults_and_located_errors() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let w = load_with_env(&write(dir.path(), "d.toml", ""), env(&[])).unwrap().config.webhooks;
+    assert_eq!((w.retry_initial, w.retry_max), (Duration::from_secs(1), Duration::from_secs(300)));
+    assert_eq!((w.failover_after, w.max_in_flight), (3, 16));
+    assert_eq!(w.delivered_retention, Some(Duration::from_secs(7 * 86_400)));
+
+    let good = "[webhooks]\nretry_initial = \"250ms\"\nretry_max = \"1m\"\nfailover_after = 5\nmax_in_flight = 4\n\
+                delivered_retention = \"forever\"\n";
+    let w = load_with_env(&write(dir.path(), "g.toml", good), env(&[])).unwrap().config.webhooks;
+    assert_eq!((w.retry_initial, w.retry_max), (Duration::from_millis(250), Duration::from_secs(60)));
+    assert_eq!((w.failover_after, w.max_in_flight, w.delivered_retention), (5, 4, None));
+    let policy = crate::webhook::DeliveryPolicy::from_config(&w);
+    assert_eq!((policy.retry_initial, policy.failover_after, policy.max_in_flight), (w.retry_initial, 5, 4));
+    assert_eq!(policy.delivered_retention, Duration::MAX, "forever");
+    let w = load_with_env(
+        &write(dir.path(), "e.toml", ""),
+        env(&[("SIPBRIDGE_WEBHOOKS__MAX_IN_FLIGHT", "2"), ("SIPBRIDGE_WEBHOOKS__DELIVERED_RETENTION", "2d")]),
+    )
+    .unwrap()
+    .config
+    .webhooks;
+    assert_eq!((w.max_in_flight, w.delivered_retention), (2, Some(Duration::from_secs(2 * 86_400))));
+
+    let bad = "[webhooks]\nretry_initial = \"0s\"\nretry_max = \"10ms\"\nfailover_after = 0\nmax_in_flight = \"many\"\n\
+               delivered_retention = \"a week\"\nretry_inital = \"1s\"\n";
+    let path = write(dir.path(), "sipbridge.toml", bad);
+    let shown: Vec<String> =
+        load_with_env(&path, env(&[])).unwrap_err().problems.iter().map(|p| p.to_string()).collect();
+    let p = path.display();
+    for want in [
+        format!("{p}:2: webhooks.retry_initial: \"0s\" must be longer than 0 (e.g. \"1s\")"),
+        format!("{p}:4: webhooks.failover_after: 0 is out of range (1 to 1000)"),
+        format!("{p}:5: webhooks.max_in_flight: \"many\" is not a whole number"),
+        format!(
+            "{p}:6: webhooks.delivered_retention: \"a week\" is not a duration (e.g. \"500ms\", \"30s\", \"5m\", \"24h\", \"30d\"), or \"forever\""
+        ),
+        format!("{p}:7: webhooks.retry_inital: unknown key (did you mean \"retry_initial\"?)"),
+    ] {
+        assert!(shown.contains(&want), "missing {want:?} in:\n{}", shown.join("\n"));
+    }
+    let path = write(dir.path(), "cap.toml", "[webhooks]\nretry_initial = \"2s\"\nretry_max = \"1s\"\n");
+    let err = load_with_env(&path, env(&[])).unwrap_err().to_string();
+    assert!(err.contains(":3: webhooks.retry_max: 1s is shorter than retry_initial (2s)"), "{err}");
+}

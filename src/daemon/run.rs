@@ -221,9 +221,13 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     // The control API. A port already taken is logged, not fatal: calls are the
     // box's main job and routes handle them without the API.
     let api_stop = CancellationToken::new();
-    let api_listen = daemon.config.borrow().api.listen;
-    match tokio::net::TcpListener::bind(api_listen).await {
-        Ok(listener) => {
+    let (api_enabled, api_listen) = {
+        let cfg = daemon.config.borrow();
+        (cfg.api.enabled, cfg.api.listen)
+    };
+    match if api_enabled { Some(tokio::net::TcpListener::bind(api_listen).await) } else { None } {
+        None => tracing::info!("no [api] section: the control API is not served"),
+        Some(Ok(listener)) => {
             let state = crate::api::ApiState {
                 calls: sip.ctx.calls.clone(),
                 sip: Arc::clone(&sip.ctx),
@@ -235,7 +239,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
             tracing::info!(listen = %api_listen, "control API listening");
             tokio::spawn(crate::api::serve(listener, state, api_stop.clone()));
         }
-        Err(e) => tracing::error!("control API not started: cannot listen on {api_listen} ([api] listen): {e}"),
+        Some(Err(e)) => tracing::error!("control API not started: cannot listen on {api_listen} ([api] listen): {e}"),
     }
 
     let status = daemon.status_line();
@@ -263,6 +267,11 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     shutdown(&daemon).await;
     api_stop.cancel();
     sip.stop().await;
+    // Barrier: the writer runs jobs in order, so once this no-op is committed every
+    // event the calls emitted without waiting (their hangups) is on disk too.
+    if let Err(e) = store.run(|_| Ok(())).await {
+        tracing::warn!("store: flushing the last events failed: {e}");
+    }
     if let Some(w) = webhook_worker {
         w.shutdown(Duration::from_secs(5)).await;
     }
@@ -325,12 +334,8 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
             if cfg.api.listen != old.api.listen {
                 restart.push("api.listen");
             }
-            if cfg.webhooks.url != old.webhooks.url
-                || cfg.webhooks.failover_url != old.webhooks.failover_url
-                || cfg.webhooks.signing_key != old.webhooks.signing_key
-                || cfg.webhooks.timeout != old.webhooks.timeout
-                || cfg.webhooks.max_age != old.webhooks.max_age
-            {
+            // Every [webhooks] key is read once, when delivery starts.
+            if cfg.webhooks != old.webhooks {
                 restart.push("webhooks");
             }
             if !restart.is_empty() {

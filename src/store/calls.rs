@@ -53,6 +53,9 @@ pub struct CallStart {
     pub route: Option<String>,
     /// `[[agent]]` name the call is bridged to, when any.
     pub agent: Option<String>,
+    /// Telnyx `custom_headers` of `call.initiated` (the INVITE's X- headers) as
+    /// JSON, `[{"name": .., "value": ..}]`; `None` when not known.
+    pub custom_headers: Option<Value>,
 }
 
 impl CallStart {
@@ -69,6 +72,9 @@ impl CallStart {
             start_time: info.start_time,
             route,
             agent,
+            custom_headers: Some(Value::Array(
+                info.custom_headers.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect(),
+            )),
         }
     }
 }
@@ -141,11 +147,18 @@ pub struct CallRecord {
     pub end: Option<CallEnd>,
     /// Recording files of this leg, in the order they were started.
     pub recording_paths: Vec<String>,
+    /// The voice agent's WebSocket URL (`streaming.started`), without query or
+    /// credentials.
+    pub stream_url: Option<String>,
+    /// The other leg of a bridge (`call.bridged`): its `call_leg_id`.
+    pub bridged_call_leg_id: Option<String>,
+    /// The other leg of a bridge: its `call_control_id`.
+    pub bridged_call_control_id: Option<String>,
 }
 
 const COLUMNS: &str = "call_leg_id, call_control_id, call_session_id, trunk, direction, from_number, to_number, \
      route, agent, state, start_time, answer_time, end_time, hangup_cause, hangup_source, sip_hangup_cause, \
-     quality_stats, recording_paths";
+     quality_stats, recording_paths, custom_headers, stream_url, bridged_call_leg_id, bridged_call_control_id";
 
 fn bad_column(i: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.to_string().into())
@@ -163,6 +176,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
     let end_time = time_at(row, 12)?;
     let quality: Option<String> = row.get(16)?;
     let recordings: String = row.get(17)?;
+    let headers: Option<String> = row.get(18)?;
     let end = match end_time {
         Some(end_time) => Some(CallEnd {
             end_time,
@@ -189,11 +203,19 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
             route: row.get(7)?,
             agent: row.get(8)?,
             start_time,
+            custom_headers: headers
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| bad_column(18, "not JSON"))?,
         },
         state: RecordState::parse(&state).ok_or_else(|| bad_column(9, "unknown state"))?,
         answer_time: time_at(row, 11)?,
         end,
         recording_paths: serde_json::from_str(&recordings).map_err(|_| bad_column(17, "not a JSON array"))?,
+        stream_url: row.get(19)?,
+        bridged_call_leg_id: row.get(20)?,
+        bridged_call_control_id: row.get(21)?,
     })
 }
 
@@ -201,8 +223,8 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
 pub fn insert(conn: &Connection, c: &CallStart, now: SystemTime) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO calls (call_leg_id, call_control_id, call_session_id, trunk, direction, from_number, \
-         to_number, route, agent, state, start_time, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'initiated', ?10, ?11)",
+         to_number, route, agent, state, start_time, updated_at, custom_headers) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'initiated', ?10, ?11, ?12)",
         params![
             c.call_leg_id,
             c.call_control_id,
@@ -215,6 +237,7 @@ pub fn insert(conn: &Connection, c: &CallStart, now: SystemTime) -> rusqlite::Re
             c.agent,
             timestamp(c.start_time),
             timestamp(now),
+            c.custom_headers.as_ref().map(Value::to_string),
         ],
     )
     .map(|_| ())
@@ -243,6 +266,57 @@ pub fn set_route(
         params![call_leg_id, route, agent, timestamp(now)],
     )
     .map(|n| n == 1)
+}
+
+/// Sets the route and/or agent of a leg, keeping what is there where an
+/// argument is `None`; `false` when the leg is unknown.
+pub fn add_route(
+    conn: &Connection,
+    call_leg_id: &str,
+    route: Option<&str>,
+    agent: Option<&str>,
+    now: SystemTime,
+) -> rusqlite::Result<bool> {
+    conn.execute(
+        "UPDATE calls SET route = coalesce(?2, route), agent = coalesce(?3, agent), updated_at = ?4 \
+         WHERE call_leg_id = ?1",
+        params![call_leg_id, route, agent, timestamp(now)],
+    )
+    .map(|n| n == 1)
+}
+
+/// Sets the voice agent's stream URL of a leg; `false` when the leg is unknown.
+pub fn set_stream(conn: &Connection, call_leg_id: &str, stream_url: &str, now: SystemTime) -> rusqlite::Result<bool> {
+    conn.execute(
+        "UPDATE calls SET stream_url = ?2, updated_at = ?3 WHERE call_leg_id = ?1",
+        params![call_leg_id, stream_url, timestamp(now)],
+    )
+    .map(|n| n == 1)
+}
+
+/// Links two bridged legs: `call_leg_id` gets the peer's ids; the peer's row (when
+/// it exists and is not linked yet) gets this leg's. `false` when `call_leg_id`
+/// is unknown.
+pub fn set_bridged(
+    conn: &Connection,
+    call_leg_id: &str,
+    peer_leg_id: &str,
+    peer_control_id: Option<&str>,
+    now: SystemTime,
+) -> rusqlite::Result<bool> {
+    let now = timestamp(now);
+    let n = conn.execute(
+        "UPDATE calls SET bridged_call_leg_id = ?2, bridged_call_control_id = ?3, updated_at = ?4 \
+         WHERE call_leg_id = ?1",
+        params![call_leg_id, peer_leg_id, peer_control_id, now],
+    )?;
+    conn.execute(
+        "UPDATE calls SET bridged_call_leg_id = ?1, \
+         bridged_call_control_id = (SELECT call_control_id FROM calls WHERE call_leg_id = ?1), updated_at = ?3 \
+         WHERE call_leg_id = ?2 AND bridged_call_leg_id IS NULL",
+        params![call_leg_id, peer_leg_id, now],
+    )?;
+    Ok(n == 1)
 }
 
 /// Appends a recording file path to a leg; `false` when the leg is unknown.
@@ -365,6 +439,7 @@ mod tests {
             start_time: at(1_800_000_000),
             route: Some("sales line".into()),
             agent: Some("sales".into()),
+            custom_headers: Some(serde_json::json!([{"name": "X-Shop", "value": "42"}])),
         }
     }
 

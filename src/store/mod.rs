@@ -3,7 +3,8 @@
 //! survives a power cut), versioned migrations applied at startup.
 //!
 //! Owns the schema and the connection. Tables: `daemon_starts`, `calls` (one row per
-//! call leg, [`calls`]) and `webhook_outbox` (durable webhook events, [`outbox`]).
+//! call leg, [`calls`], written from the call events themselves, [`call_events`])
+//! and `webhook_outbox` (durable webhook events, [`outbox`]).
 //! New tables come as new entries of [`MIGRATIONS`], never by editing old ones.
 //!
 //! At run time one thread owns the connection and does every write ([`writer`]):
@@ -15,6 +16,7 @@
 //! Times are TEXT, RFC 3339 UTC with exactly six fractional digits
 //! ([`timestamp`]), so they read well in `sqlite3` and sort correctly as text.
 
+pub mod call_events;
 pub mod calls;
 pub mod outbox;
 pub mod writer;
@@ -97,6 +99,11 @@ pub const MIGRATIONS: &[&str] = &[
                     ELSE 'pending' END AS state,
                attempts, next_attempt_at, target, last_error, queued_at, delivered_at, dead_at
         FROM webhook_outbox;",
+    // 4: call-record facts taken from call events (store::call_events).
+    "ALTER TABLE calls ADD COLUMN custom_headers TEXT;      -- JSON [{name, value}]: the INVITE's X- headers
+    ALTER TABLE calls ADD COLUMN stream_url TEXT;           -- agent WebSocket URL (streaming.started), no query
+    ALTER TABLE calls ADD COLUMN bridged_call_leg_id TEXT;  -- the other leg of a bridge (call.bridged)
+    ALTER TABLE calls ADD COLUMN bridged_call_control_id TEXT;",
 ];
 
 /// Renders a time as stored: RFC 3339 UTC with exactly six fractional digits

@@ -8,7 +8,10 @@
 //! `synchronous=FULL`) answers each caller. So a caller whose future resolved with
 //! `Ok` knows its write is on disk, and concurrent callers share one fsync (group
 //! commit). A failing job rolls back to its savepoint and leaves the others intact;
-//! a failing commit fails every job of the batch.
+//! a failing commit fails every job of the batch. Jobs run, commit and are answered
+//! in submission order; [`StoreHandle::submit_then`] adds a hook that runs on this
+//! thread right after the commit, in that order (the event bus publishes committed
+//! events from it).
 //!
 //! Typed operations are added as `impl StoreHandle` blocks beside their SQL
 //! (`store::calls`, `store::outbox`).
@@ -38,10 +41,14 @@ trait Job: Send {
     fn fail(self: Box<Self>, message: &str);
 }
 
+/// Runs on the writer thread once a job's fate is known, before its caller learns it.
+type After<R> = Box<dyn FnOnce(&Result<R, StoreError>) + Send>;
+
 struct Task<F, R> {
     f: F,
     reply: oneshot::Sender<Result<R, StoreError>>,
     path: Arc<PathBuf>,
+    after: Option<After<R>>,
 }
 
 impl<F, R> Job for Task<F, R>
@@ -50,7 +57,7 @@ where
     F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
 {
     fn run(self: Box<Self>, conn: &Connection) -> (bool, Completion) {
-        let Task { f, reply, path } = *self;
+        let Task { f, reply, path, after } = *self;
         let result = f(conn);
         let ok = result.is_ok();
         let done: Completion = Box::new(move |commit| {
@@ -59,6 +66,9 @@ where
                 (Ok(()), Ok(r)) => Ok(r),
                 (Ok(()), Err(source)) => Err(StoreError::Sqlite { path: path.to_path_buf(), source }),
             };
+            if let Some(after) = after {
+                after(&answer);
+            }
             // The caller may have gone away (e.g. cancelled); the write stands.
             let _ = reply.send(answer);
         });
@@ -66,8 +76,11 @@ where
     }
 
     fn fail(self: Box<Self>, message: &str) {
-        let _ =
-            self.reply.send(Err(StoreError::Commit { path: self.path.to_path_buf(), message: message.to_string() }));
+        let answer = Err(StoreError::Commit { path: self.path.to_path_buf(), message: message.to_string() });
+        if let Some(after) = self.after {
+            after(&answer);
+        }
+        let _ = self.reply.send(answer);
     }
 }
 
@@ -120,8 +133,31 @@ impl StoreHandle {
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
+        self.enqueue(f, None)
+    }
+
+    /// Like [`StoreHandle::submit`], and `after` runs on the writer thread as soon
+    /// as the job's fate is known: after its transaction committed (`Ok`), or
+    /// failed, before the returned [`Committed`] resolves. Jobs' `after`s run in
+    /// submission order, so it can publish results in that order (the event bus
+    /// broadcasts committed events this way). Keep it short and non-blocking: it
+    /// holds up the writer. Not called when the job panicked or the writer is gone.
+    pub fn submit_then<R, F, A>(&self, f: F, after: A) -> Committed<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        A: FnOnce(&Result<R, StoreError>) + Send + 'static,
+    {
+        self.enqueue(f, Some(Box::new(after)))
+    }
+
+    fn enqueue<R, F>(&self, f: F, after: Option<After<R>>) -> Committed<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel::<Result<R, StoreError>>();
-        let job: Box<dyn Job> = Box::new(Task { f, reply, path: self.path.clone() });
+        let job: Box<dyn Job> = Box::new(Task { f, reply, path: self.path.clone(), after });
         // A failed send drops the job and its reply sender: `rx` then yields `Closed`.
         let _ = self.jobs.send(job);
         Committed { rx, path: self.path.clone() }
@@ -265,6 +301,41 @@ mod tests {
         let xs: Vec<i64> =
             h.run(|c| c.prepare("SELECT x FROM t ORDER BY seq")?.query_map([], |r| r.get(0))?.collect()).await.unwrap();
         assert_eq!(xs, (0..50).collect::<Vec<i64>>());
+    }
+
+    #[tokio::test]
+    async fn after_sees_the_commit_and_runs_in_submission_order() {
+        let (dir, h) = handle();
+        h.run(|c| c.execute_batch("CREATE TABLE t (x INTEGER)")).await.unwrap();
+        let path = dir.path().join(crate::store::DB_FILE);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let pending: Vec<_> = (0..20)
+            .map(|x| {
+                let (path, seen) = (path.clone(), seen.clone());
+                h.submit_then(
+                    move |c| c.execute("INSERT INTO t VALUES (?1)", [x]),
+                    move |r| {
+                        // Another connection (another process would do the same)
+                        // already sees the row: `after` runs after the commit.
+                        let other = Connection::open(&path).unwrap();
+                        let n: i64 = other.query_row("SELECT count(*) FROM t WHERE x = ?1", [x], |r| r.get(0)).unwrap();
+                        seen.lock().unwrap().push((x, r.is_ok(), n));
+                    },
+                )
+            })
+            .collect();
+        for p in pending {
+            p.await.unwrap();
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, (0..20).map(|x| (x, true, 1)).collect::<Vec<_>>());
+        // A failing job's `after` learns the failure.
+        let failed = Arc::new(std::sync::Mutex::new(None));
+        let f2 = failed.clone();
+        let r = h
+            .submit_then(|c| c.execute_batch("SELECT * FROM nowhere"), move |r| *f2.lock().unwrap() = Some(r.is_err()));
+        assert!(r.await.is_err());
+        assert_eq!(*failed.lock().unwrap(), Some(true));
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::delivery::loggable;
 use super::retry::DeliveryPolicy;
@@ -99,8 +99,12 @@ fn render(out: &mut dyn Write, st: &OutboxStatus, policy: &DeliveryPolicy) -> st
             writeln!(out, "    last error: {err}")?;
         }
     }
-    let days = policy.delivered_retention.as_secs() / 86_400;
-    writeln!(out, "delivered (kept {days} days): {}", st.delivered)?;
+    let kept = match policy.delivered_retention {
+        Duration::MAX => "kept forever".to_string(),
+        d if d.as_secs() % 86_400 == 0 => format!("kept {} days", d.as_secs() / 86_400),
+        d => format!("kept {}", humantime::format_duration(d)),
+    };
+    writeln!(out, "delivered ({kept}): {}", st.delivered)?;
     Ok(())
 }
 

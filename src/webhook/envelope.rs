@@ -97,6 +97,7 @@ mod tests {
             occurred_at: UNIX_EPOCH + Duration::from_micros(1_800_000_000_000_042),
             call_session_id: Some("sess".into()),
             payload,
+            record: Default::default(),
         }
     }
 

@@ -1,11 +1,13 @@
 //! Webhooks: Telnyx's event envelope, Ed25519 signatures, the durable outbox and
 //! its delivery worker (PROTOCOLS.md §2).
 //!
-//! Flow: a call hands a `CallEvent` to [`Outbox::emit`], which commits it to the
-//! store's `webhook_outbox` table and returns; the [`Worker`] POSTs it signed
-//! (`envelope`), retrying with backoff and failover (`retry`) until a 2xx, or
-//! dead-letters it after `max_age`. Semantics for backend authors:
-//! `docs/webhooks.md`.
+//! Flow: a call hands a `CallEvent` to the event bus (`call::EventBus`), which
+//! passes it to [`Outbox::submit_then`]: one store job commits it to the store's
+//! `webhook_outbox` table together with its call-record change
+//! (`store::call_events`), and the bus broadcasts it once committed. The
+//! [`Worker`] POSTs it signed (`envelope`), retrying with backoff and failover
+//! (`retry`) until a 2xx, or dead-letters it after `max_age`. Semantics for
+//! backend authors: `docs/webhooks.md`.
 //!
 //! | file | owns |
 //! |---|---|

@@ -3,10 +3,13 @@
 //! [`Outbox::emit`] renders the event's envelope `data` and commits it to the
 //! `webhook_outbox` table (WAL fsync'd, group-committed with concurrent emits)
 //! before it returns: once `emit` is `Ok`, the event survives a crash or power cut
-//! and will be delivered. It then wakes the delivery worker.
+//! and will be delivered. It then wakes the delivery worker. In the same store
+//! job (so in the same transaction) the event's change to its leg's call record
+//! is written (`store::call_events`): a record and its events commit together.
 //!
-//! With `[webhooks].url` unset the outbox is disabled: `emit` stores nothing
-//! (call records in the `calls` table remain the durable trace).
+//! With `[webhooks].url` unset the outbox is disabled: `emit` stores no outbox
+//! row, but still writes the call record (the `calls` table remains the durable
+//! trace).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -20,6 +23,7 @@ use super::key::{self, KeyError};
 use super::retry::DeliveryPolicy;
 use crate::call::event::CallEvent;
 use crate::config::Webhooks;
+use crate::store::call_events::RecordUpdate;
 use crate::store::calls::{self, CallRecord};
 use crate::store::outbox::{self, NewEvent, OutboxStatus};
 use crate::store::{Committed, StoreError, StoreHandle, timestamp};
@@ -77,18 +81,50 @@ impl Outbox {
     /// another keep their order; it is durable once the returned [`Committed`]
     /// resolves `Ok`. Dropping that future does not cancel the write.
     pub fn submit(&self, event: &CallEvent) -> Committed<()> {
-        if !self.enabled {
-            return Committed::ready(Ok(()), self.store.path());
-        }
-        let row = new_event(event);
+        self.submit_then(event, |_| {})
+    }
+
+    /// [`Outbox::submit`], and `after` runs on the store's writer thread once the
+    /// event's transaction is committed (`Ok`) or failed, before the returned
+    /// future resolves; `after`s run in submission order (the event bus broadcasts
+    /// from there). Keep `after` short.
+    ///
+    /// One store job: the outbox row (when enabled; an id already stored fails the
+    /// job), then the leg's call-record change. A record change that does not apply
+    /// (unknown leg, already ended) is logged at debug level and does not fail the
+    /// event: the webhook matters more than the local record.
+    pub fn submit_then(
+        &self,
+        event: &CallEvent,
+        after: impl FnOnce(&Result<(), StoreError>) + Send + 'static,
+    ) -> Committed<()> {
+        let row = self.enabled.then(|| new_event(event));
+        let record = RecordUpdate::of(event);
         let wake = self.wake.clone();
-        self.store.submit(move |c| {
-            outbox::insert(c, &row, SystemTime::now())?;
-            // The worker's next look at the outbox is a store job too, so it runs
-            // after this batch has committed: waking it now is safe.
-            wake.notify_one();
-            Ok(())
-        })
+        let (event_id, event_type) = (event.id, event.event_type.clone());
+        self.store.submit_then(
+            move |c| {
+                let now = SystemTime::now();
+                if let Some(row) = &row {
+                    outbox::insert(c, row, now)?;
+                    // The worker's next look at the outbox is a store job too, so it
+                    // runs after this batch has committed: waking it now is safe.
+                    wake.notify_one();
+                }
+                if let Some(record) = &record {
+                    let leg = &record.call_leg_id;
+                    match record.apply(c, now) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::debug!(%event_id, %event_type, %leg, "call record: nothing to update")
+                        }
+                        Err(e) => tracing::warn!(%event_id, %event_type, %leg, "call record not updated: {e}"),
+                    }
+                }
+                Ok(())
+            },
+            after,
+        )
     }
 
     /// Counts and oldest events (as `sipbridge webhooks status` prints them).
@@ -170,6 +206,7 @@ pub fn interrupted_hangup(r: &CallRecord, now: SystemTime) -> CallEvent {
         occurred_at: now,
         call_session_id: Some(s.call_session_id.clone()),
         payload: p,
+        record: Default::default(),
     }
 }
 
@@ -269,6 +306,7 @@ mod tests {
             start_time: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             route: None,
             agent: None,
+            custom_headers: None,
         };
         h.call_started(start).await.unwrap();
         let initiated = ev("sess-1");

@@ -34,8 +34,8 @@ pub struct DeliveryPolicy {
     /// Longest the worker sleeps without looking at the outbox, so that events
     /// requeued by `sipbridge webhooks retry-dead` go out soon (default 5 s).
     pub idle_poll: Duration,
-    /// Delivered events are deleted this long after delivery (default 7 days).
-    /// Pending and dead events are never deleted.
+    /// Delivered events are deleted this long after delivery (default 7 days;
+    /// `Duration::MAX`: never). Pending and dead events are never deleted.
     pub delivered_retention: Duration,
 }
 
@@ -73,10 +73,20 @@ pub enum Next {
 }
 
 impl DeliveryPolicy {
-    /// The policy for a `[webhooks]` section: its `timeout` and `max_age`, the
-    /// defaults for everything else.
+    /// The policy for a `[webhooks]` section (`timeout`, `max_age`,
+    /// `retry_initial`, `retry_max`, `failover_after`, `max_in_flight`,
+    /// `delivered_retention`; "forever" keeps delivered rows: [`Duration::MAX`]).
     pub fn from_config(w: &Webhooks) -> Self {
-        Self { timeout: w.timeout, max_age: w.max_age, ..Self::default() }
+        Self {
+            timeout: w.timeout,
+            max_age: w.max_age,
+            retry_initial: w.retry_initial,
+            retry_max: w.retry_max,
+            failover_after: w.failover_after,
+            max_in_flight: w.max_in_flight.max(1),
+            delivered_retention: w.delivered_retention.unwrap_or(Duration::MAX),
+            ..Self::default()
+        }
     }
 
     /// Target of the next POST of an event that has failed `failures` times
