@@ -97,7 +97,13 @@ fn of_call<'a>(bodies: &'a [Value], call_control_id: &str) -> Vec<&'a Value> {
 }
 
 fn script(audio: Vec<i16>, digits: Vec<(usize, char)>, send_ms: u64, total_ms: u64) -> Script {
-    Script { audio, digits, send_for: Duration::from_millis(send_ms), duration: Duration::from_millis(total_ms) }
+    Script {
+        audio,
+        digits,
+        send_for: Duration::from_millis(send_ms),
+        duration: Duration::from_millis(total_ms),
+        gaps: vec![],
+    }
 }
 
 fn loud(packets: &[Packet]) -> Vec<&Packet> {

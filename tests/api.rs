@@ -98,7 +98,8 @@ fn dtmf_digits(packets: &[Packet]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_control_over_http_on_a_live_call() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, sip, api_port, receiver) = start(dir.path());
+    let rec = format!("[recording]\nenabled = true\ndir = \"{}\"\n", dir.path().join("rec").display());
+    let (d, sip, api_port, receiver) = start_with(dir.path(), &rec);
     let api = Api::new(api_port);
 
     // Auth: /healthz is open, everything else needs the token.
@@ -124,6 +125,7 @@ async fn call_control_over_http_on_a_live_call() {
         let s = Script {
             audio: tone(440.0, 8000.0, 7000),
             digits: vec![],
+            gaps: vec![],
             send_for: Duration::from_millis(7000),
             duration: Duration::from_millis(7500),
         };
@@ -239,6 +241,17 @@ async fn call_control_over_http_on_a_live_call() {
     assert_eq!(code, 200, "{e}");
     tokio::time::sleep(Duration::from_millis(2300)).await;
 
+    // record_start/record_stop: a span of its own, then a second one ended by the
+    // hangup: two files, two call.recording.saved.
+    assert_eq!(api.action(&id, "record_stop", "{}").await.0, 422, "nothing recording yet");
+    let (code, e) = api.action(&id, "record_start", r#"{"format": "mp3"}"#).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/format")), "{e}");
+    assert_eq!(api.action(&id, "record_start", r#"{"channels": "dual"}"#).await.0, 200);
+    assert_eq!(api.action(&id, "record_start", "{}").await.0, 422, "already recording");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(api.action(&id, "record_stop", "{}").await.0, 200);
+    assert_eq!(api.action(&id, "record_start", r#"{"channels": "single"}"#).await.0, 200);
+
     // hangup: BYE to the caller; then the call is gone (422 90018 for commands).
     assert_eq!(api.action(&id, "hangup", "{}").await.0, 200);
     let (code, report, received) = call.await.unwrap();
@@ -258,10 +271,21 @@ async fn call_control_over_http_on_a_live_call() {
 
     // The event socket carried the same events as the webhooks, in the same shape.
     let hooks = receiver
-        .wait_until("call.hangup webhook", WAIT, |e| {
-            delivered(e).iter().any(|x| x["body"]["data"]["event_type"] == "call.hangup")
+        .wait_until("call.hangup and two recordings", WAIT, |e| {
+            let d = delivered(e);
+            d.iter().any(|x| x["body"]["data"]["event_type"] == "call.hangup")
+                && d.iter().filter(|x| x["body"]["data"]["event_type"] == "call.recording.saved").count() == 2
         })
         .await;
+    let saved: Vec<&Value> = delivered(&hooks)
+        .into_iter()
+        .map(|x| &x["body"]["data"]["payload"])
+        .filter(|p| p["recording_id"].is_string())
+        .collect();
+    assert_eq!(saved.len(), 2);
+    assert_eq!(saved[0]["channels"], "dual");
+    assert_eq!(saved[1]["channels"], "single");
+    assert_ne!(saved[0]["recording_id"], saved[1]["recording_id"]);
     let hook_ids: Vec<String> =
         delivered(&hooks).iter().map(|x| x["body"]["data"]["id"].as_str().unwrap().to_string()).collect();
     let mut socket_ids = Vec::new();

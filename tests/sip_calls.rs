@@ -629,6 +629,7 @@ fn early_media_from_the_far_end_reaches_the_caller_before_the_answer() {
         digits: Vec::new(),
         send_for: Duration::from_millis(3500),
         duration: Duration::from_millis(3500),
+        gaps: vec![],
     };
     let (code, report, received) =
         common::rtp::place_calls(dir.path(), port, "127.0.0.2", "+13125550100", 3500, vec![silent]);

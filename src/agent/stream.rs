@@ -188,7 +188,7 @@ impl Task {
         if let Some(r) = failure_reason {
             p.insert("failure_reason".into(), json!(r));
         }
-        self.bus.emit(self.info.event(event_type, p));
+        self.bus.emit(self.info.event(event_type, p).with_agent(&self.spec.name));
     }
 
     async fn run(self, mut endpoint: PcmEndpoint, mut commands: mpsc::Receiver<Command>) {

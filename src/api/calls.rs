@@ -120,8 +120,6 @@ const NOT_YET: &[&str] = &[
     "bridge",
     "transfer",
     "refer",
-    "record_start",
-    "record_stop",
     "record_pause",
     "record_resume",
     "gather",
@@ -158,6 +156,24 @@ pub async fn action(
         "streaming_stop" => Action::StreamingStop,
         "playback_start" => playback_start(&body)?,
         "playback_stop" => Action::PlaybackStop,
+        "record_start" => {
+            match string(&body, "format")?.as_deref() {
+                None | Some("wav") => {}
+                Some(other) => {
+                    return Err(ApiError::bad_field("/format", format!("{other:?} is not supported; use \"wav\"")));
+                }
+            }
+            let channels = match string(&body, "channels")?.as_deref() {
+                None => None,
+                Some("dual") => Some(crate::config::Channels::Dual),
+                Some("single") => Some(crate::config::Channels::Single),
+                Some(other) => {
+                    return Err(ApiError::bad_field("/channels", format!("{other:?} is not single or dual")));
+                }
+            };
+            Action::RecordStart { channels }
+        }
+        "record_stop" => Action::RecordStop,
         n if NOT_YET.contains(&n) => {
             return Err(ApiError {
                 status: axum::http::StatusCode::NOT_IMPLEMENTED,

@@ -41,6 +41,12 @@ pub const ACTIONS: &[(&str, &str, &[Field])] = &[
         ],
     ),
     ("playback_stop", "Stop playback.", &[]),
+    (
+        "record_start",
+        "Start a recording span (a new WAV file).",
+        &[("format", "string", "wav"), ("channels", "string", "single | dual")],
+    ),
+    ("record_stop", "Stop the recording span: call.recording.saved.", &[]),
 ];
 
 fn error_response(description: &str) -> Value {

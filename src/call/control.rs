@@ -48,6 +48,13 @@ pub enum Action {
     },
     /// Stop playback (`playback_stop`).
     PlaybackStop,
+    /// Start a recording span (`record_start`); `channels` overrides `[recording]`.
+    RecordStart {
+        /// `single` | `dual`.
+        channels: Option<crate::config::Channels>,
+    },
+    /// Stop the running span (`record_stop`): `call.recording.saved`.
+    RecordStop,
 }
 
 /// Why a command failed: HTTP status, Telnyx error code and detail.

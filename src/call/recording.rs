@@ -1,42 +1,68 @@
 //! Recording of one call: the media task hands each packet's G.711 payload to a
-//! [`RecordingTap`] (a bounded, non-blocking channel: the media path never waits
-//! for the disk), a dedicated thread decodes it and feeds `record::Recorder`,
-//! which aligns both channels and writes the crash-safe WAV. Left = audio from the
-//! caller's leg, right = audio sent to the caller (ARCHITECTURE.md, issue 7).
+//! tap (a bounded, non-blocking channel: the media path never waits for the
+//! disk), a dedicated thread decodes it and feeds `record::Recorder`, which aligns
+//! both channels and writes the crash-safe WAV. Left = audio from the caller's
+//! leg, right = audio sent to the caller (ARCHITECTURE.md, issue 7).
+//!
+//! Two levels:
+//! - [`CallRecording`] is one span (answer or `record_start` → hangup or
+//!   `record_stop`): one file, one writer thread, one `call.recording.saved`.
+//! - [`CallRecorder`] is the call's recording control: it owns a tap that the
+//!   media task keeps for the whole call and points it at the current span (or at
+//!   nothing), so `record_start` / `record_stop` work mid-call any number of
+//!   times without touching the media task. Span 1 is `{call_session_id}.wav`,
+//!   span n > 1 is `{call_session_id}-n.wav` (`record::recording_path`).
 //!
 //! If the channel is full (the disk stalls) packets are dropped and counted; the
 //! timeline turns them into silence, so the file stays aligned. Disk errors stop
-//! the recording, never the call.
+//! the recording, never the call; so does free space falling below the floor
+//! (checked every [`DISK_CHECK_EVERY`]), with `recording_stop_reason` saying why.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Recording;
+use crate::config::{Channels, Recording};
 use crate::media::g711::G711;
+use crate::media::leg::Tap;
 use crate::record::path::PathIds;
-use crate::record::{DEFAULT_TEMPLATE, Recorder, SavedRecording, WriterOptions, recording_path};
+use crate::record::retention::{MIN_FREE_BYTES, can_start, fs_usage};
+use crate::record::{DEFAULT_TEMPLATE, RecordError, Recorder, SavedRecording, WriterOptions, recording_path};
 
 /// Largest payload carried (60 ms of G.711).
 const SLOT: usize = 480;
 
+/// Packets queued between the media task and the writer thread (≈ 5 s of both
+/// directions at 20 ms): beyond it packets are dropped (recorded as silence).
+const QUEUE: usize = 512;
+
+/// How often a running recording checks the free space of its file system.
+pub const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 // Fixed-size on purpose: a payload travels without a heap allocation per packet.
 #[allow(clippy::large_enum_variant)]
 enum TapMsg {
-    Audio { right: bool, codec: G711, len: u16, payload: [u8; SLOT], at: Instant },
-    Stop(Instant),
+    Audio {
+        right: bool,
+        codec: G711,
+        len: u16,
+        payload: [u8; SLOT],
+        at: Instant,
+    },
+    /// Wakes the writer once the span's end is set (`CallRecording::end`).
+    Stop,
 }
 
-/// The media task's handle: cheap to clone, never blocks.
+/// The media task's handle on one span: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct RecordingTap {
     tx: SyncSender<TapMsg>,
     dropped: Arc<AtomicU64>,
 }
 
-impl crate::media::leg::Tap for RecordingTap {
+impl Tap for RecordingTap {
     fn heard(&self, codec: G711, payload: &[u8]) {
         self.left(codec, payload);
     }
@@ -70,42 +96,147 @@ impl RecordingTap {
     }
 }
 
-/// A recording in progress: stop it to get the saved file.
+/// Why a recording span did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `record_start` while a span is running.
+    #[error("already recording")]
+    AlreadyRecording,
+    /// Free space on the recordings' file system is below the floor.
+    #[error("not recording: less than {0} bytes free on the recordings' file system")]
+    LowDiskSpace(u64),
+    /// The file could not be created (permission denied, read-only, bad template...).
+    #[error("{0} ({reason})", reason = .0.reason())]
+    File(RecordError),
+    /// The writer thread could not be spawned.
+    #[error("recording thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl StartError {
+    /// A short machine-readable reason for events and logs: `"already_recording"`,
+    /// `"low_disk_space"`, a [`RecordError::reason`], or `"thread"`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::AlreadyRecording => "already_recording",
+            Self::LowDiskSpace(_) => "low_disk_space",
+            Self::File(e) => e.reason(),
+            Self::Thread(_) => "thread",
+        }
+    }
+}
+
+/// What one span needs besides the ids (the unit tests shorten the disk check).
+#[derive(Debug, Clone, Copy)]
+struct SpanOptions {
+    channels: Channels,
+    min_free_bytes: u64,
+    disk_check_every: Duration,
+    writer: WriterOptions,
+}
+
+/// One recording span in progress: stop it to get the saved file.
 pub struct CallRecording {
     tap: RecordingTap,
     thread: Option<std::thread::JoinHandle<Option<SavedRecording>>>,
+    path: PathBuf,
+    span: u32,
+    /// The span's end, shared with the writer thread: once set, the writer
+    /// records what was queued before it and finishes the file at that instant.
+    end: Arc<OnceLock<Instant>>,
 }
 
 impl CallRecording {
-    /// Starts recording now into `[recording]`'s directory, file named after the
-    /// call session (span `span` of the call, from 1).
-    pub fn start(cfg: &Recording, call_session_id: &str, call_control_id: &str, span: u32) -> Result<Self, String> {
+    /// Starts recording now into `[recording]`'s directory with its `channels`,
+    /// file named after the call session (span `span` of the call, from 1: span
+    /// 1 is `{call_session_id}.wav`, span n is `{call_session_id}-n.wav`).
+    /// Creates the directory and the file and writes its header: file-system
+    /// calls without `fsync` (the writer thread syncs), well under a millisecond
+    /// on a local disk, so the call task may call it directly.
+    pub fn start(cfg: &Recording, call_session_id: &str, call_control_id: &str, span: u32) -> Result<Self, StartError> {
+        let opts = SpanOptions {
+            channels: cfg.channels,
+            min_free_bytes: MIN_FREE_BYTES,
+            disk_check_every: DISK_CHECK_EVERY,
+            writer: WriterOptions::default(),
+        };
+        Self::start_span(&cfg.dir, call_session_id, call_control_id, span, opts)
+    }
+
+    fn start_span(
+        dir: &Path,
+        call_session_id: &str,
+        call_control_id: &str,
+        span: u32,
+        opts: SpanOptions,
+    ) -> Result<Self, StartError> {
+        // The wall-clock and monotonic origins of the span, taken together: the
+        // event's times are derived from them and the file's frame count.
         let started_at = SystemTime::now();
+        let start = Instant::now();
         let recording_id = uuid::Uuid::new_v4().to_string();
         let ids = PathIds { call_session_id, call_control_id, recording_id: &recording_id };
-        let path = recording_path(DEFAULT_TEMPLATE, &cfg.dir, ids, started_at, span).map_err(|e| e.to_string())?;
-        let start = Instant::now();
-        let recorder = Recorder::start(&path, start, 8000, cfg.channels, WriterOptions::default())
-            .map_err(|e| format!("{} ({})", e, e.reason()))?;
-        let (tx, rx) = sync_channel(512);
+        let path = recording_path(DEFAULT_TEMPLATE, dir, ids, started_at, span).map_err(StartError::File)?;
+        let recorder = Recorder::start(&path, start, 8000, opts.channels, opts.writer).map_err(StartError::File)?;
+        let (tx, rx) = sync_channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        let channels = cfg.channels;
+        let end = Arc::new(OnceLock::new());
+        let writer = Writer {
+            end: end.clone(),
+            rec: Some(recorder),
+            path: path.clone(),
+            recording_id,
+            start,
+            started_at,
+            channels: opts.channels,
+            min_free_bytes: opts.min_free_bytes,
+            disk_check_every: opts.disk_check_every,
+            warned: false,
+        };
         let thread = std::thread::Builder::new()
             .name("sipbridge-rec".into())
-            .spawn(move || run(recorder, rx, path, recording_id, started_at, channels))
-            .map_err(|e| e.to_string())?;
-        Ok(Self { tap: RecordingTap { tx, dropped }, thread: Some(thread) })
+            .spawn(move || writer.run(rx))
+            .map_err(StartError::Thread)?;
+        Ok(Self { tap: RecordingTap { tx, dropped }, thread: Some(thread), path, span, end })
     }
 
     /// The tap for the media task.
-    pub fn tap(&self) -> Arc<dyn crate::media::leg::Tap> {
+    pub fn tap(&self) -> Arc<dyn Tap> {
         Arc::new(self.tap.clone())
     }
 
-    /// Stops now and waits for the file to be finished (fsync, rename, SHA-256);
-    /// runs on a blocking thread, so call it from `spawn_blocking` or a sync context.
+    /// The `.wav` path this span is written to (`.part` appended while it runs).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The span's number within its call, from 1.
+    pub fn span(&self) -> u32 {
+        self.span
+    }
+
+    /// Packets the tap dropped because the writer thread fell behind (recorded
+    /// as silence), so far.
+    pub fn dropped_packets(&self) -> u64 {
+        self.tap.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Ends the span at `at` (the first call wins) without blocking: the writer
+    /// thread records the audio queued so far and finishes the file in the
+    /// background. The tap must not be fed afterwards (audio after `at` is cut).
+    fn end_at(&self, at: Instant) {
+        let _ = self.end.set(at);
+        // A wake-up only: when the queue is full the writer sees `end` after the
+        // message it is on.
+        let _ = self.tap.tx.try_send(TapMsg::Stop);
+    }
+
+    /// Stops (at the instant `record_stop` fixed, else now) and waits for the
+    /// file to be finished (fsync, rename, SHA-256); blocks, so call it from
+    /// `spawn_blocking` or a sync context. `None` if the file could not be
+    /// finished (logged; a `.part` left behind is repaired at the next start).
     pub fn stop_blocking(mut self) -> Option<SavedRecording> {
-        let _ = self.tap.tx.send(TapMsg::Stop(Instant::now()));
+        self.end_at(Instant::now());
         let dropped = self.tap.dropped.load(Ordering::Relaxed);
         if dropped > 0 {
             tracing::warn!(dropped, "recording fell behind: packets dropped (recorded as silence)");
@@ -114,42 +245,361 @@ impl CallRecording {
     }
 }
 
-fn run(
-    mut rec: Recorder,
-    rx: Receiver<TapMsg>,
+/// The writer thread's state of one span.
+struct Writer {
+    /// `None` once stopped early (low disk space): the rest of the queue is discarded.
+    rec: Option<Recorder>,
+    end: Arc<OnceLock<Instant>>,
     path: PathBuf,
     recording_id: String,
+    start: Instant,
     started_at: SystemTime,
-    channels: crate::config::Channels,
-) -> Option<SavedRecording> {
-    let mut pcm = [0i16; SLOT];
-    let end = loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(TapMsg::Audio { right, codec, len, payload, at }) => {
-                let n = codec.decode(&payload[..usize::from(len)], &mut pcm);
-                if right {
-                    rec.push_right(&pcm[..n], at);
-                } else {
-                    rec.push_left(&pcm[..n], at);
+    channels: Channels,
+    min_free_bytes: u64,
+    disk_check_every: Duration,
+    /// The write error that stopped the file was logged.
+    warned: bool,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<TapMsg>) -> Option<SavedRecording> {
+        let mut pcm = [0i16; SLOT];
+        let mut saved = None;
+        let mut next_disk_check = self.start;
+        let end = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(TapMsg::Audio { right, codec, len, payload, at }) => {
+                    self.push(right, codec, &payload[..usize::from(len)], at, &mut pcm)
+                }
+                Ok(TapMsg::Stop) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break *self.end.get_or_init(Instant::now),
+            }
+            if let Some(&end) = self.end.get() {
+                // Everything queued was sent before the end was set (the tap is
+                // detached first): record it, then finish at the end.
+                loop {
+                    match rx.try_recv() {
+                        Ok(TapMsg::Audio { right, codec, len, payload, at }) => {
+                            self.push(right, codec, &payload[..usize::from(len)], at, &mut pcm)
+                        }
+                        Ok(TapMsg::Stop) => {}
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    }
+                }
+                break end;
+            }
+            let now = Instant::now();
+            if let Some(rec) = self.rec.as_mut() {
+                // The error stays (the writer takes no more audio): say it once.
+                if let Some(e) = rec.tick(now).filter(|_| !self.warned) {
+                    tracing::warn!(file = %self.path.display(), "recording stopped: {e} (the call goes on)");
+                    self.warned = true;
                 }
             }
-            Ok(TapMsg::Stop(end)) => break end,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break Instant::now(),
+            if self.rec.is_some() && now >= next_disk_check {
+                next_disk_check = now + self.disk_check_every;
+                let dir = self.path.parent().unwrap_or(Path::new("."));
+                if fs_usage(dir).is_ok_and(|u| u.available_bytes < self.min_free_bytes) {
+                    tracing::warn!(
+                        file = %self.path.display(), min_free_bytes = self.min_free_bytes,
+                        "recording stopped: low disk space (the call goes on)"
+                    );
+                    saved = self.finish(now, Some("low_disk_space".into()));
+                }
+            }
+        };
+        if self.rec.is_some() {
+            let reason = self.rec.as_ref().and_then(|r| r.error()).map(|e| e.reason().to_string());
+            saved = self.finish(end, reason);
         }
-        if let Some(e) = rec.tick(Instant::now()) {
-            tracing::warn!(file = %path.display(), "recording stopped: {e} (the call goes on)");
+        saved
+    }
+
+    fn push(&mut self, right: bool, codec: G711, payload: &[u8], at: Instant, pcm: &mut [i16; SLOT]) {
+        if let Some(rec) = self.rec.as_mut() {
+            let n = codec.decode(payload, pcm);
+            if right {
+                rec.push_right(&pcm[..n], at);
+            } else {
+                rec.push_left(&pcm[..n], at);
+            }
         }
-    };
-    let stop_reason = rec.error().map(|e| e.reason().to_string());
-    match rec.finish(end) {
-        Ok(file) => {
-            tracing::info!(file = %file.path.display(), seconds = file.duration().as_secs_f64(), "recording saved");
-            Some(SavedRecording { recording_id, channels, started_at, ended_at: SystemTime::now(), file, stop_reason })
+    }
+
+    fn finish(&mut self, end: Instant, stop_reason: Option<String>) -> Option<SavedRecording> {
+        let rec = self.rec.take()?;
+        match rec.finish(end) {
+            Ok(file) => {
+                tracing::info!(file = %file.path.display(), seconds = file.duration().as_secs_f64(), "recording saved");
+                // The last frame's wall-clock time: the file holds exactly the span
+                // from `started_at` (to the sample), unless a write error cut it.
+                let span = end.saturating_duration_since(self.start);
+                let covered = if file.write_error.is_some() { span.min(file.duration()) } else { span };
+                Some(SavedRecording {
+                    recording_id: self.recording_id.clone(),
+                    channels: self.channels,
+                    started_at: self.started_at,
+                    ended_at: self.started_at + covered,
+                    file,
+                    stop_reason,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), "recording could not be finished: {e}");
+                None
+            }
         }
-        Err(e) => {
-            tracing::warn!(file = %path.display(), "recording could not be finished: {e}");
-            None
+    }
+}
+
+/// Points the media task's tap at the running span, or at nothing.
+#[derive(Default)]
+struct SpanTap {
+    current: Mutex<Option<RecordingTap>>,
+}
+
+impl SpanTap {
+    fn set(&self, tap: Option<RecordingTap>) {
+        match self.current.lock() {
+            Ok(mut g) => *g = tap,
+            Err(poisoned) => *poisoned.into_inner() = tap,
         }
+    }
+
+    fn with(&self, f: impl FnOnce(&RecordingTap)) {
+        // Held only for a try_send (never blocks) or a pointer swap.
+        if let Ok(g) = self.current.lock() {
+            if let Some(t) = g.as_ref() {
+                f(t);
+            }
+        }
+    }
+}
+
+impl Tap for SpanTap {
+    fn heard(&self, codec: G711, payload: &[u8]) {
+        self.with(|t| t.left(codec, payload));
+    }
+
+    fn said(&self, codec: G711, payload: &[u8]) {
+        self.with(|t| t.right(codec, payload));
+    }
+}
+
+/// A call's recording control: start/stop spans mid-call (Telnyx `record_start` /
+/// `record_stop`). Install [`Self::tap`] on the media task once, when the media
+/// starts; every span then hears both directions from its start to its stop.
+pub struct CallRecorder {
+    dir: PathBuf,
+    channels: Channels,
+    call_session_id: String,
+    call_control_id: String,
+    min_free_bytes: u64,
+    spans: u32,
+    tap: Arc<SpanTap>,
+    active: Option<CallRecording>,
+}
+
+impl CallRecorder {
+    /// The recorder of one call, idle: files go under `cfg.dir` with `cfg.channels`
+    /// unless a `record_start` says otherwise.
+    pub fn new(cfg: &Recording, call_session_id: &str, call_control_id: &str) -> Self {
+        Self {
+            dir: cfg.dir.clone(),
+            channels: cfg.channels,
+            call_session_id: call_session_id.to_string(),
+            call_control_id: call_control_id.to_string(),
+            min_free_bytes: MIN_FREE_BYTES,
+            spans: 0,
+            tap: Arc::new(SpanTap::default()),
+            active: None,
+        }
+    }
+
+    /// The tap for the media task, for the whole call (silent while no span runs).
+    pub fn tap(&self) -> Arc<dyn Tap> {
+        self.tap.clone()
+    }
+
+    /// True while a span is running.
+    pub fn is_recording(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// Spans started so far (the number the next one gets is this + 1).
+    pub fn spans_started(&self) -> u32 {
+        self.spans
+    }
+
+    /// Starts a span now (`record_start`; `channels` overrides `[recording]`'s,
+    /// like Telnyx's `channels: "dual"|"single"`); returns the file it writes.
+    /// Fails while a span runs, when free space is below the floor, or when the
+    /// file cannot be created: the call goes on either way. File-system calls
+    /// without `fsync` (see [`CallRecording::start`]): fine on the call task.
+    pub fn record_start(&mut self, channels: Option<Channels>) -> Result<&Path, StartError> {
+        if self.active.is_some() {
+            return Err(StartError::AlreadyRecording);
+        }
+        // A missing dir has no statvfs yet: creating the file creates it.
+        if let Ok(false) = can_start(&self.dir, self.min_free_bytes) {
+            return Err(StartError::LowDiskSpace(self.min_free_bytes));
+        }
+        let opts = SpanOptions {
+            channels: channels.unwrap_or(self.channels),
+            min_free_bytes: self.min_free_bytes,
+            disk_check_every: DISK_CHECK_EVERY,
+            writer: WriterOptions::default(),
+        };
+        let span = self.spans + 1;
+        let rec = CallRecording::start_span(&self.dir, &self.call_session_id, &self.call_control_id, span, opts)?;
+        self.spans = span;
+        self.tap.set(Some(rec.tap.clone()));
+        Ok(self.active.insert(rec).path())
+    }
+
+    /// Stops the running span now (`record_stop`, or hangup): the tap is
+    /// detached at once and the span's end fixed; finish the returned span with
+    /// [`CallRecording::stop_blocking`] off the reactor and emit
+    /// `call.recording.saved` from its result. `None` when no span runs.
+    pub fn record_stop(&mut self) -> Option<CallRecording> {
+        let rec = self.active.take()?;
+        self.tap.set(None);
+        rec.end_at(Instant::now());
+        Some(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::values::DiskBudget;
+
+    fn config(dir: &Path) -> Recording {
+        Recording {
+            enabled: true,
+            dir: dir.to_path_buf(),
+            channels: Channels::Dual,
+            retention: None,
+            max_disk_usage: DiskBudget::Percent(80.0),
+        }
+    }
+
+    /// `packets` 20 ms packets of a constant level, both ways, paced by the wall
+    /// clock (the writer thread timestamps them on arrival, as in a call).
+    fn talk(tap: &dyn Tap, packets: usize, level: i16) {
+        let mut pcmu = [0u8; 160];
+        G711::Pcmu.encode(&[level; 160], &mut pcmu);
+        let mut echo = [0u8; 160];
+        G711::Pcmu.encode(&[-level; 160], &mut echo);
+        let t0 = Instant::now();
+        for k in 0..packets {
+            let due = t0 + Duration::from_millis(20 * (k as u64 + 1));
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            tap.heard(G711::Pcmu, &pcmu);
+            tap.said(G711::Pcmu, &echo);
+        }
+    }
+
+    fn read(path: &Path) -> (hound::WavSpec, Vec<i16>) {
+        let mut r = hound::WavReader::open(path).unwrap();
+        (r.spec(), r.samples::<i16>().map(|s| s.unwrap()).collect())
+    }
+
+    #[test]
+    fn start_stop_spans_make_one_file_each_with_their_own_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = CallRecorder::new(&config(dir.path()), "sess-1", "v3:cc-1");
+        let tap = rec.tap();
+        // Before any span: the tap goes nowhere.
+        talk(tap.as_ref(), 5, 4000);
+        assert!(!rec.is_recording());
+        assert!(rec.record_stop().is_none());
+
+        let p1 = rec.record_start(None).unwrap().to_path_buf();
+        assert!(matches!(rec.record_start(None), Err(StartError::AlreadyRecording)));
+        talk(tap.as_ref(), 25, 4000);
+        let s1 = rec.record_stop().unwrap();
+        assert_eq!(s1.span(), 1);
+        // Audio between spans is not recorded anywhere.
+        talk(tap.as_ref(), 10, 8000);
+        let p2 = rec.record_start(Some(Channels::Single)).unwrap().to_path_buf();
+        talk(tap.as_ref(), 15, 2000);
+        let s2 = rec.record_stop().unwrap();
+        assert_eq!((s2.span(), rec.spans_started()), (2, 2));
+        let (saved1, saved2) = (s1.stop_blocking().unwrap(), s2.stop_blocking().unwrap());
+
+        assert_eq!(p1.file_name().unwrap(), "sess-1.wav");
+        assert_eq!(p2.file_name().unwrap(), "sess-1-2.wav");
+        assert_eq!((saved1.file.path.clone(), saved2.file.path.clone()), (p1.clone(), p2.clone()));
+        assert_ne!(saved1.recording_id, saved2.recording_id);
+        assert!(saved2.started_at >= saved1.ended_at);
+        for s in [&saved1, &saved2] {
+            // The event's span is the file's duration, to the sample.
+            let span = s.ended_at.duration_since(s.started_at).unwrap();
+            let d = span.abs_diff(s.file.duration());
+            assert!(d < Duration::from_micros(125), "{span:?} vs {:?}", s.file.duration());
+            assert!(s.stop_reason.is_none());
+        }
+        assert!(saved1.file.duration() >= Duration::from_millis(480), "{:?}", saved1.file.duration());
+        assert!(saved2.file.duration() >= Duration::from_millis(280), "{:?}", saved2.file.duration());
+
+        let (spec1, s1) = read(&p1);
+        assert_eq!(spec1.channels, 2);
+        let loud = |v: &[i16], lo: i16, hi: i16| v.iter().filter(|x| (lo..=hi).contains(*x)).count();
+        let left: Vec<i16> = s1.iter().step_by(2).copied().collect();
+        let right: Vec<i16> = s1.iter().skip(1).step_by(2).copied().collect();
+        // 25 packets of 4000 on the left, −4000 on the right (μ-law: ±4 %), nothing else.
+        assert!(loud(&left, 3800, 4200) >= 20 * 160, "{}", loud(&left, 3800, 4200));
+        assert!(loud(&right, -4200, -3800) >= 20 * 160);
+        assert_eq!(loud(&left, 6000, i16::MAX), 0, "no audio from between the spans");
+        let (spec2, s2) = read(&p2);
+        assert_eq!(spec2.channels, 1);
+        // Mono mix of +2000 and −2000: silence, and nothing from before the span
+        // (each direction is placed at its own arrival, tapped microseconds
+        // apart: at most one unmatched sample at each end).
+        assert!(s2.iter().filter(|x| x.abs() >= 200).count() <= 2, "{:?}", s2.iter().max());
+        assert_eq!(saved2.channels, Channels::Single);
+    }
+
+    #[test]
+    fn a_span_that_cannot_be_created_is_an_error_and_the_next_one_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let mut rec = CallRecorder::new(&config(&blocker.join("rec")), "s", "c");
+        let e = rec.record_start(None).unwrap_err();
+        assert!(matches!(e, StartError::File(RecordError::Io { op: "create directory", .. })), "{e}");
+        assert!(e.to_string().contains("create directory") && e.to_string().ends_with("(io_error)"), "{e}");
+        assert!(!rec.is_recording());
+        assert_eq!(rec.spans_started(), 0);
+        // Pointed at a usable directory (as a reload would), the next start works and is span 1.
+        rec.dir = dir.path().join("rec");
+        let p = rec.record_start(None).unwrap().to_path_buf();
+        assert_eq!(p.file_name().unwrap(), "s.wav");
+        assert!(rec.record_stop().unwrap().stop_blocking().is_some());
+    }
+
+    #[test]
+    fn low_disk_space_refuses_new_spans_and_stops_running_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = CallRecorder::new(&config(dir.path()), "s", "c");
+        rec.min_free_bytes = u64::MAX;
+        let e = rec.record_start(None).unwrap_err();
+        assert_eq!(e.reason(), "low_disk_space");
+
+        // A span running when space runs out (the floor is checked as it starts
+        // and every DISK_CHECK_EVERY): it stops cleanly, the tap keeps accepting.
+        let opts = SpanOptions {
+            channels: Channels::Dual,
+            min_free_bytes: u64::MAX,
+            disk_check_every: Duration::ZERO,
+            writer: WriterOptions::default(),
+        };
+        let span = CallRecording::start_span(dir.path(), "t", "c", 1, opts).unwrap();
+        talk(span.tap().as_ref(), 10, 4000);
+        let saved = span.stop_blocking().unwrap();
+        assert_eq!(saved.stop_reason.as_deref(), Some("low_disk_space"));
+        assert!(saved.file.duration() < Duration::from_millis(150), "{:?}", saved.file.duration());
+        assert!(saved.file.path.exists());
     }
 }

@@ -13,9 +13,14 @@
 //! Placement rules (per channel, each keeps a write cursor):
 //! - a packet of `n` samples arriving at `at` is expected to start at
 //!   `position(at) − n` (its last sample has just been received);
-//! - if that is no more than [`JITTER_TOLERANCE`] past the cursor, the packet is
-//!   written at the cursor (arrival jitter does not punch holes into the audio);
-//!   otherwise silence fills the gap and the packet goes where it belongs;
+//! - a channel's first packet goes exactly where it belongs: it anchors the
+//!   channel to the wall clock (pulling it back to the start of the recording
+//!   would put the whole channel up to [`JITTER_TOLERANCE`] early against the
+//!   other one); the part of it from before the recording started is cut;
+//! - later, if the expected place is no more than [`JITTER_TOLERANCE`] past the
+//!   cursor, the packet is written at the cursor (arrival jitter does not punch
+//!   holes into the audio); otherwise silence fills the gap and the packet goes
+//!   where it belongs;
 //! - a channel never runs more than [`MAX_AHEAD`] past the wall clock (a sender
 //!   whose clock is fast, or a burst after a stall): the excess is dropped.
 //!
@@ -65,11 +70,13 @@ struct Track {
     /// Absolute sample position of the next sample to write.
     cursor: u64,
     gap_samples: u64,
+    /// Set by the first packet, which anchors the channel at its arrival time.
+    anchored: bool,
 }
 
 impl Track {
     fn new(cap: usize) -> Self {
-        Self { ring: vec![0; cap].into_boxed_slice(), cursor: 0, gap_samples: 0 }
+        Self { ring: vec![0; cap].into_boxed_slice(), cursor: 0, gap_samples: 0, anchored: false }
     }
 
     /// Copies `pcm` into the ring at absolute position `pos` (wrapping).
@@ -199,12 +206,22 @@ impl Timeline {
         let tolerance = self.tolerance;
         let track = if left { &mut self.left } else { &mut self.right };
         let mut start = track.cursor.max(emitted);
-        if expected > start + tolerance {
+        // Leading samples of the anchoring packet that belong before `start`.
+        let mut skip = 0;
+        if !track.anchored {
+            track.anchored = true;
+            let first = now_pos as i128 - i128::from(len);
+            if first >= i128::from(start) {
+                start = first as u64;
+            } else {
+                skip = (i128::from(start) - first).min(i128::from(len)) as u64;
+            }
+        } else if expected > start + tolerance {
             start = expected;
         }
         track.gap_samples += start - track.cursor;
-        let take = horizon.saturating_sub(start).min(len);
-        track.write_at(start, &pcm[..take as usize]);
+        let take = horizon.saturating_sub(start).min(len - skip);
+        track.write_at(start, &pcm[skip as usize..(skip + take) as usize]);
         track.cursor = start + take;
         self.dropped_samples += len - take;
     }
@@ -446,6 +463,46 @@ mod tests {
             assert_eq!(l[f], -r[f], "frame {f}");
         }
         assert_eq!(t.stats().right_gap_samples, 2 * 8000);
+    }
+
+    #[test]
+    fn the_first_packet_anchors_each_channel_at_its_arrival() {
+        // The caller's first packet arrives 33 ms after the recording started
+        // (within the jitter tolerance of sample 0), the echo of each packet
+        // exactly 200 ms after it: the channels are 200 ms apart, to the sample.
+        let t0 = Instant::now();
+        let mut t = Timeline::new(t0, RATE, Channels::Dual);
+        let mut out = Vec::new();
+        for k in 0..200u64 {
+            let at = t0 + ms(33 + 20 * k);
+            t.push_left(&packet(k, true), at);
+            t.push_right(&packet(k, false), at + ms(200));
+            t.poll_frames(at, &mut out);
+        }
+        finish(&mut t, t0 + ms(4500), &mut out);
+        let (l, r) = split(&out);
+        let first_left = l.iter().position(|&s| s != 0).unwrap();
+        let first_right = r.iter().position(|&s| s != 0).unwrap();
+        assert_eq!(first_left, (33 - 20) * MS as usize);
+        assert_eq!(first_right - first_left, 200 * MS as usize);
+        for f in first_left..first_left + 199 * PKT {
+            assert_eq!(l[f], -r[f + 200 * MS as usize], "frame {f}");
+        }
+        assert_eq!(t.stats().left_gap_samples, 13 * MS);
+
+        // A first packet that began before the recording did (arriving 15 ms in):
+        // its first 5 ms are cut, the rest is in place, and the next one follows.
+        let mut t = Timeline::new(t0, RATE, Channels::Dual);
+        let mut out = Vec::new();
+        let ramp: Vec<i16> = (1..=PKT as i16).collect();
+        t.push_left(&ramp, t0 + ms(15));
+        t.push_left(&packet(1, true), t0 + ms(35));
+        finish(&mut t, t0 + ms(100), &mut out);
+        let (l, _) = split(&out);
+        assert_eq!(&l[..3], &[41, 42, 43]);
+        assert_eq!(l[15 * MS as usize - 1], PKT as i16);
+        assert!(l[15 * MS as usize..35 * MS as usize].iter().all(|&s| s == 2));
+        assert_eq!(t.stats().dropped_samples, 5 * MS);
     }
 
     #[test]

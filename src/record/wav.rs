@@ -7,8 +7,10 @@
 //! what keeps the file valid while it grows: it pushes the buffered samples to the
 //! kernel and rewrites the RIFF and `data` sizes in place, so a `.part` file is a
 //! playable WAV up to its last checkpoint even if the process dies (`kill -9`).
-//! Checkpoints happen at least every [`WriterOptions::checkpoint_every`] (1 s);
+//! Checkpoints happen at least every [`WriterOptions::checkpoint_every`] (500 ms);
 //! `fdatasync` (what survives a power cut) every [`WriterOptions::sync_every`].
+//! With the timeline's 100 ms output lag and the recorder's ≤ 100 ms tick, a
+//! `kill -9` loses at most ~0.7 s: everything up to one second before it is on disk.
 //!
 //! [`WavFile::finish`] writes the final header, syncs, renames `.part` → `.wav`
 //! atomically (rename(2)), syncs the directory, and hashes the result (SHA-256 of
@@ -45,7 +47,9 @@ const MAX_CHUNKS: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterOptions {
     /// Push buffered audio to the kernel and rewrite the header sizes at least this
-    /// often: bounds what `kill -9` loses. Default 1 s.
+    /// often: bounds what `kill -9` loses. Default 500 ms, so that with the
+    /// timeline's [`super::timeline::LATENCY`] (100 ms) and a tick every ≤ 100 ms
+    /// everything older than one second is in the file.
     pub checkpoint_every: Duration,
     /// `fdatasync` at most this often: bounds what a power cut loses, at the cost
     /// of SD-card writes. Default 2 s (see docs/benchmarks.md, `## Recording`).
@@ -54,7 +58,7 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        Self { checkpoint_every: Duration::from_secs(1), sync_every: Duration::from_secs(2) }
+        Self { checkpoint_every: Duration::from_millis(500), sync_every: Duration::from_secs(2) }
     }
 }
 
@@ -121,6 +125,8 @@ pub struct WavFile {
     opts: WriterOptions,
     last_checkpoint: Instant,
     last_sync: Instant,
+    /// The new file and its directory entry were synced (first checkpoint).
+    created_synced: bool,
     write_error: Option<&'static str>,
     stats: WriterStats,
 }
@@ -146,9 +152,11 @@ fn sync_dir(dir: &Path) -> Result<(), RecordError> {
 impl WavFile {
     /// Creates `<final_path>.part` (and missing parent directories) holding an
     /// empty PCM16 WAV at `sample_rate_hz` Hz with `channels` (1 or 2) channels;
-    /// the header is on disk and the directory entry synced when this returns.
-    /// `now` starts the checkpoint clock. Fails with [`RecordError::Exists`] if
-    /// the final file or the `.part` already exists.
+    /// the header is written (to the kernel) when this returns. No `fsync` here,
+    /// so a call can start recording without waiting for the disk: the first
+    /// [`Self::checkpoint`] (first write or tick, on the writer's thread) syncs
+    /// the file and its directory entry. `now` starts the checkpoint clock. Fails
+    /// with [`RecordError::Exists`] if the final file or the `.part` already exists.
     pub fn create(
         final_path: &Path,
         sample_rate_hz: u32,
@@ -179,8 +187,6 @@ impl WavFile {
         let mut wav = hound::WavWriter::new(BufWriter::with_capacity(BUFFER_BYTES, file), spec)
             .map_err(|e| hound_err("create", &part, e))?;
         wav.flush().map_err(|e| hound_err("create", &part, e))?;
-        sync_fd.sync_data().map_err(|e| RecordError::io("sync", &part, e))?;
-        sync_dir(dir)?;
         Ok(Self {
             final_path: final_path.to_path_buf(),
             part_path: part,
@@ -192,6 +198,7 @@ impl WavFile {
             opts,
             last_checkpoint: now,
             last_sync: now,
+            created_synced: false,
             write_error: None,
             stats: WriterStats::default(),
         })
@@ -244,6 +251,9 @@ impl WavFile {
     /// `checkpoint_every` has passed since the last one, and `fdatasync`s if
     /// `sync_every` has. Call it on a timer too, so a silent stretch is durable.
     pub fn checkpoint(&mut self, now: Instant) -> Result<(), RecordError> {
+        if !self.created_synced {
+            self.sync_created()?;
+        }
         if now.saturating_duration_since(self.last_checkpoint) < self.opts.checkpoint_every {
             return Ok(());
         }
@@ -267,6 +277,26 @@ impl WavFile {
             self.stats.syncs += 1;
             self.last_sync = now;
         }
+        Ok(())
+    }
+
+    /// The deferred part of `create`: the header and the directory entry made durable.
+    fn sync_created(&mut self) -> Result<(), RecordError> {
+        let t = Instant::now();
+        let dir = self.final_path.parent().unwrap_or(Path::new("."));
+        if let Err(e) = self
+            .sync_fd
+            .sync_data()
+            .map_err(|e| RecordError::io("sync", &self.part_path, e))
+            .and_then(|()| sync_dir(dir))
+        {
+            self.wav = None;
+            self.write_error = Some(e.reason());
+            return Err(e);
+        }
+        self.created_synced = true;
+        self.stats.sync_time += t.elapsed();
+        self.stats.syncs += 1;
         Ok(())
     }
 
@@ -520,8 +550,9 @@ mod tests {
         for k in 0..150usize {
             w.write(&tone(160, k * 160), t0 + Duration::from_millis(20 * (k as u64 + 1))).unwrap();
         }
-        assert_eq!(w.stats().checkpoints, 3);
-        assert_eq!(w.stats().syncs, 1);
+        assert_eq!(w.stats().checkpoints, 6);
+        // The creation sync (first write) and one every 2 s.
+        assert_eq!(w.stats().syncs, 2);
         let saved = w.finish().unwrap();
         assert_eq!(saved.path, path);
         assert!(!part_path(&path).exists());
@@ -546,7 +577,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("live.wav");
         let t0 = Instant::now();
-        let mut w = WavFile::create(&path, 8000, 2, WriterOptions::default(), t0).unwrap();
+        let opts = WriterOptions { checkpoint_every: Duration::from_secs(1), sync_every: Duration::from_secs(2) };
+        let mut w = WavFile::create(&path, 8000, 2, opts, t0).unwrap();
         // 2.9 s written; the last checkpoint was at 2 s, 0.9 s is still in the buffer.
         for k in 0..145usize {
             w.write(&tone(160, k * 160), t0 + Duration::from_millis(20 * (k as u64 + 1))).unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::SipContext;
-use super::inbound::{LegControl, finish_recording, next_agent_event, start_recording_if, stream_pair};
+use super::inbound::{LegControl, finish_recording, new_recorder, next_agent_event, stream_pair};
 use super::outbound::{Dial, DialError, OutboundLeg, Progress};
 use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
 use crate::call::control::{Action, ActionError, CallView};
@@ -98,7 +98,7 @@ async fn run(
     let hangup_all: CancellationToken = ctx.hangup_all.clone();
     let mut agent: Option<AgentStream> = None;
     let mut playbacks = crate::call::playback::Playbacks::new();
-    let mut recording = None;
+    let mut recorder: Option<crate::call::recording::CallRecorder> = None;
     let mut stream = req.stream;
     let mut media_events: Option<tokio::sync::mpsc::UnboundedReceiver<LegEvent>> = None;
     loop {
@@ -110,8 +110,8 @@ async fn run(
                 Progress::Ringing | Progress::EarlyMedia => control.update(|v| v.state = "ringing".into()),
                 Progress::Answered => {
                     control.update(|v| v.state = "answered".into());
-                    recording = start_recording_if(&ctx, req.record, &leg.info);
-                    let tap = crate::call::listen::call_tap(&control.listen, recording.as_ref().map(|r| r.tap()));
+                    recorder = new_recorder(&ctx, &leg.info, req.record);
+                    let tap = crate::call::listen::call_tap(&control.listen, recorder.as_ref().map(|r| r.tap()));
                     match stream.take() {
                         Some(spec) => {
                             let (port, endpoint) = stream_pair(&spec);
@@ -136,7 +136,7 @@ async fn run(
                         break;
                     }
                     other => {
-                        let tap = crate::call::listen::call_tap(&control.listen, recording.as_ref().map(|r| r.tap()));
+                        let tap = crate::call::listen::call_tap(&control.listen, recorder.as_ref().map(|r| r.tap()));
                         let mut lc = LegControl {
                             ctx: &ctx,
                             info: &mut leg.info,
@@ -144,6 +144,7 @@ async fn run(
                             agent: &mut agent,
                             control: &control,
                             playbacks: &mut playbacks,
+                            recorder: &mut recorder,
                         };
                         lc.command(other, answered, tap).await
                     }
@@ -174,6 +175,7 @@ async fn run(
                         agent: &mut agent,
                         control: &control,
                         playbacks: &mut playbacks,
+                        recorder: &mut recorder,
                     };
                     lc.playback_done(id, completed).await;
                 }
@@ -196,13 +198,15 @@ async fn run(
         agent: &mut agent,
         control: &control,
         playbacks: &mut playbacks,
+        recorder: &mut recorder,
     }
     .playbacks_hung_up();
     if let Some(a) = agent.take() {
         a.stop().await;
     }
     let quality = leg.media.stop().await;
-    leg.finish(quality);
-    finish_recording(&ctx, &leg.info, recording).await;
+    leg.finish(quality).await;
+    let span = recorder.as_mut().and_then(|r| r.record_stop());
+    finish_recording(&ctx, &leg.info, span).await;
     drop(control);
 }

@@ -212,6 +212,9 @@ pub async fn run(
                     Action::PlaybackStart { .. } | Action::PlaybackStop => {
                         Err(ActionError::invalid("playback is not available on a forwarded call"))
                     }
+                    Action::RecordStart { .. } | Action::RecordStop => Err(ActionError::invalid(
+                        "record_start/record_stop are not available on a forwarded call; use record = true on its route",
+                    )),
                 };
                 let _ = cmd.reply.send(result);
             }
@@ -231,9 +234,10 @@ pub async fn run(
         Some(r) => r.stop().await,
         None => (None, None),
     };
-    far.finish(qb);
+    far.finish(qb).await;
     ctx.dialogs.remove_dialog(&id);
-    finish_in(&mut call, &mut sm, near_end, qa);
+    let committed = finish_in(&mut call, &mut sm, near_end, qa);
+    let _ = committed.await;
     super::inbound::finish_recording(&ctx, &call.info, recording).await;
     drop(permit);
 }
@@ -245,12 +249,17 @@ fn emit_bridged(call: &InboundCall, far: &OutboundLeg) {
     call.ctx.events.emit(call.info.event("call.bridged", p));
 }
 
-fn finish_in(call: &mut InboundCall, sm: &mut CallStateMachine, h: Hangup, quality: Option<serde_json::Value>) {
+fn finish_in(
+    call: &mut InboundCall,
+    sm: &mut CallStateMachine,
+    h: Hangup,
+    quality: Option<serde_json::Value>,
+) -> crate::call::event::Emitted {
     let h = sm.end(h).or(sm.hangup()).unwrap_or(h);
     tracing::info!(
         call_control_id = %call.info.ids.call_control_id,
         cause = h.cause.as_str(), source = h.source.as_str(), sip_code = h.sip_code,
         "hangup"
     );
-    call.ctx.events.emit(call.info.hangup(h, SystemTime::now(), quality));
+    call.ctx.events.emit_durable(call.info.hangup(h, SystemTime::now(), quality))
 }

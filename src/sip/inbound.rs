@@ -17,7 +17,7 @@ use super::{SipContext, addr, msg, routing};
 use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
 use crate::call::control::{Action, ActionError, Registration};
 use crate::call::playback::{Loops, Playbacks, Playing};
-use crate::call::recording::CallRecording;
+use crate::call::recording::{CallRecorder, CallRecording};
 use crate::call::session::{MediaSession, Reject};
 use crate::call::{CallIds, CallInfo, CallStateMachine, Direction, Hangup, HangupCause, HangupSource};
 use crate::config::{OnDisconnect, Route, RouteTarget, StreamTrack, Trunk};
@@ -153,7 +153,11 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         call_control_id = %info.ids.call_control_id, trunk = %trunk.name, route = %route.name,
         from = %info.from, to = %info.to, "incoming call"
     );
-    ctx.events.emit(info.initiated("parked"));
+    let initiated = info.initiated("parked").with_route(&route.name);
+    ctx.events.emit(match &route.target {
+        RouteTarget::Agent(agent) => initiated.with_agent(agent),
+        _ => initiated,
+    });
     let control = ctx.calls.register(&info, "parked");
     let call = InboundCall {
         ctx: Arc::clone(&ctx),
@@ -165,6 +169,7 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         agent: None,
         control,
         playbacks: Playbacks::new(),
+        recorder: None,
     };
     tokio::spawn(call.run(state_rx, answer, permit));
 
@@ -238,6 +243,9 @@ pub struct InboundCall {
     pub control: Registration,
     /// Playbacks in progress (`playback_start`).
     playbacks: Playbacks,
+    /// The call's recorder (spans from answer or `record_start`), when recording is
+    /// enabled.
+    recorder: Option<CallRecorder>,
 }
 
 impl InboundCall {
@@ -268,7 +276,6 @@ impl InboundCall {
 
         let hangup_all = self.ctx.hangup_all.clone();
         let mut bye_sent = false;
-        let mut recording: Option<CallRecording> = None;
         let hangup: Hangup = loop {
             let deadline = refresh_deadline.map(tokio::time::Instant::from_std);
             let state = tokio::select! {
@@ -305,7 +312,10 @@ impl InboundCall {
                             }
                             Ok(())
                         }
-                        other => self.command(other, answered, crate::call::listen::call_tap(&self.control.listen, recording.as_ref().map(|r| r.tap()))).await,
+                        other => {
+                            let tap = crate::call::listen::call_tap(&self.control.listen, self.recorder.as_ref().map(|r| r.tap()));
+                            self.command(other, answered, tap).await
+                        }
                     };
                     let _ = cmd.reply.send(result);
                     continue;
@@ -357,10 +367,10 @@ impl InboundCall {
                     tracing::info!(call_control_id = %self.info.ids.call_control_id, "answered");
                     self.control.update(|v| v.state = "answered".into());
                     self.ctx.events.emit(self.info.answered());
-                    recording = start_recording(&self.ctx, &self.route, &self.info);
+                    self.recorder = new_recorder(&self.ctx, &self.info, self.route.record);
                     if !self.start_media(crate::call::listen::call_tap(
                         &self.control.listen,
-                        recording.as_ref().map(|r| r.tap()),
+                        self.recorder.as_ref().map(|r| r.tap()),
                     )) && !bye_sent
                     {
                         bye_sent = true;
@@ -453,8 +463,11 @@ impl InboundCall {
             cause = hangup.cause.as_str(), source = hangup.source.as_str(), sip_code = hangup.sip_code,
             "hangup"
         );
-        self.ctx.events.emit(self.info.hangup(hangup, SystemTime::now(), quality));
-        finish_recording(&self.ctx, &self.info, recording).await;
+        // The call counts as ended once its hangup is committed (webhook outbox and
+        // call record); only then is its permit released.
+        let _ = self.ctx.events.emit_durable(self.info.hangup(hangup, SystemTime::now(), quality)).await;
+        let span = self.recorder.as_mut().and_then(|r| r.record_stop());
+        finish_recording(&self.ctx, &self.info, span).await;
         drop(permit);
     }
 
@@ -513,6 +526,7 @@ impl InboundCall {
             agent: &mut self.agent,
             control: &self.control,
             playbacks: &mut self.playbacks,
+            recorder: &mut self.recorder,
         }
     }
 
@@ -548,6 +562,8 @@ pub struct LegControl<'a> {
     pub control: &'a Registration,
     /// Playbacks in progress.
     pub playbacks: &'a mut Playbacks,
+    /// The recorder (`None` when recording is disabled).
+    pub recorder: &'a mut Option<CallRecorder>,
 }
 
 impl LegControl<'_> {
@@ -593,6 +609,31 @@ impl LegControl<'_> {
                 self.media.play(id, pcm.to_vec(), overlay, tap).await.map_err(media_err)?;
                 self.playbacks.insert(id, Playing { url: url.clone(), overlay, pcm, loops });
                 self.playback_event("call.playback.started", &url, overlay, None);
+                Ok(())
+            }
+            Action::RecordStart { channels } => {
+                let Some(rec) = self.recorder.as_mut() else {
+                    return Err(ActionError::invalid("recording is disabled ([recording] enabled = false)"));
+                };
+                match rec.record_start(channels) {
+                    Ok(path) => {
+                        tracing::info!(call_control_id = %self.info.ids.call_control_id, path = %path.display(), "recording started");
+                        Ok(())
+                    }
+                    Err(e) => Err(ActionError {
+                        status: 422,
+                        code: "90055",
+                        title: "Recording could not start",
+                        detail: format!("{e} ({})", e.reason()),
+                    }),
+                }
+            }
+            Action::RecordStop => {
+                let span = self.recorder.as_mut().and_then(|r| r.record_stop());
+                if span.is_none() {
+                    return Err(ActionError::invalid("the call is not being recorded"));
+                }
+                finish_recording(self.ctx, self.info, span).await;
                 Ok(())
             }
             Action::PlaybackStop => {
@@ -665,6 +706,23 @@ pub async fn next_agent_event(agent: &mut Option<AgentStream>) -> StreamEvent {
         Some(a) => a.next_event().await,
         None => std::future::pending().await,
     }
+}
+
+/// The recorder of an answered call when recording is enabled, with its first span
+/// started when `record` (the route's `record = true`, or `record-from-answer`);
+/// a span that cannot start is logged and the call goes on.
+pub fn new_recorder(ctx: &SipContext, info: &CallInfo, record: bool) -> Option<CallRecorder> {
+    let cfg = ctx.config.borrow().clone();
+    if !cfg.recording.enabled {
+        return None;
+    }
+    let mut rec = CallRecorder::new(&cfg.recording, &info.ids.call_session_id, &info.ids.call_control_id);
+    if record {
+        if let Err(e) = rec.record_start(None) {
+            tracing::warn!(call_control_id = %info.ids.call_control_id, "recording not started: {e} (the call goes on)");
+        }
+    }
+    Some(rec)
 }
 
 /// Starts the call's recording when its route asks for one and recording is

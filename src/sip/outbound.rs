@@ -331,8 +331,9 @@ impl OutboundLeg {
         }
     }
 
-    /// Final bookkeeping: emits `call.hangup` for this leg and forgets the dialog.
-    pub fn finish(&mut self, quality: Option<serde_json::Value>) {
+    /// Final bookkeeping: emits `call.hangup` for this leg (waiting until it is
+    /// committed) and forgets the dialog.
+    pub async fn finish(&mut self, quality: Option<serde_json::Value>) {
         let h = self.sm.hangup().unwrap_or(Hangup {
             cause: HangupCause::Unspecified,
             source: HangupSource::Unknown,
@@ -347,6 +348,7 @@ impl OutboundLeg {
             cause = h.cause.as_str(), source = h.source.as_str(), sip_code = h.sip_code,
             "hangup"
         );
-        self.ctx.events.emit(self.info.hangup(h, SystemTime::now(), quality));
+        // Durable before the leg counts as finished (and its permit is released).
+        let _ = self.ctx.events.emit_durable(self.info.hangup(h, SystemTime::now(), quality)).await;
     }
 }

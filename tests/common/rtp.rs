@@ -55,6 +55,10 @@ pub struct Script {
     pub duration: Duration,
     /// Stop sending (keep receiving) after this long.
     pub send_for: Duration,
+    /// Packet slots `[start, end)` in which nothing is sent (hold, silence
+    /// suppression): the clock, the RTP timestamp and the audio position advance,
+    /// the sequence number does not (no packet is lost, none was sent).
+    pub gaps: Vec<(usize, usize)>,
 }
 
 /// A phone's RTP socket on 127.0.0.1.
@@ -98,6 +102,11 @@ impl RtpPhone {
             let now = Instant::now();
             if now >= next_send && start.elapsed() < script.send_for {
                 next_send += Duration::from_millis(20);
+                if pending.is_empty() && script.gaps.iter().any(|&(from, to)| (from..to).contains(&frame)) {
+                    ts = ts.wrapping_add(160);
+                    frame += 1;
+                    continue;
+                }
                 if pending.is_empty() {
                     if let Some(&(_, digit)) = script.digits.iter().find(|(at, _)| *at == frame) {
                         let event = "0123456789*#ABCD".find(digit).unwrap() as u8;
