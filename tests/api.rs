@@ -517,3 +517,95 @@ async fn the_openapi_document_matches_the_routes() {
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
 }
+
+/// Telnyx's inbound flow on a `park = true` route: the call rings parked until the
+/// backend answers it (here with a stream to the agent) or rejects it (486).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_calls_are_answered_or_rejected_over_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = "[[route]]\nto = \"+13125550111\"\npark = true\n[[route]]\nto = \"+13125550122\"\npark = true\n";
+    let (d, sip, api_port, receiver) = start_with(dir.path(), routes);
+    let api = Api::new(api_port);
+    let agent = PyAgent::start(dir.path(), "agent", "echo", &[]);
+
+    // Answered with a stream: the caller hears the agent's echo.
+    let d2 = dir.path().to_path_buf();
+    let call = tokio::task::spawn_blocking(move || {
+        let s = Script {
+            audio: tone(440.0, 8000.0, 3000),
+            digits: vec![],
+            gaps: vec![],
+            send_for: Duration::from_millis(3000),
+            duration: Duration::from_millis(3300),
+        };
+        place_calls(&d2, sip, "127.0.0.1", "+13125550111", 3000, vec![s])
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    let id = loop {
+        let (_, body) = api.get("/v2/calls").await;
+        if let Some(c) = body["data"].as_array().and_then(|a| a.first()) {
+            assert_eq!(c["state"], "parked", "{c}");
+            break c["call_control_id"].as_str().unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no parked call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (code, e) = api.action(&id, "send_dtmf", r#"{"digits": "1"}"#).await;
+    assert_eq!(code, 422, "not answered yet: {e}");
+    let body = json!({"stream_url": agent.url("/parked"), "stream_bidirectional_mode": "rtp"});
+    let (code, e) = api.action(&id, "answer", &body.to_string()).await;
+    assert_eq!(code, 200, "{e}");
+    assert_eq!(api.action(&id, "answer", "{}").await.0, 422, "answered once");
+    let (code, report, received) = call.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    let heard = received[0].iter().filter(|p| p.payload_type == 0 && p.rms() > 500.0).count();
+    assert!(heard >= 80, "the caller heard the agent's echo: {heard} loud packets");
+    let conns = agent.wait_connections(1, WAIT);
+    assert_eq!(conns[0]["path"], "/parked");
+    assert_eq!(conns[0]["protocol_errors"], json!([]));
+
+    // Rejected: the caller gets 486.
+    let sf = dir.path().join("uac_refused_486.xml");
+    let text = std::fs::read_to_string(scenario("uac_refused.xml.in"))
+        .unwrap()
+        .replace("CODE", "486")
+        .replace("CHECK_HEADER", "To:");
+    std::fs::write(&sf, text).unwrap();
+    let mut args = sipp_args("uac_call.xml", "+13125550122", &format!("127.0.0.1:{sip}"), "127.0.0.1", &[]);
+    args[1] = sf.display().to_string();
+    let d3 = dir.path().to_path_buf();
+    let mut sipp = tokio::task::spawn_blocking(move || Sipp::start(&d3, "reject", &args)).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let id2 = loop {
+        let (_, body) = api.get("/v2/calls").await;
+        if let Some(c) = body["data"].as_array().and_then(|a| a.iter().find(|c| c["to"] == "+13125550122")) {
+            break c["call_control_id"].as_str().unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no second parked call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (code, e) = api.action(&id2, "reject", r#"{"cause": "BUSY"}"#).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/cause")), "{e}");
+    assert_eq!(api.action(&id2, "reject", r#"{"cause": "USER_BUSY"}"#).await.0, 200);
+    let code = tokio::task::spawn_blocking(move || sipp.wait(WAIT)).await.unwrap();
+    assert_eq!(code, 0, "SIPp got 486");
+    let hooks = receiver
+        .wait_until("the rejected call's hangup", WAIT, |e| {
+            delivered(e).iter().any(|x| {
+                x["body"]["data"]["event_type"] == "call.hangup"
+                    && x["body"]["data"]["payload"]["call_control_id"] == id2.as_str()
+            })
+        })
+        .await;
+    let hangup = delivered(&hooks)
+        .into_iter()
+        .map(|x| &x["body"]["data"])
+        .find(|x| x["event_type"] == "call.hangup" && x["payload"]["call_control_id"] == id2.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(hangup["payload"]["hangup_cause"], "user_busy");
+    assert_eq!(hangup["payload"]["sip_hangup_cause"], "486");
+    let mut d = d;
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+}

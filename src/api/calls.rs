@@ -115,8 +115,6 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
 /// Telnyx actions sipbridge does not perform yet: answered 501 rather than 404 so a
 /// backend sees the difference between a typo and a missing feature.
 const NOT_YET: &[&str] = &[
-    "answer",
-    "reject",
     "bridge",
     "transfer",
     "refer",
@@ -144,6 +142,26 @@ pub async fn action(
     let body = object(&body)?;
     let action = match name.as_str() {
         "hangup" => Action::Hangup,
+        "answer" => {
+            let stream = match string(&body, "stream_url")? {
+                Some(_) => match streaming_start(&body)? {
+                    Action::StreamingStart(spec) => Some(spec),
+                    _ => None,
+                },
+                None => None,
+            };
+            Action::Answer { stream }
+        }
+        "reject" => {
+            let sip_code = match string(&body, "cause")?.as_deref() {
+                None | Some("CALL_REJECTED") => 603,
+                Some("USER_BUSY") => 486,
+                Some(other) => {
+                    return Err(ApiError::bad_field("/cause", format!("{other:?} is not CALL_REJECTED or USER_BUSY")));
+                }
+            };
+            Action::Reject { sip_code }
+        }
         "send_dtmf" => send_dtmf(&body)?,
         "mute" => Action::Mute(true),
         "unmute" => Action::Mute(false),

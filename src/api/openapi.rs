@@ -9,6 +9,12 @@ pub type Field = (&'static str, &'static str, &'static str);
 
 /// Call actions served, with their body fields.
 pub const ACTIONS: &[(&str, &str, &[Field])] = &[
+    (
+        "answer",
+        "Answer a parked call (a route with park = true), optionally streaming it.",
+        &[("stream_url", "string", "ws:// or wss:// agent; plus the streaming_start fields")],
+    ),
+    ("reject", "Refuse a parked call.", &[("cause", "string", "CALL_REJECTED (603, default) | USER_BUSY (486)")]),
     ("hangup", "End the call (BYE, or 480 before answer).", &[]),
     (
         "send_dtmf",

@@ -20,6 +20,16 @@ use crate::agent::stream::StreamSpec;
 /// What the API asks of a call. Each command is answered through its reply channel.
 #[derive(Debug)]
 pub enum Action {
+    /// Answer a parked call (`answer`), optionally streaming it to an agent.
+    Answer {
+        /// `stream_url` and friends.
+        stream: Option<Box<StreamSpec>>,
+    },
+    /// Refuse a parked call (`reject`) with this SIP status (486 busy, 603 decline).
+    Reject {
+        /// SIP status code.
+        sip_code: u16,
+    },
     /// End the call (BYE after answer, 480 before).
     Hangup,
     /// RFC 4733 digits, each held for the duration (`send_dtmf`).

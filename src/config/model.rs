@@ -219,6 +219,9 @@ pub enum RouteTarget {
     RoomPerCaller(String),
     /// Send the call out through this `[[trunk]]` (by name).
     Forward(String),
+    /// `park = true`: the call rings, parked, until the control API answers or
+    /// rejects it (Telnyx's inbound flow: `call.initiated` → `answer`).
+    Park,
 }
 
 /// `[[route]]`: which calls go where. First match wins.

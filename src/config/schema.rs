@@ -43,8 +43,20 @@ const AGENT: &[&str] = &[
     "on_disconnect",
     "connect_timeout",
 ];
-const ROUTE: &[&str] =
-    &["name", "trunk", "to", "from", "agent", "room", "room_per_caller", "forward", "record", "ring_for", "pin"];
+const ROUTE: &[&str] = &[
+    "name",
+    "trunk",
+    "to",
+    "from",
+    "agent",
+    "room",
+    "room_per_caller",
+    "forward",
+    "park",
+    "record",
+    "ring_for",
+    "pin",
+];
 const RECORDING: &[&str] = &["enabled", "dir", "channels", "retention", "max_disk_usage"];
 const WEBHOOKS: &[&str] = &[
     "url",
@@ -382,6 +394,9 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
             }
             targets.push(RouteTarget::Forward(f));
         }
+        if t.bool("park", issues) == Some(true) {
+            targets.push(RouteTarget::Park);
+        }
         let record = t.bool("record", issues).unwrap_or(false);
         let ring_for = duration(&t, "ring_for", issues, Duration::ZERO);
         let pin = t.parsed("pin", issues, |s| {
@@ -396,10 +411,11 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
         }
         match targets.len() {
             1 => out.push(Route { name, trunk, to, from, target: targets.remove(0), record, ring_for, pin }),
-            0 => issues.push(t.path_of(), "needs exactly one target: agent, room, room_per_caller or forward"),
+            0 => issues
+                .push(t.path_of(), "needs exactly one target: agent, room, room_per_caller, forward or park = true"),
             _ => issues.push(
                 t.path_of(),
-                "has more than one target: keep exactly one of agent, room, room_per_caller, forward",
+                "has more than one target: keep exactly one of agent, room, room_per_caller, forward, park",
             ),
         }
         t.finish(issues);

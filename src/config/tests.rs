@@ -294,3 +294,16 @@ fn webhook_delivery_keys_have_defaults_and_located_errors() {
     let err = load_with_env(&path, env(&[])).unwrap_err().to_string();
     assert!(err.contains(":3: webhooks.retry_max: 1s is shorter than retry_initial (2s)"), "{err}");
 }
+
+#[test]
+fn park_routes_wait_for_the_api_and_are_one_target_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[[trunk]]\nname = \"t\"\ninbound_allow = [\"10.0.0.0/8\"]\n[[agent]]\nname = \"e\"\nurl = \"builtin:echo\"\n\
+                [[route]]\npark = true\n[[route]]\npark = true\nagent = \"e\"\n[[route]]\npark = false\n";
+    let err = load_with_env(&write(dir.path(), "p.toml", text), env(&[])).unwrap_err().to_string();
+    assert!(err.contains("route[1]: has more than one target"), "{err}");
+    assert!(err.contains("route[2]: needs exactly one target"), "{err}");
+    let ok = "[[trunk]]\nname = \"t\"\ninbound_allow = [\"10.0.0.0/8\"]\n[[route]]\npark = true\n";
+    let c = load_with_env(&write(dir.path(), "ok.toml", ok), env(&[])).unwrap().config;
+    assert_eq!(c.routes[0].target, RouteTarget::Park);
+}

@@ -212,6 +212,9 @@ pub async fn run(
                     Action::PlaybackStart { .. } | Action::PlaybackStop => {
                         Err(ActionError::invalid("playback is not available on a forwarded call"))
                     }
+                    Action::Answer { .. } | Action::Reject { .. } => {
+                        Err(ActionError::invalid("a forwarded call is answered by the far end"))
+                    }
                     Action::RecordStart { .. } | Action::RecordStop => Err(ActionError::invalid(
                         "record_start/record_stop are not available on a forwarded call; use record = true on its route",
                     )),

@@ -170,6 +170,7 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         control,
         playbacks: Playbacks::new(),
         recorder: None,
+        pending_stream: None,
     };
     tokio::spawn(call.run(state_rx, answer, permit));
 
@@ -246,6 +247,8 @@ pub struct InboundCall {
     /// The call's recorder (spans from answer or `record_start`), when recording is
     /// enabled.
     recorder: Option<CallRecorder>,
+    /// A parked call answered with a stream: started once the ACK arrives.
+    pending_stream: Option<StreamSpec>,
 }
 
 impl InboundCall {
@@ -264,7 +267,15 @@ impl InboundCall {
             refresh_deadline = Some(Instant::now() + Duration::from_secs(*se));
         }
         let mut answer_at = None;
-        if self.route.ring_for.is_zero() {
+        // A parked call rings until the API answers or rejects it, at most this long.
+        let mut park_deadline = None;
+        let parked = self.route.target == RouteTarget::Park;
+        if parked {
+            let _ = self.dialog.ringing(None, None);
+            sm.ringing();
+            let limit = if self.route.ring_for.is_zero() { PARK_LIMIT } else { self.route.ring_for };
+            park_deadline = Some(tokio::time::Instant::now() + limit);
+        } else if self.route.ring_for.is_zero() {
             if let Err(e) = self.dialog.accept(Some(headers.clone()), Some(answer.clone())) {
                 tracing::warn!(error = %e, "could not answer");
             }
@@ -285,6 +296,13 @@ impl InboundCall {
                     if let Err(e) = self.dialog.accept(Some(headers.clone()), Some(answer.clone())) {
                         tracing::warn!(error = %e, "could not answer");
                     }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(park_deadline.unwrap_or_else(tokio::time::Instant::now)), if park_deadline.is_some() => {
+                    park_deadline = None;
+                    tracing::info!(call_control_id = %self.info.ids.call_control_id, "parked call not answered by the API in time: 480");
+                    bye_sent = true;
+                    self.local_hangup(&mut sm, HangupCause::NoAnswer).await;
                     continue;
                 }
                 _ = hangup_all.cancelled(), if !bye_sent => {
@@ -308,8 +326,27 @@ impl InboundCall {
                             if !bye_sent {
                                 bye_sent = true;
                                 answer_at = None;
+                                park_deadline = None;
                                 self.local_hangup(&mut sm, HangupCause::NormalClearing).await;
                             }
+                            Ok(())
+                        }
+                        Action::Answer { .. } | Action::Reject { .. } if park_deadline.is_none() || bye_sent => {
+                            Err(ActionError::invalid("only a parked call that is still ringing can be answered or rejected"))
+                        }
+                        Action::Answer { stream } => {
+                            park_deadline = None;
+                            self.pending_stream = stream.map(|s| *s);
+                            match self.dialog.accept(Some(headers.clone()), Some(answer.clone())) {
+                                Ok(()) => Ok(()),
+                                Err(e) => Err(ActionError::invalid(format!("could not answer: {e}"))),
+                            }
+                        }
+                        Action::Reject { sip_code } => {
+                            park_deadline = None;
+                            bye_sent = true;
+                            sm.end(Hangup { cause: HangupCause::from_sip_status(sip_code), source: HangupSource::Callee, sip_code });
+                            let _ = self.dialog.reject(Some(StatusCode::from(sip_code)), None);
                             Ok(())
                         }
                         other => {
@@ -488,6 +525,21 @@ impl InboundCall {
     /// agent's stream. `false` when the route's agent no longer exists (removed by a
     /// reload): the call is ended.
     fn start_media(&mut self, tap: Option<Arc<dyn Tap>>) -> bool {
+        if self.route.target == RouteTarget::Park {
+            // Answered by the API: its stream, or silence until one is started.
+            match self.pending_stream.take() {
+                Some(spec) => {
+                    let (port, endpoint) = stream_pair(&spec);
+                    self.media.start_pcm(tap, port);
+                    let stream = AgentStream::start(spec, self.info.clone(), self.ctx.events.clone(), endpoint);
+                    let id = stream.stream_id.clone();
+                    self.control.update(|v| v.stream_id = Some(id));
+                    self.agent = Some(stream);
+                }
+                None => self.media.start_pcm(tap, pcm_pair(1, false, false).0),
+            }
+            return true;
+        }
         let RouteTarget::Agent(name) = &self.route.target else {
             self.media.start(tap);
             return true;
@@ -577,6 +629,9 @@ impl LegControl<'_> {
         let media_err = |e: String| ActionError::invalid(e);
         match action {
             Action::Hangup => Ok(()),
+            Action::Answer { .. } | Action::Reject { .. } => {
+                Err(ActionError::invalid("only a parked call that is still ringing can be answered or rejected"))
+            }
             Action::ClientState(state) => {
                 self.info.client_state = state.clone();
                 self.control.update(|v| v.info.client_state = state);
@@ -765,6 +820,9 @@ pub async fn finish_recording(ctx: &SipContext, info: &CallInfo, recording: Opti
         ctx.events.emit(info.event("call.recording.saved", p));
     }
 }
+
+/// How long a parked call rings without `ring_for` before it is refused (480).
+pub const PARK_LIMIT: Duration = Duration::from_secs(60);
 
 /// Free space a new recording needs on the recordings' file system.
 pub const MIN_FREE_FOR_RECORDING: u64 = 64 * 1024 * 1024;
