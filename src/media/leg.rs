@@ -337,6 +337,38 @@ impl RtpLeg {
         Ok(())
     }
 
+    /// `LegCommand::SendDtmf`: queues the presses; a refusal is logged (the API
+    /// checked the request already).
+    pub fn send_dtmf_command(&mut self, digits: &str, duration: Duration) {
+        if let Err(e) = self.queue_dtmf(digits, duration) {
+            tracing::info!("send_dtmf: {e}");
+        }
+    }
+
+    /// The periodic housekeeping of a leg task (every 250 ms, never per packet): a
+    /// DTMF press whose end packets were all lost, the RTP timeout (reported once
+    /// per silence, `timed_out` remembers), and RTCP reports when due.
+    pub async fn housekeeping(
+        &mut self,
+        now: Instant,
+        rtp_timeout: Duration,
+        timed_out: &mut bool,
+        events: &mpsc::UnboundedSender<LegEvent>,
+    ) {
+        if self.dtmf_deadline().is_some_and(|at| now >= at) {
+            if let Some(d) = self.poll_dtmf_timeout(now) {
+                let _ = events.send(LegEvent::Dtmf(d));
+            }
+        }
+        if !*timed_out && self.expects_media() && now >= self.timeout_deadline(rtp_timeout) {
+            *timed_out = true;
+            let _ = events.send(LegEvent::Timeout(rtp_timeout));
+        }
+        if now >= self.rtcp_deadline() {
+            self.send_rtcp().await;
+        }
+    }
+
     /// The next generated telephone-event packet due instead of audio, if any:
     /// (marker, RTP timestamp of the event start, payload).
     fn next_dtmf_packet(&mut self) -> Option<(bool, u32, [u8; 4])> {
@@ -442,8 +474,6 @@ pub async fn run_echo(
     loop {
         let codec = leg.audio().codec;
         let next_due = line.front().map(|(due, _, _)| *due);
-        let timeout_at = leg.timeout_deadline(rtp_timeout);
-        let dtmf_at = leg.dtmf_deadline();
         tokio::select! {
             r = leg.recv(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
@@ -472,7 +502,7 @@ pub async fn run_echo(
                     _ => {}
                 }
             }
-            _ = tokio::time::sleep_until(next_due.unwrap_or(timeout_at)), if next_due.is_some() => {
+            _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
                 let now = Instant::now();
                 while let Some((due, len, slot)) = line.front().copied() {
                     if due > now {
@@ -486,20 +516,7 @@ pub async fn run_echo(
                     first = false;
                 }
             }
-            now = tick.tick() => {
-                if dtmf_at.is_some_and(|at| now >= at) {
-                    if let Some(d) = leg.poll_dtmf_timeout(now) {
-                        let _ = events.send(LegEvent::Dtmf(d));
-                    }
-                }
-                if !timed_out && leg.expects_media() && now >= timeout_at {
-                    timed_out = true;
-                    let _ = events.send(LegEvent::Timeout(rtp_timeout));
-                }
-                if now >= leg.rtcp_deadline() {
-                    leg.send_rtcp().await;
-                }
-            }
+            now = tick.tick() => leg.housekeeping(now, rtp_timeout, &mut timed_out, &events).await,
             r = leg.recv_rtcp(&mut rtcp_buf) => {
                 if let Ok((n, _)) = r {
                     leg.on_rtcp(&rtcp_buf[..n]);
@@ -512,11 +529,7 @@ pub async fn run_echo(
                 }
                 Some(LegCommand::Mute(m)) => leg.set_muted(m),
                 Some(LegCommand::MuteInbound(m)) => inbound_muted = m,
-                Some(LegCommand::SendDtmf(digits, duration)) => {
-                    if let Err(e) = leg.queue_dtmf(&digits, duration) {
-                        tracing::info!("send_dtmf: {e}");
-                    }
-                }
+                Some(LegCommand::SendDtmf(digits, duration)) => leg.send_dtmf_command(&digits, duration),
                 Some(LegCommand::Tap(t)) => tap = t,
                 Some(LegCommand::Stop) | None => break,
             }

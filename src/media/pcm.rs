@@ -174,8 +174,6 @@ pub async fn run_pcm(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let codec = leg.audio().codec;
-        let timeout_at = leg.timeout_deadline(rtp_timeout);
-        let dtmf_at = leg.dtmf_deadline();
         tokio::select! {
             r = leg.recv(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
@@ -265,20 +263,7 @@ pub async fn run_pcm(
                 }
                 None => playback_open = false,
             },
-            now = tick.tick() => {
-                if dtmf_at.is_some_and(|at| now >= at) {
-                    if let Some(d) = leg.poll_dtmf_timeout(now) {
-                        let _ = events.send(LegEvent::Dtmf(d));
-                    }
-                }
-                if !timed_out && leg.expects_media() && now >= timeout_at {
-                    timed_out = true;
-                    let _ = events.send(LegEvent::Timeout(rtp_timeout));
-                }
-                if now >= leg.rtcp_deadline() {
-                    leg.send_rtcp().await;
-                }
-            }
+            now = tick.tick() => leg.housekeeping(now, rtp_timeout, &mut timed_out, &events).await,
             r = leg.recv_rtcp(&mut rtcp_buf) => {
                 if let Ok((n, _)) = r {
                     leg.on_rtcp(&rtcp_buf[..n]);
@@ -291,11 +276,7 @@ pub async fn run_pcm(
                 }
                 Some(LegCommand::Mute(m)) => leg.set_muted(m),
                 Some(LegCommand::MuteInbound(m)) => inbound_muted = m,
-                Some(LegCommand::SendDtmf(digits, duration)) => {
-                    if let Err(e) = leg.queue_dtmf(&digits, duration) {
-                        tracing::info!("send_dtmf: {e}");
-                    }
-                }
+                Some(LegCommand::SendDtmf(digits, duration)) => leg.send_dtmf_command(&digits, duration),
                 Some(LegCommand::Tap(t)) => tap = t,
                 Some(LegCommand::Stop) | None => break,
             }

@@ -101,6 +101,20 @@ async fn run(
     let mut recorder: Option<crate::call::recording::CallRecorder> = None;
     let mut stream = req.stream;
     let mut media_events: Option<tokio::sync::mpsc::UnboundedReceiver<LegEvent>> = None;
+    // The call's parts as the shared command handling sees them (disjoint borrows).
+    macro_rules! leg_control {
+        () => {
+            LegControl {
+                ctx: &ctx,
+                info: &mut leg.info,
+                media: &mut leg.media,
+                agent: &mut agent,
+                control: &control,
+                playbacks: &mut playbacks,
+                recorder: &mut recorder,
+            }
+        };
+    }
     loop {
         if let Some(rx) = leg.media.take_events() {
             media_events = Some(rx);
@@ -137,15 +151,7 @@ async fn run(
                     }
                     other => {
                         let tap = crate::call::listen::call_tap(&control.listen, recorder.as_ref().map(|r| r.tap()));
-                        let mut lc = LegControl {
-                            ctx: &ctx,
-                            info: &mut leg.info,
-                            media: &mut leg.media,
-                            agent: &mut agent,
-                            control: &control,
-                            playbacks: &mut playbacks,
-                            recorder: &mut recorder,
-                        };
+                        let mut lc = leg_control!();
                         lc.command(other, answered, tap).await
                     }
                 };
@@ -168,15 +174,7 @@ async fn run(
                     ctx.events.emit(leg.info.event("call.dtmf.received", p));
                 }
                 LegEvent::PlaybackDone { id, completed } => {
-                    let mut lc = LegControl {
-                        ctx: &ctx,
-                        info: &mut leg.info,
-                        media: &mut leg.media,
-                        agent: &mut agent,
-                        control: &control,
-                        playbacks: &mut playbacks,
-                        recorder: &mut recorder,
-                    };
+                    let mut lc = leg_control!();
                     lc.playback_done(id, completed).await;
                 }
                 LegEvent::Timeout(after) => {
@@ -191,16 +189,7 @@ async fn run(
             }
         }
     }
-    LegControl {
-        ctx: &ctx,
-        info: &mut leg.info,
-        media: &mut leg.media,
-        agent: &mut agent,
-        control: &control,
-        playbacks: &mut playbacks,
-        recorder: &mut recorder,
-    }
-    .playbacks_hung_up();
+    leg_control!().playbacks_hung_up();
     if let Some(a) = agent.take() {
         a.stop().await;
     }
