@@ -1,3 +1,4 @@
+use std::sync::atomic::Ordering;
 use super::{
     authenticate::Credential,
     dialog::{DialogInner, DialogStateSender},
@@ -264,8 +265,16 @@ impl Drop for DialogGuardForUnconfirmed {
 
                     // CANCEL is a separate transaction. Keep driving it to its
                     // own response or timeout even if the INVITE finishes first.
+                    // sipbridge patch: not when `cancel()` already sent one (a pending deferred
+                    // CANCEL is taken over here): one CANCEL per INVITE.
+                    let deferred = client_dialog.inner.cancel_deferred.swap(false, Ordering::SeqCst);
+                    let already_sent =
+                        client_dialog.inner.cancel_requested.swap(true, Ordering::SeqCst) && !deferred;
                     let cancel_dialog = client_dialog.clone();
                     let _handle = crate::platform::spawn(async move {
+                        if already_sent {
+                            return;
+                        }
                         if let Err(e) = cancel_dialog.send_cancel().await {
                             warn!(id = %cancel_dialog.id(), error = %e, "dialog cancel failed");
                         }
