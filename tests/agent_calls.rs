@@ -321,6 +321,87 @@ async fn an_l16_16khz_stream_round_trips() {
     gw.stop();
 }
 
+/// Power of `hz` in `pcm` at `rate` (Goertzel), as the amplitude of a sine at
+/// that frequency: a full-scale tone of amplitude A gives about A.
+fn tone_level(pcm: &[i16], hz: f64, rate: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / rate;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in pcm {
+        let s0 = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    2.0 * power.sqrt() / pcm.len().max(1) as f64
+}
+
+/// An L16/16000 agent is played and recorded at 16 kHz (issue 7 point 1): the
+/// recording is 16 kHz stereo, its right channel keeps the agent's 6 kHz tone
+/// (above what any 8 kHz path can carry), its left the caller's 500 Hz; the
+/// caller's G.711 gets the prompt band-limited (the 6 kHz tone filtered out, not
+/// aliased to 2 kHz).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_l16_16khz_agent_is_recorded_at_16khz_with_its_full_band() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("prompt16k.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&prompt, spec).unwrap();
+    let sine = |hz: f64, n: usize| {
+        (0..n).map(move |i| (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / 16000.0).sin()) as i16)
+    };
+    for s in sine(1000.0, 16000).chain(sine(6000.0, 16000)) {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+    let agent = PyAgent::start(dir.path(), "agent", "prompt-echo", &["--prompt", prompt.to_str().unwrap()]);
+    let cfg = agent_block("bot", &agent.url("/"), "encoding = \"L16\"\nsample_rate = 16000")
+        + &route("+13125550100", "bot", "record = true");
+    let gw = Gateway::start(dir.path(), &cfg).await;
+    let (d, port) = (dir.path().to_path_buf(), gw.port);
+    let (code, report, received) = tokio::task::spawn_blocking(move || {
+        place_calls(
+            &d,
+            port,
+            "127.0.0.1",
+            "+13125550100",
+            3000,
+            vec![script(tone(500.0, 6000.0, 3000), vec![], 3000, 3200)],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{report}");
+    let bodies = gw.events("call.recording.saved", |b| b.iter().any(|x| event_type(x) == "call.recording.saved")).await;
+    let saved = bodies.iter().find(|x| event_type(x) == "call.recording.saved").unwrap();
+    assert_eq!(payload(saved)["sample_rate"], 16000, "{saved}");
+    let path = payload(saved)["file_path"].as_str().unwrap();
+    let mut r = hound::WavReader::open(path).unwrap();
+    assert_eq!((r.spec().channels, r.spec().sample_rate, r.spec().bits_per_sample), (2, 16000, 16));
+    let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+    let (left, right): (Vec<i16>, Vec<i16>) = samples.chunks_exact(2).map(|f| (f[0], f[1])).unzip();
+    let secs = left.len() as f64 / 16000.0;
+    assert!((2.8..3.6).contains(&secs), "recorded {secs} s");
+    // Left: the caller's 500 Hz.
+    assert!(tone_level(&left[8000..24000], 500.0, 16000.0) > 3000.0);
+    // Right: in some 100 ms window, the agent's 6 kHz tone at full level.
+    let six_k = right.chunks_exact(1600).map(|w| tone_level(w, 6000.0, 16000.0)).fold(0.0, f64::max);
+    let one_k = right.chunks_exact(1600).map(|w| tone_level(w, 1000.0, 16000.0)).fold(0.0, f64::max);
+    assert!(six_k > 5000.0, "6 kHz in the recording's right channel: {six_k:.0}");
+    assert!(one_k > 5000.0, "1 kHz in the recording's right channel: {one_k:.0}");
+    // The caller heard the 1 kHz part; the 6 kHz part was filtered, not aliased to 2 kHz.
+    let heard: Vec<i16> = received[0].iter().filter(|p| p.payload_type == 0).flat_map(|p| p.pcm()).collect();
+    let one_k_heard = heard.chunks_exact(800).map(|w| tone_level(w, 1000.0, 8000.0)).fold(0.0, f64::max);
+    let alias = heard.chunks_exact(800).map(|w| tone_level(w, 2000.0, 8000.0)).fold(0.0, f64::max);
+    assert!(one_k_heard > 5000.0, "1 kHz heard by the caller: {one_k_heard:.0}");
+    assert!(alias < 200.0, "2 kHz alias of the 6 kHz tone heard by the caller: {alias:.0}");
+    gw.stop();
+}
+
 /// Refused, hanging and dropped agents, each under `on_disconnect = "hangup"` and
 /// `"continue"`: streaming.failed with a reason; hangup ends the call from the box,
 /// continue keeps it up (silence to the caller) and the recording covers it all.

@@ -8,7 +8,8 @@
 //! Sans-IO: no clock, no socket. The tokio shell calls [`Playout::next_frame`] once
 //! per 20 ms tick (its own timer), encodes the frame for the call leg, then drains
 //! [`Playout::pop_reached`] and sends a `mark` event for each name. Time is counted
-//! in samples at 8000 Hz. Audio is PCM16 mono, native endian, already converted from
+//! in samples at the queue's rate (8000 Hz; 16000 Hz for an L16/16000 agent, whose
+//! shell asks for 320-sample frames). Audio is PCM16 mono, native endian, already converted from
 //! the stream encoding by `agent::transcode::FromStream`.
 //!
 //! Owns the queue and the mark bookkeeping only; it does not know the stream
@@ -19,7 +20,7 @@ use std::collections::VecDeque;
 /// Samples in one 20 ms packet at 8000 Hz (the call side's G.711 ptime).
 pub const FRAME_SAMPLES: usize = 160;
 
-/// Queue of agent audio (PCM16 mono, 8000 Hz) waiting to be played into the call,
+/// Queue of agent audio (PCM16 mono, 8000 or 16000 Hz) waiting to be played into the call,
 /// with the agent's marks placed between samples.
 ///
 /// Positions are absolute sample counts since the queue was created: `played` is
@@ -59,7 +60,7 @@ impl Playout {
         }
     }
 
-    /// Appends PCM16 mono 8000 Hz samples (one agent `media` message, after
+    /// Appends PCM16 mono samples at the queue's rate (one agent `media` message, after
     /// transcoding) to the end of the queue. If the queue would exceed its cap, the
     /// samples that do not fit (the end of `pcm`) are dropped and counted. May
     /// allocate while the queue grows towards its cap.
@@ -91,13 +92,13 @@ impl Playout {
         marks
     }
 
-    /// Fills `out` with the next 20 ms of audio ([`FRAME_SAMPLES`] samples, PCM16
-    /// mono 8000 Hz), zero-padded after the end of the queue, and moves the marks
-    /// whose audio has now been played to the reached list. Returns how many samples
-    /// were real audio (0 = the frame is silence, `FRAME_SAMPLES` = a full frame).
-    /// Never allocates.
-    pub fn next_frame(&mut self, out: &mut [i16; FRAME_SAMPLES]) -> usize {
-        let n = self.audio.len().min(FRAME_SAMPLES);
+    /// Fills `out` with the next frame of audio: `out.len()` samples, i.e.
+    /// [`FRAME_SAMPLES`] for 20 ms at 8000 Hz (twice that for a 16000 Hz queue),
+    /// zero-padded after the end of the queue, and moves the marks whose audio has
+    /// now been played to the reached list. Returns how many samples were real
+    /// audio (0 = the frame is silence, `out.len()` = a full frame). Never allocates.
+    pub fn next_frame(&mut self, out: &mut [i16]) -> usize {
+        let n = self.audio.len().min(out.len());
         for (dst, src) in out.iter_mut().zip(self.audio.drain(..n)) {
             *dst = src;
         }
@@ -121,7 +122,7 @@ impl Playout {
         self.reached.pop_front()
     }
 
-    /// Samples of audio waiting to be played (divide by 8000 for seconds).
+    /// Samples of audio waiting to be played (divide by the rate for seconds).
     pub fn queued_samples(&self) -> usize {
         self.audio.len()
     }

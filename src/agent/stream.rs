@@ -91,6 +91,13 @@ impl StreamSpec {
             connect_timeout: agent.connect_timeout,
         })
     }
+
+    /// Rate of the box's playout and of the call's recording for this stream, Hz:
+    /// 16000 for L16 at 16000 Hz (the agent's audio keeps its band up to the leg's
+    /// G.711 encoder, and the recording keeps it), 8000 otherwise (ISSUE 7 point 1).
+    pub fn playout_rate(&self) -> u32 {
+        if self.encoding == Encoding::L16 && self.sample_rate == 16000 { 16000 } else { 8000 }
+    }
 }
 
 /// A running stream; dropping it aborts the task (use [`AgentStream::stop`]).
@@ -243,7 +250,7 @@ impl Task {
         let (Ok(mut heard_tx), Ok(mut said_tx), Ok(mut from_agent)) = (
             ToStream::new(spec.encoding, spec.sample_rate),
             ToStream::new(spec.encoding, spec.sample_rate),
-            FromStream::new(spec.encoding, spec.sample_rate),
+            FromStream::new_at(spec.encoding, spec.sample_rate, spec.playout_rate()),
         ) else {
             return End::Failed(format!("unsupported stream format {:?} at {} Hz", spec.encoding, spec.sample_rate));
         };

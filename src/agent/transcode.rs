@@ -72,7 +72,8 @@ fn encoding_name(encoding: Encoding) -> &'static str {
 enum Stream {
     /// G.711 bytes at 8000 Hz.
     G711(G711),
-    /// L16 big-endian at 8000 Hz.
+    /// L16 big-endian, no resampling: at 8000 Hz, or at 16000 Hz when a
+    /// [`FromStream::new_at`] passes a 16 kHz stream through to a 16 kHz playout.
     L16Narrow,
     /// L16 big-endian at 16000 Hz, through the resampler (up or down).
     L16Wide(Box<Resample>),
@@ -252,6 +253,59 @@ impl Resample {
     }
 }
 
+/// PCM16 mono 8000 Hz → 16000 Hz ([`RateConverter::up`]) or 16000 → 8000 Hz
+/// ([`RateConverter::down`]) with the module's sinc filters, for call audio that
+/// changes rate inside the box (the 16 kHz playout path of an L16/16000 agent,
+/// 16 kHz recordings of 8 kHz legs). Streaming: state is kept between calls; no
+/// allocation per call.
+#[derive(Debug)]
+pub struct RateConverter {
+    resample: Resample,
+}
+
+impl RateConverter {
+    /// 8000 → 16000 Hz; output lags by [`RateConverter::delay_samples`] = 62
+    /// samples at 16000 Hz (3.875 ms).
+    ///
+    /// # Errors
+    /// [`TranscodeError::Resampler`] (a bug in this module, not input).
+    pub fn up() -> Result<Self, TranscodeError> {
+        Ok(RateConverter { resample: Resample::up()? })
+    }
+
+    /// 16000 → 8000 Hz; output lags by 31 samples at 8000 Hz (3.875 ms).
+    ///
+    /// # Errors
+    /// [`TranscodeError::Resampler`] (a bug in this module, not input).
+    pub fn down() -> Result<Self, TranscodeError> {
+        Ok(RateConverter { resample: Resample::down()? })
+    }
+
+    /// Feeds `input`; `emit` gets each output sample. Output comes per 10 ms of
+    /// input (a 20 ms frame gives exactly 20 ms once running), so up to 10 ms
+    /// stays buffered between calls.
+    pub fn process(&mut self, input: &[i16], emit: impl FnMut(i16)) {
+        self.resample.process(input.iter().copied(), emit);
+    }
+
+    /// Output samples by which the output lags the input, at the output rate.
+    pub fn delay_samples(&self) -> usize {
+        self.resample.delay()
+    }
+
+    /// Converts a whole clip at once (a playback file): the filter's delay is
+    /// removed and the tail flushed, so the result is exactly the clip at the new
+    /// rate (2× or ½× as many samples, rounded up). Allocates the result.
+    pub fn convert_clip(mut self, input: &[i16]) -> Vec<i16> {
+        let delay = self.resample.delay();
+        let mut out = Vec::with_capacity(input.len() * 2 + delay);
+        self.resample.process(input.iter().copied(), |s| out.push(s));
+        self.resample.flush(|s| out.push(s));
+        out.drain(..delay.min(out.len()));
+        out
+    }
+}
+
 /// Call audio (G.711, 8000 Hz) → `media` payload bytes in the stream's encoding and
 /// rate, for the box → agent direction. Keeps the resampler state between chunks,
 /// so one `ToStream` serves one track of one stream.
@@ -331,6 +385,21 @@ impl FromStream {
     /// [`TranscodeError::UnsupportedRate`] for any other pair (e.g. PCMA at 16000).
     pub fn new(encoding: Encoding, sample_rate: u32) -> Result<Self, TranscodeError> {
         Ok(FromStream { stream: Stream::new(encoding, sample_rate, Resample::down)?, carry: None })
+    }
+
+    /// Like [`FromStream::new`], but producing PCM16 at `output_rate` Hz: 8000, or
+    /// 16000 for an L16/16000 stream, whose samples are then passed through
+    /// unresampled (for a 16 kHz playout path, so a 16 kHz recording keeps the
+    /// agent's full band). Any other `output_rate` means 8000.
+    ///
+    /// # Errors
+    /// As [`FromStream::new`].
+    pub fn new_at(encoding: Encoding, sample_rate: u32, output_rate: u32) -> Result<Self, TranscodeError> {
+        if (encoding, sample_rate, output_rate) == (Encoding::L16, 16000, 16000) {
+            // L16 decoded as is: at the stream's own rate.
+            return Ok(FromStream { stream: Stream::L16Narrow, carry: None });
+        }
+        Self::new(encoding, sample_rate)
     }
 
     /// Appends to `out` the PCM16 8000 Hz samples of one agent payload (base64
@@ -739,5 +808,30 @@ mod tests {
             let image = level_db(&out, 8000.0 - freq, 16000.0, amplitude);
             assert!(image < -70.0, "up {freq} Hz: image at {} Hz {image:.1} dB", 8000.0 - freq);
         }
+    }
+
+    #[test]
+    fn a_clip_converted_up_keeps_its_length_and_its_timing() {
+        // A 100 ms burst of 1 kHz after 50 ms of silence, 8 kHz → 16 kHz.
+        let mut clip = vec![0i16; 400];
+        clip.extend(
+            (0..800).map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 8000.0).sin()) as i16),
+        );
+        let up = RateConverter::up().unwrap().convert_clip(&clip);
+        assert_eq!(up.len(), 2 * clip.len());
+        // The filter's delay is removed: the burst starts at 16 kHz sample 800.
+        let first_loud = up.iter().position(|s| s.abs() > 2000).unwrap();
+        assert!((795..=810).contains(&first_loud), "{first_loud}");
+        // A 20 ms frame down gives a 20 ms frame back once running (the first is
+        // one short: the filter's leading zero).
+        let mut down = RateConverter::down().unwrap();
+        let mut counts = Vec::new();
+        for frame in up.chunks_exact(320) {
+            let mut n = 0;
+            down.process(frame, |_| n += 1);
+            counts.push(n);
+        }
+        assert_eq!(counts[0], 159);
+        assert!(counts[1..].iter().all(|&n| n == 160), "{counts:?}");
     }
 }

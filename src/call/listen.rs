@@ -105,6 +105,12 @@ impl Tap for Taps {
             t.said(codec, payload);
         }
     }
+
+    fn said_wideband(&self, codec: G711, payload: &[u8], wideband: &[i16]) {
+        for t in &self.0 {
+            t.said_wideband(codec, payload, wideband);
+        }
+    }
 }
 
 /// The tap a call's media task gets: its listen channel, plus the recorder when

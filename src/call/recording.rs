@@ -24,9 +24,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TryS
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::agent::transcode::RateConverter;
 use crate::config::{Channels, Recording};
 use crate::media::g711::G711;
 use crate::media::leg::Tap;
+use crate::media::pcm::WIDE_FRAME_SAMPLES;
 use crate::record::path::PathIds;
 use crate::record::retention::{MIN_FREE_BYTES, can_start, fs_usage};
 use crate::record::{DEFAULT_TEMPLATE, RecordError, Recorder, SavedRecording, WriterOptions, recording_path};
@@ -51,6 +53,13 @@ enum TapMsg {
         payload: [u8; SLOT],
         at: Instant,
     },
+    /// 16 kHz PCM16 sent to the caller (an L16/16000 agent's audio before the
+    /// leg's G.711 encoder), for a 16 kHz span.
+    Wideband {
+        len: u16,
+        samples: [i16; WIDE_FRAME_SAMPLES],
+        at: Instant,
+    },
     /// Wakes the writer once the span's end is set (`CallRecording::end`).
     Stop,
 }
@@ -60,6 +69,8 @@ enum TapMsg {
 pub struct RecordingTap {
     tx: SyncSender<TapMsg>,
     dropped: Arc<AtomicU64>,
+    /// The span records at 16000 Hz.
+    wideband: bool,
 }
 
 impl Tap for RecordingTap {
@@ -69,6 +80,19 @@ impl Tap for RecordingTap {
 
     fn said(&self, codec: G711, payload: &[u8]) {
         self.right(codec, payload);
+    }
+
+    fn said_wideband(&self, codec: G711, payload: &[u8], wideband: &[i16]) {
+        if !self.wideband || wideband.len() > WIDE_FRAME_SAMPLES {
+            self.right(codec, payload);
+            return;
+        }
+        let mut samples = [0i16; WIDE_FRAME_SAMPLES];
+        samples[..wideband.len()].copy_from_slice(wideband);
+        let msg = TapMsg::Wideband { len: wideband.len() as u16, samples, at: Instant::now() };
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(msg) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -111,6 +135,9 @@ pub enum StartError {
     /// The writer thread could not be spawned.
     #[error("recording thread: {0}")]
     Thread(std::io::Error),
+    /// The 16 kHz span's resampler could not be built (a bug, not input).
+    #[error("recording resampler: {0}")]
+    Resampler(String),
 }
 
 impl StartError {
@@ -122,6 +149,7 @@ impl StartError {
             Self::LowDiskSpace(_) => "low_disk_space",
             Self::File(e) => e.reason(),
             Self::Thread(_) => "thread",
+            Self::Resampler(_) => "resampler",
         }
     }
 }
@@ -130,6 +158,8 @@ impl StartError {
 #[derive(Debug, Clone, Copy)]
 struct SpanOptions {
     channels: Channels,
+    /// 8000, or 16000 when the call's agent streams L16/16000.
+    sample_rate_hz: u32,
     min_free_bytes: u64,
     disk_check_every: Duration,
     writer: WriterOptions,
@@ -156,6 +186,7 @@ impl CallRecording {
     pub fn start(cfg: &Recording, call_session_id: &str, call_control_id: &str, span: u32) -> Result<Self, StartError> {
         let opts = SpanOptions {
             channels: cfg.channels,
+            sample_rate_hz: 8000,
             min_free_bytes: MIN_FREE_BYTES,
             disk_check_every: DISK_CHECK_EVERY,
             writer: WriterOptions::default(),
@@ -177,7 +208,17 @@ impl CallRecording {
         let recording_id = uuid::Uuid::new_v4().to_string();
         let ids = PathIds { call_session_id, call_control_id, recording_id: &recording_id };
         let path = recording_path(DEFAULT_TEMPLATE, dir, ids, started_at, span).map_err(StartError::File)?;
-        let recorder = Recorder::start(&path, start, 8000, opts.channels, opts.writer).map_err(StartError::File)?;
+        let rate = if opts.sample_rate_hz == 16000 { 16000 } else { 8000 };
+        let recorder = Recorder::start(&path, start, rate, opts.channels, opts.writer).map_err(StartError::File)?;
+        // A 16 kHz span hears the legs' 8 kHz G.711 through one upsampler per channel.
+        let upsample = if rate == 16000 {
+            match (RateConverter::up(), RateConverter::up()) {
+                (Ok(l), Ok(r)) => Some([l, r]),
+                (Err(e), _) | (_, Err(e)) => return Err(StartError::Resampler(e.to_string())),
+            }
+        } else {
+            None
+        };
         let (tx, rx) = sync_channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let end = Arc::new(OnceLock::new());
@@ -192,12 +233,14 @@ impl CallRecording {
             min_free_bytes: opts.min_free_bytes,
             disk_check_every: opts.disk_check_every,
             warned: false,
+            upsample,
+            wide: Vec::with_capacity(4 * SLOT),
         };
         let thread = std::thread::Builder::new()
             .name("sipbridge-rec".into())
             .spawn(move || writer.run(rx))
             .map_err(StartError::Thread)?;
-        Ok(Self { tap: RecordingTap { tx, dropped }, thread: Some(thread), path, span, end })
+        Ok(Self { tap: RecordingTap { tx, dropped, wideband: rate == 16000 }, thread: Some(thread), path, span, end })
     }
 
     /// The tap for the media task.
@@ -259,6 +302,10 @@ struct Writer {
     disk_check_every: Duration,
     /// The write error that stopped the file was logged.
     warned: bool,
+    /// 16 kHz span: the left and right channels' 8 → 16 kHz converters.
+    upsample: Option<[RateConverter; 2]>,
+    /// Scratch for upsampled audio (no allocation per packet).
+    wide: Vec<i16>,
 }
 
 impl Writer {
@@ -268,9 +315,7 @@ impl Writer {
         let mut next_disk_check = self.start;
         let end = loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(TapMsg::Audio { right, codec, len, payload, at }) => {
-                    self.push(right, codec, &payload[..usize::from(len)], at, &mut pcm)
-                }
+                Ok(msg @ (TapMsg::Audio { .. } | TapMsg::Wideband { .. })) => self.take(msg, &mut pcm),
                 Ok(TapMsg::Stop) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break *self.end.get_or_init(Instant::now),
             }
@@ -279,9 +324,7 @@ impl Writer {
                 // detached first): record it, then finish at the end.
                 loop {
                     match rx.try_recv() {
-                        Ok(TapMsg::Audio { right, codec, len, payload, at }) => {
-                            self.push(right, codec, &payload[..usize::from(len)], at, &mut pcm)
-                        }
+                        Ok(msg @ (TapMsg::Audio { .. } | TapMsg::Wideband { .. })) => self.take(msg, &mut pcm),
                         Ok(TapMsg::Stop) => {}
                         Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                     }
@@ -315,14 +358,38 @@ impl Writer {
         saved
     }
 
-    fn push(&mut self, right: bool, codec: G711, payload: &[u8], at: Instant, pcm: &mut [i16; SLOT]) {
-        if let Some(rec) = self.rec.as_mut() {
-            let n = codec.decode(payload, pcm);
-            if right {
-                rec.push_right(&pcm[..n], at);
-            } else {
-                rec.push_left(&pcm[..n], at);
+    fn take(&mut self, msg: TapMsg, pcm: &mut [i16; SLOT]) {
+        match msg {
+            TapMsg::Audio { right, codec, len, payload, at } => {
+                self.push(right, codec, &payload[..usize::from(len)], at, pcm)
             }
+            TapMsg::Wideband { len, samples, at } => {
+                let samples = &samples[..usize::from(len).min(WIDE_FRAME_SAMPLES)];
+                match self.rec.as_mut() {
+                    Some(rec) if self.upsample.is_some() => rec.push_right(samples, at),
+                    _ => {}
+                }
+            }
+            TapMsg::Stop => {}
+        }
+    }
+
+    fn push(&mut self, right: bool, codec: G711, payload: &[u8], at: Instant, pcm: &mut [i16; SLOT]) {
+        let Some(rec) = self.rec.as_mut() else { return };
+        let n = codec.decode(payload, pcm);
+        let audio = match self.upsample.as_mut() {
+            Some(up) => {
+                let wide = &mut self.wide;
+                wide.clear();
+                up[usize::from(right)].process(&pcm[..n], |s| wide.push(s));
+                &wide[..]
+            }
+            None => &pcm[..n],
+        };
+        if right {
+            rec.push_right(audio, at);
+        } else {
+            rec.push_left(audio, at);
         }
     }
 
@@ -384,6 +451,10 @@ impl Tap for SpanTap {
     fn said(&self, codec: G711, payload: &[u8]) {
         self.with(|t| t.right(codec, payload));
     }
+
+    fn said_wideband(&self, codec: G711, payload: &[u8], wideband: &[i16]) {
+        self.with(|t| t.said_wideband(codec, payload, wideband));
+    }
 }
 
 /// A call's recording control: start/stop spans mid-call (Telnyx `record_start` /
@@ -392,6 +463,7 @@ impl Tap for SpanTap {
 pub struct CallRecorder {
     dir: PathBuf,
     channels: Channels,
+    sample_rate_hz: u32,
     call_session_id: String,
     call_control_id: String,
     min_free_bytes: u64,
@@ -407,6 +479,7 @@ impl CallRecorder {
         Self {
             dir: cfg.dir.clone(),
             channels: cfg.channels,
+            sample_rate_hz: 8000,
             call_session_id: call_session_id.to_string(),
             call_control_id: call_control_id.to_string(),
             min_free_bytes: MIN_FREE_BYTES,
@@ -419,6 +492,13 @@ impl CallRecorder {
     /// The tap for the media task, for the whole call (silent while no span runs).
     pub fn tap(&self) -> Arc<dyn Tap> {
         self.tap.clone()
+    }
+
+    /// Sets the rate of the spans started from now on: 16000 while the call's
+    /// agent streams L16/16000 (its audio is recorded at full band, the caller's
+    /// 8 kHz upsampled), else 8000 (issue 7 point 1). A running span keeps its rate.
+    pub fn set_sample_rate(&mut self, hz: u32) {
+        self.sample_rate_hz = if hz == 16000 { 16000 } else { 8000 };
     }
 
     /// True while a span is running.
@@ -446,6 +526,7 @@ impl CallRecorder {
         }
         let opts = SpanOptions {
             channels: channels.unwrap_or(self.channels),
+            sample_rate_hz: self.sample_rate_hz,
             min_free_bytes: self.min_free_bytes,
             disk_check_every: DISK_CHECK_EVERY,
             writer: WriterOptions::default(),
@@ -591,6 +672,7 @@ mod tests {
         // and every DISK_CHECK_EVERY): it stops cleanly, the tap keeps accepting.
         let opts = SpanOptions {
             channels: Channels::Dual,
+            sample_rate_hz: 8000,
             min_free_bytes: u64::MAX,
             disk_check_every: Duration::ZERO,
             writer: WriterOptions::default(),

@@ -37,6 +37,14 @@ pub trait Tap: Send + Sync {
     fn heard(&self, codec: crate::media::g711::G711, payload: &[u8]);
     /// Audio sent to the caller.
     fn said(&self, codec: crate::media::g711::G711, payload: &[u8]);
+    /// Audio sent to the caller when the bridge plays at 16000 Hz (an L16/16000
+    /// agent): the G.711 packet as sent (`payload`), and the 16 kHz PCM16 frame it
+    /// was made from (`wideband`, 20 ms = 320 samples). Taps that can use the full
+    /// band (a 16 kHz recording) override this; the default hears the packet.
+    fn said_wideband(&self, codec: crate::media::g711::G711, payload: &[u8], wideband: &[i16]) {
+        let _ = wideband;
+        self.said(codec, payload);
+    }
 }
 
 /// What a leg tells the call.

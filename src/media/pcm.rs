@@ -18,6 +18,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::g711::G711;
 use super::leg::{LegCommand, LegEvent, MAX_DATAGRAM, Received, RtpLeg, Tap};
 use crate::agent::playout::{FRAME_SAMPLES, Playout};
+use crate::agent::transcode::RateConverter;
+
+/// Samples in 20 ms at 16000 Hz: the largest playout frame.
+pub const WIDE_FRAME_SAMPLES: usize = 2 * FRAME_SAMPLES;
 
 /// Largest chunk handed to an endpoint in one message (60 ms of G.711); longer
 /// packets are split.
@@ -39,6 +43,9 @@ pub struct Chunk {
     pub direction: Direction,
     /// The leg's codec.
     pub codec: G711,
+    /// RTP timestamp of the packet's first sample (RFC 3550 §5.1; 8000 Hz clock)
+    /// for heard audio; for said audio, the count of samples played so far.
+    pub rtp_timestamp: u32,
     /// Valid bytes in `data`.
     pub len: u16,
     /// The audio.
@@ -52,16 +59,32 @@ impl Chunk {
     }
 }
 
-/// What the endpoint asks of the playback queue.
+/// One frame of PCM16 mono audio at the port's rate (20 ms: 160 samples at 8000
+/// Hz, 320 at 16000), moved without a heap allocation (a room's mix).
+#[derive(Debug, Clone, Copy)]
+pub struct PcmFrame {
+    /// Valid samples in `samples`.
+    pub len: u16,
+    /// The audio.
+    pub samples: [i16; WIDE_FRAME_SAMPLES],
+}
+
+/// What the endpoint asks of the playback queue. Audio is PCM16 mono at the
+/// port's [`PcmPort::sample_rate`].
+// `Frame` is large on purpose: a room's 20 ms mix travels without a heap
+// allocation per packet (the channel's slots are allocated once).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Playback {
-    /// PCM16 mono 8 kHz to append.
+    /// PCM16 mono to append.
     Audio(Vec<i16>),
+    /// One frame to append (no allocation).
+    Frame(PcmFrame),
     /// Report this mark once the audio queued before it has played.
     Mark(String),
     /// Drop the queue now (barge-in); pending marks are reported at once.
     Clear,
-    /// Play this PCM16 8 kHz audio from the box (`playback_start`) on a queue of its
+    /// Play this PCM16 8 kHz audio from the box (converted to the port's rate) (`playback_start`) on a queue of its
     /// own: `overlay` mixes it over the endpoint's audio, otherwise the endpoint's
     /// queue waits (nothing of it is lost) until the playback ends. Ends with
     /// `LegEvent::PlaybackDone { id, completed: true }`.
@@ -91,6 +114,11 @@ pub struct PcmPort {
     pub playback: mpsc::Receiver<Playback>,
     /// Marks reached by playback.
     pub marks: mpsc::UnboundedSender<String>,
+    /// Rate of the endpoint's playback audio, Hz: 8000 (default), or 16000 for an
+    /// L16/16000 agent — the bridge then plays at 16 kHz, converts each frame to 8
+    /// kHz for the leg, and hands the 16 kHz frame to the tap
+    /// ([`Tap::said_wideband`]) so a 16 kHz recording keeps the full band.
+    pub sample_rate: u32,
 }
 
 /// The endpoint's handles on the other side of a [`PcmPort`].
@@ -116,6 +144,7 @@ pub fn pcm_pair(depth: usize, want_heard: bool, want_said: bool) -> (PcmPort, Pc
             want_said,
             playback: play_rx,
             marks: mark_tx,
+            sample_rate: 8000,
         },
         PcmEndpoint { chunks: chunk_rx, playback: play_tx, marks: mark_rx },
     )
@@ -127,16 +156,58 @@ const FRAME: Duration = Duration::from_millis(20);
 /// Frames sent at once to catch up after a late wake-up (100 ms).
 const MAX_CATCH_UP: u32 = 5;
 
-/// Queued playback beyond this is dropped (the agent sent more than a minute ahead).
-const MAX_QUEUED_SAMPLES: usize = 8000 * 120;
+/// Queued playback beyond this many seconds is dropped (the agent sent more than
+/// two minutes ahead).
+const MAX_QUEUED_SECONDS: usize = 120;
 
-fn offer(port: &PcmPort, direction: Direction, codec: G711, audio: &[u8], dropped: &mut u64) {
+fn offer(port: &PcmPort, direction: Direction, codec: G711, rtp_timestamp: u32, audio: &[u8], dropped: &mut u64) {
+    let mut ts = rtp_timestamp;
     for part in audio.chunks(CHUNK_BYTES) {
-        let mut c = Chunk { direction, codec, len: part.len() as u16, data: [0; CHUNK_BYTES] };
+        let mut c = Chunk { direction, codec, rtp_timestamp: ts, len: part.len() as u16, data: [0; CHUNK_BYTES] };
         c.data[..part.len()].copy_from_slice(part);
         if port.chunks.try_send(c).is_err() {
             *dropped += 1;
         }
+        ts = ts.wrapping_add(part.len() as u32);
+    }
+}
+
+/// The 16 kHz → 8 kHz step of a 16 kHz playout: one 320-sample frame in, one
+/// 160-sample frame out, in fixed buffers.
+struct Narrow {
+    down: Option<RateConverter>,
+    /// Converter output not yet handed out (it comes in 10 ms steps).
+    pending: [i16; 2 * FRAME_SAMPLES],
+    pending_len: usize,
+}
+
+impl Narrow {
+    fn new() -> Self {
+        let down = RateConverter::down()
+            .inspect_err(|e| tracing::warn!("16 kHz playout without its filter ({e}): decimating"))
+            .ok();
+        Narrow { down, pending: [0; 2 * FRAME_SAMPLES], pending_len: 0 }
+    }
+
+    fn frame(&mut self, wide: &[i16], out: &mut [i16; FRAME_SAMPLES]) {
+        let Some(down) = self.down.as_mut() else {
+            for (o, pair) in out.iter_mut().zip(wide.chunks_exact(2)) {
+                *o = pair[0];
+            }
+            return;
+        };
+        let (pending, len) = (&mut self.pending, &mut self.pending_len);
+        down.process(wide, |s| {
+            if *len < pending.len() {
+                pending[*len] = s;
+                *len += 1;
+            }
+        });
+        let n = (*len).min(FRAME_SAMPLES);
+        out[..n].copy_from_slice(&pending[..n]);
+        out[n..].fill(0);
+        pending.copy_within(n..*len, 0);
+        *len -= n;
     }
 }
 
@@ -150,15 +221,22 @@ pub async fn run_pcm(
     mut tap: Option<Arc<dyn Tap>>,
     mut port: PcmPort,
 ) -> RtpLeg {
-    let mut playout = Playout::new(MAX_QUEUED_SAMPLES);
+    // 16 kHz playout for an L16/16000 agent, else the leg's 8 kHz.
+    let wide = port.sample_rate == 16000;
+    let rate = if wide { 16000 } else { 8000 };
+    let frame_len = rate / 50;
+    let mut narrow = wide.then(Narrow::new);
+    let mut playout = Playout::new(MAX_QUEUED_SECONDS * rate);
     // Playback from the box (playback_start), on its own queue; marks = ids.
-    let mut player = Playout::new(MAX_QUEUED_SAMPLES);
+    let mut player = Playout::new(MAX_QUEUED_SECONDS * rate);
     let mut overlay = false;
-    let mut player_frame = [0i16; FRAME_SAMPLES];
+    let mut player_frame = [0i16; WIDE_FRAME_SAMPLES];
     let mut buf = [0u8; MAX_DATAGRAM];
     let mut rtcp_buf = [0u8; 512];
-    let mut frame = [0i16; FRAME_SAMPLES];
+    let mut frame = [0i16; WIDE_FRAME_SAMPLES];
+    let mut frame8 = [0i16; FRAME_SAMPLES];
     let mut out = [0u8; FRAME_SAMPLES];
+    let mut said_samples = 0u32;
     let mut timed_out = false;
     let mut playback_open = true;
     let mut talking = false;
@@ -178,12 +256,12 @@ pub async fn run_pcm(
             r = leg.recv(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 match leg.on_datagram(&buf[..n], from, Instant::now()) {
-                    Received::Audio(payload, _) => {
+                    Received::Audio(payload, rtp_timestamp) => {
                         if let Some(t) = &tap {
                             t.heard(codec, payload);
                         }
                         if port.want_heard && !inbound_muted {
-                            offer(&port, Direction::Heard, codec, payload, &mut dropped);
+                            offer(&port, Direction::Heard, codec, rtp_timestamp, payload, &mut dropped);
                         }
                     }
                     Received::Dtmf(d) => {
@@ -208,31 +286,41 @@ pub async fn run_pcm(
                 }
                 for _ in 0..due {
                     let playing = !player.is_idle();
+                    let frame = &mut frame[..frame_len];
                     let real = if playing && !overlay {
                         // The endpoint's queue waits while the box plays.
-                        player.next_frame(&mut frame)
+                        player.next_frame(frame)
                     } else if playing {
-                        let a = playout.next_frame(&mut frame);
-                        let b = player.next_frame(&mut player_frame);
+                        let a = playout.next_frame(frame);
+                        let b = player.next_frame(&mut player_frame[..frame_len]);
                         for (x, y) in frame.iter_mut().zip(player_frame.iter()) {
                             *x = x.saturating_add(*y);
                         }
                         a.max(b)
                     } else {
-                        playout.next_frame(&mut frame)
+                        playout.next_frame(frame)
                     };
                     while let Some(id) = player.pop_reached() {
                         if let Ok(id) = id.parse() {
                             let _ = events.send(LegEvent::PlaybackDone { id, completed: true });
                         }
                     }
-                    codec.encode(&frame, &mut out);
+                    match narrow.as_mut() {
+                        Some(n) => n.frame(frame, &mut frame8),
+                        None => frame8.copy_from_slice(&frame[..FRAME_SAMPLES]),
+                    }
+                    codec.encode(&frame8, &mut out);
                     if let Some(t) = &tap {
-                        t.said(codec, &out);
+                        if wide {
+                            t.said_wideband(codec, &out, frame);
+                        } else {
+                            t.said(codec, &out);
+                        }
                     }
                     if port.want_said {
-                        offer(&port, Direction::Said, codec, &out, &mut dropped);
+                        offer(&port, Direction::Said, codec, said_samples, &out, &mut dropped);
                     }
+                    said_samples = said_samples.wrapping_add(FRAME_SAMPLES as u32);
                     // RFC 3551 §4.1: the marker bit starts each talkspurt.
                     leg.send_audio(&out, real > 0 && !talking).await;
                     talking = real > 0;
@@ -243,6 +331,7 @@ pub async fn run_pcm(
             }
             p = port.playback.recv(), if playback_open => match p {
                 Some(Playback::Audio(pcm)) => playout.push(&pcm),
+                Some(Playback::Frame(f)) => playout.push(&f.samples[..usize::from(f.len).min(WIDE_FRAME_SAMPLES)]),
                 Some(Playback::Mark(name)) => playout.mark(name),
                 Some(Playback::Clear) => {
                     for name in playout.clear() {
@@ -251,7 +340,14 @@ pub async fn run_pcm(
                 }
                 Some(Playback::Play { id, pcm, overlay: mix }) => {
                     overlay = mix;
-                    player.push(&pcm);
+                    if wide {
+                        match RateConverter::up() {
+                            Ok(up) => player.push(&up.convert_clip(&pcm)),
+                            Err(e) => tracing::warn!("playback not converted to 16 kHz: {e}"),
+                        }
+                    } else {
+                        player.push(&pcm);
+                    }
                     player.mark(id.to_string());
                 }
                 Some(Playback::StopPlay) => {

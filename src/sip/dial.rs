@@ -124,7 +124,8 @@ async fn run(
                 Progress::Ringing | Progress::EarlyMedia => control.update(|v| v.state = "ringing".into()),
                 Progress::Answered => {
                     control.update(|v| v.state = "answered".into());
-                    recorder = new_recorder(&ctx, &leg.info, req.record);
+                    let rate = stream.as_ref().map_or(8000, |s| s.playout_rate());
+                    recorder = new_recorder(&ctx, &leg.info, req.record, rate);
                     let tap = crate::call::listen::call_tap(&control.listen, recorder.as_ref().map(|r| r.tap()));
                     match stream.take() {
                         Some(spec) => {

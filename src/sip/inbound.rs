@@ -404,7 +404,7 @@ impl InboundCall {
                     tracing::info!(call_control_id = %self.info.ids.call_control_id, "answered");
                     self.control.update(|v| v.state = "answered".into());
                     self.ctx.events.emit(self.info.answered());
-                    self.recorder = new_recorder(&self.ctx, &self.info, self.route.record);
+                    self.recorder = new_recorder(&self.ctx, &self.info, self.route.record, self.stream_rate());
                     if !self.start_media(crate::call::listen::call_tap(
                         &self.control.listen,
                         self.recorder.as_ref().map(|r| r.tap()),
@@ -552,9 +552,7 @@ impl InboundCall {
         match StreamSpec::from_agent(agent) {
             None => self.media.start(tap),
             Some(spec) => {
-                let heard = matches!(spec.track, StreamTrack::InboundTrack | StreamTrack::BothTracks);
-                let said = matches!(spec.track, StreamTrack::OutboundTrack | StreamTrack::BothTracks);
-                let (port, endpoint) = pcm_pair(64, heard, said);
+                let (port, endpoint) = stream_pair(&spec);
                 self.media.start_pcm(tap, port);
                 let stream = AgentStream::start(spec, self.info.clone(), self.ctx.events.clone(), endpoint);
                 let id = stream.stream_id.clone();
@@ -563,6 +561,17 @@ impl InboundCall {
             }
         }
         true
+    }
+
+    /// The playout/recording rate of the stream the call starts with at answer
+    /// (the route's agent, or the API's `answer` stream): 8000 or 16000 Hz.
+    fn stream_rate(&self) -> u32 {
+        let spec = match &self.route.target {
+            RouteTarget::Park => return self.pending_stream.as_ref().map_or(8000, StreamSpec::playout_rate),
+            RouteTarget::Agent(name) => self.ctx.config.borrow().agent(name).and_then(StreamSpec::from_agent),
+            _ => None,
+        };
+        spec.map_or(8000, |s| s.playout_rate())
     }
 
     /// An API command other than hangup (Telnyx Call Control actions).
@@ -646,6 +655,10 @@ impl LegControl<'_> {
                 }
                 let (port, endpoint) = stream_pair(&spec);
                 self.media.switch_to_pcm(tap, port).await.map_err(media_err)?;
+                // Spans started from now on record at the stream's rate.
+                if let Some(rec) = self.recorder.as_mut() {
+                    rec.set_sample_rate(spec.playout_rate());
+                }
                 let stream = AgentStream::start(*spec, self.info.clone(), self.ctx.events.clone(), endpoint);
                 let id = stream.stream_id.clone();
                 self.control.update(|v| v.stream_id = Some(id));
@@ -700,6 +713,9 @@ impl LegControl<'_> {
             Action::StreamingStop => match self.agent.take() {
                 Some(a) => {
                     a.stop().await;
+                    if let Some(rec) = self.recorder.as_mut() {
+                        rec.set_sample_rate(8000);
+                    }
                     self.control.update(|v| v.stream_id = None);
                     Ok(())
                 }
@@ -752,7 +768,9 @@ impl LegControl<'_> {
 pub fn stream_pair(spec: &StreamSpec) -> (crate::media::pcm::PcmPort, crate::media::pcm::PcmEndpoint) {
     let heard = matches!(spec.track, StreamTrack::InboundTrack | StreamTrack::BothTracks);
     let said = matches!(spec.track, StreamTrack::OutboundTrack | StreamTrack::BothTracks);
-    pcm_pair(64, heard, said)
+    let (mut port, endpoint) = pcm_pair(64, heard, said);
+    port.sample_rate = spec.playout_rate();
+    (port, endpoint)
 }
 
 /// The next event of the call's agent stream; pending forever without one.
@@ -766,12 +784,15 @@ pub async fn next_agent_event(agent: &mut Option<AgentStream>) -> StreamEvent {
 /// The recorder of an answered call when recording is enabled, with its first span
 /// started when `record` (the route's `record = true`, or `record-from-answer`);
 /// a span that cannot start is logged and the call goes on.
-pub fn new_recorder(ctx: &SipContext, info: &CallInfo, record: bool) -> Option<CallRecorder> {
+/// `sample_rate_hz`: 16000 when the call's agent streams L16/16000
+/// ([`StreamSpec::playout_rate`]), else 8000.
+pub fn new_recorder(ctx: &SipContext, info: &CallInfo, record: bool, sample_rate_hz: u32) -> Option<CallRecorder> {
     let cfg = ctx.config.borrow().clone();
     if !cfg.recording.enabled {
         return None;
     }
     let mut rec = CallRecorder::new(&cfg.recording, &info.ids.call_session_id, &info.ids.call_control_id);
+    rec.set_sample_rate(sample_rate_hz);
     if record {
         if let Err(e) = rec.record_start(None) {
             tracing::warn!(call_control_id = %info.ids.call_control_id, "recording not started: {e} (the call goes on)");
