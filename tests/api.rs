@@ -609,3 +609,106 @@ async fn parked_calls_are_answered_or_rejected_over_the_api() {
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
 }
+
+/// The first answered call listed by the API (SIPp's report if none comes).
+async fn answered_call(api: &Api, sipp: &Sipp) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = api.get("/v2/calls").await;
+        if let Some(c) = body["data"].as_array().and_then(|a| a.iter().find(|c| c["state"] == "answered")) {
+            return c["call_control_id"].as_str().unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no answered call listed: {}", sipp.report());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `refer` (RFC 3515 blind transfer): the REFER on the wire carries Refer-To and the
+/// custom header (SIPp checks both); an accepted REFER gives `call.refer.started`
+/// (202) then `call.refer.completed` from the 200 NOTIFY, and the caller's BYE ends
+/// the call; a declined one gives `call.refer.failed` (603) and the call stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refer_transfers_blind_and_reports_the_notify_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, sip, api_port, receiver) = start(dir.path());
+    let api = Api::new(api_port);
+    let target = format!("127.0.0.1:{sip}");
+    let body = json!({
+        "sip_address": "sip:+13125550199@127.0.0.9:5060",
+        "custom_headers": [{"name": "X-Transfer-Reason", "value": "desk-7"}],
+    })
+    .to_string();
+
+    // Accepted.
+    let mut sipp =
+        Sipp::start(dir.path(), "refer", &sipp_args("uac_refer.xml", "+13125550100", &target, "127.0.0.1", &[]));
+    let id = answered_call(&api, &sipp).await;
+    let (code, e) = api.action(&id, "refer", r#"{"sip_address": "tel:+13125550199"}"#).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/sip_address")), "{e}");
+    let (code, e) =
+        api.action(&id, "refer", r#"{"sip_address": "sip:a@b", "custom_headers": [{"name": "X-A\r\nB"}]}"#).await;
+    assert_eq!(code, 400, "{e}");
+    let (code, e) = api.action(&id, "refer", &body).await;
+    assert_eq!(code, 200, "{e}");
+    let code = tokio::task::spawn_blocking(move || {
+        let c = sipp.wait(WAIT);
+        (c, sipp.report())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, 0, "{}", code.1);
+    let hooks = receiver
+        .wait_until("refer events and hangup", WAIT, |e| {
+            delivered(e).iter().any(|x| x["body"]["data"]["event_type"] == "call.hangup")
+        })
+        .await;
+    let of_call: Vec<(String, Value)> = delivered(&hooks)
+        .iter()
+        .map(|x| &x["body"]["data"])
+        .filter(|x| x["payload"]["call_control_id"] == id.as_str())
+        .map(|x| (x["event_type"].as_str().unwrap().to_string(), x["payload"]["sip_notify_response"].clone()))
+        .filter(|(t, _)| t.starts_with("call.refer") || t == "call.hangup")
+        .collect();
+    assert_eq!(
+        of_call,
+        vec![
+            ("call.refer.started".to_string(), json!(202)),
+            ("call.refer.completed".to_string(), json!(200)),
+            ("call.hangup".to_string(), Value::Null),
+        ]
+    );
+
+    // Declined: the call stays up until the API hangs it up.
+    let mut sipp = Sipp::start(
+        dir.path(),
+        "refer-no",
+        &sipp_args("uac_refer_decline.xml", "+13125550100", &target, "127.0.0.1", &[]),
+    );
+    let id = answered_call(&api, &sipp).await;
+    assert_eq!(api.action(&id, "refer", &body).await.0, 200);
+    let hooks = receiver
+        .wait_until("refer failed", WAIT, |e| {
+            delivered(e).iter().any(|x| {
+                x["body"]["data"]["event_type"] == "call.refer.failed"
+                    && x["body"]["data"]["payload"]["call_control_id"] == id.as_str()
+            })
+        })
+        .await;
+    let failed = delivered(&hooks)
+        .iter()
+        .map(|x| &x["body"]["data"])
+        .find(|x| x["event_type"] == "call.refer.failed")
+        .cloned()
+        .unwrap();
+    assert_eq!(failed["payload"]["sip_notify_response"], 603);
+    assert_eq!(api.get(&format!("/v2/calls/{id}")).await.1["data"]["is_alive"], true);
+    assert_eq!(api.action(&id, "hangup", "{}").await.0, 200);
+    let code = tokio::task::spawn_blocking(move || {
+        let c = sipp.wait(WAIT);
+        (c, sipp.report())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, 0, "{}", code.1);
+    drop(d);
+}

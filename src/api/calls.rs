@@ -117,7 +117,6 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
 const NOT_YET: &[&str] = &[
     "bridge",
     "transfer",
-    "refer",
     "record_pause",
     "record_resume",
     "gather",
@@ -192,6 +191,7 @@ pub async fn action(
             Action::RecordStart { channels }
         }
         "record_stop" => Action::RecordStop,
+        "refer" => refer(&body)?,
         n if NOT_YET.contains(&n) => {
             return Err(ApiError {
                 status: axum::http::StatusCode::NOT_IMPLEMENTED,
@@ -240,6 +240,43 @@ pub fn string(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Ap
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => Err(ApiError::bad_field(&format!("/{key}"), format!("{key} must be a string, not {other}"))),
     }
+}
+
+/// `refer`: `sip_address` (required), `custom_headers` (`[{name, value}]`, X- only).
+fn refer(body: &Map<String, Value>) -> Result<Action, ApiError> {
+    let sip_address =
+        string(body, "sip_address")?.ok_or_else(|| ApiError::bad_field("/sip_address", "sip_address is required"))?;
+    crate::sip::refer::check_address(&sip_address).map_err(|e| ApiError::bad_field("/sip_address", e))?;
+    let headers = custom_headers(body)?;
+    Ok(Action::Refer(crate::sip::refer::Refer { sip_address, headers }))
+}
+
+/// Telnyx `custom_headers`: `[{"name": "X-...", "value": "..."}]`. Names are
+/// RFC 3261 §25.1 tokens; values single-line (no header injection).
+pub fn custom_headers(body: &Map<String, Value>) -> Result<Vec<(String, String)>, ApiError> {
+    let items = match body.get("custom_headers") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(ApiError::bad_field("/custom_headers", "custom_headers must be an array")),
+    };
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let pointer = format!("/custom_headers/{i}");
+        let (Some(name), Some(value)) =
+            (item.get("name").and_then(Value::as_str), item.get("value").and_then(Value::as_str))
+        else {
+            return Err(ApiError::bad_field(&pointer, "each custom header is {\"name\": string, \"value\": string}"));
+        };
+        if !token(name) {
+            return Err(ApiError::bad_field(&format!("{pointer}/name"), format!("{name:?} is not a SIP header name")));
+        }
+        if value.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(ApiError::bad_field(&format!("{pointer}/value"), "header values are one line"));
+        }
+        out.push((name.to_string(), value.to_string()));
+    }
+    Ok(out)
 }
 
 fn send_dtmf(body: &Map<String, Value>) -> Result<Action, ApiError> {

@@ -65,6 +65,8 @@ pub enum Action {
     },
     /// Stop the running span (`record_stop`): `call.recording.saved`.
     RecordStop,
+    /// Blind transfer by SIP REFER (`refer`, RFC 3515).
+    Refer(crate::sip::refer::Refer),
 }
 
 /// Why a command failed: HTTP status, Telnyx error code and detail.

@@ -112,6 +112,7 @@ async fn run(
                 control: &control,
                 playbacks: &mut playbacks,
                 recorder: &mut recorder,
+                dialog: &leg.dialog,
             }
         };
     }

@@ -107,7 +107,11 @@ pub async fn run(
                         let h = body.as_ref().map(|_| vec![Header::ContentType("application/sdp".into())]);
                         let _ = handle.respond(code, h, body).await;
                     }
-                    DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle) | DialogState::Notify(_, _, handle) => {
+                    DialogState::Notify(_, req, handle) => {
+                        let _ = handle.reply(StatusCode::OK).await;
+                        super::refer::on_notify(&ctx, &call.info, &req);
+                    }
+                    DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle) => {
                         let _ = handle.reply(StatusCode::OK).await;
                     }
                     DialogState::Refer(_, _, handle) | DialogState::Message(_, _, handle) => {
@@ -218,6 +222,12 @@ pub async fn run(
                     Action::RecordStart { .. } | Action::RecordStop => Err(ActionError::invalid(
                         "record_start/record_stop are not available on a forwarded call; use record = true on its route",
                     )),
+                    Action::Refer(_) if sm.state() != CallState::Answered => {
+                        Err(ActionError::invalid("the call is not answered yet"))
+                    }
+                    Action::Refer(refer) => {
+                        super::refer::start(&ctx, &call.info, &call.dialog, &refer).await.map_err(ActionError::invalid)
+                    }
                 };
                 let _ = cmd.reply.send(result);
             }

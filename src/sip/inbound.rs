@@ -459,7 +459,11 @@ impl InboundCall {
                 DialogState::Refer(_, _, handle) | DialogState::Message(_, _, handle) => {
                     let _ = handle.reply(StatusCode::Decline).await;
                 }
-                DialogState::Notify(_, _, handle) | DialogState::Publish(_, _, handle) => {
+                DialogState::Notify(_, req, handle) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                    crate::sip::refer::on_notify(&self.ctx, &self.info, &req);
+                }
+                DialogState::Publish(_, _, handle) => {
                     let _ = handle.reply(StatusCode::OK).await;
                 }
                 DialogState::Terminated(_, reason) => {
@@ -588,6 +592,7 @@ impl InboundCall {
             control: &self.control,
             playbacks: &mut self.playbacks,
             recorder: &mut self.recorder,
+            dialog: &self.dialog,
         }
     }
 
@@ -625,6 +630,8 @@ pub struct LegControl<'a> {
     pub playbacks: &'a mut Playbacks,
     /// The recorder (`None` when recording is disabled).
     pub recorder: &'a mut Option<CallRecorder>,
+    /// The leg's dialog (REFER is sent in it).
+    pub dialog: &'a InviteDialog,
 }
 
 impl LegControl<'_> {
@@ -648,6 +655,9 @@ impl LegControl<'_> {
             }
             _ if !answered => Err(ActionError::invalid("the call is not answered yet")),
             Action::SendDtmf { digits, duration } => self.media.send_dtmf(&digits, duration).map_err(media_err),
+            Action::Refer(refer) => {
+                crate::sip::refer::start(self.ctx, self.info, self.dialog, &refer).await.map_err(ActionError::invalid)
+            }
             Action::Mute(muted) => self.media.mute_inbound(muted).map_err(media_err),
             Action::StreamingStart(spec) => {
                 if self.agent.is_some() {

@@ -15,6 +15,7 @@ pub mod inbound;
 pub mod limit;
 pub mod msg;
 pub mod outbound;
+pub mod refer;
 pub mod register;
 pub mod routing;
 pub mod server;

@@ -72,6 +72,7 @@ fn header_name(h: &Header) -> Option<(&str, String)> {
         Header::MinSE(v) => ("Min-SE", v.value().to_string()),
         Header::Supported(v) => ("Supported", v.value().to_string()),
         Header::Require(v) => ("Require", v.value().to_string()),
+        Header::Event(v) => ("Event", v.value().to_string()),
         _ => return None,
     })
 }

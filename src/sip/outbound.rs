@@ -74,7 +74,8 @@ pub struct OutboundLeg {
     pub info: CallInfo,
     /// The media of this leg (our offer, then the answer).
     pub media: MediaSession,
-    dialog: InviteDialog,
+    /// The leg's dialog (REFER is sent in it).
+    pub dialog: InviteDialog,
     states: DialogStateReceiver,
     invite: Option<JoinHandle<InviteAsyncResult>>,
     sm: CallStateMachine,
@@ -258,10 +259,13 @@ impl OutboundLeg {
                 let _ = handle.respond(status, h, body).await;
                 None
             }
-            DialogState::Info(_, _, handle)
-            | DialogState::Options(_, _, handle)
-            | DialogState::Notify(_, _, handle) => {
+            DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
+                None
+            }
+            DialogState::Notify(_, req, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                super::refer::on_notify(&self.ctx, &self.info, &req);
                 None
             }
             DialogState::Refer(_, _, handle) | DialogState::Message(_, _, handle) => {

@@ -1,0 +1,158 @@
+//! Blind transfer by SIP REFER (RFC 3515), as Telnyx's `refer` command: the box
+//! sends REFER (`Refer-To: <sip_address>`) in the call's dialog; the peer accepts
+//! it (202) and reports the new call's progress in NOTIFYs whose body is a
+//! `message/sipfrag` status line (RFC 3420), e.g. `SIP/2.0 200 OK`.
+//!
+//! Events (developers.telnyx.com, Call Commands → SIP Refer a call):
+//! `call.refer.started` when the REFER is accepted, then `call.refer.completed`
+//! (a 2xx NOTIFY) or `call.refer.failed` (the REFER refused, or a NOTIFY ≥ 300),
+//! each with `sip_notify_response` (the status the peer reported). The call itself
+//! stays up: the peer usually hangs up (BYE) after a successful transfer.
+
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, Request};
+
+use super::SipContext;
+use super::msg;
+use crate::call::CallInfo;
+
+/// What Telnyx's `refer` asks: the target and extra headers for the REFER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refer {
+    /// `sip_address`: the `sip:`/`sips:` URI the peer is to call.
+    pub sip_address: String,
+    /// `custom_headers` (`X-` name/value pairs), added to the REFER.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Checks a `sip_address`: a `sip:` or `sips:` URI with a host, no spaces, no
+/// angle brackets (it goes inside `Refer-To: <...>`).
+///
+/// # Errors
+/// What is wrong, for the API's 400.
+pub fn check_address(uri: &str) -> Result<(), String> {
+    let lower = uri.to_ascii_lowercase();
+    let rest = lower.strip_prefix("sip:").or_else(|| lower.strip_prefix("sips:"));
+    let Some(rest) = rest else { return Err(format!("{uri:?} is not a sip: or sips: URI")) };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    if host.is_empty() || host.starts_with([';', ':']) {
+        return Err(format!("{uri:?} has no host"));
+    }
+    if uri.chars().any(|c| c.is_whitespace() || c == '<' || c == '>' || c.is_control()) {
+        return Err(format!("{uri:?} contains spaces or angle brackets"));
+    }
+    Ok(())
+}
+
+/// The status code of a `message/sipfrag` body (RFC 3420; RFC 3515 §2.4.5): its
+/// first line `SIP/2.0 <code> <reason>`. `None` when it is not one.
+pub fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let line = std::str::from_utf8(body).ok()?.lines().next()?.trim();
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.eq_ignore_ascii_case("SIP/2.0") {
+        return None;
+    }
+    parts.next()?.parse().ok().filter(|c| (100..700).contains(c))
+}
+
+/// The REFER progress a NOTIFY carries: its sipfrag status when it is a NOTIFY
+/// of the `refer` event package (RFC 3515 §2.4.4: `Event: refer`, possibly with
+/// an `id` parameter); `None` for any other NOTIFY.
+pub fn notify_status(req: &Request) -> Option<u16> {
+    let event = msg::header(req, "Event", Some("o"))?;
+    let package = event.split(';').next().unwrap_or_default().trim();
+    if !package.eq_ignore_ascii_case("refer") {
+        return None;
+    }
+    sipfrag_status(&req.body)
+}
+
+/// Sends the REFER in `dialog` and waits for its final response (bounded by the
+/// transaction timer, 32 s): `Ok(status)` of that response (202 when accepted).
+///
+/// # Errors
+/// The dialog is not confirmed, or the request could not be sent.
+pub async fn send(dialog: &InviteDialog, refer: &Refer) -> Result<u16, String> {
+    let headers: Vec<Header> = refer.headers.iter().map(|(n, v)| Header::Other(n.clone(), v.clone())).collect();
+    match dialog.refer(format!("<{}>", refer.sip_address), Some(headers), None).await {
+        Ok(Some(resp)) => Ok(u16::from(resp.status_code)),
+        Ok(None) => Err("the call is not answered (no confirmed dialog to send REFER in)".into()),
+        Err(e) => Err(format!("REFER could not be sent: {e}")),
+    }
+}
+
+/// Telnyx's `refer` on the call `info` whose dialog is `dialog`: sends the REFER
+/// and emits `call.refer.started` (2xx) or `call.refer.failed` (refused). The
+/// command succeeds either way, as on Telnyx: the outcome is in the events.
+///
+/// # Errors
+/// The REFER could not be sent (no confirmed dialog, transport error).
+pub async fn start(ctx: &SipContext, info: &CallInfo, dialog: &InviteDialog, refer: &Refer) -> Result<(), String> {
+    let status = send(dialog, refer).await?;
+    tracing::info!(call_control_id = %info.ids.call_control_id, status, to = %refer.sip_address, "REFER answered");
+    let event = if (200..300).contains(&status) { "call.refer.started" } else { "call.refer.failed" };
+    emit(ctx, info, event, status);
+    Ok(())
+}
+
+/// A NOTIFY received in the call `info`'s dialog: when it reports a REFER's
+/// final outcome, emits `call.refer.completed` or `call.refer.failed`.
+pub fn on_notify(ctx: &SipContext, info: &CallInfo, req: &Request) {
+    if let Some(status) = notify_status(req) {
+        if let Some(event) = notify_event(status) {
+            emit(ctx, info, event, status);
+        }
+    }
+}
+
+/// Emits `call.refer.started` / `.completed` / `.failed` for `info` with
+/// `sip_notify_response` = `status`.
+pub fn emit(ctx: &SipContext, info: &CallInfo, event_type: &str, status: u16) {
+    let mut p = info.payload("answered");
+    p.insert("sip_notify_response".into(), serde_json::json!(status));
+    ctx.events.emit(info.event(event_type, p));
+}
+
+/// The event a NOTIFY's sipfrag `status` calls for: none for a provisional one,
+/// `call.refer.completed` for 2xx, `call.refer.failed` for ≥ 300.
+pub fn notify_event(status: u16) -> Option<&'static str> {
+    match status {
+        200..=299 => Some("call.refer.completed"),
+        300.. => Some("call.refer.failed"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sipfrag_status_lines() {
+        assert_eq!(sipfrag_status(b"SIP/2.0 200 OK\r\n"), Some(200));
+        assert_eq!(sipfrag_status(b"SIP/2.0 100 Trying"), Some(100));
+        assert_eq!(sipfrag_status(b"sip/2.0 486 Busy Here\r\nContent-Length: 0\r\n"), Some(486));
+        assert_eq!(sipfrag_status(b"INVITE sip:a@b SIP/2.0"), None);
+        assert_eq!(sipfrag_status(b"SIP/2.0 99 Nope"), None);
+        assert_eq!(sipfrag_status(b""), None);
+        assert_eq!(sipfrag_status(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        assert!(check_address("sip:+13125550199@10.0.0.9:5060").is_ok());
+        assert!(check_address("sips:agent@pbx.example.com;transport=tls").is_ok());
+        assert!(check_address("tel:+13125550199").is_err());
+        assert!(check_address("sip:").is_err());
+        assert!(check_address("sip:a@").is_err());
+        assert!(check_address("sip:a@b> ;x").is_err());
+    }
+
+    #[test]
+    fn notify_codes_map_to_telnyx_events() {
+        assert_eq!(notify_event(100), None);
+        assert_eq!(notify_event(180), None);
+        assert_eq!(notify_event(200), Some("call.refer.completed"));
+        assert_eq!(notify_event(603), Some("call.refer.failed"));
+    }
+}
