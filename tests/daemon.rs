@@ -157,7 +157,7 @@ fn check_config_exit_codes() {
     std::fs::write(&bad, "[node]\nmax_calls = -1\n\n[[trunk]]\nname = \"t\"\ninbound_allow = [\"64.16.250\"]\n")
         .unwrap();
     let (code, _, err) = run_cli(&["check-config", "-c", bad.to_str().unwrap()], &[]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 78, "EX_CONFIG, like `run`");
     let b = bad.display();
     assert!(err.contains(&format!("{b}:2: node.max_calls: -1 is out of range")), "{err}");
     assert!(
@@ -169,14 +169,14 @@ fn check_config_exit_codes() {
     // The environment overrides the file, and its errors name the variable.
     let (code, _, err) =
         run_cli(&["check-config", "-c", good.to_str().unwrap()], &[("SIPBRIDGE_NODE__MAX_CALLS", "many")]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 78);
     assert!(
         err.contains("environment SIPBRIDGE_NODE__MAX_CALLS: node.max_calls: \"many\" is not a whole number"),
         "{err}"
     );
 
     let (code, _, err) = run_cli(&["check-config", "-c", "/nonexistent.toml"], &[]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 78);
     assert!(err.contains("cannot read the config file"), "{err}");
 }
 
@@ -196,7 +196,7 @@ fn the_design_example_passes_check_config_with_its_key() {
         &["check-config", "-c", example],
         &[("SIPBRIDGE_WEBHOOKS__SIGNING_KEY", dir.path().join("missing.key").to_str().unwrap())],
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 78);
     assert!(err.contains("sipbridge keygen --out"), "{err}");
 }
 

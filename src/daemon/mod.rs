@@ -95,7 +95,7 @@ fn check_config(path: &std::path::Path) -> i32 {
             eprintln!("{e}");
             let n = e.problems.len();
             eprintln!("{}: {n} error{}", path.display(), if n == 1 { "" } else { "s" });
-            1
+            run::EXIT_CONFIG
         }
     }
 }

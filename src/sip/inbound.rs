@@ -65,7 +65,10 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
     };
 
     // 3. Where does it go?
-    let to = msg::dialled(&tx.original);
+    let to = match trunk.username.as_deref() {
+        Some(user) if trunk.register => msg::dialled_over_registration(&tx.original, user),
+        _ => msg::dialled(&tx.original),
+    };
     let from = msg::caller(&tx.original);
     let Some(route) = routing::select(&cfg.routes, &trunk.name, &to, &from).cloned() else {
         tracing::info!(trunk = %trunk.name, %to, %from, "no route matches: 404");

@@ -47,6 +47,22 @@ pub fn dialled(req: &Request) -> String {
     req.to_header().ok().and_then(|h| h.typed().ok()).map(|t| uri_user(&t.uri)).unwrap_or_default()
 }
 
+/// The dialled number of an INVITE that arrived over a registration: a registrar
+/// (Telnyx credential connections) sends calls to the registered Contact, so the
+/// Request-URI user is the box's own `contact_user` (the SIP username), not the
+/// number; the number is then the To user (RFC 3261 §8.1.1.2). Otherwise as
+/// [`dialled`].
+pub fn dialled_over_registration(req: &Request, contact_user: &str) -> String {
+    let u = uri_user(&req.uri);
+    if u.is_empty() || u == contact_user {
+        let to = req.to_header().ok().and_then(|h| h.typed().ok()).map(|t| uri_user(&t.uri)).unwrap_or_default();
+        if !to.is_empty() {
+            return to;
+        }
+    }
+    u
+}
+
 /// The caller: From user part.
 pub fn caller(req: &Request) -> String {
     req.from_header().ok().and_then(|h| h.typed().ok()).map(|f| uri_user(&f.uri)).unwrap_or_default()
@@ -129,6 +145,16 @@ x-custom: Hello
 Content-Length: 0
 
 ";
+
+    #[test]
+    fn calls_over_a_registration_are_routed_by_the_to_number() {
+        let over_reg = INVITE.replace("INVITE sip:+13125550100;npdi@", "INVITE sip:box-user@");
+        let r = req(&over_reg);
+        assert_eq!(dialled(&r), "box-user");
+        assert_eq!(dialled_over_registration(&r, "box-user"), "+13125550100");
+        // A registrar that puts the number in the Request-URI keeps it.
+        assert_eq!(dialled_over_registration(&req(INVITE), "box-user"), "+13125550100");
+    }
 
     #[test]
     fn numbers_headers_and_tags() {
