@@ -41,6 +41,10 @@ pub struct Chunk {
     pub codec: G711,
     /// Valid bytes in `data`.
     pub len: u16,
+    /// RTP timestamp (8000 Hz clock) of the first sample: for heard audio the
+    /// received packet's (advanced by the offset of each part when a packet is
+    /// split), for said audio a running count of samples played.
+    pub rtp_timestamp: u32,
     /// The audio.
     pub data: [u8; CHUNK_BYTES],
 }
@@ -53,6 +57,9 @@ impl Chunk {
 }
 
 /// What the endpoint asks of the playback queue.
+// `Frame` is inline on purpose: a room sends one every 20 ms per participant and
+// must not allocate per tick.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Playback {
     /// PCM16 mono 8 kHz to append.
@@ -75,6 +82,19 @@ pub enum Playback {
     },
     /// Stop every playback now (`playback_stop`): `PlaybackDone { completed: false }`.
     StopPlay,
+    /// One frame of PCM16 to append, without a heap allocation (a room's mix-minus
+    /// every 20 ms).
+    Frame(PcmFrame),
+}
+
+/// Up to 20 ms of PCM16 mono at 16000 Hz in a fixed array, for per-tick audio that
+/// must not allocate. Samples are at the port's rate (8000 Hz: `len` = 160).
+#[derive(Debug, Clone, Copy)]
+pub struct PcmFrame {
+    /// Valid samples in `samples`.
+    pub len: u16,
+    /// The audio; `samples[..len]` is valid.
+    pub samples: [i16; 320],
 }
 
 /// The endpoint's side of the bridge, handed to [`run_pcm`].
@@ -130,9 +150,10 @@ const MAX_CATCH_UP: u32 = 5;
 /// Queued playback beyond this is dropped (the agent sent more than a minute ahead).
 const MAX_QUEUED_SAMPLES: usize = 8000 * 120;
 
-fn offer(port: &PcmPort, direction: Direction, codec: G711, audio: &[u8], dropped: &mut u64) {
-    for part in audio.chunks(CHUNK_BYTES) {
-        let mut c = Chunk { direction, codec, len: part.len() as u16, data: [0; CHUNK_BYTES] };
+fn offer(port: &PcmPort, direction: Direction, codec: G711, audio: &[u8], rtp_timestamp: u32, dropped: &mut u64) {
+    for (i, part) in audio.chunks(CHUNK_BYTES).enumerate() {
+        let rtp_timestamp = rtp_timestamp.wrapping_add((i * CHUNK_BYTES) as u32);
+        let mut c = Chunk { direction, codec, len: part.len() as u16, rtp_timestamp, data: [0; CHUNK_BYTES] };
         c.data[..part.len()].copy_from_slice(part);
         if port.chunks.try_send(c).is_err() {
             *dropped += 1;
@@ -165,6 +186,7 @@ pub async fn run_pcm(
     let mut inbound_muted = false;
     let mut dropped = 0u64;
     let mut late_resyncs = 0u64;
+    let mut said_timestamp = 0u32;
     // Pacing on the box's clock: one frame per 20 ms. A late wake-up (a busy core)
     // catches up with up to MAX_CATCH_UP frames at once, so playback keeps real
     // time instead of falling behind for good; later than that, the schedule
@@ -178,12 +200,12 @@ pub async fn run_pcm(
             r = leg.recv(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 match leg.on_datagram(&buf[..n], from, Instant::now()) {
-                    Received::Audio(payload, _) => {
+                    Received::Audio(payload, rtp_timestamp) => {
                         if let Some(t) = &tap {
                             t.heard(codec, payload);
                         }
                         if port.want_heard && !inbound_muted {
-                            offer(&port, Direction::Heard, codec, payload, &mut dropped);
+                            offer(&port, Direction::Heard, codec, payload, rtp_timestamp, &mut dropped);
                         }
                     }
                     Received::Dtmf(d) => {
@@ -231,8 +253,9 @@ pub async fn run_pcm(
                         t.said(codec, &out);
                     }
                     if port.want_said {
-                        offer(&port, Direction::Said, codec, &out, &mut dropped);
+                        offer(&port, Direction::Said, codec, &out, said_timestamp, &mut dropped);
                     }
+                    said_timestamp = said_timestamp.wrapping_add(FRAME_SAMPLES as u32);
                     // RFC 3551 §4.1: the marker bit starts each talkspurt.
                     leg.send_audio(&out, real > 0 && !talking).await;
                     talking = real > 0;
@@ -243,6 +266,7 @@ pub async fn run_pcm(
             }
             p = port.playback.recv(), if playback_open => match p {
                 Some(Playback::Audio(pcm)) => playout.push(&pcm),
+                Some(Playback::Frame(f)) => playout.push(&f.samples[..usize::from(f.len).min(f.samples.len())]),
                 Some(Playback::Mark(name)) => playout.mark(name),
                 Some(Playback::Clear) => {
                     for name in playout.clear() {
