@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod media;
 pub mod record;
+pub mod room;
 pub mod sdp;
 pub mod sip;
 pub mod store;

@@ -1,0 +1,338 @@
+//! Local rooms (issue 10): N-party audio mixing on the box, the local counterpart
+//! of a Telnyx conference (PROTOCOLS.md §4) and of a LiveKit room (§5).
+//!
+//! A room is one tokio task ([`task`]) that owns a mix-minus [`mixer::Mixer`] and
+//! ticks every 20 ms on the box's clock with bounded catch-up. Each participant
+//! is attached through the `media::pcm` channel pair the call already uses for
+//! voice agents:
+//!
+//! * a **SIP leg**: the room holds the leg's [`PcmEndpoint`] (the leg task
+//!   `media::pcm::run_pcm` owns the [`PcmPort`], made by
+//!   `pcm_pair(depth, true, false)`). Heard chunks go through a per-participant
+//!   [`jitter::JitterBuffer`] keyed by `Chunk::rtp_timestamp`; the participant's
+//!   mix-minus goes back every tick as `Playback::Frame`;
+//! * a **voice agent**: the room holds the [`PcmPort`] half (the agent stream
+//!   `agent::stream::AgentStream::start` got the endpoint). It hears its
+//!   mix-minus as PCMU `Heard` chunks and speaks through `Playback::Audio`,
+//!   `Mark`, `Clear` into an `agent::playout::Playout`, pulled one frame per tick;
+//!   reached marks go back on `port.marks`;
+//! * a **listener** (a listen-in socket): hears the full mix as G.711 chunks,
+//!   contributes nothing, does not count as a participant and keeps no room alive.
+//!
+//! The registry [`Rooms`] (cheap to clone, one per daemon) creates a room on the
+//! first join by name, ends it when the last participant leaves (after an optional
+//! linger), and reports [`RoomEvent`]s — created, ended, participant joined/left —
+//! for the `conference.*` webhooks. Recording needs nothing here: a SIP
+//! participant's own `run_pcm` tap records what it says (L) and what the room plays
+//! to it (R).
+//!
+//! This module owns room membership, mixing and pacing. It does not know SIP, the
+//! HTTP API or webhooks; it never hangs a call up (a participant removed by the
+//! room is reported, and the caller decides).
+
+pub mod jitter;
+pub mod mixer;
+mod registry;
+pub mod resample;
+mod task;
+#[cfg(test)]
+mod test_signal;
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::media::g711::G711;
+use crate::media::pcm::{Chunk, PcmEndpoint, PcmPort};
+
+pub use registry::{ParticipantHandle, Rooms};
+
+/// Default cap on participants in one room (listeners not counted). The mixer
+/// benchmark (docs/rooms-bench.md) shows what the box holds.
+pub const DEFAULT_MAX_PARTICIPANTS: usize = 50;
+
+/// A room's settings, fixed when it is created (by its first join).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomOptions {
+    /// Participants allowed at once (Telnyx `max_participants`); joins beyond it
+    /// are refused with [`JoinError::Full`]. Listeners are not counted.
+    pub max_participants: usize,
+    /// How long an empty room waits for a new participant before it ends
+    /// (zero: it ends when the last participant leaves).
+    pub linger: Duration,
+    /// Jitter buffer target delay of SIP participants
+    /// ([`jitter::DEFAULT_TARGET_DELAY`], 40 ms).
+    pub jitter_delay: Duration,
+}
+
+impl Default for RoomOptions {
+    fn default() -> Self {
+        RoomOptions {
+            max_participants: DEFAULT_MAX_PARTICIPANTS,
+            linger: Duration::ZERO,
+            jitter_delay: jitter::DEFAULT_TARGET_DELAY,
+        }
+    }
+}
+
+/// How a participant is connected to the room.
+pub enum Attachment {
+    /// A SIP leg: the endpoint half of the leg's `pcm_pair(depth, true, false)`;
+    /// the leg task runs `run_pcm` with the port half.
+    Leg(PcmEndpoint),
+    /// A voice agent: the port half of a `pcm_pair`; the agent stream got the
+    /// endpoint half. The port's `control` sender is dropped by the room.
+    Agent(PcmPort),
+    /// A listener: hears the full room mix as `Heard` chunks of 20 ms in `codec`
+    /// (`try_send`: a slow listener loses chunks); contributes nothing.
+    Listener {
+        /// Where the chunks go.
+        chunks: mpsc::Sender<Chunk>,
+        /// G.711 law of the chunks.
+        codec: G711,
+    },
+}
+
+/// Someone joining a room.
+pub struct Participant {
+    /// The participant's id, chosen by the caller and unique in the room: the
+    /// call's `call_control_id` for calls and agents.
+    pub id: String,
+    /// The media connection.
+    pub attachment: Attachment,
+    /// Join muted (Telnyx join `mute`).
+    pub muted: bool,
+    /// Join on hold (Telnyx join `hold`).
+    pub held: bool,
+}
+
+impl Participant {
+    /// A SIP leg participant, not muted, not held.
+    pub fn leg(id: impl Into<String>, endpoint: PcmEndpoint) -> Self {
+        Participant { id: id.into(), attachment: Attachment::Leg(endpoint), muted: false, held: false }
+    }
+
+    /// A voice agent participant, not muted, not held.
+    pub fn agent(id: impl Into<String>, port: PcmPort) -> Self {
+        Participant { id: id.into(), attachment: Attachment::Agent(port), muted: false, held: false }
+    }
+
+    /// A listener.
+    pub fn listener(id: impl Into<String>, chunks: mpsc::Sender<Chunk>, codec: G711) -> Self {
+        Participant { id: id.into(), attachment: Attachment::Listener { chunks, codec }, muted: false, held: false }
+    }
+
+    /// The kind of attachment.
+    pub fn kind(&self) -> ParticipantKind {
+        match self.attachment {
+            Attachment::Leg(_) => ParticipantKind::Leg,
+            Attachment::Agent(_) => ParticipantKind::Agent,
+            Attachment::Listener { .. } => ParticipantKind::Listener,
+        }
+    }
+}
+
+/// The kind of a participant's attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParticipantKind {
+    /// A SIP leg.
+    Leg,
+    /// A voice agent stream.
+    Agent,
+    /// A listener.
+    Listener,
+}
+
+/// Why a participant left a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// Asked to leave (Telnyx `leave`, or [`ParticipantHandle::leave`]).
+    Left,
+    /// Its media went away: the leg task or agent stream closed its channels, or
+    /// its [`ParticipantHandle`] was dropped (the call ended).
+    Hangup,
+    /// The room was ended (Telnyx `end`): the caller should hang the call up.
+    RoomEnded,
+}
+
+/// Why a room ended (Telnyx `conference.ended` `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The last participant left (and the linger time passed): `all_left`.
+    AllLeft,
+    /// Ended by [`Rooms::end`] (Telnyx `end` command).
+    EndedViaApi,
+}
+
+impl EndReason {
+    /// The Telnyx name: `all_left` or `ended_via_api`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EndReason::AllLeft => "all_left",
+            EndReason::EndedViaApi => "ended_via_api",
+        }
+    }
+}
+
+/// What happened in a room, in order per room, for `conference.*` webhooks and
+/// the event socket. Listeners produce no events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// `conference.created`: the first join by name created the room.
+    Created {
+        /// The room's id (Telnyx `conference_id`).
+        conference_id: Uuid,
+        /// The room's name.
+        name: String,
+        /// The participant whose join created it (`call_control_id`).
+        created_by: String,
+        /// When.
+        occurred_at: SystemTime,
+    },
+    /// `conference.participant.joined`.
+    ParticipantJoined {
+        /// The room's id.
+        conference_id: Uuid,
+        /// The room's name.
+        name: String,
+        /// The participant (`call_control_id`).
+        participant_id: String,
+        /// When.
+        occurred_at: SystemTime,
+    },
+    /// `conference.participant.left`.
+    ParticipantLeft {
+        /// The room's id.
+        conference_id: Uuid,
+        /// The room's name.
+        name: String,
+        /// The participant (`call_control_id`).
+        participant_id: String,
+        /// Why.
+        reason: LeaveReason,
+        /// When.
+        occurred_at: SystemTime,
+    },
+    /// `conference.ended`: after the last `ParticipantLeft` of the room.
+    Ended {
+        /// The room's id.
+        conference_id: Uuid,
+        /// The room's name.
+        name: String,
+        /// Why.
+        reason: EndReason,
+        /// When.
+        occurred_at: SystemTime,
+    },
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The room holds `max_participants` already.
+    #[error("room {name:?} is full ({max_participants} participants)")]
+    Full {
+        /// The room's name.
+        name: String,
+        /// Its cap.
+        max_participants: usize,
+    },
+    /// The room ended while joining (a join by id; joins by name retry on a new room).
+    #[error("the room has ended")]
+    Ended,
+    /// No room has this id.
+    #[error("no room with conference_id {0}")]
+    NotFound(Uuid),
+    /// A participant with this id is in the room already.
+    #[error("participant {0:?} is already in the room")]
+    AlreadyJoined(String),
+    /// The room name is empty or longer than 256 bytes, or the participant id is empty.
+    #[error("invalid room name or participant id: {0}")]
+    Invalid(&'static str),
+}
+
+/// A refused join: the error, and the participant (its channels) back, unless
+/// the room task died with it.
+pub struct JoinRefused {
+    /// Why.
+    pub error: JoinError,
+    /// The participant, to attach elsewhere or drop.
+    pub participant: Option<Participant>,
+}
+
+impl std::fmt::Debug for JoinRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRefused").field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Display for JoinRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for JoinRefused {}
+
+/// A command on a room that does not exist (any more).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    /// No room has this id (never existed, or ended).
+    #[error("no room with conference_id {0}")]
+    NotFound(Uuid),
+}
+
+/// Pacing counters of one room since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomStats {
+    /// 20 ms frames mixed.
+    pub ticks: u64,
+    /// Frames mixed more than 5 ms after their deadline on the box's clock, plus
+    /// frames skipped when the task was more than 5 frames (100 ms) behind.
+    pub late_ticks: u64,
+    /// Frames mixed in a catch-up burst (beyond the first of a wake-up).
+    pub catch_up_ticks: u64,
+    /// Times the schedule restarted from now (more than 100 ms behind).
+    pub resyncs: u64,
+    /// Largest lateness of a frame.
+    pub max_lateness: Duration,
+    /// Time spent mixing and moving audio (wall clock inside the ticks).
+    pub busy: Duration,
+    /// Frames a participant could not take (its channel full) and lost.
+    pub dropped_frames: u64,
+}
+
+/// A room as listed by [`Rooms::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// Telnyx `conference_id`.
+    pub conference_id: Uuid,
+    /// The room's name.
+    pub name: String,
+    /// When the first join created it.
+    pub created_at: SystemTime,
+    /// Participants in it now (listeners not counted).
+    pub participants: usize,
+    /// Its settings.
+    pub options: RoomOptions,
+    /// Its pacing counters.
+    pub stats: RoomStats,
+}
+
+/// A participant as listed by [`Rooms::participants`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// The participant's id (`call_control_id`).
+    pub participant_id: String,
+    /// How it is attached.
+    pub kind: ParticipantKind,
+    /// Muted (contributes nothing, hears).
+    pub muted: bool,
+    /// On hold (contributes nothing, hears silence).
+    pub held: bool,
+    /// When it joined.
+    pub joined_at: SystemTime,
+}

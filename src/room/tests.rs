@@ -1,0 +1,337 @@
+//! In-process tests of rooms: real room tasks on the tokio runtime, participants
+//! attached through real `pcm_pair`s (no network), audio generated here and
+//! checked with a Goertzel measurement. Time bounds below only keep a broken
+//! test from hanging; no assertion depends on timing.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{MissedTickBehavior, timeout};
+use uuid::Uuid;
+
+use super::test_signal::{amplitude, tone};
+use super::*;
+use crate::media::pcm::{CHUNK_BYTES, Direction, PcmPort, Playback, pcm_pair};
+
+const FRAME: usize = 160;
+const AMPLITUDE: f64 = 4000.0;
+/// Distinct tones, one per caller. Not multiples of a round frequency: G.711's
+/// quantization error of a tone of f Hz is periodic, with lines at multiples of
+/// gcd(f, 8000) Hz, so with 400/700/1100 Hz the error of the 1100 Hz tone has a
+/// line at 700 Hz (−46 dB) that would look like a caller hearing itself.
+const TONES: [f64; 3] = [403.0, 707.0, 1109.0];
+
+/// The test's side of a SIP participant: plays the leg task's role (sends heard
+/// chunks with RTP timestamps, collects the frames the room plays to it).
+struct Caller {
+    port: PcmPort,
+    audio: Vec<i16>,
+    sent: usize,
+    timestamp: u32,
+    heard: Vec<i16>,
+}
+
+impl Caller {
+    fn new(port: PcmPort, freq: f64, timestamp: u32) -> Self {
+        Caller { port, audio: tone(freq, 8000, AMPLITUDE, 8000), sent: 0, timestamp, heard: Vec::new() }
+    }
+
+    /// Sends the next 20 ms of its tone as a PCMU chunk.
+    fn speak(&mut self) {
+        // 1 s holds whole periods of every tone: looping it is seamless.
+        let start = (self.sent * FRAME) % self.audio.len();
+        let mut c = Chunk {
+            direction: Direction::Heard,
+            codec: G711::Pcmu,
+            len: FRAME as u16,
+            rtp_timestamp: self.timestamp,
+            data: [0; CHUNK_BYTES],
+        };
+        G711::Pcmu.encode(&self.audio[start..start + FRAME], &mut c.data);
+        let _ = self.port.chunks.try_send(c);
+        self.sent += 1;
+        self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+    }
+
+    /// Collects what the room played to it so far.
+    fn listen(&mut self) {
+        while let Ok(p) = self.port.playback.try_recv() {
+            if let Playback::Frame(f) = p {
+                self.heard.extend_from_slice(&f.samples[..usize::from(f.len)]);
+            }
+        }
+    }
+}
+
+/// Runs `frames` ticks of real time with every caller speaking and listening.
+async fn talk(callers: &mut [Caller], frames: usize) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    for _ in 0..frames {
+        tick.tick().await;
+        for c in callers.iter_mut() {
+            c.speak();
+            c.listen();
+        }
+    }
+    // Let the room play out what is in its jitter buffers.
+    for _ in 0..5 {
+        tick.tick().await;
+        for c in callers.iter_mut() {
+            c.listen();
+        }
+    }
+}
+
+fn options(max_participants: usize) -> RoomOptions {
+    RoomOptions { max_participants, ..RoomOptions::default() }
+}
+
+async fn next_event(events: &mut mpsc::UnboundedReceiver<RoomEvent>) -> RoomEvent {
+    match timeout(Duration::from_secs(5), events.recv()).await {
+        Ok(Some(e)) => e,
+        other => panic!("no room event: {}", if other.is_err() { "timeout" } else { "channel closed" }),
+    }
+}
+
+async fn join_callers(rooms: &Rooms, name: &str, n: usize) -> (Vec<Caller>, Vec<ParticipantHandle>) {
+    let mut callers = Vec::new();
+    let mut handles = Vec::new();
+    for (i, freq) in TONES.iter().enumerate().take(n) {
+        let (port, endpoint) = pcm_pair(64, true, false);
+        let handle = rooms.join(name, options(3), Participant::leg(format!("call-{i}"), endpoint)).await.unwrap();
+        callers.push(Caller::new(port, *freq, 1_000_000 * i as u32));
+        handles.push(handle);
+    }
+    (callers, handles)
+}
+
+/// Tone levels heard by a caller after the jitter buffer's start-up.
+fn levels(c: &Caller) -> [f64; 3] {
+    let heard = &c.heard[c.heard.len().min(FRAME * 10)..];
+    TONES.map(|f| amplitude(heard, f, 8000))
+}
+
+#[tokio::test]
+async fn three_callers_hear_the_other_two_and_not_themselves_and_mute_removes_a_tone() {
+    let (tx, _events) = mpsc::unbounded_channel();
+    let rooms = Rooms::new(tx);
+    let (mut callers, handles) = join_callers(&rooms, "support", 3).await;
+    talk(&mut callers, 60).await;
+    for (i, c) in callers.iter().enumerate() {
+        assert!(c.heard.len() >= 40 * FRAME, "caller {i} got {} samples", c.heard.len());
+        let l = levels(c);
+        for (j, level) in l.iter().enumerate() {
+            if i == j {
+                assert!(*level < 5.0, "caller {i} hears itself at {level:.1}: {l:?}");
+            } else {
+                assert!(*level > 1500.0, "caller {i} hears caller {j} at only {level:.1}: {l:?}");
+            }
+        }
+    }
+
+    // Mute caller 0 through the registry: nobody hears its tone, caller 0 still hears.
+    let id = handles[0].conference_id();
+    assert_eq!(rooms.mute(id, &["call-0".to_string()]).await, Ok(1));
+    for c in callers.iter_mut() {
+        c.listen();
+        c.heard.clear();
+    }
+    talk(&mut callers, 40).await;
+    let l: Vec<_> = callers.iter().map(levels).collect();
+    assert!(l[1][0] < 5.0 && l[2][0] < 5.0, "muted caller still heard: {l:?}");
+    assert!(l[1][2] > 1500.0 && l[2][1] > 1500.0, "unmuted callers still hear each other: {l:?}");
+    assert!(l[0][1] > 1500.0 && l[0][2] > 1500.0, "the muted caller still hears: {l:?}");
+    let p = rooms.participants(id).await.unwrap();
+    assert_eq!(p.iter().filter(|p| p.muted).map(|p| p.participant_id.as_str()).collect::<Vec<_>>(), ["call-0"]);
+
+    // Hold caller 1: it hears silence and is not heard.
+    handles[1].set_held(true);
+    assert_eq!(rooms.participants(id).await.unwrap().iter().filter(|p| p.held).count(), 1);
+    for c in callers.iter_mut() {
+        c.listen();
+        c.heard.clear();
+    }
+    talk(&mut callers, 30).await;
+    assert!(callers[1].heard.iter().all(|&s| s == 0), "held caller hears the room");
+    assert!(levels(&callers[2])[1] < 5.0, "held caller is heard");
+    let stats = rooms.list()[0].stats;
+    assert!(stats.ticks > 100, "{stats:?}");
+}
+
+#[tokio::test]
+async fn lifecycle_events_full_room_leave_hangup_and_end() {
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let rooms = Rooms::new(tx);
+    let (mut callers, mut handles) = join_callers(&rooms, "sales", 3).await;
+    let id = handles[0].conference_id();
+    assert!(handles.iter().all(|h| h.conference_id() == id && h.room_name() == "sales"));
+    match next_event(&mut events).await {
+        RoomEvent::Created { conference_id, name, created_by, .. } => {
+            assert_eq!((conference_id, name.as_str(), created_by.as_str()), (id, "sales", "call-0"));
+        }
+        e => panic!("expected Created, got {e:?}"),
+    }
+    for i in 0..3 {
+        match next_event(&mut events).await {
+            RoomEvent::ParticipantJoined { conference_id, participant_id, .. } => {
+                assert_eq!((conference_id, participant_id), (id, format!("call-{i}")));
+            }
+            e => panic!("expected ParticipantJoined, got {e:?}"),
+        }
+    }
+
+    // max_participants = 3: a fourth is refused and gets its endpoint back.
+    let (_port, endpoint) = pcm_pair(8, true, false);
+    let refused = rooms.join("sales", options(3), Participant::leg("call-3", endpoint)).await.unwrap_err();
+    assert_eq!(refused.error, JoinError::Full { name: "sales".into(), max_participants: 3 });
+    assert!(refused.participant.is_some_and(|p| p.id == "call-3"));
+    // The same id twice is refused.
+    let (_port, endpoint) = pcm_pair(8, true, false);
+    let refused = rooms.join("sales", options(10), Participant::leg("call-1", endpoint)).await.unwrap_err();
+    assert_eq!(refused.error, JoinError::AlreadyJoined("call-1".into()));
+    assert_eq!(rooms.list().len(), 1);
+    assert_eq!(rooms.find("sales").map(|r| r.participants), Some(3));
+    assert_eq!(rooms.find(&id.to_string()).map(|r| r.name), Some("sales".into()));
+
+    // Leave, then a dropped handle, then a leg whose media task ended.
+    handles.remove(0).leave();
+    drop(handles.remove(0));
+    let last = callers.pop().map(|c| c.port);
+    drop(last); // the leg task's port goes away: the room sees its channels close
+    let mut left = Vec::new();
+    for _ in 0..3 {
+        match next_event(&mut events).await {
+            RoomEvent::ParticipantLeft { conference_id, participant_id, reason, .. } => {
+                assert_eq!(conference_id, id);
+                left.push((participant_id, reason));
+            }
+            e => panic!("expected ParticipantLeft, got {e:?}"),
+        }
+    }
+    left.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        left,
+        [
+            ("call-0".to_string(), LeaveReason::Left),
+            ("call-1".to_string(), LeaveReason::Hangup),
+            ("call-2".to_string(), LeaveReason::Hangup)
+        ]
+    );
+    match next_event(&mut events).await {
+        RoomEvent::Ended { conference_id, reason, .. } => assert_eq!((conference_id, reason), (id, EndReason::AllLeft)),
+        e => panic!("expected Ended, got {e:?}"),
+    }
+    assert!(rooms.list().is_empty());
+    assert_eq!(rooms.participants(id).await, Err(RoomError::NotFound(id)));
+    drop(handles); // the last handle's leave goes to an ended room: no event
+
+    // The same name again is a new room.
+    let (_port, endpoint) = pcm_pair(8, true, false);
+    let h = rooms.join("sales", options(3), Participant::leg("call-9", endpoint)).await.unwrap();
+    assert_ne!(h.conference_id(), id);
+    assert!(matches!(next_event(&mut events).await, RoomEvent::Created { .. }));
+    assert!(matches!(next_event(&mut events).await, RoomEvent::ParticipantJoined { .. }));
+
+    // Telnyx `end`: everyone leaves with RoomEnded, then Ended via API.
+    rooms.end(h.conference_id()).await.unwrap();
+    match next_event(&mut events).await {
+        RoomEvent::ParticipantLeft { participant_id, reason, .. } => {
+            assert_eq!((participant_id.as_str(), reason), ("call-9", LeaveReason::RoomEnded));
+        }
+        e => panic!("expected ParticipantLeft, got {e:?}"),
+    }
+    assert!(matches!(next_event(&mut events).await, RoomEvent::Ended { reason: EndReason::EndedViaApi, .. }));
+    let missing = Uuid::new_v4();
+    let (_port, endpoint) = pcm_pair(8, true, false);
+    let refused = rooms.join_existing(missing, Participant::leg("x", endpoint)).await.unwrap_err();
+    assert_eq!(refused.error, JoinError::NotFound(missing));
+    drop(h);
+    assert!(timeout(Duration::from_millis(100), events.recv()).await.is_err(), "no event after the end");
+}
+
+#[tokio::test]
+async fn an_empty_room_lingers_and_keeps_its_id_when_rejoined() {
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let rooms = Rooms::new(tx);
+    let lingering = RoomOptions { linger: Duration::from_millis(300), ..RoomOptions::default() };
+    let (_port, endpoint) = pcm_pair(8, true, false);
+    let h = rooms.join("lobby", lingering, Participant::leg("a", endpoint)).await.unwrap();
+    let id = h.conference_id();
+    h.leave();
+    // Still listed while lingering; a join now lands in the same room.
+    let (_port2, endpoint) = pcm_pair(8, true, false);
+    let h2 = rooms.join("lobby", lingering, Participant::leg("b", endpoint)).await.unwrap();
+    assert_eq!(h2.conference_id(), id);
+    drop(h2);
+    let mut kinds = Vec::new();
+    loop {
+        let e = next_event(&mut events).await;
+        let end = matches!(e, RoomEvent::Ended { .. });
+        kinds.push(e);
+        if end {
+            break;
+        }
+    }
+    let names: Vec<_> = kinds
+        .iter()
+        .map(|e| match e {
+            RoomEvent::Created { .. } => "created",
+            RoomEvent::ParticipantJoined { .. } => "joined",
+            RoomEvent::ParticipantLeft { .. } => "left",
+            RoomEvent::Ended { .. } => "ended",
+        })
+        .collect();
+    assert_eq!(names, ["created", "joined", "left", "joined", "left", "ended"]);
+    assert!(rooms.list().is_empty());
+}
+
+#[tokio::test]
+async fn an_agent_hears_the_room_and_speaks_into_it_and_a_listener_hears_everyone() {
+    let (tx, _events) = mpsc::unbounded_channel();
+    let rooms = Rooms::new(tx);
+    let (mut callers, handles) = join_callers(&rooms, "hot-transfer", 1).await;
+    // The agent: the room holds the port, the test plays the agent stream's part.
+    let (port, mut agent) = pcm_pair(256, true, false);
+    let _agent_handle = rooms.join("hot-transfer", options(3), Participant::agent("agent", port)).await.unwrap();
+    let (listen_tx, mut listen_rx) = mpsc::channel(256);
+    let _listener =
+        rooms.join("hot-transfer", options(3), Participant::listener("listen", listen_tx, G711::Pcma)).await.unwrap();
+    assert_eq!(rooms.participants(handles[0].conference_id()).await.unwrap().len(), 2, "listeners not listed");
+    // The agent says 1 s of caller 2's tone (caller 2 is not in this room), then a mark.
+    agent.playback.send(Playback::Audio(tone(TONES[2], 8000, AMPLITUDE, 8000))).await.unwrap();
+    agent.playback.send(Playback::Mark("greeting".into())).await.unwrap();
+    talk(&mut callers, 40).await;
+
+    // The caller hears the agent.
+    let caller_hears = levels(&callers[0]);
+    assert!(caller_hears[2] > 1500.0 && caller_hears[0] < 5.0, "{caller_hears:?}");
+    // The agent hears the caller (PCMU heard chunks), not itself.
+    let mut agent_heard = Vec::new();
+    while let Ok(c) = agent.chunks.try_recv() {
+        assert_eq!((c.direction, c.codec), (Direction::Heard, G711::Pcmu));
+        let mut pcm = [0i16; FRAME];
+        let n = G711::Pcmu.decode(c.audio(), &mut pcm);
+        agent_heard.extend_from_slice(&pcm[..n]);
+    }
+    let agent_heard = &agent_heard[FRAME * 10..];
+    assert!(amplitude(agent_heard, TONES[0], 8000) > 1500.0);
+    assert!(amplitude(agent_heard, TONES[2], 8000) < 20.0);
+    // The listener hears both, in its own law.
+    let mut mix = Vec::new();
+    while let Ok(c) = listen_rx.try_recv() {
+        assert_eq!(c.codec, G711::Pcma);
+        let mut pcm = [0i16; FRAME];
+        let n = G711::Pcma.decode(c.audio(), &mut pcm);
+        mix.extend_from_slice(&pcm[..n]);
+    }
+    let mix = &mix[FRAME * 10..];
+    assert!(amplitude(mix, TONES[0], 8000) > 1500.0 && amplitude(mix, TONES[2], 8000) > 1500.0);
+    // 1 s of agent audio played: its mark came back.
+    talk(&mut callers, 20).await;
+    assert_eq!(agent.marks.try_recv().ok().as_deref(), Some("greeting"));
+    // The agent stream ends (its endpoint dropped): the agent leaves, the caller stays.
+    drop(agent);
+    talk(&mut callers, 5).await;
+    assert_eq!(rooms.find("hot-transfer").map(|r| r.participants), Some(1));
+}
