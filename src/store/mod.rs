@@ -182,6 +182,19 @@ pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
 }
 
+/// A read-only connection to the existing store file `db` (a [`StoreHandle::path`]),
+/// beside the writer thread (WAL lets readers run while it commits): for listings
+/// that must not hold up the writer. Waits up to 5 s for a lock.
+pub fn open_read_only(db: &Path) -> Result<Connection, StoreError> {
+    if !db.exists() {
+        return Err(StoreError::Missing { path: db.to_path_buf() });
+    }
+    let err = |source| StoreError::Sqlite { path: db.to_path_buf(), source };
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    Ok(conn)
+}
+
 /// Errors opening or migrating the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -272,20 +285,6 @@ impl Store {
     /// Path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// A read-only connection to an existing `{data_dir}/sipbridge.db`, beside the
-    /// writer (WAL lets readers run while it commits): for listings that must not
-    /// hold up the writer thread. Waits up to 5 s for a lock.
-    pub fn open_read_only(data_dir: &Path) -> Result<Connection, StoreError> {
-        let path = data_dir.join(DB_FILE);
-        if !path.exists() {
-            return Err(StoreError::Missing { path });
-        }
-        let err = |source| StoreError::Sqlite { path: path.clone(), source };
-        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-        Ok(conn)
     }
 
     /// The connection, for code in this crate that runs outside the writer
