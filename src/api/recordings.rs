@@ -114,7 +114,9 @@ async fn reconcile(st: &ApiState, rows: Vec<Recording>) -> Vec<Recording> {
     let checked = tokio::task::spawn_blocking(move || {
         rows.into_iter()
             .map(|r| {
-                let gone = r.status == RecordingStatus::Completed && !Path::new(&r.saved.file_path).exists();
+                // Only a definite "not found" counts: an unreadable directory is not a deletion.
+                let gone = r.status == RecordingStatus::Completed
+                    && matches!(Path::new(&r.saved.file_path).try_exists(), Ok(false));
                 (r, gone)
             })
             .collect::<Vec<_>>()
@@ -147,7 +149,10 @@ async fn one(st: &ApiState, id: &str) -> Result<Recording, ApiError> {
     let key = id.to_string();
     let row = read(st, move |c| recordings::get(c, &key)).await?;
     let row = row.ok_or_else(|| ApiError::not_found("recording", id))?;
-    Ok(reconcile(st, vec![row]).await.remove(0))
+    reconcile(st, vec![row])
+        .await
+        .pop()
+        .ok_or_else(|| ApiError::internal("Checking the recording's file did not complete (see the box's log)."))
 }
 
 fn gone(r: &Recording) -> ApiError {
