@@ -124,24 +124,48 @@ async fn reconcile(st: &ApiState, rows: Vec<Recording>) -> Vec<Recording> {
     .await
     .unwrap_or_default();
     let now = SystemTime::now();
-    let mut out = Vec::with_capacity(checked.len());
-    for (mut r, gone) in checked {
-        if gone {
-            let id = r.saved.recording_id.clone();
-            match st.store.run(move |c| recordings::mark_deleted(c, &id, now, DeletedReason::Missing)).await {
-                Ok(_) => {
-                    tracing::info!(recording_id = %r.saved.recording_id, file = %r.saved.file_path, "recording file is gone: marked deleted");
-                    r.status = RecordingStatus::Deleted;
-                    r.deleted_at = Some(now);
-                    r.updated_at = now;
-                    r.deleted_reason = Some(DeletedReason::Missing.as_str().into());
+    let missing: Vec<String> =
+        checked.iter().filter(|(_, gone)| *gone).map(|(r, _)| r.saved.recording_id.clone()).collect();
+    // One store job (one commit) for the whole page.
+    let marked = if missing.is_empty() {
+        true
+    } else {
+        let n = missing.len();
+        let r = st
+            .store
+            .run(move |c| {
+                for id in &missing {
+                    recordings::mark_deleted(c, id, now, DeletedReason::Missing)?;
                 }
-                Err(e) => tracing::warn!("marking a missing recording failed: {e}"),
+                Ok(())
+            })
+            .await;
+        match r {
+            Ok(()) => {
+                tracing::info!(
+                    recordings = n,
+                    "recording files gone from disk: marked deleted (deleted_reason missing)"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!("marking missing recordings failed: {e}");
+                false
             }
         }
-        out.push(r);
-    }
-    out
+    };
+    checked
+        .into_iter()
+        .map(|(mut r, gone)| {
+            if gone && marked {
+                r.status = RecordingStatus::Deleted;
+                r.deleted_at = Some(now);
+                r.updated_at = now;
+                r.deleted_reason = Some(DeletedReason::Missing.as_str().into());
+            }
+            r
+        })
+        .collect()
 }
 
 /// The recording `id`, checked against the disk; 404 when unknown.
