@@ -18,7 +18,9 @@ pub struct ApiError {
     pub title: &'static str,
     /// What was wrong.
     pub detail: String,
-    /// JSON pointer of the bad field in the request body (`/digits`).
+    /// JSON pointer of the bad field in the request body (`/digits`), rendered as
+    /// `source.pointer`; or the name of a bad query parameter (`filter[from]`: no
+    /// leading `/`), rendered as JSON:API's `source.parameter`.
     pub pointer: Option<String>,
 }
 
@@ -42,6 +44,28 @@ impl ApiError {
             title: "Invalid request body",
             detail: detail.into(),
             pointer: Some(String::new()),
+        }
+    }
+
+    /// 400 naming the bad query parameter (`source.parameter`, e.g. `"page[size]"`).
+    pub fn bad_parameter(name: &str, detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "10015",
+            title: "Invalid parameter",
+            detail: detail.into(),
+            pointer: Some(name.trim_start_matches('/').to_string()),
+        }
+    }
+
+    /// 500: the box failed (store, file system); `detail` says what, for the log.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "10007",
+            title: "Unexpected error",
+            detail: detail.into(),
+            pointer: None,
         }
     }
 
@@ -82,8 +106,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut err = json!({"code": self.code, "title": self.title, "detail": self.detail});
-        if let Some(p) = self.pointer {
-            err["source"] = json!({"pointer": p});
+        match self.pointer {
+            Some(p) if p.is_empty() || p.starts_with('/') => err["source"] = json!({"pointer": p}),
+            Some(name) => err["source"] = json!({"parameter": name}),
+            None => {}
         }
         (self.status, axum::Json(json!({"errors": [err]}))).into_response()
     }

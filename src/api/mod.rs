@@ -1,15 +1,22 @@
 //! The local HTTP API (axum) on `[api].listen`: Telnyx-shaped call control
-//! (`/v2/calls`, PROTOCOLS.md §4), the live event socket (`/v2/events`), and what
-//! an operator's monitoring wants (`/healthz`, `/readyz`, `/metrics`).
+//! (`/v2/calls`, PROTOCOLS.md §4), recordings and call records from the store
+//! (`/v2/recordings`, `/v2/call_records`), the live event socket (`/v2/events`),
+//! and what an operator's monitoring wants (`/healthz`, `/readyz`, `/metrics`).
 //!
 //! Every route except `/healthz` needs `Authorization: Bearer <[api].token>`
 //! (compared in constant time); without a configured token only `/healthz` answers.
+//! With `[api] tls_certificate` and `tls_private_key` the same router is served
+//! over HTTPS ([`tls`]).
 
 pub mod calls;
 pub mod error;
 pub mod events;
 pub mod openapi;
 pub mod ops;
+pub mod query;
+pub mod recordings;
+pub mod records;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +26,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +51,9 @@ pub struct ApiState {
     pub registrations: watch::Receiver<RegStates>,
     /// Counters fed from the events.
     pub metrics: Arc<ops::Counters>,
+    /// The store: writes go through its writer thread; listings read the same
+    /// file ([`crate::store::StoreHandle::path`]) on read-only connections.
+    pub store: crate::store::StoreHandle,
 }
 
 /// The router with every route (used by [`serve`] and by tests).
@@ -53,6 +64,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v2/calls/{call_control_id}/actions/{action}", post(calls::action))
         .route("/v2/calls/{call_control_id}/listen", get(events::listen))
         .route("/v2/events", get(events::socket))
+        .route("/v2/recordings", get(recordings::list))
+        // `{id}` and `{id}.wav` share the segment; the handler tells them apart.
+        .route("/v2/recordings/{recording_id}", get(recordings::get).delete(recordings::delete))
+        .route("/v2/call_records", get(records::list))
         .route("/v2/openapi.json", get(openapi::serve))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -83,13 +98,39 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
     if ok { next.run(req).await } else { ApiError::unauthorized().into_response() }
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled.
+/// Serves the API on `listener` until `shutdown` is cancelled: over HTTPS when
+/// `[api] tls_certificate` and `tls_private_key` are set ([`tls::server_config`];
+/// unusable files are logged and nothing is served), plain HTTP otherwise.
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: CancellationToken) {
+    let tls = {
+        let cfg = state.config.borrow();
+        match (&cfg.api.tls_certificate, &cfg.api.tls_private_key) {
+            (Some(cert), Some(key)) => match tls::server_config(cert, key) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!("control API not served: [api] TLS: {e}");
+                    return;
+                }
+            },
+            _ => None,
+        }
+    };
     tokio::spawn(ops::count_events(state.events.subscribe(), Arc::clone(&state.metrics), shutdown.clone()));
-    let app = router(state);
-    let r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = shutdown.clone();
+    let graceful = async move { stop.cancelled().await };
+    let r = match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(graceful).await,
+        Some(config) => match tls::TlsListener::start(listener, config, shutdown.clone()) {
+            // The no-op tap makes axum's ConnectInfo<SocketAddr> available as on
+            // the plain listener (axum implements it for tapped listeners).
+            Ok(l) => {
+                tracing::info!("control API: HTTPS (rustls)");
+                axum::serve(l.tap_io(|_| {}), app).with_graceful_shutdown(graceful).await
+            }
+            Err(e) => Err(e),
+        },
+    };
     if let Err(e) = r {
         tracing::warn!(error = %e, "API server stopped");
     }

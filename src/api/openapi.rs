@@ -118,6 +118,80 @@ pub fn document() -> Value {
         "/v2/events".into(),
         json!({"get": {"summary": "WebSocket: every event as the webhook body", "responses": {"101": {"description": "Switching protocols"}}}}),
     );
+    let rec_param = json!({"name": "recording_id", "in": "path", "required": true, "schema": {"type": "string"}});
+    let query = |name: &str, description: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}, "description": description});
+    let page_params = [
+        json!({"name": "page[number]", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}}),
+        json!({"name": "page[size]", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 250, "default": 20}}),
+    ];
+    let mut list_params: Vec<Value> = [
+        ("filter[call_session_id]", "exact"),
+        ("filter[call_leg_id]", "exact"),
+        ("filter[call_control_id]", "exact"),
+        ("filter[connection_id]", "trunk name"),
+        ("filter[from]", "exact, case-sensitive"),
+        ("filter[to]", "exact, case-sensitive"),
+        ("filter[created_at][gte]", "RFC 3339 instant"),
+        ("filter[created_at][lte]", "RFC 3339 instant"),
+        ("filter[status]", "completed | deleted"),
+        ("filter[conference_id]", "accepted; rooms are not recorded per conference, so it matches nothing"),
+    ]
+    .iter()
+    .map(|(n, d)| query(n, d))
+    .collect();
+    list_params.extend(page_params.iter().cloned());
+    paths.insert(
+        "/v2/recordings".into(),
+        json!({"get": {
+            "summary": "List recordings (Telnyx GET /v2/recordings), newest first",
+            "parameters": list_params,
+            "responses": {"200": {"description": "{\"data\": [recording], \"meta\": {page_number, page_size, total_pages, total_results}}"},
+                          "400": error_response("Bad parameter (source.parameter names it)")}
+        }}),
+    );
+    paths.insert(
+        "/v2/recordings/{recording_id}".into(),
+        json!({
+            "get": {"summary": "A recording (Telnyx shape: record_type, id, call ids, channels, status, download_urls.wav, ...)",
+                    "parameters": [rec_param], "responses": {"200": {"description": "{\"data\": recording}"}, "404": error_response("Unknown recording")}},
+            "delete": {"summary": "Delete the recording's file; the record stays with status deleted",
+                       "parameters": [rec_param], "responses": {"200": {"description": "{\"data\": recording}"}, "404": error_response("Unknown recording")}}
+        }),
+    );
+    paths.insert(
+        "/v2/recordings/{recording_id}.wav".into(),
+        json!({"get": {
+            "summary": "The WAV file (audio/wav); Range requests answered with 206, unsatisfiable ones with 416",
+            "parameters": [rec_param, {"name": "Range", "in": "header", "schema": {"type": "string"}, "description": "bytes=first-last"}],
+            "responses": {"200": {"description": "audio/wav"}, "206": {"description": "Partial content"}, "304": {"description": "ETag matched If-None-Match"},
+                          "404": error_response("Unknown recording, or its file was deleted"), "416": {"description": "Range not satisfiable"}}
+        }}),
+    );
+    let mut record_params: Vec<Value> = [
+        ("from", "RFC 3339 instant: legs that started at or after it"),
+        ("to", "RFC 3339 instant: legs that started at or before it"),
+        ("trunk", "trunk name (alias: connection_id)"),
+        ("connection_id", "trunk name"),
+        ("call_session_id", "exact"),
+        ("call_leg_id", "exact"),
+        ("call_control_id", "exact"),
+        ("direction", "incoming | outgoing"),
+        ("state", "initiated | answered | ended"),
+        ("hangup_cause", "Telnyx hangup_cause"),
+    ]
+    .iter()
+    .map(|(n, d)| query(n, d))
+    .collect();
+    record_params.extend(page_params);
+    paths.insert(
+        "/v2/call_records".into(),
+        json!({"get": {
+            "summary": "Call records (one per leg) from the box's store, newest first",
+            "parameters": record_params,
+            "responses": {"200": {"description": "{\"data\": [call_record], \"meta\": {...}}"},
+                          "400": error_response("Bad parameter (source.parameter names it)")}
+        }}),
+    );
     paths.insert(
         "/v2/openapi.json".into(),
         json!({"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}}),
@@ -141,7 +215,7 @@ pub fn document() -> Value {
             "schemas": {"Errors": {"type": "object", "properties": {"errors": {"type": "array", "items": {
                 "type": "object",
                 "properties": {"code": {"type": "string"}, "title": {"type": "string"}, "detail": {"type": "string"},
-                               "source": {"type": "object", "properties": {"pointer": {"type": "string"}}}}
+                               "source": {"type": "object", "properties": {"pointer": {"type": "string"}, "parameter": {"type": "string"}}}}
             }}}}}
         },
         "paths": paths,

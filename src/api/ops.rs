@@ -1,5 +1,8 @@
-//! Operations: `/healthz` (liveness, no token), `/readyz` (accepting calls, trunk
-//! registrations), `/metrics` (Prometheus text exposition format 0.0.4).
+//! Operations: `/healthz` (liveness, no token), `/readyz` (listeners up, accepting
+//! calls, store writable, trunk registrations), `/metrics` (Prometheus text
+//! exposition format 0.0.4: active calls, calls by `hangup_cause`, RTP packets and
+//! loss, webhook queue depth and dead letters, trunk registration state, free disk
+//! for recordings, process RSS).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -70,8 +73,12 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: 200 when accepting calls and no registering trunk failed, else 503;
-/// the body says why.
+/// `GET /readyz`: 200 when trunks are configured, the SIP listeners are bound,
+/// the daemon accepts calls (not draining), the store is writable and no
+/// registering trunk failed; else 503. The body says which:
+/// `{"status", "active_calls", "accepting_calls", "listeners": {"sip": ["udp://..."],
+/// "api": "https://..."}, "trunks": {name: state}, "store_writable",
+/// "recording_disk_free_bytes"}`.
 pub async fn readyz(State(st): State<ApiState>) -> Response {
     let regs = st.registrations.borrow().clone();
     let mut ready = true;
@@ -88,15 +95,28 @@ pub async fn readyz(State(st): State<ApiState>) -> Response {
     if cfg.trunks.is_empty() {
         ready = false;
     }
-    let store = cfg.node.data_dir.join("sipbridge.db");
-    let store_ok = std::fs::OpenOptions::new().append(true).open(&store).is_ok();
+    let store_ok = std::fs::OpenOptions::new().append(true).open(st.store.path()).is_ok();
     ready &= store_ok;
+    // Bound at startup (the daemon does not start without them); listed so a
+    // technician sees what the box listens on.
+    let sip: Vec<String> = st.sip.listeners.iter().map(|(t, a)| format!("{t}://{a}")).collect();
+    ready &= !sip.is_empty();
+    let accepting = st.sip.lifecycle.accepting();
+    ready &= accepting;
+    let disk_free = if cfg.recording.enabled {
+        free_bytes(&cfg.recording.dir).or_else(|| free_bytes(&cfg.node.data_dir))
+    } else {
+        None
+    };
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "active_calls": st.calls.len(),
+        "accepting_calls": accepting,
+        "listeners": {"sip": sip, "api": cfg.api.base_url()},
         "trunks": trunks,
         "store_writable": store_ok,
+        "recording_disk_free_bytes": disk_free,
     });
     (code, Json(body)).into_response()
 }
@@ -124,9 +144,9 @@ fn label(v: &str) -> String {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(st): State<ApiState>) -> Response {
     let cfg = st.config.borrow().clone();
-    let db = cfg.node.data_dir.join("sipbridge.db");
+    let db = st.store.path().to_path_buf();
     let outbox = tokio::task::spawn_blocking(move || {
-        let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        let conn = crate::store::open_read_only(&db).ok()?;
         crate::store::outbox::status(&conn).ok()
     })
     .await

@@ -309,6 +309,25 @@ pub struct Api {
     pub listen: SocketAddr,
     /// Bearer token; without it only `/healthz` answers.
     pub token: Option<Secret>,
+    /// PEM certificate chain for HTTPS (leaf first); set together with
+    /// `tls_private_key`, or neither (plain HTTP).
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of `tls_certificate`.
+    pub tls_private_key: Option<PathBuf>,
+}
+
+impl Api {
+    /// Whether the API is served over TLS (both PEM files are set).
+    pub fn tls(&self) -> bool {
+        self.tls_certificate.is_some() && self.tls_private_key.is_some()
+    }
+
+    /// The API's base URL as clients reach it, without a trailing slash:
+    /// `https://<listen>` with TLS, `http://<listen>` without (used for
+    /// `recording_urls` in `call.recording.saved`).
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", if self.tls() { "https" } else { "http" }, self.listen)
+    }
 }
 
 /// Log output format.

@@ -70,7 +70,7 @@ const WEBHOOKS: &[&str] = &[
     "max_in_flight",
     "delivered_retention",
 ];
-const API: &[&str] = &["listen", "token"];
+const API: &[&str] = &["listen", "token", "tls_certificate", "tls_private_key"];
 const LOG: &[&str] = &["level", "format"];
 
 /// Names of the top-level sections, for environment overrides.
@@ -517,8 +517,26 @@ fn read_api(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -> A
     } else if token.as_ref().is_some_and(|p| p.expose().starts_with("change-me")) {
         warnings.push("api.token: still the placeholder token".into());
     }
+    let tls_certificate = t.string("tls_certificate", issues).map(PathBuf::from);
+    let tls_private_key = t.string("tls_private_key", issues).map(PathBuf::from);
+    match (&tls_certificate, &tls_private_key) {
+        (Some(_), None) => t.missing("tls_private_key", issues, "tls_certificate and tls_private_key go together"),
+        (None, Some(_)) => t.missing("tls_certificate", issues, "tls_certificate and tls_private_key go together"),
+        (Some(cert), Some(key)) if enabled => {
+            // Checked now so a bad file fails the start (or a reload), not the first client.
+            if let Err(e) = crate::api::tls::server_config(cert, key) {
+                let key_of = match &e {
+                    crate::api::tls::TlsError::Read { path, .. } if path == cert => "tls_certificate",
+                    crate::api::tls::TlsError::NoCertificate(_) => "tls_certificate",
+                    _ => "tls_private_key",
+                };
+                issues.push(t.key_path(key_of), e.to_string());
+            }
+        }
+        _ => {}
+    }
     t.finish(issues);
-    Api { enabled, listen, token }
+    Api { enabled, listen, token, tls_certificate, tls_private_key }
 }
 
 fn read_log(root: &Table<'_>, issues: &mut Issues) -> Log {

@@ -307,3 +307,32 @@ fn park_routes_wait_for_the_api_and_are_one_target_only() {
     let c = load_with_env(&write(dir.path(), "ok.toml", ok), env(&[])).unwrap().config;
     assert_eq!(c.routes[0].target, RouteTarget::Park);
 }
+
+#[test]
+fn api_tls_keys_go_together_and_name_their_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = load_with_env(&write(dir.path(), "p.toml", "[api]\nlisten = \"10.0.0.5:8080\"\n"), env(&[])).unwrap();
+    assert!(!plain.config.api.tls());
+    assert_eq!(plain.config.api.base_url(), "http://10.0.0.5:8080");
+
+    let half = "[api]\ntls_certificate = \"/etc/sipbridge/api.pem\"\n";
+    let err = load_with_env(&write(dir.path(), "h.toml", half), env(&[])).unwrap_err().to_string();
+    assert!(err.contains("api.tls_private_key: missing; tls_certificate and tls_private_key go together"), "{err}");
+
+    let not_pem = write(dir.path(), "cert.pem", "this is not a certificate\n");
+    let text = format!(
+        "[node]\nname = \"t\"\n\n[api]\nlisten = \"127.0.0.1:8443\"\ntls_certificate = \"{}\"\ntls_private_key = \"{}\"\n",
+        not_pem.display(),
+        dir.path().join("missing-key.pem").display()
+    );
+    let path = write(dir.path(), "bad.toml", &text);
+    let err = load_with_env(&path, env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "{}:6: api.tls_certificate: {} holds no PEM certificate",
+            path.display(),
+            not_pem.display()
+        )),
+        "{err}"
+    );
+}

@@ -180,7 +180,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
             Err(e) => tracing::warn!("recordings repair pass failed: {e}"),
         }
     }
-    spawn_recording_sweeper(config.recording.clone());
+    spawn_recording_sweeper(config.recording.clone(), store.clone());
 
     // rustls: the ring provider, installed once (never aws-lc; ARCHITECTURE.md).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -235,6 +235,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
                 events: daemon.events.clone(),
                 registrations: sip.registrations.clone(),
                 metrics: Arc::default(),
+                store: store.clone(),
             };
             tracing::info!(listen = %api_listen, "control API listening");
             tokio::spawn(crate::api::serve(listener, state, api_stop.clone()));
@@ -280,8 +281,9 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
 }
 
 /// Retention and disk quota of `[recording]`: a sweep at start and every 10 minutes,
-/// on a blocking thread (deleting files can stall on an SD card).
-fn spawn_recording_sweeper(rec: crate::config::Recording) {
+/// on a blocking thread (deleting files can stall on an SD card). Deleted files are
+/// marked in the recordings index (`deleted_reason: "retention"`).
+fn spawn_recording_sweeper(rec: crate::config::Recording, store: crate::store::StoreHandle) {
     if !rec.enabled {
         return;
     }
@@ -299,7 +301,21 @@ fn spawn_recording_sweeper(rec: crate::config::Recording) {
             .await;
             match res {
                 Ok(Ok(r)) if !r.deleted.is_empty() => {
-                    tracing::info!(files = r.deleted.len(), freed_bytes = r.freed_bytes, "old recordings deleted")
+                    tracing::info!(files = r.deleted.len(), freed_bytes = r.freed_bytes, "old recordings deleted");
+                    let paths: Vec<String> = r.deleted.iter().map(|p| p.display().to_string()).collect();
+                    let marked = store
+                        .run(move |c| {
+                            crate::store::recordings::mark_deleted_paths(
+                                c,
+                                &paths,
+                                SystemTime::now(),
+                                crate::store::recordings::DeletedReason::Retention,
+                            )
+                        })
+                        .await;
+                    if let Err(e) = marked {
+                        tracing::warn!("recordings index: marking swept files failed: {e}");
+                    }
                 }
                 Ok(Err(e)) => tracing::warn!("recording sweep failed: {e}"),
                 _ => {}
@@ -333,6 +349,11 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
             }
             if cfg.api.listen != old.api.listen {
                 restart.push("api.listen");
+            }
+            if (&cfg.api.tls_certificate, &cfg.api.tls_private_key)
+                != (&old.api.tls_certificate, &old.api.tls_private_key)
+            {
+                restart.push("api.tls_certificate/tls_private_key");
             }
             // Every [webhooks] key is read once, when delivery starts.
             if cfg.webhooks != old.webhooks {

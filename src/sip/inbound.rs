@@ -848,7 +848,7 @@ pub async fn finish_recording(ctx: &SipContext, info: &CallInfo, recording: Opti
     let Some(rec) = recording else { return };
     let saved = tokio::task::spawn_blocking(move || rec.stop_blocking()).await.ok().flatten();
     if let Some(saved) = saved {
-        let api_base = format!("http://{}", ctx.config.borrow().api.listen);
+        let api_base = ctx.config.borrow().api.base_url();
         let mut p = info.payload("hangup");
         p.extend(crate::record::recording_saved_fields(&saved, &api_base));
         ctx.events.emit(info.event("call.recording.saved", p));

@@ -10,7 +10,7 @@
 //! | `call.initiated` | insert: ids, `connection_id` → `trunk`, `direction`, `from`, `to`, `start_time`, `custom_headers` |
 //! | `call.answered` | `answer_time` = `occurred_at` |
 //! | `call.hangup` | `end_time`, `hangup_cause`, `hangup_source`, `sip_hangup_cause`, `call_quality_stats` → `quality_stats` |
-//! | `call.recording.saved` | `file_path` appended to `recording_paths` |
+//! | `call.recording.saved` | `file_path` appended to `recording_paths`; a row in `recordings` ([`super::recordings`]), even for a leg without a record |
 //! | `streaming.started` | `stream_url` (without query or credentials) |
 //! | `call.bridged` | `bridged_call_leg_id` / `bridged_call_control_id`, on both legs |
 //! | any | `route` / `agent` from the event's [`RecordExtras`] when set |
@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 
 use super::calls::{self, CallEnd, CallStart};
 use super::parse_timestamp;
+use super::recordings::{self, NewRecording};
 use crate::call::Direction;
 use crate::call::event::{CallEvent, RecordExtras};
 
@@ -37,8 +38,9 @@ pub enum Change {
     Answer(SystemTime),
     /// `call.hangup`.
     End(CallEnd),
-    /// `call.recording.saved`: a file path.
-    Recording(String),
+    /// `call.recording.saved`: a file path, and the recordings-index row when the
+    /// event carries what it needs (`recording_id`, call ids).
+    Recording(String, Option<Box<NewRecording>>),
     /// `streaming.started`: the stream URL.
     Stream(String),
     /// `call.bridged`: the other leg's `call_leg_id` and `call_control_id`.
@@ -122,7 +124,7 @@ impl RecordUpdate {
                 quality_stats: p.get("call_quality_stats").filter(|v| !v.is_null()).cloned(),
             }),
             "call.recording.saved" => match text(p, "file_path") {
-                Some(path) => Change::Recording(path),
+                Some(path) => Change::Recording(path, NewRecording::of(event).map(Box::new)),
                 None => Change::Extras,
             },
             "streaming.started" => match text(p, "stream_url") {
@@ -158,7 +160,13 @@ impl RecordUpdate {
             }
             Change::Answer(at) => calls::answer(conn, leg, *at)?,
             Change::End(end) => calls::end(conn, leg, end)?,
-            Change::Recording(path) => calls::add_recording(conn, leg, path, now)?,
+            Change::Recording(path, index) => {
+                let indexed = match index {
+                    Some(r) => recordings::insert(conn, r, now)?,
+                    None => false,
+                };
+                calls::add_recording(conn, leg, path, now)? || indexed
+            }
             Change::Stream(url) => calls::set_stream(conn, leg, url, now)?,
             Change::Bridged(peer, peer_control) => calls::set_bridged(conn, leg, peer, peer_control.as_deref(), now)?,
             Change::Extras => false,
@@ -236,7 +244,13 @@ mod tests {
         assert!(!apply(c, &near.hangup(h2, at(61), None)), "the first hangup wins");
         let mut saved = near.payload("hangup");
         saved.insert("file_path".into(), json!("/rec/s.wav"));
+        saved.insert("recording_id".into(), json!("rec-1"));
+        saved.insert("channels".into(), json!("single"));
         assert!(apply(c, &near.event("call.recording.saved", saved)), "recordings are saved after hangup");
+        let indexed = recordings::get(c, "rec-1").unwrap().expect("an index row");
+        assert_eq!((indexed.saved.file_path.as_str(), indexed.saved.channels.as_str()), ("/rec/s.wav", "single"));
+        assert_eq!(indexed.saved.call_leg_id, leg);
+        assert_eq!(indexed.saved.trunk.as_deref(), Some("telnyx-ip"));
         assert!(RecordUpdate::of(&near.event("call.dtmf.received", near.payload("answered"))).is_none());
 
         let r = calls::get(c, &leg).unwrap().unwrap();

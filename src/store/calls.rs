@@ -13,10 +13,11 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde_json::Value;
 
-use super::{StoreError, StoreHandle, parse_timestamp, timestamp};
+use super::{Page, StoreError, StoreHandle, parse_timestamp, timestamp};
 
 /// Telnyx `direction` (the call module's type): stored as `incoming` / `outgoing`.
 pub use crate::call::Direction;
@@ -124,7 +125,17 @@ pub enum RecordState {
 }
 
 impl RecordState {
-    fn parse(s: &str) -> Option<Self> {
+    /// As stored: `initiated`, `answered`, `ended`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordState::Initiated => "initiated",
+            RecordState::Answered => "answered",
+            RecordState::Ended => "ended",
+        }
+    }
+
+    /// Parses [`RecordState::as_str`]'s forms.
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "initiated" => Some(RecordState::Initiated),
             "answered" => Some(RecordState::Answered),
@@ -348,6 +359,66 @@ pub fn get(conn: &Connection, call_leg_id: &str) -> rusqlite::Result<Option<Call
         .optional()
 }
 
+/// Filters of `GET /v2/call_records`; `None` = any. Times compare with the leg's
+/// `start_time`, both bounds inclusive.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallFilter {
+    /// Legs that started at or after this instant (`from=`).
+    pub start_time_gte: Option<SystemTime>,
+    /// Legs that started at or before this instant (`to=`).
+    pub start_time_lte: Option<SystemTime>,
+    /// `[[trunk]]` name (`connection_id`).
+    pub trunk: Option<String>,
+    /// Telnyx `call_session_id`.
+    pub call_session_id: Option<String>,
+    /// Telnyx `call_leg_id`.
+    pub call_leg_id: Option<String>,
+    /// Telnyx `call_control_id`.
+    pub call_control_id: Option<String>,
+    /// Telnyx `direction`.
+    pub direction: Option<Direction>,
+    /// `calls.state`.
+    pub state: Option<RecordState>,
+    /// Telnyx `hangup_cause`.
+    pub hangup_cause: Option<String>,
+}
+
+/// One page of the legs matching `filter`, latest `start_time` first, and the
+/// number of all matching legs.
+pub fn list(conn: &Connection, filter: &CallFilter, page: Page) -> rusqlite::Result<(Vec<CallRecord>, u64)> {
+    let mut clauses: Vec<&str> = Vec::new();
+    let mut values: Vec<SqlValue> = Vec::new();
+    let mut eq = |clause: &'static str, v: Option<String>| {
+        if let Some(v) = v {
+            clauses.push(clause);
+            values.push(SqlValue::Text(v));
+        }
+    };
+    eq("start_time >= ?", filter.start_time_gte.map(timestamp));
+    eq("start_time <= ?", filter.start_time_lte.map(timestamp));
+    eq("trunk = ?", filter.trunk.clone());
+    eq("call_session_id = ?", filter.call_session_id.clone());
+    eq("call_leg_id = ?", filter.call_leg_id.clone());
+    eq("call_control_id = ?", filter.call_control_id.clone());
+    eq("direction = ?", filter.direction.map(|d| d.as_str().to_string()));
+    eq("state = ?", filter.state.map(|s| s.as_str().to_string()));
+    eq("hangup_cause = ?", filter.hangup_cause.clone());
+    let filtered = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+    let total: u64 =
+        conn.query_row(&format!("SELECT count(*) FROM calls{filtered}"), params_from_iter(values.iter()), |r| {
+            r.get(0)
+        })?;
+    values.push(SqlValue::Integer(i64::from(page.size)));
+    values.push(SqlValue::Integer(page.offset()));
+    let rows = conn
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM calls{filtered} ORDER BY start_time DESC, call_leg_id LIMIT ? OFFSET ?"
+        ))?
+        .query_map(params_from_iter(values.iter()), record_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((rows, total))
+}
+
 /// Ends every leg still open (the process died during those calls): `end_time =
 /// now`, `hangup_cause = 'unspecified'`, `hangup_source = 'unknown'`. Returns the
 /// closed records, as they are now. Call only before any new call is taken.
@@ -508,5 +579,47 @@ mod tests {
         }
         assert_eq!(get(c, "done").unwrap().unwrap().end.unwrap().hangup_cause, "user_busy", "ended legs untouched");
         assert!(close_interrupted(c, at(1_800_000_200)).unwrap().is_empty(), "a second pass finds nothing");
+    }
+
+    #[test]
+    fn listing_filters_by_window_trunk_and_direction() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let c = s.conn();
+        for (i, (trunk, direction)) in [
+            (Some("telnyx"), Direction::Incoming),
+            (Some("carrier"), Direction::Outgoing),
+            (Some("telnyx"), Direction::Outgoing),
+            (None, Direction::Incoming),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut leg = start(&format!("leg-{i}"));
+            leg.trunk = trunk.map(String::from);
+            leg.direction = direction;
+            leg.start_time = at(1_800_000_000 + 60 * i as u64);
+            insert(c, &leg, leg.start_time).unwrap();
+        }
+        let legs = |f: &CallFilter, page: Page| {
+            let (rows, total) = list(c, f, page).unwrap();
+            (rows.into_iter().map(|r| r.start.call_leg_id).collect::<Vec<_>>(), total)
+        };
+        let all = Page { number: 1, size: 50 };
+        assert_eq!(legs(&CallFilter::default(), all).0, ["leg-3", "leg-2", "leg-1", "leg-0"], "latest first");
+        let window = CallFilter {
+            start_time_gte: Some(at(1_800_000_060)),
+            start_time_lte: Some(at(1_800_000_120)),
+            ..Default::default()
+        };
+        assert_eq!(legs(&window, all).0, ["leg-2", "leg-1"], "both bounds inclusive");
+        let telnyx = CallFilter { trunk: Some("telnyx".into()), ..Default::default() };
+        assert_eq!(legs(&telnyx, all).0, ["leg-2", "leg-0"]);
+        let out = CallFilter { direction: Some(Direction::Outgoing), ..telnyx.clone() };
+        assert_eq!(legs(&out, all).0, ["leg-2"]);
+        assert_eq!(legs(&CallFilter::default(), Page { number: 2, size: 3 }), (vec!["leg-0".to_string()], 4));
+        assert_eq!(legs(&CallFilter::default(), Page { number: 3, size: 3 }), (vec![], 4), "past the end");
+        let open = CallFilter { state: Some(RecordState::Ended), ..Default::default() };
+        assert_eq!(legs(&open, all), (vec![], 0));
     }
 }

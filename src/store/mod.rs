@@ -4,7 +4,8 @@
 //!
 //! Owns the schema and the connection. Tables: `daemon_starts`, `calls` (one row per
 //! call leg, [`calls`], written from the call events themselves, [`call_events`])
-//! and `webhook_outbox` (durable webhook events, [`outbox`]).
+//! `webhook_outbox` (durable webhook events, [`outbox`]) and `recordings` (one row
+//! per recording file, also written from the events, [`recordings`]).
 //! New tables come as new entries of [`MIGRATIONS`], never by editing old ones.
 //!
 //! At run time one thread owns the connection and does every write ([`writer`]):
@@ -19,6 +20,7 @@
 pub mod call_events;
 pub mod calls;
 pub mod outbox;
+pub mod recordings;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -104,7 +106,65 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE calls ADD COLUMN stream_url TEXT;           -- agent WebSocket URL (streaming.started), no query
     ALTER TABLE calls ADD COLUMN bridged_call_leg_id TEXT;  -- the other leg of a bridge (call.bridged)
     ALTER TABLE calls ADD COLUMN bridged_call_control_id TEXT;",
+    // 5: the recordings index (store::recordings), one row per recording file,
+    // written with its call.recording.saved event; rows stay when files go.
+    "CREATE TABLE recordings (
+        recording_id         TEXT PRIMARY KEY,  -- call.recording.saved recording_id
+        call_control_id      TEXT NOT NULL,
+        call_leg_id          TEXT NOT NULL,
+        call_session_id      TEXT NOT NULL,
+        trunk                TEXT,              -- [[trunk]] name = connection_id
+        from_number          TEXT,              -- the leg's Telnyx `from`
+        to_number            TEXT,              -- the leg's Telnyx `to`
+        channels             TEXT NOT NULL CHECK (channels IN ('single', 'dual')),
+        sample_rate          INTEGER,           -- Hz
+        file_path            TEXT NOT NULL,     -- absolute path of the WAV file
+        size_bytes           INTEGER,
+        sha256               TEXT,              -- lowercase hex
+        recording_started_at TEXT NOT NULL,
+        recording_ended_at   TEXT NOT NULL,
+        duration_millis      INTEGER NOT NULL,
+        stop_reason          TEXT,              -- recording_stop_reason (disk_full, ...)
+        created_at           TEXT NOT NULL,     -- occurred_at of call.recording.saved
+        status               TEXT NOT NULL CHECK (status IN ('completed', 'deleted')),
+        updated_at           TEXT NOT NULL,
+        deleted_at           TEXT,              -- when the file was deleted
+        deleted_reason       TEXT               -- api | retention | missing
+    );
+    CREATE INDEX recordings_created ON recordings (created_at);
+    CREATE INDEX recordings_session ON recordings (call_session_id);
+    CREATE INDEX recordings_leg ON recordings (call_leg_id);
+    CREATE INDEX recordings_control ON recordings (call_control_id);
+    CREATE INDEX recordings_file ON recordings (file_path);",
 ];
+
+/// A page of a listing, Telnyx's `page[number]` (from 1) and `page[size]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// 1-based page number.
+    pub number: u32,
+    /// Rows per page (at least 1).
+    pub size: u32,
+}
+
+impl Page {
+    /// Rows before this page (SQL `OFFSET`).
+    pub fn offset(self) -> i64 {
+        i64::from(self.number.max(1) - 1) * i64::from(self.size)
+    }
+
+    /// Telnyx's `meta` object for this page of `total` rows:
+    /// `{"page_number", "page_size", "total_pages", "total_results"}`.
+    pub fn meta(self, total: u64) -> serde_json::Value {
+        let size = u64::from(self.size.max(1));
+        serde_json::json!({
+            "page_number": self.number,
+            "page_size": self.size,
+            "total_pages": total.div_ceil(size),
+            "total_results": total,
+        })
+    }
+}
 
 /// Renders a time as stored: RFC 3339 UTC with exactly six fractional digits
 /// (`2026-11-22T08:30:00.123456Z`), the form of Telnyx's `occurred_at`. Times
@@ -120,6 +180,19 @@ pub fn timestamp(t: SystemTime) -> String {
 /// write); `None` when it is not one.
 pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
+}
+
+/// A read-only connection to the existing store file `db` (a [`StoreHandle::path`]),
+/// beside the writer thread (WAL lets readers run while it commits): for listings
+/// that must not hold up the writer. Waits up to 5 s for a lock.
+pub fn open_read_only(db: &Path) -> Result<Connection, StoreError> {
+    if !db.exists() {
+        return Err(StoreError::Missing { path: db.to_path_buf() });
+    }
+    let err = |source| StoreError::Sqlite { path: db.to_path_buf(), source };
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    Ok(conn)
 }
 
 /// Errors opening or migrating the store.
