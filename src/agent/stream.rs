@@ -107,6 +107,8 @@ pub struct AgentStream {
     task: Option<JoinHandle<()>>,
     /// Telnyx `stream_id` (UUID v4).
     pub stream_id: String,
+    /// What it streams to (kept to restart it elsewhere, e.g. into a room).
+    pub spec: StreamSpec,
 }
 
 impl AgentStream {
@@ -116,9 +118,9 @@ impl AgentStream {
         let stream_id = uuid::Uuid::new_v4().to_string();
         let (cmd_tx, cmd_rx) = mpsc::channel(32);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let task = Task { spec, info, bus, stream_id: stream_id.clone(), events: ev_tx };
+        let task = Task { spec: spec.clone(), info, bus, stream_id: stream_id.clone(), events: ev_tx };
         let handle = tokio::spawn(task.run(endpoint, cmd_rx));
-        Self { commands: cmd_tx, events: ev_rx, task: Some(handle), stream_id }
+        Self { commands: cmd_tx, events: ev_rx, task: Some(handle), stream_id, spec }
     }
 
     /// Forwards a DTMF key press to the agent (`dtmf` frame).

@@ -9,6 +9,7 @@
 //! over HTTPS ([`tls`]).
 
 pub mod calls;
+pub mod conferences;
 pub mod error;
 pub mod events;
 pub mod openapi;
@@ -64,6 +65,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v2/calls/{call_control_id}/actions/{action}", post(calls::action))
         .route("/v2/calls/{call_control_id}/listen", get(events::listen))
         .route("/v2/events", get(events::socket))
+        .route("/v2/conferences", get(conferences::list).post(conferences::create))
+        .route("/v2/conferences/{conference_id}", get(conferences::get))
+        .route("/v2/conferences/{conference_id}/participants", get(conferences::participants))
+        .route("/v2/conferences/{conference_id}/actions/{action}", post(conferences::action))
         .route("/v2/recordings", get(recordings::list))
         // `{id}` and `{id}.wav` share the segment; the handler tells them apart.
         .route("/v2/recordings/{recording_id}", get(recordings::get).delete(recordings::delete))

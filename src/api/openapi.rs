@@ -53,6 +53,42 @@ pub const ACTIONS: &[(&str, &str, &[Field])] = &[
         &[("format", "string", "wav"), ("channels", "string", "single | dual")],
     ),
     ("record_stop", "Stop the recording span: call.recording.saved.", &[]),
+    (
+        "refer",
+        "Blind transfer by SIP REFER (RFC 3515): call.refer.started, then call.refer.completed or call.refer.failed.",
+        &[
+            ("sip_address", "string", "sip: or sips: URI the peer is to call"),
+            ("custom_headers", "array", "[{name, value}] added to the REFER"),
+        ],
+    ),
+];
+
+/// Conference actions served, with their body fields.
+pub const CONFERENCE_ACTIONS: &[(&str, &str, &[Field])] = &[
+    (
+        "join",
+        "Put a call in the room (its agent stream follows it in).",
+        &[
+            ("call_control_id", "string", "the call"),
+            ("mute", "boolean", "join muted"),
+            ("hold", "boolean", "join on hold"),
+        ],
+    ),
+    (
+        "leave",
+        "Take a call (or a call's agent, {id}:agent) out of the room.",
+        &[("call_control_id", "string", "the call")],
+    ),
+    ("mute", "Participants contribute nothing (they still hear).", &[("call_control_ids", "array", "all when absent")]),
+    ("unmute", "Undo mute.", &[("call_control_ids", "array", "all when absent")]),
+    ("hold", "Participants hear silence and contribute nothing.", &[("call_control_ids", "array", "all when absent")]),
+    ("unhold", "Undo hold.", &[("call_control_ids", "array", "all when absent")]),
+    (
+        "play",
+        "Play a WAV file to everyone in the room.",
+        &[("audio_url", "string", "absolute path, file:// or http(s) URL")],
+    ),
+    ("end", "End the room: every participant's call is hung up.", &[]),
 ];
 
 fn error_response(description: &str) -> Value {
@@ -106,6 +142,43 @@ pub fn document() -> Value {
                     "400": error_response("Bad field (source.pointer names it)"),
                     "404": error_response("Unknown call"),
                     "422": error_response("Call ended (90018) or command not applicable")
+                }
+            }}),
+        );
+    }
+    let conf_param = json!({"name": "conference_id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "conference_id or room name"});
+    paths.insert(
+        "/v2/conferences".into(),
+        json!({
+            "get": {"summary": "Local rooms", "responses": {"200": {"description": "{\"data\": [conference]}"}}},
+            "post": {"summary": "Create (or join by name) a room from a call",
+                     "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                         "call_control_id": {"type": "string"}, "name": {"type": "string"}, "max_participants": {"type": "integer"}}}}}},
+                     "responses": {"200": {"description": "{\"data\": conference}"}, "400": error_response("Bad field"), "404": error_response("Unknown call")}}
+        }),
+    );
+    paths.insert(
+        "/v2/conferences/{conference_id}".into(),
+        json!({"get": {"summary": "One room", "parameters": [conf_param], "responses": {"200": {"description": "{\"data\": conference}"}, "404": error_response("Unknown conference")}}}),
+    );
+    paths.insert(
+        "/v2/conferences/{conference_id}/participants".into(),
+        json!({"get": {"summary": "A room's participants", "parameters": [conf_param], "responses": {"200": {"description": "{\"data\": [participant]}"}, "404": error_response("Unknown conference")}}}),
+    );
+    for (name, summary, fields) in CONFERENCE_ACTIONS {
+        let props: serde_json::Map<String, Value> =
+            fields.iter().map(|(f, t, d)| (f.to_string(), json!({"type": t, "description": d}))).collect();
+        paths.insert(
+            format!("/v2/conferences/{{conference_id}}/actions/{name}"),
+            json!({"post": {
+                "summary": summary,
+                "parameters": [conf_param],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": props}}}},
+                "responses": {
+                    "200": {"description": "{\"data\":{\"result\":\"ok\"}}"},
+                    "400": error_response("Bad field"),
+                    "404": error_response("Unknown conference, call or participant"),
+                    "422": error_response("Not applicable now")
                 }
             }}),
         );

@@ -67,6 +67,34 @@ pub enum Action {
     RecordStop,
     /// Blind transfer by SIP REFER (`refer`, RFC 3515).
     Refer(crate::sip::refer::Refer),
+    /// Join a local room (Telnyx `POST /conferences` from a call, or a
+    /// conference's `join`); the call's agent stream, if any, follows it into the
+    /// room as a participant of its own (`{call_control_id}:agent`).
+    JoinRoom(RoomJoin),
+    /// Leave the room the call is in (it stays up, hearing silence).
+    LeaveRoom,
+}
+
+/// Which room a call joins, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomJoin {
+    /// By name (created when new) or by `conference_id`.
+    pub room: RoomRef,
+    /// Options of a room created by this join.
+    pub options: crate::room::RoomOptions,
+    /// Join muted (contributes nothing).
+    pub muted: bool,
+    /// Join on hold (hears silence, contributes nothing).
+    pub held: bool,
+}
+
+/// A room by name or by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomRef {
+    /// A name: the room is created by the first join.
+    Name(String),
+    /// An existing room's `conference_id`.
+    Id(uuid::Uuid),
 }
 
 /// Why a command failed: HTTP status, Telnyx error code and detail.

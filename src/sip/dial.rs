@@ -99,6 +99,7 @@ async fn run(
     let mut agent: Option<AgentStream> = None;
     let mut playbacks = crate::call::playback::Playbacks::new();
     let mut recorder: Option<crate::call::recording::CallRecorder> = None;
+    let mut room: Option<super::rooms::Membership> = None;
     let mut stream = req.stream;
     let mut media_events: Option<tokio::sync::mpsc::UnboundedReceiver<LegEvent>> = None;
     // The call's parts as the shared command handling sees them (disjoint borrows).
@@ -113,6 +114,7 @@ async fn run(
                 playbacks: &mut playbacks,
                 recorder: &mut recorder,
                 dialog: &leg.dialog,
+                room: &mut room,
             }
         };
     }

@@ -222,6 +222,9 @@ pub async fn run(
                     Action::RecordStart { .. } | Action::RecordStop => Err(ActionError::invalid(
                         "record_start/record_stop are not available on a forwarded call; use record = true on its route",
                     )),
+                    Action::JoinRoom(_) | Action::LeaveRoom => Err(ActionError::invalid(
+                        "a forwarded call is bridged to its far leg and cannot join a room",
+                    )),
                     Action::Refer(_) if sm.state() != CallState::Answered => {
                         Err(ActionError::invalid("the call is not answered yet"))
                     }

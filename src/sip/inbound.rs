@@ -15,7 +15,8 @@ use super::digest::Verdict;
 use super::server::{forbidden, reply};
 use super::{SipContext, addr, msg, routing};
 use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
-use crate::call::control::{Action, ActionError, Registration};
+use crate::call::control::{Action, ActionError, Registration, RoomJoin, RoomRef};
+use crate::call::pin::{PinEntry, Verdict as PinVerdict};
 use crate::call::playback::{Loops, Playbacks, Playing};
 use crate::call::recording::{CallRecorder, CallRecording};
 use crate::call::session::{MediaSession, Reject};
@@ -75,13 +76,6 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         reply(&mut tx, StatusCode::NotFound, vec![]).await;
         return;
     };
-    if matches!(route.target, RouteTarget::Room(_) | RouteTarget::RoomPerCaller(_)) {
-        // Local rooms are not part of this build yet: refuse clearly rather than
-        // answer into silence.
-        tracing::warn!(route = %route.name, "route targets a room; rooms are not available in this version: 480");
-        reply(&mut tx, StatusCode::TemporarilyUnavailable, vec![]).await;
-        return;
-    }
 
     // 4. Session timer (RFC 4028): refuse intervals below our minimum.
     let session_expires = session_expires(&tx.original);
@@ -174,6 +168,8 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         playbacks: Playbacks::new(),
         recorder: None,
         pending_stream: None,
+        room: None,
+        pin: None,
     };
     tokio::spawn(call.run(state_rx, answer, permit));
 
@@ -252,6 +248,27 @@ pub struct InboundCall {
     recorder: Option<CallRecorder>,
     /// A parked call answered with a stream: started once the ACK arrives.
     pending_stream: Option<StreamSpec>,
+    /// Its place in a local room (`room` / `room_per_caller` routes); dropping it
+    /// leaves the room.
+    room: Option<crate::sip::rooms::Membership>,
+    /// PIN entry before joining a room with a `pin`, and when it times out.
+    pin: Option<(PinEntry, tokio::time::Instant)>,
+}
+
+/// How long a caller has to key each PIN entry.
+const PIN_WAIT: Duration = Duration::from_secs(10);
+
+/// Playback ids of the box's own prompts (PIN): far above the API's, and not
+/// reported as `call.playback.*`.
+const PROMPT_ID: u64 = u64::MAX - 1;
+
+/// What a PIN step asks of the call loop.
+#[derive(Debug, PartialEq, Eq)]
+enum PinNext {
+    /// Nothing (still collecting, joined, or no PIN running).
+    Continue,
+    /// Three wrong entries: hang up (`call_rejected`).
+    Reject,
 }
 
 impl InboundCall {
@@ -306,6 +323,13 @@ impl InboundCall {
                     tracing::info!(call_control_id = %self.info.ids.call_control_id, "parked call not answered by the API in time: 480");
                     bye_sent = true;
                     self.local_hangup(&mut sm, HangupCause::NoAnswer).await;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(self.pin.as_ref().map_or_else(tokio::time::Instant::now, |p| p.1)), if self.pin.is_some() => {
+                    if self.pin_step(None).await == PinNext::Reject && !bye_sent {
+                        bye_sent = true;
+                        self.local_hangup(&mut sm, HangupCause::CallRejected).await;
+                    }
                     continue;
                 }
                 _ = hangup_all.cancelled(), if !bye_sent => {
@@ -378,7 +402,13 @@ impl InboundCall {
                 }
                 ev = self.media.next_event() => {
                     match ev {
-                        LegEvent::Dtmf(digit) => self.dtmf(digit, "RFC 4733"),
+                        LegEvent::Dtmf(digit) => {
+                            self.dtmf(digit, "RFC 4733");
+                            if self.pin_step(Some(digit)).await == PinNext::Reject && !bye_sent {
+                                bye_sent = true;
+                                self.local_hangup(&mut sm, HangupCause::CallRejected).await;
+                            }
+                        }
                         LegEvent::Timeout(after) if !bye_sent => {
                             tracing::info!(
                                 call_control_id = %self.info.ids.call_control_id,
@@ -415,6 +445,11 @@ impl InboundCall {
                     {
                         bye_sent = true;
                         self.local_hangup(&mut sm, HangupCause::Unspecified).await;
+                    } else if let Err(cause) = self.enter_room().await {
+                        if !bye_sent {
+                            bye_sent = true;
+                            self.local_hangup(&mut sm, cause).await;
+                        }
                     }
                 }
                 DialogState::Updated(_, req, handle) => {
@@ -449,6 +484,10 @@ impl InboundCall {
                     let status = if ct.starts_with("application/dtmf-relay") || ct.starts_with("application/dtmf") {
                         if let Some(digit) = dtmf_from_info(&req.body) {
                             self.dtmf(digit, "SIP INFO");
+                            if self.pin_step(Some(digit)).await == PinNext::Reject && !bye_sent {
+                                bye_sent = true;
+                                self.local_hangup(&mut sm, HangupCause::CallRejected).await;
+                            }
                         }
                         StatusCode::OK
                     } else {
@@ -547,6 +586,11 @@ impl InboundCall {
             }
             return true;
         }
+        if matches!(self.route.target, RouteTarget::Room(_) | RouteTarget::RoomPerCaller(_)) {
+            // Silence (or the PIN prompt) until the call joins its room.
+            self.media.start_pcm(tap, pcm_pair(1, false, false).0);
+            return true;
+        }
         let RouteTarget::Agent(name) = &self.route.target else {
             self.media.start(tap);
             return true;
@@ -581,6 +625,76 @@ impl InboundCall {
         spec.map_or(8000, |s| s.playout_rate())
     }
 
+    /// After answer, for room routes: asks for the PIN (prompt, then
+    /// [`Self::pin_step`]) or joins the room at once. `Err(cause)` when the call
+    /// must end: the room is full (`user_busy`) or refused it.
+    async fn enter_room(&mut self) -> Result<(), HangupCause> {
+        if crate::sip::rooms::room_for(&self.route.target, &self.info.from).is_none() {
+            return Ok(());
+        }
+        if let Some(pin) = self.route.pin.clone() {
+            self.pin = Some((PinEntry::new(&pin), tokio::time::Instant::now() + PIN_WAIT));
+            let _ = self.media.play(PROMPT_ID, crate::call::pin::enter_prompt(), false, None).await;
+            return Ok(());
+        }
+        self.join_room().await
+    }
+
+    async fn join_room(&mut self) -> Result<(), HangupCause> {
+        let Some(name) = crate::sip::rooms::room_for(&self.route.target, &self.info.from) else { return Ok(()) };
+        let tap = crate::call::listen::call_tap(&self.control.listen, self.recorder.as_ref().map(|r| r.tap()));
+        let rooms = self.ctx.rooms.clone();
+        let join = RoomJoin {
+            room: RoomRef::Name(name.clone()),
+            options: crate::room::RoomOptions::default(),
+            muted: false,
+            held: false,
+        };
+        match crate::sip::rooms::join_leg(&rooms, &mut self.media, tap, &self.info, &join).await {
+            Ok(leg) => {
+                tracing::info!(call_control_id = %self.info.ids.call_control_id, room = %name, "joined the room");
+                self.room = Some(crate::sip::rooms::Membership { leg, agent: None });
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(call_control_id = %self.info.ids.call_control_id, room = %name, "could not join the room: {e}");
+                Err(HangupCause::UserBusy)
+            }
+        }
+    }
+
+    /// One step of PIN entry: a key (`Some`) or the entry timeout (`None`).
+    async fn pin_step(&mut self, key: Option<char>) -> PinNext {
+        let Some((entry, deadline)) = self.pin.as_mut() else { return PinNext::Continue };
+        let verdict = match key {
+            Some(d) => entry.key(d),
+            None => entry.timeout(),
+        };
+        *deadline = tokio::time::Instant::now() + PIN_WAIT;
+        match verdict {
+            PinVerdict::Pending => PinNext::Continue,
+            PinVerdict::Accepted => {
+                self.pin = None;
+                let _ = self.media.stop_playback().await;
+                match self.join_room().await {
+                    Ok(()) => PinNext::Continue,
+                    Err(_) => PinNext::Reject,
+                }
+            }
+            PinVerdict::Wrong { tries_left } => {
+                tracing::info!(call_control_id = %self.info.ids.call_control_id, tries_left, "wrong PIN");
+                let _ = self.media.stop_playback().await;
+                let _ = self.media.play(PROMPT_ID, crate::call::pin::wrong_prompt(), false, None).await;
+                PinNext::Continue
+            }
+            PinVerdict::Rejected => {
+                tracing::info!(call_control_id = %self.info.ids.call_control_id, "wrong PIN three times: hanging up");
+                self.pin = None;
+                PinNext::Reject
+            }
+        }
+    }
+
     /// An API command other than hangup (Telnyx Call Control actions).
     async fn command(&mut self, action: Action, answered: bool, tap: Option<Arc<dyn Tap>>) -> Result<(), ActionError> {
         self.leg().command(action, answered, tap).await
@@ -596,6 +710,7 @@ impl InboundCall {
             playbacks: &mut self.playbacks,
             recorder: &mut self.recorder,
             dialog: &self.dialog,
+            room: &mut self.room,
         }
     }
 
@@ -635,6 +750,8 @@ pub struct LegControl<'a> {
     pub recorder: &'a mut Option<CallRecorder>,
     /// The leg's dialog (REFER is sent in it).
     pub dialog: &'a InviteDialog,
+    /// Its place in a local room, if any.
+    pub room: &'a mut Option<crate::sip::rooms::Membership>,
 }
 
 impl LegControl<'_> {
@@ -723,8 +840,45 @@ impl LegControl<'_> {
                 }
                 self.media.stop_playback().await.map_err(media_err)
             }
+            Action::JoinRoom(_) if self.room.is_some() => Err(ActionError::invalid("the call is already in a room")),
+            Action::JoinRoom(join) => {
+                let rooms = self.ctx.rooms.clone();
+                let leg =
+                    crate::sip::rooms::join_leg(&rooms, self.media, tap, self.info, &join).await.map_err(|e| {
+                        ActionError { status: 422, code: "90020", title: "Could not join the conference", detail: e }
+                    })?;
+                let mut membership = crate::sip::rooms::Membership { leg, agent: None };
+                if let Some(agent) = self.agent.take() {
+                    match crate::sip::rooms::move_agent(self.ctx, agent, self.info, &membership.leg).await {
+                        Ok((stream, handle)) => {
+                            let id = stream.stream_id.clone();
+                            self.control.update(|v| v.stream_id = Some(id));
+                            *self.agent = Some(stream);
+                            membership.agent = Some(handle);
+                        }
+                        Err(e) => {
+                            tracing::warn!(call_control_id = %self.info.ids.call_control_id, "the call's agent could not follow it into the room: {e}")
+                        }
+                    }
+                }
+                *self.room = Some(membership);
+                Ok(())
+            }
+            Action::LeaveRoom => match self.room.take() {
+                // The leg leaves (silence until something else is attached), and an
+                // agent that followed the call in leaves with it.
+                Some(m) => {
+                    m.leg.leave();
+                    Ok(())
+                }
+                None => Err(ActionError::invalid("the call is not in a room")),
+            },
             Action::StreamingStop => match self.agent.take() {
                 Some(a) => {
+                    if let Some(m) = self.room.as_mut() {
+                        // The agent leaves the room with its stream.
+                        m.agent = None;
+                    }
                     a.stop().await;
                     if let Some(rec) = self.recorder.as_mut() {
                         rec.set_sample_rate(8000);

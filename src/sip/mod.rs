@@ -17,6 +17,7 @@ pub mod msg;
 pub mod outbound;
 pub mod refer;
 pub mod register;
+pub mod rooms;
 pub mod routing;
 pub mod server;
 pub mod trunk;
@@ -87,6 +88,8 @@ pub struct SipContext {
     /// RTP ports and media settings (`rtp_timeout` here is the startup value; calls
     /// take the one of the config in force when they begin).
     pub media: crate::call::session::MediaEngine,
+    /// Local rooms (`room` / `room_per_caller` routes, the conference API, bridges).
+    pub rooms: crate::room::Rooms,
 }
 
 /// The running SIP stack.
@@ -148,6 +151,8 @@ impl SipStack {
             reason: e.to_string(),
         })?;
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let calls = crate::call::control::CallRegistry::default();
+        let rooms = rooms::start(&events, &calls);
         let ctx = Arc::new(SipContext {
             dialogs,
             trunks,
@@ -159,7 +164,8 @@ impl SipStack {
             listeners,
             public_address: cfg.node.public_address.clone(),
             user_agent,
-            calls: crate::call::control::CallRegistry::default(),
+            calls,
+            rooms,
             media: crate::call::session::MediaEngine {
                 pool: crate::media::ports::PortPool::new(cfg.rtp.port_range),
                 rtp_timeout: cfg.rtp.timeout,

@@ -232,6 +232,20 @@ pub fn place_calls(
     hold_ms: u64,
     scripts: Vec<Script>,
 ) -> (i32, String, Vec<Vec<Packet>>) {
+    let callers = vec!["+14155550123".to_string(); scripts.len()];
+    place_calls_from(dir, port, local_ip, number, hold_ms, scripts, &callers)
+}
+
+/// [`place_calls`] with call i placed from the number `callers[i]` (its From).
+pub fn place_calls_from(
+    dir: &std::path::Path,
+    port: u16,
+    local_ip: &str,
+    number: &str,
+    hold_ms: u64,
+    scripts: Vec<Script>,
+    callers: &[String],
+) -> (i32, String, Vec<Vec<Packet>>) {
     let phones: Vec<RtpPhone> = scripts.iter().map(|_| RtpPhone::bind()).collect();
     let n = phones.len();
     let template = std::fs::read_to_string(scenario("uac_agent.xml.in")).unwrap();
@@ -239,7 +253,7 @@ pub fn place_calls(
     let sf = dir.join(format!("{name}.xml"));
     std::fs::write(&sf, template.replace("@HOLD_MS@", &hold_ms.to_string())).unwrap();
     let csv = dir.join(format!("{name}.csv"));
-    let lines: String = phones.iter().map(|p| format!("{};\n", p.port())).collect();
+    let lines: String = phones.iter().zip(callers).map(|(p, c)| format!("{};{c};\n", p.port())).collect();
     std::fs::write(&csv, format!("SEQUENTIAL\n{lines}")).unwrap();
     let mut args = sipp_args("uac_call.xml", number, &format!("127.0.0.1:{port}"), local_ip, &[]);
     args[1] = sf.display().to_string();

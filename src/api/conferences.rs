@@ -1,0 +1,216 @@
+//! Local rooms in Telnyx's conference shapes (developers.telnyx.com, Call Control
+//! → Conference commands): `POST /v2/conferences` (create from a call),
+//! `GET /v2/conferences[/{id}]`, `GET /v2/conferences/{id}/participants`, and
+//! `POST /v2/conferences/{id}/actions/{join,leave,mute,unmute,hold,unhold,play,end}`.
+//! `{id}` is the `conference_id` or the room's name. Events (`conference.*`) come
+//! from the room engine through `sip::rooms`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use serde_json::{Map, Value, json};
+
+use super::ApiState;
+use super::calls::{object, string};
+use super::error::ApiError;
+use crate::call::control::{Action, RoomJoin, RoomRef};
+use crate::room::{ParticipantInfo, ParticipantKind, RoomInfo, RoomOptions};
+
+fn conference_json(r: &RoomInfo) -> Value {
+    json!({
+        "record_type": "conference",
+        "id": r.conference_id.to_string(),
+        "name": r.name,
+        "created_at": crate::call::rfc3339_micros(r.created_at),
+        "status": "in_progress",
+        "max_participants": r.options.max_participants,
+        "participants": r.participants,
+    })
+}
+
+fn participant_json(r: &RoomInfo, p: &ParticipantInfo) -> Value {
+    let call = p.participant_id.strip_suffix(":agent").unwrap_or(&p.participant_id);
+    json!({
+        "record_type": "participant",
+        "id": p.participant_id,
+        "call_control_id": call,
+        "participant_type": match p.kind {
+            ParticipantKind::Leg => "sip",
+            ParticipantKind::Agent => "agent",
+            ParticipantKind::Listener => "listener",
+        },
+        "conference": {"id": r.conference_id.to_string(), "name": r.name},
+        "muted": p.muted,
+        "on_hold": p.held,
+        "status": "joined",
+        "created_at": crate::call::rfc3339_micros(p.joined_at),
+    })
+}
+
+fn find(st: &ApiState, id: &str) -> Result<RoomInfo, ApiError> {
+    st.sip.rooms.find(id).ok_or_else(|| ApiError::not_found("conference", id))
+}
+
+/// `GET /v2/conferences` (optionally `filter[name]`).
+pub async fn list(
+    State(st): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let name = q.get("filter[name]");
+    let mut rooms: Vec<RoomInfo> = st
+        .sip
+        .rooms
+        .list()
+        .into_iter()
+        .filter(|r| !r.name.starts_with(crate::sip::rooms::BRIDGE_PREFIX))
+        .filter(|r| name.is_none_or(|n| &r.name == n))
+        .collect();
+    rooms.sort_by_key(|r| r.created_at);
+    let data: Vec<Value> = rooms.iter().map(conference_json).collect();
+    Json(json!({"data": data, "meta": {"total_results": data.len()}}))
+}
+
+/// `GET /v2/conferences/{id}`.
+pub async fn get(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"data": conference_json(&find(&st, &id)?)})))
+}
+
+/// `GET /v2/conferences/{id}/participants`.
+pub async fn participants(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let room = find(&st, &id)?;
+    let ps = st.sip.rooms.participants(room.conference_id).await.map_err(|_| ApiError::not_found("conference", &id))?;
+    let data: Vec<Value> = ps.iter().map(|p| participant_json(&room, p)).collect();
+    Ok(Json(json!({"data": data, "meta": {"total_results": data.len()}})))
+}
+
+fn max_participants(body: &Map<String, Value>) -> Result<RoomOptions, ApiError> {
+    let mut options = RoomOptions::default();
+    match body.get("max_participants") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(m @ 2..=1000) => options.max_participants = m as usize,
+            _ => return Err(ApiError::bad_field("/max_participants", "max_participants must be 2 to 1000")),
+        },
+        Some(_) => return Err(ApiError::bad_field("/max_participants", "max_participants must be a number")),
+    }
+    Ok(options)
+}
+
+fn flag(body: &Map<String, Value>, key: &str) -> Result<bool, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::bad_field(&format!("/{key}"), format!("{key} must be true or false"))),
+    }
+}
+
+fn required(body: &Map<String, Value>, key: &str) -> Result<String, ApiError> {
+    string(body, key)?.ok_or_else(|| ApiError::bad_field(&format!("/{key}"), format!("{key} is required")))
+}
+
+async fn run(st: &ApiState, id: &str, action: Action) -> Result<(), ApiError> {
+    match st.calls.command(id, action).await {
+        None => Err(ApiError::not_found("call", id)),
+        Some(Err(e)) => Err(ApiError::from_action(e)),
+        Some(Ok(())) => Ok(()),
+    }
+}
+
+/// `POST /v2/conferences`: `call_control_id` (the call that creates and joins it),
+/// `name`, optional `max_participants` (default 50). Joining an existing name
+/// joins that room.
+pub async fn create(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = object(&body)?;
+    let call = required(&body, "call_control_id")?;
+    let name = required(&body, "name")?;
+    if name.is_empty() || name.len() > 256 || name.starts_with(crate::sip::rooms::BRIDGE_PREFIX) {
+        return Err(ApiError::bad_field("/name", "name must be 1 to 256 bytes and not start with \"bridge:\""));
+    }
+    let options = max_participants(&body)?;
+    let join = RoomJoin { room: RoomRef::Name(name.clone()), options, muted: false, held: false };
+    run(&st, &call, Action::JoinRoom(join)).await?;
+    let room = find(&st, &name)?;
+    Ok(Json(json!({"data": conference_json(&room)})))
+}
+
+/// `call_control_ids` of a mute/hold body (all participants when absent or empty).
+fn ids(body: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    match body.get("call_control_ids") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ApiError::bad_field("/call_control_ids", "call_control_ids must be strings")),
+        Some(_) => Err(ApiError::bad_field("/call_control_ids", "call_control_ids must be an array")),
+    }
+}
+
+/// `POST /v2/conferences/{id}/actions/{action}` → `{"data":{"result":"ok"}}`.
+pub async fn action(
+    State(st): State<ApiState>,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body = object(&body)?;
+    let room = find(&st, &id)?;
+    let rooms = &st.sip.rooms;
+    let gone = |_| ApiError::not_found("conference", &id);
+    match name.as_str() {
+        "join" => {
+            let call = required(&body, "call_control_id")?;
+            let join = RoomJoin {
+                room: RoomRef::Id(room.conference_id),
+                options: RoomOptions::default(),
+                muted: flag(&body, "mute")?,
+                held: flag(&body, "hold")?,
+            };
+            run(&st, &call, Action::JoinRoom(join)).await?;
+        }
+        "leave" => {
+            let who = required(&body, "call_control_id")?;
+            // A call leaves through its own task (it keeps its membership); an
+            // agent that followed a call in (`{id}:agent`) is removed directly.
+            if who.ends_with(":agent") {
+                if rooms.leave(room.conference_id, std::slice::from_ref(&who)).await.map_err(gone)? == 0 {
+                    return Err(ApiError::not_found("participant", &who));
+                }
+            } else {
+                run(&st, &who, Action::LeaveRoom).await?;
+            }
+        }
+        "mute" | "unmute" | "hold" | "unhold" => {
+            let who = ids(&body)?;
+            let matched = match name.as_str() {
+                "mute" => rooms.mute(room.conference_id, &who).await,
+                "unmute" => rooms.unmute(room.conference_id, &who).await,
+                "hold" => rooms.hold(room.conference_id, &who).await,
+                _ => rooms.unhold(room.conference_id, &who).await,
+            }
+            .map_err(gone)?;
+            if matched == 0 && !who.is_empty() {
+                return Err(ApiError::not_found("participant", &who.join(",")));
+            }
+        }
+        "play" => {
+            let url = required(&body, "audio_url")?;
+            let pcm = crate::call::playback::load(&url).await.map_err(|e| ApiError {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                code: "90045",
+                title: "Media could not be played",
+                detail: e,
+                pointer: Some("/audio_url".into()),
+            })?;
+            crate::sip::rooms::play(rooms, room.conference_id, pcm).await.map_err(|e| ApiError {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                code: "90020",
+                title: "Conference action failed",
+                detail: e,
+                pointer: None,
+            })?;
+        }
+        "end" => rooms.end(room.conference_id).await.map_err(gone)?,
+        other => return Err(ApiError::not_found("conference action", other)),
+    }
+    Ok(Json(json!({"data": {"result": "ok"}})))
+}

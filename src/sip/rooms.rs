@@ -1,0 +1,274 @@
+//! Calls in local rooms (issue 10): the dispatch of room routes (LiveKit's
+//! dispatch rules: `room` = direct, optionally with a PIN; `room_per_caller` =
+//! individual), joining a call's leg to a room, and the translation of the room
+//! engine's events into Telnyx's `conference.*` webhooks.
+//!
+//! Telnyx shapes (developers.telnyx.com, Call Control → Conference commands and
+//! callbacks): `conference.created`, `conference.participant.joined`,
+//! `conference.participant.left`, `conference.ended` with `conference_id` and the
+//! participant's call ids. Rooms whose name starts with [`BRIDGE_PREFIX`] carry a
+//! `bridge` between two calls and report `call.bridged` from the calls instead.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use crate::agent::stream::AgentStream;
+use crate::call::control::{Action, CallRegistry, Lookup, RoomJoin, RoomRef};
+use crate::call::{CallEvent, CallInfo, EventBus};
+use crate::config::RouteTarget;
+use crate::media::leg::Tap;
+use crate::media::pcm::{Playback, pcm_pair};
+use crate::room::{LeaveReason, Participant, ParticipantHandle, RoomEvent, Rooms};
+
+use super::SipContext;
+
+/// Name prefix of the private two-party rooms that carry `bridge`/`transfer`.
+pub const BRIDGE_PREFIX: &str = "bridge:";
+
+/// Chunks buffered from a leg toward its room (about 320 ms of 20 ms packets).
+const LEG_DEPTH: usize = 16;
+
+/// The room a call routed by `target` joins: `room` as named, `room_per_caller`
+/// = prefix + the caller's number (its `+` and digits; anything else dropped, so
+/// the name stays within the room-name alphabet). `None` for other targets.
+pub fn room_for(target: &RouteTarget, caller: &str) -> Option<String> {
+    match target {
+        RouteTarget::Room(name) => Some(name.clone()),
+        RouteTarget::RoomPerCaller(prefix) => {
+            let number: String = caller.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '+').collect();
+            Some(format!("{prefix}{}", if number.is_empty() { "anonymous" } else { &number }))
+        }
+        _ => None,
+    }
+}
+
+/// Joins the call `info`, whose media is `media`, to a room (`join.room`; a room
+/// joined by name is created with `join.options` when new): the leg's media
+/// switches to a PCM bridge toward the room (the recording tap `tap` keeps hearing
+/// both directions: L = the caller, R = what the caller hears, i.e. the room's
+/// mix-minus).
+///
+/// # Errors
+/// The media could not switch, or the room refused (full, ended, invalid name).
+pub async fn join_leg(
+    rooms: &Rooms,
+    media: &mut crate::call::session::MediaSession,
+    tap: Option<Arc<dyn Tap>>,
+    info: &CallInfo,
+    join: &RoomJoin,
+) -> Result<ParticipantHandle, String> {
+    let (port, endpoint) = pcm_pair(LEG_DEPTH, true, false);
+    media.switch_to_pcm(tap, port).await?;
+    let mut p = Participant::leg(info.ids.call_control_id.clone(), endpoint);
+    (p.muted, p.held) = (join.muted, join.held);
+    let joined = match &join.room {
+        RoomRef::Name(name) => rooms.join(name, join.options, p).await,
+        RoomRef::Id(id) => rooms.join_existing(*id, p).await,
+    };
+    joined.map_err(|refused| refused.error.to_string())
+}
+
+/// A call's place in a room: its leg, and its agent stream when one followed it
+/// in. Dropping a handle leaves the room.
+pub struct Membership {
+    /// The call's leg.
+    pub leg: ParticipantHandle,
+    /// The call's agent (`{call_control_id}:agent`), while it streams in the room.
+    pub agent: Option<ParticipantHandle>,
+}
+
+/// Moves a call's running agent stream into the room `leg` is in: the stream
+/// restarts (a new `start` for the agent) attached to the room as participant
+/// `{call_control_id}:agent`, hearing the room's mix-minus and speaking into it
+/// (the hot-transfer recipe: the agent stays until `streaming_stop`).
+///
+/// # Errors
+/// The room refused the agent (full, ended); the old stream is stopped anyway.
+pub async fn move_agent(
+    ctx: &SipContext,
+    agent: AgentStream,
+    info: &CallInfo,
+    leg: &ParticipantHandle,
+) -> Result<(AgentStream, ParticipantHandle), String> {
+    let spec = agent.spec.clone();
+    agent.stop().await;
+    let (port, endpoint) = pcm_pair(64, true, false);
+    let id = format!("{}:agent", info.ids.call_control_id);
+    let handle = ctx
+        .rooms
+        .join_existing(leg.conference_id(), Participant::agent(id, port))
+        .await
+        .map_err(|refused| refused.error.to_string())?;
+    Ok((AgentStream::start(spec, info.clone(), ctx.events.clone(), endpoint), handle))
+}
+
+/// Id prefix of the box's own players in a room (conference `play`): they make
+/// no `conference.participant.*` events.
+pub const PLAYER_PREFIX: &str = "play:";
+
+/// Plays `pcm` (PCM16 8 kHz) to everyone in the room `conference_id` (Telnyx
+/// conference `play`): a player joins as a participant that only speaks, and
+/// leaves when its audio has played (at most 10 minutes).
+///
+/// # Errors
+/// The room refused the player (ended, full).
+pub async fn play(rooms: &Rooms, conference_id: uuid::Uuid, pcm: Vec<i16>) -> Result<(), String> {
+    let (port, mut endpoint) = pcm_pair(4, false, false);
+    let id = format!("{PLAYER_PREFIX}{}", uuid::Uuid::new_v4());
+    let handle =
+        rooms.join_existing(conference_id, Participant::agent(id, port)).await.map_err(|r| r.error.to_string())?;
+    let seconds = pcm.len() as u64 / 8000 + 2;
+    let _ = endpoint.playback.send(Playback::Audio(pcm)).await;
+    let _ = endpoint.playback.send(Playback::Mark("end".into())).await;
+    tokio::spawn(async move {
+        let limit = std::time::Duration::from_secs(seconds.min(600));
+        let _ = tokio::time::timeout(limit, endpoint.marks.recv()).await;
+        handle.leave();
+    });
+    Ok(())
+}
+
+/// Call info remembered per participant while it is in a room (the call may be
+/// gone from the registry by the time it has left).
+struct Known {
+    info: Option<CallInfo>,
+}
+
+/// Turns room events into `conference.*` webhooks (and `call.bridged` nothing:
+/// bridge rooms are silent here) until the registry is dropped. A participant
+/// removed by `end` has its call hung up.
+pub fn spawn_events(mut rx: mpsc::UnboundedReceiver<RoomEvent>, bus: EventBus, calls: CallRegistry) {
+    tokio::spawn(async move {
+        let mut known: HashMap<(uuid::Uuid, String), Known> = HashMap::new();
+        // The ordering key (call_session_id) of each room's events: its creator's,
+        // then of whoever joined or left last, so created < joined < left < ended.
+        let mut keys: HashMap<uuid::Uuid, Option<String>> = HashMap::new();
+        while let Some(ev) = rx.recv().await {
+            let name = match &ev {
+                RoomEvent::Created { name, .. }
+                | RoomEvent::ParticipantJoined { name, .. }
+                | RoomEvent::ParticipantLeft { name, .. }
+                | RoomEvent::Ended { name, .. } => name.clone(),
+            };
+            let player = match &ev {
+                RoomEvent::ParticipantJoined { participant_id, .. }
+                | RoomEvent::ParticipantLeft { participant_id, .. } => participant_id.starts_with(PLAYER_PREFIX),
+                _ => false,
+            };
+            if name.starts_with(BRIDGE_PREFIX) || player {
+                continue;
+            }
+            let info_of = |id: &str| match calls.get(id) {
+                Lookup::Live(view) => Some(view.info),
+                _ => None,
+            };
+            let event = match ev {
+                RoomEvent::Created { conference_id, name, created_by, occurred_at } => {
+                    let info = info_of(&created_by);
+                    keys.insert(conference_id, info.as_ref().map(|i| i.ids.call_session_id.clone()));
+                    let mut p = participant_payload(conference_id, &created_by, info.as_ref());
+                    p.insert("name".into(), json!(name));
+                    event("conference.created", occurred_at, keys[&conference_id].clone(), p)
+                }
+                RoomEvent::ParticipantJoined { conference_id, name, participant_id, occurred_at } => {
+                    let info = info_of(&participant_id);
+                    // A participant that is no call (a call's agent) keeps the
+                    // room's current key, so its events stay in the room's order.
+                    let key = match &info {
+                        Some(i) => Some(i.ids.call_session_id.clone()),
+                        None => keys.get(&conference_id).cloned().flatten(),
+                    };
+                    keys.insert(conference_id, key.clone());
+                    let mut p = participant_payload(conference_id, &participant_id, info.as_ref());
+                    p.insert("name".into(), json!(name));
+                    known.insert((conference_id, participant_id), Known { info });
+                    event("conference.participant.joined", occurred_at, key, p)
+                }
+                RoomEvent::ParticipantLeft { conference_id, name, participant_id, reason, occurred_at } => {
+                    let info = known.remove(&(conference_id, participant_id.clone())).and_then(|k| k.info);
+                    let key = match &info {
+                        Some(i) => Some(i.ids.call_session_id.clone()),
+                        None => keys.get(&conference_id).cloned().flatten(),
+                    };
+                    keys.insert(conference_id, key.clone());
+                    let mut p = participant_payload(conference_id, &participant_id, info.as_ref());
+                    p.insert("name".into(), json!(name));
+                    p.insert(
+                        "reason".into(),
+                        json!(match reason {
+                            LeaveReason::Left => "left",
+                            LeaveReason::Hangup => "hangup",
+                            LeaveReason::RoomEnded => "conference_ended",
+                        }),
+                    );
+                    if reason == LeaveReason::RoomEnded {
+                        // Telnyx `end`: the participants' calls are hung up.
+                        let calls = calls.clone();
+                        let id = participant_id.clone();
+                        tokio::spawn(async move { calls.command(&id, Action::Hangup).await });
+                    }
+                    event("conference.participant.left", occurred_at, key, p)
+                }
+                RoomEvent::Ended { conference_id, name, reason, occurred_at } => {
+                    let key = keys.remove(&conference_id).flatten();
+                    let mut p = Map::new();
+                    p.insert("conference_id".into(), json!(conference_id.to_string()));
+                    p.insert("name".into(), json!(name));
+                    p.insert("reason".into(), json!(reason.as_str()));
+                    event("conference.ended", occurred_at, key, p)
+                }
+            };
+            bus.emit(event);
+        }
+    });
+}
+
+fn event(event_type: &str, at: std::time::SystemTime, key: Option<String>, payload: Map<String, Value>) -> CallEvent {
+    let mut e = CallEvent::new(event_type, key, payload);
+    e.occurred_at = at;
+    e
+}
+
+/// Telnyx's participant fields: `conference_id` and the call's ids (when the
+/// participant is a known call).
+fn participant_payload(conference_id: uuid::Uuid, participant_id: &str, info: Option<&CallInfo>) -> Map<String, Value> {
+    let mut p = Map::new();
+    p.insert("conference_id".into(), json!(conference_id.to_string()));
+    p.insert("call_control_id".into(), json!(participant_id));
+    if let Some(i) = info {
+        p.insert("call_leg_id".into(), json!(i.ids.call_leg_id));
+        p.insert("call_session_id".into(), json!(i.ids.call_session_id));
+        p.insert("connection_id".into(), json!(i.connection_id));
+        p.insert("client_state".into(), json!(i.client_state));
+        p.insert("from".into(), json!(i.from));
+        p.insert("to".into(), json!(i.to));
+    }
+    p
+}
+
+/// The rooms of a new SIP stack, with their event translation running.
+pub fn start(bus: &EventBus, calls: &CallRegistry) -> Rooms {
+    let (tx, rx) = mpsc::unbounded_channel();
+    spawn_events(rx, bus.clone(), calls.clone());
+    Rooms::new(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_of_routes() {
+        assert_eq!(room_for(&RouteTarget::Room("support".into()), "+1415"), Some("support".into()));
+        assert_eq!(
+            room_for(&RouteTarget::RoomPerCaller("call-".into()), "+14155550123"),
+            Some("call-+14155550123".into())
+        );
+        assert_eq!(room_for(&RouteTarget::RoomPerCaller("call-".into()), "sip:a b"), Some("call-sipab".into()));
+        assert_eq!(room_for(&RouteTarget::RoomPerCaller("c-".into()), ""), Some("c-anonymous".into()));
+        assert_eq!(room_for(&RouteTarget::Agent("x".into()), "+1"), None);
+    }
+}

@@ -1,0 +1,401 @@
+//! Local rooms end to end (issue 10): the daemon binary takes SIPp calls
+//! (signalling) whose audio is sent and received by scripted RTP phones in the
+//! test, routed to rooms; the conference API drives them; webhooks go to the
+//! verifying Python receiver. Audio checks are spectral (Goertzel): each caller
+//! sends its own tone and must hear the others' and not its own.
+
+mod common;
+#[path = "receivers/harness.rs"]
+mod harness;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::agent::PyAgent;
+use common::rtp::{Packet, Script, place_calls_from, tone};
+use common::*;
+use harness::{Receiver, delivered, keygen, rejected};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(40);
+const TOKEN: &str = "rooms-test-token-0123";
+
+struct Gateway {
+    daemon: Daemon,
+    sip: u16,
+    api: u16,
+    receiver: Receiver,
+    http: reqwest::Client,
+}
+
+impl Gateway {
+    async fn start(dir: &Path, routes: &str) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (key, public) = keygen(dir);
+        let receiver = Receiver::start(dir, "hook", &public, &[]);
+        let (sip, api) = (free_port(), free_port());
+        let base = free_even_block(2) & !0x3ff;
+        let config = dir.join("sipbridge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n[rtp]\nport_range = \"{lo}-{hi}\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.0/8\"]\n{routes}\n[recording]\nenabled = true\ndir = \"{rec}\"\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n[log]\nformat = \"text\"\nlevel = \"debug\"\n",
+                data = dir.join("data").display(),
+                lo = base.max(20_000),
+                hi = base.max(20_000) + 999,
+                rec = dir.join("recordings").display(),
+                url = receiver.url(),
+                key = key.display(),
+            ),
+        )
+        .unwrap();
+        let mut notify = NotifySocket::bind(dir);
+        let daemon = Daemon::start(&config, Some(&notify.path), None, &[]);
+        notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", daemon.stderr()));
+        Self { daemon, sip, api, receiver, http: reqwest::Client::new() }
+    }
+
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.http.request(method, format!("http://127.0.0.1:{}{path}", self.api)).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("API answers");
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Webhook bodies (`data`) once `done` holds for them; every signature valid.
+    async fn events(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let entries = self
+            .receiver
+            .wait_until(what, WAIT, |e| {
+                let data: Vec<Value> = delivered(e).iter().map(|x| x["body"]["data"].clone()).collect();
+                done(&data)
+            })
+            .await;
+        assert!(rejected(&entries).is_empty(), "every signature verified");
+        delivered(&entries).iter().map(|x| x["body"]["data"].clone()).collect()
+    }
+
+    fn stop(mut self) {
+        self.daemon.signal(Signal::SIGTERM);
+        assert_eq!(self.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", self.daemon.stderr());
+    }
+}
+
+fn count(data: &[Value], event_type: &str) -> usize {
+    data.iter().filter(|d| d["event_type"] == event_type).count()
+}
+
+fn types(data: &[Value]) -> Vec<&str> {
+    data.iter().filter_map(|d| d["event_type"].as_str()).filter(|t| t.starts_with("conference.")).collect()
+}
+
+/// Amplitude of `hz` in `pcm` (8 kHz), Goertzel: a sine of amplitude A gives ~A.
+fn level(pcm: &[i16], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in pcm {
+        let s0 = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    2.0 * (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).max(0.0).sqrt() / pcm.len().max(1) as f64
+}
+
+/// The PCMU audio a phone received between `from` and `to` (seconds into its run).
+fn heard(packets: &[Packet], from: f64, to: f64) -> Vec<i16> {
+    packets
+        .iter()
+        .filter(|p| p.payload_type == 0 && (from..to).contains(&p.at.as_secs_f64()))
+        .flat_map(|p| p.pcm())
+        .collect()
+}
+
+fn script(hz: f64, ms: u64, digits: Vec<(usize, char)>) -> Script {
+    Script {
+        audio: tone(hz, 5000.0, ms as usize),
+        digits,
+        gaps: vec![],
+        send_for: Duration::from_millis(ms),
+        duration: Duration::from_millis(ms + 300),
+    }
+}
+
+const TONES: [f64; 3] = [400.0, 700.0, 1100.0];
+
+/// Three callers in one room, each sending its own tone: each hears the other two
+/// and not itself (mix-minus); a conference `mute` of caller 0 (over the API, 2.5 s
+/// in) takes its tone out of what the others hear; the conference events come in
+/// order; a caller's recording holds its own tone left and the others right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_callers_hear_each_other_but_not_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), "[[route]]\nroom = \"support\"\nrecord = true\n").await;
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let callers: Vec<String> = (1..=3).map(|i| format!("+1415555010{i}")).collect();
+    let calls = tokio::task::spawn_blocking(move || {
+        let scripts = TONES.iter().map(|&hz| script(hz, 5000, vec![])).collect();
+        place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 6000, scripts, &callers)
+    });
+    // Once all three are in, mute caller 0 over the API.
+    let data = gw.events("three joined", |d| count(d, "conference.participant.joined") == 3).await;
+    let conference_id =
+        data.iter().find(|d| d["event_type"] == "conference.created").unwrap()["payload"]["conference_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let (code, list) = gw.api(reqwest::Method::GET, "/v2/conferences", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(list["data"][0]["name"], "support");
+    assert_eq!(list["data"][0]["participants"], 3);
+    let (code, parts) = gw.api(reqwest::Method::GET, "/v2/conferences/support/participants", None).await;
+    assert_eq!(code, 200, "{parts}");
+    let ids: Vec<String> =
+        parts["data"].as_array().unwrap().iter().map(|p| p["call_control_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 3);
+    // Which participant is caller 0 (400 Hz): by its from number.
+    let joined: Vec<&Value> = data.iter().filter(|d| d["event_type"] == "conference.participant.joined").collect();
+    let first = joined.iter().find(|d| d["payload"]["from"] == "+14155550101").unwrap()["payload"]["call_control_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (code, e) = gw
+        .api(
+            reqwest::Method::POST,
+            &format!("/v2/conferences/{conference_id}/actions/mute"),
+            Some(json!({"call_control_ids": [first]})),
+        )
+        .await;
+    assert_eq!(code, 200, "{e}");
+    let (code, report, received) = calls.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+
+    // Before the mute (0.5–2 s): everyone hears the other two tones, not its own.
+    for (i, packets) in received.iter().enumerate() {
+        let pcm = heard(packets, 0.5, 2.0);
+        assert!(pcm.len() > 8000, "caller {i} heard {} samples", pcm.len());
+        for (j, &hz) in TONES.iter().enumerate() {
+            let l = level(&pcm, hz);
+            if i == j {
+                assert!(l < 150.0, "caller {i} hears its own {hz} Hz at {l:.0}");
+            } else {
+                assert!(l > 1000.0, "caller {i} hears {hz} Hz at only {l:.0}");
+            }
+        }
+    }
+    // After the mute (3.5–4.8 s): callers 1 and 2 no longer hear caller 0's 400 Hz.
+    for (i, packets) in received.iter().enumerate().skip(1) {
+        let pcm = heard(packets, 3.5, 4.8);
+        assert!(level(&pcm, TONES[0]) < 150.0, "caller {i} still hears the muted 400 Hz");
+        assert!(level(&pcm, TONES[3 - i]) > 1000.0, "caller {i} hears the other unmuted caller");
+    }
+
+    let data = gw
+        .events("room ended and recordings saved", |d| {
+            count(d, "conference.ended") == 1 && count(d, "call.recording.saved") == 3
+        })
+        .await;
+    let conf = types(&data);
+    assert_eq!(conf.first(), Some(&"conference.created"), "{conf:?}");
+    assert_eq!(conf.last(), Some(&"conference.ended"), "{conf:?}");
+    assert_eq!(conf.iter().filter(|t| **t == "conference.participant.left").count(), 3, "{conf:?}");
+    let ended = data.iter().find(|d| d["event_type"] == "conference.ended").unwrap();
+    assert_eq!(ended["payload"]["reason"], "all_left");
+    // Caller 1's recording: its 700 Hz left, the others (400 + 1100 Hz) right.
+    let saved = data
+        .iter()
+        .find(|d| d["event_type"] == "call.recording.saved" && d["payload"]["from"] == "+14155550102")
+        .unwrap();
+    let mut r = hound::WavReader::open(saved["payload"]["file_path"].as_str().unwrap()).unwrap();
+    let s: Vec<i16> = r.samples::<i16>().map(|x| x.unwrap()).collect();
+    let (left, right): (Vec<i16>, Vec<i16>) = s.chunks_exact(2).map(|f| (f[0], f[1])).unzip();
+    let (l, rr) = (&left[8000..16000], &right[8000..16000]);
+    assert!(level(l, 700.0) > 1000.0 && level(l, 400.0) < 150.0, "left is the caller");
+    assert!(level(rr, 400.0) > 1000.0 && level(rr, 1100.0) > 1000.0 && level(rr, 700.0) < 150.0, "right is the room");
+    gw.stop();
+}
+
+/// A room with a PIN: the right PIN (keyed after the prompt) joins the room; three
+/// wrong entries end the call with `call_rejected` and never join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_admits_the_right_caller_and_rejects_after_three_wrong_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), "[[route]]\nroom = \"board\"\npin = \"2468\"\n").await;
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    // Right PIN: keys from 1 s (packet 50), a key every 300 ms.
+    let right: Vec<(usize, char)> = "2468".chars().enumerate().map(|(i, c)| (50 + 15 * i, c)).collect();
+    let wrong: Vec<(usize, char)> = "111111111111".chars().enumerate().map(|(i, c)| (50 + 15 * i, c)).collect();
+    let callers = vec!["+14155550111".to_string(), "+14155550112".to_string()];
+    let (code, report, received) = tokio::task::spawn_blocking(move || {
+        place_calls_from(
+            &d,
+            sip,
+            "127.0.0.1",
+            "+13125550100",
+            8000,
+            vec![script(500.0, 7000, right), script(900.0, 7000, wrong)],
+            &callers,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{report}");
+    // Both heard the prompt (440 then 660 Hz) before keying.
+    for (i, packets) in received.iter().enumerate() {
+        let pcm = heard(packets, 0.0, 1.0);
+        assert!(level(&pcm, 440.0) > 500.0 || level(&pcm, 660.0) > 500.0, "caller {i} heard the PIN prompt");
+    }
+    let data =
+        gw.events("both calls ended", |d| count(d, "call.hangup") == 2 && count(d, "conference.ended") == 1).await;
+    let joined: Vec<&Value> = data.iter().filter(|d| d["event_type"] == "conference.participant.joined").collect();
+    assert_eq!(joined.len(), 1, "only the right PIN joined");
+    assert_eq!(joined[0]["payload"]["from"], "+14155550111");
+    let rejected =
+        data.iter().find(|d| d["event_type"] == "call.hangup" && d["payload"]["from"] == "+14155550112").unwrap();
+    assert_eq!(rejected["payload"]["hangup_cause"], "call_rejected", "{rejected}");
+    assert_eq!(rejected["payload"]["hangup_source"], "callee");
+    gw.stop();
+}
+
+/// `room_per_caller`: each caller gets a room of its own, named prefix + number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_per_caller_gives_each_caller_its_own_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), "[[route]]\nroom_per_caller = \"call-\"\n").await;
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let callers = vec!["+14155550121".to_string(), "+14155550122".to_string()];
+    let (code, report, received) = tokio::task::spawn_blocking(move || {
+        place_calls_from(
+            &d,
+            sip,
+            "127.0.0.1",
+            "+13125550100",
+            3000,
+            vec![script(500.0, 2000, vec![]), script(900.0, 2000, vec![])],
+            &callers,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{report}");
+    // Alone in its room, nobody hears the other.
+    assert!(level(&heard(&received[0], 0.5, 1.8), 900.0) < 150.0);
+    assert!(level(&heard(&received[1], 0.5, 1.8), 500.0) < 150.0);
+    let data = gw.events("two rooms ended", |d| count(d, "conference.ended") == 2).await;
+    let mut names: Vec<&str> = data
+        .iter()
+        .filter(|d| d["event_type"] == "conference.created")
+        .map(|d| d["payload"]["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["call-+14155550121", "call-+14155550122"]);
+    gw.stop();
+}
+
+/// The hot-transfer recipe over the API: a caller talking to a voice agent is put
+/// in a room (`POST /v2/conferences`; the agent follows it in), a second caller
+/// (a parked call answered by the backend) joins, the two hear each other, and
+/// the agent leaves with `streaming_stop`. Events in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_transfer_agent_brings_a_human_in_then_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = PyAgent::start(dir.path(), "agent", "echo", &[]);
+    let routes = format!(
+        "[[agent]]\nname = \"bot\"\nurl = \"{}\"\n[[route]]\nto = \"+13125550100\"\nagent = \"bot\"\n[[route]]\nto = \"+13125550199\"\npark = true\n",
+        agent.url("/")
+    );
+    let gw = Gateway::start(dir.path(), &routes).await;
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let caller = tokio::task::spawn_blocking(move || {
+        place_calls_from(
+            &d,
+            sip,
+            "127.0.0.1",
+            "+13125550100",
+            9000,
+            vec![script(500.0, 8000, vec![])],
+            &["+14155550131".to_string()],
+        )
+    });
+    let data = gw.events("caller streaming", |d| count(d, "streaming.started") == 1).await;
+    let a = data.iter().find(|d| d["event_type"] == "streaming.started").unwrap()["payload"]["call_control_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The caller goes into a room; its agent follows.
+    let (code, conf) =
+        gw.api(reqwest::Method::POST, "/v2/conferences", Some(json!({"call_control_id": a, "name": "hot"}))).await;
+    assert_eq!(code, 200, "{conf}");
+    let conference_id = conf["data"]["id"].as_str().unwrap().to_string();
+    // The human: a second call, parked, answered, joined.
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let human = tokio::task::spawn_blocking(move || {
+        place_calls_from(
+            &d,
+            sip,
+            "127.0.0.1",
+            "+13125550199",
+            6000,
+            vec![script(900.0, 5000, vec![])],
+            &["+14155550132".to_string()],
+        )
+    });
+    let b = loop {
+        let (_, calls) = gw.api(reqwest::Method::GET, "/v2/calls", None).await;
+        if let Some(c) = calls["data"].as_array().unwrap().iter().find(|c| c["state"] == "parked") {
+            break c["call_control_id"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(gw.api(reqwest::Method::POST, &format!("/v2/calls/{b}/actions/answer"), Some(json!({}))).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, e) = gw
+        .api(
+            reqwest::Method::POST,
+            &format!("/v2/conferences/{conference_id}/actions/join"),
+            Some(json!({"call_control_id": b})),
+        )
+        .await;
+    assert_eq!(code, 200, "{e}");
+    let (_, parts) = gw.api(reqwest::Method::GET, &format!("/v2/conferences/{conference_id}/participants"), None).await;
+    let mut kinds: Vec<&str> =
+        parts["data"].as_array().unwrap().iter().map(|p| p["participant_type"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["agent", "sip", "sip"], "{parts}");
+    // The agent leaves.
+    assert_eq!(
+        gw.api(reqwest::Method::POST, &format!("/v2/calls/{a}/actions/streaming_stop"), Some(json!({}))).await.0,
+        200
+    );
+    let (code, report, human_heard) = human.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    let (code, report, caller_heard) = caller.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    // In the room the human hears the caller's 500 Hz, the caller the human's 900 Hz.
+    assert!(level(&heard(&human_heard[0], 2.0, 4.5), 500.0) > 1000.0, "the human hears the caller");
+    let tail = heard(&caller_heard[0], 3.5, 5.5);
+    assert!(level(&tail, 900.0) > 1000.0, "the caller hears the human");
+    let data = gw.events("room ended", |d| count(d, "conference.ended") == 1).await;
+    let seq: Vec<(String, String)> = data
+        .iter()
+        .filter(|d| d["event_type"].as_str().unwrap().starts_with("conference.participant"))
+        .map(|d| {
+            (
+                d["event_type"].as_str().unwrap().to_string(),
+                d["payload"]["call_control_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let agent_id = format!("{a}:agent");
+    let pos = |t: &str, id: &str| {
+        seq.iter().position(|(x, y)| x == t && y == id).unwrap_or_else(|| panic!("{t} {id}: {seq:?}"))
+    };
+    assert!(pos("conference.participant.joined", &a) < pos("conference.participant.joined", &agent_id));
+    assert!(pos("conference.participant.joined", &agent_id) < pos("conference.participant.joined", &b));
+    assert!(pos("conference.participant.joined", &b) < pos("conference.participant.left", &agent_id));
+    gw.stop();
+}
