@@ -21,16 +21,13 @@ mod gateway;
 #[path = "receivers/harness.rs"]
 mod harness;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::agent::PyAgent;
 use common::audio::{self, Found};
-use common::baresip::{Baresip, Phone};
 use gateway::*;
 use serde_json::{Value, json};
 
-const CALLER: &str = "+14155550123";
-const NUMBER: &str = "+13125550100";
 const DIGITS: &str = "42#";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,32 +51,10 @@ async fn a_telnyx_trunk_call_reaches_the_agent_and_is_recorded_reported_and_kept
     let speech_end = spoken.last().expect("espeak-ng spoke").end;
 
     let agent = PyAgent::start(dir.path(), "agent", "prompt-echo", &["--prompt", prompt_wav.to_str().unwrap()]);
-    let body = format!(
-        "[[trunk]]\nname = \"telnyx-ip\"\nprovider = \"telnyx\"\nproxy = \"sip:127.0.0.2:5060\"\n\
-         inbound_allow = [\"127.0.0.2/32\"]\nnumbers = [\"{NUMBER}\"]\n\
-         [[agent]]\nname = \"support-bot\"\nurl = \"{url}\"\n\
-         [[route]]\nname = \"main number to the agent\"\ntrunk = \"telnyx-ip\"\nto = \"{NUMBER}\"\n\
-         agent = \"support-bot\"\nrecord = true\n",
-        url = agent.url("/telnyx")
-    );
-    let gw = Gateway::start(dir.path(), &body);
-
-    let mut phone = Baresip::start(
-        dir.path(),
-        "caller-phone",
-        Phone { ip: "127.0.0.2", user: CALLER, auto_answer: false, source: &caller_wav, max: Duration::from_secs(60) },
-    );
-    phone.dial(&format!("sip:{NUMBER}@127.0.0.1:{}", gw.sip_port));
-    let established = phone.wait_event("CALL_ESTABLISHED", WAIT);
-    assert!(established.is_some(), "the box answered: {}\n{}", phone.log(), gw.daemon.stderr());
-    let answered_at = Instant::now();
-    // The digits after the sentence, 400 ms apart.
+    let gw = Gateway::start(dir.path(), &telnyx_trunk_to_agent(&agent.url("/telnyx"), ""));
+    // The digits after the sentence.
     let keys_at = Duration::from_secs_f64(audio::seconds(speech_end) + 0.4);
-    std::thread::sleep(keys_at.saturating_sub(answered_at.elapsed()));
-    for d in DIGITS.chars() {
-        phone.press(d);
-        std::thread::sleep(Duration::from_millis(400));
-    }
+    let (phone, answered_at) = call_in(dir.path(), gw.sip_port, &caller_wav, keys_at, DIGITS);
     let closed = phone.wait_event("CALL_CLOSED", WAIT).unwrap_or_else(|| panic!("call ended: {}", phone.log()));
     eprintln!("baresip: call closed after {:.2} s: {}", answered_at.elapsed().as_secs_f64(), closed["param"]);
 

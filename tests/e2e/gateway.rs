@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+use crate::common::baresip::{Baresip, Phone};
 use crate::common::{Daemon, NotifySocket, free_even_block, free_port};
 use crate::harness::{Receiver, delivered, keygen, rejected};
 
@@ -21,6 +22,46 @@ use crate::harness::{Receiver, delivered, keygen, rejected};
 pub const WAIT: Duration = Duration::from_secs(40);
 /// The control API's bearer token.
 pub const TOKEN: &str = "e2e-token-0123456789";
+/// The caller's number (baresip's account) on inbound calls.
+pub const CALLER: &str = "+14155550123";
+/// The box's number on the Telnyx trunk.
+pub const NUMBER: &str = "+13125550100";
+
+/// A Telnyx IP connection to the box (calls come from 127.0.0.2 only), an agent
+/// named `support-bot` at `agent_url` (with `agent_extra` TOML lines), and the
+/// route that sends the box's number to it, recorded.
+pub fn telnyx_trunk_to_agent(agent_url: &str, agent_extra: &str) -> String {
+    format!(
+        "[[trunk]]\nname = \"telnyx-ip\"\nprovider = \"telnyx\"\nproxy = \"sip:127.0.0.2:5060\"\n\
+         inbound_allow = [\"127.0.0.2/32\"]\nnumbers = [\"{NUMBER}\"]\n\
+         [[agent]]\nname = \"support-bot\"\nurl = \"{agent_url}\"\n{agent_extra}\n\
+         [[route]]\nname = \"main number to the agent\"\ntrunk = \"telnyx-ip\"\nto = \"{NUMBER}\"\n\
+         agent = \"support-bot\"\nrecord = true\n"
+    )
+}
+
+/// baresip on 127.0.0.2 (as Telnyx's proxy) calls the box's number at `sip_port`
+/// playing `source` (it hangs up when the file ends), and once answered presses
+/// `digits` 400 ms apart from `keys_at` after the answer. Returns the phone and
+/// when the call was answered.
+pub fn call_in(dir: &Path, sip_port: u16, source: &Path, keys_at: Duration, digits: &str) -> (Baresip, Instant) {
+    let mut phone = Baresip::start(
+        dir,
+        "caller-phone",
+        Phone { ip: "127.0.0.2", user: CALLER, auto_answer: false, source, max: Duration::from_secs(90) },
+    );
+    phone.dial(&format!("sip:{NUMBER}@127.0.0.1:{sip_port}"));
+    assert!(phone.wait_event("CALL_ESTABLISHED", WAIT).is_some(), "the box answered: {}", phone.log());
+    let answered = Instant::now();
+    if !digits.is_empty() {
+        std::thread::sleep(keys_at.saturating_sub(answered.elapsed()));
+        for d in digits.chars() {
+            phone.press(d);
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    }
+    (phone, answered)
+}
 
 /// A running box and its backend.
 pub struct Gateway {
