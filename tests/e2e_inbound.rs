@@ -80,6 +80,10 @@ async fn a_telnyx_trunk_call_reaches_the_agent_and_is_recorded_reported_and_kept
     // 50 frames a second while the caller's file plays, minus the key presses.
     assert!(inbound as f64 >= (call_secs - 1.5) * 50.0, "{inbound} media frames for a {call_secs:.1} s call");
     assert_eq!(summary["marks_returned"][0][0], "prompt-end", "the prompt played to its end: {summary}");
+    let streamed = audio::stream_audio(&msgs, "inbound");
+    let caller_streamed = audio::find(&audio::pcmu_round_trip(&caller), &streamed, -8000..16_000);
+    eprintln!("the agent received the caller's sentence {}", show(&caller_streamed));
+    assert!(caller_streamed.is_clear(), "the agent received the caller's speech: {caller_streamed:?}");
 
     // --- the webhooks: every event, verified, in the call's order ---
     let bodies = gw
@@ -202,6 +206,35 @@ async fn a_telnyx_trunk_call_reaches_the_agent_and_is_recorded_reported_and_kept
         .collect();
     assert!(empty.is_empty(), "every column of an ended, recorded, streamed call is filled: {empty:?}");
     gw.stop();
+}
+
+/// The trunk admits Telnyx's proxy (127.0.0.2) only: the same softphone calling
+/// from 127.0.0.5 gets 403, and no call starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_from_outside_the_trunks_allow_list_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = audio::espeak(dir.path(), "caller", "en", "Let me in.", 300, 1000);
+    let gw = Gateway::start(dir.path(), &telnyx_trunk_to_agent("ws://127.0.0.1:9/unused", ""));
+    let mut phone = common::baresip::Baresip::start(
+        dir.path(),
+        "stranger-phone",
+        common::baresip::Phone {
+            ip: "127.0.0.5",
+            user: CALLER,
+            auto_answer: false,
+            source: &source,
+            max: Duration::from_secs(30),
+        },
+    );
+    phone.dial(&format!("sip:{NUMBER}@127.0.0.1:{}", gw.sip_port));
+    let closed = phone.wait_event("CALL_CLOSED", WAIT).unwrap_or_else(|| panic!("{}", phone.log()));
+    assert!(closed["param"].as_str().is_some_and(|p| p.contains("403")), "refused with 403: {closed}");
+    assert!(phone.events().iter().all(|e| e["type"] != "CALL_ESTABLISHED"), "{}", phone.log());
+    // After a clean stop every committed event has been offered to the backend.
+    let hooks = gw.receiver.log.clone();
+    gw.stop();
+    let got = std::fs::read_to_string(hooks).unwrap_or_default();
+    assert!(got.is_empty(), "no call, no events: {got}");
 }
 
 fn show(f: &Found) -> String {

@@ -91,6 +91,37 @@ pub fn pcmu_round_trip(audio: &[i16]) -> Vec<i16> {
     audio.iter().map(|&s| G711::Pcmu.decode_sample(G711::Pcmu.encode_sample(s))).collect()
 }
 
+/// The audio of a Telnyx media-stream log's `media` messages on `track`
+/// (`"inbound"` = what the caller said, as the agent received it): the base64
+/// PCMU payloads in order, decoded to PCM16.
+pub fn stream_audio(messages: &[&serde_json::Value], track: &str) -> Vec<i16> {
+    messages
+        .iter()
+        .filter(|m| m["event"] == "media" && m["media"]["track"] == track)
+        .filter_map(|m| m["media"]["payload"].as_str())
+        .flat_map(base64_decode)
+        .map(|b| G711::Pcmu.decode_sample(b))
+        .collect()
+}
+
+/// Standard base64 (RFC 4648 §4, with padding) to bytes; invalid input stops the
+/// decoding there.
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes().take_while(|&c| c != b'=') {
+        let Some(v) = ALPHABET.iter().position(|&a| a == c) else { break };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
 /// Root mean square of PCM16 samples.
 pub fn rms(v: &[i16]) -> f64 {
     (v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt()
