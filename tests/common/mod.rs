@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod agent;
+pub mod audio;
+pub mod baresip;
 pub mod rtp;
 
 use std::os::unix::net::UnixDatagram;
