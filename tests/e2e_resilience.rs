@@ -308,8 +308,6 @@ async fn kill_9_mid_call_then_the_recording_is_repaired_and_the_missing_events_d
 /// recording repaired after a crash should be announced the same way and listed
 /// in the call record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "daemon: a recording repaired at startup after kill -9 gets no call.recording.saved and is not added to \
-            calls.recording_paths (src/daemon/run.rs repair pass only logs it)"]
 async fn kill_9_mid_call_then_the_repaired_recording_is_announced() {
     let dir = tempfile::tempdir().unwrap();
     let k = kill_9_mid_call(&dir).await;

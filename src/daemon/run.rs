@@ -163,7 +163,9 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         Err(e) => tracing::warn!("closing interrupted calls failed: {e}"),
     }
 
-    // Recordings left by a crash or power cut: finalize them before new calls.
+    // Recordings left by a crash or power cut: finalize them before new calls
+    // (announced below, once events can be emitted).
+    let mut repaired = Vec::new();
     if config.recording.enabled && config.recording.dir.exists() {
         match crate::record::repair(&config.recording.dir) {
             Ok(r) => {
@@ -176,6 +178,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
                 for e in &r.failed {
                     tracing::warn!("recording could not be repaired: {e}");
                 }
+                repaired = r.repaired;
             }
             Err(e) => tracing::warn!("recordings repair pass failed: {e}"),
         }
@@ -188,6 +191,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     let (config_tx, _) = watch::channel(Arc::new(config));
     let lifecycle = Lifecycle::new(config_tx.borrow().node.max_calls);
     let events = EventBus::with_outbox(outbox);
+    crate::record::recovered::announce(&store, &events, &repaired, &config_tx.borrow().api.base_url()).await;
     let hangup_all = CancellationToken::new();
     let sip = match SipStack::start(config_tx.subscribe(), Arc::clone(&lifecycle), events.clone(), hangup_all.clone())
         .await

@@ -16,6 +16,7 @@
 pub mod event;
 pub mod path;
 pub mod recorder;
+pub mod recovered;
 pub mod retention;
 pub mod timeline;
 pub mod wav;
