@@ -399,3 +399,80 @@ async fn hot_transfer_agent_brings_a_human_in_then_leaves() {
     assert!(pos("conference.participant.joined", &b) < pos("conference.participant.left", &agent_id));
     gw.stop();
 }
+
+/// `bridge`: two calls on the built-in echo are bridged over the API: each then
+/// hears the other's tone (not its own echo), `call.bridged` names the other on
+/// both, and when caller A hangs up the box hangs up B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_joins_two_calls_and_ends_them_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw =
+        Gateway::start(dir.path(), "[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n")
+            .await;
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let a_call = tokio::task::spawn_blocking(move || {
+        place_calls_from(
+            &d,
+            sip,
+            "127.0.0.1",
+            "+13125550100",
+            5000,
+            vec![script(500.0, 4000, vec![])],
+            &["+14155550141".to_string()],
+        )
+    });
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let b_call = tokio::task::spawn_blocking(move || {
+        place_calls_from(
+            &d,
+            sip,
+            "127.0.0.1",
+            "+13125550101",
+            9000,
+            vec![script(900.0, 8000, vec![])],
+            &["+14155550142".to_string()],
+        )
+    });
+    let data = gw.events("both answered", |d| count(d, "call.answered") == 2).await;
+    let id_of = |from: &str| {
+        data.iter().find(|d| d["event_type"] == "call.answered" && d["payload"]["from"] == from).unwrap()["payload"]
+            ["call_control_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (id_of("+14155550141"), id_of("+14155550142"));
+    let path = format!("/v2/calls/{a}/actions/bridge");
+    let (code, e) = gw.api(reqwest::Method::POST, &path, Some(json!({}))).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/call_control_id")), "{e}");
+    let (code, e) = gw.api(reqwest::Method::POST, &path, Some(json!({"call_control_id": "nope"}))).await;
+    assert_eq!(code, 404, "{e}");
+    let (code, e) = gw.api(reqwest::Method::POST, &path, Some(json!({"call_control_id": b}))).await;
+    assert_eq!(code, 200, "{e}");
+    let (code, report, a_heard) = a_call.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    let (code, report, b_heard) = b_call.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    // Bridged from about 0.5 s: A hears B's 900 Hz and not its own echo.
+    let pcm = heard(&a_heard[0], 1.5, 3.5);
+    assert!(level(&pcm, 900.0) > 1000.0 && level(&pcm, 500.0) < 150.0, "A hears B only");
+    let pcm = heard(&b_heard[0], 1.5, 3.5);
+    assert!(level(&pcm, 500.0) > 1000.0 && level(&pcm, 900.0) < 150.0, "B hears A only");
+    // B ended well before its own 9 s: the box hung it up after A left.
+    assert!(b_heard[0].last().unwrap().at < Duration::from_millis(7000), "B was hung up with A");
+    let data = gw.events("both hung up", |d| count(d, "call.hangup") == 2).await;
+    let bridged: Vec<(&str, &str)> = data
+        .iter()
+        .filter(|d| d["event_type"] == "call.bridged")
+        .map(|d| {
+            (
+                d["payload"]["call_control_id"].as_str().unwrap(),
+                d["payload"]["bridged_call_control_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(bridged.len(), 2, "{bridged:?}");
+    assert!(bridged.contains(&(a.as_str(), b.as_str())) && bridged.contains(&(b.as_str(), a.as_str())));
+    assert_eq!(count(&data, "conference.created"), 0, "a bridge is not a conference");
+    gw.stop();
+}

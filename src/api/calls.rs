@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::ApiState;
 use super::error::ApiError;
 use crate::agent::stream::StreamSpec;
-use crate::call::control::{Action, Lookup};
+use crate::call::control::{Action, Lookup, RoomJoin, RoomRef};
 use crate::call::playback::Loops;
 use crate::config::{Encoding, StreamTrack};
 
@@ -115,7 +115,6 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
 /// Telnyx actions sipbridge does not perform yet: answered 501 rather than 404 so a
 /// backend sees the difference between a typo and a missing feature.
 const NOT_YET: &[&str] = &[
-    "bridge",
     "transfer",
     "record_pause",
     "record_resume",
@@ -192,6 +191,13 @@ pub async fn action(
         }
         "record_stop" => Action::RecordStop,
         "refer" => refer(&body)?,
+        "bridge" => {
+            if let Some(state) = string(&body, "client_state")? {
+                run(&st, &id, Action::ClientState(Some(state))).await?;
+            }
+            bridge(&st, &id, &body).await?;
+            return Ok(Json(json!({"data": {"result": "ok"}})));
+        }
         n if NOT_YET.contains(&n) => {
             return Err(ApiError {
                 status: axum::http::StatusCode::NOT_IMPLEMENTED,
@@ -239,6 +245,53 @@ pub fn string(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Ap
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => Err(ApiError::bad_field(&format!("/{key}"), format!("{key} must be a string, not {other}"))),
+    }
+}
+
+/// `bridge` (Telnyx: `call_control_id` = the other call): both calls' audio meet
+/// in a private two-party room (`bridge:{id}`; their agents, if any, follow them
+/// in and hear both); `call.bridged` on each, naming the other. When either call
+/// hangs up the other is hung up too (Telnyx's default; `park_after_unbridge` is
+/// not supported).
+async fn bridge(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
+    let other = string(body, "call_control_id")?.ok_or_else(|| {
+        ApiError::bad_field("/call_control_id", "call_control_id (the call to bridge with) is required")
+    })?;
+    if other == id {
+        return Err(ApiError::bad_field("/call_control_id", "a call cannot be bridged with itself"));
+    }
+    if body.get("park_after_unbridge").is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::bad_field(
+            "/park_after_unbridge",
+            "park_after_unbridge is not supported: both calls end together",
+        ));
+    }
+    let views = [view(st, id)?, view(st, &other)?];
+    let join = RoomJoin {
+        room: RoomRef::Name(format!("{}{id}", crate::sip::rooms::BRIDGE_PREFIX)),
+        options: crate::room::RoomOptions { max_participants: 4, ..Default::default() },
+        muted: false,
+        held: false,
+    };
+    run(st, id, Action::JoinRoom(join.clone())).await?;
+    if let Err(e) = run(st, &other, Action::JoinRoom(join)).await {
+        let _ = run(st, id, Action::LeaveRoom).await;
+        return Err(e);
+    }
+    for (me, them) in [(&views[0], &views[1]), (&views[1], &views[0])] {
+        let mut p = me.info.payload("answered");
+        p.insert("bridged_call_control_id".into(), json!(them.info.ids.call_control_id));
+        p.insert("bridged_call_leg_id".into(), json!(them.info.ids.call_leg_id));
+        st.events.emit(me.info.event("call.bridged", p));
+    }
+    Ok(())
+}
+
+fn view(st: &ApiState, id: &str) -> Result<crate::call::control::CallView, ApiError> {
+    match st.calls.get(id) {
+        Lookup::Live(v) => Ok(*v),
+        Lookup::Ended => Err(ApiError::from_action(crate::call::control::ActionError::ended())),
+        Lookup::Unknown => Err(ApiError::not_found("call", id)),
     }
 }
 

@@ -54,6 +54,11 @@ pub const ACTIONS: &[(&str, &str, &[Field])] = &[
     ),
     ("record_stop", "Stop the recording span: call.recording.saved.", &[]),
     (
+        "bridge",
+        "Bridge this call's audio with another call: call.bridged on both; when one hangs up, so does the other.",
+        &[("call_control_id", "string", "the other call")],
+    ),
+    (
         "refer",
         "Blind transfer by SIP REFER (RFC 3515): call.refer.started, then call.refer.completed or call.refer.failed.",
         &[

@@ -146,6 +146,8 @@ pub fn spawn_events(mut rx: mpsc::UnboundedReceiver<RoomEvent>, bus: EventBus, c
         // The ordering key (call_session_id) of each room's events: its creator's,
         // then of whoever joined or left last, so created < joined < left < ended.
         let mut keys: HashMap<uuid::Uuid, Option<String>> = HashMap::new();
+        // The calls in each bridge room.
+        let mut bridges: HashMap<uuid::Uuid, Vec<String>> = HashMap::new();
         while let Some(ev) = rx.recv().await {
             let name = match &ev {
                 RoomEvent::Created { name, .. }
@@ -158,7 +160,11 @@ pub fn spawn_events(mut rx: mpsc::UnboundedReceiver<RoomEvent>, bus: EventBus, c
                 | RoomEvent::ParticipantLeft { participant_id, .. } => participant_id.starts_with(PLAYER_PREFIX),
                 _ => false,
             };
-            if name.starts_with(BRIDGE_PREFIX) || player {
+            if name.starts_with(BRIDGE_PREFIX) {
+                unbridge(&ev, &mut bridges, &calls);
+                continue;
+            }
+            if player {
                 continue;
             }
             let info_of = |id: &str| match calls.get(id) {
@@ -224,6 +230,30 @@ pub fn spawn_events(mut rx: mpsc::UnboundedReceiver<RoomEvent>, bus: EventBus, c
             bus.emit(event);
         }
     });
+}
+
+/// Bookkeeping of a bridge room's event: when one bridged call hangs up, the
+/// other is hung up too (Telnyx's default without `park_after_unbridge`).
+fn unbridge(ev: &RoomEvent, bridges: &mut HashMap<uuid::Uuid, Vec<String>>, calls: &CallRegistry) {
+    match ev {
+        RoomEvent::ParticipantJoined { conference_id, participant_id, .. } if !participant_id.ends_with(":agent") => {
+            bridges.entry(*conference_id).or_default().push(participant_id.clone());
+        }
+        RoomEvent::ParticipantLeft { conference_id, participant_id, reason, .. } => {
+            let Some(ids) = bridges.get_mut(conference_id) else { return };
+            ids.retain(|id| id != participant_id);
+            if *reason == LeaveReason::Hangup && !participant_id.ends_with(":agent") {
+                for other in ids.drain(..) {
+                    let calls = calls.clone();
+                    tokio::spawn(async move { calls.command(&other, Action::Hangup).await });
+                }
+            }
+        }
+        RoomEvent::Ended { conference_id, .. } => {
+            bridges.remove(conference_id);
+        }
+        _ => {}
+    }
 }
 
 fn event(event_type: &str, at: std::time::SystemTime, key: Option<String>, payload: Map<String, Value>) -> CallEvent {
