@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use super::task::{self, Command, Counters, Entry, Map, Shared, Target};
 use super::{
-    JoinError, JoinRefused, LeaveReason, Participant, ParticipantInfo, RoomError, RoomEvent, RoomInfo, RoomOptions,
+    JoinError, JoinRefused, LeaveReason, Participant, ParticipantInfo, ParticipantKind, RoomError, RoomEvent, RoomInfo,
+    RoomOptions,
 };
 
 /// Longest room name accepted, in bytes.
@@ -134,7 +135,8 @@ impl Rooms {
     /// # Errors
     /// [`JoinError::Full`] at `max_participants`, [`JoinError::AlreadyJoined`] for
     /// a participant id already there, [`JoinError::Invalid`] for an empty or
-    /// over-long name or an empty id; the participant comes back in the error.
+    /// over-long name, an empty id, or a listener where no room exists; the
+    /// participant comes back in the error.
     pub async fn join(
         &self,
         name: &str,
@@ -183,6 +185,10 @@ impl Rooms {
                 };
                 let entry = match (existing, by_name) {
                     (Some(e), _) => (Arc::clone(&e.shared), e.commands.clone()),
+                    (None, Some(_)) if participant.kind() == ParticipantKind::Listener => {
+                        let error = JoinError::Invalid("a listener cannot create a room");
+                        return Err(JoinRefused { error, participant: Some(participant) });
+                    }
                     (None, Some((name, options))) => self.spawn(&mut map, name, options, &participant_id),
                     (None, None) => {
                         let id = by_id.unwrap_or_default();

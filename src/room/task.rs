@@ -151,7 +151,7 @@ impl Member {
     }
 }
 
-/// A `Heard` chunk of one frame of `pcm` (160 samples) encoded in `codec`.
+/// A chunk of one frame of `pcm` (160 samples) encoded in `codec`.
 fn chunk(direction: Direction, codec: G711, rtp_timestamp: u32, pcm: &[i16]) -> Chunk {
     let mut c = Chunk { direction, codec, len: 0, rtp_timestamp, data: [0; CHUNK_BYTES] };
     c.len = codec.encode(pcm, &mut c.data) as u16;

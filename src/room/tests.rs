@@ -192,6 +192,12 @@ async fn lifecycle_events_full_room_leave_hangup_and_end() {
     assert_eq!(refused.error, JoinError::AlreadyJoined("call-1".into()));
     assert_eq!(rooms.list().len(), 1);
     assert_eq!(rooms.find("sales").map(|r| r.participants), Some(3));
+    // A listener only joins rooms that exist.
+    let (listen_tx, _listen_rx) = mpsc::channel(8);
+    let refused =
+        rooms.join("nowhere", options(3), Participant::listener("l", listen_tx, G711::Pcmu)).await.unwrap_err();
+    assert_eq!(refused.error, JoinError::Invalid("a listener cannot create a room"));
+    assert!(rooms.find("nowhere").is_none());
     assert_eq!(rooms.find(&id.to_string()).map(|r| r.name), Some("sales".into()));
 
     // Leave, then a dropped handle, then a leg whose media task ended.

@@ -37,6 +37,7 @@ use sipbridge::media::g711::G711;
 use sipbridge::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmPort, Playback, pcm_pair};
 use sipbridge::room::jitter::{DEFAULT_TARGET_DELAY, JitterBuffer};
 use sipbridge::room::mixer::{Mixer, Rate, Role};
+use sipbridge::room::resample::{Downsampler, Upsampler};
 use sipbridge::room::{Participant, ParticipantHandle, RoomOptions, Rooms};
 
 /// Room sizes of the mixer benchmark.
@@ -151,7 +152,27 @@ fn mixer_point(n: usize, scenario: Scenario) -> (f64, u64) {
     (ns / ticks as f64, ticks)
 }
 
+/// CPU of one 20 ms frame through the 8→16 kHz upsampler and back down, in ns.
+fn resampler_pair_ns() -> f64 {
+    let mut up = Upsampler::new();
+    let mut down = Downsampler::new();
+    let input = tone(440.0, 8000);
+    let (mut wide, mut narrow) = ([0i16; 320], [0i16; 160]);
+    let cpu0 = thread_cpu_ns();
+    let frames = 100_000u64;
+    for f in 0..frames as usize {
+        let start = (f * 160) % input.len();
+        up.process(black_box(&input[start..start + 160]), &mut wide);
+        down.process(black_box(&wide), &mut narrow);
+        black_box(narrow[80]);
+    }
+    (thread_cpu_ns() - cpu0) as f64 / frames as f64
+}
+
 fn run_mixer() {
+    let pair = resampler_pair_ns();
+    println!("{{\"bench\": \"resampler\", \"ns_per_frame_up_and_down\": {pair:.1}}}");
+    eprintln!("\nresampler: 20 ms up 8→16 kHz and back down: {pair:.0} ns");
     eprintln!("\nmixer CPU (one thread)\n");
     eprintln!("{:<16} {:>5} {:>14} {:>12} {:>22}", "scenario", "N", "ns/part./tick", "µs/tick", "CPU-s/part.-minute");
     for scenario in [Scenario::Narrowband, Scenario::Wideband, Scenario::MixedRates, Scenario::InputPath] {
