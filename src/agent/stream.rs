@@ -264,6 +264,7 @@ impl Task {
         let mut ping = tokio::time::interval_at(started + PING_INTERVAL, PING_INTERVAL);
         let mut last_heard = Instant::now();
         let mut playback_closed = false;
+        let mut chunks_open = true;
         loop {
             tokio::select! {
                 msg = ws.next() => {
@@ -327,8 +328,13 @@ impl Task {
                         }
                     }
                 }
-                chunk = endpoint.chunks.recv() => {
-                    let Some(chunk) = chunk else { continue };
+                chunk = endpoint.chunks.recv(), if chunks_open => {
+                    // The call (or room) side closed: no more audio to send; the
+                    // stream stays up until it is stopped (no busy loop on None).
+                    let Some(chunk) = chunk else {
+                        chunks_open = false;
+                        continue;
+                    };
                     let (track, tx, pending) = match chunk.direction {
                         Direction::Heard => (Track::Inbound, &mut heard_tx, &mut heard_bytes),
                         Direction::Said => (Track::Outbound, &mut said_tx, &mut said_bytes),
