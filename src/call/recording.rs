@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -60,9 +60,12 @@ enum TapMsg {
         samples: [i16; WIDE_FRAME_SAMPLES],
         at: Instant,
     },
-    /// Wakes the writer once the span's end is set (`CallRecording::end`).
-    Stop,
 }
+
+/// The writer thread takes its queue in batches this far apart (it is unparked
+/// early when the span ends): no thread wake-up per packet, which cost about
+/// 10 µs of CPU per recorded packet (scripts/bench-media relay-rec, issue 7 point 7).
+const BATCH: Duration = Duration::from_millis(100);
 
 /// The media task's handle on one span: cheap to clone, never blocks.
 #[derive(Clone)]
@@ -269,9 +272,10 @@ impl CallRecording {
     /// background. The tap must not be fed afterwards (audio after `at` is cut).
     fn end_at(&self, at: Instant) {
         let _ = self.end.set(at);
-        // A wake-up only: when the queue is full the writer sees `end` after the
-        // message it is on.
-        let _ = self.tap.tx.try_send(TapMsg::Stop);
+        // The writer drains its queue and sees `end` at once.
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
     }
 
     /// Stops (at the instant `record_stop` fixed, else now) and waits for the
@@ -314,22 +318,21 @@ impl Writer {
         let mut saved = None;
         let mut next_disk_check = self.start;
         let end = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(msg @ (TapMsg::Audio { .. } | TapMsg::Wideband { .. })) => self.take(msg, &mut pcm),
-                Ok(TapMsg::Stop) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break *self.end.get_or_init(Instant::now),
-            }
-            if let Some(&end) = self.end.get() {
-                // Everything queued was sent before the end was set (the tap is
-                // detached first): record it, then finish at the end.
-                loop {
-                    match rx.try_recv() {
-                        Ok(msg @ (TapMsg::Audio { .. } | TapMsg::Wideband { .. })) => self.take(msg, &mut pcm),
-                        Ok(TapMsg::Stop) => {}
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                    }
+            // Read the end first: everything queued before it was set is drained
+            // below (the tap is detached before the end is set).
+            let ended = self.end.get().copied();
+            let disconnected = loop {
+                match rx.try_recv() {
+                    Ok(msg) => self.take(msg, &mut pcm),
+                    Err(TryRecvError::Empty) => break false,
+                    Err(TryRecvError::Disconnected) => break true,
                 }
+            };
+            if let Some(end) = ended {
                 break end;
+            }
+            if disconnected {
+                break *self.end.get_or_init(Instant::now);
             }
             let now = Instant::now();
             if let Some(rec) = self.rec.as_mut() {
@@ -350,6 +353,8 @@ impl Writer {
                     saved = self.finish(now, Some("low_disk_space".into()));
                 }
             }
+            // Until the next batch, or the span's end (`end_at` unparks).
+            std::thread::park_timeout(BATCH);
         };
         if self.rec.is_some() {
             let reason = self.rec.as_ref().and_then(|r| r.error()).map(|e| e.reason().to_string());
@@ -370,7 +375,6 @@ impl Writer {
                     _ => {}
                 }
             }
-            TapMsg::Stop => {}
         }
     }
 
