@@ -246,10 +246,13 @@ async fn kill_9_mid_call(dir: &tempfile::TempDir) -> AfterKill {
     assert!(!part.exists() && wav.exists(), "the .part was repaired into {}: {log}", wav.display());
     assert!(log.contains("recording left by a crash repaired and finalized"), "{log}");
     let bodies = gw
-        .events("the undelivered events and the interrupted call's hangup", |b| {
+        .events("the undelivered events, the interrupted call's hangup and its recording", |b| {
             let ids: HashSet<&str> = b.iter().filter_map(|x| x["data"]["id"].as_str()).collect();
+            let of_call =
+                |t: &str| b.iter().any(|x| event_type(x) == t && payload(x)["call_control_id"] == ccid.as_str());
             missing.iter().all(|(id, _)| ids.contains(id.as_str()))
-                && b.iter().any(|x| event_type(x) == "call.hangup" && payload(x)["call_control_id"] == ccid.as_str())
+                && of_call("call.hangup")
+                && of_call("call.recording.saved")
         })
         .await;
     let after_restart: Vec<Value> =

@@ -90,7 +90,10 @@ fn count(data: &[Value], event_type: &str) -> usize {
 }
 
 fn types(data: &[Value]) -> Vec<&str> {
-    data.iter().filter_map(|d| d["event_type"].as_str()).filter(|t| t.starts_with("conference.")).collect()
+    data.iter()
+        .filter_map(|d| d["event_type"].as_str())
+        .filter(|t| t.starts_with("conference.") && !t.ends_with(".recording.saved"))
+        .collect()
 }
 
 /// Amplitude of `hz` in `pcm` (8 kHz), Goertzel: a sine of amplitude A gives ~A.
@@ -153,6 +156,10 @@ async fn three_callers_hear_each_other_but_not_themselves() {
     assert_eq!(list["data"][0]["participants"], 3);
     let (code, parts) = gw.api(reqwest::Method::GET, "/v2/conferences/support/participants", None).await;
     assert_eq!(code, 200, "{parts}");
+    let rec = format!("/v2/conferences/{conference_id}/actions/record_start");
+    let (code, e) = gw.api(reqwest::Method::POST, &rec, Some(json!({"format": "wav"}))).await;
+    assert_eq!(code, 200, "{e}");
+    assert_eq!(gw.api(reqwest::Method::POST, &rec, Some(json!({}))).await.0, 422, "one recording per room");
     let ids: Vec<String> =
         parts["data"].as_array().unwrap().iter().map(|p| p["call_control_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 3);
@@ -196,9 +203,19 @@ async fn three_callers_hear_each_other_but_not_themselves() {
 
     let data = gw
         .events("room ended and recordings saved", |d| {
-            count(d, "conference.ended") == 1 && count(d, "call.recording.saved") == 3
+            count(d, "conference.ended") == 1
+                && count(d, "call.recording.saved") == 3
+                && count(d, "conference.recording.saved") == 1
         })
         .await;
+    // The room's own recording: mono, all three callers' tones.
+    let room_rec = data.iter().find(|d| d["event_type"] == "conference.recording.saved").unwrap();
+    assert_eq!(room_rec["payload"]["conference_id"], conference_id.as_str());
+    let mut r = hound::WavReader::open(room_rec["payload"]["file_path"].as_str().unwrap()).unwrap();
+    assert_eq!((r.spec().channels, r.spec().sample_rate), (1, 8000));
+    let mix: Vec<i16> = r.samples::<i16>().map(|x| x.unwrap()).collect();
+    assert!(mix.len() > 2 * 8000, "{} samples", mix.len());
+    assert!(level(&mix[..8000], 700.0) > 1000.0 && level(&mix[..8000], 1100.0) > 1000.0, "the mix holds the callers");
     let conf = types(&data);
     assert_eq!(conf.first(), Some(&"conference.created"), "{conf:?}");
     assert_eq!(conf.last(), Some(&"conference.ended"), "{conf:?}");
@@ -474,5 +491,113 @@ async fn bridge_joins_two_calls_and_ends_them_together() {
     assert_eq!(bridged.len(), 2, "{bridged:?}");
     assert!(bridged.contains(&(a.as_str(), b.as_str())) && bridged.contains(&(b.as_str(), a.as_str())));
     assert_eq!(count(&data, "conference.created"), 0, "a bridge is not a conference");
+    gw.stop();
+}
+
+/// A SIPp UAS on 127.0.0.3 playing `scenario` (with RTP echo), on a free port.
+fn uas(dir: &Path, name: &str, scenario_file: &str) -> (Sipp, u16) {
+    let port = free_port();
+    let media = free_even_block(4).to_string();
+    let args: Vec<String> = [
+        "-sf",
+        &scenario(scenario_file).display().to_string(),
+        "-i",
+        "127.0.0.3",
+        "-p",
+        &port.to_string(),
+        "-mp",
+        &media,
+        "-rtp_echo",
+        "-m",
+        "1",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    (Sipp::start(dir, name, &args), port)
+}
+
+/// `transfer`: a parked caller answered by the API (silence) is transferred; a
+/// first target that is busy gives `call.hangup` for the new leg and the caller
+/// stays; a second target (a UAS echoing RTP) answers and is bridged: the caller
+/// then hears its own tone back through it, `call.bridged` on both legs; when the
+/// caller hangs up, the box hangs up the transferred leg (BYE to the UAS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_dials_a_new_leg_and_bridges_it_on_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut busy, busy_port) = uas(dir.path(), "busy", "uas_busy.xml");
+    let (mut target, target_port) = uas(dir.path(), "target", "uas_answer.xml");
+    let routes = format!(
+        "[[trunk]]\nname = \"busy\"\nproxy = \"sip:127.0.0.3:{busy_port}\"\n[[trunk]]\nname = \"carrier\"\nproxy = \"sip:127.0.0.3:{target_port}\"\n[[route]]\ntrunk = \"pbx\"\npark = true\n"
+    );
+    let gw = Gateway::start(dir.path(), &routes).await;
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let caller = tokio::task::spawn_blocking(move || {
+        place_calls_from(
+            &d,
+            sip,
+            "127.0.0.1",
+            "+13125550100",
+            8000,
+            vec![script(500.0, 7000, vec![])],
+            &["+14155550151".to_string()],
+        )
+    });
+    let a = loop {
+        let (_, calls) = gw.api(reqwest::Method::GET, "/v2/calls", None).await;
+        if let Some(c) = calls["data"].as_array().unwrap().iter().find(|c| c["state"] == "parked") {
+            break c["call_control_id"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let path = format!("/v2/calls/{a}/actions/transfer");
+    let (code, e) = gw.api(reqwest::Method::POST, &path, Some(json!({"to": "+13125550177"}))).await;
+    assert_eq!(code, 422, "not answered yet: {e}");
+    assert_eq!(gw.api(reqwest::Method::POST, &format!("/v2/calls/{a}/actions/answer"), Some(json!({}))).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, e) = gw.api(reqwest::Method::POST, &path, Some(json!({}))).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/to")), "{e}");
+
+    // Busy: the new leg fails, the caller stays.
+    let body = json!({"to": "+13125550177", "connection_id": "busy"});
+    assert_eq!(gw.api(reqwest::Method::POST, &path, Some(body)).await.0, 200);
+    let data = gw.events("busy leg hung up", |d| count(d, "call.hangup") == 1).await;
+    let failed = data.iter().find(|d| d["event_type"] == "call.hangup").unwrap();
+    assert_eq!(failed["payload"]["hangup_cause"], "user_busy", "{failed}");
+    assert_ne!(failed["payload"]["call_control_id"], a.as_str());
+    assert_eq!(gw.api(reqwest::Method::GET, &format!("/v2/calls/{a}"), None).await.1["data"]["is_alive"], true);
+    assert_eq!(tokio::task::spawn_blocking(move || busy.wait(WAIT)).await.unwrap(), 0);
+
+    // Answered: bridged.
+    let body = json!({"to": "+13125550100", "connection_id": "carrier", "timeout_secs": 10});
+    assert_eq!(gw.api(reqwest::Method::POST, &path, Some(body)).await.0, 200);
+    let (code, report, heard_back) = caller.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    let code = tokio::task::spawn_blocking(move || (target.wait(WAIT), target.report())).await.unwrap();
+    assert_eq!(code.0, 0, "the UAS got the box's BYE: {}", code.1);
+    // Through the bridge the caller hears its own tone, echoed by the UAS.
+    let tail = heard(&heard_back[0], 4.0, 6.5);
+    assert!(level(&tail, 500.0) > 1000.0, "the caller hears the transfer target (its echo)");
+    let data = gw.events("bridged and hung up", |d| count(d, "call.hangup") == 3).await;
+    let bridged: Vec<(&str, &str)> = data
+        .iter()
+        .filter(|d| d["event_type"] == "call.bridged")
+        .map(|d| {
+            (
+                d["payload"]["call_control_id"].as_str().unwrap(),
+                d["payload"]["bridged_call_control_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(bridged.len(), 2, "{bridged:?}");
+    assert!(bridged.iter().any(|(me, _)| *me == a));
+    let b = bridged.iter().find(|(me, _)| *me != a).unwrap().0;
+    let initiated =
+        data.iter().find(|d| d["event_type"] == "call.initiated" && d["payload"]["call_control_id"] == b).unwrap();
+    assert_eq!(initiated["payload"]["to"], "+13125550100");
+    assert_eq!(initiated["payload"]["from"], "+14155550151", "from defaults to the caller's number");
     gw.stop();
 }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::ApiState;
 use super::error::ApiError;
 use crate::agent::stream::StreamSpec;
-use crate::call::control::{Action, Lookup, RoomJoin, RoomRef};
+use crate::call::control::{Action, Lookup};
 use crate::call::playback::Loops;
 use crate::config::{Encoding, StreamTrack};
 
@@ -107,6 +107,7 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
         client_state: string(&body, "client_state")?,
         stream,
         record,
+        bridge_with: None,
     };
     let view = crate::sip::dial::dial(&st.sip, req).await.map_err(ApiError::from_action)?;
     Ok(Json(json!({"data": view.to_json(true)})))
@@ -115,7 +116,6 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
 /// Telnyx actions sipbridge does not perform yet: answered 501 rather than 404 so a
 /// backend sees the difference between a typo and a missing feature.
 const NOT_YET: &[&str] = &[
-    "transfer",
     "record_pause",
     "record_resume",
     "gather",
@@ -198,6 +198,10 @@ pub async fn action(
             bridge(&st, &id, &body).await?;
             return Ok(Json(json!({"data": {"result": "ok"}})));
         }
+        "transfer" => {
+            transfer(&st, &id, &body).await?;
+            return Ok(Json(json!({"data": {"result": "ok"}})));
+        }
         n if NOT_YET.contains(&n) => {
             return Err(ApiError {
                 status: axum::http::StatusCode::NOT_IMPLEMENTED,
@@ -267,23 +271,63 @@ async fn bridge(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<()
         ));
     }
     let views = [view(st, id)?, view(st, &other)?];
-    let join = RoomJoin {
-        room: RoomRef::Name(format!("{}{id}", crate::sip::rooms::BRIDGE_PREFIX)),
-        options: crate::room::RoomOptions { max_participants: 4, ..Default::default() },
-        muted: false,
-        held: false,
-    };
+    let join = crate::sip::rooms::bridge_join(id);
     run(st, id, Action::JoinRoom(join.clone())).await?;
     if let Err(e) = run(st, &other, Action::JoinRoom(join)).await {
         let _ = run(st, id, Action::LeaveRoom).await;
         return Err(e);
     }
-    for (me, them) in [(&views[0], &views[1]), (&views[1], &views[0])] {
-        let mut p = me.info.payload("answered");
-        p.insert("bridged_call_control_id".into(), json!(them.info.ids.call_control_id));
-        p.insert("bridged_call_leg_id".into(), json!(them.info.ids.call_leg_id));
-        st.events.emit(me.info.event("call.bridged", p));
+    crate::sip::rooms::emit_bridged(&st.events, &views[0].info, &views[1].info);
+    Ok(())
+}
+
+/// `transfer` (Telnyx: a new outbound leg to `to`, bridged with this call when
+/// it answers; if it fails, `call.hangup` for the new leg and this call stays
+/// up). Body: `to` (required), `from` (default: this call's `from`),
+/// `timeout_secs` (5–600, default 30), `client_state` (of the new leg), and
+/// sipbridge's `connection_id` (the trunk; default: this call's trunk).
+async fn transfer(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
+    let me = view(st, id)?;
+    if me.state != "answered" {
+        return Err(ApiError::from_action(crate::call::control::ActionError::invalid("the call is not answered yet")));
     }
+    let to = string(body, "to")?
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_field("/to", "to is required"))?;
+    let from = string(body, "from")?.unwrap_or_else(|| me.info.from.clone());
+    for (key, v) in [("to", &to), ("from", &from)] {
+        if v.contains(|c: char| c.is_whitespace() || c == '@' || c == '<' || c == '>' || c == ';') {
+            return Err(ApiError::bad_field(
+                &format!("/{key}"),
+                format!("{key} must be a number or SIP user, not {v:?}"),
+            ));
+        }
+    }
+    let timeout = match body.get("timeout_secs") {
+        None | Some(Value::Null) => 30,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(s @ 5..=600) => s,
+            _ => return Err(ApiError::bad_field("/timeout_secs", "timeout_secs must be 5 to 600")),
+        },
+        Some(_) => return Err(ApiError::bad_field("/timeout_secs", "timeout_secs must be a number")),
+    };
+    if string(body, "webhook_url")?.is_some() {
+        return Err(ApiError::bad_field(
+            "/webhook_url",
+            "per-call webhook URLs are not supported: events go to [webhooks] url",
+        ));
+    }
+    let req = crate::sip::dial::DialRequest {
+        trunk: string(body, "connection_id")?.unwrap_or_else(|| me.info.connection_id.clone()),
+        from,
+        to,
+        timeout: Duration::from_secs(timeout),
+        client_state: string(body, "client_state")?,
+        stream: None,
+        record: false,
+        bridge_with: Some(id.to_string()),
+    };
+    crate::sip::dial::dial(&st.sip, req).await.map_err(ApiError::from_action)?;
     Ok(())
 }
 

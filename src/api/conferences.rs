@@ -210,6 +210,28 @@ pub async fn action(
             })?;
         }
         "end" => rooms.end(room.conference_id).await.map_err(gone)?,
+        "record_start" => {
+            match string(&body, "format")?.as_deref() {
+                None | Some("wav") => {}
+                Some(other) => {
+                    return Err(ApiError::bad_field("/format", format!("{other:?} is not supported; use \"wav\"")));
+                }
+            }
+            st.sip.room_recordings.start(&st.sip, room.conference_id, &room.name).await.map_err(|e| ApiError {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                code: "90055",
+                title: "Recording could not start",
+                detail: e,
+                pointer: None,
+            })?;
+        }
+        "record_stop" => st.sip.room_recordings.stop(room.conference_id).map_err(|e| ApiError {
+            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            code: "90055",
+            title: "Not recording",
+            detail: e,
+            pointer: None,
+        })?,
         other => return Err(ApiError::not_found("conference action", other)),
     }
     Ok(Json(json!({"data": {"result": "ok"}})))

@@ -59,6 +59,16 @@ pub const ACTIONS: &[(&str, &str, &[Field])] = &[
         &[("call_control_id", "string", "the other call")],
     ),
     (
+        "transfer",
+        "Dial a new leg and bridge it with this call when it answers (this call stays up if it fails).",
+        &[
+            ("to", "string", "number or SIP user to dial"),
+            ("from", "string", "caller ID (default: this call's from)"),
+            ("timeout_secs", "integer", "5 to 600, default 30"),
+            ("connection_id", "string", "trunk (sipbridge; default: this call's trunk)"),
+        ],
+    ),
+    (
         "refer",
         "Blind transfer by SIP REFER (RFC 3515): call.refer.started, then call.refer.completed or call.refer.failed.",
         &[
@@ -94,6 +104,8 @@ pub const CONFERENCE_ACTIONS: &[(&str, &str, &[Field])] = &[
         &[("audio_url", "string", "absolute path, file:// or http(s) URL")],
     ),
     ("end", "End the room: every participant's call is hung up.", &[]),
+    ("record_start", "Record the room's mix (mono WAV).", &[("format", "string", "wav")]),
+    ("record_stop", "Stop recording the room: conference.recording.saved.", &[]),
 ];
 
 fn error_response(description: &str) -> Value {

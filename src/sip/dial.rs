@@ -35,6 +35,9 @@ pub struct DialRequest {
     pub stream: Option<StreamSpec>,
     /// Record from answer.
     pub record: bool,
+    /// `transfer`: once answered, bridge with this call (its `call_control_id`);
+    /// if that call has ended by then, this one is hung up.
+    pub bridge_with: Option<String>,
 }
 
 /// Places the call; returns its view as soon as the INVITE is out.
@@ -133,14 +136,36 @@ async fn run(
                     match stream.take() {
                         Some(spec) => {
                             let (port, endpoint) = stream_pair(&spec);
-                            leg.media.start_pcm(tap, port);
+                            leg.media.start_pcm(tap.clone(), port);
                             let s = AgentStream::start(spec, leg.info.clone(), ctx.events.clone(), endpoint);
                             let id = s.stream_id.clone();
                             control.update(|v| v.stream_id = Some(id));
                             agent = Some(s);
                         }
                         // No stream: silence to the callee (and the recording goes on).
-                        None => leg.media.start_pcm(tap, pcm_pair(1, false, false).0),
+                        None => leg.media.start_pcm(tap.clone(), pcm_pair(1, false, false).0),
+                    }
+                    if let Some(other) = req.bridge_with.clone() {
+                        // `transfer`: the new leg and the original call meet in a bridge.
+                        let join = super::rooms::bridge_join(&other);
+                        let joined = leg_control!().command(Action::JoinRoom(join.clone()), true, tap).await;
+                        let other_joined = match joined {
+                            Ok(()) => ctx.calls.command(&other, Action::JoinRoom(join)).await,
+                            Err(e) => Some(Err(e)),
+                        };
+                        match (other_joined, ctx.calls.get(&other)) {
+                            (Some(Ok(())), crate::call::control::Lookup::Live(view)) => {
+                                super::rooms::emit_bridged(&ctx.events, &view.info, &leg.info);
+                            }
+                            (result, _) => {
+                                tracing::info!(
+                                    call_control_id = %leg.info.ids.call_control_id, original = %other,
+                                    "transfer answered but the original call could not be bridged ({result:?}): hanging up"
+                                );
+                                leg.hangup(HangupCause::NormalClearing).await;
+                                break;
+                            }
+                        }
                     }
                 }
                 Progress::Ended(_) => break,

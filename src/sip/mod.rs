@@ -90,6 +90,8 @@ pub struct SipContext {
     pub media: crate::call::session::MediaEngine,
     /// Local rooms (`room` / `room_per_caller` routes, the conference API, bridges).
     pub rooms: crate::room::Rooms,
+    /// Recordings of whole rooms (conference `record_start`).
+    pub room_recordings: rooms::RoomRecordings,
 }
 
 /// The running SIP stack.
@@ -166,6 +168,7 @@ impl SipStack {
             user_agent,
             calls,
             rooms,
+            room_recordings: rooms::RoomRecordings::default(),
             media: crate::call::session::MediaEngine {
                 pool: crate::media::ports::PortPool::new(cfg.rtp.port_range),
                 rtp_timeout: cfg.rtp.timeout,

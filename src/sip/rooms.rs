@@ -131,6 +131,29 @@ pub async fn play(rooms: &Rooms, conference_id: uuid::Uuid, pcm: Vec<i16>) -> Re
     Ok(())
 }
 
+/// The join of either call of a bridge keyed by `first` (the call `bridge` or
+/// `transfer` was issued on): a private room of at most 4 (two calls and their
+/// agents, if any).
+pub fn bridge_join(first: &str) -> RoomJoin {
+    RoomJoin {
+        room: RoomRef::Name(format!("{BRIDGE_PREFIX}{first}")),
+        options: crate::room::RoomOptions { max_participants: 4, ..Default::default() },
+        muted: false,
+        held: false,
+    }
+}
+
+/// `call.bridged` on each of two bridged calls, naming the other
+/// (`bridged_call_control_id`, `bridged_call_leg_id`).
+pub fn emit_bridged(bus: &EventBus, a: &CallInfo, b: &CallInfo) {
+    for (me, them) in [(a, b), (b, a)] {
+        let mut p = me.payload("answered");
+        p.insert("bridged_call_control_id".into(), json!(them.ids.call_control_id));
+        p.insert("bridged_call_leg_id".into(), json!(them.ids.call_leg_id));
+        bus.emit(me.event("call.bridged", p));
+    }
+}
+
 /// Call info remembered per participant while it is in a room (the call may be
 /// gone from the registry by the time it has left).
 struct Known {
@@ -300,5 +323,85 @@ mod tests {
         assert_eq!(room_for(&RouteTarget::RoomPerCaller("call-".into()), "sip:a b"), Some("call-sipab".into()));
         assert_eq!(room_for(&RouteTarget::RoomPerCaller("c-".into()), ""), Some("c-anonymous".into()));
         assert_eq!(room_for(&RouteTarget::Agent("x".into()), "+1"), None);
+    }
+}
+
+/// Recordings of whole rooms (conference `record_start`/`record_stop`): a
+/// listener hears the full mix and feeds one mono WAV per span
+/// (`{conference_id}.wav` under `[recording] dir`); `record_stop` (or the room
+/// ending) finishes it and emits `conference.recording.saved`.
+#[derive(Default, Clone)]
+pub struct RoomRecordings {
+    active: Arc<std::sync::Mutex<HashMap<uuid::Uuid, tokio::sync::oneshot::Sender<()>>>>,
+}
+
+impl RoomRecordings {
+    /// Starts recording the room `conference_id` (named `name`).
+    ///
+    /// # Errors
+    /// Recording is disabled, a recording of this room runs already, the file
+    /// could not be created, or the room is gone.
+    pub async fn start(&self, ctx: &SipContext, conference_id: uuid::Uuid, name: &str) -> Result<(), String> {
+        let cfg = ctx.config.borrow().clone();
+        if !cfg.recording.enabled {
+            return Err("recording is disabled ([recording] enabled = false)".into());
+        }
+        if self.lock().contains_key(&conference_id) {
+            return Err("the conference is already being recorded".into());
+        }
+        let mut rec_cfg = cfg.recording.clone();
+        rec_cfg.channels = crate::config::Channels::Single;
+        let id = conference_id.to_string();
+        let rec = crate::call::recording::CallRecording::start(&rec_cfg, &id, &id, 1).map_err(|e| e.to_string())?;
+        let (tx, mut chunks) = mpsc::channel(64);
+        let listener = Participant::listener(format!("rec:{id}"), tx, crate::media::g711::G711::Pcmu);
+        let handle = ctx.rooms.join_existing(conference_id, listener).await.map_err(|r| r.error.to_string())?;
+        let (stop_tx, mut stop) = tokio::sync::oneshot::channel();
+        self.lock().insert(conference_id, stop_tx);
+        let (me, bus, api_base, name) = (self.clone(), ctx.events.clone(), cfg.api.base_url(), name.to_string());
+        tokio::spawn(async move {
+            let tap = rec.tap();
+            loop {
+                tokio::select! {
+                    c = chunks.recv() => match c {
+                        Some(c) => tap.heard(c.codec, c.audio()),
+                        None => break, // the room ended
+                    },
+                    _ = &mut stop => break,
+                }
+            }
+            drop(handle);
+            me.lock().remove(&conference_id);
+            let saved = tokio::task::spawn_blocking(move || rec.stop_blocking()).await.ok().flatten();
+            if let Some(saved) = saved {
+                let mut p = crate::record::recording_saved_fields(&saved, &api_base);
+                // Not in the recordings index (no call): no download route.
+                p.remove("recording_urls");
+                p.remove("public_recording_urls");
+                p.insert("conference_id".into(), json!(conference_id.to_string()));
+                p.insert("name".into(), json!(name));
+                p.insert("format".into(), json!("wav"));
+                bus.emit(CallEvent::new("conference.recording.saved", None, p));
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops the room's recording (its event follows once the file is finished).
+    ///
+    /// # Errors
+    /// The room is not being recorded.
+    pub fn stop(&self, conference_id: uuid::Uuid) -> Result<(), String> {
+        match self.lock().remove(&conference_id) {
+            Some(stop) => {
+                let _ = stop.send(());
+                Ok(())
+            }
+            None => Err("the conference is not being recorded".into()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, tokio::sync::oneshot::Sender<()>>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
