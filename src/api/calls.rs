@@ -50,22 +50,8 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
     let trunk = required("connection_id")?;
     let to = required("to")?;
     let from = required("from")?;
-    for (key, v) in [("to", &to), ("from", &from)] {
-        if v.contains(|c: char| c.is_whitespace() || c == '@' || c == '<' || c == '>' || c == ';') {
-            return Err(ApiError::bad_field(
-                &format!("/{key}"),
-                format!("{key} must be a number or SIP user, not {v:?}"),
-            ));
-        }
-    }
-    let timeout = match body.get("timeout_secs") {
-        None | Some(Value::Null) => 30,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(s @ 5..=600) => s,
-            _ => return Err(ApiError::bad_field("/timeout_secs", "timeout_secs must be 5 to 600")),
-        },
-        Some(_) => return Err(ApiError::bad_field("/timeout_secs", "timeout_secs must be a number")),
-    };
+    check_numbers(&to, &from)?;
+    let timeout = timeout_secs(&body)?;
     let record = match string(&body, "record")?.as_deref() {
         None => false,
         Some("record-from-answer") => true,
@@ -223,7 +209,8 @@ pub async fn action(
     Ok(Json(json!({"data": {"result": "ok"}})))
 }
 
-async fn run(st: &ApiState, id: &str, action: Action) -> Result<(), ApiError> {
+/// Sends `action` to the call `id`: 404 unknown, the action's error, or done.
+pub async fn run(st: &ApiState, id: &str, action: Action) -> Result<(), ApiError> {
     match st.calls.command(id, action).await {
         None => Err(ApiError::not_found("call", id)),
         Some(Err(e)) => Err(ApiError::from_action(e)),
@@ -250,6 +237,31 @@ pub fn string(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Ap
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => Err(ApiError::bad_field(&format!("/{key}"), format!("{key} must be a string, not {other}"))),
     }
+}
+
+/// `timeout_secs` of a dial or transfer: 5–600, default 30.
+fn timeout_secs(body: &Map<String, Value>) -> Result<u64, ApiError> {
+    match body.get("timeout_secs") {
+        None | Some(Value::Null) => Ok(30),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(s @ 5..=600) => Ok(s),
+            _ => Err(ApiError::bad_field("/timeout_secs", "timeout_secs must be 5 to 600")),
+        },
+        Some(_) => Err(ApiError::bad_field("/timeout_secs", "timeout_secs must be a number")),
+    }
+}
+
+/// `to`/`from` of a dial or transfer: a number or SIP user (they become URI users).
+fn check_numbers(to: &str, from: &str) -> Result<(), ApiError> {
+    for (key, v) in [("to", to), ("from", from)] {
+        if v.contains(|c: char| c.is_whitespace() || c == '@' || c == '<' || c == '>' || c == ';') {
+            return Err(ApiError::bad_field(
+                &format!("/{key}"),
+                format!("{key} must be a number or SIP user, not {v:?}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `bridge` (Telnyx: `call_control_id` = the other call): both calls' audio meet
@@ -295,22 +307,8 @@ async fn transfer(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ApiError::bad_field("/to", "to is required"))?;
     let from = string(body, "from")?.unwrap_or_else(|| me.info.from.clone());
-    for (key, v) in [("to", &to), ("from", &from)] {
-        if v.contains(|c: char| c.is_whitespace() || c == '@' || c == '<' || c == '>' || c == ';') {
-            return Err(ApiError::bad_field(
-                &format!("/{key}"),
-                format!("{key} must be a number or SIP user, not {v:?}"),
-            ));
-        }
-    }
-    let timeout = match body.get("timeout_secs") {
-        None | Some(Value::Null) => 30,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(s @ 5..=600) => s,
-            _ => return Err(ApiError::bad_field("/timeout_secs", "timeout_secs must be 5 to 600")),
-        },
-        Some(_) => return Err(ApiError::bad_field("/timeout_secs", "timeout_secs must be a number")),
-    };
+    check_numbers(&to, &from)?;
+    let timeout = timeout_secs(body)?;
     if string(body, "webhook_url")?.is_some() {
         return Err(ApiError::bad_field(
             "/webhook_url",

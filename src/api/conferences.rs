@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use serde_json::{Map, Value, json};
 
 use super::ApiState;
-use super::calls::{object, string};
+use super::calls::{object, run, string};
 use super::error::ApiError;
 use crate::call::control::{Action, RoomJoin, RoomRef};
 use crate::room::{ParticipantInfo, ParticipantKind, RoomInfo, RoomOptions};
@@ -106,14 +106,6 @@ fn flag(body: &Map<String, Value>, key: &str) -> Result<bool, ApiError> {
 
 fn required(body: &Map<String, Value>, key: &str) -> Result<String, ApiError> {
     string(body, key)?.ok_or_else(|| ApiError::bad_field(&format!("/{key}"), format!("{key} is required")))
-}
-
-async fn run(st: &ApiState, id: &str, action: Action) -> Result<(), ApiError> {
-    match st.calls.command(id, action).await {
-        None => Err(ApiError::not_found("call", id)),
-        Some(Err(e)) => Err(ApiError::from_action(e)),
-        Some(Ok(())) => Ok(()),
-    }
 }
 
 /// `POST /v2/conferences`: `call_control_id` (the call that creates and joins it),

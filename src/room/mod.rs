@@ -51,7 +51,7 @@ use crate::media::pcm::{Chunk, PcmEndpoint, PcmPort};
 pub use registry::{ParticipantHandle, Rooms};
 
 /// Default cap on participants in one room (listeners not counted). The mixer
-/// benchmark (docs/rooms-bench.md) shows what the box holds.
+/// benchmark (docs/benchmarks.md, "Rooms") shows what the box holds.
 pub const DEFAULT_MAX_PARTICIPANTS: usize = 50;
 
 /// A room's settings, fixed when it is created (by its first join).

@@ -204,13 +204,7 @@ pub fn spawn_events(mut rx: mpsc::UnboundedReceiver<RoomEvent>, bus: EventBus, c
                 }
                 RoomEvent::ParticipantJoined { conference_id, name, participant_id, occurred_at } => {
                     let info = info_of(&participant_id);
-                    // A participant that is no call (a call's agent) keeps the
-                    // room's current key, so its events stay in the room's order.
-                    let key = match &info {
-                        Some(i) => Some(i.ids.call_session_id.clone()),
-                        None => keys.get(&conference_id).cloned().flatten(),
-                    };
-                    keys.insert(conference_id, key.clone());
+                    let key = ordering_key(&mut keys, conference_id, info.as_ref());
                     let mut p = participant_payload(conference_id, &participant_id, info.as_ref());
                     p.insert("name".into(), json!(name));
                     known.insert((conference_id, participant_id), Known { info });
@@ -218,11 +212,7 @@ pub fn spawn_events(mut rx: mpsc::UnboundedReceiver<RoomEvent>, bus: EventBus, c
                 }
                 RoomEvent::ParticipantLeft { conference_id, name, participant_id, reason, occurred_at } => {
                     let info = known.remove(&(conference_id, participant_id.clone())).and_then(|k| k.info);
-                    let key = match &info {
-                        Some(i) => Some(i.ids.call_session_id.clone()),
-                        None => keys.get(&conference_id).cloned().flatten(),
-                    };
-                    keys.insert(conference_id, key.clone());
+                    let key = ordering_key(&mut keys, conference_id, info.as_ref());
                     let mut p = participant_payload(conference_id, &participant_id, info.as_ref());
                     p.insert("name".into(), json!(name));
                     p.insert(
@@ -253,6 +243,22 @@ pub fn spawn_events(mut rx: mpsc::UnboundedReceiver<RoomEvent>, bus: EventBus, c
             bus.emit(event);
         }
     });
+}
+
+/// The ordering key (`call_session_id`) of a participant's event: its call's
+/// session; a participant that is no call (a call's agent) keeps the room's
+/// current key, so its events stay in the room's order. Becomes the room's key.
+fn ordering_key(
+    keys: &mut HashMap<uuid::Uuid, Option<String>>,
+    conference_id: uuid::Uuid,
+    info: Option<&CallInfo>,
+) -> Option<String> {
+    let key = match info {
+        Some(i) => Some(i.ids.call_session_id.clone()),
+        None => keys.get(&conference_id).cloned().flatten(),
+    };
+    keys.insert(conference_id, key.clone());
+    key
 }
 
 /// Bookkeeping of a bridge room's event: when one bridged call hangs up, the
