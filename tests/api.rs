@@ -380,6 +380,8 @@ async fn dial_out_to_an_agent_and_hang_up() {
     );
     let (d, _sip, api_port, receiver) = start_with(dir.path(), &extra);
     let api = Api::new(api_port);
+    // The call's own webhook_url: its events go there, not to [webhooks] url.
+    let own = Receiver::start(dir.path(), "own", &receiver.public_key, &[]);
     let agent = PyAgent::start(dir.path(), "agent", "echo", &[]);
     let media = free_even_block(4).to_string();
     let b_args: Vec<String> = [
@@ -419,7 +421,12 @@ async fn dial_out_to_an_agent_and_hang_up() {
         "stream_track": "both_tracks",
         "stream_bidirectional_mode": "rtp",
         "record": "record-from-answer",
+        "webhook_url": own.url().to_string(),
     });
+    let mut bad = body.clone();
+    bad["webhook_url"] = json!("ftp://backend/hook");
+    let (code, e) = api.send(reqwest::Method::POST, "/v2/calls", Some(&bad.to_string()), Some(TOKEN)).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/webhook_url")), "{e}");
     let (code, call) = api.send(reqwest::Method::POST, "/v2/calls", Some(&body.to_string()), Some(TOKEN)).await;
     assert_eq!(code, 200, "{call}");
     let id = call["data"]["call_control_id"].as_str().unwrap().to_string();
@@ -445,11 +452,14 @@ async fn dial_out_to_an_agent_and_hang_up() {
     assert_eq!(start["start"]["client_state"], "b3V0");
     assert!(c["summary"]["inbound_media"].as_u64().unwrap() >= 40, "{}", c["summary"]);
 
-    let hooks = receiver
+    let hooks = own
         .wait_until("recording saved", WAIT, |e| {
             delivered(e).iter().any(|x| x["body"]["data"]["event_type"] == "call.recording.saved")
         })
         .await;
+    assert!(harness::rejected(&hooks).is_empty(), "the call's webhook_url gets events signed like the others");
+    let main_hooks = std::fs::read_to_string(&receiver.log).unwrap_or_default();
+    assert!(!main_hooks.contains(&id), "none of this call's events went to [webhooks] url");
     let mine: Vec<&Value> = delivered(&hooks)
         .into_iter()
         .map(|x| &x["body"]["data"])

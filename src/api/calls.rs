@@ -62,12 +62,7 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
             ));
         }
     };
-    if string(&body, "webhook_url")?.is_some() {
-        return Err(ApiError::bad_field(
-            "/webhook_url",
-            "per-call webhook URLs are not supported: events go to [webhooks] url",
-        ));
-    }
+    let webhook_url = webhook_url(&st.config.borrow(), &body)?;
     let stream = match (string(&body, "stream_url")?, string(&body, "agent")?) {
         (Some(_), Some(_)) => return Err(ApiError::bad_field("/agent", "give stream_url or agent, not both")),
         (Some(_), None) => match streaming_start(&body)? {
@@ -93,6 +88,7 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
         client_state: string(&body, "client_state")?,
         stream,
         record,
+        webhook_url,
         bridge_with: None,
     };
     let view = crate::sip::dial::dial(&st.sip, req).await.map_err(ApiError::from_action)?;
@@ -239,6 +235,25 @@ pub fn string(body: &Map<String, Value>, key: &str) -> Result<Option<String>, Ap
     }
 }
 
+/// Telnyx `webhook_url` of a dial or transfer: an `http(s)://` URL that gets the
+/// new call's events instead of `[webhooks] url` (signed with the same key;
+/// `[webhooks] failover_url` stays the failover). Needs `[webhooks] url` set
+/// (the delivery worker and its key run only then).
+fn webhook_url(cfg: &crate::config::Config, body: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    let Some(raw) = string(body, "webhook_url")? else { return Ok(None) };
+    let url = url::Url::parse(&raw).map_err(|e| ApiError::bad_field("/webhook_url", format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ApiError::bad_field("/webhook_url", "webhook_url must be an http:// or https:// URL"));
+    }
+    if cfg.webhooks.url.is_none() {
+        return Err(ApiError::bad_field(
+            "/webhook_url",
+            "per-call webhook URLs need webhooks on: set [webhooks] url and signing_key",
+        ));
+    }
+    Ok(Some(url.to_string()))
+}
+
 /// `timeout_secs` of a dial or transfer: 5–600, default 30.
 fn timeout_secs(body: &Map<String, Value>) -> Result<u64, ApiError> {
     match body.get("timeout_secs") {
@@ -309,12 +324,7 @@ async fn transfer(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<
     let from = string(body, "from")?.unwrap_or_else(|| me.info.from.clone());
     check_numbers(&to, &from)?;
     let timeout = timeout_secs(body)?;
-    if string(body, "webhook_url")?.is_some() {
-        return Err(ApiError::bad_field(
-            "/webhook_url",
-            "per-call webhook URLs are not supported: events go to [webhooks] url",
-        ));
-    }
+    let webhook_url = webhook_url(&st.config.borrow(), body)?;
     let req = crate::sip::dial::DialRequest {
         trunk: string(body, "connection_id")?.unwrap_or_else(|| me.info.connection_id.clone()),
         from,
@@ -323,6 +333,7 @@ async fn transfer(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<
         client_state: string(body, "client_state")?,
         stream: None,
         record: false,
+        webhook_url,
         bridge_with: Some(id.to_string()),
     };
     crate::sip::dial::dial(&st.sip, req).await.map_err(ApiError::from_action)?;

@@ -328,6 +328,7 @@ mod tests {
             start_time: std::time::SystemTime::now(),
             client_state: None,
             custom_headers: vec![],
+            webhook_url: None,
         }
     }
 

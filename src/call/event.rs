@@ -41,6 +41,9 @@ pub struct CallEvent {
     /// Facts for the call record (`calls` table) that the payload does not carry.
     /// Never part of the webhook.
     pub record: RecordExtras,
+    /// The call's own webhook URL (Telnyx `webhook_url` on dial/transfer): where
+    /// this event goes instead of `[webhooks] url`. `None` for `[webhooks] url`.
+    pub webhook_url: Option<String>,
 }
 
 /// Call-record facts Telnyx payloads have no field for: stored in the leg's
@@ -73,6 +76,7 @@ impl CallEvent {
             call_session_id,
             payload,
             record: RecordExtras::default(),
+            webhook_url: None,
         }
     }
 

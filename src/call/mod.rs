@@ -61,6 +61,9 @@ pub struct CallInfo {
     pub client_state: Option<String>,
     /// X- headers of the INVITE (Telnyx `custom_headers`: name/value pairs).
     pub custom_headers: Vec<(String, String)>,
+    /// Where this call's events go instead of `[webhooks] url` (Telnyx
+    /// `webhook_url` on dial/transfer); `None` for the configured URL.
+    pub webhook_url: Option<String>,
 }
 
 /// RFC 3339 UTC with microseconds, as Telnyx renders times.
@@ -87,7 +90,9 @@ impl CallInfo {
 
     /// A new event of this call.
     pub fn event(&self, event_type: &str, payload: Map<String, Value>) -> CallEvent {
-        CallEvent::new(event_type, Some(self.ids.call_session_id.clone()), payload)
+        let mut e = CallEvent::new(event_type, Some(self.ids.call_session_id.clone()), payload);
+        e.webhook_url = self.webhook_url.clone();
+        e
     }
 
     /// `call.initiated` (`state`: `parked` for an incoming call waiting for its

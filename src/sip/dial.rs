@@ -35,6 +35,8 @@ pub struct DialRequest {
     pub stream: Option<StreamSpec>,
     /// Record from answer.
     pub record: bool,
+    /// Telnyx `webhook_url`: this call's events go there instead of `[webhooks] url`.
+    pub webhook_url: Option<String>,
     /// `transfer`: once answered, bridge with this call (its `call_control_id`);
     /// if that call has ended by then, this one is hung up.
     pub bridge_with: Option<String>,
@@ -66,6 +68,7 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
         call_session_id: None,
         headers: Vec::new(),
         client_state: req.client_state.clone(),
+        webhook_url: req.webhook_url.clone(),
     };
     let leg = OutboundLeg::dial(ctx, dial).await.map_err(|e| match e {
         DialError::NoProxy(t) => ActionError {

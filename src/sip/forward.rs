@@ -60,6 +60,7 @@ pub async fn run(
         call_session_id: Some(call.info.ids.call_session_id.clone()),
         headers: call.info.custom_headers.clone(),
         client_state: None,
+        webhook_url: None,
     };
     let mut far = match OutboundLeg::dial(&ctx, dial).await {
         Ok(l) => l,

@@ -145,6 +145,7 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         start_time: SystemTime::now(),
         client_state: None,
         custom_headers: msg::x_headers(&tx.original),
+        webhook_url: None,
     };
     tracing::info!(
         call_control_id = %info.ids.call_control_id, trunk = %trunk.name, route = %route.name,

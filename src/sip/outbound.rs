@@ -39,6 +39,8 @@ pub struct Dial {
     pub headers: Vec<(String, String)>,
     /// Telnyx `client_state` to echo in events.
     pub client_state: Option<String>,
+    /// Telnyx `webhook_url`: this leg's events go there instead of `[webhooks] url`.
+    pub webhook_url: Option<String>,
 }
 
 /// Why a leg could not even be started.
@@ -153,6 +155,7 @@ impl OutboundLeg {
             start_time: SystemTime::now(),
             client_state: dial.client_state.clone(),
             custom_headers: dial.headers.clone(),
+            webhook_url: dial.webhook_url.clone(),
         };
         tracing::info!(
             call_control_id = %info.ids.call_control_id, trunk = %dial.trunk.name,

@@ -204,6 +204,7 @@ mod tests {
             start_time: at(0),
             client_state: None,
             custom_headers: vec![("X-Shop".into(), "42".into())],
+            webhook_url: None,
         }
     }
 

@@ -136,6 +136,8 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX recordings_leg ON recordings (call_leg_id);
     CREATE INDEX recordings_control ON recordings (call_control_id);
     CREATE INDEX recordings_file ON recordings (file_path);",
+    // 6: per-call webhook URLs (Telnyx `webhook_url` on dial/transfer).
+    "ALTER TABLE webhook_outbox ADD COLUMN webhook_url TEXT;  -- NULL: [webhooks] url",
 ];
 
 /// A page of a listing, Telnyx's `page[number]` (from 1) and `page[size]`.

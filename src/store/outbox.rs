@@ -31,6 +31,9 @@ pub struct NewEvent {
     pub occurred_at: SystemTime,
     /// JSON of the envelope's `data` object (`webhook::envelope::data_json`).
     pub data_json: String,
+    /// The call's own webhook URL (Telnyx `webhook_url`), else `None` for
+    /// `[webhooks] url`.
+    pub webhook_url: Option<String>,
 }
 
 /// A pending event as the delivery worker sees it.
@@ -52,6 +55,8 @@ pub struct PendingEvent {
     pub attempts: u32,
     /// Failed POSTs since `queued_at` (drives backoff and failover).
     pub failures: u32,
+    /// The call's own webhook URL, if it has one.
+    pub webhook_url: Option<String>,
 }
 
 /// The result of one POST, to be recorded.
@@ -166,8 +171,8 @@ pub fn insert(conn: &Connection, e: &NewEvent, now: SystemTime) -> rusqlite::Res
     let now = timestamp(now);
     conn.execute(
         "INSERT INTO webhook_outbox (event_id, event_type, call_session_id, occurred_at, body, queued_at, \
-         next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-        params![e.event_id, e.event_type, e.call_session_id, timestamp(e.occurred_at), e.data_json, now],
+         next_attempt_at, webhook_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+        params![e.event_id, e.event_type, e.call_session_id, timestamp(e.occurred_at), e.data_json, now, e.webhook_url],
     )?;
     Ok(conn.last_insert_rowid())
 }
@@ -206,7 +211,7 @@ pub fn due(conn: &Connection, now: SystemTime, in_flight: &[i64], limit: usize) 
         return Ok(Due { events: Vec::new(), next_due });
     }
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, event_id, event_type, call_session_id, body, queued_at, attempts, failures \
+        "SELECT seq, event_id, event_type, call_session_id, body, queued_at, attempts, failures, webhook_url \
          FROM webhook_outbox WHERE seq IN (SELECT value FROM json_each(?1)) ORDER BY seq",
     )?;
     let events = stmt
@@ -221,6 +226,7 @@ pub fn due(conn: &Connection, now: SystemTime, in_flight: &[i64], limit: usize) 
                 queued_at: time_col(r, 5)?.unwrap_or(now),
                 attempts: r.get(6)?,
                 failures: r.get(7)?,
+                webhook_url: r.get(8)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -376,6 +382,7 @@ mod tests {
             call_session_id: session.map(str::to_string),
             occurred_at: t(0),
             data_json: format!("{{\"n\":{n}}}"),
+            webhook_url: None,
         }
     }
 

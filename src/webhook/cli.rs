@@ -167,6 +167,7 @@ mod tests {
                 call_session_id: Some("s".into()),
                 occurred_at: now,
                 data_json: "{}".into(),
+                webhook_url: None,
             };
             outbox::insert(c, &e, now).unwrap();
         }

@@ -291,7 +291,13 @@ async fn run(ctx: Arc<Ctx>, wake: Arc<Notify>, mut mode: watch::Receiver<Mode>) 
 /// One POST of one event; returns its outcome for the worker to record.
 async fn attempt(ctx: &Ctx, ev: PendingEvent) -> Finished {
     let p = &ctx.policy;
-    let url = ctx.targets.get(p.target(ev.failures, ctx.targets.failover_url.is_some()));
+    // A call's own webhook_url replaces `[webhooks] url` (failover stays the
+    // configured failover_url, when there is one).
+    let own = ev.webhook_url.as_deref().and_then(|u| url::Url::parse(u).ok());
+    let url = match (p.target(ev.failures, ctx.targets.failover_url.is_some()), &own) {
+        (Target::Primary, Some(own)) => own,
+        (t, _) => ctx.targets.get(t),
+    };
     let attempt = ev.attempts.saturating_add(1);
     let body = envelope::body(&ev.data_json, attempt, url.as_str());
     let sig = envelope::sign(&ctx.key, SystemTime::now(), body.as_bytes());

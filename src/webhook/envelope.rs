@@ -98,6 +98,7 @@ mod tests {
             call_session_id: Some("sess".into()),
             payload,
             record: Default::default(),
+            webhook_url: None,
         }
     }
 

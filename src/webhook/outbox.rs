@@ -180,6 +180,7 @@ fn new_event(event: &CallEvent) -> NewEvent {
         call_session_id: event.call_session_id.clone(),
         occurred_at: event.occurred_at,
         data_json: envelope::data_json(event),
+        webhook_url: event.webhook_url.clone(),
     }
 }
 
@@ -207,6 +208,7 @@ pub fn interrupted_hangup(r: &CallRecord, now: SystemTime) -> CallEvent {
         call_session_id: Some(s.call_session_id.clone()),
         payload: p,
         record: Default::default(),
+        webhook_url: None,
     }
 }
 

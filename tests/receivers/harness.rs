@@ -44,7 +44,8 @@ pub struct Receiver {
     pub log: PathBuf,
     name: String,
     dir: PathBuf,
-    public_key: String,
+    /// The public key it verifies signatures with (base64).
+    pub public_key: String,
     args: Vec<String>,
 }
 
