@@ -83,8 +83,8 @@ pub async fn participants(State(st): State<ApiState>, Path(id): Path<String>) ->
     Ok(Json(json!({"data": data, "meta": {"total_results": data.len()}})))
 }
 
-fn max_participants(body: &Map<String, Value>) -> Result<RoomOptions, ApiError> {
-    let mut options = RoomOptions::default();
+fn max_participants(st: &ApiState, body: &Map<String, Value>) -> Result<RoomOptions, ApiError> {
+    let mut options = st.config.borrow().rooms.options();
     match body.get("max_participants") {
         None | Some(Value::Null) => {}
         Some(Value::Number(n)) => match n.as_u64() {
@@ -118,7 +118,7 @@ pub async fn create(State(st): State<ApiState>, body: Bytes) -> Result<Json<Valu
     if name.is_empty() || name.len() > 256 || name.starts_with(crate::sip::rooms::BRIDGE_PREFIX) {
         return Err(ApiError::bad_field("/name", "name must be 1 to 256 bytes and not start with \"bridge:\""));
     }
-    let options = max_participants(&body)?;
+    let options = max_participants(&st, &body)?;
     let join = RoomJoin { room: RoomRef::Name(name.clone()), options, muted: false, held: false };
     run(&st, &call, Action::JoinRoom(join)).await?;
     let room = find(&st, &name)?;

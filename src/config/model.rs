@@ -29,6 +29,8 @@ pub struct Config {
     pub agents: Vec<Agent>,
     /// `[[route]]`, in file order (first match wins).
     pub routes: Vec<Route>,
+    /// `[rooms]`
+    pub rooms: Rooms,
     /// `[recording]`
     pub recording: Recording,
     /// `[webhooks]`
@@ -253,6 +255,24 @@ pub enum Channels {
     Dual,
     /// Mono mix.
     Single,
+}
+
+/// `[rooms]`: defaults of the local rooms that routes and the API create.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rooms {
+    /// Participants a room holds (2–1000, default 50); `POST /v2/conferences`
+    /// may set its own.
+    pub max_participants: usize,
+    /// How long an empty room waits for someone to rejoin before it ends
+    /// (`conference.ended`); default 0: it ends with its last participant.
+    pub linger: Duration,
+}
+
+impl Rooms {
+    /// The room engine's options for a new room.
+    pub fn options(&self) -> crate::room::RoomOptions {
+        crate::room::RoomOptions { max_participants: self.max_participants, linger: self.linger, ..Default::default() }
+    }
 }
 
 /// `[recording]`

@@ -14,7 +14,9 @@ use super::reader::{Issues, Table};
 use super::secret::Secret;
 use super::values::{self, DiskBudget, Listen, NumberPattern, PortRange, Transport};
 
-const ROOT: &[&str] = &["node", "sip", "rtp", "trunk", "agent", "route", "recording", "webhooks", "api", "log"];
+const ROOT: &[&str] =
+    &["node", "sip", "rtp", "trunk", "agent", "route", "rooms", "recording", "webhooks", "api", "log"];
+const ROOMS: &[&str] = &["max_participants", "linger"];
 const NODE: &[&str] = &["name", "data_dir", "public_address", "max_calls", "shutdown_grace"];
 const SIP: &[&str] = &["listen", "tls_certificate", "tls_private_key", "tls_ca_file"];
 const RTP: &[&str] = &["port_range", "timeout"];
@@ -111,6 +113,7 @@ pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option
     let trunks = read_trunks(&root, issues, warnings);
     let agents = read_agents(&root, issues);
     let routes = read_routes(&root, issues, &trunks, &agents);
+    let rooms = read_rooms(&root, issues);
     let recording = read_recording(&root, issues, &node.data_dir);
     let webhooks = read_webhooks(&root, issues);
     let api = read_api(&root, issues, warnings);
@@ -124,7 +127,7 @@ pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option
         warnings.push("no [[route]] is configured: every incoming call gets 404".into());
     }
     if issues.0.is_empty() {
-        Some(Config { node, sip, rtp, trunks, agents, routes, recording, webhooks, api, log })
+        Some(Config { node, sip, rtp, trunks, agents, routes, rooms, recording, webhooks, api, log })
     } else {
         None
     }
@@ -421,6 +424,17 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
         t.finish(issues);
     }
     out
+}
+
+fn read_rooms(root: &Table<'_>, issues: &mut Issues) -> Rooms {
+    let t = root.table("rooms", ROOMS, issues);
+    let max_participants = t.integer("max_participants", issues, 2, 1000).map_or(50, |n| n as usize);
+    let linger = duration(&t, "linger", issues, Duration::ZERO);
+    if linger > Duration::from_secs(3600) {
+        issues.push(t.key_path("linger"), "linger must be at most 1h");
+    }
+    t.finish(issues);
+    Rooms { max_participants, linger }
 }
 
 fn read_recording(root: &Table<'_>, issues: &mut Issues, data_dir: &std::path::Path) -> Recording {

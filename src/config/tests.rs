@@ -336,3 +336,19 @@ fn api_tls_keys_go_together_and_name_their_file_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn rooms_defaults_and_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = write(dir.path(), "ok.toml", "[rooms]\nmax_participants = 8\nlinger = \"30s\"\n");
+    let c = load_with_env(&ok, env(&[])).unwrap().config;
+    assert_eq!((c.rooms.max_participants, c.rooms.linger), (8, std::time::Duration::from_secs(30)));
+    assert_eq!(c.rooms.options().max_participants, 8);
+    let none = write(dir.path(), "none.toml", "");
+    let c = load_with_env(&none, env(&[])).unwrap().config;
+    assert_eq!((c.rooms.max_participants, c.rooms.linger), (50, std::time::Duration::ZERO));
+    let bad = write(dir.path(), "bad.toml", "[rooms]\nmax_participants = 1\nlinger = \"2h\"\n");
+    let e = load_with_env(&bad, env(&[])).unwrap_err().to_string();
+    assert!(e.contains("bad.toml:2: rooms.max_participants"), "{e}");
+    assert!(e.contains("bad.toml:3: rooms.linger: linger must be at most 1h"), "{e}");
+}

@@ -647,7 +647,7 @@ impl InboundCall {
         let rooms = self.ctx.rooms.clone();
         let join = RoomJoin {
             room: RoomRef::Name(name.clone()),
-            options: crate::room::RoomOptions::default(),
+            options: self.ctx.config.borrow().rooms.options(),
             muted: false,
             held: false,
         };
