@@ -160,6 +160,35 @@ async fn three_callers_hear_each_other_but_not_themselves() {
     let (code, e) = gw.api(reqwest::Method::POST, &rec, Some(json!({"format": "wav"}))).await;
     assert_eq!(code, 200, "{e}");
     assert_eq!(gw.api(reqwest::Method::POST, &rec, Some(json!({}))).await.0, 422, "one recording per room");
+    // A supervisor listens to the room: the full mix as Telnyx media frames.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.api)).await.unwrap();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://127.0.0.1:{}/v2/conferences/support/listen",
+        gw.api
+    ))
+    .unwrap();
+    req.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let (mut listen, _) = tokio_tungstenite::client_async(req, tcp).await.expect("listen socket");
+    let mut frames = Vec::new();
+    while frames.len() < 40 {
+        use futures_util::StreamExt;
+        let msg = tokio::time::timeout(WAIT, listen.next()).await.expect("listen frame").unwrap().unwrap();
+        frames.push(serde_json::from_str::<Value>(msg.to_text().unwrap()).unwrap());
+    }
+    drop(listen);
+    assert_eq!((frames[0]["event"].as_str(), frames[1]["event"].as_str()), (Some("connected"), Some("start")));
+    assert_eq!(frames[1]["start"]["call_control_id"], conference_id.as_str());
+    let mix: Vec<i16> = frames[2..]
+        .iter()
+        .flat_map(|f| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(f["media"]["payload"].as_str().unwrap()).unwrap()
+        })
+        .map(|b| sipbridge::media::g711::G711::Pcmu.decode_sample(b))
+        .collect();
+    for hz in TONES {
+        assert!(level(&mix, hz) > 1000.0, "the listener hears {hz} Hz");
+    }
     let ids: Vec<String> =
         parts["data"].as_array().unwrap().iter().map(|p| p["call_control_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 3);

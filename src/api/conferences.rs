@@ -228,3 +228,75 @@ pub async fn action(
     }
     Ok(Json(json!({"data": {"result": "ok"}})))
 }
+
+/// `GET /v2/conferences/{id}/listen` (WebSocket): the room's full mix as Telnyx
+/// media frames (`connected`, `start` with `call_control_id` = `call_session_id`
+/// = the `conference_id`, then `media` on track `inbound`, PCMU 20 ms, and `stop`
+/// when the room ends). The listener is a room participant that only hears; a
+/// slow client loses frames, never slows the room.
+pub async fn listen(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Result<axum::response::Response, ApiError> {
+    let room = find(&st, &id)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let who = format!("listen:{}", uuid::Uuid::new_v4());
+    let participant = crate::room::Participant::listener(who, tx, crate::media::g711::G711::Pcmu);
+    let handle = st
+        .sip
+        .rooms
+        .join_existing(room.conference_id, participant)
+        .await
+        .map_err(|_| ApiError::not_found("conference", &id))?;
+    Ok(ws.on_upgrade(move |socket| listen_stream(socket, room, rx, handle)))
+}
+
+async fn listen_stream(
+    mut socket: axum::extract::ws::WebSocket,
+    room: RoomInfo,
+    mut rx: tokio::sync::mpsc::Receiver<crate::media::pcm::Chunk>,
+    handle: crate::room::ParticipantHandle,
+) {
+    use super::events::send;
+    use crate::agent::protocol::{Outbound, StartInfo, Track};
+    use axum::extract::ws::Message;
+    let id = room.conference_id.to_string();
+    let mut out = Outbound::new(uuid::Uuid::new_v4().to_string());
+    let start = StartInfo {
+        call_control_id: id.clone(),
+        call_session_id: id.clone(),
+        from: String::new(),
+        to: room.name.clone(),
+        client_state: None,
+        custom_parameters: Map::new(),
+        encoding: crate::config::Encoding::Pcmu,
+        sample_rate: 8000,
+    };
+    if !send(&mut socket, out.connected()).await || !send(&mut socket, out.start(&start)).await {
+        return;
+    }
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            c = rx.recv() => match c {
+                Some(chunk) => {
+                    let ts = started.elapsed().as_millis() as u64;
+                    if !send(&mut socket, out.media(Track::Inbound, ts, chunk.audio())).await {
+                        break;
+                    }
+                }
+                None => {
+                    let _ = send(&mut socket, out.stop(&id, &id)).await;
+                    let _ = socket.send(Message::Close(None)).await;
+                    break;
+                }
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    drop(handle);
+}

@@ -74,7 +74,7 @@ pub async fn listen(
 }
 
 /// Sends one text frame; `false` when the client is gone or takes over 2 s.
-async fn send(socket: &mut WebSocket, text: String) -> bool {
+pub(crate) async fn send(socket: &mut WebSocket, text: String) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(2), socket.send(Message::Text(text.into()))).await, Ok(Ok(())))
 }
 

@@ -68,6 +68,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v2/conferences", get(conferences::list).post(conferences::create))
         .route("/v2/conferences/{conference_id}", get(conferences::get))
         .route("/v2/conferences/{conference_id}/participants", get(conferences::participants))
+        .route("/v2/conferences/{conference_id}/listen", get(conferences::listen))
         .route("/v2/conferences/{conference_id}/actions/{action}", post(conferences::action))
         .route("/v2/recordings", get(recordings::list))
         // `{id}` and `{id}.wav` share the segment; the handler tells them apart.

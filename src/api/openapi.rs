@@ -182,6 +182,10 @@ pub fn document() -> Value {
         "/v2/conferences/{conference_id}/participants".into(),
         json!({"get": {"summary": "A room's participants", "parameters": [conf_param], "responses": {"200": {"description": "{\"data\": [participant]}"}, "404": error_response("Unknown conference")}}}),
     );
+    paths.insert(
+        "/v2/conferences/{conference_id}/listen".into(),
+        json!({"get": {"summary": "WebSocket: the room's full mix as Telnyx media frames", "parameters": [conf_param], "responses": {"101": {"description": "Switching protocols"}, "404": error_response("Unknown conference")}}}),
+    );
     for (name, summary, fields) in CONFERENCE_ACTIONS {
         let props: serde_json::Map<String, Value> =
             fields.iter().map(|(f, t, d)| (f.to_string(), json!({"type": t, "description": d}))).collect();
