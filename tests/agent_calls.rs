@@ -47,7 +47,7 @@ impl Gateway {
         std::fs::write(
             &config,
             format!(
-                "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\nmax_calls = 50\n[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n[rtp]\nport_range = \"{lo}-{hi}\"\n[[trunk]]\nname = \"telnyx-ip\"\ninbound_allow = [\"127.0.0.0/8\"]\n{agents_and_routes}\n[recording]\nenabled = true\ndir = \"{rec}\"\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n[log]\nformat = \"text\"\nlevel = \"debug\"\n",
+                "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\nmax_calls = 50\n[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n[rtp]\nport_range = \"{lo}-{hi}\"\n[[trunk]]\nname = \"telnyx-ip\"\ninbound_allow = [\"127.0.0.0/8\"]\n{agents_and_routes}\n[recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{rec}\"\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n[log]\nformat = \"text\"\nlevel = \"debug\"\n",
                 data = dir.join("data").display(),
                 lo = base.max(20_000),
                 hi = base.max(20_000) + 999,

@@ -98,7 +98,10 @@ fn dtmf_digits(packets: &[Packet]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_control_over_http_on_a_live_call() {
     let dir = tempfile::tempdir().unwrap();
-    let rec = format!("[recording]\nenabled = true\ndir = \"{}\"\n", dir.path().join("rec").display());
+    let rec = format!(
+        "[recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{}\"\n",
+        dir.path().join("rec").display()
+    );
     let (d, sip, api_port, receiver) = start_with(dir.path(), &rec);
     let api = Api::new(api_port);
 
@@ -375,7 +378,7 @@ async fn dial_out_to_an_agent_and_hang_up() {
     let dir = tempfile::tempdir().unwrap();
     let b_port = free_port();
     let extra = format!(
-        "[[trunk]]\nname = \"carrier\"\nproxy = \"sip:127.0.0.3:{b_port}\"\n[recording]\nenabled = true\ndir = \"{}\"\n",
+        "[[trunk]]\nname = \"carrier\"\nproxy = \"sip:127.0.0.3:{b_port}\"\n[recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{}\"\n",
         dir.path().join("rec").display()
     );
     let (d, _sip, api_port, receiver) = start_with(dir.path(), &extra);

@@ -106,7 +106,7 @@ fn write_config(dir: &Path, sip: u16, api: u16, rec: &Path, extra_api: &str, ext
              [[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.1/32\"]\n\
              [[trunk]]\nname = \"branch\"\ninbound_allow = [\"127.0.0.2/32\"]\n\
              [[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\nrecord = true\n\
-             [recording]\nenabled = true\ndir = \"{rec}\"\nchannels = \"dual\"\n{extra_rec}\n\
+             [recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{rec}\"\nchannels = \"dual\"\n{extra_rec}\n\
              [api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n{extra_api}\n[log]\nformat = \"text\"\n",
             data = dir.join("data").display(),
             rec = rec.display(),

@@ -245,7 +245,7 @@ impl Gateway {
                 "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n\
                  [rtp]\nport_range = \"{lo}-{hi}\"\n[[trunk]]\nname = \"carrier\"\ninbound_allow = [\"127.0.0.0/8\"]\n\
                  [[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\nrecord = true\n\
-                 [recording]\nenabled = true\ndir = \"{rec}\"\nchannels = \"dual\"\n{hooks}[log]\nformat = \"text\"\n",
+                 [recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{rec}\"\nchannels = \"dual\"\n{hooks}[log]\nformat = \"text\"\n",
                 data = dir.join("data").display(),
                 lo = base,
                 hi = base + 999,

@@ -281,7 +281,7 @@ async fn a_recorded_echo_call_leaves_a_stereo_wav_and_an_event() {
     let (stack, events) = stack(
         dir.path(),
         &format!(
-            "[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"local\"\ninbound_allow = [\"127.0.0.2/32\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\nrecord = true\n[recording]\ndir = \"{}\"\nchannels = \"dual\"\n",
+            "[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"local\"\ninbound_allow = [\"127.0.0.2/32\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\nrecord = true\n[recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\ndir = \"{}\"\nchannels = \"dual\"\n",
             rec_dir.display()
         ),
     )

@@ -96,7 +96,7 @@ impl Gateway {
                  [sip]\nlisten = [\"udp://127.0.0.1:{sip_port}\"]\n\
                  [rtp]\nport_range = \"{lo}-{hi}\"\n\
                  {body}\n\
-                 [recording]\nenabled = true\ndir = \"{rec}\"\nchannels = \"dual\"\n\
+                 [recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{rec}\"\nchannels = \"dual\"\n\
                  [webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\nretry_initial = \"200ms\"\nretry_max = \"1s\"\n\
                  [api]\nlisten = \"127.0.0.1:{api_port}\"\ntoken = \"{TOKEN}\"\n\
                  [log]\nformat = \"text\"\nlevel = \"debug\"\n",
