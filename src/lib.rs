@@ -16,3 +16,4 @@ pub mod sdp;
 pub mod sip;
 pub mod store;
 pub mod webhook;
+pub mod webrtc;

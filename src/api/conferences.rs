@@ -14,7 +14,7 @@ use super::ApiState;
 use super::calls::{object, run, string};
 use super::error::ApiError;
 use crate::call::control::{Action, RoomJoin, RoomRef};
-use crate::room::{ParticipantInfo, ParticipantKind, RoomInfo, RoomOptions};
+use crate::room::{ParticipantInfo, RoomInfo, RoomOptions};
 
 fn conference_json(r: &RoomInfo) -> Value {
     json!({
@@ -34,11 +34,7 @@ fn participant_json(r: &RoomInfo, p: &ParticipantInfo) -> Value {
         "record_type": "participant",
         "id": p.participant_id,
         "call_control_id": call,
-        "participant_type": match p.kind {
-            ParticipantKind::Leg => "sip",
-            ParticipantKind::Agent => "agent",
-            ParticipantKind::Listener => "listener",
-        },
+        "participant_type": p.kind.as_str(),
         "conference": {"id": r.conference_id.to_string(), "name": r.name},
         "muted": p.muted,
         "on_hold": p.held,
@@ -76,7 +72,12 @@ pub async fn get(State(st): State<ApiState>, Path(id): Path<String>) -> Result<J
 }
 
 /// `GET /v2/conferences/{id}/participants`.
-pub async fn participants(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn participants(
+    State(st): State<ApiState>,
+    axum::Extension(access): axum::Extension<super::Access>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    super::webrtc::allow_room(&access, &st, &id)?;
     let room = find(&st, &id)?;
     let ps = st.sip.rooms.participants(room.conference_id).await.map_err(|_| ApiError::not_found("conference", &id))?;
     let data: Vec<Value> = ps.iter().map(|p| participant_json(&room, p)).collect();

@@ -17,18 +17,39 @@ use crate::webhook::envelope;
 pub const DELIVERED_TO: &str = "/v2/events";
 
 /// Upgrades to the event stream.
-pub async fn socket(State(st): State<ApiState>, ws: WebSocketUpgrade) -> Response {
+pub async fn socket(
+    State(st): State<ApiState>,
+    axum::Extension(access): axum::Extension<super::Access>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let rx = st.events.subscribe();
-    ws.on_upgrade(move |socket| stream(socket, rx))
+    let room = match access {
+        super::Access::Full => None,
+        super::Access::Room(name) => Some(name),
+    };
+    ws.on_upgrade(move |socket| stream(socket, rx, room))
+}
+
+/// Whether a join token for `room` sees `ev`: only that room's `conference.*`
+/// events.
+fn visible(ev: &crate::call::CallEvent, room: Option<&str>) -> bool {
+    match room {
+        None => true,
+        Some(room) => {
+            ev.event_type.starts_with("conference.") && ev.payload.get("name").and_then(|n| n.as_str()) == Some(room)
+        }
+    }
 }
 
 async fn stream(
     mut socket: WebSocket,
     mut rx: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::call::CallEvent>>,
+    room: Option<String>,
 ) {
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
+                Ok(ev) if !visible(&ev, room.as_deref()) => {}
                 Ok(ev) => {
                     let body = envelope::body(&envelope::data_json(&ev), 1, DELIVERED_TO);
                     match tokio::time::timeout(Duration::from_secs(2), socket.send(Message::Text(body.into()))).await {

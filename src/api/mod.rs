@@ -18,6 +18,7 @@ pub mod query;
 pub mod recordings;
 pub mod records;
 pub mod tls;
+pub mod webrtc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::serve::ListenerExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +56,27 @@ pub struct ApiState {
     /// The store: writes go through its writer thread; listings read the same
     /// file ([`crate::store::StoreHandle::path`]) on read-only connections.
     pub store: crate::store::StoreHandle,
+    /// Browser (WebRTC) participants and their join tokens.
+    pub webrtc: crate::webrtc::WebRtcHub,
 }
+
+/// What a request's credentials reach: everything (the API token), or one room
+/// (a join token: its WebRTC join/leave, participants and events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// `Authorization: Bearer <[api] token>`.
+    Full,
+    /// A join token for this room name.
+    Room(String),
+}
+
+/// Routes a join token may reach (matched route paths).
+const JOIN_TOKEN_ROUTES: &[&str] = &[
+    "/v2/conferences/{conference_id}/webrtc",
+    "/v2/conferences/{conference_id}/participants",
+    "/v2/webrtc/{session_id}",
+    "/v2/events",
+];
 
 /// The router with every route (used by [`serve`] and by tests).
 pub fn router(state: ApiState) -> Router {
@@ -70,6 +91,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v2/conferences/{conference_id}/participants", get(conferences::participants))
         .route("/v2/conferences/{conference_id}/listen", get(conferences::listen))
         .route("/v2/conferences/{conference_id}/actions/{action}", post(conferences::action))
+        .route("/v2/conferences/{conference_id}/webrtc", post(webrtc::join_conference))
+        .route("/v2/conferences/{conference_id}/join_tokens", post(webrtc::join_token))
+        .route("/v2/calls/{call_control_id}/webrtc", post(webrtc::join_call))
+        .route("/v2/webrtc/{session_id}", delete(webrtc::leave))
         .route("/v2/recordings", get(recordings::list))
         // `{id}` and `{id}.wav` share the segment; the handler tells them apart.
         .route("/v2/recordings/{recording_id}", get(recordings::get).delete(recordings::delete))
@@ -80,28 +105,54 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(ops::healthz))
+        .route("/rooms/{name}", get(webrtc::page))
         .merge(v2)
         .fallback(|| async { ApiError::not_found("route", "").into_response() })
         .with_state(state)
 }
 
 /// Bearer token check (constant-time compare).
-async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
     let token = st.config.borrow().api.token.clone();
-    let given = req
+    let header = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let ok = match (token, given) {
+    let full = match (&token, header) {
         (Some(t), Some(g)) => {
             use subtle::ConstantTimeEq;
             bool::from(t.expose().as_bytes().ct_eq(g.as_bytes()))
         }
         _ => false,
     };
-    if ok { next.run(req).await } else { ApiError::unauthorized().into_response() }
+    let access = if full {
+        Some(Access::Full)
+    } else {
+        // A join token: in the header, or (browsers cannot set headers on a
+        // WebSocket) as `?token=` on the event socket.
+        let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
+        let query_token = || {
+            url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        };
+        let given = header.map(str::to_string).or_else(|| (route.as_deref() == Some("/v2/events")).then(query_token).flatten());
+        match (route, given) {
+            (Some(route), Some(given)) if token.is_some() && JOIN_TOKEN_ROUTES.contains(&route.as_str()) => {
+                st.webrtc.tokens().verify(&given, std::time::SystemTime::now()).ok().map(Access::Room)
+            }
+            _ => None,
+        }
+    };
+    match access {
+        Some(a) => {
+            req.extensions_mut().insert(a);
+            next.run(req).await
+        }
+        None => ApiError::unauthorized().into_response(),
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled: over HTTPS when

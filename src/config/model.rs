@@ -31,6 +31,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[rooms]`
     pub rooms: Rooms,
+    /// `[webrtc]`
+    pub webrtc: WebRtc,
     /// `[recording]`
     pub recording: Recording,
     /// `[webhooks]`
@@ -273,6 +275,30 @@ impl Rooms {
     pub fn options(&self) -> crate::room::RoomOptions {
         crate::room::RoomOptions { max_participants: self.max_participants, linger: self.linger, ..Default::default() }
     }
+}
+
+/// `[webrtc]`: browsers joining rooms and calls (issue 12).
+#[derive(Debug, Clone, Serialize)]
+pub struct WebRtc {
+    /// Accept WebRTC participants (default true).
+    pub enabled: bool,
+    /// WebRTC participants on the box at once (0–500, default 20); one more gets 503.
+    pub max_participants: usize,
+    /// Address the media sockets bind to; `0.0.0.0` (default) offers a host
+    /// candidate on every non-loopback interface.
+    pub address: std::net::IpAddr,
+    /// The box's address as browsers outside its NAT see it (a 1:1 NAT or a
+    /// forwarded port range): offered instead of the private host address.
+    pub public_address: Option<std::net::IpAddr>,
+    /// STUN servers (`stun:host:port`) for a server-reflexive candidate.
+    pub stun_servers: Vec<String>,
+    /// UDP ports the media sockets use, inclusive (`None`: the OS picks).
+    pub port_range: Option<(u16, u16)>,
+    /// No ICE consent (RFC 7675 §5.1: 30 s) from a browser for this long and it
+    /// is removed (`reason: "consent_expired"`).
+    pub consent_timeout: Duration,
+    /// Lifetime of join tokens when the request names none (default 1h, at most 7 days).
+    pub join_token_ttl: Duration,
 }
 
 /// `[recording]`

@@ -15,8 +15,18 @@ use super::secret::Secret;
 use super::values::{self, DiskBudget, Listen, NumberPattern, PortRange, Transport};
 
 const ROOT: &[&str] =
-    &["node", "sip", "rtp", "trunk", "agent", "route", "rooms", "recording", "webhooks", "api", "log"];
+    &["node", "sip", "rtp", "trunk", "agent", "route", "rooms", "webrtc", "recording", "webhooks", "api", "log"];
 const ROOMS: &[&str] = &["max_participants", "linger"];
+const WEBRTC: &[&str] = &[
+    "enabled",
+    "max_participants",
+    "address",
+    "public_address",
+    "stun_servers",
+    "port_range",
+    "consent_timeout",
+    "join_token_ttl",
+];
 const NODE: &[&str] = &["name", "data_dir", "public_address", "max_calls", "shutdown_grace"];
 const SIP: &[&str] = &["listen", "tls_certificate", "tls_private_key", "tls_ca_file"];
 const RTP: &[&str] = &["port_range", "timeout"];
@@ -114,6 +124,7 @@ pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option
     let agents = read_agents(&root, issues);
     let routes = read_routes(&root, issues, &trunks, &agents);
     let rooms = read_rooms(&root, issues);
+    let webrtc = read_webrtc(&root, issues);
     let recording = read_recording(&root, issues, &node.data_dir);
     let webhooks = read_webhooks(&root, issues);
     let api = read_api(&root, issues, warnings);
@@ -127,7 +138,7 @@ pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option
         warnings.push("no [[route]] is configured: every incoming call gets 404".into());
     }
     if issues.0.is_empty() {
-        Some(Config { node, sip, rtp, trunks, agents, routes, rooms, recording, webhooks, api, log })
+        Some(Config { node, sip, rtp, trunks, agents, routes, rooms, webrtc, recording, webhooks, api, log })
     } else {
         None
     }
@@ -435,6 +446,52 @@ fn read_rooms(root: &Table<'_>, issues: &mut Issues) -> Rooms {
     }
     t.finish(issues);
     Rooms { max_participants, linger }
+}
+
+fn read_webrtc(root: &Table<'_>, issues: &mut Issues) -> WebRtc {
+    let t = root.table("webrtc", WEBRTC, issues);
+    let enabled = t.bool("enabled", issues).unwrap_or(true);
+    let max_participants = t.integer("max_participants", issues, 0, 500).map_or(20, |n| n as usize);
+    let ip = |s: &str| s.parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address"));
+    let address = t.parsed("address", issues, ip).unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let public_address = t.parsed("public_address", issues, |s| {
+        let a = ip(s)?;
+        if a.is_unspecified() { Err("public_address must be a real address, not 0.0.0.0".into()) } else { Ok(a) }
+    });
+    let stun_servers = t
+        .parsed_list("stun_servers", issues, |s| {
+            if s.starts_with("stun:") && s.len() > 5 {
+                Ok(s.to_string())
+            } else {
+                Err(format!("{s:?} is not a STUN URL (stun:host:port)"))
+            }
+        })
+        .unwrap_or_default();
+    let port_range = t.parsed("port_range", issues, |s| {
+        let bad = || format!("{s:?} is not a port range (first-last, e.g. 40000-40999)");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (a, b) = (a.trim().parse::<u16>().map_err(|_| bad())?, b.trim().parse::<u16>().map_err(|_| bad())?);
+        if a == 0 || a > b { Err(bad()) } else { Ok((a, b)) }
+    });
+    let consent_timeout = duration(&t, "consent_timeout", issues, Duration::from_secs(30));
+    if !(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&consent_timeout) {
+        issues.push(t.key_path("consent_timeout"), "consent_timeout must be between 2s and 5m");
+    }
+    let join_token_ttl = duration(&t, "join_token_ttl", issues, Duration::from_secs(3600));
+    if join_token_ttl > Duration::from_secs(7 * 86_400) || join_token_ttl.is_zero() {
+        issues.push(t.key_path("join_token_ttl"), "join_token_ttl must be between 1s and 7 days");
+    }
+    t.finish(issues);
+    WebRtc {
+        enabled,
+        max_participants,
+        address,
+        public_address,
+        stun_servers,
+        port_range,
+        consent_timeout,
+        join_token_ttl,
+    }
 }
 
 fn read_recording(root: &Table<'_>, issues: &mut Issues, data_dir: &std::path::Path) -> Recording {

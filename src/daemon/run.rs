@@ -240,6 +240,16 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
                 registrations: sip.registrations.clone(),
                 metrics: Arc::default(),
                 store: store.clone(),
+                webrtc: {
+                    let cfg = daemon.config.borrow();
+                    crate::webrtc::WebRtcHub::new(
+                        cfg.webrtc.clone(),
+                        cfg.rooms.options(),
+                        sip.ctx.rooms.clone(),
+                        sip.ctx.calls.clone(),
+                        cfg.api.token.as_ref().map(|t| t.expose().as_bytes()),
+                    )
+                },
             };
             tracing::info!(listen = %api_listen, "control API listening");
             tokio::spawn(crate::api::serve(listener, state, api_stop.clone()));

@@ -83,6 +83,9 @@ pub enum Attachment {
     /// A SIP leg: the endpoint half of the leg's `pcm_pair(depth, true, false)`;
     /// the leg task runs `run_pcm` with the port half.
     Leg(PcmEndpoint),
+    /// A browser over WebRTC: the same endpoint half as a leg's, its port half
+    /// driven by the WebRTC session (G.711 RTP from/to the browser).
+    WebRtc(PcmEndpoint),
     /// A voice agent: the port half of a `pcm_pair`; the agent stream got the
     /// endpoint half. The port's `control` sender is dropped by the room.
     Agent(PcmPort),
@@ -120,6 +123,12 @@ impl Participant {
         Participant { id: id.into(), attachment: Attachment::Agent(port), muted: false, held: false }
     }
 
+    /// A browser (WebRTC) participant: media like a SIP leg's (G.711 chunks in,
+    /// mix frames out), reported as `participant_type: "webrtc"`.
+    pub fn webrtc(id: impl Into<String>, endpoint: PcmEndpoint) -> Self {
+        Participant { id: id.into(), attachment: Attachment::WebRtc(endpoint), muted: false, held: false }
+    }
+
     /// A listener.
     pub fn listener(id: impl Into<String>, chunks: mpsc::Sender<Chunk>, codec: G711) -> Self {
         Participant { id: id.into(), attachment: Attachment::Listener { chunks, codec }, muted: false, held: false }
@@ -129,6 +138,7 @@ impl Participant {
     pub fn kind(&self) -> ParticipantKind {
         match self.attachment {
             Attachment::Leg(_) => ParticipantKind::Leg,
+            Attachment::WebRtc(_) => ParticipantKind::WebRtc,
             Attachment::Agent(_) => ParticipantKind::Agent,
             Attachment::Listener { .. } => ParticipantKind::Listener,
         }
@@ -144,6 +154,21 @@ pub enum ParticipantKind {
     Agent,
     /// A listener.
     Listener,
+    /// A browser over WebRTC (issue 12).
+    WebRtc,
+}
+
+impl ParticipantKind {
+    /// The `participant_type` of the API and events: `sip`, `agent`, `listener`,
+    /// `webrtc`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ParticipantKind::Leg => "sip",
+            ParticipantKind::Agent => "agent",
+            ParticipantKind::Listener => "listener",
+            ParticipantKind::WebRtc => "webrtc",
+        }
+    }
 }
 
 /// Why a participant left a room.
@@ -156,6 +181,9 @@ pub enum LeaveReason {
     Hangup,
     /// The room was ended (Telnyx `end`): the caller should hang the call up.
     RoomEnded,
+    /// Its connection failed (a WebRTC participant: ICE never connected, the DTLS
+    /// handshake failed, or ICE consent expired); the text is the event's `reason`.
+    Failed(&'static str),
 }
 
 /// Why a room ended (Telnyx `conference.ended` `reason`).

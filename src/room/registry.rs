@@ -76,6 +76,14 @@ impl ParticipantHandle {
         let _ = self.commands.send(Command::Leave { target, reason: LeaveReason::Left, reply: None });
     }
 
+    /// Leaves the room with `reason` (a failed connection). Does nothing if the
+    /// room already removed the participant.
+    pub fn leave_because(mut self, reason: LeaveReason) {
+        self.left = true;
+        let target = Target::Serial(self.serial);
+        let _ = self.commands.send(Command::Leave { target, reason, reply: None });
+    }
+
     /// Mutes or unmutes this participant (takes effect on the next tick).
     pub fn set_muted(&self, muted: bool) {
         let _ = self.commands.send(Command::SetMuted { target: Target::Serial(self.serial), muted, reply: None });

@@ -199,7 +199,7 @@ impl Room {
         }
         let Participant { id, attachment, muted, held } = participant;
         let (role, media) = match attachment {
-            Attachment::Leg(endpoint) => {
+            Attachment::Leg(endpoint) | Attachment::WebRtc(endpoint) => {
                 let jitter = Box::new(JitterBuffer::new(8000, self.shared.options.jitter_delay));
                 (Role::Participant, Media::Leg { endpoint, jitter })
             }

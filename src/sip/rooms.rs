@@ -28,6 +28,25 @@ use super::SipContext;
 /// Name prefix of the private two-party rooms that carry `bridge`/`transfer`.
 pub const BRIDGE_PREFIX: &str = "bridge:";
 
+/// Name prefix of the private rooms that carry a WebRTC listen-in or barge-in on
+/// one call (`POST /v2/calls/{id}/webrtc`): silent like bridge rooms.
+pub const MONITOR_PREFIX: &str = "monitor:";
+
+/// Id prefix of browser (WebRTC) participants: `webrtc:{session id}`.
+pub const WEBRTC_PREFIX: &str = "webrtc:";
+
+/// The `participant_type` of a room participant by its id: `{call}:agent` is an
+/// agent, `webrtc:…` a browser, anything else a SIP leg.
+pub fn participant_type(participant_id: &str) -> &'static str {
+    if participant_id.ends_with(":agent") {
+        "agent"
+    } else if participant_id.starts_with(WEBRTC_PREFIX) {
+        "webrtc"
+    } else {
+        "sip"
+    }
+}
+
 /// Chunks buffered from a leg toward its room (about 320 ms of 20 ms packets).
 const LEG_DEPTH: usize = 16;
 
@@ -187,6 +206,9 @@ pub fn spawn_events(mut rx: mpsc::UnboundedReceiver<RoomEvent>, bus: EventBus, c
                 unbridge(&ev, &mut bridges, &calls);
                 continue;
             }
+            if name.starts_with(MONITOR_PREFIX) {
+                continue;
+            }
             if player {
                 continue;
             }
@@ -221,9 +243,10 @@ pub fn spawn_events(mut rx: mpsc::UnboundedReceiver<RoomEvent>, bus: EventBus, c
                             LeaveReason::Left => "left",
                             LeaveReason::Hangup => "hangup",
                             LeaveReason::RoomEnded => "conference_ended",
+                            LeaveReason::Failed(why) => why,
                         }),
                     );
-                    if reason == LeaveReason::RoomEnded {
+                    if reason == LeaveReason::RoomEnded && participant_type(&participant_id) == "sip" {
                         // Telnyx `end`: the participants' calls are hung up.
                         let calls = calls.clone();
                         let id = participant_id.clone();
@@ -265,13 +288,13 @@ fn ordering_key(
 /// other is hung up too (Telnyx's default without `park_after_unbridge`).
 fn unbridge(ev: &RoomEvent, bridges: &mut HashMap<uuid::Uuid, Vec<String>>, calls: &CallRegistry) {
     match ev {
-        RoomEvent::ParticipantJoined { conference_id, participant_id, .. } if !participant_id.ends_with(":agent") => {
+        RoomEvent::ParticipantJoined { conference_id, participant_id, .. } if participant_type(participant_id) == "sip" => {
             bridges.entry(*conference_id).or_default().push(participant_id.clone());
         }
         RoomEvent::ParticipantLeft { conference_id, participant_id, reason, .. } => {
             let Some(ids) = bridges.get_mut(conference_id) else { return };
             ids.retain(|id| id != participant_id);
-            if *reason == LeaveReason::Hangup && !participant_id.ends_with(":agent") {
+            if *reason == LeaveReason::Hangup && participant_type(participant_id) == "sip" {
                 for other in ids.drain(..) {
                     let calls = calls.clone();
                     tokio::spawn(async move { calls.command(&other, Action::Hangup).await });
@@ -297,6 +320,7 @@ fn participant_payload(conference_id: uuid::Uuid, participant_id: &str, info: Op
     let mut p = Map::new();
     p.insert("conference_id".into(), json!(conference_id.to_string()));
     p.insert("call_control_id".into(), json!(participant_id));
+    p.insert("participant_type".into(), json!(participant_type(participant_id)));
     if let Some(i) = info {
         p.insert("call_leg_id".into(), json!(i.ids.call_leg_id));
         p.insert("call_session_id".into(), json!(i.ids.call_session_id));
