@@ -69,6 +69,8 @@ async function fail(message) {
       })), 2000));
     } catch (_) { /* page gone */ }
   }
+  // Playwright's messages quote the URL: keep the join token and colour codes out of logs.
+  message = String(message).replace(/#[^\s"']*/g, '#…').replace(/\u001b\[[0-9;]*m/g, '');
   emit({ event: 'error', message, state, pageError, console: consoleLines });
   await closeBrowser();
   process.exit(1);
@@ -150,7 +152,10 @@ async function main() {
     throw new Error(`not connected after ${CONNECT_TIMEOUT_MS / 1000} s (state ${await roomState()})`);
   }
   const joined = await page.evaluate(() => ({ state: window.sipbridgeRoom.state, participantId: window.sipbridgeRoom.participantId }));
-  if (joined.state !== 'connected') throw new Error(`join ended in state ${joined.state}`);
+  if (joined.state !== 'connected') {
+    const why = await page.evaluate(() => document.getElementById('error').textContent);
+    throw new Error(`join ended in state ${joined.state}: ${why}`);
+  }
   emit({ event: 'connected', participantId: joined.participantId });
 
   const t0 = Date.now();
