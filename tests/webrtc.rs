@@ -1,0 +1,439 @@
+//! WebRTC participants end to end (issue 12): Debian's Chromium, headless and
+//! driven by playwright-core (tests/browser/drive.mjs), opens the box's room page
+//! with a join token and a 900 Hz WAV as its microphone, while a SIPp caller in
+//! the same room sends 500 Hz. The caller must hear 900 Hz and not 500 Hz; the
+//! page's WebAudio analyser must report 500 Hz and not 900 Hz; leaving the page
+//! is a `conference.participant.left`; a browser killed outright is removed after
+//! the ICE consent timeout; an offer whose ICE never connects ends with
+//! `ice_failed`; bad offers and tokens are refused with the reason.
+//!
+//! The screenshot of the joined page is left at
+//! `target/test-artifacts/webrtc-room.png` (CI keeps it; not committed).
+
+mod common;
+#[path = "receivers/harness.rs"]
+mod harness;
+
+use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::rtp::{Packet, Script, place_calls_from, tone};
+use common::*;
+use harness::{Receiver, delivered, keygen, rejected};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(40);
+const TOKEN: &str = "webrtc-test-token-0123";
+
+/// A syntactically complete browser offer (Chromium 156's audio section) whose
+/// ICE credentials, fingerprint and candidate lead nowhere.
+const DEAD_OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0\r\na=msid-semantic: WMS\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111 0 8 126\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=candidate:94369755 1 udp 2122194687 127.0.0.1 9 typ host generation 0\r\n\
+a=ice-ufrag:d87z\r\na=ice-pwd:YOaK3KgnDl3bnQDWelyufhVc\r\na=ice-options:trickle\r\n\
+a=fingerprint:sha-256 AD:5C:9C:D0:60:AC:90:6C:96:BE:16:52:D7:3D:71:F5:69:9B:97:5F:5B:A0:B7:C9:71:CB:9B:D9:84:57:34:99\r\n\
+a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:126 telephone-event/8000\r\n\
+a=ssrc:462638625 cname:N/zGTQSBIN2fBnHG\r\n";
+
+struct Gateway {
+    daemon: Daemon,
+    sip: u16,
+    api: u16,
+    receiver: Receiver,
+    http: reqwest::Client,
+}
+
+impl Gateway {
+    async fn start(dir: &Path, webrtc: &str) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (key, public) = keygen(dir);
+        let receiver = Receiver::start(dir, "hook", &public, &[]);
+        let (sip, api) = (free_port(), free_port());
+        let base = free_even_block(2) & !0x3ff;
+        let config = dir.join("sipbridge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n\
+                 [rtp]\nport_range = \"{lo}-{hi}\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.0/8\"]\n\
+                 [[route]]\nroom = \"shop-floor\"\n[webrtc]\naddress = \"127.0.0.1\"\n{webrtc}\n\
+                 [recording]\nenabled = false\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n\
+                 [api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n[log]\nformat = \"text\"\nlevel = \"debug\"\n",
+                data = dir.join("data").display(),
+                lo = base.max(20_000),
+                hi = base.max(20_000) + 999,
+                url = receiver.url(),
+                key = key.display(),
+            ),
+        )
+        .unwrap();
+        let mut notify = NotifySocket::bind(dir);
+        let daemon = Daemon::start(&config, Some(&notify.path), None, &[]);
+        notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", daemon.stderr()));
+        Self { daemon, sip, api, receiver, http: reqwest::Client::new() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api)
+    }
+
+    /// POSTs an SDP offer with `bearer`; the status, the headers and the body.
+    async fn offer(&self, path: &str, bearer: &str, sdp: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(bearer)
+            .header("content-type", "application/sdp")
+            .body(sdp.to_string())
+            .send()
+            .await
+            .expect("API answers");
+        let (code, headers) = (r.status().as_u16(), r.headers().clone());
+        (code, headers, r.text().await.unwrap_or_default())
+    }
+
+    async fn join_token(&self, room: &str) -> String {
+        let r = self
+            .http
+            .post(self.url(&format!("/v2/conferences/{}/join_tokens", urlencode(room))))
+            .bearer_auth(TOKEN)
+            .json(&json!({"ttl_secs": 600}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["data"]["conference_name"], room);
+        assert!(body["data"]["room_url"].as_str().unwrap().starts_with("/rooms/"), "{body}");
+        body["data"]["token"].as_str().unwrap().to_string()
+    }
+
+    /// Webhook bodies (`data`) once `done` holds for them; every signature valid.
+    async fn events(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let entries = self
+            .receiver
+            .wait_until(what, WAIT, |e| {
+                let data: Vec<Value> = delivered(e).iter().map(|x| x["body"]["data"].clone()).collect();
+                done(&data)
+            })
+            .await;
+        assert!(rejected(&entries).is_empty(), "every signature verified");
+        delivered(&entries).iter().map(|x| x["body"]["data"].clone()).collect()
+    }
+
+    fn stop(mut self) {
+        self.daemon.signal(Signal::SIGTERM);
+        assert_eq!(self.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", self.daemon.stderr());
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// The webrtc participants' events of `type` (`joined`/`left`).
+fn webrtc_events<'a>(data: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    data.iter()
+        .filter(|d| d["event_type"] == format!("conference.participant.{kind}"))
+        .filter(|d| d["payload"]["participant_type"] == "webrtc")
+        .collect()
+}
+
+/// Amplitude of `hz` in `pcm` (8 kHz), Goertzel: a sine of amplitude A gives ~A.
+fn level(pcm: &[i16], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in pcm {
+        let s0 = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    2.0 * (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).max(0.0).sqrt() / pcm.len().max(1) as f64
+}
+
+/// The browser: `node tests/browser/drive.mjs` in its own process group (so the
+/// whole of Chromium can be killed at once), its JSON lines read as they come.
+struct Browser {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Browser {
+    fn open(url: &str, wav: &Path, screenshot: &Path, hold_secs: u32) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("node")
+            .arg(root.join("tests/browser/drive.mjs"))
+            .args(["--url", url, "--hold", &hold_secs.to_string(), "--tones", "500,900"])
+            .arg("--wav")
+            .arg(wav)
+            .arg("--screenshot")
+            .arg(screenshot)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .expect("node runs (scripts/setup-tests installs it)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&line).unwrap_or_else(|_| json!({"event": "text", "text": line}));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Browser { child, lines, seen: Vec::new() }
+    }
+
+    /// Lines until one with `event`; panics with everything seen on timeout.
+    fn wait_for(&mut self, event: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if v["event"] == event {
+                        return v;
+                    }
+                    assert_ne!(v["event"], "error", "the browser failed: {v}\nseen: {:?}", self.seen);
+                }
+                Err(_) => panic!("no {event:?} from the browser within {limit:?}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Kills Chromium and its driver outright (the process group we made).
+    fn kill(&mut self) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    fn finish(mut self) -> Vec<Value> {
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.lines.try_iter());
+        assert!(status.success(), "driver exit {status:?}: {:#?}", self.seen);
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The room page in Chromium and a SIPp caller in one room, each hearing the
+/// other's tone and not its own; leave → `left`; a killed browser → removed
+/// after the consent timeout; the box's WebRTC limit → 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), "max_participants = 1\nconsent_timeout = \"4s\"\n").await;
+    let room = "shop-floor";
+    let token = gw.join_token(room).await;
+    let page = format!("{}#token={token}", gw.url(&format!("/rooms/{}", urlencode(room))));
+    let wav = dir.path().join("mic-900.wav");
+    let sox = Command::new("sox")
+        .args(["-n", "-r", "48000", "-c", "1", "-b", "16"])
+        .arg(&wav)
+        .args(["synth", "40", "sine", "900", "vol", "0.5"])
+        .status()
+        .unwrap();
+    assert!(sox.success());
+
+    // The caller: 500 Hz for 16 s, in the room the route names.
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let caller = tokio::task::spawn_blocking(move || {
+        let script = Script {
+            audio: tone(500.0, 8000.0, 16_000),
+            digits: vec![],
+            gaps: vec![],
+            send_for: Duration::from_millis(16_000),
+            duration: Duration::from_millis(16_300),
+        };
+        place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 17_000, vec![script], &["+14155550101".into()])
+    });
+    gw.events("the caller in the room", |d| d.iter().any(|e| e["event_type"] == "conference.participant.joined"))
+        .await;
+
+    let shot = artifacts().join("webrtc-room.png");
+    let _ = std::fs::remove_file(&shot);
+    let mut browser = Browser::open(&page, &wav, &shot, 6);
+    let connected = browser.wait_for("connected", WAIT);
+    let participant = connected["participantId"].as_str().unwrap_or_default().to_string();
+    assert!(participant.starts_with("webrtc:"), "{connected}");
+
+    // One browser is the box's limit here: another offer gets 503.
+    let (code, _, body) = gw.offer("/v2/conferences/shop-floor/webrtc", TOKEN, DEAD_OFFER).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("max_participants"), "{body}");
+
+    let lines = browser.finish();
+    // The page heard the caller: its analyser shows 500 Hz, far above 900 Hz
+    // (its own tone, which mix-minus keeps out), once audio flows (after 1 s).
+    let samples: Vec<&Value> = lines.iter().filter(|l| l["event"] == "sample").skip(4).collect();
+    assert!(samples.len() >= 10, "{lines:#?}");
+    let median = |key: &str| {
+        let mut v: Vec<f64> = samples.iter().filter_map(|s| s[key].as_f64()).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (t500, t900) = (median("tone500Db"), median("tone900Db"));
+    eprintln!("page analyser: 500 Hz {t500:.1} dB, 900 Hz {t900:.1} dB, level {:.1} dBFS", median("levelDb"));
+    assert!(t500 > t900 + 30.0, "the page hears 500 Hz and not 900 Hz: {t500:.1} vs {t900:.1} dB");
+    assert!(median("levelDb") > -40.0, "the page's meter moves: {:.1} dBFS", median("levelDb"));
+    let png = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(png > 5_000, "screenshot of the joined page at {}: {png} bytes", shot.display());
+
+    // Leaving the page: the left event, for this participant.
+    let data = gw.events("the browser left", |d| !webrtc_events(d, "left").is_empty()).await;
+    let joined = webrtc_events(&data, "joined");
+    assert_eq!(joined.len(), 1, "{data:#?}");
+    assert_eq!(joined[0]["payload"]["call_control_id"], participant.as_str());
+    assert_eq!(joined[0]["payload"]["name"], room);
+    let left = webrtc_events(&data, "left");
+    assert_eq!(left[0]["payload"]["call_control_id"], participant.as_str());
+    assert_eq!(left[0]["payload"]["reason"], "left");
+
+    // The caller heard the browser: 900 Hz, and not its own 500 Hz, in its best
+    // second (Chromium's mic processing attenuates a steady tone ~20 dB).
+    let (code, log, phones) = caller.await.unwrap();
+    assert_eq!(code, 0, "{log}");
+    let pcm: Vec<i16> =
+        phones[0].iter().filter(|p: &&Packet| p.payload_type == 0).flat_map(|p| p.pcm()).collect::<Vec<i16>>();
+    let best = pcm
+        .chunks(8000)
+        .map(|s| (level(s, 900.0), level(s, 500.0)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap_or_default();
+    eprintln!("caller heard: 900 Hz {:.0}, 500 Hz {:.0} (amplitude, best second)", best.0, best.1);
+    assert!(best.0 > 300.0, "the caller hears the browser's 900 Hz: {best:?}");
+    assert!(best.1 < best.0 / 10.0, "and not its own 500 Hz: {best:?}");
+
+    // A browser that vanishes (Chromium killed) is removed after the ICE consent
+    // timeout (4 s here), with the reason.
+    let shot2 = dir.path().join("second.png");
+    let mut browser = Browser::open(&page, &wav, &shot2, 60);
+    let connected = browser.wait_for("connected", WAIT);
+    let second = connected["participantId"].as_str().unwrap_or_default().to_string();
+    let killed = Instant::now();
+    browser.kill();
+    let data = gw
+        .events("the vanished browser removed", |d| {
+            webrtc_events(d, "left").iter().any(|e| e["payload"]["call_control_id"] == second.as_str())
+        })
+        .await;
+    let gone = killed.elapsed();
+    let left = webrtc_events(&data, "left");
+    let reason = left.iter().find(|e| e["payload"]["call_control_id"] == second.as_str()).unwrap()["payload"]["reason"]
+        .clone();
+    eprintln!("killed browser removed after {:.1} s: {reason}", gone.as_secs_f64());
+    assert_eq!(reason, "consent_expired");
+    gw.stop();
+}
+
+/// Offers and credentials that must be refused, with the reason; an offer whose
+/// ICE never connects joins and then leaves with `ice_failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), "consent_timeout = \"4s\"\n").await;
+    let path = "/v2/conferences/lobby/webrtc";
+
+    // Bad SDP: 400 naming what is wrong.
+    for (sdp, why) in [
+        ("", "empty"),
+        ("hello", "bad SDP"),
+        (&DEAD_OFFER.replace(" 111 0 8 126", " 111 126"), "neither PCMU"),
+        (&DEAD_OFFER.replace("a=fingerprint:", "a=x:"), "fingerprint"),
+        (&DEAD_OFFER.replace("m=audio", "m=video"), "no audio"),
+    ] {
+        let (code, _, body) = gw.offer(path, TOKEN, sdp).await;
+        assert_eq!(code, 400, "{why}: {body}");
+        let e: Value = serde_json::from_str(&body).unwrap();
+        assert!(e["errors"][0]["detail"].as_str().unwrap().contains(why), "{why}: {body}");
+    }
+    let r = gw.http.post(gw.url(path)).bearer_auth(TOKEN).json(&json!({"sdp": "x"})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 415, "an offer is application/sdp");
+
+    // Tokens: none, forged, another room's; a join token reaches nothing else.
+    assert_eq!(gw.offer(path, "", DEAD_OFFER).await.0, 401);
+    assert_eq!(gw.offer(path, "sbj1.bG9iYnk.99999999999.AAAA", DEAD_OFFER).await.0, 401);
+    let other = gw.join_token("other").await;
+    assert_eq!(gw.offer(path, &other, DEAD_OFFER).await.0, 401);
+    let lobby = gw.join_token("lobby").await;
+    for p in ["/v2/calls", "/v2/conferences", "/v2/recordings", "/metrics"] {
+        let r = gw.http.get(gw.url(p)).bearer_auth(&lobby).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "a join token does not reach {p}");
+    }
+    let r = gw.http.post(gw.url("/v2/conferences/lobby/join_tokens")).bearer_auth(&lobby).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a join token mints no tokens");
+    let r = gw.http.post(gw.url("/v2/conferences/bridge:x/join_tokens")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400, "no tokens for the box's private rooms");
+    let r = gw.http.post(gw.url("/v2/calls/nope/webrtc?mode=shout")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400, "mode is listen or talk");
+
+    // The page: served without credentials, no secrets, a strict CSP.
+    let r = gw.http.get(gw.url("/rooms/lobby")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    let html = r.text().await.unwrap();
+    assert!(html.contains("RTCPeerConnection") && !html.contains(TOKEN));
+
+    // ICE that never connects: joined (201 with an answer and a Location), then
+    // removed with ice_failed; DELETE on the gone session is 404.
+    let (code, headers, answer) = gw.offer(path, &lobby, DEAD_OFFER).await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(headers["content-type"], "application/sdp");
+    assert!(answer.contains("a=candidate:") && answer.contains("a=fingerprint:"), "{answer}");
+    assert!(answer.contains("PCMU/8000"), "{answer}");
+    let location = headers["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/v2/webrtc/"), "{location}");
+    let participant = headers["x-participant-id"].to_str().unwrap().to_string();
+    let r = gw.http.get(gw.url("/v2/conferences/lobby/participants")).bearer_auth(&lobby).send().await.unwrap();
+    let parts: Value = r.json().await.unwrap();
+    assert_eq!(parts["data"][0]["participant_type"], "webrtc", "{parts}");
+    let data = gw.events("the dead session removed", |d| !webrtc_events(d, "left").is_empty()).await;
+    let left = webrtc_events(&data, "left");
+    assert_eq!(left[0]["payload"]["call_control_id"], participant.as_str());
+    assert_eq!(left[0]["payload"]["reason"], "ice_failed");
+    let r = gw.http.delete(gw.url(&location)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // A live session: DELETE with the room's token → 204 and the left event.
+    let (code, headers, _) = gw.offer(path, &lobby, DEAD_OFFER).await;
+    assert_eq!(code, 201);
+    let location = headers["location"].to_str().unwrap().to_string();
+    let participant = headers["x-participant-id"].to_str().unwrap().to_string();
+    let r = gw.http.delete(gw.url(&location)).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404, "another room's token does not see it");
+    let r = gw.http.delete(gw.url(&location)).bearer_auth(&lobby).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let data = gw
+        .events("the deleted session left", |d| {
+            webrtc_events(d, "left").iter().any(|e| e["payload"]["call_control_id"] == participant.as_str())
+        })
+        .await;
+    let left = webrtc_events(&data, "left");
+    assert_eq!(left.last().unwrap()["payload"]["reason"], "left");
+    gw.stop();
+}
