@@ -173,7 +173,7 @@ async fn call_control_over_http_on_a_live_call() {
     assert_eq!(frames[1]["start"]["media_format"]["encoding"], "PCMU");
     let tracks: std::collections::HashSet<&str> =
         frames[2..].iter().map(|f| f["media"]["track"].as_str().unwrap()).collect();
-    assert_eq!(tracks, ["inbound", "outbound"].into(), "both tracks");
+    assert_eq!(tracks, std::collections::HashSet::from(["inbound", "outbound"]), "both tracks");
 
     // 400s name the field.
     let (code, e) = api.action(&id, "send_dtmf", r#"{"digits": "12x"}"#).await;

@@ -51,6 +51,10 @@ struct Gateway {
 
 impl Gateway {
     async fn start(dir: &Path, webrtc: &str) -> Self {
+        Self::start_with(dir, "[[route]]\nroom = \"shop-floor\"\n[recording]\nenabled = false\n", webrtc).await
+    }
+
+    async fn start_with(dir: &Path, routes: &str, webrtc: &str) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (key, public) = keygen(dir);
         let receiver = Receiver::start(dir, "hook", &public, &[]);
@@ -62,8 +66,8 @@ impl Gateway {
             format!(
                 "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n\
                  [rtp]\nport_range = \"{lo}-{hi}\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.0/8\"]\n\
-                 [[route]]\nroom = \"shop-floor\"\n[webrtc]\naddress = \"127.0.0.1\"\n{webrtc}\n\
-                 [recording]\nenabled = false\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n\
+                 {routes}\n[webrtc]\naddress = \"127.0.0.1\"\n{webrtc}\n\
+                 [webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n\
                  [api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n[log]\nformat = \"text\"\nlevel = \"debug\"\n",
                 data = dir.join("data").display(),
                 lo = base.max(20_000),
@@ -134,9 +138,7 @@ impl Gateway {
 }
 
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// The webrtc participants' events of `type` (`joined`/`left`).
@@ -272,8 +274,7 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
         };
         place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 17_000, vec![script], &["+14155550101".into()])
     });
-    gw.events("the caller in the room", |d| d.iter().any(|e| e["event_type"] == "conference.participant.joined"))
-        .await;
+    gw.events("the caller in the room", |d| d.iter().any(|e| e["event_type"] == "conference.participant.joined")).await;
 
     let shot = artifacts().join("webrtc-room.png");
     let _ = std::fs::remove_file(&shot);
@@ -344,8 +345,8 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
         .await;
     let gone = killed.elapsed();
     let left = webrtc_events(&data, "left");
-    let reason = left.iter().find(|e| e["payload"]["call_control_id"] == second.as_str()).unwrap()["payload"]["reason"]
-        .clone();
+    let reason =
+        left.iter().find(|e| e["payload"]["call_control_id"] == second.as_str()).unwrap()["payload"]["reason"].clone();
     eprintln!("killed browser removed after {:.1} s: {reason}", gone.as_secs_f64());
     assert_eq!(reason, "consent_expired");
     gw.stop();
@@ -435,5 +436,248 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
         .await;
     let left = webrtc_events(&data, "left");
     assert_eq!(left.last().unwrap()["payload"]["reason"], "left");
+    gw.stop();
+}
+
+/// A WebRTC peer made with the same stack as the box (webrtc-rs), for the call
+/// monitor's API (the page covers rooms; this covers `POST /v2/calls/{id}/webrtc`):
+/// sends a tone as PCMU every 20 ms and keeps what it hears.
+struct Peer {
+    pc: std::sync::Arc<dyn webrtc::peer_connection::PeerConnection>,
+    heard: std::sync::Arc<std::sync::Mutex<Vec<i16>>>,
+    sender: tokio::task::JoinHandle<()>,
+    location: String,
+    conference_id: String,
+}
+
+struct PeerHandler {
+    gathered: tokio::sync::watch::Sender<bool>,
+    connected: tokio::sync::watch::Sender<bool>,
+    heard: std::sync::Arc<std::sync::Mutex<Vec<i16>>>,
+}
+
+#[async_trait::async_trait]
+impl webrtc::peer_connection::PeerConnectionEventHandler for PeerHandler {
+    async fn on_ice_gathering_state_change(&self, s: webrtc::peer_connection::RTCIceGatheringState) {
+        if s == webrtc::peer_connection::RTCIceGatheringState::Complete {
+            self.gathered.send_replace(true);
+        }
+    }
+    async fn on_connection_state_change(&self, s: webrtc::peer_connection::RTCPeerConnectionState) {
+        if s == webrtc::peer_connection::RTCPeerConnectionState::Connected {
+            self.connected.send_replace(true);
+        }
+    }
+    async fn on_track(&self, track: std::sync::Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
+        let heard = std::sync::Arc::clone(&self.heard);
+        tokio::spawn(async move {
+            while let Some(ev) = track.poll().await {
+                if let webrtc::media_stream::track_remote::TrackRemoteEvent::OnRtpPacket(p) = ev
+                    && p.header.payload_type == 0
+                {
+                    let pcm = p.payload.iter().map(|&b| sipbridge::media::g711::G711::Pcmu.decode_sample(b));
+                    heard.lock().unwrap().extend(pcm);
+                }
+            }
+        });
+    }
+}
+
+impl Peer {
+    async fn join(gw: &Gateway, path: &str, hz: f64) -> Peer {
+        use rtc::rtp_transceiver::rtp_sender::*;
+        use std::sync::Arc;
+        use webrtc::media_stream::track_local::TrackLocal;
+        use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+        use webrtc::peer_connection::*;
+        let pcmu = RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "audio/PCMU".into(),
+                clock_rate: 8000,
+                channels: 1,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 0,
+        };
+        let mut media = MediaEngine::default();
+        media.register_codec(pcmu.clone(), RtpCodecKind::Audio).unwrap();
+        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
+        let (gathered, mut gathered_rx) = tokio::sync::watch::channel(false);
+        let (connected, mut connected_rx) = tokio::sync::watch::channel(false);
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let handler = Arc::new(PeerHandler { gathered, connected, heard: Arc::clone(&heard) });
+        let pc: Arc<dyn PeerConnection> = Arc::new(
+            PeerConnectionBuilder::new()
+                .with_configuration(RTCConfigurationBuilder::new().build())
+                .with_media_engine(media)
+                .with_setting_engine(SettingEngineBuilder::new().with_include_loopback_candidate(true).build())
+                .with_interceptor_registry(registry)
+                .with_handler(handler)
+                .with_udp_addrs(vec!["127.0.0.1:0"])
+                .build()
+                .await
+                .unwrap(),
+        );
+        let track = Arc::new(TrackLocalStaticRTP::new(webrtc::media_stream::MediaStreamTrack::new(
+            "peer".into(),
+            "mic".into(),
+            "test peer".into(),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(0x1234_5678), ..Default::default() },
+                codec: pcmu.rtp_codec.clone(),
+                ..Default::default()
+            }],
+        )));
+        pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await.unwrap();
+        let offer = pc.create_offer(None).await.unwrap();
+        pc.set_local_description(offer).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(3), gathered_rx.wait_for(|g| *g)).await;
+        let sdp = pc.local_description().await.unwrap().sdp;
+        let (code, headers, answer) = gw.offer(path, TOKEN, &sdp).await;
+        assert_eq!(code, 201, "{answer}");
+        pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(15), connected_rx.wait_for(|c| *c))
+            .await
+            .expect("the peer connects (ICE + DTLS)")
+            .unwrap();
+        let sender = tokio::spawn(async move {
+            let audio = tone(hz, 8000.0, 60_000);
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for (seq, frame) in audio.chunks(160).enumerate() {
+                tick.tick().await;
+                let payload: Vec<u8> =
+                    frame.iter().map(|&s| sipbridge::media::g711::G711::Pcmu.encode_sample(s)).collect();
+                let packet = rtc::rtp::Packet {
+                    header: rtc::rtp::header::Header {
+                        version: 2,
+                        payload_type: 0,
+                        sequence_number: seq as u16,
+                        timestamp: (seq * 160) as u32,
+                        ssrc: 0x1234_5678,
+                        ..Default::default()
+                    },
+                    payload: bytes::Bytes::from(payload),
+                };
+                if track.write_rtp(packet).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let location = headers["location"].to_str().unwrap().to_string();
+        let conference_id = headers["x-conference-id"].to_str().unwrap().to_string();
+        Peer { pc, heard, sender, location, conference_id }
+    }
+
+    /// What it heard since the last call.
+    fn take(&self) -> Vec<i16> {
+        std::mem::take(&mut *self.heard.lock().unwrap())
+    }
+
+    async fn leave(self, gw: &Gateway) {
+        let r = gw.http.delete(gw.url(&self.location)).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        self.sender.abort();
+        let _ = self.pc.close().await;
+    }
+}
+
+/// `POST /v2/calls/{id}/webrtc`: a caller (500 Hz) talking to the echo agent,
+/// recorded. A `listen` browser (sending 900 Hz) hears the caller and is not
+/// heard; a `talk` browser is heard by the caller and lands in the call's
+/// recording (R = what the caller hears); a conference `mute` of it takes it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_listens_to_a_call_then_barges_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = format!(
+        "[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\nrecord = true\n\
+         [recording]\nenabled = true\nmax_disk_usage = \"1GiB\"\ndir = \"{}\"\n",
+        dir.path().join("rec").display()
+    );
+    let gw = Gateway::start_with(dir.path(), &routes, "").await;
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let started = Instant::now();
+    let caller = tokio::task::spawn_blocking(move || {
+        let script = Script {
+            audio: tone(500.0, 8000.0, 15_000),
+            digits: vec![],
+            gaps: vec![],
+            send_for: Duration::from_millis(15_000),
+            duration: Duration::from_millis(15_300),
+        };
+        place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 16_000, vec![script], &["+14155550101".into()])
+    });
+    let data = gw.events("the call answered", |d| d.iter().any(|e| e["event_type"] == "call.answered")).await;
+    let call = data.iter().find(|e| e["event_type"] == "call.answered").unwrap()["payload"]["call_control_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = |mode: &str| format!("/v2/calls/{call}/webrtc?mode={mode}");
+
+    // Listen: hears the caller (and the echo), is not heard.
+    let listener = Peer::join(&gw, &path("listen"), 900.0).await;
+    let listen_from = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let heard = listener.take();
+    let listen_to = started.elapsed().as_secs_f64();
+    listener.leave(&gw).await;
+    let tail = &heard[heard.len().saturating_sub(8000)..];
+    assert!(level(tail, 500.0) > 1000.0, "the listener hears the caller: {:.0}", level(tail, 500.0));
+    assert!(level(tail, 900.0) < 100.0, "and not itself: {:.0}", level(tail, 900.0));
+
+    // Talk: the caller hears it; then muted from the API, it does not.
+    let talker = Peer::join(&gw, &path("talk"), 900.0).await;
+    let talk_from = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let talk_to = started.elapsed().as_secs_f64();
+    let mute = format!("/v2/conferences/{}/actions/mute", talker.conference_id);
+    let participant = format!("webrtc:{}", talker.location.rsplit('/').next().unwrap());
+    let r = gw
+        .http
+        .post(gw.url(&mute))
+        .bearer_auth(TOKEN)
+        .json(&json!({"call_control_ids": [participant]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+    let muted_from = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let muted_to = started.elapsed().as_secs_f64();
+    talker.leave(&gw).await;
+
+    let (code, log, phones) = caller.await.unwrap();
+    assert_eq!(code, 0, "{log}");
+    // The caller's audio per phase (its clock starts a little after `started`:
+    // a second of margin on each side).
+    let window = |from: f64, to: f64| -> Vec<i16> {
+        phones[0]
+            .iter()
+            .filter(|p| p.payload_type == 0 && (from + 1.0..to - 0.5).contains(&p.at.as_secs_f64()))
+            .flat_map(|p| p.pcm())
+            .collect()
+    };
+    let (listening, talking, muted) =
+        (window(listen_from, listen_to), window(talk_from, talk_to), window(muted_from, muted_to));
+    eprintln!(
+        "caller hears 900 Hz: listen {:.0}, talk {:.0}, muted {:.0}",
+        level(&listening, 900.0),
+        level(&talking, 900.0),
+        level(&muted, 900.0)
+    );
+    assert!(level(&listening, 900.0) < 100.0, "a listener is not heard");
+    assert!(level(&talking, 900.0) > 1000.0, "a talker is heard");
+    assert!(level(&muted, 900.0) < 100.0, "a muted talker is not heard");
+
+    // The call's recording: R (what the caller hears) carries the talker.
+    let data = gw.events("the recording", |d| d.iter().any(|e| e["event_type"] == "call.recording.saved")).await;
+    let saved = data.iter().find(|e| e["event_type"] == "call.recording.saved").unwrap();
+    let file = saved["payload"]["file_path"].as_str().unwrap();
+    let (_, _, right) = common::audio::read_stereo(Path::new(file));
+    let best = right.chunks(8000).map(|s| level(s, 900.0)).fold(0.0, f64::max);
+    assert!(best > 1000.0, "the recording's right channel holds the talker: {best:.0}");
+    // Monitor rooms are the box's own: no conference events.
+    assert!(!data.iter().any(|e| e["event_type"].as_str().unwrap_or("").starts_with("conference.")), "{data:#?}");
     gw.stop();
 }

@@ -138,7 +138,8 @@ async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Respo
                 .find(|(k, _)| k == "token")
                 .map(|(_, v)| v.into_owned())
         };
-        let given = header.map(str::to_string).or_else(|| (route.as_deref() == Some("/v2/events")).then(query_token).flatten());
+        let given =
+            header.map(str::to_string).or_else(|| (route.as_deref() == Some("/v2/events")).then(query_token).flatten());
         match (route, given) {
             (Some(route), Some(given)) if token.is_some() && JOIN_TOKEN_ROUTES.contains(&route.as_str()) => {
                 st.webrtc.tokens().verify(&given, std::time::SystemTime::now()).ok().map(Access::Room)

@@ -118,7 +118,10 @@ pub async fn join_call(
         None | Some("listen") => false,
         Some("talk") => true,
         Some(other) => {
-            return Err(ApiError::bad_parameter("mode", format!("{other:?} is not a mode; use \"listen\" or \"talk\"")));
+            return Err(ApiError::bad_parameter(
+                "mode",
+                format!("{other:?} is not a mode; use \"listen\" or \"talk\""),
+            ));
         }
     };
     let offer = offer(&headers, &body)?;
@@ -149,12 +152,18 @@ pub async fn join_token(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { serde_json::Map::new() } else { super::calls::object(&body)? };
+    let body =
+        if body.iter().all(u8::is_ascii_whitespace) { serde_json::Map::new() } else { super::calls::object(&body)? };
     let ttl = match body.get("ttl_secs") {
         None | Some(Value::Null) => st.webrtc.default_token_ttl(),
         Some(v) => match v.as_u64() {
             Some(n) if (1..=MAX_TOKEN_TTL_SECS).contains(&n) => std::time::Duration::from_secs(n),
-            _ => return Err(ApiError::bad_field("/ttl_secs", format!("ttl_secs must be 1–{MAX_TOKEN_TTL_SECS} seconds"))),
+            _ => {
+                return Err(ApiError::bad_field(
+                    "/ttl_secs",
+                    format!("ttl_secs must be 1–{MAX_TOKEN_TTL_SECS} seconds"),
+                ));
+            }
         },
     };
     let room = match st.sip.rooms.find(&id) {

@@ -17,11 +17,37 @@ use crate::config::{Log, LogFormat};
 
 type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
+/// The crates of the WebRTC stack (webrtc-rs): they warn about normal events of
+/// every session (no candidate pairs yet, no DTLS server name); sipbridge logs
+/// what matters of a session itself (`webrtc` module).
+const WEBRTC_STACK: &[&str] = &[
+    "webrtc",
+    "rtc",
+    "rtc_ice",
+    "rtc_dtls",
+    "rtc_srtp",
+    "rtc_sctp",
+    "rtc_interceptor",
+    "rtc_mdns",
+    "rtc_stun",
+    "rtc_turn",
+    "rtc_rtp",
+    "rtc_rtcp",
+    "rtc_datachannel",
+    "rtc_shared",
+    "rtc_sdp",
+    "rtc_media",
+];
+
 /// The filter for a `[log].level`: rsipstack logs every SIP message at info,
-/// so its own level is one step quieter (warn) unless we are debugging.
+/// so its own level is one step quieter (warn) unless we are debugging; the
+/// WebRTC stack logs errors only unless we are debugging.
 fn filter_for(level: &str) -> EnvFilter {
-    let stack = if matches!(level, "debug" | "trace") { level } else { "warn" };
-    EnvFilter::new(format!("{level},rsipstack={stack}"))
+    let debugging = matches!(level, "debug" | "trace");
+    let stack = if debugging { level } else { "warn" };
+    let webrtc = if debugging { level } else { "error" };
+    let quiet: String = WEBRTC_STACK.iter().map(|c| format!(",{c}={webrtc}")).collect();
+    EnvFilter::new(format!("{level},rsipstack={stack}{quiet},sipbridge::webrtc={level}"))
 }
 
 /// Lets the daemon change the level after a reload.

@@ -288,7 +288,9 @@ fn ordering_key(
 /// other is hung up too (Telnyx's default without `park_after_unbridge`).
 fn unbridge(ev: &RoomEvent, bridges: &mut HashMap<uuid::Uuid, Vec<String>>, calls: &CallRegistry) {
     match ev {
-        RoomEvent::ParticipantJoined { conference_id, participant_id, .. } if participant_type(participant_id) == "sip" => {
+        RoomEvent::ParticipantJoined { conference_id, participant_id, .. }
+            if participant_type(participant_id) == "sip" =>
+        {
             bridges.entry(*conference_id).or_default().push(participant_id.clone());
         }
         RoomEvent::ParticipantLeft { conference_id, participant_id, reason, .. } => {

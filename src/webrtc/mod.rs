@@ -33,10 +33,10 @@ use uuid::Uuid;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use webrtc::media_stream::{MediaStreamTrack, Track};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::{MediaStreamTrack, Track};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceCandidateType, RTCIceConnectionState, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState,
@@ -218,7 +218,8 @@ impl WebRtcHub {
             if sessions.len() >= cfg.max_participants {
                 return Err(WebRtcError::Full(cfg.max_participants));
             }
-            let info = SessionInfo { room: String::new(), conference_id: Uuid::nil(), participant_id: participant_id.clone() };
+            let info =
+                SessionInfo { room: String::new(), conference_id: Uuid::nil(), participant_id: participant_id.clone() };
             sessions.insert(session_id, Entry { info, stop: stop_tx });
         }
         let r = self.start(session_id, &participant_id, offer, codec, target, stop_rx).await;
@@ -264,10 +265,7 @@ impl WebRtcHub {
             "sipbridge room".to_string(),
             RtpCodecKind::Audio,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(rand_u32()),
-                    ..Default::default()
-                },
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(rand_u32()), ..Default::default() },
                 codec: codec_of(codec).rtp_codec,
                 ..Default::default()
             }],
@@ -355,7 +353,10 @@ impl WebRtcHub {
                 let name = format!("{}{call_control_id}", crate::sip::rooms::MONITOR_PREFIX);
                 let join = crate::call::control::RoomJoin {
                     room: crate::call::control::RoomRef::Name(name.clone()),
-                    options: RoomOptions { max_participants: 2 + self.inner.config.max_participants.max(1), ..Default::default() },
+                    options: RoomOptions {
+                        max_participants: 2 + self.inner.config.max_participants.max(1),
+                        ..Default::default()
+                    },
                     muted: false,
                     held: false,
                 };
@@ -366,13 +367,19 @@ impl WebRtcHub {
                     }
                     None => return Err(WebRtcError::NotFound(format!("no live call {call_control_id}"))),
                 }
-                let room = rooms.find(&name).ok_or_else(|| WebRtcError::NotFound(format!("no live call {call_control_id}")))?;
+                let room = rooms
+                    .find(&name)
+                    .ok_or_else(|| WebRtcError::NotFound(format!("no live call {call_control_id}")))?;
                 Ok((RoomChoice::Existing(room.conference_id), Some(call_control_id.clone()), !talk))
             }
         }
     }
 
-    async fn peer_connection(&self, codec: G711, handler: Arc<Handler>) -> Result<Arc<dyn PeerConnection>, WebRtcError> {
+    async fn peer_connection(
+        &self,
+        codec: G711,
+        handler: Arc<Handler>,
+    ) -> Result<Arc<dyn PeerConnection>, WebRtcError> {
         let cfg = &self.inner.config;
         let stack = |e: webrtc::error::Error| WebRtcError::Stack(e.to_string());
         let mut tries = match cfg.port_range {
@@ -463,7 +470,8 @@ pub fn offered_codec(offer: &str) -> Result<G711, WebRtcError> {
     if offer.trim().is_empty() {
         return bad("the body is empty; send the offer as application/sdp");
     }
-    let sdp = crate::sdp::SessionDescription::parse(offer.as_bytes()).map_err(|e| WebRtcError::BadSdp(e.to_string()))?;
+    let sdp =
+        crate::sdp::SessionDescription::parse(offer.as_bytes()).map_err(|e| WebRtcError::BadSdp(e.to_string()))?;
     let Some(audio) = sdp.media.iter().find(|m| m.media == "audio" && m.port != 0) else {
         return bad("no audio m= line");
     };

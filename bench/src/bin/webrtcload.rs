@@ -48,7 +48,8 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut a = Args { api: String::new(), token: String::new(), peers: 2, duration: 20.0, prefix: "bench-webrtc-".into() };
+    let mut a =
+        Args { api: String::new(), token: String::new(), peers: 2, duration: 20.0, prefix: "bench-webrtc-".into() };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let v = it.next().ok_or(format!("{k} needs a value"))?;
@@ -236,7 +237,8 @@ async fn join(a: &Args, index: u32, start: Instant, hist: &Arc<Mutex<Histogram>>
     let _ = tokio::time::timeout(Duration::from_secs(2), gathered_rx.wait_for(|g| *g)).await;
     let sdp = pc.local_description().await.ok_or("no local description")?.sdp;
     let room = format!("{}{}", a.prefix, index / 2);
-    let (status, headers, body) = http(&a.api, "POST", &format!("/v2/conferences/{room}/webrtc"), &a.token, &sdp).await?;
+    let (status, headers, body) =
+        http(&a.api, "POST", &format!("/v2/conferences/{room}/webrtc"), &a.token, &sdp).await?;
     if status != 201 {
         return Err(format!("peer {index}: HTTP {status}: {body}"));
     }
