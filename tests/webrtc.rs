@@ -410,6 +410,8 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
     let location = headers["location"].to_str().unwrap().to_string();
     assert!(location.starts_with("/v2/webrtc/"), "{location}");
     let participant = headers["x-participant-id"].to_str().unwrap().to_string();
+    let metrics = gw.http.get(gw.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("\nsipbridge_webrtc_participants 1\n"), "{metrics}");
     let r = gw.http.get(gw.url("/v2/conferences/lobby/participants")).bearer_auth(&lobby).send().await.unwrap();
     let parts: Value = r.json().await.unwrap();
     assert_eq!(parts["data"][0]["participant_type"], "webrtc", "{parts}");

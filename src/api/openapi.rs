@@ -204,6 +204,49 @@ pub fn document() -> Value {
             }}),
         );
     }
+    let sdp_body = json!({"required": true, "content": {"application/sdp": {"schema": {"type": "string"}, "description": "The browser's SDP offer (ICE gathered: no trickle)"}}});
+    let sdp_answer = json!({
+        "description": "The SDP answer; Location: /v2/webrtc/{session_id}, X-Participant-Id, X-Conference-Id",
+        "content": {"application/sdp": {"schema": {"type": "string"}}}
+    });
+    paths.insert(
+        "/v2/conferences/{conference_id}/webrtc".into(),
+        json!({"post": {"summary": "WHIP-style: a browser joins the room (a new name creates it); API token or the room's join token",
+                        "parameters": [conf_param], "requestBody": sdp_body,
+                        "responses": {"201": sdp_answer, "400": error_response("Bad SDP (the detail says why)"),
+                                      "401": error_response("No valid token for this room"),
+                                      "404": error_response("Unknown conference id"), "409": error_response("The room refused (full, ended)"),
+                                      "415": error_response("Not application/sdp"), "503": error_response("[webrtc] max_participants reached")}}}),
+    );
+    paths.insert(
+        "/v2/calls/{call_control_id}/webrtc".into(),
+        json!({"post": {"summary": "WHIP-style: a browser listens to (mode=listen) or barges in on (mode=talk) one call",
+                        "parameters": [id_param, {"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["listen", "talk"], "default": "listen"}}],
+                        "requestBody": sdp_body,
+                        "responses": {"201": sdp_answer, "400": error_response("Bad SDP or mode"), "404": error_response("No live call"),
+                                      "503": error_response("[webrtc] max_participants reached")}}}),
+    );
+    paths.insert(
+        "/v2/webrtc/{session_id}".into(),
+        json!({"delete": {"summary": "The browser leaves (API token or the room's join token)",
+                          "parameters": [{"name": "session_id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}],
+                          "responses": {"204": {"description": "Left"}, "404": error_response("No such session")}}}),
+    );
+    paths.insert(
+        "/v2/conferences/{conference_id}/join_tokens".into(),
+        json!({"post": {"summary": "A join token for one room (its WebRTC join/leave, participants, events) and the page's address",
+                        "parameters": [conf_param],
+                        "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                            "ttl_secs": {"type": "integer", "minimum": 1, "maximum": 604800}}}}}},
+                        "responses": {"201": {"description": "{\"data\": {\"token\", \"conference_name\", \"expires_at\", \"room_url\"}}"},
+                                      "400": error_response("Bad ttl_secs or a private room name"), "404": error_response("Unknown conference id")}}}),
+    );
+    paths.insert(
+        "/rooms/{name}".into(),
+        json!({"get": {"summary": "The room page (HTML; the join token goes in the URL fragment: #token=...)", "security": [],
+                       "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                       "responses": {"200": {"description": "text/html"}}}}),
+    );
     paths.insert(
         "/v2/calls/{call_control_id}/listen".into(),
         json!({"get": {"summary": "WebSocket: live audio of both tracks (Telnyx media frames)", "parameters": [id_param], "responses": {"101": {"description": "Switching protocols"}}}}),

@@ -161,6 +161,12 @@ pub async fn metrics(State(st): State<ApiState>) -> Response {
     };
     let m = &st.metrics;
     metric("sipbridge_active_calls", "gauge", "Calls in progress.", &[(String::new(), st.calls.len() as f64)]);
+    metric(
+        "sipbridge_webrtc_participants",
+        "gauge",
+        "Browsers (WebRTC) in rooms and on calls now.",
+        &[(String::new(), st.webrtc.active() as f64)],
+    );
     let by_cause: Vec<(String, f64)> = m
         .calls_by_cause
         .lock()
