@@ -278,7 +278,7 @@ impl Rooms {
 }
 
 /// `[webrtc]`: browsers joining rooms and calls (issue 12).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WebRtc {
     /// Accept WebRTC participants (default true).
     pub enabled: bool,

@@ -352,3 +352,40 @@ fn rooms_defaults_and_bounds() {
     assert!(e.contains("bad.toml:2: rooms.max_participants"), "{e}");
     assert!(e.contains("bad.toml:3: rooms.linger: linger must be at most 1h"), "{e}");
 }
+
+#[test]
+fn webrtc_defaults_and_bad_values_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = write(dir.path(), "none.toml", "");
+    let w = load_with_env(&none, env(&[])).unwrap().config.webrtc;
+    assert!(w.enabled);
+    assert_eq!((w.max_participants, w.address.to_string(), w.port_range), (20, "0.0.0.0".to_string(), None));
+    assert_eq!((w.consent_timeout.as_secs(), w.join_token_ttl.as_secs()), (30, 3600));
+    let ok = write(
+        dir.path(),
+        "ok.toml",
+        "[webrtc]\naddress = \"192.168.1.20\"\npublic_address = \"203.0.113.7\"\nport_range = \"40000-40199\"\n\
+         stun_servers = [\"stun:stun.example.net:3478\"]\nmax_participants = 4\n",
+    );
+    let w = load_with_env(&ok, env(&[])).unwrap().config.webrtc;
+    assert_eq!(w.port_range, Some((40000, 40199)));
+    assert_eq!(w.public_address.map(|a| a.to_string()).as_deref(), Some("203.0.113.7"));
+    assert_eq!(w.stun_servers, ["stun:stun.example.net:3478"]);
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[webrtc]\naddress = \"box.lan\"\nport_range = \"50000-40000\"\nstun_servers = [\"turn:x\"]\n\
+         consent_timeout = \"1s\"\npublic_address = \"0.0.0.0\"\nmax_participants = 501\n",
+    );
+    let e = load_with_env(&bad, env(&[])).unwrap_err().to_string();
+    for (line, key) in [
+        (2, "webrtc.address"),
+        (3, "webrtc.port_range"),
+        (4, "webrtc.stun_servers"),
+        (5, "webrtc.consent_timeout"),
+        (6, "webrtc.public_address"),
+        (7, "webrtc.max_participants"),
+    ] {
+        assert!(e.contains(&format!("bad.toml:{line}: {key}")), "{key} at line {line}: {e}");
+    }
+}

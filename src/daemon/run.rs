@@ -373,6 +373,16 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
             if cfg.webhooks != old.webhooks {
                 restart.push("webhooks");
             }
+            // The WebRTC hub reads [webrtc] and keys join tokens from the API token
+            // once, when the API starts.
+            if cfg.webrtc != old.webrtc {
+                restart.push("webrtc");
+            }
+            if cfg.api.token.as_ref().map(|t| t.expose().to_string())
+                != old.api.token.as_ref().map(|t| t.expose().to_string())
+            {
+                restart.push("api.token (for join tokens)");
+            }
             if !restart.is_empty() {
                 tracing::warn!("changed settings take effect only after a restart: {}", restart.join(", "));
             }
