@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::agent::PyAgent;
+use common::audio::level;
 use common::rtp::{Packet, Script, place_calls_from, tone};
 use common::*;
 use harness::{Receiver, delivered, keygen, rejected};
@@ -94,18 +95,6 @@ fn types(data: &[Value]) -> Vec<&str> {
         .filter_map(|d| d["event_type"].as_str())
         .filter(|t| t.starts_with("conference.") && !t.ends_with(".recording.saved"))
         .collect()
-}
-
-/// Amplitude of `hz` in `pcm` (8 kHz), Goertzel: a sine of amplitude A gives ~A.
-fn level(pcm: &[i16], hz: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &x in pcm {
-        let s0 = f64::from(x) + 2.0 * w.cos() * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    2.0 * (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).max(0.0).sqrt() / pcm.len().max(1) as f64
 }
 
 /// The PCMU audio a phone received between `from` and `to` (seconds into its run).

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::audio::level;
 use common::rtp::{Packet, Script, place_calls_from, tone};
 use common::*;
 use harness::{Receiver, delivered, keygen, rejected};
@@ -147,18 +148,6 @@ fn webrtc_events<'a>(data: &'a [Value], kind: &str) -> Vec<&'a Value> {
         .filter(|d| d["event_type"] == format!("conference.participant.{kind}"))
         .filter(|d| d["payload"]["participant_type"] == "webrtc")
         .collect()
-}
-
-/// Amplitude of `hz` in `pcm` (8 kHz), Goertzel: a sine of amplitude A gives ~A.
-fn level(pcm: &[i16], hz: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &x in pcm {
-        let s0 = f64::from(x) + 2.0 * w.cos() * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    2.0 * (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).max(0.0).sqrt() / pcm.len().max(1) as f64
 }
 
 /// The browser: `node tests/browser/drive.mjs` in its own process group (so the

@@ -287,3 +287,15 @@ pub fn sox_channel_rms(path: &Path, channel: u32) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no RMS amplitude in sox stat: {text}"))
 }
+
+/// Amplitude of `hz` in `pcm` (8 kHz), Goertzel: a sine of amplitude A gives ~A.
+pub fn level(pcm: &[i16], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in pcm {
+        let s0 = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    2.0 * (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).max(0.0).sqrt() / pcm.len().max(1) as f64
+}
