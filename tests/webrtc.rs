@@ -427,6 +427,20 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
         .await;
     let left = webrtc_events(&data, "left");
     assert_eq!(left.last().unwrap()["payload"]["reason"], "left");
+
+    // DTLS that cannot complete: ICE connects, but the peer's certificate is not
+    // the one its offer names. Removed with dtls_failed; the room is unharmed.
+    let forged = Peer::join_with(&gw, path, 900.0, true).await;
+    let id = format!("webrtc:{}", forged.location.rsplit('/').next().unwrap());
+    let data = gw
+        .events("the forged DTLS session removed", |d| {
+            webrtc_events(d, "left").iter().any(|e| e["payload"]["call_control_id"] == id.as_str())
+        })
+        .await;
+    let left = webrtc_events(&data, "left");
+    let e = left.iter().find(|e| e["payload"]["call_control_id"] == id.as_str()).unwrap();
+    assert_eq!(e["payload"]["reason"], "dtls_failed", "{e}");
+    let _ = forged.pc.close().await;
     gw.stop();
 }
 
@@ -476,6 +490,13 @@ impl webrtc::peer_connection::PeerConnectionEventHandler for PeerHandler {
 
 impl Peer {
     async fn join(gw: &Gateway, path: &str, hz: f64) -> Peer {
+        Self::join_with(gw, path, hz, false).await
+    }
+
+    /// `forged_fingerprint`: the offer names another certificate than the one the
+    /// peer's DTLS presents (ICE connects, DTLS must fail); returns right after
+    /// the 201.
+    async fn join_with(gw: &Gateway, path: &str, hz: f64, forged_fingerprint: bool) -> Peer {
         use rtc::rtp_transceiver::rtp_sender::*;
         use std::sync::Arc;
         use webrtc::media_stream::track_local::TrackLocal;
@@ -525,10 +546,32 @@ impl Peer {
         let offer = pc.create_offer(None).await.unwrap();
         pc.set_local_description(offer).await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(3), gathered_rx.wait_for(|g| *g)).await;
-        let sdp = pc.local_description().await.unwrap().sdp;
+        let mut sdp = pc.local_description().await.unwrap().sdp;
+        if forged_fingerprint {
+            let fp = sdp.lines().find_map(|l| l.strip_prefix("a=fingerprint:sha-256 ")).unwrap().to_string();
+            let forged: String = fp
+                .chars()
+                .map(|c| {
+                    if c == ':' {
+                        c
+                    } else if c == 'A' {
+                        'B'
+                    } else {
+                        'A'
+                    }
+                })
+                .collect();
+            sdp = sdp.replace(&fp, &forged);
+        }
         let (code, headers, answer) = gw.offer(path, TOKEN, &sdp).await;
         assert_eq!(code, 201, "{answer}");
         pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
+        let location = headers["location"].to_str().unwrap().to_string();
+        let conference_id = headers["x-conference-id"].to_str().unwrap().to_string();
+        if forged_fingerprint {
+            let sender = tokio::spawn(async {});
+            return Peer { pc, heard, sender, location, conference_id };
+        }
         tokio::time::timeout(Duration::from_secs(15), connected_rx.wait_for(|c| *c))
             .await
             .expect("the peer connects (ICE + DTLS)")
@@ -556,8 +599,6 @@ impl Peer {
                 }
             }
         });
-        let location = headers["location"].to_str().unwrap().to_string();
-        let conference_id = headers["x-conference-id"].to_str().unwrap().to_string();
         Peer { pc, heard, sender, location, conference_id }
     }
 
