@@ -222,20 +222,16 @@ impl WebRtcHub {
                 SessionInfo { room: String::new(), conference_id: Uuid::nil(), participant_id: participant_id.clone() };
             sessions.insert(session_id, Entry { info, stop: stop_tx });
         }
-        let r = self.start(session_id, &participant_id, offer, codec, target, stop_rx).await;
-        match r {
-            Ok(joined) => {
-                if let Some(e) = self.sessions().get_mut(&session_id) {
-                    e.info.room = joined.room.clone();
-                    e.info.conference_id = joined.conference_id;
-                }
-                Ok(joined)
-            }
-            Err(e) => {
-                self.sessions().remove(&session_id);
-                Err(e)
-            }
+        // Frees the slot if the join fails, or if the request is dropped half-way
+        // (the browser gave up): a started session frees it itself when it ends.
+        let mut slot = Slot { hub: self, id: session_id, armed: true };
+        let joined = self.start(session_id, &participant_id, offer, codec, target, stop_rx).await?;
+        slot.armed = false;
+        if let Some(e) = self.sessions().get_mut(&session_id) {
+            e.info.room = joined.room.clone();
+            e.info.conference_id = joined.conference_id;
         }
+        Ok(joined)
     }
 
     async fn start(
@@ -430,6 +426,21 @@ impl WebRtcHub {
                 }
                 Err(e) => return Err(stack(e)),
             }
+        }
+    }
+}
+
+/// A reserved place in the hub's sessions, given back on drop while armed.
+struct Slot<'a> {
+    hub: &'a WebRtcHub,
+    id: Uuid,
+    armed: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.hub.sessions().remove(&self.id);
         }
     }
 }
