@@ -15,7 +15,6 @@ mod common;
 mod harness;
 
 use std::io::BufRead;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -150,8 +149,8 @@ fn webrtc_events<'a>(data: &'a [Value], kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// The browser: `node tests/browser/drive.mjs` in its own process group (so the
-/// whole of Chromium can be killed at once), its JSON lines read as they come.
+/// The browser: `node tests/browser/drive.mjs` and the Chromium it starts, its
+/// JSON lines read as they come.
 struct Browser {
     child: Child,
     lines: std::sync::mpsc::Receiver<Value>,
@@ -170,7 +169,6 @@ impl Browser {
             .arg(screenshot)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .process_group(0)
             .spawn()
             .expect("node runs (scripts/setup-tests installs it)");
         let stdout = child.stdout.take().unwrap();
@@ -204,9 +202,43 @@ impl Browser {
         }
     }
 
-    /// Kills Chromium and its driver outright (the process group we made).
+    /// The driver and every process under it (Chromium runs in process groups of
+    /// its own), by parent pid from /proc.
+    fn processes(&self) -> Vec<nix::unistd::Pid> {
+        let parent_of = |pid: i32| -> Option<i32> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+        };
+        let all: Vec<i32> = std::fs::read_dir("/proc")
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        let mut ours = vec![self.child.id() as i32];
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for &p in &all {
+                if !ours.contains(&p) && parent_of(p).is_some_and(|pp| ours.contains(&pp)) {
+                    ours.push(p);
+                    grew = true;
+                }
+            }
+        }
+        ours.into_iter().map(nix::unistd::Pid::from_raw).collect()
+    }
+
+    /// Freezes Chromium and its driver (SIGSTOP): its sockets stay open and
+    /// silent, as when a laptop's lid closes.
+    fn freeze(&self) {
+        for p in self.processes() {
+            let _ = nix::sys::signal::kill(p, Signal::SIGSTOP);
+        }
+    }
+
+    /// Kills Chromium and its driver outright, by pid.
     fn kill(&mut self) {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        for p in self.processes() {
+            let _ = nix::sys::signal::kill(p, Signal::SIGKILL);
+        }
         let _ = self.child.wait();
     }
 
@@ -272,6 +304,14 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     let participant = connected["participantId"].as_str().unwrap_or_default().to_string();
     assert!(participant.starts_with("webrtc:"), "{connected}");
 
+    // The room's participants, as the page lists them (with the join token): the
+    // caller by its number, the browser as webrtc.
+    let r = gw.http.get(gw.url("/v2/conferences/shop-floor/participants")).bearer_auth(&token).send().await.unwrap();
+    let parts: Value = r.json().await.unwrap();
+    let list = parts["data"].as_array().unwrap();
+    assert!(list.iter().any(|p| p["participant_type"] == "sip" && p["from"] == "+14155550101"), "{parts}");
+    assert!(list.iter().any(|p| p["participant_type"] == "webrtc" && p["id"] == participant.as_str()), "{parts}");
+
     // One browser is the box's limit here: another offer gets 503.
     let (code, _, body) = gw.offer("/v2/conferences/shop-floor/webrtc", TOKEN, DEAD_OFFER).await;
     assert_eq!(code, 503, "{body}");
@@ -319,14 +359,14 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     assert!(best.0 > 300.0, "the caller hears the browser's 900 Hz: {best:?}");
     assert!(best.1 < best.0 / 10.0, "and not its own 500 Hz: {best:?}");
 
-    // A browser that vanishes (Chromium killed) is removed after the ICE consent
-    // timeout (4 s here), with the reason.
+    // A browser that vanishes (Chromium frozen: no answers, no ICMP, as when a
+    // laptop's lid closes) is removed after the ICE consent timeout (4 s here).
     let shot2 = dir.path().join("second.png");
     let mut browser = Browser::open(&page, &wav, &shot2, 60);
     let connected = browser.wait_for("connected", WAIT);
     let second = connected["participantId"].as_str().unwrap_or_default().to_string();
     let killed = Instant::now();
-    browser.kill();
+    browser.freeze();
     let data = gw
         .events("the vanished browser removed", |d| {
             webrtc_events(d, "left").iter().any(|e| e["payload"]["call_control_id"] == second.as_str())
@@ -336,8 +376,9 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     let left = webrtc_events(&data, "left");
     let reason =
         left.iter().find(|e| e["payload"]["call_control_id"] == second.as_str()).unwrap()["payload"]["reason"].clone();
-    eprintln!("killed browser removed after {:.1} s: {reason}", gone.as_secs_f64());
+    eprintln!("frozen browser removed after {:.1} s: {reason}", gone.as_secs_f64());
     assert_eq!(reason, "consent_expired");
+    browser.kill();
     gw.stop();
 }
 

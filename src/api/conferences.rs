@@ -28,9 +28,10 @@ fn conference_json(r: &RoomInfo) -> Value {
     })
 }
 
-fn participant_json(r: &RoomInfo, p: &ParticipantInfo) -> Value {
+/// A participant; `info` (the call's, for SIP legs) adds its `from` and `to`.
+fn participant_json(r: &RoomInfo, p: &ParticipantInfo, info: Option<&crate::call::CallInfo>) -> Value {
     let call = p.participant_id.strip_suffix(":agent").unwrap_or(&p.participant_id);
-    json!({
+    let mut v = json!({
         "record_type": "participant",
         "id": p.participant_id,
         "call_control_id": call,
@@ -40,7 +41,12 @@ fn participant_json(r: &RoomInfo, p: &ParticipantInfo) -> Value {
         "on_hold": p.held,
         "status": "joined",
         "created_at": crate::call::rfc3339_micros(p.joined_at),
-    })
+    });
+    if let (Some(i), Some(o)) = (info, v.as_object_mut()) {
+        o.insert("from".into(), json!(i.from));
+        o.insert("to".into(), json!(i.to));
+    }
+    v
 }
 
 fn find(st: &ApiState, id: &str) -> Result<RoomInfo, ApiError> {
@@ -80,7 +86,11 @@ pub async fn participants(
     super::webrtc::allow_room(&access, &st, &id)?;
     let room = find(&st, &id)?;
     let ps = st.sip.rooms.participants(room.conference_id).await.map_err(|_| ApiError::not_found("conference", &id))?;
-    let data: Vec<Value> = ps.iter().map(|p| participant_json(&room, p)).collect();
+    let info = |id: &str| match st.calls.get(id) {
+        crate::call::control::Lookup::Live(view) => Some(view.info),
+        _ => None,
+    };
+    let data: Vec<Value> = ps.iter().map(|p| participant_json(&room, p, info(&p.participant_id).as_ref())).collect();
     Ok(Json(json!({"data": data, "meta": {"total_results": data.len()}})))
 }
 

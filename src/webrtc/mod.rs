@@ -386,13 +386,15 @@ impl WebRtcHub {
             let mut media = MediaEngine::default();
             media.register_codec(codec_of(codec), RtpCodecKind::Audio).map_err(stack)?;
             let registry = register_default_interceptors(Registry::new(), &mut media).map_err(stack)?;
-            // ICE consent (RFC 7675): disconnected after a fifth of the timeout
-            // without a response, failed at the timeout.
-            let disconnected = cfg.consent_timeout / 5;
+            // ICE consent (RFC 7675): checks every second; disconnected after a
+            // third of the timeout without a response (never under 2.5 checks, or
+            // a healthy connection flaps between checks), failed at the timeout.
+            let keepalive = Duration::from_secs(1);
+            let disconnected = (cfg.consent_timeout / 3).max(keepalive * 5 / 2).min(cfg.consent_timeout / 2);
             let mut settings = SettingEngineBuilder::new().with_ice_timeouts(
                 Some(disconnected),
                 Some(cfg.consent_timeout - disconnected),
-                Some(Duration::from_secs(2)),
+                Some(keepalive),
             );
             if let Some(public) = cfg.public_address {
                 settings = settings.with_nat_1to1_ips(vec![public.to_string()], RTCIceCandidateType::Host);

@@ -345,13 +345,12 @@ async fn main() {
         foreign += r.foreign;
         dead += u64::from(r.received == 0);
     }
-    let hist = hist.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let sent = u64::from(packets) * a.peers as u64;
     let lost = sent.saturating_sub(received);
-    let q = |x: f64| hist.quantile_us(x);
     let max_lag = *lag.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    println!(
-        "{}",
+    let summary = {
+        let hist = hist.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let q = |x: f64| hist.quantile_us(x);
         serde_json::json!({
             "calls": a.peers / 2, "peers": a.peers, "sent": sent, "received": received, "lost": lost,
             "loss_pct": (100.0 * lost as f64 / sent.max(1) as f64 * 1000.0).round() / 1000.0,
@@ -362,7 +361,8 @@ async fn main() {
             "max_send_lag_ms": (max_lag * 10.0).round() / 10.0, "gen_cpu_s": gen_cpu_s, "wall_s": wall_s,
             "setup_s": setup_s,
         })
-    );
+    };
+    println!("{summary}");
     for p in &peers {
         if !p.location.is_empty() {
             let _ = http(&a.api, "DELETE", &p.location, &a.token, "").await;
