@@ -342,7 +342,14 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     assert_eq!(joined[0]["payload"]["name"], room);
     let left = webrtc_events(&data, "left");
     assert_eq!(left[0]["payload"]["call_control_id"], participant.as_str());
-    assert_eq!(left[0]["payload"]["reason"], "left");
+    let log: String = gw
+        .daemon
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("WebRTC") || l.contains("DELETE"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(left[0]["payload"]["reason"], "left", "{log}");
 
     // The caller heard the browser: 900 Hz, and not its own 500 Hz, in its best
     // second (Chromium's mic processing attenuates a steady tone ~20 dB).
@@ -752,5 +759,33 @@ async fn a_browser_listens_to_a_call_then_barges_in() {
     assert!(best > 1000.0, "the recording's right channel holds the talker: {best:.0}");
     // Monitor rooms are the box's own: no conference events.
     assert!(!data.iter().any(|e| e["event_type"].as_str().unwrap_or("").starts_with("conference.")), "{data:#?}");
+    gw.stop();
+}
+
+/// Behind a 1:1 NAT the answer offers `[webrtc] public_address` (server
+/// reflexive, same port) beside the private host candidate, inside `port_range`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_offers_the_public_address_in_the_port_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), "public_address = \"203.0.113.7\"\nport_range = \"47000-47099\"\n").await;
+    let (code, headers, answer) = gw.offer("/v2/conferences/lobby/webrtc", TOKEN, DEAD_OFFER).await;
+    assert_eq!(code, 201, "{answer}");
+    let fields = |typ: &str| -> Vec<Vec<String>> {
+        answer
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:") && l.contains(&format!(" typ {typ}")))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    };
+    let (host, srflx) = (fields("host"), fields("srflx"));
+    assert!(!host.is_empty() && host.len() == srflx.len(), "{answer}");
+    for (h, s) in host.iter().zip(&srflx) {
+        assert_eq!(h[4], "127.0.0.1", "the LAN keeps the direct path: {answer}");
+        assert_eq!((s[4].as_str(), &s[5]), ("203.0.113.7", &h[5]), "{answer}");
+        let port: u16 = h[5].parse().unwrap();
+        assert!((47000..=47099).contains(&port), "{answer}");
+    }
+    let r = gw.http.delete(gw.url(headers["location"].to_str().unwrap())).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
     gw.stop();
 }

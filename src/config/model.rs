@@ -288,7 +288,8 @@ pub struct WebRtc {
     /// candidate on every non-loopback interface.
     pub address: std::net::IpAddr,
     /// The box's address as browsers outside its NAT see it (a 1:1 NAT or a
-    /// forwarded port range): offered instead of the private host address.
+    /// forwarded port range): offered as a server-reflexive candidate beside
+    /// each host candidate, same port, so LAN browsers keep the direct path.
     pub public_address: Option<std::net::IpAddr>,
     /// STUN servers (`stun:host:port`) for a server-reflexive candidate.
     pub stun_servers: Vec<String>,

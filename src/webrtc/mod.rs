@@ -39,8 +39,8 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::media_stream::{MediaStreamTrack, Track};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateType, RTCIceConnectionState, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
+    RTCIceConnectionState, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, register_default_interceptors,
 };
 
 use crate::call::control::{CallRegistry, Lookup};
@@ -267,7 +267,10 @@ impl WebRtcHub {
             }],
         )));
         let answer = match negotiate(&pc, Arc::clone(&track) as Arc<dyn TrackLocal>, offer, gathered).await {
-            Ok(a) => a,
+            Ok(a) => match self.inner.config.public_address {
+                Some(public) => with_public_address(&a, public),
+                None => a,
+            },
             Err(e) => {
                 let _ = pc.close().await;
                 return Err(e);
@@ -302,7 +305,7 @@ impl WebRtcHub {
         );
         // The room is the only sender of frames: when it drops the participant
         // (room ended, `leave` by the API), `playback` closes.
-        let PcmPort { control, playback, .. } = port;
+        let PcmPort { control, playback, chunks, .. } = port;
         drop(control);
         let session = Session {
             hub: self.clone(),
@@ -311,6 +314,7 @@ impl WebRtcHub {
             track,
             handle: Some(handle),
             playback,
+            _chunks: chunks,
             codec,
             events: events_rx,
             stop,
@@ -396,9 +400,6 @@ impl WebRtcHub {
                 Some(cfg.consent_timeout - disconnected),
                 Some(keepalive),
             );
-            if let Some(public) = cfg.public_address {
-                settings = settings.with_nat_1to1_ips(vec![public.to_string()], RTCIceCandidateType::Host);
-            }
             if cfg.address.is_loopback() {
                 settings = settings.with_include_loopback_candidate(true);
             }
@@ -531,6 +532,37 @@ async fn negotiate(
         .ok_or_else(|| WebRtcError::Stack("no local description after the answer".into()))
 }
 
+/// `answer` with a server-reflexive candidate at `public` beside each host
+/// candidate of the same IP family (same port: a 1:1 NAT or a forwarded port
+/// range maps it to the box), so browsers beyond the NAT reach the box and LAN
+/// browsers keep the direct path (RFC 8445 §5.1.1.2: a server-reflexive candidate
+/// with its base as `raddr`/`rport`). webrtc-rs 0.21 stores but never applies its
+/// own 1:1 NAT setting, hence this.
+fn with_public_address(answer: &str, public: IpAddr) -> String {
+    // type preference 100 (server reflexive), local preference 65535, component 1.
+    const PRIORITY: u32 = (100 << 24) | (65_535 << 8) | 255;
+    let mut out = String::with_capacity(answer.len() + 256);
+    for (i, line) in answer.split_inclusive('\n').enumerate() {
+        out.push_str(line);
+        let Some(cand) = line.trim_end().strip_prefix("a=candidate:") else { continue };
+        let f: Vec<&str> = cand.split_whitespace().collect();
+        // foundation component transport priority address port "typ" type ...
+        if f.len() < 8 || f[6] != "typ" || f[7] != "host" || !f[2].eq_ignore_ascii_case("udp") {
+            continue;
+        }
+        let Ok(base) = f[4].parse::<IpAddr>() else { continue };
+        if base.is_ipv4() != public.is_ipv4() || base == public {
+            continue;
+        }
+        let eol = if line.ends_with("\r\n") { "\r\n" } else { "\n" };
+        out.push_str(&format!(
+            "a=candidate:sbnat{i} {} udp {PRIORITY} {public} {} typ srflx raddr {base} rport {}{eol}",
+            f[1], f[5], f[5]
+        ));
+    }
+    out
+}
+
 /// What the peer connection reports to its session.
 enum PcEvent {
     Ice(RTCIceConnectionState),
@@ -602,6 +634,11 @@ struct Session {
     track: Arc<TrackLocalStaticRTP>,
     handle: Option<ParticipantHandle>,
     playback: mpsc::Receiver<Playback>,
+    /// Keeps the chunk channel open while the session lives: the peer
+    /// connection's handler (the other sender) goes with the connection, and
+    /// the room must hear why the browser left from the session, not see a
+    /// closed channel (which it reports as `hangup`).
+    _chunks: mpsc::Sender<Chunk>,
     codec: G711,
     events: mpsc::UnboundedReceiver<PcEvent>,
     stop: mpsc::Receiver<()>,
@@ -698,6 +735,10 @@ impl Session {
                 Some(LeaveReason::Hangup) => drop(handle),
                 _ => handle.leave(),
             }
+            // Keep our ends of the channels until the room has taken the leave:
+            // a room tick that found them closed first would report `hangup`.
+            let drained = async { while self.playback.recv().await.is_some() {} };
+            let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
         }
         let _ = self.pc.close().await;
         self.hub.sessions().remove(&self.session_id);
@@ -755,6 +796,23 @@ a=rtpmap:8 PCMA/8000\r\na=rtpmap:13 CN/8000\r\na=rtpmap:110 telephone-event/4800
         assert!(why(&no_fp).contains("fingerprint"), "{}", why(&no_fp));
         let no_ice = CHROME_OFFER.replace("a=ice-pwd:", "a=x-pwd:");
         assert!(why(&no_ice).contains("ICE credentials"), "{}", why(&no_ice));
+    }
+
+    #[test]
+    fn the_public_address_rides_beside_each_host_candidate() {
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n\
+a=candidate:1 1 udp 2130706431 192.168.1.20 40010 typ host\r\n\
+a=candidate:2 1 udp 2130706431 fd00::20 40011 typ host\r\n\
+a=candidate:3 1 tcp 1518280447 192.168.1.20 9 typ host tcptype passive\r\na=end-of-candidates\r\n";
+        let public: IpAddr = "203.0.113.7".parse().unwrap();
+        let out = with_public_address(answer, public);
+        let added: Vec<&str> = out.lines().filter(|l| l.contains("typ srflx")).collect();
+        assert_eq!(
+            added,
+            ["a=candidate:sbnat2 1 udp 1694498815 203.0.113.7 40010 typ srflx raddr 192.168.1.20 rport 40010"]
+        );
+        assert!(out.contains("192.168.1.20 40010 typ host"), "host candidates stay");
+        assert_eq!(with_public_address(answer, "192.168.1.20".parse().unwrap()), answer);
     }
 
     #[test]
