@@ -789,3 +789,14 @@ async fn the_answer_offers_the_public_address_in_the_port_range() {
     assert_eq!(r.status().as_u16(), 204);
     gw.stop();
 }
+
+/// `[webrtc] enabled = false`: offers are refused with 403, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_with_webrtc_disabled_refuses_offers() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), "enabled = false\n").await;
+    let (code, _, body) = gw.offer("/v2/conferences/lobby/webrtc", TOKEN, DEAD_OFFER).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("enabled = false"), "{body}");
+    gw.stop();
+}

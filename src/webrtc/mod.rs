@@ -661,13 +661,11 @@ impl Session {
         let reason: Option<LeaveReason> = loop {
             tokio::select! {
                 frame = self.playback.recv() => match frame {
+                    Some(Playback::Frame(_)) if !peer_up => {} // no media path yet
                     Some(Playback::Frame(f)) => {
                         let samples = &f.samples[..usize::from(f.len).min(FRAME_SAMPLES)];
                         for (o, s) in payload.iter_mut().zip(samples) {
                             *o = self.codec.encode_sample(*s);
-                        }
-                        if !peer_up {
-                            continue;
                         }
                         let packet = rtc::rtp::Packet {
                             header: rtc::rtp::header::Header {
@@ -754,11 +752,6 @@ fn failure(ice_up: bool, peer_up: bool) -> &'static str {
         (true, false) => "dtls_failed",
         _ => "consent_expired",
     }
-}
-
-/// The host candidates' address a config offers, for logs and docs.
-pub fn advertised(config: &config::WebRtc) -> Option<IpAddr> {
-    config.public_address.or((!config.address.is_unspecified()).then_some(config.address))
 }
 
 #[cfg(test)]
