@@ -13,6 +13,7 @@ pub mod media;
 pub mod record;
 pub mod room;
 pub mod sdp;
+pub mod security;
 pub mod sip;
 pub mod store;
 pub mod webhook;

@@ -219,6 +219,9 @@ pub async fn metrics(State(st): State<ApiState>) -> Response {
             &[(String::new(), free as f64)],
         );
     }
+    for (name, help, counter) in crate::security::all() {
+        metric(name, "counter", help, &[(String::new(), counter.get() as f64)]);
+    }
     metric(
         "sipbridge_process_resident_memory_bytes",
         "gauge",

@@ -106,6 +106,9 @@ impl Guard {
         }
         let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
         let ok = l.allow(ip, Instant::now());
+        if !ok {
+            crate::security::SIP_FLOOD_DROPPED.inc();
+        }
         if !ok && l.dropped().is_power_of_two() {
             tracing::warn!(source = %ip, dropped_total = l.dropped(), "SIP flood from a non-trunk source: messages dropped");
         }
