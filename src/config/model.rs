@@ -80,6 +80,9 @@ pub struct Sip {
     pub tls_private_key: Option<PathBuf>,
     /// PEM CA bundle to verify trunks' TLS certificates; system roots when unset.
     pub tls_ca_file: Option<PathBuf>,
+    /// Banning of password guessers (`auth_max_failures`, `auth_failure_window`,
+    /// `auth_ban_time`).
+    pub auth_ban: crate::sip::ban::BanPolicy,
 }
 
 /// `[rtp]`: media ports and timeouts.
@@ -141,6 +144,10 @@ pub struct Trunk {
     pub inbound_username: Option<String>,
     /// Password for `inbound_username`.
     pub inbound_password: Option<Secret>,
+    /// Realm whose challenges (401/407) `username`/`password` answer; `None` = the
+    /// realm of any challenge from the trunk's proxy (outbound requests are always
+    /// sent to `proxy`, never to a host named in a Request-URI).
+    pub auth_realm: Option<String>,
 }
 
 /// Audio encoding of an agent stream (Telnyx media streaming).

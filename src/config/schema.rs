@@ -28,7 +28,15 @@ const WEBRTC: &[&str] = &[
     "join_token_ttl",
 ];
 const NODE: &[&str] = &["name", "data_dir", "public_address", "max_calls", "shutdown_grace"];
-const SIP: &[&str] = &["listen", "tls_certificate", "tls_private_key", "tls_ca_file"];
+const SIP: &[&str] = &[
+    "listen",
+    "tls_certificate",
+    "tls_private_key",
+    "tls_ca_file",
+    "auth_max_failures",
+    "auth_failure_window",
+    "auth_ban_time",
+];
 const RTP: &[&str] = &["port_range", "timeout"];
 const TRUNK: &[&str] = &[
     "name",
@@ -43,6 +51,7 @@ const TRUNK: &[&str] = &[
     "inbound_allow",
     "inbound_username",
     "inbound_password",
+    "auth_realm",
 ];
 const AGENT: &[&str] = &[
     "name",
@@ -191,8 +200,13 @@ fn read_sip(root: &Table<'_>, issues: &mut Issues) -> Sip {
     if listen.is_empty() {
         issues.push(t.key_path("listen"), "needs at least one listener (e.g. [\"udp://0.0.0.0:5060\"])");
     }
+    let auth_ban = crate::sip::ban::BanPolicy {
+        max_failures: t.integer("auth_max_failures", issues, 0, 1000).unwrap_or(5) as u32,
+        window: duration(&t, "auth_failure_window", issues, Duration::from_secs(600)),
+        ban_time: duration(&t, "auth_ban_time", issues, Duration::from_secs(600)),
+    };
     t.finish(issues);
-    Sip { listen, tls_certificate, tls_private_key, tls_ca_file }
+    Sip { listen, tls_certificate, tls_private_key, tls_ca_file, auth_ban }
 }
 
 fn read_rtp(root: &Table<'_>, issues: &mut Issues) -> Rtp {
@@ -243,6 +257,11 @@ fn read_trunks(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -
         let inbound_allow = t.parsed_list("inbound_allow", issues, values::parse_cidr).unwrap_or_default();
         let inbound_username = t.string("inbound_username", issues).filter(|s| !s.is_empty());
         let inbound_password = secret(&t, "inbound_password", issues);
+        let auth_realm = t.string("auth_realm", issues).filter(|s| !s.is_empty());
+        if auth_realm.is_some() && username.is_none() {
+            issues
+                .push(t.key_path("auth_realm"), "auth_realm restricts where username/password are sent: set them too");
+        }
 
         if username.is_some() != password.is_some() {
             let key = if username.is_some() { "password" } else { "username" };
@@ -289,6 +308,7 @@ fn read_trunks(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -
                 inbound_allow,
                 inbound_username,
                 inbound_password,
+                auth_realm,
             });
         }
     }

@@ -83,6 +83,7 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
             title: "Cannot place the call now",
             detail: "no RTP ports left".into(),
         },
+        DialError::BadNumber(why) => ActionError { status: 422, code: "10015", title: "Invalid number", detail: why },
         DialError::Sip(why) => ActionError { status: 500, code: "10007", title: "Dial failed", detail: why },
     })?;
     let control = ctx.calls.register(&leg.info, "bridging");

@@ -4,8 +4,10 @@
 //!
 //! rsipstack has no challenger (RSIPSTACK.md pitfall 2); this one:
 //! - issues stateless nonces: `base64url(issued_at_secs ‖ HMAC-SHA256(secret,
-//!   issued_at ‖ realm)[..16])`, valid for `nonce_ttl`; an expired but genuine nonce
-//!   gets `stale=true` so the client retries without asking the user;
+//!   issued_at ‖ realm ‖ source IP)[..16])`, valid for `nonce_ttl`; an expired but
+//!   genuine nonce gets `stale=true` so the client retries without asking the user;
+//!   a nonce is good only from the source it was issued to (a guesser cannot farm
+//!   nonces from one address and spend them from others);
 //! - offers MD5 first, then SHA-256 (RFC 8760), both with `qop="auth"`. RFC 8760
 //!   §2.4 would list the preferred (SHA-256) first, but many SIP UAs read only
 //!   the first challenge and know only MD5 (SIPp 3.6 refuses anything else), so
@@ -17,6 +19,7 @@
 //! Sans-IO: the caller passes the time and gets header values back.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -186,19 +189,23 @@ impl DigestChallenger {
         &self.realm
     }
 
-    fn nonce_at(&self, secs: u64) -> String {
+    fn nonce_at(&self, secs: u64, source: IpAddr) -> String {
         let mut msg = secs.to_be_bytes().to_vec();
         msg.extend_from_slice(self.realm.as_bytes());
+        match super::trunk::canonical(source) {
+            IpAddr::V4(v4) => msg.extend_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => msg.extend_from_slice(&v6.octets()),
+        }
         let tag = ring::hmac::sign(&self.key, &msg);
         let mut raw = secs.to_be_bytes().to_vec();
         raw.extend_from_slice(&tag.as_ref()[..16]);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// `WWW-Authenticate` values for a 401 (one per algorithm, MD5 first).
-    pub fn challenge(&self, now: SystemTime, stale: bool) -> Vec<String> {
+    /// `WWW-Authenticate` values for a 401 to `source` (one per algorithm, MD5 first).
+    pub fn challenge(&self, now: SystemTime, stale: bool, source: IpAddr) -> Vec<String> {
         let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let nonce = self.nonce_at(secs);
+        let nonce = self.nonce_at(secs, source);
         [Algorithm::Md5, Algorithm::Sha256]
             .iter()
             .map(|a| {
@@ -212,13 +219,15 @@ impl DigestChallenger {
             .collect()
     }
 
-    /// Checks an `Authorization` header value for `method` against the password of
-    /// its user (`password_of(username)`; `None` = unknown user).
+    /// Checks an `Authorization` header value for `method`, received from `source`,
+    /// against the password of its user (`password_of(username)`; `None` = unknown
+    /// user).
     pub fn verify<'p>(
         &self,
         method: &str,
         header: &str,
         now: SystemTime,
+        source: IpAddr,
         password_of: impl Fn(&str) -> Option<&'p Secret>,
     ) -> Verdict {
         let Some(c) = parse_credentials(header) else { return Verdict::Rejected("malformed Authorization") };
@@ -235,7 +244,7 @@ impl DigestChallenger {
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&raw[..8]);
         let issued = u64::from_be_bytes(ts);
-        let expected = self.nonce_at(issued);
+        let expected = self.nonce_at(issued, source);
         if !bool::from(expected.as_bytes().ct_eq(c.nonce.as_bytes())) {
             return Verdict::Rejected("foreign nonce");
         }
@@ -287,6 +296,8 @@ impl DigestChallenger {
 mod tests {
     use super::*;
 
+    const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+
     /// A client computing its answer the RFC 2617 way, independent of the server code.
     fn answer(ch: &str, user: &str, pass: &str, method: &str, uri: &str, nc: u32, alg: Algorithm) -> String {
         let nonce = ch.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap();
@@ -316,18 +327,18 @@ mod tests {
         let d = DigestChallenger::new("sipbridge", Duration::from_secs(300));
         let pw = Secret::new("s3cret");
         let t0 = SystemTime::now();
-        assert!(d.challenge(t0, false)[0].contains("algorithm=MD5"));
-        assert!(d.challenge(t0, false)[1].contains("algorithm=SHA-256"));
+        assert!(d.challenge(t0, false, SRC)[0].contains("algorithm=MD5"));
+        assert!(d.challenge(t0, false, SRC)[1].contains("algorithm=SHA-256"));
         for (i, alg) in [Algorithm::Md5, Algorithm::Sha256].into_iter().enumerate() {
             // A fresh nonce per algorithm (nonces are per second).
             let now = t0 + Duration::from_secs(i as u64);
-            let challenges = d.challenge(now, false);
+            let challenges = d.challenge(now, false, SRC);
             let h = answer(&challenges[i], "livekit", "s3cret", "INVITE", "sip:+1555@box", 1, alg);
             let pw_of = |u: &str| (u == "livekit").then_some(&pw);
-            assert_eq!(d.verify("INVITE", &h, now, pw_of), Verdict::Accepted { username: "livekit".into() });
-            assert_eq!(d.verify("INVITE", &h, now, pw_of), Verdict::Rejected("replayed nonce"));
+            assert_eq!(d.verify("INVITE", &h, now, SRC, pw_of), Verdict::Accepted { username: "livekit".into() });
+            assert_eq!(d.verify("INVITE", &h, now, SRC, pw_of), Verdict::Rejected("replayed nonce"));
             let h2 = answer(&challenges[i], "livekit", "s3cret", "INVITE", "sip:+1555@box", 2, alg);
-            assert!(matches!(d.verify("INVITE", &h2, now, pw_of), Verdict::Accepted { .. }), "nc 2 is fresh");
+            assert!(matches!(d.verify("INVITE", &h2, now, SRC, pw_of), Verdict::Accepted { .. }), "nc 2 is fresh");
         }
     }
 
@@ -336,18 +347,34 @@ mod tests {
         let d = DigestChallenger::new("sipbridge", Duration::from_secs(60));
         let pw = Secret::new("s3cret");
         let t0 = SystemTime::now();
-        let ch = &d.challenge(t0, false)[0];
+        let ch = &d.challenge(t0, false, SRC)[0];
         let pw_of = |u: &str| (u == "lk").then_some(&pw);
         let bad = answer(ch, "lk", "guess", "INVITE", "sip:x@y", 1, Algorithm::Md5);
-        assert_eq!(d.verify("INVITE", &bad, t0, pw_of), Verdict::Rejected("wrong password"));
+        assert_eq!(d.verify("INVITE", &bad, t0, SRC, pw_of), Verdict::Rejected("wrong password"));
         let who = answer(ch, "nobody", "s3cret", "INVITE", "sip:x@y", 1, Algorithm::Md5);
-        assert_eq!(d.verify("INVITE", &who, t0, pw_of), Verdict::Rejected("unknown user"));
+        assert_eq!(d.verify("INVITE", &who, t0, SRC, pw_of), Verdict::Rejected("unknown user"));
         let other = DigestChallenger::new("sipbridge", Duration::from_secs(60));
-        let forged = answer(&other.challenge(t0, false)[0], "lk", "s3cret", "INVITE", "sip:x@y", 1, Algorithm::Md5);
-        assert_eq!(d.verify("INVITE", &forged, t0, pw_of), Verdict::Rejected("foreign nonce"));
+        let forged =
+            answer(&other.challenge(t0, false, SRC)[0], "lk", "s3cret", "INVITE", "sip:x@y", 1, Algorithm::Md5);
+        assert_eq!(d.verify("INVITE", &forged, t0, SRC, pw_of), Verdict::Rejected("foreign nonce"));
         let late = answer(ch, "lk", "s3cret", "INVITE", "sip:x@y", 1, Algorithm::Md5);
-        assert_eq!(d.verify("INVITE", &late, t0 + Duration::from_secs(120), pw_of), Verdict::Stale);
-        assert!(d.challenge(t0, true)[0].ends_with("stale=true"));
+        assert_eq!(d.verify("INVITE", &late, t0 + Duration::from_secs(120), SRC, pw_of), Verdict::Stale);
+        assert!(d.challenge(t0, true, SRC)[0].ends_with("stale=true"));
+    }
+
+    #[test]
+    fn a_nonce_is_good_only_from_the_source_it_was_issued_to() {
+        let d = DigestChallenger::new("sipbridge", Duration::from_secs(60));
+        let pw = Secret::new("s3cret");
+        let t0 = SystemTime::now();
+        let ch = &d.challenge(t0, false, SRC)[0];
+        let pw_of = |u: &str| (u == "lk").then_some(&pw);
+        let h = answer(ch, "lk", "s3cret", "INVITE", "sip:x@y", 1, Algorithm::Md5);
+        let elsewhere: IpAddr = "203.0.113.5".parse().unwrap();
+        assert_eq!(d.verify("INVITE", &h, t0, elsewhere, pw_of), Verdict::Rejected("foreign nonce"));
+        // The same address written as IPv4-mapped IPv6 is the same source.
+        let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
+        assert!(matches!(d.verify("INVITE", &h, t0, mapped, pw_of), Verdict::Accepted { .. }));
     }
 
     #[test]

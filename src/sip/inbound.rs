@@ -13,7 +13,7 @@ use rsipstack::transaction::transaction::Transaction;
 
 use super::digest::Verdict;
 use super::server::{forbidden, reply};
-use super::{SipContext, addr, msg, routing};
+use super::{SipContext, addr, dialstring, msg, routing};
 use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
 use crate::call::control::{Action, ActionError, Registration, RoomJoin, RoomRef};
 use crate::call::pin::{PinEntry, Verdict as PinVerdict};
@@ -71,11 +71,24 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         _ => msg::dialled(&tx.original),
     };
     let from = msg::caller(&tx.original);
+    // The dialled user part is percent-decoded: refuse anything but a plain user
+    // token before it reaches routing, and anything but a dial string on a route
+    // that sends the call out again (issue 17: no host smuggled into a far leg).
+    if !to.is_empty() && !dialstring::is_user(&to) {
+        address_incomplete(&mut tx, &trunk.name, &to).await;
+        return;
+    }
     let Some(route) = routing::select(&cfg.routes, &trunk.name, &to, &from).cloned() else {
         tracing::info!(trunk = %trunk.name, %to, %from, "no route matches: 404");
         reply(&mut tx, StatusCode::NotFound, vec![]).await;
         return;
     };
+    if matches!(route.target, RouteTarget::Forward(_)) && !dialstring::is_dial_string(&to) {
+        address_incomplete(&mut tx, &trunk.name, &to).await;
+        return;
+    }
+    // The caller's number is copied into far legs' From: keep only a plain user.
+    let from = if dialstring::is_user(&from) { from } else { "anonymous".to_string() };
 
     // 4. Session timer (RFC 4028): refuse intervals below our minimum.
     let session_expires = session_expires(&tx.original);
@@ -181,23 +194,45 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
     }
 }
 
+/// 484 Address Incomplete (RFC 3261 §21.4.22) for a dialled user part that is not
+/// a user token / dial string (see [`dialstring`]); counted in `/metrics`.
+async fn address_incomplete(tx: &mut Transaction, trunk: &str, to: &str) {
+    crate::security::SIP_DIAL_STRING_REFUSED.inc();
+    tracing::info!(%trunk, to = %to.escape_debug(), "dialled number is not a dial string: 484");
+    reply(tx, StatusCode::AddressIncomplete, vec![]).await;
+}
+
 /// Digest-challenges a request from an unknown source; returns the trunk of the
 /// authenticated user, or `None` after answering 401/403.
+///
+/// Every rejected answer counts against the source (`super::ban`): after
+/// `[sip] auth_max_failures` the source is banned and the transport drops it, so
+/// the failure that bans is the last one a guesser sees answered.
 async fn authenticate(ctx: &SipContext, tx: &mut Transaction) -> Option<Trunk> {
     let now = SystemTime::now();
+    let source = msg::source_ip(tx)?;
     let stale = match msg::header(&tx.original, "Authorization", None) {
         None => false,
-        Some(h) => match ctx.challenger.verify("INVITE", &h, now, |u| ctx.trunks.inbound_password(u)) {
-            Verdict::Accepted { username } => return ctx.trunks.by_inbound_username(&username).cloned(),
+        Some(h) => match ctx.challenger.verify("INVITE", &h, now, source, |u| ctx.trunks.inbound_password(u)) {
+            Verdict::Accepted { username } => {
+                ctx.bans.succeeded(source);
+                return ctx.trunks.by_inbound_username(&username).cloned();
+            }
             Verdict::Stale => true,
             Verdict::Rejected(why) => {
-                tracing::warn!(source = ?msg::source_addr(tx), "digest authentication failed: {why}");
+                let policy = ctx.config.borrow().sip.auth_ban;
+                match ctx.bans.failed(source, policy) {
+                    super::ban::Failure::Counted { left } => {
+                        tracing::warn!(%source, failures_left = left, "digest authentication failed: {why}");
+                    }
+                    super::ban::Failure::Banned(_) => {}
+                }
                 false
             }
         },
     };
     let headers: Vec<Header> =
-        ctx.challenger.challenge(now, stale).into_iter().map(|c| Header::WwwAuthenticate(c.into())).collect();
+        ctx.challenger.challenge(now, stale, source).into_iter().map(|c| Header::WwwAuthenticate(c.into())).collect();
     reply(tx, StatusCode::Unauthorized, headers).await;
     None
 }

@@ -3,7 +3,8 @@
 //! that a flood from unknown or spoofed sources cannot crowd out calls from the
 //! trunks (whose addresses bypass the limiter). Hooked into rsipstack's transport
 //! whitelist, which runs per UDP datagram and per TCP/TLS connection, before the
-//! message is parsed. Sans-IO core ([`SourceLimiter`]) + the hook ([`Guard`]).
+//! message is parsed. Sources banned for password guessing (`super::ban`) are
+//! dropped here too. Sans-IO core ([`SourceLimiter`]) + the hook ([`Guard`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -84,18 +85,20 @@ impl SourceLimiter {
     }
 }
 
-/// The transport hook: trunk addresses pass, others go through the limiter.
+/// The transport hook: trunk addresses pass; banned sources (password guessers,
+/// `super::ban`) are dropped; others go through the limiter.
 #[derive(Clone)]
 pub struct Guard {
     trunks: Arc<TrunkTable>,
     limiter: Arc<Mutex<SourceLimiter>>,
+    bans: super::ban::Bans,
 }
 
 impl Guard {
-    /// A guard for these trunks: 50 messages/s (burst 200) per unknown source,
-    /// 2000/s for all unknown sources together.
-    pub fn new(trunks: Arc<TrunkTable>) -> Self {
-        Self { trunks, limiter: Arc::new(Mutex::new(SourceLimiter::new(50.0, 200.0, 2000.0, Instant::now()))) }
+    /// A guard for these trunks and this ban list: 50 messages/s (burst 200) per
+    /// unknown source, 2000/s for all unknown sources together.
+    pub fn new(trunks: Arc<TrunkTable>, bans: super::ban::Bans) -> Self {
+        Self { trunks, limiter: Arc::new(Mutex::new(SourceLimiter::new(50.0, 200.0, 2000.0, Instant::now()))), bans }
     }
 
     /// Whether to process a message or connection from `ip`.
@@ -103,6 +106,10 @@ impl Guard {
         let ip = canonical(ip);
         if self.trunks.is_trunk_address(ip) {
             return true;
+        }
+        if self.bans.is_banned(ip) {
+            crate::security::SIP_BANNED_DROPPED.inc();
+            return false;
         }
         let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
         let ok = l.allow(ip, Instant::now());

@@ -8,7 +8,9 @@
 //! only reports READY when SIP can really be reached.
 
 pub mod addr;
+pub mod ban;
 pub mod dial;
+pub mod dialstring;
 pub mod digest;
 pub mod forward;
 pub mod inbound;
@@ -75,6 +77,8 @@ pub struct SipContext {
     pub events: EventBus,
     /// Digest challenger for trunks with inbound credentials.
     pub challenger: digest::DigestChallenger,
+    /// Sources banned for failing digest authentication (the transport guard drops them).
+    pub bans: ban::Bans,
     /// Cancelled when remaining calls must hang up (end of shutdown grace).
     pub hangup_all: CancellationToken,
     /// Local listener addresses, for Contact headers.
@@ -117,7 +121,8 @@ impl SipStack {
         let cancel = CancellationToken::new();
         let transport_layer = TransportLayer::new(cancel.child_token());
         let trunks = Arc::new(trunk::TrunkTable::new(cfg.trunks.clone()));
-        transport_layer.set_whitelist(limit::Guard::new(Arc::clone(&trunks)));
+        let bans = ban::Bans::default();
+        transport_layer.set_whitelist(limit::Guard::new(Arc::clone(&trunks), bans.clone()));
         // Outbound TLS verifies trunks' certificates against [sip].tls_ca_file, or the
         // system's roots (Debian: ca-certificates).
         let ca_path = cfg.sip.tls_ca_file.clone().unwrap_or_else(|| SYSTEM_ROOTS.into());
@@ -162,6 +167,7 @@ impl SipStack {
             lifecycle,
             events,
             challenger: digest::DigestChallenger::new(&cfg.node.name, Duration::from_secs(300)),
+            bans,
             hangup_all,
             listeners,
             public_address: cfg.node.public_address.clone(),

@@ -52,6 +52,9 @@ pub enum DialError {
     /// No RTP ports.
     #[error("no RTP ports left")]
     NoPorts,
+    /// `to` or `from` is not a plain SIP user / dial string ([`super::dialstring`]).
+    #[error("{0}")]
+    BadNumber(String),
     /// rsipstack refused to build or send the INVITE.
     #[error("cannot send INVITE: {0}")]
     Sip(String),
@@ -91,6 +94,13 @@ impl OutboundLeg {
     /// Sends the INVITE; emits `call.initiated` (direction `outgoing`).
     pub async fn dial(ctx: &Arc<SipContext>, dial: Dial) -> Result<Self, DialError> {
         let proxy = dial.trunk.proxy.clone().ok_or_else(|| DialError::NoProxy(dial.trunk.name.clone()))?;
+        // Numbers become URI user parts: nothing that could add a host, a parameter
+        // or a header may pass (issue 17: toll fraud through a smuggled host).
+        for (what, v) in [("to", &dial.to), ("from", &dial.from)] {
+            if !super::dialstring::is_user(v) {
+                return Err(DialError::BadNumber(format!("{what} {v:?} is not a number or SIP user")));
+            }
+        }
         let port = proxy.port.unwrap_or(if proxy.secure { 5061 } else { 5060 });
         let peer_ip = tokio::net::lookup_host((proxy.host.as_str(), port))
             .await
@@ -114,16 +124,24 @@ impl OutboundLeg {
         };
         let scheme = if proxy.secure { "sips" } else { "sip" };
         let uri = |s: &str| rsipstack::sip::Uri::try_from(s).map_err(|e| DialError::Sip(format!("{s}: {e}")));
-        let callee = uri(&format!("{scheme}:{}@{host_port}{transport}", dial.to))?;
+        let callee = uri(&format!("{scheme}:{}@{host_port}{transport}", super::dialstring::uri_user(&dial.to)))?;
+        // The INVITE goes to the trunk's proxy, whatever the Request-URI says
+        // (RFC 3261 §8.1.2 lets a UAC send to an outbound proxy): the destination is
+        // pinned, not derived from a user part.
+        let destination = uri(&format!("{scheme}:{host_port}{transport}"))
+            .and_then(|u| rsipstack::transport::SipAddr::try_from(&u).map_err(|e| DialError::Sip(e.to_string())))?;
         let local_host = addr::advertised_host(&ctx.public_address, local_ip, peer_ip);
         let listener_port = ctx.listeners.first().map(|(_, a)| a.port()).unwrap_or(5060);
-        let caller = uri(&format!("sip:{}@{local_host}", dial.from))?;
+        let caller = uri(&format!("sip:{}@{local_host}", super::dialstring::uri_user(&dial.from)))?;
         let contact = uri(&format!("sip:sipbridge@{local_host}:{listener_port}"))?;
         let credential = match (&dial.trunk.username, &dial.trunk.password) {
             (Some(u), Some(p)) => Some(Credential {
                 username: u.clone(),
                 password: p.expose().to_string(),
-                realm: None,
+                // Answered only to a challenge in this realm when the trunk names one
+                // (`auth_realm`; rsipstack sipbridge patch 7); the challenge can only
+                // come from the pinned proxy in any case.
+                realm: dial.trunk.auth_realm.clone(),
                 ..Default::default()
             }),
             _ => None,
@@ -136,6 +154,7 @@ impl OutboundLeg {
             credential,
             content_type: Some("application/sdp".into()),
             offer: Some(offer),
+            destination: Some(destination),
             headers: (!headers.is_empty()).then_some(headers),
             ..Default::default()
         };

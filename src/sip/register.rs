@@ -145,7 +145,7 @@ async fn keep_registered(
     let credential = Credential {
         username: username.clone(),
         password: password.expose().to_string(),
-        realm: None,
+        realm: trunk.auth_realm.clone(),
         ..Default::default()
     };
     let mut reg = Registration::new(endpoint, Some(credential));

@@ -118,6 +118,7 @@ mod tests {
             inbound_allow: vec![],
             inbound_username: None,
             inbound_password: None,
+            auth_realm: None,
         }
     }
 

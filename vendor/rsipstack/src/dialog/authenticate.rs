@@ -277,6 +277,19 @@ pub async fn handle_client_authenticate(
         _ => unreachable!(),
     };
 
+    // sipbridge patch 7: a credential that names its realm answers only challenges
+    // in that realm, so a challenge from elsewhere never gets the password's
+    // digest (issue 17: credentials only for the trunk's own realm).
+    if let Some(want) = cred.realm.as_deref() {
+        if !want.eq_ignore_ascii_case(&challenge.realm) {
+            return Err(crate::Error::DialogError(
+                format!("challenge realm {:?} is not the credential's realm", challenge.realm),
+                DialogId::try_from(tx)?,
+                resp.status_code.clone(),
+            ));
+        }
+    }
+
     let cnonce = random_text(CNONCE_LEN);
     let auth_qop = match challenge.qop {
         Some(Qop::Auth) => Some(AuthQop::Auth { cnonce, nc: 1 }),
