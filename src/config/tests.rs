@@ -389,3 +389,28 @@ fn webrtc_defaults_and_bad_values_named() {
         assert!(e.contains(&format!("bad.toml:{line}: {key}")), "{key} at line {line}: {e}");
     }
 }
+
+#[test]
+fn auth_bans_and_realms_are_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[sip]\nlisten = [\"udp://127.0.0.1:5060\"]\nauth_max_failures = 3\nauth_failure_window = \"1m\"\nauth_ban_time = \"1h\"\n[[trunk]]\nname = \"t\"\nproxy = \"sip:192.0.2.1\"\nusername = \"u\"\npassword = \"p-long-enough\"\nauth_realm = \"sip.example\"\n";
+    let c = load_with_env(&write(dir.path(), "good.toml", good), env(&[])).unwrap().config;
+    assert_eq!(c.sip.auth_ban.max_failures, 3);
+    assert_eq!(c.sip.auth_ban.window, std::time::Duration::from_secs(60));
+    assert_eq!(c.sip.auth_ban.ban_time, std::time::Duration::from_secs(3600));
+    assert_eq!(c.trunks[0].auth_realm.as_deref(), Some("sip.example"));
+    let defaults =
+        load_with_env(&write(dir.path(), "d.toml", "[sip]\nlisten = [\"udp://127.0.0.1:5060\"]\n"), env(&[]))
+            .unwrap()
+            .config;
+    assert_eq!(defaults.sip.auth_ban, crate::sip::ban::BanPolicy::default());
+
+    let bad = "[sip]\nlisten = [\"udp://127.0.0.1:5060\"]\nauth_max_failures = -1\nauth_ban_time = \"soon\"\n[[trunk]]\nname = \"t\"\nproxy = \"sip:192.0.2.1\"\nauth_realm = \"sip.example\"\n";
+    let path = write(dir.path(), "bad.toml", bad);
+    let err = load_with_env(&path, env(&[])).unwrap_err();
+    let shown: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+    let p = path.display();
+    assert!(shown.iter().any(|s| s.starts_with(&format!("{p}:3: sip.auth_max_failures:"))), "{shown:?}");
+    assert!(shown.iter().any(|s| s.starts_with(&format!("{p}:4: sip.auth_ban_time:"))), "{shown:?}");
+    assert!(shown.iter().any(|s| s.starts_with(&format!("{p}:8: trunk[0].auth_realm:"))), "{shown:?}");
+}

@@ -1,0 +1,140 @@
+//! Password guessing is cut off (issue 17, point 4), tried with the tool attackers
+//! use: SIPVicious `svcrack` guesses the digest password of a trunk that admits
+//! callers by credentials (a LiveKit-style outbound trunk) from a 30-word
+//! dictionary whose last word is right. It must see at most 5 answered guesses,
+//! then silence, and never find the password; the ban is logged once and counted
+//! in `/metrics`; a caller from another address with the right password still gets
+//! in (the ban is per source, not a lockout of the account).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+const WAIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "bruteforce-test-token-0123456789";
+
+fn start(dir: &Path) -> (Daemon, u16, u16) {
+    let port = free_port();
+    let api = free_port();
+    let text = format!(
+        r#"
+[node]
+data_dir = "{data}"
+shutdown_grace = "1s"
+[sip]
+listen = ["udp://127.0.0.1:{port}"]
+[rtp]
+port_range = "40000-49999"
+[[trunk]]
+name = "livekit"
+provider = "livekit"
+proxy = "sip:127.0.0.9:5999"
+inbound_username = "lk"
+inbound_password = "pw-right-30"
+[[agent]]
+name = "echo"
+url = "builtin:echo"
+[[route]]
+agent = "echo"
+[api]
+listen = "127.0.0.1:{api}"
+token = "{TOKEN}"
+[log]
+format = "text"
+"#,
+        data = dir.join("data").display()
+    );
+    let path = dir.join("sipbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut notify = NotifySocket::bind(dir);
+    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
+    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
+    (d, port, api)
+}
+
+/// `GET /metrics` (plain HTTP/1.0 on loopback).
+fn metrics(api: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+}
+
+#[test]
+fn svcrack_sees_five_answered_guesses_then_silence_and_never_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut d, port, api) = start(dir.path());
+    let dict = dir.path().join("passwords.txt");
+    let words: Vec<String> = (1..30).map(|i| format!("guess-{i}")).chain(["pw-right-30".to_string()]).collect();
+    std::fs::write(&dict, words.join("\n") + "\n").unwrap();
+
+    let svcrack = std::env::current_dir().unwrap().join("tests/.venv/bin/sipvicious_svcrack");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(&svcrack)
+        .args(["-vv", "-u", "lk", "-m", "INVITE", "--maximumtime", "3", "-t", "0.05"])
+        .arg("-d")
+        .arg(&dict)
+        .args(["-P", &free_port().to_string(), "-p", &port.to_string(), "127.0.0.1"])
+        .output()
+        .expect("run svcrack (scripts/setup-tests installs it in tests/.venv)");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // svcrack's own account: each "trying WORD" and whether a response followed it
+    // before the next guess.
+    let mut answered = Vec::new();
+    let mut current: Option<&str> = None;
+    for line in log.lines() {
+        if let Some(word) = line.split("DEBUG:ASipOfRedWine:trying ").nth(1) {
+            current = Some(word.trim());
+        } else if line.contains("Received response: SIP/2.0") {
+            if let Some(w) = current.take() {
+                answered.push(w.to_string());
+            }
+        }
+    }
+    assert!(log.contains("trying guess-6"), "svcrack went on guessing:\n{log}");
+    assert_eq!(answered, ["guess-1", "guess-2", "guess-3", "guess-4", "guess-5"], "\n{log}");
+    assert!(log.contains("found nothing"), "{log}");
+
+    // Logged once, counted; the box is fine.
+    let stderr = d.stderr();
+    assert_eq!(stderr.matches("source banned").count(), 1, "{stderr}");
+    let m = metrics(api);
+    assert_eq!(metric(&m, "sipbridge_sip_auth_bans_total"), 1.0);
+    assert!(metric(&m, "sipbridge_sip_auth_failures_total") >= 5.0, "{m}");
+    assert!(metric(&m, "sipbridge_sip_banned_dropped_total") >= 1.0, "{m}");
+
+    // Another source with the right password is admitted: a ban, not a lockout.
+    let target = format!("127.0.0.1:{port}");
+    let mut ok = Sipp::start(
+        dir.path(),
+        "rightful",
+        &sipp_args(
+            "uac_auth.xml",
+            "+13125550100",
+            &target,
+            "127.0.0.6",
+            &["-t", "u1", "-au", "lk", "-ap", "pw-right-30"],
+        ),
+    );
+    assert_eq!(ok.wait(WAIT), 0, "{}\n{}", ok.report(), d.stderr());
+
+    assert!(d.is_running(), "{}", d.stderr());
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+}
