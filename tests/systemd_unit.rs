@@ -52,6 +52,28 @@ fn unit_exposure_is_at_most_2_0() {
     assert!(level <= 2.0, "exposure {level} > 2.0:\n{text}");
 }
 
+/// Issue 17: memory and task limits suited to a 1 GiB box, and above what the
+/// daemon itself may use (its blocking-thread cap).
+#[test]
+fn unit_caps_memory_and_tasks_for_a_1_gib_box() {
+    let text = unit_text();
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("{key}= missing"))
+            .trim()
+            .to_string()
+    };
+    let mib = |v: &str| -> u64 {
+        let n: u64 = v.trim_end_matches(['M', 'G']).parse().unwrap();
+        if v.ends_with('G') { n * 1024 } else { n }
+    };
+    let (high, max) = (mib(&value("MemoryHigh")), mib(&value("MemoryMax")));
+    assert!(high < max && max <= 1024 && high >= 256, "MemoryHigh={high}M MemoryMax={max}M");
+    let tasks: usize = value("TasksMax").parse().unwrap();
+    assert!(tasks >= sipbridge::daemon::run::MAX_BLOCKING_THREADS + 64 && tasks <= 1024, "TasksMax={tasks}");
+}
+
 #[test]
 fn unit_has_what_the_daemon_relies_on() {
     let text = unit_text();

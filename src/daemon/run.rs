@@ -66,6 +66,11 @@ impl Daemon {
 }
 
 /// Runs the daemon until it is stopped; returns the process exit status.
+/// Threads tokio may start for blocking work; with the workers (one per core) and
+/// the few threads of our own (store writer, recorders' flushers) well under the
+/// unit's `TasksMax=256`.
+pub const MAX_BLOCKING_THREADS: usize = 128;
+
 pub fn run(config_path: &Path) -> i32 {
     let loaded = match config::load(config_path) {
         Ok(l) => l,
@@ -83,7 +88,15 @@ pub fn run(config_path: &Path) -> i32 {
     for w in &loaded.warnings {
         tracing::warn!("config: {w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sipbridge").build() {
+    // Blocking work (store, files, DNS) gets at most MAX_BLOCKING_THREADS threads, so
+    // the process stays under the unit's TasksMax= (systemd/sipbridge.service)
+    // however much of it is queued (tokio's default allows 512).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sipbridge")
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
