@@ -41,7 +41,11 @@ pub const ACTIONS: &[(&str, &str, &[Field])] = &[
         "playback_start",
         "Play a WAV file (8 or 16 kHz) from the box or an http(s) URL.",
         &[
-            ("audio_url", "string", "absolute path, file:// or http(s) URL"),
+            (
+                "audio_url",
+                "string",
+                "a WAV file in [media] dir (name or absolute path, file://) or a public http(s) URL",
+            ),
             ("loop", "string", "1 to 100, or infinity"),
             ("overlay", "boolean", "mix over the agent's audio"),
         ],
@@ -101,7 +105,11 @@ pub const CONFERENCE_ACTIONS: &[(&str, &str, &[Field])] = &[
     (
         "play",
         "Play a WAV file to everyone in the room.",
-        &[("audio_url", "string", "absolute path, file:// or http(s) URL")],
+        &[(
+            "audio_url",
+            "string",
+            "a WAV file in [media] dir (name or absolute path, file://) or a public http(s) URL",
+        )],
     ),
     ("end", "End the room: every participant's call is hung up.", &[]),
     ("record_start", "Record the room's mix (mono WAV).", &[("format", "string", "wav")]),
