@@ -11,7 +11,8 @@
 //!
 //! The server is hyper's HTTP/1.1 under this module's accept loop: at most
 //! `[api] max_connections` connections at once (one more is closed at once), and
-//! each must send its request headers within `[api] header_read_timeout`.
+//! each must send its request headers within `[api] header_read_timeout` (an
+//! upgraded WebSocket keeps its slot until it closes).
 //! With `[api] tls_certificate` and `tls_private_key` the same router is served
 //! over HTTPS ([`tls`]).
 
@@ -212,8 +213,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown:
         (tls, limits)
     };
     if let Ok(local) = listener.local_addr()
-        && tls.is_none()
-        && !local.ip().is_loopback()
+        && plaintext_beyond_loopback(local, tls.is_some())
     {
         tracing::warn!(
             listen = %local,
@@ -233,6 +233,12 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown:
             Err(e) => tracing::warn!(error = %e, "API server stopped"),
         },
     }
+}
+
+/// Whether serving on `local` exposes the tokens: plain HTTP on an address other
+/// than loopback (127.0.0.0/8, ::1), including the wildcard addresses.
+pub fn plaintext_beyond_loopback(local: SocketAddr, tls: bool) -> bool {
+    !tls && !local.ip().is_loopback()
 }
 
 /// Accepts connections until `shutdown`, each served in its own task by hyper's
@@ -260,8 +266,9 @@ where
             hyper::service::Service::call(&service, req)
         });
         let stop = shutdown.clone();
+        // The slot goes with the socket: an upgraded WebSocket keeps it until closed.
+        let io = Counted { io, _permit: permit };
         tokio::spawn(async move {
-            let _permit = permit;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
             let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service).with_upgrades();
@@ -282,5 +289,74 @@ where
                 }
             }
         });
+    }
+}
+
+/// A connection's socket holding its slot of `[api] max_connections`: the slot is
+/// freed when the socket is dropped, also after a WebSocket upgrade moved it out
+/// of hyper's connection task.
+struct Counted<T> {
+    io: T,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plain_http_beyond_loopback_is_flagged() {
+        let flagged = |a: &str, tls| super::plaintext_beyond_loopback(a.parse().unwrap(), tls);
+        assert!(flagged("0.0.0.0:8080", false));
+        assert!(flagged("[::]:8080", false));
+        assert!(flagged("192.168.1.5:8080", false));
+        assert!(!flagged("127.0.0.1:8080", false));
+        assert!(!flagged("127.0.0.2:8080", false));
+        assert!(!flagged("[::1]:8080", false));
+        assert!(!flagged("0.0.0.0:8443", true), "TLS: nothing to warn about");
     }
 }
