@@ -99,8 +99,9 @@ fn dtmf_digits(packets: &[Packet]) -> String {
 async fn call_control_over_http_on_a_live_call() {
     let dir = tempfile::tempdir().unwrap();
     let rec = format!(
-        "[recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{}\"\n",
-        dir.path().join("rec").display()
+        "[recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{}\"\n[media]\ndir = \"{}\"\n",
+        dir.path().join("rec").display(),
+        dir.path().display()
     );
     let (d, sip, api_port, receiver) = start_with(dir.path(), &rec);
     let api = Api::new(api_port);
@@ -237,6 +238,14 @@ async fn call_control_over_http_on_a_live_call() {
     w.finalize().unwrap();
     let (code, e) = api.action(&id, "playback_start", r#"{"audio_url": "/nonexistent.wav"}"#).await;
     assert_eq!(code, 422, "{e}");
+    // Outside [media] dir (the test's directory): refused, whatever the file is.
+    let (code, e) = api.action(&id, "playback_start", r#"{"audio_url": "/dev/zero"}"#).await;
+    assert_eq!(code, 422, "{e}");
+    assert!(e["errors"][0]["detail"].as_str().unwrap().contains("[media] dir"), "{e}");
+    // A URL on the box's own network: refused before any connection.
+    let (code, e) = api.action(&id, "playback_start", r#"{"audio_url": "http://127.0.0.1:9/x.wav"}"#).await;
+    assert_eq!(code, 422, "{e}");
+    assert!(e["errors"][0]["detail"].as_str().unwrap().contains("allow_private_urls"), "{e}");
     let (code, e) = api.action(&id, "playback_start", r#"{"audio_url": "/x.wav", "loop": 0}"#).await;
     assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/loop")), "{e}");
     let body = json!({"audio_url": wav.display().to_string(), "loop": 2});

@@ -305,12 +305,17 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     assert!(participant.starts_with("webrtc:"), "{connected}");
 
     // The room's participants, as the page lists them (with the join token): the
-    // caller by its number, the browser as webrtc.
+    // caller without its number (guests see no numbers), the browser as webrtc;
+    // with the API token, the caller's number.
     let r = gw.http.get(gw.url("/v2/conferences/shop-floor/participants")).bearer_auth(&token).send().await.unwrap();
     let parts: Value = r.json().await.unwrap();
     let list = parts["data"].as_array().unwrap();
-    assert!(list.iter().any(|p| p["participant_type"] == "sip" && p["from"] == "+14155550101"), "{parts}");
+    assert!(list.iter().any(|p| p["participant_type"] == "sip" && p.get("from").is_none()), "{parts}");
     assert!(list.iter().any(|p| p["participant_type"] == "webrtc" && p["id"] == participant.as_str()), "{parts}");
+    let r = gw.http.get(gw.url("/v2/conferences/shop-floor/participants")).bearer_auth(TOKEN).send().await.unwrap();
+    let parts: Value = r.json().await.unwrap();
+    let list = parts["data"].as_array().unwrap();
+    assert!(list.iter().any(|p| p["participant_type"] == "sip" && p["from"] == "+14155550101"), "{parts}");
 
     // One browser is the box's limit here: another offer gets 503.
     let (code, _, body) = gw.offer("/v2/conferences/shop-floor/webrtc", TOKEN, DEAD_OFFER).await;
@@ -464,8 +469,11 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
     assert_eq!(code, 201);
     let location = headers["location"].to_str().unwrap().to_string();
     let participant = headers["x-participant-id"].to_str().unwrap().to_string();
-    let r = gw.http.delete(gw.url(&location)).bearer_auth(&other).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 404, "another room's token does not see it");
+    let bare = location.split('?').next().unwrap();
+    let r = gw.http.delete(gw.url(bare)).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "another room's token (without the session's secret) removes nothing");
+    let r = gw.http.delete(gw.url(bare)).bearer_auth(&lobby).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "nor does the room's own token");
     let r = gw.http.delete(gw.url(&location)).bearer_auth(&lobby).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 204);
     let data = gw
@@ -479,7 +487,7 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
     // DTLS that cannot complete: ICE connects, but the peer's certificate is not
     // the one its offer names. Removed with dtls_failed; the room is unharmed.
     let forged = Peer::join_with(&gw, path, 900.0, true).await;
-    let id = format!("webrtc:{}", forged.location.rsplit('/').next().unwrap());
+    let id = format!("webrtc:{}", forged.location.split('?').next().unwrap().rsplit('/').next().unwrap());
     let data = gw
         .events("the forged DTLS session removed", |d| {
             webrtc_events(d, "left").iter().any(|e| e["payload"]["call_control_id"] == id.as_str())
@@ -712,7 +720,7 @@ async fn a_browser_listens_to_a_call_then_barges_in() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let talk_to = started.elapsed().as_secs_f64();
     let mute = format!("/v2/conferences/{}/actions/mute", talker.conference_id);
-    let participant = format!("webrtc:{}", talker.location.rsplit('/').next().unwrap());
+    let participant = format!("webrtc:{}", talker.location.split('?').next().unwrap().rsplit('/').next().unwrap());
     let r = gw
         .http
         .post(gw.url(&mute))
@@ -798,5 +806,130 @@ async fn a_box_with_webrtc_disabled_refuses_offers() {
     let (code, _, body) = gw.offer("/v2/conferences/lobby/webrtc", TOKEN, DEAD_OFFER).await;
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("enabled = false"), "{body}");
+    gw.stop();
+}
+
+/// Opens `/v2/events?token=…` as a page does (no header).
+async fn guest_events(gw: &Gateway, token: &str) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.api)).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/v2/events?token={token}", gw.api);
+    tokio_tungstenite::client_async(url, tcp).await.expect("guest event socket").0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_remove_only_themselves_fill_a_room_up_to_its_cap_see_no_numbers_and_lose_their_tokens_on_rekey() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Dead offers stay joined for the whole test (no ICE, removed after 120 s).
+    let gw = Gateway::start(dir.path(), "consent_timeout = \"120s\"\nmax_participants_per_room = 2\n").await;
+    let room = "shop-floor";
+    let path = format!("/v2/conferences/{room}/webrtc");
+    let guest = gw.join_token(room).await;
+    let mut guest_socket = guest_events(&gw, &guest).await;
+
+    // Two guests fill the room's guest cap; a third gets 503; the API token is not capped.
+    let mut locations = Vec::new();
+    for _ in 0..2 {
+        let (code, headers, body) = gw.offer(&path, &guest, DEAD_OFFER).await;
+        assert_eq!(code, 201, "{body}");
+        let location = headers["location"].to_str().unwrap().to_string();
+        assert!(location.starts_with("/v2/webrtc/") && location.contains("?secret="), "{location}");
+        locations.push(location);
+    }
+    let (code, _, body) = gw.offer(&path, &guest, DEAD_OFFER).await;
+    assert_eq!(code, 503, "over max_participants_per_room: {body}");
+    assert!(body.contains("max_participants_per_room"), "{body}");
+    let (code, headers, body) = gw.offer(&path, TOKEN, DEAD_OFFER).await;
+    assert_eq!(code, 201, "the API token is not capped per room: {body}");
+    let admin_location = headers["location"].to_str().unwrap().to_string();
+
+    // A guest cannot remove another browser: not with the join token, not with a
+    // wrong secret, not with its own secret on someone else's session.
+    let (first, second) = (&locations[0], &locations[1]);
+    let bare = |l: &str| l.split('?').next().unwrap().to_string();
+    let secret_of = |l: &str| l.split("secret=").nth(1).unwrap().to_string();
+    let delete = |url: String, bearer: Option<&str>| {
+        let mut r = gw.http.delete(gw.url(&url));
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(delete(bare(first), Some(&guest)).await, 401, "a join token alone removes no one");
+    assert_eq!(delete(format!("{}?secret=nope", bare(first)), Some(&guest)).await, 404);
+    assert_eq!(delete(format!("{}?secret={}", bare(first), secret_of(second)), None).await, 404);
+    // Its own Location (what the page DELETEs) removes it, even without a bearer.
+    assert_eq!(delete(first.clone(), Some(&guest)).await, 204);
+    assert_eq!(delete(second.clone(), None).await, 204);
+    // The API token removes any session.
+    assert_eq!(delete(bare(&admin_location), Some(TOKEN)).await, 204);
+    assert_eq!(delete(first.clone(), None).await, 404, "gone");
+
+    // A phone joins the room: the backend's events carry its numbers, the
+    // guest's carry neither numbers nor client_state.
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let caller = tokio::task::spawn_blocking(move || {
+        let script = Script {
+            audio: tone(500.0, 8000.0, 1500),
+            digits: vec![],
+            gaps: vec![],
+            send_for: Duration::from_millis(1500),
+            duration: Duration::from_millis(1800),
+        };
+        place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 2000, vec![script], &["+14155550101".into()])
+    });
+    let data = gw
+        .events("the phone in the room", |d| {
+            d.iter().any(|e| e["event_type"] == "conference.participant.joined" && e["payload"]["from"].is_string())
+        })
+        .await;
+    let phone = data
+        .iter()
+        .find(|e| e["event_type"] == "conference.participant.joined" && e["payload"]["from"].is_string())
+        .unwrap();
+    assert_eq!(phone["payload"]["from"], "+14155550101");
+    let phone_id = phone["payload"]["call_control_id"].as_str().unwrap().to_string();
+    let seen = loop {
+        let msg = tokio::time::timeout(WAIT, guest_socket.next()).await.expect("guest event").unwrap().unwrap();
+        let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        if v["data"]["event_type"] == "conference.participant.joined"
+            && v["data"]["payload"]["call_control_id"] == phone_id.as_str()
+        {
+            break v;
+        }
+    };
+    let payload = seen["data"]["payload"].as_object().unwrap();
+    for hidden in ["from", "to", "client_state"] {
+        assert!(!payload.contains_key(hidden), "a guest does not see {hidden}: {seen}");
+    }
+    assert!(payload.contains_key("conference_id"), "{seen}");
+    let (code, report, _) = caller.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+
+    // A new API token (reload): every join token minted under the old one dies.
+    let config = dir.path().join("sipbridge.toml");
+    let rotated = "webrtc-rotated-token-4567";
+    let text = std::fs::read_to_string(&config).unwrap().replace(TOKEN, rotated);
+    std::fs::write(&config, text).unwrap();
+    gw.daemon.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = gw.http.get(gw.url("/v2/conferences")).bearer_auth(rotated).send().await.unwrap();
+        if r.status().as_u16() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reload applies the new token");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = gw.http.get(gw.url(&format!("/v2/conferences/{room}/participants"))).bearer_auth(&guest).send().await;
+    assert_eq!(r.unwrap().status().as_u16(), 401, "the old join token is revoked by the new API token");
+    let (code, _, body) = gw.offer(&path, &guest, DEAD_OFFER).await;
+    assert_eq!(code, 401, "{body}");
+    let r =
+        gw.http.post(gw.url(&format!("/v2/conferences/{room}/join_tokens"))).bearer_auth(rotated).send().await.unwrap();
+    let fresh: Value = r.json().await.unwrap();
+    let fresh = fresh["data"]["token"].as_str().unwrap();
+    let (code, _, body) = gw.offer(&path, fresh, DEAD_OFFER).await;
+    assert_eq!(code, 201, "a token minted under the new API token works: {body}");
     gw.stop();
 }

@@ -152,7 +152,21 @@ pub async fn action(
         }
         "streaming_start" => streaming_start(&body)?,
         "streaming_stop" => Action::StreamingStop,
-        "playback_start" => playback_start(&body)?,
+        "playback_start" => {
+            // Loaded here, in the request's task: the call's loop never waits on a
+            // file or a download (a BYE meanwhile ends the call at once).
+            view(&st, &id)?;
+            let (url, loops, overlay) = playback_start(&body)?;
+            let policy = st.config.borrow().media.clone();
+            let pcm = crate::call::playback::load(&url, &policy).await.map_err(|e| ApiError {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                code: "90045",
+                title: "Media could not be played",
+                detail: e,
+                pointer: Some("/audio_url".into()),
+            })?;
+            Action::PlaybackStart { url, pcm: std::sync::Arc::new(pcm), loops, overlay }
+        }
         "playback_stop" => Action::PlaybackStop,
         "record_start" => {
             match string(&body, "format")?.as_deref() {
@@ -405,11 +419,12 @@ fn send_dtmf(body: &Map<String, Value>) -> Result<Action, ApiError> {
     Ok(Action::SendDtmf { digits, duration: Duration::from_millis(duration) })
 }
 
-fn playback_start(body: &Map<String, Value>) -> Result<Action, ApiError> {
+/// `playback_start`'s `audio_url`, `loop` and `overlay`.
+fn playback_start(body: &Map<String, Value>) -> Result<(String, Loops, bool), ApiError> {
     if string(body, "media_name")?.is_some() {
         return Err(ApiError::bad_field(
             "/media_name",
-            "media_name is not supported: give audio_url (a path on the box or an http(s) URL)",
+            "media_name is not supported: give audio_url (a file in [media] dir or an http(s) URL)",
         ));
     }
     let url = string(body, "audio_url")?.ok_or_else(|| ApiError::bad_field("/audio_url", "audio_url is required"))?;
@@ -435,7 +450,7 @@ fn playback_start(body: &Map<String, Value>) -> Result<Action, ApiError> {
             return Err(ApiError::bad_field("/target_legs", format!("{other:?} is not supported; only \"self\"")));
         }
     }
-    Ok(Action::PlaybackStart { url, loops, overlay })
+    Ok((url, loops, overlay))
 }
 
 /// Connect limit for streams started by the API (Telnyx does not expose one).

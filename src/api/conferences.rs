@@ -86,8 +86,10 @@ pub async fn participants(
     super::webrtc::allow_room(&access, &st, &id)?;
     let room = find(&st, &id)?;
     let ps = st.sip.rooms.participants(room.conference_id).await.map_err(|_| ApiError::not_found("conference", &id))?;
+    // A guest (join token) sees who is in the room, not their numbers.
+    let guest = access != super::Access::Full;
     let info = |id: &str| match st.calls.get(id) {
-        crate::call::control::Lookup::Live(view) => Some(view.info),
+        crate::call::control::Lookup::Live(view) if !guest => Some(view.info),
         _ => None,
     };
     let data: Vec<Value> = ps.iter().map(|p| participant_json(&room, p, info(&p.participant_id).as_ref())).collect();
@@ -197,7 +199,8 @@ pub async fn action(
         }
         "play" => {
             let url = required(&body, "audio_url")?;
-            let pcm = crate::call::playback::load(&url).await.map_err(|e| ApiError {
+            let policy = st.config.borrow().media.clone();
+            let pcm = crate::call::playback::load(&url, &policy).await.map_err(|e| ApiError {
                 status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                 code: "90045",
                 title: "Media could not be played",

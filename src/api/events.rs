@@ -31,7 +31,7 @@ pub async fn socket(
 }
 
 /// Whether a join token for `room` sees `ev`: only that room's `conference.*`
-/// events.
+/// events (and those without [`GUEST_HIDDEN`] fields).
 fn visible(ev: &crate::call::CallEvent, room: Option<&str>) -> bool {
     match room {
         None => true,
@@ -39,6 +39,19 @@ fn visible(ev: &crate::call::CallEvent, room: Option<&str>) -> bool {
             ev.event_type.starts_with("conference.") && ev.payload.get("name").and_then(|n| n.as_str()) == Some(room)
         }
     }
+}
+
+/// Payload fields a join token's holder (a guest in the room) does not see: the
+/// parties' numbers, the backend's `client_state`, SIP headers.
+pub const GUEST_HIDDEN: &[&str] = &["from", "to", "client_state", "custom_headers"];
+
+/// `ev` as a guest sees it: without [`GUEST_HIDDEN`] fields.
+fn for_guest(ev: &crate::call::CallEvent) -> crate::call::CallEvent {
+    let mut ev = ev.clone();
+    for k in GUEST_HIDDEN {
+        ev.payload.remove(*k);
+    }
+    ev
 }
 
 async fn stream(
@@ -51,7 +64,11 @@ async fn stream(
             ev = rx.recv() => match ev {
                 Ok(ev) if !visible(&ev, room.as_deref()) => {}
                 Ok(ev) => {
-                    let body = envelope::body(&envelope::data_json(&ev), 1, DELIVERED_TO);
+                    let data = match room {
+                        None => envelope::data_json(&ev),
+                        Some(_) => envelope::data_json(&for_guest(&ev)),
+                    };
+                    let body = envelope::body(&data, 1, DELIVERED_TO);
                     match tokio::time::timeout(Duration::from_secs(2), socket.send(Message::Text(body.into()))).await {
                         Ok(Ok(())) => {}
                         _ => return,

@@ -3,8 +3,16 @@
 //! (`/v2/recordings`, `/v2/call_records`), the live event socket (`/v2/events`),
 //! and what an operator's monitoring wants (`/healthz`, `/readyz`, `/metrics`).
 //!
-//! Every route except `/healthz` needs `Authorization: Bearer <[api].token>`
-//! (compared in constant time); without a configured token only `/healthz` answers.
+//! Every route except `/healthz`, the room page (`/rooms/{name}`) and a WebRTC
+//! session's `DELETE` (the API token or that session's own secret, see
+//! [`webrtc::leave`]) needs `Authorization: Bearer <[api].token>` (compared in
+//! constant time), or for a room's routes a join token; without a configured
+//! token only `/healthz` answers.
+//!
+//! The server is hyper's HTTP/1.1 under this module's accept loop: at most
+//! `[api] max_connections` connections at once (one more is closed at once), and
+//! each must send its request headers within `[api] header_read_timeout` (an
+//! upgraded WebSocket keeps its slot until it closes).
 //! With `[api] tls_certificate` and `tls_private_key` the same router is served
 //! over HTTPS ([`tls`]).
 
@@ -28,7 +36,6 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::serve::ListenerExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -71,12 +78,32 @@ pub enum Access {
 }
 
 /// Routes a join token may reach (matched route paths).
-const JOIN_TOKEN_ROUTES: &[&str] = &[
-    "/v2/conferences/{conference_id}/webrtc",
-    "/v2/conferences/{conference_id}/participants",
-    "/v2/webrtc/{session_id}",
-    "/v2/events",
-];
+const JOIN_TOKEN_ROUTES: &[&str] =
+    &["/v2/conferences/{conference_id}/webrtc", "/v2/conferences/{conference_id}/participants", "/v2/events"];
+
+/// The join tokens under the API token in force (so a changed `[api] token`
+/// revokes them on reload). Without a token none are accepted anyway.
+pub fn join_tokens(st: &ApiState) -> crate::webrtc::token::JoinTokens {
+    let cfg = st.config.borrow();
+    crate::webrtc::token::JoinTokens::new(cfg.api.token.as_ref().map(|t| t.expose().as_bytes()))
+}
+
+/// Whether `headers` carry `Authorization: Bearer <[api] token>` (constant-time compare).
+pub fn is_api_token(st: &ApiState, headers: &axum::http::HeaderMap) -> bool {
+    let token = st.config.borrow().api.token.clone();
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match (&token, given) {
+        (Some(t), Some(g)) => {
+            use subtle::ConstantTimeEq;
+            bool::from(t.expose().as_bytes().ct_eq(g.as_bytes()))
+        }
+        _ => false,
+    }
+}
 
 /// The router with every route (used by [`serve`] and by tests).
 pub fn router(state: ApiState) -> Router {
@@ -94,7 +121,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/v2/conferences/{conference_id}/webrtc", post(webrtc::join_conference))
         .route("/v2/conferences/{conference_id}/join_tokens", post(webrtc::join_token))
         .route("/v2/calls/{call_control_id}/webrtc", post(webrtc::join_call))
-        .route("/v2/webrtc/{session_id}", delete(webrtc::leave))
         .route("/v2/recordings", get(recordings::list))
         // `{id}` and `{id}.wav` share the segment; the handler tells them apart.
         .route("/v2/recordings/{recording_id}", get(recordings::get).delete(recordings::delete))
@@ -106,6 +132,8 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/rooms/{name}", get(webrtc::page))
+        // Its own credentials: the API token or the session's secret.
+        .route("/v2/webrtc/{session_id}", delete(webrtc::leave))
         .merge(v2)
         .fallback(|| async { ApiError::not_found("route", "").into_response() })
         .with_state(state)
@@ -113,20 +141,14 @@ pub fn router(state: ApiState) -> Router {
 
 /// Bearer token check (constant-time compare).
 async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
-    let token = st.config.borrow().api.token.clone();
+    let token_set = st.config.borrow().api.token.is_some();
+    let full = is_api_token(&st, req.headers());
     let header = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let full = match (&token, header) {
-        (Some(t), Some(g)) => {
-            use subtle::ConstantTimeEq;
-            bool::from(t.expose().as_bytes().ct_eq(g.as_bytes()))
-        }
-        _ => false,
-    };
     let access = if full {
         Some(Access::Full)
     } else {
@@ -141,8 +163,8 @@ async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Respo
         let given =
             header.map(str::to_string).or_else(|| (route.as_deref() == Some("/v2/events")).then(query_token).flatten());
         match (route, given) {
-            (Some(route), Some(given)) if token.is_some() && JOIN_TOKEN_ROUTES.contains(&route.as_str()) => {
-                st.webrtc.tokens().verify(&given, std::time::SystemTime::now()).ok().map(Access::Room)
+            (Some(route), Some(given)) if token_set && JOIN_TOKEN_ROUTES.contains(&route.as_str()) => {
+                join_tokens(&st).verify(&given, std::time::SystemTime::now()).ok().map(Access::Room)
             }
             _ => None,
         }
@@ -156,13 +178,27 @@ async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Respo
     }
 }
 
+/// What the accept loop enforces (`[api] max_connections`, `header_read_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Connections served at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (also bounds an idle keep-alive
+    /// connection): hyper's HTTP/1 `header_read_timeout`.
+    pub header_read_timeout: std::time::Duration,
+}
+
 /// Serves the API on `listener` until `shutdown` is cancelled: over HTTPS when
 /// `[api] tls_certificate` and `tls_private_key` are set ([`tls::server_config`];
-/// unusable files are logged and nothing is served), plain HTTP otherwise.
+/// unusable files are logged and nothing is served), plain HTTP otherwise. Logs a
+/// warning when it listens beyond loopback without TLS (the bearer and join tokens
+/// would cross the network in clear text). Connections are capped and must send
+/// their headers in time ([`ConnLimits`]); refusals count in
+/// [`crate::security::API_CONNECTIONS_REFUSED`].
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: CancellationToken) {
-    let tls = {
+    let (tls, limits) = {
         let cfg = state.config.borrow();
-        match (&cfg.api.tls_certificate, &cfg.api.tls_private_key) {
+        let tls = match (&cfg.api.tls_certificate, &cfg.api.tls_private_key) {
             (Some(cert), Some(key)) => match tls::server_config(cert, key) {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -171,25 +207,156 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown:
                 }
             },
             _ => None,
-        }
+        };
+        let limits =
+            ConnLimits { max_connections: cfg.api.max_connections, header_read_timeout: cfg.api.header_read_timeout };
+        (tls, limits)
     };
+    if let Ok(local) = listener.local_addr()
+        && plaintext_beyond_loopback(local, tls.is_some())
+    {
+        tracing::warn!(
+            listen = %local,
+            "the control API listens beyond loopback without TLS: its token and join tokens cross the network in \
+             clear text (set [api] tls_certificate and tls_private_key, or listen on 127.0.0.1)"
+        );
+    }
     tokio::spawn(ops::count_events(state.events.subscribe(), Arc::clone(&state.metrics), shutdown.clone()));
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let stop = shutdown.clone();
-    let graceful = async move { stop.cancelled().await };
-    let r = match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(graceful).await,
+    let app = router(state);
+    match tls {
+        None => accept_loop(listener, app, limits, shutdown).await,
         Some(config) => match tls::TlsListener::start(listener, config, shutdown.clone()) {
-            // The no-op tap makes axum's ConnectInfo<SocketAddr> available as on
-            // the plain listener (axum implements it for tapped listeners).
             Ok(l) => {
                 tracing::info!("control API: HTTPS (rustls)");
-                axum::serve(l.tap_io(|_| {}), app).with_graceful_shutdown(graceful).await
+                accept_loop(l, app, limits, shutdown).await
             }
-            Err(e) => Err(e),
+            Err(e) => tracing::warn!(error = %e, "API server stopped"),
         },
-    };
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "API server stopped");
+    }
+}
+
+/// Whether serving on `local` exposes the tokens: plain HTTP on an address other
+/// than loopback (127.0.0.0/8, ::1), including the wildcard addresses.
+pub fn plaintext_beyond_loopback(local: SocketAddr, tls: bool) -> bool {
+    !tls && !local.ip().is_loopback()
+}
+
+/// Accepts connections until `shutdown`, each served in its own task by hyper's
+/// HTTP/1.1 server (with upgrades, for the WebSockets) under `limits`; on
+/// shutdown every connection finishes its request in progress and closes.
+async fn accept_loop<L>(mut listener: L, app: Router, limits: ConnLimits, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let (io, peer) = tokio::select! {
+            c = listener.accept() => c,
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            crate::security::API_CONNECTIONS_REFUSED.inc();
+            tracing::debug!(%peer, max = limits.max_connections, "API: connection cap reached ([api] max_connections): closed");
+            drop(io);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            hyper::service::Service::call(&service, req)
+        });
+        let stop = shutdown.clone();
+        // The slot goes with the socket: an upgraded WebSocket keeps it until closed.
+        let io = Counted { io, _permit: permit };
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service).with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            if let Err(e) = result {
+                if e.is_timeout() {
+                    crate::security::API_CONNECTIONS_REFUSED.inc();
+                    tracing::debug!(%peer, "API: no complete request headers in time ([api] header_read_timeout): closed");
+                } else {
+                    tracing::trace!(%peer, "API connection ended: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// A connection's socket holding its slot of `[api] max_connections`: the slot is
+/// freed when the socket is dropped, also after a WebSocket upgrade moved it out
+/// of hyper's connection task.
+struct Counted<T> {
+    io: T,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plain_http_beyond_loopback_is_flagged() {
+        let flagged = |a: &str, tls| super::plaintext_beyond_loopback(a.parse().unwrap(), tls);
+        assert!(flagged("0.0.0.0:8080", false));
+        assert!(flagged("[::]:8080", false));
+        assert!(flagged("192.168.1.5:8080", false));
+        assert!(!flagged("127.0.0.1:8080", false));
+        assert!(!flagged("127.0.0.2:8080", false));
+        assert!(!flagged("[::1]:8080", false));
+        assert!(!flagged("0.0.0.0:8443", true), "TLS: nothing to warn about");
     }
 }

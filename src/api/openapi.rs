@@ -41,7 +41,11 @@ pub const ACTIONS: &[(&str, &str, &[Field])] = &[
         "playback_start",
         "Play a WAV file (8 or 16 kHz) from the box or an http(s) URL.",
         &[
-            ("audio_url", "string", "absolute path, file:// or http(s) URL"),
+            (
+                "audio_url",
+                "string",
+                "a WAV file in [media] dir (name or absolute path, file://) or a public http(s) URL",
+            ),
             ("loop", "string", "1 to 100, or infinity"),
             ("overlay", "boolean", "mix over the agent's audio"),
         ],
@@ -101,7 +105,11 @@ pub const CONFERENCE_ACTIONS: &[(&str, &str, &[Field])] = &[
     (
         "play",
         "Play a WAV file to everyone in the room.",
-        &[("audio_url", "string", "absolute path, file:// or http(s) URL")],
+        &[(
+            "audio_url",
+            "string",
+            "a WAV file in [media] dir (name or absolute path, file://) or a public http(s) URL",
+        )],
     ),
     ("end", "End the room: every participant's call is hung up.", &[]),
     ("record_start", "Record the room's mix (mono WAV).", &[("format", "string", "wav")]),
@@ -206,7 +214,7 @@ pub fn document() -> Value {
     }
     let sdp_body = json!({"required": true, "content": {"application/sdp": {"schema": {"type": "string"}, "description": "The browser's SDP offer (ICE gathered: no trickle)"}}});
     let sdp_answer = json!({
-        "description": "The SDP answer; Location: /v2/webrtc/{session_id}, X-Participant-Id, X-Conference-Id",
+        "description": "The SDP answer; Location: /v2/webrtc/{session_id}?secret=... (the session's own secret: DELETE it to leave), X-Participant-Id, X-Conference-Id",
         "content": {"application/sdp": {"schema": {"type": "string"}}}
     });
     paths.insert(
@@ -216,7 +224,8 @@ pub fn document() -> Value {
                         "responses": {"201": sdp_answer, "400": error_response("Bad SDP (the detail says why)"),
                                       "401": error_response("No valid token for this room"),
                                       "404": error_response("Unknown conference id"), "409": error_response("The room refused (full, ended)"),
-                                      "415": error_response("Not application/sdp"), "503": error_response("[webrtc] max_participants reached")}}}),
+                                      "415": error_response("Not application/sdp"),
+                                      "503": error_response("[webrtc] max_participants reached, or (join token) max_participants_per_room")}}}),
     );
     paths.insert(
         "/v2/calls/{call_control_id}/webrtc".into(),
@@ -228,9 +237,12 @@ pub fn document() -> Value {
     );
     paths.insert(
         "/v2/webrtc/{session_id}".into(),
-        json!({"delete": {"summary": "The browser leaves (API token or the room's join token)",
-                          "parameters": [{"name": "session_id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}],
-                          "responses": {"204": {"description": "Left"}, "404": error_response("No such session")}}}),
+        json!({"delete": {"summary": "The browser leaves: the API token ends any session, the session's own secret (from its Location) ends that one; a join token alone ends none",
+                          "security": [{"bearer": []}, {}],
+                          "parameters": [{"name": "session_id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}},
+                                         {"name": "secret", "in": "query", "required": false, "schema": {"type": "string"}}],
+                          "responses": {"204": {"description": "Left"}, "401": error_response("Neither the API token nor a secret"),
+                                        "404": error_response("No such session, or not its secret")}}}),
     );
     paths.insert(
         "/v2/conferences/{conference_id}/join_tokens".into(),

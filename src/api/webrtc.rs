@@ -7,10 +7,15 @@
 //!   no room yet creates it).
 //! - `POST /v2/calls/{call_control_id}/webrtc?mode=listen|talk`: listen to one
 //!   call (default) or barge in (`talk`: both parties hear the browser).
-//! - `DELETE /v2/webrtc/{session_id}`: leave (`204`).
+//! - `DELETE /v2/webrtc/{session_id}?secret=…`: leave (`204`). The `Location` of
+//!   the join carries the session's own secret, so a page (or WHIP client) that
+//!   DELETEs its `Location` leaves; the API token may end any session. A join
+//!   token alone ends none: one guest cannot remove another.
 //! - `POST /v2/conferences/{id}/join_tokens` (`{"ttl_secs": n}` optional): a
 //!   token that lets a page join that room without the API token, and the page's
-//!   address `/rooms/{name}#token=…`.
+//!   address `/rooms/{name}#token=…`. Joins with it are capped per room
+//!   (`[webrtc] max_participants_per_room`), and tokens are keyed from the API
+//!   token in force: changing `[api] token` (and reloading) revokes them all.
 //! - `GET /rooms/{name}`: the page (plain HTML/JS shipped in the binary).
 
 use std::time::SystemTime;
@@ -36,7 +41,9 @@ fn error(e: WebRtcError) -> ApiError {
     let (status, code, title, pointer) = match &e {
         WebRtcError::BadSdp(_) => (StatusCode::BAD_REQUEST, "10015", "Bad SDP offer", Some("/sdp".to_string())),
         WebRtcError::Disabled => (StatusCode::FORBIDDEN, "90060", "WebRTC disabled", None),
-        WebRtcError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "90061", "WebRTC participant limit reached", None),
+        WebRtcError::Full(_) | WebRtcError::RoomFull(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "90061", "WebRTC participant limit reached", None)
+        }
         WebRtcError::NotFound(_) => (StatusCode::NOT_FOUND, "10005", "Resource not found", None),
         WebRtcError::Refused(_) => (StatusCode::CONFLICT, "90062", "Participant refused", None),
         WebRtcError::Stack(_) => (StatusCode::INTERNAL_SERVER_ERROR, "10007", "WebRTC failure", None),
@@ -62,7 +69,7 @@ fn created(j: Joined) -> Response {
     let mut r = (StatusCode::CREATED, j.answer).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
-    if let Ok(v) = HeaderValue::from_str(&format!("/v2/webrtc/{}", j.session_id)) {
+    if let Ok(v) = HeaderValue::from_str(&format!("/v2/webrtc/{}?secret={}", j.session_id, j.secret)) {
         h.insert(header::LOCATION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&j.participant_id) {
@@ -102,7 +109,14 @@ pub async fn join_conference(
     if st.sip.rooms.find(&id).is_none() && uuid::Uuid::parse_str(&id).is_err() {
         check_name(&id).map_err(|e| ApiError::bad_parameter("conference_id", e))?;
     }
-    let joined = st.webrtc.join(&offer, Target::Room(id)).await.map_err(error)?;
+    let cap = match &access {
+        Access::Full => None,
+        Access::Room(room) => Some(crate::webrtc::RoomCap {
+            room: room.clone(),
+            max: st.config.borrow().webrtc.max_participants_per_room,
+        }),
+    };
+    let joined = st.webrtc.join(&offer, Target::Room(id), cap).await.map_err(error)?;
     Ok(created(joined))
 }
 
@@ -125,22 +139,30 @@ pub async fn join_call(
         }
     };
     let offer = offer(&headers, &body)?;
-    let joined = st.webrtc.join(&offer, Target::Call { call_control_id: id, talk }).await.map_err(error)?;
+    let joined = st.webrtc.join(&offer, Target::Call { call_control_id: id, talk }, None).await.map_err(error)?;
     Ok(created(joined))
 }
 
-/// `DELETE /v2/webrtc/{session_id}` → `204`.
+/// `DELETE /v2/webrtc/{session_id}[?secret=…]` → `204`. Served outside the
+/// bearer-token layer: the API token (`Authorization: Bearer`) ends any session,
+/// the session's secret (from its `Location`) ends that one; anything else is
+/// `404` for a known session (nothing is learnt about it) and `401` without any
+/// credential.
 pub async fn leave(
     State(st): State<ApiState>,
-    Extension(access): Extension<Access>,
     Path(id): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    let full = super::is_api_token(&st, &headers);
+    let secret = q.get("secret").filter(|s| !s.is_empty());
+    if !full && secret.is_none() {
+        return Err(ApiError::unauthorized());
+    }
     let missing = || ApiError::not_found("webrtc session", &id);
     let session_id = uuid::Uuid::parse_str(&id).map_err(|_| missing())?;
-    let info = st.webrtc.session(session_id).ok_or_else(missing)?;
-    if let Access::Room(room) = &access
-        && *room != info.room
-    {
+    let allowed = full || secret.is_some_and(|s| st.webrtc.secret_matches(session_id, s));
+    if !allowed {
         return Err(missing());
     }
     if st.webrtc.leave(session_id) { Ok(StatusCode::NO_CONTENT) } else { Err(missing()) }
@@ -172,7 +194,7 @@ pub async fn join_token(
         None => id,
     };
     check_name(&room).map_err(|e| ApiError::bad_parameter("conference_id", e))?;
-    let (token, expires) = st.webrtc.tokens().mint(&room, ttl, SystemTime::now());
+    let (token, expires) = super::join_tokens(&st).mint(&room, ttl, SystemTime::now());
     let url = format!("/rooms/{}#token={token}", percent(&room));
     Ok((
         StatusCode::CREATED,

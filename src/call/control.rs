@@ -48,9 +48,13 @@ pub enum Action {
     /// Stop the agent stream (`streaming_stop`); the call stays up with silence.
     StreamingStop,
     /// Play a WAV file (path or http(s) URL) into the call (`playback_start`).
+    /// The API loads the audio before it sends the command, so the call's loop
+    /// never waits on a file or a download.
     PlaybackStart {
-        /// `audio_url`.
+        /// `audio_url` (as given, for `media_url` in events).
         url: String,
+        /// The audio, PCM16 mono 8 kHz.
+        pcm: std::sync::Arc<Vec<i16>>,
         /// `loop`.
         loops: crate::call::playback::Loops,
         /// `overlay`: mix over the agent's audio instead of pausing it.

@@ -6,6 +6,7 @@ pub mod control;
 pub mod event;
 pub mod ids;
 pub mod listen;
+pub mod media_source;
 pub mod pin;
 pub mod playback;
 pub mod recording;

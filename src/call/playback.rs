@@ -1,47 +1,39 @@
-//! Audio the box plays into a call (`playback_start`): a WAV file on the box or at
-//! an http(s) URL, decoded with hound and converted to the media path's PCM16 mono
-//! 8 kHz (channels averaged; 16 kHz resampled with the agent's resampler).
+//! Audio the box plays into a call (`playback_start`) or a room (conference
+//! `play`): a WAV file in `[media] dir` or at an http(s) URL, read under the policy
+//! of [`crate::call::media_source`], decoded with hound and converted to the media
+//! path's PCM16 mono 8 kHz (channels averaged; 16 kHz resampled with the agent's
+//! resampler).
 //!
-//! Errors say what is wrong with the file: not found, not a WAV, an unsupported
-//! sample rate (8000 and 16000 Hz are accepted), too large (more than
-//! [`MAX_BYTES`]).
+//! Loading runs in the API request's task (and the decode on a blocking thread),
+//! never in a call's control loop: a slow fetch delays only the request that asked
+//! for it, and the call ends at once on BYE. At most [`MAX_LOADS`] loads run at
+//! once over the box; more wait.
+//!
+//! Errors say what is wrong with the file: refused by the policy, not found, not a
+//! WAV, an unsupported sample rate (8000 and 16000 Hz are accepted), too large
+//! (more than `[media] max_fetch_bytes`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::agent::transcode::FromStream;
 use crate::config::Encoding;
 
-/// Largest file accepted (about 50 min of 8 kHz 16-bit mono).
-pub const MAX_BYTES: usize = 50 * 1024 * 1024;
+/// Loads (reads or fetches, then decodes) at once over the box; each holds up to
+/// `[media] max_fetch_bytes` plus its decoded samples.
+pub const MAX_LOADS: usize = 4;
 
-/// Loads `source` (`/path/file.wav`, `file:///path`, `http(s)://...`) as PCM16 8 kHz.
-pub async fn load(source: &str) -> Result<Vec<i16>, String> {
-    let bytes = if source.starts_with("http://") || source.starts_with("https://") {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
-        let resp = client.get(source).send().await.map_err(|e| format!("cannot fetch {source}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("fetching {source} answered HTTP {}", resp.status().as_u16()));
-        }
-        if resp.content_length().is_some_and(|n| n as usize > MAX_BYTES) {
-            return Err(format!("{source} is larger than {MAX_BYTES} bytes"));
-        }
-        resp.bytes().await.map_err(|e| format!("cannot fetch {source}: {e}"))?.to_vec()
-    } else {
-        let path = source.strip_prefix("file://").unwrap_or(source);
-        if !path.starts_with('/') {
-            return Err(format!("{source:?} is neither an absolute path nor an http(s) URL"));
-        }
-        let meta = tokio::fs::metadata(path).await.map_err(|e| format!("{path}: {e}"))?;
-        if meta.len() as usize > MAX_BYTES {
-            return Err(format!("{path} is larger than {MAX_BYTES} bytes"));
-        }
-        tokio::fs::read(path).await.map_err(|e| format!("{path}: {e}"))?
-    };
+static LOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOADS);
+
+/// Loads `source` (`name.wav` or `/path/file.wav` inside `[media] dir`,
+/// `file:///path`, `http(s)://...`) under `policy` as PCM16 mono 8 kHz.
+///
+/// # Errors
+/// The text for the API caller: the policy's refusal or the read error
+/// ([`crate::call::media_source::MediaError`]), or why the bytes are no usable WAV.
+pub async fn load(source: &str, policy: &crate::config::Media) -> Result<Vec<i16>, String> {
+    let _slot = LOADS.acquire().await.map_err(|e| e.to_string())?;
+    let bytes = crate::call::media_source::read(source, policy).await.map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(move || decode(&bytes)).await.map_err(|e| e.to_string())?
 }
 
@@ -140,7 +132,18 @@ mod tests {
 
     #[tokio::test]
     async fn sources_are_checked() {
-        assert!(load("relative.wav").await.unwrap_err().contains("absolute"));
-        assert!(load("/nonexistent/x.wav").await.unwrap_err().contains("/nonexistent/x.wav"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tone.wav"), wav(8000, 1, &[5, 6])).unwrap();
+        std::fs::write(dir.path().join("junk.wav"), b"junk").unwrap();
+        let policy = crate::config::Media {
+            dir: dir.path().to_path_buf(),
+            max_fetch_bytes: 1 << 20,
+            fetch_timeout: std::time::Duration::from_secs(1),
+            allow_private_urls: false,
+        };
+        assert_eq!(load("tone.wav", &policy).await.unwrap(), vec![5, 6]);
+        assert!(load("junk.wav", &policy).await.unwrap_err().contains("not a WAV"));
+        assert!(load("/nonexistent/x.wav", &policy).await.unwrap_err().contains("/nonexistent/x.wav"));
+        assert!(load("/etc/passwd", &policy).await.unwrap_err().contains("[media] dir"));
     }
 }

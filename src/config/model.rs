@@ -33,6 +33,8 @@ pub struct Config {
     pub rooms: Rooms,
     /// `[webrtc]`
     pub webrtc: WebRtc,
+    /// `[media]`
+    pub media: Media,
     /// `[recording]`
     pub recording: Recording,
     /// `[webhooks]`
@@ -307,6 +309,23 @@ pub struct WebRtc {
     pub consent_timeout: Duration,
     /// Lifetime of join tokens when the request names none (default 1h, at most 7 days).
     pub join_token_ttl: Duration,
+    /// Browsers a join token may bring into one room (1–500, default 10); counted
+    /// over every browser in that room. The API token is not capped by it.
+    pub max_participants_per_room: usize,
+}
+
+/// `[media]`: where `playback_start` and conference `play` may read audio from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Media {
+    /// Files are read only from inside this directory (default `<data_dir>/media`).
+    pub dir: PathBuf,
+    /// Largest file or http(s) body read, in bytes (default 20 MiB).
+    pub max_fetch_bytes: u64,
+    /// Whole-fetch limit for an http(s) URL: connect, headers and body (default 10 s).
+    pub fetch_timeout: Duration,
+    /// Allow URLs whose host resolves to a loopback, private (RFC 1918, RFC 4193),
+    /// link-local, CGNAT, unspecified or multicast address (default false).
+    pub allow_private_urls: bool,
 }
 
 /// `[recording]`
@@ -368,6 +387,11 @@ pub struct Api {
     pub tls_certificate: Option<PathBuf>,
     /// PEM private key of `tls_certificate`.
     pub tls_private_key: Option<PathBuf>,
+    /// Connections served at once (default 256); one more is closed at once.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers, and longest an
+    /// idle keep-alive connection stays open (default 10 s).
+    pub header_read_timeout: Duration,
 }
 
 impl Api {

@@ -14,8 +14,21 @@ use super::reader::{Issues, Table};
 use super::secret::Secret;
 use super::values::{self, DiskBudget, Listen, NumberPattern, PortRange, Transport};
 
-const ROOT: &[&str] =
-    &["node", "sip", "rtp", "trunk", "agent", "route", "rooms", "webrtc", "recording", "webhooks", "api", "log"];
+const ROOT: &[&str] = &[
+    "node",
+    "sip",
+    "rtp",
+    "trunk",
+    "agent",
+    "route",
+    "rooms",
+    "webrtc",
+    "media",
+    "recording",
+    "webhooks",
+    "api",
+    "log",
+];
 const ROOMS: &[&str] = &["max_participants", "linger"];
 const WEBRTC: &[&str] = &[
     "enabled",
@@ -26,7 +39,9 @@ const WEBRTC: &[&str] = &[
     "port_range",
     "consent_timeout",
     "join_token_ttl",
+    "max_participants_per_room",
 ];
+const MEDIA: &[&str] = &["dir", "max_fetch_bytes", "fetch_timeout", "allow_private_urls"];
 const NODE: &[&str] = &["name", "data_dir", "public_address", "max_calls", "shutdown_grace"];
 const SIP: &[&str] = &[
     "listen",
@@ -91,7 +106,8 @@ const WEBHOOKS: &[&str] = &[
     "max_in_flight",
     "delivered_retention",
 ];
-const API: &[&str] = &["listen", "token", "tls_certificate", "tls_private_key"];
+const API: &[&str] =
+    &["listen", "token", "tls_certificate", "tls_private_key", "max_connections", "header_read_timeout"];
 const LOG: &[&str] = &["level", "format"];
 
 /// Names of the top-level sections, for environment overrides.
@@ -134,6 +150,7 @@ pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option
     let routes = read_routes(&root, issues, &trunks, &agents);
     let rooms = read_rooms(&root, issues);
     let webrtc = read_webrtc(&root, issues);
+    let media = read_media(&root, issues, &node.data_dir);
     let recording = read_recording(&root, issues, &node.data_dir);
     let webhooks = read_webhooks(&root, issues);
     let api = read_api(&root, issues, warnings);
@@ -147,7 +164,7 @@ pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option
         warnings.push("no [[route]] is configured: every incoming call gets 404".into());
     }
     if issues.0.is_empty() {
-        Some(Config { node, sip, rtp, trunks, agents, routes, rooms, webrtc, recording, webhooks, api, log })
+        Some(Config { node, sip, rtp, trunks, agents, routes, rooms, webrtc, media, recording, webhooks, api, log })
     } else {
         None
     }
@@ -501,8 +518,10 @@ fn read_webrtc(root: &Table<'_>, issues: &mut Issues) -> WebRtc {
     if join_token_ttl > Duration::from_secs(7 * 86_400) || join_token_ttl.is_zero() {
         issues.push(t.key_path("join_token_ttl"), "join_token_ttl must be between 1s and 7 days");
     }
+    let max_participants_per_room = t.integer("max_participants_per_room", issues, 1, 500).map_or(10, |n| n as usize);
     t.finish(issues);
     WebRtc {
+        max_participants_per_room,
         enabled,
         max_participants,
         address,
@@ -512,6 +531,28 @@ fn read_webrtc(root: &Table<'_>, issues: &mut Issues) -> WebRtc {
         consent_timeout,
         join_token_ttl,
     }
+}
+
+fn read_media(root: &Table<'_>, issues: &mut Issues, data_dir: &std::path::Path) -> Media {
+    let t = root.table("media", MEDIA, issues);
+    let dir = t.string("dir", issues).map(PathBuf::from).unwrap_or_else(|| data_dir.join("media"));
+    if !dir.is_absolute() && t.value("dir").is_some() {
+        issues.push(t.key_path("dir"), format!("{:?} is not an absolute path", dir.display().to_string()));
+    }
+    let max_fetch_bytes = t
+        .parsed("max_fetch_bytes", issues, |s| {
+            let n =
+                s.parse::<bytesize::ByteSize>().map_err(|_| format!("{s:?} is not a size (e.g. \"20MiB\")"))?.as_u64();
+            if (1024..=500 * 1024 * 1024).contains(&n) { Ok(n) } else { Err(format!("{s:?} must be 1KiB to 500MiB")) }
+        })
+        .unwrap_or(20 * 1024 * 1024);
+    let fetch_timeout = duration(&t, "fetch_timeout", issues, Duration::from_secs(10));
+    if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&fetch_timeout) {
+        issues.push(t.key_path("fetch_timeout"), "fetch_timeout must be between 100ms and 5m");
+    }
+    let allow_private_urls = t.bool("allow_private_urls", issues).unwrap_or(false);
+    t.finish(issues);
+    Media { dir, max_fetch_bytes, fetch_timeout, allow_private_urls }
 }
 
 fn read_recording(root: &Table<'_>, issues: &mut Issues, data_dir: &std::path::Path) -> Recording {
@@ -626,8 +667,13 @@ fn read_api(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -> A
         }
         _ => {}
     }
+    let max_connections = t.integer("max_connections", issues, 1, 65_536).map_or(256, |n| n as usize);
+    let header_read_timeout = duration(&t, "header_read_timeout", issues, Duration::from_secs(10));
+    if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&header_read_timeout) {
+        issues.push(t.key_path("header_read_timeout"), "header_read_timeout must be between 100ms and 5m");
+    }
     t.finish(issues);
-    Api { enabled, listen, token, tls_certificate, tls_private_key }
+    Api { enabled, listen, token, tls_certificate, tls_private_key, max_connections, header_read_timeout }
 }
 
 fn read_log(root: &Table<'_>, issues: &mut Issues) -> Log {

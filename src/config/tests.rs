@@ -413,4 +413,46 @@ fn auth_bans_and_realms_are_read_and_checked() {
     assert!(shown.iter().any(|s| s.starts_with(&format!("{p}:3: sip.auth_max_failures:"))), "{shown:?}");
     assert!(shown.iter().any(|s| s.starts_with(&format!("{p}:4: sip.auth_ban_time:"))), "{shown:?}");
     assert!(shown.iter().any(|s| s.starts_with(&format!("{p}:8: trunk[0].auth_realm:"))), "{shown:?}");
+
+fn media_and_api_limits_defaults_and_bad_values_named() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let none = write(dir.path(), "none.toml", "[node]\ndata_dir = \"/srv/sb\"\n[api]\n");
+    let c = load_with_env(&none, env(&[])).unwrap().config;
+    assert_eq!(c.media.dir, PathBuf::from("/srv/sb/media"), "under data_dir by default");
+    assert_eq!((c.media.max_fetch_bytes, c.media.fetch_timeout), (20 * 1024 * 1024, Duration::from_secs(10)));
+    assert!(!c.media.allow_private_urls);
+    assert_eq!((c.api.max_connections, c.api.header_read_timeout), (256, Duration::from_secs(10)));
+    assert_eq!(c.webrtc.max_participants_per_room, 10);
+    let ok = write(
+        dir.path(),
+        "ok.toml",
+        "[media]\ndir = \"/srv/prompts\"\nmax_fetch_bytes = \"1MiB\"\nfetch_timeout = \"3s\"\n\
+         allow_private_urls = true\n[api]\nmax_connections = 8\nheader_read_timeout = \"2s\"\n\
+         [webrtc]\nmax_participants_per_room = 3\n",
+    );
+    let c = load_with_env(&ok, env(&[])).unwrap().config;
+    assert_eq!(c.media.dir, PathBuf::from("/srv/prompts"));
+    assert_eq!((c.media.max_fetch_bytes, c.media.fetch_timeout), (1024 * 1024, Duration::from_secs(3)));
+    assert!(c.media.allow_private_urls);
+    assert_eq!((c.api.max_connections, c.api.header_read_timeout), (8, Duration::from_secs(2)));
+    assert_eq!(c.webrtc.max_participants_per_room, 3);
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[media]\ndir = \"prompts\"\nmax_fetch_bytes = \"1GiB\"\nfetch_timeout = \"1h\"\nallow_private_urls = \"yes\"\n\
+         [api]\nmax_connections = 0\nheader_read_timeout = \"0s\"\n[webrtc]\nmax_participants_per_room = 0\n",
+    );
+    let e = load_with_env(&bad, env(&[])).unwrap_err().to_string();
+    for (line, key) in [
+        (2, "media.dir"),
+        (3, "media.max_fetch_bytes"),
+        (4, "media.fetch_timeout"),
+        (5, "media.allow_private_urls"),
+        (7, "api.max_connections"),
+        (8, "api.header_read_timeout"),
+        (10, "webrtc.max_participants_per_room"),
+    ] {
+        assert!(e.contains(&format!("bad.toml:{line}: {key}")), "{key} at line {line}: {e}");
+    }
 }

@@ -260,7 +260,6 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
                         cfg.rooms.options(),
                         sip.ctx.rooms.clone(),
                         sip.ctx.calls.clone(),
-                        cfg.api.token.as_ref().map(|t| t.expose().as_bytes()),
                     )
                 },
             };

@@ -831,15 +831,8 @@ impl LegControl<'_> {
                 *self.agent = Some(stream);
                 Ok(())
             }
-            Action::PlaybackStart { url, loops, overlay } => {
-                let pcm = crate::call::playback::load(&url).await.map_err(|e| ActionError {
-                    status: 422,
-                    code: "90045",
-                    title: "Media could not be played",
-                    detail: e,
-                })?;
+            Action::PlaybackStart { url, pcm, loops, overlay } => {
                 let id = self.playbacks.keys().max().map_or(1, |m| m + 1);
-                let pcm = Arc::new(pcm);
                 self.media.play(id, pcm.to_vec(), overlay, tap).await.map_err(media_err)?;
                 self.playbacks.insert(id, Playing { url: url.clone(), overlay, pcm, loops });
                 self.playback_event("call.playback.started", &url, overlay, None);

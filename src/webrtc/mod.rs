@@ -84,6 +84,10 @@ pub enum WebRtcError {
     /// The box holds `[webrtc] max_participants` browsers already.
     #[error("the box already holds its {0} WebRTC participants ([webrtc] max_participants)")]
     Full(usize),
+    /// The room holds `[webrtc] max_participants_per_room` browsers already (join
+    /// token joins only).
+    #[error("the room already holds its {0} WebRTC participants ([webrtc] max_participants_per_room)")]
+    RoomFull(usize),
     /// The offer is not a usable WebRTC audio offer; the text says why.
     #[error("bad SDP offer: {0}")]
     BadSdp(String),
@@ -111,6 +115,19 @@ pub struct Joined {
     pub room: String,
     /// The SDP answer.
     pub answer: String,
+    /// The session's own secret (32 random bytes, base64url): with it, and only
+    /// with it or the API token, the session can be ended (`DELETE` on its
+    /// `Location`, which carries it as `?secret=`).
+    pub secret: String,
+}
+
+/// A cap on browsers in one room for joins made with a join token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomCap {
+    /// The room's name (as the token names it).
+    pub room: String,
+    /// Browsers allowed in it (`[webrtc] max_participants_per_room`).
+    pub max: usize,
 }
 
 /// A session as listed by the registry.
@@ -127,6 +144,7 @@ pub struct SessionInfo {
 struct Entry {
     info: SessionInfo,
     stop: mpsc::Sender<()>,
+    secret: String,
 }
 
 struct Inner {
@@ -135,7 +153,6 @@ struct Inner {
     rooms: Rooms,
     calls: CallRegistry,
     sessions: Mutex<HashMap<Uuid, Entry>>,
-    tokens: token::JoinTokens,
 }
 
 /// The box's WebRTC sessions; cheap to clone.
@@ -146,23 +163,18 @@ pub struct WebRtcHub {
 
 impl WebRtcHub {
     /// A hub for `config`, joining browsers to `rooms` (new rooms get
-    /// `room_options`) and monitoring `calls`. `token_secret` keys the join
-    /// tokens (the API token: changing it revokes every join token).
-    pub fn new(
-        config: config::WebRtc,
-        room_options: RoomOptions,
-        rooms: Rooms,
-        calls: CallRegistry,
-        token_secret: Option<&[u8]>,
-    ) -> Self {
-        let tokens = token::JoinTokens::new(token_secret);
-        let inner = Inner { config, room_options, rooms, calls, sessions: Mutex::default(), tokens };
+    /// `room_options`) and monitoring `calls`. Join tokens are not the hub's: the
+    /// API keys them from the API token in force ([`token::JoinTokens::new`]).
+    pub fn new(config: config::WebRtc, room_options: RoomOptions, rooms: Rooms, calls: CallRegistry) -> Self {
+        let inner = Inner { config, room_options, rooms, calls, sessions: Mutex::default() };
         WebRtcHub { inner: Arc::new(inner) }
     }
 
-    /// The join tokens of this hub.
-    pub fn tokens(&self) -> &token::JoinTokens {
-        &self.inner.tokens
+    /// Whether `given` is session `id`'s secret (constant-time compare); false
+    /// when there is no such session.
+    pub fn secret_matches(&self, id: Uuid, given: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.sessions().get(&id).is_some_and(|e| bool::from(e.secret.as_bytes().ct_eq(given.as_bytes())))
     }
 
     /// `[webrtc] join_token_ttl`.
@@ -203,7 +215,9 @@ impl WebRtcHub {
     /// # Errors
     /// [`WebRtcError`]: disabled, box full, bad SDP (with the reason), no such
     /// room or call, room refused, stack failure.
-    pub async fn join(&self, offer: &str, target: Target) -> Result<Joined, WebRtcError> {
+    /// With `cap` (a join token's join), the room may hold at most `cap.max`
+    /// browsers, counting those still joining.
+    pub async fn join(&self, offer: &str, target: Target, cap: Option<RoomCap>) -> Result<Joined, WebRtcError> {
         let cfg = &self.inner.config;
         if !cfg.enabled {
             return Err(WebRtcError::Disabled);
@@ -211,6 +225,7 @@ impl WebRtcHub {
         let codec = offered_codec(offer)?;
         let session_id = Uuid::new_v4();
         let participant_id = format!("{WEBRTC_PREFIX}{session_id}");
+        let secret = new_secret()?;
         let (stop_tx, stop_rx) = mpsc::channel(1);
         {
             // Reserve the slot now, so concurrent offers cannot overshoot the limit.
@@ -218,14 +233,24 @@ impl WebRtcHub {
             if sessions.len() >= cfg.max_participants {
                 return Err(WebRtcError::Full(cfg.max_participants));
             }
-            let info =
-                SessionInfo { room: String::new(), conference_id: Uuid::nil(), participant_id: participant_id.clone() };
-            sessions.insert(session_id, Entry { info, stop: stop_tx });
+            let room = match &cap {
+                Some(cap) => {
+                    let in_room = sessions.values().filter(|e| e.info.room == cap.room).count();
+                    if in_room >= cap.max {
+                        return Err(WebRtcError::RoomFull(cap.max));
+                    }
+                    cap.room.clone()
+                }
+                None => String::new(),
+            };
+            let info = SessionInfo { room, conference_id: Uuid::nil(), participant_id: participant_id.clone() };
+            sessions.insert(session_id, Entry { info, stop: stop_tx, secret: secret.clone() });
         }
         // Frees the slot if the join fails, or if the request is dropped half-way
         // (the browser gave up): a started session frees it itself when it ends.
         let mut slot = Slot { hub: self, id: session_id, armed: true };
-        let joined = self.start(session_id, &participant_id, offer, codec, target, stop_rx).await?;
+        let mut joined = self.start(session_id, &participant_id, offer, codec, target, stop_rx).await?;
+        joined.secret = secret;
         slot.armed = false;
         if let Some(e) = self.sessions().get_mut(&session_id) {
             e.info.room = joined.room.clone();
@@ -295,6 +320,7 @@ impl WebRtcHub {
             conference_id: handle.conference_id(),
             room: handle.room_name().to_string(),
             answer,
+            secret: String::new(),
         };
         tracing::info!(
             session = %session_id,
@@ -434,6 +460,15 @@ impl WebRtcHub {
 }
 
 /// A reserved place in the hub's sessions, given back on drop while armed.
+/// 32 random bytes, base64url: a session's secret.
+fn new_secret() -> Result<String, WebRtcError> {
+    use base64::Engine;
+    let mut k = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k)
+        .map_err(|_| WebRtcError::Stack("no random numbers for the session secret".into()))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k))
+}
+
 struct Slot<'a> {
     hub: &'a WebRtcHub,
     id: Uuid,

@@ -3,8 +3,9 @@
 //!
 //! A token is `sbj1.<room>.<expiry>.<mac>`: the room name (base64url), the
 //! expiry (Unix seconds) and an HMAC-SHA256 (RFC 2104) over both, keyed from
-//! the API token — no state on the box, valid across restarts, and all revoked
-//! at once by changing `[api] token`. A token grants, for its room only: the
+//! the API token in force — no state on the box, valid across restarts, and all
+//! revoked at once by changing `[api] token` (on reload: the API derives the key
+//! from the config in force for every request). A token grants, for its room only: the
 //! WebRTC join and leave, the participants list, and the room's events on
 //! `/v2/events`.
 
