@@ -176,7 +176,7 @@ fn phone(socket: &UdpSocket, remote: SocketAddr, first_echo: &AtomicBool) -> Hea
             heard.packets += 1;
             first_echo.store(true, Ordering::Relaxed);
             let payload = &buf[12..n];
-            if payload.iter().any(|&b| b == SPRAY_FILL) {
+            if payload.contains(&SPRAY_FILL) {
                 heard.sprayed += 1;
             } else if payload[2..].iter().all(|&b| b == CALLER_FILL) {
                 if let (Some(hi), Some(lo)) = (payload[0].checked_sub(1), payload[1].checked_sub(1)) {
@@ -262,6 +262,39 @@ fn a_third_party_spraying_the_rtp_range_gets_nothing_and_injects_nothing() {
     assert!(missing.is_empty(), "every packet of the caller came back: missing {missing:?}");
     assert!(rtp_dropped >= to_call / 2, "foreign RTP counted: {rtp_dropped} of {to_call}");
     assert!(rtcp_dropped > 0, "foreign RTCP counted");
+    gw.stop();
+}
+
+/// A third party spraying the range from before the call is answered reaches the
+/// leg first and latches it for a moment; the caller's packets from its SDP
+/// address take the latch over within the learning window, and what the sprayer
+/// said is not echoed to the caller: the caller hears every one of its packets and
+/// none of the spray.
+#[test]
+fn a_sprayer_racing_the_answer_loses_to_the_sdp_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), "");
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let go = AtomicBool::new(true);
+    let ports = gw.rtp_first..gw.rtp_first + RANGE;
+    let (heard, attacker_got) = std::thread::scope(|s| {
+        let attacker = s.spawn(|| spray(ports.clone(), 0, &go, Duration::from_secs(4)));
+        let (mut sipp, remote) = call(dir.path(), &gw, caller.local_addr().unwrap().port(), 7000);
+        let heard = phone(&caller, remote, &AtomicBool::new(false));
+        assert_eq!(sipp.wait(WAIT), 0, "the call completed: {}", sipp.report());
+        (heard, attacker.join().unwrap().1)
+    });
+    let relatched = gw.metric("sipbridge_rtp_relatched_total");
+    eprintln!(
+        "racing the answer: the attacker received {attacker_got}; the caller heard {} of its {CALLER_PACKETS} \
+         stamps, {} sprayed; re-latched {relatched}",
+        heard.stamps.len(),
+        heard.sprayed
+    );
+    assert!(relatched >= 1, "the spray latched first and the SDP address took over");
+    assert_eq!(heard.sprayed, 0, "none of the spray reached the caller");
+    let missing: Vec<u16> = (0..CALLER_PACKETS).filter(|i| !heard.stamps.contains(i)).collect();
+    assert!(missing.is_empty(), "every packet of the caller came back: missing {missing:?}");
     gw.stop();
 }
 

@@ -106,6 +106,8 @@ pub struct RtpLeg {
     rtcp_latch: RtcpLatch,
     /// A foreign packet was logged (once per leg).
     foreign_logged: bool,
+    /// Times the RTP latch moved to another source.
+    relatches: u64,
     /// RFC 3550 receiver statistics of the audio from the peer.
     pub stats: ReceiverStats,
     dtmf: DtmfDetector,
@@ -160,6 +162,7 @@ impl RtpLeg {
             latch: Latch::new(latch, audio.remote_rtp, std::time::Instant::now()),
             rtcp_latch: RtcpLatch::new(audio.remote_rtcp),
             foreign_logged: false,
+            relatches: 0,
             audio,
             stats: ReceiverStats::new(8000),
             dtmf: DtmfDetector::new(Duration::from_millis(400)),
@@ -285,6 +288,7 @@ impl RtpLeg {
                 return Received::Nothing;
             }
             Verdict::Relatched => {
+                self.relatches += 1;
                 crate::security::RTP_RELATCHED.inc();
                 tracing::debug!(?from, ?was, sdp = ?self.audio.remote_rtp, "RTP re-latched");
             }
@@ -307,6 +311,12 @@ impl RtpLeg {
         }
         self.stats.on_packet(p.ssrc(), p.sequence_number(), p.timestamp(), std_now);
         Received::Audio(p.payload(), p.timestamp())
+    }
+
+    /// Times the RTP latch moved from one source to another (the SDP address
+    /// taking over); audio buffered from the old source is stale then.
+    pub fn relatches(&self) -> u64 {
+        self.relatches
     }
 
     /// Another digit completed by the last packet (one packet can end a press whose
@@ -499,7 +509,10 @@ fn rand_u32() -> u32 {
 
 /// The built-in echo agent (`url = "builtin:echo"`): every audio packet from the
 /// caller is sent back 200 ms later, in a stream of our own (SSRC, sequence,
-/// timestamps). The delay line is preallocated: no allocation per packet.
+/// timestamps). The delay line is preallocated: no allocation per packet. When the
+/// leg's latch moves to another source (`latch`: the SDP address taking over from
+/// a first source in the learning window), the line is emptied, so what the old
+/// source sent is never echoed to the new one.
 pub async fn run_echo(
     mut leg: RtpLeg,
     mut commands: mpsc::Receiver<LegCommand>,
@@ -524,7 +537,14 @@ pub async fn run_echo(
             r = leg.recv(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 let now = Instant::now();
-                match leg.on_datagram(&buf[..n], from, now) {
+                let relatches = leg.relatches();
+                let received = leg.on_datagram(&buf[..n], from, now);
+                if leg.relatches() != relatches {
+                    // The latch moved (the SDP address took over in the learning
+                    // window): what the old source said is not echoed to the new one.
+                    line.clear();
+                }
+                match received {
                     Received::Audio(payload, _) if payload.len() <= SLOT => {
                         if let Some(t) = &tap {
                             t.heard(codec, payload);
