@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::config::Codec;
 use crate::media::bridge::{Side, run_relay};
 use crate::media::g711::G711;
+use crate::media::latch::LatchConfig;
 use crate::media::leg::{LegCommand, LegEvent, RtpLeg, Tap, run_echo};
 use crate::media::pcm::{PcmPort, Playback, run_pcm};
 use crate::media::ports::{PortPair, PortPool};
@@ -54,6 +55,8 @@ pub struct MediaSession {
     last_answer: Vec<u8>,
     ports: Option<PortPair>,
     rtp_timeout: Duration,
+    /// `[rtp]` latching settings of the config in force when the call began.
+    latch: LatchConfig,
     task: Option<JoinHandle<RtpLeg>>,
     commands: Option<mpsc::Sender<LegCommand>>,
     events: Option<mpsc::UnboundedReceiver<LegEvent>>,
@@ -81,7 +84,7 @@ impl Relay {
         let (pa, pb) = (a.ports.take()?, b.ports.take()?);
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let (la, lb) = (RtpLeg::new(pa, a.audio), RtpLeg::new(pb, b.audio));
+        let (la, lb) = (RtpLeg::new(pa, a.audio, a.latch), RtpLeg::new(pb, b.audio, b.latch));
         let task = tokio::spawn(run_relay(la, lb, cmd_rx, ev_tx, a.rtp_timeout, tap));
         a.relay = Some((Side::A, cmd_tx.clone()));
         b.relay = Some((Side::B, cmd_tx.clone()));
@@ -160,6 +163,7 @@ impl MediaSession {
             last_answer: body.to_vec(),
             ports: Some(ports),
             rtp_timeout: engine.rtp_timeout,
+            latch: LatchConfig::default(),
             task: None,
             commands: None,
             events: None,
@@ -293,6 +297,12 @@ impl MediaSession {
         self.rtp_timeout = timeout;
     }
 
+    /// Sets the `[rtp]` latching settings for this leg (the config in force when
+    /// the call began; defaults until then: 3 s window, 2 s silence, not strict).
+    pub fn set_latch(&mut self, latch: LatchConfig) {
+        self.latch = latch;
+    }
+
     /// The negotiated stream.
     pub fn audio(&self) -> &NegotiatedAudio {
         &self.audio
@@ -304,7 +314,7 @@ impl MediaSession {
         let Some(ports) = self.ports.take() else { return };
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let leg = RtpLeg::new(ports, self.audio);
+        let leg = RtpLeg::new(ports, self.audio, self.latch);
         self.task = Some(tokio::spawn(run_echo(leg, cmd_rx, ev_tx, self.rtp_timeout, tap)));
         self.commands = Some(cmd_tx);
         self.events = Some(ev_rx);
@@ -316,7 +326,7 @@ impl MediaSession {
         let Some(ports) = self.ports.take() else { return };
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let leg = RtpLeg::new(ports, self.audio);
+        let leg = RtpLeg::new(ports, self.audio, self.latch);
         self.player = Some(port.control.clone());
         self.task = Some(tokio::spawn(run_pcm(leg, cmd_rx, ev_tx, self.rtp_timeout, tap, port)));
         self.commands = Some(cmd_tx);

@@ -94,6 +94,16 @@ pub struct Rtp {
     pub port_range: PortRange,
     /// Hang up when no RTP has arrived for this long.
     pub timeout: Duration,
+    /// RTP latching: after the answer and after each re-negotiation, a new source
+    /// may latch for this long (the SDP address wins within it); afterwards
+    /// packets from other sources are dropped. Default 3 s.
+    pub learning_window: Duration,
+    /// The latched source must have been silent this long before the SDP address
+    /// may take it over. Default 2 s.
+    pub relatch_after: Duration,
+    /// Accept and answer RTP/RTCP only from the SDP addresses (no latching, no
+    /// NAT traversal). Default false.
+    pub strict_source: bool,
 }
 
 /// Presets that fill trunk defaults.

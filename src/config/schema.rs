@@ -52,7 +52,7 @@ const SIP: &[&str] = &[
     "auth_failure_window",
     "auth_ban_time",
 ];
-const RTP: &[&str] = &["port_range", "timeout"];
+const RTP: &[&str] = &["port_range", "timeout", "learning_window", "relatch_after", "strict_source"];
 const TRUNK: &[&str] = &[
     "name",
     "provider",
@@ -231,8 +231,20 @@ fn read_rtp(root: &Table<'_>, issues: &mut Issues) -> Rtp {
     let port_range =
         t.parsed("port_range", issues, PortRange::parse).unwrap_or(PortRange { first: 16384, last: 32767 });
     let timeout = duration(&t, "timeout", issues, Duration::from_secs(30));
+    let learning_window = duration(&t, "learning_window", issues, Duration::from_secs(3));
+    if learning_window > Duration::from_secs(60) {
+        issues.push(t.key_path("learning_window"), "learning_window must be at most 60s (e.g. \"3s\")");
+    }
+    let relatch_after = duration(&t, "relatch_after", issues, Duration::from_secs(2));
+    if relatch_after < Duration::from_millis(200) {
+        issues.push(
+            t.key_path("relatch_after"),
+            "relatch_after must be at least 200ms (e.g. \"2s\"): shorter lets a spoofed SDP address steal a live stream",
+        );
+    }
+    let strict_source = t.bool("strict_source", issues).unwrap_or(false);
     t.finish(issues);
-    Rtp { port_range, timeout }
+    Rtp { port_range, timeout, learning_window, relatch_after, strict_source }
 }
 
 fn read_trunks(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -> Vec<Trunk> {

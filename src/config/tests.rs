@@ -455,4 +455,33 @@ fn media_and_api_limits_defaults_and_bad_values_named() {
     ] {
         assert!(e.contains(&format!("bad.toml:{line}: {key}")), "{key} at line {line}: {e}");
     }
+
+fn rtp_latching_defaults_and_bounds() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let none = write(dir.path(), "none.toml", "");
+    let r = load_with_env(&none, env(&[])).unwrap().config.rtp;
+    assert_eq!(
+        (r.learning_window, r.relatch_after, r.strict_source),
+        (Duration::from_secs(3), Duration::from_secs(2), false)
+    );
+    let ok = write(
+        dir.path(),
+        "ok.toml",
+        "[rtp]\nlearning_window = \"500ms\"\nrelatch_after = \"10s\"\nstrict_source = true\n",
+    );
+    let r = load_with_env(&ok, env(&[])).unwrap().config.rtp;
+    assert_eq!(
+        (r.learning_window, r.relatch_after, r.strict_source),
+        (Duration::from_millis(500), Duration::from_secs(10), true)
+    );
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[rtp]\nlearning_window = \"2m\"\nrelatch_after = \"50ms\"\nstrict_source = \"yes\"\n",
+    );
+    let e = load_with_env(&bad, env(&[])).unwrap_err().to_string();
+    assert!(e.contains("bad.toml:2: rtp.learning_window: learning_window must be at most 60s"), "{e}");
+    assert!(e.contains("bad.toml:3: rtp.relatch_after: relatch_after must be at least 200ms"), "{e}");
+    assert!(e.contains("bad.toml:4: rtp.strict_source: must be true or false"), "{e}");
 }

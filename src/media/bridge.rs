@@ -7,8 +7,10 @@
 //!
 //! SSRC, sequence numbers and timestamps pass through unchanged, as a media relay
 //! does (the far end sees the source's stream; a source change is a normal RTP
-//! SSRC change to it). Per packet: one `recv_from`, an in-place rewrite in a stack
-//! buffer, one `send_to`; no allocation, no lock, no log above trace. RTCP is
+//! SSRC change to it). Each leg takes media only from its latched source
+//! (`latch`): a third party's packets are neither relayed nor answered. Per packet:
+//! one `recv_from`, an in-place rewrite in a stack buffer, one `send_to`; no
+//! allocation, no lock, no log above trace. RTCP is
 //! terminated on each leg (reports about that leg's own stream, RFC 3550 §6.4);
 //! either direction can be muted (`LegCommand::Mute` on the side not to send to).
 
@@ -121,8 +123,8 @@ pub async fn run_relay(
                 }
             }
             // RTCP is terminated per leg (each side gets reports about its own stream).
-            r = a.recv_rtcp(&mut rtcp_a) => if let Ok((n, _)) = r { a.on_rtcp(&rtcp_a[..n]) },
-            r = b.recv_rtcp(&mut rtcp_b) => if let Ok((n, _)) = r { b.on_rtcp(&rtcp_b[..n]) },
+            r = a.recv_rtcp(&mut rtcp_a) => if let Ok((n, from)) = r { a.on_rtcp(&rtcp_a[..n], from) },
+            r = b.recv_rtcp(&mut rtcp_b) => if let Ok((n, from)) = r { b.on_rtcp(&rtcp_b[..n], from) },
             c = commands.recv() => match c {
                 Some((Side::A, LegCommand::Update(audio))) => { a.update(audio); timed_out_a = false; }
                 Some((Side::B, LegCommand::Update(audio))) => { b.update(audio); timed_out_b = false; }

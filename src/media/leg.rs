@@ -2,8 +2,10 @@
 //! around the sans-IO cores (`rtp` view, `stats` RFC 3550 receiver statistics,
 //! `dtmf` RFC 4733 detector).
 //!
-//! - Symmetric RTP / latching: media is sent to the SDP address until packets
-//!   arrive, then to where they actually come from (NAT).
+//! - Symmetric RTP / latching (`latch`): media is sent to the SDP address until
+//!   packets arrive, then to where they actually come from (NAT); once latched,
+//!   RTP and RTCP from any other source are dropped and counted
+//!   (`crate::security`), never forwarded or answered.
 //! - Per packet: no heap allocation (stack buffers), no lock, no logging above
 //!   `trace`.
 //! - Timeout: no RTP for `[rtp].timeout` while the peer is supposed to send
@@ -20,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::dtmf::{DtmfDetector, DtmfPackets, DtmfTone, digit_to_event, generate};
+use super::latch::{Latch, LatchConfig, RtcpLatch, Verdict};
 use super::ports::PortPair;
 use super::rtcp::{RtcpState, SenderInfo};
 use super::rtp::{RtpHeader, RtpPacket, is_rtcp};
@@ -97,8 +100,14 @@ pub struct SendCounters {
 pub struct RtpLeg {
     ports: PortPair,
     audio: NegotiatedAudio,
-    remote: Option<SocketAddr>,
-    latched: bool,
+    /// Which source RTP is taken from and sent to.
+    latch: Latch,
+    /// Which source RTCP (on its own port) is taken from and sent to.
+    rtcp_latch: RtcpLatch,
+    /// A foreign packet was logged (once per leg).
+    foreign_logged: bool,
+    /// Times the RTP latch moved to another source.
+    relatches: u64,
     /// RFC 3550 receiver statistics of the audio from the peer.
     pub stats: ReceiverStats,
     dtmf: DtmfDetector,
@@ -144,14 +153,17 @@ pub enum Received<'a> {
 }
 
 impl RtpLeg {
-    /// A leg on `ports` for `audio`.
-    pub fn new(ports: PortPair, audio: NegotiatedAudio) -> Self {
+    /// A leg on `ports` for `audio`, latching by `latch` (its learning window
+    /// opens now).
+    pub fn new(ports: PortPair, audio: NegotiatedAudio, latch: LatchConfig) -> Self {
         let ssrc = rand_u32();
         Self {
             ports,
-            remote: audio.remote_rtp,
+            latch: Latch::new(latch, audio.remote_rtp, std::time::Instant::now()),
+            rtcp_latch: RtcpLatch::new(audio.remote_rtcp),
+            foreign_logged: false,
+            relatches: 0,
             audio,
-            latched: false,
             stats: ReceiverStats::new(8000),
             dtmf: DtmfDetector::new(Duration::from_millis(400)),
             ssrc,
@@ -178,9 +190,24 @@ impl RtpLeg {
         self.ports.rtcp.recv_from(buf).await
     }
 
-    /// Reads an RTCP packet from the peer (RTT, report counters).
-    pub fn on_rtcp(&mut self, buf: &[u8]) {
+    /// Reads an RTCP packet from `from` on the RTCP socket (RTT, report
+    /// counters); one from a source other than the peer's (`latch::RtcpLatch`) is
+    /// dropped and counted.
+    pub fn on_rtcp(&mut self, buf: &[u8], from: SocketAddr) {
+        if !self.rtcp_latch.on_packet(from, &self.latch) {
+            crate::security::RTCP_FOREIGN_DROPPED.inc();
+            self.log_foreign(from, "RTCP");
+            return;
+        }
         self.rtcp.on_packet(buf, std::time::Instant::now(), std::time::SystemTime::now());
+    }
+
+    /// Logs the first foreign packet of the leg (debug; never per packet).
+    fn log_foreign(&mut self, from: SocketAddr, what: &str) {
+        if !self.foreign_logged {
+            self.foreign_logged = true;
+            tracing::debug!(?from, peer = ?self.latch.destination(), "{what} from a foreign source dropped (latching)");
+        }
     }
 
     /// When our next RTCP report is due.
@@ -189,8 +216,9 @@ impl RtpLeg {
     }
 
     /// Sends our RTCP report (SR if we sent RTP since the last one, else RR) to the
-    /// peer's RTCP address: `a=rtcp`, the RTP address with rtcp-mux, else the
-    /// (latched) RTP address's port + 1 (RFC 3550 §11).
+    /// peer's RTCP address: with rtcp-mux where RTP goes, else
+    /// `latch::RtcpLatch::destination` (`a=rtcp`, the latched RTCP source, or the
+    /// latched RTP address's port + 1, RFC 3550 §11).
     pub async fn send_rtcp(&mut self) {
         let sender = (self.sent.packets > self.sent_at_last_report).then_some(SenderInfo {
             rtp_timestamp: self.timestamp,
@@ -201,13 +229,8 @@ impl RtpLeg {
         let block = self.stats.report_block();
         let mut out = [0u8; 256];
         let n = self.rtcp.build(&mut out, sender, block, std::time::Instant::now(), std::time::SystemTime::now());
-        let dest = if self.audio.rtcp_mux {
-            self.remote
-        } else if self.latched {
-            self.remote.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1)))
-        } else {
-            self.audio.remote_rtcp
-        };
+        let dest =
+            if self.audio.rtcp_mux { self.latch.destination() } else { self.rtcp_latch.destination(&self.latch) };
         let (Some(dest), true) = (dest, n > 0) else { return };
         let socket = if self.audio.rtcp_mux { &self.ports.rtp } else { &self.ports.rtcp };
         let _ = socket.send_to(&out[..n], dest).await;
@@ -218,12 +241,13 @@ impl RtpLeg {
         &self.audio
     }
 
-    /// Applies a re-negotiation; a new SDP address resets latching.
+    /// Applies a re-negotiation (re-INVITE/UPDATE, the answer to our offer): the
+    /// learning window opens again; a new SDP address forgets the latch.
     pub fn update(&mut self, audio: NegotiatedAudio) {
-        if audio.remote_rtp != self.audio.remote_rtp {
-            self.remote = audio.remote_rtp;
-            self.latched = false;
+        if self.latch.signalled(audio.remote_rtp, std::time::Instant::now()) {
+            tracing::debug!(sdp = ?audio.remote_rtp, "RTP latch reset by a new SDP address");
         }
+        self.rtcp_latch.signalled(audio.remote_rtcp);
         self.audio = audio;
         self.last_rx = Instant::now();
     }
@@ -233,10 +257,17 @@ impl RtpLeg {
         self.ports.rtp.recv_from(buf).await
     }
 
-    /// Classifies a datagram from `from` (latching, statistics, DTMF).
+    /// Classifies a datagram from `from` (latching, statistics, DTMF). RTP from a
+    /// source other than the latched one (`latch`) is `Nothing`, counted in
+    /// `sipbridge_rtp_foreign_packets_dropped_total`.
     pub fn on_datagram<'a>(&mut self, buf: &'a [u8], from: SocketAddr, now: Instant) -> Received<'a> {
         if is_rtcp(buf) {
-            // rtcp-mux (RFC 5761): RTCP on the RTP port.
+            // rtcp-mux (RFC 5761): RTCP on the RTP port, from the RTP peer only.
+            if !self.latch.accepts_muxed_rtcp(from) {
+                crate::security::RTCP_FOREIGN_DROPPED.inc();
+                self.log_foreign(from, "RTCP");
+                return Received::Nothing;
+            }
             self.rtcp.on_packet(buf, now.into_std(), std::time::SystemTime::now());
             return Received::Nothing;
         }
@@ -247,13 +278,24 @@ impl RtpLeg {
         if !is_audio && !is_event {
             return Received::Nothing;
         }
-        if !self.latched || self.remote != Some(from) {
-            // Symmetric RTP (RFC 4961): answer where the media really comes from.
-            if self.remote != Some(from) {
+        // Symmetric RTP (RFC 4961): answer where the media really comes from, and
+        // only take media from there.
+        let was = self.latch.latched();
+        match self.latch.on_packet(from, now.into_std()) {
+            Verdict::Drop => {
+                crate::security::RTP_FOREIGN_DROPPED.inc();
+                self.log_foreign(from, "RTP");
+                return Received::Nothing;
+            }
+            Verdict::Relatched => {
+                self.relatches += 1;
+                crate::security::RTP_RELATCHED.inc();
+                tracing::debug!(?from, ?was, sdp = ?self.audio.remote_rtp, "RTP re-latched");
+            }
+            Verdict::Accept if was.is_none() && !self.latch.config().strict_source => {
                 tracing::debug!(?from, sdp = ?self.audio.remote_rtp, "RTP latched");
             }
-            self.remote = Some(from);
-            self.latched = true;
+            Verdict::Accept => {}
         }
         self.last_rx = now;
         let std_now = now.into_std();
@@ -269,6 +311,12 @@ impl RtpLeg {
         }
         self.stats.on_packet(p.ssrc(), p.sequence_number(), p.timestamp(), std_now);
         Received::Audio(p.payload(), p.timestamp())
+    }
+
+    /// Times the RTP latch moved from one source to another (the SDP address
+    /// taking over); audio buffered from the old source is stale then.
+    pub fn relatches(&self) -> u64 {
+        self.relatches
     }
 
     /// Another digit completed by the last packet (one packet can end a press whose
@@ -296,7 +344,7 @@ impl RtpLeg {
         if !self.audio.direction.sends() || self.muted {
             return;
         }
-        let Some(dest) = self.remote else { return };
+        let Some(dest) = self.latch.destination() else { return };
         if self.ports.rtp.send_to(packet, dest).await.is_ok() {
             self.sent.packets += 1;
             self.sent.payload_bytes += payload_len as u64;
@@ -406,7 +454,7 @@ impl RtpLeg {
             self.timestamp = self.timestamp.wrapping_add(samples);
             return;
         }
-        let Some(dest) = self.remote else { return };
+        let Some(dest) = self.latch.destination() else { return };
         let mut out = [0u8; MAX_DATAGRAM];
         let event = self.next_dtmf_packet();
         let header = match (event, self.audio.telephone_event) {
@@ -461,7 +509,10 @@ fn rand_u32() -> u32 {
 
 /// The built-in echo agent (`url = "builtin:echo"`): every audio packet from the
 /// caller is sent back 200 ms later, in a stream of our own (SSRC, sequence,
-/// timestamps). The delay line is preallocated: no allocation per packet.
+/// timestamps). The delay line is preallocated: no allocation per packet. When the
+/// leg's latch moves to another source (`latch`: the SDP address taking over from
+/// a first source in the learning window), the line is emptied, so what the old
+/// source sent is never echoed to the new one.
 pub async fn run_echo(
     mut leg: RtpLeg,
     mut commands: mpsc::Receiver<LegCommand>,
@@ -486,7 +537,14 @@ pub async fn run_echo(
             r = leg.recv(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 let now = Instant::now();
-                match leg.on_datagram(&buf[..n], from, now) {
+                let relatches = leg.relatches();
+                let received = leg.on_datagram(&buf[..n], from, now);
+                if leg.relatches() != relatches {
+                    // The latch moved (the SDP address took over in the learning
+                    // window): what the old source said is not echoed to the new one.
+                    line.clear();
+                }
+                match received {
                     Received::Audio(payload, _) if payload.len() <= SLOT => {
                         if let Some(t) = &tap {
                             t.heard(codec, payload);
@@ -526,8 +584,8 @@ pub async fn run_echo(
             }
             now = tick.tick() => leg.housekeeping(now, rtp_timeout, &mut timed_out, &events).await,
             r = leg.recv_rtcp(&mut rtcp_buf) => {
-                if let Ok((n, _)) = r {
-                    leg.on_rtcp(&rtcp_buf[..n]);
+                if let Ok((n, from)) = r {
+                    leg.on_rtcp(&rtcp_buf[..n], from);
                 }
             }
             c = commands.recv() => match c {
@@ -579,8 +637,8 @@ mod tests {
         let ip = std::net::IpAddr::from([127, 0, 0, 1]);
         let (pa, pb) = (pool.take(ip).unwrap(), pool.take(ip).unwrap());
         let (port_a, port_b) = (pa.port, pb.port);
-        let mut a = RtpLeg::new(pa, audio_to(port_b));
-        let mut b = RtpLeg::new(pb, audio_to(port_a));
+        let mut a = RtpLeg::new(pa, audio_to(port_b), LatchConfig::default());
+        let mut b = RtpLeg::new(pb, audio_to(port_a), LatchConfig::default());
         let mut buf = [0u8; MAX_DATAGRAM];
         for _ in 0..10 {
             a.send_audio(&[0xffu8; 160], false).await;
@@ -591,13 +649,13 @@ mod tests {
         assert_eq!(b.stats.received(), 10);
         // A's sender report reaches B's RTCP socket; B answers with a receiver report.
         a.send_rtcp().await;
-        let (n, _) = b.recv_rtcp(&mut buf).await.unwrap();
+        let (n, from) = b.recv_rtcp(&mut buf).await.unwrap();
         assert_eq!(buf[1], 200, "an SR, since A sent RTP");
-        b.on_rtcp(&buf[..n]);
+        b.on_rtcp(&buf[..n], from);
         b.send_rtcp().await;
-        let (n, _) = a.recv_rtcp(&mut buf).await.unwrap();
+        let (n, from) = a.recv_rtcp(&mut buf).await.unwrap();
         assert_eq!(buf[1], 201, "an RR, since B sent nothing");
-        a.on_rtcp(&buf[..n]);
+        a.on_rtcp(&buf[..n], from);
         assert_eq!(a.rtcp.received_reports, 1);
         let rtt = a.rtcp.rtt().expect("RTT from LSR/DLSR");
         assert!(rtt < Duration::from_secs(1), "{rtt:?}");
@@ -617,8 +675,8 @@ mod tests {
         let ip = std::net::IpAddr::from([127, 0, 0, 1]);
         let (pa, pb) = (pool.take(ip).unwrap(), pool.take(ip).unwrap());
         let (port_a, port_b) = (pa.port, pb.port);
-        let mut a = RtpLeg::new(pa, audio_to(port_b));
-        let mut b = RtpLeg::new(pb, audio_to(port_a));
+        let mut a = RtpLeg::new(pa, audio_to(port_b), LatchConfig::default());
+        let mut b = RtpLeg::new(pb, audio_to(port_a), LatchConfig::default());
         assert!(a.queue_dtmf("1x", Duration::from_millis(100)).is_err(), "not a digit: nothing queued");
         a.queue_dtmf("1#", Duration::from_millis(100)).unwrap();
         let mut buf = [0u8; MAX_DATAGRAM];
@@ -648,5 +706,43 @@ mod tests {
         // 100 ms at 20 ms ptime: 4 updates + 3 end packets per digit.
         assert_eq!(events, 14);
         assert_eq!(audio, 16);
+    }
+
+    /// A third party on another port sends RTP at a latched leg: its packets are
+    /// dropped and counted, and the leg keeps answering its peer.
+    #[tokio::test]
+    async fn foreign_rtp_is_dropped_and_not_answered() {
+        let base = 46_100 + (std::process::id() % 200) as u16 * 8;
+        let pool = PortPool::new(PortRange { first: base, last: base + 7 });
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let (pa, pb) = (pool.take(ip).unwrap(), pool.take(ip).unwrap());
+        let (port_a, port_b) = (pa.port, pb.port);
+        let mut a = RtpLeg::new(pa, audio_to(port_b), LatchConfig::default());
+        let mut b = RtpLeg::new(pb, audio_to(port_a), LatchConfig::default());
+        let mut buf = [0u8; MAX_DATAGRAM];
+        a.send_audio(&[0x11u8; 160], false).await;
+        let (n, from) = b.recv(&mut buf).await.unwrap();
+        assert!(matches!(b.on_datagram(&buf[..n], from, Instant::now()), Received::Audio(..)), "A latches");
+
+        let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let before = crate::security::RTP_FOREIGN_DROPPED.get();
+        let received = b.stats.received();
+        let header = RtpHeader { marker: false, payload_type: 0, sequence_number: 1, timestamp: 0, ssrc: 7 };
+        let mut pkt = [0u8; 200];
+        let len = header.write(&[0x22u8; 160], &mut pkt).unwrap();
+        attacker.send_to(&pkt[..len], ("127.0.0.1", port_b)).await.unwrap();
+        let (n, from) = b.recv(&mut buf).await.unwrap();
+        assert_eq!(from, attacker.local_addr().unwrap());
+        assert!(matches!(b.on_datagram(&buf[..n], from, Instant::now()), Received::Nothing));
+        assert!(crate::security::RTP_FOREIGN_DROPPED.get() > before);
+        assert_eq!(b.stats.received(), received, "the foreign packet is not in the statistics");
+
+        // B's audio goes to A, not to the attacker.
+        b.send_audio(&[0x33u8; 160], false).await;
+        let (n, from) = a.recv(&mut buf).await.unwrap();
+        assert_eq!(from.port(), port_b);
+        assert!(matches!(a.on_datagram(&buf[..n], from, Instant::now()), Received::Audio(p, _) if p[0] == 0x33));
+        let mut probe = [0u8; 64];
+        assert!(attacker.try_recv_from(&mut probe).is_err(), "nothing was sent to the attacker");
     }
 }

@@ -4,13 +4,15 @@
 //! timestamps by the caller, with no sockets, no tokio and no clock: `g711`
 //! (PCMU/PCMA codec and transcoding), `rtp` (zero-copy packet views, in-place
 //! rewrite, header builder), `stats` (RFC 3550 receiver statistics), `quality` (Telnyx
-//! `call_quality_stats`), `mos` (E-model MOS estimate) and `dtmf` (RFC 4733 payload,
-//! detector, generator). The tokio shell around them — `ports` (RTP port pool) and
-//! `leg` (sockets, latching, pacing) — only moves bytes and drives timers.
+//! `call_quality_stats`), `mos` (E-model MOS estimate), `dtmf` (RFC 4733 payload,
+//! detector, generator) and `latch` (which source a leg takes media from and answers
+//! to: learning window, strict source, RTCP). The tokio shell around them — `ports`
+//! (RTP port pool) and `leg` (sockets, pacing) — only moves bytes and drives timers.
 
 pub mod bridge;
 pub mod dtmf;
 pub mod g711;
+pub mod latch;
 pub mod leg;
 pub mod mos;
 pub mod pcm;

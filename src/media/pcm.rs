@@ -361,8 +361,8 @@ pub async fn run_pcm(
             },
             now = tick.tick() => leg.housekeeping(now, rtp_timeout, &mut timed_out, &events).await,
             r = leg.recv_rtcp(&mut rtcp_buf) => {
-                if let Ok((n, _)) = r {
-                    leg.on_rtcp(&rtcp_buf[..n]);
+                if let Ok((n, from)) = r {
+                    leg.on_rtcp(&rtcp_buf[..n], from);
                 }
             }
             c = commands.recv() => match c {

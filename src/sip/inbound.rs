@@ -136,6 +136,7 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
     };
 
     media.set_rtp_timeout(cfg.rtp.timeout);
+    media.set_latch((&cfg.rtp).into());
 
     // 6. The dialog.
     let (state_tx, state_rx) = ctx.dialogs.new_dialog_state_channel();

@@ -115,6 +115,7 @@ impl OutboundLeg {
         let (mut media, offer) =
             MediaSession::offer(&ctx.media, &dial.trunk.codecs, local_ip).map_err(|_| DialError::NoPorts)?;
         media.set_rtp_timeout(ctx.config.borrow().rtp.timeout);
+        media.set_latch((&ctx.config.borrow().rtp).into());
 
         let transport = proxy.transport.map(|t| format!(";transport={t}")).unwrap_or_default();
         let host = if proxy.host.contains(':') { format!("[{}]", proxy.host) } else { proxy.host.clone() };
