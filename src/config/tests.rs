@@ -413,7 +413,9 @@ fn auth_bans_and_realms_are_read_and_checked() {
     assert!(shown.iter().any(|s| s.starts_with(&format!("{p}:3: sip.auth_max_failures:"))), "{shown:?}");
     assert!(shown.iter().any(|s| s.starts_with(&format!("{p}:4: sip.auth_ban_time:"))), "{shown:?}");
     assert!(shown.iter().any(|s| s.starts_with(&format!("{p}:8: trunk[0].auth_realm:"))), "{shown:?}");
+}
 
+#[test]
 fn media_and_api_limits_defaults_and_bad_values_named() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
@@ -455,7 +457,9 @@ fn media_and_api_limits_defaults_and_bad_values_named() {
     ] {
         assert!(e.contains(&format!("bad.toml:{line}: {key}")), "{key} at line {line}: {e}");
     }
+}
 
+#[test]
 fn rtp_latching_defaults_and_bounds() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();

@@ -128,6 +128,14 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         tracing::error!("cannot create data_dir {}: {e}", data_dir.display());
         return 1;
     }
+    // The directory playback reads from ([media] dir): created (0750) when missing,
+    // so a fresh install has a place to put prompts; a failure is not fatal (file
+    // playback then answers 422 naming the directory).
+    if !config.media.dir.exists() {
+        if let Err(e) = create_data_dir(&config.media.dir) {
+            tracing::warn!("cannot create [media] dir {}: {e}", config.media.dir.display());
+        }
+    }
     let _lock = match lock::lock_data_dir(&data_dir) {
         Ok(l) => l,
         Err(e) => {
