@@ -28,7 +28,7 @@ const WEBRTC: &[&str] = &[
     "join_token_ttl",
 ];
 const NODE: &[&str] = &["name", "data_dir", "public_address", "max_calls", "shutdown_grace"];
-const SIP: &[&str] = &["listen", "tls_certificate", "tls_private_key", "tls_ca_file"];
+const SIP: &[&str] = &["listen", "tls_certificate", "tls_private_key", "tls_ca_file", "unknown_source", "user_agent"];
 const RTP: &[&str] = &["port_range", "timeout"];
 const TRUNK: &[&str] = &[
     "name",
@@ -191,8 +191,23 @@ fn read_sip(root: &Table<'_>, issues: &mut Issues) -> Sip {
     if listen.is_empty() {
         issues.push(t.key_path("listen"), "needs at least one listener (e.g. [\"udp://0.0.0.0:5060\"])");
     }
+    let unknown_source = t
+        .choice("unknown_source", issues, &[("drop", UnknownSource::Drop), ("reject", UnknownSource::Reject)])
+        .unwrap_or(UnknownSource::Drop);
+    let user_agent = t
+        .parsed("user_agent", issues, |s| {
+            // A header value: printable ASCII, no CR/LF (RFC 3261 §20.41, §25.1 TEXT-UTF8 kept to ASCII).
+            if s.len() <= 100 && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                Ok(s.trim().to_string())
+            } else {
+                Err(format!(
+                    "{s:?} must be printable ASCII, at most 100 characters (e.g. \"sipbridge\"; \"\" for none)"
+                ))
+            }
+        })
+        .unwrap_or_else(|| "sipbridge".into());
     t.finish(issues);
-    Sip { listen, tls_certificate, tls_private_key, tls_ca_file }
+    Sip { listen, tls_certificate, tls_private_key, tls_ca_file, unknown_source, user_agent }
 }
 
 fn read_rtp(root: &Table<'_>, issues: &mut Issues) -> Rtp {
