@@ -99,11 +99,18 @@ fn malformed_requests_get_400_or_are_dropped_and_calls_go_on() {
     );
     let r = r.unwrap_or_default();
     assert!(r.starts_with("SIP/2.0 400") && r.contains("Warning: 399"), "{r}");
-    // No Call-ID: no response can be formed; dropped.
+    // No Call-ID: still a 400, matched by Via branch and CSeq (RFC 4475 §3.3.1).
     let r = exchange(
         &sock,
         port,
         "INVITE sip:x@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5999;branch=z9hG4bK-4\nFrom: <sip:a@b>;tag=1\nTo: <sip:x@y>\nCSeq: 1 INVITE\nContent-Length: 0\n\n",
+    );
+    assert!(r.as_deref().unwrap_or("").starts_with("SIP/2.0 400"), "{r:?}");
+    // No Via: no response can be formed; dropped.
+    let r = exchange(
+        &sock,
+        port,
+        "INVITE sip:x@127.0.0.1 SIP/2.0\nFrom: <sip:a@b>;tag=1\nTo: <sip:x@y>\nCall-ID: bad-5@127.0.0.2\nCSeq: one INVITE\nContent-Length: 0\n\n",
     );
     assert!(r.is_none(), "{r:?}");
     // Garbage, binary, an empty datagram, a huge header line.

@@ -51,11 +51,14 @@ pub fn bad_request(raw: &[u8], reason: &str) -> Option<Vec<u8>> {
     let head = text.split("\r\n\r\n").next().unwrap_or("");
     let mut lines = head.split("\r\n");
     let request_line = lines.next()?;
-    let mut parts = request_line.split(' ');
-    let method = parts.next()?;
-    let _uri = parts.next()?;
-    let version = parts.next()?;
-    let exact_line = parts.next().is_none();
+    // Method first, version last: a Request-URI with LWS in it (RFC 4475 §3.1.2.8)
+    // still gets its 400.
+    let tokens: Vec<&str> = request_line.split_whitespace().collect();
+    let (&method, &version) = (tokens.first()?, tokens.last()?);
+    if tokens.len() < 3 {
+        return None;
+    }
+    let exact_line = request_line.split(' ').count() == 3;
     if method.eq_ignore_ascii_case("ACK") || !is_token(method) || !version.get(..4).is_some_and(|v| v.eq_ignore_ascii_case("SIP/")) {
         return None;
     }
@@ -89,7 +92,7 @@ pub fn bad_request(raw: &[u8], reason: &str) -> Option<Vec<u8>> {
         return None;
     }
     let cseq_method = cseq.split_whitespace().nth(1).unwrap_or("");
-    let (code, phrase) = if !version.eq_ignore_ascii_case("SIP/2.0") && exact_line {
+    let (code, phrase) = if !version.eq_ignore_ascii_case("SIP/2.0") {
         (505, "Version Not Supported")
     } else if exact_line
         && cseq_method == method
