@@ -1,7 +1,7 @@
 //! SIP signalling: transports from `[sip].listen`, trunks (allow-lists,
 //! registrations, digest-challenged peers), routing of incoming requests to calls,
 //! outbound calls. Messages, transactions and dialogs come from rsipstack
-//! (vendored with three fixes, see `vendor/rsipstack/PATCHES.md`).
+//! (vendored with fixes, see `vendor/rsipstack/PATCHES.md`).
 //!
 //! [`SipStack::start`] binds every listener, starts the endpoint and the request
 //! dispatcher (`server`), and returns once the listeners are bound — so the daemon

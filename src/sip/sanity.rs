@@ -313,4 +313,54 @@ Content-Length: 0
         assert_eq!(status(&sdp.replace("Max-Forwards: 70", "Accept: text/nobodyKnowsThis")), Some(406));
         assert_eq!(status(&sdp.replace("Max-Forwards: 70", "Accept: application/sdp, text/html")), None);
     }
+
+    /// The vendored transport's parse-level refusals (`rsipstack::sip::bad_request`,
+    /// sipbridge patches; rsipstack's own tests do not run in this workspace).
+    #[test]
+    fn transport_refusals_pick_400_501_505_or_nothing() {
+        use rsipstack::sip::bad_request::{bad_request, content_length_error, request_line_error};
+        let req = |line: &str, cseq: &str| {
+            format!("{line}\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK1\r\nCall-ID: c\r\nCSeq: 1 {cseq}\r\n\r\n")
+        };
+        let status =
+            |raw: String| bad_request(raw.as_bytes(), "x").map(|r| String::from_utf8_lossy(&r[8..11]).into_owned());
+        assert_eq!(status(req("NEWMETHOD sip:a@b SIP/2.0", "NEWMETHOD")).as_deref(), Some("501"));
+        assert_eq!(status(req("!odd-Method'~ sip:a@b SIP/2.0", "!odd-Method'~")).as_deref(), Some("501"));
+        assert_eq!(status(req("NEWMETHOD sip:a@b SIP/2.0", "INVITE")).as_deref(), Some("400"), "CSeq mismatch");
+        assert_eq!(status(req("OPTIONS sip:a@b SIP/7.0", "OPTIONS")).as_deref(), Some("505"));
+        assert_eq!(status(req("INVITE sip:a@b; lr SIP/2.0", "INVITE")).as_deref(), Some("400"));
+        assert_eq!(status(req("OPTIONS sip:a@b HTTP/1.1", "OPTIONS")), None);
+        assert_eq!(status(req("ACK sip:a@b SIP/2.0", "ACK")), None, "an ACK is never answered");
+        assert_eq!(status("INVITE sip:a@b SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n".into()), None, "no Via");
+        let r =
+            String::from_utf8(bad_request(req("INVITE sip:a@b SIP/2.0", "INVITE").as_bytes(), "bad \"x\"").unwrap())
+                .unwrap();
+        assert!(!r.contains("User-Agent") && !r.contains("Server") && !r.contains("sipbridge"), "{r}");
+        assert!(content_length_error(b"INVITE x SIP/2.0\r\nl: -999\r\n\r\nabc").is_some());
+        assert!(content_length_error(b"INVITE x SIP/2.0\r\nl: 3\r\nContent-Length : 3\r\n\r\nabc").is_some());
+        assert!(content_length_error(b"INVITE x SIP/2.0\r\nContent-Length: 10\r\n\r\nabc").is_some());
+        assert!(content_length_error(b"INVITE x SIP/2.0\r\nContent-Length   : 2\r\n\r\nabc").is_none());
+        assert!(request_line_error(b"INVITE sip:a?b@c SIP/2.0\r\n").is_none(), "a '?' in the user part");
+        assert!(request_line_error(b"SIP/2.0 200  OK\r\n").is_none(), "responses are not checked");
+        for bad in [
+            &b"INVITE  sip:a@b  SIP/2.0\r\n"[..],
+            b"OPTIONS sip:a@b SIP/2.0  \r\n",
+            b"INVITE <sip:a@b> SIP/2.0\r\n",
+            b"INVITE sip:a@b?Route=%3Csip:c%3E SIP/2.0\r\n",
+            b"INVITE sip:a@b\r\n",
+        ] {
+            assert!(request_line_error(bad).is_some(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// Vendored parser patches: LWS around a parameter's `=`; an RFC 2543 request
+    /// without From tag can be keyed into a transaction.
+    #[test]
+    fn lws_around_equals_and_rfc2543_requests_are_accepted() {
+        use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+        let r = req(&OPTIONS.replace(";tag=1", " ;\n  tag = 98asjd8"));
+        assert_eq!(r.from_header().unwrap().tag().unwrap().map(|t| t.value().to_string()).as_deref(), Some("98asjd8"));
+        let r = req(&OPTIONS.replace(";tag=1", "").replace("branch=z9hG4bK-1", "x=1"));
+        assert!(TransactionKey::from_request(&r, TransactionRole::Server).is_ok());
+    }
 }

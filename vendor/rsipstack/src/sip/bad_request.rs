@@ -1,8 +1,11 @@
-//! sipbridge patch: a `400 Bad Request` for a request that could not be parsed or
-//! keyed into a transaction, built from its raw text when the headers a response
-//! needs are present (RFC 3261 §8.2.6.2: Via, From, To with a tag, Call-ID and
-//! CSeq are copied). ACKs are never answered; without those headers there is no
-//! response to form and the message is dropped.
+//! sipbridge patch: the answer to a request that could not be parsed or keyed into
+//! a transaction, built from its raw text (RFC 3261 §8.2.6.2: Via, From, To with a
+//! tag, Call-ID and CSeq are copied when present; Via and CSeq are required):
+//! `505` for another SIP version, `501` for an unknown method, else `400` with a
+//! `Warning`. ACKs and responses are never answered; without Via or CSeq there is
+//! no response to form and the message is dropped. Also the raw checks the lenient
+//! parser skips (Request-Line shape, Content-Length), and a process-wide filter
+//! deciding which sources are answered at all ([`set_answer_filter`]).
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -42,7 +45,7 @@ const KNOWN_METHODS: &[&str] = &[
 
 /// The response for a request `raw` that could not be parsed or keyed, or `None`
 /// when none can be formed (no Via or CSeq, an ACK, not a request): `505` for a
-/// `SIP/x.y` other than 2.0 (RFC 3261 §8.2.6... §21.5.6), `501` for a well-formed
+/// `SIP/x.y` other than 2.0 (RFC 3261 §21.5.6), `501` for a well-formed
 /// request whose method is an unknown token (§8.2.1, RFC 4475 §3.1.1.2/§3.1.1.5),
 /// else `400` with a `Warning` carrying `reason`. From, To, Call-ID are copied when
 /// present (§8.2.6.2); To gets a tag.
