@@ -22,8 +22,19 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The trunk's source address; anything else on loopback is a stranger.
 const TRUNK_IP: &str = "127.0.0.2";
 
-/// A daemon on UDP `port` with `sip_extra` appended to its `[sip]` table.
+/// The control API's token.
+const TOKEN: &str = "edge-test-token-0123456789";
+
+/// Where [`start`] puts the control API for a daemon whose SIP port is `port`.
+fn api_port(dir: &Path) -> u16 {
+    std::fs::read_to_string(dir.join("api.port")).unwrap().trim().parse().unwrap()
+}
+
+/// A daemon on UDP `port` with `sip_extra` appended to its `[sip]` table; its
+/// control API on a free port (see [`api_port`], [`metric`]).
 fn start(dir: &Path, port: u16, sip_extra: &str) -> Daemon {
+    let api = free_port();
+    std::fs::write(dir.join("api.port"), api.to_string()).unwrap();
     let text = format!(
         r#"
 [node]
@@ -43,6 +54,9 @@ name = "echo"
 url = "builtin:echo"
 [[route]]
 agent = "echo"
+[api]
+listen = "127.0.0.1:{api}"
+token = "{TOKEN}"
 [log]
 format = "text"
 "#,
@@ -54,6 +68,21 @@ format = "text"
     let d = Daemon::start(&path, Some(&notify.path), None, &[]);
     notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
     d
+}
+
+/// The value of counter `name` in the daemon's `/metrics` (plain HTTP/1.1 over
+/// loopback, bearer token).
+fn metric(dir: &Path, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", api_port(dir))).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(c, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
 }
 
 fn stop(mut d: Daemon) {
@@ -128,6 +157,10 @@ fn svmap_finds_nothing_when_unknown_sources_are_dropped() {
     sock.send_to(b"NEWMETHOD sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.8;branch=z9hG4bK-n\r\nCall-ID: n\r\nCSeq: 1 NEWMETHOD\r\n\r\n", ("127.0.0.1", port)).unwrap();
     let mut buf = [0u8; 2048];
     assert!(sock.recv(&mut buf).is_err(), "a malformed request from a stranger gets no 400/501 either");
+    // Counted: 5 raw requests + svmap's; the two malformed ones as malformed.
+    assert!(metric(dir.path(), "sipbridge_sip_unknown_source_dropped_total") >= 5);
+    assert!(metric(dir.path(), "sipbridge_sip_malformed_total") >= 2);
+    assert_eq!(metric(dir.path(), "sipbridge_sip_unknown_source_rejected_total"), 0);
     stop(d);
 }
 
@@ -148,6 +181,8 @@ fn svmap_sees_no_product_or_version_when_unknown_sources_are_rejected() {
         assert!(r.starts_with("SIP/2.0 403 Forbidden\r\n"), "{method}: {r}");
         assert_anonymous(&r);
     }
+    assert!(metric(dir.path(), "sipbridge_sip_unknown_source_rejected_total") >= 3);
+    assert_eq!(metric(dir.path(), "sipbridge_sip_unknown_source_dropped_total"), 0);
     stop(d);
 }
 
