@@ -209,12 +209,21 @@ async fn a_telnyx_trunk_call_reaches_the_agent_and_is_recorded_reported_and_kept
 }
 
 /// The trunk admits Telnyx's proxy (127.0.0.2) only: the same softphone calling
-/// from 127.0.0.5 gets 403, and no call starts.
+/// from 127.0.0.5 gets 403 (`[sip] unknown_source = "reject"`; the default drops
+/// it unanswered, see tests/sip_security.rs), and no call starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_from_outside_the_trunks_allow_list_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let source = audio::espeak(dir.path(), "caller", "en", "Let me in.", 300, 1000);
     let gw = Gateway::start(dir.path(), &telnyx_trunk_to_agent("ws://127.0.0.1:9/unused", ""));
+    let text = std::fs::read_to_string(&gw.config).unwrap().replace("[sip]\n", "[sip]\nunknown_source = \"reject\"\n");
+    std::fs::write(&gw.config, text).unwrap();
+    gw.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    let reloaded = std::time::Instant::now() + WAIT;
+    while !gw.daemon.stderr().contains("configuration reloaded") {
+        assert!(std::time::Instant::now() < reloaded, "no reload: {}", gw.daemon.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut phone = common::baresip::Baresip::start(
         dir.path(),
         "stranger-phone",

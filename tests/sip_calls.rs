@@ -1,5 +1,5 @@
 //! Incoming calls on the real daemon, driven by SIPp over loopback: BYE from either
-//! side, CANCEL, hold/resume, OPTIONS, trunk admission (403, digest), routing
+//! side, CANCEL, hold/resume, OPTIONS, trunk admission (drop/403, digest), routing
 //! (404), admission (503), UDP and TCP.
 
 mod common;
@@ -169,31 +169,81 @@ fn hold_and_resume_by_reinvite_keep_the_call() {
     stop(d);
 }
 
+/// Sends `msg` (LF line ends, made CRLF) from `sock`; the first final response, or
+/// `None` when none came within 2 s (the daemon drops the request).
+fn udp_exchange(sock: &std::net::UdpSocket, port: u16, msg: &str) -> Option<String> {
+    sock.send_to(msg.replace('\n', "\r\n").as_bytes(), ("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock.recv(&mut buf).ok()?;
+        let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !r.starts_with("SIP/2.0 1") {
+            return Some(r);
+        }
+    }
+}
+
+fn stranger_request(method: &str, sock: &std::net::UdpSocket, port: u16) -> String {
+    let local = sock.local_addr().unwrap();
+    format!(
+        "{method} sip:+13125550100@127.0.0.1:{port} SIP/2.0\nVia: SIP/2.0/UDP {local};rport;branch=z9hG4bK-{method}\nFrom: <sip:a@{local}>;tag=s1\nTo: <sip:+13125550100@127.0.0.1:{port}>\nCall-ID: stranger-{method}@127.0.0.5\nCSeq: 1 {method}\nMax-Forwards: 70\nContent-Length: 0\n\n"
+    )
+}
+
 #[test]
-fn options_from_a_trunk_get_200_and_from_strangers_403() {
+fn options_from_a_trunk_get_200_and_from_strangers_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.2/32\"", "", "");
     let target = format!("127.0.0.1:{port}");
-    run_sipp(dir.path(), "options", sipp_args("uac_options.xml", "x", &target, "127.0.0.2", &["-t", "u1"]));
-    // From 127.0.0.5 (no trunk) the same OPTIONS is refused.
-    let mut s =
-        Sipp::start(dir.path(), "options403", &sipp_args("uac_options.xml", "x", &target, "127.0.0.5", &["-t", "u1"]));
-    assert_eq!(s.wait(WAIT), 1, "the 200 expectation fails on a 403\n{}", s.report());
-    assert!(s.messages().contains("SIP/2.0 403 Forbidden"), "{}", s.report());
+    let s = run_sipp(dir.path(), "options", sipp_args("uac_options.xml", "x", &target, "127.0.0.2", &["-t", "u1"]));
+    // Towards a trunk: the configured User-Agent (default "sipbridge", no version).
+    assert!(s.messages().contains("User-Agent: sipbridge\r\n"), "{}", s.report());
+    // From 127.0.0.5 (no trunk) the same OPTIONS gets no answer at all (default
+    // [sip] unknown_source = "drop").
+    let sock = std::net::UdpSocket::bind("127.0.0.5:0").unwrap();
+    let r = udp_exchange(&sock, port, &stranger_request("OPTIONS", &sock, port));
+    assert!(r.is_none(), "{r:?}");
+    wait_log(&d, "request from a source that matches no trunk: dropped");
     stop(d);
 }
 
 #[test]
-fn invite_from_an_unknown_source_gets_403_and_never_reaches_routing() {
+fn invite_from_an_unknown_source_is_dropped_and_never_reaches_routing() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.2/32\"", "", "");
+    let sock = std::net::UdpSocket::bind("127.0.0.5:0").unwrap();
+    let r = udp_exchange(&sock, port, &stranger_request("INVITE", &sock, port));
+    assert!(r.is_none(), "{r:?}");
+    let log = wait_log(&d, "matches no trunk: dropped");
+    assert!(!log.contains("incoming call"), "{log}");
+    stop(d);
+}
+
+#[test]
+fn with_unknown_source_reject_strangers_get_403_without_user_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.2/32\"", "", "");
+    // [sip] unknown_source applies to new requests after a reload.
+    let cfg = dir.path().join("sipbridge.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("[sip]\n", "[sip]\nunknown_source = \"reject\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    d.signal(Signal::SIGHUP);
+    wait_log(&d, "configuration reloaded");
     let target = format!("127.0.0.1:{port}");
     let sc = refused_scenario(dir.path(), 403, "Via:");
     let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.5", &["-t", "u1"]);
     args[1] = sc;
-    run_sipp(dir.path(), "403", args);
+    let s = run_sipp(dir.path(), "403", args);
+    let msgs = s.messages();
+    assert!(msgs.contains("SIP/2.0 403 Forbidden"), "{}", s.report());
+    assert!(!msgs.contains("User-Agent") && !msgs.contains("Server:"), "{msgs}");
+    let sock = std::net::UdpSocket::bind("127.0.0.5:0").unwrap();
+    let r = udp_exchange(&sock, port, &stranger_request("OPTIONS", &sock, port)).unwrap_or_default();
+    assert!(r.starts_with("SIP/2.0 403") && !r.contains("User-Agent") && !r.contains("Server:"), "{r}");
     let log = d.stderr();
     assert!(log.contains("matches no trunk: 403") && !log.contains("incoming call"), "{log}");
     stop(d);

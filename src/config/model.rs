@@ -85,6 +85,23 @@ pub struct Sip {
     /// Banning of password guessers (`auth_max_failures`, `auth_failure_window`,
     /// `auth_ban_time`).
     pub auth_ban: crate::sip::ban::BanPolicy,
+    /// What an out-of-dialog request from a source that matches no trunk gets
+    /// (`unknown_source`, default [`UnknownSource::Drop`]).
+    pub unknown_source: UnknownSource,
+    /// `User-Agent`/`Server` value on messages to trunks (`user_agent`, default
+    /// `"sipbridge"`, no version); empty = no such header. Never sent to non-trunks.
+    pub user_agent: String,
+}
+
+/// `[sip] unknown_source`: the answer to a request from a source that matches no
+/// trunk (issue 17: unknown sources learn nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSource {
+    /// No answer at all (the default): a scanner cannot tell a SIP server is there.
+    Drop,
+    /// `403 Forbidden`, without `User-Agent`/`Server`.
+    Reject,
 }
 
 /// `[rtp]`: media ports and timeouts.

@@ -51,6 +51,8 @@ const SIP: &[&str] = &[
     "auth_max_failures",
     "auth_failure_window",
     "auth_ban_time",
+    "unknown_source",
+    "user_agent",
 ];
 const RTP: &[&str] = &["port_range", "timeout", "learning_window", "relatch_after", "strict_source"];
 const TRUNK: &[&str] = &[
@@ -222,8 +224,23 @@ fn read_sip(root: &Table<'_>, issues: &mut Issues) -> Sip {
         window: duration(&t, "auth_failure_window", issues, Duration::from_secs(600)),
         ban_time: duration(&t, "auth_ban_time", issues, Duration::from_secs(600)),
     };
+    let unknown_source = t
+        .choice("unknown_source", issues, &[("drop", UnknownSource::Drop), ("reject", UnknownSource::Reject)])
+        .unwrap_or(UnknownSource::Drop);
+    let user_agent = t
+        .parsed("user_agent", issues, |s| {
+            // A header value: printable ASCII, no CR/LF (RFC 3261 §20.41, §25.1 TEXT-UTF8 kept to ASCII).
+            if s.len() <= 100 && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                Ok(s.trim().to_string())
+            } else {
+                Err(format!(
+                    "{s:?} must be printable ASCII, at most 100 characters (e.g. \"sipbridge\"; \"\" for none)"
+                ))
+            }
+        })
+        .unwrap_or_else(|| "sipbridge".into());
     t.finish(issues);
-    Sip { listen, tls_certificate, tls_private_key, tls_ca_file, auth_ban }
+    Sip { listen, tls_certificate, tls_private_key, tls_ca_file, auth_ban, unknown_source, user_agent }
 }
 
 fn read_rtp(root: &Table<'_>, issues: &mut Issues) -> Rtp {

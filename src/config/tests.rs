@@ -489,3 +489,18 @@ fn rtp_latching_defaults_and_bounds() {
     assert!(e.contains("bad.toml:3: rtp.relatch_after: relatch_after must be at least 200ms"), "{e}");
     assert!(e.contains("bad.toml:4: rtp.strict_source: must be true or false"), "{e}");
 }
+
+#[test]
+fn sip_unknown_source_and_user_agent_defaults_and_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = write(dir.path(), "none.toml", "");
+    let c = load_with_env(&none, env(&[])).unwrap().config;
+    assert_eq!((c.sip.unknown_source, c.sip.user_agent.as_str()), (UnknownSource::Drop, "sipbridge"));
+    let ok = write(dir.path(), "ok.toml", "[sip]\nunknown_source = \"reject\"\nuser_agent = \"\"\n");
+    let c = load_with_env(&ok, env(&[])).unwrap().config;
+    assert_eq!((c.sip.unknown_source, c.sip.user_agent.as_str()), (UnknownSource::Reject, ""));
+    let bad = write(dir.path(), "bad.toml", "[sip]\nunknown_source = \"ignore\"\nuser_agent = \"a\\r\\nX-Evil: 1\"\n");
+    let e = load_with_env(&bad, env(&[])).unwrap_err().to_string();
+    assert!(e.contains("bad.toml:2: sip.unknown_source: \"ignore\" is not one of \"drop\", \"reject\""), "{e}");
+    assert!(e.contains("bad.toml:3: sip.user_agent"), "{e}");
+}

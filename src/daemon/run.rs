@@ -378,6 +378,10 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
             if cfg.sip.listen != old.sip.listen {
                 restart.push("sip.listen");
             }
+            // The SIP endpoint takes its User-Agent once, when it starts.
+            if cfg.sip.user_agent != old.sip.user_agent {
+                restart.push("sip.user_agent");
+            }
             if cfg.rtp.port_range != old.rtp.port_range {
                 restart.push("rtp.port_range");
             }

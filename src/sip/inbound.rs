@@ -12,7 +12,7 @@ use rsipstack::sip::{Header, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 
 use super::digest::Verdict;
-use super::server::{forbidden, reply};
+use super::server::{reply, unknown_source};
 use super::{SipContext, addr, dialstring, msg, routing};
 use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
 use crate::call::control::{Action, ActionError, Registration, RoomJoin, RoomRef};
@@ -46,7 +46,7 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
             None => return,
         },
         None => {
-            forbidden(&ctx, &mut tx).await;
+            unknown_source(&ctx, &mut tx).await;
             return;
         }
     };

@@ -1,7 +1,7 @@
 //! SIP signalling: transports from `[sip].listen`, trunks (allow-lists,
 //! registrations, digest-challenged peers), routing of incoming requests to calls,
 //! outbound calls. Messages, transactions and dialogs come from rsipstack
-//! (vendored with three fixes, see `vendor/rsipstack/PATCHES.md`).
+//! (vendored with fixes, see `vendor/rsipstack/PATCHES.md`).
 //!
 //! [`SipStack::start`] binds every listener, starts the endpoint and the request
 //! dispatcher (`server`), and returns once the listeners are bound — so the daemon
@@ -12,6 +12,7 @@ pub mod ban;
 pub mod dial;
 pub mod dialstring;
 pub mod digest;
+pub mod fingerprint;
 pub mod forward;
 pub mod inbound;
 pub mod limit;
@@ -21,6 +22,7 @@ pub mod refer;
 pub mod register;
 pub mod rooms;
 pub mod routing;
+pub mod sanity;
 pub mod server;
 pub mod trunk;
 
@@ -85,7 +87,7 @@ pub struct SipContext {
     pub listeners: Vec<(Transport, SocketAddr)>,
     /// `node.public_address`.
     pub public_address: PublicAddress,
-    /// User-Agent / Server header value.
+    /// User-Agent / Server header value (`[sip] user_agent`; empty = none).
     pub user_agent: String,
     /// Live calls, for the API's call control.
     pub calls: crate::call::control::CallRegistry,
@@ -144,12 +146,23 @@ impl SipStack {
             transport_layer.add_transport(conn);
         }
 
-        let user_agent = format!("sipbridge/{} ({})", env!("CARGO_PKG_VERSION"), cfg.node.name);
+        // No version, and nothing at all towards sources that match no trunk
+        // (`fingerprint`); parse-level refusals go to trunk sources only.
+        let user_agent = cfg.sip.user_agent.clone();
+        let filter_trunks = Arc::clone(&trunks);
+        rsipstack::sip::bad_request::set_answer_filter(Some(Arc::new(move |ip| {
+            crate::security::SIP_MALFORMED.inc();
+            filter_trunks.by_source(ip).is_some()
+        })));
         let option = EndpointOption { callid_suffix: Some(cfg.node.name.clone()), ..Default::default() };
         let endpoint = EndpointBuilder::new()
             .with_cancel_token(cancel.child_token())
             .with_transport_layer(transport_layer)
             .with_user_agent(&user_agent)
+            .with_inspector(Box::new(fingerprint::Fingerprint {
+                trunks: Arc::clone(&trunks),
+                user_agent: user_agent.clone(),
+            }))
             .with_option(option)
             .build();
         let incoming = endpoint.incoming_transactions().map_err(|e| SipError::Bind {

@@ -106,7 +106,11 @@ pub fn x_headers(req: &Request) -> Vec<(String, String)> {
     req.headers
         .iter()
         .filter_map(|h| match h {
-            Header::Other(n, v) if n.len() > 2 && n[..2].eq_ignore_ascii_case("x-") => Some((n.clone(), v.clone())),
+            // `get`, not `[..2]`: a name may start with a multi-byte character
+            // (`€-x`), and slicing inside it would panic.
+            Header::Other(n, v) if n.len() > 2 && n.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("x-")) => {
+                Some((n.clone(), v.clone()))
+            }
             _ => None,
         })
         .collect()
@@ -167,6 +171,14 @@ Content-Length: 0
         assert_eq!(x.len(), 2);
         assert_eq!(x[1], ("x-custom".to_string(), "Hello".to_string()));
         assert_eq!(header(&r, "X-Telnyx-Session-Id", None).as_deref(), Some("s-1"));
+    }
+
+    #[test]
+    fn header_names_starting_with_a_multibyte_character_do_not_panic() {
+        let r = req(&INVITE.replace("x-custom: Hello", "€-x: 1\nx€: 2\nX-€: 3"));
+        let x = x_headers(&r);
+        assert_eq!(x.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["X-Telnyx-Session-Id", "X-€"]);
+        assert_eq!(header(&r, "€-x", None).as_deref(), Some("1"));
     }
 
     #[test]

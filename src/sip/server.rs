@@ -1,10 +1,17 @@
 //! The request dispatcher: every new server transaction from rsipstack lands here.
 //!
+//! - a source that matches no trunk gets nothing (`[sip] unknown_source = "drop"`,
+//!   the default) or 403 (`"reject"`), except: an INVITE (and its CANCEL) when some
+//!   trunk admits callers by digest (challenged in `inbound`), and in-dialog
+//!   requests of a dialog it already has;
+//! - then the RFC 3261 §8.2 checks (`sanity`: 400/416/405/420/415/406/483);
 //! - in-dialog requests (To tag) go to their dialog, or get 481;
 //! - INVITE starts an incoming call (`inbound`);
-//! - OPTIONS from a trunk gets 200 (carriers' keepalives), from anyone else 403;
-//! - stray BYE/INFO/UPDATE/... outside a dialog get 481;
-//! - other methods get 405 with `Allow`.
+//! - OPTIONS gets 200 (carriers' keepalives);
+//! - stray BYE/INFO/UPDATE/... outside a dialog get 481.
+//!
+//! Responses to non-trunk destinations carry no `User-Agent`/`Server`
+//! (`fingerprint`).
 
 use std::sync::Arc;
 
@@ -12,7 +19,8 @@ use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transaction::transaction::Transaction;
 
-use super::{SipContext, inbound, msg};
+use super::{SipContext, inbound, msg, sanity};
+use crate::config::UnknownSource;
 
 /// Methods this UA handles (RFC 3261 §20.5 `Allow`).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
@@ -26,7 +34,31 @@ pub async fn dispatch(ctx: Arc<SipContext>, mut incoming: TransactionReceiver) {
 
 async fn handle(ctx: Arc<SipContext>, mut tx: Transaction) {
     let method = tx.original.method;
-    if msg::has_to_tag(&tx.original) && method != Method::Ack {
+    let in_dialog = msg::has_to_tag(&tx.original) && method != Method::Ack;
+    let from_trunk = msg::source_ip(&tx).is_some_and(|ip| ctx.trunks.by_source(ip).is_some());
+    if !from_trunk {
+        let digest = ctx.trunks.has_credential_trunks();
+        let admitted = match method {
+            Method::Ack => true, // never answered; an ACK of our own 2xx/4xx goes to its transaction
+            Method::Invite | Method::Cancel if !in_dialog => digest,
+            _ => in_dialog && ctx.dialogs.match_dialog(&tx).is_some(),
+        };
+        if !admitted {
+            unknown_source(&ctx, &mut tx).await;
+            return;
+        }
+    }
+    if method != Method::Ack {
+        if let Some(r) = sanity::check(&tx.original, ALLOW) {
+            if r.status == StatusCode::BadRequest {
+                crate::security::SIP_MALFORMED.inc();
+            }
+            tracing::info!(source = ?msg::source_addr(&tx), %method, status = %r.status, reason = %r.reason, "request refused (RFC 3261 §8.2)");
+            reply(&mut tx, r.status, r.headers).await;
+            return;
+        }
+    }
+    if in_dialog {
         match ctx.dialogs.match_dialog(&tx) {
             Some(rsipstack::dialog::dialog::Dialog::Invite(mut d)) => {
                 if let Err(e) = d.handle(&mut tx).await {
@@ -41,17 +73,12 @@ async fn handle(ctx: Arc<SipContext>, mut tx: Transaction) {
         Method::Invite => inbound::incoming_invite(ctx, tx).await,
         Method::Ack => {}
         Method::Options => {
-            let from_trunk = msg::source_ip(&tx).is_some_and(|ip| ctx.trunks.by_source(ip).is_some());
-            if from_trunk {
-                let headers = vec![
-                    Header::Allow(ALLOW.into()),
-                    Header::Accept("application/sdp".into()),
-                    Header::Supported("timer".into()),
-                ];
-                reply(&mut tx, StatusCode::OK, headers).await;
-            } else {
-                forbidden(&ctx, &mut tx).await;
-            }
+            let headers = vec![
+                Header::Allow(ALLOW.into()),
+                Header::Accept("application/sdp".into()),
+                Header::Supported("timer".into()),
+            ];
+            reply(&mut tx, StatusCode::OK, headers).await;
         }
         Method::Bye
         | Method::Cancel
@@ -71,11 +98,15 @@ pub async fn reply(tx: &mut Transaction, status: StatusCode, headers: Vec<Header
     }
 }
 
-/// 403 for a request that matches no trunk; logged at most once per second.
-pub async fn forbidden(_ctx: &SipContext, tx: &mut Transaction) {
+/// A request from a source that matches no trunk: dropped (`[sip] unknown_source =
+/// "drop"`, counted in `SIP_UNKNOWN_SOURCE_DROPPED`) or answered 403 without
+/// `User-Agent`/`Server` (`"reject"`, `SIP_UNKNOWN_SOURCE_REJECTED`); logged at most
+/// once per second with the number of suppressed lines.
+pub async fn unknown_source(ctx: &SipContext, tx: &mut Transaction) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_LOG: AtomicU64 = AtomicU64::new(0);
     static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let reject = ctx.config.borrow().sip.unknown_source == UnknownSource::Reject;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     if LAST_LOG.swap(now, Ordering::Relaxed) != now {
         let more = SUPPRESSED.swap(0, Ordering::Relaxed);
@@ -83,10 +114,16 @@ pub async fn forbidden(_ctx: &SipContext, tx: &mut Transaction) {
             source = ?msg::source_addr(tx),
             method = %tx.original.method,
             suppressed = more,
-            "request from a source that matches no trunk: 403"
+            "request from a source that matches no trunk: {}",
+            if reject { "403" } else { "dropped" }
         );
     } else {
         SUPPRESSED.fetch_add(1, Ordering::Relaxed);
     }
-    reply(tx, StatusCode::Forbidden, vec![]).await;
+    if reject {
+        crate::security::SIP_UNKNOWN_SOURCE_REJECTED.inc();
+        reply(tx, StatusCode::Forbidden, vec![]).await;
+    } else {
+        crate::security::SIP_UNKNOWN_SOURCE_DROPPED.inc();
+    }
 }

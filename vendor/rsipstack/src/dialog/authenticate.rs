@@ -277,7 +277,7 @@ pub async fn handle_client_authenticate(
         _ => unreachable!(),
     };
 
-    // sipbridge patch 7: a credential that names its realm answers only challenges
+    // sipbridge patch 11: a credential that names its realm answers only challenges
     // in that realm, so a challenge from elsewhere never gets the password's
     // digest (issue 17: credentials only for the trunk's own realm).
     if let Some(want) = cred.realm.as_deref() {

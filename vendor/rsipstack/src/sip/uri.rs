@@ -366,8 +366,10 @@ impl FromStr for Param {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim_start_matches(';').trim();
         if let Some(eq) = s.find('=') {
-            let name = &s[..eq];
-            let value = &s[eq + 1..];
+            // sipbridge patch: `EQUAL = SWS "=" SWS` (RFC 3261 §25.1): `tag = 98asjd8`
+            // is the tag `98asjd8` (RFC 4475 §3.1.1.1).
+            let name = s[..eq].trim();
+            let value = s[eq + 1..].trim();
             Param::try_from((name, Some(value)))
         } else {
             Param::try_from((s, None))

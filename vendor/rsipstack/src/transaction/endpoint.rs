@@ -379,7 +379,10 @@ impl EndpointInner {
                 Err(e) => {
                     // sipbridge patch: a request that cannot be keyed (bad Via, CSeq,
                     // ...) gets 400 when a response can be formed (RFC 3261 §8.2.6).
-                    if let Some(resp) = crate::sip::bad_request::bad_request(req.to_string().as_bytes(), &e.to_string()) {
+                    let answer = from.get_socketaddr().is_ok_and(|a| crate::sip::bad_request::may_answer(a.ip()));
+                    if let Some(resp) = crate::sip::bad_request::bad_request(req.to_string().as_bytes(), &e.to_string())
+                        .filter(|_| answer)
+                    {
                         if let Ok(resp) = SipMessage::try_from(resp.as_slice()) {
                             connection.send(resp, Some(from)).await.ok();
                         }

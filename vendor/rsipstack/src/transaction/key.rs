@@ -42,10 +42,9 @@ impl TransactionKey {
             method = Method::Invite;
         }
 
-        let from_tag = req
-            .from_header()?
-            .tag()?
-            .ok_or(Error::Error("from tags missing".to_string()))?;
+        // sipbridge patch: an RFC 2543 client sends no From tag (RFC 3261 §17.2.3
+        // matches such requests without it; RFC 4475 §3.4): key it with an empty tag.
+        let from_tag = req.from_header()?.tag()?.unwrap_or_default();
         let call_id = req.call_id_header()?.value();
         let cseq = req.cseq_header()?.seq()?;
         Self::build_key(role, via, method, cseq, from_tag, call_id)

@@ -177,12 +177,21 @@ impl UdpConnection {
 
             let raw_message = String::from_utf8_lossy(packet);
 
-            let msg = match crate::sip::SipMessage::try_from(packet) {
+            // sipbridge patch: a malformed Request-Line is a 400 even when the lenient
+            // parser below would accept it (RFC 4475 §3.1.2.7-11).
+            let parsed = match crate::sip::bad_request::request_line_error(packet) {
+                Some(why) => Err(crate::Error::Error(why.to_string())),
+                None => crate::sip::SipMessage::try_from(packet).map_err(|e| crate::Error::Error(e.to_string())),
+            };
+            let msg = match parsed {
                 Ok(msg) => msg,
                 Err(e) => {
-                    // sipbridge patch: answer 400 when a response can be formed.
-                    if let Some(resp) = crate::sip::bad_request::bad_request(packet, &e.to_string()) {
-                        self.inner.conn.send_to(&resp, addr).await.ok();
+                    // sipbridge patch: answer 400/501/505 when a response can be formed
+                    // and the application lets this source learn it.
+                    if crate::sip::bad_request::may_answer(addr.ip()) {
+                        if let Some(resp) = crate::sip::bad_request::bad_request(packet, &e.to_string()) {
+                            self.inner.conn.send_to(&resp, addr).await.ok();
+                        }
                     }
                     debug!(
                         src = %addr,
@@ -194,10 +203,13 @@ impl UdpConnection {
                 }
             };
 
-            // sipbridge patch: a body shorter than Content-Length (RFC 3261 §18.3).
-            if crate::sip::bad_request::truncated_body(packet) {
-                if let Some(resp) = crate::sip::bad_request::bad_request(packet, "body shorter than Content-Length") {
-                    self.inner.conn.send_to(&resp, addr).await.ok();
+            // sipbridge patch: a body shorter than Content-Length (RFC 3261 §18.3), a
+            // Content-Length given twice or not a number (RFC 4475 §3.1.2.3, §3.3.9).
+            if let Some(why) = crate::sip::bad_request::content_length_error(packet) {
+                if msg.is_request() && crate::sip::bad_request::may_answer(addr.ip()) {
+                    if let Some(resp) = crate::sip::bad_request::bad_request(packet, why) {
+                        self.inner.conn.send_to(&resp, addr).await.ok();
+                    }
                 }
                 continue;
             }
