@@ -103,7 +103,8 @@ pub struct SipStreams {
     /// (default 10 s).
     pub first_message_timeout: Duration,
     /// `idle_timeout`: a non-trunk connection receiving nothing (not even an RFC
-    /// 5626 CRLF keepalive) for this long is closed (default 60 s).
+    /// 5626 CRLF keepalive) for this long is closed (default 180 s: longer than the
+    /// 95–120 s keepalive interval RFC 5626 §4.4.1 gives clients on TCP/TLS).
     pub idle_timeout: Duration,
 }
 
@@ -114,7 +115,7 @@ impl Default for SipStreams {
             max_connections_per_source: 16,
             tls_handshake_timeout: Duration::from_secs(10),
             first_message_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(180),
         }
     }
 }

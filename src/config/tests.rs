@@ -399,7 +399,7 @@ fn sip_stream_bounds_have_defaults_and_located_errors() {
     assert_eq!((s.max_connections, s.max_connections_per_source), (1024, 16));
     assert_eq!(
         (s.tls_handshake_timeout.as_secs(), s.first_message_timeout.as_secs(), s.idle_timeout.as_secs()),
-        (10, 10, 60)
+        (10, 10, 180)
     );
     let ok = write(
         dir.path(),

@@ -46,14 +46,15 @@ pub struct StreamLimits {
 
 impl Default for StreamLimits {
     /// 1024 connections, 16 per source, 10 s handshake, 10 s to the first
-    /// message, 60 s idle.
+    /// message, 180 s idle (above the 95–120 s TCP keepalive interval of RFC 5626
+    /// §4.4.1).
     fn default() -> Self {
         Self {
             max_connections: 1024,
             max_connections_per_source: 16,
             tls_handshake_timeout: Duration::from_secs(10),
             first_message_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(180),
         }
     }
 }
