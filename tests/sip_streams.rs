@@ -126,6 +126,25 @@ fn closed_within(s: &mut TcpStream, limit: Duration, seen: &mut Vec<u8>) -> bool
     }
 }
 
+/// Whether the daemon serves `s`: an RFC 5626 CRLFCRLF ping is answered with a
+/// CRLF pong on an admitted connection, a refused one is closed.
+fn admitted(s: &mut TcpStream) -> bool {
+    if s.write_all(b"\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < 2 {
+        let closed = closed_within(s, Duration::from_millis(100), &mut got);
+        if closed {
+            return false;
+        }
+        assert!(Instant::now() < deadline, "neither a pong nor a close");
+    }
+    assert_eq!(got, b"\r\n", "pong");
+    true
+}
+
 /// One counter from the daemon's /metrics.
 fn metric(api_port: u16, name: &str) -> u64 {
     let mut s = TcpStream::connect(("127.0.0.1", api_port)).expect("API");
@@ -215,11 +234,12 @@ fn two_thousand_idle_connections_do_not_stop_a_trunks_calls() {
     let idle: Vec<TcpStream> = (0..2000).map(|i| connect_from(&sources[i % sources.len()], port)).collect();
     let connect_time = t0.elapsed();
     // Every one is accepted and held by the daemon (one descriptor each).
+    // (A descriptor or two of startup may close meanwhile, hence the slack of 4.)
     let deadline = Instant::now() + WAIT;
-    while fds(pid) < fds_before + 2000 && Instant::now() < deadline {
+    while fds(pid) + 4 < fds_before + 2000 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(fds(pid) >= fds_before + 2000, "daemon holds {} fds, {fds_before} before", fds(pid));
+    assert!(fds(pid) + 4 >= fds_before + 2000, "daemon holds {} fds, {fds_before} before", fds(pid));
     let (rss_held, _) = rss_kb(pid);
 
     // The trunk places 30 calls over one TCP connection, 5 at a time.
@@ -232,7 +252,12 @@ fn two_thousand_idle_connections_do_not_stop_a_trunks_calls() {
     let (rss_calls, hwm) = rss_kb(pid);
     let stat = std::fs::read_to_string(dir.path().join("trunk-calls.stdout")).unwrap_or_default();
     assert_eq!(code, 0, "every trunk call must succeed\n{}\n{stat}", sipp.report());
-    assert!(fds(pid) >= fds_before + 2000, "the idle connections were still held during the calls");
+    // None of the idle connections was closed meanwhile.
+    for (i, s) in idle.iter().enumerate() {
+        s.set_nonblocking(true).unwrap();
+        let open = matches!((&*s).read(&mut [0u8; 16]), Err(e) if e.kind() == ErrorKind::WouldBlock);
+        assert!(open, "idle connection {i} was closed");
+    }
     println!(
         "2000 idle TCP connections opened in {connect_time:?}; daemon RSS: {rss_before} kB before, \
          {rss_held} kB holding them, {rss_calls} kB after 30 trunk calls (peak {hwm} kB); \
@@ -255,28 +280,40 @@ fn connection_caps_refuse_per_source_and_in_total_but_never_a_trunk() {
         api,
         "max_connections = 6\nmax_connections_per_source = 4\nfirst_message_timeout = \"60s\"\n",
     );
-    let mut seen = Vec::new();
-    let mut held: Vec<TcpStream> = (0..4).map(|_| connect_from("127.0.0.50", port)).collect();
-    let mut fifth = connect_from("127.0.0.50", port);
-    assert!(closed_within(&mut fifth, WAIT, &mut seen), "the 5th connection from one source is closed");
-    held.extend((0..2).map(|_| connect_from("127.0.0.51", port)));
-    let mut over_total = connect_from("127.0.0.52", port);
-    assert!(closed_within(&mut over_total, WAIT, &mut seen), "the 7th connection in all is closed");
-    // The trunk is not counted: its connections are held past the total cap.
-    let mut trunk: Vec<TcpStream> = (0..8).map(|_| connect_from(TRUNK_IP, port)).collect();
-    for s in held.iter_mut().chain(trunk.iter_mut()) {
-        assert!(!closed_within(s, Duration::from_millis(300), &mut seen), "admitted connections stay open");
+    let mut held: Vec<TcpStream> = Vec::new();
+    for i in 0..4 {
+        let mut s = connect_from("127.0.0.50", port);
+        assert!(admitted(&mut s), "connection {i} from a source under its cap");
+        held.push(s);
+    }
+    assert!(!admitted(&mut connect_from("127.0.0.50", port)), "the 5th connection from one source is refused");
+    // The total: the daemon's own readiness probe (from 127.0.0.1, closed before
+    // READY) may still hold a place for a moment, so one or two more fit.
+    let mut more = 0;
+    loop {
+        let mut s = connect_from("127.0.0.51", port);
+        if !admitted(&mut s) {
+            break;
+        }
+        held.push(s);
+        more += 1;
+        assert!(more <= 2, "more than max_connections = 6 admitted");
+    }
+    assert!(more >= 1, "{more}");
+    // The trunk is not counted: its connections are admitted past the total cap.
+    let mut trunk: Vec<TcpStream> = Vec::new();
+    for i in 0..8 {
+        let mut s = connect_from(TRUNK_IP, port);
+        assert!(admitted(&mut s), "trunk connection {i}");
+        trunk.push(s);
     }
     assert_eq!(metric_until(api, "sipbridge_sip_streams_refused_total", |v| v >= 2), 2);
     // A closed connection gives its place back.
     drop(held.remove(0));
     let deadline = Instant::now() + WAIT;
-    loop {
-        let mut again = connect_from("127.0.0.50", port);
-        if !closed_within(&mut again, Duration::from_millis(300), &mut seen) {
-            break;
-        }
+    while !admitted(&mut connect_from("127.0.0.50", port)) {
         assert!(Instant::now() < deadline, "the place of a closed connection was never freed");
+        std::thread::sleep(Duration::from_millis(50));
     }
     let log = d.stderr();
     assert!(log.contains("too many connections from this source"), "{log}");

@@ -566,7 +566,7 @@ impl TransportLayerInner {
                         .map(|slots| {
                             slots
                                 .iter()
-                                .filter(|c| c.is_stream() && !c.is_same_stream(&connection))
+                                .filter(|c| c.is_stream() && !c.is_same_stream(connection))
                                 .map(|c| c.get_addr().to_string())
                                 .collect::<Vec<_>>()
                         })
@@ -576,7 +576,7 @@ impl TransportLayerInner {
                 let duplicate = self.connections.with(|cached| {
                     cached
                         .get(&remote_addr)
-                        .is_some_and(|slots| slots.iter().any(|c| c.is_same_stream(&connection)))
+                        .is_some_and(|slots| slots.iter().any(|c| c.is_same_stream(connection)))
                 });
                 if duplicate {
                     // Same object re-registered: keep the list deduplicated so
