@@ -91,6 +91,8 @@ pub struct Sip {
     /// `User-Agent`/`Server` value on messages to trunks (`user_agent`, default
     /// `"sipbridge"`, no version); empty = no such header. Never sent to non-trunks.
     pub user_agent: String,
+    /// Bounds on TCP/TLS connections accepted by the listeners.
+    pub streams: SipStreams,
 }
 
 /// `[sip] unknown_source`: the answer to a request from a source that matches no
@@ -102,6 +104,42 @@ pub enum UnknownSource {
     Drop,
     /// `403 Forbidden`, without `User-Agent`/`Server`.
     Reject,
+}
+
+/// `[sip]` bounds on accepted TCP/TLS connections (issue 17). Connections from
+/// trunk addresses are not counted, never refused by the caps and not held to the
+/// first-message and idle timeouts. Read at start: changes need a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SipStreams {
+    /// `max_connections`: connections from non-trunk sources at one time, all
+    /// stream listeners together (default 1024).
+    pub max_connections: u32,
+    /// `max_connections_per_source`: connections from one non-trunk IP address at
+    /// one time (default 16).
+    pub max_connections_per_source: u32,
+    /// `tls_handshake_timeout`: accept to finished TLS handshake, any peer
+    /// (default 10 s).
+    pub tls_handshake_timeout: Duration,
+    /// `first_message_timeout`: start of a connection (after TLS) to its first
+    /// complete SIP message, and the most a started message may take to complete
+    /// (default 10 s).
+    pub first_message_timeout: Duration,
+    /// `idle_timeout`: a non-trunk connection receiving nothing (not even an RFC
+    /// 5626 CRLF keepalive) for this long is closed (default 180 s: longer than the
+    /// 95–120 s keepalive interval RFC 5626 §4.4.1 gives clients on TCP/TLS).
+    pub idle_timeout: Duration,
+}
+
+impl Default for SipStreams {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_source: 16,
+            tls_handshake_timeout: Duration::from_secs(10),
+            first_message_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(180),
+        }
+    }
 }
 
 /// `[rtp]`: media ports and timeouts.

@@ -53,6 +53,11 @@ const SIP: &[&str] = &[
     "auth_ban_time",
     "unknown_source",
     "user_agent",
+    "max_connections",
+    "max_connections_per_source",
+    "tls_handshake_timeout",
+    "first_message_timeout",
+    "idle_timeout",
 ];
 const RTP: &[&str] = &["port_range", "timeout", "learning_window", "relatch_after", "strict_source"];
 const TRUNK: &[&str] = &[
@@ -239,8 +244,51 @@ fn read_sip(root: &Table<'_>, issues: &mut Issues) -> Sip {
             }
         })
         .unwrap_or_else(|| "sipbridge".into());
+    let streams = read_sip_streams(&t, issues);
     t.finish(issues);
-    Sip { listen, tls_certificate, tls_private_key, tls_ca_file, auth_ban, unknown_source, user_agent }
+    Sip { listen, tls_certificate, tls_private_key, tls_ca_file, auth_ban, unknown_source, user_agent, streams }
+}
+
+/// The `[sip]` bounds on accepted TCP/TLS connections.
+fn read_sip_streams(t: &Table<'_>, issues: &mut Issues) -> SipStreams {
+    let d = SipStreams::default();
+    let count = |key: &str, issues: &mut Issues, default: u32| {
+        t.integer(key, issues, 1, 1_000_000).map_or(default, |n| n as u32)
+    };
+    let max_connections = count("max_connections", issues, d.max_connections);
+    let max_connections_per_source = count("max_connections_per_source", issues, d.max_connections_per_source);
+    if max_connections_per_source > max_connections {
+        issues.push(
+            t.key_path("max_connections_per_source"),
+            format!("{max_connections_per_source} is more than max_connections ({max_connections})"),
+        );
+    }
+    let mut bounded = |key: &str, default: Duration, min: Duration, max: Duration| {
+        let v = duration(t, key, issues, default);
+        if v < min || v > max {
+            issues.push(
+                t.key_path(key),
+                format!(
+                    "{key} must be between {} and {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            );
+        }
+        v
+    };
+    let tls_handshake_timeout =
+        bounded("tls_handshake_timeout", d.tls_handshake_timeout, Duration::from_millis(100), Duration::from_secs(120));
+    let first_message_timeout =
+        bounded("first_message_timeout", d.first_message_timeout, Duration::from_millis(100), Duration::from_secs(120));
+    let idle_timeout = bounded("idle_timeout", d.idle_timeout, Duration::from_secs(1), Duration::from_secs(3600));
+    SipStreams {
+        max_connections,
+        max_connections_per_source,
+        tls_handshake_timeout,
+        first_message_timeout,
+        idle_timeout,
+    }
 }
 
 fn read_rtp(root: &Table<'_>, issues: &mut Issues) -> Rtp {

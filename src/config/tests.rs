@@ -504,3 +504,45 @@ fn sip_unknown_source_and_user_agent_defaults_and_bad_values() {
     assert!(e.contains("bad.toml:2: sip.unknown_source: \"ignore\" is not one of \"drop\", \"reject\""), "{e}");
     assert!(e.contains("bad.toml:3: sip.user_agent"), "{e}");
 }
+
+#[test]
+fn sip_stream_bounds_have_defaults_and_located_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = write(dir.path(), "none.toml", "");
+    let s = load_with_env(&none, env(&[])).unwrap().config.sip.streams;
+    assert_eq!(s, SipStreams::default());
+    assert_eq!((s.max_connections, s.max_connections_per_source), (1024, 16));
+    assert_eq!(
+        (s.tls_handshake_timeout.as_secs(), s.first_message_timeout.as_secs(), s.idle_timeout.as_secs()),
+        (10, 10, 180)
+    );
+    let ok = write(
+        dir.path(),
+        "ok.toml",
+        "[sip]\nmax_connections = 4096\nmax_connections_per_source = 64\ntls_handshake_timeout = \"5s\"\n\
+         first_message_timeout = \"500ms\"\nidle_timeout = \"2m\"\n",
+    );
+    let s = load_with_env(&ok, env(&[])).unwrap().config.sip.streams;
+    assert_eq!((s.max_connections, s.max_connections_per_source), (4096, 64));
+    assert_eq!(s.first_message_timeout, std::time::Duration::from_millis(500));
+    assert_eq!(s.idle_timeout.as_secs(), 120);
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[sip]\nmax_connections = 0\nmax_connections_per_source = \"many\"\ntls_handshake_timeout = \"1h\"\n\
+         first_message_timeout = \"10ms\"\nidle_timeout = \"soon\"\n",
+    );
+    let e = load_with_env(&bad, env(&[])).unwrap_err().to_string();
+    for (line, key) in [
+        (2, "sip.max_connections"),
+        (3, "sip.max_connections_per_source"),
+        (4, "sip.tls_handshake_timeout"),
+        (5, "sip.first_message_timeout"),
+        (6, "sip.idle_timeout"),
+    ] {
+        assert!(e.contains(&format!("bad.toml:{line}: {key}")), "{key} at line {line}: {e}");
+    }
+    let more = write(dir.path(), "more.toml", "[sip]\nmax_connections = 8\nmax_connections_per_source = 9\n");
+    let e = load_with_env(&more, env(&[])).unwrap_err().to_string();
+    assert!(e.contains("more.toml:3: sip.max_connections_per_source: 9 is more than max_connections (8)"), "{e}");
+}

@@ -128,6 +128,36 @@ impl rsipstack::transport::transport_layer::TransportWhitelist for Guard {
     async fn allow(&self, ip: IpAddr) -> bool {
         Guard::allow(self, ip)
     }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.is_trunk_source(ip)
+    }
+
+    fn stream_refused(&self, ip: IpAddr, why: rsipstack::transport::StreamRefusal) {
+        self.count_stream_refusal(ip, why)
+    }
+}
+
+/// Stream bounds (issue 17 point 7): which peers the TCP/TLS caps exempt, and the
+/// count of what they refused.
+impl Guard {
+    /// Whether `ip` is a trunk address: its connections are not counted toward
+    /// `[sip]` `max_connections` / `max_connections_per_source`, never refused by
+    /// them, and not held to the first-message and idle timeouts.
+    pub fn is_trunk_source(&self, ip: IpAddr) -> bool {
+        self.trunks.is_trunk_address(canonical(ip))
+    }
+
+    /// Counts a stream connection refused at accept or closed by a deadline
+    /// (`sipbridge_sip_streams_refused_total`); logs at warn on the 1st, 2nd,
+    /// 4th, 8th ... refusal so a flood cannot flood the journal.
+    pub fn count_stream_refusal(&self, ip: IpAddr, why: rsipstack::transport::StreamRefusal) {
+        crate::security::SIP_STREAMS_REFUSED.inc();
+        let n = crate::security::SIP_STREAMS_REFUSED.get();
+        if n.is_power_of_two() {
+            tracing::warn!(source = %ip, reason = %why, refused_total = n, "SIP stream connection refused or closed");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -233,6 +233,21 @@ async fn wait_listening(transport: Transport, addr: SocketAddr) -> Result<(), Si
     Err(SipError::Bind { transport, addr, reason: "the listener did not start accepting connections".into() })
 }
 
+/// The `[sip]` stream bounds as the transport's limits. Which peers are exempt
+/// (trunk addresses) the transport asks the whitelist, [`limit::Guard`].
+fn stream_limits(cfg: &Config) -> rsipstack::transport::StreamLimits {
+    let s = &cfg.sip.streams;
+    rsipstack::transport::StreamLimits {
+        max_connections: s.max_connections as usize,
+        max_connections_per_source: s.max_connections_per_source as usize,
+        tls_handshake_timeout: s.tls_handshake_timeout,
+        first_message_timeout: s.first_message_timeout,
+        idle_timeout: s.idle_timeout,
+    }
+}
+
+/// Binds one listener; TCP and TLS listeners bound the connections they accept
+/// by `[sip]` `max_connections`, `max_connections_per_source` and the timeouts.
 async fn bind(l: &Listen, cfg: &Config, cancel: &CancellationToken) -> Result<SipConnection, SipError> {
     let external = match &cfg.node.public_address {
         PublicAddress::Ip(ip) => Some(SocketAddr::new(*ip, l.addr.port())),
@@ -256,7 +271,10 @@ async fn bind(l: &Listen, cfg: &Config, cancel: &CancellationToken) -> Result<Si
             .await
             .map_err(|e| err(e.to_string()))?
             .into(),
-        Transport::Tcp => TcpListenerConnection::new(l.addr, external).await.map_err(|e| err(e.to_string()))?.into(),
+        Transport::Tcp => TcpListenerConnection::new_with_limits(l.addr, external, Some(stream_limits(cfg)))
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .into(),
         Transport::Tls => {
             let read = |p: &Option<std::path::PathBuf>| -> Result<Vec<u8>, SipError> {
                 let p = p
@@ -275,10 +293,15 @@ async fn bind(l: &Listen, cfg: &Config, cancel: &CancellationToken) -> Result<Si
                 },
                 ..Default::default()
             };
-            rsipstack::transport::tls::TlsListenerConnection::new(l.addr, external, tls)
-                .await
-                .map_err(|e| err(e.to_string()))?
-                .into()
+            rsipstack::transport::tls::TlsListenerConnection::new_with_limits(
+                l.addr,
+                external,
+                tls,
+                Some(stream_limits(cfg)),
+            )
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .into()
         }
     })
 }

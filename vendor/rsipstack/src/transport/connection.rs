@@ -372,6 +372,31 @@ impl SipConnection {
         }
     }
 
+    /// sipbridge patch: serves an accepted TCP/TLS connection under stream
+    /// limits (deadlines, per-message whitelist); returns the deadline that ended
+    /// it, if one did. Other connection types are served as by `serve_loop`.
+    #[cfg(feature = "platform-tokio")]
+    pub(crate) async fn serve_loop_with(
+        &self,
+        sender: TransportSender,
+        options: &super::stream::ServeOptions,
+    ) -> Result<Option<super::StreamRefusal>> {
+        match self {
+            SipConnection::Tcp(transport) => {
+                transport
+                    .inner
+                    .serve_loop_with(sender, self.clone(), options)
+                    .await
+            }
+            #[cfg(feature = "rustls")]
+            SipConnection::Tls(transport) => transport.serve_loop_with(sender, options).await,
+            _ => self
+                .serve_loop(sender, options.idle_timeout)
+                .await
+                .map(|()| None),
+        }
+    }
+
     pub async fn close(&self) -> Result<()> {
         match self {
             SipConnection::Channel(transport) => transport.close().await,

@@ -3,6 +3,9 @@ pub mod connection;
 pub mod sip_addr;
 #[cfg(feature = "platform-tokio")]
 pub mod stream;
+// sipbridge patch: caps and deadlines for accepted TCP/TLS connections.
+#[cfg(feature = "platform-tokio")]
+pub mod stream_limits;
 #[cfg(feature = "platform-tokio")]
 pub mod tcp;
 #[cfg(feature = "platform-tokio")]
@@ -17,6 +20,8 @@ pub mod websocket;
 pub use connection::SipConnection;
 pub use connection::TransportEvent;
 pub use sip_addr::SipAddr;
+#[cfg(feature = "platform-tokio")]
+pub use stream_limits::{StreamLimits, StreamRefusal};
 #[cfg(feature = "platform-tokio")]
 pub use tcp_listener::TcpListenerConnection;
 #[cfg(all(feature = "platform-tokio", feature = "rustls"))]

@@ -3,6 +3,7 @@ use crate::sip::SipMessage;
 use crate::{
     transport::{
         connection::{TransportSender, KEEPALIVE_REQUEST, KEEPALIVE_RESPONSE},
+        stream_limits::StreamRefusal,
         SipAddr, SipConnection, TransportEvent,
     },
     Result,
@@ -10,8 +11,9 @@ use crate::{
 use bytes::{Buf, BytesMut};
 use core::time::Duration;
 use memchr::{memchr, memmem};
+use std::time::Instant;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     sync::Mutex,
 };
 use tokio_util::codec::{Decoder, Encoder};
@@ -57,14 +59,41 @@ impl Decoder for SipCodec {
     type Error = crate::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>> {
+        Ok(match self.decode_frame(src)? {
+            None => None,
+            Some(SipFrame::Message(bytes)) => {
+                Some(SipCodecType::Message(SipMessage::try_from(&bytes[..])?))
+            }
+            Some(SipFrame::KeepaliveRequest) => Some(SipCodecType::KeepaliveRequest),
+            Some(SipFrame::KeepaliveResponse) => Some(SipCodecType::KeepaliveResponse),
+        })
+    }
+}
+
+/// One unit cut from a stream, before parsing (sipbridge patch: the serve loop
+/// rate-limits messages before paying for the parse).
+pub(crate) enum SipFrame {
+    /// The bytes of one complete message (headers, CRLFCRLF, Content-Length body).
+    Message(BytesMut),
+    /// RFC 5626 §3.5.1 CRLFCRLF ping.
+    KeepaliveRequest,
+    /// RFC 5626 §3.5.1 CRLF pong.
+    KeepaliveResponse,
+}
+
+impl SipCodec {
+    /// Cuts the next frame from `src`: `Ok(None)` until one is complete. Errors
+    /// when the Content-Length is not a number, or the message (announced or
+    /// buffered) is larger than 65 535 bytes.
+    pub(crate) fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Option<SipFrame>> {
         if src.len() >= 4 && &src[0..4] == KEEPALIVE_REQUEST {
             src.advance(4);
-            return Ok(Some(SipCodecType::KeepaliveRequest));
+            return Ok(Some(SipFrame::KeepaliveRequest));
         }
 
         if src.len() >= 2 && &src[0..2] == KEEPALIVE_RESPONSE {
             src.advance(2);
-            return Ok(Some(SipCodecType::KeepaliveResponse));
+            return Ok(Some(SipFrame::KeepaliveResponse));
         }
 
         if let Some(headers_end) = memmem::find(src, b"\r\n\r\n") {
@@ -118,12 +147,16 @@ impl Decoder for SipCodec {
                 start = if end < headers.len() { end + 1 } else { end };
             }
 
-            let total_len = headers_end + 4 + content_length;
+            // sipbridge patch: refuse an announced size past the cap at once
+            // (and never overflow on a huge Content-Length) instead of
+            // buffering toward it.
+            let total_len = (headers_end + 4)
+                .checked_add(content_length)
+                .filter(|&n| n <= MAX_SIP_MESSAGE_SIZE)
+                .ok_or_else(|| crate::Error::Error("SIP message too large".to_string()))?;
 
             if src.len() >= total_len {
-                let msg_data = src.split_to(total_len); // consume full message
-                let msg = SipMessage::try_from(&msg_data[..])?;
-                return Ok(Some(SipCodecType::Message(msg)));
+                return Ok(Some(SipFrame::Message(src.split_to(total_len))));
             }
         }
 
@@ -195,72 +228,108 @@ where
         connection: SipConnection,
         idle_timeout: Duration,
     ) -> Result<()> {
+        self.serve_loop_with(sender, connection, &ServeOptions::plain(idle_timeout))
+            .await
+            .map(|_| ())
+    }
+
+    /// sipbridge patch: serves the connection under `options` until the peer
+    /// closes, an error occurs, or a deadline passes (returned). The read buffer
+    /// starts empty and grows with the data up to the 65 535-byte message cap; it
+    /// is dropped again once a large message has been consumed, so an idle
+    /// connection holds about 1 KiB.
+    pub(crate) async fn serve_loop_with(
+        &self,
+        sender: TransportSender,
+        connection: SipConnection,
+        options: &ServeOptions,
+    ) -> Result<Option<StreamRefusal>> {
         let mut read_half = match self.read_half.lock().await.take() {
             Some(read_half) => read_half,
             None => {
                 warn!(local = %self.local_addr, "Connection already closed");
-                return Ok(());
+                return Ok(None);
             }
         };
 
         let remote_addr = self.remote_addr.clone();
+        let remote_socket_addr = remote_addr.get_socketaddr()?;
 
         let mut codec = SipCodec::new();
-        let mut buffer = BytesMut::with_capacity(MAX_SIP_MESSAGE_SIZE);
-        let mut read_buf = BytesMut::with_capacity(MAX_SIP_MESSAGE_SIZE);
-        read_buf.resize(MAX_SIP_MESSAGE_SIZE, 0);
+        let mut buffer = BytesMut::new();
+        let mut clock = StreamClock::new(Instant::now());
         loop {
-            match read_stream_chunk(&mut read_half, &mut read_buf, idle_timeout).await {
-                StreamRead::Idle => {
-                    warn!(
-                        local = %self.local_addr,
-                        remote = %remote_addr,
-                        idle_secs = idle_timeout.as_secs(),
-                        "stream idle timeout, closing connection"
-                    );
-                    break;
-                }
-                StreamRead::Data(Ok(0)) => {
-                    debug!(local = %self.local_addr, remote = %remote_addr, "Connection closed");
-                    break;
-                }
-                StreamRead::Data(Ok(n)) => {
-                    buffer.extend_from_slice(&read_buf[0..n]);
-
-                    while let Some(msg) = codec.decode(&mut buffer)? {
-                        match msg {
-                            SipCodecType::Message(sip_msg) => {
-                                info!(src = %remote_addr, raw_message = ?sip_msg.to_string(), "received message");
-                                let remote_socket_addr = remote_addr.get_socketaddr()?;
-                                let sip_msg = SipConnection::update_msg_received(
-                                    sip_msg,
-                                    remote_socket_addr,
-                                    remote_addr.r#type.unwrap_or_default(),
-                                )?;
-
-                                if let Err(e) = sender.send(TransportEvent::Incoming(
-                                    sip_msg,
-                                    connection.clone(),
-                                    remote_addr.clone(),
-                                )) {
-                                    warn!(error = ?e, "Error sending incoming message");
-                                    return Err(e.into());
-                                }
-                            }
-                            SipCodecType::KeepaliveRequest => {
-                                self.send_raw(KEEPALIVE_RESPONSE).await?;
-                            }
-                            SipCodecType::KeepaliveResponse => {}
+            reserve_for_read(&mut buffer);
+            let read = match clock.deadline(options) {
+                None => read_half.read_buf(&mut buffer).await,
+                Some((at, why)) => {
+                    match tokio::time::timeout_at(at.into(), read_half.read_buf(&mut buffer)).await
+                    {
+                        Ok(read) => read,
+                        Err(_) => {
+                            debug!(
+                                local = %self.local_addr,
+                                remote = %remote_addr,
+                                %why,
+                                "closing stream connection"
+                            );
+                            return Ok(Some(why));
                         }
                     }
                 }
-                StreamRead::Data(Err(e)) => {
-                    warn!(error = %e, src = %remote_addr, "Error reading from stream");
-                    break;
+            };
+            match read {
+                Ok(0) => {
+                    debug!(local = %self.local_addr, remote = %remote_addr, "Connection closed");
+                    return Ok(None);
+                }
+                Ok(_) => clock.bytes_arrived(Instant::now()),
+                Err(e) => {
+                    debug!(error = %e, src = %remote_addr, "Error reading from stream");
+                    return Ok(None);
                 }
             }
+
+            let mut frames = 0usize;
+            while let Some(frame) = codec.decode_frame(&mut buffer)? {
+                frames += 1;
+                match frame {
+                    SipFrame::Message(bytes) => {
+                        clock.message_completed();
+                        if !options.allows_one_more(&remote_addr).await {
+                            continue;
+                        }
+                        let sip_msg = SipMessage::try_from(&bytes[..])?;
+                        drop(bytes);
+                        info!(src = %remote_addr, raw_message = ?sip_msg.to_string(), "received message");
+                        let sip_msg = SipConnection::update_msg_received(
+                            sip_msg,
+                            remote_socket_addr,
+                            remote_addr.r#type.unwrap_or_default(),
+                        )?;
+
+                        if let Err(e) = sender.send(TransportEvent::Incoming(
+                            sip_msg,
+                            connection.clone(),
+                            remote_addr.clone(),
+                        )) {
+                            warn!(error = ?e, "Error sending incoming message");
+                            return Err(e.into());
+                        }
+                    }
+                    SipFrame::KeepaliveRequest => {
+                        if options.allows_one_more(&remote_addr).await {
+                            self.send_raw(KEEPALIVE_RESPONSE).await?;
+                        }
+                    }
+                    SipFrame::KeepaliveResponse => {}
+                }
+            }
+            clock.buffer_state(frames > 0, !buffer.is_empty());
+            if buffer.is_empty() && buffer.capacity() > SHRINK_ABOVE {
+                buffer = BytesMut::new();
+            }
         }
-        Ok(())
     }
 
     pub async fn close(&self) -> Result<()> {
@@ -270,6 +339,121 @@ where
             .await
             .map_err(|e| crate::Error::Error(format!("Failed to shutdown write half: {}", e)))?;
         Ok(())
+    }
+}
+
+/// First read reservation of a connection's buffer, in bytes (sipbridge patch).
+const INITIAL_READ: usize = 1024;
+/// An empty buffer with more capacity than this is given back (sipbridge patch).
+const SHRINK_ABOVE: usize = 8 * 1024;
+
+/// Makes room for the next read: 1 KiB for an empty buffer, then as much again as
+/// is buffered (a partial message doubles), never past the message cap.
+fn reserve_for_read(buffer: &mut BytesMut) {
+    let spare = buffer.capacity() - buffer.len();
+    if spare >= INITIAL_READ / 2 {
+        return;
+    }
+    let room_to_cap = (MAX_SIP_MESSAGE_SIZE + 1).saturating_sub(buffer.len());
+    buffer.reserve(buffer.len().max(INITIAL_READ).min(room_to_cap).max(1));
+}
+
+/// sipbridge patch: how a stream connection is served.
+#[derive(Clone)]
+pub(crate) struct ServeOptions {
+    /// Close after this long without a byte (`ZERO`: never).
+    pub idle_timeout: Duration,
+    /// Close when no complete message arrived this long after serving began, or
+    /// a started message stays incomplete this long (`ZERO`: no such deadline).
+    pub first_message_timeout: Duration,
+    /// Asked (`allow(source)`) before each message or keepalive is processed.
+    pub whitelist: Option<super::transport_layer::TransportWhitelistRef>,
+    /// The peer's address, for the whitelist.
+    pub source: Option<core::net::IpAddr>,
+}
+
+impl ServeOptions {
+    /// Only an idle timeout, no per-message check (upstream behaviour).
+    pub(crate) fn plain(idle_timeout: Duration) -> Self {
+        Self {
+            idle_timeout,
+            first_message_timeout: Duration::ZERO,
+            whitelist: None,
+            source: None,
+        }
+    }
+
+    /// Whether the next message or keepalive from this peer may be processed.
+    async fn allows_one_more(&self, remote: &SipAddr) -> bool {
+        match (&self.whitelist, self.source) {
+            (Some(w), Some(ip)) => {
+                let ok = w.allow(ip).await;
+                if !ok {
+                    debug!(src = %remote, "stream message dropped by the whitelist");
+                }
+                ok
+            }
+            _ => true,
+        }
+    }
+}
+
+/// The deadlines of one stream connection (sans-IO: the caller passes the time).
+#[derive(Debug, Clone, Copy)]
+struct StreamClock {
+    started: Instant,
+    last_bytes: Instant,
+    message_seen: bool,
+    partial_since: Option<Instant>,
+}
+
+impl StreamClock {
+    fn new(now: Instant) -> Self {
+        Self {
+            started: now,
+            last_bytes: now,
+            message_seen: false,
+            partial_since: None,
+        }
+    }
+
+    fn bytes_arrived(&mut self, now: Instant) {
+        self.last_bytes = now;
+    }
+
+    fn message_completed(&mut self) {
+        self.message_seen = true;
+    }
+
+    /// After a read has been decoded: `decoded` frames came out of it, and
+    /// `partial` bytes of a next message remain buffered.
+    fn buffer_state(&mut self, decoded: bool, partial: bool) {
+        self.partial_since = match (partial, decoded) {
+            (false, _) => None,
+            (true, true) => Some(self.last_bytes),
+            (true, false) => self.partial_since.or(Some(self.last_bytes)),
+        };
+    }
+
+    /// The next deadline and what passing it means, if any.
+    fn deadline(&self, o: &ServeOptions) -> Option<(Instant, StreamRefusal)> {
+        let first = o.first_message_timeout;
+        if !first.is_zero() {
+            if !self.message_seen {
+                return Some((self.started + first, StreamRefusal::FirstMessageTimeout));
+            }
+            if let Some(since) = self.partial_since {
+                return Some((since + first, StreamRefusal::IncompleteMessageTimeout));
+            }
+        }
+        if o.idle_timeout.is_zero() {
+            None
+        } else {
+            Some((
+                self.last_bytes + o.idle_timeout,
+                StreamRefusal::IdleTimeout,
+            ))
+        }
     }
 }
 
@@ -283,31 +467,6 @@ pub trait StreamConnection: Send + Sync + 'static {
     /// bytes arrive for `idle_timeout` (`Duration::ZERO` = wait forever).
     async fn serve_loop(&self, sender: TransportSender, idle_timeout: Duration) -> Result<()>;
     async fn close(&self) -> Result<()>;
-}
-
-/// Outcome of one stream read attempt.
-pub enum StreamRead {
-    /// Bytes read, EOF, or an I/O error — mirrors `AsyncReadExt::read`.
-    Data(std::io::Result<usize>),
-    /// No bytes arrived within the configured idle timeout.
-    Idle,
-}
-
-/// Read one chunk from a stream, bounding the wait by `idle_timeout`.
-/// `Duration::ZERO` disables the timeout (blocking read, legacy behavior).
-async fn read_stream_chunk<R: AsyncRead + Unpin>(
-    read_half: &mut R,
-    buf: &mut [u8],
-    idle_timeout: Duration,
-) -> StreamRead {
-    use tokio::io::AsyncReadExt;
-    if idle_timeout.is_zero() {
-        return StreamRead::Data(read_half.read(buf).await);
-    }
-    match tokio::time::timeout(idle_timeout, read_half.read(buf)).await {
-        Ok(res) => StreamRead::Data(res),
-        Err(_) => StreamRead::Idle,
-    }
 }
 
 pub async fn send_to_stream<W>(write_half: &Mutex<W>, msg: SipMessage) -> Result<()>
@@ -512,6 +671,69 @@ mod tests {
         let result = codec.decode(&mut buf).unwrap();
         assert!(matches!(result, Some(SipCodecType::KeepaliveResponse)));
         assert_eq!(buf.len(), 0);
+    }
+
+    // ── sipbridge patch: announced size, buffer growth, deadlines ──────────
+
+    #[test]
+    fn decode_rejects_a_huge_content_length_without_waiting_or_overflowing() {
+        let mut codec = make_codec();
+        for cl in ["70000", "18446744073709551615"] {
+            let raw = format!(
+                "MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: {cl}\r\n\r\n"
+            );
+            let mut buf = BytesMut::from(raw.as_bytes());
+            assert!(codec.decode(&mut buf).is_err(), "Content-Length {cl}");
+        }
+    }
+
+    #[test]
+    fn the_read_buffer_starts_at_1_kib_and_grows_with_a_partial_message_up_to_the_cap() {
+        let mut buf = BytesMut::new();
+        reserve_for_read(&mut buf);
+        assert!((INITIAL_READ..2 * INITIAL_READ).contains(&buf.capacity()), "{}", buf.capacity());
+        let mut steps = 0;
+        while buf.len() <= MAX_SIP_MESSAGE_SIZE {
+            reserve_for_read(&mut buf);
+            let spare = buf.capacity() - buf.len();
+            assert!(spare > 0);
+            buf.extend_from_slice(&vec![b'x'; spare]);
+            steps += 1;
+            assert!(steps < 200);
+        }
+        assert!(buf.capacity() <= 2 * (MAX_SIP_MESSAGE_SIZE + 1), "{}", buf.capacity());
+    }
+
+    #[test]
+    fn deadlines_first_message_then_incomplete_message_then_idle() {
+        let o = ServeOptions {
+            idle_timeout: Duration::from_secs(60),
+            first_message_timeout: Duration::from_secs(10),
+            whitelist: None,
+            source: None,
+        };
+        let t0 = Instant::now();
+        let mut c = StreamClock::new(t0);
+        assert_eq!(c.deadline(&o), Some((t0 + Duration::from_secs(10), StreamRefusal::FirstMessageTimeout)));
+        // A keepalive (bytes, no message) does not move the first-message deadline.
+        c.bytes_arrived(t0 + Duration::from_secs(3));
+        c.buffer_state(true, false);
+        assert_eq!(c.deadline(&o).map(|d| d.1), Some(StreamRefusal::FirstMessageTimeout));
+        // First message complete, nothing buffered: idle deadline from the last bytes.
+        let t1 = t0 + Duration::from_secs(5);
+        c.bytes_arrived(t1);
+        c.message_completed();
+        c.buffer_state(true, false);
+        assert_eq!(c.deadline(&o), Some((t1 + Duration::from_secs(60), StreamRefusal::IdleTimeout)));
+        // Half a message arrives and trickles on: its deadline stays at its start.
+        let t2 = t1 + Duration::from_secs(30);
+        c.bytes_arrived(t2);
+        c.buffer_state(false, true);
+        c.bytes_arrived(t2 + Duration::from_secs(4));
+        c.buffer_state(false, true);
+        assert_eq!(c.deadline(&o), Some((t2 + Duration::from_secs(10), StreamRefusal::IncompleteMessageTimeout)));
+        // Plain options (upstream): only the idle timeout.
+        assert_eq!(c.deadline(&ServeOptions::plain(Duration::ZERO)), None);
     }
 
     // ── message too large ─────────────────────────────────────────────────

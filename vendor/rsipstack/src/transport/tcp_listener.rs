@@ -3,6 +3,7 @@ use crate::transport::tcp::TcpConnection;
 use crate::transport::transport_layer::TransportLayerInnerRef;
 use crate::transport::SipAddr;
 use crate::transport::SipConnection;
+use crate::transport::StreamLimits;
 use crate::Result;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::fmt;
@@ -12,6 +13,9 @@ use tracing::{debug, warn};
 pub struct TcpListenerConnectionInner {
     pub local_addr: SipAddr,
     pub external: Option<SipAddr>,
+    /// sipbridge patch: caps and deadlines for accepted connections (None:
+    /// unbounded, as upstream).
+    pub limits: Option<StreamLimits>,
 }
 
 #[derive(Clone)]
@@ -21,7 +25,18 @@ pub struct TcpListenerConnection {
 
 impl TcpListenerConnection {
     pub async fn new(local_addr: SocketAddr, external: Option<SocketAddr>) -> Result<Self> {
+        Self::new_with_limits(local_addr, external, None).await
+    }
+
+    /// sipbridge patch: a listener whose accepted connections are bounded by
+    /// `limits` (see [`StreamLimits`]); `None` is [`Self::new`].
+    pub async fn new_with_limits(
+        local_addr: SocketAddr,
+        external: Option<SocketAddr>,
+        limits: Option<StreamLimits>,
+    ) -> Result<Self> {
         let inner = TcpListenerConnectionInner {
+            limits,
             local_addr: SipAddr {
                 r#type: Some(crate::sip::transport::Transport::Tcp),
                 addr: local_addr.into(),
@@ -52,9 +67,10 @@ impl TcpListenerConnection {
         }
         socket.set_nonblocking(true)?;
         socket.bind(&local.into())?;
-        socket.listen(128)?;
+        socket.listen(LISTEN_BACKLOG)?;
         let listener = TcpListener::from_std(socket.into())?;
         let listener_local_addr = self.get_addr().clone();
+        let limits = self.inner.limits.clone();
         crate::platform::spawn(async move {
             loop {
                 let (stream, remote_addr) =
@@ -63,6 +79,7 @@ impl TcpListenerConnection {
                         Some(Ok((stream, remote_addr))) => (stream, remote_addr),
                         Some(Err(e)) => {
                             warn!(error = ?e, "Failed to accept connection");
+                            accept_error_pause().await;
                             continue;
                         }
                         None => {
@@ -74,6 +91,15 @@ impl TcpListenerConnection {
                     debug!(remote = %remote_addr, "tcp connection rejected by whitelist");
                     continue;
                 }
+                let admission = match &limits {
+                    Some(limits) => {
+                        match transport_layer_inner.admit_stream(remote_addr.ip(), limits) {
+                            Some(admission) => Some(admission),
+                            None => continue, // dropping the stream closes it
+                        }
+                    }
+                    None => None,
+                };
                 let local_addr = listener_local_addr.clone();
                 let tcp_connection = match TcpConnection::from_stream(
                     stream,
@@ -87,12 +113,28 @@ impl TcpListenerConnection {
                     }
                 };
                 let sip_connection = SipConnection::Tcp(tcp_connection.clone());
-                transport_layer_inner.add_connection(sip_connection.clone());
+                match admission {
+                    Some(admission) => {
+                        transport_layer_inner.add_accepted_connection(sip_connection, admission)
+                    }
+                    None => transport_layer_inner.add_connection(sip_connection),
+                }
                 debug!(?local_addr, "new tcp connection");
             }
         });
         Ok(())
     }
+}
+
+/// sipbridge patch: pending connections the kernel queues per listener (128
+/// before; a burst of connects then waited for SYN retransmissions).
+pub(crate) const LISTEN_BACKLOG: i32 = 1024;
+
+/// sipbridge patch: after a failed accept (EMFILE, ENFILE, ENOBUFS ...), wait a
+/// little before the next: the error repeats at once while the condition
+/// lasts, and retrying immediately spun a core.
+pub(crate) async fn accept_error_pause() {
+    tokio::time::sleep(core::time::Duration::from_millis(50)).await;
 }
 
 /// Accepts the next connection, or returns `None` once `cancel_token` fires.

@@ -6,7 +6,8 @@ use super::{
 };
 use crate::platform::CancellationToken;
 use crate::sip::SipMessage;
-use crate::transport::tcp_listener::accept_or_cancelled;
+use crate::transport::tcp_listener::{accept_error_pause, accept_or_cancelled, LISTEN_BACKLOG};
+use crate::transport::{StreamLimits, StreamRefusal};
 use crate::{error::Error, transport::transport_layer::TransportLayerInnerRef, Result};
 use core::future::Future;
 use core::pin::Pin;
@@ -280,6 +281,9 @@ pub struct TlsListenerConnectionInner {
     pub external: Option<SipAddr>,
     pub config: TlsConfig,
     pub cert_resolver: crate::platform::sync::Mutex<Option<Arc<ReloadableCertResolver>>>,
+    /// sipbridge patch: caps and deadlines for accepted connections (None:
+    /// unbounded, as upstream).
+    pub limits: Option<StreamLimits>,
 }
 
 #[derive(Clone)]
@@ -293,7 +297,19 @@ impl TlsListenerConnection {
         external: Option<SocketAddr>,
         config: TlsConfig,
     ) -> Result<Self> {
+        Self::new_with_limits(local_addr, external, config, None).await
+    }
+
+    /// sipbridge patch: a listener whose accepted connections are bounded by
+    /// `limits` (see [`StreamLimits`]); `None` is [`Self::new`].
+    pub async fn new_with_limits(
+        local_addr: SocketAddr,
+        external: Option<SocketAddr>,
+        config: TlsConfig,
+        limits: Option<StreamLimits>,
+    ) -> Result<Self> {
         let inner = TlsListenerConnectionInner {
+            limits,
             local_addr: SipAddr {
                 r#type: Some(crate::sip::transport::Transport::Tls),
                 addr: local_addr.into(),
@@ -326,11 +342,12 @@ impl TlsListenerConnection {
         }
         socket.set_nonblocking(true)?;
         socket.bind(&local.into())?;
-        socket.listen(128)?;
+        socket.listen(LISTEN_BACKLOG)?;
         let listener = TcpListener::from_std(socket.into())?;
         let (acceptor, resolver) = Self::create_acceptor(&self.inner.config).await?;
         *self.inner.cert_resolver.lock() = Some(resolver);
         let listener_local_addr = self.get_addr().clone();
+        let limits = self.inner.limits.clone();
 
         crate::platform::spawn(async move {
             loop {
@@ -340,6 +357,7 @@ impl TlsListenerConnection {
                         Some(Ok((stream, remote_addr))) => (stream, remote_addr),
                         Some(Err(e)) => {
                             warn!(error = ?e, "Failed to accept TLS connection");
+                            accept_error_pause().await;
                             continue;
                         }
                         None => {
@@ -351,15 +369,47 @@ impl TlsListenerConnection {
                     debug!(remote = %remote_addr, "tls connection rejected by whitelist");
                     continue;
                 }
+                let admission = match &limits {
+                    Some(limits) => {
+                        match transport_layer_inner.admit_stream(remote_addr.ip(), limits) {
+                            Some(admission) => Some(admission),
+                            None => continue, // dropping the stream closes it
+                        }
+                    }
+                    None => None,
+                };
+                let handshake_timeout = limits
+                    .as_ref()
+                    .map(|l| l.tls_handshake_timeout)
+                    .filter(|t| !t.is_zero());
 
                 let acceptor_clone = acceptor.clone();
                 let transport_layer_inner_ref = transport_layer_inner.clone();
                 let local_addr = listener_local_addr.clone();
 
                 crate::platform::spawn(async move {
-                    // Perform TLS handshake
-                    let tls_stream = match acceptor_clone.accept(stream).await {
+                    // Perform TLS handshake (sipbridge patch: within the limits'
+                    // handshake timeout; the admission's place is held meanwhile).
+                    let handshake = acceptor_clone.accept(stream);
+                    let handshake = match handshake_timeout {
+                        Some(t) => match tokio::time::timeout(t, handshake).await {
+                            Ok(result) => result,
+                            Err(_) => {
+                                transport_layer_inner_ref.stream_refused(
+                                    remote_addr.ip(),
+                                    StreamRefusal::HandshakeTimeout,
+                                );
+                                return;
+                            }
+                        },
+                        None => handshake.await,
+                    };
+                    let tls_stream = match handshake {
                         Ok(stream) => stream,
+                        Err(e) if admission.as_ref().is_some_and(|a| a.untrusted()) => {
+                            debug!(error = %e, remote = %remote_addr, "TLS handshake failed");
+                            return;
+                        }
                         Err(e) => {
                             warn!(error = %e, "TLS handshake failed");
                             return;
@@ -388,7 +438,11 @@ impl TlsListenerConnection {
                     };
 
                     let sip_connection = SipConnection::Tls(tls_connection.clone());
-                    transport_layer_inner_ref.add_connection(sip_connection.clone());
+                    match admission {
+                        Some(admission) => transport_layer_inner_ref
+                            .add_accepted_connection(sip_connection, admission),
+                        None => transport_layer_inner_ref.add_connection(sip_connection),
+                    }
                     debug!(?remote_sip_addr, "new tls connection");
                 });
             }
@@ -852,6 +906,23 @@ impl TlsConnection {
 
     pub fn cancel_token(&self) -> Option<CancellationToken> {
         self.cancel_token.clone()
+    }
+
+    /// sipbridge patch: `serve_loop` under stream limits (see `stream_limits`).
+    pub(crate) async fn serve_loop_with(
+        &self,
+        sender: TransportSender,
+        options: &super::stream::ServeOptions,
+    ) -> Result<Option<super::StreamRefusal>> {
+        let sip_connection = SipConnection::Tls(self.clone());
+        match &self.inner {
+            TlsConnectionInner::Client(inner) => {
+                inner.serve_loop_with(sender, sip_connection, options).await
+            }
+            TlsConnectionInner::Server(inner) => {
+                inner.serve_loop_with(sender, sip_connection, options).await
+            }
+        }
     }
 }
 

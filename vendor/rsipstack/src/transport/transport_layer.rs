@@ -39,7 +39,25 @@ pub trait DomainResolver: Send + Sync {
 #[async_trait]
 pub trait TransportWhitelist: Send + Sync {
     /// Return true to accept the packet/connection for the given peer IP.
+    /// Called per UDP datagram, per accepted TCP/TLS connection, and (sipbridge
+    /// patch) per message and keepalive on connections accepted from untrusted
+    /// peers by a listener with [`StreamLimits`](super::StreamLimits): a refused
+    /// stream message is dropped before parsing, the connection stays open.
     async fn allow(&self, ip: IpAddr) -> bool;
+
+    /// sipbridge patch: whether `ip` is a trusted peer (a trunk). Connections
+    /// accepted from it are not counted toward, nor refused by, the caps of
+    /// [`StreamLimits`](super::StreamLimits), nor held to its first-message and
+    /// idle deadlines. Default: nobody is trusted.
+    fn is_trusted(&self, _ip: IpAddr) -> bool {
+        false
+    }
+
+    /// sipbridge patch: a stream connection from `ip` was refused at accept or
+    /// closed by a deadline of [`StreamLimits`](super::StreamLimits). Default:
+    /// nothing (the transport logs it at debug level).
+    #[cfg(feature = "platform-tokio")]
+    fn stream_refused(&self, _ip: IpAddr, _why: super::StreamRefusal) {}
 }
 
 #[async_trait]
@@ -161,6 +179,10 @@ pub struct TransportLayerInner {
     /// `0` disables the timeout (legacy behavior). See
     /// [`DEFAULT_STREAM_IDLE_TIMEOUT_MS`].
     stream_idle_timeout_ms: AtomicU32,
+    // sipbridge patch: accepted untrusted stream connections, shared by every
+    // listener of this layer (see `stream_limits`).
+    #[cfg(feature = "platform-tokio")]
+    stream_accounting: Arc<super::stream_limits::StreamAccounting>,
 }
 pub(crate) type TransportLayerInnerRef = Arc<TransportLayerInner>;
 
@@ -197,6 +219,8 @@ impl TransportLayer {
             #[cfg(all(feature = "platform-tokio", feature = "websocket"))]
             ws_path: RwLock::new(None),
             stream_idle_timeout_ms: AtomicU32::new(DEFAULT_STREAM_IDLE_TIMEOUT_MS),
+            #[cfg(feature = "platform-tokio")]
+            stream_accounting: Arc::default(),
         };
         Self {
             outbound: None,
@@ -377,6 +401,36 @@ impl TransportLayer {
     pub fn stream_idle_timeout(&self) -> Duration {
         self.inner.stream_idle_timeout()
     }
+
+    /// sipbridge patch: accepted stream connections of untrusted peers open now
+    /// (those counted by [`StreamLimits`](super::StreamLimits)).
+    #[cfg(feature = "platform-tokio")]
+    pub fn accepted_untrusted_streams(&self) -> usize {
+        self.inner.stream_accounting.total()
+    }
+}
+
+/// Why a serve loop ended on its own (sipbridge patch: a stream deadline).
+#[cfg(feature = "platform-tokio")]
+type CloseReason = super::StreamRefusal;
+#[cfg(not(feature = "platform-tokio"))]
+type CloseReason = ();
+
+/// sipbridge patch: what an accepted stream connection was admitted with.
+#[cfg(feature = "platform-tokio")]
+pub(crate) struct StreamAdmission {
+    /// The place in the accounting (None for a trusted peer, which is not counted).
+    permit: Option<super::stream_limits::ConnectionPermit>,
+    /// Deadlines and per-message limiting for its serve loop.
+    options: super::stream::ServeOptions,
+}
+
+#[cfg(feature = "platform-tokio")]
+impl StreamAdmission {
+    /// Whether the peer is untrusted (counted by the caps).
+    pub(crate) fn untrusted(&self) -> bool {
+        self.permit.is_some()
+    }
 }
 
 impl TransportLayerInner {
@@ -390,6 +444,63 @@ impl TransportLayerInner {
             Some(whitelist) => whitelist.allow(ip).await,
             None => true,
         }
+    }
+
+    /// sipbridge patch: admits a connection just accepted from `ip` under
+    /// `limits`, or refuses it (reported to the whitelist's `stream_refused`).
+    /// Trusted peers are always admitted, uncounted, with the layer's ordinary
+    /// idle timeout and no per-message limiting.
+    #[cfg(feature = "platform-tokio")]
+    pub(crate) fn admit_stream(
+        &self,
+        ip: IpAddr,
+        limits: &super::StreamLimits,
+    ) -> Option<StreamAdmission> {
+        let whitelist = self.whitelist.read().clone();
+        let trusted = whitelist.as_ref().is_some_and(|w| w.is_trusted(ip));
+        if trusted {
+            return Some(StreamAdmission {
+                permit: None,
+                options: super::stream::ServeOptions::plain(self.stream_idle_timeout()),
+            });
+        }
+        match self.stream_accounting.admit(ip, limits) {
+            Ok(permit) => Some(StreamAdmission {
+                permit: Some(permit),
+                options: super::stream::ServeOptions {
+                    idle_timeout: limits.idle_timeout,
+                    first_message_timeout: limits.first_message_timeout,
+                    whitelist,
+                    source: Some(ip),
+                },
+            }),
+            Err(why) => {
+                self.stream_refused(ip, why);
+                None
+            }
+        }
+    }
+
+    /// sipbridge patch: reports a refused or deadline-closed stream connection.
+    #[cfg(feature = "platform-tokio")]
+    pub(crate) fn stream_refused(&self, ip: IpAddr, why: super::StreamRefusal) {
+        debug!(%ip, %why, "stream connection refused or closed");
+        if let Some(w) = self.whitelist.read().clone() {
+            w.stream_refused(ip, why);
+        }
+    }
+
+    /// sipbridge patch: like `add_connection` for a connection accepted under
+    /// stream limits: it is served with the admission's deadlines and per-message
+    /// limiting, and holds its accounting place until its serve loop ends.
+    #[cfg(feature = "platform-tokio")]
+    pub(crate) fn add_accepted_connection(
+        &self,
+        connection: SipConnection,
+        admission: StreamAdmission,
+    ) {
+        self.cache_connection(&connection);
+        self.serve_connection_with(connection, Some(admission));
     }
 
     #[cfg(all(feature = "platform-tokio", feature = "rustls"))]
@@ -434,6 +545,14 @@ impl TransportLayerInner {
     }
 
     pub(super) fn add_connection(&self, connection: SipConnection) {
+        if self.cache_connection(&connection) {
+            self.serve_connection(connection);
+        }
+    }
+
+    /// Puts the connection into the table `lookup` searches; false (and a
+    /// warning) when it has no remote address and so cannot be served.
+    fn cache_connection(&self, connection: &SipConnection) -> bool {
         if let Some(remote_addr) = connection.get_remote_addr().cloned() {
             debug!(%remote_addr, "add_connection");
             if !connection.is_stream() {
@@ -447,7 +566,7 @@ impl TransportLayerInner {
                         .map(|slots| {
                             slots
                                 .iter()
-                                .filter(|c| c.is_stream() && !c.is_same_stream(&connection))
+                                .filter(|c| c.is_stream() && !c.is_same_stream(connection))
                                 .map(|c| c.get_addr().to_string())
                                 .collect::<Vec<_>>()
                         })
@@ -457,7 +576,7 @@ impl TransportLayerInner {
                 let duplicate = self.connections.with(|cached| {
                     cached
                         .get(&remote_addr)
-                        .is_some_and(|slots| slots.iter().any(|c| c.is_same_stream(&connection)))
+                        .is_some_and(|slots| slots.iter().any(|c| c.is_same_stream(connection)))
                 });
                 if duplicate {
                     // Same object re-registered: keep the list deduplicated so
@@ -485,9 +604,10 @@ impl TransportLayerInner {
                     }
                 }
             }
-            self.serve_connection(connection);
+            true
         } else {
             warn!(addr = %connection.get_addr(), "connection has no remote address");
+            false
         }
     }
 
@@ -657,9 +777,27 @@ impl TransportLayerInner {
     }
 
     pub fn serve_connection(&self, transport: SipConnection) {
+        #[cfg(feature = "platform-tokio")]
+        self.serve_connection_with(transport, None);
+        #[cfg(not(feature = "platform-tokio"))]
+        self.serve_connection_with(transport);
+    }
+
+    fn serve_connection_with(
+        &self,
+        transport: SipConnection,
+        #[cfg(feature = "platform-tokio")] admission: Option<StreamAdmission>,
+    ) {
         let sub_token = self.cancel_token.child_token();
         let sender_clone = self.transport_tx.clone();
         let idle_timeout = self.stream_idle_timeout();
+        #[cfg(feature = "platform-tokio")]
+        let (permit, options) = match admission {
+            Some(a) => (a.permit, Some(a.options)),
+            None => (None, None),
+        };
+        #[cfg(feature = "platform-tokio")]
+        let refused_to = self.whitelist.read().clone();
         let remote_addr = transport
             .get_remote_addr()
             .map(|addr| addr.to_string())
@@ -678,19 +816,40 @@ impl TransportLayerInner {
             }
             let transport2 = transport.clone();
             let mut cancel_f = core::pin::pin!(sub_token.cancelled());
+            // sipbridge patch: a connection admitted under stream limits is
+            // served with its deadlines; a deadline ending it is reported.
             let mut serve_f = core::pin::pin!(async {
+                #[cfg(feature = "platform-tokio")]
+                if let Some(options) = &options {
+                    return transport2
+                        .serve_loop_with(sender_clone.clone(), options)
+                        .await;
+                }
                 transport2
                     .serve_loop(sender_clone.clone(), idle_timeout)
                     .await
+                    .map(|()| None::<CloseReason>)
             });
             match crate::platform::select::select2(&mut cancel_f, &mut serve_f).await {
                 crate::platform::select::Either::A(()) => {}
-                crate::platform::select::Either::B(result) => {
-                    if let Err(e) = result {
+                crate::platform::select::Either::B(result) => match result {
+                    Ok(None) => {}
+                    #[cfg(feature = "platform-tokio")]
+                    Ok(Some(why)) => {
+                        if let (Some(w), Some(ip)) = (&refused_to, options.as_ref().and_then(|o| o.source)) {
+                            debug!(remote=%remote_addr, %why, "stream connection closed");
+                            w.stream_refused(ip, why);
+                        }
+                    }
+                    #[cfg(not(feature = "platform-tokio"))]
+                    Ok(Some(_)) => {}
+                    Err(e) => {
                         warn!(addr=%transport.get_addr(), remote=%remote_addr, error = %e, "serve_loop error");
                     }
-                }
+                },
             }
+            #[cfg(feature = "platform-tokio")]
+            drop(permit);
             info!(addr=%transport.get_addr(), remote=%remote_addr, "transport serve_loop exited");
             // The connection is gone: lookup must not hand it out again.
             retire_connection(&connections, &transport);
