@@ -71,7 +71,7 @@ fn unit_caps_memory_and_tasks_for_a_1_gib_box() {
     let (high, max) = (mib(&value("MemoryHigh")), mib(&value("MemoryMax")));
     assert!(high < max && max <= 1024 && high >= 256, "MemoryHigh={high}M MemoryMax={max}M");
     let tasks: usize = value("TasksMax").parse().unwrap();
-    assert!(tasks >= sipbridge::daemon::run::MAX_BLOCKING_THREADS + 64 && tasks <= 1024, "TasksMax={tasks}");
+    assert!((sipbridge::daemon::run::MAX_BLOCKING_THREADS + 64..=1024).contains(&tasks), "TasksMax={tasks}");
 }
 
 #[test]

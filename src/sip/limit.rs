@@ -2,9 +2,10 @@
 //! sources that are not trunk addresses, plus one shared bucket for all of them, so
 //! that a flood from unknown or spoofed sources cannot crowd out calls from the
 //! trunks (whose addresses bypass the limiter). Hooked into rsipstack's transport
-//! whitelist, which runs per UDP datagram and per TCP/TLS connection, before the
-//! message is parsed. Sources banned for password guessing (`super::ban`) are
-//! dropped here too. Sans-IO core ([`SourceLimiter`]) + the hook ([`Guard`]).
+//! whitelist, which runs per UDP datagram, per accepted TCP/TLS connection and per
+//! message on an untrusted stream (rsipstack sipbridge patch 12), before the message
+//! is parsed. Sources banned for password guessing (`super::ban`) are dropped here
+//! too, and the stream caps report their refusals through the same hook. Sans-IO core ([`SourceLimiter`]) + the hook ([`Guard`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -10,7 +10,8 @@
 //!    request must authenticate (digest, `sip::digest`) and the username picks the
 //!    trunk (LiveKit's outbound trunk, whose source addresses are not fixed).
 //!
-//! Nothing matches → 403, and the request never reaches routing.
+//! Nothing matches → dropped (`[sip] unknown_source`, or 403 with "reject"), and
+//! the request never reaches routing.
 
 use std::net::IpAddr;
 use std::sync::RwLock;
