@@ -40,7 +40,10 @@ const fn e(file: &'static str, section: &'static str, codes: &'static [u16], hea
 const EXPECTED: &[Expect] = &[
     e("wsinv", "3.1.1.1", &[481], None),   // in-dialog (To tag), no such dialog
     e("intmeth", "3.1.1.2", &[501], None), // unknown method
-    e("esc01", "3.1.1.3", &[404], None),   // no route
+    // The escaped user part decodes to `sips:user@example.com`: well-formed SIP, but
+    // not a number or user token, so the dial-string check refuses it before routing
+    // (484, issue 17 point 1: a percent-decoded `@`/`:` never reaches a route).
+    e("esc01", "3.1.1.3", &[484], None),
     e("escnull", "3.1.1.4", &[405], Some("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE")), // REGISTER: not a registrar
     e("esc02", "3.1.1.5", &[501], None), // RE%47IST%45R is an unknown method
     e("lwsdisp", "3.1.1.6", &[200], None),

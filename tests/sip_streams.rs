@@ -351,7 +351,14 @@ fn connection_caps_refuse_per_source_and_in_total_but_never_a_trunk() {
 fn silent_slow_and_idle_connections_are_closed_but_a_trunks_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let (port, api) = (free_port(), free_port());
-    let (d, _n) = start_daemon(dir.path(), port, None, api, "first_message_timeout = \"1s\"\nidle_timeout = \"3s\"\n");
+    // Strangers' requests are answered (403) here, so "answered, then idle" can be seen.
+    let (d, _n) = start_daemon(
+        dir.path(),
+        port,
+        None,
+        api,
+        "first_message_timeout = \"1s\"\nidle_timeout = \"3s\"\nunknown_source = \"reject\"\n",
+    );
     let mut seen = Vec::new();
     let mut silent = connect_from("127.0.0.60", port);
     let mut trunk_silent = connect_from(TRUNK_IP, port);
