@@ -51,7 +51,11 @@ fn peer() -> SocketAddr {
 
 /// The media side of a typical trunk: PCMU then PCMA on a public address.
 fn trunk_audio() -> LocalAudio {
-    LocalAudio { codecs: vec![G711::Pcmu, G711::Pcma], address: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), port: 20_000 }
+    LocalAudio {
+        codecs: vec![G711::Pcmu, G711::Pcma],
+        address: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)),
+        port: 20_000,
+    }
 }
 
 /// The box's digest challenger, one per process as in the daemon (it tracks

@@ -144,9 +144,9 @@ fn mutate(rng: &mut Rng, seed: &[u8], other: &[u8]) -> Vec<u8> {
                 v.drain(a..b);
             }
             // Replace a digit run with a huge number.
-            7 => {
-                if let Some(i) = (0..len).map(|k| (k + rng.below(len.max(1))) % len.max(1)).find(|&k| v[k].is_ascii_digit())
-                {
+            7 if len > 0 => {
+                let offset = rng.below(len);
+                if let Some(i) = (0..len).map(|k| (k + offset) % len).find(|&k| v[k].is_ascii_digit()) {
                     let mut j = i;
                     while j < v.len() && v[j].is_ascii_digit() {
                         j += 1;
