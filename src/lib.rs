@@ -9,6 +9,8 @@ pub mod api;
 pub mod call;
 pub mod config;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 pub mod record;
 pub mod room;

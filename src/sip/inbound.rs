@@ -239,7 +239,7 @@ async fn authenticate(ctx: &SipContext, tx: &mut Transaction) -> Option<Trunk> {
 }
 
 /// `Session-Expires` of the request: (seconds, refresher) (RFC 4028 §4).
-fn session_expires(req: &rsipstack::sip::Request) -> Option<(u64, Option<String>)> {
+pub fn session_expires(req: &rsipstack::sip::Request) -> Option<(u64, Option<String>)> {
     let v = msg::header(req, "Session-Expires", Some("x"))?;
     let mut parts = v.split(';');
     let secs = parts.next()?.trim().parse().ok()?;
