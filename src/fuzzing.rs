@@ -156,8 +156,10 @@ fn sip_response(resp: &Response) {
 fn sip_digest(req: &Request, header: &str) {
     let _ = parse_credentials(header);
     let now = SystemTime::now();
+    // Nonces are bound to the source address they were issued to (issue 17).
+    let source = std::net::IpAddr::from([198, 51, 100, 7]);
     let header = if header.contains("FUZZNONCE") {
-        let challenge = challenger().challenge(now, false);
+        let challenge = challenger().challenge(now, false, source);
         let nonce = challenge
             .first()
             .and_then(|c| c.split("nonce=\"").nth(1))
@@ -170,7 +172,7 @@ fn sip_digest(req: &Request, header: &str) {
     };
     static PASSWORD: OnceLock<Secret> = OnceLock::new();
     let password = PASSWORD.get_or_init(|| Secret::new("fuzz-password"));
-    let _ = challenger().verify(req.method.to_string().as_str(), &header, now, |_| Some(password));
+    let _ = challenger().verify(req.method.to_string().as_str(), &header, now, source, |_| Some(password));
 }
 
 /// An SDP body (RFC 4566) as an offer in an INVITE/re-INVITE and as an answer
