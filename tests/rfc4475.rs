@@ -147,11 +147,7 @@ format = "text"
 "#,
         data = dir.path().join("data").display()
     );
-    let path = dir.path().join("sipbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut notify = NotifySocket::bind(dir.path());
-    let mut d = Daemon::start(&path, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
+    let mut d = start_ready(dir.path(), &text);
 
     let bind = |p: u16| {
         let s = UdpSocket::bind((SOURCE_IP, p)).unwrap_or_else(|e| panic!("{SOURCE_IP}:{p} must be free: {e}"));

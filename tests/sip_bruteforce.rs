@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -50,28 +49,11 @@ format = "text"
 "#,
         data = dir.join("data").display()
     );
-    let path = dir.join("sipbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut notify = NotifySocket::bind(dir);
-    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
-    (d, port, api)
+    (start_ready(dir, &text), port, api)
 }
 
-/// `GET /metrics` (plain HTTP/1.0 on loopback).
-fn metrics(api: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+fn metric(api: u16, name: &str) -> f64 {
+    scrape_metric(api, TOKEN, name)
 }
 
 #[test]
@@ -114,10 +96,9 @@ fn svcrack_sees_five_answered_guesses_then_silence_and_never_the_password() {
     // Logged once, counted; the box is fine.
     let stderr = d.stderr();
     assert_eq!(stderr.matches("source banned").count(), 1, "{stderr}");
-    let m = metrics(api);
-    assert_eq!(metric(&m, "sipbridge_sip_auth_bans_total"), 1.0);
-    assert!(metric(&m, "sipbridge_sip_auth_failures_total") >= 5.0, "{m}");
-    assert!(metric(&m, "sipbridge_sip_banned_dropped_total") >= 1.0, "{m}");
+    assert_eq!(metric(api, "sipbridge_sip_auth_bans_total"), 1.0);
+    assert!(metric(api, "sipbridge_sip_auth_failures_total") >= 5.0);
+    assert!(metric(api, "sipbridge_sip_banned_dropped_total") >= 1.0);
 
     // Another source with the right password is admitted: a ban, not a lockout.
     let target = format!("127.0.0.1:{port}");

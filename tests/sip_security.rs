@@ -62,27 +62,13 @@ format = "text"
 "#,
         data = dir.join("data").display()
     );
-    let path = dir.join("sipbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut notify = NotifySocket::bind(dir);
-    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
-    d
+    start_ready(dir, &text)
 }
 
 /// The value of counter `name` in the daemon's `/metrics` (plain HTTP/1.1 over
 /// loopback, bearer token).
 fn metric(dir: &Path, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", api_port(dir))).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(c, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    c.read_to_string(&mut body).unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+    scrape_metric(api_port(dir), TOKEN, name) as u64
 }
 
 fn stop(mut d: Daemon) {

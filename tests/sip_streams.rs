@@ -26,13 +26,7 @@ const TRUNK_IP: &str = "127.0.0.2";
 /// A daemon with `udp://` and `tcp://` on `port`, `tls://` on `tls_port` when
 /// given, trunk "carrier" at 127.0.0.2 routed to the echo agent, the API on
 /// `api_port` (for /metrics), and `sip_extra` in `[sip]`.
-fn start_daemon(
-    dir: &Path,
-    port: u16,
-    tls_port: Option<u16>,
-    api_port: u16,
-    sip_extra: &str,
-) -> (Daemon, NotifySocket) {
+fn start_daemon(dir: &Path, port: u16, tls_port: Option<u16>, api_port: u16, sip_extra: &str) -> Daemon {
     let mut listen = format!("\"udp://127.0.0.1:{port}\", \"tcp://127.0.0.1:{port}\"");
     let mut tls_keys = String::new();
     if let Some(tls_port) = tls_port {
@@ -75,12 +69,7 @@ format = "text"
 "#,
         data = dir.join("data").display()
     );
-    let path = dir.join("sipbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut notify = NotifySocket::bind(dir);
-    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("daemon not ready:\n{}", d.stderr()));
-    (d, notify)
+    start_ready(dir, &text)
 }
 
 /// A self-signed certificate for 127.0.0.1 (openssl, as in `sip_tls.rs`).
@@ -148,15 +137,7 @@ fn admitted(s: &mut TcpStream) -> bool {
 
 /// One counter from the daemon's /metrics.
 fn metric(api_port: u16, name: &str) -> u64 {
-    let mut s = TcpStream::connect(("127.0.0.1", api_port)).expect("API");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("metrics answer");
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
+    scrape_metric(api_port, TOKEN, name) as u64
 }
 
 /// Polls `metric` until `ok` holds (at most `WAIT`); returns the last value.
@@ -227,7 +208,7 @@ fn trunk_places_30_calls(dir: &Path, port: u16) {
 fn two_thousand_connections_under_the_default_caps_are_mostly_refused_and_calls_succeed() {
     let dir = tempfile::tempdir().unwrap();
     let (port, api) = (free_port(), free_port());
-    let (d, _n) = start_daemon(dir.path(), port, None, api, "");
+    let d = start_daemon(dir.path(), port, None, api, "");
     let pid = d.child.id() as i32;
     let (rss_before, _) = rss_kb(pid);
     // 31 sources x 16 (max_connections_per_source) = 496 admitted, the rest refused.
@@ -253,7 +234,7 @@ fn two_thousand_idle_connections_do_not_stop_a_trunks_calls() {
     let (port, api) = (free_port(), free_port());
     // Caps high enough to hold all 2 000, deadlines long enough that none expire
     // during the test: what is measured is what holding them costs.
-    let (d, _n) = start_daemon(
+    let d = start_daemon(
         dir.path(),
         port,
         None,
@@ -301,7 +282,7 @@ fn two_thousand_idle_connections_do_not_stop_a_trunks_calls() {
 fn connection_caps_refuse_per_source_and_in_total_but_never_a_trunk() {
     let dir = tempfile::tempdir().unwrap();
     let (port, api) = (free_port(), free_port());
-    let (d, _n) = start_daemon(
+    let d = start_daemon(
         dir.path(),
         port,
         None,
@@ -352,7 +333,7 @@ fn silent_slow_and_idle_connections_are_closed_but_a_trunks_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let (port, api) = (free_port(), free_port());
     // Strangers' requests are answered (403) here, so "answered, then idle" can be seen.
-    let (d, _n) = start_daemon(
+    let d = start_daemon(
         dir.path(),
         port,
         None,
@@ -402,7 +383,7 @@ fn silent_slow_and_idle_connections_are_closed_but_a_trunks_is_kept() {
 fn a_tls_connection_that_never_handshakes_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let (port, tls_port, api) = (free_port(), free_port(), free_port());
-    let (_d, _n) = start_daemon(dir.path(), port, Some(tls_port), api, "tls_handshake_timeout = \"1s\"\n");
+    let _d = start_daemon(dir.path(), port, Some(tls_port), api, "tls_handshake_timeout = \"1s\"\n");
     let mut seen = Vec::new();
     let mut silent = connect_from("127.0.0.70", tls_port);
     // A TLS record header announcing a ClientHello that never comes.
@@ -419,7 +400,7 @@ fn a_tls_connection_that_never_handshakes_is_closed() {
 fn messages_on_one_stream_are_cut_to_the_source_rate_but_a_trunks_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let (port, api) = (free_port(), free_port());
-    let (_d, _n) = start_daemon(dir.path(), port, None, api, "");
+    let _d = start_daemon(dir.path(), port, None, api, "");
     const N: usize = 1000;
     let flood = |source: &str| {
         let mut s = connect_from(source, port);

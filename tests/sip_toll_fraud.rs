@@ -127,12 +127,7 @@ format = "text"
 "#,
         data = dir.join("data").display()
     );
-    let path = dir.join("sipbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut notify = NotifySocket::bind(dir);
-    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
-    (d, port)
+    (start_ready(dir, &text), port)
 }
 
 const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 7078 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";

@@ -156,6 +156,34 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+/// Writes `text` as `dir/sipbridge.toml`, starts the daemon on it with a notify
+/// socket in `dir`, and waits (at most 30 s) for `READY=1`; panics with the
+/// daemon's stderr otherwise.
+pub fn start_ready(dir: &Path, text: &str) -> Daemon {
+    let path = dir.join("sipbridge.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut notify = NotifySocket::bind(dir);
+    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
+    notify.wait_for("READY=1", Duration::from_secs(30)).unwrap_or_else(|| panic!("daemon not ready:\n{}", d.stderr()));
+    d
+}
+
+/// One sample of `/metrics` on the API at `127.0.0.1:api_port` (plain HTTP/1.1,
+/// `Authorization: Bearer token`): the value of the line starting with `name`.
+/// Panics with the whole page when the sample is missing.
+pub fn scrape_metric(api_port: u16, token: &str, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api_port)).expect("API");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("metrics answer");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
+}
+
 /// A minimal valid config in `dir` with its own data dir; `extra` is appended.
 pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
     let data = dir.join("data");
