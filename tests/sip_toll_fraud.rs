@@ -136,9 +136,14 @@ const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\
 /// returns the status code of the final response (ACKing non-2xx ones), or `None`
 /// when none came.
 fn invite(sock: &UdpSocket, port: u16, n: u32, ruri: &str, to: &str) -> Option<u16> {
+    invite_from(sock, port, n, ruri, to, "+14155550123")
+}
+
+/// [`invite`] with the From user part as given (raw).
+fn invite_from(sock: &UdpSocket, port: u16, n: u32, ruri: &str, to: &str, from: &str) -> Option<u16> {
     let via = format!("SIP/2.0/UDP 127.0.0.2:{};branch=z9hG4bK-fraud-{n}", sock.local_addr().unwrap().port());
     let head = format!(
-        "Via: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:+14155550123@127.0.0.2>;tag=a{n}\r\nTo: {to}\r\nCall-ID: fraud-{n}@127.0.0.2\r\n"
+        "Via: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:{from}@127.0.0.2>;tag=a{n}\r\nTo: {to}\r\nCall-ID: fraud-{n}@127.0.0.2\r\n"
     );
     let msg = format!(
         "INVITE {ruri} SIP/2.0\r\n{head}CSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.2:{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
@@ -160,7 +165,7 @@ fn invite(sock: &UdpSocket, port: u16, n: u32, ruri: &str, to: &str) -> Option<u
             if code >= 300 {
                 let to_line = r.split("\r\n").find(|l| l.starts_with("To:") || l.starts_with("t:")).unwrap_or("");
                 let ack = format!(
-                    "ACK {ruri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:+14155550123@127.0.0.2>;tag=a{n}\r\n{to_line}\r\nCall-ID: fraud-{n}@127.0.0.2\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+                    "ACK {ruri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:{from}@127.0.0.2>;tag=a{n}\r\n{to_line}\r\nCall-ID: fraud-{n}@127.0.0.2\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
                 );
                 sock.send_to(ack.as_bytes(), ("127.0.0.1", port)).unwrap();
             }
@@ -226,14 +231,22 @@ fn smuggled_hosts_in_the_dialled_number_never_leave_the_trunk_proxy() {
     // The control: an honest number reaches the proxy, so the checks below can fail.
     let before = proxy.invites().len();
     assert_eq!(invite(&caller, port, n + 1, &format!("sip:+13125550100@{box_}"), &to), Some(486));
-    let invites = proxy.invites();
-    assert!(invites.len() > before, "the honest call never reached the proxy");
+    assert!(proxy.invites().len() > before, "the honest call never reached the proxy");
+
+    // A caller number smuggling a header or a host is passed on as `anonymous`.
+    let n2 = n + 2;
+    let code =
+        invite_from(&caller, port, n2, &format!("sip:+13125550100@{box_}"), &to, "+1415%0D%0AX-Evil:%201%40127.0.0.77");
+    assert_eq!(code, Some(486), "{}", d.stderr());
+    let last = proxy.invites().last().cloned().unwrap_or_default();
+    assert!(last.contains("From: <sip:anonymous@"), "{last}");
+    assert!(!last.contains("X-Evil") && !last.contains("127.0.0.77"), "{last}");
 
     // Nothing ever reached the attacker's hosts ...
     assert_eq!(silent(&evil), None, "a datagram reached 127.0.0.77");
     assert_eq!(silent(&evil2), None, "a datagram reached 127.0.0.78");
     // ... and every INVITE the proxy got is for a plain dial string at the proxy.
-    for inv in &invites {
+    for inv in &proxy.invites() {
         let ruri = inv.split(' ').nth(1).unwrap_or("");
         let (user, host) = ruri.trim_start_matches("sip:").split_once('@').unwrap_or(("", ""));
         assert!(user.bytes().all(|b| b.is_ascii_digit() || b == b'+'), "{ruri}");

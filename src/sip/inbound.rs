@@ -87,7 +87,9 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         address_incomplete(&mut tx, &trunk.name, &to).await;
         return;
     }
-    // The caller's number is copied into far legs' From: keep only a plain user.
+    // The caller's number is copied into far legs' From, events and logs: a From
+    // user that is not a plain user token (CR/LF, `@`, `;` after percent-decoding)
+    // becomes `anonymous` rather than reach any of them.
     let from = if dialstring::is_user(&from) { from } else { "anonymous".to_string() };
 
     // 4. Session timer (RFC 4028): refuse intervals below our minimum.
@@ -204,7 +206,7 @@ async fn address_incomplete(tx: &mut Transaction, trunk: &str, to: &str) {
 }
 
 /// Digest-challenges a request from an unknown source; returns the trunk of the
-/// authenticated user, or `None` after answering 401/403.
+/// authenticated user, or `None` after answering 401.
 ///
 /// Every rejected answer counts against the source (`super::ban`): after
 /// `[sip] auth_max_failures` the source is banned and the transport drops it, so
