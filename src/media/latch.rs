@@ -73,13 +73,6 @@ pub enum Verdict {
     Drop,
 }
 
-impl Verdict {
-    /// Whether the packet is to be used.
-    pub fn accepted(self) -> bool {
-        self != Verdict::Drop
-    }
-}
-
 /// The latching state of one RTP leg.
 #[derive(Debug, Clone)]
 pub struct Latch {

@@ -154,8 +154,23 @@ pub enum Verdict {
     /// A genuine nonce that has expired: challenge again with `stale=true`.
     Stale,
     /// Wrong password, unknown user, forged or replayed nonce, or a malformed
-    /// header: challenge again (and count the failure).
+    /// header: challenge again (and count the failure when [`Verdict::is_guess`]).
     Rejected(&'static str),
+}
+
+/// Rejections decided before the nonce is known to be ours and issued to this
+/// source: the sender never had to receive our 401 to send them.
+const BEFORE_NONCE: [&str; 3] = ["malformed Authorization", "wrong realm", "foreign nonce"];
+
+impl Verdict {
+    /// Whether this is a failed guess by a sender that holds a nonce we issued to
+    /// its address, i.e. one that really receives at that address. Only those count
+    /// towards a ban (`super::ban`): a forged or foreign nonce can come from a
+    /// spoofed UDP source, and counting it would let anyone ban a legitimate peer's
+    /// address; it never reaches the password check, so it guesses nothing.
+    pub fn is_guess(&self) -> bool {
+        matches!(self, Verdict::Rejected(why) if !BEFORE_NONCE.contains(why))
+    }
 }
 
 /// Issues challenges and verifies answers for one realm.
@@ -375,6 +390,28 @@ mod tests {
         // The same address written as IPv4-mapped IPv6 is the same source.
         let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
         assert!(matches!(d.verify("INVITE", &h, t0, mapped, pw_of), Verdict::Accepted { .. }));
+    }
+
+    #[test]
+    fn only_answers_to_our_nonce_count_as_guesses() {
+        let d = DigestChallenger::new("sipbridge", Duration::from_secs(60));
+        let pw = Secret::new("s3cret");
+        let t0 = SystemTime::now();
+        let ch = &d.challenge(t0, false, SRC)[0];
+        let pw_of = |u: &str| (u == "lk").then_some(&pw);
+        let wrong =
+            d.verify("INVITE", &answer(ch, "lk", "guess", "INVITE", "sip:x@y", 1, Algorithm::Md5), t0, SRC, pw_of);
+        assert!(wrong.is_guess(), "{wrong:?}");
+        let who =
+            d.verify("INVITE", &answer(ch, "nobody", "x", "INVITE", "sip:x@y", 1, Algorithm::Md5), t0, SRC, pw_of);
+        assert!(who.is_guess(), "{who:?}");
+        // A spoofed source never saw the nonce: its junk is no guess.
+        let spoofed: IpAddr = "203.0.113.5".parse().unwrap();
+        let h = answer(ch, "lk", "guess", "INVITE", "sip:x@y", 1, Algorithm::Md5);
+        let v = d.verify("INVITE", &h, t0, spoofed, pw_of);
+        assert!(!v.is_guess(), "{v:?}");
+        assert!(!d.verify("INVITE", "Digest junk", t0, SRC, pw_of).is_guess());
+        assert!(!Verdict::Stale.is_guess());
     }
 
     #[test]

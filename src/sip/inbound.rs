@@ -222,7 +222,7 @@ async fn authenticate(ctx: &SipContext, tx: &mut Transaction) -> Option<Trunk> {
                 return ctx.trunks.by_inbound_username(&username).cloned();
             }
             Verdict::Stale => true,
-            Verdict::Rejected(why) => {
+            v @ Verdict::Rejected(why) if v.is_guess() => {
                 let policy = ctx.config.borrow().sip.auth_ban;
                 match ctx.bans.failed(source, policy) {
                     super::ban::Failure::Counted { left } => {
@@ -230,6 +230,13 @@ async fn authenticate(ctx: &SipContext, tx: &mut Transaction) -> Option<Trunk> {
                     }
                     super::ban::Failure::Banned(_) => {}
                 }
+                false
+            }
+            // Forged or foreign nonce, malformed header: possibly a spoofed source,
+            // never a guess at the password; challenged again, not counted.
+            Verdict::Rejected(why) => {
+                crate::security::SIP_AUTH_FAILURES.inc();
+                tracing::debug!(%source, "digest authentication refused before the password check: {why}");
                 false
             }
         },
