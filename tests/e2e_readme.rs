@@ -307,6 +307,37 @@ fn decode(packets: &[&Rtp]) -> (Vec<i16>, Option<f64>) {
     (pcm, first_loud)
 }
 
+/// The environment of a user's shell: without the variables `cargo test` gives a
+/// test (CARGO_MANIFEST_DIR, CARGO_PKG_*, OUT_DIR, ...). ring's build script reruns
+/// when CARGO_MANIFEST_DIR changes, so with them the README's `cargo run --release`
+/// rebuilt ring and everything above it, and the package build after the tests
+/// rebuilt it all again (issue 18: one release build per run).
+fn shell_environment(cmd: &mut Command) {
+    // What cargo (and nextest) set for a test process; a user's own CARGO_HOME,
+    // CARGO_TARGET_DIR, CARGO_BUILD_* and the like stay.
+    const SET_FOR_TESTS: [&str; 9] = [
+        "CARGO",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if SET_FOR_TESTS.contains(&key)
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_EXE_")
+            || key.starts_with("NEXTEST")
+        {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 #[test]
 fn the_readmes_first_command_runs_the_demo_that_echoes_and_records_a_call() {
     let command = readme_first_command();
@@ -319,8 +350,10 @@ fn the_readmes_first_command_runs_the_demo_that_echoes_and_records_a_call() {
 
     // The command as written, from the repository's root.
     let t0 = Instant::now();
+    let mut bash = Command::new("bash");
+    shell_environment(&mut bash);
     let mut demo = Demo {
-        child: Command::new("bash")
+        child: bash
             .arg("-c")
             .arg(&command)
             .current_dir(repo())
