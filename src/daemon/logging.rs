@@ -2,6 +2,12 @@
 //! `[log].format`; level from `[log].level` unless `RUST_LOG` is set. The level can
 //! be changed by SIGHUP ([`LogHandle::set_level`]).
 //!
+//! Levels are per target prefix (`tracing_subscriber::filter::Targets`):
+//! `RUST_LOG` takes `level` and `target=level` items separated by commas, as
+//! env_logger does (`RUST_LOG=info,rsipstack=debug`). Span and field filters
+//! (`[span{field=x}]`) are not supported: they need tracing's regex-based
+//! `EnvFilter`, about 400 KiB of the arm64 binary (issue 18).
+//!
 //! `auto` uses journald when stderr is connected to the journal — systemd sets
 //! `JOURNAL_STREAM=<dev>:<inode>` of that stream (systemd.exec(5)); it is compared
 //! with stderr's own device and inode so that a child process started from a unit
@@ -9,13 +15,14 @@
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
+use tracing_subscriber::{Layer, Registry, reload};
 
 use crate::config::{Log, LogFormat};
 
-type FilterHandle = reload::Handle<EnvFilter, Registry>;
+type FilterHandle = reload::Handle<Targets, Registry>;
 
 /// The crates of the WebRTC stack (webrtc-rs): they warn about normal events of
 /// every session (no candidate pairs yet, no DTLS server name); sipbridge logs
@@ -42,12 +49,14 @@ const WEBRTC_STACK: &[&str] = &[
 /// The filter for a `[log].level`: rsipstack logs every SIP message at info,
 /// so its own level is one step quieter (warn) unless we are debugging; the
 /// WebRTC stack logs errors only unless we are debugging.
-fn filter_for(level: &str) -> EnvFilter {
+fn filter_for(level: &str) -> Targets {
     let debugging = matches!(level, "debug" | "trace");
     let stack = if debugging { level } else { "warn" };
     let webrtc = if debugging { level } else { "error" };
     let quiet: String = WEBRTC_STACK.iter().map(|c| format!(",{c}={webrtc}")).collect();
-    EnvFilter::new(format!("{level},rsipstack={stack}{quiet},sipbridge::webrtc={level}"))
+    format!("{level},rsipstack={stack}{quiet},sipbridge::webrtc={level}")
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
 }
 
 /// Lets the daemon change the level after a reload.
@@ -81,14 +90,17 @@ fn stderr_is_journal() -> bool {
     }
 }
 
+/// The filter `RUST_LOG` asks for, or None when it is unset or not valid
+/// (`[log].level` then applies; a warning says why once logging is up).
+fn from_rust_log() -> Option<Targets> {
+    std::env::var("RUST_LOG").ok()?.parse().ok()
+}
+
 /// Installs the global subscriber. Call once, after the config is read.
 pub fn init(log: &Log) -> LogHandle {
     let from_env = std::env::var_os("RUST_LOG").is_some();
-    let filter = if from_env {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| filter_for(&log.level))
-    } else {
-        filter_for(&log.level)
-    };
+    let filter =
+        if from_env { from_rust_log().unwrap_or_else(|| filter_for(&log.level)) } else { filter_for(&log.level) };
     let (filter, handle) = reload::Layer::new(filter);
     let format = match log.format {
         LogFormat::Auto if stderr_is_journal() => LogFormat::Journald,
@@ -111,6 +123,12 @@ pub fn init(log: &Log) -> LogHandle {
     if let Some(note) = fallback_note {
         tracing::warn!("{note}");
     }
+    if from_env && from_rust_log().is_none() {
+        tracing::warn!(
+            rust_log = std::env::var("RUST_LOG").unwrap_or_default(),
+            "RUST_LOG is not a list of `level` and `target=level` items; using [log].level"
+        );
+    }
     LogHandle { filter: handle, from_env }
 }
 
@@ -123,4 +141,36 @@ where
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn the_level_applies_to_sipbridge_and_the_stacks_stay_quieter() {
+        let f = filter_for("info");
+        assert!(f.would_enable("sipbridge::sip::inbound", &Level::INFO));
+        assert!(!f.would_enable("sipbridge::sip::inbound", &Level::DEBUG));
+        assert!(!f.would_enable("rsipstack::transport", &Level::INFO));
+        assert!(f.would_enable("rsipstack::transport", &Level::WARN));
+        assert!(!f.would_enable("rtc_ice::agent", &Level::WARN));
+        assert!(f.would_enable("rtc_ice::agent", &Level::ERROR));
+        assert!(f.would_enable("sipbridge::webrtc::session", &Level::INFO));
+
+        let f = filter_for("debug");
+        assert!(f.would_enable("rsipstack::transaction", &Level::DEBUG));
+        assert!(f.would_enable("rtc_dtls::conn", &Level::DEBUG));
+        assert!(!f.would_enable("sipbridge", &Level::TRACE));
+    }
+
+    #[test]
+    fn rust_log_takes_env_logger_items() {
+        let f: Targets = "warn,rsipstack=debug,sipbridge::media=trace".parse().unwrap();
+        assert!(f.would_enable("rsipstack::dialog", &Level::DEBUG));
+        assert!(f.would_enable("sipbridge::media::leg", &Level::TRACE));
+        assert!(!f.would_enable("sipbridge::api", &Level::INFO));
+        assert!("info,[span{x=1}]=debug".parse::<Targets>().is_err());
+    }
 }
