@@ -84,7 +84,7 @@ fn stderr_is_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
     // st_dev/st_ino are u32 on some 32-bit targets (armv7): the casts are needed there.
     #[allow(clippy::unnecessary_cast)]
-    match nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&std::io::stderr())) {
+    match nix::sys::stat::fstat(std::io::stderr()) {
         Ok(st) => st.st_dev as u64 == dev && st.st_ino as u64 == ino,
         Err(_) => false,
     }
