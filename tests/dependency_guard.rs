@@ -89,7 +89,8 @@ fn no_crate_links_openssl_or_aws_lc_or_needs_cmake() {
     let nodes = metadata["resolve"]["nodes"].as_array().map_or(0, Vec::len);
     // The whole tree, not a filtered slice of it: rustls, ring and the cross-target
     // crates of tokio and socket2 (windows-sys) are all in it.
-    let names: BTreeSet<&str> = metadata["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: BTreeSet<&str> =
+        metadata["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     for must in ["rustls", "ring", "tokio", "windows-sys"] {
         assert!(names.contains(must), "cargo metadata's tree ({nodes} nodes) lacks {must}: not the whole tree");
     }
@@ -101,9 +102,7 @@ fn no_crate_links_openssl_or_aws_lc_or_needs_cmake() {
 /// crate that pulled it in; ring (which links its own "ring_core_*") is not one.
 #[test]
 fn the_guard_names_each_kind_of_offender() {
-    let pkg = |name: &str, links: Option<&str>| {
-        serde_json::json!({ "id": format!("{name}-id"), "name": name, "version": "1.0.0", "links": links })
-    };
+    let pkg = |name: &str, links: Option<&str>| serde_json::json!({ "id": format!("{name}-id"), "name": name, "version": "1.0.0", "links": links });
     let node = |name: &str, deps: &[&str]| {
         let deps: Vec<Value> = deps.iter().map(|d| serde_json::json!({ "pkg": format!("{d}-id") })).collect();
         serde_json::json!({ "id": format!("{name}-id"), "deps": deps })
