@@ -37,11 +37,16 @@ cargo_target_args() {
     [ "$t" = "$(host_triple)" ] || echo "--target $t"
 }
 
-# release_dir ARCH: where cargo puts that architecture's release build.
+# profile: the Cargo profile scripts/package builds ($SIPBRIDGE_PROFILE, default
+# release). The test suite builds its arm64/armhf packages with "qemu" (Cargo.toml).
+profile() { echo "${SIPBRIDGE_PROFILE:-release}"; }
+
+# release_dir ARCH: where cargo puts that architecture's build in $(profile).
 release_dir() {
-    local t base=${CARGO_TARGET_DIR:-target}
+    local t base=${CARGO_TARGET_DIR:-target} p
     t=$(rust_triple "$1")
-    if [ "$t" = "$(host_triple)" ]; then echo "$base/release"; else echo "$base/$t/release"; fi
+    p=$(profile)
+    if [ "$t" = "$(host_triple)" ]; then echo "$base/$p"; else echo "$base/$t/$p"; fi
 }
 
 # runner ARCH: the command prefix that runs that architecture's binaries here
