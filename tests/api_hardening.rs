@@ -76,14 +76,25 @@ async fn read_to_close(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     }
 }
 
+/// Opens `/v2/events`. A connection this test closed a moment ago (the
+/// `/metrics` or `/healthz` request before) holds its slot until the box reads
+/// its close, so a refusal is retried until the slot frees (at most `WAIT`):
+/// once three sockets are open, the three slots are theirs.
 async fn events_socket(port: u16) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://127.0.0.1:{port}/v2/events"
-    ))
-    .unwrap();
-    req.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    tokio_tungstenite::client_async(req, tcp).await.expect("event socket").0
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://127.0.0.1:{port}/v2/events"
+        ))
+        .unwrap();
+        req.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        match tokio_tungstenite::client_async(req, tcp).await {
+            Ok((socket, _)) => return socket,
+            Err(e) => assert!(Instant::now() < deadline, "event socket: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
