@@ -368,7 +368,7 @@ fn refer(body: &Map<String, Value>) -> Result<Action, ApiError> {
         string(body, "sip_address")?.ok_or_else(|| ApiError::bad_field("/sip_address", "sip_address is required"))?;
     crate::sip::refer::check_address(&sip_address).map_err(|e| ApiError::bad_field("/sip_address", e))?;
     let headers = custom_headers(body)?;
-    Ok(Action::Refer(crate::sip::refer::Refer { sip_address, headers }))
+    Ok(Action::Refer(crate::call::control::Refer { sip_address, headers }))
 }
 
 /// Telnyx `custom_headers`: `[{"name": "X-...", "value": "..."}]`. Names are

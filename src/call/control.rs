@@ -70,13 +70,41 @@ pub enum Action {
     /// Stop the running span (`record_stop`): `call.recording.saved`.
     RecordStop,
     /// Blind transfer by SIP REFER (`refer`, RFC 3515).
-    Refer(crate::sip::refer::Refer),
+    Refer(Refer),
     /// Join a local room (Telnyx `POST /conferences` from a call, or a
     /// conference's `join`); the call's agent stream, if any, follows it into the
     /// room as a participant of its own (`{call_control_id}:agent`).
     JoinRoom(RoomJoin),
     /// Leave the room the call is in (it stays up, hearing silence).
     LeaveRoom,
+}
+
+/// What Telnyx's `refer` asks: the target and extra headers for the REFER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refer {
+    /// `sip_address`: the `sip:`/`sips:` URI the peer is to call.
+    pub sip_address: String,
+    /// `custom_headers` (`X-` name/value pairs), added to the REFER.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Checks a `sip_address`: a `sip:` or `sips:` URI with a host, no spaces, no
+/// angle brackets (it goes inside `Refer-To: <...>`).
+///
+/// # Errors
+/// What is wrong, for the API's 400.
+pub fn check_address(uri: &str) -> Result<(), String> {
+    let lower = uri.to_ascii_lowercase();
+    let rest = lower.strip_prefix("sip:").or_else(|| lower.strip_prefix("sips:"));
+    let Some(rest) = rest else { return Err(format!("{uri:?} is not a sip: or sips: URI")) };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    if host.is_empty() || host.starts_with([';', ':']) {
+        return Err(format!("{uri:?} has no host"));
+    }
+    if uri.chars().any(|c| c.is_whitespace() || c == '<' || c == '>' || c.is_control()) {
+        return Err(format!("{uri:?} contains spaces or angle brackets"));
+    }
+    Ok(())
 }
 
 /// Which room a call joins, and how.

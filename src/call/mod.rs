@@ -3,6 +3,7 @@
 //! common payload fields of those events.
 
 pub mod control;
+pub mod core;
 pub mod event;
 pub mod ids;
 pub mod listen;
@@ -122,3 +123,7 @@ impl CallInfo {
         self.event("call.hangup", p)
     }
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod core_tests;

@@ -16,33 +16,7 @@ use super::SipContext;
 use super::msg;
 use crate::call::CallInfo;
 
-/// What Telnyx's `refer` asks: the target and extra headers for the REFER.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refer {
-    /// `sip_address`: the `sip:`/`sips:` URI the peer is to call.
-    pub sip_address: String,
-    /// `custom_headers` (`X-` name/value pairs), added to the REFER.
-    pub headers: Vec<(String, String)>,
-}
-
-/// Checks a `sip_address`: a `sip:` or `sips:` URI with a host, no spaces, no
-/// angle brackets (it goes inside `Refer-To: <...>`).
-///
-/// # Errors
-/// What is wrong, for the API's 400.
-pub fn check_address(uri: &str) -> Result<(), String> {
-    let lower = uri.to_ascii_lowercase();
-    let rest = lower.strip_prefix("sip:").or_else(|| lower.strip_prefix("sips:"));
-    let Some(rest) = rest else { return Err(format!("{uri:?} is not a sip: or sips: URI")) };
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    if host.is_empty() || host.starts_with([';', ':']) {
-        return Err(format!("{uri:?} has no host"));
-    }
-    if uri.chars().any(|c| c.is_whitespace() || c == '<' || c == '>' || c.is_control()) {
-        return Err(format!("{uri:?} contains spaces or angle brackets"));
-    }
-    Ok(())
-}
+pub use crate::call::control::{Refer, check_address};
 
 /// The status code of a `message/sipfrag` body (RFC 3420; RFC 3515 §2.4.5): its
 /// first line `SIP/2.0 <code> <reason>`. `None` when it is not one.
