@@ -83,6 +83,8 @@ pub enum Termination {
     Decline,
     /// 407 that the credentials could not satisfy.
     AuthRequired,
+    /// The box gave up ringing (its ring timeout) and sent CANCEL.
+    NoAnswer,
     /// Any other final status.
     Status(u16),
 }
@@ -101,6 +103,7 @@ impl Termination {
             Self::Busy => (HangupCause::UserBusy, HangupSource::Callee, 486),
             Self::Decline => (HangupCause::CallRejected, HangupSource::Callee, 603),
             Self::AuthRequired => (HangupCause::CallRejected, HangupSource::Callee, 407),
+            Self::NoAnswer => (HangupCause::NoAnswer, HangupSource::Unknown, 487),
             Self::Status(code) => (HangupCause::from_sip_status(code), HangupSource::Callee, code),
         };
         Hangup { cause, source, sip_code }
@@ -411,6 +414,14 @@ impl CallCore {
         match leg {
             LegId::Near => Some(&self.near.info),
             LegId::Far => self.far.as_ref().map(|l| &l.info),
+        }
+    }
+
+    /// The leg's ids and numbers, for the media work that updates them.
+    pub fn info_mut(&mut self, leg: LegId) -> Option<&mut CallInfo> {
+        match leg {
+            LegId::Near => Some(&mut self.near.info),
+            LegId::Far => self.far.as_mut().map(|l| &mut l.info),
         }
     }
 

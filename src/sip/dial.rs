@@ -7,16 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use super::SipContext;
-use super::inbound::{LegControl, finish_recording, new_recorder, next_agent_event, stream_pair};
-use super::outbound::{Dial, DialError, OutboundLeg, Progress};
-use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
-use crate::call::control::{Action, ActionError, CallView};
-use crate::call::{CallState, HangupCause};
-use crate::media::leg::LegEvent;
-use crate::media::pcm::pcm_pair;
+use super::outbound::{self, Dial, DialError};
+use super::shell::{MediaPlan, Shell};
+use crate::agent::stream::StreamSpec;
+use crate::call::control::{ActionError, CallView};
+use crate::call::core::{Answer, CallCore, Plan, Role, Setup};
+use crate::config::OnDisconnect;
 
 /// A validated dial request.
 #[derive(Debug, Clone)]
@@ -69,8 +66,9 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
         headers: Vec::new(),
         client_state: req.client_state.clone(),
         webhook_url: req.webhook_url.clone(),
+        session_expires: None,
     };
-    let leg = OutboundLeg::dial(ctx, dial).await.map_err(|e| match e {
+    let (info, leg) = outbound::dial(ctx, dial).await.map_err(|e| match e {
         DialError::NoProxy(t) => ActionError {
             status: 422,
             code: "10015",
@@ -86,149 +84,18 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
         DialError::BadNumber(why) => ActionError { status: 422, code: "10015", title: "Invalid number", detail: why },
         DialError::Sip(why) => ActionError { status: 500, code: "10007", title: "Dial failed", detail: why },
     })?;
-    let control = ctx.calls.register(&leg.info, "bridging");
-    let view = CallView { info: leg.info.clone(), state: "bridging".into(), stream_id: None };
-    let ctx = Arc::clone(ctx);
-    tokio::spawn(async move {
-        run(ctx, leg, control, req).await;
-        drop(permit);
-    });
+    let control = ctx.calls.register(&info, "bridging");
+    let view = CallView { info: info.clone(), state: "bridging".into(), stream_id: None };
+    let setup = Setup { info, role: Role::Uac, plan: Plan::Terminate, answer: Answer::Now, session_expires: None };
+    let core = CallCore::new(setup, std::time::Instant::now());
+    // No stream: silence to the callee (and the recording goes on). A stream the
+    // API started ends alone and the call stays up (Telnyx).
+    let plan = match req.stream {
+        Some(spec) => MediaPlan::Agent { spec: Box::new(spec), on_disconnect: OnDisconnect::Continue },
+        None => MediaPlan::Silence,
+    };
+    let mut shell = Shell::new(Arc::clone(ctx), core, leg, None, plan, req.record, control, Some(permit));
+    shell.bridge_with = req.bridge_with;
+    tokio::spawn(shell.run());
     Ok(view)
-}
-
-async fn run(
-    ctx: Arc<SipContext>,
-    mut leg: OutboundLeg,
-    mut control: crate::call::control::Registration,
-    req: DialRequest,
-) {
-    let hangup_all: CancellationToken = ctx.hangup_all.clone();
-    let mut agent: Option<AgentStream> = None;
-    let mut playbacks = crate::call::playback::Playbacks::new();
-    let mut recorder: Option<crate::call::recording::CallRecorder> = None;
-    let mut room: Option<super::rooms::Membership> = None;
-    let mut stream = req.stream;
-    let mut media_events: Option<tokio::sync::mpsc::UnboundedReceiver<LegEvent>> = None;
-    // The call's parts as the shared command handling sees them (disjoint borrows).
-    macro_rules! leg_control {
-        () => {
-            LegControl {
-                ctx: &ctx,
-                info: &mut leg.info,
-                media: &mut leg.media,
-                agent: &mut agent,
-                control: &control,
-                playbacks: &mut playbacks,
-                recorder: &mut recorder,
-                dialog: &leg.dialog,
-                room: &mut room,
-            }
-        };
-    }
-    loop {
-        if let Some(rx) = leg.media.take_events() {
-            media_events = Some(rx);
-        }
-        tokio::select! {
-            p = leg.progress() => match p {
-                Progress::Ringing | Progress::EarlyMedia => control.update(|v| v.state = "ringing".into()),
-                Progress::Answered => {
-                    control.update(|v| v.state = "answered".into());
-                    let rate = stream.as_ref().map_or(8000, |s| s.playout_rate());
-                    recorder = new_recorder(&ctx, &leg.info, req.record, rate);
-                    let tap = crate::call::listen::call_tap(&control.listen, recorder.as_ref().map(|r| r.tap()));
-                    match stream.take() {
-                        Some(spec) => {
-                            let (port, endpoint) = stream_pair(&spec);
-                            leg.media.start_pcm(tap.clone(), port);
-                            let s = AgentStream::start(spec, leg.info.clone(), ctx.events.clone(), endpoint);
-                            let id = s.stream_id.clone();
-                            control.update(|v| v.stream_id = Some(id));
-                            agent = Some(s);
-                        }
-                        // No stream: silence to the callee (and the recording goes on).
-                        None => leg.media.start_pcm(tap.clone(), pcm_pair(1, false, false).0),
-                    }
-                    if let Some(other) = req.bridge_with.clone() {
-                        // `transfer`: the new leg and the original call meet in a bridge.
-                        let join = super::rooms::bridge_join(&other);
-                        let joined = leg_control!().command(Action::JoinRoom(join.clone()), true, tap).await;
-                        let other_joined = match joined {
-                            Ok(()) => ctx.calls.command(&other, Action::JoinRoom(join)).await,
-                            Err(e) => Some(Err(e)),
-                        };
-                        match (other_joined, ctx.calls.get(&other)) {
-                            (Some(Ok(())), crate::call::control::Lookup::Live(view)) => {
-                                super::rooms::emit_bridged(&ctx.events, &view.info, &leg.info);
-                            }
-                            (result, _) => {
-                                tracing::info!(
-                                    call_control_id = %leg.info.ids.call_control_id, original = %other,
-                                    "transfer answered but the original call could not be bridged ({result:?}): hanging up"
-                                );
-                                leg.hangup(HangupCause::NormalClearing).await;
-                                break;
-                            }
-                        }
-                    }
-                }
-                Progress::Ended(_) => break,
-            },
-            cmd = control.next() => {
-                let answered = leg.state() == CallState::Answered;
-                let result = match cmd.action {
-                    Action::Hangup => {
-                        leg.hangup(HangupCause::NormalClearing).await;
-                        let _ = cmd.reply.send(Ok(()));
-                        break;
-                    }
-                    other => {
-                        let tap = crate::call::listen::call_tap(&control.listen, recorder.as_ref().map(|r| r.tap()));
-                        let mut lc = leg_control!();
-                        lc.command(other, answered, tap).await
-                    }
-                };
-                let _ = cmd.reply.send(result);
-            }
-            ev = next_agent_event(&mut agent) => {
-                // A stream started by the API ends alone; the call stays up (Telnyx).
-                let StreamEvent::Failed(reason) = ev;
-                tracing::info!(call_control_id = %leg.info.ids.call_control_id, "stream failed ({reason}): the call continues");
-                agent = None;
-                control.update(|v| v.stream_id = None);
-            }
-            Some(ev) = async { match media_events.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => match ev {
-                LegEvent::Dtmf(digit) => {
-                    if let Some(a) = &agent {
-                        a.dtmf(digit);
-                    }
-                    let mut p = leg.info.payload("answered");
-                    p.insert("digit".into(), serde_json::json!(digit.to_string()));
-                    ctx.events.emit(leg.info.event("call.dtmf.received", p));
-                }
-                LegEvent::PlaybackDone { id, completed } => {
-                    let mut lc = leg_control!();
-                    lc.playback_done(id, completed).await;
-                }
-                LegEvent::Timeout(after) => {
-                    tracing::info!(call_control_id = %leg.info.ids.call_control_id, "no RTP for {}s: BYE", after.as_secs());
-                    leg.hangup(HangupCause::Timeout).await;
-                    break;
-                }
-            },
-            _ = hangup_all.cancelled() => {
-                leg.hangup(HangupCause::NormalClearing).await;
-                break;
-            }
-        }
-    }
-    leg_control!().playbacks_hung_up();
-    if let Some(a) = agent.take() {
-        a.stop().await;
-    }
-    let quality = leg.media.stop().await;
-    leg.finish(quality).await;
-    let span = recorder.as_mut().and_then(|r| r.record_stop());
-    finish_recording(&ctx, &leg.info, span).await;
-    drop(control);
 }

@@ -1,34 +1,34 @@
 //! Incoming calls (UAS, RFC 3261 §13.3): trunk admission (address or digest),
-//! call admission (`node.max_calls`, shutdown), routing, SDP answer, then the call's
-//! own task that answers, follows the dialog (ACK, BYE, CANCEL, re-INVITE, UPDATE,
-//! INFO, OPTIONS, session timers) and reports events.
+//! call admission (`node.max_calls`, shutdown), routing, SDP answer, then the
+//! call's core (`call::core`) set up from the route and run by the one shell
+//! (`sip::shell`). Also the media work API commands do on a call's own media
+//! ([`LegControl`]) and the recording helpers every kind of call uses.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 
 use super::digest::Verdict;
+use super::leg::SipLeg;
 use super::server::{reply, unknown_source};
+use super::shell::{MediaPlan, Shell};
 use super::{SipContext, addr, dialstring, msg, routing};
 use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
-use crate::call::control::{Action, ActionError, Registration, RoomJoin, RoomRef};
-use crate::call::pin::{PinEntry, Verdict as PinVerdict};
+use crate::call::control::{Action, ActionError, Registration};
+use crate::call::core::{Answer, CallCore, DialogInput, Input, LegId, Plan, Role, Setup, Termination};
 use crate::call::playback::{Loops, Playbacks, Playing};
 use crate::call::recording::{CallRecorder, CallRecording};
 use crate::call::session::{MediaSession, Reject};
-use crate::call::{CallIds, CallInfo, CallStateMachine, Direction, Hangup, HangupCause, HangupSource};
-use crate::config::{OnDisconnect, Route, RouteTarget, StreamTrack, Trunk};
+use crate::call::{CallIds, CallInfo, Direction};
+use crate::config::{Route, RouteTarget, StreamTrack, Trunk};
 use crate::daemon::lifecycle::{CallPermit, Refusal};
-use crate::media::leg::LegEvent;
 use crate::media::leg::Tap;
 use crate::media::pcm::pcm_pair;
 
-/// Smallest session interval we accept (RFC 4028 §4: Min-SE default 90 s).
-const MIN_SE: u64 = 90;
+use crate::call::core::MIN_SE;
 
 /// Handles a new INVITE (no To tag).
 pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
@@ -173,28 +173,73 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         _ => initiated,
     });
     let control = ctx.calls.register(&info, "parked");
-    let call = InboundCall {
-        ctx: Arc::clone(&ctx),
-        dialog: dialog.clone(),
-        info,
-        route,
-        media,
-        session_expires,
-        agent: None,
-        control,
-        playbacks: Playbacks::new(),
-        recorder: None,
-        pending_stream: None,
-        room: None,
-        pin: None,
-    };
-    tokio::spawn(call.run(state_rx, answer, permit));
+    let near = SipLeg::server(Arc::clone(&ctx), dialog.clone(), state_rx, media, answer);
+    tokio::spawn(run_incoming(Arc::clone(&ctx), info, route, near, session_expires.map(|(se, _)| se), control, permit));
 
     // Drive the INVITE server transaction (100 Trying, 200, ACK or CANCEL).
     let mut dialog = dialog;
     if let Err(e) = dialog.handle(&mut tx).await {
         tracing::debug!(error = %e, "INVITE transaction ended with an error");
     }
+}
+
+/// An admitted incoming call: its core set up from the route, the far leg
+/// dialled for a forward route, then the shell until the call ends.
+async fn run_incoming(
+    ctx: Arc<SipContext>,
+    info: CallInfo,
+    route: Route,
+    near: SipLeg,
+    session_expires: Option<u64>,
+    control: crate::call::control::Registration,
+    permit: CallPermit,
+) {
+    let ring = if route.ring_for.is_zero() { Answer::Now } else { Answer::After(route.ring_for) };
+    let (plan, media_plan, answer) = match &route.target {
+        RouteTarget::Forward(_) => (Plan::Forward, MediaPlan::Relay, Answer::ByFarLeg),
+        RouteTarget::Park => (
+            Plan::Terminate,
+            MediaPlan::Silence,
+            Answer::Parked(if route.ring_for.is_zero() { PARK_LIMIT } else { route.ring_for }),
+        ),
+        RouteTarget::Room(_) | RouteTarget::RoomPerCaller(_) => {
+            let name = crate::sip::rooms::room_for(&route.target, &info.from).unwrap_or_default();
+            (Plan::Room { pin: route.pin.clone() }, MediaPlan::Room(name), ring)
+        }
+        RouteTarget::Agent(name) => {
+            let cfg = ctx.config.borrow().clone();
+            let media = match cfg.agent(name) {
+                None => MediaPlan::Unavailable,
+                Some(agent) => match StreamSpec::from_agent(agent) {
+                    None => MediaPlan::Echo,
+                    Some(spec) => MediaPlan::Agent { spec: Box::new(spec), on_disconnect: agent.on_disconnect },
+                },
+            };
+            (Plan::Terminate, media, ring)
+        }
+    };
+    let setup = Setup { info: info.clone(), role: Role::Uas, plan, answer, session_expires };
+    let mut core = CallCore::new(setup, std::time::Instant::now());
+    let mut far = None;
+    if let RouteTarget::Forward(trunk) = &route.target {
+        match super::forward::dial_far(&ctx, &info, trunk, session_expires).await {
+            Ok(leg) => {
+                core.add_far(leg.0);
+                far = Some(leg.1);
+            }
+            Err(e) => {
+                tracing::warn!(call_control_id = %info.ids.call_control_id, "forward failed: {e}");
+                // No far leg: the caller is refused as the far end would have been.
+                core.handle(
+                    std::time::Instant::now(),
+                    Input::Dialog(LegId::Near, DialogInput::Terminated(Termination::Status(503))),
+                );
+                let _ = near.dialog.reject(Some(StatusCode::ServiceUnavailable), None);
+            }
+        }
+    }
+    let shell = Shell::new(ctx, core, near, far, media_plan, route.record, control, Some(permit));
+    shell.run().await;
 }
 
 /// 484 Address Incomplete (RFC 3261 §21.4.22) for a dialled user part that is not
@@ -249,7 +294,22 @@ async fn authenticate(ctx: &SipContext, tx: &mut Transaction) -> Option<Trunk> {
 
 /// `Session-Expires` of the request: (seconds, refresher) (RFC 4028 §4).
 pub fn session_expires(req: &rsipstack::sip::Request) -> Option<(u64, Option<String>)> {
-    let v = msg::header(req, "Session-Expires", Some("x"))?;
+    parse_session_expires(&msg::header(req, "Session-Expires", Some("x"))?)
+}
+
+/// `Session-Expires` of a response (a UAC's 200 OK, RFC 4028 §7.2).
+pub fn session_expires_of_response(resp: &rsipstack::sip::Response) -> Option<(u64, Option<String>)> {
+    let v = resp.headers.iter().find_map(|h| match h {
+        Header::SessionExpires(v) => Some(v.to_string()),
+        Header::Other(n, v) if n.eq_ignore_ascii_case("session-expires") || n.eq_ignore_ascii_case("x") => {
+            Some(v.clone())
+        }
+        _ => None,
+    })?;
+    parse_session_expires(&v)
+}
+
+fn parse_session_expires(v: &str) -> Option<(u64, Option<String>)> {
     let mut parts = v.split(';');
     let secs = parts.next()?.trim().parse().ok()?;
     let refresher = parts.find_map(|p| p.trim().strip_prefix("refresher=").map(|r| r.trim().to_ascii_lowercase()));
@@ -268,513 +328,6 @@ fn local_contact(ctx: &SipContext, tx: &Transaction, peer: std::net::IpAddr) -> 
     };
     let scheme = if transport == ";transport=tls" { "sips" } else { "sip" };
     rsipstack::sip::Uri::try_from(format!("{scheme}:sipbridge@{host}:{}{transport}", local.port()).as_str()).ok()
-}
-
-/// An incoming call after admission: its dialog, ids, route and media.
-pub struct InboundCall {
-    /// Shared SIP state.
-    pub ctx: Arc<SipContext>,
-    /// The server INVITE dialog.
-    pub dialog: InviteDialog,
-    /// Ids and numbers.
-    pub info: CallInfo,
-    /// The route that took it.
-    pub route: Route,
-    /// Its media (our answer to the caller's offer).
-    pub media: MediaSession,
-    session_expires: Option<(u64, Option<String>)>,
-    /// The voice agent's stream, while it runs.
-    agent: Option<AgentStream>,
-    /// Commands from the API; dropping it deregisters the call.
-    pub control: Registration,
-    /// Playbacks in progress (`playback_start`).
-    playbacks: Playbacks,
-    /// The call's recorder (spans from answer or `record_start`), when recording is
-    /// enabled.
-    recorder: Option<CallRecorder>,
-    /// A parked call answered with a stream: started once the ACK arrives.
-    pending_stream: Option<StreamSpec>,
-    /// Its place in a local room (`room` / `room_per_caller` routes); dropping it
-    /// leaves the room.
-    room: Option<crate::sip::rooms::Membership>,
-    /// PIN entry before joining a room with a `pin`, and when it times out.
-    pin: Option<(PinEntry, tokio::time::Instant)>,
-}
-
-/// How long a caller has to key each PIN entry.
-const PIN_WAIT: Duration = Duration::from_secs(10);
-
-/// Playback ids of the box's own prompts (PIN): far above the API's, and not
-/// reported as `call.playback.*`.
-const PROMPT_ID: u64 = u64::MAX - 1;
-
-/// What a PIN step asks of the call loop.
-#[derive(Debug, PartialEq, Eq)]
-enum PinNext {
-    /// Nothing (still collecting, joined, or no PIN running).
-    Continue,
-    /// Three wrong entries: hang up (`call_rejected`).
-    Reject,
-}
-
-impl InboundCall {
-    async fn run(mut self, mut states: DialogStateReceiver, answer: Vec<u8>, permit: CallPermit) {
-        if let RouteTarget::Forward(trunk) = self.route.target.clone() {
-            return super::forward::run(self, states, answer, permit, trunk).await;
-        }
-        let mut sm = CallStateMachine::default();
-        let id = self.dialog.id();
-        let mut headers = vec![Header::ContentType("application/sdp".into())];
-        // RFC 4028 §9: the UAS echoes the interval; we let the caller refresh.
-        let mut refresh_deadline = None;
-        if let Some((se, _)) = &self.session_expires {
-            headers.push(Header::SessionExpires(format!("{se};refresher=uac").into()));
-            headers.push(Header::Require("timer".into()));
-            refresh_deadline = Some(Instant::now() + Duration::from_secs(*se));
-        }
-        let mut answer_at = None;
-        // A parked call rings until the API answers or rejects it, at most this long.
-        let mut park_deadline = None;
-        let parked = self.route.target == RouteTarget::Park;
-        if parked {
-            let _ = self.dialog.ringing(None, None);
-            sm.ringing();
-            let limit = if self.route.ring_for.is_zero() { PARK_LIMIT } else { self.route.ring_for };
-            park_deadline = Some(tokio::time::Instant::now() + limit);
-        } else if self.route.ring_for.is_zero() {
-            if let Err(e) = self.dialog.accept(Some(headers.clone()), Some(answer.clone())) {
-                tracing::warn!(error = %e, "could not answer");
-            }
-        } else {
-            let _ = self.dialog.ringing(None, None);
-            sm.ringing();
-            answer_at = Some(tokio::time::Instant::now() + self.route.ring_for);
-        }
-
-        let hangup_all = self.ctx.hangup_all.clone();
-        let mut bye_sent = false;
-        let hangup: Hangup = loop {
-            let deadline = refresh_deadline.map(tokio::time::Instant::from_std);
-            let state = tokio::select! {
-                s = states.recv() => s,
-                _ = tokio::time::sleep_until(answer_at.unwrap_or_else(tokio::time::Instant::now)), if answer_at.is_some() => {
-                    answer_at = None;
-                    if let Err(e) = self.dialog.accept(Some(headers.clone()), Some(answer.clone())) {
-                        tracing::warn!(error = %e, "could not answer");
-                    }
-                    continue;
-                }
-                _ = tokio::time::sleep_until(park_deadline.unwrap_or_else(tokio::time::Instant::now)), if park_deadline.is_some() => {
-                    park_deadline = None;
-                    tracing::info!(call_control_id = %self.info.ids.call_control_id, "parked call not answered by the API in time: 480");
-                    bye_sent = true;
-                    self.local_hangup(&mut sm, HangupCause::NoAnswer).await;
-                    continue;
-                }
-                _ = tokio::time::sleep_until(self.pin.as_ref().map_or_else(tokio::time::Instant::now, |p| p.1)), if self.pin.is_some() => {
-                    if self.pin_step(None).await == PinNext::Reject && !bye_sent {
-                        bye_sent = true;
-                        self.local_hangup(&mut sm, HangupCause::CallRejected).await;
-                    }
-                    continue;
-                }
-                _ = hangup_all.cancelled(), if !bye_sent => {
-                    bye_sent = true;
-                    answer_at = None;
-                    self.local_hangup(&mut sm, HangupCause::NormalClearing).await;
-                    continue;
-                }
-                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                    // RFC 4028 §10: no refresh before the session expired.
-                    refresh_deadline = None;
-                    tracing::info!(call_control_id = %self.info.ids.call_control_id, "session timer expired without refresh: BYE");
-                    bye_sent = true;
-                    self.local_hangup(&mut sm, HangupCause::Timeout).await;
-                    continue;
-                }
-                cmd = self.control.next() => {
-                    let answered = sm.state() == crate::call::CallState::Answered;
-                    let result = match cmd.action {
-                        Action::Hangup => {
-                            if !bye_sent {
-                                bye_sent = true;
-                                answer_at = None;
-                                park_deadline = None;
-                                self.local_hangup(&mut sm, HangupCause::NormalClearing).await;
-                            }
-                            Ok(())
-                        }
-                        Action::Answer { .. } | Action::Reject { .. } if park_deadline.is_none() || bye_sent => {
-                            Err(ActionError::invalid("only a parked call that is still ringing can be answered or rejected"))
-                        }
-                        Action::Answer { stream } => {
-                            park_deadline = None;
-                            self.pending_stream = stream.map(|s| *s);
-                            match self.dialog.accept(Some(headers.clone()), Some(answer.clone())) {
-                                Ok(()) => Ok(()),
-                                Err(e) => Err(ActionError::invalid(format!("could not answer: {e}"))),
-                            }
-                        }
-                        Action::Reject { sip_code } => {
-                            park_deadline = None;
-                            bye_sent = true;
-                            sm.end(Hangup { cause: HangupCause::from_sip_status(sip_code), source: HangupSource::Callee, sip_code });
-                            let _ = self.dialog.reject(Some(StatusCode::from(sip_code)), None);
-                            Ok(())
-                        }
-                        other => {
-                            let tap = crate::call::listen::call_tap(&self.control.listen, self.recorder.as_ref().map(|r| r.tap()));
-                            self.command(other, answered, tap).await
-                        }
-                    };
-                    let _ = cmd.reply.send(result);
-                    continue;
-                }
-                ev = next_agent_event(&mut self.agent) => {
-                    let StreamEvent::Failed(reason) = ev;
-                    self.agent = None;
-                    match self.agent_on_disconnect() {
-                        OnDisconnect::Hangup if !bye_sent => {
-                            tracing::info!(call_control_id = %self.info.ids.call_control_id, "agent stream failed ({reason}): BYE");
-                            bye_sent = true;
-                            self.local_hangup(&mut sm, HangupCause::Unspecified).await;
-                        }
-                        OnDisconnect::Hangup => {}
-                        OnDisconnect::Continue => {
-                            tracing::info!(call_control_id = %self.info.ids.call_control_id, "agent stream failed ({reason}): the call continues");
-                        }
-                    }
-                    continue;
-                }
-                ev = self.media.next_event() => {
-                    match ev {
-                        LegEvent::Dtmf(digit) => {
-                            self.dtmf(digit, "RFC 4733");
-                            if self.pin_step(Some(digit)).await == PinNext::Reject && !bye_sent {
-                                bye_sent = true;
-                                self.local_hangup(&mut sm, HangupCause::CallRejected).await;
-                            }
-                        }
-                        LegEvent::Timeout(after) if !bye_sent => {
-                            tracing::info!(
-                                call_control_id = %self.info.ids.call_control_id,
-                                "no RTP for {}s: BYE", after.as_secs()
-                            );
-                            bye_sent = true;
-                            self.local_hangup(&mut sm, HangupCause::Timeout).await;
-                        }
-                        LegEvent::Timeout(_) => {}
-                        LegEvent::PlaybackDone { id, completed } => self.leg().playback_done(id, completed).await,
-                    }
-                    continue;
-                }
-            };
-            let Some(state) = state else {
-                break sm
-                    .end(Hangup { cause: HangupCause::Unspecified, source: HangupSource::Unknown, sip_code: 500 })
-                    .unwrap_or(Hangup {
-                        cause: HangupCause::Unspecified,
-                        source: HangupSource::Unknown,
-                        sip_code: 500,
-                    });
-            };
-            match state {
-                DialogState::Confirmed(..) if sm.answered() => {
-                    tracing::info!(call_control_id = %self.info.ids.call_control_id, "answered");
-                    self.control.update(|v| v.state = "answered".into());
-                    self.ctx.events.emit(self.info.answered());
-                    self.recorder = new_recorder(&self.ctx, &self.info, self.route.record, self.stream_rate());
-                    if !self.start_media(crate::call::listen::call_tap(
-                        &self.control.listen,
-                        self.recorder.as_ref().map(|r| r.tap()),
-                    )) && !bye_sent
-                    {
-                        bye_sent = true;
-                        self.local_hangup(&mut sm, HangupCause::Unspecified).await;
-                    } else if let Err(cause) = self.enter_room().await {
-                        if !bye_sent {
-                            bye_sent = true;
-                            self.local_hangup(&mut sm, cause).await;
-                        }
-                    }
-                }
-                DialogState::Updated(_, req, handle) => {
-                    // re-INVITE or UPDATE: hold/resume, codec change, session refresh.
-                    if let Some((se, _)) = session_expires(&req).or(self.session_expires.clone()) {
-                        refresh_deadline = Some(Instant::now() + Duration::from_secs(se));
-                    }
-                    let (status, body) = if req.body.is_empty() {
-                        if req.method == rsipstack::sip::Method::Update {
-                            (StatusCode::OK, None)
-                        } else {
-                            (StatusCode::OK, Some(self.media.current_sdp()))
-                        }
-                    } else {
-                        match self.media.reoffer(&req.body) {
-                            Ok(sdp) => (StatusCode::OK, Some(sdp)),
-                            Err(_) => (StatusCode::NotAcceptableHere, None),
-                        }
-                    };
-                    let mut h = Vec::new();
-                    if body.is_some() {
-                        h.push(Header::ContentType("application/sdp".into()));
-                    }
-                    if let Some((se, _)) = session_expires(&req) {
-                        h.push(Header::SessionExpires(format!("{se};refresher=uac").into()));
-                        h.push(Header::Require("timer".into()));
-                    }
-                    let _ = handle.respond(status, Some(h), body).await;
-                }
-                DialogState::Info(_, req, handle) => {
-                    let ct = msg::header(&req, "Content-Type", Some("c")).unwrap_or_default().to_ascii_lowercase();
-                    let status = if ct.starts_with("application/dtmf-relay") || ct.starts_with("application/dtmf") {
-                        if let Some(digit) = dtmf_from_info(&req.body) {
-                            self.dtmf(digit, "SIP INFO");
-                            if self.pin_step(Some(digit)).await == PinNext::Reject && !bye_sent {
-                                bye_sent = true;
-                                self.local_hangup(&mut sm, HangupCause::CallRejected).await;
-                            }
-                        }
-                        StatusCode::OK
-                    } else {
-                        StatusCode::UnsupportedMediaType
-                    };
-                    let _ = handle.reply(status).await;
-                }
-                DialogState::Options(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::OK).await;
-                }
-                DialogState::Refer(_, _, handle) | DialogState::Message(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::Decline).await;
-                }
-                DialogState::Notify(_, req, handle) => {
-                    let _ = handle.reply(StatusCode::OK).await;
-                    crate::sip::refer::on_notify(&self.ctx, &self.info, &req);
-                }
-                DialogState::Publish(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::OK).await;
-                }
-                DialogState::Terminated(_, reason) => {
-                    let h = match reason {
-                        TerminatedReason::UacBye => sm.bye(HangupSource::Caller),
-                        TerminatedReason::UasBye => sm.hangup().or_else(|| sm.bye(HangupSource::Callee)),
-                        TerminatedReason::UacCancel => sm.end(Hangup {
-                            cause: HangupCause::OriginatorCancel,
-                            source: HangupSource::Caller,
-                            sip_code: 487,
-                        }),
-                        TerminatedReason::Timeout => {
-                            sm.end(Hangup { cause: HangupCause::Timeout, source: HangupSource::Unknown, sip_code: 408 })
-                        }
-                        other => sm.end(Hangup {
-                            cause: HangupCause::Unspecified,
-                            source: HangupSource::Unknown,
-                            sip_code: terminated_code(&other),
-                        }),
-                    };
-                    break h.or(sm.hangup()).unwrap_or(Hangup {
-                        cause: HangupCause::Unspecified,
-                        source: HangupSource::Unknown,
-                        sip_code: 500,
-                    });
-                }
-                _ => {}
-            }
-        };
-        self.ctx.dialogs.remove_dialog(&id);
-        self.leg().playbacks_hung_up();
-        if let Some(agent) = self.agent.take() {
-            agent.stop().await;
-        }
-        let quality = self.media.stop().await;
-        tracing::info!(
-            call_control_id = %self.info.ids.call_control_id,
-            cause = hangup.cause.as_str(), source = hangup.source.as_str(), sip_code = hangup.sip_code,
-            "hangup"
-        );
-        // The call counts as ended once its hangup is committed (webhook outbox and
-        // call record); only then is its permit released.
-        let _ = self.ctx.events.emit_durable(self.info.hangup(hangup, SystemTime::now(), quality)).await;
-        let span = self.recorder.as_mut().and_then(|r| r.record_stop());
-        finish_recording(&self.ctx, &self.info, span).await;
-        drop(permit);
-    }
-
-    /// The box ends the call: BYE after answer, else 480/487-like rejection.
-    async fn local_hangup(&mut self, sm: &mut CallStateMachine, cause: HangupCause) {
-        if sm.state() == crate::call::CallState::Answered {
-            sm.end(Hangup { cause, source: HangupSource::Callee, sip_code: 200 });
-            if let Err(e) = self.dialog.bye().await {
-                tracing::debug!(error = %e, "BYE failed");
-            }
-        } else {
-            sm.end(Hangup { cause, source: HangupSource::Callee, sip_code: 480 });
-            let _ = self.dialog.reject(Some(StatusCode::TemporarilyUnavailable), None);
-        }
-    }
-
-    /// Starts the route's media once answered: the built-in echo or a voice
-    /// agent's stream. `false` when the route's agent no longer exists (removed by a
-    /// reload): the call is ended.
-    fn start_media(&mut self, tap: Option<Arc<dyn Tap>>) -> bool {
-        if self.route.target == RouteTarget::Park {
-            // Answered by the API: its stream, or silence until one is started.
-            match self.pending_stream.take() {
-                Some(spec) => {
-                    let (port, endpoint) = stream_pair(&spec);
-                    self.media.start_pcm(tap, port);
-                    let stream = AgentStream::start(spec, self.info.clone(), self.ctx.events.clone(), endpoint);
-                    let id = stream.stream_id.clone();
-                    self.control.update(|v| v.stream_id = Some(id));
-                    self.agent = Some(stream);
-                }
-                None => self.media.start_pcm(tap, pcm_pair(1, false, false).0),
-            }
-            return true;
-        }
-        if matches!(self.route.target, RouteTarget::Room(_) | RouteTarget::RoomPerCaller(_)) {
-            // Silence (or the PIN prompt) until the call joins its room.
-            self.media.start_pcm(tap, pcm_pair(1, false, false).0);
-            return true;
-        }
-        let RouteTarget::Agent(name) = &self.route.target else {
-            self.media.start(tap);
-            return true;
-        };
-        let cfg = self.ctx.config.borrow().clone();
-        let Some(agent) = cfg.agent(name) else {
-            tracing::warn!(route = %self.route.name, agent = %name, "the route's agent is no longer configured: BYE");
-            return false;
-        };
-        match StreamSpec::from_agent(agent) {
-            None => self.media.start(tap),
-            Some(spec) => {
-                let (port, endpoint) = stream_pair(&spec);
-                self.media.start_pcm(tap, port);
-                let stream = AgentStream::start(spec, self.info.clone(), self.ctx.events.clone(), endpoint);
-                let id = stream.stream_id.clone();
-                self.control.update(|v| v.stream_id = Some(id));
-                self.agent = Some(stream);
-            }
-        }
-        true
-    }
-
-    /// The playout/recording rate of the stream the call starts with at answer
-    /// (the route's agent, or the API's `answer` stream): 8000 or 16000 Hz.
-    fn stream_rate(&self) -> u32 {
-        let spec = match &self.route.target {
-            RouteTarget::Park => return self.pending_stream.as_ref().map_or(8000, StreamSpec::playout_rate),
-            RouteTarget::Agent(name) => self.ctx.config.borrow().agent(name).and_then(StreamSpec::from_agent),
-            _ => None,
-        };
-        spec.map_or(8000, |s| s.playout_rate())
-    }
-
-    /// After answer, for room routes: asks for the PIN (prompt, then
-    /// [`Self::pin_step`]) or joins the room at once. `Err(cause)` when the call
-    /// must end: the room is full (`user_busy`) or refused it.
-    async fn enter_room(&mut self) -> Result<(), HangupCause> {
-        if crate::sip::rooms::room_for(&self.route.target, &self.info.from).is_none() {
-            return Ok(());
-        }
-        if let Some(pin) = self.route.pin.clone() {
-            self.pin = Some((PinEntry::new(&pin), tokio::time::Instant::now() + PIN_WAIT));
-            let _ = self.media.play(PROMPT_ID, crate::call::pin::enter_prompt(), false, None).await;
-            return Ok(());
-        }
-        self.join_room().await
-    }
-
-    async fn join_room(&mut self) -> Result<(), HangupCause> {
-        let Some(name) = crate::sip::rooms::room_for(&self.route.target, &self.info.from) else { return Ok(()) };
-        let tap = crate::call::listen::call_tap(&self.control.listen, self.recorder.as_ref().map(|r| r.tap()));
-        let rooms = self.ctx.rooms.clone();
-        let join = RoomJoin {
-            room: RoomRef::Name(name.clone()),
-            options: self.ctx.config.borrow().rooms.options(),
-            muted: false,
-            held: false,
-        };
-        match crate::sip::rooms::join_leg(&rooms, &mut self.media, tap, &self.info, &join).await {
-            Ok(leg) => {
-                tracing::info!(call_control_id = %self.info.ids.call_control_id, room = %name, "joined the room");
-                self.room = Some(crate::sip::rooms::Membership { leg, agent: None });
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(call_control_id = %self.info.ids.call_control_id, room = %name, "could not join the room: {e}");
-                Err(HangupCause::UserBusy)
-            }
-        }
-    }
-
-    /// One step of PIN entry: a key (`Some`) or the entry timeout (`None`).
-    async fn pin_step(&mut self, key: Option<char>) -> PinNext {
-        let Some((entry, deadline)) = self.pin.as_mut() else { return PinNext::Continue };
-        let verdict = match key {
-            Some(d) => entry.key(d),
-            None => entry.timeout(),
-        };
-        *deadline = tokio::time::Instant::now() + PIN_WAIT;
-        match verdict {
-            PinVerdict::Pending => PinNext::Continue,
-            PinVerdict::Accepted => {
-                self.pin = None;
-                let _ = self.media.stop_playback().await;
-                match self.join_room().await {
-                    Ok(()) => PinNext::Continue,
-                    Err(_) => PinNext::Reject,
-                }
-            }
-            PinVerdict::Wrong { tries_left } => {
-                tracing::info!(call_control_id = %self.info.ids.call_control_id, tries_left, "wrong PIN");
-                let _ = self.media.stop_playback().await;
-                let _ = self.media.play(PROMPT_ID, crate::call::pin::wrong_prompt(), false, None).await;
-                PinNext::Continue
-            }
-            PinVerdict::Rejected => {
-                tracing::info!(call_control_id = %self.info.ids.call_control_id, "wrong PIN three times: hanging up");
-                self.pin = None;
-                PinNext::Reject
-            }
-        }
-    }
-
-    /// An API command other than hangup (Telnyx Call Control actions).
-    async fn command(&mut self, action: Action, answered: bool, tap: Option<Arc<dyn Tap>>) -> Result<(), ActionError> {
-        self.leg().command(action, answered, tap).await
-    }
-
-    fn leg(&mut self) -> LegControl<'_> {
-        LegControl {
-            ctx: &self.ctx,
-            info: &mut self.info,
-            media: &mut self.media,
-            agent: &mut self.agent,
-            control: &self.control,
-            playbacks: &mut self.playbacks,
-            recorder: &mut self.recorder,
-            dialog: &self.dialog,
-            room: &mut self.room,
-        }
-    }
-
-    /// The route's agent's `on_disconnect` (hangup when it was removed meanwhile).
-    fn agent_on_disconnect(&self) -> OnDisconnect {
-        let RouteTarget::Agent(name) = &self.route.target else { return OnDisconnect::Hangup };
-        self.ctx.config.borrow().agent(name).map_or(OnDisconnect::Hangup, |a| a.on_disconnect)
-    }
-
-    fn dtmf(&self, digit: char, how: &str) {
-        tracing::info!(call_control_id = %self.info.ids.call_control_id, %digit, "DTMF ({how})");
-        if let Some(agent) = &self.agent {
-            agent.dtmf(digit);
-        }
-        let mut p = self.info.payload("answered");
-        p.insert("digit".into(), serde_json::json!(digit.to_string()));
-        self.ctx.events.emit(self.info.event("call.dtmf.received", p));
-    }
 }
 
 /// What an API command needs of a call that runs its own media (inbound agent or
@@ -1048,21 +601,10 @@ pub async fn finish_recording(ctx: &SipContext, info: &CallInfo, recording: Opti
     }
 }
 
-/// How long a parked call rings without `ring_for` before it is refused (480).
-pub const PARK_LIMIT: Duration = Duration::from_secs(60);
+pub use crate::call::core::PARK_LIMIT;
 
 /// Free space a new recording needs on the recordings' file system.
 pub const MIN_FREE_FOR_RECORDING: u64 = 64 * 1024 * 1024;
-
-fn terminated_code(r: &TerminatedReason) -> u16 {
-    match r {
-        TerminatedReason::ProxyError(c) | TerminatedReason::UacOther(c) | TerminatedReason::UasOther(c) => c.code(),
-        TerminatedReason::UacBusy | TerminatedReason::UasBusy => 486,
-        TerminatedReason::UasDecline => 603,
-        TerminatedReason::ProxyAuthRequired => 407,
-        _ => 500,
-    }
-}
 
 /// The digit of an INFO body: `Signal=5` (`application/dtmf-relay`) or a bare
 /// digit (`application/dtmf`).

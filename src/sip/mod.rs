@@ -15,6 +15,7 @@ pub mod digest;
 pub mod fingerprint;
 pub mod forward;
 pub mod inbound;
+pub mod leg;
 pub mod limit;
 pub mod msg;
 pub mod outbound;
@@ -24,6 +25,7 @@ pub mod rooms;
 pub mod routing;
 pub mod sanity;
 pub mod server;
+pub mod shell;
 pub mod trunk;
 
 use std::net::SocketAddr;

@@ -1,0 +1,471 @@
+//! The one tokio shell around `call::core`: every call, whatever its kind
+//! (incoming to an agent, the echo, a park, a room; forwarded to a far leg;
+//! dialled by the API), is this loop. It waits on the legs' dialogs
+//! ([`SipLeg::next`]), their media, the agent stream, the API's commands, the
+//! core's next timer and the shutdown, feeds each to the core, then carries out
+//! what the core asks ([`Output`]): SIP on a leg, media work, events, the state
+//! the API shows. At the end it stops the media and commits each leg's
+//! `call.hangup` before the call's permit is released.
+//!
+//! Decisions live in the core; this file only moves things between it and I/O.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::SipContext;
+use super::inbound::{LegControl, finish_recording, new_recorder, next_agent_event, start_recording_if, stream_pair};
+use super::leg::SipLeg;
+use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
+use crate::call::CallInfo;
+use crate::call::control::{Action, RoomJoin, RoomRef};
+use crate::call::core::{CallCore, Input, LegId, MediaInput, MediaOut, Output, Prompt};
+use crate::call::playback::Playbacks;
+use crate::call::recording::{CallRecorder, CallRecording};
+use crate::call::session::Relay;
+use crate::config::OnDisconnect;
+use crate::daemon::lifecycle::CallPermit;
+use crate::media::bridge::Side;
+use crate::media::leg::{LegEvent, Tap};
+use crate::media::pcm::pcm_pair;
+
+/// Playback id of the box's own prompts (PIN): far above the API's, and not
+/// reported as `call.playback.*`.
+const PROMPT_ID: u64 = u64::MAX - 1;
+
+/// What the near leg's media does once answered.
+#[derive(Debug, Clone)]
+pub enum MediaPlan {
+    /// The built-in echo.
+    Echo,
+    /// Stream to a voice agent; `on_disconnect` of its `[[agent]]` (`None`: a
+    /// stream the API started, which ends alone and leaves the call up).
+    Agent {
+        /// The stream.
+        spec: Box<StreamSpec>,
+        /// What the agent's failure does to the call.
+        on_disconnect: OnDisconnect,
+    },
+    /// The route's agent was removed by a reload: the call ends at answer.
+    Unavailable,
+    /// Silence until the API starts something (parked calls; the API's `answer`
+    /// may bring a stream).
+    Silence,
+    /// A local room (joined when the core says, after the PIN).
+    Room(String),
+    /// Relayed to the far leg (forward routes).
+    Relay,
+}
+
+/// One call's shell. Built by whoever admitted the call (`inbound`, `dial`).
+pub struct Shell {
+    /// Shared SIP state.
+    pub ctx: Arc<SipContext>,
+    /// The call's control.
+    pub core: CallCore,
+    /// The near leg.
+    pub near: SipLeg,
+    /// The far leg (forward routes).
+    pub far: Option<SipLeg>,
+    /// What the near leg's media does.
+    pub plan: MediaPlan,
+    /// Record from answer (`record = true`, `record-from-answer`).
+    pub record: bool,
+    /// `transfer`: once answered, bridge with this call.
+    pub bridge_with: Option<String>,
+    /// The API's registration of the near leg.
+    pub control: crate::call::control::Registration,
+    /// Released once every leg's hangup is committed.
+    pub permit: Option<CallPermit>,
+    agent: Option<AgentStream>,
+    on_disconnect: OnDisconnect,
+    playbacks: Playbacks,
+    recorder: Option<CallRecorder>,
+    /// A forwarded call's recording (of the relay).
+    recording: Option<CallRecording>,
+    relay: Option<Relay>,
+    room: Option<super::rooms::Membership>,
+    media_events: Option<tokio::sync::mpsc::UnboundedReceiver<LegEvent>>,
+    shutdown_seen: bool,
+    /// The room a room route joins.
+    room_target: Option<String>,
+}
+
+impl Shell {
+    /// A call ready to run.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ctx: Arc<SipContext>,
+        core: CallCore,
+        near: SipLeg,
+        far: Option<SipLeg>,
+        plan: MediaPlan,
+        record: bool,
+        control: crate::call::control::Registration,
+        permit: Option<CallPermit>,
+    ) -> Self {
+        let plan_room = plan.clone();
+        Self {
+            ctx,
+            core,
+            near,
+            far,
+            plan,
+            record,
+            bridge_with: None,
+            control,
+            permit,
+            agent: None,
+            on_disconnect: OnDisconnect::Hangup,
+            playbacks: Playbacks::new(),
+            recorder: None,
+            recording: None,
+            relay: None,
+            room: None,
+            media_events: None,
+            shutdown_seen: false,
+            room_target: match &plan_room {
+                MediaPlan::Room(name) => Some(name.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Runs the call to its end.
+    pub async fn run(mut self) {
+        let hangup_all = self.ctx.hangup_all.clone();
+        loop {
+            self.drain().await;
+            if self.core.is_ended() {
+                break;
+            }
+            // The media task is replaced when the leg switches mode (echo → PCM,
+            // room): its events come on a new channel.
+            if let Some(rx) = self.near.media.take_events() {
+                self.media_events = Some(rx);
+            }
+            let timeout = self.core.poll_timeout().map(tokio::time::Instant::from_std);
+            let near_info = self.core.info(LegId::Near).cloned();
+            let far_info = self.core.info(LegId::Far).cloned();
+            let input = tokio::select! {
+                d = self.near.next(near_info.as_ref().expect("near leg")) => Input::Dialog(LegId::Near, d),
+                d = async {
+                    match (self.far.as_mut(), far_info.as_ref()) {
+                        (Some(f), Some(i)) => f.next(i).await,
+                        _ => std::future::pending().await,
+                    }
+                } => Input::Dialog(LegId::Far, d),
+                _ = tokio::time::sleep_until(timeout.unwrap_or_else(tokio::time::Instant::now)), if timeout.is_some() => Input::Timeout,
+                _ = hangup_all.cancelled(), if !self.shutdown_seen => {
+                    self.shutdown_seen = true;
+                    Input::Shutdown
+                }
+                cmd = self.control.next() => {
+                    self.command(cmd).await;
+                    continue;
+                }
+                ev = next_agent_event(&mut self.agent) => {
+                    let StreamEvent::Failed(reason) = ev;
+                    self.agent = None;
+                    self.control.update(|v| v.stream_id = None);
+                    let hang_up = self.on_disconnect == OnDisconnect::Hangup;
+                    tracing::info!(
+                        call_control_id = %self.control_id(),
+                        "agent stream failed ({reason}): {}", if hang_up { "BYE" } else { "the call continues" }
+                    );
+                    Input::AgentFailed { hang_up }
+                }
+                Some(ev) = async {
+                    match self.media_events.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await }
+                } => match ev {
+                    LegEvent::Dtmf(d) => self.dtmf_input(LegId::Near, d),
+                    LegEvent::Timeout(after) => self.timeout_input(LegId::Near, after),
+                    LegEvent::PlaybackDone { id, completed } => {
+                        if id != PROMPT_ID {
+                            self.leg_control().playback_done(id, completed).await;
+                        }
+                        continue;
+                    }
+                },
+                ev = async { match self.relay.as_mut() { Some(r) => r.next_event().await, None => std::future::pending().await } } => {
+                    let leg = if ev.0 == Side::A { LegId::Near } else { LegId::Far };
+                    match ev.1 {
+                        LegEvent::Dtmf(d) => self.dtmf_input(leg, d),
+                        LegEvent::Timeout(after) => self.timeout_input(leg, after),
+                        LegEvent::PlaybackDone { .. } => continue,
+                    }
+                }
+            };
+            if let Input::Dialog(_, crate::call::core::DialogInput::Dtmf(digit)) = &input {
+                tracing::info!(call_control_id = %self.control_id(), %digit, "DTMF (SIP INFO)");
+                self.dtmf_to_agent(*digit);
+            }
+            self.core.handle(Instant::now(), input);
+        }
+        self.finish().await;
+    }
+
+    fn control_id(&self) -> String {
+        self.core.info(LegId::Near).map(|i| i.ids.call_control_id.clone()).unwrap_or_default()
+    }
+
+    fn dtmf_to_agent(&self, digit: char) {
+        if let Some(agent) = &self.agent {
+            agent.dtmf(digit);
+        }
+    }
+
+    fn dtmf_input(&self, leg: LegId, digit: char) -> Input {
+        tracing::info!(call_control_id = %self.control_id(), %digit, "DTMF (RFC 4733)");
+        if leg == LegId::Near {
+            self.dtmf_to_agent(digit);
+        }
+        Input::Media(leg, MediaInput::Dtmf(digit))
+    }
+
+    fn timeout_input(&self, leg: LegId, after: std::time::Duration) -> Input {
+        tracing::info!(call_control_id = %self.control_id(), ?leg, "no RTP for {}s: BYE", after.as_secs());
+        Input::Media(leg, MediaInput::Timeout(after))
+    }
+
+    /// Carries out everything the core has asked for.
+    async fn drain(&mut self) {
+        while let Some(out) = self.core.poll() {
+            match out {
+                Output::Sip(leg, s) => {
+                    let info = self.core.info(leg).cloned();
+                    let target = match leg {
+                        LegId::Near => Some(&mut self.near),
+                        LegId::Far => self.far.as_mut(),
+                    };
+                    if let (Some(t), Some(info)) = (target, info) {
+                        let refresh = matches!(s, crate::call::core::SipOut::Refresh { .. });
+                        let result = t.send(s, &info).await;
+                        if refresh && result.is_ok() {
+                            // The 2xx to the box's own refresh restarts the interval.
+                            self.core.handle(
+                                Instant::now(),
+                                Input::Dialog(leg, crate::call::core::DialogInput::Refreshed { session_expires: None }),
+                            );
+                        }
+                    }
+                }
+                Output::Emit(e) => {
+                    if e.event_type == "call.answered" {
+                        let id = e.payload.get("call_control_id").and_then(|v| v.as_str()).unwrap_or_default();
+                        tracing::info!(call_control_id = %id, "answered");
+                    }
+                    self.ctx.events.emit(e)
+                }
+                Output::ViewState(state) => self.control.update(|v| v.state = state.into()),
+                Output::Media(m) => self.media(m).await,
+                Output::Ended => {}
+            }
+        }
+    }
+
+    fn tap(&self) -> Option<Arc<dyn Tap>> {
+        crate::call::listen::call_tap(&self.control.listen, self.recorder.as_ref().map(|r| r.tap()))
+    }
+
+    async fn media(&mut self, m: MediaOut) {
+        match m {
+            MediaOut::Start => {
+                if !self.start_media().await {
+                    self.core.handle(Instant::now(), Input::MediaFailed);
+                }
+            }
+            MediaOut::Relay { answered } => {
+                let Some(far) = self.far.as_mut() else { return };
+                if answered {
+                    let info = self.core.info(LegId::Near).cloned().expect("near leg");
+                    self.recording = start_recording_if(&self.ctx, self.record, &info);
+                }
+                let tap = crate::call::listen::call_tap(&self.control.listen, self.recording.as_ref().map(|r| r.tap()));
+                match self.relay.as_mut() {
+                    None => self.relay = Relay::start(&mut self.near.media, &mut far.media, tap),
+                    Some(r) if answered => r.set_tap(tap).await,
+                    Some(_) => {}
+                }
+            }
+            MediaOut::Prompt(p) => {
+                let pcm = match p {
+                    Prompt::EnterPin => crate::call::pin::enter_prompt(),
+                    Prompt::WrongPin => {
+                        tracing::info!(call_control_id = %self.control_id(), "wrong PIN");
+                        crate::call::pin::wrong_prompt()
+                    }
+                };
+                let _ = self.near.media.play(PROMPT_ID, pcm, false, None).await;
+            }
+            MediaOut::StopPrompt => {
+                let _ = self.near.media.stop_playback().await;
+            }
+            MediaOut::JoinRoom => {
+                if let Err(e) = self.join_room().await {
+                    tracing::warn!(call_control_id = %self.control_id(), "could not join the room: {e}");
+                    self.core.handle(Instant::now(), Input::RoomJoinFailed);
+                }
+            }
+        }
+    }
+
+    /// The near leg is answered: its recorder, then its media as planned.
+    /// `false` when it cannot start (the call is ended).
+    async fn start_media(&mut self) -> bool {
+        let info = self.core.info(LegId::Near).cloned().expect("near leg");
+        let rate = match &self.plan {
+            MediaPlan::Agent { spec, .. } => spec.playout_rate(),
+            _ => 8000,
+        };
+        self.recorder = new_recorder(&self.ctx, &info, self.record, rate);
+        let tap = self.tap();
+        match std::mem::replace(&mut self.plan, MediaPlan::Silence) {
+            MediaPlan::Echo => self.near.media.start(tap.clone()),
+            MediaPlan::Unavailable => {
+                tracing::warn!(call_control_id = %info.ids.call_control_id, "the route's agent is no longer configured: BYE");
+                return false;
+            }
+            MediaPlan::Agent { spec, on_disconnect } => {
+                let (port, endpoint) = stream_pair(&spec);
+                self.near.media.start_pcm(tap.clone(), port);
+                let stream = AgentStream::start(*spec, info.clone(), self.ctx.events.clone(), endpoint);
+                let id = stream.stream_id.clone();
+                self.control.update(|v| v.stream_id = Some(id));
+                self.agent = Some(stream);
+                self.on_disconnect = on_disconnect;
+            }
+            MediaPlan::Silence | MediaPlan::Room(_) | MediaPlan::Relay => {
+                self.near.media.start_pcm(tap.clone(), pcm_pair(1, false, false).0)
+            }
+        }
+        if let Some(other) = self.bridge_with.take() {
+            // `transfer`: the new leg and the original call meet in a bridge.
+            let join = super::rooms::bridge_join(&other);
+            let joined = self.leg_control().command(Action::JoinRoom(join.clone()), true, tap).await;
+            let other_joined = match joined {
+                Ok(()) => self.ctx.calls.command(&other, Action::JoinRoom(join)).await,
+                Err(e) => Some(Err(e)),
+            };
+            match (other_joined, self.ctx.calls.get(&other)) {
+                (Some(Ok(())), crate::call::control::Lookup::Live(view)) => {
+                    super::rooms::emit_bridged(&self.ctx.events, &view.info, &info);
+                }
+                (result, _) => {
+                    tracing::info!(
+                        call_control_id = %info.ids.call_control_id, original = %other,
+                        "transfer answered but the original call could not be bridged ({result:?}): hanging up"
+                    );
+                    self.core.handle(Instant::now(), Input::MediaFailed);
+                }
+            }
+        }
+        true
+    }
+
+    async fn join_room(&mut self) -> Result<(), String> {
+        let Some(name) = self.room_target.clone() else { return Ok(()) };
+        let info = self.core.info(LegId::Near).cloned().expect("near leg");
+        let tap = self.tap();
+        let join = RoomJoin {
+            room: RoomRef::Name(name.clone()),
+            options: self.ctx.config.borrow().rooms.options(),
+            muted: false,
+            held: false,
+        };
+        let rooms = self.ctx.rooms.clone();
+        let leg = super::rooms::join_leg(&rooms, &mut self.near.media, tap, &info, &join).await?;
+        tracing::info!(call_control_id = %info.ids.call_control_id, room = %name, "joined the room");
+        self.room = Some(super::rooms::Membership { leg, agent: None });
+        Ok(())
+    }
+
+    /// An API command: the core's action table first, then the media work.
+    async fn command(&mut self, cmd: crate::call::control::Command) {
+        let now = Instant::now();
+        let answered = self.core.state() == crate::call::CallState::Answered;
+        let result = match self.core.action(now, cmd.action) {
+            Err(e) => Err(e),
+            Ok(None) => {
+                if let Some(info) = self.core.info(LegId::Near) {
+                    let state = info.client_state.clone();
+                    self.control.update(|v| v.info.client_state = state);
+                }
+                Ok(())
+            }
+            Ok(Some(Action::Answer { stream })) => {
+                // Parked call answered: the stream (if any) starts at the ACK.
+                if let Some(spec) = stream {
+                    self.plan = MediaPlan::Agent { spec, on_disconnect: OnDisconnect::Hangup };
+                }
+                Ok(())
+            }
+            Ok(Some(action)) => {
+                let tap = self.tap();
+                let streaming_start = matches!(action, Action::StreamingStart(_));
+                let r = self.leg_control().command(action, answered, tap).await;
+                if streaming_start && r.is_ok() {
+                    // A stream the API started ends alone; the call stays up (Telnyx).
+                    self.on_disconnect = OnDisconnect::Continue;
+                }
+                r
+            }
+        };
+        let _ = cmd.reply.send(result);
+        self.drain().await;
+    }
+
+    fn leg_control(&mut self) -> LegControl<'_> {
+        LegControl {
+            ctx: &self.ctx,
+            info: self.core.info_mut(LegId::Near).expect("near leg"),
+            media: &mut self.near.media,
+            agent: &mut self.agent,
+            control: &self.control,
+            playbacks: &mut self.playbacks,
+            recorder: &mut self.recorder,
+            dialog: &self.near.dialog,
+            room: &mut self.room,
+        }
+    }
+
+    /// Media stopped, each leg's hangup committed (far first), recordings
+    /// saved, then the permit released.
+    async fn finish(mut self) {
+        self.leg_control().playbacks_hung_up();
+        if let Some(agent) = self.agent.take() {
+            agent.stop().await;
+        }
+        let (near_quality, far_quality) = match self.relay.take() {
+            Some(r) => r.stop().await,
+            None => (self.near.media.stop().await, None),
+        };
+        if let Some(far) = self.far.as_mut() {
+            far.finish().await;
+            if let Some(e) = self.core.hangup_event(LegId::Far, SystemTime::now(), far_quality) {
+                log_hangup(self.core.info(LegId::Far), &self.core, LegId::Far);
+                let _ = self.ctx.events.emit_durable(e).await;
+            }
+        }
+        self.near.finish().await;
+        log_hangup(self.core.info(LegId::Near), &self.core, LegId::Near);
+        if let Some(e) = self.core.hangup_event(LegId::Near, SystemTime::now(), near_quality) {
+            // The call counts as ended once its hangup is committed (webhook outbox
+            // and call record); only then is its permit released.
+            let _ = self.ctx.events.emit_durable(e).await;
+        }
+        let info = self.core.info(LegId::Near).cloned().expect("near leg");
+        let span = self.recorder.as_mut().and_then(|r| r.record_stop());
+        finish_recording(&self.ctx, &info, span).await;
+        finish_recording(&self.ctx, &info, self.recording.take()).await;
+        drop(self.permit.take());
+    }
+}
+
+fn log_hangup(info: Option<&CallInfo>, core: &CallCore, leg: LegId) {
+    let (Some(info), Some(h)) = (info, core.hangup(leg)) else { return };
+    tracing::info!(
+        call_control_id = %info.ids.call_control_id,
+        cause = h.cause.as_str(), source = h.source.as_str(), sip_code = h.sip_code,
+        "hangup"
+    );
+}
