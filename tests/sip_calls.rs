@@ -429,6 +429,23 @@ fn forward_between_two_trunks_ties_both_dialogs() {
     stop(d);
 }
 
+/// RFC 4028 on a forwarded call (issue 19): the caller's Session-Expires (a
+/// Telnyx-shaped INVITE, 1800 s, refresher=uac) is echoed in the box's 200 OK to
+/// the caller (`uac_telnyx.xml` checks it) and asked of the far carrier in the
+/// box's INVITE (`uas_answer_timer.xml` checks it). Expiry and refresh on both
+/// legs are in `call::core`'s tests on a fake clock (a 90 s minimum interval
+/// is too long for this suite).
+#[test]
+fn forward_passes_the_session_timer_to_both_legs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _n, target, b_port) = start_forwarding_daemon(dir.path(), false);
+    let mut b = uas(dir.path(), "b-timer", "uas_answer_timer.xml", b_port);
+    run_sipp(dir.path(), "a-timer", sipp_args("uac_telnyx.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
+    assert_eq!(b.wait(WAIT), 0, "{}\n{}", b.report(), d.stderr());
+    wait_log(&d, "cause=\"normal_clearing\" source=\"caller\" sip_code=200");
+    stop(d);
+}
+
 #[test]
 fn forward_propagates_cancel_and_failure_codes() {
     let dir = tempfile::tempdir().unwrap();
