@@ -11,7 +11,6 @@ pub mod media_source;
 pub mod pin;
 pub mod playback;
 pub mod recording;
-pub mod session;
 pub mod state;
 
 use std::time::SystemTime;

@@ -20,4 +20,5 @@ pub mod ports;
 pub mod quality;
 pub mod rtcp;
 pub mod rtp;
+pub mod session;
 pub mod stats;

@@ -21,7 +21,7 @@ use crate::call::control::{Action, ActionError, Registration};
 use crate::call::core::{Answer, CallCore, DialogInput, Input, LegId, Plan, Role, Setup, Termination};
 use crate::call::playback::{Loops, Playbacks, Playing};
 use crate::call::recording::{CallRecorder, CallRecording};
-use crate::call::session::{MediaSession, Reject};
+use crate::media::session::{MediaSession, Reject};
 use crate::call::{CallIds, CallInfo, Direction};
 use crate::config::{Route, RouteTarget, StreamTrack, Trunk};
 use crate::daemon::lifecycle::{CallPermit, Refusal};

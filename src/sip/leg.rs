@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use super::{SipContext, msg};
 use crate::call::CallInfo;
 use crate::call::core::{DialogInput, Role, SipOut, Termination};
-use crate::call::session::{MediaSession, Reject};
+use crate::media::session::{MediaSession, Reject};
 
 /// A leg's dialog, its state channel and its media.
 pub struct SipLeg {

@@ -95,7 +95,7 @@ pub struct SipContext {
     pub calls: crate::call::control::CallRegistry,
     /// RTP ports and media settings (`rtp_timeout` here is the startup value; calls
     /// take the one of the config in force when they begin).
-    pub media: crate::call::session::MediaEngine,
+    pub media: crate::media::session::MediaEngine,
     /// Local rooms (`room` / `room_per_caller` routes, the conference API, bridges).
     pub rooms: crate::room::Rooms,
     /// Recordings of whole rooms (conference `record_start`).
@@ -190,7 +190,7 @@ impl SipStack {
             calls,
             rooms,
             room_recordings: rooms::RoomRecordings::default(),
-            media: crate::call::session::MediaEngine {
+            media: crate::media::session::MediaEngine {
                 pool: crate::media::ports::PortPool::new(cfg.rtp.port_range),
                 rtp_timeout: cfg.rtp.timeout,
                 bind_ip: std::net::IpAddr::from([0, 0, 0, 0]),

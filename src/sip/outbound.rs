@@ -17,7 +17,7 @@ use rsipstack::sip::Header;
 
 use super::leg::SipLeg;
 use super::{SipContext, addr};
-use crate::call::session::MediaSession;
+use crate::media::session::MediaSession;
 use crate::call::{CallIds, CallInfo, Direction};
 use crate::config::Trunk;
 

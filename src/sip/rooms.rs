@@ -74,7 +74,7 @@ pub fn room_for(target: &RouteTarget, caller: &str) -> Option<String> {
 /// The media could not switch, or the room refused (full, ended, invalid name).
 pub async fn join_leg(
     rooms: &Rooms,
-    media: &mut crate::call::session::MediaSession,
+    media: &mut crate::media::session::MediaSession,
     tap: Option<Arc<dyn Tap>>,
     info: &CallInfo,
     join: &RoomJoin,

@@ -21,7 +21,7 @@ use crate::call::control::{Action, RoomJoin, RoomRef};
 use crate::call::core::{CallCore, Input, LegId, MediaInput, MediaOut, Output, Prompt};
 use crate::call::playback::Playbacks;
 use crate::call::recording::{CallRecorder, CallRecording};
-use crate::call::session::Relay;
+use crate::media::session::Relay;
 use crate::config::OnDisconnect;
 use crate::daemon::lifecycle::CallPermit;
 use crate::media::bridge::Side;

@@ -382,6 +382,3 @@ impl MediaSession {
         Some(leg.quality_json())
     }
 }
-
-/// Shared handle to the engine.
-pub type MediaEngineRef = Arc<MediaEngine>;
