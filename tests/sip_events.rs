@@ -24,7 +24,13 @@ async fn stack(dir: &std::path::Path, config: &str) -> (SipStack, EventBus) {
     let (tx, rx) = watch::channel(Arc::new(cfg));
     std::mem::forget(tx); // keep the config channel open for the stack's lifetime
     let events = EventBus::new();
-    let s = SipStack::start(rx, Lifecycle::new(10), events.clone(), CancellationToken::new()).await.unwrap();
+    let services = sipbridge::call::services::CallServices::new(
+        rx,
+        events.clone(),
+        sipbridge::call::control::CallRegistry::default(),
+        CancellationToken::new(),
+    );
+    let s = SipStack::start(services, Lifecycle::new(10)).await.unwrap();
     (s, events)
 }
 

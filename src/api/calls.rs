@@ -80,7 +80,7 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
         }
         (None, None) => None,
     };
-    let req = crate::sip::dial::DialRequest {
+    let req = crate::call::services::DialRequest {
         trunk,
         from,
         to,
@@ -91,7 +91,7 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
         webhook_url,
         bridge_with: None,
     };
-    let view = crate::sip::dial::dial(&st.sip, req).await.map_err(ApiError::from_action)?;
+    let view = st.control.dial(req).await.map_err(ApiError::from_action)?;
     Ok(Json(json!({"data": view.to_json(true)})))
 }
 
@@ -312,13 +312,13 @@ async fn bridge(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<()
         ));
     }
     let views = [view(st, id)?, view(st, &other)?];
-    let join = crate::sip::rooms::bridge_join(id);
+    let join = crate::call::rooms::bridge_join(id);
     run(st, id, Action::JoinRoom(join.clone())).await?;
     if let Err(e) = run(st, &other, Action::JoinRoom(join)).await {
         let _ = run(st, id, Action::LeaveRoom).await;
         return Err(e);
     }
-    crate::sip::rooms::emit_bridged(&st.events, &views[0].info, &views[1].info);
+    crate::call::rooms::emit_bridged(&st.events, &views[0].info, &views[1].info);
     Ok(())
 }
 
@@ -339,7 +339,7 @@ async fn transfer(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<
     check_numbers(&to, &from)?;
     let timeout = timeout_secs(body)?;
     let webhook_url = webhook_url(&st.config.borrow(), body)?;
-    let req = crate::sip::dial::DialRequest {
+    let req = crate::call::services::DialRequest {
         trunk: string(body, "connection_id")?.unwrap_or_else(|| me.info.connection_id.clone()),
         from,
         to,
@@ -350,7 +350,7 @@ async fn transfer(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<
         webhook_url,
         bridge_with: Some(id.to_string()),
     };
-    crate::sip::dial::dial(&st.sip, req).await.map_err(ApiError::from_action)?;
+    st.control.dial(req).await.map_err(ApiError::from_action)?;
     Ok(())
 }
 
@@ -366,7 +366,7 @@ fn view(st: &ApiState, id: &str) -> Result<crate::call::control::CallView, ApiEr
 fn refer(body: &Map<String, Value>) -> Result<Action, ApiError> {
     let sip_address =
         string(body, "sip_address")?.ok_or_else(|| ApiError::bad_field("/sip_address", "sip_address is required"))?;
-    crate::sip::refer::check_address(&sip_address).map_err(|e| ApiError::bad_field("/sip_address", e))?;
+    crate::call::control::check_address(&sip_address).map_err(|e| ApiError::bad_field("/sip_address", e))?;
     let headers = custom_headers(body)?;
     Ok(Action::Refer(crate::call::control::Refer { sip_address, headers }))
 }

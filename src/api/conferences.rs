@@ -50,7 +50,7 @@ fn participant_json(r: &RoomInfo, p: &ParticipantInfo, info: Option<&crate::call
 }
 
 fn find(st: &ApiState, id: &str) -> Result<RoomInfo, ApiError> {
-    st.sip.rooms.find(id).ok_or_else(|| ApiError::not_found("conference", id))
+    st.control.services.rooms.find(id).ok_or_else(|| ApiError::not_found("conference", id))
 }
 
 /// `GET /v2/conferences` (optionally `filter[name]`).
@@ -60,11 +60,12 @@ pub async fn list(
 ) -> Json<Value> {
     let name = q.get("filter[name]");
     let mut rooms: Vec<RoomInfo> = st
-        .sip
+        .control
+        .services
         .rooms
         .list()
         .into_iter()
-        .filter(|r| !r.name.starts_with(crate::sip::rooms::BRIDGE_PREFIX))
+        .filter(|r| !r.name.starts_with(crate::call::rooms::BRIDGE_PREFIX))
         .filter(|r| name.is_none_or(|n| &r.name == n))
         .collect();
     rooms.sort_by_key(|r| r.created_at);
@@ -85,7 +86,13 @@ pub async fn participants(
 ) -> Result<Json<Value>, ApiError> {
     super::webrtc::allow_room(&access, &st, &id)?;
     let room = find(&st, &id)?;
-    let ps = st.sip.rooms.participants(room.conference_id).await.map_err(|_| ApiError::not_found("conference", &id))?;
+    let ps = st
+        .control
+        .services
+        .rooms
+        .participants(room.conference_id)
+        .await
+        .map_err(|_| ApiError::not_found("conference", &id))?;
     // A guest (join token) sees who is in the room, not their numbers.
     let guest = access != super::Access::Full;
     let info = |id: &str| match st.calls.get(id) {
@@ -128,7 +135,7 @@ pub async fn create(State(st): State<ApiState>, body: Bytes) -> Result<Json<Valu
     let body = object(&body)?;
     let call = required(&body, "call_control_id")?;
     let name = required(&body, "name")?;
-    if name.is_empty() || name.len() > 256 || name.starts_with(crate::sip::rooms::BRIDGE_PREFIX) {
+    if name.is_empty() || name.len() > 256 || name.starts_with(crate::call::rooms::BRIDGE_PREFIX) {
         return Err(ApiError::bad_field("/name", "name must be 1 to 256 bytes and not start with \"bridge:\""));
     }
     let options = max_participants(&st, &body)?;
@@ -159,7 +166,7 @@ pub async fn action(
 ) -> Result<Json<Value>, ApiError> {
     let body = object(&body)?;
     let room = find(&st, &id)?;
-    let rooms = &st.sip.rooms;
+    let rooms = &st.control.services.rooms;
     let gone = |_| ApiError::not_found("conference", &id);
     match name.as_str() {
         "join" => {
@@ -207,7 +214,7 @@ pub async fn action(
                 detail: e,
                 pointer: Some("/audio_url".into()),
             })?;
-            crate::sip::rooms::play(rooms, room.conference_id, pcm).await.map_err(|e| ApiError {
+            crate::call::rooms::play(rooms, room.conference_id, pcm).await.map_err(|e| ApiError {
                 status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                 code: "90020",
                 title: "Conference action failed",
@@ -223,15 +230,20 @@ pub async fn action(
                     return Err(ApiError::bad_field("/format", format!("{other:?} is not supported; use \"wav\"")));
                 }
             }
-            st.sip.room_recordings.start(&st.sip, room.conference_id, &room.name).await.map_err(|e| ApiError {
-                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                code: "90055",
-                title: "Recording could not start",
-                detail: e,
-                pointer: None,
-            })?;
+            st.control
+                .services
+                .room_recordings
+                .start(&st.control.services, room.conference_id, &room.name)
+                .await
+                .map_err(|e| ApiError {
+                    status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    code: "90055",
+                    title: "Recording could not start",
+                    detail: e,
+                    pointer: None,
+                })?;
         }
-        "record_stop" => st.sip.room_recordings.stop(room.conference_id).map_err(|e| ApiError {
+        "record_stop" => st.control.services.room_recordings.stop(room.conference_id).map_err(|e| ApiError {
             status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             code: "90055",
             title: "Not recording",
@@ -258,7 +270,8 @@ pub async fn listen(
     let who = format!("listen:{}", uuid::Uuid::new_v4());
     let participant = crate::room::Participant::listener(who, tx, crate::media::g711::G711::Pcmu);
     let handle = st
-        .sip
+        .control
+        .services
         .rooms
         .join_existing(room.conference_id, participant)
         .await

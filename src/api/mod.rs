@@ -50,8 +50,12 @@ use error::ApiError;
 pub struct ApiState {
     /// Live calls.
     pub calls: CallRegistry,
-    /// The SIP side (dialling).
-    pub sip: Arc<crate::sip::SipContext>,
+    /// Call control: config, events, live calls, rooms, and dialling.
+    pub control: crate::call::services::CallControl,
+    /// The SIP listeners, as `udp://ip:port` (`/readyz`).
+    pub sip_listeners: Vec<String>,
+    /// Admission and draining (`/readyz`).
+    pub lifecycle: Arc<crate::daemon::lifecycle::Lifecycle>,
     /// The config in force (token, recording dir...).
     pub config: watch::Receiver<Arc<Config>>,
     /// Call events (the event socket subscribes).

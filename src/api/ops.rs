@@ -99,9 +99,9 @@ pub async fn readyz(State(st): State<ApiState>) -> Response {
     ready &= store_ok;
     // Bound at startup (the daemon does not start without them); listed so a
     // technician sees what the box listens on.
-    let sip: Vec<String> = st.sip.listeners.iter().map(|(t, a)| format!("{t}://{a}")).collect();
+    let sip: Vec<String> = st.sip_listeners.clone();
     ready &= !sip.is_empty();
-    let accepting = st.sip.lifecycle.accepting();
+    let accepting = st.lifecycle.accepting();
     ready &= accepting;
     let disk_free = if cfg.recording.enabled {
         free_bytes(&cfg.recording.dir).or_else(|| free_bytes(&cfg.node.data_dir))

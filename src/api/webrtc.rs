@@ -84,7 +84,7 @@ fn created(j: Joined) -> Response {
 /// The room name `id_or_name` refers to: an existing room's name, or the
 /// name itself (a room created on first join).
 fn room_name(st: &ApiState, id_or_name: &str) -> String {
-    st.sip.rooms.find(id_or_name).map_or_else(|| id_or_name.to_string(), |r| r.name)
+    st.control.services.rooms.find(id_or_name).map_or_else(|| id_or_name.to_string(), |r| r.name)
 }
 
 /// A join token reaches only its own room.
@@ -106,7 +106,7 @@ pub async fn join_conference(
 ) -> Result<Response, ApiError> {
     allow_room(&access, &st, &id)?;
     let offer = offer(&headers, &body)?;
-    if st.sip.rooms.find(&id).is_none() && uuid::Uuid::parse_str(&id).is_err() {
+    if st.control.services.rooms.find(&id).is_none() && uuid::Uuid::parse_str(&id).is_err() {
         check_name(&id).map_err(|e| ApiError::bad_parameter("conference_id", e))?;
     }
     let cap = match &access {
@@ -188,7 +188,7 @@ pub async fn join_token(
             }
         },
     };
-    let room = match st.sip.rooms.find(&id) {
+    let room = match st.control.services.rooms.find(&id) {
         Some(r) => r.name,
         None if uuid::Uuid::parse_str(&id).is_ok() => return Err(ApiError::not_found("conference", &id)),
         None => id,
@@ -232,7 +232,7 @@ pub async fn page(Path(name): Path<String>) -> Response {
 /// control characters or `/`, none of the box's private prefixes (bridges,
 /// call monitors, players).
 fn check_name(name: &str) -> Result<(), String> {
-    use crate::sip::rooms::{BRIDGE_PREFIX, MONITOR_PREFIX, PLAYER_PREFIX};
+    use crate::call::rooms::{BRIDGE_PREFIX, MONITOR_PREFIX, PLAYER_PREFIX};
     if name.is_empty() || name.len() > 128 {
         return Err("a room name is 1–128 bytes".into());
     }

@@ -2,6 +2,7 @@
 //! hangup), Telnyx-style ids and hangup causes, the events calls emit, and the
 //! common payload fields of those events.
 
+pub mod actions;
 pub mod control;
 pub mod core;
 pub mod event;
@@ -11,6 +12,9 @@ pub mod media_source;
 pub mod pin;
 pub mod playback;
 pub mod recording;
+pub mod rooms;
+pub mod services;
+pub mod shell;
 pub mod state;
 
 use std::time::SystemTime;

@@ -16,6 +16,7 @@ use super::lifecycle::Lifecycle;
 use super::logging::{self, LogHandle};
 use super::{lock, notify};
 use crate::call::EventBus;
+use crate::call::services::{CallControl, CallServices};
 use crate::config::{self, Config, Loaded};
 use crate::sip::SipStack;
 use crate::sip::register::RegStates;
@@ -214,9 +215,15 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     let events = EventBus::with_outbox(outbox);
     crate::record::recovered::announce(&store, &events, &repaired, &config_tx.borrow().api.base_url()).await;
     let hangup_all = CancellationToken::new();
-    let sip = match SipStack::start(config_tx.subscribe(), Arc::clone(&lifecycle), events.clone(), hangup_all.clone())
-        .await
-    {
+    // The composition root: the call layer's handles, shared by the SIP stack,
+    // the control API and WebRTC (none of them reaches into another).
+    let services = CallServices::new(
+        config_tx.subscribe(),
+        events.clone(),
+        crate::call::control::CallRegistry::default(),
+        hangup_all.clone(),
+    );
+    let sip = match SipStack::start(services.clone(), Arc::clone(&lifecycle)).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
@@ -254,8 +261,10 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         None => tracing::info!("no [api] section: the control API is not served"),
         Some(Ok(listener)) => {
             let state = crate::api::ApiState {
-                calls: sip.ctx.calls.clone(),
-                sip: Arc::clone(&sip.ctx),
+                calls: services.calls.clone(),
+                control: CallControl::new(services.clone(), Arc::new(Arc::clone(&sip.ctx))),
+                sip_listeners: sip.ctx.listeners.iter().map(|(t, a)| format!("{t}://{a}")).collect(),
+                lifecycle: Arc::clone(&daemon.lifecycle),
                 config: daemon.config.subscribe(),
                 events: daemon.events.clone(),
                 registrations: sip.registrations.clone(),
@@ -266,8 +275,8 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
                     crate::webrtc::WebRtcHub::new(
                         cfg.webrtc.clone(),
                         cfg.rooms.options(),
-                        sip.ctx.rooms.clone(),
-                        sip.ctx.calls.clone(),
+                        services.rooms.clone(),
+                        services.calls.clone(),
                     )
                 },
             };

@@ -5,46 +5,22 @@
 //! (`record: "record-from-answer"`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::SipContext;
 use super::outbound::{self, Dial, DialError};
-use super::shell::{MediaPlan, Shell};
-use crate::agent::stream::StreamSpec;
 use crate::call::control::{ActionError, CallView};
 use crate::call::core::{Answer, CallCore, Plan, Role, Setup};
+use crate::call::shell::{MediaPlan, Shell};
 use crate::config::OnDisconnect;
 
-/// A validated dial request.
-#[derive(Debug, Clone)]
-pub struct DialRequest {
-    /// Trunk name (Telnyx `connection_id`).
-    pub trunk: String,
-    /// Caller number.
-    pub from: String,
-    /// Callee number.
-    pub to: String,
-    /// Ring limit (`timeout_secs`).
-    pub timeout: Duration,
-    /// Echoed in events.
-    pub client_state: Option<String>,
-    /// Stream the answered call here.
-    pub stream: Option<StreamSpec>,
-    /// Record from answer.
-    pub record: bool,
-    /// Telnyx `webhook_url`: this call's events go there instead of `[webhooks] url`.
-    pub webhook_url: Option<String>,
-    /// `transfer`: once answered, bridge with this call (its `call_control_id`);
-    /// if that call has ended by then, this one is hung up.
-    pub bridge_with: Option<String>,
-}
+pub use crate::call::services::DialRequest;
 
 /// Places the call; returns its view as soon as the INVITE is out.
 ///
 /// Errors: unknown trunk or one without `proxy` (400-class `ActionError` with
 /// status 422), no capacity (503), no RTP ports (503), INVITE not sendable (500).
 pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, ActionError> {
-    let cfg = ctx.config.borrow().clone();
+    let cfg = ctx.services.config.borrow().clone();
     let trunk = cfg.trunk(&req.trunk).cloned().ok_or_else(|| ActionError {
         status: 422,
         code: "10015",
@@ -84,7 +60,7 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
         DialError::BadNumber(why) => ActionError { status: 422, code: "10015", title: "Invalid number", detail: why },
         DialError::Sip(why) => ActionError { status: 500, code: "10007", title: "Dial failed", detail: why },
     })?;
-    let control = ctx.calls.register(&info, "bridging");
+    let control = ctx.services.calls.register(&info, "bridging");
     let view = CallView { info: info.clone(), state: "bridging".into(), stream_id: None };
     let setup = Setup { info, role: Role::Uac, plan: Plan::Terminate, answer: Answer::Now, session_expires: None };
     let core = CallCore::new(setup, std::time::Instant::now());
@@ -94,8 +70,16 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
         Some(spec) => MediaPlan::Agent { spec: Box::new(spec), on_disconnect: OnDisconnect::Continue },
         None => MediaPlan::Silence,
     };
-    let mut shell = Shell::new(Arc::clone(ctx), core, leg, None, plan, req.record, control, Some(permit));
+    let mut shell =
+        Shell::new(ctx.services.clone(), core, leg, None, plan, req.record, control, Some(Box::new(permit)));
     shell.bridge_with = req.bridge_with;
     tokio::spawn(shell.run());
     Ok(view)
+}
+
+/// The SIP stack places the calls of the control API and `transfer`.
+impl crate::call::services::Dialer for Arc<SipContext> {
+    fn dial(&self, req: DialRequest) -> crate::call::services::Dialing<'_> {
+        Box::pin(dial(self, req))
+    }
 }

@@ -31,7 +31,7 @@ pub async fn dial_far(
     trunk: &str,
     session_expires: Option<u64>,
 ) -> Result<(CallInfo, SipLeg), String> {
-    let cfg = ctx.config.borrow().clone();
+    let cfg = ctx.services.config.borrow().clone();
     let far_trunk = cfg.trunk(trunk).cloned().ok_or_else(|| format!("no [[trunk]] named {trunk:?}"))?;
     let request = Dial {
         trunk: far_trunk,

@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 
 use super::{SipContext, msg};
 use crate::call::CallInfo;
+use crate::call::control::Refer;
 use crate::call::core::{DialogInput, Role, SipOut, Termination};
+use crate::call::shell::Signalling;
 use crate::media::session::{MediaSession, Reject};
 
 /// A leg's dialog, its state channel and its media.
@@ -284,6 +286,28 @@ impl SipLeg {
             }
         }
         self.ctx.dialogs.remove_dialog(&self.dialog.id());
+    }
+}
+
+impl Signalling for SipLeg {
+    async fn next(&mut self, info: &CallInfo) -> DialogInput {
+        SipLeg::next(self, info).await
+    }
+
+    async fn send(&mut self, out: SipOut, info: &CallInfo) -> Result<(), String> {
+        SipLeg::send(self, out, info).await
+    }
+
+    async fn refer(&self, info: &CallInfo, refer: &Refer) -> Result<(), String> {
+        super::refer::start(&self.ctx, info, &self.dialog, refer).await
+    }
+
+    async fn finish(&mut self) {
+        SipLeg::finish(self).await
+    }
+
+    fn media(&mut self) -> &mut MediaSession {
+        &mut self.media
     }
 }
 

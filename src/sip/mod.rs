@@ -21,11 +21,9 @@ pub mod msg;
 pub mod outbound;
 pub mod refer;
 pub mod register;
-pub mod rooms;
 pub mod routing;
 pub mod sanity;
 pub mod server;
-pub mod shell;
 pub mod trunk;
 
 use std::net::SocketAddr;
@@ -41,7 +39,6 @@ use rsipstack::{EndpointBuilder, transport::SipConnection};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::call::EventBus;
 use crate::config::values::{Listen, Transport};
 use crate::config::{Config, PublicAddress};
 use crate::daemon::lifecycle::Lifecycle;
@@ -73,33 +70,23 @@ pub struct SipContext {
     pub dialogs: Arc<DialogLayer>,
     /// Trunks and their live state.
     pub trunks: Arc<trunk::TrunkTable>,
-    /// The config in force (routes are re-read per call, so reloads apply to new calls).
-    pub config: watch::Receiver<Arc<Config>>,
     /// Admission and draining.
     pub lifecycle: Arc<Lifecycle>,
-    /// Where call events go.
-    pub events: EventBus,
     /// Digest challenger for trunks with inbound credentials.
     pub challenger: digest::DigestChallenger,
     /// Sources banned for failing digest authentication (the transport guard drops them).
     pub bans: ban::Bans,
-    /// Cancelled when remaining calls must hang up (end of shutdown grace).
-    pub hangup_all: CancellationToken,
     /// Local listener addresses, for Contact headers.
     pub listeners: Vec<(Transport, SocketAddr)>,
     /// `node.public_address`.
     pub public_address: PublicAddress,
     /// User-Agent / Server header value (`[sip] user_agent`; empty = none).
     pub user_agent: String,
-    /// Live calls, for the API's call control.
-    pub calls: crate::call::control::CallRegistry,
     /// RTP ports and media settings (`rtp_timeout` here is the startup value; calls
     /// take the one of the config in force when they begin).
     pub media: crate::media::session::MediaEngine,
-    /// Local rooms (`room` / `room_per_caller` routes, the conference API, bridges).
-    pub rooms: crate::room::Rooms,
-    /// Recordings of whole rooms (conference `record_start`).
-    pub room_recordings: rooms::RoomRecordings,
+    /// The call layer's handles (config, events, live calls, rooms, shutdown).
+    pub services: crate::call::services::CallServices,
 }
 
 /// The running SIP stack.
@@ -116,12 +103,10 @@ pub struct SipStack {
 impl SipStack {
     /// Binds the listeners and starts the endpoint and the dispatcher.
     pub async fn start(
-        config: watch::Receiver<Arc<Config>>,
+        services: crate::call::services::CallServices,
         lifecycle: Arc<Lifecycle>,
-        events: EventBus,
-        hangup_all: CancellationToken,
     ) -> Result<Self, SipError> {
-        let cfg = config.borrow().clone();
+        let cfg = services.config.borrow().clone();
         let cancel = CancellationToken::new();
         let transport_layer = TransportLayer::new(cancel.child_token());
         let trunks = Arc::new(trunk::TrunkTable::new(cfg.trunks.clone()));
@@ -173,23 +158,16 @@ impl SipStack {
             reason: e.to_string(),
         })?;
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
-        let calls = crate::call::control::CallRegistry::default();
-        let rooms = rooms::start(&events, &calls);
         let ctx = Arc::new(SipContext {
             dialogs,
             trunks,
-            config,
             lifecycle,
-            events,
             challenger: digest::DigestChallenger::new(&cfg.node.name, Duration::from_secs(300)),
             bans,
-            hangup_all,
             listeners,
             public_address: cfg.node.public_address.clone(),
             user_agent,
-            calls,
-            rooms,
-            room_recordings: rooms::RoomRecordings::default(),
+            services,
             media: crate::media::session::MediaEngine {
                 pool: crate::media::ports::PortPool::new(cfg.rtp.port_range),
                 rtp_timeout: cfg.rtp.timeout,

@@ -17,9 +17,9 @@ use rsipstack::sip::Header;
 
 use super::leg::SipLeg;
 use super::{SipContext, addr};
-use crate::media::session::MediaSession;
 use crate::call::{CallIds, CallInfo, Direction};
 use crate::config::Trunk;
+use crate::media::session::MediaSession;
 
 /// What to dial.
 #[derive(Debug, Clone)]
@@ -90,8 +90,8 @@ pub async fn dial(ctx: &Arc<SipContext>, dial: Dial) -> Result<(CallInfo, SipLeg
     };
     let (mut media, offer) =
         MediaSession::offer(&ctx.media, &dial.trunk.codecs, local_ip).map_err(|_| DialError::NoPorts)?;
-    media.set_rtp_timeout(ctx.config.borrow().rtp.timeout);
-    media.set_latch((&ctx.config.borrow().rtp).into());
+    media.set_rtp_timeout(ctx.services.config.borrow().rtp.timeout);
+    media.set_latch((&ctx.services.config.borrow().rtp).into());
 
     let transport = proxy.transport.map(|t| format!(";transport={t}")).unwrap_or_default();
     let host = if proxy.host.contains(':') { format!("[{}]", proxy.host) } else { proxy.host.clone() };
@@ -161,6 +161,6 @@ pub async fn dial(ctx: &Arc<SipContext>, dial: Dial) -> Result<(CallInfo, SipLeg
         call_control_id = %info.ids.call_control_id, trunk = %dial.trunk.name,
         from = %info.from, to = %info.to, "outgoing call"
     );
-    ctx.events.emit(info.initiated("bridging"));
+    ctx.services.events.emit(info.initiated("bridging"));
     Ok((info, SipLeg::client(Arc::clone(ctx), dialog, states, media, invite, dial.ring_timeout)))
 }

@@ -84,7 +84,7 @@ pub fn on_notify(ctx: &SipContext, info: &CallInfo, req: &Request) {
 pub fn emit(ctx: &SipContext, info: &CallInfo, event_type: &str, status: u16) {
     let mut p = info.payload("answered");
     p.insert("sip_notify_response".into(), serde_json::json!(status));
-    ctx.events.emit(info.event(event_type, p));
+    ctx.services.events.emit(info.event(event_type, p));
 }
 
 /// The event a NOTIFY's sipfrag `status` calls for: none for a provisional one,

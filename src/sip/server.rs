@@ -106,7 +106,7 @@ pub async fn unknown_source(ctx: &SipContext, tx: &mut Transaction) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_LOG: AtomicU64 = AtomicU64::new(0);
     static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    let reject = ctx.config.borrow().sip.unknown_source == UnknownSource::Reject;
+    let reject = ctx.services.config.borrow().sip.unknown_source == UnknownSource::Reject;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     if LAST_LOG.swap(now, Ordering::Relaxed) != now {
         let more = SUPPRESSED.swap(0, Ordering::Relaxed);

@@ -44,11 +44,11 @@ use webrtc::peer_connection::{
 };
 
 use crate::call::control::{CallRegistry, Lookup};
+use crate::call::rooms::WEBRTC_PREFIX;
 use crate::config;
 use crate::media::g711::G711;
 use crate::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmPort, Playback, pcm_pair};
 use crate::room::{LeaveReason, Participant, ParticipantHandle, RoomOptions, Rooms};
-use crate::sip::rooms::WEBRTC_PREFIX;
 
 /// Chunks buffered from a browser toward its room (about 320 ms).
 const BROWSER_DEPTH: usize = 16;
@@ -376,7 +376,7 @@ impl WebRtcHub {
                         return Ok((RoomChoice::Existing(r.conference_id), Some(call_control_id.clone()), !talk));
                     }
                 }
-                let name = format!("{}{call_control_id}", crate::sip::rooms::MONITOR_PREFIX);
+                let name = format!("{}{call_control_id}", crate::call::rooms::MONITOR_PREFIX);
                 let join = crate::call::control::RoomJoin {
                     room: crate::call::control::RoomRef::Name(name.clone()),
                     options: RoomOptions {

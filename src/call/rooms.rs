@@ -1,4 +1,4 @@
-//! Calls in local rooms (issue 10): the dispatch of room routes (LiveKit's
+//! Calls in local rooms (conference membership, issue 10): the dispatch of room routes (LiveKit's
 //! dispatch rules: `room` = direct, optionally with a PIN; `room_per_caller` =
 //! individual), joining a call's leg to a room, and the translation of the room
 //! engine's events into Telnyx's `conference.*` webhooks.
@@ -23,7 +23,7 @@ use crate::media::leg::Tap;
 use crate::media::pcm::{Playback, pcm_pair};
 use crate::room::{LeaveReason, Participant, ParticipantHandle, RoomEvent, Rooms};
 
-use super::SipContext;
+use super::services::CallServices;
 
 /// Name prefix of the private two-party rooms that carry `bridge`/`transfer`.
 pub const BRIDGE_PREFIX: &str = "bridge:";
@@ -107,7 +107,7 @@ pub struct Membership {
 /// # Errors
 /// The room refused the agent (full, ended); the old stream is stopped anyway.
 pub async fn move_agent(
-    ctx: &SipContext,
+    ctx: &CallServices,
     agent: AgentStream,
     info: &CallInfo,
     leg: &ParticipantHandle,
@@ -373,7 +373,7 @@ impl RoomRecordings {
     /// # Errors
     /// Recording is disabled, a recording of this room runs already, the file
     /// could not be created, or the room is gone.
-    pub async fn start(&self, ctx: &SipContext, conference_id: uuid::Uuid, name: &str) -> Result<(), String> {
+    pub async fn start(&self, ctx: &CallServices, conference_id: uuid::Uuid, name: &str) -> Result<(), String> {
         let cfg = ctx.config.borrow().clone();
         if !cfg.recording.enabled {
             return Err("recording is disabled ([recording] enabled = false)".into());

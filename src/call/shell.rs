@@ -1,7 +1,7 @@
 //! The one tokio shell around `call::core`: every call, whatever its kind
 //! (incoming to an agent, the echo, a park, a room; forwarded to a far leg;
 //! dialled by the API), is this loop. It waits on the legs' dialogs
-//! ([`SipLeg::next`]), their media, the agent stream, the API's commands, the
+//! ([`Signalling::next`]), their media, the agent stream, the API's commands, the
 //! core's next timer and the shutdown, feeds each to the core, then carries out
 //! what the core asks ([`Output`]): SIP on a leg, media work, events, the state
 //! the API shows. At the end it stops the media and commits each leg's
@@ -12,21 +12,47 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::SipContext;
-use super::inbound::{LegControl, finish_recording, new_recorder, next_agent_event, start_recording_if, stream_pair};
-use super::leg::SipLeg;
+use std::future::Future;
+
+use super::CallInfo;
+use super::actions::{LegControl, finish_recording, new_recorder, next_agent_event, start_recording_if, stream_pair};
+use super::control::{Action, Refer, RoomJoin, RoomRef};
+use super::core::{CallCore, DialogInput, Input, LegId, MediaInput, MediaOut, Output, Prompt, SipOut};
+use super::playback::Playbacks;
+use super::recording::{CallRecorder, CallRecording};
+use super::services::CallServices;
 use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
-use crate::call::CallInfo;
-use crate::call::control::{Action, RoomJoin, RoomRef};
-use crate::call::core::{CallCore, Input, LegId, MediaInput, MediaOut, Output, Prompt};
-use crate::call::playback::Playbacks;
-use crate::call::recording::{CallRecorder, CallRecording};
-use crate::media::session::Relay;
 use crate::config::OnDisconnect;
-use crate::daemon::lifecycle::CallPermit;
 use crate::media::bridge::Side;
 use crate::media::leg::{LegEvent, Tap};
 use crate::media::pcm::pcm_pair;
+use crate::media::session::{MediaSession, Relay};
+
+/// A leg's signalling as the shell drives it: the SIP adapter (`sip::leg`)
+/// implements it over an rsipstack dialog.
+pub trait Signalling: Send {
+    /// The next thing the dialog reports; pending forever once it has ended.
+    /// `info` names the leg in its events and logs.
+    fn next(&mut self, info: &CallInfo) -> impl Future<Output = DialogInput> + Send;
+    /// Carries out what the core asked of this leg.
+    ///
+    /// # Errors
+    /// What failed (logged; a refresh that fails is not counted as one).
+    fn send(&mut self, out: SipOut, info: &CallInfo) -> impl Future<Output = Result<(), String>> + Send;
+    /// Blind transfer by REFER in this leg's dialog (Telnyx `refer`).
+    ///
+    /// # Errors
+    /// The REFER was refused or could not be sent.
+    fn refer(&self, info: &CallInfo, refer: &Refer) -> impl Future<Output = Result<(), String>> + Send;
+    /// After the call: lets the dialog's last transaction end, then forgets it.
+    fn finish(&mut self) -> impl Future<Output = ()> + Send;
+    /// The leg's media.
+    fn media(&mut self) -> &mut MediaSession;
+}
+
+/// The shell's answer to whoever admitted the call: released once every leg's
+/// `call.hangup` is committed (the daemon's call permit).
+pub type Permit = Box<dyn Send>;
 
 /// Playback id of the box's own prompts (PIN): far above the API's, and not
 /// reported as `call.playback.*`.
@@ -57,15 +83,15 @@ pub enum MediaPlan {
 }
 
 /// One call's shell. Built by whoever admitted the call (`inbound`, `dial`).
-pub struct Shell {
-    /// Shared SIP state.
-    pub ctx: Arc<SipContext>,
+pub struct Shell<S: Signalling> {
+    /// The call layer's handles.
+    pub ctx: CallServices,
     /// The call's control.
     pub core: CallCore,
     /// The near leg.
-    pub near: SipLeg,
+    pub near: S,
     /// The far leg (forward routes).
-    pub far: Option<SipLeg>,
+    pub far: Option<S>,
     /// What the near leg's media does.
     pub plan: MediaPlan,
     /// Record from answer (`record = true`, `record-from-answer`).
@@ -73,9 +99,9 @@ pub struct Shell {
     /// `transfer`: once answered, bridge with this call.
     pub bridge_with: Option<String>,
     /// The API's registration of the near leg.
-    pub control: crate::call::control::Registration,
+    pub control: super::control::Registration,
     /// Released once every leg's hangup is committed.
-    pub permit: Option<CallPermit>,
+    pub permit: Option<Permit>,
     agent: Option<AgentStream>,
     on_disconnect: OnDisconnect,
     playbacks: Playbacks,
@@ -90,18 +116,18 @@ pub struct Shell {
     room_target: Option<String>,
 }
 
-impl Shell {
+impl<S: Signalling> Shell<S> {
     /// A call ready to run.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        ctx: Arc<SipContext>,
+        ctx: CallServices,
         core: CallCore,
-        near: SipLeg,
-        far: Option<SipLeg>,
+        near: S,
+        far: Option<S>,
         plan: MediaPlan,
         record: bool,
-        control: crate::call::control::Registration,
-        permit: Option<CallPermit>,
+        control: super::control::Registration,
+        permit: Option<Permit>,
     ) -> Self {
         let plan_room = plan.clone();
         Self {
@@ -140,7 +166,7 @@ impl Shell {
             }
             // The media task is replaced when the leg switches mode (echo → PCM,
             // room): its events come on a new channel.
-            if let Some(rx) = self.near.media.take_events() {
+            if let Some(rx) = self.near.media().take_events() {
                 self.media_events = Some(rx);
             }
             let timeout = self.core.poll_timeout().map(tokio::time::Instant::from_std);
@@ -195,7 +221,7 @@ impl Shell {
                     }
                 }
             };
-            if let Input::Dialog(_, crate::call::core::DialogInput::Dtmf(digit)) = &input {
+            if let Input::Dialog(_, DialogInput::Dtmf(digit)) = &input {
                 tracing::info!(call_control_id = %self.control_id(), %digit, "DTMF (SIP INFO)");
                 self.dtmf_to_agent(*digit);
             }
@@ -238,13 +264,13 @@ impl Shell {
                         LegId::Far => self.far.as_mut(),
                     };
                     if let (Some(t), Some(info)) = (target, info) {
-                        let refresh = matches!(s, crate::call::core::SipOut::Refresh { .. });
+                        let refresh = matches!(s, SipOut::Refresh { .. });
                         let result = t.send(s, &info).await;
                         if refresh && result.is_ok() {
                             // The 2xx to the box's own refresh restarts the interval.
                             self.core.handle(
                                 Instant::now(),
-                                Input::Dialog(leg, crate::call::core::DialogInput::Refreshed { session_expires: None }),
+                                Input::Dialog(leg, DialogInput::Refreshed { session_expires: None }),
                             );
                         }
                     }
@@ -264,7 +290,7 @@ impl Shell {
     }
 
     fn tap(&self) -> Option<Arc<dyn Tap>> {
-        crate::call::listen::call_tap(&self.control.listen, self.recorder.as_ref().map(|r| r.tap()))
+        super::listen::call_tap(&self.control.listen, self.recorder.as_ref().map(|r| r.tap()))
     }
 
     async fn media(&mut self, m: MediaOut) {
@@ -280,25 +306,25 @@ impl Shell {
                     let info = self.core.info(LegId::Near).cloned().expect("near leg");
                     self.recording = start_recording_if(&self.ctx, self.record, &info);
                 }
-                let tap = crate::call::listen::call_tap(&self.control.listen, self.recording.as_ref().map(|r| r.tap()));
+                let tap = super::listen::call_tap(&self.control.listen, self.recording.as_ref().map(|r| r.tap()));
                 match self.relay.as_mut() {
-                    None => self.relay = Relay::start(&mut self.near.media, &mut far.media, tap),
+                    None => self.relay = Relay::start(self.near.media(), far.media(), tap),
                     Some(r) if answered => r.set_tap(tap).await,
                     Some(_) => {}
                 }
             }
             MediaOut::Prompt(p) => {
                 let pcm = match p {
-                    Prompt::EnterPin => crate::call::pin::enter_prompt(),
+                    Prompt::EnterPin => super::pin::enter_prompt(),
                     Prompt::WrongPin => {
                         tracing::info!(call_control_id = %self.control_id(), "wrong PIN");
-                        crate::call::pin::wrong_prompt()
+                        super::pin::wrong_prompt()
                     }
                 };
-                let _ = self.near.media.play(PROMPT_ID, pcm, false, None).await;
+                let _ = self.near.media().play(PROMPT_ID, pcm, false, None).await;
             }
             MediaOut::StopPrompt => {
-                let _ = self.near.media.stop_playback().await;
+                let _ = self.near.media().stop_playback().await;
             }
             MediaOut::JoinRoom => {
                 if let Err(e) = self.join_room().await {
@@ -320,14 +346,14 @@ impl Shell {
         self.recorder = new_recorder(&self.ctx, &info, self.record, rate);
         let tap = self.tap();
         match std::mem::replace(&mut self.plan, MediaPlan::Silence) {
-            MediaPlan::Echo => self.near.media.start(tap.clone()),
+            MediaPlan::Echo => self.near.media().start(tap.clone()),
             MediaPlan::Unavailable => {
                 tracing::warn!(call_control_id = %info.ids.call_control_id, "the route's agent is no longer configured: BYE");
                 return false;
             }
             MediaPlan::Agent { spec, on_disconnect } => {
                 let (port, endpoint) = stream_pair(&spec);
-                self.near.media.start_pcm(tap.clone(), port);
+                self.near.media().start_pcm(tap.clone(), port);
                 let stream = AgentStream::start(*spec, info.clone(), self.ctx.events.clone(), endpoint);
                 let id = stream.stream_id.clone();
                 self.control.update(|v| v.stream_id = Some(id));
@@ -335,7 +361,7 @@ impl Shell {
                 self.on_disconnect = on_disconnect;
             }
             MediaPlan::Silence | MediaPlan::Room(_) | MediaPlan::Relay => {
-                self.near.media.start_pcm(tap.clone(), pcm_pair(1, false, false).0)
+                self.near.media().start_pcm(tap.clone(), pcm_pair(1, false, false).0)
             }
         }
         if let Some(other) = self.bridge_with.take() {
@@ -347,7 +373,7 @@ impl Shell {
                 Err(e) => Some(Err(e)),
             };
             match (other_joined, self.ctx.calls.get(&other)) {
-                (Some(Ok(())), crate::call::control::Lookup::Live(view)) => {
+                (Some(Ok(())), super::control::Lookup::Live(view)) => {
                     super::rooms::emit_bridged(&self.ctx.events, &view.info, &info);
                 }
                 (result, _) => {
@@ -373,16 +399,16 @@ impl Shell {
             held: false,
         };
         let rooms = self.ctx.rooms.clone();
-        let leg = super::rooms::join_leg(&rooms, &mut self.near.media, tap, &info, &join).await?;
+        let leg = super::rooms::join_leg(&rooms, self.near.media(), tap, &info, &join).await?;
         tracing::info!(call_control_id = %info.ids.call_control_id, room = %name, "joined the room");
         self.room = Some(super::rooms::Membership { leg, agent: None });
         Ok(())
     }
 
     /// An API command: the core's action table first, then the media work.
-    async fn command(&mut self, cmd: crate::call::control::Command) {
+    async fn command(&mut self, cmd: super::control::Command) {
         let now = Instant::now();
-        let answered = self.core.state() == crate::call::CallState::Answered;
+        let answered = self.core.state() == super::CallState::Answered;
         let result = match self.core.action(now, cmd.action) {
             Err(e) => Err(e),
             Ok(None) => {
@@ -398,6 +424,10 @@ impl Shell {
                     self.plan = MediaPlan::Agent { spec, on_disconnect: OnDisconnect::Hangup };
                 }
                 Ok(())
+            }
+            Ok(Some(Action::Refer(refer))) => {
+                let info = self.core.info(LegId::Near).cloned().expect("near leg");
+                self.near.refer(&info, &refer).await.map_err(super::control::ActionError::invalid)
             }
             Ok(Some(action)) => {
                 let tap = self.tap();
@@ -416,14 +446,13 @@ impl Shell {
 
     fn leg_control(&mut self) -> LegControl<'_> {
         LegControl {
-            ctx: &self.ctx,
+            services: &self.ctx,
             info: self.core.info_mut(LegId::Near).expect("near leg"),
-            media: &mut self.near.media,
+            media: self.near.media(),
             agent: &mut self.agent,
             control: &self.control,
             playbacks: &mut self.playbacks,
             recorder: &mut self.recorder,
-            dialog: &self.near.dialog,
             room: &mut self.room,
         }
     }
@@ -437,7 +466,7 @@ impl Shell {
         }
         let (near_quality, far_quality) = match self.relay.take() {
             Some(r) => r.stop().await,
-            None => (self.near.media.stop().await, None),
+            None => (self.near.media().stop().await, None),
         };
         if let Some(far) = self.far.as_mut() {
             far.finish().await;

@@ -1,0 +1,114 @@
+//! What every call needs from the rest of the box, in one handle the
+//! composition root (`daemon::run`) builds and hands to the SIP stack, the
+//! control API and WebRTC: the config in force, the event bus, the registry of
+//! live calls, the local rooms (and their recordings), and the shutdown's
+//! "hang up everything" signal.
+//!
+//! [`CallControl`] adds the one way to place a call (the SIP stack's dialer):
+//! the API and WebRTC act on calls through it, never through SIP internals.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::EventBus;
+use super::control::{ActionError, CallRegistry, CallView};
+use super::rooms::RoomRecordings;
+use crate::agent::stream::StreamSpec;
+use crate::config::Config;
+use crate::room::Rooms;
+
+/// Shared handles of the call layer. Cloning is cheap (every field is a handle).
+#[derive(Clone)]
+pub struct CallServices {
+    /// The config in force (routes are re-read per call, so reloads apply to new calls).
+    pub config: watch::Receiver<Arc<Config>>,
+    /// Where call events go.
+    pub events: EventBus,
+    /// Live calls, for call control.
+    pub calls: CallRegistry,
+    /// Local rooms (`room` / `room_per_caller` routes, the conference API, bridges).
+    pub rooms: Rooms,
+    /// Recordings of whole rooms (conference `record_start`).
+    pub room_recordings: RoomRecordings,
+    /// Cancelled when remaining calls must hang up (end of shutdown grace).
+    pub hangup_all: CancellationToken,
+}
+
+impl CallServices {
+    /// The services of a new box: rooms with their `conference.*` event
+    /// translation running.
+    pub fn new(
+        config: watch::Receiver<Arc<Config>>,
+        events: EventBus,
+        calls: CallRegistry,
+        hangup_all: CancellationToken,
+    ) -> Self {
+        let rooms = super::rooms::start(&events, &calls);
+        Self { config, events, calls, rooms, room_recordings: RoomRecordings::default(), hangup_all }
+    }
+}
+
+/// A dial request (Telnyx "Dial", `POST /v2/calls`; `transfer`'s new leg).
+#[derive(Debug, Clone)]
+pub struct DialRequest {
+    /// Trunk name (Telnyx `connection_id`).
+    pub trunk: String,
+    /// Caller number.
+    pub from: String,
+    /// Callee number.
+    pub to: String,
+    /// Ring limit (`timeout_secs`).
+    pub timeout: std::time::Duration,
+    /// Echoed in events.
+    pub client_state: Option<String>,
+    /// Stream the answered call here.
+    pub stream: Option<StreamSpec>,
+    /// Record from answer.
+    pub record: bool,
+    /// Telnyx `webhook_url`: this call's events go there instead of `[webhooks] url`.
+    pub webhook_url: Option<String>,
+    /// `transfer`: once answered, bridge with this call (its `call_control_id`);
+    /// if that call has ended by then, this one is hung up.
+    pub bridge_with: Option<String>,
+}
+
+/// The future a [`Dialer`] returns.
+pub type Dialing<'a> = Pin<Box<dyn Future<Output = Result<CallView, ActionError>> + Send + 'a>>;
+
+/// Places outgoing calls (the SIP stack implements it).
+pub trait Dialer: Send + Sync {
+    /// Places the call; its view as soon as the INVITE is out.
+    ///
+    /// # Errors
+    /// Unknown trunk or one without `proxy` (422), no capacity or RTP ports
+    /// (503), INVITE not sendable (500).
+    fn dial(&self, req: DialRequest) -> Dialing<'_>;
+}
+
+/// The one call-control handle the API and WebRTC hold: the call services and
+/// the dialer.
+#[derive(Clone)]
+pub struct CallControl {
+    /// Config, events, live calls, rooms.
+    pub services: CallServices,
+    dialer: Arc<dyn Dialer>,
+}
+
+impl CallControl {
+    /// The handle over `services` placing calls through `dialer`.
+    pub fn new(services: CallServices, dialer: Arc<dyn Dialer>) -> Self {
+        Self { services, dialer }
+    }
+
+    /// Places a call (see [`Dialer::dial`]).
+    ///
+    /// # Errors
+    /// As [`Dialer::dial`].
+    pub async fn dial(&self, req: DialRequest) -> Result<CallView, ActionError> {
+        self.dialer.dial(req).await
+    }
+}
