@@ -343,6 +343,8 @@ impl GatewayBuilder {
 
     /// Writes `sipbridge.toml`, starts the daemon and waits for `READY=1`.
     pub fn start(self) -> Gateway {
+        // Tests talk to the box with reqwest (rustls without a default provider).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = self.dir.clone();
         let receiver = self.webhooks.as_ref().map(|_| {
             let (key, public) = keygen(&dir);
