@@ -6,89 +6,30 @@
 //! their Ed25519 signatures.
 
 mod common;
-#[path = "receivers/harness.rs"]
-mod harness;
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
 use common::agent::PyAgent;
+use common::gateway::{Gateway, GatewayBuilder, Trunk, event_type, payload};
 use common::rtp::{Packet, Script, place_calls, tone};
-use common::*;
-use harness::{Receiver, delivered, keygen, rejected};
-use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(40);
 /// A decoded PCMU packet louder than this (RMS) is audio, not silence.
 const LOUD: f64 = 500.0;
 
-struct Gateway {
-    daemon: Daemon,
-    port: u16,
-    receiver: Receiver,
-}
-
-impl Gateway {
-    /// The daemon with `agents` (TOML `[[agent]]` blocks) and `routes`, webhooks to a
-    /// verifying receiver, recording on.
-    async fn start(dir: &Path, agents_and_routes: &str) -> Self {
-        Self::start_with_env(dir, agents_and_routes, &[]).await
-    }
-
-    async fn start_with_env(dir: &Path, agents_and_routes: &str, env: &[(&str, &str)]) -> Self {
-        let (key, public) = keygen(dir);
-        let receiver = Receiver::start(dir, "hook", &public, &[]);
-        let port = free_port();
-        let base = free_even_block(2) & !0x3ff;
-        let recordings = dir.join("recordings");
-        let config = dir.join("sipbridge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\nmax_calls = 50\n[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n[rtp]\nport_range = \"{lo}-{hi}\"\n[[trunk]]\nname = \"telnyx-ip\"\ninbound_allow = [\"127.0.0.0/8\"]\n{agents_and_routes}\n[recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{rec}\"\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n[log]\nformat = \"text\"\nlevel = \"debug\"\n",
-                data = dir.join("data").display(),
-                lo = base.max(20_000),
-                hi = base.max(20_000) + 999,
-                rec = recordings.display(),
-                url = receiver.url(),
-                key = key.display()
-            ),
-        )
-        .unwrap();
-        let mut notify = NotifySocket::bind(dir);
-        let daemon = Daemon::start(&config, Some(&notify.path), None, env);
-        notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", daemon.stderr()));
-        Self { daemon, port, receiver }
-    }
-
-    /// Webhook bodies delivered so far for the call session of `call_control_id`
-    /// (all when `None`), after waiting until `done` holds for them.
-    async fn events(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let entries = self
-            .receiver
-            .wait_until(what, WAIT, |e| {
-                let bodies: Vec<Value> = delivered(e).iter().map(|x| x["body"].clone()).collect();
-                done(&bodies)
-            })
-            .await;
-        assert!(rejected(&entries).is_empty(), "every signature verified: {:?}", rejected(&entries));
-        delivered(&entries).iter().map(|x| x["body"].clone()).collect()
-    }
-
-    fn stop(mut self) {
-        self.daemon.signal(Signal::SIGTERM);
-        assert_eq!(self.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", self.daemon.stderr());
-    }
-}
-
-fn event_type(b: &Value) -> &str {
-    b["data"]["event_type"].as_str().unwrap_or_default()
-}
-
-fn payload(b: &Value) -> &Value {
-    &b["data"]["payload"]
+/// The daemon with `agents_and_routes` (TOML `[[agent]]` and `[[route]]` blocks),
+/// webhooks to a verifying receiver, recording on.
+fn gateway(dir: &Path, agents_and_routes: &str) -> GatewayBuilder {
+    Gateway::builder(dir)
+        .max_calls(50)
+        .trunk(Trunk::new("telnyx-ip").allow("127.0.0.0/8"))
+        .blocks(agents_and_routes)
+        .recording("")
+        .webhooks("")
+        .log_level("debug")
 }
 
 /// Events of one call (by `call_control_id`), in delivery order.
@@ -138,8 +79,8 @@ async fn a_call_streams_to_a_telnyx_agent_and_the_caller_hears_it() {
     let agent = PyAgent::start(dir.path(), "agent", "echo", &["--require-token", "s3cret"]);
     let cfg = agent_block("bot", &agent.url("/telnyx?x=1"), "auth_token = \"s3cret\"\ntrack = \"both_tracks\"")
         + &route("+13125550100", "bot", "record = true");
-    let gw = Gateway::start(dir.path(), &cfg).await;
-    let (d, port) = (dir.path().to_path_buf(), gw.port);
+    let gw = gateway(dir.path(), &cfg).start();
+    let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
     let (code, report, received) = tokio::task::spawn_blocking(move || {
         let s = script(tone(440.0, 8000.0, 2400), vec![(40, '1'), (70, '#')], 2500, 3300);
         place_calls(&d, port, "127.0.0.1", "+13125550100", 3000, vec![s])
@@ -222,8 +163,8 @@ async fn a_long_prompt_is_paced_and_its_mark_returns_after_it_played() {
     w.finalize().unwrap();
     let agent = PyAgent::start(dir.path(), "agent", "prompt-echo", &["--prompt", prompt.to_str().unwrap()]);
     let cfg = agent_block("bot", &agent.url("/"), "") + &route("+13125550100", "bot", "");
-    let gw = Gateway::start(dir.path(), &cfg).await;
-    let (d, port) = (dir.path().to_path_buf(), gw.port);
+    let gw = gateway(dir.path(), &cfg).start();
+    let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
     let (code, report, received) = tokio::task::spawn_blocking(move || {
         // The caller stays silent: everything loud it hears is the prompt.
         place_calls(&d, port, "127.0.0.1", "+13125550100", 3000, vec![script(Vec::new(), vec![], 2800, 3200)])
@@ -257,8 +198,8 @@ async fn clear_cuts_playback_and_returns_pending_marks() {
     let dir = tempfile::tempdir().unwrap();
     let agent = PyAgent::start(dir.path(), "agent", "mark-clear", &["--clear-after", "1.0"]);
     let cfg = agent_block("bot", &agent.url("/"), "") + &route("+13125550100", "bot", "");
-    let gw = Gateway::start(dir.path(), &cfg).await;
-    let (d, port) = (dir.path().to_path_buf(), gw.port);
+    let gw = gateway(dir.path(), &cfg).start();
+    let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
     let (code, report, received) = tokio::task::spawn_blocking(move || {
         place_calls(&d, port, "127.0.0.1", "+13125550100", 3000, vec![script(Vec::new(), vec![], 2800, 3200)])
     })
@@ -290,8 +231,8 @@ async fn an_l16_16khz_stream_round_trips() {
     let agent = PyAgent::start(dir.path(), "agent", "echo", &[]);
     let cfg = agent_block("bot", &agent.url("/"), "encoding = \"L16\"\nsample_rate = 16000")
         + &route("+13125550100", "bot", "");
-    let gw = Gateway::start(dir.path(), &cfg).await;
-    let (d, port) = (dir.path().to_path_buf(), gw.port);
+    let gw = gateway(dir.path(), &cfg).start();
+    let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
     let (code, report, received) = tokio::task::spawn_blocking(move || {
         place_calls(
             &d,
@@ -361,8 +302,8 @@ async fn an_l16_16khz_agent_is_recorded_at_16khz_with_its_full_band() {
     let agent = PyAgent::start(dir.path(), "agent", "prompt-echo", &["--prompt", prompt.to_str().unwrap()]);
     let cfg = agent_block("bot", &agent.url("/"), "encoding = \"L16\"\nsample_rate = 16000")
         + &route("+13125550100", "bot", "record = true");
-    let gw = Gateway::start(dir.path(), &cfg).await;
-    let (d, port) = (dir.path().to_path_buf(), gw.port);
+    let gw = gateway(dir.path(), &cfg).start();
+    let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
     let (code, report, received) = tokio::task::spawn_blocking(move || {
         place_calls(
             &d,
@@ -420,11 +361,11 @@ async fn agent_failures_follow_on_disconnect() {
             cfg += &route(&format!("+1312555{i}{j}00"), &agent, "record = true");
         }
     }
-    let gw = Gateway::start(dir.path(), &cfg).await;
+    let gw = gateway(dir.path(), &cfg).start();
     for (i, (name, _, reason)) in cases.iter().enumerate() {
         for (j, mode) in ["hangup", "continue"].iter().enumerate() {
             let number = format!("+1312555{i}{j}00");
-            let (d, port, n) = (dir.path().to_path_buf(), gw.port, number.clone());
+            let (d, port, n) = (dir.path().to_path_buf(), gw.sip_port, number.clone());
             let (code, report, received) = tokio::task::spawn_blocking(move || {
                 place_calls(
                     &d,
@@ -476,8 +417,8 @@ async fn bad_frames_from_the_agent_get_errors_and_the_call_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let agent = PyAgent::start(dir.path(), "agent", "bad-json", &[]);
     let cfg = agent_block("bot", &agent.url("/"), "") + &route("+13125550100", "bot", "");
-    let gw = Gateway::start(dir.path(), &cfg).await;
-    let (d, port) = (dir.path().to_path_buf(), gw.port);
+    let gw = gateway(dir.path(), &cfg).start();
+    let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
     let (code, report, received) = tokio::task::spawn_blocking(move || {
         place_calls(
             &d,
@@ -509,8 +450,8 @@ async fn twenty_concurrent_calls_to_one_agent_stay_independent() {
     let dir = tempfile::tempdir().unwrap();
     let agent = PyAgent::start(dir.path(), "agent", "echo", &[]);
     let cfg = agent_block("bot", &agent.url("/"), "") + &route("+13125550100", "bot", "");
-    let gw = Gateway::start(dir.path(), &cfg).await;
-    let (d, port) = (dir.path().to_path_buf(), gw.port);
+    let gw = gateway(dir.path(), &cfg).start();
+    let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
     let freqs: Vec<f64> = (0..20).map(|i| 300.0 + 60.0 * f64::from(i)).collect();
     let f2 = freqs.clone();
     let (code, report, received) = tokio::task::spawn_blocking(move || {
@@ -579,9 +520,9 @@ async fn wss_agents_are_verified() {
         + &route("+13125550100", "good", "")
         + &agent_block("bad", &wss(&bad), "")
         + &route("+13125550199", "bad", "");
-    let gw = Gateway::start_with_env(dir.path(), &cfg, &[("SSL_CERT_FILE", cert.to_str().unwrap())]).await;
+    let gw = gateway(dir.path(), &cfg).env("SSL_CERT_FILE", cert.to_str().unwrap()).start();
     for number in ["+13125550100", "+13125550199"] {
-        let (d, port) = (dir.path().to_path_buf(), gw.port);
+        let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
         let (code, report, received) = tokio::task::spawn_blocking(move || {
             place_calls(
                 &d,

@@ -5,80 +5,38 @@
 //! `hangup` sending BYE, the event socket carrying the webhook bodies, `/metrics`.
 
 mod common;
-#[path = "receivers/harness.rs"]
-mod harness;
 
 use std::path::Path;
 use std::time::Duration;
 
 use common::agent::PyAgent;
+use common::gateway::{Api, Gateway, Route, Trunk};
+use common::receivers::{Receiver, delivered};
 use common::rtp::{Packet, Script, place_calls, tone};
 use common::*;
 use futures_util::StreamExt;
-use harness::{Receiver, delivered, keygen};
-use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
 const TOKEN: &str = "test-token-0123456789";
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(port: u16) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Self { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() }
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, Value) {
-        let mut r = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            r = r.header("content-type", "application/json").body(b.to_string());
-        }
-        let resp = r.send().await.expect("API answers");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, None, Some(TOKEN)).await
-    }
-
-    async fn action(&self, id: &str, action: &str, body: &str) -> (u16, Value) {
-        self.send(reqwest::Method::POST, &format!("/v2/calls/{id}/actions/{action}"), Some(body), Some(TOKEN)).await
-    }
-}
-
-fn start(dir: &Path) -> (Daemon, u16, u16, Receiver) {
+fn start(dir: &Path) -> Gateway {
     start_with(dir, "")
 }
 
-fn start_with(dir: &Path, extra: &str) -> (Daemon, u16, u16, Receiver) {
-    let (key, public) = keygen(dir);
-    let receiver = Receiver::start(dir, "hook", &public, &[]);
-    let (sip, api) = (free_port(), free_port());
-    let config = dir.join("sipbridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n[rtp]\nport_range = \"30000-39999\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.0/8\"]\n{extra}\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n[log]\nformat = \"text\"\n",
-            data = dir.join("data").display(),
-            url = receiver.url(),
-            key = key.display(),
-        ),
-    )
-    .unwrap();
-    let mut notify = NotifySocket::bind(dir);
-    let d = Daemon::start(&config, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
-    (d, sip, api, receiver)
+/// The daemon with trunk `pbx`, `extra` (TOML after it: trunks, sections), every
+/// call to the built-in echo agent, signed webhooks to a verifying receiver, and
+/// the control API with [`TOKEN`].
+fn start_with(dir: &Path, extra: &str) -> Gateway {
+    Gateway::builder(dir)
+        .rtp_range(30_000, 39_999)
+        .trunk(Trunk::new("pbx").allow("127.0.0.0/8"))
+        .blocks(extra)
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo"))
+        .webhooks("")
+        .api(TOKEN)
+        .start()
 }
 
 /// Digits carried by RFC 4733 packets (PT 101): one per event start timestamp.
@@ -103,8 +61,9 @@ async fn call_control_over_http_on_a_live_call() {
         dir.path().join("rec").display(),
         dir.path().display()
     );
-    let (d, sip, api_port, receiver) = start_with(dir.path(), &rec);
-    let api = Api::new(api_port);
+    let gw = start_with(dir.path(), &rec);
+    let (sip, api_port, receiver) = (gw.sip_port, gw.api_port(), gw.hooks());
+    let api = gw.api();
 
     // Auth: /healthz is open, everything else needs the token.
     assert_eq!(api.send(reqwest::Method::GET, "/healthz", None, None).await.0, 200);
@@ -338,9 +297,7 @@ async fn call_control_over_http_on_a_live_call() {
     let (code, ready) = api.get("/readyz").await;
     assert_eq!(code, 200, "{ready}");
 
-    let mut d = d;
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+    gw.stop();
 }
 
 /// Frequency of a tone from its zero crossings (8 kHz samples).
@@ -390,8 +347,9 @@ async fn dial_out_to_an_agent_and_hang_up() {
         "[[trunk]]\nname = \"carrier\"\nproxy = \"sip:127.0.0.3:{b_port}\"\n[recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{}\"\n",
         dir.path().join("rec").display()
     );
-    let (d, _sip, api_port, receiver) = start_with(dir.path(), &extra);
-    let api = Api::new(api_port);
+    let gw = start_with(dir.path(), &extra);
+    let receiver = gw.hooks();
+    let api = gw.api();
     // The call's own webhook_url: its events go there, not to [webhooks] url.
     let own = Receiver::start(dir.path(), "own", &receiver.public_key, &[]);
     let agent = PyAgent::start(dir.path(), "agent", "echo", &[]);
@@ -469,7 +427,10 @@ async fn dial_out_to_an_agent_and_hang_up() {
             delivered(e).iter().any(|x| x["body"]["data"]["event_type"] == "call.recording.saved")
         })
         .await;
-    assert!(harness::rejected(&hooks).is_empty(), "the call's webhook_url gets events signed like the others");
+    assert!(
+        common::receivers::rejected(&hooks).is_empty(),
+        "the call's webhook_url gets events signed like the others"
+    );
     let main_hooks = std::fs::read_to_string(&receiver.log).unwrap_or_default();
     assert!(!main_hooks.contains(&id), "none of this call's events went to [webhooks] url");
     let mine: Vec<&Value> = delivered(&hooks)
@@ -492,9 +453,7 @@ async fn dial_out_to_an_agent_and_hang_up() {
     assert_eq!(mine[0]["payload"]["direction"], "outgoing");
     assert_eq!(mine[0]["payload"]["client_state"], "b3V0");
     assert_eq!(mine[4]["payload"]["hangup_source"], "caller", "the box (caller of this leg) hung up");
-    let mut d = d;
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+    gw.stop();
 }
 
 /// `/v2/openapi.json` is OpenAPI 3.1 and describes exactly what is routed: every
@@ -503,8 +462,8 @@ async fn dial_out_to_an_agent_and_hang_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_matches_the_routes() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, _sip, api_port, _receiver) = start(dir.path());
-    let api = Api::new(api_port);
+    let gw = start(dir.path());
+    let api = gw.api();
     let (code, doc) = api.get("/v2/openapi.json").await;
     assert_eq!(code, 200);
     assert_eq!(doc["openapi"], "3.1.0");
@@ -545,9 +504,7 @@ async fn the_openapi_document_matches_the_routes() {
             assert!(answer != fallback.1, "{method} {path} is documented but not routed ({code})");
         }
     }
-    let mut d = d;
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+    gw.stop();
 }
 
 /// Telnyx's inbound flow on a `park = true` route: the call rings parked until the
@@ -556,8 +513,9 @@ async fn the_openapi_document_matches_the_routes() {
 async fn parked_calls_are_answered_or_rejected_over_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let routes = "[[route]]\nto = \"+13125550111\"\npark = true\n[[route]]\nto = \"+13125550122\"\npark = true\n";
-    let (d, sip, api_port, receiver) = start_with(dir.path(), routes);
-    let api = Api::new(api_port);
+    let gw = start_with(dir.path(), routes);
+    let (sip, receiver) = (gw.sip_port, gw.hooks());
+    let api = gw.api();
     let agent = PyAgent::start(dir.path(), "agent", "echo", &[]);
 
     // Answered with a stream: the caller hears the agent's echo.
@@ -637,9 +595,7 @@ async fn parked_calls_are_answered_or_rejected_over_the_api() {
         .clone();
     assert_eq!(hangup["payload"]["hangup_cause"], "user_busy");
     assert_eq!(hangup["payload"]["sip_hangup_cause"], "486");
-    let mut d = d;
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+    gw.stop();
 }
 
 /// The first answered call listed by the API (SIPp's report if none comes).
@@ -662,8 +618,9 @@ async fn answered_call(api: &Api, sipp: &Sipp) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refer_transfers_blind_and_reports_the_notify_outcome() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, sip, api_port, receiver) = start(dir.path());
-    let api = Api::new(api_port);
+    let gw = start(dir.path());
+    let (sip, receiver) = (gw.sip_port, gw.hooks());
+    let api = gw.api();
     let target = format!("127.0.0.1:{sip}");
     let body = json!({
         "sip_address": "sip:+13125550199@127.0.0.9:5060",
@@ -742,5 +699,5 @@ async fn refer_transfers_blind_and_reports_the_notify_outcome() {
     .await
     .unwrap();
     assert_eq!(code.0, 0, "{}", code.1);
-    drop(d);
+    drop(gw);
 }

@@ -16,35 +16,28 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::gateway::{Gateway, Route, Trunk};
 use common::rtp::{Script, place_calls, tone};
-use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "hardening-token-0123456789";
 
-/// Starts the daemon with an echo route; `api` goes into `[api]`, `extra` after it.
-fn start(dir: &Path, api: &str, extra: &str) -> (Daemon, u16, u16) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let (sip, port) = (free_port(), free_port());
-    let config = dir.join("sipbridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n\
-             [rtp]\nport_range = \"30000-39999\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.0/8\"]\n\
-             [[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n\
-             [recording]\nenabled = false\n[log]\nformat = \"text\"\nlevel = \"debug\"\n{extra}\n\
-             [api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n{api}\n",
-            data = dir.join("data").display(),
-        ),
-    )
-    .unwrap();
-    let mut notify = NotifySocket::bind(dir);
-    let d = Daemon::start(&config, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
-    (d, sip, port)
+/// Starts the daemon with an echo route; `api` goes into `[api]`, `extra`
+/// (whole sections) at the end.
+fn start(dir: &Path, api: &str, extra: &str) -> Gateway {
+    Gateway::builder(dir)
+        .rtp_range(30_000, 39_999)
+        .trunk(Trunk::new("pbx").allow("127.0.0.0/8"))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo"))
+        .extra("[recording]\nenabled = false")
+        .log_level("debug")
+        .api(TOKEN)
+        .api_extra(api)
+        .extra(extra)
+        .start()
 }
 
 async fn metric(port: u16, name: &str) -> u64 {
@@ -100,7 +93,8 @@ async fn events_socket(port: u16) -> tokio_tungstenite::WebSocketStream<tokio::n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_capped_and_slow_headers_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, _, port) = start(dir.path(), "max_connections = 3\nheader_read_timeout = \"1s\"\n", "");
+    let gw = start(dir.path(), "max_connections = 3\nheader_read_timeout = \"1s\"\n", "");
+    let port = gw.api_port();
     let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let health = format!("http://127.0.0.1:{port}/healthz");
     assert_eq!(http.get(&health).send().await.unwrap().status().as_u16(), 200);
@@ -144,7 +138,7 @@ async fn connections_are_capped_and_slow_headers_cut_off() {
 
     let after = metric(port, "sipbridge_api_connections_refused_total").await;
     assert!(after >= before + 3, "refusals counted: {before} -> {after}");
-    drop(d);
+    drop(gw);
 }
 
 /// The test's media server: `/tone.wav` a WAV, `/moved` a redirect, `/big` an
@@ -217,7 +211,7 @@ async fn playback_urls_are_bounded_and_a_bye_during_a_slow_fetch_ends_the_call()
     let media = media_server(wav_bytes(), stalled_tx).await;
     // Loopback media server: allowed here on purpose. The fetch timeout is long so
     // that only the BYE can end the call while the box waits on /never.
-    let (d, sip, port) = start(
+    let gw = start(
         dir.path(),
         "",
         &format!(
@@ -225,6 +219,7 @@ async fn playback_urls_are_bounded_and_a_bye_during_a_slow_fetch_ends_the_call()
             dir.path().display()
         ),
     );
+    let (sip, port) = (gw.sip_port, gw.api_port());
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
 
@@ -247,7 +242,7 @@ async fn playback_urls_are_bounded_and_a_bye_during_a_slow_fetch_ends_the_call()
         if let Some(c) = v["data"].as_array().and_then(|a| a.first()).filter(|c| c["state"] == "answered") {
             break c["call_control_id"].as_str().unwrap().to_string();
         }
-        assert!(Instant::now() < deadline, "the call is answered: {v}\n{}", d.stderr());
+        assert!(Instant::now() < deadline, "the call is answered: {v}\n{}", gw.stderr());
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let play = |url: String| {
@@ -295,5 +290,5 @@ async fn playback_urls_are_bounded_and_a_bye_during_a_slow_fetch_ends_the_call()
     // The request is dropped by its client: the box's fetch goes with it.
     slow.abort();
     drop(held);
-    drop(d);
+    drop(gw);
 }

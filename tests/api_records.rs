@@ -20,113 +20,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::gateway::{Api, Gateway, GatewayBuilder, Route, Trunk};
 use common::rtp::{Script, place_calls, tone};
 use common::*;
 use futures_util::StreamExt;
-use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
 const TOKEN: &str = "records-token-0123456789";
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn plain(port: u16) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Self { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() }
-    }
-
-    /// An HTTPS client that trusts only `cert` (PEM).
-    fn tls(port: u16, cert: &Path) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let pem = std::fs::read(cert).unwrap();
-        let http =
-            reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()]).build().unwrap();
-        Self { base: format!("https://127.0.0.1:{port}"), http }
-    }
-
-    async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> reqwest::Response {
-        let mut r = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        r.send().await.expect("the API answers")
-    }
-
-    async fn json(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
-        let resp = self.request(method, path, Some(TOKEN)).await;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.json(reqwest::Method::GET, path).await
-    }
-
-    /// GET with extra headers; returns status, headers and body bytes.
-    async fn fetch(&self, url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-        let mut r = self.http.get(url).bearer_auth(TOKEN);
-        for (k, v) in headers {
-            r = r.header(*k, *v);
-        }
-        let resp = r.send().await.expect("download answers");
-        let (status, h) = (resp.status().as_u16(), resp.headers().clone());
-        (status, h, resp.bytes().await.unwrap().to_vec())
-    }
-
-    /// Polls `GET path` until `done` holds for its body.
-    async fn wait_for(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let (code, body) = self.get(path).await;
-            assert_eq!(code, 200, "{path}: {body}");
-            if done(&body) {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "{what}: last answer {body}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 /// The daemon's config: two trunks told apart by source address, every call to
-/// the echo agent and recorded.
-fn write_config(dir: &Path, sip: u16, api: u16, rec: &Path, extra_api: &str, extra_rec: &str) -> PathBuf {
-    let config = dir.join("sipbridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n\
-             [rtp]\nport_range = \"40000-44999\"\n\
-             [[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.1/32\"]\n\
-             [[trunk]]\nname = \"branch\"\ninbound_allow = [\"127.0.0.2/32\"]\n\
-             [[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\nrecord = true\n\
-             [recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{rec}\"\nchannels = \"dual\"\n{extra_rec}\n\
-             [api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n{extra_api}\n[log]\nformat = \"text\"\n",
-            data = dir.join("data").display(),
-            rec = rec.display(),
-        ),
-    )
-    .unwrap();
-    config
-}
-
-fn launch(dir: &Path, config: &Path) -> Daemon {
-    let _ = std::fs::remove_file(dir.join("notify.sock"));
-    let mut notify = NotifySocket::bind(dir);
-    let d = Daemon::start(config, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
-    d
-}
-
-fn stop(mut d: Daemon) {
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+/// the echo agent and recorded (dual channel) into `rec`, the control API with
+/// [`TOKEN`] on `api`, SIP on `sip` (fixed: the box is restarted on them).
+fn gateway(dir: &Path, sip: u16, api: u16, rec: &Path) -> GatewayBuilder {
+    Gateway::builder(dir)
+        .sip_port(sip)
+        .rtp_range(40_000, 44_999)
+        .trunk(Trunk::new("pbx").allow("127.0.0.1/32"))
+        .trunk(Trunk::new("branch").allow("127.0.0.2/32"))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo").record())
+        .recording_in(rec, "channels = \"dual\"")
+        .api(TOKEN)
+        .api_port(api)
 }
 
 /// One call from `local_ip` that lasts about `ms` (the caller hangs up).
@@ -174,9 +90,8 @@ async fn recordings_and_call_records_over_http() {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rec");
     let (sip, api_port) = (free_port(), free_port());
-    let config = write_config(dir.path(), sip, api_port, &rec, "", "");
-    let d = launch(dir.path(), &config);
-    let api = Api::plain(api_port);
+    let gw = gateway(dir.path(), sip, api_port, &rec).start();
+    let api = gw.api();
 
     // Three calls: pbx, then branch, then pbx; instants between them (taken once
     // each recording is listed) split the records.
@@ -342,7 +257,7 @@ async fn recordings_and_call_records_over_http() {
     assert!(Path::new(oldest["file_path"].as_str().unwrap()).exists(), "401 deleted nothing");
 
     // DELETE: the file goes, the record stays (status deleted), the download is 404.
-    let (code, del) = api.json(reqwest::Method::DELETE, &format!("/v2/recordings/{id}")).await;
+    let (code, del) = api.delete(&format!("/v2/recordings/{id}")).await;
     assert_eq!(code, 200, "{del}");
     assert_eq!(
         (del["data"]["status"].as_str(), del["data"]["deleted_reason"].as_str()),
@@ -353,7 +268,7 @@ async fn recordings_and_call_records_over_http() {
     let (code, e) = api.get(&format!("/v2/recordings/{id}.wav")).await;
     assert_eq!(code, 404);
     assert!(e["errors"][0]["detail"].as_str().unwrap().contains("deleted over the API"), "{e}");
-    let (code, again) = api.json(reqwest::Method::DELETE, &format!("/v2/recordings/{id}")).await;
+    let (code, again) = api.delete(&format!("/v2/recordings/{id}")).await;
     assert_eq!(
         (code, &again["data"]["deleted_at"]),
         (200, &del["data"]["deleted_at"]),
@@ -384,12 +299,13 @@ async fn recordings_and_call_records_over_http() {
     assert_eq!(ready["listeners"]["sip"], json!([format!("udp://127.0.0.1:{sip}")]));
     assert_eq!(ready["accepting_calls"], true);
     assert!(ready["recording_disk_free_bytes"].as_u64().is_some_and(|n| n > 0), "{ready}");
-    stop(d);
+    gw.stop();
 
     // Restarted with a 30 min retention and the last file made 2 h old: the
     // startup sweep deletes it and marks its record (read from the store itself,
     // before the API can look).
-    let config = write_config(dir.path(), sip, api_port, &rec, "", "retention = \"30m\"\n");
+    let restarted =
+        gateway(dir.path(), sip, api_port, &rec).recording_in(&rec, "channels = \"dual\"\nretention = \"30m\"");
     let newest_file = PathBuf::from(newest["file_path"].as_str().unwrap());
     std::fs::File::options()
         .write(true)
@@ -397,7 +313,7 @@ async fn recordings_and_call_records_over_http() {
         .unwrap()
         .set_modified(SystemTime::now() - Duration::from_secs(7200))
         .unwrap();
-    let d = launch(dir.path(), &config);
+    let gw = restarted.start();
     let db = rusqlite::Connection::open(dir.path().join("data/sipbridge.db")).unwrap();
     let deadline = Instant::now() + WAIT;
     let reason = loop {
@@ -415,7 +331,7 @@ async fn recordings_and_call_records_over_http() {
             Instant::now() < deadline,
             "the sweep did not mark the record (file still there: {}): {}",
             newest_file.exists(),
-            d.stderr()
+            gw.stderr()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -428,7 +344,7 @@ async fn recordings_and_call_records_over_http() {
     );
     let (_, b) = api.get("/v2/recordings").await;
     assert_eq!(b["meta"]["total_results"], 3, "records stay when files go");
-    stop(d);
+    gw.stop();
 }
 
 fn h_etag(bytes: &[u8]) -> String {
@@ -463,9 +379,8 @@ async fn the_api_over_tls_with_the_event_socket_over_wss() {
     let (cert, key) = self_signed(dir.path());
     let (sip, api_port) = (free_port(), free_port());
     let tls = format!("tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n", cert.display(), key.display());
-    let config = write_config(dir.path(), sip, api_port, &rec, &tls, "");
-    let d = launch(dir.path(), &config);
-    let api = Api::tls(api_port, &cert);
+    let gw = gateway(dir.path(), sip, api_port, &rec).api_extra(&tls).start();
+    let api = Api::tls(api_port, &cert, TOKEN);
 
     // Plain HTTP on the TLS port gets no HTTP answer; HTTPS needs the token too.
     let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{api_port}/healthz")).send().await;
@@ -530,5 +445,5 @@ async fn the_api_over_tls_with_the_event_socket_over_wss() {
     let (code, b) = api.get("/v2/call_records?trunk=pbx").await;
     assert_eq!((code, b["data"][0]["recording_ids"].clone()), (200, json!([id])), "{b}");
     drop(events);
-    stop(d);
+    gw.stop();
 }

@@ -18,8 +18,6 @@
 mod common;
 #[path = "e2e/gateway.rs"]
 mod gateway;
-#[path = "receivers/harness.rs"]
-mod harness;
 
 use std::time::Duration;
 
@@ -51,7 +49,7 @@ async fn a_telnyx_trunk_call_reaches_the_agent_and_is_recorded_reported_and_kept
     let speech_end = spoken.last().expect("espeak-ng spoke").end;
 
     let agent = PyAgent::start(dir.path(), "agent", "prompt-echo", &["--prompt", prompt_wav.to_str().unwrap()]);
-    let gw = Gateway::start(dir.path(), &telnyx_trunk_to_agent(&agent.url("/telnyx"), ""));
+    let gw = start(dir.path(), &telnyx_trunk_to_agent(&agent.url("/telnyx"), ""));
     // The digits after the sentence.
     let keys_at = Duration::from_secs_f64(audio::seconds(speech_end) + 0.4);
     let (phone, answered_at) = call_in(dir.path(), gw.sip_port, &caller_wav, keys_at, DIGITS);
@@ -87,7 +85,7 @@ async fn a_telnyx_trunk_call_reaches_the_agent_and_is_recorded_reported_and_kept
 
     // --- the webhooks: every event, verified, in the call's order ---
     let bodies = gw
-        .events("the call's events through call.recording.saved", |b| {
+        .unique_events("the call's events through call.recording.saved", |b| {
             b.iter().any(|x| event_type(x) == "call.recording.saved" && payload(x)["call_control_id"] == ccid.as_str())
         })
         .await;
@@ -215,7 +213,7 @@ async fn a_telnyx_trunk_call_reaches_the_agent_and_is_recorded_reported_and_kept
 async fn a_call_from_outside_the_trunks_allow_list_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let source = audio::espeak(dir.path(), "caller", "en", "Let me in.", 300, 1000);
-    let gw = Gateway::start(dir.path(), &telnyx_trunk_to_agent("ws://127.0.0.1:9/unused", ""));
+    let gw = start(dir.path(), &telnyx_trunk_to_agent("ws://127.0.0.1:9/unused", ""));
     let text = std::fs::read_to_string(&gw.config).unwrap().replace("[sip]\n", "[sip]\nunknown_source = \"reject\"\n");
     std::fs::write(&gw.config, text).unwrap();
     gw.daemon.signal(nix::sys::signal::Signal::SIGHUP);
@@ -240,7 +238,7 @@ async fn a_call_from_outside_the_trunks_allow_list_is_refused() {
     assert!(closed["param"].as_str().is_some_and(|p| p.contains("403")), "refused with 403: {closed}");
     assert!(phone.events().iter().all(|e| e["type"] != "CALL_ESTABLISHED"), "{}", phone.log());
     // After a clean stop every committed event has been offered to the backend.
-    let hooks = gw.receiver.log.clone();
+    let hooks = gw.hooks().log.clone();
     gw.stop();
     let got = std::fs::read_to_string(hooks).unwrap_or_default();
     assert!(got.is_empty(), "no call, no events: {got}");

@@ -18,8 +18,6 @@
 mod common;
 #[path = "e2e/gateway.rs"]
 mod gateway;
-#[path = "receivers/harness.rs"]
-mod harness;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -69,10 +67,11 @@ async fn an_api_call_out_through_the_trunk_is_streamed_recorded_reported_and_hun
          inbound_allow = [\"127.0.0.2/32\"]\nnumbers = [\"{BOX_NUMBER}\"]\n",
         port = phone.sip_port
     );
-    let gw = Gateway::start(dir.path(), &body);
+    let gw = start(dir.path(), &body);
 
     let (code, created) = gw
-        .api(
+        .api()
+        .call(
             reqwest::Method::POST,
             "/v2/calls",
             Some(json!({
@@ -102,12 +101,14 @@ async fn an_api_call_out_through_the_trunk_is_streamed_recorded_reported_and_hun
     // Let the prompt finish if it is longer than the customer's sentence.
     let prompt_end = Duration::from_secs_f64(audio::seconds(prompt.len()) + 0.6);
     std::thread::sleep(prompt_end.saturating_sub(answered_at.elapsed()));
-    let (code, e) = gw.api(reqwest::Method::POST, &format!("/v2/calls/{ccid}/actions/hangup"), Some(json!({}))).await;
+    let (code, e) =
+        gw.api().call(reqwest::Method::POST, &format!("/v2/calls/{ccid}/actions/hangup"), Some(json!({}))).await;
     assert_eq!(code, 200, "{e}");
     let closed = phone.wait_event("CALL_CLOSED", WAIT);
     assert!(closed.is_some(), "the box's BYE reached baresip: {}", phone.log());
     let call_secs = answered_at.elapsed().as_secs_f64();
-    let (code, e) = gw.api(reqwest::Method::POST, &format!("/v2/calls/{ccid}/actions/hangup"), Some(json!({}))).await;
+    let (code, e) =
+        gw.api().call(reqwest::Method::POST, &format!("/v2/calls/{ccid}/actions/hangup"), Some(json!({}))).await;
     assert_eq!((code, e["errors"][0]["code"].as_str()), (422, Some("90018")), "the call has ended: {e}");
 
     // --- the agent ---
@@ -131,7 +132,7 @@ async fn an_api_call_out_through_the_trunk_is_streamed_recorded_reported_and_hun
 
     // --- the webhooks ---
     let bodies = gw
-        .events("the call's events through call.recording.saved", |b| {
+        .unique_events("the call's events through call.recording.saved", |b| {
             b.iter().any(|x| event_type(x) == "call.recording.saved" && payload(x)["call_control_id"] == ccid.as_str())
         })
         .await;
@@ -272,7 +273,7 @@ async fn livekit_call_through_the_box(livekit_hangs_up: bool) {
          inbound_allow = [\"127.0.0.3/32\"]\nnumbers = [\"+14155550123\"]\n\
          [[route]]\nname = \"livekit out to telnyx\"\ntrunk = \"livekit\"\nforward = \"telnyx\"\nrecord = true\n"
     );
-    let gw = Gateway::start(dir.path(), &body);
+    let gw = start(dir.path(), &body);
     let (a_sf, b_sf) = if livekit_hangs_up {
         (e2e_scenario("uac_livekit_bye.xml"), scenario("uas_answer.xml"))
     } else {
@@ -302,7 +303,7 @@ async fn livekit_call_through_the_box(livekit_hangs_up: bool) {
 
     // Both legs in one session; both ended; BYE from one end ended the other.
     let bodies = gw
-        .events("both legs' hangups and the recording", |b| {
+        .unique_events("both legs' hangups and the recording", |b| {
             b.iter().filter(|x| event_type(x) == "call.hangup").count() == 2
                 && b.iter().any(|x| event_type(x) == "call.recording.saved")
         })

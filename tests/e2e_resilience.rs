@@ -18,8 +18,6 @@
 mod common;
 #[path = "e2e/gateway.rs"]
 mod gateway;
-#[path = "receivers/harness.rs"]
-mod harness;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -27,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::agent::PyAgent;
 use common::audio;
+use common::receivers::delivered;
 use gateway::*;
-use harness::delivered;
 use serde_json::{Value, json};
 
 /// The agent drops at 2.5 s; the caller talks for ~8 s and hangs up.
@@ -48,7 +46,7 @@ async fn an_agent_dropped_mid_call_leaves_the_call_up_and_the_recording_going() 
     let call_secs = audio::seconds(caller.len());
     assert!(call_secs > 6.0, "the sentence outlasts the agent: {call_secs:.1} s");
     let agent = PyAgent::start(dir.path(), "agent", "drop-after", &["--drop-after", "2.5"]);
-    let gw = Gateway::start(dir.path(), &telnyx_trunk_to_agent(&agent.url("/telnyx"), "on_disconnect = \"continue\""));
+    let gw = start(dir.path(), &telnyx_trunk_to_agent(&agent.url("/telnyx"), "on_disconnect = \"continue\""));
     let (phone, answered) = call_in(dir.path(), gw.sip_port, &caller_wav, Duration::ZERO, "");
     let closed = phone.wait_event("CALL_CLOSED", WAIT).unwrap_or_else(|| panic!("{}", phone.log()));
     let lasted = answered.elapsed().as_secs_f64();
@@ -58,7 +56,7 @@ async fn an_agent_dropped_mid_call_leaves_the_call_up_and_the_recording_going() 
     let conns = agent.wait_connections(1, WAIT);
     assert_eq!(conns[0]["close"]["by"], "agent-abort", "{}", conns[0]["close"]);
     let bodies = gw
-        .events("the call's events through call.recording.saved", |b| {
+        .unique_events("the call's events through call.recording.saved", |b| {
             b.iter().any(|x| event_type(x) == "call.recording.saved")
         })
         .await;
@@ -121,8 +119,8 @@ async fn a_backend_down_for_the_whole_call_gets_every_event_once_back() {
     let caller_wav = audio::espeak(dir.path(), "caller", "en", "Hello, is anybody there?", 300, 2500);
     let prompt_wav = audio::espeak(dir.path(), "prompt", "en+f3", "Yes, I am here.", 0, 0);
     let agent = PyAgent::start(dir.path(), "agent", "prompt-echo", &["--prompt", prompt_wav.to_str().unwrap()]);
-    let mut gw = Gateway::start(dir.path(), &telnyx_trunk_to_agent(&agent.url("/telnyx"), ""));
-    gw.receiver.stop();
+    let mut gw = start(dir.path(), &telnyx_trunk_to_agent(&agent.url("/telnyx"), ""));
+    gw.hooks_mut().stop();
     let speech_end = audio::speech_windows(&audio::read_mono(&caller_wav), 300.0).last().unwrap().end;
     let keys_at = Duration::from_secs_f64(audio::seconds(speech_end) + 0.3);
     let (phone, _) = call_in(dir.path(), gw.sip_port, &caller_wav, keys_at, "5*");
@@ -142,7 +140,7 @@ async fn a_backend_down_for_the_whole_call_gets_every_event_once_back() {
         assert!(Instant::now() < deadline, "8 events pending while the backend is down: {}", outbox("pending"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(gw.receiver.entries().is_empty(), "the backend was down");
+    assert!(gw.hooks().entries().is_empty(), "the backend was down");
     let (code, status, _) = common::run_cli(&["webhooks", "status", "-c", gw.config.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{status}");
     eprintln!("while the backend is down:\n{status}");
@@ -150,9 +148,9 @@ async fn a_backend_down_for_the_whole_call_gets_every_event_once_back() {
 
     // Back on the same port: everything arrives, in the call's order.
     let back = Instant::now();
-    gw.receiver.restart();
+    gw.receiver.as_mut().expect("webhooks on").restart();
     let bodies = gw
-        .events("every event after the backend came back", |b| {
+        .unique_events("every event after the backend came back", |b| {
             b.iter().any(|x| event_type(x) == "call.recording.saved")
         })
         .await;
@@ -209,11 +207,12 @@ async fn kill_9_mid_call(dir: &tempfile::TempDir) -> AfterKill {
     );
     let caller = audio::read_mono(&caller_wav);
     let agent = PyAgent::start(dir.path(), "agent", "echo", &[]);
-    let mut gw = Gateway::start(dir.path(), &telnyx_trunk_to_agent(&agent.url("/telnyx"), ""));
+    let mut gw = start(dir.path(), &telnyx_trunk_to_agent(&agent.url("/telnyx"), ""));
     let (phone, answered) = call_in(dir.path(), gw.sip_port, &caller_wav, Duration::from_millis(1500), "");
-    let bodies = gw.events("streaming.started", |b| b.iter().any(|x| event_type(x) == "streaming.started")).await;
+    let bodies =
+        gw.unique_events("streaming.started", |b| b.iter().any(|x| event_type(x) == "streaming.started")).await;
     let ccid = payload(&bodies[0])["call_control_id"].as_str().unwrap().to_string();
-    gw.receiver.control(json!({"status": 500}));
+    gw.hooks().control(json!({"status": 500}));
     let mut phone = phone;
     std::thread::sleep(Duration::from_millis(1500).saturating_sub(answered.elapsed()));
     for d in "31".chars() {
@@ -227,7 +226,7 @@ async fn kill_9_mid_call(dir: &tempfile::TempDir) -> AfterKill {
     assert!(phone.events().iter().all(|e| e["type"] != "CALL_CLOSED"), "the call was up at the kill");
     assert!(part.exists() && files_ending(&gw.recordings, ".wav").is_empty(), "only the .part is on disk");
     let before: HashSet<String> =
-        delivered(&gw.receiver.entries()).iter().filter_map(|e| e["event_id"].as_str().map(str::to_string)).collect();
+        delivered(&gw.hooks().entries()).iter().filter_map(|e| e["event_id"].as_str().map(str::to_string)).collect();
     let committed: Vec<(String, String)> = {
         let c = rusqlite::Connection::open_with_flags(
             gw.data.join("sipbridge.db"),
@@ -245,14 +244,14 @@ async fn kill_9_mid_call(dir: &tempfile::TempDir) -> AfterKill {
     );
 
     // Backend well again; the daemon restarts on the same config and data dir.
-    gw.receiver.control(json!({"status": 200}));
+    gw.hooks().control(json!({"status": 200}));
     gw.restart();
     let log = gw.daemon.stderr();
     let wav = PathBuf::from(part.to_string_lossy().strip_suffix(".part").unwrap());
     assert!(!part.exists() && wav.exists(), "the .part was repaired into {}: {log}", wav.display());
     assert!(log.contains("recording left by a crash repaired and finalized"), "{log}");
     let bodies = gw
-        .events("the undelivered events, the interrupted call's hangup and its recording", |b| {
+        .unique_events("the undelivered events, the interrupted call's hangup and its recording", |b| {
             let ids: HashSet<&str> = b.iter().filter_map(|x| x["data"]["id"].as_str()).collect();
             let of_call =
                 |t: &str| b.iter().any(|x| event_type(x) == t && payload(x)["call_control_id"] == ccid.as_str());

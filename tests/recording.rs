@@ -15,16 +15,16 @@
 //! recording directory the daemon cannot write leaves the call working.
 
 mod common;
-#[path = "receivers/harness.rs"]
-mod harness;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::audio::{
+    self, align, match_segments, median_lag, ncc_at, pcmu_round_trip, read_stereo as read_wav, rms, sox_info,
+};
+use common::gateway::{Gateway, Route, Trunk, event_type, files_ending, payload, time};
 use common::rtp::{Packet, RtpPhone, Script, answers_in_trace, offers_in_trace, place_calls};
 use common::*;
-use harness::{Receiver, delivered, keygen, rejected};
-use nix::sys::signal::Signal;
 use serde_json::Value;
 use sipbridge::media::g711::G711;
 
@@ -38,30 +38,11 @@ const ECHO: Duration = Duration::from_millis(200);
 // Known audio
 
 /// The speech of SIPp's `g711a.pcap` (7.08 s of A-law RTP in Ethernet/IPv4/UDP
-/// frames), decoded to PCM16 8 kHz.
+/// frames), decoded to PCM16 8 kHz; every packet is PCMA.
 fn speech() -> Vec<i16> {
-    let pcap = std::fs::read("/usr/share/sip-tester/g711a.pcap").expect("sip-tester's g711a.pcap");
-    assert_eq!(&pcap[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian microsecond pcap");
-    assert_eq!(u32::from_le_bytes(pcap[20..24].try_into().unwrap()), 1, "Ethernet link type");
-    let mut out = Vec::new();
-    let mut off = 24;
-    while off + 16 <= pcap.len() {
-        let incl = u32::from_le_bytes(pcap[off + 8..off + 12].try_into().unwrap()) as usize;
-        let frame = &pcap[off + 16..off + 16 + incl];
-        off += 16 + incl;
-        let ip = &frame[14..];
-        let udp = &ip[usize::from(ip[0] & 0x0f) * 4..];
-        let rtp = &udp[8..];
-        let head = 12 + 4 * usize::from(rtp[0] & 0x0f);
-        assert_eq!(rtp[1] & 0x7f, 8, "PCMA");
-        out.extend(rtp[head..].iter().map(|&b| G711::Pcma.decode_sample(b)));
-    }
-    out
-}
-
-/// What the box receives from `audio` sent as PCMU: the μ-law round trip.
-fn pcmu_round_trip(audio: &[i16]) -> Vec<i16> {
-    audio.iter().map(|&s| G711::Pcmu.decode_sample(G711::Pcmu.encode_sample(s))).collect()
+    let packets = audio::pcap_rtp(Path::new("/usr/share/sip-tester/g711a.pcap"));
+    assert!(packets.iter().all(|(pt, _)| *pt == 8), "PCMA");
+    packets.iter().flat_map(|(_, payload)| payload.iter().map(|&b| G711::Pcma.decode_sample(b))).collect()
 }
 
 fn script(audio: Vec<i16>, send_ms: u64, total_ms: u64, gaps: Vec<(usize, usize)>) -> Script {
@@ -76,121 +57,6 @@ fn script(audio: Vec<i16>, send_ms: u64, total_ms: u64, gaps: Vec<(usize, usize)
 
 // ---------------------------------------------------------------------------
 // Signal measurements
-
-/// Normalized cross-correlation of `a[i]` and `b[i + lag]` over their overlap
-/// (`lag` may be negative), and the overlap length.
-fn ncc_at(a: &[i16], b: &[i16], lag: i64) -> (f64, usize) {
-    let (a0, b0) = if lag >= 0 { (0usize, lag as usize) } else { ((-lag) as usize, 0usize) };
-    if a0 >= a.len() || b0 >= b.len() {
-        return (0.0, 0);
-    }
-    let n = (a.len() - a0).min(b.len() - b0);
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for i in 0..n {
-        let (x, y) = (f64::from(a[a0 + i]), f64::from(b[b0 + i]));
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    if aa == 0.0 || bb == 0.0 { (0.0, n) } else { (ab / (aa * bb).sqrt(), n) }
-}
-
-/// The lag in `lags` at which `b` best matches `excerpt` of `a` (correlating only
-/// the excerpt keeps the search cheap), and the excerpt's correlation there.
-fn align(a: &[i16], excerpt: std::ops::Range<usize>, b: &[i16], lags: std::ops::Range<i64>) -> (i64, f64) {
-    let ex = &a[excerpt.clone()];
-    let mut best = (lags.start, f64::MIN);
-    for lag in lags {
-        let at = excerpt.start as i64 + lag;
-        if at < 0 || at as usize + ex.len() > b.len() {
-            continue;
-        }
-        let (c, _) = ncc_at(ex, &b[at as usize..at as usize + ex.len()], 0);
-        if c > best.1 {
-            best = (lag, c);
-        }
-    }
-    best
-}
-
-/// How `a[range]` is found in `b`, 0.5 s at a time.
-#[derive(Debug)]
-struct Matched {
-    /// Pooled normalized correlation of all segments at their own lags.
-    ncc: f64,
-    /// Lowest segment correlation.
-    min_ncc: f64,
-    /// Fraction of the samples equal to the sample (bit-exact).
-    exact: f64,
-    /// Each segment's (start in `a`, lag into `b`).
-    lags: Vec<(usize, i64)>,
-}
-
-/// `a[range]` cut into 0.5 s segments (those with audio), each aligned with `b`
-/// on its own within ±`search` samples of the previous segment's lag (the first:
-/// of `lag0`). Per-segment alignment keeps the check sample-exact while
-/// tolerating a scheduling hiccup of the test's own phone thread under load
-/// (a packet more than 60 ms late), which the recorder rightly follows.
-fn match_segments(a: &[i16], range: std::ops::Range<usize>, b: &[i16], lag0: i64, search: i64) -> Matched {
-    const SEG: usize = 4000;
-    let (mut ab, mut aa, mut bb, mut equal, mut total) = (0f64, 0f64, 0f64, 0usize, 0usize);
-    let (mut min_ncc, mut lags, mut prev) = (1.0f64, Vec::new(), lag0);
-    for s in range.clone().step_by(SEG) {
-        let seg = s..(s + SEG).min(range.end);
-        if seg.len() < SEG / 2 || rms(&a[seg.clone()]) < 30.0 {
-            continue;
-        }
-        let (lag, c) = align(a, seg.clone(), b, prev - search..prev + search + 1);
-        let from = seg.start as i64 + lag;
-        if c == f64::MIN || from < 0 || from as usize + seg.len() > b.len() {
-            break;
-        }
-        let y = &b[from as usize..from as usize + seg.len()];
-        for (&x, &y) in a[seg.clone()].iter().zip(y) {
-            let (x, y) = (f64::from(x), f64::from(y));
-            (ab, aa, bb) = (ab + x * y, aa + x * x, bb + y * y);
-        }
-        equal += a[seg.clone()].iter().zip(y).filter(|(x, y)| x == y).count();
-        total += seg.len();
-        min_ncc = min_ncc.min(c);
-        lags.push((seg.start, lag));
-        prev = lag;
-    }
-    let ncc = if aa == 0.0 || bb == 0.0 { 0.0 } else { ab / (aa * bb).sqrt() };
-    Matched { ncc, min_ncc, exact: equal as f64 / total.max(1) as f64, lags }
-}
-
-/// The middle value of the segments' lags.
-fn median_lag(m: &Matched) -> i64 {
-    let mut v: Vec<i64> = m.lags.iter().map(|l| l.1).collect();
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or(i64::MIN)
-}
-
-fn rms(v: &[i16]) -> f64 {
-    (v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt()
-}
-
-/// A stereo PCM16 recording split into (left, right), with its spec.
-fn read_wav(path: &Path) -> (hound::WavSpec, Vec<i16>, Vec<i16>) {
-    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let spec = r.spec();
-    let s: Vec<i16> = r.samples::<i16>().map(|x| x.unwrap()).collect();
-    let left = s.iter().step_by(2).copied().collect();
-    let right = s.iter().skip(1).step_by(2).copied().collect();
-    (spec, left, right)
-}
-
-/// `sox --i` of a file: (duration in seconds from `-D`, the full report).
-fn sox_info(path: &Path) -> (f64, String) {
-    let run = |arg: &str| {
-        let out = std::process::Command::new("sox").arg("--i").arg(arg).arg(path).output().expect("sox is installed");
-        assert!(out.status.success(), "sox reads {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let d: f64 = run("-D").trim().parse().expect("sox --i -D prints seconds");
-    (d, run("-V1"))
-}
 
 /// The time SIPp logged for the first message it sent that starts with `start`
 /// (its trace: `----- 2026-11-22 04:06:44.820604` then `UDP message sent`).
@@ -216,98 +82,15 @@ fn secs(d: Duration) -> f64 {
 // ---------------------------------------------------------------------------
 // The gateway
 
-struct Gateway {
-    daemon: Daemon,
-    port: u16,
-    config: PathBuf,
-    recordings: PathBuf,
-    receiver: Option<Receiver>,
-}
-
-impl Gateway {
-    /// The daemon with the built-in echo agent on a recorded route, recordings in
-    /// `recordings`, webhooks to a verifying receiver when `webhooks`.
-    fn start(dir: &Path, recordings: &Path, webhooks: bool) -> Self {
-        let receiver = webhooks.then(|| {
-            let (key, public) = keygen(dir);
-            (Receiver::start(dir, "hook", &public, &[]), key)
-        });
-        let hooks = match &receiver {
-            Some((r, key)) => format!("[webhooks]\nurl = \"{}\"\nsigning_key = \"{}\"\n", r.url(), key.display()),
-            None => String::new(),
-        };
-        let port = free_port();
-        let base = (free_even_block(2) & !0x3ff).max(20_000);
-        let config = dir.join("sipbridge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n\
-                 [rtp]\nport_range = \"{lo}-{hi}\"\n[[trunk]]\nname = \"carrier\"\ninbound_allow = [\"127.0.0.0/8\"]\n\
-                 [[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\nrecord = true\n\
-                 [recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{rec}\"\nchannels = \"dual\"\n{hooks}[log]\nformat = \"text\"\n",
-                data = dir.join("data").display(),
-                lo = base,
-                hi = base + 999,
-                rec = recordings.display(),
-            ),
-        )
-        .unwrap();
-        let daemon = Self::launch(dir, &config);
-        Self { daemon, port, config, recordings: recordings.to_path_buf(), receiver: receiver.map(|(r, _)| r) }
-    }
-
-    /// Starts the daemon on `config` and waits for READY=1 (sd-notify).
-    fn launch(dir: &Path, config: &Path) -> Daemon {
-        let _ = std::fs::remove_file(dir.join("notify.sock"));
-        let mut notify = NotifySocket::bind(dir);
-        let mut daemon = Daemon::start(config, Some(&notify.path), None, &[]);
-        let t0 = Instant::now();
-        // `wait_for` also returns early on a receive error (EINTR): wait again
-        // while the daemon runs and time is left.
-        while notify.wait_for("READY=1", WAIT.saturating_sub(t0.elapsed())).is_none() {
-            if t0.elapsed() >= WAIT || !daemon.is_running() {
-                panic!(
-                    "daemon ready after {:?} (running: {}, notifications: {:?}): {}",
-                    t0.elapsed(),
-                    daemon.is_running(),
-                    notify.seen,
-                    daemon.stderr()
-                );
-            }
-        }
-        daemon
-    }
-
-    /// Webhook bodies delivered so far, after waiting until `done` holds for them.
-    async fn events(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let receiver = self.receiver.as_ref().expect("webhooks on");
-        let entries = receiver
-            .wait_until(what, WAIT, |e| {
-                let bodies: Vec<Value> = delivered(e).iter().map(|x| x["body"].clone()).collect();
-                done(&bodies)
-            })
-            .await;
-        assert!(rejected(&entries).is_empty(), "every signature verified: {:?}", rejected(&entries));
-        delivered(&entries).iter().map(|x| x["body"].clone()).collect()
-    }
-
-    fn stop(mut self) {
-        self.daemon.signal(Signal::SIGTERM);
-        assert_eq!(self.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", self.daemon.stderr());
-    }
-}
-
-fn event_type(b: &Value) -> &str {
-    b["data"]["event_type"].as_str().unwrap_or_default()
-}
-
-fn payload(b: &Value) -> &Value {
-    &b["data"]["payload"]
-}
-
-fn time(p: &Value, key: &str) -> SystemTime {
-    humantime::parse_rfc3339(p[key].as_str().unwrap_or_else(|| panic!("{key} in {p}"))).unwrap()
+/// The daemon with the built-in echo agent on a recorded route (dual-channel WAV
+/// in `recordings`), signed webhooks to a verifying receiver when `webhooks`.
+fn start(dir: &Path, recordings: &Path, webhooks: bool) -> Gateway {
+    let b = Gateway::builder(dir)
+        .trunk(Trunk::new("carrier").allow("127.0.0.0/8"))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo").record())
+        .recording_in(recordings, "channels = \"dual\"");
+    if webhooks { b.webhooks("") } else { b }.start()
 }
 
 /// The SIPp trace files of a test directory, concatenated.
@@ -318,23 +101,6 @@ fn traces(dir: &Path) -> String {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".messages.log"))
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect()
-}
-
-/// Files under `dir` (recursively) whose name ends with `suffix`.
-fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(suffix) {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// The caller heard audio (the echo): decoded PCMU packets louder than RMS 300.
@@ -400,10 +166,10 @@ impl Recorded {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wav_holds_the_callers_speech_left_and_its_echo_right_for_the_recorded_span() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), &dir.path().join("recordings"), true);
+    let gw = start(dir.path(), &dir.path().join("recordings"), true);
     let speech = speech();
     let sent_ms = (speech.len() / 8) as u64;
-    let (d, port, audio) = (dir.path().to_path_buf(), gw.port, speech.clone());
+    let (d, port, audio) = (dir.path().to_path_buf(), gw.sip_port, speech.clone());
     let (code, report, received) = tokio::task::spawn_blocking(move || {
         // The phone sends the speech once, then listens until the echo ends; SIPp
         // hangs up 0.5 s after the last packet.
@@ -465,12 +231,12 @@ async fn the_wav_holds_the_callers_speech_left_and_its_echo_right_for_the_record
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_seconds_without_rtp_are_two_seconds_of_silence_not_a_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), &dir.path().join("recordings"), true);
+    let gw = start(dir.path(), &dir.path().join("recordings"), true);
     let speech = speech();
     // 6 s of speech with nothing sent in packets 100..200 (2 s → 4 s of the phone's clock).
     let audio: Vec<i16> = speech.iter().cycle().take(6 * 8000).copied().collect();
     let gap = (100usize, 200usize);
-    let (d, port, a) = (dir.path().to_path_buf(), gw.port, audio.clone());
+    let (d, port, a) = (dir.path().to_path_buf(), gw.sip_port, audio.clone());
     let (code, report, _) = tokio::task::spawn_blocking(move || {
         place_calls(&d, port, "127.0.0.1", "+13125550100", 6500, vec![script(a, 6000, 6300, vec![gap])])
     })
@@ -561,9 +327,9 @@ impl LiveCall {
 fn kill_9_mid_call_leaves_a_file_the_restart_repairs_with_audio_to_the_last_second() {
     let dir = tempfile::tempdir().unwrap();
     let recordings = dir.path().join("recordings");
-    let mut gw = Gateway::start(dir.path(), &recordings, false);
+    let mut gw = start(dir.path(), &recordings, false);
     let speech = speech();
-    let call = LiveCall::start(dir.path(), gw.port, 4500, script(speech.clone(), 4500, 4500, vec![]));
+    let call = LiveCall::start(dir.path(), gw.sip_port, 4500, script(speech.clone(), 4500, 4500, vec![]));
     // The recording starts at the answer: its .part appears then.
     let deadline = Instant::now() + WAIT;
     let (part, started) = loop {
@@ -577,16 +343,14 @@ fn kill_9_mid_call_leaves_a_file_the_restart_repairs_with_audio_to_the_last_seco
     std::thread::sleep(Duration::from_secs(3));
     assert!(!call.phone.is_finished(), "the phone is still sending");
     let killed = Instant::now();
-    gw.daemon.signal(Signal::SIGKILL);
-    let status = gw.daemon.wait_exit(WAIT).expect("the daemon died");
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    gw.kill_9();
     let recorded_until_kill = killed - started;
     // What the crash left: the .part, already a WAV whose header covers its last checkpoint.
     assert!(part.exists() && files_ending(&recordings, ".wav").is_empty(), "only the .part is on disk");
     let left_by_crash = hound::WavReader::open(&part).map(|r| r.duration()).unwrap_or(0);
 
     // Restart on the same config, data dir and ports: the startup pass repairs it.
-    gw.daemon = Gateway::launch(dir.path(), &gw.config);
+    gw.restart();
     let log = gw.daemon.stderr();
     let wav = PathBuf::from(part.to_string_lossy().strip_suffix(".part").unwrap());
     assert!(
@@ -683,8 +447,8 @@ async fn an_unwritable_recording_dir_leaves_the_call_working_and_says_why() {
             (dir.path().join("not-a-dir/recordings"), "Not a directory")
         }
     };
-    let gw = Gateway::start(dir.path(), &rec_dir, true);
-    let (d, port, audio) = (dir.path().to_path_buf(), gw.port, speech());
+    let gw = start(dir.path(), &rec_dir, true);
+    let (d, port, audio) = (dir.path().to_path_buf(), gw.sip_port, speech());
     let (code, report, received) = tokio::task::spawn_blocking(move || {
         place_calls(&d, port, "127.0.0.1", "+13125550100", 3000, vec![script(audio, 2500, 2800, vec![])])
     })
@@ -701,7 +465,7 @@ async fn an_unwritable_recording_dir_leaves_the_call_working_and_says_why() {
     eprintln!("unwritable dir ({}): {line}", if guard.is_some() { "chattr +i" } else { "parent is a file" });
     assert!(line.contains(expected) && line.contains("the call goes on"), "{line}");
     assert!(line.contains(&rec_dir.display().to_string()), "the log names the directory: {line}");
-    let receiver_log = gw.receiver.as_ref().unwrap().log.clone();
+    let receiver_log = gw.hooks().log.clone();
     gw.stop();
     // After a clean stop every event was delivered: none claims a recording.
     let text = std::fs::read_to_string(receiver_log).unwrap_or_default();

@@ -5,85 +5,31 @@
 //! sends its own tone and must hear the others' and not its own.
 
 mod common;
-#[path = "receivers/harness.rs"]
-mod harness;
 
 use std::path::Path;
 use std::time::Duration;
 
 use common::agent::PyAgent;
 use common::audio::level;
+use common::gateway::{Gateway, Trunk};
 use common::rtp::{Packet, Script, place_calls_from, tone};
 use common::*;
-use harness::{Receiver, delivered, keygen, rejected};
-use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
 const TOKEN: &str = "rooms-test-token-0123";
 
-struct Gateway {
-    daemon: Daemon,
-    sip: u16,
-    api: u16,
-    receiver: Receiver,
-    http: reqwest::Client,
-}
-
-impl Gateway {
-    async fn start(dir: &Path, routes: &str) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let (key, public) = keygen(dir);
-        let receiver = Receiver::start(dir, "hook", &public, &[]);
-        let (sip, api) = (free_port(), free_port());
-        let base = free_even_block(2) & !0x3ff;
-        let config = dir.join("sipbridge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n[rtp]\nport_range = \"{lo}-{hi}\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.0/8\"]\n{routes}\n[recording]\n# a size, not a share of whatever else fills the test machine's disk\nmax_disk_usage = \"4GiB\"\nenabled = true\ndir = \"{rec}\"\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n[log]\nformat = \"text\"\nlevel = \"debug\"\n",
-                data = dir.join("data").display(),
-                lo = base.max(20_000),
-                hi = base.max(20_000) + 999,
-                rec = dir.join("recordings").display(),
-                url = receiver.url(),
-                key = key.display(),
-            ),
-        )
-        .unwrap();
-        let mut notify = NotifySocket::bind(dir);
-        let daemon = Daemon::start(&config, Some(&notify.path), None, &[]);
-        notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", daemon.stderr()));
-        Self { daemon, sip, api, receiver, http: reqwest::Client::new() }
-    }
-
-    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self.http.request(method, format!("http://127.0.0.1:{}{path}", self.api)).bearer_auth(TOKEN);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.expect("API answers");
-        let code = resp.status().as_u16();
-        (code, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Webhook bodies (`data`) once `done` holds for them; every signature valid.
-    async fn events(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let entries = self
-            .receiver
-            .wait_until(what, WAIT, |e| {
-                let data: Vec<Value> = delivered(e).iter().map(|x| x["body"]["data"].clone()).collect();
-                done(&data)
-            })
-            .await;
-        assert!(rejected(&entries).is_empty(), "every signature verified");
-        delivered(&entries).iter().map(|x| x["body"]["data"].clone()).collect()
-    }
-
-    fn stop(mut self) {
-        self.daemon.signal(Signal::SIGTERM);
-        assert_eq!(self.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", self.daemon.stderr());
-    }
+/// The daemon with `routes` (TOML blocks after trunk `pbx`), recording on, signed
+/// webhooks to a verifying receiver, the control API with [`TOKEN`].
+fn start(dir: &Path, routes: &str) -> Gateway {
+    Gateway::builder(dir)
+        .trunk(Trunk::new("pbx").allow("127.0.0.0/8"))
+        .blocks(routes)
+        .recording("")
+        .webhooks("")
+        .api(TOKEN)
+        .log_level("debug")
+        .start()
 }
 
 fn count(data: &[Value], event_type: &str) -> usize {
@@ -125,35 +71,35 @@ const TONES: [f64; 3] = [400.0, 700.0, 1100.0];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_callers_hear_each_other_but_not_themselves() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "[[route]]\nroom = \"support\"\nrecord = true\n").await;
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let gw = start(dir.path(), "[[route]]\nroom = \"support\"\nrecord = true\n");
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let callers: Vec<String> = (1..=3).map(|i| format!("+1415555010{i}")).collect();
     let calls = tokio::task::spawn_blocking(move || {
         let scripts = TONES.iter().map(|&hz| script(hz, 5000, vec![])).collect();
         place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 6000, scripts, &callers)
     });
     // Once all three are in, mute caller 0 over the API.
-    let data = gw.events("three joined", |d| count(d, "conference.participant.joined") == 3).await;
+    let data = gw.event_data("three joined", |d| count(d, "conference.participant.joined") == 3).await;
     let conference_id =
         data.iter().find(|d| d["event_type"] == "conference.created").unwrap()["payload"]["conference_id"]
             .as_str()
             .unwrap()
             .to_string();
-    let (code, list) = gw.api(reqwest::Method::GET, "/v2/conferences", None).await;
+    let (code, list) = gw.api().call(reqwest::Method::GET, "/v2/conferences", None).await;
     assert_eq!(code, 200);
     assert_eq!(list["data"][0]["name"], "support");
     assert_eq!(list["data"][0]["participants"], 3);
-    let (code, parts) = gw.api(reqwest::Method::GET, "/v2/conferences/support/participants", None).await;
+    let (code, parts) = gw.api().call(reqwest::Method::GET, "/v2/conferences/support/participants", None).await;
     assert_eq!(code, 200, "{parts}");
     let rec = format!("/v2/conferences/{conference_id}/actions/record_start");
-    let (code, e) = gw.api(reqwest::Method::POST, &rec, Some(json!({"format": "wav"}))).await;
+    let (code, e) = gw.api().call(reqwest::Method::POST, &rec, Some(json!({"format": "wav"}))).await;
     assert_eq!(code, 200, "{e}");
-    assert_eq!(gw.api(reqwest::Method::POST, &rec, Some(json!({}))).await.0, 422, "one recording per room");
+    assert_eq!(gw.api().call(reqwest::Method::POST, &rec, Some(json!({}))).await.0, 422, "one recording per room");
     // A supervisor listens to the room: the full mix as Telnyx media frames.
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.api)).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.api_port())).await.unwrap();
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
         "ws://127.0.0.1:{}/v2/conferences/support/listen",
-        gw.api
+        gw.api_port()
     ))
     .unwrap();
     req.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
@@ -189,7 +135,8 @@ async fn three_callers_hear_each_other_but_not_themselves() {
         .to_string();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (code, e) = gw
-        .api(
+        .api()
+        .call(
             reqwest::Method::POST,
             &format!("/v2/conferences/{conference_id}/actions/mute"),
             Some(json!({"call_control_ids": [first]})),
@@ -220,7 +167,7 @@ async fn three_callers_hear_each_other_but_not_themselves() {
     }
 
     let data = gw
-        .events("room ended and recordings saved", |d| {
+        .event_data("room ended and recordings saved", |d| {
             count(d, "conference.ended") == 1
                 && count(d, "call.recording.saved") == 3
                 && count(d, "conference.recording.saved") == 1
@@ -259,8 +206,8 @@ async fn three_callers_hear_each_other_but_not_themselves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pin_admits_the_right_caller_and_rejects_after_three_wrong_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "[[route]]\nroom = \"board\"\npin = \"2468\"\n").await;
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let gw = start(dir.path(), "[[route]]\nroom = \"board\"\npin = \"2468\"\n");
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     // Right PIN: keys from 1 s (packet 50), a key every 300 ms.
     let right: Vec<(usize, char)> = "2468".chars().enumerate().map(|(i, c)| (50 + 15 * i, c)).collect();
     let wrong: Vec<(usize, char)> = "111111111111".chars().enumerate().map(|(i, c)| (50 + 15 * i, c)).collect();
@@ -285,7 +232,7 @@ async fn a_pin_admits_the_right_caller_and_rejects_after_three_wrong_entries() {
         assert!(level(&pcm, 440.0) > 500.0 || level(&pcm, 660.0) > 500.0, "caller {i} heard the PIN prompt");
     }
     let data =
-        gw.events("both calls ended", |d| count(d, "call.hangup") == 2 && count(d, "conference.ended") == 1).await;
+        gw.event_data("both calls ended", |d| count(d, "call.hangup") == 2 && count(d, "conference.ended") == 1).await;
     let joined: Vec<&Value> = data.iter().filter(|d| d["event_type"] == "conference.participant.joined").collect();
     assert_eq!(joined.len(), 1, "only the right PIN joined");
     assert_eq!(joined[0]["payload"]["from"], "+14155550111");
@@ -300,8 +247,8 @@ async fn a_pin_admits_the_right_caller_and_rejects_after_three_wrong_entries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_per_caller_gives_each_caller_its_own_room() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "[[route]]\nroom_per_caller = \"call-\"\n").await;
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let gw = start(dir.path(), "[[route]]\nroom_per_caller = \"call-\"\n");
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let callers = vec!["+14155550121".to_string(), "+14155550122".to_string()];
     let (code, report, received) = tokio::task::spawn_blocking(move || {
         place_calls_from(
@@ -320,7 +267,7 @@ async fn room_per_caller_gives_each_caller_its_own_room() {
     // Alone in its room, nobody hears the other.
     assert!(level(&heard(&received[0], 0.5, 1.8), 900.0) < 150.0);
     assert!(level(&heard(&received[1], 0.5, 1.8), 500.0) < 150.0);
-    let data = gw.events("two rooms ended", |d| count(d, "conference.ended") == 2).await;
+    let data = gw.event_data("two rooms ended", |d| count(d, "conference.ended") == 2).await;
     let mut names: Vec<&str> = data
         .iter()
         .filter(|d| d["event_type"] == "conference.created")
@@ -343,8 +290,8 @@ async fn hot_transfer_agent_brings_a_human_in_then_leaves() {
         "[[agent]]\nname = \"bot\"\nurl = \"{}\"\n[[route]]\nto = \"+13125550100\"\nagent = \"bot\"\n[[route]]\nto = \"+13125550199\"\npark = true\n",
         agent.url("/")
     );
-    let gw = Gateway::start(dir.path(), &routes).await;
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let gw = start(dir.path(), &routes);
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let caller = tokio::task::spawn_blocking(move || {
         place_calls_from(
             &d,
@@ -356,18 +303,20 @@ async fn hot_transfer_agent_brings_a_human_in_then_leaves() {
             &["+14155550131".to_string()],
         )
     });
-    let data = gw.events("caller streaming", |d| count(d, "streaming.started") == 1).await;
+    let data = gw.event_data("caller streaming", |d| count(d, "streaming.started") == 1).await;
     let a = data.iter().find(|d| d["event_type"] == "streaming.started").unwrap()["payload"]["call_control_id"]
         .as_str()
         .unwrap()
         .to_string();
     // The caller goes into a room; its agent follows.
-    let (code, conf) =
-        gw.api(reqwest::Method::POST, "/v2/conferences", Some(json!({"call_control_id": a, "name": "hot"}))).await;
+    let (code, conf) = gw
+        .api()
+        .call(reqwest::Method::POST, "/v2/conferences", Some(json!({"call_control_id": a, "name": "hot"})))
+        .await;
     assert_eq!(code, 200, "{conf}");
     let conference_id = conf["data"]["id"].as_str().unwrap().to_string();
     // The human: a second call, parked, answered, joined.
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let human = tokio::task::spawn_blocking(move || {
         place_calls_from(
             &d,
@@ -380,30 +329,35 @@ async fn hot_transfer_agent_brings_a_human_in_then_leaves() {
         )
     });
     let b = loop {
-        let (_, calls) = gw.api(reqwest::Method::GET, "/v2/calls", None).await;
+        let (_, calls) = gw.api().call(reqwest::Method::GET, "/v2/calls", None).await;
         if let Some(c) = calls["data"].as_array().unwrap().iter().find(|c| c["state"] == "parked") {
             break c["call_control_id"].as_str().unwrap().to_string();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(gw.api(reqwest::Method::POST, &format!("/v2/calls/{b}/actions/answer"), Some(json!({}))).await.0, 200);
+    assert_eq!(
+        gw.api().call(reqwest::Method::POST, &format!("/v2/calls/{b}/actions/answer"), Some(json!({}))).await.0,
+        200
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (code, e) = gw
-        .api(
+        .api()
+        .call(
             reqwest::Method::POST,
             &format!("/v2/conferences/{conference_id}/actions/join"),
             Some(json!({"call_control_id": b})),
         )
         .await;
     assert_eq!(code, 200, "{e}");
-    let (_, parts) = gw.api(reqwest::Method::GET, &format!("/v2/conferences/{conference_id}/participants"), None).await;
+    let (_, parts) =
+        gw.api().call(reqwest::Method::GET, &format!("/v2/conferences/{conference_id}/participants"), None).await;
     let mut kinds: Vec<&str> =
         parts["data"].as_array().unwrap().iter().map(|p| p["participant_type"].as_str().unwrap()).collect();
     kinds.sort();
     assert_eq!(kinds, ["agent", "sip", "sip"], "{parts}");
     // The agent leaves.
     assert_eq!(
-        gw.api(reqwest::Method::POST, &format!("/v2/calls/{a}/actions/streaming_stop"), Some(json!({}))).await.0,
+        gw.api().call(reqwest::Method::POST, &format!("/v2/calls/{a}/actions/streaming_stop"), Some(json!({}))).await.0,
         200
     );
     let (code, report, human_heard) = human.await.unwrap();
@@ -414,7 +368,7 @@ async fn hot_transfer_agent_brings_a_human_in_then_leaves() {
     assert!(level(&heard(&human_heard[0], 2.0, 4.5), 500.0) > 1000.0, "the human hears the caller");
     let tail = heard(&caller_heard[0], 3.5, 5.5);
     assert!(level(&tail, 900.0) > 1000.0, "the caller hears the human");
-    let data = gw.events("room ended", |d| count(d, "conference.ended") == 1).await;
+    let data = gw.event_data("room ended", |d| count(d, "conference.ended") == 1).await;
     let seq: Vec<(String, String)> = data
         .iter()
         .filter(|d| d["event_type"].as_str().unwrap().starts_with("conference.participant"))
@@ -441,10 +395,8 @@ async fn hot_transfer_agent_brings_a_human_in_then_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_joins_two_calls_and_ends_them_together() {
     let dir = tempfile::tempdir().unwrap();
-    let gw =
-        Gateway::start(dir.path(), "[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n")
-            .await;
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let gw = start(dir.path(), "[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n");
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let a_call = tokio::task::spawn_blocking(move || {
         place_calls_from(
             &d,
@@ -456,7 +408,7 @@ async fn bridge_joins_two_calls_and_ends_them_together() {
             &["+14155550141".to_string()],
         )
     });
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let b_call = tokio::task::spawn_blocking(move || {
         place_calls_from(
             &d,
@@ -468,7 +420,7 @@ async fn bridge_joins_two_calls_and_ends_them_together() {
             &["+14155550142".to_string()],
         )
     });
-    let data = gw.events("both answered", |d| count(d, "call.answered") == 2).await;
+    let data = gw.event_data("both answered", |d| count(d, "call.answered") == 2).await;
     let id_of = |from: &str| {
         data.iter().find(|d| d["event_type"] == "call.answered" && d["payload"]["from"] == from).unwrap()["payload"]
             ["call_control_id"]
@@ -478,11 +430,11 @@ async fn bridge_joins_two_calls_and_ends_them_together() {
     };
     let (a, b) = (id_of("+14155550141"), id_of("+14155550142"));
     let path = format!("/v2/calls/{a}/actions/bridge");
-    let (code, e) = gw.api(reqwest::Method::POST, &path, Some(json!({}))).await;
+    let (code, e) = gw.api().call(reqwest::Method::POST, &path, Some(json!({}))).await;
     assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/call_control_id")), "{e}");
-    let (code, e) = gw.api(reqwest::Method::POST, &path, Some(json!({"call_control_id": "nope"}))).await;
+    let (code, e) = gw.api().call(reqwest::Method::POST, &path, Some(json!({"call_control_id": "nope"}))).await;
     assert_eq!(code, 404, "{e}");
-    let (code, e) = gw.api(reqwest::Method::POST, &path, Some(json!({"call_control_id": b}))).await;
+    let (code, e) = gw.api().call(reqwest::Method::POST, &path, Some(json!({"call_control_id": b}))).await;
     assert_eq!(code, 200, "{e}");
     let (code, report, a_heard) = a_call.await.unwrap();
     assert_eq!(code, 0, "{report}");
@@ -495,7 +447,7 @@ async fn bridge_joins_two_calls_and_ends_them_together() {
     assert!(level(&pcm, 500.0) > 1000.0 && level(&pcm, 900.0) < 150.0, "B hears A only");
     // B ended well before its own 9 s: the box hung it up after A left.
     assert!(b_heard[0].last().unwrap().at < Duration::from_millis(7000), "B was hung up with A");
-    let data = gw.events("both hung up", |d| count(d, "call.hangup") == 2).await;
+    let data = gw.event_data("both hung up", |d| count(d, "call.hangup") == 2).await;
     let bridged: Vec<(&str, &str)> = data
         .iter()
         .filter(|d| d["event_type"] == "call.bridged")
@@ -551,8 +503,8 @@ async fn transfer_dials_a_new_leg_and_bridges_it_on_answer() {
     let routes = format!(
         "[[trunk]]\nname = \"busy\"\nproxy = \"sip:127.0.0.3:{busy_port}\"\n[[trunk]]\nname = \"carrier\"\nproxy = \"sip:127.0.0.3:{target_port}\"\n[[route]]\ntrunk = \"pbx\"\npark = true\n"
     );
-    let gw = Gateway::start(dir.path(), &routes).await;
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let gw = start(dir.path(), &routes);
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let caller = tokio::task::spawn_blocking(move || {
         place_calls_from(
             &d,
@@ -565,33 +517,36 @@ async fn transfer_dials_a_new_leg_and_bridges_it_on_answer() {
         )
     });
     let a = loop {
-        let (_, calls) = gw.api(reqwest::Method::GET, "/v2/calls", None).await;
+        let (_, calls) = gw.api().call(reqwest::Method::GET, "/v2/calls", None).await;
         if let Some(c) = calls["data"].as_array().unwrap().iter().find(|c| c["state"] == "parked") {
             break c["call_control_id"].as_str().unwrap().to_string();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let path = format!("/v2/calls/{a}/actions/transfer");
-    let (code, e) = gw.api(reqwest::Method::POST, &path, Some(json!({"to": "+13125550177"}))).await;
+    let (code, e) = gw.api().call(reqwest::Method::POST, &path, Some(json!({"to": "+13125550177"}))).await;
     assert_eq!(code, 422, "not answered yet: {e}");
-    assert_eq!(gw.api(reqwest::Method::POST, &format!("/v2/calls/{a}/actions/answer"), Some(json!({}))).await.0, 200);
+    assert_eq!(
+        gw.api().call(reqwest::Method::POST, &format!("/v2/calls/{a}/actions/answer"), Some(json!({}))).await.0,
+        200
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (code, e) = gw.api(reqwest::Method::POST, &path, Some(json!({}))).await;
+    let (code, e) = gw.api().call(reqwest::Method::POST, &path, Some(json!({}))).await;
     assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/to")), "{e}");
 
     // Busy: the new leg fails, the caller stays.
     let body = json!({"to": "+13125550177", "connection_id": "busy"});
-    assert_eq!(gw.api(reqwest::Method::POST, &path, Some(body)).await.0, 200);
-    let data = gw.events("busy leg hung up", |d| count(d, "call.hangup") == 1).await;
+    assert_eq!(gw.api().call(reqwest::Method::POST, &path, Some(body)).await.0, 200);
+    let data = gw.event_data("busy leg hung up", |d| count(d, "call.hangup") == 1).await;
     let failed = data.iter().find(|d| d["event_type"] == "call.hangup").unwrap();
     assert_eq!(failed["payload"]["hangup_cause"], "user_busy", "{failed}");
     assert_ne!(failed["payload"]["call_control_id"], a.as_str());
-    assert_eq!(gw.api(reqwest::Method::GET, &format!("/v2/calls/{a}"), None).await.1["data"]["is_alive"], true);
+    assert_eq!(gw.api().call(reqwest::Method::GET, &format!("/v2/calls/{a}"), None).await.1["data"]["is_alive"], true);
     assert_eq!(tokio::task::spawn_blocking(move || busy.wait(WAIT)).await.unwrap(), 0);
 
     // Answered: bridged.
     let body = json!({"to": "+13125550100", "connection_id": "carrier", "timeout_secs": 10});
-    assert_eq!(gw.api(reqwest::Method::POST, &path, Some(body)).await.0, 200);
+    assert_eq!(gw.api().call(reqwest::Method::POST, &path, Some(body)).await.0, 200);
     let (code, report, heard_back) = caller.await.unwrap();
     assert_eq!(code, 0, "{report}");
     let code = tokio::task::spawn_blocking(move || (target.wait(WAIT), target.report())).await.unwrap();
@@ -599,7 +554,7 @@ async fn transfer_dials_a_new_leg_and_bridges_it_on_answer() {
     // Through the bridge the caller hears its own tone, echoed by the UAS.
     let tail = heard(&heard_back[0], 4.0, 6.5);
     assert!(level(&tail, 500.0) > 1000.0, "the caller hears the transfer target (its echo)");
-    let data = gw.events("bridged and hung up", |d| count(d, "call.hangup") == 3).await;
+    let data = gw.event_data("bridged and hung up", |d| count(d, "call.hangup") == 3).await;
     let bridged: Vec<(&str, &str)> = data
         .iter()
         .filter(|d| d["event_type"] == "call.bridged")

@@ -12,15 +12,14 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::gateway::{Gateway, Route, Trunk};
 use common::rtp::{answers_in_trace, offers_in_trace};
 use common::*;
-use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "latch-test-token-0123456789";
@@ -32,59 +31,28 @@ const CALLER_PACKETS: u16 = 250;
 const CALLER_FILL: u8 = 0x2a;
 const SPRAY_FILL: u8 = 0xa5;
 
-struct Gateway {
-    daemon: Daemon,
-    sip: u16,
-    api: u16,
-    rtp_first: u16,
+/// The daemon answering every call with the built-in echo, RTP on a 20-port
+/// range (its first port returned too), `/metrics` on the API, and `rtp_extra`
+/// appended to `[rtp]`.
+fn start(dir: &Path, rtp_extra: &str) -> (Gateway, u16) {
+    let rtp_first = free_even_block(RANGE);
+    let gw = Gateway::builder(dir)
+        .rtp_range(rtp_first, rtp_first + RANGE - 1)
+        .rtp_extra(rtp_extra)
+        .trunk(Trunk::new("pbx").allow("127.0.0.1/32"))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo"))
+        .api(TOKEN)
+        .log_level("debug")
+        .start();
+    (gw, rtp_first)
 }
 
-impl Gateway {
-    /// The daemon answering every call with the built-in echo, RTP on a 20-port
-    /// range, `/metrics` on the API, and `rtp_extra` appended to `[rtp]`.
-    fn start(dir: &Path, rtp_extra: &str) -> Self {
-        let (sip, api) = (free_port(), free_port());
-        let rtp_first = free_even_block(RANGE);
-        let config = dir.join("sipbridge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n\
-                 [rtp]\nport_range = \"{rtp_first}-{last}\"\n{rtp_extra}\n[[trunk]]\nname = \"pbx\"\n\
-                 inbound_allow = [\"127.0.0.1/32\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n\
-                 [[route]]\nagent = \"echo\"\n[api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n\
-                 [log]\nformat = \"text\"\nlevel = \"debug\"\n",
-                data = dir.join("data").display(),
-                last = rtp_first + RANGE - 1,
-            ),
-        )
-        .unwrap();
-        let mut notify = NotifySocket::bind(dir);
-        let daemon = Daemon::start(&config, Some(&notify.path), None, &[]);
-        notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", daemon.stderr()));
-        Self { daemon, sip, api, rtp_first }
-    }
-
-    /// A counter of `/metrics` (Prometheus text), by plain HTTP/1.1.
-    fn metric(&self, name: &str) -> u64 {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.api)).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("{name} in /metrics: {body}"))
-    }
-
-    fn stop(mut self) {
-        self.daemon.signal(Signal::SIGTERM);
-        assert_eq!(self.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", self.daemon.stderr());
-    }
+/// A counter of `/metrics` (Prometheus text), by plain HTTP/1.1.
+fn metric(gw: &Gateway, name: &str) -> u64 {
+    let v = scrape_metric(gw.api_port(), TOKEN, name);
+    assert!(v >= 0.0 && v.fract() == 0.0, "{name} is a counter: {v}");
+    v as u64
 }
 
 /// SIPp calls the box advertising `sdp_port` on 127.0.0.1 and holds the call for
@@ -96,7 +64,7 @@ fn call(dir: &Path, gw: &Gateway, sdp_port: u16, hold_ms: u64) -> (Sipp, SocketA
     std::fs::write(&sf, template.replace("@HOLD_MS@", &hold_ms.to_string())).unwrap();
     let csv = dir.join(format!("{name}.csv"));
     std::fs::write(&csv, format!("SEQUENTIAL\n{sdp_port};+14155550123;\n")).unwrap();
-    let mut args = sipp_args("uac_call.xml", "+18005550100", &format!("127.0.0.1:{}", gw.sip), "127.0.0.1", &[]);
+    let mut args = sipp_args("uac_call.xml", "+18005550100", &format!("127.0.0.1:{}", gw.sip_port), "127.0.0.1", &[]);
     args[1] = sf.display().to_string();
     args.extend(["-inf", &csv.display().to_string(), "-key", "rtp_ip", "127.0.0.1"].map(String::from));
     let sipp = Sipp::start(dir, &name, &args);
@@ -233,19 +201,19 @@ fn spray(ports: std::ops::Range<u16>, target: u16, start: &AtomicBool, for_how_l
 #[test]
 fn a_third_party_spraying_the_rtp_range_gets_nothing_and_injects_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "");
+    let (gw, rtp_first) = start(dir.path(), "");
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (mut sipp, remote) = call(dir.path(), &gw, caller.local_addr().unwrap().port(), 7000);
     let latched = AtomicBool::new(false);
-    let ports = gw.rtp_first..gw.rtp_first + RANGE;
+    let ports = rtp_first..rtp_first + RANGE;
     let (heard, (to_call, attacker_got)) = std::thread::scope(|s| {
         let attacker = s.spawn(|| spray(ports.clone(), remote.port(), &latched, Duration::from_secs(3)));
         let heard = phone(&caller, remote, &latched);
         (heard, attacker.join().unwrap())
     });
     assert_eq!(sipp.wait(WAIT), 0, "the call completed: {}", sipp.report());
-    let rtp_dropped = gw.metric("sipbridge_rtp_foreign_packets_dropped_total");
-    let rtcp_dropped = gw.metric("sipbridge_rtcp_foreign_packets_dropped_total");
+    let rtp_dropped = metric(&gw, "sipbridge_rtp_foreign_packets_dropped_total");
+    let rtcp_dropped = metric(&gw, "sipbridge_rtcp_foreign_packets_dropped_total");
     eprintln!(
         "sprayed {to_call} RTP packets at the call's port ({} ports); the attacker received {attacker_got}; \
          the caller heard {} packets, {} of its {CALLER_PACKETS} stamps, {} sprayed; dropped RTP {rtp_dropped}, \
@@ -273,10 +241,10 @@ fn a_third_party_spraying_the_rtp_range_gets_nothing_and_injects_nothing() {
 #[test]
 fn a_sprayer_racing_the_answer_loses_to_the_sdp_address() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "");
+    let (gw, rtp_first) = start(dir.path(), "");
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
     let go = AtomicBool::new(true);
-    let ports = gw.rtp_first..gw.rtp_first + RANGE;
+    let ports = rtp_first..rtp_first + RANGE;
     let (heard, attacker_got) = std::thread::scope(|s| {
         let attacker = s.spawn(|| spray(ports.clone(), 0, &go, Duration::from_secs(4)));
         let (mut sipp, remote) = call(dir.path(), &gw, caller.local_addr().unwrap().port(), 7000);
@@ -284,7 +252,7 @@ fn a_sprayer_racing_the_answer_loses_to_the_sdp_address() {
         assert_eq!(sipp.wait(WAIT), 0, "the call completed: {}", sipp.report());
         (heard, attacker.join().unwrap().1)
     });
-    let relatched = gw.metric("sipbridge_rtp_relatched_total");
+    let relatched = metric(&gw, "sipbridge_rtp_relatched_total");
     eprintln!(
         "racing the answer: the attacker received {attacker_got}; the caller heard {} of its {CALLER_PACKETS} \
          stamps, {} sprayed; re-latched {relatched}",
@@ -304,7 +272,7 @@ fn a_sprayer_racing_the_answer_loses_to_the_sdp_address() {
 #[test]
 fn strict_source_hears_only_the_sdp_address() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "strict_source = true");
+    let (gw, _) = start(dir.path(), "strict_source = true");
 
     // Advertises `sdp`, sends from `elsewhere` (same host, other port).
     let sdp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -321,7 +289,7 @@ fn strict_source_hears_only_the_sdp_address() {
     assert_eq!(sipp.wait(WAIT), 0, "the call completed: {}", sipp.report());
     assert_eq!(heard.packets, 0, "nothing echoed to the port that sent");
     assert_eq!(at_sdp.get(&true).copied().unwrap_or(0), 0, "nothing echoed to the SDP port: {at_sdp:?}");
-    let dropped = gw.metric("sipbridge_rtp_foreign_packets_dropped_total");
+    let dropped = metric(&gw, "sipbridge_rtp_foreign_packets_dropped_total");
     assert!(dropped >= u64::from(CALLER_PACKETS) / 2, "the refused packets are counted: {dropped}");
 
     // The same from the SDP address: every packet comes back.

@@ -19,8 +19,7 @@
 //!   signed the same way (so each rejection is about the one thing changed).
 
 mod common;
-#[path = "receivers/harness.rs"]
-mod harness;
+use common::receivers as harness;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

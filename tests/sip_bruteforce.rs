@@ -12,44 +12,28 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::gateway::{Gateway, Route, Trunk};
 use common::*;
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "bruteforce-test-token-0123456789";
 
-fn start(dir: &Path) -> (Daemon, u16, u16) {
-    let port = free_port();
-    let api = free_port();
-    let text = format!(
-        r#"
-[node]
-data_dir = "{data}"
-shutdown_grace = "1s"
-[sip]
-listen = ["udp://127.0.0.1:{port}"]
-[rtp]
-port_range = "40000-49999"
-[[trunk]]
-name = "livekit"
-provider = "livekit"
-proxy = "sip:127.0.0.9:5999"
-inbound_username = "lk"
-inbound_password = "pw-right-30"
-[[agent]]
-name = "echo"
-url = "builtin:echo"
-[[route]]
-agent = "echo"
-[api]
-listen = "127.0.0.1:{api}"
-token = "{TOKEN}"
-[log]
-format = "text"
-"#,
-        data = dir.join("data").display()
-    );
-    (start_ready(dir, &text), port, api)
+fn start(dir: &Path) -> (Gateway, u16, u16) {
+    let gw = Gateway::builder(dir)
+        .rtp_range(40_000, 49_999)
+        .trunk(
+            Trunk::new("livekit")
+                .provider("livekit")
+                .proxy("sip:127.0.0.9:5999")
+                .extra("inbound_username = \"lk\"\ninbound_password = \"pw-right-30\""),
+        )
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo"))
+        .api(TOKEN)
+        .start();
+    let (port, api) = (gw.sip_port, gw.api_port());
+    (gw, port, api)
 }
 
 fn metric(api: u16, name: &str) -> f64 {
@@ -59,7 +43,7 @@ fn metric(api: u16, name: &str) -> f64 {
 #[test]
 fn svcrack_sees_five_answered_guesses_then_silence_and_never_the_password() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut d, port, api) = start(dir.path());
+    let (mut gw, port, api) = start(dir.path());
     let dict = dir.path().join("passwords.txt");
     let words: Vec<String> = (1..30).map(|i| format!("guess-{i}")).chain(["pw-right-30".to_string()]).collect();
     std::fs::write(&dict, words.join("\n") + "\n").unwrap();
@@ -94,7 +78,7 @@ fn svcrack_sees_five_answered_guesses_then_silence_and_never_the_password() {
     assert!(log.contains("found nothing"), "{log}");
 
     // Logged once, counted; the box is fine.
-    let stderr = d.stderr();
+    let stderr = gw.daemon.stderr();
     assert_eq!(stderr.matches("source banned").count(), 1, "{stderr}");
     assert_eq!(metric(api, "sipbridge_sip_auth_bans_total"), 1.0);
     assert!(metric(api, "sipbridge_sip_auth_failures_total") >= 5.0);
@@ -113,9 +97,9 @@ fn svcrack_sees_five_answered_guesses_then_silence_and_never_the_password() {
             &["-t", "u1", "-au", "lk", "-ap", "pw-right-30"],
         ),
     );
-    assert_eq!(ok.wait(WAIT), 0, "{}\n{}", ok.report(), d.stderr());
+    assert_eq!(ok.wait(WAIT), 0, "{}\n{}", ok.report(), gw.daemon.stderr());
 
-    assert!(d.is_running(), "{}", d.stderr());
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(gw.daemon.is_running(), "{}", gw.daemon.stderr());
+    gw.daemon.signal(Signal::SIGTERM);
+    assert_eq!(gw.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
 }

@@ -8,40 +8,22 @@ mod common;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use common::gateway::{Gateway, Route, Trunk};
 use common::*;
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn start(dir: &std::path::Path, port: u16) -> Daemon {
-    let text = format!(
-        r#"
-[node]
-data_dir = "{data}"
-shutdown_grace = "1s"
-[sip]
-listen = ["udp://127.0.0.1:{port}"]
-[rtp]
-port_range = "40000-49999"
-[[trunk]]
-name = "carrier"
-inbound_allow = ["127.0.0.2/32"]
-[[agent]]
-name = "echo"
-url = "builtin:echo"
-[[route]]
-agent = "echo"
-[log]
-format = "text"
-"#,
-        data = dir.join("data").display()
-    );
-    let path = dir.join("sipbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut notify = NotifySocket::bind(dir);
-    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
-    d
+/// The daemon on UDP `port`: trunk `carrier` from 127.0.0.2, every call to the
+/// built-in echo.
+fn start(dir: &std::path::Path, port: u16) -> Gateway {
+    Gateway::builder(dir)
+        .sip_port(port)
+        .rtp_range(40_000, 49_999)
+        .trunk(Trunk::new("carrier").allow("127.0.0.2/32"))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo"))
+        .start()
 }
 
 fn exchange(sock: &UdpSocket, port: u16, msg: &str) -> Option<String> {
@@ -68,7 +50,7 @@ const HEAD: &str = "Via: SIP/2.0/UDP 127.0.0.2:5999;branch=z9hG4bK-{n}\nFrom: <s
 fn malformed_requests_get_400_or_are_dropped_and_calls_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut d = start(dir.path(), port);
+    let mut gw = start(dir.path(), port);
     let sock = UdpSocket::bind("127.0.0.2:0").unwrap();
     let head = |n: u32| HEAD.replace("{n}", &n.to_string());
 
@@ -122,23 +104,23 @@ fn malformed_requests_get_400_or_are_dropped_and_calls_go_on() {
     sock.send_to(&vec![b'A'; 60_000], ("127.0.0.1", port)).unwrap();
 
     // The daemon is alive and still takes a real call.
-    assert!(d.is_running(), "{}", d.stderr());
+    assert!(gw.daemon.is_running(), "{}", gw.daemon.stderr());
     let target = format!("127.0.0.1:{port}");
     let mut s = Sipp::start(
         dir.path(),
         "after",
         &sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]),
     );
-    assert_eq!(s.wait(WAIT), 0, "{}\n{}", s.report(), d.stderr());
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    assert_eq!(s.wait(WAIT), 0, "{}\n{}", s.report(), gw.daemon.stderr());
+    gw.daemon.signal(Signal::SIGTERM);
+    assert_eq!(gw.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
 }
 
 #[test]
 fn a_header_name_starting_with_a_multibyte_character_gets_a_final_response() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut d = start(dir.path(), port);
+    let mut gw = start(dir.path(), port);
     let sock = UdpSocket::bind("127.0.0.2:0").unwrap();
     let local = sock.local_addr().unwrap();
     let sdp = format!(
@@ -160,7 +142,8 @@ fn a_header_name_starting_with_a_multibyte_character_gets_a_final_response() {
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 4096];
     let ok = loop {
-        let n = sock.recv(&mut buf).unwrap_or_else(|_| panic!("no final response to the INVITE\n{}", d.stderr()));
+        let n =
+            sock.recv(&mut buf).unwrap_or_else(|_| panic!("no final response to the INVITE\n{}", gw.daemon.stderr()));
         let r = String::from_utf8_lossy(&buf[..n]).into_owned();
         if !r.starts_with("SIP/2.0 1") {
             break r;
@@ -179,16 +162,16 @@ fn a_header_name_starting_with_a_multibyte_character_gets_a_final_response() {
         sock.send_to(m.as_bytes(), ("127.0.0.1", port)).unwrap();
     }
     let bye_ok = loop {
-        let n = sock.recv(&mut buf).unwrap_or_else(|_| panic!("no answer to the BYE\n{}", d.stderr()));
+        let n = sock.recv(&mut buf).unwrap_or_else(|_| panic!("no answer to the BYE\n{}", gw.daemon.stderr()));
         let r = String::from_utf8_lossy(&buf[..n]).into_owned();
         if r.contains("CSeq: 2 BYE") {
             break r;
         }
     };
     assert!(bye_ok.starts_with("SIP/2.0 200"), "{bye_ok}");
-    assert!(d.is_running(), "{}", d.stderr());
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(gw.daemon.is_running(), "{}", gw.daemon.stderr());
+    gw.daemon.signal(Signal::SIGTERM);
+    assert_eq!(gw.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
 }
 
 /// The flood's rate (messages per second) and bounds.
@@ -202,7 +185,7 @@ const LEGIT_CALLS: &str = "20";
 fn a_flood_from_unknown_sources_does_not_stop_trunk_calls() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut d = start(dir.path(), port);
+    let mut gw = start(dir.path(), port);
     let target = format!("127.0.0.1:{port}");
     // The flood: INVITEs from 127.0.0.9 (no trunk) paced at FLOOD_RATE, bounded in
     // count and time, sent from a thread while the trunk's calls run.
@@ -237,20 +220,20 @@ fn a_flood_from_unknown_sources_does_not_stop_trunk_calls() {
             &["-t", "u1", "-m", LEGIT_CALLS, "-r", "10", "-l", "10"],
         ),
     );
-    assert_eq!(s.wait(WAIT * 2), 0, "{}\n{}", s.report(), d.stderr());
+    assert_eq!(s.wait(WAIT * 2), 0, "{}\n{}", s.report(), gw.daemon.stderr());
     let (sent, took) = flood.join().unwrap();
     let rate = sent as f64 / took.as_secs_f64();
     eprintln!(
         "flood: {sent} INVITEs in {took:?} = {rate:.0} msg/s from an unknown source; {LEGIT_CALLS}/{LEGIT_CALLS} trunk calls completed"
     );
     assert!(sent > 10_000, "the flood ran ({sent} messages)");
-    let log = d.stderr();
+    let log = gw.daemon.stderr();
     let calls = log.lines().filter(|l| l.contains("incoming call")).count();
     assert_eq!(calls.to_string(), LEGIT_CALLS, "every trunk call reached the box");
     assert!(log.contains("SIP flood from a non-trunk source: messages dropped"), "{log}");
     // What passed the flood limiter was dropped unanswered (unknown_source = "drop").
     assert!(log.contains("matches no trunk: dropped"), "{log}");
-    assert!(d.is_running());
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(gw.daemon.is_running());
+    gw.daemon.signal(Signal::SIGTERM);
+    assert_eq!(gw.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
 }

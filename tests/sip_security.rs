@@ -14,10 +14,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::gateway::{Gateway, Route, Trunk};
 use common::*;
-use nix::sys::signal::Signal;
-
-const WAIT: Duration = Duration::from_secs(30);
 
 /// The trunk's source address; anything else on loopback is a stranger.
 const TRUNK_IP: &str = "127.0.0.2";
@@ -32,37 +30,20 @@ fn api_port(dir: &Path) -> u16 {
 
 /// A daemon on UDP `port` with `sip_extra` appended to its `[sip]` table; its
 /// control API on a free port (see [`api_port`], [`metric`]).
-fn start(dir: &Path, port: u16, sip_extra: &str) -> Daemon {
+fn start(dir: &Path, port: u16, sip_extra: &str) -> Gateway {
     let api = free_port();
     std::fs::write(dir.join("api.port"), api.to_string()).unwrap();
-    let text = format!(
-        r#"
-[node]
-name = "edge-test"
-data_dir = "{data}"
-shutdown_grace = "1s"
-[sip]
-listen = ["udp://127.0.0.1:{port}"]
-{sip_extra}
-[rtp]
-port_range = "40000-49999"
-[[trunk]]
-name = "carrier"
-inbound_allow = ["{TRUNK_IP}/32"]
-[[agent]]
-name = "echo"
-url = "builtin:echo"
-[[route]]
-agent = "echo"
-[api]
-listen = "127.0.0.1:{api}"
-token = "{TOKEN}"
-[log]
-format = "text"
-"#,
-        data = dir.join("data").display()
-    );
-    start_ready(dir, &text)
+    Gateway::builder(dir)
+        .node_name("edge-test")
+        .sip_port(port)
+        .sip_extra(sip_extra)
+        .rtp_range(40_000, 49_999)
+        .trunk(Trunk::new("carrier").allow(&format!("{TRUNK_IP}/32")))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo"))
+        .api(TOKEN)
+        .api_port(api)
+        .start()
 }
 
 /// The value of counter `name` in the daemon's `/metrics` (plain HTTP/1.1 over
@@ -71,9 +52,9 @@ fn metric(dir: &Path, name: &str) -> u64 {
     scrape_metric(api_port(dir), TOKEN, name) as u64
 }
 
-fn stop(mut d: Daemon) {
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+/// SIGTERM, then a clean exit (0).
+fn stop(gw: Gateway) {
+    gw.stop();
 }
 
 /// Runs `svmap` from `from` against the daemon (loopback only, bounded by

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::gateway::{Gateway, Route, Trunk};
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -97,37 +97,18 @@ fn response(req: &str, status: &str, extra: &str) -> String {
     format!("{out}{extra}Content-Length: 0\r\n\r\n")
 }
 
-fn start(dir: &Path, proxy_port: u16, creds: &str) -> (Daemon, u16) {
-    let port = free_port();
-    let text = format!(
-        r#"
-[node]
-data_dir = "{data}"
-shutdown_grace = "1s"
-[sip]
-listen = ["udp://127.0.0.1:{port}"]
-[rtp]
-port_range = "40000-49999"
-[[trunk]]
-name = "in"
-inbound_allow = ["127.0.0.2/32"]
-[[trunk]]
-name = "out"
-proxy = "sip:127.0.0.3:{proxy_port}"
-{creds}
-[[route]]
-name = "us"
-to = "+1312*"
-forward = "out"
-[[route]]
-name = "all"
-forward = "out"
-[log]
-format = "text"
-"#,
-        data = dir.join("data").display()
-    );
-    (start_ready(dir, &text), port)
+/// The daemon: trunk `in` from 127.0.0.2, trunk `out` to the proxy (with
+/// `creds` lines), every number forwarded out; its SIP port.
+fn start(dir: &Path, proxy_port: u16, creds: &str) -> (Gateway, u16) {
+    let gw = Gateway::builder(dir)
+        .rtp_range(40_000, 49_999)
+        .trunk(Trunk::new("in").allow("127.0.0.2/32"))
+        .trunk(Trunk::new("out").proxy(&format!("sip:127.0.0.3:{proxy_port}")).extra(creds))
+        .route(Route::new().name("us").to("+1312*").extra("forward = \"out\""))
+        .route(Route::new().name("all").extra("forward = \"out\""))
+        .start();
+    let port = gw.sip_port;
+    (gw, port)
 }
 
 const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 7078 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
@@ -185,7 +166,7 @@ fn silent(sock: &UdpSocket) -> Option<String> {
 fn smuggled_hosts_in_the_dialled_number_never_leave_the_trunk_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(ProxyMode::Busy);
-    let (mut d, port) = start(dir.path(), proxy.port, "");
+    let (mut gw, port) = start(dir.path(), proxy.port, "");
     // The attacker's hosts, listening on the port the smuggled URIs name.
     let evil = UdpSocket::bind("127.0.0.77:0").unwrap();
     let p = evil.local_addr().unwrap().port();
@@ -218,12 +199,12 @@ fn smuggled_hosts_in_the_dialled_number_never_leave_the_trunk_proxy() {
         outcomes.push((ruri.clone(), code));
         assert_eq!(silent(&evil), None, "{ruri}: a datagram reached 127.0.0.77");
         assert_eq!(silent(&evil2), None, "{ruri}: a datagram reached 127.0.0.78");
-        assert!(code.is_some_and(|c| c >= 400), "{ruri}: {code:?}\n{}", d.stderr());
+        assert!(code.is_some_and(|c| c >= 400), "{ruri}: {code:?}\n{}", gw.daemon.stderr());
     }
     // The To user is the dialled number when the Request-URI has none.
     let n = attacks.len() as u32;
     let code = invite(&caller, port, n, &format!("sip:{box_}"), &format!("<sip:+1312%40127.0.0.77:{p}@{box_}>"));
-    assert_eq!(code, Some(484), "{}", d.stderr());
+    assert_eq!(code, Some(484), "{}", gw.daemon.stderr());
     // The percent-encoded host is refused as what it is: not a dial string.
     assert_eq!(outcomes[0].1, Some(484), "{outcomes:?}");
     assert_eq!(outcomes[6].1, Some(484), "{outcomes:?}");
@@ -237,7 +218,7 @@ fn smuggled_hosts_in_the_dialled_number_never_leave_the_trunk_proxy() {
     let n2 = n + 2;
     let code =
         invite_from(&caller, port, n2, &format!("sip:+13125550100@{box_}"), &to, "+1415%0D%0AX-Evil:%201%40127.0.0.77");
-    assert_eq!(code, Some(486), "{}", d.stderr());
+    assert_eq!(code, Some(486), "{}", gw.daemon.stderr());
     let last = proxy.invites().last().cloned().unwrap_or_default();
     assert!(last.contains("From: <sip:anonymous@"), "{last}");
     assert!(!last.contains("X-Evil") && !last.contains("127.0.0.77"), "{last}");
@@ -253,9 +234,9 @@ fn smuggled_hosts_in_the_dialled_number_never_leave_the_trunk_proxy() {
         assert!(host.starts_with(&format!("127.0.0.3:{}", proxy.port)), "{ruri}");
         assert!(!inv.contains("127.0.0.77") && !inv.contains("127.0.0.78"), "{inv}");
     }
-    assert!(d.is_running(), "{}", d.stderr());
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    assert!(gw.daemon.is_running(), "{}", gw.daemon.stderr());
+    gw.daemon.signal(Signal::SIGTERM);
+    assert_eq!(gw.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
 }
 
 #[test]
@@ -264,22 +245,22 @@ fn credentials_answer_only_a_challenge_in_the_trunks_realm() {
     for (realm, answered) in [("evil.example", false), ("Carrier.Example", true)] {
         let dir = tempfile::tempdir().unwrap();
         let proxy = Proxy::start(ProxyMode::Challenge(realm));
-        let (mut d, port) = start(dir.path(), proxy.port, creds);
+        let (mut gw, port) = start(dir.path(), proxy.port, creds);
         let caller = UdpSocket::bind("127.0.0.2:0").unwrap();
         let box_ = format!("127.0.0.1:{port}");
         let code = invite(&caller, port, 1, &format!("sip:+13125550100@{box_}"), &format!("<sip:+13125550100@{box_}>"));
-        assert!(code.is_some_and(|c| c >= 400), "{realm}: {code:?}\n{}", d.stderr());
+        assert!(code.is_some_and(|c| c >= 400), "{realm}: {code:?}\n{}", gw.daemon.stderr());
         let invites = proxy.invites();
         let with_auth: Vec<_> = invites.iter().filter(|i| i.contains("Proxy-Authorization:")).collect();
         if answered {
-            assert_eq!(code, Some(486), "{}", d.stderr());
+            assert_eq!(code, Some(486), "{}", gw.daemon.stderr());
             assert_eq!(with_auth.len(), 1, "{invites:?}");
             assert!(with_auth[0].contains("username=\"box-user\""), "{}", with_auth[0]);
         } else {
             assert!(with_auth.is_empty(), "credentials sent to realm {realm}: {with_auth:?}");
             assert_eq!(invites.len(), 1, "{invites:?}");
         }
-        d.signal(Signal::SIGTERM);
-        assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+        gw.daemon.signal(Signal::SIGTERM);
+        assert_eq!(gw.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
     }
 }

@@ -4,8 +4,7 @@
 //! order with Telnyx's envelope and field names.
 
 mod common;
-#[path = "receivers/harness.rs"]
-mod harness;
+use common::receivers as harness;
 
 use std::time::Duration;
 

@@ -12,8 +12,7 @@
 //! signature — answering 500 until the kill, 200 after it.
 
 mod common;
-#[path = "receivers/harness.rs"]
-mod harness;
+use common::receivers as harness;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -11,8 +11,6 @@
 //! `target/test-artifacts/webrtc-room.png` (CI keeps it; not committed).
 
 mod common;
-#[path = "receivers/harness.rs"]
-mod harness;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -20,9 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::audio::level;
+use common::gateway::{Gateway, Trunk};
 use common::rtp::{Packet, Script, place_calls_from, tone};
-use common::*;
-use harness::{Receiver, delivered, keygen, rejected};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -41,55 +38,42 @@ a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n\
 a=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:126 telephone-event/8000\r\n\
 a=ssrc:462638625 cname:N/zGTQSBIN2fBnHG\r\n";
 
-struct Gateway {
-    daemon: Daemon,
-    sip: u16,
-    api: u16,
-    receiver: Receiver,
-    http: reqwest::Client,
+/// The daemon with one room route (`shop-floor`), recording off, and `[webrtc]`
+/// lines `webrtc`.
+fn start(dir: &Path, webrtc: &str) -> Gateway {
+    start_with(dir, "[[route]]\nroom = \"shop-floor\"\n[recording]\nenabled = false\n", webrtc)
 }
 
-impl Gateway {
-    async fn start(dir: &Path, webrtc: &str) -> Self {
-        Self::start_with(dir, "[[route]]\nroom = \"shop-floor\"\n[recording]\nenabled = false\n", webrtc).await
-    }
+/// The daemon with `routes` (TOML after trunk `pbx`; may close with sections of
+/// its own), `[webrtc]` on 127.0.0.1 with `webrtc` lines, signed webhooks to a
+/// verifying receiver, the control API with [`TOKEN`].
+fn start_with(dir: &Path, routes: &str, webrtc: &str) -> Gateway {
+    Gateway::builder(dir)
+        .trunk(Trunk::new("pbx").allow("127.0.0.0/8"))
+        .blocks(routes)
+        .webrtc(webrtc)
+        .webhooks("")
+        .api(TOKEN)
+        .log_level("debug")
+        .start()
+}
 
-    async fn start_with(dir: &Path, routes: &str, webrtc: &str) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let (key, public) = keygen(dir);
-        let receiver = Receiver::start(dir, "hook", &public, &[]);
-        let (sip, api) = (free_port(), free_port());
-        let base = free_even_block(2) & !0x3ff;
-        let config = dir.join("sipbridge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{sip}\"]\n\
-                 [rtp]\nport_range = \"{lo}-{hi}\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.0/8\"]\n\
-                 {routes}\n[webrtc]\naddress = \"127.0.0.1\"\n{webrtc}\n\
-                 [webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n\
-                 [api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n[log]\nformat = \"text\"\nlevel = \"debug\"\n",
-                data = dir.join("data").display(),
-                lo = base.max(20_000),
-                hi = base.max(20_000) + 999,
-                url = receiver.url(),
-                key = key.display(),
-            ),
-        )
-        .unwrap();
-        let mut notify = NotifySocket::bind(dir);
-        let daemon = Daemon::start(&config, Some(&notify.path), None, &[]);
-        notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", daemon.stderr()));
-        Self { daemon, sip, api, receiver, http: reqwest::Client::new() }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.api)
-    }
-
+/// The room calls of the control API.
+trait RoomApi {
+    fn url(&self, path: &str) -> String;
     /// POSTs an SDP offer with `bearer`; the status, the headers and the body.
+    async fn offer(&self, path: &str, bearer: &str, sdp: &str) -> (u16, reqwest::header::HeaderMap, String);
+    async fn join_token(&self, room: &str) -> String;
+}
+
+impl RoomApi for Gateway {
+    fn url(&self, path: &str) -> String {
+        self.api().url(path)
+    }
+
     async fn offer(&self, path: &str, bearer: &str, sdp: &str) -> (u16, reqwest::header::HeaderMap, String) {
         let r = self
+            .api()
             .http
             .post(self.url(path))
             .bearer_auth(bearer)
@@ -104,6 +88,7 @@ impl Gateway {
 
     async fn join_token(&self, room: &str) -> String {
         let r = self
+            .api()
             .http
             .post(self.url(&format!("/v2/conferences/{}/join_tokens", urlencode(room))))
             .bearer_auth(TOKEN)
@@ -116,24 +101,6 @@ impl Gateway {
         assert_eq!(body["data"]["conference_name"], room);
         assert!(body["data"]["room_url"].as_str().unwrap().starts_with("/rooms/"), "{body}");
         body["data"]["token"].as_str().unwrap().to_string()
-    }
-
-    /// Webhook bodies (`data`) once `done` holds for them; every signature valid.
-    async fn events(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let entries = self
-            .receiver
-            .wait_until(what, WAIT, |e| {
-                let data: Vec<Value> = delivered(e).iter().map(|x| x["body"]["data"].clone()).collect();
-                done(&data)
-            })
-            .await;
-        assert!(rejected(&entries).is_empty(), "every signature verified");
-        delivered(&entries).iter().map(|x| x["body"]["data"].clone()).collect()
-    }
-
-    fn stop(mut self) {
-        self.daemon.signal(Signal::SIGTERM);
-        assert_eq!(self.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", self.daemon.stderr());
     }
 }
 
@@ -270,7 +237,7 @@ fn artifacts() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "max_participants = 1\nconsent_timeout = \"4s\"\n").await;
+    let gw = start(dir.path(), "max_participants = 1\nconsent_timeout = \"4s\"\n");
     let room = "shop-floor";
     let token = gw.join_token(room).await;
     let page = format!("{}#token={token}", gw.url(&format!("/rooms/{}", urlencode(room))));
@@ -284,7 +251,7 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     assert!(sox.success());
 
     // The caller: 500 Hz for 16 s, in the room the route names.
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let caller = tokio::task::spawn_blocking(move || {
         let script = Script {
             audio: tone(500.0, 8000.0, 16_000),
@@ -295,7 +262,8 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
         };
         place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 17_000, vec![script], &["+14155550101".into()])
     });
-    gw.events("the caller in the room", |d| d.iter().any(|e| e["event_type"] == "conference.participant.joined")).await;
+    gw.event_data("the caller in the room", |d| d.iter().any(|e| e["event_type"] == "conference.participant.joined"))
+        .await;
 
     let shot = artifacts().join("webrtc-room.png");
     let _ = std::fs::remove_file(&shot);
@@ -307,12 +275,14 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     // The room's participants, as the page lists them (with the join token): the
     // caller without its number (guests see no numbers), the browser as webrtc;
     // with the API token, the caller's number.
-    let r = gw.http.get(gw.url("/v2/conferences/shop-floor/participants")).bearer_auth(&token).send().await.unwrap();
+    let r =
+        gw.api().http.get(gw.url("/v2/conferences/shop-floor/participants")).bearer_auth(&token).send().await.unwrap();
     let parts: Value = r.json().await.unwrap();
     let list = parts["data"].as_array().unwrap();
     assert!(list.iter().any(|p| p["participant_type"] == "sip" && p.get("from").is_none()), "{parts}");
     assert!(list.iter().any(|p| p["participant_type"] == "webrtc" && p["id"] == participant.as_str()), "{parts}");
-    let r = gw.http.get(gw.url("/v2/conferences/shop-floor/participants")).bearer_auth(TOKEN).send().await.unwrap();
+    let r =
+        gw.api().http.get(gw.url("/v2/conferences/shop-floor/participants")).bearer_auth(TOKEN).send().await.unwrap();
     let parts: Value = r.json().await.unwrap();
     let list = parts["data"].as_array().unwrap();
     assert!(list.iter().any(|p| p["participant_type"] == "sip" && p["from"] == "+14155550101"), "{parts}");
@@ -340,7 +310,7 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     assert!(png > 5_000, "screenshot of the joined page at {}: {png} bytes", shot.display());
 
     // Leaving the page: the left event, for this participant.
-    let data = gw.events("the browser left", |d| !webrtc_events(d, "left").is_empty()).await;
+    let data = gw.event_data("the browser left", |d| !webrtc_events(d, "left").is_empty()).await;
     let joined = webrtc_events(&data, "joined");
     assert_eq!(joined.len(), 1, "{data:#?}");
     assert_eq!(joined[0]["payload"]["call_control_id"], participant.as_str());
@@ -380,7 +350,7 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     let killed = Instant::now();
     browser.freeze();
     let data = gw
-        .events("the vanished browser removed", |d| {
+        .event_data("the vanished browser removed", |d| {
             webrtc_events(d, "left").iter().any(|e| e["payload"]["call_control_id"] == second.as_str())
         })
         .await;
@@ -399,7 +369,7 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "consent_timeout = \"4s\"\n").await;
+    let gw = start(dir.path(), "consent_timeout = \"4s\"\n");
     let path = "/v2/conferences/lobby/webrtc";
 
     // Bad SDP: 400 naming what is wrong.
@@ -415,7 +385,7 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
         let e: Value = serde_json::from_str(&body).unwrap();
         assert!(e["errors"][0]["detail"].as_str().unwrap().contains(why), "{why}: {body}");
     }
-    let r = gw.http.post(gw.url(path)).bearer_auth(TOKEN).json(&json!({"sdp": "x"})).send().await.unwrap();
+    let r = gw.api().http.post(gw.url(path)).bearer_auth(TOKEN).json(&json!({"sdp": "x"})).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 415, "an offer is application/sdp");
 
     // Tokens: none, forged, another room's; a join token reaches nothing else.
@@ -425,18 +395,18 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
     assert_eq!(gw.offer(path, &other, DEAD_OFFER).await.0, 401);
     let lobby = gw.join_token("lobby").await;
     for p in ["/v2/calls", "/v2/conferences", "/v2/recordings", "/metrics"] {
-        let r = gw.http.get(gw.url(p)).bearer_auth(&lobby).send().await.unwrap();
+        let r = gw.api().http.get(gw.url(p)).bearer_auth(&lobby).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 401, "a join token does not reach {p}");
     }
-    let r = gw.http.post(gw.url("/v2/conferences/lobby/join_tokens")).bearer_auth(&lobby).send().await.unwrap();
+    let r = gw.api().http.post(gw.url("/v2/conferences/lobby/join_tokens")).bearer_auth(&lobby).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "a join token mints no tokens");
-    let r = gw.http.post(gw.url("/v2/conferences/bridge:x/join_tokens")).bearer_auth(TOKEN).send().await.unwrap();
+    let r = gw.api().http.post(gw.url("/v2/conferences/bridge:x/join_tokens")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400, "no tokens for the box's private rooms");
-    let r = gw.http.post(gw.url("/v2/calls/nope/webrtc?mode=shout")).bearer_auth(TOKEN).send().await.unwrap();
+    let r = gw.api().http.post(gw.url("/v2/calls/nope/webrtc?mode=shout")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400, "mode is listen or talk");
 
     // The page: served without credentials, no secrets, a strict CSP.
-    let r = gw.http.get(gw.url("/rooms/lobby")).send().await.unwrap();
+    let r = gw.api().http.get(gw.url("/rooms/lobby")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
     let html = r.text().await.unwrap();
@@ -452,16 +422,16 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
     let location = headers["location"].to_str().unwrap().to_string();
     assert!(location.starts_with("/v2/webrtc/"), "{location}");
     let participant = headers["x-participant-id"].to_str().unwrap().to_string();
-    let metrics = gw.http.get(gw.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    let metrics = gw.api().http.get(gw.url("/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("\nsipbridge_webrtc_participants 1\n"), "{metrics}");
-    let r = gw.http.get(gw.url("/v2/conferences/lobby/participants")).bearer_auth(&lobby).send().await.unwrap();
+    let r = gw.api().http.get(gw.url("/v2/conferences/lobby/participants")).bearer_auth(&lobby).send().await.unwrap();
     let parts: Value = r.json().await.unwrap();
     assert_eq!(parts["data"][0]["participant_type"], "webrtc", "{parts}");
-    let data = gw.events("the dead session removed", |d| !webrtc_events(d, "left").is_empty()).await;
+    let data = gw.event_data("the dead session removed", |d| !webrtc_events(d, "left").is_empty()).await;
     let left = webrtc_events(&data, "left");
     assert_eq!(left[0]["payload"]["call_control_id"], participant.as_str());
     assert_eq!(left[0]["payload"]["reason"], "ice_failed");
-    let r = gw.http.delete(gw.url(&location)).bearer_auth(TOKEN).send().await.unwrap();
+    let r = gw.api().http.delete(gw.url(&location)).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
 
     // A live session: DELETE with the room's token → 204 and the left event.
@@ -470,14 +440,14 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
     let location = headers["location"].to_str().unwrap().to_string();
     let participant = headers["x-participant-id"].to_str().unwrap().to_string();
     let bare = location.split('?').next().unwrap();
-    let r = gw.http.delete(gw.url(bare)).bearer_auth(&other).send().await.unwrap();
+    let r = gw.api().http.delete(gw.url(bare)).bearer_auth(&other).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "another room's token (without the session's secret) removes nothing");
-    let r = gw.http.delete(gw.url(bare)).bearer_auth(&lobby).send().await.unwrap();
+    let r = gw.api().http.delete(gw.url(bare)).bearer_auth(&lobby).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "nor does the room's own token");
-    let r = gw.http.delete(gw.url(&location)).bearer_auth(&lobby).send().await.unwrap();
+    let r = gw.api().http.delete(gw.url(&location)).bearer_auth(&lobby).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 204);
     let data = gw
-        .events("the deleted session left", |d| {
+        .event_data("the deleted session left", |d| {
             webrtc_events(d, "left").iter().any(|e| e["payload"]["call_control_id"] == participant.as_str())
         })
         .await;
@@ -489,7 +459,7 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
     let forged = Peer::join_with(&gw, path, 900.0, true).await;
     let id = format!("webrtc:{}", forged.location.split('?').next().unwrap().rsplit('/').next().unwrap());
     let data = gw
-        .events("the forged DTLS session removed", |d| {
+        .event_data("the forged DTLS session removed", |d| {
             webrtc_events(d, "left").iter().any(|e| e["payload"]["call_control_id"] == id.as_str())
         })
         .await;
@@ -664,7 +634,7 @@ impl Peer {
     }
 
     async fn leave(self, gw: &Gateway) {
-        let r = gw.http.delete(gw.url(&self.location)).bearer_auth(TOKEN).send().await.unwrap();
+        let r = gw.api().http.delete(gw.url(&self.location)).bearer_auth(TOKEN).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 204);
         self.sender.abort();
         let _ = self.pc.close().await;
@@ -683,8 +653,8 @@ async fn a_browser_listens_to_a_call_then_barges_in() {
          [recording]\nenabled = true\nmax_disk_usage = \"1GiB\"\ndir = \"{}\"\n",
         dir.path().join("rec").display()
     );
-    let gw = Gateway::start_with(dir.path(), &routes, "").await;
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let gw = start_with(dir.path(), &routes, "");
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let started = Instant::now();
     let caller = tokio::task::spawn_blocking(move || {
         let script = Script {
@@ -696,7 +666,7 @@ async fn a_browser_listens_to_a_call_then_barges_in() {
         };
         place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 16_000, vec![script], &["+14155550101".into()])
     });
-    let data = gw.events("the call answered", |d| d.iter().any(|e| e["event_type"] == "call.answered")).await;
+    let data = gw.event_data("the call answered", |d| d.iter().any(|e| e["event_type"] == "call.answered")).await;
     let call = data.iter().find(|e| e["event_type"] == "call.answered").unwrap()["payload"]["call_control_id"]
         .as_str()
         .unwrap()
@@ -722,6 +692,7 @@ async fn a_browser_listens_to_a_call_then_barges_in() {
     let mute = format!("/v2/conferences/{}/actions/mute", talker.conference_id);
     let participant = format!("webrtc:{}", talker.location.split('?').next().unwrap().rsplit('/').next().unwrap());
     let r = gw
+        .api()
         .http
         .post(gw.url(&mute))
         .bearer_auth(TOKEN)
@@ -759,7 +730,7 @@ async fn a_browser_listens_to_a_call_then_barges_in() {
     assert!(level(&muted, 900.0) < 100.0, "a muted talker is not heard");
 
     // The call's recording: R (what the caller hears) carries the talker.
-    let data = gw.events("the recording", |d| d.iter().any(|e| e["event_type"] == "call.recording.saved")).await;
+    let data = gw.event_data("the recording", |d| d.iter().any(|e| e["event_type"] == "call.recording.saved")).await;
     let saved = data.iter().find(|e| e["event_type"] == "call.recording.saved").unwrap();
     let file = saved["payload"]["file_path"].as_str().unwrap();
     let (_, _, right) = common::audio::read_stereo(Path::new(file));
@@ -775,7 +746,7 @@ async fn a_browser_listens_to_a_call_then_barges_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_answer_offers_the_public_address_in_the_port_range() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "public_address = \"203.0.113.7\"\nport_range = \"47000-47099\"\n").await;
+    let gw = start(dir.path(), "public_address = \"203.0.113.7\"\nport_range = \"47000-47099\"\n");
     let (code, headers, answer) = gw.offer("/v2/conferences/lobby/webrtc", TOKEN, DEAD_OFFER).await;
     assert_eq!(code, 201, "{answer}");
     let fields = |typ: &str| -> Vec<Vec<String>> {
@@ -793,7 +764,8 @@ async fn the_answer_offers_the_public_address_in_the_port_range() {
         let port: u16 = h[5].parse().unwrap();
         assert!((47000..=47099).contains(&port), "{answer}");
     }
-    let r = gw.http.delete(gw.url(headers["location"].to_str().unwrap())).bearer_auth(TOKEN).send().await.unwrap();
+    let r =
+        gw.api().http.delete(gw.url(headers["location"].to_str().unwrap())).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 204);
     gw.stop();
 }
@@ -802,7 +774,7 @@ async fn the_answer_offers_the_public_address_in_the_port_range() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_with_webrtc_disabled_refuses_offers() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), "enabled = false\n").await;
+    let gw = start(dir.path(), "enabled = false\n");
     let (code, _, body) = gw.offer("/v2/conferences/lobby/webrtc", TOKEN, DEAD_OFFER).await;
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("enabled = false"), "{body}");
@@ -811,8 +783,8 @@ async fn a_box_with_webrtc_disabled_refuses_offers() {
 
 /// Opens `/v2/events?token=…` as a page does (no header).
 async fn guest_events(gw: &Gateway, token: &str) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.api)).await.unwrap();
-    let url = format!("ws://127.0.0.1:{}/v2/events?token={token}", gw.api);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.api_port())).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/v2/events?token={token}", gw.api_port());
     tokio_tungstenite::client_async(url, tcp).await.expect("guest event socket").0
 }
 
@@ -821,7 +793,7 @@ async fn guests_remove_only_themselves_fill_a_room_up_to_its_cap_see_no_numbers_
     use futures_util::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     // Dead offers stay joined for the whole test (no ICE, removed after 120 s).
-    let gw = Gateway::start(dir.path(), "consent_timeout = \"120s\"\nmax_participants_per_room = 2\n").await;
+    let gw = start(dir.path(), "consent_timeout = \"120s\"\nmax_participants_per_room = 2\n");
     let room = "shop-floor";
     let path = format!("/v2/conferences/{room}/webrtc");
     let guest = gw.join_token(room).await;
@@ -849,7 +821,7 @@ async fn guests_remove_only_themselves_fill_a_room_up_to_its_cap_see_no_numbers_
     let bare = |l: &str| l.split('?').next().unwrap().to_string();
     let secret_of = |l: &str| l.split("secret=").nth(1).unwrap().to_string();
     let delete = |url: String, bearer: Option<&str>| {
-        let mut r = gw.http.delete(gw.url(&url));
+        let mut r = gw.api().http.delete(gw.url(&url));
         if let Some(b) = bearer {
             r = r.bearer_auth(b);
         }
@@ -867,7 +839,7 @@ async fn guests_remove_only_themselves_fill_a_room_up_to_its_cap_see_no_numbers_
 
     // A phone joins the room: the backend's events carry its numbers, the
     // guest's carry neither numbers nor client_state.
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip);
+    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let caller = tokio::task::spawn_blocking(move || {
         let script = Script {
             audio: tone(500.0, 8000.0, 1500),
@@ -879,7 +851,7 @@ async fn guests_remove_only_themselves_fill_a_room_up_to_its_cap_see_no_numbers_
         place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 2000, vec![script], &["+14155550101".into()])
     });
     let data = gw
-        .events("the phone in the room", |d| {
+        .event_data("the phone in the room", |d| {
             d.iter().any(|e| e["event_type"] == "conference.participant.joined" && e["payload"]["from"].is_string())
         })
         .await;
@@ -914,19 +886,25 @@ async fn guests_remove_only_themselves_fill_a_room_up_to_its_cap_see_no_numbers_
     gw.daemon.signal(Signal::SIGHUP);
     let deadline = Instant::now() + WAIT;
     loop {
-        let r = gw.http.get(gw.url("/v2/conferences")).bearer_auth(rotated).send().await.unwrap();
+        let r = gw.api().http.get(gw.url("/v2/conferences")).bearer_auth(rotated).send().await.unwrap();
         if r.status().as_u16() == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "the reload applies the new token");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = gw.http.get(gw.url(&format!("/v2/conferences/{room}/participants"))).bearer_auth(&guest).send().await;
+    let r = gw.api().http.get(gw.url(&format!("/v2/conferences/{room}/participants"))).bearer_auth(&guest).send().await;
     assert_eq!(r.unwrap().status().as_u16(), 401, "the old join token is revoked by the new API token");
     let (code, _, body) = gw.offer(&path, &guest, DEAD_OFFER).await;
     assert_eq!(code, 401, "{body}");
-    let r =
-        gw.http.post(gw.url(&format!("/v2/conferences/{room}/join_tokens"))).bearer_auth(rotated).send().await.unwrap();
+    let r = gw
+        .api()
+        .http
+        .post(gw.url(&format!("/v2/conferences/{room}/join_tokens")))
+        .bearer_auth(rotated)
+        .send()
+        .await
+        .unwrap();
     let fresh: Value = r.json().await.unwrap();
     let fresh = fresh["data"]["token"].as_str().unwrap();
     let (code, _, body) = gw.offer(&path, fresh, DEAD_OFFER).await;

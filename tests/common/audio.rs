@@ -62,11 +62,12 @@ pub fn read_stereo(path: &Path) -> (hound::WavSpec, Vec<i16>, Vec<i16>) {
     (spec, left, right)
 }
 
-/// The speech of a pcap of G.711 RTP in Ethernet/IPv4/UDP frames (SIPp's
-/// `/usr/share/sip-tester/g711a.pcap`: 7.08 s of A-law), decoded to PCM16 8 kHz.
-pub fn pcap_speech(path: &Path) -> Vec<i16> {
+/// The RTP packets of a pcap of RTP in Ethernet/IPv4/UDP frames (a little-endian
+/// microsecond pcap, link type Ethernet), as (payload type, payload), in order.
+pub fn pcap_rtp(path: &Path) -> Vec<(u8, Vec<u8>)> {
     let pcap = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(&pcap[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian microsecond pcap");
+    assert_eq!(u32::from_le_bytes(pcap[20..24].try_into().unwrap()), 1, "Ethernet link type");
     let mut out = Vec::new();
     let mut off = 24;
     while off + 16 <= pcap.len() {
@@ -76,12 +77,23 @@ pub fn pcap_speech(path: &Path) -> Vec<i16> {
         let ip = &frame[14..];
         let rtp = &ip[usize::from(ip[0] & 0x0f) * 4 + 8..];
         let head = 12 + 4 * usize::from(rtp[0] & 0x0f);
-        let law = match rtp[1] & 0x7f {
+        out.push((rtp[1] & 0x7f, rtp[head..].to_vec()));
+    }
+    out
+}
+
+/// The speech of a pcap of G.711 RTP in Ethernet/IPv4/UDP frames (SIPp's
+/// `/usr/share/sip-tester/g711a.pcap`: 7.08 s of A-law), decoded to PCM16 8 kHz
+/// (packets of other payload types are skipped).
+pub fn pcap_speech(path: &Path) -> Vec<i16> {
+    let mut out = Vec::new();
+    for (pt, payload) in pcap_rtp(path) {
+        let law = match pt {
             0 => G711::Pcmu,
             8 => G711::Pcma,
             _ => continue,
         };
-        out.extend(rtp[head..].iter().map(|&b| law.decode_sample(b)));
+        out.extend(payload.iter().map(|&b| law.decode_sample(b)));
     }
     out
 }
@@ -298,4 +310,108 @@ pub fn level(pcm: &[i16], hz: f64) -> f64 {
         s1 = s0;
     }
     2.0 * (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2).max(0.0).sqrt() / pcm.len().max(1) as f64
+}
+
+// ---------------------------------------------------------------------------
+// Sample-exact matching (recordings of a known signal)
+
+/// Normalized cross-correlation of `a[i]` and `b[i + lag]` over their overlap
+/// (`lag` may be negative), and the overlap length.
+pub fn ncc_at(a: &[i16], b: &[i16], lag: i64) -> (f64, usize) {
+    let (a0, b0) = if lag >= 0 { (0usize, lag as usize) } else { ((-lag) as usize, 0usize) };
+    if a0 >= a.len() || b0 >= b.len() {
+        return (0.0, 0);
+    }
+    let n = (a.len() - a0).min(b.len() - b0);
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for i in 0..n {
+        let (x, y) = (f64::from(a[a0 + i]), f64::from(b[b0 + i]));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 { (0.0, n) } else { (ab / (aa * bb).sqrt(), n) }
+}
+
+/// The lag in `lags` at which `b` best matches `excerpt` of `a` (correlating only
+/// the excerpt keeps the search cheap), and the excerpt's correlation there.
+pub fn align(a: &[i16], excerpt: std::ops::Range<usize>, b: &[i16], lags: std::ops::Range<i64>) -> (i64, f64) {
+    let ex = &a[excerpt.clone()];
+    let mut best = (lags.start, f64::MIN);
+    for lag in lags {
+        let at = excerpt.start as i64 + lag;
+        if at < 0 || at as usize + ex.len() > b.len() {
+            continue;
+        }
+        let (c, _) = ncc_at(ex, &b[at as usize..at as usize + ex.len()], 0);
+        if c > best.1 {
+            best = (lag, c);
+        }
+    }
+    best
+}
+
+/// How `a[range]` is found in `b`, 0.5 s at a time.
+#[derive(Debug)]
+pub struct Matched {
+    /// Pooled normalized correlation of all segments at their own lags.
+    pub ncc: f64,
+    /// Lowest segment correlation.
+    pub min_ncc: f64,
+    /// Fraction of the samples equal to the sample (bit-exact).
+    pub exact: f64,
+    /// Each segment's (start in `a`, lag into `b`).
+    pub lags: Vec<(usize, i64)>,
+}
+
+/// `a[range]` cut into 0.5 s segments (those with audio), each aligned with `b`
+/// on its own within ±`search` samples of the previous segment's lag (the first:
+/// of `lag0`). Per-segment alignment keeps the check sample-exact while
+/// tolerating a scheduling hiccup of the test's own phone thread under load
+/// (a packet more than 60 ms late), which the recorder rightly follows.
+pub fn match_segments(a: &[i16], range: std::ops::Range<usize>, b: &[i16], lag0: i64, search: i64) -> Matched {
+    const SEG: usize = 4000;
+    let (mut ab, mut aa, mut bb, mut equal, mut total) = (0f64, 0f64, 0f64, 0usize, 0usize);
+    let (mut min_ncc, mut lags, mut prev) = (1.0f64, Vec::new(), lag0);
+    for s in range.clone().step_by(SEG) {
+        let seg = s..(s + SEG).min(range.end);
+        if seg.len() < SEG / 2 || rms(&a[seg.clone()]) < 30.0 {
+            continue;
+        }
+        let (lag, c) = align(a, seg.clone(), b, prev - search..prev + search + 1);
+        let from = seg.start as i64 + lag;
+        if c == f64::MIN || from < 0 || from as usize + seg.len() > b.len() {
+            break;
+        }
+        let y = &b[from as usize..from as usize + seg.len()];
+        for (&x, &y) in a[seg.clone()].iter().zip(y) {
+            let (x, y) = (f64::from(x), f64::from(y));
+            (ab, aa, bb) = (ab + x * y, aa + x * x, bb + y * y);
+        }
+        equal += a[seg.clone()].iter().zip(y).filter(|(x, y)| x == y).count();
+        total += seg.len();
+        min_ncc = min_ncc.min(c);
+        lags.push((seg.start, lag));
+        prev = lag;
+    }
+    let ncc = if aa == 0.0 || bb == 0.0 { 0.0 } else { ab / (aa * bb).sqrt() };
+    Matched { ncc, min_ncc, exact: equal as f64 / total.max(1) as f64, lags }
+}
+
+/// The middle value of the segments' lags.
+pub fn median_lag(m: &Matched) -> i64 {
+    let mut v: Vec<i64> = m.lags.iter().map(|l| l.1).collect();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or(i64::MIN)
+}
+
+/// `sox --i` of a file: (duration in seconds from `-D`, the full report).
+pub fn sox_info(path: &Path) -> (f64, String) {
+    let run = |arg: &str| {
+        let out = std::process::Command::new("sox").arg("--i").arg(arg).arg(path).output().expect("sox is installed");
+        assert!(out.status.success(), "sox reads {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let d: f64 = run("-D").trim().parse().expect("sox --i -D prints seconds");
+    (d, run("-V1"))
 }

@@ -6,6 +6,9 @@
 pub mod agent;
 pub mod audio;
 pub mod baresip;
+pub mod gateway;
+#[path = "../receivers/harness.rs"]
+pub mod receivers;
 pub mod rtp;
 
 use std::os::unix::net::UnixDatagram;
