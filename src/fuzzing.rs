@@ -25,15 +25,15 @@ use rsipstack::transport::SipConnection;
 use rsipstack::transport::stream::{SipCodec, SipCodecType};
 use tokio_util::codec::Decoder;
 
-use crate::agent::playout::Playout;
 use crate::agent::protocol::{Inbound, parse_inbound};
-use crate::agent::transcode::FromStream;
 use crate::config::{Encoding, Secret};
 use crate::media::dtmf::{DtmfDetector, DtmfTone, TelephoneEvent, generate};
 use crate::media::g711::{G711, transcode_in_place};
+use crate::media::playout::Playout;
 use crate::media::rtcp::RtcpState;
 use crate::media::rtp::{RtpPacket, RtpPacketMut, is_rtcp};
 use crate::media::stats::ReceiverStats;
+use crate::media::transcode::FromStream;
 use crate::sdp::{LocalAudio, LocalSession, OfferOptions, SessionDescription, answer_offer, apply_answer, build_offer};
 use crate::sip::digest::{DigestChallenger, parse_credentials};
 use crate::sip::msg;

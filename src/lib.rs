@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod call;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use sipbridge::call::lifecycle::Lifecycle;
 use sipbridge::call::{CallEvent, EventBus};
-use sipbridge::daemon::lifecycle::Lifecycle;
 use sipbridge::sip::SipStack;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -1,10 +1,13 @@
 //! Voice agents: the WebSocket client of Telnyx's media-stream protocol
-//! (PROTOCOLS.md §3). `protocol` (message shapes), `playout` (the bidirectional
-//! agent's paced playback queue with marks) and `transcode` (stream encoding ↔ call
-//! audio) are sans-IO; `stream` is the tokio shell that connects to the agent and
-//! moves messages.
+//! (PROTOCOLS.md §3). `protocol` (message shapes) is sans-IO; `stream` is the
+//! tokio shell that connects to the agent and moves messages. The paced playback
+//! queue with marks (`media::playout`) and the stream encodings ↔ call audio
+//! (`media::transcode`) are media work and live in `media`.
 
-pub mod playout;
 pub mod protocol;
 pub mod stream;
-pub mod transcode;
+
+// The playout queue and the stream codecs moved to `media` (they are media
+// work, and media must not import agent); the old paths stay for callers not
+// yet updated.
+pub use crate::media::{playout, transcode};

@@ -31,10 +31,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::protocol::{Inbound, Outbound, StartInfo, Track, parse_inbound};
-use super::transcode::{FromStream, ToStream};
 use crate::call::{CallInfo, EventBus};
 use crate::config::{Agent, Encoding, StreamTrack};
 use crate::media::pcm::{Direction, PcmEndpoint, Playback};
+use crate::media::transcode::{FromStream, ToStream};
 
 /// How often the box pings the agent.
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);

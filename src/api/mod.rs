@@ -55,7 +55,7 @@ pub struct ApiState {
     /// The SIP listeners, as `udp://ip:port` (`/readyz`).
     pub sip_listeners: Vec<String>,
     /// Admission and draining (`/readyz`).
-    pub lifecycle: Arc<crate::daemon::lifecycle::Lifecycle>,
+    pub lifecycle: Arc<crate::call::lifecycle::Lifecycle>,
     /// The config in force (token, recording dir...).
     pub config: watch::Receiver<Arc<Config>>,
     /// Call events (the event socket subscribes).

@@ -7,6 +7,7 @@ pub mod control;
 pub mod core;
 pub mod event;
 pub mod ids;
+pub mod lifecycle;
 pub mod listen;
 pub mod media_source;
 pub mod pin;

@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::agent::transcode::FromStream;
 use crate::config::Encoding;
+use crate::media::transcode::FromStream;
 
 /// Loads (reads or fetches, then decodes) at once over the box; each holds up to
 /// `[media] max_fetch_bytes` plus its decoded samples.

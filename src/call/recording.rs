@@ -24,11 +24,11 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_cha
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::agent::transcode::RateConverter;
 use crate::config::{Channels, Recording};
 use crate::media::g711::G711;
 use crate::media::leg::Tap;
 use crate::media::pcm::WIDE_FRAME_SAMPLES;
+use crate::media::transcode::RateConverter;
 use crate::record::path::PathIds;
 use crate::record::retention::{MIN_FREE_BYTES, can_start, fs_usage};
 use crate::record::{DEFAULT_TEMPLATE, RecordError, Recorder, SavedRecording, WriterOptions, recording_path};

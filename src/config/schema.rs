@@ -659,7 +659,7 @@ fn read_webhooks(root: &Table<'_>, issues: &mut Issues) -> Webhooks {
     let signing_key =
         t.string("signing_key", issues).map(PathBuf::from).unwrap_or_else(|| "/etc/sipbridge/webhook.key".into());
     if url.is_some() {
-        if let Err(e) = crate::webhook::key::load_signing_key(&signing_key) {
+        if let Err(e) = crate::credentials::signing_key::load_signing_key(&signing_key) {
             issues.push(
                 t.key_path("signing_key"),
                 format!("{e} (create it with: sipbridge keygen --out {})", signing_key.display()),
@@ -733,10 +733,10 @@ fn read_api(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -> A
         (None, Some(_)) => t.missing("tls_certificate", issues, "tls_certificate and tls_private_key go together"),
         (Some(cert), Some(key)) if enabled => {
             // Checked now so a bad file fails the start (or a reload), not the first client.
-            if let Err(e) = crate::api::tls::server_config(cert, key) {
+            if let Err(e) = crate::credentials::tls_server::server_config(cert, key) {
                 let key_of = match &e {
-                    crate::api::tls::TlsError::Read { path, .. } if path == cert => "tls_certificate",
-                    crate::api::tls::TlsError::NoCertificate(_) => "tls_certificate",
+                    crate::credentials::tls_server::TlsError::Read { path, .. } if path == cert => "tls_certificate",
+                    crate::credentials::tls_server::TlsError::NoCertificate(_) => "tls_certificate",
                     _ => "tls_private_key",
                 };
                 issues.push(t.key_path(key_of), e.to_string());

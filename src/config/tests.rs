@@ -39,7 +39,7 @@ fn shipped_configs_are_valid() {
 fn design_example_is_valid_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("webhook.key");
-    crate::webhook::key::generate_to(&key, false).unwrap();
+    crate::credentials::signing_key::generate_to(&key, false).unwrap();
     // A verbatim copy of the design's reference config (shared/design/), the shape
     // field technicians edit: it must load as it is.
     let example = repo("tests/data/sipbridge.example.toml");

@@ -3,7 +3,6 @@
 //! in `sip`, `media`, `call` and friends.
 
 pub mod cli;
-pub mod lifecycle;
 pub mod lock;
 pub mod logging;
 pub mod notify;

@@ -12,10 +12,10 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use super::lifecycle::Lifecycle;
 use super::logging::{self, LogHandle};
 use super::{lock, notify};
 use crate::call::EventBus;
+use crate::call::lifecycle::Lifecycle;
 use crate::call::services::{CallControl, CallServices};
 use crate::config::{self, Config, Loaded};
 use crate::sip::SipStack;

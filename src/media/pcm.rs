@@ -17,8 +17,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::g711::G711;
 use super::leg::{LegCommand, LegEvent, MAX_DATAGRAM, Received, RtpLeg, Tap};
-use crate::agent::playout::{FRAME_SAMPLES, Playout};
-use crate::agent::transcode::RateConverter;
+use crate::media::playout::{FRAME_SAMPLES, Playout};
+use crate::media::transcode::RateConverter;
 
 /// Samples in 20 ms at 16000 Hz: the largest playout frame.
 pub const WIDE_FRAME_SAMPLES: usize = 2 * FRAME_SAMPLES;

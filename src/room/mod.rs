@@ -14,7 +14,7 @@
 //! * a **voice agent**: the room holds the [`PcmPort`] half (the agent stream
 //!   `agent::stream::AgentStream::start` got the endpoint). It hears its
 //!   mix-minus as PCMU `Heard` chunks and speaks through `Playback::Audio`,
-//!   `Mark`, `Clear` into an `agent::playout::Playout`, pulled one frame per tick;
+//!   `Mark`, `Clear` into an `media::playout::Playout`, pulled one frame per tick;
 //!   reached marks go back on `port.marks`;
 //! * a **listener** (a listen-in socket): hears the full mix as G.711 chunks,
 //!   contributes nothing, does not count as a participant and keeps no room alive.

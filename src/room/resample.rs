@@ -10,7 +10,7 @@
 //! 63 taps): flat to ~3.3 kHz (the G.711 band ends at 3.4 kHz), −6 dB at 4 kHz,
 //! ≥ 70 dB down above ~4.7 kHz. Delay: 31 samples at 16000 Hz (1.94 ms) each way.
 //!
-//! Own code rather than `agent::transcode`'s rubato resampler: that one works on
+//! Own code rather than `media::transcode`'s rubato resampler: that one works on
 //! stream bytes with a pending `Vec` and emits through closures per 10 ms; here
 //! the room needs fixed 20 ms frames in fixed arrays with no allocation, and the
 //! half-band structure halves the work. Sans-IO, no allocation after `new`.

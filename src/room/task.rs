@@ -28,9 +28,9 @@ use super::{
     Attachment, EndReason, JoinError, LeaveReason, Participant, ParticipantInfo, ParticipantKind, RoomEvent,
     RoomOptions, RoomStats,
 };
-use crate::agent::playout::{FRAME_SAMPLES, Playout};
 use crate::media::g711::G711;
 use crate::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmEndpoint, PcmFrame, Playback};
+use crate::media::playout::{FRAME_SAMPLES, Playout};
 
 /// One tick.
 const FRAME: Duration = Duration::from_millis(20);

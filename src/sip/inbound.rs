@@ -16,10 +16,10 @@ use super::server::{reply, unknown_source};
 use super::{SipContext, addr, dialstring, msg, routing};
 use crate::agent::stream::StreamSpec;
 use crate::call::core::{Answer, CallCore, DialogInput, Input, LegId, PARK_LIMIT, Plan, Role, Setup, Termination};
+use crate::call::lifecycle::{CallPermit, Refusal};
 use crate::call::shell::{MediaPlan, Shell};
 use crate::call::{CallIds, CallInfo, Direction};
 use crate::config::{Route, RouteTarget, Trunk};
-use crate::daemon::lifecycle::{CallPermit, Refusal};
 use crate::media::session::{MediaSession, Reject};
 
 use crate::call::core::MIN_SE;

@@ -39,9 +39,9 @@ use rsipstack::{EndpointBuilder, transport::SipConnection};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::call::lifecycle::Lifecycle;
 use crate::config::values::{Listen, Transport};
 use crate::config::{Config, PublicAddress};
-use crate::daemon::lifecycle::Lifecycle;
 
 /// The system's CA bundle on Debian (package ca-certificates).
 pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";

@@ -21,7 +21,8 @@
 pub mod cli;
 pub mod delivery;
 pub mod envelope;
-pub mod key;
+/// The signing key lives in `credentials` (config validation loads it too).
+pub use crate::credentials::signing_key as key;
 pub mod outbox;
 pub mod retry;
 

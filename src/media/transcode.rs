@@ -4,7 +4,7 @@
 //! 16000 Hz; the call side is G.711 (PCMU or PCMA) at 8000 Hz.
 //!
 //! [`ToStream`] turns call audio into `media` payloads for the agent; [`FromStream`]
-//! turns the agent's payloads into PCM16 8000 Hz for `agent::playout::Playout`.
+//! turns the agent's payloads into PCM16 8000 Hz for `media::playout::Playout`.
 //! Both are sans-IO and keep their state (resampler history, a split L16 sample)
 //! between calls, so a stream fed in pieces converts exactly as if fed at once.
 //!

@@ -10,7 +10,7 @@
 //! [`Playout::pop_reached`] and sends a `mark` event for each name. Time is counted
 //! in samples at the queue's rate (8000 Hz; 16000 Hz for an L16/16000 agent, whose
 //! shell asks for 320-sample frames). Audio is PCM16 mono, native endian, already converted from
-//! the stream encoding by `agent::transcode::FromStream`.
+//! the stream encoding by `media::transcode::FromStream`.
 //!
 //! Owns the queue and the mark bookkeeping only; it does not know the stream
 //! encoding, the call's codec, or the WebSocket.
