@@ -114,10 +114,10 @@ fn sip_request(req: &Request) {
     let _ = TransactionKey::from_request(req, TransactionRole::Server);
     let _ = (msg::dialled(req), msg::dialled_over_registration(req, "box-user"), msg::caller(req));
     let _ = (msg::has_to_tag(req), msg::call_id(req), msg::x_headers(req));
-    let _ = crate::sip::inbound::session_expires(req);
+    let _ = crate::sip::msg::session_expires(req);
     let _ = msg::header(req, "Content-Type", Some("c"));
     let _ = crate::sip::refer::notify_status(req);
-    let _ = crate::sip::inbound::dtmf_from_info(&req.body);
+    let _ = crate::sip::msg::dtmf_from_info(&req.body);
     for name in ["Authorization", "Proxy-Authorization"] {
         if let Some(h) = msg::header(req, name, None) {
             sip_digest(req, &h);

@@ -31,10 +31,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::protocol::{Inbound, Outbound, StartInfo, Track, parse_inbound};
-use crate::call::{CallInfo, EventBus};
 use crate::config::{Agent, Encoding, StreamTrack};
 use crate::media::pcm::{Direction, PcmEndpoint, Playback};
 use crate::media::transcode::{FromStream, ToStream};
+use crate::store::event::{CallEvent, EventSink};
 
 /// How often the box pings the agent.
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);
@@ -113,8 +113,8 @@ pub struct AgentStream {
 
 impl AgentStream {
     /// Starts streaming the call `info` to `spec`'s agent; `endpoint` is the media
-    /// task's side of the bridge. Events go to `bus`.
-    pub fn start(spec: StreamSpec, info: CallInfo, bus: EventBus, endpoint: PcmEndpoint) -> Self {
+    /// task's side of the bridge. `streaming.*` events go to `bus`.
+    pub fn start(spec: StreamSpec, info: StreamCall, bus: Arc<dyn EventSink>, endpoint: PcmEndpoint) -> Self {
         let stream_id = uuid::Uuid::new_v4().to_string();
         let (cmd_tx, cmd_rx) = mpsc::channel(32);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -161,10 +161,32 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 type Ws = WebSocketStream<Box<dyn Io>>;
 
+/// The call a stream carries, as its events and `start` frame name it (Telnyx
+/// field names; the call layer fills it from its call info).
+#[derive(Debug, Clone)]
+pub struct StreamCall {
+    /// Telnyx `call_control_id`.
+    pub call_control_id: String,
+    /// Telnyx `call_leg_id`.
+    pub call_leg_id: String,
+    /// Telnyx `call_session_id`.
+    pub call_session_id: String,
+    /// Telnyx `connection_id` (the trunk).
+    pub connection_id: String,
+    /// Base64 client state echoed in events.
+    pub client_state: Option<String>,
+    /// Caller.
+    pub from: String,
+    /// Callee.
+    pub to: String,
+    /// The call's own webhook URL (`None`: `[webhooks] url`).
+    pub webhook_url: Option<String>,
+}
+
 struct Task {
     spec: StreamSpec,
-    info: CallInfo,
-    bus: EventBus,
+    info: StreamCall,
+    bus: Arc<dyn EventSink>,
     stream_id: String,
     events: mpsc::UnboundedSender<StreamEvent>,
 }
@@ -179,12 +201,13 @@ enum End {
 
 impl Task {
     fn event(&self, event_type: &str, failure_reason: Option<&str>) {
+        let i = &self.info;
         let mut p = serde_json::Map::new();
-        for key in ["call_control_id", "call_leg_id", "call_session_id", "connection_id", "client_state"] {
-            if let Some(v) = self.info.payload("answered").get(key) {
-                p.insert(key.into(), v.clone());
-            }
-        }
+        p.insert("call_control_id".into(), json!(i.call_control_id));
+        p.insert("call_leg_id".into(), json!(i.call_leg_id));
+        p.insert("call_session_id".into(), json!(i.call_session_id));
+        p.insert("connection_id".into(), json!(i.connection_id));
+        p.insert("client_state".into(), json!(i.client_state));
         p.insert("stream_id".into(), json!(self.stream_id));
         p.insert("stream_url".into(), json!(self.spec.url.as_str()));
         p.insert("stream_type".into(), json!("websocket"));
@@ -197,11 +220,13 @@ impl Task {
         if let Some(r) = failure_reason {
             p.insert("failure_reason".into(), json!(r));
         }
-        self.bus.emit(self.info.event(event_type, p).with_agent(&self.spec.name));
+        let mut event = CallEvent::new(event_type, Some(i.call_session_id.clone()), p).with_agent(&self.spec.name);
+        event.webhook_url = i.webhook_url.clone();
+        self.bus.emit_event(event);
     }
 
     async fn run(self, mut endpoint: PcmEndpoint, mut commands: mpsc::Receiver<Command>) {
-        let id = self.info.ids.call_control_id.clone();
+        let id = self.info.call_control_id.clone();
         let connect = tokio::time::timeout(self.spec.connect_timeout, connect(&self.spec));
         let ws = tokio::select! {
             r = connect => match r {
@@ -221,7 +246,7 @@ impl Task {
 
     fn fail(&self, reason: String) {
         tracing::warn!(
-            call_control_id = %self.info.ids.call_control_id, agent = %self.spec.name,
+            call_control_id = %self.info.call_control_id, agent = %self.spec.name,
             url = %self.spec.url, "agent stream failed: {reason}"
         );
         self.event("streaming.failed", Some(&reason));
@@ -232,8 +257,8 @@ impl Task {
         let spec = &self.spec;
         let mut out = Outbound::new(self.stream_id.clone());
         let start = StartInfo {
-            call_control_id: self.info.ids.call_control_id.clone(),
-            call_session_id: self.info.ids.call_session_id.clone(),
+            call_control_id: self.info.call_control_id.clone(),
+            call_session_id: self.info.call_session_id.clone(),
             from: self.info.from.clone(),
             to: self.info.to.clone(),
             client_state: self.info.client_state.clone(),
@@ -366,7 +391,7 @@ impl Task {
                         }
                     }
                     Some(Command::Stop) | None => {
-                        let stop = out.stop(&self.info.ids.call_control_id, &self.info.ids.call_session_id);
+                        let stop = out.stop(&self.info.call_control_id, &self.info.call_session_id);
                         let _ = ws.send(Message::text(stop)).await;
                         let _ = tokio::time::timeout(Duration::from_secs(2), async {
                             let _ = ws.close(None).await;

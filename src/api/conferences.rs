@@ -230,18 +230,13 @@ pub async fn action(
                     return Err(ApiError::bad_field("/format", format!("{other:?} is not supported; use \"wav\"")));
                 }
             }
-            st.control
-                .services
-                .room_recordings
-                .start(&st.control.services, room.conference_id, &room.name)
-                .await
-                .map_err(|e| ApiError {
-                    status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                    code: "90055",
-                    title: "Recording could not start",
-                    detail: e,
-                    pointer: None,
-                })?;
+            st.control.services.room_recordings.start(room.conference_id, &room.name).await.map_err(|e| ApiError {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                code: "90055",
+                title: "Recording could not start",
+                detail: e,
+                pointer: None,
+            })?;
         }
         "record_stop" => st.control.services.room_recordings.stop(room.conference_id).map_err(|e| ApiError {
             status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,

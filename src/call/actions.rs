@@ -72,7 +72,12 @@ impl LegControl<'_> {
                 if let Some(rec) = self.recorder.as_mut() {
                     rec.set_sample_rate(spec.playout_rate());
                 }
-                let stream = AgentStream::start(*spec, self.info.clone(), self.services.events.clone(), endpoint);
+                let stream = AgentStream::start(
+                    *spec,
+                    self.info.stream_call(),
+                    Arc::new(self.services.events.clone()),
+                    endpoint,
+                );
                 let id = stream.stream_id.clone();
                 self.control.update(|v| v.stream_id = Some(id));
                 *self.agent = Some(stream);
@@ -125,7 +130,15 @@ impl LegControl<'_> {
                     })?;
                 let mut membership = crate::call::rooms::Membership { leg, agent: None };
                 if let Some(agent) = self.agent.take() {
-                    match crate::call::rooms::move_agent(self.services, agent, self.info, &membership.leg).await {
+                    match crate::call::rooms::move_agent(
+                        &self.services.rooms,
+                        &self.services.events,
+                        agent,
+                        self.info,
+                        &membership.leg,
+                    )
+                    .await
+                    {
                         Ok((stream, handle)) => {
                             let id = stream.stream_id.clone();
                             self.control.update(|v| v.stream_id = Some(id));

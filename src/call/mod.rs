@@ -22,29 +22,11 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
+/// Direction of a leg as Telnyx reports it (defined with the call records).
+pub use crate::store::calls::Direction;
 pub use event::{CallEvent, EventBus};
 pub use ids::CallIds;
 pub use state::{CallState, CallStateMachine, Hangup, HangupCause, HangupSource};
-
-/// Direction of a leg as Telnyx reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// The box received the INVITE.
-    Incoming,
-    /// The box sent the INVITE.
-    Outgoing,
-}
-
-impl Direction {
-    /// `"incoming"` / `"outgoing"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Incoming => "incoming",
-            Self::Outgoing => "outgoing",
-        }
-    }
-}
 
 /// What is known about a leg from its INVITE on: the fields every event carries.
 #[derive(Debug, Clone)]
@@ -108,6 +90,20 @@ impl CallInfo {
         let headers: Vec<Value> = self.custom_headers.iter().map(|(n, v)| json!({"name": n, "value": v})).collect();
         p.insert("custom_headers".into(), Value::Array(headers));
         self.event("call.initiated", p)
+    }
+
+    /// The call as an agent stream names it (`start` frame, `streaming.*` events).
+    pub fn stream_call(&self) -> crate::agent::stream::StreamCall {
+        crate::agent::stream::StreamCall {
+            call_control_id: self.ids.call_control_id.clone(),
+            call_leg_id: self.ids.call_leg_id.clone(),
+            call_session_id: self.ids.call_session_id.clone(),
+            connection_id: self.connection_id.clone(),
+            client_state: self.client_state.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            webhook_url: self.webhook_url.clone(),
+        }
     }
 
     /// `call.answered`.

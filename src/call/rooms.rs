@@ -23,8 +23,6 @@ use crate::media::leg::Tap;
 use crate::media::pcm::{Playback, pcm_pair};
 use crate::room::{LeaveReason, Participant, ParticipantHandle, RoomEvent, Rooms};
 
-use super::services::CallServices;
-
 /// Name prefix of the private two-party rooms that carry `bridge`/`transfer`.
 pub const BRIDGE_PREFIX: &str = "bridge:";
 
@@ -107,7 +105,8 @@ pub struct Membership {
 /// # Errors
 /// The room refused the agent (full, ended); the old stream is stopped anyway.
 pub async fn move_agent(
-    ctx: &CallServices,
+    rooms: &Rooms,
+    events: &EventBus,
     agent: AgentStream,
     info: &CallInfo,
     leg: &ParticipantHandle,
@@ -116,12 +115,11 @@ pub async fn move_agent(
     agent.stop().await;
     let (port, endpoint) = pcm_pair(64, true, false);
     let id = format!("{}:agent", info.ids.call_control_id);
-    let handle = ctx
-        .rooms
+    let handle = rooms
         .join_existing(leg.conference_id(), Participant::agent(id, port))
         .await
         .map_err(|refused| refused.error.to_string())?;
-    Ok((AgentStream::start(spec, info.clone(), ctx.events.clone(), endpoint), handle))
+    Ok((AgentStream::start(spec, info.stream_call(), Arc::new(events.clone()), endpoint), handle))
 }
 
 /// Id prefix of the box's own players in a room (conference `play`): they make
@@ -362,19 +360,32 @@ mod tests {
 /// listener hears the full mix and feeds one mono WAV per span
 /// (`{conference_id}.wav` under `[recording] dir`); `record_stop` (or the room
 /// ending) finishes it and emits `conference.recording.saved`.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct RoomRecordings {
     active: Arc<std::sync::Mutex<HashMap<uuid::Uuid, tokio::sync::oneshot::Sender<()>>>>,
+    config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+    rooms: Rooms,
+    events: EventBus,
 }
 
 impl RoomRecordings {
+    /// Recordings of `rooms`' mixes, per the `[recording]` in force, reported on
+    /// `events`.
+    pub fn new(
+        config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+        rooms: Rooms,
+        events: EventBus,
+    ) -> Self {
+        Self { active: Arc::default(), config, rooms, events }
+    }
+
     /// Starts recording the room `conference_id` (named `name`).
     ///
     /// # Errors
     /// Recording is disabled, a recording of this room runs already, the file
     /// could not be created, or the room is gone.
-    pub async fn start(&self, ctx: &CallServices, conference_id: uuid::Uuid, name: &str) -> Result<(), String> {
-        let cfg = ctx.config.borrow().clone();
+    pub async fn start(&self, conference_id: uuid::Uuid, name: &str) -> Result<(), String> {
+        let cfg = self.config.borrow().clone();
         if !cfg.recording.enabled {
             return Err("recording is disabled ([recording] enabled = false)".into());
         }
@@ -387,10 +398,10 @@ impl RoomRecordings {
         let rec = crate::call::recording::CallRecording::start(&rec_cfg, &id, &id, 1).map_err(|e| e.to_string())?;
         let (tx, mut chunks) = mpsc::channel(64);
         let listener = Participant::listener(format!("rec:{id}"), tx, crate::media::g711::G711::Pcmu);
-        let handle = ctx.rooms.join_existing(conference_id, listener).await.map_err(|r| r.error.to_string())?;
+        let handle = self.rooms.join_existing(conference_id, listener).await.map_err(|r| r.error.to_string())?;
         let (stop_tx, mut stop) = tokio::sync::oneshot::channel();
         self.lock().insert(conference_id, stop_tx);
-        let (me, bus, api_base, name) = (self.clone(), ctx.events.clone(), cfg.api.base_url(), name.to_string());
+        let (me, bus, api_base, name) = (self.clone(), self.events.clone(), cfg.api.base_url(), name.to_string());
         tokio::spawn(async move {
             let tap = rec.tap();
             loop {

@@ -48,7 +48,8 @@ impl CallServices {
         hangup_all: CancellationToken,
     ) -> Self {
         let rooms = super::rooms::start(&events, &calls);
-        Self { config, events, calls, rooms, room_recordings: RoomRecordings::default(), hangup_all }
+        let room_recordings = RoomRecordings::new(config.clone(), rooms.clone(), events.clone());
+        Self { config, events, calls, rooms, room_recordings, hangup_all }
     }
 }
 

@@ -354,7 +354,12 @@ impl<S: Signalling> Shell<S> {
             MediaPlan::Agent { spec, on_disconnect } => {
                 let (port, endpoint) = stream_pair(&spec);
                 self.near.media().start_pcm(tap.clone(), port);
-                let stream = AgentStream::start(*spec, info.clone(), self.ctx.events.clone(), endpoint);
+                let stream = AgentStream::start(
+                    *spec,
+                    info.stream_call(),
+                    std::sync::Arc::new(self.ctx.events.clone()),
+                    endpoint,
+                );
                 let id = stream.stream_id.clone();
                 self.control.update(|v| v.stream_id = Some(id));
                 self.agent = Some(stream);

@@ -84,7 +84,7 @@ pub struct Sip {
     pub tls_ca_file: Option<PathBuf>,
     /// Banning of password guessers (`auth_max_failures`, `auth_failure_window`,
     /// `auth_ban_time`).
-    pub auth_ban: crate::sip::ban::BanPolicy,
+    pub auth_ban: BanPolicy,
     /// What an out-of-dialog request from a source that matches no trunk gets
     /// (`unknown_source`, default [`UnknownSource::Drop`]).
     pub unknown_source: UnknownSource,
@@ -93,6 +93,25 @@ pub struct Sip {
     pub user_agent: String,
     /// Bounds on TCP/TLS connections accepted by the listeners.
     pub streams: SipStreams,
+}
+
+/// When a source is banned (`[sip] auth_max_failures`, `auth_failure_window`,
+/// `auth_ban_time`); applied by `sip::ban`, which re-exports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BanPolicy {
+    /// Failed attempts within `window` that ban the source (0 = never ban).
+    pub max_failures: u32,
+    /// How far back failures count.
+    pub window: Duration,
+    /// How long a banned source is dropped.
+    pub ban_time: Duration,
+}
+
+impl Default for BanPolicy {
+    /// 5 failures in 10 minutes ban for 10 minutes.
+    fn default() -> Self {
+        Self { max_failures: 5, window: Duration::from_secs(600), ban_time: Duration::from_secs(600) }
+    }
 }
 
 /// `[sip] unknown_source`: the answer to a request from a source that matches no
@@ -333,7 +352,9 @@ pub enum Channels {
     Single,
 }
 
-/// `[rooms]`: defaults of the local rooms that routes and the API create.
+/// `[rooms]`: defaults of the local rooms that routes and the API create. The
+/// room engine's options for a new room are `Rooms::options`, defined in `room`
+/// (it builds `room::RoomOptions`; the config does not depend on the room engine).
 #[derive(Debug, Clone, Serialize)]
 pub struct Rooms {
     /// Participants a room holds (2–1000, default 50); `POST /v2/conferences`
@@ -342,13 +363,6 @@ pub struct Rooms {
     /// How long an empty room waits for someone to rejoin before it ends
     /// (`conference.ended`); default 0: it ends with its last participant.
     pub linger: Duration,
-}
-
-impl Rooms {
-    /// The room engine's options for a new room.
-    pub fn options(&self) -> crate::room::RoomOptions {
-        crate::room::RoomOptions { max_participants: self.max_participants, linger: self.linger, ..Default::default() }
-    }
 }
 
 /// `[webrtc]`: browsers joining rooms and calls (issue 12).

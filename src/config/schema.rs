@@ -224,7 +224,7 @@ fn read_sip(root: &Table<'_>, issues: &mut Issues) -> Sip {
     if listen.is_empty() {
         issues.push(t.key_path("listen"), "needs at least one listener (e.g. [\"udp://0.0.0.0:5060\"])");
     }
-    let auth_ban = crate::sip::ban::BanPolicy {
+    let auth_ban = BanPolicy {
         max_failures: t.integer("auth_max_failures", issues, 0, 1000).unwrap_or(5) as u32,
         window: duration(&t, "auth_failure_window", issues, Duration::from_secs(600)),
         ban_time: duration(&t, "auth_ban_time", issues, Duration::from_secs(600)),

@@ -403,7 +403,7 @@ fn auth_bans_and_realms_are_read_and_checked() {
         load_with_env(&write(dir.path(), "d.toml", "[sip]\nlisten = [\"udp://127.0.0.1:5060\"]\n"), env(&[]))
             .unwrap()
             .config;
-    assert_eq!(defaults.sip.auth_ban, crate::sip::ban::BanPolicy::default());
+    assert_eq!(defaults.sip.auth_ban, BanPolicy::default());
 
     let bad = "[sip]\nlisten = [\"udp://127.0.0.1:5060\"]\nauth_max_failures = -1\nauth_ban_time = \"soon\"\n[[trunk]]\nname = \"t\"\nproxy = \"sip:192.0.2.1\"\nauth_realm = \"sip.example\"\n";
     let path = write(dir.path(), "bad.toml", bad);

@@ -12,7 +12,8 @@
 //! one `recv_from`, an in-place rewrite in a stack buffer, one `send_to`; no
 //! allocation, no lock, no log above trace. RTCP is
 //! terminated on each leg (reports about that leg's own stream, RFC 3550 §6.4);
-//! either direction can be muted (`LegCommand::Mute` on the side not to send to).
+//! either direction can be muted (`LegCommand::MuteInbound` on a side: what it
+//! says is no longer sent to the other).
 
 use std::time::Duration;
 
@@ -128,9 +129,6 @@ pub async fn run_relay(
             c = commands.recv() => match c {
                 Some((Side::A, LegCommand::Update(audio))) => { a.update(audio); timed_out_a = false; }
                 Some((Side::B, LegCommand::Update(audio))) => { b.update(audio); timed_out_b = false; }
-                // Mute a side = nothing is sent towards it (its peer's audio is cut).
-                Some((Side::A, LegCommand::Mute(m))) => a.set_muted(m),
-                Some((Side::B, LegCommand::Mute(m))) => b.set_muted(m),
                 Some((_, LegCommand::Tap(t))) => tap = t,
                 // Side A's peer muted: nothing more of it reaches B (and vice versa).
                 Some((Side::A, LegCommand::MuteInbound(m))) => b.set_muted(m),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// G.711 (RFC 4733 §2.1).
 pub const CLOCK_RATE_HZ: u32 = 8000;
 /// The dynamic payload type this gateway offers for telephone-event (common practice).
-pub const DEFAULT_PAYLOAD_TYPE: u8 = 101;
+pub const DEFAULT_PAYLOAD_TYPE: u8 = crate::sdp::codec::TELEPHONE_EVENT_PAYLOAD_TYPE;
 /// Largest event number that is a DTMF digit (RFC 4733 §3.2: events 0–15).
 pub const MAX_DTMF_EVENT: u8 = 15;
 /// How often RFC 4733 end packets are sent (§2.5.1.4: three times).

@@ -21,60 +21,10 @@
 //! mixer needs. The `audio-codec-algorithms` crate measured the same as this code
 //! within noise (same method). So no crate: a 20 ms frame costs well under 1 µs.
 
-/// RTP payload type of PCMU (µ-law), RFC 3551 Table 4.
-pub const PCMU_PAYLOAD_TYPE: u8 = 0;
-/// RTP payload type of PCMA (A-law), RFC 3551 Table 4.
-pub const PCMA_PAYLOAD_TYPE: u8 = 8;
-/// Sample rate and RTP clock rate of G.711, in Hz (RFC 3551 §4.5.14).
-pub const CLOCK_RATE_HZ: u32 = 8000;
+pub use crate::sdp::codec::{CLOCK_RATE_HZ, G711, PCMA_PAYLOAD_TYPE, PCMU_PAYLOAD_TYPE};
 
-/// One of the two G.711 laws, named by its RTP encoding name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum G711 {
-    /// µ-law, `PCMU/8000`, payload type 0 (North America, Japan; Telnyx's default).
-    Pcmu,
-    /// A-law, `PCMA/8000`, payload type 8 (most of the rest of the world).
-    Pcma,
-}
-
+/// The codec itself; the law's names and payload types are in `sdp::codec`.
 impl G711 {
-    /// The static RTP payload type (RFC 3551 Table 4): 0 or 8.
-    pub const fn payload_type(self) -> u8 {
-        match self {
-            G711::Pcmu => PCMU_PAYLOAD_TYPE,
-            G711::Pcma => PCMA_PAYLOAD_TYPE,
-        }
-    }
-
-    /// The law carried by static payload type `pt`, if it is 0 or 8.
-    pub const fn from_payload_type(pt: u8) -> Option<G711> {
-        match pt {
-            PCMU_PAYLOAD_TYPE => Some(G711::Pcmu),
-            PCMA_PAYLOAD_TYPE => Some(G711::Pcma),
-            _ => None,
-        }
-    }
-
-    /// The SDP/RTP encoding name, `"PCMU"` or `"PCMA"` (RFC 3551 §4.5.14).
-    pub const fn encoding_name(self) -> &'static str {
-        match self {
-            G711::Pcmu => "PCMU",
-            G711::Pcma => "PCMA",
-        }
-    }
-
-    /// The law whose encoding name is `name` (case-insensitive, as RFC 4566 §6
-    /// compares rtpmap encoding names).
-    pub fn from_encoding_name(name: &str) -> Option<G711> {
-        if name.eq_ignore_ascii_case("PCMU") {
-            Some(G711::Pcmu)
-        } else if name.eq_ignore_ascii_case("PCMA") {
-            Some(G711::Pcma)
-        } else {
-            None
-        }
-    }
-
     /// Decodes one G.711 byte to a PCM16 sample.
     #[inline]
     pub fn decode_sample(self, code: u8) -> i16 {

@@ -11,8 +11,9 @@
 //! - Timeout: no RTP for `[rtp].timeout` while the peer is supposed to send
 //!   (not on hold) is reported once.
 //!
-//! The tasks that use a leg (`run_echo`, and later the agent/bridge tasks) own it:
-//! one task per call, nothing shared across calls.
+//! The tasks that use a leg own it (`run_echo`; `pcm::run_pcm` for voice agents
+//! and rooms; `bridge::run_relay` for two bridged legs): one task per call,
+//! nothing shared across calls.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -72,8 +73,6 @@ pub enum LegEvent {
 pub enum LegCommand {
     /// New negotiation (re-INVITE: hold/resume, new address or codec).
     Update(NegotiatedAudio),
-    /// Stop (`true`) or resume sending media on the leg.
-    Mute(bool),
     /// Stop (`true`) or resume passing what the leg's peer says to the other side
     /// (agent, echo); the recorder still hears it.
     MuteInbound(bool),
@@ -593,7 +592,6 @@ pub async fn run_echo(
                     leg.update(audio);
                     timed_out = false;
                 }
-                Some(LegCommand::Mute(m)) => leg.set_muted(m),
                 Some(LegCommand::MuteInbound(m)) => inbound_muted = m,
                 Some(LegCommand::SendDtmf(digits, duration)) => leg.send_dtmf_command(&digits, duration),
                 Some(LegCommand::Tap(t)) => tap = t,

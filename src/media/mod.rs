@@ -6,8 +6,12 @@
 //! rewrite, header builder), `stats` (RFC 3550 receiver statistics), `quality` (Telnyx
 //! `call_quality_stats`), `mos` (E-model MOS estimate), `dtmf` (RFC 4733 payload,
 //! detector, generator) and `latch` (which source a leg takes media from and answers
-//! to: learning window, strict source, RTCP). The tokio shell around them — `ports`
-//! (RTP port pool) and `leg` (sockets, pacing) — only moves bytes and drives timers.
+//! to: learning window, strict source, RTCP), `rtcp` (reports), `transcode` (voice
+//! agent stream encodings, the 8000 ↔ 16000 Hz converter) and `playout` (paced
+//! playback queue with marks). The tokio shell
+//! around them — `ports` (RTP port pool), `leg` (sockets, pacing), `pcm` (a leg
+//! to a PCM endpoint: voice agent, room) and `bridge` (the relay between two legs)
+//! — only moves bytes and drives timers.
 
 pub mod bridge;
 pub mod dtmf;

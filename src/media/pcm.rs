@@ -1,5 +1,5 @@
-//! The bridge between an RTP leg and a PCM endpoint (a voice agent's stream; later
-//! rooms and listeners): the leg's audio goes to the endpoint as it arrives, and the
+//! The bridge between an RTP leg and a PCM endpoint (a voice agent's stream, or a
+//! local room the leg takes part in): the leg's audio goes to the endpoint as it arrives, and the
 //! endpoint's audio is played into the leg from a paced queue, one packet every
 //! 20 ms of the box's clock (silence when the queue is empty, so the peer's media
 //! timers and NAT bindings stay alive).
@@ -17,8 +17,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::g711::G711;
 use super::leg::{LegCommand, LegEvent, MAX_DATAGRAM, Received, RtpLeg, Tap};
-use crate::media::playout::{FRAME_SAMPLES, Playout};
-use crate::media::transcode::RateConverter;
+use super::playout::{FRAME_SAMPLES, Playout};
+use super::transcode::RateConverter;
 
 /// Samples in 20 ms at 16000 Hz: the largest playout frame.
 pub const WIDE_FRAME_SAMPLES: usize = 2 * FRAME_SAMPLES;
@@ -370,7 +370,6 @@ pub async fn run_pcm(
                     leg.update(audio);
                     timed_out = false;
                 }
-                Some(LegCommand::Mute(m)) => leg.set_muted(m),
                 Some(LegCommand::MuteInbound(m)) => inbound_muted = m,
                 Some(LegCommand::SendDtmf(digits, duration)) => leg.send_dtmf_command(&digits, duration),
                 Some(LegCommand::Tap(t)) => tap = t,

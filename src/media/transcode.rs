@@ -23,8 +23,8 @@
 use rubato::audioadapter_buffers::direct::SequentialSlice;
 use rubato::{Async, FixedAsync, Resampler, SincInterpolationParameters, SincInterpolationType, WindowFunction};
 
+use super::g711::{self, G711};
 use crate::config::Encoding;
-use crate::media::g711::{self, G711};
 
 /// Windowed-sinc length of the 8000 → 16000 Hz filter, in 8 kHz samples (8 ms).
 const UP_SINC_LEN: usize = 64;

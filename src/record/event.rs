@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::wav::SavedFile;
 use crate::config::Channels;
+use crate::store::timestamp;
 
 /// One finished recording span, as the event reports it.
 #[derive(Debug, Clone)]
@@ -49,8 +50,8 @@ pub fn recording_saved_fields(rec: &SavedRecording, api_base: &str) -> Map<Strin
     let mut m = Map::new();
     m.insert("recording_id".into(), json!(rec.recording_id));
     m.insert("channels".into(), json!(channels));
-    m.insert("recording_started_at".into(), json!(crate::call::rfc3339_micros(rec.started_at)));
-    m.insert("recording_ended_at".into(), json!(crate::call::rfc3339_micros(rec.ended_at)));
+    m.insert("recording_started_at".into(), json!(timestamp(rec.started_at)));
+    m.insert("recording_ended_at".into(), json!(timestamp(rec.ended_at)));
     m.insert("recording_urls".into(), json!({ "wav": url }));
     m.insert("public_recording_urls".into(), json!({ "wav": url }));
     m.insert("duration_millis".into(), json!(rec.file.duration().as_millis() as u64));

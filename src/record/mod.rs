@@ -9,9 +9,12 @@
 //! - [`path`]: the file-name template.
 //! - [`event`]: the `call.recording.saved` payload fields.
 //! - [`retention`]: the sweep that deletes old recordings and keeps the disk budget.
+//! - [`recovered`]: the `call.recording.saved` events of files repaired at startup.
 //!
-//! This module does not know about calls, SIP or tokio: the call/media tasks feed
+//! This module does not know about the call code or SIP: the call/media tasks feed
 //! it PCM16 and `Instant`s and run its blocking file operations where they see fit.
+//! Only [`recovered`] reads the store (the call records of a repaired file) and
+//! hands its events to an [`recovered::EventSink`] (the daemon's event bus).
 
 pub mod event;
 pub mod path;

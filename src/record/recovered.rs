@@ -11,10 +11,12 @@ use std::time::SystemTime;
 use serde_json::{Map, Value, json};
 
 use super::{Repaired, SavedFile, SavedRecording, recording_saved_fields};
-use crate::call::CallEvent;
 use crate::config::Channels;
-use crate::store::calls::{CallFilter, CallRecord};
+use crate::store::calls::{self, CallFilter, CallRecord, Direction};
+use crate::store::event::CallEvent;
 use crate::store::{Page, StoreHandle};
+
+pub use crate::store::event::EventSink;
 
 /// The `call_session_id` a recording file is named after: `{id}.wav` (span 1) or
 /// `{id}-{n}.wav` (span n), the id being a UUID.
@@ -72,23 +74,23 @@ pub fn event(repaired: &Repaired, leg: Option<&CallRecord>, api_base: &str) -> R
 
 /// Emits `call.recording.saved` for each repaired file (looked up in the call
 /// records by the session its name carries); failures are logged.
-pub async fn announce(store: &StoreHandle, events: &crate::call::EventBus, repaired: &[Repaired], api_base: &str) {
+pub async fn announce(store: &StoreHandle, events: &impl EventSink, repaired: &[Repaired], api_base: &str) {
     for r in repaired {
         let leg = match session_of(&r.final_path) {
             Some(session) => {
                 let filter = CallFilter { call_session_id: Some(session), ..CallFilter::default() };
                 let legs = store
-                    .run(move |c| crate::store::calls::list(c, &filter, Page { number: 1, size: 10 }))
+                    .run(move |c| calls::list(c, &filter, Page { number: 1, size: 10 }))
                     .await
                     .map(|(legs, _)| legs)
                     .unwrap_or_default();
-                let incoming = legs.iter().position(|l| l.start.direction == crate::call::Direction::Incoming);
+                let incoming = legs.iter().position(|l| l.start.direction == Direction::Incoming);
                 incoming.or((!legs.is_empty()).then_some(0)).map(|i| legs[i].clone())
             }
             None => None,
         };
         match event(r, leg.as_ref(), api_base) {
-            Ok(e) => events.emit(e),
+            Ok(e) => events.emit_event(e),
             Err(e) => tracing::warn!(file = %r.final_path.display(), "repaired recording not announced: {e}"),
         }
     }

@@ -13,10 +13,12 @@
 //! **Rate**: the room mixes at 8000 Hz, or 16000 Hz while any participant is
 //! wideband ([`Rate::Wideband`]). Participants read and write frames at their own
 //! rate; a narrowband participant in a wideband room is upsampled before mixing
-//! and its mix-minus downsampled after (`room::resample`: a 63-tap half-band FIR,
-//! 1.9 ms each way). The own contribution is subtracted at the room rate, after
-//! upsampling, so mix-minus stays exact. The rate changes when the first wideband
-//! participant joins or the last one leaves (resampler history is reset then).
+//! and its mix-minus downsampled after, with the box's one 8000 ↔ 16000 Hz
+//! resampler (`media::transcode::RateConverter`, rubato's sinc filter: flat to
+//! 3.4 kHz, 3.875 ms each way). The own contribution is subtracted at the room
+//! rate, after upsampling, so mix-minus stays exact. The rate changes when the
+//! first wideband participant joins or the last one leaves (the converters are
+//! made afresh then, with silent history).
 //!
 //! **Overload**: the sum of several loud talkers exceeds 16 bits. Each output goes
 //! through a soft limiter: linear (bit-exact) up to ±24576 (−2.5 dBFS), above that
@@ -31,10 +33,9 @@
 //! the room. **Hold** (Telnyx `hold`): the participant contributes nothing and
 //! hears silence (Telnyx can play an `audio_url` to held participants; the room
 //! task may do that on the participant's own leg). A [`Role::Listener`] hears the
-//! full mix and never contributes; a [`Role::Announcement`] contributes (audio
-//! played into the room) and hears nothing.
+//! full mix and never contributes.
 
-use super::resample::{Downsampler, Upsampler};
+use crate::media::transcode::RateConverter;
 
 /// Largest frame: 20 ms at 16000 Hz.
 pub const MAX_FRAME: usize = 320;
@@ -87,8 +88,6 @@ pub enum Role {
     Participant,
     /// Hears the full mix, never speaks (a listen-in socket).
     Listener,
-    /// Speaks into the room, hears nothing (audio played to the whole room).
-    Announcement,
 }
 
 /// A participant's slot in the mixer; stable until [`Mixer::remove`].
@@ -124,8 +123,70 @@ struct Slot {
     contributed: bool,
     /// This tick's output at the participant's rate.
     output: [i16; MAX_FRAME],
-    up: Upsampler,
-    down: Downsampler,
+    /// Rate converters while the participant's rate is not the room's.
+    convert: Option<Box<Converters>>,
+}
+
+/// A narrowband participant's converters in a wideband room: its input up to
+/// 16 kHz before mixing, its mix-minus down to 8 kHz after. Streaming (history
+/// kept between ticks); no allocation per tick.
+#[derive(Debug)]
+struct Converters {
+    up: RateConverter,
+    down: RateConverter,
+}
+
+impl Converters {
+    /// Fresh converters; `None` if they cannot be built (a bug in
+    /// `media::transcode`, logged): the participant is then converted by sample
+    /// repetition and decimation, audible but not silent.
+    fn new() -> Option<Box<Self>> {
+        match (RateConverter::up(), RateConverter::down()) {
+            (Ok(up), Ok(down)) => Some(Box::new(Converters { up, down })),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("room resampler not built ({e}): narrowband participants unfiltered");
+                None
+            }
+        }
+    }
+}
+
+/// Runs `convert` and writes what it emits into `output`; a short result is
+/// padded with silence (the converters emit exactly one frame per frame).
+fn convert_into(output: &mut [i16], convert: impl FnOnce(&mut dyn FnMut(i16))) {
+    let mut k = 0;
+    convert(&mut |s| {
+        if let Some(o) = output.get_mut(k) {
+            *o = s;
+        }
+        k += 1;
+    });
+    let k = k.min(output.len());
+    output[k..].fill(0);
+}
+
+/// 8000 → 16000 Hz of one frame.
+fn upsample(convert: Option<&mut Converters>, input: &[i16], output: &mut [i16]) {
+    match convert {
+        Some(c) => convert_into(output, |emit| c.up.process(input, emit)),
+        None => {
+            for (pair, &s) in output.chunks_exact_mut(2).zip(input) {
+                pair.fill(s);
+            }
+        }
+    }
+}
+
+/// 16000 → 8000 Hz of one frame.
+fn downsample(convert: Option<&mut Converters>, input: &[i16], output: &mut [i16]) {
+    match convert {
+        Some(c) => convert_into(output, |emit| c.down.process(input, emit)),
+        None => {
+            for (o, pair) in output.iter_mut().zip(input.chunks_exact(2)) {
+                *o = pair[0];
+            }
+        }
+    }
 }
 
 /// The mix-minus mixer of one room.
@@ -170,7 +231,7 @@ impl Mixer {
 
     /// Adds a participant reading and writing frames at `rate` in `role`; the room
     /// becomes wideband if it is the first wideband one. Allocates its slot
-    /// (about 5 KiB).
+    /// (about 3 KiB), and the rate converters of the participants that need them.
     pub fn add(&mut self, rate: Rate, role: Role) -> ParticipantKey {
         let slot = Box::new(Slot {
             rate,
@@ -182,8 +243,7 @@ impl Mixer {
             own: [0; MAX_FRAME],
             contributed: false,
             output: [0; MAX_FRAME],
-            up: Upsampler::new(),
-            down: Downsampler::new(),
+            convert: None,
         });
         let index = match self.slots.iter().position(Option::is_none) {
             Some(i) => {
@@ -211,11 +271,13 @@ impl Mixer {
     fn update_rate(&mut self) {
         let wide = self.slots.iter().flatten().any(|s| s.rate == Rate::Wideband);
         let rate = if wide { Rate::Wideband } else { Rate::Narrowband };
-        if rate != self.rate {
-            self.rate = rate;
-            for slot in self.slots.iter_mut().flatten() {
-                slot.up.reset();
-                slot.down.reset();
+        let changed = rate != self.rate;
+        self.rate = rate;
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.rate == rate {
+                slot.convert = None;
+            } else if changed || slot.convert.is_none() {
+                slot.convert = Converters::new();
             }
         }
     }
@@ -281,7 +343,8 @@ impl Mixer {
                 &slot.input[..n]
             } else {
                 // Narrowband participant in a wideband room.
-                slot.up.process(&slot.input[..slot.rate.frame_samples()], &mut slot.own[..n]);
+                let input = &slot.input[..slot.rate.frame_samples()];
+                upsample(slot.convert.as_deref_mut(), input, &mut slot.own[..n]);
                 &slot.own[..n]
             };
             for (s, &x) in sum.iter_mut().zip(own) {
@@ -291,9 +354,6 @@ impl Mixer {
         }
         for slot in slots.iter_mut().flatten() {
             let slot = &mut **slot;
-            if slot.role == Role::Announcement {
-                continue;
-            }
             let pn = slot.rate.frame_samples();
             if slot.held {
                 slot.output[..pn].fill(0);
@@ -317,7 +377,7 @@ impl Mixer {
                 }
             }
             if resample {
-                slot.down.process(&scratch[..n], &mut slot.output[..pn]);
+                downsample(slot.convert.as_deref_mut(), &scratch[..n], &mut slot.output[..pn]);
             }
             stats.sample_ops += n as u64;
             stats.limited_samples += limited;
@@ -327,13 +387,9 @@ impl Mixer {
 
     /// The participant's output of the last [`Mixer::mix`]: PCM16 mono at its own
     /// rate, one frame — everyone else's audio for a participant, the full mix
-    /// for a listener, silence when held; empty for an announcement. `None` if
-    /// `key` is unknown.
+    /// for a listener, silence when held. `None` if `key` is unknown.
     pub fn output(&self, key: ParticipantKey) -> Option<&[i16]> {
         let slot = self.slot(key)?;
-        if slot.role == Role::Announcement {
-            return Some(&[]);
-        }
         Some(&slot.output[..slot.rate.frame_samples()])
     }
 
@@ -423,25 +479,22 @@ mod tests {
     }
 
     #[test]
-    fn listeners_hear_the_full_mix_and_announcements_are_heard_by_all() {
+    fn listeners_hear_the_full_mix_and_are_not_heard() {
         let mut m = Mixer::new();
         let a = m.add(Rate::Narrowband, Role::Participant);
         let b = m.add(Rate::Narrowband, Role::Participant);
         let l = m.add(Rate::Narrowband, Role::Listener);
-        let ann = m.add(Rate::Narrowband, Role::Announcement);
         let inputs = vec![
             (a, tone(400.0, 8000, 3000.0, 1600)),
             (b, tone(700.0, 8000, 3000.0, 1600)),
             (l, tone(1100.0, 8000, 3000.0, 1600)), // a listener's input is ignored
-            (ann, tone(1700.0, 8000, 3000.0, 1600)),
         ];
         let out = run(&mut m, &inputs, 10);
-        for f in [400.0, 700.0, 1700.0] {
+        for f in [400.0, 700.0] {
             assert!(amplitude(&out[2], f, 8000) > 2900.0, "listener hears {f} Hz");
         }
         assert!(amplitude(&out[2], 1100.0, 8000) < 1.0, "listener is not heard");
-        assert!(amplitude(&out[0], 1700.0, 8000) > 2900.0, "announcement heard");
-        assert!(out[3].is_empty(), "announcement hears nothing");
+        assert!(amplitude(&out[0], 1100.0, 8000) < 1.0, "listener is not heard");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! * a **voice agent**: the room holds the [`PcmPort`] half (the agent stream
 //!   `agent::stream::AgentStream::start` got the endpoint). It hears its
 //!   mix-minus as PCMU `Heard` chunks and speaks through `Playback::Audio`,
-//!   `Mark`, `Clear` into an `media::playout::Playout`, pulled one frame per tick;
+//!   `Mark`, `Clear` into a `media::playout::Playout`, pulled one frame per tick;
 //!   reached marks go back on `port.marks`;
 //! * a **listener** (a listen-in socket): hears the full mix as G.711 chunks,
 //!   contributes nothing, does not count as a participant and keeps no room alive.
@@ -33,7 +33,6 @@
 pub mod jitter;
 pub mod mixer;
 mod registry;
-pub mod resample;
 mod task;
 #[cfg(test)]
 mod test_signal;
@@ -75,6 +74,14 @@ impl Default for RoomOptions {
             linger: Duration::ZERO,
             jitter_delay: jitter::DEFAULT_TARGET_DELAY,
         }
+    }
+}
+
+impl crate::config::Rooms {
+    /// The room engine's options for a new room from `[rooms]` (defined here so
+    /// that the config does not depend on the room engine).
+    pub fn options(&self) -> RoomOptions {
+        RoomOptions { max_participants: self.max_participants, linger: self.linger, ..Default::default() }
     }
 }
 

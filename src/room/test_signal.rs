@@ -30,11 +30,6 @@ pub fn amplitude(samples: &[i16], freq: f64, rate: u32) -> f64 {
     2.0 * power.max(0.0).sqrt() / window_sum
 }
 
-/// Level of the `freq` Hz component relative to `reference` peak amplitude, in dB.
-pub fn level_db(samples: &[i16], freq: f64, rate: u32, reference: f64) -> f64 {
-    20.0 * (amplitude(samples, freq, rate) / reference).max(1e-9).log10()
-}
-
 /// Heap allocations made by the calling thread so far (counted by the test
 /// binary's global allocator below), for "does not allocate per tick" tests.
 pub fn allocations() -> u64 {

@@ -8,6 +8,7 @@
 //! the session id). Errors say what a field technician needs, and
 //! [`SdpError::sip_status`] gives the SIP response (400 or 488).
 
+pub mod codec;
 pub mod description;
 pub mod negotiate;
 

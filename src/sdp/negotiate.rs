@@ -14,8 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::SdpError;
 use super::description::{Direction, MediaDescription, SessionDescription};
-use crate::media::dtmf;
-use crate::media::g711::G711;
+use crate::sdp::codec::G711;
 
 /// Default packet time when the peer states none (RFC 3551 Table 1: 20 ms for G.711).
 pub const DEFAULT_PTIME_MS: u32 = 20;
@@ -334,7 +333,7 @@ fn write_audio(
 /// allowed codec in the trunk's order at its static payload type, then
 /// telephone-event/8000 at payload type 101 with `0-16`.
 pub fn build_offer(local: &LocalAudio, options: OfferOptions, session: &mut LocalSession) -> Offer {
-    let te = dtmf::DEFAULT_PAYLOAD_TYPE;
+    let te = crate::sdp::codec::TELEPHONE_EVENT_PAYLOAD_TYPE;
     let mut body = String::with_capacity(256);
     let _ = write!(body, "s={SESSION_NAME}\r\nc=IN {} {}\r\nt=0 0\r\n", ip_kind(local.address), local.address);
     let _ = write!(body, "m=audio {} RTP/AVP", local.port);

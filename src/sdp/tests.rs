@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::*;
-use crate::media::g711::G711;
+use crate::sdp::codec::G711;
 
 const TELNYX: &str = "v=0\r\n\
 o=- 1718205466 1718205467 IN IP4 192.76.120.31\r\n\

@@ -12,29 +12,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Sources tracked at most (failures and bans together).
 pub const MAX_TRACKED: usize = 65_536;
 
-/// When a source is banned (`[sip] auth_max_failures`, `auth_failure_window`,
-/// `auth_ban_time`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct BanPolicy {
-    /// Failed attempts within `window` that ban the source (0 = never ban).
-    pub max_failures: u32,
-    /// How far back failures count.
-    pub window: Duration,
-    /// How long a banned source is dropped.
-    pub ban_time: Duration,
-}
-
-impl Default for BanPolicy {
-    /// 5 failures in 10 minutes ban for 10 minutes.
-    fn default() -> Self {
-        Self { max_failures: 5, window: Duration::from_secs(600), ban_time: Duration::from_secs(600) }
-    }
-}
+/// When a source is banned: plain `[sip]` config data, defined in `config`.
+pub use crate::config::BanPolicy;
 
 #[derive(Debug, Clone, Copy)]
 enum Entry {
@@ -180,6 +164,7 @@ impl Bans {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const S: Duration = Duration::from_secs(1);
 

@@ -12,7 +12,7 @@ use rsipstack::transaction::transaction::Transaction;
 
 use super::digest::Verdict;
 use super::leg::SipLeg;
-use super::server::{reply, unknown_source};
+use super::respond::{reply, unknown_source};
 use super::{SipContext, addr, dialstring, msg, routing};
 use crate::agent::stream::StreamSpec;
 use crate::call::core::{Answer, CallCore, DialogInput, Input, LegId, PARK_LIMIT, Plan, Role, Setup, Termination};
@@ -87,7 +87,7 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
     let from = if dialstring::is_user(&from) { from } else { "anonymous".to_string() };
 
     // 4. Session timer (RFC 4028): refuse intervals below our minimum.
-    let session_expires = session_expires(&tx.original);
+    let session_expires = msg::session_expires(&tx.original);
     if let Some((se, _)) = session_expires {
         if se < MIN_SE {
             reply(&mut tx, StatusCode::SessionIntervalTooSmall, vec![Header::MinSE(MIN_SE.to_string().into())]).await;
@@ -287,30 +287,6 @@ async fn authenticate(ctx: &SipContext, tx: &mut Transaction) -> Option<Trunk> {
     None
 }
 
-/// `Session-Expires` of the request: (seconds, refresher) (RFC 4028 §4).
-pub fn session_expires(req: &rsipstack::sip::Request) -> Option<(u64, Option<String>)> {
-    parse_session_expires(&msg::header(req, "Session-Expires", Some("x"))?)
-}
-
-/// `Session-Expires` of a response (a UAC's 200 OK, RFC 4028 §7.2).
-pub fn session_expires_of_response(resp: &rsipstack::sip::Response) -> Option<(u64, Option<String>)> {
-    let v = resp.headers.iter().find_map(|h| match h {
-        Header::SessionExpires(v) => Some(v.to_string()),
-        Header::Other(n, v) if n.eq_ignore_ascii_case("session-expires") || n.eq_ignore_ascii_case("x") => {
-            Some(v.clone())
-        }
-        _ => None,
-    })?;
-    parse_session_expires(&v)
-}
-
-fn parse_session_expires(v: &str) -> Option<(u64, Option<String>)> {
-    let mut parts = v.split(';');
-    let secs = parts.next()?.trim().parse().ok()?;
-    let refresher = parts.find_map(|p| p.trim().strip_prefix("refresher=").map(|r| r.trim().to_ascii_lowercase()));
-    Some((secs, refresher))
-}
-
 fn local_contact(ctx: &SipContext, tx: &Transaction, peer: std::net::IpAddr) -> Option<rsipstack::sip::Uri> {
     let conn = tx.connection.as_ref()?;
     let local = conn.get_addr().get_socketaddr().ok()?;
@@ -323,35 +299,4 @@ fn local_contact(ctx: &SipContext, tx: &Transaction, peer: std::net::IpAddr) -> 
     };
     let scheme = if transport == ";transport=tls" { "sips" } else { "sip" };
     rsipstack::sip::Uri::try_from(format!("{scheme}:sipbridge@{host}:{}{transport}", local.port()).as_str()).ok()
-}
-
-/// The digit of an INFO body: `Signal=5` (`application/dtmf-relay`) or a bare
-/// digit (`application/dtmf`).
-pub fn dtmf_from_info(body: &[u8]) -> Option<char> {
-    let text = std::str::from_utf8(body).ok()?;
-    let value = text
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once('=')?;
-            k.trim().eq_ignore_ascii_case("signal").then(|| v.trim())
-        })
-        .unwrap_or(text.trim());
-    let c = value.chars().next()?;
-    let c = c.to_ascii_uppercase();
-    (value.chars().count() == 1 && (c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D'))).then_some(c)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dtmf_info_bodies() {
-        assert_eq!(dtmf_from_info(b"Signal=5\r\nDuration=160\r\n"), Some('5'));
-        assert_eq!(dtmf_from_info(b"Signal= #\r\nDuration=100"), Some('#'));
-        assert_eq!(dtmf_from_info(b"7"), Some('7'));
-        assert_eq!(dtmf_from_info(b"Signal=12\r\n"), None);
-        assert_eq!(dtmf_from_info(b"Signal=x"), None);
-        assert_eq!(dtmf_from_info(&[0xff, 0xfe]), None);
-    }
 }

@@ -167,7 +167,7 @@ impl SipLeg {
                 }
                 // RFC 4028 §7.2: the 200 OK's Session-Expires names the interval
                 // and the refresher (the UAC, unless it says uas).
-                let session_timer = super::inbound::session_expires_of_response(&resp)
+                let session_timer = msg::session_expires_of_response(&resp)
                     .map(|(secs, refresher)| (secs, refresher.as_deref() != Some("uas")));
                 Some(DialogInput::Confirmed { session_timer })
             }
@@ -188,7 +188,7 @@ impl SipLeg {
                         Err(_) => (StatusCode::NotAcceptableHere, None),
                     }
                 };
-                let refresh = super::inbound::session_expires(&req);
+                let refresh = msg::session_expires(&req);
                 let mut h = Vec::new();
                 if body.is_some() {
                     h.push(Header::ContentType("application/sdp".into()));
@@ -205,7 +205,7 @@ impl SipLeg {
                 let ct = msg::header(&req, "Content-Type", Some("c")).unwrap_or_default().to_ascii_lowercase();
                 let dtmf = ct.starts_with("application/dtmf-relay") || ct.starts_with("application/dtmf");
                 let _ = handle.reply(if dtmf { StatusCode::OK } else { StatusCode::UnsupportedMediaType }).await;
-                if dtmf { super::inbound::dtmf_from_info(&req.body).map(DialogInput::Dtmf) } else { None }
+                if dtmf { msg::dtmf_from_info(&req.body).map(DialogInput::Dtmf) } else { None }
             }
             DialogState::Options(_, _, handle) | DialogState::Publish(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;

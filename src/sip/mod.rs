@@ -21,6 +21,7 @@ pub mod msg;
 pub mod outbound;
 pub mod refer;
 pub mod register;
+pub mod respond;
 pub mod routing;
 pub mod sanity;
 pub mod server;

@@ -126,6 +126,46 @@ pub fn source_ip(tx: &Transaction) -> Option<IpAddr> {
     source_addr(tx).map(|a| a.ip())
 }
 
+/// `Session-Expires` of the request: (seconds, refresher) (RFC 4028 §4).
+pub fn session_expires(req: &rsipstack::sip::Request) -> Option<(u64, Option<String>)> {
+    parse_session_expires(&header(req, "Session-Expires", Some("x"))?)
+}
+
+/// `Session-Expires` of a response (a UAC's 200 OK, RFC 4028 §7.2).
+pub fn session_expires_of_response(resp: &rsipstack::sip::Response) -> Option<(u64, Option<String>)> {
+    let v = resp.headers.iter().find_map(|h| match h {
+        Header::SessionExpires(v) => Some(v.to_string()),
+        Header::Other(n, v) if n.eq_ignore_ascii_case("session-expires") || n.eq_ignore_ascii_case("x") => {
+            Some(v.clone())
+        }
+        _ => None,
+    })?;
+    parse_session_expires(&v)
+}
+
+fn parse_session_expires(v: &str) -> Option<(u64, Option<String>)> {
+    let mut parts = v.split(';');
+    let secs = parts.next()?.trim().parse().ok()?;
+    let refresher = parts.find_map(|p| p.trim().strip_prefix("refresher=").map(|r| r.trim().to_ascii_lowercase()));
+    Some((secs, refresher))
+}
+
+/// The digit of an INFO body: `Signal=5` (`application/dtmf-relay`) or a bare
+/// digit (`application/dtmf`).
+pub fn dtmf_from_info(body: &[u8]) -> Option<char> {
+    let text = std::str::from_utf8(body).ok()?;
+    let value = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("signal").then(|| v.trim())
+        })
+        .unwrap_or(text.trim());
+    let c = value.chars().next()?;
+    let c = c.to_ascii_uppercase();
+    (value.chars().count() == 1 && (c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D'))).then_some(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +227,15 @@ Content-Length: 0
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("%zz1"), "%zz1");
+    }
+
+    #[test]
+    fn dtmf_info_bodies() {
+        assert_eq!(dtmf_from_info(b"Signal=5\r\nDuration=160\r\n"), Some('5'));
+        assert_eq!(dtmf_from_info(b"Signal= #\r\nDuration=100"), Some('#'));
+        assert_eq!(dtmf_from_info(b"7"), Some('7'));
+        assert_eq!(dtmf_from_info(b"Signal=12\r\n"), None);
+        assert_eq!(dtmf_from_info(b"Signal=x"), None);
+        assert_eq!(dtmf_from_info(&[0xff, 0xfe]), None);
     }
 }

@@ -23,11 +23,10 @@ use std::time::SystemTime;
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 
-use super::calls::{self, CallEnd, CallStart};
+use super::calls::{self, CallEnd, CallStart, Direction};
+use super::event::{CallEvent, RecordExtras};
 use super::parse_timestamp;
 use super::recordings::{self, NewRecording};
-use crate::call::Direction;
-use crate::call::event::{CallEvent, RecordExtras};
 
 /// What an event changes in its leg's record.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,7 +10,6 @@
 //! After a crash some rows have no `end_time`: [`close_interrupted`] ends them
 //! with cause `unspecified` at the next start, before any new call is taken.
 
-use std::path::Path;
 use std::time::SystemTime;
 
 use rusqlite::types::Value as SqlValue;
@@ -19,8 +18,26 @@ use serde_json::Value;
 
 use super::{Page, StoreError, StoreHandle, parse_timestamp, timestamp};
 
-/// Telnyx `direction` (the call module's type): stored as `incoming` / `outgoing`.
-pub use crate::call::Direction;
+/// Direction of a leg as Telnyx reports it (`direction`), stored as `incoming` /
+/// `outgoing`. The call module re-exports it as `call::Direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The box received the INVITE.
+    Incoming,
+    /// The box sent the INVITE.
+    Outgoing,
+}
+
+impl Direction {
+    /// `"incoming"` / `"outgoing"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Incoming => "incoming",
+            Self::Outgoing => "outgoing",
+        }
+    }
+}
 
 fn parse_direction(s: &str) -> Option<Direction> {
     match s {
@@ -59,27 +76,6 @@ pub struct CallStart {
     pub custom_headers: Option<Value>,
 }
 
-impl CallStart {
-    /// The start record of a leg, from the call module's view of it.
-    pub fn of(info: &crate::call::CallInfo, route: Option<String>, agent: Option<String>) -> Self {
-        Self {
-            call_leg_id: info.ids.call_leg_id.clone(),
-            call_control_id: info.ids.call_control_id.clone(),
-            call_session_id: info.ids.call_session_id.clone(),
-            trunk: Some(info.connection_id.clone()).filter(|t| !t.is_empty()),
-            direction: info.direction,
-            from: info.from.clone(),
-            to: info.to.clone(),
-            start_time: info.start_time,
-            route,
-            agent,
-            custom_headers: Some(Value::Array(
-                info.custom_headers.iter().map(|(n, v)| serde_json::json!({"name": n, "value": v})).collect(),
-            )),
-        }
-    }
-}
-
 /// What is known when a leg ends (`call.hangup`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallEnd {
@@ -97,20 +93,6 @@ pub struct CallEnd {
     /// Telnyx `call_quality_stats` object (`inbound`/`outbound`: `packet_count`,
     /// `skip_packet_count`, `jitter_max_variance`, `jitter_packet_count`, `mos`).
     pub quality_stats: Option<Value>,
-}
-
-impl CallEnd {
-    /// The end record of a leg from the call module's [`crate::call::Hangup`];
-    /// `quality` is the `call_quality_stats` object of the `call.hangup` event.
-    pub fn of(h: crate::call::Hangup, end_time: SystemTime, quality: Option<Value>) -> Self {
-        Self {
-            end_time,
-            hangup_cause: h.cause.as_str().to_string(),
-            hangup_source: h.source.as_str().to_string(),
-            sip_hangup_cause: Some(h.sip_code.to_string()),
-            quality_stats: quality,
-        }
-    }
 }
 
 /// `calls.state`.
@@ -260,21 +242,6 @@ pub fn answer(conn: &Connection, call_leg_id: &str, at: SystemTime) -> rusqlite:
         "UPDATE calls SET state = 'answered', answer_time = ?2, updated_at = ?2 \
          WHERE call_leg_id = ?1 AND end_time IS NULL",
         params![call_leg_id, timestamp(at)],
-    )
-    .map(|n| n == 1)
-}
-
-/// Sets the route and agent of a leg (routing may happen after the row exists).
-pub fn set_route(
-    conn: &Connection,
-    call_leg_id: &str,
-    route: Option<&str>,
-    agent: Option<&str>,
-    now: SystemTime,
-) -> rusqlite::Result<bool> {
-    conn.execute(
-        "UPDATE calls SET route = ?2, agent = ?3, updated_at = ?4 WHERE call_leg_id = ?1",
-        params![call_leg_id, route, agent, timestamp(now)],
     )
     .map(|n| n == 1)
 }
@@ -449,36 +416,6 @@ impl StoreHandle {
     /// Writes the row of a starting leg.
     pub async fn call_started(&self, c: CallStart) -> Result<(), StoreError> {
         self.run(move |conn| insert(conn, &c, SystemTime::now())).await
-    }
-
-    /// Marks a leg answered at `at`; `Ok(false)` when no open leg has that id.
-    pub async fn call_answered(&self, call_leg_id: &str, at: SystemTime) -> Result<bool, StoreError> {
-        let leg = call_leg_id.to_string();
-        self.run(move |conn| answer(conn, &leg, at)).await
-    }
-
-    /// Sets the `[[route]]` and `[[agent]]` names of a leg.
-    pub async fn call_routed(
-        &self,
-        call_leg_id: &str,
-        route: Option<String>,
-        agent: Option<String>,
-    ) -> Result<bool, StoreError> {
-        let leg = call_leg_id.to_string();
-        self.run(move |conn| set_route(conn, &leg, route.as_deref(), agent.as_deref(), SystemTime::now())).await
-    }
-
-    /// Appends a recording file of a leg.
-    pub async fn call_recording(&self, call_leg_id: &str, path: &Path) -> Result<bool, StoreError> {
-        let leg = call_leg_id.to_string();
-        let path = path.display().to_string();
-        self.run(move |conn| add_recording(conn, &leg, &path, SystemTime::now())).await
-    }
-
-    /// Completes a leg at hangup; `Ok(false)` when it was already ended or unknown.
-    pub async fn call_ended(&self, call_leg_id: &str, e: CallEnd) -> Result<bool, StoreError> {
-        let leg = call_leg_id.to_string();
-        self.run(move |conn| end(conn, &leg, &e)).await
     }
 
     /// Reads one leg's record.

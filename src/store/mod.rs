@@ -3,7 +3,8 @@
 //! survives a power cut), versioned migrations applied at startup.
 //!
 //! Owns the schema and the connection. Tables: `daemon_starts`, `calls` (one row per
-//! call leg, [`calls`], written from the call events themselves, [`call_events`])
+//! call leg, [`calls`], written from the call events themselves ([`event`],
+//! [`call_events`]),
 //! `webhook_outbox` (durable webhook events, [`outbox`]) and `recordings` (one row
 //! per recording file, also written from the events, [`recordings`]).
 //! New tables come as new entries of [`MIGRATIONS`], never by editing old ones.
@@ -19,6 +20,7 @@
 
 pub mod call_events;
 pub mod calls;
+pub mod event;
 pub mod outbox;
 pub mod recordings;
 pub mod writer;

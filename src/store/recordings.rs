@@ -23,8 +23,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde_json::{Map, Value};
 
+use super::event::CallEvent;
 use super::{Page, parse_timestamp, timestamp};
-use crate::call::event::CallEvent;
 
 /// `recordings.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

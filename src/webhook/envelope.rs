@@ -22,7 +22,7 @@ use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use serde::Serialize;
 
-use crate::call::event::CallEvent;
+use crate::store::event::CallEvent;
 use crate::store::timestamp;
 
 /// Header carrying the base64 Ed25519 signature.

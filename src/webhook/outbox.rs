@@ -21,10 +21,10 @@ use super::delivery::{DeliveryError, Targets, Worker};
 use super::envelope;
 use super::key::{self, KeyError};
 use super::retry::DeliveryPolicy;
-use crate::call::event::CallEvent;
 use crate::config::Webhooks;
 use crate::store::call_events::RecordUpdate;
 use crate::store::calls::{self, CallRecord};
+use crate::store::event::CallEvent;
 use crate::store::outbox::{self, NewEvent, OutboxStatus};
 use crate::store::{Committed, StoreError, StoreHandle, timestamp};
 

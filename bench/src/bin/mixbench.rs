@@ -36,9 +36,9 @@ use std::time::{Duration, Instant};
 
 use sipbridge::media::g711::G711;
 use sipbridge::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmPort, Playback, pcm_pair};
+use sipbridge::media::transcode::RateConverter;
 use sipbridge::room::jitter::{DEFAULT_TARGET_DELAY, JitterBuffer};
 use sipbridge::room::mixer::{Mixer, Rate, Role};
-use sipbridge::room::resample::{Downsampler, Upsampler};
 use sipbridge::room::{Participant, ParticipantHandle, RoomOptions, Rooms};
 
 /// Room sizes of the mixer benchmark.
@@ -153,18 +153,27 @@ fn mixer_point(n: usize, scenario: Scenario) -> (f64, u64) {
     (ns / ticks as f64, ticks)
 }
 
-/// CPU of one 20 ms frame through the 8→16 kHz upsampler and back down, in ns.
+/// CPU of one 20 ms frame through the 8→16 kHz upsampler and back down (the
+/// rooms' converters, `RateConverter`), in ns.
 fn resampler_pair_ns() -> f64 {
-    let mut up = Upsampler::new();
-    let mut down = Downsampler::new();
+    let mut up = RateConverter::up().unwrap();
+    let mut down = RateConverter::down().unwrap();
     let input = tone(440.0, 8000);
     let (mut wide, mut narrow) = ([0i16; 320], [0i16; 160]);
     let cpu0 = thread_cpu_ns();
     let frames = 100_000u64;
     for f in 0..frames as usize {
         let start = (f * 160) % input.len();
-        up.process(black_box(&input[start..start + 160]), &mut wide);
-        down.process(black_box(&wide), &mut narrow);
+        let mut k = 0;
+        up.process(black_box(&input[start..start + 160]), |s| {
+            wide[k % 320] = s;
+            k += 1;
+        });
+        let mut k = 0;
+        down.process(black_box(&wide), |s| {
+            narrow[k % 160] = s;
+            k += 1;
+        });
         black_box(narrow[80]);
     }
     (thread_cpu_ns() - cpu0) as f64 / frames as f64
