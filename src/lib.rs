@@ -1,8 +1,17 @@
 //! sipbridge: an edge SIP gateway appliance.
 //!
 //! The binary (`src/main.rs`) is a thin shell around this library so that every
-//! module is reachable from integration tests and benchmarks. Module map:
-//! ARCHITECTURE.md in the design folder; each module's own `//!` says what it owns.
+//! module is reachable from integration tests and benchmarks.
+//!
+//! The module map, with its one-way arrows and the walk of one INVITE and one
+//! RTP packet through the files, is `docs/architecture.md` (kept acyclic by
+//! `tests/module_graph.rs`); each module's own `//!` says what it owns.
+//!
+//! ```text
+//! daemon → api → webrtc ─┐
+//!        → sip ──────────┼→ call → agent, room → media → sdp
+//!                        │       → record, webhook → store → config → credentials
+//! ```
 
 pub mod agent;
 pub mod api;

@@ -3,7 +3,7 @@
 //! `GET /v2/conferences[/{id}]`, `GET /v2/conferences/{id}/participants`, and
 //! `POST /v2/conferences/{id}/actions/{join,leave,mute,unmute,hold,unhold,play,end}`.
 //! `{id}` is the `conference_id` or the room's name. Events (`conference.*`) come
-//! from the room engine through `sip::rooms`.
+//! from the room engine through `call::rooms`.
 
 use axum::Json;
 use axum::body::Bytes;

@@ -1,6 +1,11 @@
-//! Calls: the state machine of one call leg (initiated → ringing → answered →
-//! hangup), Telnyx-style ids and hangup causes, the events calls emit, and the
-//! common payload fields of those events.
+//! Calls: everything about a call that is not SIP or RTP. `core` is one call's
+//! control logic without I/O (state machine, the Telnyx action table, the hangup
+//! mapping, PIN, park, session timers, B2BUA pairing); `shell` is the one tokio
+//! loop that drives it for every kind of leg; `actions` does an accepted action's
+//! media work; `rooms` is room membership and `conference.*` events; `services`
+//! is what the API, WebRTC and SIP share (`CallControl`). Also Telnyx-style ids
+//! and hangup causes, the events calls emit and their common payload fields.
+//! Map: `docs/architecture.md`.
 
 pub mod actions;
 pub mod control;

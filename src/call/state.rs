@@ -39,8 +39,6 @@ pub enum HangupCause {
     NoAnswer,
     /// No response or media timeout (408, RTP timeout, transport failure).
     Timeout,
-    /// A configured time limit ended the call.
-    TimeLimit,
     /// Anything else (5xx, crashes, unknown).
     Unspecified,
 }
@@ -56,7 +54,6 @@ impl HangupCause {
             Self::NotFound => "not_found",
             Self::NoAnswer => "no_answer",
             Self::Timeout => "timeout",
-            Self::TimeLimit => "time_limit",
             Self::Unspecified => "unspecified",
         }
     }

@@ -1,8 +1,7 @@
 //! Incoming calls (UAS, RFC 3261 §13.3): trunk admission (address or digest),
 //! call admission (`node.max_calls`, shutdown), routing, SDP answer, then the
 //! call's core (`call::core`) set up from the route and run by the one shell
-//! (`sip::shell`). Also the media work API commands do on a call's own media
-//! ([`LegControl`]) and the recording helpers every kind of call uses.
+//! (`call::shell`) with this INVITE's dialog as its near leg (`sip::leg`).
 
 use std::sync::Arc;
 use std::time::SystemTime;

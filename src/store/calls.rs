@@ -83,7 +83,8 @@ pub struct CallEnd {
     pub end_time: SystemTime,
     /// Telnyx `hangup_cause`: `normal_clearing`, `originator_cancel`,
     /// `call_rejected`, `user_busy`, `not_found`, `no_answer`, `timeout`,
-    /// `time_limit`, `unspecified`.
+    /// `unspecified` (Telnyx's `time_limit` is never reported: the box sets no
+    /// call time limit).
     pub hangup_cause: String,
     /// Telnyx `hangup_source`: `caller`, `callee`, `unknown`.
     pub hangup_source: String,
