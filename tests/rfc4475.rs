@@ -16,8 +16,8 @@ use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::gateway::{Gateway, Route, Trunk};
 use common::*;
-use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(30);
 const SOURCE_IP: &str = "127.4.75.1";
@@ -123,31 +123,12 @@ fn final_response(socks: &[&UdpSocket], cid: Option<&str>) -> Option<String> {
 #[test]
 fn the_torture_messages_get_the_answers_rfc_4475_calls_for() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let text = format!(
-        r#"
-[node]
-data_dir = "{data}"
-shutdown_grace = "1s"
-[sip]
-listen = ["udp://127.0.0.1:{port}"]
-[rtp]
-port_range = "40000-49999"
-[[trunk]]
-name = "torture"
-inbound_allow = ["127.4.75.0/24"]
-[[agent]]
-name = "echo"
-url = "builtin:echo"
-[[route]]
-agent = "echo"
-to = "+13125550100"
-[log]
-format = "text"
-"#,
-        data = dir.path().join("data").display()
-    );
-    let mut d = start_ready(dir.path(), &text);
+    let mut gw = Gateway::builder(dir.path())
+        .trunk(Trunk::new("torture").allow("127.4.75.0/24"))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo").to("+13125550100"))
+        .start();
+    let port = gw.sip_port;
 
     let bind = |p: u16| {
         let s = UdpSocket::bind((SOURCE_IP, p)).unwrap_or_else(|e| panic!("{SOURCE_IP}:{p} must be free: {e}"));
@@ -186,7 +167,7 @@ format = "text"
             }
             None => failures.push(format!("{name}: no expectation")),
         }
-        assert!(d.is_running(), "daemon died on {name}:\n{}", d.stderr());
+        assert!(gw.daemon.is_running(), "daemon died on {name}:\n{}", gw.stderr());
     }
     assert_eq!(EXPECTED.len(), 50, "49 messages of §3 and test.dat");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -198,7 +179,6 @@ format = "text"
         "after",
         &sipp_args("uac_call.xml", "+13125550100", &target, "127.4.75.2", &["-t", "u1"]),
     );
-    assert_eq!(call.wait(WAIT), 0, "{}\n{}", call.report(), d.stderr());
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    assert_eq!(call.wait(WAIT), 0, "{}\n{}", call.report(), gw.stderr());
+    gw.stop();
 }

@@ -7,65 +7,25 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::gateway::{Gateway, GatewayBuilder, Route, Trunk};
 use common::*;
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A daemon listening on UDP and TCP `port`, trunk `local` admitting `allow`,
-/// every call to the echo agent; `extra` is appended (more trunks, routes...).
-fn start_daemon(dir: &Path, port: u16, allow: &str, route_extra: &str, extra: &str) -> (Daemon, NotifySocket) {
-    start_daemon_with_ports(dir, port, allow, route_extra, extra, "40000-49999")
-}
-
-fn start_daemon_with_ports(
-    dir: &Path,
-    port: u16,
-    allow: &str,
-    route_extra: &str,
-    extra: &str,
-    rtp_ports: &str,
-) -> (Daemon, NotifySocket) {
-    let text = format!(
-        r#"
-[node]
-name = "sip-test"
-data_dir = "{data}"
-max_calls = 10
-shutdown_grace = "1s"
-
-[sip]
-listen = ["udp://127.0.0.1:{port}", "tcp://127.0.0.1:{port}"]
-
-[rtp]
-port_range = "{rtp_ports}"
-timeout = "30s"
-
-[[trunk]]
-name = "local"
-inbound_allow = [{allow}]
-
-[[agent]]
-name = "echo"
-url = "builtin:echo"
-
-[[route]]
-name = "echo"
-agent = "echo"
-{route_extra}
-
-[log]
-format = "text"
-{extra}
-"#,
-        data = dir.join("data").display()
-    );
-    let path = dir.join("sipbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut notify = NotifySocket::bind(dir);
-    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("daemon not ready:\n{}", d.stderr()));
-    (d, notify)
+/// A daemon listening on UDP and TCP (one free port), trunk `local` admitting
+/// `allow`, every call to the echo agent (`route_extra` in its route); tests add
+/// more (trunks, an RTP range...).
+fn daemon(dir: &Path, allow: &str, route_extra: &str) -> GatewayBuilder {
+    let port = free_port();
+    Gateway::builder(dir)
+        .node_name("sip-test")
+        .max_calls(10)
+        .sip_listen(&[&format!("udp://127.0.0.1:{port}"), &format!("tcp://127.0.0.1:{port}")], port)
+        .rtp_extra("timeout = \"30s\"")
+        .trunk(Trunk::new("local").allow(allow))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().name("echo").agent("echo").extra(route_extra))
 }
 
 fn run_sipp(dir: &Path, name: &str, args: Vec<String>) -> Sipp {
@@ -73,18 +33,6 @@ fn run_sipp(dir: &Path, name: &str, args: Vec<String>) -> Sipp {
     let code = s.wait(WAIT);
     assert_eq!(code, 0, "sipp {name} failed ({code})\n{}", s.report());
     s
-}
-
-fn wait_log(d: &Daemon, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let log = d.stderr();
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(std::time::Instant::now() < deadline, "log never showed {needle:?}:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn refused_scenario(dir: &Path, code: u16, header: &str) -> String {
@@ -97,51 +45,45 @@ fn refused_scenario(dir: &Path, code: u16, header: &str) -> String {
     path.display().to_string()
 }
 
-fn stop(mut d: Daemon) {
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
-}
-
 #[test]
 fn udp_call_with_bye_from_the_caller() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "", "");
+    let gw = daemon(dir.path(), "127.0.0.0/8", "").start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     run_sipp(dir.path(), "call", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
-    let log = wait_log(&d, "hangup");
+    let log = gw.wait_log("hangup");
     assert!(log.contains("incoming call") && log.contains("to=+13125550100") && log.contains("from=+14155550123"));
     assert!(log.contains("cause=\"normal_clearing\" source=\"caller\" sip_code=200"), "{log}");
-    stop(d);
+    gw.stop();
 }
 
 #[test]
 fn tcp_call_with_bye_from_the_caller() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "", "");
+    let gw = daemon(dir.path(), "127.0.0.0/8", "").start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     run_sipp(dir.path(), "tcp", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "t1"]));
-    wait_log(&d, "cause=\"normal_clearing\" source=\"caller\"");
-    stop(d);
+    gw.wait_log("cause=\"normal_clearing\" source=\"caller\"");
+    gw.stop();
 }
 
 #[test]
 fn bye_from_the_box_when_the_shutdown_grace_ends() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (mut d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "", "");
+    let gw = daemon(dir.path(), "127.0.0.0/8", "").start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     let mut sipp = Sipp::start(
         dir.path(),
         "waitbye",
         &sipp_args("uac_wait_bye.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]),
     );
-    wait_log(&d, "answered");
-    d.signal(Signal::SIGTERM);
+    gw.wait_log("answered");
+    gw.signal(Signal::SIGTERM);
     assert_eq!(sipp.wait(WAIT), 0, "{}", sipp.report());
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
-    let log = d.stderr();
+    let log = gw.exited();
     assert!(log.contains("shutdown grace over: hanging up remaining calls"), "{log}");
     assert!(log.contains("cause=\"normal_clearing\" source=\"callee\""), "{log}");
 }
@@ -149,24 +91,24 @@ fn bye_from_the_box_when_the_shutdown_grace_ends() {
 #[test]
 fn cancel_while_ringing_is_originator_cancel() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "ring_for = \"10s\"", "");
+    let gw = daemon(dir.path(), "127.0.0.0/8", "ring_for = \"10s\"").start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     run_sipp(dir.path(), "cancel", sipp_args("uac_cancel.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
-    wait_log(&d, "cause=\"originator_cancel\" source=\"caller\" sip_code=487");
-    stop(d);
+    gw.wait_log("cause=\"originator_cancel\" source=\"caller\" sip_code=487");
+    gw.stop();
 }
 
 #[test]
 fn hold_and_resume_by_reinvite_keep_the_call() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "", "");
+    let gw = daemon(dir.path(), "127.0.0.0/8", "").start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     run_sipp(dir.path(), "hold", sipp_args("uac_hold.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
-    let log = wait_log(&d, "hangup");
+    let log = gw.wait_log("hangup");
     assert!(log.contains("cause=\"normal_clearing\" source=\"caller\""), "{log}");
-    stop(d);
+    gw.stop();
 }
 
 /// Sends `msg` (LF line ends, made CRLF) from `sock`; the first final response, or
@@ -194,8 +136,8 @@ fn stranger_request(method: &str, sock: &std::net::UdpSocket, port: u16) -> Stri
 #[test]
 fn options_from_a_trunk_get_200_and_from_strangers_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.2/32\"", "", "");
+    let gw = daemon(dir.path(), "127.0.0.2/32", "").start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     let s = run_sipp(dir.path(), "options", sipp_args("uac_options.xml", "x", &target, "127.0.0.2", &["-t", "u1"]));
     // Towards a trunk: the configured User-Agent (default "sipbridge", no version).
@@ -205,34 +147,34 @@ fn options_from_a_trunk_get_200_and_from_strangers_nothing() {
     let sock = std::net::UdpSocket::bind("127.0.0.5:0").unwrap();
     let r = udp_exchange(&sock, port, &stranger_request("OPTIONS", &sock, port));
     assert!(r.is_none(), "{r:?}");
-    wait_log(&d, "request from a source that matches no trunk: dropped");
-    stop(d);
+    gw.wait_log("request from a source that matches no trunk: dropped");
+    gw.stop();
 }
 
 #[test]
 fn invite_from_an_unknown_source_is_dropped_and_never_reaches_routing() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.2/32\"", "", "");
+    let gw = daemon(dir.path(), "127.0.0.2/32", "").start();
+    let port = gw.sip_port;
     let sock = std::net::UdpSocket::bind("127.0.0.5:0").unwrap();
     let r = udp_exchange(&sock, port, &stranger_request("INVITE", &sock, port));
     assert!(r.is_none(), "{r:?}");
-    let log = wait_log(&d, "matches no trunk: dropped");
+    let log = gw.wait_log("matches no trunk: dropped");
     assert!(!log.contains("incoming call"), "{log}");
-    stop(d);
+    gw.stop();
 }
 
 #[test]
 fn with_unknown_source_reject_strangers_get_403_without_user_agent() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.2/32\"", "", "");
+    let gw = daemon(dir.path(), "127.0.0.2/32", "").start();
+    let port = gw.sip_port;
     // [sip] unknown_source applies to new requests after a reload.
     let cfg = dir.path().join("sipbridge.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace("[sip]\n", "[sip]\nunknown_source = \"reject\"\n");
     std::fs::write(&cfg, text).unwrap();
-    d.signal(Signal::SIGHUP);
-    wait_log(&d, "configuration reloaded");
+    gw.signal(Signal::SIGHUP);
+    gw.wait_log("configuration reloaded");
     let target = format!("127.0.0.1:{port}");
     let sc = refused_scenario(dir.path(), 403, "Via:");
     let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.5", &["-t", "u1"]);
@@ -244,56 +186,55 @@ fn with_unknown_source_reject_strangers_get_403_without_user_agent() {
     let sock = std::net::UdpSocket::bind("127.0.0.5:0").unwrap();
     let r = udp_exchange(&sock, port, &stranger_request("OPTIONS", &sock, port)).unwrap_or_default();
     assert!(r.starts_with("SIP/2.0 403") && !r.contains("User-Agent") && !r.contains("Server:"), "{r}");
-    let log = d.stderr();
+    let log = gw.stderr();
     assert!(log.contains("matches no trunk: 403") && !log.contains("incoming call"), "{log}");
-    stop(d);
+    gw.stop();
 }
 
 #[test]
 fn no_route_gets_404() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "to = \"+13125550100\"", "");
+    let gw = daemon(dir.path(), "127.0.0.0/8", "to = \"+13125550100\"").start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     let sc = refused_scenario(dir.path(), 404, "Via:");
     let mut args = sipp_args("uac_call.xml", "+19995550000", &target, "127.0.0.1", &["-t", "u1"]);
     args[1] = sc;
     run_sipp(dir.path(), "404", args);
-    wait_log(&d, "no route matches: 404");
-    stop(d);
+    gw.wait_log("no route matches: 404");
+    gw.stop();
 }
 
 #[test]
 fn over_max_calls_gets_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "", "");
+    let gw = daemon(dir.path(), "127.0.0.0/8", "").start();
+    let port = gw.sip_port;
     // max_calls = 1 through the environment is not possible after start; rewrite and reload.
     let cfg = dir.path().join("sipbridge.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace("max_calls = 10", "max_calls = 1");
     std::fs::write(&cfg, text).unwrap();
-    d.signal(Signal::SIGHUP);
-    wait_log(&d, "configuration reloaded");
+    gw.signal(Signal::SIGHUP);
+    gw.wait_log("configuration reloaded");
     let target = format!("127.0.0.1:{port}");
     let mut long = Sipp::start(
         dir.path(),
         "long",
         &sipp_args("uac_long.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]),
     );
-    wait_log(&d, "answered");
+    gw.wait_log("answered");
     let sc = refused_scenario(dir.path(), 503, "Retry-After:");
     let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]);
     args[1] = sc;
     run_sipp(dir.path(), "503", args);
     assert_eq!(long.wait(WAIT), 0, "the first call is not disturbed\n{}", long.report());
-    wait_log(&d, "node.max_calls reached");
-    stop(d);
+    gw.wait_log("node.max_calls reached");
+    gw.stop();
 }
 
 #[test]
 fn digest_challenged_caller_is_admitted_with_the_right_password_only() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let extra = r#"
 [[trunk]]
 name = "livekit"
@@ -303,7 +244,8 @@ inbound_username = "livekit-out"
 inbound_password = "lk-secret-1234"
 "#;
     // The local trunk admits only 127.0.0.2: callers from 127.0.0.4 must authenticate.
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.2/32\"", "", extra);
+    let gw = daemon(dir.path(), "127.0.0.2/32", "").blocks(extra).start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     run_sipp(
         dir.path(),
@@ -316,7 +258,7 @@ inbound_password = "lk-secret-1234"
             &["-t", "u1", "-au", "livekit-out", "-ap", "lk-secret-1234"],
         ),
     );
-    let log = wait_log(&d, "hangup");
+    let log = gw.wait_log("hangup");
     assert!(log.contains("trunk=livekit"), "{log}");
     // A wrong password is challenged again: the 200 never comes.
     let mut bad = Sipp::start(
@@ -332,54 +274,26 @@ inbound_password = "lk-secret-1234"
     );
     assert_ne!(bad.wait(WAIT), 0, "{}", bad.report());
     assert!(!bad.messages().contains("SIP/2.0 200 OK"), "{}", bad.report());
-    wait_log(&d, "digest authentication failed: wrong password");
-    stop(d);
+    gw.wait_log("digest authentication failed: wrong password");
+    gw.stop();
 }
 
 /// Two carriers: A (SIPp UAC on 127.0.0.2) calls in, the route forwards to B (SIPp
-/// UAS on 127.0.0.3). Returns (daemon, notify, target for A, B's port).
-fn start_forwarding_daemon(dir: &Path, b_auth: bool) -> (Daemon, NotifySocket, String, u16) {
-    let port = free_port();
+/// UAS on 127.0.0.3). Returns (daemon, target for A, B's port).
+fn start_forwarding_daemon(dir: &Path, b_auth: bool) -> (Gateway, String, u16) {
     let b_port = free_port();
-    let creds = if b_auth { "username = \"box-user\"\npassword = \"box-pass\"\n" } else { "" };
-    let text = format!(
-        r#"
-[node]
-name = "b2bua"
-data_dir = "{data}"
-shutdown_grace = "1s"
-
-[sip]
-listen = ["udp://127.0.0.1:{port}"]
-
-[rtp]
-port_range = "40000-49999"
-
-[[trunk]]
-name = "carrier-a"
-inbound_allow = ["127.0.0.2/32"]
-
-[[trunk]]
-name = "carrier-b"
-proxy = "sip:127.0.0.3:{b_port}"
-inbound_allow = ["127.0.0.3/32"]
-{creds}
-[[route]]
-name = "a to b"
-trunk = "carrier-a"
-forward = "carrier-b"
-
-[log]
-format = "text"
-"#,
-        data = dir.join("data").display()
-    );
-    let path = dir.join("sipbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut notify = NotifySocket::bind(dir);
-    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("daemon not ready:\n{}", d.stderr()));
-    (d, notify, format!("127.0.0.1:{port}"), b_port)
+    let mut carrier_b = Trunk::new("carrier-b").proxy(&format!("sip:127.0.0.3:{b_port}")).allow("127.0.0.3/32");
+    if b_auth {
+        carrier_b = carrier_b.extra("username = \"box-user\"\npassword = \"box-pass\"");
+    }
+    let gw = Gateway::builder(dir)
+        .node_name("b2bua")
+        .trunk(Trunk::new("carrier-a").allow("127.0.0.2/32"))
+        .trunk(carrier_b)
+        .route(Route::new().name("a to b").trunk("carrier-a").extra("forward = \"carrier-b\""))
+        .start();
+    let target = format!("127.0.0.1:{}", gw.sip_port);
+    (gw, target, b_port)
 }
 
 fn uas(dir: &Path, name: &str, scenario_file: &str, b_port: u16) -> Sipp {
@@ -410,12 +324,12 @@ fn uas(dir: &Path, name: &str, scenario_file: &str, b_port: u16) -> Sipp {
 #[test]
 fn forward_between_two_trunks_ties_both_dialogs() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, _n, target, b_port) = start_forwarding_daemon(dir.path(), false);
+    let (gw, target, b_port) = start_forwarding_daemon(dir.path(), false);
     // BYE from the caller reaches the far carrier.
     let mut b = uas(dir.path(), "b", "uas_answer.xml", b_port);
     run_sipp(dir.path(), "a", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
     assert_eq!(b.wait(WAIT), 0, "{}", b.report());
-    let log = wait_log(&d, "outgoing call");
+    let log = gw.wait_log("outgoing call");
     assert!(log.contains("trunk=carrier-b from=+14155550123 to=+13125550100"), "{log}");
     // BYE from the far carrier reaches the caller.
     let mut b = uas(dir.path(), "b2", "uas_answer_then_bye.xml", b_port);
@@ -424,9 +338,9 @@ fn forward_between_two_trunks_ties_both_dialogs() {
         "a2",
         &sipp_args("uac_wait_bye.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]),
     );
-    assert_eq!(b.wait(WAIT), 0, "{}\n{}", b.report(), d.stderr());
-    assert_eq!(a.wait(WAIT), 0, "{}\n{}", a.report(), d.stderr());
-    stop(d);
+    assert_eq!(b.wait(WAIT), 0, "{}\n{}", b.report(), gw.stderr());
+    assert_eq!(a.wait(WAIT), 0, "{}\n{}", a.report(), gw.stderr());
+    gw.stop();
 }
 
 /// RFC 4028 on a forwarded call (issue 19): the caller's Session-Expires (a
@@ -438,27 +352,27 @@ fn forward_between_two_trunks_ties_both_dialogs() {
 #[test]
 fn forward_passes_the_session_timer_to_both_legs() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, _n, target, b_port) = start_forwarding_daemon(dir.path(), false);
+    let (gw, target, b_port) = start_forwarding_daemon(dir.path(), false);
     let mut b = uas(dir.path(), "b-timer", "uas_answer_timer.xml", b_port);
     run_sipp(dir.path(), "a-timer", sipp_args("uac_telnyx.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
-    assert_eq!(b.wait(WAIT), 0, "{}\n{}", b.report(), d.stderr());
-    wait_log(&d, "cause=\"normal_clearing\" source=\"caller\" sip_code=200");
-    stop(d);
+    assert_eq!(b.wait(WAIT), 0, "{}\n{}", b.report(), gw.stderr());
+    gw.wait_log("cause=\"normal_clearing\" source=\"caller\" sip_code=200");
+    gw.stop();
 }
 
 #[test]
 fn forward_propagates_cancel_and_failure_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, _n, target, b_port) = start_forwarding_daemon(dir.path(), false);
+    let (gw, target, b_port) = start_forwarding_daemon(dir.path(), false);
     // The caller gives up while B rings: B sees the CANCEL.
     let mut b = uas(dir.path(), "ring", "uas_ring_cancelled.xml", b_port);
     run_sipp(dir.path(), "cancel", sipp_args("uac_cancel.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
     assert_eq!(b.wait(WAIT), 0, "{}", b.report());
-    stop(d);
+    gw.stop();
     // B is busy: the caller gets 486. A fresh daemon and carrier port, so no late
     // retransmission of the first call can reach the second carrier instance.
     let dir2 = tempfile::tempdir().unwrap();
-    let (d, _n2, target, b_port) = start_forwarding_daemon(dir2.path(), false);
+    let (gw, target, b_port) = start_forwarding_daemon(dir2.path(), false);
     let dir = dir2;
     let mut b = uas(dir.path(), "busy", "uas_busy.xml", b_port);
     let sc = refused_scenario(dir.path(), 486, "Via:");
@@ -466,25 +380,24 @@ fn forward_propagates_cancel_and_failure_codes() {
     args[1] = sc;
     run_sipp(dir.path(), "486", args);
     assert_eq!(b.wait(WAIT), 0, "{}", b.report());
-    wait_log(&d, "cause=\"user_busy\" source=\"callee\" sip_code=486");
-    stop(d);
+    gw.wait_log("cause=\"user_busy\" source=\"callee\" sip_code=486");
+    gw.stop();
 }
 
 #[test]
 fn outbound_invite_answers_a_407_challenge_with_the_trunk_credentials() {
     let dir = tempfile::tempdir().unwrap();
-    let (d, _n, target, b_port) = start_forwarding_daemon(dir.path(), true);
+    let (gw, target, b_port) = start_forwarding_daemon(dir.path(), true);
     let mut b = uas(dir.path(), "b407", "uas_407.xml", b_port);
     run_sipp(dir.path(), "a", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
     assert_eq!(b.wait(WAIT), 0, "{}", b.report());
-    stop(d);
+    gw.stop();
 }
 
 #[test]
 fn register_answers_a_qop_list_challenge_and_refreshes_before_expiry() {
     use md5::Digest as _;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let reg_port = free_port();
     let mut registrar = {
         let args: Vec<String> = [
@@ -518,15 +431,15 @@ password = "reg-pass"
 register = true
 "#
     );
-    let (d, mut notify) = start_daemon(dir.path(), port, "\"127.0.0.2/32\"", "", &extra);
-    assert_eq!(registrar.wait(WAIT), 0, "{}\n{}", registrar.report(), d.stderr());
+    let mut gw = daemon(dir.path(), "127.0.0.2/32", "").blocks(&extra).start();
+    assert_eq!(registrar.wait(WAIT), 0, "{}\n{}", registrar.report(), gw.stderr());
     // systemd's STATUS= follows the registration.
     let deadline = std::time::Instant::now() + WAIT;
-    while !notify.seen.iter().any(|m| m.contains("telnyx registered (2s)")) {
-        assert!(std::time::Instant::now() < deadline, "{:?}", notify.seen);
-        notify.wait_for("STATUS=", Duration::from_secs(1));
+    while !gw.notify.seen.iter().any(|m| m.contains("telnyx registered (2s)")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", gw.notify.seen);
+        gw.notify.wait_for("STATUS=", Duration::from_secs(1));
     }
-    wait_log(&d, "registration: registered");
+    gw.wait_log("registration: registered");
 
     // The digest answer is right (computed here independently, RFC 2617 §3.2.2).
     let trace = registrar.messages();
@@ -547,37 +460,37 @@ register = true
     let ha2 = hex(format!("REGISTER:{}", field("uri")));
     let expected = hex(format!("{ha1}:5f2b0c9e4a1d:{}:{}:auth:{ha2}", field("nc"), field("cnonce")));
     assert_eq!(field("response"), expected, "{auth_line}");
-    stop(d);
+    gw.stop();
 }
 
 #[test]
 fn a_telnyx_shaped_invite_is_accepted_with_session_timer() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     // A Telnyx IP connection: only the proxy's address may call (here 127.0.0.2).
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.2/32\"", "to = \"+13125550100\"", "");
+    let gw = daemon(dir.path(), "127.0.0.2/32", "to = \"+13125550100\"").start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     run_sipp(dir.path(), "telnyx", sipp_args("uac_telnyx.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
-    let log = wait_log(&d, "hangup");
+    let log = gw.wait_log("hangup");
     assert!(log.contains("from=+14155550123 to=+13125550100"), "{log}");
-    stop(d);
+    gw.stop();
 }
 
 #[test]
 fn info_dtmf_update_refresh_and_405_for_unknown_methods() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "", "");
+    let gw = daemon(dir.path(), "127.0.0.0/8", "").start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     let mut s = Sipp::start(
         dir.path(),
         "info",
         &sipp_args("uac_info_update.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]),
     );
-    assert_eq!(s.wait(WAIT), 0, "{}\n{}", s.report(), d.stderr());
-    let log = wait_log(&d, "hangup");
+    assert_eq!(s.wait(WAIT), 0, "{}\n{}", s.report(), gw.stderr());
+    let log = gw.wait_log("hangup");
     assert!(log.contains("digit=5") && log.contains("DTMF (SIP INFO)"), "{log}");
-    stop(d);
+    gw.stop();
 }
 
 #[test]
@@ -587,94 +500,89 @@ fn ipv6_call_on_loopback() {
     }
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let text = format!(
-        "[node]\ndata_dir = \"{}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://[::1]:{port}\"]\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"v6\"\ninbound_allow = [\"::1/128\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n[log]\nformat = \"text\"\n",
-        dir.path().join("data").display()
-    );
-    let path = dir.path().join("sipbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut notify = NotifySocket::bind(dir.path());
-    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
+    let gw = Gateway::builder(dir.path())
+        .sip_listen(&[&format!("udp://[::1]:{port}")], port)
+        .trunk(Trunk::new("v6").allow("::1/128"))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo"))
+        .start();
     let target = format!("[::1]:{port}");
     run_sipp(dir.path(), "v6", sipp_args("uac_call.xml", "+13125550100", &target, "::1", &["-t", "u1"]));
-    let log = wait_log(&d, "hangup");
+    let log = gw.wait_log("hangup");
     assert!(log.contains("cause=\"normal_clearing\""), "{log}");
-    stop(d);
+    gw.stop();
 }
 
 #[test]
 fn no_rtp_for_the_timeout_hangs_up_with_cause_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "", "");
+    let gw = daemon(dir.path(), "127.0.0.0/8", "").start();
+    let port = gw.sip_port;
     // A 2 s RTP timeout via reload (the SIPp caller sends no RTP at all).
     let cfg = dir.path().join("sipbridge.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace("timeout = \"30s\"", "timeout = \"2s\"");
     std::fs::write(&cfg, text).unwrap();
-    d.signal(Signal::SIGHUP);
-    wait_log(&d, "configuration reloaded");
+    gw.signal(Signal::SIGHUP);
+    gw.wait_log("configuration reloaded");
     let target = format!("127.0.0.1:{port}");
     run_sipp(dir.path(), "silent", sipp_args("uac_wait_bye.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
-    let log = wait_log(&d, "hangup");
+    let log = gw.wait_log("hangup");
     assert!(log.contains("no RTP for 2s: BYE"), "{log}");
     assert!(log.contains("cause=\"timeout\" source=\"callee\""), "{log}");
-    stop(d);
+    gw.stop();
 }
 
 #[test]
 fn rtp_port_exhaustion_gets_503() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let base = free_even_block(2);
     // One RTP port pair only.
-    let range = format!("{base}-{}", base + 1);
-    let (d, _n) = start_daemon_with_ports(dir.path(), port, "\"127.0.0.0/8\"", "", "", &range);
+    let gw = daemon(dir.path(), "127.0.0.0/8", "").rtp_range(base, base + 1).start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     let mut long = Sipp::start(
         dir.path(),
         "long",
         &sipp_args("uac_long.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]),
     );
-    wait_log(&d, "answered");
+    gw.wait_log("answered");
     let sc = refused_scenario(dir.path(), 503, "Retry-After:");
     let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]);
     args[1] = sc;
     run_sipp(dir.path(), "503ports", args);
     assert_eq!(long.wait(WAIT), 0, "{}", long.report());
-    wait_log(&d, "RTP port range exhausted: 503");
+    gw.wait_log("RTP port range exhausted: 503");
     // The pair came back: a new call works.
     run_sipp(dir.path(), "again", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
-    stop(d);
+    gw.stop();
 }
 
 #[test]
 fn while_shutting_down_new_calls_get_503_and_active_calls_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let (mut d, _n) = start_daemon(dir.path(), port, "\"127.0.0.0/8\"", "", "");
+    let gw = daemon(dir.path(), "127.0.0.0/8", "").start();
+    let port = gw.sip_port;
     // A long grace, via reload, so the active call can end by itself.
     let cfg = dir.path().join("sipbridge.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace("shutdown_grace = \"1s\"", "shutdown_grace = \"20s\"");
     std::fs::write(&cfg, text).unwrap();
-    d.signal(Signal::SIGHUP);
-    wait_log(&d, "configuration reloaded");
+    gw.signal(Signal::SIGHUP);
+    gw.wait_log("configuration reloaded");
     let target = format!("127.0.0.1:{port}");
     let mut long = Sipp::start(
         dir.path(),
         "long",
         &sipp_args("uac_long.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]),
     );
-    wait_log(&d, "answered");
-    d.signal(Signal::SIGTERM);
-    wait_log(&d, "stopping: new calls are refused");
+    gw.wait_log("answered");
+    gw.signal(Signal::SIGTERM);
+    gw.wait_log("stopping: new calls are refused");
     let sc = refused_scenario(dir.path(), 503, "Retry-After:");
     let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]);
     args[1] = sc;
     run_sipp(dir.path(), "503stop", args);
     assert_eq!(long.wait(WAIT), 0, "the active call ends normally\n{}", long.report());
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
-    let log = d.stderr();
+    let log = gw.exited();
     assert!(log.contains("incoming call refused: shutting down"), "{log}");
     assert!(!log.contains("shutdown grace over"), "the call ended within the grace: {log}");
 }
@@ -687,8 +595,8 @@ fn early_media_from_the_far_end_reaches_the_caller_before_the_answer() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pcap")).unwrap();
     std::fs::copy("/usr/share/sip-tester/g711a.pcap", dir.path().join("pcap/g711a.pcap")).unwrap();
-    let (d, _n, target, b_port) = start_forwarding_daemon(dir.path(), false);
-    let port: u16 = target.rsplit(':').next().unwrap().parse().unwrap();
+    let (gw, _, b_port) = start_forwarding_daemon(dir.path(), false);
+    let port = gw.sip_port;
     let mut b = uas(dir.path(), "b", "uas_early_media.xml", b_port);
     // The caller (silent) listens from the 183 on; the far end answers after 2.5 s.
     let silent = common::rtp::Script {
@@ -700,7 +608,7 @@ fn early_media_from_the_far_end_reaches_the_caller_before_the_answer() {
     };
     let (code, report, received) =
         common::rtp::place_calls(dir.path(), port, "127.0.0.2", "+13125550100", 3500, vec![silent]);
-    assert_eq!(code, 0, "{report}\n{}", d.stderr());
+    assert_eq!(code, 0, "{report}\n{}", gw.stderr());
     assert_eq!(b.wait(WAIT), 0, "{}", b.report());
     let trace = std::fs::read_dir(dir.path())
         .unwrap()
@@ -713,5 +621,5 @@ fn early_media_from_the_far_end_reaches_the_caller_before_the_answer() {
     // before the 200 OK, which came 2.5 s after the 183.
     let early: Vec<_> = received[0].iter().filter(|p| p.at < Duration::from_millis(2000) && p.rms() > 300.0).collect();
     assert!(early.len() >= 25, "early media packets heard: {} of {}", early.len(), received[0].len());
-    stop(d);
+    gw.stop();
 }

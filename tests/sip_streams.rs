@@ -17,59 +17,35 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::gateway::{Gateway, Route, Trunk};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "streams-test-token";
 const TRUNK_IP: &str = "127.0.0.2";
 
-/// A daemon with `udp://` and `tcp://` on `port`, `tls://` on `tls_port` when
-/// given, trunk "carrier" at 127.0.0.2 routed to the echo agent, the API on
-/// `api_port` (for /metrics), and `sip_extra` in `[sip]`.
-fn start_daemon(dir: &Path, port: u16, tls_port: Option<u16>, api_port: u16, sip_extra: &str) -> Daemon {
-    let mut listen = format!("\"udp://127.0.0.1:{port}\", \"tcp://127.0.0.1:{port}\"");
+/// A daemon with `udp://` and `tcp://` on one free port, `tls://` on `tls_port`
+/// when given, trunk "carrier" at 127.0.0.2 routed to the echo agent, the API (for
+/// /metrics), and `sip_extra` in `[sip]`.
+fn start_daemon(dir: &Path, tls_port: Option<u16>, sip_extra: &str) -> Gateway {
+    let port = free_port();
+    let mut listen = vec![format!("udp://127.0.0.1:{port}"), format!("tcp://127.0.0.1:{port}")];
     let mut tls_keys = String::new();
     if let Some(tls_port) = tls_port {
         let (cert, key) = make_cert(dir);
-        listen.push_str(&format!(", \"tls://127.0.0.1:{tls_port}\""));
+        listen.push(format!("tls://127.0.0.1:{tls_port}"));
         tls_keys = format!("tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n", cert.display(), key.display());
     }
-    let text = format!(
-        r#"
-[node]
-name = "streams-test"
-data_dir = "{data}"
-shutdown_grace = "1s"
-
-[sip]
-listen = [{listen}]
-{tls_keys}{sip_extra}
-
-[rtp]
-port_range = "40000-49999"
-
-[[trunk]]
-name = "carrier"
-inbound_allow = ["{TRUNK_IP}/32"]
-
-[[agent]]
-name = "echo"
-url = "builtin:echo"
-
-[[route]]
-name = "echo"
-agent = "echo"
-
-[api]
-listen = "127.0.0.1:{api_port}"
-token = "{TOKEN}"
-
-[log]
-format = "text"
-"#,
-        data = dir.join("data").display()
-    );
-    start_ready(dir, &text)
+    Gateway::builder(dir)
+        .node_name("streams-test")
+        .sip_listen(&listen.iter().map(String::as_str).collect::<Vec<_>>(), port)
+        .sip_extra(&tls_keys)
+        .sip_extra(sip_extra)
+        .trunk(Trunk::new("carrier").allow(&format!("{TRUNK_IP}/32")))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().name("echo").agent("echo"))
+        .api(TOKEN)
+        .start()
 }
 
 /// A self-signed certificate for 127.0.0.1 (openssl, as in `sip_tls.rs`).
@@ -207,9 +183,9 @@ fn trunk_places_30_calls(dir: &Path, port: u16) {
 #[test]
 fn two_thousand_connections_under_the_default_caps_are_mostly_refused_and_calls_succeed() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, api) = (free_port(), free_port());
-    let d = start_daemon(dir.path(), port, None, api, "");
-    let pid = d.child.id() as i32;
+    let gw = start_daemon(dir.path(), None, "");
+    let (port, api) = (gw.sip_port, gw.api_port());
+    let pid = gw.daemon.child.id() as i32;
     let (rss_before, _) = rss_kb(pid);
     // 31 sources x 16 (max_connections_per_source) = 496 admitted, the rest refused.
     let sources: Vec<String> = (10..=40).map(|i| format!("127.0.0.{i}")).collect();
@@ -231,17 +207,15 @@ fn two_thousand_idle_connections_do_not_stop_a_trunks_calls() {
     // the limit; systemd/sipbridge.service sets LimitNOFILE=65536).
     assert!(fd_limit() >= 2500, "needs `ulimit -n` of at least 2500, have {}", fd_limit());
     let dir = tempfile::tempdir().unwrap();
-    let (port, api) = (free_port(), free_port());
     // Caps high enough to hold all 2 000, deadlines long enough that none expire
     // during the test: what is measured is what holding them costs.
-    let d = start_daemon(
+    let gw = start_daemon(
         dir.path(),
-        port,
         None,
-        api,
         "max_connections = 2500\nmax_connections_per_source = 100\nfirst_message_timeout = \"120s\"\nidle_timeout = \"300s\"\n",
     );
-    let pid = d.child.id() as i32;
+    let port = gw.sip_port;
+    let pid = gw.daemon.child.id() as i32;
     let (rss_before, _) = rss_kb(pid);
     let fds_before = fds(pid);
 
@@ -281,14 +255,12 @@ fn two_thousand_idle_connections_do_not_stop_a_trunks_calls() {
 #[test]
 fn connection_caps_refuse_per_source_and_in_total_but_never_a_trunk() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, api) = (free_port(), free_port());
-    let d = start_daemon(
+    let gw = start_daemon(
         dir.path(),
-        port,
         None,
-        api,
         "max_connections = 6\nmax_connections_per_source = 4\nfirst_message_timeout = \"60s\"\n",
     );
+    let (port, api) = (gw.sip_port, gw.api_port());
     let mut held: Vec<TcpStream> = Vec::new();
     for i in 0..4 {
         let mut s = connect_from("127.0.0.50", port);
@@ -324,22 +296,20 @@ fn connection_caps_refuse_per_source_and_in_total_but_never_a_trunk() {
         assert!(Instant::now() < deadline, "the place of a closed connection was never freed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let log = d.stderr();
+    let log = gw.stderr();
     assert!(log.contains("too many connections from this source"), "{log}");
 }
 
 #[test]
 fn silent_slow_and_idle_connections_are_closed_but_a_trunks_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, api) = (free_port(), free_port());
     // Strangers' requests are answered (403) here, so "answered, then idle" can be seen.
-    let d = start_daemon(
+    let gw = start_daemon(
         dir.path(),
-        port,
         None,
-        api,
         "first_message_timeout = \"1s\"\nidle_timeout = \"3s\"\nunknown_source = \"reject\"\n",
     );
+    let (port, api) = (gw.sip_port, gw.api_port());
     let mut seen = Vec::new();
     let mut silent = connect_from("127.0.0.60", port);
     let mut trunk_silent = connect_from(TRUNK_IP, port);
@@ -374,7 +344,7 @@ fn silent_slow_and_idle_connections_are_closed_but_a_trunks_is_kept() {
     // The trunk's silent connection outlived all of that (more than 5 s).
     assert!(!closed_within(&mut trunk_silent, Duration::from_millis(500), &mut seen), "a trunk keeps its connection");
     assert_eq!(metric_until(api, "sipbridge_sip_streams_refused_total", |v| v >= 3), 3);
-    let log = d.stderr();
+    let log = gw.stderr();
     assert!(log.contains("no complete SIP message in time"), "{log}");
     assert!(log.contains("SIP message not completed in time"), "{log}");
 }
@@ -382,8 +352,9 @@ fn silent_slow_and_idle_connections_are_closed_but_a_trunks_is_kept() {
 #[test]
 fn a_tls_connection_that_never_handshakes_is_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, tls_port, api) = (free_port(), free_port(), free_port());
-    let _d = start_daemon(dir.path(), port, Some(tls_port), api, "tls_handshake_timeout = \"1s\"\n");
+    let tls_port = free_port();
+    let gw = start_daemon(dir.path(), Some(tls_port), "tls_handshake_timeout = \"1s\"\n");
+    let api = gw.api_port();
     let mut seen = Vec::new();
     let mut silent = connect_from("127.0.0.70", tls_port);
     // A TLS record header announcing a ClientHello that never comes.
@@ -399,8 +370,8 @@ fn a_tls_connection_that_never_handshakes_is_closed() {
 #[test]
 fn messages_on_one_stream_are_cut_to_the_source_rate_but_a_trunks_are_not() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, api) = (free_port(), free_port());
-    let _d = start_daemon(dir.path(), port, None, api, "");
+    let gw = start_daemon(dir.path(), None, "");
+    let (port, api) = (gw.sip_port, gw.api_port());
     const N: usize = 1000;
     let flood = |source: &str| {
         let mut s = connect_from(source, port);

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::gateway::{Gateway, Route, Trunk};
 use common::*;
-use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -41,17 +41,11 @@ async fn options_over_tls_with_a_verified_certificate() {
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 
     let port = free_port();
-    let text = format!(
-        "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"tls://127.0.0.1:{port}\"]\ntls_certificate = \"{cert}\"\ntls_private_key = \"{key}\"\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"tls\"\ninbound_allow = [\"127.0.0.0/8\"]\n[log]\nformat = \"text\"\n",
-        data = dir.path().join("data").display(),
-        cert = cert.display(),
-        key = key.display()
-    );
-    let path = dir.path().join("sipbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut notify = NotifySocket::bind(dir.path());
-    let mut d = Daemon::start(&path, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
+    let gw = Gateway::builder(dir.path())
+        .sip_listen(&[&format!("tls://127.0.0.1:{port}")], port)
+        .sip_extra(&format!("tls_certificate = \"{}\"\ntls_private_key = \"{}\"", cert.display(), key.display()))
+        .trunk(Trunk::new("tls").allow("127.0.0.0/8"))
+        .start();
 
     // A client that trusts only the test certificate and checks the name.
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
@@ -79,8 +73,7 @@ async fn options_over_tls_with_a_verified_certificate() {
     let resp = String::from_utf8_lossy(&buf[..n]);
     assert!(resp.starts_with("SIP/2.0 200 OK"), "{resp}");
     assert!(resp.contains("Allow: INVITE"), "{resp}");
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    gw.stop();
 }
 
 fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -99,15 +92,6 @@ fn make_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::pat
     (cert, key)
 }
 
-fn start(dir: &std::path::Path, text: String) -> (Daemon, NotifySocket) {
-    let path = dir.join("sipbridge.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut notify = NotifySocket::bind(dir);
-    let d = Daemon::start(&path, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
-    (d, notify)
-}
-
 /// A box forwards over TLS to a "carrier" (a second sipbridge with a TLS listener
 /// and the echo agent): the call goes through when the carrier's certificate
 /// verifies against tls_ca_file, and fails when it does not.
@@ -121,28 +105,23 @@ fn forward_over_tls_verifies_the_carrier_certificate() {
     let (cert, key) = make_cert(dir.path(), "carrier");
     let (other_ca, _) = make_cert(dir.path(), "other");
     let tls_port = free_port();
-    let (mut carrier, _n1) = start(
-        &carrier_dir,
-        format!(
-            "[node]\ndata_dir = \"{d}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"tls://127.0.0.1:{tls_port}\"]\ntls_certificate = \"{c}\"\ntls_private_key = \"{k}\"\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"customer\"\ninbound_allow = [\"127.0.0.0/8\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n[log]\nformat = \"text\"\n",
-            d = carrier_dir.join("data").display(),
-            c = cert.display(),
-            k = key.display()
-        ),
-    );
+    let carrier = Gateway::builder(&carrier_dir)
+        .sip_listen(&[&format!("tls://127.0.0.1:{tls_port}")], tls_port)
+        .sip_extra(&format!("tls_certificate = \"{}\"\ntls_private_key = \"{}\"", cert.display(), key.display()))
+        .trunk(Trunk::new("customer").allow("127.0.0.0/8"))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo"))
+        .start();
     for (ca, expect_ok) in [(&cert, true), (&other_ca, false)] {
         let box_dir = box_dir.join(if expect_ok { "trusting" } else { "distrusting" });
         std::fs::create_dir_all(&box_dir).unwrap();
-        let port = free_port();
-        let (mut bx, _n2) = start(
-            &box_dir,
-            format!(
-                "[node]\ndata_dir = \"{d}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\ntls_ca_file = \"{ca}\"\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.2/32\"]\n[[trunk]]\nname = \"carrier\"\nproxy = \"sip:127.0.0.1:{tls_port};transport=tls\"\n[[route]]\ntrunk = \"pbx\"\nforward = \"carrier\"\n[log]\nformat = \"text\"\n",
-                d = box_dir.join("data").display(),
-                ca = ca.display()
-            ),
-        );
-        let target = format!("127.0.0.1:{port}");
+        let bx = Gateway::builder(&box_dir)
+            .sip_extra(&format!("tls_ca_file = \"{}\"", ca.display()))
+            .trunk(Trunk::new("pbx").allow("127.0.0.2/32"))
+            .trunk(Trunk::new("carrier").proxy(&format!("sip:127.0.0.1:{tls_port};transport=tls")))
+            .route(Route::new().trunk("pbx").extra("forward = \"carrier\""))
+            .start();
+        let target = format!("127.0.0.1:{}", bx.sip_port);
         let mut s = Sipp::start(
             &box_dir,
             if expect_ok { "ok" } else { "bad" },
@@ -155,9 +134,7 @@ fn forward_over_tls_verifies_the_carrier_certificate() {
             assert_ne!(code, 0, "an unverified carrier must not get the call\n{}", s.report());
             assert!(!s.messages().contains("SIP/2.0 200 OK"), "{}", s.report());
         }
-        bx.signal(Signal::SIGTERM);
-        assert_eq!(bx.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+        bx.stop();
     }
-    carrier.signal(Signal::SIGTERM);
-    assert_eq!(carrier.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    carrier.stop();
 }

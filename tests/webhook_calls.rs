@@ -4,36 +4,24 @@
 //! order with Telnyx's envelope and field names.
 
 mod common;
-use common::receivers as harness;
 
 use std::time::Duration;
 
+use common::gateway::{Gateway, Route, Trunk};
 use common::*;
-use harness::{Receiver, delivered, keygen, rejected};
-use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_produces_signed_telnyx_webhooks_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, public) = keygen(dir.path());
-    let receiver = Receiver::start(dir.path(), "hook", &public, &[]);
-    let port = free_port();
-    let config = dir.path().join("sipbridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n[rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"telnyx-ip\"\ninbound_allow = [\"127.0.0.2/32\"]\n[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n[webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\n[log]\nformat = \"text\"\n",
-            data = dir.path().join("data").display(),
-            url = receiver.url(),
-            key = key.display()
-        ),
-    )
-    .unwrap();
-    let mut notify = NotifySocket::bind(dir.path());
-    let mut d = Daemon::start(&config, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
+    let gw = Gateway::builder(dir.path())
+        .trunk(Trunk::new("telnyx-ip").allow("127.0.0.2/32"))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo"))
+        .webhooks("")
+        .start();
+    let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     let dd = dir.path().to_path_buf();
     let code = tokio::task::spawn_blocking(move || {
@@ -44,9 +32,8 @@ async fn a_call_produces_signed_telnyx_webhooks_in_order() {
     .await
     .unwrap();
     assert_eq!(code.0, 0, "{}", code.1);
-    let entries = receiver.wait_until("three call events", WAIT, |e| delivered(e).len() >= 3).await;
-    assert!(rejected(&entries).is_empty(), "every signature verified: {:?}", rejected(&entries));
-    let bodies: Vec<&serde_json::Value> = delivered(&entries).iter().map(|e| &e["body"]).collect();
+    // Delivered, every signature verified.
+    let bodies = gw.events("three call events", |b| b.len() >= 3).await;
     let types: Vec<&str> = bodies.iter().map(|b| b["data"]["event_type"].as_str().unwrap()).collect();
     assert_eq!(types, ["call.initiated", "call.answered", "call.hangup"]);
     for b in &bodies {
@@ -66,14 +53,12 @@ async fn a_call_produces_signed_telnyx_webhooks_in_order() {
     assert_eq!(hangup["hangup_source"], "caller");
     assert_eq!(hangup["sip_hangup_cause"], "200");
     assert!(hangup["call_quality_stats"]["inbound"]["mos"].is_string(), "{hangup}");
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+    let (config, data) = (gw.config.clone(), gw.data.clone());
+    gw.stop();
     // The call record, written from those events, as `sqlite3` shows it.
-    let db = rusqlite::Connection::open_with_flags(
-        dir.path().join("data/sipbridge.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let db =
+        rusqlite::Connection::open_with_flags(data.join("sipbridge.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     let columns = "call_leg_id, call_control_id, call_session_id, trunk, direction, from_number, to_number, state, \
                    start_time, answer_time, end_time, hangup_cause, hangup_source, sip_hangup_cause, quality_stats, \
                    custom_headers, recording_paths";

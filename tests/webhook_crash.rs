@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::gateway::{Gateway, Route, Trunk};
 use common::*;
-use harness::{Receiver, delivered, duplicates, keygen, rejected};
-use nix::sys::signal::Signal;
+use harness::{delivered, duplicates, rejected};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
 
@@ -113,28 +113,14 @@ fn leg_of(p: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_calls_with_hundreds_of_events_pending_loses_none() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, public) = keygen(dir.path());
-    let rx = Receiver::start(dir.path(), "hook", &public, &["--status", "500"]);
-    let port = free_port();
-    let data = dir.path().join("data");
-    let config = dir.path().join("sipbridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\ndata_dir = \"{data}\"\nshutdown_grace = \"1s\"\n[sip]\nlisten = [\"udp://127.0.0.1:{port}\"]\n\
-             [rtp]\nport_range = \"40000-49999\"\n[[trunk]]\nname = \"telnyx-ip\"\ninbound_allow = [\"127.0.0.2/32\"]\n\
-             [[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n\
-             [webhooks]\nurl = \"{url}\"\nsigning_key = \"{key}\"\nretry_initial = \"200ms\"\nretry_max = \"2s\"\n\
-             max_in_flight = 8\n[log]\nformat = \"text\"\n",
-            data = data.display(),
-            url = rx.url(),
-            key = key.display()
-        ),
-    )
-    .unwrap();
-    let mut notify = NotifySocket::bind(dir.path());
-    let mut d = Daemon::start(&config, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
+    let mut gw = Gateway::builder(dir.path())
+        .trunk(Trunk::new("telnyx-ip").allow("127.0.0.2/32"))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo"))
+        .webhooks("retry_initial = \"200ms\"\nretry_max = \"2s\"\nmax_in_flight = 8")
+        .receiver_args(&["--status", "500"])
+        .start();
+    let (port, data, config) = (gw.sip_port, gw.data.clone(), gw.config.clone());
 
     // Real calls, 20 at a time, 50 new ones per second at most.
     let long = long_call_scenario(dir.path());
@@ -149,12 +135,12 @@ async fn kill_9_during_calls_with_hundreds_of_events_pending_loses_none() {
     let sipp = Sipp::start(dir.path(), "calls", &args);
     let deadline = Instant::now() + WAIT;
     while committed_count(&data) < KILL_AT {
-        assert!(d.is_running(), "daemon died: {}", d.stderr());
+        assert!(gw.daemon.is_running(), "daemon died: {}", gw.stderr());
         assert!(Instant::now() < deadline, "only {} events committed; {}", committed_count(&data), sipp.report());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    d.signal(Signal::SIGKILL);
-    assert!(d.wait_exit(WAIT).is_some_and(|s| s.code().is_none()), "killed by the signal");
+    // Killed by the signal (SIGKILL, by pid).
+    gw.kill_9();
     drop(sipp); // its calls are dead with the daemon; stop it by pid
 
     // What was committed at the kill, read from the file the daemon left.
@@ -162,7 +148,7 @@ async fn kill_9_during_calls_with_hundreds_of_events_pending_loses_none() {
         let c = open_db(&data);
         (outbox_rows(&c), call_rows(&c))
     };
-    let before = rx.entries();
+    let before = gw.hooks().entries();
     let pending_at_kill = rows.iter().filter(|r| !r.delivered).count();
     assert!(delivered(&before).is_empty(), "the receiver answered 500 until the kill");
     assert!(pending_at_kill >= KILL_AT, "hundreds pending: {pending_at_kill}");
@@ -192,9 +178,8 @@ async fn kill_9_during_calls_with_hundreds_of_events_pending_loses_none() {
     assert!(!open.is_empty(), "calls were up at the kill (held 2 s each)");
 
     // Backend back; the daemon restarts on the same config and data dir.
-    rx.control(json!({"status": 200}));
-    let mut d = Daemon::start(&config, Some(&notify.path), None, &[]);
-    notify.wait_for("READY=1", WAIT).unwrap_or_else(|| panic!("{}", d.stderr()));
+    gw.hooks().control(json!({"status": 200}));
+    gw.restart();
     let want: HashSet<String> = rows.iter().map(|r| r.event_id.clone()).collect();
     let open_set: HashSet<String> = open.iter().cloned().collect();
     let interrupted = |e: &[Value]| -> HashSet<String> {
@@ -206,7 +191,8 @@ async fn kill_9_during_calls_with_hundreds_of_events_pending_loses_none() {
             .map(leg_of)
             .collect()
     };
-    let got = rx
+    let got = gw
+        .hooks()
         .wait_until("every committed event and one hangup per interrupted call", WAIT, |e| {
             let ids: HashSet<String> =
                 delivered(e).iter().filter_map(|x| x["event_id"].as_str().map(str::to_string)).collect();
@@ -245,8 +231,7 @@ async fn kill_9_during_calls_with_hundreds_of_events_pending_loses_none() {
     let (dup_ids, extra) = duplicates(&got);
 
     // The startup pass closed the records of the calls that were up.
-    d.signal(Signal::SIGTERM);
-    assert_eq!(d.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", d.stderr());
+    let log = gw.stop();
     let after = call_rows(&open_db(&data));
     for leg in &open {
         let r = &after[leg];
@@ -256,7 +241,7 @@ async fn kill_9_during_calls_with_hundreds_of_events_pending_loses_none() {
             "interrupted leg {leg}"
         );
     }
-    assert!(d.stderr().contains("closed the records of calls interrupted by a crash"), "{}", d.stderr());
+    assert!(log.contains("closed the records of calls interrupted by a crash"), "{log}");
     let (code, out, _) = run_cli(&["webhooks", "status", "-c", config.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("pending: 0\n"), "{out}");

@@ -187,6 +187,7 @@ pub struct GatewayBuilder {
     blocks: String,
     recording: Option<(PathBuf, String)>,
     webhooks: Option<String>,
+    receiver_args: Vec<String>,
     api: Option<(String, String)>,
     api_port: Option<u16>,
     webrtc: Option<String>,
@@ -212,6 +213,7 @@ impl GatewayBuilder {
             blocks: String::new(),
             recording: None,
             webhooks: None,
+            receiver_args: Vec::new(),
             api: None,
             api_port: None,
             webrtc: None,
@@ -304,6 +306,12 @@ impl GatewayBuilder {
         self.webhooks = Some(extra.to_string());
         self
     }
+    /// Extra command-line arguments of the webhook receiver (e.g. `--status 500`:
+    /// it answers 500 until told otherwise with [`Receiver::control`]).
+    pub fn receiver_args(mut self, args: &[&str]) -> Self {
+        self.receiver_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
     /// The control API on a free loopback port with this bearer token.
     pub fn api(mut self, token: &str) -> Self {
         self.api = Some((token.to_string(), String::new()));
@@ -348,7 +356,8 @@ impl GatewayBuilder {
         let dir = self.dir.clone();
         let receiver = self.webhooks.as_ref().map(|_| {
             let (key, public) = keygen(&dir);
-            (Receiver::start(&dir, "hook", &public, &[]), key)
+            let args: Vec<&str> = self.receiver_args.iter().map(String::as_str).collect();
+            (Receiver::start(&dir, "hook", &public, &args), key)
         });
         let sip_port = match &self.listen {
             Listen::Udp => self.sip_port.unwrap_or_else(free_port),
@@ -416,9 +425,10 @@ impl GatewayBuilder {
         let config = dir.join("sipbridge.toml");
         std::fs::write(&config, &t).unwrap();
         let env: Vec<(String, String)> = self.env.clone();
-        let daemon = launch(&dir, &config, &env);
+        let (daemon, notify) = launch(&dir, &config, &env);
         Gateway {
             daemon,
+            notify,
             sip_port,
             api_port,
             token: self.api.map(|a| a.0),
@@ -444,6 +454,8 @@ fn push_lines(out: &mut String, lines: &str) {
 /// A running box and its backend.
 pub struct Gateway {
     pub daemon: Daemon,
+    /// The daemon's `NOTIFY_SOCKET` (kept open: later `STATUS=` lines arrive here).
+    pub notify: NotifySocket,
     /// SIP (UDP) on 127.0.0.1.
     pub sip_port: u16,
     /// The control API on 127.0.0.1, when configured.
@@ -580,7 +592,7 @@ impl Gateway {
     /// Starts the daemon again on the same config, data dir and ports, and waits
     /// for `READY=1`.
     pub fn restart(&mut self) {
-        self.daemon = launch(&self.dir, &self.config, &self.env);
+        (self.daemon, self.notify) = launch(&self.dir, &self.config, &self.env);
     }
 
     /// Sends `sig` to the daemon (by pid).
@@ -588,24 +600,46 @@ impl Gateway {
         self.daemon.signal(sig);
     }
 
-    /// SIGTERM, then a clean exit (0) within the bound.
-    pub fn stop(mut self) {
-        self.daemon.signal(Signal::SIGTERM);
+    /// Waits (at most `WAIT`) until the daemon's log contains `needle`; returns
+    /// the log. Panics with the log otherwise.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.daemon.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "log never showed {needle:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then a clean exit (0) within the bound; returns the daemon's log.
+    pub fn stop(self) -> String {
+        self.signal(Signal::SIGTERM);
+        self.exited()
+    }
+
+    /// A clean exit (0) within the bound, without a signal of its own (after
+    /// [`Self::signal`]); returns the daemon's whole log.
+    pub fn exited(mut self) -> String {
         assert_eq!(self.daemon.wait_exit(WAIT).and_then(|s| s.code()), Some(0), "{}", self.daemon.stderr());
+        self.daemon.stderr()
     }
 }
 
 /// Starts the daemon on `config` with a notify socket in `dir` and waits for
 /// `READY=1`; panics with the notifications and the daemon's stderr otherwise.
-pub fn launch(dir: &Path, config: &Path, env: &[(String, String)]) -> Daemon {
+pub fn launch(dir: &Path, config: &Path, env: &[(String, String)]) -> (Daemon, NotifySocket) {
     let _ = std::fs::remove_file(dir.join("notify.sock"));
     let mut notify = NotifySocket::bind(dir);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut daemon = Daemon::start(config, Some(&notify.path), None, &env);
     let t0 = Instant::now();
     // `wait_for` also returns early on a receive error (EINTR): wait again while
-    // the daemon runs and time is left.
-    while notify.wait_for("READY=1", WAIT.saturating_sub(t0.elapsed())).is_none() {
+    // the daemon runs and time is left (in short slices, so that a daemon that
+    // refuses its config is reported at once).
+    while notify.wait_for("READY=1", WAIT.saturating_sub(t0.elapsed()).min(Duration::from_millis(250))).is_none() {
         if t0.elapsed() >= WAIT || !daemon.is_running() {
             panic!(
                 "daemon not ready after {:?} (running: {}, notifications: {:?}):\n{}",
@@ -616,7 +650,7 @@ pub fn launch(dir: &Path, config: &Path, env: &[(String, String)]) -> Daemon {
             );
         }
     }
-    daemon
+    (daemon, notify)
 }
 
 /// A client of the control API: base URL, bearer token, one `reqwest` client.

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: start the real `sipbridge` binary with a
 //! config of the test's own, listen on a systemd notify socket the test owns, and
-//! stop the process by pid (always, also when a test fails).
+//! stop the process by pid (always, also when a test fails). Daemons and SIPp runs
+//! also die with the test process itself ([`spawn_tied`]): a test ended by
+//! nextest's timeout (or any `kill -9`) leaves no orphan holding its ports.
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod agent;
@@ -12,8 +14,10 @@ pub mod receivers;
 pub mod rtp;
 
 use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -22,6 +26,49 @@ use nix::unistd::Pid;
 /// Path of the binary under test.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sipbridge"))
+}
+
+/// A spawn request for the spawner thread: the command and where its result goes.
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` so that its process is killed (SIGKILL) when the test process
+/// dies, however it dies: `prctl(PR_SET_PDEATHSIG, SIGKILL)` in the child before
+/// `exec` (kept across `exec`, so also through `sh -c 'exec ...'`).
+///
+/// The kernel sends that signal when the *thread* that forked the child ends, not
+/// the process. Tests spawn from `spawn_blocking` threads, which tokio ends when
+/// idle, so every tied child is forked by one thread of the harness's own that
+/// lives as long as the test process.
+pub fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let parent = std::process::id() as i32;
+    // SAFETY: only async-signal-safe calls between fork and exec (two syscalls;
+    // the errors are made from raw errno values, without allocating).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            // The test process died between fork and prctl: no signal will come.
+            if nix::unistd::getppid().as_raw() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("spawner".into())
+            .spawn(move || {
+                for (mut cmd, back) in rx {
+                    let _ = back.send(cmd.spawn());
+                }
+            })
+            .expect("the spawner thread");
+        Mutex::new(tx)
+    });
+    let (back, result) = mpsc::channel();
+    spawner.lock().unwrap_or_else(|e| e.into_inner()).send((cmd, back)).expect("the spawner thread runs");
+    result.recv().expect("the spawner thread answers")
 }
 
 /// A systemd-style notify socket (`NOTIFY_SOCKET`) owned by the test.
@@ -94,7 +141,7 @@ impl Daemon {
             cmd.env(k, v);
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
-        let child = cmd.spawn().expect("spawn sipbridge");
+        let child = spawn_tied(cmd).expect("spawn sipbridge");
         Self { child, stderr_path }
     }
 
@@ -253,7 +300,7 @@ impl Sipp {
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.join(format!("{name}.stdout"))).unwrap())
             .stderr(std::fs::File::create(dir.join(format!("{name}.stderr"))).unwrap());
-        let child = cmd.spawn().expect("sipp (Debian package sip-tester) must be installed: scripts/setup-tests");
+        let child = spawn_tied(cmd).expect("sipp (Debian package sip-tester) must be installed: scripts/setup-tests");
         Self { child, dir: dir.to_path_buf(), name: name.to_string() }
     }
 
