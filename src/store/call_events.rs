@@ -151,7 +151,7 @@ impl RecordUpdate {
         let changed = match &self.change {
             Change::Start(start) => {
                 // A leg starts once; its extras are part of the insert.
-                if calls::get(conn, leg)?.is_some() {
+                if calls::exists(conn, leg)? {
                     return Ok(false);
                 }
                 calls::insert(conn, start, now)?;

@@ -215,7 +215,8 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
 
 /// Inserts the row of a starting leg. Fails (constraint) if the leg id exists.
 pub fn insert(conn: &Connection, c: &CallStart, now: SystemTime) -> rusqlite::Result<()> {
-    conn.execute(
+    super::execute(
+        conn,
         "INSERT INTO calls (call_leg_id, call_control_id, call_session_id, trunk, direction, from_number, \
          to_number, route, agent, state, start_time, updated_at, custom_headers) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'initiated', ?10, ?11, ?12)",
@@ -237,9 +238,15 @@ pub fn insert(conn: &Connection, c: &CallStart, now: SystemTime) -> rusqlite::Re
     .map(|_| ())
 }
 
+/// Whether a leg's row exists.
+pub fn exists(conn: &Connection, call_leg_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM calls WHERE call_leg_id = ?1")?.exists([call_leg_id])
+}
+
 /// Marks a leg answered; `false` when no open leg has that id.
 pub fn answer(conn: &Connection, call_leg_id: &str, at: SystemTime) -> rusqlite::Result<bool> {
-    conn.execute(
+    super::execute(
+        conn,
         "UPDATE calls SET state = 'answered', answer_time = ?2, updated_at = ?2 \
          WHERE call_leg_id = ?1 AND end_time IS NULL",
         params![call_leg_id, timestamp(at)],
@@ -256,7 +263,8 @@ pub fn add_route(
     agent: Option<&str>,
     now: SystemTime,
 ) -> rusqlite::Result<bool> {
-    conn.execute(
+    super::execute(
+        conn,
         "UPDATE calls SET route = coalesce(?2, route), agent = coalesce(?3, agent), updated_at = ?4 \
          WHERE call_leg_id = ?1",
         params![call_leg_id, route, agent, timestamp(now)],
@@ -266,7 +274,8 @@ pub fn add_route(
 
 /// Sets the voice agent's stream URL of a leg; `false` when the leg is unknown.
 pub fn set_stream(conn: &Connection, call_leg_id: &str, stream_url: &str, now: SystemTime) -> rusqlite::Result<bool> {
-    conn.execute(
+    super::execute(
+        conn,
         "UPDATE calls SET stream_url = ?2, updated_at = ?3 WHERE call_leg_id = ?1",
         params![call_leg_id, stream_url, timestamp(now)],
     )
@@ -284,12 +293,14 @@ pub fn set_bridged(
     now: SystemTime,
 ) -> rusqlite::Result<bool> {
     let now = timestamp(now);
-    let n = conn.execute(
+    let n = super::execute(
+        conn,
         "UPDATE calls SET bridged_call_leg_id = ?2, bridged_call_control_id = ?3, updated_at = ?4 \
          WHERE call_leg_id = ?1",
         params![call_leg_id, peer_leg_id, peer_control_id, now],
     )?;
-    conn.execute(
+    super::execute(
+        conn,
         "UPDATE calls SET bridged_call_leg_id = ?1, \
          bridged_call_control_id = (SELECT call_control_id FROM calls WHERE call_leg_id = ?1), updated_at = ?3 \
          WHERE call_leg_id = ?2 AND bridged_call_leg_id IS NULL",
@@ -300,7 +311,8 @@ pub fn set_bridged(
 
 /// Appends a recording file path to a leg; `false` when the leg is unknown.
 pub fn add_recording(conn: &Connection, call_leg_id: &str, path: &str, now: SystemTime) -> rusqlite::Result<bool> {
-    conn.execute(
+    super::execute(
+        conn,
         "UPDATE calls SET recording_paths = json_insert(recording_paths, '$[#]', ?2), updated_at = ?3 \
          WHERE call_leg_id = ?1",
         params![call_leg_id, path, timestamp(now)],
@@ -312,7 +324,8 @@ pub fn add_recording(conn: &Connection, call_leg_id: &str, path: &str, now: Syst
 /// ended: the first hangup wins).
 pub fn end(conn: &Connection, call_leg_id: &str, e: &CallEnd) -> rusqlite::Result<bool> {
     let quality = e.quality_stats.as_ref().map(Value::to_string);
-    conn.execute(
+    super::execute(
+        conn,
         "UPDATE calls SET state = 'ended', end_time = ?2, hangup_cause = ?3, hangup_source = ?4, \
          sip_hangup_cause = ?5, quality_stats = ?6, updated_at = ?2 \
          WHERE call_leg_id = ?1 AND end_time IS NULL",

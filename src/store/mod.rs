@@ -271,6 +271,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        // Every statement the writer runs stays prepared (`execute`, `prepare_cached`).
+        conn.set_prepared_statement_cache_capacity(64);
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
         let known = MIGRATIONS.len() as i64;
@@ -324,6 +326,14 @@ impl Store {
             .map(|_| ())
             .map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
     }
+}
+
+/// Runs one statement through the connection's prepared-statement cache: the
+/// writer runs the same dozen statements for every call, and parsing each anew was
+/// ~8 % of the box's CPU per call set up (issue 19, `perf` of `scripts/bench-media`).
+/// Same result as [`Connection::execute`]: the number of rows changed.
+pub(crate) fn execute<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 #[cfg(test)]

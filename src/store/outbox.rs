@@ -169,7 +169,8 @@ fn time_col(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<SystemTime>> {
 /// Inserts an event as pending and due now; returns its `seq`.
 pub fn insert(conn: &Connection, e: &NewEvent, now: SystemTime) -> rusqlite::Result<i64> {
     let now = timestamp(now);
-    conn.execute(
+    super::execute(
+        conn,
         "INSERT INTO webhook_outbox (event_id, event_type, call_session_id, occurred_at, body, queued_at, \
          next_attempt_at, webhook_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
         params![e.event_id, e.event_type, e.call_session_id, timestamp(e.occurred_at), e.data_json, now, e.webhook_url],
@@ -249,16 +250,19 @@ pub fn oldest_queued(conn: &Connection, in_flight: &[i64]) -> rusqlite::Result<O
 pub fn record(conn: &Connection, seq: i64, attempt: u32, outcome: &Outcome, now: SystemTime) -> rusqlite::Result<()> {
     let now = timestamp(now);
     match outcome {
-        Outcome::Delivered { target } => conn.execute(
+        Outcome::Delivered { target } => super::execute(
+            conn,
             "UPDATE webhook_outbox SET attempts = ?2, target = ?3, delivered_at = ?4, last_error = NULL WHERE seq = ?1",
             params![seq, attempt, target, now],
         ),
-        Outcome::Retry { target, error, next_attempt_at } => conn.execute(
+        Outcome::Retry { target, error, next_attempt_at } => super::execute(
+            conn,
             "UPDATE webhook_outbox SET attempts = ?2, failures = failures + 1, target = ?3, last_error = ?4, \
              next_attempt_at = ?5 WHERE seq = ?1",
             params![seq, attempt, target, error, timestamp(*next_attempt_at)],
         ),
-        Outcome::Dead { target, error } => conn.execute(
+        Outcome::Dead { target, error } => super::execute(
+            conn,
             "UPDATE webhook_outbox SET attempts = ?2, failures = failures + 1, target = ?3, last_error = ?4, \
              dead_at = ?5 WHERE seq = ?1",
             params![seq, attempt, target, error, now],
@@ -275,7 +279,8 @@ pub fn dead_letter_expired(
     now: SystemTime,
     in_flight: &[i64],
 ) -> rusqlite::Result<usize> {
-    conn.execute(
+    super::execute(
+        conn,
         &format!(
             "UPDATE webhook_outbox SET dead_at = ?1, \
              last_error = coalesce(last_error, 'not attempted: an earlier event of its call was pending') \
@@ -288,7 +293,8 @@ pub fn dead_letter_expired(
 /// Deletes delivered events delivered at or before `cutoff`; returns how many.
 /// Pending and dead events are never deleted.
 pub fn prune_delivered(conn: &Connection, cutoff: SystemTime) -> rusqlite::Result<usize> {
-    conn.execute(
+    super::execute(
+        conn,
         "DELETE FROM webhook_outbox WHERE delivered_at IS NOT NULL AND delivered_at <= ?1",
         [timestamp(cutoff)],
     )
@@ -299,7 +305,8 @@ pub fn prune_delivered(conn: &Connection, cutoff: SystemTime) -> rusqlite::Resul
 /// `meta.attempt` stays truthful). Returns how many.
 pub fn requeue_dead(conn: &Connection, now: SystemTime) -> rusqlite::Result<usize> {
     let now = timestamp(now);
-    conn.execute(
+    super::execute(
+        conn,
         "UPDATE webhook_outbox SET dead_at = NULL, queued_at = ?1, next_attempt_at = ?1, failures = 0 \
          WHERE dead_at IS NOT NULL",
         [now],

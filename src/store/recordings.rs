@@ -258,7 +258,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Recording> {
 /// Adds the row of a saved recording; `false` when its `recording_id` is already
 /// there (the event was applied before: the first one stands).
 pub fn insert(conn: &Connection, r: &NewRecording, now: SystemTime) -> rusqlite::Result<bool> {
-    conn.execute(
+    super::execute(
+        conn,
         "INSERT INTO recordings (recording_id, call_control_id, call_leg_id, call_session_id, trunk, from_number, \
          to_number, channels, sample_rate, file_path, size_bytes, sha256, recording_started_at, recording_ended_at, \
          duration_millis, stop_reason, created_at, status, updated_at) \
@@ -350,7 +351,8 @@ pub fn mark_deleted(
     at: SystemTime,
     reason: DeletedReason,
 ) -> rusqlite::Result<bool> {
-    conn.execute(
+    super::execute(
+        conn,
         "UPDATE recordings SET status = 'deleted', deleted_at = ?2, deleted_reason = ?3, updated_at = ?2 \
          WHERE recording_id = ?1 AND status <> 'deleted'",
         params![recording_id, timestamp(at), reason.as_str()],

@@ -2,8 +2,8 @@
 //! every job (write or read) that the rest of the daemon sends it.
 //!
 //! rusqlite is blocking, so the connection lives on a dedicated thread, fed by a
-//! channel. The thread takes every job waiting in the channel (up to
-//! [`MAX_BATCH`]), runs them in one `BEGIN IMMEDIATE … COMMIT` transaction, each
+//! channel. The thread takes every job that arrives within [`COMMIT_WINDOW`] of
+//! the first (up to [`MAX_BATCH`]), runs them in one `BEGIN IMMEDIATE … COMMIT` transaction, each
 //! inside its own savepoint, and only after the commit (one WAL fsync with
 //! `synchronous=FULL`) answers each caller. So a caller whose future resolved with
 //! `Ok` knows its write is on disk, and concurrent callers share one fsync (group
@@ -27,6 +27,15 @@ use super::{Store, StoreError};
 
 /// Most jobs committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
+
+/// How long the writer gathers jobs after the first before it commits them
+/// together. Each commit is a WAL write and an fsync: a call's events come in
+/// bursts (both legs' `call.initiated`, `call.answered`, `call.bridged` within a
+/// few ms), and committing each alone made the store ~40 % of the box's CPU per
+/// call set up or torn down, half of it in commits (issue 19, `perf` of
+/// `scripts/bench-media`). A durable emit waits at most this much longer; on an
+/// SD card it also means fewer flash writes.
+pub const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(4);
 
 /// What a job hands back after running: called once the batch's fate is known,
 /// with `Err(message)` when the commit failed.
@@ -197,8 +206,10 @@ impl<R> std::future::Future for Committed<R> {
 fn writer_loop(mut store: Store, rx: mpsc::Receiver<Box<dyn Job>>, path: &Path) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
+        let deadline = std::time::Instant::now() + COMMIT_WINDOW;
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(wait) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
@@ -208,8 +219,14 @@ fn writer_loop(mut store: Store, rx: mpsc::Receiver<Box<dyn Job>>, path: &Path) 
     tracing::debug!(path = %path.display(), "store writer stopped");
 }
 
+/// A transaction-control statement, prepared once (`execute_batch` parsed it anew
+/// for every job).
+fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn run_batch(conn: &mut Connection, batch: Vec<Box<dyn Job>>, path: &Path) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = statement(conn, "BEGIN IMMEDIATE") {
         let message = e.to_string();
         tracing::error!(path = %path.display(), "store: cannot begin a transaction: {message}");
         batch.into_iter().for_each(|job| job.fail(&message));
@@ -217,7 +234,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Box<dyn Job>>, path: &Path) {
     }
     let mut done = Vec::with_capacity(batch.len());
     for job in batch {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = statement(conn, "SAVEPOINT job") {
             job.fail(&e.to_string());
             continue;
         }
@@ -229,18 +246,18 @@ fn run_batch(conn: &mut Connection, batch: Vec<Box<dyn Job>>, path: &Path) {
                 (false, Box::new(|_: Result<(), &str>| {}) as Completion)
             }
         };
-        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        if let Err(e) = conn.execute_batch(end) {
+        let rollback = if ok { Ok(()) } else { statement(conn, "ROLLBACK TO job") };
+        if let Err(e) = rollback.and_then(|()| statement(conn, "RELEASE job")) {
             tracing::error!("store: savepoint: {e}");
         }
         done.push(completion);
     }
-    match conn.execute_batch("COMMIT") {
+    match statement(conn, "COMMIT") {
         Ok(()) => done.into_iter().for_each(|c| c(Ok(()))),
         Err(e) => {
             let message = e.to_string();
             tracing::error!(path = %path.display(), "store: commit failed: {message}");
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = statement(conn, "ROLLBACK");
             done.into_iter().for_each(|c| c(Err(&message)));
         }
     }
