@@ -437,6 +437,17 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
 }
 
 /// TCP (+ TLS) + WebSocket handshake. Errors are `failure_reason` strings.
+/// Bytes asked of the socket per read. tungstenite's default (128 KiB) is
+/// zero-filled before every read: with 50 small frames a second per call that
+/// memset was ~5 % of the box's CPU while agent calls were set up (issue 19,
+/// `perf` of `scripts/bench-media`). A media frame is well under 2 KiB; a larger frame still
+/// arrives whole (the buffer grows to the frame's announced length).
+const READ_BUFFER: usize = 8 * 1024;
+
+fn ws_config() -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_BUFFER)
+}
+
 async fn connect(spec: &StreamSpec) -> Result<Ws, String> {
     let url = &spec.url;
     let host = url.host_str().ok_or("the URL has no host")?.to_string();
@@ -463,7 +474,7 @@ async fn connect(spec: &StreamSpec) -> Result<Ws, String> {
             HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| "auth_token is not a valid header value")?;
         request.headers_mut().insert("Authorization", value);
     }
-    match tokio_tungstenite::client_async(request, io).await {
+    match tokio_tungstenite::client_async_with_config(request, io, Some(ws_config())).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(resp)) => Err(format!("handshake rejected: HTTP {}", resp.status().as_u16())),
         Err(e) => Err(format!("WebSocket handshake failed: {e}")),
