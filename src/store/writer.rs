@@ -28,14 +28,17 @@ use super::{Store, StoreError};
 /// Most jobs committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
 
-/// How long the writer gathers jobs after the first before it commits them
-/// together. Each commit is a WAL write and an fsync: a call's events come in
-/// bursts (both legs' `call.initiated`, `call.answered`, `call.bridged` within a
-/// few ms), and committing each alone made the store ~40 % of the box's CPU per
-/// call set up or torn down, half of it in commits (issue 19, `perf` of
-/// `scripts/bench-media`). A durable emit waits at most this much longer; on an
-/// SD card it also means fewer flash writes.
-pub const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(4);
+/// How long the writer gathers event jobs after the first before it commits them
+/// together; a job someone waits on ([`StoreHandle::run`]: API reads, the webhook
+/// worker) ends the wait. Each commit is a WAL write and an fsync. A call's events
+/// come in bursts (both legs' `call.initiated`, `call.answered`, `call.bridged`
+/// within a few ms) and calls arrive every few ms under load: committing each
+/// burst alone made the store ~35 % of the box's CPU per call set up or torn
+/// down, half of it in commits. Measured with `scripts/bench-media` (400 calls at
+/// 100 calls/s): 4 ms took a relayed call's signalling from 2.1–2.6 to 1.8 ms,
+/// 16 ms to 1.5 ms (issue 19). An event is durable (and delivered) at most this
+/// much later; on an SD card it also means fewer flash writes.
+pub const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(16);
 
 /// What a job hands back after running: called once the batch's fate is known,
 /// with `Err(message)` when the commit failed.
@@ -48,6 +51,9 @@ trait Job: Send {
     fn run(self: Box<Self>, conn: &Connection) -> (bool, Completion);
     /// The batch could not start: tell the caller without running.
     fn fail(self: Box<Self>, message: &str);
+    /// Someone is waiting for this job now ([`StoreHandle::run`]): its batch
+    /// commits without waiting out [`COMMIT_WINDOW`].
+    fn urgent(&self) -> bool;
 }
 
 /// Runs on the writer thread once a job's fate is known, before its caller learns it.
@@ -58,6 +64,7 @@ struct Task<F, R> {
     reply: oneshot::Sender<Result<R, StoreError>>,
     path: Arc<PathBuf>,
     after: Option<After<R>>,
+    urgent: bool,
 }
 
 impl<F, R> Job for Task<F, R>
@@ -66,7 +73,7 @@ where
     F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
 {
     fn run(self: Box<Self>, conn: &Connection) -> (bool, Completion) {
-        let Task { f, reply, path, after } = *self;
+        let Task { f, reply, path, after, .. } = *self;
         let result = f(conn);
         let ok = result.is_ok();
         let done: Completion = Box::new(move |commit| {
@@ -90,6 +97,10 @@ where
             after(&answer);
         }
         let _ = self.reply.send(answer);
+    }
+
+    fn urgent(&self) -> bool {
+        self.urgent
     }
 }
 
@@ -125,24 +136,29 @@ impl StoreHandle {
     /// Runs `f` on the writer thread inside a transaction and resolves once that
     /// transaction is committed (durably: WAL fsync'd). `f`'s error rolls back `f`'s
     /// own writes only. Keep `f` short: it holds up every other writer.
+    ///
+    /// The caller waits: the batch this job lands in commits at once, without
+    /// waiting out [`COMMIT_WINDOW`] for more jobs (API reads, the webhook
+    /// worker's updates).
     pub async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
-        self.submit(f).await
+        self.enqueue(f, None, true).await
     }
 
     /// Like [`StoreHandle::run`], but the job is queued *now*, before this returns
     /// (so jobs submitted one after another from one task run in that order, even
     /// from synchronous code); await the returned [`Committed`] to learn the result.
-    /// Dropping it does not cancel the job.
+    /// Dropping it does not cancel the job. Its batch may wait up to
+    /// [`COMMIT_WINDOW`] for more jobs before it commits.
     pub fn submit<R, F>(&self, f: F) -> Committed<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
-        self.enqueue(f, None)
+        self.enqueue(f, None, false)
     }
 
     /// Like [`StoreHandle::submit`], and `after` runs on the writer thread as soon
@@ -157,16 +173,16 @@ impl StoreHandle {
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         A: FnOnce(&Result<R, StoreError>) + Send + 'static,
     {
-        self.enqueue(f, Some(Box::new(after)))
+        self.enqueue(f, Some(Box::new(after)), false)
     }
 
-    fn enqueue<R, F>(&self, f: F, after: Option<After<R>>) -> Committed<R>
+    fn enqueue<R, F>(&self, f: F, after: Option<After<R>>, urgent: bool) -> Committed<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel::<Result<R, StoreError>>();
-        let job: Box<dyn Job> = Box::new(Task { f, reply, path: self.path.clone(), after });
+        let job: Box<dyn Job> = Box::new(Task { f, reply, path: self.path.clone(), after, urgent });
         // A failed send drops the job and its reply sender: `rx` then yields `Closed`.
         let _ = self.jobs.send(job);
         Committed { rx, path: self.path.clone() }
@@ -205,14 +221,18 @@ impl<R> std::future::Future for Committed<R> {
 
 fn writer_loop(mut store: Store, rx: mpsc::Receiver<Box<dyn Job>>, path: &Path) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
         let deadline = std::time::Instant::now() + COMMIT_WINDOW;
+        let mut gather = !first.urgent();
+        let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            let wait = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+            let next = if gather {
+                rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).ok()
+            } else {
+                rx.try_recv().ok()
+            };
+            let Some(job) = next else { break };
+            gather &= !job.urgent();
+            batch.push(job);
         }
         run_batch(store.conn_mut(), batch, path);
     }
