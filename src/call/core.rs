@@ -134,6 +134,12 @@ pub enum DialogInput {
     },
     /// A digit by SIP INFO (`application/dtmf-relay`).
     Dtmf(char),
+    /// The status of the final response to the box's REFER (RFC 3515 §2.4.2;
+    /// 202 when the peer accepted the transfer).
+    ReferAnswered(u16),
+    /// A NOTIFY of the `refer` event package (RFC 3515 §2.4.4) with the status
+    /// line of its `message/sipfrag` body (RFC 3420): the transfer's progress.
+    ReferNotify(u16),
     /// The dialog ended.
     Terminated(Termination),
     /// The dialog's channel closed without a final state.
@@ -345,6 +351,8 @@ pub struct CallCore {
     pin: Option<(PinEntry, Instant)>,
     /// `call.bridged` was emitted.
     bridged: bool,
+    /// A REFER was accepted and its outcome (a final NOTIFY) is awaited.
+    refer_pending: bool,
     /// Early media is being relayed.
     relaying: bool,
     out: VecDeque<Output>,
@@ -380,6 +388,7 @@ impl CallCore {
             park_deadline: None,
             pin: None,
             bridged: false,
+            refer_pending: false,
             relaying: false,
             out: VecDeque::new(),
             view,
@@ -661,6 +670,8 @@ impl CallCore {
                 }
             }
             DialogInput::Dtmf(d) => self.dtmf(id, d),
+            DialogInput::ReferAnswered(status) => self.refer_answered(id, status),
+            DialogInput::ReferNotify(status) => self.refer_notify(id, status),
             DialogInput::Terminated(t) => self.leg_ended(id, t.hangup()),
             DialogInput::Gone => self.leg_ended(
                 id,
@@ -722,6 +733,36 @@ impl CallCore {
         let Some(far) = &self.far else { return };
         self.bridged = true;
         self.out.push_back(Output::Emit(bridged_event(&self.near.info, &far.info)));
+    }
+
+    /// Telnyx `refer` (Call Commands → SIP Refer a call): `call.refer.started`
+    /// when the peer accepts the REFER (2xx), `call.refer.failed` when it refuses
+    /// it (or it could not be sent), each with `sip_notify_response`.
+    fn refer_answered(&mut self, id: LegId, status: u16) {
+        let accepted = (200..300).contains(&status);
+        self.refer_pending = accepted;
+        self.refer_event(id, if accepted { "call.refer.started" } else { "call.refer.failed" }, status);
+    }
+
+    /// The transfer's progress: a provisional status says nothing yet; a 2xx
+    /// ends it as `call.refer.completed`, a status ≥ 300 as `call.refer.failed`.
+    /// A NOTIFY without an accepted REFER of the box's, or after the outcome, is
+    /// ignored: the peer cannot make the box report a transfer it never asked for.
+    fn refer_notify(&mut self, id: LegId, status: u16) {
+        if !self.refer_pending || status < 200 {
+            return;
+        }
+        self.refer_pending = false;
+        let event = if status < 300 { "call.refer.completed" } else { "call.refer.failed" };
+        self.refer_event(id, event, status);
+    }
+
+    fn refer_event(&mut self, id: LegId, event_type: &str, status: u16) {
+        let Some(leg) = self.leg(id) else { return };
+        let mut p = leg.info.payload("answered");
+        p.insert("sip_notify_response".into(), json!(status));
+        let event = leg.info.event(event_type, p);
+        self.out.push_back(Output::Emit(event));
     }
 
     fn dtmf(&mut self, id: LegId, digit: char) {

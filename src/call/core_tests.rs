@@ -590,3 +590,84 @@ fn the_hangup_event_carries_the_cause_and_quality() {
     assert_eq!(e.payload["call_quality_stats"]["mos"], 4.4);
     let _ = (HangupCause::NormalClearing, HangupSource::Caller);
 }
+
+fn refer_to() -> crate::call::control::Refer {
+    crate::call::control::Refer { sip_address: "sip:+13125550199@pbx.example.com".into(), headers: vec![] }
+}
+
+fn notify_responses(p: &Pair) -> Vec<(String, u64)> {
+    p.events
+        .iter()
+        .filter(|e| e.event_type.starts_with("call.refer."))
+        .map(|e| (e.event_type.clone(), e.payload["sip_notify_response"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_transfer_accepted_then_completed() {
+    let mut p = Pair::inbound(Plan::Terminate, Answer::Now, None);
+    assert!(matches!(p.action(Action::Refer(refer_to())), Ok(Some(Action::Refer(_)))));
+    // The shell sent the REFER; the peer accepted it, then reports progress.
+    p.dialog(LegId::Near, DialogInput::ReferAnswered(202));
+    p.dialog(LegId::Near, DialogInput::ReferNotify(100));
+    p.dialog(LegId::Near, DialogInput::ReferNotify(180));
+    p.dialog(LegId::Near, DialogInput::ReferNotify(200));
+    // A NOTIFY after the outcome changes nothing.
+    p.dialog(LegId::Near, DialogInput::ReferNotify(486));
+    assert_eq!(
+        notify_responses(&p),
+        [("call.refer.started".to_string(), 202), ("call.refer.completed".to_string(), 200)]
+    );
+    // The call stays up until the peer hangs up, as after a Telnyx refer.
+    assert_eq!(p.core.state(), CallState::Answered);
+    p.dialog(LegId::Near, DialogInput::Terminated(Termination::UacBye));
+    assert_eq!(p.hangup(LegId::Near), ("normal_clearing", "caller", 200));
+}
+
+#[test]
+fn a_transfer_refused_or_failing_is_reported_once() {
+    // Refused outright: no NOTIFY will come, and a stray one is not a transfer.
+    let mut p = Pair::inbound(Plan::Terminate, Answer::Now, None);
+    p.action(Action::Refer(refer_to())).unwrap();
+    p.dialog(LegId::Near, DialogInput::ReferAnswered(403));
+    p.dialog(LegId::Near, DialogInput::ReferNotify(200));
+    assert_eq!(notify_responses(&p), [("call.refer.failed".to_string(), 403)]);
+    // Accepted, then the transfer target was busy.
+    let mut p = Pair::inbound(Plan::Terminate, Answer::Now, None);
+    p.action(Action::Refer(refer_to())).unwrap();
+    p.dialog(LegId::Near, DialogInput::ReferAnswered(202));
+    p.dialog(LegId::Near, DialogInput::ReferNotify(486));
+    assert_eq!(notify_responses(&p), [("call.refer.started".to_string(), 202), ("call.refer.failed".to_string(), 486)]);
+    assert_eq!(p.core.state(), CallState::Answered);
+}
+
+#[test]
+fn a_notify_without_a_transfer_of_ours_reports_nothing() {
+    let mut p = Pair::inbound(Plan::Terminate, Answer::Now, None);
+    p.dialog(LegId::Near, DialogInput::ReferNotify(200));
+    p.dialog(LegId::Near, DialogInput::ReferNotify(503));
+    assert!(notify_responses(&p).is_empty());
+}
+
+#[test]
+fn bridge_and_unbridge_apply_to_an_answered_call_of_its_own_media() {
+    let join = crate::call::rooms::bridge_join("v3:other");
+    // Ringing: not yet.
+    let mut p = Pair::inbound(Plan::Terminate, Answer::After(Duration::from_secs(2)), None);
+    assert_eq!(p.action(Action::JoinRoom(join.clone())).unwrap_err().status, 422);
+    p.advance(Duration::from_secs(3));
+    assert_eq!(p.core.state(), CallState::Answered);
+    // Answered: the bridge (a private two-party room) and leaving it go to the
+    // shell's media work; the call goes on after the unbridge.
+    assert!(matches!(p.action(Action::JoinRoom(join.clone())), Ok(Some(Action::JoinRoom(_)))));
+    assert!(matches!(p.action(Action::LeaveRoom), Ok(Some(Action::LeaveRoom))));
+    assert_eq!(p.core.state(), CallState::Answered);
+    // Hung up: the call is gone.
+    p.dialog(LegId::Near, DialogInput::Terminated(Termination::UacBye));
+    assert_eq!(p.action(Action::JoinRoom(join.clone())).unwrap_err(), ActionError::ended());
+    // A forwarded call relays its media end to end: it cannot be bridged.
+    let mut p = Pair::forward();
+    p.dialog(LegId::Far, DialogInput::Confirmed { session_timer: None });
+    assert_eq!(p.core.state(), CallState::Answered);
+    assert_eq!(p.action(Action::JoinRoom(join)).unwrap_err().status, 422);
+}

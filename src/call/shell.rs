@@ -39,11 +39,13 @@ pub trait Signalling: Send {
     /// # Errors
     /// What failed (logged; a refresh that fails is not counted as one).
     fn send(&mut self, out: SipOut, info: &CallInfo) -> impl Future<Output = Result<(), String>> + Send;
-    /// Blind transfer by REFER in this leg's dialog (Telnyx `refer`).
+    /// Blind transfer by REFER in this leg's dialog (Telnyx `refer`): the final
+    /// response's status (202 when accepted). Its NOTIFYs come back through
+    /// [`Signalling::next`] as `DialogInput::ReferNotify`.
     ///
     /// # Errors
-    /// The REFER was refused or could not be sent.
-    fn refer(&self, info: &CallInfo, refer: &Refer) -> impl Future<Output = Result<(), String>> + Send;
+    /// The REFER could not be sent (no confirmed dialog, transport error).
+    fn refer(&self, info: &CallInfo, refer: &Refer) -> impl Future<Output = Result<u16, String>> + Send;
     /// After the call: lets the dialog's last transaction end, then forgets it.
     fn finish(&mut self) -> impl Future<Output = ()> + Send;
     /// The leg's media.
@@ -431,8 +433,15 @@ impl<S: Signalling> Shell<S> {
                 Ok(())
             }
             Ok(Some(Action::Refer(refer))) => {
+                // As on Telnyx the command succeeds once the REFER is sent; the
+                // outcome is in the events, which the core emits.
                 let info = self.core.info(LegId::Near).cloned().expect("near leg");
-                self.near.refer(&info, &refer).await.map_err(super::control::ActionError::invalid)
+                let sent = self.near.refer(&info, &refer).await;
+                if let Ok(status) = &sent {
+                    tracing::info!(call_control_id = %info.ids.call_control_id, status, to = %refer.sip_address, "REFER answered");
+                    self.core.handle(Instant::now(), Input::Dialog(LegId::Near, DialogInput::ReferAnswered(*status)));
+                }
+                sent.map(|_| ()).map_err(super::control::ActionError::invalid)
             }
             Ok(Some(action)) => {
                 let tap = self.tap();

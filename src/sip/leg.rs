@@ -217,8 +217,7 @@ impl SipLeg {
             }
             DialogState::Notify(_, req, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
-                super::refer::on_notify(&self.ctx, info, &req);
-                None
+                super::refer::notify_status(&req).map(DialogInput::ReferNotify)
             }
             DialogState::Terminated(_, reason) => {
                 self.ended = true;
@@ -298,8 +297,8 @@ impl Signalling for SipLeg {
         SipLeg::send(self, out, info).await
     }
 
-    async fn refer(&self, info: &CallInfo, refer: &Refer) -> Result<(), String> {
-        super::refer::start(&self.ctx, info, &self.dialog, refer).await
+    async fn refer(&self, _info: &CallInfo, refer: &Refer) -> Result<u16, String> {
+        super::refer::send(&self.dialog, refer).await
     }
 
     async fn finish(&mut self) {

@@ -3,18 +3,18 @@
 //! it (202) and reports the new call's progress in NOTIFYs whose body is a
 //! `message/sipfrag` status line (RFC 3420), e.g. `SIP/2.0 200 OK`.
 //!
-//! Events (developers.telnyx.com, Call Commands → SIP Refer a call):
-//! `call.refer.started` when the REFER is accepted, then `call.refer.completed`
-//! (a 2xx NOTIFY) or `call.refer.failed` (the REFER refused, or a NOTIFY ≥ 300),
-//! each with `sip_notify_response` (the status the peer reported). The call itself
-//! stays up: the peer usually hangs up (BYE) after a successful transfer.
+//! This file is the SIP side: sending the REFER ([`send`]) and reading the
+//! NOTIFYs' sipfrag status ([`notify_status`]). What they mean for the call —
+//! `call.refer.started`, `call.refer.completed`, `call.refer.failed` with
+//! `sip_notify_response` (developers.telnyx.com, Call Commands → SIP Refer a
+//! call) — is decided by the call core (`call::core`, `DialogInput::ReferAnswered`
+//! and `ReferNotify`). The call itself stays up: the peer usually hangs up (BYE)
+//! after a successful transfer.
 
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, Request};
 
-use super::SipContext;
 use super::msg;
-use crate::call::CallInfo;
 
 pub use crate::call::control::{Refer, check_address};
 
@@ -55,48 +55,6 @@ pub async fn send(dialog: &InviteDialog, refer: &Refer) -> Result<u16, String> {
     }
 }
 
-/// Telnyx's `refer` on the call `info` whose dialog is `dialog`: sends the REFER
-/// and emits `call.refer.started` (2xx) or `call.refer.failed` (refused). The
-/// command succeeds either way, as on Telnyx: the outcome is in the events.
-///
-/// # Errors
-/// The REFER could not be sent (no confirmed dialog, transport error).
-pub async fn start(ctx: &SipContext, info: &CallInfo, dialog: &InviteDialog, refer: &Refer) -> Result<(), String> {
-    let status = send(dialog, refer).await?;
-    tracing::info!(call_control_id = %info.ids.call_control_id, status, to = %refer.sip_address, "REFER answered");
-    let event = if (200..300).contains(&status) { "call.refer.started" } else { "call.refer.failed" };
-    emit(ctx, info, event, status);
-    Ok(())
-}
-
-/// A NOTIFY received in the call `info`'s dialog: when it reports a REFER's
-/// final outcome, emits `call.refer.completed` or `call.refer.failed`.
-pub fn on_notify(ctx: &SipContext, info: &CallInfo, req: &Request) {
-    if let Some(status) = notify_status(req) {
-        if let Some(event) = notify_event(status) {
-            emit(ctx, info, event, status);
-        }
-    }
-}
-
-/// Emits `call.refer.started` / `.completed` / `.failed` for `info` with
-/// `sip_notify_response` = `status`.
-pub fn emit(ctx: &SipContext, info: &CallInfo, event_type: &str, status: u16) {
-    let mut p = info.payload("answered");
-    p.insert("sip_notify_response".into(), serde_json::json!(status));
-    ctx.services.events.emit(info.event(event_type, p));
-}
-
-/// The event a NOTIFY's sipfrag `status` calls for: none for a provisional one,
-/// `call.refer.completed` for 2xx, `call.refer.failed` for ≥ 300.
-pub fn notify_event(status: u16) -> Option<&'static str> {
-    match status {
-        200..=299 => Some("call.refer.completed"),
-        300.. => Some("call.refer.failed"),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,13 +78,5 @@ mod tests {
         assert!(check_address("sip:").is_err());
         assert!(check_address("sip:a@").is_err());
         assert!(check_address("sip:a@b> ;x").is_err());
-    }
-
-    #[test]
-    fn notify_codes_map_to_telnyx_events() {
-        assert_eq!(notify_event(100), None);
-        assert_eq!(notify_event(180), None);
-        assert_eq!(notify_event(200), Some("call.refer.completed"));
-        assert_eq!(notify_event(603), Some("call.refer.failed"));
     }
 }
