@@ -28,6 +28,12 @@ fn daemon(dir: &Path, allow: &str, route_extra: &str) -> GatewayBuilder {
         .route(Route::new().name("echo").agent("echo").extra(route_extra))
 }
 
+/// A call record's `hangup_cause`, `hangup_source`, `sip_hangup_cause`.
+fn hangup(call: &serde_json::Map<String, serde_json::Value>) -> (&str, &str, &str) {
+    let text = |k: &str| call[k].as_str().unwrap_or_else(|| panic!("{k} in {call:?}"));
+    (text("hangup_cause"), text("hangup_source"), text("sip_hangup_cause"))
+}
+
 fn run_sipp(dir: &Path, name: &str, args: Vec<String>) -> Sipp {
     let mut s = Sipp::start(dir, name, &args);
     let code = s.wait(WAIT);
@@ -52,9 +58,13 @@ fn udp_call_with_bye_from_the_caller() {
     let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     run_sipp(dir.path(), "call", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
-    let log = gw.wait_log("hangup");
-    assert!(log.contains("incoming call") && log.contains("to=+13125550100") && log.contains("from=+14155550123"));
-    assert!(log.contains("cause=\"normal_clearing\" source=\"caller\" sip_code=200"), "{log}");
+    let call = &gw.ended_calls(1)[0];
+    let text = |k: &str| call[k].as_str().unwrap_or_default();
+    assert_eq!(
+        (text("direction"), text("to_number"), text("from_number")),
+        ("incoming", "+13125550100", "+14155550123")
+    );
+    assert_eq!(hangup(call), ("normal_clearing", "caller", "200"));
     gw.stop();
 }
 
@@ -65,7 +75,7 @@ fn tcp_call_with_bye_from_the_caller() {
     let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     run_sipp(dir.path(), "tcp", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.1", &["-t", "t1"]));
-    gw.wait_log("cause=\"normal_clearing\" source=\"caller\"");
+    assert_eq!(hangup(&gw.ended_calls(1)[0]), ("normal_clearing", "caller", "200"));
     gw.stop();
 }
 
@@ -83,9 +93,9 @@ fn bye_from_the_box_when_the_shutdown_grace_ends() {
     gw.wait_log("answered");
     gw.signal(Signal::SIGTERM);
     assert_eq!(sipp.wait(WAIT), 0, "{}", sipp.report());
+    assert_eq!(hangup(&gw.ended_calls(1)[0]), ("normal_clearing", "callee", "200"));
     let log = gw.exited();
     assert!(log.contains("shutdown grace over: hanging up remaining calls"), "{log}");
-    assert!(log.contains("cause=\"normal_clearing\" source=\"callee\""), "{log}");
 }
 
 #[test]
@@ -95,7 +105,7 @@ fn cancel_while_ringing_is_originator_cancel() {
     let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     run_sipp(dir.path(), "cancel", sipp_args("uac_cancel.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
-    gw.wait_log("cause=\"originator_cancel\" source=\"caller\" sip_code=487");
+    assert_eq!(hangup(&gw.ended_calls(1)[0]), ("originator_cancel", "caller", "487"));
     gw.stop();
 }
 
@@ -106,8 +116,9 @@ fn hold_and_resume_by_reinvite_keep_the_call() {
     let port = gw.sip_port;
     let target = format!("127.0.0.1:{port}");
     run_sipp(dir.path(), "hold", sipp_args("uac_hold.xml", "+13125550100", &target, "127.0.0.1", &["-t", "u1"]));
-    let log = gw.wait_log("hangup");
-    assert!(log.contains("cause=\"normal_clearing\" source=\"caller\""), "{log}");
+    let call = &gw.ended_calls(1)[0];
+    assert_eq!(hangup(call), ("normal_clearing", "caller", "200"));
+    assert!(call["answer_time"].is_string(), "answered, held, resumed: {call:?}");
     gw.stop();
 }
 

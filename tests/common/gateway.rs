@@ -557,15 +557,40 @@ impl Gateway {
     /// The `calls` row of a leg in the call store, by `call_control_id`, as
     /// column → value (read-only, as a technician's `sqlite3` would).
     pub fn call_record(&self, call_control_id: &str) -> serde_json::Map<String, Value> {
+        self.call_rows("WHERE call_control_id = ?1", call_control_id)
+            .pop()
+            .unwrap_or_else(|| panic!("no calls row for {call_control_id}"))
+    }
+
+    /// Waits (at most `WAIT`) until `n` legs have ended in the call store and
+    /// returns their rows, oldest first: what a call left behind, read the way a
+    /// technician's `sqlite3` would (no log text).
+    pub fn ended_calls(&self, n: usize) -> Vec<serde_json::Map<String, Value>> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let rows = if self.data.join("sipbridge.db").exists() {
+                self.call_rows("WHERE end_time IS NOT NULL AND ?1 = ?1 ORDER BY start_time", "")
+            } else {
+                Vec::new()
+            };
+            if rows.len() >= n {
+                return rows;
+            }
+            assert!(Instant::now() < deadline, "{} of {n} calls ended:\n{}", rows.len(), self.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn call_rows(&self, filter: &str, arg: &str) -> Vec<serde_json::Map<String, Value>> {
         let c = rusqlite::Connection::open_with_flags(
             self.data.join("sipbridge.db"),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .expect("the call store exists");
         c.busy_timeout(Duration::from_secs(5)).unwrap();
-        let mut stmt = c.prepare("SELECT * FROM calls WHERE call_control_id = ?1").unwrap();
+        let mut stmt = c.prepare(&format!("SELECT * FROM calls {filter}")).unwrap();
         let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-        stmt.query_row([call_control_id], |r| {
+        stmt.query_map([arg], |r| {
             let mut m = serde_json::Map::new();
             for (i, n) in names.iter().enumerate() {
                 let v = match r.get_ref(i)? {
@@ -579,7 +604,9 @@ impl Gateway {
             }
             Ok(m)
         })
-        .unwrap_or_else(|e| panic!("no calls row for {call_control_id}: {e}"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
     }
 
     /// `kill -9` of the daemon, by pid; returns once it is dead.
