@@ -518,21 +518,43 @@ fn modules_have_no_cycles() {
     assert!(found.is_empty(), "module cycles:\n  {}", found.join("\n  "));
 }
 
-/// Prints the graph: `cargo test --test module_graph -- --ignored --nocapture`.
+/// `docs/architecture.md`'s table of edges between top-level modules (its
+/// section "Modules and the one-way arrows") is the graph the code has: a row
+/// `| \`a\`, \`b\` | c, d (a remark) |` says a and b name exactly c and d; "nothing
+/// of the crate" is none. Modules without a row name nothing (`fuzzing`, the
+/// fuzz targets' entry points, is not a product module and has no row). On a
+/// difference the test prints the graph as it is.
 #[test]
-#[ignore]
-fn print_graph() {
-    let edges = build(&source_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src")));
-    for (title, edges) in [("top-level", top_level(&edges)), ("within modules", within_modules(&edges))] {
-        println!("{title}:");
-        for ((a, b), at) in &edges {
-            println!("  {a} -> {b}  ({at})");
-        }
-        println!("{title}, on cycles:");
-        for ((a, b), cycle) in cycle_edges(&edges) {
-            println!("  {a} -> {b}: {cycle}");
+fn the_architecture_doc_shows_the_graph_as_it_is() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+    let mut documented: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let table = doc.split("The exact edges").nth(1).expect("docs/architecture.md has the table of edges");
+    for line in table.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).skip(2) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 2, "a row of two cells: {line}");
+        let names = |cell: &str| -> BTreeSet<String> {
+            cell.split(',')
+                .map(|n| n.split('(').next().unwrap().trim().trim_matches('`').to_string())
+                .filter(|n| !n.is_empty() && n != "nothing of the crate")
+                .collect()
+        };
+        for from in names(cells[0]) {
+            documented.insert(from, names(cells[1]));
         }
     }
+    let edges = top_level(&build(&source_files(&root.join("src"))));
+    let mut actual: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (a, b) in edges.keys().filter(|(a, _)| a != "fuzzing") {
+        actual.entry(a.clone()).or_default().insert(b.clone());
+    }
+    for (m, to) in &documented {
+        if to.is_empty() {
+            actual.entry(m.clone()).or_default();
+        }
+    }
+    let graph: Vec<String> = edges.iter().map(|((a, b), at)| format!("{a} -> {b}  ({at})")).collect();
+    assert_eq!(documented, actual, "docs/architecture.md's edges differ from the code's:\n  {}", graph.join("\n  "));
 }
 
 /// The checker itself: an artificial cycle is found and shown, and what must be
