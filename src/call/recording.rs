@@ -270,7 +270,7 @@ impl CallRecording {
     /// Ends the span at `at` (the first call wins) without blocking: the writer
     /// thread records the audio queued so far and finishes the file in the
     /// background. The tap must not be fed afterwards (audio after `at` is cut).
-    fn end_at(&self, at: Instant) {
+    pub fn end_at(&self, at: Instant) {
         let _ = self.end.set(at);
         // The writer drains its queue and sees `end` at once.
         if let Some(t) = &self.thread {

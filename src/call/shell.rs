@@ -482,6 +482,13 @@ impl<S: Signalling> Shell<S> {
             Some(r) => r.stop().await,
             None => (self.near.media().stop().await, None),
         };
+        // The recordings end with the media, not once the hangups below are
+        // committed (that waits for the store's group commit).
+        let span = self.recorder.as_mut().and_then(|r| r.record_stop());
+        let relay_recording = self.recording.take();
+        if let Some(r) = &relay_recording {
+            r.end_at(Instant::now());
+        }
         if let Some(far) = self.far.as_mut() {
             far.finish().await;
             if let Some(e) = self.core.hangup_event(LegId::Far, SystemTime::now(), far_quality) {
@@ -497,9 +504,8 @@ impl<S: Signalling> Shell<S> {
             let _ = self.ctx.events.emit_durable(e).await;
         }
         let info = self.core.info(LegId::Near).cloned().expect("near leg");
-        let span = self.recorder.as_mut().and_then(|r| r.record_stop());
         finish_recording(&self.ctx, &info, span).await;
-        finish_recording(&self.ctx, &info, self.recording.take()).await;
+        finish_recording(&self.ctx, &info, relay_recording).await;
         drop(self.permit.take());
     }
 }
