@@ -178,6 +178,9 @@ pub struct Rtp {
     /// Accept and answer RTP/RTCP only from the SDP addresses (no latching, no
     /// NAT traversal). Default false.
     pub strict_source: bool,
+    /// Media engine worker threads (`media::engine`); 0 = one per core the
+    /// daemon may run on (the default). Read at start.
+    pub workers: usize,
 }
 
 /// Presets that fill trunk defaults.

@@ -59,7 +59,7 @@ const SIP: &[&str] = &[
     "first_message_timeout",
     "idle_timeout",
 ];
-const RTP: &[&str] = &["port_range", "timeout", "learning_window", "relatch_after", "strict_source"];
+const RTP: &[&str] = &["port_range", "timeout", "learning_window", "relatch_after", "strict_source", "workers"];
 const TRUNK: &[&str] = &[
     "name",
     "provider",
@@ -308,8 +308,9 @@ fn read_rtp(root: &Table<'_>, issues: &mut Issues) -> Rtp {
         );
     }
     let strict_source = t.bool("strict_source", issues).unwrap_or(false);
+    let workers = t.integer("workers", issues, 0, 64).unwrap_or(0) as usize;
     t.finish(issues);
-    Rtp { port_range, timeout, learning_window, relatch_after, strict_source }
+    Rtp { port_range, timeout, learning_window, relatch_after, strict_source, workers }
 }
 
 fn read_trunks(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -> Vec<Trunk> {

@@ -1,41 +1,46 @@
-//! One RTP leg's socket shell: receives and sends RTP for a negotiated stream,
-//! around the sans-IO cores (`rtp` view, `stats` RFC 3550 receiver statistics,
-//! `dtmf` RFC 4733 detector).
+//! One RTP leg's session, sans-IO (issue 20): SSRC, sequence and timestamp state,
+//! latching, RFC 3550 statistics and RTCP reports, RFC 4733 in and out, and the
+//! relay rewrite (payload type mapping, PCMU↔PCMA transcoding in place).
+//!
+//! No socket and no clock: the caller (the media engine, `media::engine`, or a
+//! test) feeds received datagrams with [`RtpSession::handle_receive`], asks for
+//! outgoing packets with [`RtpSession::poll_transmit`], reads DTMF and RTP
+//! timeouts with [`RtpSession::poll_event`], and drives the timers with
+//! [`RtpSession::poll_timeout`] / [`RtpSession::handle_timeout`], passing `now`
+//! every time. The wall clock RTCP needs (NTP timestamps, RFC 3550 §6.4.1) is
+//! derived from the `(Instant, SystemTime)` pair given at creation.
 //!
 //! - Symmetric RTP / latching (`latch`): media is sent to the SDP address until
 //!   packets arrive, then to where they actually come from (NAT); once latched,
 //!   RTP and RTCP from any other source are dropped and counted
 //!   (`crate::security`), never forwarded or answered.
-//! - Per packet: no heap allocation (stack buffers), no lock, no logging above
-//!   `trace`.
+//! - Per packet: no heap allocation (outgoing packets are built in the session's
+//!   own fixed buffers), no lock, no logging above `trace`.
 //! - Timeout: no RTP for `[rtp].timeout` while the peer is supposed to send
-//!   (not on hold) is reported once.
-//!
-//! The tasks that use a leg own it (`run_echo`; `pcm::run_pcm` for voice agents
-//! and rooms; `bridge::run_relay` for two bridged legs): one task per call,
-//! nothing shared across calls.
+//!   (not on hold) is reported once per silence.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Duration;
-
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::dtmf::{DtmfDetector, DtmfPackets, DtmfTone, digit_to_event, generate};
+use super::g711::transcode_in_place;
 use super::latch::{Latch, LatchConfig, RtcpLatch, Verdict};
-use super::ports::PortPair;
 use super::rtcp::{RtcpState, SenderInfo};
-use super::rtp::{RtpHeader, RtpPacket, is_rtcp};
+use super::rtp::{RtpHeader, RtpPacket, RtpPacketMut, is_rtcp};
 use super::stats::ReceiverStats;
 use crate::sdp::NegotiatedAudio;
 
 /// Largest datagram handled (Ethernet MTU; G.711 at 120 ms is 972 bytes).
 pub const MAX_DATAGRAM: usize = 1500;
 
+/// Largest payload the session builds itself (60 ms of G.711).
+const MAX_OWN_PAYLOAD: usize = 480;
+
 /// A listener on a call's audio (the recorder): G.711 payloads as they pass,
 /// `heard` = received from the caller's leg, `said` = sent to the caller.
-/// Implementations must not block (the media task calls them per packet).
+/// Implementations must not block (the media engine calls them per packet on its
+/// worker threads).
 pub trait Tap: Send + Sync {
     /// Audio received from the caller (G.711 bytes in `codec`).
     fn heard(&self, codec: crate::media::g711::G711, payload: &[u8]);
@@ -95,9 +100,75 @@ pub struct SendCounters {
     pub payload_bytes: u64,
 }
 
-/// A negotiated RTP stream on a bound port pair.
-pub struct RtpLeg {
-    ports: PortPair,
+/// Which of the leg's two ports a datagram came in on or goes out of (RFC 3550
+/// §11: RTP on the even port, RTCP on the next odd one unless rtcp-mux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Socket {
+    /// The RTP port (also RTCP with rtcp-mux, RFC 5761).
+    Rtp,
+    /// The RTCP port.
+    Rtcp,
+}
+
+/// An outgoing datagram: send `contents` from the leg's `socket` to `destination`.
+#[derive(Debug)]
+pub struct Transmit<'a> {
+    /// Port to send from.
+    pub socket: Socket,
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub contents: &'a [u8],
+}
+
+/// What one received datagram was (no borrow of it: the caller may rewrite the
+/// packet in place afterwards, for relaying).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Audio in the negotiated codec: the payload is
+    /// `datagram[payload_offset..payload_offset + payload_len]`.
+    Audio {
+        /// Start of the payload in the datagram.
+        payload_offset: usize,
+        /// Payload length in bytes (= samples for G.711).
+        payload_len: usize,
+        /// RTP timestamp of the first sample (RFC 3550 §5.1).
+        rtp_timestamp: u32,
+    },
+    /// A telephone-event packet (RFC 4733) from the peer; a completed key press is
+    /// an event ([`RtpSession::poll_event`]).
+    Event,
+    /// Nothing for the call (RTCP, junk, a foreign payload type or source).
+    Nothing,
+}
+
+impl Received {
+    /// The audio payload of `datagram`, when this is audio.
+    pub fn payload<'a>(&self, datagram: &'a [u8]) -> Option<&'a [u8]> {
+        match *self {
+            Received::Audio { payload_offset, payload_len, .. } => {
+                datagram.get(payload_offset..payload_offset + payload_len)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A generated packet waiting for [`RtpSession::poll_transmit`].
+struct Pending<const N: usize> {
+    len: usize,
+    destination: Option<SocketAddr>,
+    buf: [u8; N],
+}
+
+impl<const N: usize> Pending<N> {
+    fn new() -> Self {
+        Self { len: 0, destination: None, buf: [0; N] }
+    }
+}
+
+/// A negotiated RTP stream (one leg), sans-IO.
+pub struct RtpSession {
     audio: NegotiatedAudio,
     /// Which source RTP is taken from and sent to.
     latch: Latch,
@@ -116,7 +187,7 @@ pub struct RtpLeg {
     /// Counters of what was sent.
     pub sent: SendCounters,
     last_rx: Instant,
-    /// RTCP reports (RFC 3550 §6.4).
+    /// RFC 3550 §6.4 reports.
     pub rtcp: RtcpState,
     sent_at_last_report: u64,
     muted: bool,
@@ -125,40 +196,31 @@ pub struct RtpLeg {
     dtmf_sending: Option<DtmfPackets>,
     /// Packets of audio between two generated digits (inter-digit pause).
     dtmf_gap: u8,
+    /// `[rtp].timeout`.
+    rtp_timeout: Duration,
+    /// The timeout was reported for the current silence.
+    timed_out: bool,
+    /// (monotonic, wall) at creation, for RTCP's NTP timestamps.
+    clock_base: (Instant, SystemTime),
+    events: VecDeque<LegEvent>,
+    out_rtp: Pending<{ 12 + MAX_OWN_PAYLOAD }>,
+    out_rtcp: Pending<256>,
 }
 
-/// What a received datagram was, without borrowing it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Audio in the negotiated codec with this many payload bytes.
-    Audio {
-        /// Payload length in bytes.
-        payload_len: usize,
-    },
-    /// A telephone-event packet; `Some` when it completed a key press.
-    Event(Option<char>),
-    /// Nothing to forward.
-    Nothing,
-}
-
-/// What one received datagram was.
-pub enum Received<'a> {
-    /// Audio in the negotiated codec: (payload, RTP timestamp).
-    Audio(&'a [u8], u32),
-    /// A DTMF key press completed.
-    Dtmf(char),
-    /// Nothing for the call (RTCP, telephone-event continuation, junk, foreign PT).
-    Nothing,
-}
-
-impl RtpLeg {
-    /// A leg on `ports` for `audio`, latching by `latch` (its learning window
-    /// opens now).
-    pub fn new(ports: PortPair, audio: NegotiatedAudio, latch: LatchConfig) -> Self {
+impl RtpSession {
+    /// A session for `audio`, latching by `latch` (its learning window opens at
+    /// `now`), reporting an RTP timeout after `rtp_timeout` of silence. `wall` is
+    /// the wall-clock time at `now` (RTCP's NTP timestamps are derived from it).
+    pub fn new(
+        audio: NegotiatedAudio,
+        latch: LatchConfig,
+        rtp_timeout: Duration,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Self {
         let ssrc = rand_u32();
         Self {
-            ports,
-            latch: Latch::new(latch, audio.remote_rtp, std::time::Instant::now()),
+            latch: Latch::new(latch, audio.remote_rtp, now),
             rtcp_latch: RtcpLatch::new(audio.remote_rtcp),
             foreign_logged: false,
             relatches: 0,
@@ -169,14 +231,24 @@ impl RtpLeg {
             seq: rand_u32() as u16,
             timestamp: rand_u32(),
             sent: SendCounters::default(),
-            last_rx: Instant::now(),
-            rtcp: RtcpState::new(ssrc, &format!("sipbridge-{ssrc:08x}"), std::time::Instant::now()),
+            last_rx: now,
+            rtcp: RtcpState::new(ssrc, &format!("sipbridge-{ssrc:08x}"), now),
             sent_at_last_report: 0,
             muted: false,
             dtmf_queue: VecDeque::new(),
             dtmf_sending: None,
             dtmf_gap: 0,
+            rtp_timeout,
+            timed_out: false,
+            clock_base: (now, wall),
+            events: VecDeque::new(),
+            out_rtp: Pending::new(),
+            out_rtcp: Pending::new(),
         }
+    }
+
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.clock_base.1 + now.saturating_duration_since(self.clock_base.0)
     }
 
     /// Stops (or resumes) sending media on this leg; receiving goes on.
@@ -184,21 +256,27 @@ impl RtpLeg {
         self.muted = muted;
     }
 
-    /// Waits for the next datagram on the RTCP socket into `buf`.
-    pub async fn recv_rtcp(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-        self.ports.rtcp.recv_from(buf).await
+    /// The negotiated stream.
+    pub fn audio(&self) -> &NegotiatedAudio {
+        &self.audio
     }
 
-    /// Reads an RTCP packet from `from` on the RTCP socket (RTT, report
-    /// counters); one from a source other than the peer's (`latch::RtcpLatch`) is
-    /// dropped and counted.
-    pub fn on_rtcp(&mut self, buf: &[u8], from: SocketAddr) {
-        if !self.rtcp_latch.on_packet(from, &self.latch) {
-            crate::security::RTCP_FOREIGN_DROPPED.inc();
-            self.log_foreign(from, "RTCP");
-            return;
+    /// Our SSRC (RFC 3550 §3).
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// Applies a re-negotiation (re-INVITE/UPDATE, the answer to our offer) at
+    /// `now`: the learning window opens again; a new SDP address forgets the
+    /// latch; the RTP timeout starts over.
+    pub fn update(&mut self, audio: NegotiatedAudio, now: Instant) {
+        if self.latch.signalled(audio.remote_rtp, now) {
+            tracing::debug!(sdp = ?audio.remote_rtp, "RTP latch reset by a new SDP address");
         }
-        self.rtcp.on_packet(buf, std::time::Instant::now(), std::time::SystemTime::now());
+        self.rtcp_latch.signalled(audio.remote_rtcp);
+        self.audio = audio;
+        self.last_rx = now;
+        self.timed_out = false;
     }
 
     /// Logs the first foreign packet of the leg (debug; never per packet).
@@ -209,68 +287,31 @@ impl RtpLeg {
         }
     }
 
-    /// When our next RTCP report is due.
-    pub fn rtcp_deadline(&self) -> Instant {
-        Instant::from_std(self.rtcp.next_report())
-    }
-
-    /// Sends our RTCP report (SR if we sent RTP since the last one, else RR) to the
-    /// peer's RTCP address: with rtcp-mux where RTP goes, else
-    /// `latch::RtcpLatch::destination` (`a=rtcp`, the latched RTCP source, or the
-    /// latched RTP address's port + 1, RFC 3550 §11).
-    pub async fn send_rtcp(&mut self) {
-        let sender = (self.sent.packets > self.sent_at_last_report).then_some(SenderInfo {
-            rtp_timestamp: self.timestamp,
-            packets: self.sent.packets as u32,
-            octets: self.sent.payload_bytes as u32,
-        });
-        self.sent_at_last_report = self.sent.packets;
-        let block = self.stats.report_block();
-        let mut out = [0u8; 256];
-        let n = self.rtcp.build(&mut out, sender, block, std::time::Instant::now(), std::time::SystemTime::now());
-        let dest =
-            if self.audio.rtcp_mux { self.latch.destination() } else { self.rtcp_latch.destination(&self.latch) };
-        let (Some(dest), true) = (dest, n > 0) else { return };
-        let socket = if self.audio.rtcp_mux { &self.ports.rtp } else { &self.ports.rtcp };
-        let _ = socket.send_to(&out[..n], dest).await;
-    }
-
-    /// The negotiated stream.
-    pub fn audio(&self) -> &NegotiatedAudio {
-        &self.audio
-    }
-
-    /// Applies a re-negotiation (re-INVITE/UPDATE, the answer to our offer): the
-    /// learning window opens again; a new SDP address forgets the latch.
-    pub fn update(&mut self, audio: NegotiatedAudio) {
-        if self.latch.signalled(audio.remote_rtp, std::time::Instant::now()) {
-            tracing::debug!(sdp = ?audio.remote_rtp, "RTP latch reset by a new SDP address");
-        }
-        self.rtcp_latch.signalled(audio.remote_rtcp);
-        self.audio = audio;
-        self.last_rx = Instant::now();
-    }
-
-    /// Waits for the next datagram on the RTP socket into `buf`.
-    pub async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-        self.ports.rtp.recv_from(buf).await
-    }
-
-    /// Classifies a datagram from `from` (latching, statistics, DTMF). RTP from a
-    /// source other than the latched one (`latch`) is `Nothing`, counted in
-    /// `sipbridge_rtp_foreign_packets_dropped_total`.
-    pub fn on_datagram<'a>(&mut self, buf: &'a [u8], from: SocketAddr, now: Instant) -> Received<'a> {
-        if is_rtcp(buf) {
-            // rtcp-mux (RFC 5761): RTCP on the RTP port, from the RTP peer only.
-            if !self.latch.accepts_muxed_rtcp(from) {
+    /// Takes a datagram that arrived on `socket` from `source` at `now`: RTCP is
+    /// read (round-trip time, report counters), RTP is latched (a source other
+    /// than the latched one is dropped and counted in
+    /// `sipbridge_rtp_foreign_packets_dropped_total` / `..._rtcp_...`), counted in
+    /// the statistics, and classified. A completed DTMF key press becomes an event.
+    pub fn handle_receive(&mut self, socket: Socket, datagram: &[u8], source: SocketAddr, now: Instant) -> Received {
+        let muxed_rtcp = socket == Socket::Rtp && is_rtcp(datagram);
+        if socket == Socket::Rtcp || muxed_rtcp {
+            // RTCP on its own port follows the RTCP latch; with rtcp-mux (RFC 5761)
+            // it must come from the RTP peer itself.
+            let accepted = if muxed_rtcp {
+                self.latch.accepts_muxed_rtcp(source)
+            } else {
+                self.rtcp_latch.on_packet(source, &self.latch)
+            };
+            if !accepted {
                 crate::security::RTCP_FOREIGN_DROPPED.inc();
-                self.log_foreign(from, "RTCP");
+                self.log_foreign(source, "RTCP");
                 return Received::Nothing;
             }
-            self.rtcp.on_packet(buf, now.into_std(), std::time::SystemTime::now());
+            let wall = self.wall(now);
+            self.rtcp.on_packet(datagram, now, wall);
             return Received::Nothing;
         }
-        let Ok(p) = RtpPacket::parse(buf) else { return Received::Nothing };
+        let Ok(p) = RtpPacket::parse(datagram) else { return Received::Nothing };
         let pt = p.payload_type();
         let is_audio = pt == self.audio.receive_payload_type;
         let is_event = Some(pt) == self.audio.receive_telephone_event;
@@ -280,36 +321,38 @@ impl RtpLeg {
         // Symmetric RTP (RFC 4961): answer where the media really comes from, and
         // only take media from there.
         let was = self.latch.latched();
-        match self.latch.on_packet(from, now.into_std()) {
+        match self.latch.on_packet(source, now) {
             Verdict::Drop => {
                 crate::security::RTP_FOREIGN_DROPPED.inc();
-                self.log_foreign(from, "RTP");
+                self.log_foreign(source, "RTP");
                 return Received::Nothing;
             }
             Verdict::Relatched => {
                 self.relatches += 1;
                 crate::security::RTP_RELATCHED.inc();
-                tracing::debug!(?from, ?was, sdp = ?self.audio.remote_rtp, "RTP re-latched");
+                tracing::debug!(?source, ?was, sdp = ?self.audio.remote_rtp, "RTP re-latched");
             }
             Verdict::Accept if was.is_none() && !self.latch.config().strict_source => {
-                tracing::debug!(?from, sdp = ?self.audio.remote_rtp, "RTP latched");
+                tracing::debug!(?source, sdp = ?self.audio.remote_rtp, "RTP latched");
             }
             Verdict::Accept => {}
         }
         self.last_rx = now;
-        let std_now = now.into_std();
+        self.timed_out = false;
         if is_event {
             // Events share the audio stream's sequence numbers: count them, or every
             // key press would look like ~10 lost packets.
-            self.stats.on_packet_without_timing(p.ssrc(), p.sequence_number(), std_now);
-            let _ = self.dtmf.on_packet(p.timestamp(), p.payload(), std_now);
-            return match self.dtmf.poll_digit() {
-                Some(d) => Received::Dtmf(d.digit),
-                None => Received::Nothing,
-            };
+            self.stats.on_packet_without_timing(p.ssrc(), p.sequence_number(), now);
+            let _ = self.dtmf.on_packet(p.timestamp(), p.payload(), now);
+            // One packet can end a press whose end packets were lost and start the
+            // next: take every completed digit.
+            while let Some(d) = self.dtmf.poll_digit() {
+                self.events.push_back(LegEvent::Dtmf(d.digit));
+            }
+            return Received::Event;
         }
-        self.stats.on_packet(p.ssrc(), p.sequence_number(), p.timestamp(), std_now);
-        Received::Audio(p.payload(), p.timestamp())
+        self.stats.on_packet(p.ssrc(), p.sequence_number(), p.timestamp(), now);
+        Received::Audio { payload_offset: p.header_len(), payload_len: p.payload().len(), rtp_timestamp: p.timestamp() }
     }
 
     /// Times the RTP latch moved from one source to another (the SDP address
@@ -318,50 +361,78 @@ impl RtpLeg {
         self.relatches
     }
 
-    /// Another digit completed by the last packet (one packet can end a press whose
-    /// end packets were lost and start the next); call until `None`.
-    pub fn poll_dtmf(&mut self) -> Option<char> {
-        self.dtmf.poll_digit().map(|d| d.digit)
+    /// The next event (DTMF key press, RTP timeout), oldest first.
+    pub fn poll_event(&mut self) -> Option<LegEvent> {
+        self.events.pop_front()
     }
 
-    /// Like [`RtpLeg::on_datagram`] but without borrowing the buffer, so the caller
-    /// can rewrite the packet in place afterwards (relaying).
-    pub fn classify(&mut self, buf: &[u8], from: SocketAddr, now: Instant) -> Kind {
-        match self.on_datagram(buf, from, now) {
-            Received::Audio(payload, _) => Kind::Audio { payload_len: payload.len() },
-            Received::Dtmf(d) => Kind::Event(Some(d)),
-            Received::Nothing => match RtpPacket::parse(buf) {
-                Ok(p) if Some(p.payload_type()) == self.audio.receive_telephone_event => Kind::Event(None),
-                _ => Kind::Nothing,
-            },
+    /// When [`RtpSession::handle_timeout`] must be called next: the earliest of
+    /// the next RTCP report, the RTP timeout (while the peer should send and it
+    /// was not reported yet) and a DTMF press's end timeout.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut at = self.rtcp.next_report();
+        if !self.timed_out && self.expects_media() {
+            at = at.min(self.last_rx + self.rtp_timeout);
+        }
+        if let Some(d) = self.dtmf.poll_timeout() {
+            at = at.min(d);
+        }
+        at
+    }
+
+    /// Runs what is due at `now`: a DTMF press whose end packets were all lost,
+    /// the RTP timeout (reported once per silence), our RTCP report (then ready in
+    /// [`RtpSession::poll_transmit`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.dtmf.poll_timeout().is_some_and(|at| now >= at) {
+            self.dtmf.handle_timeout(now);
+            while let Some(d) = self.dtmf.poll_digit() {
+                self.events.push_back(LegEvent::Dtmf(d.digit));
+            }
+        }
+        if !self.timed_out && self.expects_media() && now >= self.last_rx + self.rtp_timeout {
+            self.timed_out = true;
+            self.events.push_back(LegEvent::Timeout(self.rtp_timeout));
+        }
+        if now >= self.rtcp.next_report() {
+            self.build_rtcp(now);
         }
     }
 
-    /// Sends an already formed RTP packet to the peer (relaying); skipped while we
-    /// may not send or know no address.
-    pub async fn send_packet(&mut self, packet: &[u8], payload_len: usize) {
-        if !self.audio.direction.sends() || self.muted {
-            return;
-        }
-        let Some(dest) = self.latch.destination() else { return };
-        if self.ports.rtp.send_to(packet, dest).await.is_ok() {
-            self.sent.packets += 1;
-            self.sent.payload_bytes += payload_len as u64;
-        }
+    /// Builds our RTCP report (SR if we sent RTP since the last one, else RR) for
+    /// the peer's RTCP address: with rtcp-mux where RTP goes (from the RTP port),
+    /// else `latch::RtcpLatch::destination` (`a=rtcp`, the latched RTCP source, or
+    /// the latched RTP address's port + 1, RFC 3550 §11).
+    fn build_rtcp(&mut self, now: Instant) {
+        let sender = (self.sent.packets > self.sent_at_last_report).then_some(SenderInfo {
+            rtp_timestamp: self.timestamp,
+            packets: self.sent.packets as u32,
+            octets: self.sent.payload_bytes as u32,
+        });
+        self.sent_at_last_report = self.sent.packets;
+        let block = self.stats.report_block();
+        let wall = self.wall(now);
+        let n = self.rtcp.build(&mut self.out_rtcp.buf, sender, block, now, wall);
+        let dest =
+            if self.audio.rtcp_mux { self.latch.destination() } else { self.rtcp_latch.destination(&self.latch) };
+        self.out_rtcp.len = n;
+        self.out_rtcp.destination = dest.filter(|_| n > 0);
     }
 
-    /// A DTMF digit whose end packets were all lost, once its timeout has passed.
-    pub fn poll_dtmf_timeout(&mut self, now: Instant) -> Option<char> {
-        let due = self.dtmf.poll_timeout()?;
-        if now.into_std() >= due {
-            self.dtmf.handle_timeout(now.into_std());
+    /// The next datagram to send, if any (RTCP first); each is returned once.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        if let Some(destination) = self.out_rtcp.destination.take() {
+            let socket = if self.audio.rtcp_mux { Socket::Rtp } else { Socket::Rtcp };
+            return Some(Transmit { socket, destination, contents: &self.out_rtcp.buf[..self.out_rtcp.len] });
         }
-        self.dtmf.poll_digit().map(|d| d.digit)
-    }
-
-    /// When the pending DTMF end timeout fires, if any.
-    pub fn dtmf_deadline(&self) -> Option<Instant> {
-        self.dtmf.poll_timeout().map(Instant::from_std)
+        if let Some(destination) = self.out_rtp.destination.take() {
+            return Some(Transmit {
+                socket: Socket::Rtp,
+                destination,
+                contents: &self.out_rtp.buf[..self.out_rtp.len],
+            });
+        }
+        None
     }
 
     /// Whether the peer is expected to send (not on hold towards us).
@@ -369,14 +440,9 @@ impl RtpLeg {
         self.audio.direction.receives()
     }
 
-    /// When the RTP timeout fires if nothing arrives.
-    pub fn timeout_deadline(&self, timeout: Duration) -> Instant {
-        self.last_rx + timeout
-    }
-
     /// Queues key presses to send as RFC 4733 events (`0-9*#A-D`, each held for
     /// `duration`, 3 end packets, ~40 ms between digits). They replace the audio
-    /// packets of [`RtpLeg::send_audio`] while they play.
+    /// packets of [`RtpSession::send_audio`] while they play.
     ///
     /// Errors: the peer did not negotiate `telephone-event`, or a character is not
     /// a DTMF digit (nothing is queued then).
@@ -390,38 +456,6 @@ impl RtpLeg {
         let ptime = Duration::from_millis(u64::from(self.audio.ptime_ms.max(10)));
         self.dtmf_queue.extend(digits.chars().map(|digit| DtmfTone { digit, duration, volume: 10, ptime }));
         Ok(())
-    }
-
-    /// `LegCommand::SendDtmf`: queues the presses; a refusal is logged (the API
-    /// checked the request already).
-    pub fn send_dtmf_command(&mut self, digits: &str, duration: Duration) {
-        if let Err(e) = self.queue_dtmf(digits, duration) {
-            tracing::info!("send_dtmf: {e}");
-        }
-    }
-
-    /// The periodic housekeeping of a leg task (every 250 ms, never per packet): a
-    /// DTMF press whose end packets were all lost, the RTP timeout (reported once
-    /// per silence, `timed_out` remembers), and RTCP reports when due.
-    pub async fn housekeeping(
-        &mut self,
-        now: Instant,
-        rtp_timeout: Duration,
-        timed_out: &mut bool,
-        events: &mpsc::UnboundedSender<LegEvent>,
-    ) {
-        if self.dtmf_deadline().is_some_and(|at| now >= at) {
-            if let Some(d) = self.poll_dtmf_timeout(now) {
-                let _ = events.send(LegEvent::Dtmf(d));
-            }
-        }
-        if !*timed_out && self.expects_media() && now >= self.timeout_deadline(rtp_timeout) {
-            *timed_out = true;
-            let _ = events.send(LegEvent::Timeout(rtp_timeout));
-        }
-        if now >= self.rtcp_deadline() {
-            self.send_rtcp().await;
-        }
     }
 
     /// The next generated telephone-event packet due instead of audio, if any:
@@ -445,16 +479,17 @@ impl RtpLeg {
         }
     }
 
-    /// Sends one audio packet of `payload` (G.711 bytes = samples) as the next in
-    /// our stream. Skipped while we may not send (hold) or know no address.
-    pub async fn send_audio(&mut self, payload: &[u8], marker: bool) {
+    /// Makes the next packet of our stream from `payload` (G.711 bytes = samples,
+    /// at most 480), ready in [`RtpSession::poll_transmit`]; a queued RFC 4733
+    /// event packet goes in its place. Skipped (the RTP clock still advances)
+    /// while we may not send (hold, muted) or know no address.
+    pub fn send_audio(&mut self, payload: &[u8], marker: bool) {
         let samples = payload.len() as u32;
         if !self.audio.direction.sends() || self.muted {
             self.timestamp = self.timestamp.wrapping_add(samples);
             return;
         }
         let Some(dest) = self.latch.destination() else { return };
-        let mut out = [0u8; MAX_DATAGRAM];
         let event = self.next_dtmf_packet();
         let header = match (event, self.audio.telephone_event) {
             (Some((event_marker, event_ts, _)), Some(pt)) => RtpHeader {
@@ -476,13 +511,47 @@ impl RtpLeg {
             Some((_, _, p)) if self.audio.telephone_event.is_some() => p,
             _ => payload,
         };
-        let Ok(n) = header.write(body, &mut out) else { return };
+        let Ok(n) = header.write(body, &mut self.out_rtp.buf) else { return };
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(samples);
-        if self.ports.rtp.send_to(&out[..n], dest).await.is_ok() {
-            self.sent.packets += 1;
-            self.sent.payload_bytes += u64::from(samples);
+        self.out_rtp.len = n;
+        self.out_rtp.destination = Some(dest);
+        self.sent.packets += 1;
+        self.sent.payload_bytes += u64::from(samples);
+    }
+
+    /// Relaying (B2BUA media anchor): rewrites `packet`, received on the other
+    /// leg (`from`, classified as `kind`), in place for this leg — the payload
+    /// type mapped to ours, PCMU↔PCMA transcoded by table when the codecs differ;
+    /// RFC 4733 events mapped to our telephone-event type (dropped when this leg
+    /// did not negotiate one). SSRC, sequence numbers and timestamps pass through,
+    /// as a media relay does. Returns where to send it from our RTP port (it is
+    /// counted as sent), or `None` to drop it (nothing to relay, hold, muted, no
+    /// address).
+    pub fn relay_from(&mut self, packet: &mut [u8], kind: Received, from: &NegotiatedAudio) -> Option<SocketAddr> {
+        if !self.audio.direction.sends() || self.muted {
+            return None;
         }
+        let dest = self.latch.destination()?;
+        let mut p = RtpPacketMut::parse(packet).ok()?;
+        let payload_len = match kind {
+            Received::Audio { payload_len, .. } => {
+                let (src, dst) = (from.codec, self.audio.codec);
+                if src != dst {
+                    transcode_in_place(src, dst, p.payload_mut());
+                }
+                p.set_payload_type(self.audio.payload_type);
+                payload_len
+            }
+            Received::Event => {
+                p.set_payload_type(self.audio.telephone_event?);
+                0
+            }
+            Received::Nothing => return None,
+        };
+        self.sent.packets += 1;
+        self.sent.payload_bytes += payload_len as u64;
+        Some(dest)
     }
 
     /// The Telnyx `call_quality_stats` object: `inbound` from the receiver
@@ -506,112 +575,17 @@ fn rand_u32() -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// The built-in echo agent (`url = "builtin:echo"`): every audio packet from the
-/// caller is sent back 200 ms later, in a stream of our own (SSRC, sequence,
-/// timestamps). The delay line is preallocated: no allocation per packet. When the
-/// leg's latch moves to another source (`latch`: the SDP address taking over from
-/// a first source in the learning window), the line is emptied, so what the old
-/// source sent is never echoed to the new one.
-pub async fn run_echo(
-    mut leg: RtpLeg,
-    mut commands: mpsc::Receiver<LegCommand>,
-    events: mpsc::UnboundedSender<LegEvent>,
-    rtp_timeout: Duration,
-    mut tap: Option<std::sync::Arc<dyn Tap>>,
-) -> RtpLeg {
-    const DELAY: Duration = Duration::from_millis(200);
-    const SLOT: usize = 480; // 60 ms of G.711
-    let mut line: VecDeque<(Instant, usize, [u8; SLOT])> = VecDeque::with_capacity(64);
-    let mut buf = [0u8; MAX_DATAGRAM];
-    let mut rtcp_buf = [0u8; 512];
-    let mut timed_out = false;
-    let mut first = true;
-    let mut inbound_muted = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let codec = leg.audio().codec;
-        let next_due = line.front().map(|(due, _, _)| *due);
-        tokio::select! {
-            r = leg.recv(&mut buf) => {
-                let Ok((n, from)) = r else { continue };
-                let now = Instant::now();
-                let relatches = leg.relatches();
-                let received = leg.on_datagram(&buf[..n], from, now);
-                if leg.relatches() != relatches {
-                    // The latch moved (the SDP address took over in the learning
-                    // window): what the old source said is not echoed to the new one.
-                    line.clear();
-                }
-                match received {
-                    Received::Audio(payload, _) if payload.len() <= SLOT => {
-                        if let Some(t) = &tap {
-                            t.heard(codec, payload);
-                        }
-                        if inbound_muted {
-                            continue;
-                        }
-                        if line.len() == line.capacity() {
-                            line.pop_front();
-                        }
-                        let mut slot = [0u8; SLOT];
-                        slot[..payload.len()].copy_from_slice(payload);
-                        line.push_back((now + DELAY, payload.len(), slot));
-                    }
-                    Received::Dtmf(d) => {
-                        let _ = events.send(LegEvent::Dtmf(d));
-                        while let Some(d) = leg.poll_dtmf() {
-                            let _ = events.send(LegEvent::Dtmf(d));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
-                let now = Instant::now();
-                while let Some((due, len, slot)) = line.front().copied() {
-                    if due > now {
-                        break;
-                    }
-                    line.pop_front();
-                    if let Some(t) = &tap {
-                        t.said(codec, &slot[..len]);
-                    }
-                    leg.send_audio(&slot[..len], first).await;
-                    first = false;
-                }
-            }
-            now = tick.tick() => leg.housekeeping(now, rtp_timeout, &mut timed_out, &events).await,
-            r = leg.recv_rtcp(&mut rtcp_buf) => {
-                if let Ok((n, from)) = r {
-                    leg.on_rtcp(&rtcp_buf[..n], from);
-                }
-            }
-            c = commands.recv() => match c {
-                Some(LegCommand::Update(audio)) => {
-                    leg.update(audio);
-                    timed_out = false;
-                }
-                Some(LegCommand::MuteInbound(m)) => inbound_muted = m,
-                Some(LegCommand::SendDtmf(digits, duration)) => leg.send_dtmf_command(&digits, duration),
-                Some(LegCommand::Tap(t)) => tap = t,
-                Some(LegCommand::Stop) | None => break,
-            }
-        }
-    }
-    leg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::values::PortRange;
     use crate::media::g711::G711;
-    use crate::media::ports::PortPool;
     use crate::sdp::Direction;
 
-    fn audio_to(port: u16) -> NegotiatedAudio {
-        let remote: SocketAddr = ([127, 0, 0, 1], port).into();
+    const A: &str = "127.0.0.1:40000";
+    const B: &str = "127.0.0.1:40010";
+
+    fn audio_to(peer: &str) -> NegotiatedAudio {
+        let remote: SocketAddr = peer.parse().unwrap();
         NegotiatedAudio {
             codec: G711::Pcmu,
             payload_type: 0,
@@ -619,86 +593,140 @@ mod tests {
             telephone_event: Some(101),
             receive_telephone_event: Some(101),
             remote_rtp: Some(remote),
-            remote_rtcp: Some(SocketAddr::new(remote.ip(), port + 1)),
+            remote_rtcp: Some(SocketAddr::new(remote.ip(), remote.port() + 1)),
             rtcp_mux: false,
             ptime_ms: 20,
             direction: Direction::SendRecv,
         }
     }
 
-    /// Two real legs on loopback: RTP one way, then an SR and an RR carrying LSR/DLSR
-    /// give the sender a round-trip time (RFC 3550 §6.4.1); muting stops sending.
-    #[tokio::test]
-    async fn rtp_and_rtcp_between_two_legs() {
-        let base = 42_100 + (std::process::id() % 200) as u16 * 8;
-        let pool = PortPool::new(PortRange { first: base, last: base + 7 });
-        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-        let (pa, pb) = (pool.take(ip).unwrap(), pool.take(ip).unwrap());
-        let (port_a, port_b) = (pa.port, pb.port);
-        let mut a = RtpLeg::new(pa, audio_to(port_b), LatchConfig::default());
-        let mut b = RtpLeg::new(pb, audio_to(port_a), LatchConfig::default());
-        let mut buf = [0u8; MAX_DATAGRAM];
-        for _ in 0..10 {
-            a.send_audio(&[0xffu8; 160], false).await;
-            let (n, from) = b.recv(&mut buf).await.unwrap();
-            assert!(matches!(b.on_datagram(&buf[..n], from, Instant::now()), Received::Audio(p, _) if p.len() == 160));
-        }
-        assert_eq!(a.sent.packets, 10);
-        assert_eq!(b.stats.received(), 10);
-        // A's sender report reaches B's RTCP socket; B answers with a receiver report.
-        a.send_rtcp().await;
-        let (n, from) = b.recv_rtcp(&mut buf).await.unwrap();
-        assert_eq!(buf[1], 200, "an SR, since A sent RTP");
-        b.on_rtcp(&buf[..n], from);
-        b.send_rtcp().await;
-        let (n, from) = a.recv_rtcp(&mut buf).await.unwrap();
-        assert_eq!(buf[1], 201, "an RR, since B sent nothing");
-        a.on_rtcp(&buf[..n], from);
-        assert_eq!(a.rtcp.received_reports, 1);
-        let rtt = a.rtcp.rtt().expect("RTT from LSR/DLSR");
-        assert!(rtt < Duration::from_secs(1), "{rtt:?}");
-        // Muted: nothing more is sent.
-        a.set_muted(true);
-        a.send_audio(&[0xffu8; 160], false).await;
-        assert_eq!(a.sent.packets, 10);
+    /// Two sessions "A" (at `A`) and "B" (at `B`) wired to each other, on one
+    /// fake clock.
+    struct Pair {
+        a: RtpSession,
+        b: RtpSession,
+        now: Instant,
     }
 
-    /// `send_dtmf`: generated RFC 4733 events replace audio packets while they play
-    /// and the receiving leg's detector sees each key press exactly once; audio
+    impl Pair {
+        fn new() -> Self {
+            let now = Instant::now();
+            let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            let t = Duration::from_secs(5);
+            Pair {
+                a: RtpSession::new(audio_to(B), LatchConfig::default(), t, now, wall),
+                b: RtpSession::new(audio_to(A), LatchConfig::default(), t, now, wall),
+                now,
+            }
+        }
+
+        /// Delivers everything A has to send to B (source = A's port of the
+        /// socket); returns what B made of each datagram.
+        fn a_to_b(&mut self) -> Vec<(Socket, Received, Vec<u8>)> {
+            deliver(&mut self.a, A, &mut self.b, B, self.now)
+        }
+
+        fn b_to_a(&mut self) -> Vec<(Socket, Received, Vec<u8>)> {
+            deliver(&mut self.b, B, &mut self.a, A, self.now)
+        }
+
+        fn advance(&mut self, d: Duration) {
+            self.now += d;
+        }
+    }
+
+    /// Hands every pending datagram of `from` (at `from_addr`) to `to` (at
+    /// `to_addr`), on the port it was addressed to.
+    fn deliver(
+        from: &mut RtpSession,
+        from_addr: &str,
+        to: &mut RtpSession,
+        to_addr: &str,
+        now: Instant,
+    ) -> Vec<(Socket, Received, Vec<u8>)> {
+        let (base, to_base): (SocketAddr, SocketAddr) = (from_addr.parse().unwrap(), to_addr.parse().unwrap());
+        let mut out = Vec::new();
+        while let Some(t) = from.poll_transmit() {
+            let port = if t.socket == Socket::Rtp { base.port() } else { base.port() + 1 };
+            let socket = if t.destination.port() == to_base.port() + 1 { Socket::Rtcp } else { Socket::Rtp };
+            let (sent_from, bytes) = (t.socket, t.contents.to_vec());
+            let r = to.handle_receive(socket, &bytes, SocketAddr::new(base.ip(), port), now);
+            out.push((sent_from, r, bytes));
+        }
+        out
+    }
+
+    /// RTP one way with its statistics, then an SR from A and an RR from B whose
+    /// LSR/DLSR give A a round-trip time (RFC 3550 §6.4.1); muting stops sending.
+    #[test]
+    fn rtp_and_rtcp_between_two_sessions() {
+        let mut p = Pair::new();
+        for _ in 0..10 {
+            p.a.send_audio(&[0xff; 160], false);
+            let got = p.a_to_b();
+            assert_eq!(got.len(), 1);
+            assert!(matches!(got[0].1, Received::Audio { payload_len: 160, payload_offset: 12, .. }));
+            assert_eq!(got[0].1.payload(&got[0].2).unwrap(), &[0xff; 160][..]);
+            p.advance(Duration::from_millis(20));
+        }
+        assert_eq!(p.a.sent.packets, 10);
+        assert_eq!(p.b.stats.received(), 10);
+        // A's report falls due: an SR (A sent RTP) to B's RTCP port.
+        let due = p.a.poll_timeout();
+        assert!(due > p.now && due <= p.now + Duration::from_secs(5), "{due:?}");
+        p.now = due;
+        p.a.handle_timeout(p.now);
+        let got = p.a_to_b();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, Socket::Rtcp);
+        assert_eq!(got[0].2[1], 200, "an SR, since A sent RTP");
+        // 30 ms later B reports: an RR (B sent nothing) carrying LSR and DLSR.
+        p.advance(Duration::from_millis(30));
+        p.now = p.now.max(p.b.poll_timeout());
+        p.b.handle_timeout(p.now);
+        let got = p.b_to_a();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].2[1], 201, "an RR, since B sent nothing");
+        assert_eq!(p.a.rtcp.received_reports, 1);
+        let rtt = p.a.rtcp.rtt().expect("RTT from LSR/DLSR");
+        assert!(rtt < Duration::from_millis(5), "no network delay on a fake clock: {rtt:?}");
+        // Muted: nothing is made.
+        p.a.set_muted(true);
+        p.a.send_audio(&[0xff; 160], false);
+        assert!(p.a.poll_transmit().is_none());
+        assert_eq!(p.a.sent.packets, 10);
+    }
+
+    /// `send_dtmf`: generated RFC 4733 events replace audio packets while they
+    /// play; the receiving session reports each key press exactly once; audio
     /// resumes with continuous sequence numbers.
-    #[tokio::test]
-    async fn generated_dtmf_is_detected_once_per_digit() {
-        let base = 44_100 + (std::process::id() % 200) as u16 * 8;
-        let pool = PortPool::new(PortRange { first: base, last: base + 7 });
-        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-        let (pa, pb) = (pool.take(ip).unwrap(), pool.take(ip).unwrap());
-        let (port_a, port_b) = (pa.port, pb.port);
-        let mut a = RtpLeg::new(pa, audio_to(port_b), LatchConfig::default());
-        let mut b = RtpLeg::new(pb, audio_to(port_a), LatchConfig::default());
-        assert!(a.queue_dtmf("1x", Duration::from_millis(100)).is_err(), "not a digit: nothing queued");
-        a.queue_dtmf("1#", Duration::from_millis(100)).unwrap();
-        let mut buf = [0u8; MAX_DATAGRAM];
+    #[test]
+    fn generated_dtmf_is_detected_once_per_digit() {
+        let mut p = Pair::new();
+        assert!(p.a.queue_dtmf("1x", Duration::from_millis(100)).is_err(), "not a digit: nothing queued");
+        p.a.queue_dtmf("1#", Duration::from_millis(100)).unwrap();
         let (mut digits, mut audio, mut events) = (Vec::new(), 0, 0);
         let mut last_seq = None;
         for _ in 0..30 {
-            a.send_audio(&[0xffu8; 160], false).await;
-            let (n, from) = b.recv(&mut buf).await.unwrap();
-            let seq = u16::from_be_bytes([buf[2], buf[3]]);
-            if let Some(prev) = last_seq {
-                assert_eq!(seq, u16::wrapping_add(prev, 1), "one sequence for audio and events");
+            p.a.send_audio(&[0xff; 160], false);
+            for (_, r, bytes) in p.a_to_b() {
+                let seq = u16::from_be_bytes([bytes[2], bytes[3]]);
+                if let Some(prev) = last_seq {
+                    assert_eq!(seq, u16::wrapping_add(prev, 1), "one sequence for audio and events");
+                }
+                last_seq = Some(seq);
+                match r {
+                    Received::Event => events += 1,
+                    Received::Audio { .. } => audio += 1,
+                    Received::Nothing => {}
+                }
             }
-            last_seq = Some(seq);
-            if buf[1] & 0x7f == 101 {
-                events += 1;
+            while let Some(e) = p.b.poll_event() {
+                if let LegEvent::Dtmf(d) = e {
+                    digits.push(d);
+                }
             }
-            match b.on_datagram(&buf[..n], from, Instant::now()) {
-                Received::Dtmf(d) => digits.push(d),
-                Received::Audio(..) => audio += 1,
-                Received::Nothing => {}
-            }
-            while let Some(d) = b.poll_dtmf() {
-                digits.push(d);
-            }
+            p.advance(Duration::from_millis(20));
         }
         assert_eq!(digits, ['1', '#']);
         // 100 ms at 20 ms ptime: 4 updates + 3 end packets per digit.
@@ -706,41 +734,121 @@ mod tests {
         assert_eq!(audio, 16);
     }
 
-    /// A third party on another port sends RTP at a latched leg: its packets are
-    /// dropped and counted, and the leg keeps answering its peer.
-    #[tokio::test]
-    async fn foreign_rtp_is_dropped_and_not_answered() {
-        let base = 46_100 + (std::process::id() % 200) as u16 * 8;
-        let pool = PortPool::new(PortRange { first: base, last: base + 7 });
-        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-        let (pa, pb) = (pool.take(ip).unwrap(), pool.take(ip).unwrap());
-        let (port_a, port_b) = (pa.port, pb.port);
-        let mut a = RtpLeg::new(pa, audio_to(port_b), LatchConfig::default());
-        let mut b = RtpLeg::new(pb, audio_to(port_a), LatchConfig::default());
-        let mut buf = [0u8; MAX_DATAGRAM];
-        a.send_audio(&[0x11u8; 160], false).await;
-        let (n, from) = b.recv(&mut buf).await.unwrap();
-        assert!(matches!(b.on_datagram(&buf[..n], from, Instant::now()), Received::Audio(..)), "A latches");
+    /// A press whose end packets are all lost is reported once its end timeout
+    /// has passed on the fake clock, not before.
+    #[test]
+    fn a_press_without_end_packets_ends_by_timeout() {
+        let mut p = Pair::new();
+        p.a.queue_dtmf("5", Duration::from_millis(200)).unwrap();
+        // Deliver only the first two (non-end) event packets.
+        for _ in 0..2 {
+            p.a.send_audio(&[0xff; 160], false);
+            p.a_to_b();
+            p.advance(Duration::from_millis(20));
+        }
+        assert_eq!(p.b.poll_event(), None);
+        let due = p.b.poll_timeout();
+        p.now = due - Duration::from_millis(1);
+        p.b.handle_timeout(p.now);
+        assert_eq!(p.b.poll_event(), None, "not before its timeout");
+        p.now = due;
+        p.b.handle_timeout(p.now);
+        assert_eq!(p.b.poll_event(), Some(LegEvent::Dtmf('5')));
+    }
 
-        let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    /// No RTP for `[rtp].timeout`: one event per silence; hold (recvonly on the
+    /// peer's side = we do not expect media) reports nothing.
+    #[test]
+    fn rtp_timeout_is_reported_once_per_silence() {
+        let mut p = Pair::new();
+        p.a.send_audio(&[0xff; 160], false);
+        p.a_to_b();
+        let mut timeouts = 0;
+        for _ in 0..200 {
+            p.advance(Duration::from_millis(50));
+            if p.now >= p.b.poll_timeout() {
+                p.b.handle_timeout(p.now);
+            }
+            while let Some(e) = p.b.poll_event() {
+                assert_eq!(e, LegEvent::Timeout(Duration::from_secs(5)));
+                timeouts += 1;
+            }
+            while p.b.poll_transmit().is_some() {}
+        }
+        assert_eq!(timeouts, 1, "10 s of silence, one report");
+        // Media comes back, then stops again: a second report.
+        p.a.send_audio(&[0xff; 160], false);
+        p.a_to_b();
+        p.advance(Duration::from_secs(6));
+        p.b.handle_timeout(p.now);
+        assert_eq!(p.b.poll_event(), Some(LegEvent::Timeout(Duration::from_secs(5))));
+        // On hold towards us: nothing expected, nothing reported.
+        let mut held = audio_to(A);
+        held.direction = Direction::SendOnly;
+        p.b.update(held, p.now);
+        p.advance(Duration::from_secs(30));
+        p.b.handle_timeout(p.now);
+        assert_eq!(p.b.poll_event(), None);
+    }
+
+    /// A third party sends RTP at a latched session: dropped, counted, not in
+    /// the statistics, and our audio still goes to the latched peer.
+    #[test]
+    fn foreign_rtp_is_dropped_and_not_answered() {
+        let mut p = Pair::new();
+        p.a.send_audio(&[0x11; 160], false);
+        assert!(matches!(p.a_to_b()[0].1, Received::Audio { .. }), "A latches");
         let before = crate::security::RTP_FOREIGN_DROPPED.get();
-        let received = b.stats.received();
+        let received = p.b.stats.received();
         let header = RtpHeader { marker: false, payload_type: 0, sequence_number: 1, timestamp: 0, ssrc: 7 };
         let mut pkt = [0u8; 200];
-        let len = header.write(&[0x22u8; 160], &mut pkt).unwrap();
-        attacker.send_to(&pkt[..len], ("127.0.0.1", port_b)).await.unwrap();
-        let (n, from) = b.recv(&mut buf).await.unwrap();
-        assert_eq!(from, attacker.local_addr().unwrap());
-        assert!(matches!(b.on_datagram(&buf[..n], from, Instant::now()), Received::Nothing));
+        let len = header.write(&[0x22; 160], &mut pkt).unwrap();
+        let attacker: SocketAddr = "127.0.0.9:5555".parse().unwrap();
+        assert_eq!(p.b.handle_receive(Socket::Rtp, &pkt[..len], attacker, p.now), Received::Nothing);
         assert!(crate::security::RTP_FOREIGN_DROPPED.get() > before);
-        assert_eq!(b.stats.received(), received, "the foreign packet is not in the statistics");
+        assert_eq!(p.b.stats.received(), received, "the foreign packet is not in the statistics");
+        p.b.send_audio(&[0x33; 160], false);
+        let t = p.b.poll_transmit().unwrap();
+        assert_eq!(t.destination, A.parse::<SocketAddr>().unwrap(), "answered to the latched peer only");
+    }
 
-        // B's audio goes to A, not to the attacker.
-        b.send_audio(&[0x33u8; 160], false).await;
-        let (n, from) = a.recv(&mut buf).await.unwrap();
-        assert_eq!(from.port(), port_b);
-        assert!(matches!(a.on_datagram(&buf[..n], from, Instant::now()), Received::Audio(p, _) if p[0] == 0x33));
-        let mut probe = [0u8; 64];
-        assert!(attacker.try_recv_from(&mut probe).is_err(), "nothing was sent to the attacker");
+    /// Relaying: PCMU from A rewritten in place for a PCMA leg with other payload
+    /// type numbers (audio transcoded by table, events remapped); SSRC, sequence
+    /// and timestamp pass through; a leg without telephone-event drops events.
+    #[test]
+    fn relay_rewrites_payload_type_and_transcodes() {
+        let mut p = Pair::new();
+        let now = p.now;
+        let wall = SystemTime::now();
+        let mut far_audio = audio_to("127.0.0.1:40020");
+        far_audio.codec = G711::Pcma;
+        far_audio.payload_type = 8;
+        far_audio.telephone_event = Some(96);
+        let mut far = RtpSession::new(far_audio, LatchConfig::default(), Duration::from_secs(5), now, wall);
+        p.a.send_audio(&[0xff; 160], false);
+        let mut t = p.a.poll_transmit().map(|t| t.contents.to_vec()).unwrap();
+        let kind = p.b.handle_receive(Socket::Rtp, &t, A.parse().unwrap(), now);
+        let (ssrc, seq) = (t[8..12].to_vec(), t[2..4].to_vec());
+        let dest = far.relay_from(&mut t, kind, p.b.audio()).expect("relayed");
+        assert_eq!(dest, "127.0.0.1:40020".parse::<SocketAddr>().unwrap());
+        assert_eq!(t[1] & 0x7f, 8);
+        assert_eq!(&t[8..12], &ssrc[..]);
+        assert_eq!(&t[2..4], &seq[..]);
+        let mut pcma = [0xffu8; 160];
+        transcode_in_place(G711::Pcmu, G711::Pcma, &mut pcma);
+        assert_eq!(&t[12..], &pcma[..]);
+        // An event is remapped to 96.
+        p.a.queue_dtmf("7", Duration::from_millis(40)).unwrap();
+        p.a.send_audio(&[0xff; 160], false);
+        let mut e = p.a.poll_transmit().map(|t| t.contents.to_vec()).unwrap();
+        let kind = p.b.handle_receive(Socket::Rtp, &e, A.parse().unwrap(), now);
+        assert_eq!(kind, Received::Event);
+        assert!(far.relay_from(&mut e, kind, p.b.audio()).is_some());
+        assert_eq!(e[1] & 0x7f, 96);
+        let mut no_events_audio = far.audio;
+        no_events_audio.telephone_event = None;
+        far.update(no_events_audio, now);
+        assert!(far.relay_from(&mut e, kind, p.b.audio()).is_none(), "dropped, not sent with an unknown type");
+        assert_eq!(far.sent.packets, 2);
     }
 }

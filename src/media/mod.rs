@@ -15,10 +15,12 @@
 
 pub mod bridge;
 pub mod dtmf;
+pub mod engine;
 pub mod g711;
 pub mod latch;
 pub mod leg;
 pub mod mos;
+pub mod pacer;
 pub mod pcm;
 pub mod playout;
 pub mod ports;

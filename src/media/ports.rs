@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use tokio::net::UdpSocket;
+use std::net::UdpSocket;
 
 use crate::config::values::PortRange;
 
@@ -31,8 +31,9 @@ pub struct PortPool {
     range: PortRange,
 }
 
-/// Two bound sockets, RTP (even port) and RTCP (odd port); returns its port to the
-/// pool on drop.
+/// Two bound non-blocking sockets, RTP (even port) and RTCP (odd port), driven by
+/// the media engine's epoll (`media::engine`); returns its port to the pool on
+/// drop.
 #[derive(Debug)]
 pub struct PortPair {
     /// RTP socket.
@@ -89,7 +90,7 @@ impl PortPool {
 fn bind_pair(ip: IpAddr, port: u16) -> std::io::Result<(UdpSocket, UdpSocket)> {
     let rtp = std_udp(SocketAddr::new(ip, port))?;
     let rtcp = std_udp(SocketAddr::new(ip, port + 1))?;
-    Ok((UdpSocket::from_std(rtp)?, UdpSocket::from_std(rtcp)?))
+    Ok((rtp, rtcp))
 }
 
 fn std_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -111,8 +112,8 @@ fn std_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn pairs_are_even_odd_and_come_back() {
+    #[test]
+    fn pairs_are_even_odd_and_come_back() {
         let pool = PortPool::new(PortRange { first: 41000, last: 41005 });
         assert_eq!(pool.available(), 3);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
@@ -129,8 +130,8 @@ mod tests {
         assert_eq!(pool.available(), 3);
     }
 
-    #[tokio::test]
-    async fn a_port_held_elsewhere_is_skipped() {
+    #[test]
+    fn a_port_held_elsewhere_is_skipped() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let _squatter = std::net::UdpSocket::bind("127.0.0.1:41100").unwrap();
         let pool = PortPool::new(PortRange { first: 41100, last: 41103 });

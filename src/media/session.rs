@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::config::Codec;
-use crate::media::bridge::{Side, run_relay};
+use crate::media::bridge::Side;
+use crate::media::engine::{Commands, EchoJob, Engine, Events, Finished, Job, Leg, PcmJob, RelayJob, Task};
 use crate::media::g711::G711;
 use crate::media::latch::LatchConfig;
-use crate::media::leg::{LegCommand, LegEvent, RtpLeg, Tap, run_echo};
-use crate::media::pcm::{PcmPort, Playback, run_pcm};
+use crate::media::leg::{LegCommand, LegEvent, RtpSession, Tap};
+use crate::media::pcm::{PcmPort, Playback};
 use crate::media::ports::{PortPair, PortPool};
 use crate::sdp::{
     LocalAudio, LocalSession, NegotiatedAudio, OfferOptions, OfferedAudio, SessionDescription, answer_offer,
@@ -28,6 +28,8 @@ use crate::sdp::{
 /// Shared media resources of the box.
 #[derive(Debug, Clone)]
 pub struct MediaEngine {
+    /// The worker threads every call's RTP runs on.
+    pub engine: Arc<Engine>,
     /// RTP/RTCP port pairs.
     pub pool: PortPool,
     /// `[rtp].timeout`.
@@ -57,11 +59,12 @@ pub struct MediaSession {
     rtp_timeout: Duration,
     /// `[rtp]` latching settings of the config in force when the call began.
     latch: LatchConfig,
-    task: Option<JoinHandle<RtpLeg>>,
-    commands: Option<mpsc::Sender<LegCommand>>,
+    engine: Arc<Engine>,
+    /// The leg's media job while it runs on the engine (echo or PCM bridge).
+    task: Option<Task>,
     events: Option<mpsc::UnboundedReceiver<LegEvent>>,
     /// Set while this leg is one side of a relay (forward route).
-    relay: Option<(Side, mpsc::Sender<(Side, LegCommand)>)>,
+    relay: Option<(Side, Commands)>,
     /// Our offer, while waiting for the answer (outbound legs).
     offered: Option<OfferedAudio>,
     /// Playback from the box into the PCM bridge, while one runs.
@@ -71,8 +74,7 @@ pub struct MediaSession {
 /// Two legs relayed to each other (forward routes): the relay task and its
 /// events, tagged with the side they concern.
 pub struct Relay {
-    task: JoinHandle<(RtpLeg, RtpLeg)>,
-    commands: mpsc::Sender<(Side, LegCommand)>,
+    task: Task,
     /// DTMF and timeouts of either side.
     pub events: mpsc::UnboundedReceiver<(Side, LegEvent)>,
 }
@@ -82,18 +84,17 @@ impl Relay {
     /// Both must have negotiated (answer sent / answer applied) and not started.
     pub fn start(a: &mut MediaSession, b: &mut MediaSession, tap: Option<Arc<dyn Tap>>) -> Option<Relay> {
         let (pa, pb) = (a.ports.take()?, b.ports.take()?);
-        let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let (la, lb) = (RtpLeg::new(pa, a.audio, a.latch), RtpLeg::new(pb, b.audio, b.latch));
-        let task = tokio::spawn(run_relay(la, lb, cmd_rx, ev_tx, a.rtp_timeout, tap));
-        a.relay = Some((Side::A, cmd_tx.clone()));
-        b.relay = Some((Side::B, cmd_tx.clone()));
-        Some(Relay { task, commands: cmd_tx, events: ev_rx })
+        let (la, lb) = (a.leg(pa), b.leg(pb));
+        let task = a.engine.spawn(Job::Relay(Box::new(RelayJob::new(la, lb, ev_tx, tap))));
+        a.relay = Some((Side::A, task.commands().clone()));
+        b.relay = Some((Side::B, task.commands().clone()));
+        Some(Relay { task, events: ev_rx })
     }
 
     /// Hands the relayed audio to `tap` from now on (recording from answer).
     pub async fn set_tap(&mut self, tap: Option<Arc<dyn Tap>>) {
-        let _ = self.commands.send((Side::A, LegCommand::Tap(tap))).await;
+        let _ = self.task.commands().send(Side::A, LegCommand::Tap(tap));
     }
 
     /// The next event of either side; pending forever once the relay ended.
@@ -106,10 +107,9 @@ impl Relay {
 
     /// Stops the relay; returns each side's `call_quality_stats`.
     pub async fn stop(self) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
-        let _ = self.commands.send((Side::A, LegCommand::Stop)).await;
-        match self.task.await {
-            Ok((a, b)) => (Some(a.quality_json()), Some(b.quality_json())),
-            Err(_) => (None, None),
+        match self.task.stop().await {
+            Some(Finished::Two(a, b)) => (Some(a.session.quality_json()), Some(b.session.quality_json())),
+            _ => (None, None),
         }
     }
 }
@@ -164,8 +164,8 @@ impl MediaSession {
             ports: Some(ports),
             rtp_timeout: engine.rtp_timeout,
             latch: LatchConfig::default(),
+            engine: Arc::clone(&engine.engine),
             task: None,
-            commands: None,
             events: None,
             relay: None,
             offered,
@@ -208,12 +208,24 @@ impl MediaSession {
     }
 
     fn send_update(&self) {
-        if let Some(tx) = &self.commands {
-            let _ = tx.try_send(LegCommand::Update(self.audio));
+        if let Some(task) = &self.task {
+            let _ = task.commands().send(Side::A, LegCommand::Update(self.audio));
         }
         if let Some((side, tx)) = &self.relay {
-            let _ = tx.try_send((*side, LegCommand::Update(self.audio)));
+            let _ = tx.send(*side, LegCommand::Update(self.audio));
         }
+    }
+
+    /// A leg on `ports` for the negotiated stream, its session starting now.
+    fn leg(&self, ports: PortPair) -> Leg {
+        let session = RtpSession::new(
+            self.audio,
+            self.latch,
+            self.rtp_timeout,
+            std::time::Instant::now(),
+            std::time::SystemTime::now(),
+        );
+        Leg { ports, session }
     }
 
     /// Sends `digits` to the peer as RFC 4733 events, each held for `duration`
@@ -232,38 +244,40 @@ impl MediaSession {
         if self.relay.is_some() {
             return Err("the leg is relayed to another leg: its DTMF passes through".into());
         }
-        let tx = self.commands.as_ref().ok_or("media is not running")?;
-        tx.try_send(LegCommand::SendDtmf(digits.to_string(), duration)).map_err(|_| "media is busy".to_string())
+        let task = self.task.as_ref().ok_or("media is not running")?;
+        task.commands().send(Side::A, LegCommand::SendDtmf(digits.to_string(), duration))
     }
 
     /// Stops (`true`) or resumes passing what the peer says to the other side.
     pub fn mute_inbound(&self, muted: bool) -> Result<(), String> {
         if let Some((side, tx)) = &self.relay {
-            return tx.try_send((*side, LegCommand::MuteInbound(muted))).map_err(|_| "media is busy".to_string());
+            return tx.send(*side, LegCommand::MuteInbound(muted));
         }
-        let tx = self.commands.as_ref().ok_or("media is not running")?;
-        tx.try_send(LegCommand::MuteInbound(muted)).map_err(|_| "media is busy".to_string())
+        let task = self.task.as_ref().ok_or("media is not running")?;
+        task.commands().send(Side::A, LegCommand::MuteInbound(muted))
     }
 
     /// Moves running media (the built-in echo) to a PCM endpoint (an agent stream
     /// started mid-call): the same leg (ports, SSRC, sequence, statistics) continues
-    /// in a new task. Errors when media is not running or the leg is relayed.
+    /// in a new engine job. Errors when media is not running or the leg is relayed.
     pub async fn switch_to_pcm(&mut self, tap: Option<Arc<dyn Tap>>, port: PcmPort) -> Result<(), String> {
         if self.relay.is_some() {
             return Err("the leg is bridged to another leg".into());
         }
-        let (Some(tx), Some(task)) = (self.commands.take(), self.task.take()) else {
-            return Err("media is not running".into());
+        let task = self.task.take().ok_or("media is not running")?;
+        let Some(Finished::One(leg)) = task.stop().await else {
+            return Err("the media engine stopped".into());
         };
-        let _ = tx.send(LegCommand::Stop).await;
-        let leg = task.await.map_err(|_| "media task failed".to_string())?;
-        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        self.spawn_pcm(leg, tap, port);
+        Ok(())
+    }
+
+    fn spawn_pcm(&mut self, leg: Leg, tap: Option<Arc<dyn Tap>>, port: PcmPort) {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         self.player = Some(port.control.clone());
-        self.task = Some(tokio::spawn(run_pcm(leg, cmd_rx, ev_tx, self.rtp_timeout, tap, port)));
-        self.commands = Some(cmd_tx);
+        let job = PcmJob::new(leg, Events::One(ev_tx), tap, port, std::time::Instant::now());
+        self.task = Some(self.engine.spawn(Job::Pcm(Box::new(job))));
         self.events = Some(ev_rx);
-        Ok(())
     }
 
     /// Plays PCM16 8 kHz audio from the box into the call (`playback_start`); a
@@ -312,11 +326,9 @@ impl MediaSession {
     /// both ways (the recorder).
     pub fn start(&mut self, tap: Option<Arc<dyn Tap>>) {
         let Some(ports) = self.ports.take() else { return };
-        let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let leg = RtpLeg::new(ports, self.audio, self.latch);
-        self.task = Some(tokio::spawn(run_echo(leg, cmd_rx, ev_tx, self.rtp_timeout, tap)));
-        self.commands = Some(cmd_tx);
+        let leg = self.leg(ports);
+        self.task = Some(self.engine.spawn(Job::Echo(Box::new(EchoJob::new(leg, Events::One(ev_tx), tap)))));
         self.events = Some(ev_rx);
     }
 
@@ -324,13 +336,8 @@ impl MediaSession {
     /// stream) instead of the built-in echo; `tap` hears the audio both ways.
     pub fn start_pcm(&mut self, tap: Option<Arc<dyn Tap>>, port: PcmPort) {
         let Some(ports) = self.ports.take() else { return };
-        let (cmd_tx, cmd_rx) = mpsc::channel(8);
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let leg = RtpLeg::new(ports, self.audio, self.latch);
-        self.player = Some(port.control.clone());
-        self.task = Some(tokio::spawn(run_pcm(leg, cmd_rx, ev_tx, self.rtp_timeout, tap, port)));
-        self.commands = Some(cmd_tx);
-        self.events = Some(ev_rx);
+        let leg = self.leg(ports);
+        self.spawn_pcm(leg, tap, port);
     }
 
     /// The next event of the media task (DTMF, timeout); pending forever before
@@ -374,11 +381,9 @@ impl MediaSession {
 
     /// Stops the media task; returns `call_quality_stats` when media ran.
     pub async fn stop(&mut self) -> Option<serde_json::Value> {
-        if let Some(tx) = self.commands.take() {
-            let _ = tx.send(LegCommand::Stop).await;
+        match self.task.take()?.stop().await? {
+            Finished::One(leg) => Some(leg.session.quality_json()),
+            Finished::Two(..) => None,
         }
-        let task = self.task.take()?;
-        let leg = task.await.ok()?;
-        Some(leg.quality_json())
     }
 }

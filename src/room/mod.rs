@@ -7,7 +7,7 @@
 //! voice agents:
 //!
 //! * a **SIP leg**: the room holds the leg's [`PcmEndpoint`] (the leg task
-//!   `media::pcm::run_pcm` owns the [`PcmPort`], made by
+//!   `media::engine::PcmJob` owns the [`PcmPort`], made by
 //!   `pcm_pair(depth, true, false)`). Heard chunks go through a per-participant
 //!   [`jitter::JitterBuffer`] keyed by `Chunk::rtp_timestamp`; the participant's
 //!   mix-minus goes back every tick as `Playback::Frame`;
@@ -23,7 +23,7 @@
 //! first join by name, ends it when the last participant leaves (after an optional
 //! linger), and reports [`RoomEvent`]s — created, ended, participant joined/left —
 //! for the `conference.*` webhooks. Recording needs nothing here: a SIP
-//! participant's own `run_pcm` tap records what it says (L) and what the room plays
+//! participant's own PCM job's tap records what it says (L) and what the room plays
 //! to it (R).
 //!
 //! This module owns room membership, mixing and pacing. It does not know SIP, the
@@ -88,7 +88,7 @@ impl crate::config::Rooms {
 /// How a participant is connected to the room.
 pub enum Attachment {
     /// A SIP leg: the endpoint half of the leg's `pcm_pair(depth, true, false)`;
-    /// the leg task runs `run_pcm` with the port half.
+    /// the leg's media-engine job (`media::engine::PcmJob`) holds the port half.
     Leg(PcmEndpoint),
     /// A browser over WebRTC: the same endpoint half as a leg's, its port half
     /// driven by the WebRTC session (G.711 RTP from/to the browser).

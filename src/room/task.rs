@@ -3,9 +3,10 @@
 //! clock. Commands (join, leave, mute, hold, list, end) arrive on an unbounded
 //! channel from the registry and from participant handles.
 //!
-//! Pacing is the same as `media::pcm::run_pcm`'s: one frame per 20 ms deadline;
-//! a late wake-up mixes up to 5 frames at once to catch up, and beyond 100 ms
-//! behind the schedule restarts from now. Each frame mixed more than 5 ms after
+//! Pacing is the box's one 20 ms schedule (`media::pacer::Pacer`, the same the
+//! media engine's PCM jobs follow): one frame per 20 ms deadline; a late wake-up
+//! mixes up to 5 frames at once to catch up, and beyond 100 ms behind the
+//! schedule restarts from now. Each frame mixed more than 5 ms after
 //! its deadline (and each skipped one) counts as a late tick in [`RoomStats`].
 //!
 //! Per tick nothing is allocated: chunks and frames are fixed-size values sent
@@ -29,15 +30,10 @@ use super::{
     RoomOptions, RoomStats,
 };
 use crate::media::g711::G711;
+use crate::media::pacer::Pacer;
 use crate::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmEndpoint, PcmFrame, Playback};
 use crate::media::playout::{FRAME_SAMPLES, Playout};
 
-/// One tick.
-const FRAME: Duration = Duration::from_millis(20);
-/// Frames mixed at once to catch up after a late wake-up (100 ms).
-const MAX_CATCH_UP: u32 = 5;
-/// A frame mixed later than this after its deadline is a late tick.
-pub(super) const LATE: Duration = Duration::from_millis(5);
 /// Agent audio queued beyond this is dropped (two minutes, as for a call).
 const MAX_AGENT_QUEUE: usize = 8000 * 120;
 
@@ -480,7 +476,7 @@ pub(super) async fn run(
     // Armed when the room becomes empty. Not at creation: the creating join is
     // the first command.
     let mut empty_until: Option<Instant> = None;
-    let mut next_tick = Instant::now() + FRAME;
+    let mut pacer = Pacer::new(std::time::Instant::now());
     let counters = &shared.counters;
     let end_reason = loop {
         tokio::select! {
@@ -518,25 +514,13 @@ pub(super) async fn run(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(next_tick) => {
+            _ = tokio::time::sleep_until(Instant::from_std(pacer.poll_timeout())) => {
                 let now = Instant::now();
-                let mut due = 0u32;
-                let mut late = 0u64;
-                let mut max_lateness = Duration::ZERO;
-                while next_tick <= now && due < MAX_CATCH_UP {
-                    let lateness = now - next_tick;
-                    late += u64::from(lateness > LATE);
-                    max_lateness = max_lateness.max(lateness);
-                    next_tick += FRAME;
-                    due += 1;
-                }
-                if next_tick <= now {
-                    // More than 100 ms behind: the frames in between are skipped.
-                    let skipped = (now - next_tick).as_nanos() / FRAME.as_nanos() + 1;
-                    late += skipped as u64;
+                let due = pacer.handle_timeout(now.into_std());
+                if due.resynced {
                     counters.resyncs.fetch_add(1, Ordering::Relaxed);
-                    next_tick = now + FRAME;
                 }
+                let (due, late, max_lateness) = (due.frames, due.late, due.max_lateness);
                 let mut dropped = 0;
                 for _ in 0..due {
                     dropped += room.tick();
@@ -549,7 +533,7 @@ pub(super) async fn run(
                 counters.max_lateness_ns.fetch_max(max_lateness.as_nanos() as u64, Ordering::Relaxed);
                 room.sweep();
             }
-            _ = tokio::time::sleep_until(empty_until.unwrap_or(next_tick)), if empty_until.is_some() => {
+            _ = tokio::time::sleep_until(empty_until.unwrap_or_else(Instant::now)), if empty_until.is_some() => {
                 break EndReason::AllLeft;
             }
         }

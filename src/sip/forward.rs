@@ -3,7 +3,7 @@
 //! leg; the call core pairs the two legs (progress and the answer pass back to the
 //! caller, BYE and CANCEL propagate both ways, a final failure of the far leg is
 //! answered to the caller with the same code, session timers on both legs) and the
-//! shell relays their media (`media::bridge`: pass-through, or PCMU↔PCMA by
+//! shell relays their media (`media::engine::RelayJob`: pass-through, or PCMU↔PCMA by
 //! table), so the box can record it. Both legs share one `call_session_id`;
 //! `call.bridged` is emitted when both are up.
 

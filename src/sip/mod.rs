@@ -63,6 +63,9 @@ pub enum SipError {
     /// The TLS certificate or key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The media engine's worker threads could not be started.
+    #[error("cannot start the media engine: {0}")]
+    Media(String),
 }
 
 /// What the SIP layer shares with every call.
@@ -170,6 +173,8 @@ impl SipStack {
             user_agent,
             services,
             media: crate::media::session::MediaEngine {
+                engine: crate::media::engine::Engine::start(cfg.rtp.workers)
+                    .map_err(|e| SipError::Media(e.to_string()))?,
                 pool: crate::media::ports::PortPool::new(cfg.rtp.port_range),
                 rtp_timeout: cfg.rtp.timeout,
                 bind_ip: std::net::IpAddr::from([0, 0, 0, 0]),

@@ -1,0 +1,532 @@
+//! What a media worker runs per call: the built-in echo, a leg bridged to a PCM
+//! endpoint (voice agent, room, playback from the box), and the relay between two
+//! SIP legs. Each job is plain state driven by the worker (`super::Worker`): a
+//! received datagram, a timer that fell due, a command. Jobs send through their
+//! legs' sockets (non-blocking `send_to`), never wait, never allocate per packet.
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
+
+use crate::media::bridge::Side;
+use crate::media::g711::G711;
+use crate::media::leg::{LegCommand, LegEvent, Received, RtpSession, Socket, Tap};
+use crate::media::pacer::Pacer;
+use crate::media::pcm::{CHUNK_BYTES, Chunk, Direction, Narrow, PcmPort, Playback, WIDE_FRAME_SAMPLES};
+use crate::media::playout::{FRAME_SAMPLES, Playout};
+use crate::media::ports::PortPair;
+use crate::media::transcode::RateConverter;
+
+/// Queued playback beyond this many seconds is dropped (the agent sent more than
+/// two minutes ahead).
+const MAX_QUEUED_SECONDS: usize = 120;
+
+/// One RTP leg: its bound port pair and its session.
+pub struct Leg {
+    /// RTP and RTCP sockets (returned to the pool when dropped).
+    pub ports: PortPair,
+    /// The sans-IO session.
+    pub session: RtpSession,
+}
+
+impl Leg {
+    fn socket(&self, socket: Socket) -> &UdpSocket {
+        match socket {
+            Socket::Rtp => &self.ports.rtp,
+            Socket::Rtcp => &self.ports.rtcp,
+        }
+    }
+
+    /// Sends everything the session has ready (RTCP reports, generated audio).
+    fn flush(&mut self) {
+        let Leg { ports, session } = self;
+        while let Some(t) = session.poll_transmit() {
+            let socket = if t.socket == Socket::Rtp { &ports.rtp } else { &ports.rtcp };
+            // UDP: a full socket buffer drops the packet, as the network would.
+            let _ = socket.send_to(t.contents, t.destination);
+        }
+    }
+}
+
+/// Where a job's events go.
+pub enum Events {
+    /// A single-leg job's call.
+    One(mpsc::UnboundedSender<LegEvent>),
+    /// A relay's call, tagged with the side.
+    Two(mpsc::UnboundedSender<(Side, LegEvent)>),
+}
+
+impl Events {
+    fn send(&self, side: Side, event: LegEvent) {
+        match self {
+            Events::One(tx) => drop(tx.send(event)),
+            Events::Two(tx) => drop(tx.send((side, event))),
+        }
+    }
+
+    /// Forwards every event the session has.
+    fn drain(&self, side: Side, session: &mut RtpSession) {
+        while let Some(e) = session.poll_event() {
+            self.send(side, e);
+        }
+    }
+}
+
+/// A job's legs when it ends (moved once per job, not per packet).
+#[allow(clippy::large_enum_variant)]
+pub enum Finished {
+    /// A single-leg job's leg.
+    One(Leg),
+    /// A relay's legs (A, B).
+    Two(Leg, Leg),
+}
+
+/// Per-worker buffers the PCM jobs work in (one set per thread, not per call).
+pub struct Scratch {
+    frame: [i16; WIDE_FRAME_SAMPLES],
+    player_frame: [i16; WIDE_FRAME_SAMPLES],
+    frame8: [i16; FRAME_SAMPLES],
+    out: [u8; FRAME_SAMPLES],
+}
+
+impl Scratch {
+    /// Zeroed buffers.
+    pub fn new() -> Self {
+        Self {
+            frame: [0; WIDE_FRAME_SAMPLES],
+            player_frame: [0; WIDE_FRAME_SAMPLES],
+            frame8: [0; FRAME_SAMPLES],
+            out: [0; FRAME_SAMPLES],
+        }
+    }
+}
+
+/// A job run by a worker.
+pub enum Job {
+    /// The built-in echo.
+    Echo(Box<EchoJob>),
+    /// A leg ↔ PCM endpoint bridge.
+    Pcm(Box<PcmJob>),
+    /// Two relayed legs.
+    Relay(Box<RelayJob>),
+}
+
+impl Job {
+    /// The job's legs, in token order (0 = A, 1 = B).
+    pub fn legs(&self) -> impl Iterator<Item = &Leg> {
+        let (a, b) = match self {
+            Job::Echo(j) => (&j.leg, None),
+            Job::Pcm(j) => (&j.leg, None),
+            Job::Relay(j) => (&j.a, Some(&j.b)),
+        };
+        std::iter::once(a).chain(b)
+    }
+
+    /// The socket `socket` of leg `leg`.
+    pub fn socket(&self, leg: usize, socket: Socket) -> Option<&UdpSocket> {
+        self.legs().nth(leg).map(|l| l.socket(socket))
+    }
+
+    /// Takes a datagram received on leg `leg`'s `socket`.
+    pub fn on_datagram(&mut self, leg: usize, socket: Socket, buf: &mut [u8], from: SocketAddr, now: Instant) {
+        match self {
+            Job::Echo(j) => j.on_datagram(socket, buf, from, now),
+            Job::Pcm(j) => j.on_datagram(socket, buf, from, now),
+            Job::Relay(j) => j.on_datagram(leg, socket, buf, from, now),
+        }
+    }
+
+    /// Runs what is due at `now` (also called early: nothing due, nothing done).
+    pub fn on_timer(&mut self, now: Instant, scratch: &mut Scratch) {
+        match self {
+            Job::Echo(j) => j.on_timer(now),
+            Job::Pcm(j) => j.on_timer(now, scratch),
+            Job::Relay(j) => j.on_timer(now),
+        }
+    }
+
+    /// When `on_timer` must run next.
+    pub fn deadline(&self) -> Instant {
+        match self {
+            Job::Echo(j) => j.deadline(),
+            Job::Pcm(j) => j.deadline(),
+            Job::Relay(j) => j.a.session.poll_timeout().min(j.b.session.poll_timeout()),
+        }
+    }
+
+    /// Applies a command (never `Stop`: the worker ends the job).
+    pub fn on_command(&mut self, side: Side, command: LegCommand, now: Instant) {
+        match self {
+            Job::Echo(j) => j.common.on_command(&mut j.leg, command, now),
+            Job::Pcm(j) => j.common.on_command(&mut j.leg, command, now),
+            Job::Relay(j) => j.on_command(side, command, now),
+        }
+    }
+
+    /// The legs, for the call's statistics or the next job.
+    pub fn finish(self) -> Finished {
+        match self {
+            Job::Echo(j) => Finished::One(j.leg),
+            Job::Pcm(j) => {
+                if j.dropped > 0 || j.playout.dropped_samples() > 0 || j.pacer.resyncs() > 0 {
+                    tracing::debug!(
+                        late_resyncs = j.pacer.resyncs(),
+                        chunks = j.dropped,
+                        samples = j.playout.dropped_samples(),
+                        "audio dropped between the call and its endpoint"
+                    );
+                }
+                Finished::One(j.leg)
+            }
+            Job::Relay(j) => Finished::Two(j.a, j.b),
+        }
+    }
+}
+
+/// What single-leg jobs share: the call's events, the tap, inbound muting.
+pub struct Common {
+    events: Events,
+    tap: Option<Arc<dyn Tap>>,
+    inbound_muted: bool,
+}
+
+impl Common {
+    fn on_command(&mut self, leg: &mut Leg, command: LegCommand, now: Instant) {
+        match command {
+            LegCommand::Update(audio) => leg.session.update(audio, now),
+            LegCommand::MuteInbound(m) => self.inbound_muted = m,
+            LegCommand::SendDtmf(digits, duration) => {
+                if let Err(e) = leg.session.queue_dtmf(&digits, duration) {
+                    tracing::info!("send_dtmf: {e}");
+                }
+            }
+            LegCommand::Tap(t) => self.tap = t,
+            LegCommand::Stop => {}
+        }
+    }
+}
+
+/// The built-in echo agent (`url = "builtin:echo"`): every audio packet from the
+/// caller is sent back 200 ms later, in a stream of our own (SSRC, sequence,
+/// timestamps). When the leg's latch moves to another source (`latch`: the SDP
+/// address taking over in the learning window), the delay line is emptied, so
+/// what the old source sent is never echoed to the new one.
+pub struct EchoJob {
+    leg: Leg,
+    common: Common,
+    line: VecDeque<(Instant, u16, [u8; ECHO_SLOT])>,
+    first: bool,
+}
+
+const ECHO_DELAY: Duration = Duration::from_millis(200);
+/// 60 ms of G.711; longer packets are not echoed.
+const ECHO_SLOT: usize = 480;
+/// 1.28 s of 20 ms packets: far more than 200 ms of any ptime.
+const ECHO_MAX: usize = 64;
+
+impl EchoJob {
+    /// Echo on `leg`; `tap` hears both ways.
+    pub fn new(leg: Leg, events: Events, tap: Option<Arc<dyn Tap>>) -> Self {
+        Self { leg, common: Common { events, tap, inbound_muted: false }, line: VecDeque::new(), first: true }
+    }
+
+    fn on_datagram(&mut self, socket: Socket, buf: &mut [u8], from: SocketAddr, now: Instant) {
+        let relatches = self.leg.session.relatches();
+        let received = self.leg.session.handle_receive(socket, buf, from, now);
+        if self.leg.session.relatches() != relatches {
+            self.line.clear();
+        }
+        self.common.events.drain(Side::A, &mut self.leg.session);
+        let Some(payload) = received.payload(buf) else { return };
+        if payload.len() > ECHO_SLOT {
+            return;
+        }
+        let codec = self.leg.session.audio().codec;
+        if let Some(t) = &self.common.tap {
+            t.heard(codec, payload);
+        }
+        if self.common.inbound_muted {
+            return;
+        }
+        if self.line.len() == ECHO_MAX {
+            self.line.pop_front();
+        }
+        let mut slot = [0u8; ECHO_SLOT];
+        slot[..payload.len()].copy_from_slice(payload);
+        self.line.push_back((now + ECHO_DELAY, payload.len() as u16, slot));
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        let codec = self.leg.session.audio().codec;
+        while let Some((due, len, slot)) = self.line.front() {
+            if *due > now {
+                break;
+            }
+            let payload = &slot[..usize::from(*len)];
+            if let Some(t) = &self.common.tap {
+                t.said(codec, payload);
+            }
+            self.leg.session.send_audio(payload, self.first);
+            self.first = false;
+            self.leg.flush();
+            self.line.pop_front();
+        }
+        if now >= self.leg.session.poll_timeout() {
+            self.leg.session.handle_timeout(now);
+            self.leg.flush();
+        }
+        self.common.events.drain(Side::A, &mut self.leg.session);
+    }
+
+    fn deadline(&self) -> Instant {
+        let session = self.leg.session.poll_timeout();
+        self.line.front().map_or(session, |(due, _, _)| session.min(*due))
+    }
+}
+
+/// The bridge between a leg and a PCM endpoint (a voice agent's stream, a room
+/// the leg takes part in, playback from the box): the leg's audio goes to the
+/// endpoint as it arrives (`try_send` of fixed-size chunks: when the endpoint
+/// falls behind, chunks are dropped and counted, never queued without bound),
+/// and the endpoint's audio is played into the leg from a paced queue, one packet
+/// per 20 ms of the box's clock (`pacer`; silence when the queue is empty, so the
+/// peer's media timers and NAT bindings stay alive).
+pub struct PcmJob {
+    leg: Leg,
+    common: Common,
+    port: PcmPort,
+    pacer: Pacer,
+    /// 16 kHz playout for an L16/16000 agent, else the leg's 8 kHz.
+    wide: bool,
+    narrow: Option<Box<Narrow>>,
+    playout: Playout,
+    /// Playback from the box (playback_start), on its own queue; marks = ids.
+    player: Playout,
+    overlay: bool,
+    said_samples: u32,
+    playback_open: bool,
+    talking: bool,
+    dropped: u64,
+}
+
+impl PcmJob {
+    /// Bridges `leg` to the endpoint behind `port`, pacing from `now`.
+    pub fn new(leg: Leg, events: Events, tap: Option<Arc<dyn Tap>>, port: PcmPort, now: Instant) -> Self {
+        let wide = port.sample_rate == 16000;
+        let rate = if wide { 16000 } else { 8000 };
+        Self {
+            leg,
+            common: Common { events, tap, inbound_muted: false },
+            port,
+            pacer: Pacer::new(now),
+            wide,
+            narrow: wide.then(|| Box::new(Narrow::new())),
+            playout: Playout::new(MAX_QUEUED_SECONDS * rate),
+            player: Playout::new(MAX_QUEUED_SECONDS * rate),
+            overlay: false,
+            said_samples: 0,
+            playback_open: true,
+            talking: false,
+            dropped: 0,
+        }
+    }
+
+    fn on_datagram(&mut self, socket: Socket, buf: &mut [u8], from: SocketAddr, now: Instant) {
+        let received = self.leg.session.handle_receive(socket, buf, from, now);
+        self.common.events.drain(Side::A, &mut self.leg.session);
+        let Received::Audio { rtp_timestamp, .. } = received else { return };
+        let Some(payload) = received.payload(buf) else { return };
+        let codec = self.leg.session.audio().codec;
+        if let Some(t) = &self.common.tap {
+            t.heard(codec, payload);
+        }
+        if self.port.want_heard && !self.common.inbound_muted {
+            offer(&self.port, Direction::Heard, codec, rtp_timestamp, payload, &mut self.dropped);
+        }
+    }
+
+    /// Takes what the endpoint queued since the last frame (never waits).
+    fn take_playback(&mut self) {
+        while self.playback_open {
+            match self.port.playback.try_recv() {
+                Ok(Playback::Audio(pcm)) => self.playout.push(&pcm),
+                Ok(Playback::Frame(f)) => {
+                    self.playout.push(&f.samples[..usize::from(f.len).min(WIDE_FRAME_SAMPLES)]);
+                }
+                Ok(Playback::Mark(name)) => self.playout.mark(name),
+                Ok(Playback::Clear) => {
+                    for name in self.playout.clear() {
+                        let _ = self.port.marks.send(name);
+                    }
+                }
+                Ok(Playback::Play { id, pcm, overlay }) => {
+                    self.overlay = overlay;
+                    if self.wide {
+                        match RateConverter::up() {
+                            Ok(up) => self.player.push(&up.convert_clip(&pcm)),
+                            Err(e) => tracing::warn!("playback not converted to 16 kHz: {e}"),
+                        }
+                    } else {
+                        self.player.push(&pcm);
+                    }
+                    self.player.mark(id.to_string());
+                }
+                Ok(Playback::StopPlay) => {
+                    for id in self.player.clear() {
+                        if let Ok(id) = id.parse() {
+                            self.common.events.send(Side::A, LegEvent::PlaybackDone { id, completed: false });
+                        }
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.playback_open = false,
+            }
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, s: &mut Scratch) {
+        if now >= self.pacer.poll_timeout() {
+            self.take_playback();
+            let due = self.pacer.handle_timeout(now);
+            for _ in 0..due.frames {
+                self.play_frame(s);
+            }
+        }
+        if now >= self.leg.session.poll_timeout() {
+            self.leg.session.handle_timeout(now);
+            self.leg.flush();
+        }
+        self.common.events.drain(Side::A, &mut self.leg.session);
+    }
+
+    /// Plays one 20 ms frame into the leg (silence when nothing is queued).
+    fn play_frame(&mut self, s: &mut Scratch) {
+        let frame_len = if self.wide { WIDE_FRAME_SAMPLES } else { FRAME_SAMPLES };
+        let frame = &mut s.frame[..frame_len];
+        let playing = !self.player.is_idle();
+        let real = if playing && !self.overlay {
+            // The endpoint's queue waits while the box plays.
+            self.player.next_frame(frame)
+        } else if playing {
+            let a = self.playout.next_frame(frame);
+            let b = self.player.next_frame(&mut s.player_frame[..frame_len]);
+            for (x, y) in frame.iter_mut().zip(s.player_frame.iter()) {
+                *x = x.saturating_add(*y);
+            }
+            a.max(b)
+        } else {
+            self.playout.next_frame(frame)
+        };
+        while let Some(id) = self.player.pop_reached() {
+            if let Ok(id) = id.parse() {
+                self.common.events.send(Side::A, LegEvent::PlaybackDone { id, completed: true });
+            }
+        }
+        match self.narrow.as_mut() {
+            Some(n) => n.frame(frame, &mut s.frame8),
+            None => s.frame8.copy_from_slice(&frame[..FRAME_SAMPLES]),
+        }
+        let codec = self.leg.session.audio().codec;
+        codec.encode(&s.frame8, &mut s.out);
+        if let Some(t) = &self.common.tap {
+            if self.wide {
+                t.said_wideband(codec, &s.out, frame);
+            } else {
+                t.said(codec, &s.out);
+            }
+        }
+        if self.port.want_said {
+            offer(&self.port, Direction::Said, codec, self.said_samples, &s.out, &mut self.dropped);
+        }
+        self.said_samples = self.said_samples.wrapping_add(FRAME_SAMPLES as u32);
+        // RFC 3551 §4.1: the marker bit starts each talkspurt.
+        self.leg.session.send_audio(&s.out, real > 0 && !self.talking);
+        self.talking = real > 0;
+        self.leg.flush();
+        while let Some(name) = self.playout.pop_reached() {
+            let _ = self.port.marks.send(name);
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.pacer.poll_timeout().min(self.leg.session.poll_timeout())
+    }
+}
+
+fn offer(port: &PcmPort, direction: Direction, codec: G711, rtp_timestamp: u32, audio: &[u8], dropped: &mut u64) {
+    let mut ts = rtp_timestamp;
+    for part in audio.chunks(CHUNK_BYTES) {
+        let mut c = Chunk { direction, codec, rtp_timestamp: ts, len: part.len() as u16, data: [0; CHUNK_BYTES] };
+        c.data[..part.len()].copy_from_slice(part);
+        if port.chunks.try_send(c).is_err() {
+            *dropped += 1;
+        }
+        ts = ts.wrapping_add(part.len() as u32);
+    }
+}
+
+/// The relay between two SIP legs (forward routes, B2BUA): RTP from one leg goes
+/// out on the other without decoding (`RtpSession::relay_from`: payload type
+/// mapped, PCMU↔PCMA transcoded in place, RFC 4733 events remapped and reported
+/// as digits). Per packet: one `recvfrom` into the worker's buffer, an in-place
+/// rewrite, one `sendto`. RTCP is terminated on each leg (reports about that
+/// leg's own stream, RFC 3550 §6.4). Either direction can be muted
+/// (`LegCommand::MuteInbound` on a side: what it says no longer reaches the other).
+pub struct RelayJob {
+    a: Leg,
+    b: Leg,
+    events: Events,
+    tap: Option<Arc<dyn Tap>>,
+}
+
+impl RelayJob {
+    /// Relays between `a` (the caller's leg) and `b` (the dialled leg).
+    pub fn new(a: Leg, b: Leg, events: mpsc::UnboundedSender<(Side, LegEvent)>, tap: Option<Arc<dyn Tap>>) -> Self {
+        Self { a, b, events: Events::Two(events), tap }
+    }
+
+    fn on_datagram(&mut self, leg: usize, socket: Socket, buf: &mut [u8], from: SocketAddr, now: Instant) {
+        let (side, src, dst) =
+            if leg == 0 { (Side::A, &mut self.a, &mut self.b) } else { (Side::B, &mut self.b, &mut self.a) };
+        let kind = src.session.handle_receive(socket, buf, from, now);
+        if kind == Received::Nothing {
+            return;
+        }
+        self.events.drain(side, &mut src.session);
+        if let (Some(t), Some(payload)) = (&self.tap, kind.payload(buf)) {
+            let codec = src.session.audio().codec;
+            if side == Side::A { t.heard(codec, payload) } else { t.said(codec, payload) }
+        }
+        if let Some(dest) = dst.session.relay_from(buf, kind, src.session.audio()) {
+            let _ = dst.ports.rtp.send_to(buf, dest);
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant) {
+        for (side, leg) in [(Side::A, &mut self.a), (Side::B, &mut self.b)] {
+            if now >= leg.session.poll_timeout() {
+                leg.session.handle_timeout(now);
+                leg.flush();
+                self.events.drain(side, &mut leg.session);
+            }
+        }
+    }
+
+    fn on_command(&mut self, side: Side, command: LegCommand, now: Instant) {
+        match (side, command) {
+            (Side::A, LegCommand::Update(audio)) => self.a.session.update(audio, now),
+            (Side::B, LegCommand::Update(audio)) => self.b.session.update(audio, now),
+            (_, LegCommand::Tap(t)) => self.tap = t,
+            // Side A's peer muted: nothing more of it reaches B (and vice versa).
+            (Side::A, LegCommand::MuteInbound(m)) => self.b.session.set_muted(m),
+            (Side::B, LegCommand::MuteInbound(m)) => self.a.session.set_muted(m),
+            // Relayed streams keep the peers' own numbering: nothing is injected
+            // (MediaSession::send_dtmf refuses relayed legs).
+            (_, LegCommand::SendDtmf(..)) | (_, LegCommand::Stop) => {}
+        }
+    }
+}
