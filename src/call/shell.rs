@@ -159,10 +159,17 @@ impl<S: Signalling> Shell<S> {
     }
 
     /// Runs the call to its end.
-    pub async fn run(mut self) {
+    ///
+    /// Memory: this future lives as long as the call, so it is kept small (issue
+    /// 20: RSS per call). The shell itself is boxed (an async fn's by-value
+    /// `self` is stored twice in its state), and the awaits that run rarely and
+    /// need large states — the outputs of the core, API commands, playback
+    /// reports, the end of the call — are boxed for as long as they run, instead
+    /// of reserving their size for the whole call.
+    pub async fn run(mut self: Box<Self>) {
         let hangup_all = self.ctx.hangup_all.clone();
         loop {
-            self.drain().await;
+            Box::pin(self.drain()).await;
             if self.core.is_ended() {
                 break;
             }
@@ -188,7 +195,7 @@ impl<S: Signalling> Shell<S> {
                     Input::Shutdown
                 }
                 cmd = self.control.next() => {
-                    self.command(cmd).await;
+                    Box::pin(self.command(cmd)).await;
                     continue;
                 }
                 ev = next_agent_event(&mut self.agent) => {
@@ -209,7 +216,7 @@ impl<S: Signalling> Shell<S> {
                     LegEvent::Timeout(after) => self.timeout_input(LegId::Near, after),
                     LegEvent::PlaybackDone { id, completed } => {
                         if id != PROMPT_ID {
-                            self.leg_control().playback_done(id, completed).await;
+                            Box::pin(self.leg_control().playback_done(id, completed)).await;
                         }
                         continue;
                     }
@@ -229,7 +236,7 @@ impl<S: Signalling> Shell<S> {
             }
             self.core.handle(Instant::now(), input);
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
     }
 
     fn control_id(&self) -> String {

@@ -73,7 +73,7 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
     let mut shell =
         Shell::new(ctx.services.clone(), core, leg, None, plan, req.record, control, Some(Box::new(permit)));
     shell.bridge_with = req.bridge_with;
-    tokio::spawn(shell.run());
+    tokio::spawn(Box::new(shell).run());
     Ok(view)
 }
 

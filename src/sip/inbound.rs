@@ -215,7 +215,7 @@ async fn run_incoming(
     let mut core = CallCore::new(setup, std::time::Instant::now());
     let mut far = None;
     if let RouteTarget::Forward(trunk) = &route.target {
-        match super::forward::dial_far(&ctx, &info, trunk, session_expires).await {
+        match Box::pin(super::forward::dial_far(&ctx, &info, trunk, session_expires)).await {
             Ok(leg) => {
                 core.add_far(leg.0);
                 far = Some(leg.1);
@@ -233,7 +233,7 @@ async fn run_incoming(
     }
     let shell =
         Shell::new(ctx.services.clone(), core, near, far, media_plan, route.record, control, Some(Box::new(permit)));
-    shell.run().await;
+    Box::new(shell).run().await;
 }
 
 /// 484 Address Incomplete (RFC 3261 §21.4.22) for a dialled user part that is not

@@ -5,7 +5,7 @@ use super::{
     subscription::{ClientSubscriptionDialog, ServerSubscriptionDialog},
     DialogId,
 };
-use crate::platform::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use crate::platform::mpsc;
 use crate::platform::sync::Mutex;
 use crate::platform::CancellationToken;
 use crate::prelude::*;
@@ -346,8 +346,8 @@ pub struct DialogInner {
     pub(super) cancel_deferred: AtomicBool,
 }
 
-pub type DialogStateReceiver = UnboundedReceiver<DialogState>;
-pub type DialogStateSender = UnboundedSender<DialogState>;
+pub type DialogStateReceiver = crate::platform::lean::LeanReceiver<DialogState>;
+pub type DialogStateSender = crate::platform::lean::LeanSender<DialogState>;
 
 pub(super) type DialogInnerRef = Arc<DialogInner>;
 

@@ -35,6 +35,8 @@ use core::time::Duration;
 pub mod mpsc;
 #[cfg(feature = "platform-tokio")]
 pub use tokio::sync::mpsc;
+#[cfg(feature = "platform-tokio")]
+pub mod lean;
 pub mod atomic64;
 pub mod net;
 #[cfg(not(feature = "std"))]

@@ -2,7 +2,6 @@ use super::endpoint::EndpointInnerRef;
 use super::key::TransactionKey;
 use super::{SipConnection, TransactionState, TransactionTimer, TransactionType};
 use crate::dialog::DialogId;
-use crate::platform::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::prelude::*;
 use crate::sip::{
     ContentLength, HasHeaders, Header, HeadersExt, Method, Request, Response, SipMessage,
@@ -14,8 +13,8 @@ use crate::transport::SipAddr;
 use crate::{Error, Result};
 use tracing::{debug, trace, warn};
 
-pub type TransactionEventReceiver = UnboundedReceiver<TransactionEvent>;
-pub type TransactionEventSender = UnboundedSender<TransactionEvent>;
+pub type TransactionEventReceiver = crate::platform::lean::LeanReceiver<TransactionEvent>;
+pub type TransactionEventSender = crate::platform::lean::LeanSender<TransactionEvent>;
 
 /// SIP Transaction Events
 ///
@@ -66,7 +65,7 @@ pub enum TransactionEvent {
 /// is not available yet.
 pub fn transaction_event_sender_noop() -> TransactionEventSender {
     #[cfg_attr(not(feature = "platform-tokio"), allow(unused_mut))]
-    let (tx, mut rx) = unbounded_channel::<TransactionEvent>();
+    let (tx, mut rx) = crate::platform::lean::channel::<TransactionEvent>();
     crate::platform::spawn(async move {
         while let Some(_ev) = rx.recv().await {
             // drop
@@ -195,7 +194,7 @@ impl Transaction {
         connection: Option<SipConnection>,
         endpoint_inner: EndpointInnerRef,
     ) -> Self {
-        let (tu_sender, tu_receiver) = unbounded_channel();
+        let (tu_sender, tu_receiver) = crate::platform::lean::channel();
         let state = if matches!(
             transaction_type,
             TransactionType::ServerInvite | TransactionType::ServerNonInvite
