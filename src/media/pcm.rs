@@ -19,9 +19,10 @@ use super::transcode::RateConverter;
 /// Samples in 20 ms at 16000 Hz: the largest playout frame.
 pub const WIDE_FRAME_SAMPLES: usize = 2 * FRAME_SAMPLES;
 
-/// Largest chunk handed to an endpoint in one message (60 ms of G.711); longer
-/// packets are split.
-pub const CHUNK_BYTES: usize = 480;
+/// Largest chunk handed to an endpoint in one message (20 ms of G.711, the usual
+/// packet); longer packets are split. Kept small because a bounded channel
+/// reserves 32 chunks when it is made (issue 20: memory per call).
+pub const CHUNK_BYTES: usize = 160;
 
 /// Which way a chunk of call audio went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
