@@ -215,6 +215,12 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     let events = EventBus::with_outbox(outbox);
     crate::record::recovered::announce(&store, &events, &repaired, &config_tx.borrow().api.base_url()).await;
     let hangup_all = CancellationToken::new();
+    // Recordings to [recording.upload] (S3-compatible storage), from the store's queue.
+    let upload_stop = CancellationToken::new();
+    tokio::spawn(
+        crate::record::upload::Uploader::new(store.clone(), config_tx.subscribe(), Arc::new(events.clone()))
+            .run(upload_stop.clone()),
+    );
     // The composition root: the call layer's handles, shared by the SIP stack,
     // the control API and WebRTC (none of them reaches into another).
     let services = CallServices::new(
@@ -310,6 +316,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     }
     shutdown(&daemon).await;
     api_stop.cancel();
+    upload_stop.cancel();
     sip.stop().await;
     // Barrier: the writer runs jobs in order, so once this no-op is committed every
     // event the calls emitted without waiting (their hangups) is on disk too.
@@ -335,11 +342,20 @@ fn spawn_recording_sweeper(rec: crate::config::Recording, store: crate::store::S
         loop {
             every.tick().await;
             let rec = rec.clone();
+            // Recordings not uploaded yet to [recording.upload] are never swept.
+            let keep: std::collections::HashSet<PathBuf> = match store.run(crate::store::uploads::pending_files).await {
+                Ok(files) => files.into_iter().map(PathBuf::from).collect(),
+                Err(e) => {
+                    tracing::warn!("recording sweep skipped: the upload queue could not be read: {e}");
+                    continue;
+                }
+            };
             let res = tokio::task::spawn_blocking(move || {
                 if !rec.dir.exists() {
                     return Ok(Default::default());
                 }
-                crate::record::sweep(&rec.dir, SystemTime::now(), rec.retention, rec.max_disk_usage)
+                let keep = |p: &Path| keep.contains(p);
+                crate::record::sweep_keeping(&rec.dir, SystemTime::now(), rec.retention, rec.max_disk_usage, &keep)
             })
             .await;
             match res {
