@@ -6,7 +6,8 @@
 //! a file up to `part_size` goes up in one `PutObject`; a larger one as a
 //! multipart upload whose `UploadId` and each part's ETag are committed as they
 //! happen, so a crash or power cut resumes at the next part (a server that lost
-//! the upload answers `NoSuchUpload` and the file starts over). A failure (backend
+//! the upload answers `NoSuchUpload`, or keeps answering errors to its parts from
+//! the third failed attempt on, and the file starts over). A failure (backend
 //! down, wrong credentials, full bucket) is kept in the row's `last_error` and the
 //! row is retried with a doubling delay (1 s up to 5 min): rows are never given
 //! up. Once uploaded, a `call.recording.uploaded` event carries presigned GET
@@ -209,12 +210,15 @@ impl Uploader {
             }
         };
         let parts = size.div_ceil(part_size) as u32;
+        // The server no longer knows the upload (S3 answers NoSuchUpload; some
+        // servers that lost their state answer 500 again and again): start over
+        // next time.
+        let stale = row.attempts >= 2;
         let forget = |e: S3Error| {
             let store = self.store.clone();
             let id = id.clone();
             async move {
-                if e.no_such_upload() {
-                    // The server no longer knows the upload: start over next time.
+                if e.no_such_upload() || (stale && matches!(e, S3Error::Service { .. })) {
                     let _ = store.run(move |c| uploads::set_upload_id(c, &id, None)).await;
                 }
                 e.to_string()
