@@ -1,6 +1,8 @@
 //! The local HTTP API (axum) on `[api].listen`: Telnyx-shaped call control
 //! (`/v2/calls`, PROTOCOLS.md §4), recordings and call records from the store
-//! (`/v2/recordings`, `/v2/call_records`), the live event socket (`/v2/events`),
+//! (`/v2/recordings`, `/v2/call_records`), the box's status, trunks and routes
+//! and the webhook dead letters (`/v2/status`, `/v2/trunks`, `/v2/routes`,
+//! `/v2/webhooks/retry_dead`: [`status`]), the live event socket (`/v2/events`),
 //! and what an operator's monitoring wants (`/healthz`, `/readyz`, `/metrics`).
 //!
 //! Every route except `/healthz`, the room page (`/rooms/{name}`) and a WebRTC
@@ -25,6 +27,7 @@ pub mod ops;
 pub mod query;
 pub mod recordings;
 pub mod records;
+pub mod status;
 pub mod tls;
 pub mod webrtc;
 
@@ -111,6 +114,7 @@ pub fn is_api_token(st: &ApiState, headers: &axum::http::HeaderMap) -> bool {
 
 /// The router with every route (used by [`serve`] and by tests).
 pub fn router(state: ApiState) -> Router {
+    std::sync::LazyLock::force(&status::STARTED);
     let v2 = Router::new()
         .route("/v2/calls", get(calls::list).post(calls::dial))
         .route("/v2/calls/{call_control_id}", get(calls::get))
@@ -129,6 +133,10 @@ pub fn router(state: ApiState) -> Router {
         // `{id}` and `{id}.wav` share the segment; the handler tells them apart.
         .route("/v2/recordings/{recording_id}", get(recordings::get).delete(recordings::delete))
         .route("/v2/call_records", get(records::list))
+        .route("/v2/status", get(status::status))
+        .route("/v2/trunks", get(status::trunks))
+        .route("/v2/routes", get(status::routes))
+        .route("/v2/webhooks/retry_dead", post(status::retry_dead))
         .route("/v2/openapi.json", get(openapi::serve))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

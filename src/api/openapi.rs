@@ -342,6 +342,26 @@ pub fn document() -> Value {
         }}),
     );
     paths.insert(
+        "/v2/status".into(),
+        json!({"get": {"summary": "The box at a glance: node, version, uptime, memory, disk (free, low), calls now and in the last hour (ended, failed = never answered), webhook queue, upload queue",
+                       "responses": {"200": {"description": "{\"data\": {node, version, started_at, uptime_seconds, memory, disk, calls, webhooks, uploads}}"}}}}),
+    );
+    paths.insert(
+        "/v2/trunks".into(),
+        json!({"get": {"summary": "Trunks in config order with registration state (registering | registered | failed | not_registering), last error and last incoming INVITE; no passwords",
+                       "responses": {"200": {"description": "{\"data\": [{name, provider, proxy, register, registration, numbers, inbound_allow, last_invite_at}]}"}}}}),
+    );
+    paths.insert(
+        "/v2/routes".into(),
+        json!({"get": {"summary": "Routes in config order (first match wins): numbers and target (agent | room | room_per_caller | forward | park); a PIN shows as pin_set",
+                       "responses": {"200": {"description": "{\"data\": [{index, name, trunk, to, from, target: {type, name}, record, ring_for_ms, pin_set}]}"}}}}),
+    );
+    paths.insert(
+        "/v2/webhooks/retry_dead".into(),
+        json!({"post": {"summary": "Requeue every dead-lettered webhook event (as `sipbridge webhooks retry-dead`)",
+                        "responses": {"200": {"description": "{\"data\": {\"requeued\": n}}"}, "500": error_response("The store could not be written")}}}),
+    );
+    paths.insert(
         "/v2/openapi.json".into(),
         json!({"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}}),
     );
