@@ -127,7 +127,7 @@ pub async fn readyz(State(st): State<ApiState>) -> Response {
         "recording_disk_free_bytes": disk_free,
         // Reported, not a reason to take the box out of service: recordings stop
         // by themselves at the free-space floor.
-        "recording_disk_low": super::status::disk_low(disk_free),
+        "recording_disk_low": disk_low(disk_free),
         "recording_uploads": uploads.map(|u| json!({
             "enabled": cfg.recording_upload.is_some(),
             "pending": u.pending,
@@ -149,6 +149,12 @@ pub fn resident_bytes() -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Whether the recordings' disk is low: under `record::retention::LOW_DISK_BYTES`
+/// (256 MiB) free.
+pub fn disk_low(free: Option<u64>) -> bool {
+    free.is_some_and(|f| f < crate::record::retention::LOW_DISK_BYTES)
 }
 
 fn free_bytes(path: &std::path::Path) -> Option<u64> {
@@ -242,7 +248,7 @@ pub async fn metrics(State(st): State<ApiState>) -> Response {
             "sipbridge_recording_disk_low",
             "gauge",
             "1 when free space for recordings is under 256 MiB.",
-            &[(String::new(), if super::status::disk_low(Some(free)) { 1.0 } else { 0.0 })],
+            &[(String::new(), if disk_low(Some(free)) { 1.0 } else { 0.0 })],
         );
     }
     if let Some(u) = uploads {

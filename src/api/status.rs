@@ -48,11 +48,6 @@ pub fn recording_free_bytes(st: &ApiState) -> Option<u64> {
     free(&cfg.recording.dir).or_else(|| free(&cfg.node.data_dir))
 }
 
-/// Whether the recordings' disk is low (under `LOW_DISK_BYTES` free).
-pub fn disk_low(free: Option<u64>) -> bool {
-    free.is_some_and(|f| f < crate::record::retention::LOW_DISK_BYTES)
-}
-
 /// `GET /v2/status`.
 pub async fn status(State(st): State<ApiState>) -> Response {
     let hour_ago = timestamp(SystemTime::now() - Duration::from_secs(3600));
@@ -81,7 +76,7 @@ pub async fn status(State(st): State<ApiState>) -> Response {
         "started_at": timestamp(started),
         "uptime_seconds": SystemTime::now().duration_since(started).unwrap_or_default().as_secs(),
         "memory": {"resident_bytes": super::ops::resident_bytes()},
-        "disk": {"recording_dir": cfg.recording.dir, "free_bytes": free, "low": disk_low(free)},
+        "disk": {"recording_dir": cfg.recording.dir, "free_bytes": free, "low": super::ops::disk_low(free)},
         "calls": {"active": st.calls.len(), "last_hour": {"ended": ended, "failed": failed}},
         "webhooks": {
             "pending": outbox.pending,
