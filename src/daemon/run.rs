@@ -41,6 +41,8 @@ pub struct Daemon {
     pub hangup_all: CancellationToken,
     /// Registration state of registering trunks.
     pub registrations: watch::Receiver<RegStates>,
+    /// Outcomes of SIGHUP reloads, for the API's `GET /v2/config`.
+    pub reloads: crate::api::console::ReloadLog,
 }
 
 impl Daemon {
@@ -244,6 +246,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         events,
         hangup_all,
         registrations: sip.registrations.clone(),
+        reloads: crate::api::console::ReloadLog::default(),
     });
     // Registration changes show in systemd's STATUS=.
     {
@@ -276,6 +279,8 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
                 registrations: sip.registrations.clone(),
                 metrics: Arc::default(),
                 store: store.clone(),
+                config_path: Some(daemon.config_path.clone()),
+                reloads: daemon.reloads.clone(),
                 webrtc: {
                     let cfg = daemon.config.borrow();
                     crate::webrtc::WebRtcHub::new(
@@ -438,6 +443,7 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
             log.set_level(&cfg.log.level);
             daemon.lifecycle.set_max_calls(cfg.node.max_calls);
             daemon.config.send_replace(Arc::new(cfg));
+            daemon.reloads.applied(std::time::SystemTime::now());
             let status = daemon.status_line();
             tracing::info!("configuration reloaded: {status}");
             notify::ready(&status);
@@ -446,6 +452,7 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
             for p in &e.problems {
                 tracing::error!("config reload: {p}");
             }
+            daemon.reloads.rejected(std::time::SystemTime::now(), e.problems.iter().map(|p| p.to_string()).collect());
             let status = format!(
                 "config reload failed ({} errors), old config kept; {}",
                 e.problems.len(),
