@@ -70,3 +70,85 @@ async fn status_trunks_routes_and_retry_dead_describe_the_box() {
     assert_eq!(code, 401);
     gw.stop();
 }
+
+/// `GET /v2/config`: the config in force with every secret masked (trunk and
+/// upload credentials, the API token, a route's PIN), and the
+/// errors of the last reload the box refused; `/console` is served without
+/// credentials under a strict CSP; the WebSockets take the API token as `?token=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_is_shown_masked_with_the_last_refused_reload_and_the_console_is_served() {
+    use nix::sys::signal::Signal;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::builder(dir.path())
+        .trunk(
+            Trunk::new("pbx")
+                .allow("127.0.0.0/8")
+                .extra("username = \"u\"\npassword = \"trunk-pass-7781\"\ninbound_username = \"shop\"\ninbound_password = \"in-pass-3344\""),
+        )
+        .route(Route::new().name("lobby").room("lobby").extra("pin = \"4321\""))
+        .api(TOKEN)
+        .extra("[recording.upload]\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"console-bucket\"\naccess_key_id = \"AKIAEXAMPLE1234\"\nsecret_access_key = \"very-secret-key-9876\"\n")
+        .start();
+    let api = gw.api();
+
+    let (code, c) = api.get("/v2/config").await;
+    assert_eq!(code, 200, "{c}");
+    let text = c.to_string();
+    for secret in ["trunk-pass-7781", "in-pass-3344", "4321", "AKIAEXAMPLE1234", "very-secret-key-9876", TOKEN] {
+        assert!(!text.contains(secret), "{secret} shows in {c}");
+    }
+    let d = &c["data"];
+    assert_eq!(d["path"], gw.config.display().to_string());
+    assert_eq!(d["config"]["trunks"][0]["name"], "pbx");
+    assert_eq!(d["config"]["routes"][0]["pin"], "****");
+    assert_eq!(d["config"]["node"]["shutdown_grace"], "1s", "durations as strings");
+    assert_eq!(d["config"]["api"]["token"], format!("****{}", &TOKEN[TOKEN.len() - 4..]));
+    assert_eq!(d["reload"], serde_json::json!({"last_applied_at": null, "last_rejected": null}));
+
+    // A refused reload: its errors are kept, the old config stays in force.
+    let good = std::fs::read_to_string(&gw.config).unwrap();
+    std::fs::write(&gw.config, good.replace("bucket = \"console-bucket\"", "bucket = \"X\"")).unwrap();
+    gw.signal(Signal::SIGHUP);
+    gw.wait_log("config reload failed");
+    let (_, c) = api.get("/v2/config").await;
+    let rejected = &c["data"]["reload"]["last_rejected"];
+    let errors = rejected["errors"].as_array().unwrap();
+    assert!(errors.iter().any(|e| e.as_str().unwrap().contains("bucket")), "{rejected}");
+    assert!(rejected["at"].is_string() && c["data"]["reload"]["last_applied_at"].is_null(), "{c}");
+    assert_eq!(c["data"]["config"]["recording_upload"]["bucket"], "console-bucket", "the old config stays");
+    // A good one afterwards: applied, and the refused one still shown.
+    std::fs::write(&gw.config, &good).unwrap();
+    gw.signal(Signal::SIGHUP);
+    gw.wait_log("configuration reloaded");
+    let (_, c) = api.get("/v2/config").await;
+    assert!(
+        c["data"]["reload"]["last_applied_at"].is_string() && c["data"]["reload"]["last_rejected"].is_object(),
+        "{c}"
+    );
+
+    // The page: no token needed, nothing secret in it, a policy that keeps it to this origin.
+    let r = api.http.get(api.url("/console")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("sessionStorage") && !page.contains("localStorage.setItem"));
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("<script src"), "no CDN");
+
+    // Browsers cannot set headers on a WebSocket: `?token=` with the API token opens
+    // the event socket; a wrong one is 401.
+    let port = gw.api_port();
+    let socket = |token: &'static str| async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/v2/events?token={token}"), tcp).await
+    };
+    let (ws, _) = socket(TOKEN).await.expect("event socket with ?token=");
+    drop(ws);
+    match socket("wrong").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("a wrong ?token= must be refused: {:?}", other.map(|_| ())),
+    }
+    let (_, doc) = api.get("/v2/openapi.json").await;
+    assert!(doc["paths"].get("/v2/config").is_some() && doc["paths"].get("/console").is_some());
+    gw.stop();
+}
