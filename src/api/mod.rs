@@ -1,13 +1,19 @@
 //! The local HTTP API (axum) on `[api].listen`: Telnyx-shaped call control
 //! (`/v2/calls`, PROTOCOLS.md §4), recordings and call records from the store
-//! (`/v2/recordings`, `/v2/call_records`), the live event socket (`/v2/events`),
+//! (`/v2/recordings`, `/v2/call_records`), the box's status, trunks and routes
+//! and the webhook dead letters (`/v2/status`, `/v2/trunks`, `/v2/routes`,
+//! `/v2/webhooks/retry_dead`: [`status`]), the effective config and the last
+//! reloads (`/v2/config`) and the technician's console page (`/console`:
+//! [`console`]), the live event socket (`/v2/events`),
 //! and what an operator's monitoring wants (`/healthz`, `/readyz`, `/metrics`).
 //!
-//! Every route except `/healthz`, the room page (`/rooms/{name}`) and a WebRTC
-//! session's `DELETE` (the API token or that session's own secret, see
-//! [`webrtc::leave`]) needs `Authorization: Bearer <[api].token>` (compared in
-//! constant time), or for a room's routes a join token; without a configured
-//! token only `/healthz` answers.
+//! Every route except `/healthz`, the room page (`/rooms/{name}`), the console
+//! page (`/console`, [`console`]) and a WebRTC session's `DELETE` (the API token
+//! or that session's own secret, see [`webrtc::leave`]) needs
+//! `Authorization: Bearer <[api].token>` (compared in constant time), or for a
+//! room's routes a join token; the WebSockets (`/v2/events`,
+//! `/v2/calls/{id}/listen`) also take it as `?token=`, since browsers cannot set
+//! headers on them. Without a configured token only `/healthz` answers.
 //!
 //! The server is hyper's HTTP/1.1 under this module's accept loop: at most
 //! `[api] max_connections` connections at once (one more is closed at once), and
@@ -18,6 +24,7 @@
 
 pub mod calls;
 pub mod conferences;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod openapi;
@@ -25,6 +32,7 @@ pub mod ops;
 pub mod query;
 pub mod recordings;
 pub mod records;
+pub mod status;
 pub mod tls;
 pub mod webrtc;
 
@@ -69,6 +77,10 @@ pub struct ApiState {
     pub store: crate::store::StoreHandle,
     /// Browser (WebRTC) participants and their join tokens.
     pub webrtc: crate::webrtc::WebRtcHub,
+    /// The config file the daemon reads (`GET /v2/config`); `None` when unknown.
+    pub config_path: Option<std::path::PathBuf>,
+    /// What SIGHUP reloads did (`GET /v2/config`); the daemon records into it.
+    pub reloads: console::ReloadLog,
 }
 
 /// What a request's credentials reach: everything (the API token), or one room
@@ -92,25 +104,32 @@ pub fn join_tokens(st: &ApiState) -> crate::webrtc::token::JoinTokens {
     crate::webrtc::token::JoinTokens::new(cfg.api.token.as_ref().map(|t| t.expose().as_bytes()))
 }
 
+/// WebSocket routes that also take their credentials as `?token=` (the API token,
+/// or for `/v2/events` a join token): browsers cannot set `Authorization` on a
+/// WebSocket.
+const QUERY_TOKEN_ROUTES: &[&str] = &["/v2/events", "/v2/calls/{call_control_id}/listen"];
+
 /// Whether `headers` carry `Authorization: Bearer <[api] token>` (constant-time compare).
 pub fn is_api_token(st: &ApiState, headers: &axum::http::HeaderMap) -> bool {
-    let token = st.config.borrow().api.token.clone();
-    let given = headers
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match (&token, given) {
-        (Some(t), Some(g)) => {
-            use subtle::ConstantTimeEq;
-            bool::from(t.expose().as_bytes().ct_eq(g.as_bytes()))
-        }
-        _ => false,
-    }
+        .map(str::trim)
+        .is_some_and(|g| token_is(st, g))
+}
+
+/// Whether `given` is the `[api] token` in force (constant-time compare; `false`
+/// without a token).
+fn token_is(st: &ApiState, given: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let token = st.config.borrow().api.token.clone();
+    token.is_some_and(|t| bool::from(t.expose().as_bytes().ct_eq(given.as_bytes())))
 }
 
 /// The router with every route (used by [`serve`] and by tests).
 pub fn router(state: ApiState) -> Router {
+    std::sync::LazyLock::force(&status::STARTED);
     let v2 = Router::new()
         .route("/v2/calls", get(calls::list).post(calls::dial))
         .route("/v2/calls/{call_control_id}", get(calls::get))
@@ -129,6 +148,11 @@ pub fn router(state: ApiState) -> Router {
         // `{id}` and `{id}.wav` share the segment; the handler tells them apart.
         .route("/v2/recordings/{recording_id}", get(recordings::get).delete(recordings::delete))
         .route("/v2/call_records", get(records::list))
+        .route("/v2/status", get(status::status))
+        .route("/v2/trunks", get(status::trunks))
+        .route("/v2/routes", get(status::routes))
+        .route("/v2/webhooks/retry_dead", post(status::retry_dead))
+        .route("/v2/config", get(console::config))
         .route("/v2/openapi.json", get(openapi::serve))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -136,6 +160,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/rooms/{name}", get(webrtc::page))
+        .route("/console", get(console::page))
         // Its own credentials: the API token or the session's secret.
         .route("/v2/webrtc/{session_id}", delete(webrtc::leave))
         .merge(v2)
@@ -146,7 +171,17 @@ pub fn router(state: ApiState) -> Router {
 /// Bearer token check (constant-time compare).
 async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
     let token_set = st.config.borrow().api.token.is_some();
-    let full = is_api_token(&st, req.headers());
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
+    // Browsers cannot set headers on a WebSocket: the sockets take `?token=`.
+    let socket_token = match route.as_deref() {
+        Some(r) if QUERY_TOKEN_ROUTES.contains(&r) => {
+            url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        }
+        _ => None,
+    };
+    let full = is_api_token(&st, req.headers()) || socket_token.as_deref().is_some_and(|t| token_is(&st, t));
     let header = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -156,16 +191,10 @@ async fn auth(State(st): State<ApiState>, mut req: Request, next: Next) -> Respo
     let access = if full {
         Some(Access::Full)
     } else {
-        // A join token: in the header, or (browsers cannot set headers on a
-        // WebSocket) as `?token=` on the event socket.
-        let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
-        let query_token = || {
-            url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v.into_owned())
-        };
-        let given =
-            header.map(str::to_string).or_else(|| (route.as_deref() == Some("/v2/events")).then(query_token).flatten());
+        // A join token: in the header, or as `?token=` on the event socket.
+        let given = header
+            .map(str::to_string)
+            .or_else(|| (route.as_deref() == Some("/v2/events")).then_some(socket_token).flatten());
         match (route, given) {
             (Some(route), Some(given)) if token_set && JOIN_TOKEN_ROUTES.contains(&route.as_str()) => {
                 join_tokens(&st).verify(&given, std::time::SystemTime::now()).ok().map(Access::Room)

@@ -261,11 +261,11 @@ pub fn document() -> Value {
     );
     paths.insert(
         "/v2/calls/{call_control_id}/listen".into(),
-        json!({"get": {"summary": "WebSocket: live audio of both tracks (Telnyx media frames)", "parameters": [id_param], "responses": {"101": {"description": "Switching protocols"}}}}),
+        json!({"get": {"summary": "WebSocket: live audio of both tracks (Telnyx media frames); the API token also as ?token= (browsers cannot set headers on a WebSocket)", "parameters": [id_param, {"name": "token", "in": "query", "schema": {"type": "string"}}], "responses": {"101": {"description": "Switching protocols"}}}}),
     );
     paths.insert(
         "/v2/events".into(),
-        json!({"get": {"summary": "WebSocket: every event as the webhook body", "responses": {"101": {"description": "Switching protocols"}}}}),
+        json!({"get": {"summary": "WebSocket: every event as the webhook body; the API token (or a join token) also as ?token=", "parameters": [{"name": "token", "in": "query", "schema": {"type": "string"}}], "responses": {"101": {"description": "Switching protocols"}}}}),
     );
     let rec_param = json!({"name": "recording_id", "in": "path", "required": true, "schema": {"type": "string"}});
     let query = |name: &str, description: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}, "description": description});
@@ -340,6 +340,36 @@ pub fn document() -> Value {
             "responses": {"200": {"description": "{\"data\": [call_record], \"meta\": {...}}"},
                           "400": error_response("Bad parameter (source.parameter names it)")}
         }}),
+    );
+    paths.insert(
+        "/v2/status".into(),
+        json!({"get": {"summary": "The box at a glance: node, version, uptime, memory, disk (free, low), calls now and in the last hour (ended, failed = never answered), webhook queue, upload queue",
+                       "responses": {"200": {"description": "{\"data\": {node, version, started_at, uptime_seconds, memory, disk, calls, webhooks, uploads}}"}}}}),
+    );
+    paths.insert(
+        "/v2/trunks".into(),
+        json!({"get": {"summary": "Trunks in config order with registration state (registering | registered | failed | not_registering), last error and last incoming INVITE; no passwords",
+                       "responses": {"200": {"description": "{\"data\": [{name, provider, proxy, register, registration, numbers, inbound_allow, last_invite_at}]}"}}}}),
+    );
+    paths.insert(
+        "/v2/routes".into(),
+        json!({"get": {"summary": "Routes in config order (first match wins): numbers and target (agent | room | room_per_caller | forward | park); a PIN shows as pin_set",
+                       "responses": {"200": {"description": "{\"data\": [{index, name, trunk, to, from, target: {type, name}, record, ring_for_ms, pin_set}]}"}}}}),
+    );
+    paths.insert(
+        "/v2/webhooks/retry_dead".into(),
+        json!({"post": {"summary": "Requeue every dead-lettered webhook event (as `sipbridge webhooks retry-dead`)",
+                        "responses": {"200": {"description": "{\"data\": {\"requeued\": n}}"}, "500": error_response("The store could not be written")}}}),
+    );
+    paths.insert(
+        "/v2/config".into(),
+        json!({"get": {"summary": "The config in force (secrets masked: ****, at most the last 4 characters; durations as \"30s\") and the SIGHUP reloads since start (the errors of the last rejected one)",
+                       "responses": {"200": {"description": "{\"data\": {\"path\", \"config\": {...}, \"reload\": {\"last_applied_at\", \"last_rejected\": null | {\"at\", \"errors\": [string]}}}}"}}}}),
+    );
+    paths.insert(
+        "/console".into(),
+        json!({"get": {"summary": "The technician's console (HTML; asks for the API token and keeps it in the tab's sessionStorage)", "security": [],
+                       "responses": {"200": {"description": "text/html"}}}}),
     );
     paths.insert(
         "/v2/openapi.json".into(),

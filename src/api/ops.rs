@@ -109,6 +109,14 @@ pub async fn readyz(State(st): State<ApiState>) -> Response {
         None
     };
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let db = st.store.path().to_path_buf();
+    let uploads = tokio::task::spawn_blocking(move || {
+        let conn = crate::store::open_read_only(&db).ok()?;
+        crate::store::uploads::status(&conn).ok()
+    })
+    .await
+    .ok()
+    .flatten();
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "active_calls": st.calls.len(),
@@ -117,11 +125,22 @@ pub async fn readyz(State(st): State<ApiState>) -> Response {
         "trunks": trunks,
         "store_writable": store_ok,
         "recording_disk_free_bytes": disk_free,
+        // Reported, not a reason to take the box out of service: recordings stop
+        // by themselves at the free-space floor.
+        "recording_disk_low": disk_low(disk_free),
+        "recording_uploads": uploads.map(|u| json!({
+            "enabled": cfg.recording_upload.is_some(),
+            "pending": u.pending,
+            "failing": u.failing,
+            "oldest_pending_at": u.oldest_pending.map(crate::store::timestamp),
+            "last_error": u.last_error,
+        })),
     });
     (code, Json(body)).into_response()
 }
 
-fn resident_bytes() -> u64 {
+/// The daemon's resident set size in bytes (`VmRSS` of `/proc/self/status`).
+pub fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -130,6 +149,12 @@ fn resident_bytes() -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Whether the recordings' disk is low: under `record::retention::LOW_DISK_BYTES`
+/// (256 MiB) free.
+pub fn disk_low(free: Option<u64>) -> bool {
+    free.is_some_and(|f| f < crate::record::retention::LOW_DISK_BYTES)
 }
 
 fn free_bytes(path: &std::path::Path) -> Option<u64> {
@@ -145,13 +170,14 @@ fn label(v: &str) -> String {
 pub async fn metrics(State(st): State<ApiState>) -> Response {
     let cfg = st.config.borrow().clone();
     let db = st.store.path().to_path_buf();
-    let outbox = tokio::task::spawn_blocking(move || {
+    let (outbox, uploads) = tokio::task::spawn_blocking(move || {
         let conn = crate::store::open_read_only(&db).ok()?;
-        crate::store::outbox::status(&conn).ok()
+        Some((crate::store::outbox::status(&conn).ok()?, crate::store::uploads::status(&conn).ok()?))
     })
     .await
     .ok()
-    .flatten();
+    .flatten()
+    .unzip();
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -217,6 +243,26 @@ pub async fn metrics(State(st): State<ApiState>) -> Response {
             "gauge",
             "Free space for recordings.",
             &[(String::new(), free as f64)],
+        );
+        metric(
+            "sipbridge_recording_disk_low",
+            "gauge",
+            "1 when free space for recordings is under 256 MiB.",
+            &[(String::new(), if disk_low(Some(free)) { 1.0 } else { 0.0 })],
+        );
+    }
+    if let Some(u) = uploads {
+        metric(
+            "sipbridge_recording_uploads_pending",
+            "gauge",
+            "Recordings not yet uploaded to [recording.upload].",
+            &[(String::new(), u.pending as f64)],
+        );
+        metric(
+            "sipbridge_recording_uploads_failing",
+            "gauge",
+            "Pending recording uploads whose last attempt failed.",
+            &[(String::new(), u.failing as f64)],
         );
     }
     for (name, help, counter) in crate::security::all() {

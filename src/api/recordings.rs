@@ -8,6 +8,8 @@
 //!   `filter[conference_id]` (rooms are not recorded as such: matches nothing),
 //!   `page[number]`, `page[size]` → `{"data": [...], "meta": {...}}`;
 //! - `GET /v2/recordings/{id}` → `{"data": {...}}`;
+//! - each recording carries `upload`: where `[recording.upload]` put it (state,
+//!   bucket, key, url, errors), `null` when it is not queued;
 //! - `GET /v2/recordings/{id}.wav` → the WAV file (`audio/wav`), with `Range`
 //!   (206 / 416), `Accept-Ranges`, `Last-Modified`, `ETag` (the file's SHA-256);
 //! - `DELETE /v2/recordings/{id}` → deletes the file, keeps the row (`status:
@@ -185,6 +187,7 @@ fn gone(r: &Recording) -> ApiError {
         Some("api") => "deleted over the API",
         Some("retention") => "deleted by the [recording] retention or disk quota",
         Some("missing") => "no longer on disk (removed outside sipbridge)",
+        Some("uploaded") => "deleted from the box after its upload (see its upload.url)",
         _ => "deleted",
     };
     ApiError {
@@ -234,8 +237,33 @@ async fn list_inner(st: &ApiState, q: Option<&str>) -> Result<Value, ApiError> {
     };
     let rows = reconcile(st, rows).await;
     let base = st.config.borrow().api.base_url();
-    let data: Vec<Value> = rows.iter().map(|r| recording_json(r, &base)).collect();
+    let mut data: Vec<Value> = rows.iter().map(|r| recording_json(r, &base)).collect();
+    with_uploads(st, &mut data).await?;
     Ok(json!({"data": data, "meta": page.meta(total)}))
+}
+
+/// Adds `upload` to each recording: where it went in `[recording.upload]`
+/// (`{"state": "pending"|"done", "bucket", "key", "url", "uploaded_at",
+/// "attempts", "last_error", "local_deleted_at"}`), `null` when not queued.
+async fn with_uploads(st: &ApiState, data: &mut [Value]) -> Result<(), ApiError> {
+    let ids: Vec<String> = data.iter().filter_map(|r| r["id"].as_str().map(str::to_string)).collect();
+    let rows = read(st, move |c| crate::store::uploads::get_many(c, &ids)).await?;
+    for r in data.iter_mut() {
+        let up = rows.iter().find(|u| r["id"] == u.recording_id.as_str()).map(|u| {
+            json!({
+                "state": u.state.as_str(),
+                "bucket": u.bucket,
+                "key": u.object_key,
+                "url": u.location,
+                "uploaded_at": u.uploaded_at.map(timestamp),
+                "attempts": u.attempts,
+                "last_error": u.last_error,
+                "local_deleted_at": u.local_deleted_at.map(timestamp),
+            })
+        });
+        r["upload"] = up.unwrap_or(Value::Null);
+    }
+    Ok(())
 }
 
 /// `GET /v2/recordings/{id}` (the recording) and `GET /v2/recordings/{id}.wav`
@@ -243,10 +271,17 @@ async fn list_inner(st: &ApiState, q: Option<&str>) -> Result<Value, ApiError> {
 pub async fn get(State(st): State<ApiState>, UrlPath(segment): UrlPath<String>, req: Request) -> Response {
     let result = match segment.strip_suffix(".wav") {
         Some(id) => download(&st, id, req).await,
-        None => one(&st, &segment).await.map(|r| {
-            let base = st.config.borrow().api.base_url();
-            Json(json!({"data": recording_json(&r, &base)})).into_response()
-        }),
+        None => match one(&st, &segment).await {
+            Ok(r) => {
+                let base = st.config.borrow().api.base_url();
+                let mut data = [recording_json(&r, &base)];
+                with_uploads(&st, &mut data).await.map(|()| {
+                    let [d] = data;
+                    Json(json!({ "data": d })).into_response()
+                })
+            }
+            Err(e) => Err(e),
+        },
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }

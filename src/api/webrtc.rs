@@ -24,7 +24,7 @@ use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
@@ -214,18 +214,11 @@ pub async fn page(Path(name): Path<String>) -> Response {
     if check_name(&name).is_err() && uuid::Uuid::parse_str(&name).is_err() {
         return ApiError::not_found("room", &name).into_response();
     }
-    let mut r = Html(ROOM_PAGE).into_response();
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; \
-             media-src blob: 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        ),
-    );
-    r
+    super::console::html_page(
+        ROOM_PAGE,
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; \
+         media-src blob: 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    )
 }
 
 /// A room name a browser may create or be given a token for: 1–128 bytes, no

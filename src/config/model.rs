@@ -37,6 +37,10 @@ pub struct Config {
     pub media: Media,
     /// `[recording]`
     pub recording: Recording,
+    /// `[recording.upload]`: recordings shipped to S3-compatible storage; `None`
+    /// keeps them on the box only. (Beside [`Recording`], not in it, so code that
+    /// builds a `Recording` by hand is not concerned.)
+    pub recording_upload: Option<RecordingUpload>,
     /// `[webhooks]`
     pub webhooks: Webhooks,
     /// `[api]`
@@ -423,6 +427,40 @@ pub struct Recording {
     pub retention: Option<Duration>,
     /// Oldest recordings go first beyond this.
     pub max_disk_usage: DiskBudget,
+}
+
+/// `[recording.upload]`: where finished recordings are uploaded (any service with
+/// the S3 API: AWS S3, MinIO, Cloudflare R2, Backblaze B2, GCS interoperability).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordingUpload {
+    /// The S3 endpoint, e.g. `https://s3.eu-west-1.amazonaws.com` or
+    /// `http://minio.lan:9000`.
+    pub endpoint: url::Url,
+    /// SigV4 signing region (`us-east-1` by default; R2 uses `auto`).
+    pub region: String,
+    /// Bucket name (3 to 63 lowercase letters, digits, `-`, `.`).
+    pub bucket: String,
+    /// Object-key prefix with placeholders `{node}`, `{yyyy}`, `{mm}`, `{dd}`,
+    /// `{call_session_id}`, `{call_control_id}`, `{trunk}`; the key is the
+    /// expanded prefix followed by `<recording_id>.wav`.
+    pub prefix: String,
+    /// Access key id (SigV4 credential).
+    pub access_key_id: Secret,
+    /// Secret access key (`SIPBRIDGE_RECORDING__UPLOAD__SECRET_ACCESS_KEY` keeps it
+    /// out of the file).
+    pub secret_access_key: Secret,
+    /// Path-style URLs (`endpoint/bucket/key`, MinIO and most self-hosted
+    /// servers) instead of virtual-hosted ones (`bucket.endpoint/key`).
+    pub path_style: bool,
+    /// When the local file goes after its upload: `Some(0)` at once, `Some(d)` that
+    /// long after the upload, `None` ("never") only by `[recording] retention`.
+    pub delete_local_after: Option<Duration>,
+    /// Lifetime of the presigned GET URLs in `call.recording.uploaded` (at most
+    /// 7 days, SigV4's limit).
+    pub url_lifetime: Duration,
+    /// Files larger than this go up in parts of this size (multipart upload,
+    /// resumable part by part); 5 MiB to 5 GiB, default 8 MiB.
+    pub part_size: u64,
 }
 
 /// `[webhooks]`

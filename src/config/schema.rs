@@ -100,7 +100,19 @@ const ROUTE: &[&str] = &[
     "ring_for",
     "pin",
 ];
-const RECORDING: &[&str] = &["enabled", "dir", "channels", "retention", "max_disk_usage"];
+const RECORDING: &[&str] = &["enabled", "dir", "channels", "retention", "max_disk_usage", "upload"];
+const RECORDING_UPLOAD: &[&str] = &[
+    "endpoint",
+    "region",
+    "bucket",
+    "prefix",
+    "access_key_id",
+    "secret_access_key",
+    "path_style",
+    "delete_local_after",
+    "url_lifetime",
+    "part_size",
+];
 const WEBHOOKS: &[&str] = &[
     "url",
     "failover_url",
@@ -158,7 +170,7 @@ pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option
     let rooms = read_rooms(&root, issues);
     let webrtc = read_webrtc(&root, issues);
     let media = read_media(&root, issues, &node.data_dir);
-    let recording = read_recording(&root, issues, &node.data_dir);
+    let (recording, recording_upload) = read_recording(&root, issues, &node.data_dir);
     let webhooks = read_webhooks(&root, issues);
     let api = read_api(&root, issues, warnings);
     let log = read_log(&root, issues);
@@ -171,7 +183,22 @@ pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option
         warnings.push("no [[route]] is configured: every incoming call gets 404".into());
     }
     if issues.0.is_empty() {
-        Some(Config { node, sip, rtp, trunks, agents, routes, rooms, webrtc, media, recording, webhooks, api, log })
+        Some(Config {
+            node,
+            sip,
+            rtp,
+            trunks,
+            agents,
+            routes,
+            rooms,
+            webrtc,
+            media,
+            recording,
+            recording_upload,
+            webhooks,
+            api,
+            log,
+        })
     } else {
         None
     }
@@ -633,7 +660,11 @@ fn read_media(root: &Table<'_>, issues: &mut Issues, data_dir: &std::path::Path)
     Media { dir, max_fetch_bytes, fetch_timeout, allow_private_urls }
 }
 
-fn read_recording(root: &Table<'_>, issues: &mut Issues, data_dir: &std::path::Path) -> Recording {
+fn read_recording(
+    root: &Table<'_>,
+    issues: &mut Issues,
+    data_dir: &std::path::Path,
+) -> (Recording, Option<RecordingUpload>) {
     let t = root.table("recording", RECORDING, issues);
     let enabled = t.bool("enabled", issues).unwrap_or(true);
     let dir = t.string("dir", issues).map(PathBuf::from).unwrap_or_else(|| data_dir.join("recordings"));
@@ -646,8 +677,118 @@ fn read_recording(root: &Table<'_>, issues: &mut Issues, data_dir: &std::path::P
         Some(_) => t.parsed("retention", issues, values::parse_duration),
     };
     let max_disk_usage = t.parsed("max_disk_usage", issues, DiskBudget::parse).unwrap_or(DiskBudget::Percent(80.0));
+    let upload = read_recording_upload(&t, issues);
     t.finish(issues);
-    Recording { enabled, dir, channels, retention, max_disk_usage }
+    (Recording { enabled, dir, channels, retention, max_disk_usage }, upload)
+}
+
+/// Placeholders of `[recording.upload] prefix`.
+pub const UPLOAD_PREFIX_PLACEHOLDERS: &[&str] =
+    &["node", "yyyy", "mm", "dd", "call_session_id", "call_control_id", "trunk"];
+
+fn read_recording_upload(recording: &Table<'_>, issues: &mut Issues) -> Option<RecordingUpload> {
+    let t = recording.table("upload", RECORDING_UPLOAD, issues);
+    if !t.present() {
+        return None;
+    }
+    let endpoint = t.parsed("endpoint", issues, |s| values::parse_url(s, &["http", "https"]));
+    if t.value("endpoint").is_none() {
+        t.missing("endpoint", issues, "the S3 endpoint, e.g. \"https://s3.eu-west-1.amazonaws.com\"");
+    }
+    let region = t
+        .parsed("region", issues, |s| {
+            if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                Ok(s.to_string())
+            } else {
+                Err(format!("{s:?} is not a region name (e.g. \"us-east-1\", \"auto\" for R2)"))
+            }
+        })
+        .unwrap_or_else(|| "us-east-1".into());
+    let bucket = t.parsed("bucket", issues, |s| {
+        let ok = (3..=63).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric();
+        if ok {
+            Ok(s.to_string())
+        } else {
+            Err(format!("{s:?} is not a bucket name (3 to 63 lowercase letters, digits, '-' and '.')"))
+        }
+    });
+    if t.value("bucket").is_none() {
+        t.missing("bucket", issues, "the bucket recordings go to (e.g. \"acme-recordings\")");
+    }
+    let prefix = t
+        .parsed("prefix", issues, |s| {
+            let mut rest = s;
+            while let Some(open) = rest.find('{') {
+                let close = rest[open..].find('}').ok_or_else(|| format!("{s:?}: unclosed '{{'"))?;
+                let name = &rest[open + 1..open + close];
+                if !UPLOAD_PREFIX_PLACEHOLDERS.contains(&name) {
+                    return Err(format!(
+                        "{s:?}: unknown placeholder {{{name}}} (known: {})",
+                        UPLOAD_PREFIX_PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                rest = &rest[open + close + 1..];
+            }
+            if s.starts_with('/') || s.contains("..") || s.len() > 512 {
+                return Err(format!("{s:?} must not start with '/' or contain \"..\" (at most 512 characters)"));
+            }
+            Ok(s.to_string())
+        })
+        .unwrap_or_else(|| "{node}/{yyyy}/{mm}/{dd}/".into());
+    let access_key_id = secret(&t, "access_key_id", issues);
+    if access_key_id.is_none() {
+        t.missing(
+            "access_key_id",
+            issues,
+            "the access key id (or SIPBRIDGE_RECORDING__UPLOAD__ACCESS_KEY_ID in the environment)",
+        );
+    }
+    let secret_access_key = secret(&t, "secret_access_key", issues);
+    if secret_access_key.is_none() {
+        t.missing(
+            "secret_access_key",
+            issues,
+            "the secret access key (or SIPBRIDGE_RECORDING__UPLOAD__SECRET_ACCESS_KEY in the environment)",
+        );
+    }
+    let path_style = t.bool("path_style", issues).unwrap_or(false);
+    let delete_local_after = match t.string("delete_local_after", issues).as_deref() {
+        None | Some("never") => None,
+        Some(_) => t.parsed("delete_local_after", issues, |s| {
+            values::parse_duration(s).map_err(|e| format!("{e}, or \"never\" (\"0s\" deletes once uploaded)"))
+        }),
+    };
+    let url_lifetime = duration(&t, "url_lifetime", issues, Duration::from_secs(7 * 86_400));
+    if url_lifetime.is_zero() || url_lifetime > Duration::from_secs(7 * 86_400) {
+        issues.push(t.key_path("url_lifetime"), "url_lifetime must be between 1s and 7d (SigV4's limit)");
+    }
+    let part_size = t
+        .parsed("part_size", issues, |s| {
+            let n =
+                s.parse::<bytesize::ByteSize>().map_err(|_| format!("{s:?} is not a size (e.g. \"8MiB\")"))?.as_u64();
+            if (5 << 20..=5 << 30).contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!("{s:?} must be 5MiB to 5GiB (S3's part sizes)"))
+            }
+        })
+        .unwrap_or(8 << 20);
+    t.finish(issues);
+    Some(RecordingUpload {
+        endpoint: endpoint?,
+        region,
+        bucket: bucket?,
+        prefix,
+        access_key_id: access_key_id?,
+        secret_access_key: secret_access_key?,
+        path_style,
+        delete_local_after,
+        url_lifetime,
+        part_size,
+    })
 }
 
 fn read_webhooks(root: &Table<'_>, issues: &mut Issues) -> Webhooks {

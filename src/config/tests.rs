@@ -546,3 +546,42 @@ fn sip_stream_bounds_have_defaults_and_located_errors() {
     let e = load_with_env(&more, env(&[])).unwrap_err().to_string();
     assert!(e.contains("more.toml:3: sip.max_connections_per_source: 9 is more than max_connections (8)"), "{e}");
 }
+
+#[test]
+fn recording_upload_reads_defaults_secrets_from_the_environment_and_located_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "up.toml",
+        "[node]\nname = \"shop-1\"\n[recording.upload]\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"acme-rec\"\n\
+         access_key_id = \"AKIAEXAMPLE\"\npath_style = true\ndelete_local_after = \"0s\"\n",
+    );
+    let e = load_with_env(&p, env(&[])).unwrap_err().to_string();
+    assert!(e.contains("recording.upload.secret_access_key") && e.contains("SECRET_ACCESS_KEY"), "{e}");
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let c = load_with_env(&p, env(&[("SIPBRIDGE_RECORDING__UPLOAD__SECRET_ACCESS_KEY", secret)])).unwrap().config;
+    let u = c.recording_upload.expect("[recording.upload]");
+    assert_eq!(
+        (u.bucket.as_str(), u.region.as_str(), u.prefix.as_str()),
+        ("acme-rec", "us-east-1", "{node}/{yyyy}/{mm}/{dd}/")
+    );
+    assert_eq!(u.secret_access_key.expose(), secret);
+    assert_eq!(u.delete_local_after, Some(std::time::Duration::ZERO));
+    assert_eq!(u.part_size, 8 << 20);
+    assert!(u.path_style);
+    let shown = serde_json::to_string(&u).unwrap();
+    assert!(!shown.contains("EXAMPLEKEY") && shown.contains("****"), "secrets masked: {shown}");
+
+    let p = write(
+        dir.path(),
+        "bad.toml",
+        "[recording.upload]\nendpoint = \"ftp://x\"\nbucket = \"Bad_Bucket\"\nprefix = \"{date}/\"\n\
+         access_key_id = \"a\"\nsecret_access_key = \"b\"\npart_size = \"1MiB\"\nurl_lifetime = \"30d\"\n",
+    );
+    let e = load_with_env(&p, env(&[])).unwrap_err().to_string();
+    for needle in ["bad.toml:2", "recording.upload.bucket", "unknown placeholder {date}", "5MiB to 5GiB", "7d"] {
+        assert!(e.contains(needle), "{needle:?} in:\n{e}");
+    }
+    let none = write(dir.path(), "none.toml", "[recording]\nenabled = true\n");
+    assert!(load_with_env(&none, env(&[])).unwrap().config.recording_upload.is_none());
+}

@@ -41,6 +41,8 @@ pub struct Daemon {
     pub hangup_all: CancellationToken,
     /// Registration state of registering trunks.
     pub registrations: watch::Receiver<RegStates>,
+    /// Outcomes of SIGHUP reloads, for the API's `GET /v2/config`.
+    pub reloads: crate::api::console::ReloadLog,
 }
 
 impl Daemon {
@@ -215,6 +217,12 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     let events = EventBus::with_outbox(outbox);
     crate::record::recovered::announce(&store, &events, &repaired, &config_tx.borrow().api.base_url()).await;
     let hangup_all = CancellationToken::new();
+    // Recordings to [recording.upload] (S3-compatible storage), from the store's queue.
+    let upload_stop = CancellationToken::new();
+    tokio::spawn(
+        crate::record::upload::Uploader::new(store.clone(), config_tx.subscribe(), Arc::new(events.clone()))
+            .run(upload_stop.clone()),
+    );
     // The composition root: the call layer's handles, shared by the SIP stack,
     // the control API and WebRTC (none of them reaches into another).
     let services = CallServices::new(
@@ -238,6 +246,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
         events,
         hangup_all,
         registrations: sip.registrations.clone(),
+        reloads: crate::api::console::ReloadLog::default(),
     });
     // Registration changes show in systemd's STATUS=.
     {
@@ -270,6 +279,8 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
                 registrations: sip.registrations.clone(),
                 metrics: Arc::default(),
                 store: store.clone(),
+                config_path: Some(daemon.config_path.clone()),
+                reloads: daemon.reloads.clone(),
                 webrtc: {
                     let cfg = daemon.config.borrow();
                     crate::webrtc::WebRtcHub::new(
@@ -310,6 +321,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     }
     shutdown(&daemon).await;
     api_stop.cancel();
+    upload_stop.cancel();
     sip.stop().await;
     // Barrier: the writer runs jobs in order, so once this no-op is committed every
     // event the calls emitted without waiting (their hangups) is on disk too.
@@ -335,11 +347,20 @@ fn spawn_recording_sweeper(rec: crate::config::Recording, store: crate::store::S
         loop {
             every.tick().await;
             let rec = rec.clone();
+            // Recordings not uploaded yet to [recording.upload] are never swept.
+            let keep: std::collections::HashSet<PathBuf> = match store.run(crate::store::uploads::pending_files).await {
+                Ok(files) => files.into_iter().map(PathBuf::from).collect(),
+                Err(e) => {
+                    tracing::warn!("recording sweep skipped: the upload queue could not be read: {e}");
+                    continue;
+                }
+            };
             let res = tokio::task::spawn_blocking(move || {
                 if !rec.dir.exists() {
                     return Ok(Default::default());
                 }
-                crate::record::sweep(&rec.dir, SystemTime::now(), rec.retention, rec.max_disk_usage)
+                let keep = |p: &Path| keep.contains(p);
+                crate::record::sweep_keeping(&rec.dir, SystemTime::now(), rec.retention, rec.max_disk_usage, &keep)
             })
             .await;
             match res {
@@ -422,6 +443,7 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
             log.set_level(&cfg.log.level);
             daemon.lifecycle.set_max_calls(cfg.node.max_calls);
             daemon.config.send_replace(Arc::new(cfg));
+            daemon.reloads.applied(std::time::SystemTime::now());
             let status = daemon.status_line();
             tracing::info!("configuration reloaded: {status}");
             notify::ready(&status);
@@ -430,6 +452,7 @@ pub fn reload(daemon: &Daemon, log: &LogHandle) {
             for p in &e.problems {
                 tracing::error!("config reload: {p}");
             }
+            daemon.reloads.rejected(std::time::SystemTime::now(), e.problems.iter().map(|p| p.to_string()).collect());
             let status = format!(
                 "config reload failed ({} errors), old config kept; {}",
                 e.problems.len(),

@@ -10,6 +10,8 @@
 //! - [`event`]: the `call.recording.saved` payload fields.
 //! - [`retention`]: the sweep that deletes old recordings and keeps the disk budget.
 //! - [`recovered`]: the `call.recording.saved` events of files repaired at startup.
+//! - [`upload`]: the uploader of `[recording.upload]` (durable queue in the store),
+//!   over [`s3`], the S3 requests (SigV4-signed, multipart, presigned GET URLs).
 //!
 //! This module does not know about the call code or SIP: the call/media tasks feed
 //! it PCM16 and `Instant`s and run its blocking file operations where they see fit.
@@ -21,7 +23,9 @@ pub mod path;
 pub mod recorder;
 pub mod recovered;
 pub mod retention;
+pub mod s3;
 pub mod timeline;
+pub mod upload;
 pub mod wav;
 
 use std::io;
@@ -30,7 +34,7 @@ use std::path::PathBuf;
 pub use event::{SavedRecording, recording_saved_fields};
 pub use path::{DEFAULT_TEMPLATE, recording_path};
 pub use recorder::Recorder;
-pub use retention::{SweepReport, can_start, sweep};
+pub use retention::{SweepReport, can_start, sweep, sweep_keeping};
 pub use timeline::{Timeline, TimelineStats};
 pub use wav::{RepairReport, Repaired, SavedFile, WavFile, WriterOptions, repair};
 

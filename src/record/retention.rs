@@ -138,7 +138,21 @@ pub fn sweep(
     retention: Option<Duration>,
     budget: DiskBudget,
 ) -> Result<SweepReport, RecordError> {
-    let files = list_recordings(dir)?;
+    sweep_keeping(dir, now, retention, budget, &|_| false)
+}
+
+/// [`sweep`], never deleting a file for which `keep` is true (recordings not
+/// uploaded yet to `[recording.upload]`): they are not candidates, whatever their
+/// age or the budget (their bytes still count in a percentage budget's "Use%").
+pub fn sweep_keeping(
+    dir: &Path,
+    now: SystemTime,
+    retention: Option<Duration>,
+    budget: DiskBudget,
+    keep: &dyn Fn(&Path) -> bool,
+) -> Result<SweepReport, RecordError> {
+    let mut files = list_recordings(dir)?;
+    files.retain(|f| !keep(&f.path));
     if files.is_empty() {
         return Ok(SweepReport::default());
     }
@@ -161,6 +175,11 @@ pub fn sweep(
 /// stop (`recording_stop_reason: "low_disk_space"`); 64 MiB is about 35 minutes of
 /// 8 kHz stereo, room for the calls in progress and for SQLite to keep working.
 pub const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Below this much free space the disk is reported low (`/readyz`, `/metrics`,
+/// `GET /v2/status`): four times [`MIN_FREE_BYTES`], so a technician hears of it
+/// before recordings stop.
+pub const LOW_DISK_BYTES: u64 = 4 * MIN_FREE_BYTES;
 
 /// Whether a new recording may start in `dir`: at least `min_free_bytes` are
 /// available to the daemon's user on its file system. Also the check that stops
@@ -250,6 +269,10 @@ mod tests {
         assert_eq!(r.freed_bytes, 2000);
         assert!(day.join("c.wav").exists() && day.join("live.wav.part").exists());
         assert!(sweep(&dir.path().join("none"), now, None, DiskBudget::Percent(1.0)).unwrap().deleted.is_empty());
+        // A file not uploaded yet is never a candidate, however old.
+        let c = day.join("c.wav");
+        let r = sweep_keeping(dir.path(), now, Some(Duration::ZERO), DiskBudget::Bytes(0), &|p| p == c).unwrap();
+        assert!(r.deleted.is_empty() && c.exists(), "{:?}", r.deleted);
         let usage = fs_usage(dir.path()).unwrap();
         assert!(usage.used_bytes > 0 && (0.0..=100.0).contains(&usage.used_percent()), "{usage:?}");
         assert!(can_start(dir.path(), 0).unwrap());

@@ -5,8 +5,9 @@
 //! Owns the schema and the connection. Tables: `daemon_starts`, `calls` (one row per
 //! call leg, [`calls`], written from the call events themselves ([`event`],
 //! [`call_events`]),
-//! `webhook_outbox` (durable webhook events, [`outbox`]) and `recordings` (one row
-//! per recording file, also written from the events, [`recordings`]).
+//! `webhook_outbox` (durable webhook events, [`outbox`]), `recordings` (one row
+//! per recording file, also written from the events, [`recordings`]) and
+//! `recording_uploads` (the durable upload queue of `[recording.upload]`, [`uploads`]).
 //! New tables come as new entries of [`MIGRATIONS`], never by editing old ones.
 //!
 //! At run time one thread owns the connection and does every write ([`writer`]):
@@ -23,6 +24,7 @@ pub mod calls;
 pub mod event;
 pub mod outbox;
 pub mod recordings;
+pub mod uploads;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -140,6 +142,26 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX recordings_file ON recordings (file_path);",
     // 6: per-call webhook URLs (Telnyx `webhook_url` on dial/transfer).
     "ALTER TABLE webhook_outbox ADD COLUMN webhook_url TEXT;  -- NULL: [webhooks] url",
+    // 7: the recording upload queue (store::uploads), one row per recording to ship
+    // to `[recording.upload]`; a multipart upload's parts are committed one by one.
+    "CREATE TABLE recording_uploads (
+        recording_id     TEXT PRIMARY KEY,   -- recordings.recording_id
+        file_path        TEXT NOT NULL,      -- the local WAV file
+        bucket           TEXT NOT NULL,
+        object_key       TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('pending', 'done')),
+        upload_id        TEXT,               -- S3 UploadId of a multipart upload in progress
+        parts            TEXT NOT NULL DEFAULT '[]',  -- JSON array: ETags of the parts done, in order
+        attempts         INTEGER NOT NULL DEFAULT 0,  -- failed attempts since queued
+        next_attempt_at  TEXT NOT NULL,
+        last_error       TEXT,
+        queued_at        TEXT NOT NULL,
+        uploaded_at      TEXT,
+        location         TEXT,               -- object URL (without credentials) once done
+        local_deleted_at TEXT                -- the local file was deleted after the upload
+    );
+    CREATE INDEX recording_uploads_due ON recording_uploads (next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX recording_uploads_file ON recording_uploads (file_path);",
 ];
 
 /// A page of a listing, Telnyx's `page[number]` (from 1) and `page[size]`.

@@ -63,15 +63,19 @@ pub enum DeletedReason {
     Retention,
     /// Found missing on disk when the API looked (removed outside sipbridge).
     Missing,
+    /// Uploaded to `[recording.upload]` and deleted locally (`delete_local_after`);
+    /// the object stays in the bucket.
+    Uploaded,
 }
 
 impl DeletedReason {
-    /// As stored: `api`, `retention`, `missing`.
+    /// As stored: `api`, `retention`, `missing`, `uploaded`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Api => "api",
             Self::Retention => "retention",
             Self::Missing => "missing",
+            Self::Uploaded => "uploaded",
         }
     }
 }
