@@ -20,7 +20,7 @@ use crate::call::control::{Action, CallRegistry, Lookup, RoomJoin, RoomRef};
 use crate::call::{CallEvent, CallInfo, EventBus};
 use crate::config::RouteTarget;
 use crate::media::leg::Tap;
-use crate::media::pcm::{Playback, pcm_pair};
+use crate::media::pcm::{Playback, pcm_pair, room_pair};
 use crate::room::{LeaveReason, Participant, ParticipantHandle, RoomEvent, Rooms};
 
 /// Name prefix of the private two-party rooms that carry `bridge`/`transfer`.
@@ -77,7 +77,7 @@ pub async fn join_leg(
     info: &CallInfo,
     join: &RoomJoin,
 ) -> Result<ParticipantHandle, String> {
-    let (port, endpoint) = pcm_pair(LEG_DEPTH, true, false);
+    let (port, endpoint) = room_pair(LEG_DEPTH, true, false);
     media.switch_to_pcm(tap, port).await?;
     let mut p = Participant::leg(info.ids.call_control_id.clone(), endpoint);
     (p.muted, p.held) = (join.muted, join.held);

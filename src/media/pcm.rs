@@ -67,16 +67,13 @@ pub struct PcmFrame {
 }
 
 /// What the endpoint asks of the playback queue. Audio is PCM16 mono at the
-/// port's [`PcmPort::sample_rate`].
-// `Frame` is large on purpose: a room's 20 ms mix travels without a heap
-// allocation per packet (the channel's slots are allocated once).
-#[allow(clippy::large_enum_variant)]
+/// port's [`PcmPort::sample_rate`]. (A room's 20 ms mixes travel on a channel of
+/// their own, [`PcmPort::frames`]: a frame is 640 bytes, and a channel reserves
+/// 32 slots of its message type when it is made.)
 #[derive(Debug)]
 pub enum Playback {
     /// PCM16 mono to append.
     Audio(Vec<i16>),
-    /// One frame to append (no allocation).
-    Frame(PcmFrame),
     /// Report this mark once the audio queued before it has played.
     Mark(String),
     /// Drop the queue now (barge-in); pending marks are reported at once.
@@ -109,6 +106,10 @@ pub struct PcmPort {
     pub want_said: bool,
     /// Playback requests from the endpoint; closing it leaves silence.
     pub playback: mpsc::Receiver<Playback>,
+    /// A room's mixes for this participant, one 20 ms frame each, appended to the
+    /// playback queue without a heap allocation ([`room_pair`]; `None` for other
+    /// endpoints).
+    pub frames: Option<mpsc::Receiver<PcmFrame>>,
     /// Marks reached by playback.
     pub marks: mpsc::UnboundedSender<String>,
     /// Rate of the endpoint's playback audio, Hz: 8000 (default), or 16000 for an
@@ -124,15 +125,33 @@ pub struct PcmEndpoint {
     pub chunks: mpsc::Receiver<Chunk>,
     /// Playback requests.
     pub playback: mpsc::Sender<Playback>,
+    /// The room's mixes (only from [`room_pair`]).
+    pub frames: Option<mpsc::Sender<PcmFrame>>,
     /// Marks reached.
     pub marks: mpsc::UnboundedReceiver<String>,
 }
 
 /// A connected port/endpoint pair; `depth` = chunks buffered toward the endpoint.
 pub fn pcm_pair(depth: usize, want_heard: bool, want_said: bool) -> (PcmPort, PcmEndpoint) {
+    pair(depth, want_heard, want_said, None)
+}
+
+/// Frames a room may be ahead of a participant's playout (20 ms each).
+const ROOM_FRAMES: usize = 16;
+
+/// A pair for a room participant (a SIP leg or a browser): as [`pcm_pair`], plus
+/// the channel the room's mixes come on ([`PcmPort::frames`]).
+pub fn room_pair(depth: usize, want_heard: bool, want_said: bool) -> (PcmPort, PcmEndpoint) {
+    pair(depth, want_heard, want_said, Some(mpsc::channel(ROOM_FRAMES)))
+}
+
+type Frames = (mpsc::Sender<PcmFrame>, mpsc::Receiver<PcmFrame>);
+
+fn pair(depth: usize, want_heard: bool, want_said: bool, frames: Option<Frames>) -> (PcmPort, PcmEndpoint) {
     let (chunk_tx, chunk_rx) = mpsc::channel(depth);
     let (play_tx, play_rx) = mpsc::channel(256);
     let (mark_tx, mark_rx) = mpsc::unbounded_channel();
+    let (frames_tx, frames_rx) = frames.unzip();
     (
         PcmPort {
             control: play_tx.clone(),
@@ -140,10 +159,11 @@ pub fn pcm_pair(depth: usize, want_heard: bool, want_said: bool) -> (PcmPort, Pc
             want_heard,
             want_said,
             playback: play_rx,
+            frames: frames_rx,
             marks: mark_tx,
             sample_rate: 8000,
         },
-        PcmEndpoint { chunks: chunk_rx, playback: play_tx, marks: mark_rx },
+        PcmEndpoint { chunks: chunk_rx, playback: play_tx, frames: frames_tx, marks: mark_rx },
     )
 }
 

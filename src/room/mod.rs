@@ -8,9 +8,9 @@
 //!
 //! * a **SIP leg**: the room holds the leg's [`PcmEndpoint`] (the leg task
 //!   `media::engine::PcmJob` owns the [`PcmPort`], made by
-//!   `pcm_pair(depth, true, false)`). Heard chunks go through a per-participant
+//!   `room_pair(depth, true, false)`). Heard chunks go through a per-participant
 //!   [`jitter::JitterBuffer`] keyed by `Chunk::rtp_timestamp`; the participant's
-//!   mix-minus goes back every tick as `Playback::Frame`;
+//!   mix-minus goes back every tick as a `PcmFrame` on the pair's frame channel;
 //! * a **voice agent**: the room holds the [`PcmPort`] half (the agent stream
 //!   `agent::stream::AgentStream::start` got the endpoint). It hears its
 //!   mix-minus as PCMU `Heard` chunks and speaks through `Playback::Audio`,
@@ -87,7 +87,7 @@ impl crate::config::Rooms {
 
 /// How a participant is connected to the room.
 pub enum Attachment {
-    /// A SIP leg: the endpoint half of the leg's `pcm_pair(depth, true, false)`;
+    /// A SIP leg: the endpoint half of the leg's `room_pair(depth, true, false)`;
     /// the leg's media-engine job (`media::engine::PcmJob`) holds the port half.
     Leg(PcmEndpoint),
     /// A browser over WebRTC: the same endpoint half as a leg's, its port half

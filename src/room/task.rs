@@ -333,9 +333,6 @@ impl Room {
                     loop {
                         match playback.try_recv() {
                             Ok(Playback::Audio(audio)) => playout.push(&audio),
-                            Ok(Playback::Frame(f)) => {
-                                playout.push(&f.samples[..usize::from(f.len).min(f.samples.len())])
-                            }
                             Ok(Playback::Mark(name)) => playout.mark(name),
                             Ok(Playback::Clear) => {
                                 for name in playout.clear() {
@@ -375,7 +372,9 @@ impl Room {
                 Media::Leg { endpoint, .. } => {
                     let mut f = PcmFrame { len: out.len() as u16, samples: [0; 320] };
                     f.samples[..out.len()].copy_from_slice(out);
-                    m.gone |= closed(endpoint.playback.try_send(Playback::Frame(f)), &mut dropped);
+                    if let Some(frames) = &endpoint.frames {
+                        m.gone |= closed(frames.try_send(f), &mut dropped);
+                    }
                 }
                 Media::Agent { chunks, want_heard, heard_timestamp, .. } => {
                     if *want_heard {

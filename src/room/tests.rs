@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::test_signal::{amplitude, tone};
 use super::*;
-use crate::media::pcm::{CHUNK_BYTES, Direction, PcmPort, Playback, pcm_pair};
+use crate::media::pcm::{CHUNK_BYTES, Direction, PcmPort, Playback, pcm_pair, room_pair};
 
 const FRAME: usize = 160;
 const AMPLITUDE: f64 = 4000.0;
@@ -55,10 +55,9 @@ impl Caller {
 
     /// Collects what the room played to it so far.
     fn listen(&mut self) {
-        while let Ok(p) = self.port.playback.try_recv() {
-            if let Playback::Frame(f) = p {
-                self.heard.extend_from_slice(&f.samples[..usize::from(f.len)]);
-            }
+        let frames = self.port.frames.as_mut().expect("a room pair");
+        while let Ok(f) = frames.try_recv() {
+            self.heard.extend_from_slice(&f.samples[..usize::from(f.len)]);
         }
     }
 }
@@ -98,7 +97,7 @@ async fn join_callers(rooms: &Rooms, name: &str, n: usize) -> (Vec<Caller>, Vec<
     let mut callers = Vec::new();
     let mut handles = Vec::new();
     for (i, freq) in TONES.iter().enumerate().take(n) {
-        let (port, endpoint) = pcm_pair(64, true, false);
+        let (port, endpoint) = room_pair(64, true, false);
         let handle = rooms.join(name, options(3), Participant::leg(format!("call-{i}"), endpoint)).await.unwrap();
         callers.push(Caller::new(port, *freq, 1_000_000 * i as u32));
         handles.push(handle);

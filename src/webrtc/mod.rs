@@ -47,7 +47,7 @@ use crate::call::control::{CallRegistry, Lookup};
 use crate::call::rooms::WEBRTC_PREFIX;
 use crate::config;
 use crate::media::g711::G711;
-use crate::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmPort, Playback, pcm_pair};
+use crate::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmFrame, PcmPort, room_pair};
 use crate::room::{LeaveReason, Participant, ParticipantHandle, RoomOptions, Rooms};
 
 /// Chunks buffered from a browser toward its room (about 320 ms).
@@ -270,7 +270,7 @@ impl WebRtcHub {
     ) -> Result<Joined, WebRtcError> {
         let (room, monitored, listen_only) = self.resolve(&target).await?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (port, endpoint) = pcm_pair(BROWSER_DEPTH, true, false);
+        let (port, endpoint) = room_pair(BROWSER_DEPTH, true, false);
         let (gathered_tx, gathered) = tokio::sync::watch::channel(false);
         let handler = Arc::new(Handler {
             events: events_tx,
@@ -330,16 +330,17 @@ impl WebRtcHub {
             "WebRTC participant joined"
         );
         // The room is the only sender of frames: when it drops the participant
-        // (room ended, `leave` by the API), `playback` closes.
-        let PcmPort { control, playback, chunks, .. } = port;
-        drop(control);
+        // (room ended, `leave` by the API), `frames` closes.
+        let PcmPort { control, playback, chunks, frames, .. } = port;
+        drop((control, playback));
+        let frames = frames.expect("room_pair makes the frame channel");
         let session = Session {
             hub: self.clone(),
             session_id,
             pc,
             track,
             handle: Some(handle),
-            playback,
+            frames,
             _chunks: chunks,
             codec,
             events: events_rx,
@@ -668,7 +669,7 @@ struct Session {
     pc: Arc<dyn PeerConnection>,
     track: Arc<TrackLocalStaticRTP>,
     handle: Option<ParticipantHandle>,
-    playback: mpsc::Receiver<Playback>,
+    frames: mpsc::Receiver<PcmFrame>,
     /// Keeps the chunk channel open while the session lives: the peer
     /// connection's handler (the other sender) goes with the connection, and
     /// the room must hear why the browser left from the session, not see a
@@ -695,9 +696,9 @@ impl Session {
         let mut payload = [0u8; FRAME_SAMPLES];
         let reason: Option<LeaveReason> = loop {
             tokio::select! {
-                frame = self.playback.recv() => match frame {
-                    Some(Playback::Frame(_)) if !peer_up => {} // no media path yet
-                    Some(Playback::Frame(f)) => {
+                frame = self.frames.recv() => match frame {
+                    Some(_) if !peer_up => {} // no media path yet
+                    Some(f) => {
                         let samples = &f.samples[..usize::from(f.len).min(FRAME_SAMPLES)];
                         for (o, s) in payload.iter_mut().zip(samples) {
                             *o = self.codec.encode_sample(*s);
@@ -721,7 +722,6 @@ impl Session {
                             tracing::debug!(session = %self.session_id, error = %e, "WebRTC write failed");
                         }
                     }
-                    Some(_) => {}
                     None => break None, // removed by the room
                 },
                 ev = self.events.recv() => match ev {
@@ -770,7 +770,7 @@ impl Session {
             }
             // Keep our ends of the channels until the room has taken the leave:
             // a room tick that found them closed first would report `hangup`.
-            let drained = async { while self.playback.recv().await.is_some() {} };
+            let drained = async { while self.frames.recv().await.is_some() {} };
             let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
         }
         let _ = self.pc.close().await;

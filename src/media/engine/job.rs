@@ -354,9 +354,6 @@ impl PcmJob {
         while self.playback_open {
             match self.port.playback.try_recv() {
                 Ok(Playback::Audio(pcm)) => self.playout.push(&pcm),
-                Ok(Playback::Frame(f)) => {
-                    self.playout.push(&f.samples[..usize::from(f.len).min(WIDE_FRAME_SAMPLES)]);
-                }
                 Ok(Playback::Mark(name)) => self.playout.mark(name),
                 Ok(Playback::Clear) => {
                     for name in self.playout.clear() {
@@ -384,6 +381,12 @@ impl PcmJob {
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => self.playback_open = false,
+            }
+        }
+        // A room's mixes (fixed-size frames, no allocation).
+        if let Some(frames) = self.port.frames.as_mut() {
+            while let Ok(f) = frames.try_recv() {
+                self.playout.push(&f.samples[..usize::from(f.len).min(WIDE_FRAME_SAMPLES)]);
             }
         }
     }
