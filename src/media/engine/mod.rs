@@ -202,6 +202,8 @@ struct Worker {
     due: Vec<Entry>,
     scratch: Scratch,
     buf: Box<[u8; MAX_DATAGRAM]>,
+    /// The `epoll_wait` batch.
+    events: Vec<sys::Event>,
 }
 
 fn encode(slot: u32, leg: usize, socket: Socket) -> u64 {
@@ -232,11 +234,14 @@ impl Worker {
             due: Vec::new(),
             scratch: Scratch::new(),
             buf: Box::new([0; MAX_DATAGRAM]),
+            // Made here, on the starting thread: an idle worker allocates nothing
+            // (no malloc arena of its own until it has calls).
+            events: vec![sys::empty_event(); BATCH],
         }
     }
 
     fn run(mut self) {
-        let mut events = vec![sys::empty_event(); BATCH];
+        let mut events = std::mem::take(&mut self.events);
         loop {
             let now = Instant::now();
             let timeout = self
