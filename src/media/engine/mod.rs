@@ -283,23 +283,52 @@ impl Worker {
         let Some(job) = s.job.as_mut() else { return };
         let Some(sock) = job.socket(leg, socket) else { return };
         let Ok((n, from)) = sock.recv_from(&mut buf[..]) else { return };
-        job.on_datagram(leg, socket, &mut buf[..n], from, now);
-        arm(wheel, s, slot);
+        let handled = guarded(|| job.on_datagram(leg, socket, &mut buf[..n], from, now));
+        if handled {
+            arm(wheel, s, slot);
+        } else {
+            self.abandon(slot);
+        }
     }
 
     fn on_timers(&mut self, now: Instant) {
         self.wheel.expire(now, &mut self.due);
-        let Worker { slots, wheel, due, scratch, .. } = self;
+        let mut due = std::mem::take(&mut self.due);
         for e in due.drain(..) {
-            let Some(s) = slots.get_mut(e.key as usize) else { continue };
+            let Some(s) = self.slots.get_mut(e.key as usize) else { continue };
             if s.generation != e.generation || s.armed != Some(e.tick) {
                 continue;
             }
             s.armed = None;
             let Some(job) = s.job.as_mut() else { continue };
-            job.on_timer(now, scratch);
-            arm(wheel, s, e.key);
+            let scratch = &mut self.scratch;
+            if guarded(|| job.on_timer(now, scratch)) {
+                arm(&mut self.wheel, s, e.key);
+            } else {
+                self.abandon(e.key);
+            }
         }
+        self.due = due;
+    }
+
+    /// Drops a job whose code panicked: its call loses its media (the call's
+    /// `stop` gets nothing back), every other call on the worker goes on.
+    fn abandon(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        let Some(job) = s.job.take() else { return };
+        tracing::error!("media job panicked: its call's media stopped (a bug; the worker goes on)");
+        for l in job.legs() {
+            self.epoll.delete(l.ports.rtp.as_fd());
+            self.epoll.delete(l.ports.rtcp.as_fd());
+        }
+        self.legs.fetch_sub(job.legs().count(), Ordering::Relaxed);
+        s.generation = s.generation.wrapping_add(1);
+        s.armed = None;
+        s.done = None;
+        self.by_id.remove(&s.id);
+        self.free.push(slot);
+        // Dropping may panic too (a broken invariant): contain that as well.
+        let _ = guarded(move || drop(job));
     }
 
     /// Applies queued control messages; false = shut down.
@@ -315,11 +344,18 @@ impl Worker {
                     }
                     let s = &mut self.slots[slot as usize];
                     if let Some(job) = s.job.as_mut() {
-                        job.on_command(side, command, now);
+                        let scratch = &mut self.scratch;
                         // A new negotiation may move deadlines earlier; a timer
                         // pass also sends what the command made ready.
-                        job.on_timer(now, &mut self.scratch);
-                        arm(&mut self.wheel, s, slot);
+                        let handled = guarded(|| {
+                            job.on_command(side, command, now);
+                            job.on_timer(now, scratch);
+                        });
+                        if handled {
+                            arm(&mut self.wheel, s, slot);
+                        } else {
+                            self.abandon(slot);
+                        }
                     }
                 }
                 Ok(Control::Shutdown) | Err(std_mpsc::TryRecvError::Disconnected) => {
@@ -389,6 +425,13 @@ impl Worker {
             let _ = done.send(job.finish());
         }
     }
+}
+
+/// Runs `f`, containing a panic (a bug in one call's media code must not end
+/// every call on the worker, as it would end only its own task under tokio);
+/// false if it panicked. Free when nothing panics.
+fn guarded(f: impl FnOnce()) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok()
 }
 
 /// Arms the wheel for the job in `s` if its deadline is earlier than its live entry.
