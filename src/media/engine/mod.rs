@@ -97,10 +97,19 @@ impl Commands {
     }
 }
 
-/// A running job: its commands and, once stopped, its legs.
+/// A running job: its commands and, once stopped, its legs. Dropping it stops
+/// the job (as dropping a call's command channel ended its tokio task before):
+/// a call that ends without `stop` leaves no media running and no ports held.
 pub struct Task {
     commands: Commands,
-    finished: oneshot::Receiver<Finished>,
+    finished: Option<oneshot::Receiver<Finished>>,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        // After `stop` the job is gone and the worker ignores this.
+        let _ = self.commands.send(Side::A, LegCommand::Stop);
+    }
 }
 
 impl Task {
@@ -110,9 +119,9 @@ impl Task {
     }
 
     /// Stops the job and returns its legs (`None` if the engine is gone).
-    pub async fn stop(self) -> Option<Finished> {
+    pub async fn stop(mut self) -> Option<Finished> {
         let _ = self.commands.send(Side::A, LegCommand::Stop);
-        self.finished.await.ok()
+        self.finished.take()?.await.ok()
     }
 }
 
@@ -163,7 +172,7 @@ impl Engine {
         if worker.control.send(Control::Start { id, job, done }).is_ok() {
             worker.bell.ring();
         }
-        Task { commands, finished }
+        Task { commands, finished: Some(finished) }
     }
 }
 
@@ -580,5 +589,28 @@ mod tests {
         assert!(echoed_after_mute <= 2, "at most what was in flight before the mute: {echoed_after_mute}");
         let Some(Finished::One(leg)) = task.stop().await else { panic!("leg back") };
         assert_eq!(leg.session.stats.received(), 4);
+    }
+    /// A task dropped without `stop` (a call that ended abnormally) stops its job:
+    /// the worker's load goes back to zero and the port pair returns to the pool.
+    #[tokio::test]
+    async fn dropping_a_task_stops_its_job() {
+        let engine = Engine::start(1).unwrap();
+        let base = 49_800 + (std::process::id() % 100) as u16 * 4;
+        let pool = PortPool::new(PortRange { first: base, last: base + 3 });
+        let ports = pool.take(std::net::IpAddr::from([127, 0, 0, 1])).unwrap();
+        let audio = audio_to("127.0.0.1:9".parse().unwrap(), G711::Pcmu);
+        let session =
+            RtpSession::new(audio, LatchConfig::default(), Duration::from_secs(30), Instant::now(), SystemTime::now());
+        let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
+        let task = engine.spawn(Job::Echo(Box::new(EchoJob::new(Leg { ports, session }, Events::One(tx), None))));
+        assert_eq!(pool.available(), 1);
+        drop(task);
+        // Bounded wait for the worker to take the stop.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while (engine.load() != [0] || pool.available() != 2) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(engine.load(), [0]);
+        assert_eq!(pool.available(), 2, "the port pair is back in the pool");
     }
 }
