@@ -106,29 +106,10 @@ impl Driver {
             }
         }
     }
-
     /// The driver and every process under it (Chromium makes process groups of
-    /// its own), by parent pid from /proc.
+    /// its own).
     fn processes(&self) -> Vec<nix::unistd::Pid> {
-        let parent_of = |pid: i32| -> Option<i32> {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
-        };
-        let all: Vec<i32> = std::fs::read_dir("/proc")
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
-            .unwrap_or_default();
-        let mut ours = vec![self.child.id() as i32];
-        let mut grew = true;
-        while grew {
-            grew = false;
-            for &p in &all {
-                if !ours.contains(&p) && parent_of(p).is_some_and(|pp| ours.contains(&pp)) {
-                    ours.push(p);
-                    grew = true;
-                }
-            }
-        }
-        ours.into_iter().map(nix::unistd::Pid::from_raw).collect()
+        common::process_tree(self.child.id())
     }
 }
 

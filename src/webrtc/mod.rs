@@ -270,7 +270,9 @@ impl WebRtcHub {
     ) -> Result<Joined, WebRtcError> {
         let (room, monitored, listen_only) = self.resolve(&target).await?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (port, endpoint) = room_pair(BROWSER_DEPTH, true, false);
+        let (mut port, endpoint) = room_pair(BROWSER_DEPTH, true, false);
+        // The room's mixes for the browser: taken here, the session reads them.
+        let frames = port.frames.take().ok_or_else(|| WebRtcError::Stack("no frame channel for the room".into()))?;
         let (gathered_tx, gathered) = tokio::sync::watch::channel(false);
         let handler = Arc::new(Handler {
             events: events_tx,
@@ -331,9 +333,8 @@ impl WebRtcHub {
         );
         // The room is the only sender of frames: when it drops the participant
         // (room ended, `leave` by the API), `frames` closes.
-        let PcmPort { control, playback, chunks, frames, .. } = port;
+        let PcmPort { control, playback, chunks, .. } = port;
         drop((control, playback));
-        let frames = frames.expect("room_pair makes the frame channel");
         let session = Session {
             hub: self.clone(),
             session_id,

@@ -246,6 +246,30 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
     path
 }
 
+/// `root` and every process under it, by parent pid from /proc (a browser makes
+/// process groups of its own, so a group kill misses some): for stopping by pid.
+pub fn process_tree(root: u32) -> Vec<nix::unistd::Pid> {
+    let parent_of = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    let all: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    let mut ours = vec![root as i32];
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for &p in &all {
+            if !ours.contains(&p) && parent_of(p).is_some_and(|pp| ours.contains(&pp)) {
+                ours.push(p);
+                grew = true;
+            }
+        }
+    }
+    ours.into_iter().map(nix::unistd::Pid::from_raw).collect()
+}
+
 /// A port that is free for both UDP and TCP on 127.0.0.1 right now (the kernel
 /// picks it; the socket is closed again, so a small race remains, acceptable for
 /// loopback tests whose ports come from the ephemeral range).

@@ -66,13 +66,15 @@ struct WorkerHandle {
 
 /// The engine: its workers and a job id counter.
 pub struct Engine {
-    workers: Vec<WorkerHandle>,
+    /// The first worker and the others: never empty by construction.
+    first: WorkerHandle,
+    others: Vec<WorkerHandle>,
     next_id: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("workers", &self.workers.len()).finish()
+        f.debug_struct("Engine").field("workers", &self.workers()).finish()
     }
 }
 
@@ -131,40 +133,31 @@ impl Engine {
     /// Errors: epoll/eventfd creation or thread spawn failed (resource limits).
     pub fn start(workers: usize) -> io::Result<Arc<Engine>> {
         let n = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
-        let mut handles = Vec::with_capacity(n);
-        for index in 0..n {
-            let (tx, rx) = std_mpsc::channel();
-            let bell = Arc::new(sys::EventFd::new()?);
-            let epoll = sys::Epoll::new()?;
-            epoll.add(bell.fd(), BELL)?;
-            let legs = Arc::new(AtomicUsize::new(0));
-            let worker = Worker::new(epoll, Arc::clone(&bell), rx, Arc::clone(&legs));
-            let thread =
-                std::thread::Builder::new().name(format!("sipbridge-media-{index}")).spawn(move || worker.run())?;
-            handles.push(WorkerHandle { control: tx, bell, legs, thread: Some(thread) });
-        }
+        let first = start_worker(0)?;
+        let others = (1..n).map(start_worker).collect::<io::Result<Vec<_>>>()?;
         tracing::debug!(workers = n, "media engine started");
-        Ok(Arc::new(Engine { workers: handles, next_id: AtomicU64::new(1) }))
+        Ok(Arc::new(Engine { first, others, next_id: AtomicU64::new(1) }))
+    }
+
+    fn all(&self) -> impl Iterator<Item = &WorkerHandle> {
+        std::iter::once(&self.first).chain(&self.others)
     }
 
     /// Worker threads.
     pub fn workers(&self) -> usize {
-        self.workers.len()
+        1 + self.others.len()
     }
 
     /// Legs running on each worker.
     pub fn load(&self) -> Vec<usize> {
-        self.workers.iter().map(|w| w.legs.load(Ordering::Relaxed)).collect()
+        self.all().map(|w| w.legs.load(Ordering::Relaxed)).collect()
     }
 
     /// Runs `job` on the least loaded worker.
     pub fn spawn(&self, job: Job) -> Task {
         let weight = job.legs().count();
-        let worker = self
-            .workers
-            .iter()
-            .min_by_key(|w| w.legs.load(Ordering::Relaxed))
-            .expect("the engine has at least one worker");
+        let load = |w: &WorkerHandle| w.legs.load(Ordering::Relaxed);
+        let worker = self.others.iter().fold(&self.first, |best, w| if load(w) < load(best) { w } else { best });
         worker.legs.fetch_add(weight, Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, finished) = oneshot::channel();
@@ -178,16 +171,28 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        for w in &self.workers {
+        for w in std::iter::once(&self.first).chain(&self.others) {
             let _ = w.control.send(Control::Shutdown);
             w.bell.ring();
         }
-        for w in &mut self.workers {
+        for w in std::iter::once(&mut self.first).chain(&mut self.others) {
             if let Some(t) = w.thread.take() {
                 let _ = t.join();
             }
         }
     }
+}
+
+/// Starts worker `index`: its epoll, doorbell and thread.
+fn start_worker(index: usize) -> io::Result<WorkerHandle> {
+    let (tx, rx) = std_mpsc::channel();
+    let bell = Arc::new(sys::EventFd::new()?);
+    let epoll = sys::Epoll::new()?;
+    epoll.add(bell.fd(), BELL)?;
+    let legs = Arc::new(AtomicUsize::new(0));
+    let worker = Worker::new(epoll, Arc::clone(&bell), rx, Arc::clone(&legs));
+    let thread = std::thread::Builder::new().name(format!("sipbridge-media-{index}")).spawn(move || worker.run())?;
+    Ok(WorkerHandle { control: tx, bell, legs, thread: Some(thread) })
 }
 
 struct Slot {
@@ -323,9 +328,17 @@ impl Worker {
     /// Drops a job whose code panicked: its call loses its media (the call's
     /// `stop` gets nothing back), every other call on the worker goes on.
     fn abandon(&mut self, slot: u32) {
-        let s = &mut self.slots[slot as usize];
-        let Some(job) = s.job.take() else { return };
+        let Some((job, _done)) = self.remove(slot) else { return };
         tracing::error!("media job panicked: its call's media stopped (a bug; the worker goes on)");
+        // Dropping may panic too (a broken invariant): contain that as well.
+        let _ = guarded(move || drop(job));
+    }
+
+    /// Takes the job out of `slot`: its sockets leave the epoll, its wheel entry
+    /// goes stale, the slot is free again.
+    fn remove(&mut self, slot: u32) -> Option<(Job, Option<oneshot::Sender<Finished>>)> {
+        let s = &mut self.slots[slot as usize];
+        let job = s.job.take()?;
         for l in job.legs() {
             self.epoll.delete(l.ports.rtp.as_fd());
             self.epoll.delete(l.ports.rtcp.as_fd());
@@ -333,11 +346,10 @@ impl Worker {
         self.legs.fetch_sub(job.legs().count(), Ordering::Relaxed);
         s.generation = s.generation.wrapping_add(1);
         s.armed = None;
-        s.done = None;
         self.by_id.remove(&s.id);
+        let done = s.done.take();
         self.free.push(slot);
-        // Dropping may panic too (a broken invariant): contain that as well.
-        let _ = guarded(move || drop(job));
+        Some((job, done))
     }
 
     /// Applies queued control messages; false = shut down.
@@ -395,41 +407,30 @@ impl Worker {
                 }
             }
         }
-        if let Some(e) = failed {
-            tracing::error!("media worker: cannot watch the call's sockets: {e}");
-            for l in job.legs() {
-                self.epoll.delete(l.ports.rtp.as_fd());
-                self.epoll.delete(l.ports.rtcp.as_fd());
-            }
-            self.free.push(slot);
-            self.legs.fetch_sub(job.legs().count(), Ordering::Relaxed);
-            let _ = done.send(job.finish());
-            return;
-        }
         let s = &mut self.slots[slot as usize];
         s.id = id;
         s.done = Some(done);
         s.armed = None;
-        let mut job = job;
-        job.on_timer(now, &mut self.scratch);
         s.job = Some(job);
-        arm(&mut self.wheel, s, slot);
         self.by_id.insert(id, slot);
+        if let Some(e) = failed {
+            tracing::error!("media worker: cannot watch the call's sockets: {e}");
+            // Hands the legs back at once (a socket not watched is no matter).
+            self.finish(slot);
+            return;
+        }
+        let s = &mut self.slots[slot as usize];
+        let Some(job) = s.job.as_mut() else { return };
+        let scratch = &mut self.scratch;
+        if guarded(|| job.on_timer(now, scratch)) {
+            arm(&mut self.wheel, s, slot);
+        } else {
+            self.abandon(slot);
+        }
     }
 
     fn finish(&mut self, slot: u32) {
-        let s = &mut self.slots[slot as usize];
-        let Some(job) = s.job.take() else { return };
-        for l in job.legs() {
-            self.epoll.delete(l.ports.rtp.as_fd());
-            self.epoll.delete(l.ports.rtcp.as_fd());
-        }
-        self.legs.fetch_sub(job.legs().count(), Ordering::Relaxed);
-        s.generation = s.generation.wrapping_add(1);
-        s.armed = None;
-        self.by_id.remove(&s.id);
-        let done = s.done.take();
-        self.free.push(slot);
+        let Some((job, done)) = self.remove(slot) else { return };
         if let Some(done) = done {
             let _ = done.send(job.finish());
         }
