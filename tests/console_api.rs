@@ -152,3 +152,140 @@ async fn config_is_shown_masked_with_the_last_refused_reload_and_the_console_is_
     assert!(doc["paths"].get("/v2/config").is_some() && doc["paths"].get("/console").is_some());
     gw.stop();
 }
+
+/// The route "test" button's API (`POST /v2/routes/{index}/test`): the box calls
+/// the route by index through its own SIP listener — the trunk does not allow
+/// loopback, so nothing but the box's own key admits the call — and reports what
+/// happened: an agent route answers and RTP comes back; a forward route the
+/// carrier refuses reports the carrier's 486; a forward route matching a prefix
+/// needs a number. A forged marker from a trunk changes nothing: that call is
+/// routed by its number, and the marker never shows in events. The trunks view
+/// shows the trunk's last OPTIONS keepalive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_test_calls_the_route_and_reports_what_happened() {
+    use common::{Sipp, free_even_block, free_port, scenario, sipp_args};
+    use serde_json::{Value, json};
+    let dir = tempfile::tempdir().unwrap();
+    // The carrier of the forward route: busy.
+    let carrier_port = free_port();
+    let carrier_args: Vec<String> = ["-sf", &scenario("uas_busy.xml").display().to_string(), "-i", "127.0.0.3"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-p".into(), carrier_port.to_string(), "-mp".into(), free_even_block(4).to_string()])
+        .chain(["-m", "1", "-timeout", "60s", "-timeout_error"].iter().map(|s| s.to_string()))
+        .collect();
+    let mut carrier = Sipp::start(dir.path(), "carrier", &carrier_args);
+    let gw = Gateway::builder(dir.path())
+        .trunk(Trunk::new("pbx").allow("127.0.0.2/32").number("+13125550100"))
+        .trunk(Trunk::new("carrier").proxy(&format!("sip:127.0.0.3:{carrier_port}")).number("+13125550188"))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().name("sales").to("+13125550111").agent("echo"))
+        .route(Route::new().name("out").to("+1555*").extra("forward = \"carrier\""))
+        .route(Route::new().name("lobby").room("lobby"))
+        .webhooks("")
+        .api(TOKEN)
+        .start();
+    let api = gw.api();
+
+    // The agent route: answered, the echo's RTP came back, both legs' events listed.
+    let (code, r) = api.post("/v2/routes/0/test", json!({"talk_secs": 2})).await;
+    assert_eq!(code, 200, "{r}");
+    let r = &r["data"];
+    assert_eq!((r["result"].as_str(), r["route"]["name"].as_str()), (Some("answered"), Some("sales")), "{r}");
+    assert_eq!((r["to"].as_str(), r["from"].as_str()), (Some("+13125550111"), Some("route-test")));
+    assert!(r["media"]["packets_received"].as_u64().unwrap() > 25, "RTP came back: {r}");
+    assert!(r["setup_ms"].is_u64() && r["talk_ms"].as_u64().unwrap() >= 2000, "{r}");
+    let legs: Vec<(&str, &str)> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["leg"].as_str().unwrap(), e["event_type"].as_str().unwrap()))
+        .collect();
+    for want in [
+        ("test_caller", "call.answered"),
+        ("test_caller", "call.hangup"),
+        ("route", "call.initiated"),
+        ("route", "call.hangup"),
+    ] {
+        assert!(legs.contains(&want), "{want:?} in {legs:?}");
+    }
+    // The backend sees both legs in one session; the called leg is marked, and the key never leaves the box.
+    let session = r["call_session_id"].as_str().unwrap().to_string();
+    let data = gw
+        .hooks()
+        .wait_until("both legs' hangups", common::gateway::WAIT, |e| {
+            e.iter().filter(|x| x["body"]["data"]["event_type"] == "call.hangup").count() >= 2
+        })
+        .await;
+    let initiated: Vec<&Value> = data
+        .iter()
+        .map(|x| &x["body"]["data"])
+        .filter(|d| d["event_type"] == "call.initiated" && d["payload"]["call_session_id"] == session.as_str())
+        .collect();
+    assert_eq!(initiated.len(), 2, "{initiated:?}");
+    let called = initiated.iter().find(|d| d["payload"]["direction"] == "incoming").unwrap();
+    assert_eq!(
+        called["payload"]["custom_headers"],
+        json!([{"name": "X-Sipbridge-Route-Test", "value": "route=sales"}])
+    );
+    assert!(!serde_json::to_string(&data).unwrap().contains("key="), "the route-test key is never in a webhook");
+
+    // A forward route that matches a prefix needs a number; with one, the carrier's refusal is reported.
+    let (code, e) = api.post("/v2/routes/1/test", json!({})).await;
+    assert_eq!(code, 422, "{e}");
+    assert!(e["errors"][0]["detail"].as_str().unwrap().contains("\"to\""), "{e}");
+    let (code, r) = api.post("/v2/routes/1/test", json!({"to": "+15550001"})).await;
+    assert_eq!(code, 200, "{r}");
+    let r = &r["data"];
+    assert_eq!((r["result"].as_str(), r["sip_response"].as_u64()), (Some("refused"), Some(486)), "{r}");
+    assert_eq!(r["from"], "+13125550188", "caller ID: the carrier trunk's number");
+    assert_eq!(carrier.wait(common::gateway::WAIT), 0, "{}", carrier.report());
+    let invite = carrier.messages();
+    assert!(invite.contains("INVITE sip:+15550001@") && !invite.contains("X-Sipbridge-Route-Test"), "{invite}");
+
+    // Bad requests.
+    let (code, _) = api.post("/v2/routes/9/test", json!({})).await;
+    assert_eq!(code, 404);
+    let (code, _) = api.post("/v2/routes/x/test", json!({})).await;
+    assert_eq!(code, 400);
+    let (code, _) = api.post("/v2/routes/0/test", json!({"talk_secs": 31})).await;
+    assert_eq!(code, 400);
+    let (code, _) = api.post("/v2/routes/0/test", json!({"to": "1@evil.example"})).await;
+    assert_eq!(code, 400);
+
+    // A forged marker from the trunk: routed by its number to `sales`, marker gone.
+    let target = format!("127.0.0.1:{}", gw.sip_port);
+    let mut args = sipp_args("uac_forged_route_test.xml", "+13125550111", &target, "127.0.0.2", &[]);
+    args.extend(
+        ["-key", "marker", &format!("route=2;session=forged-session;key={}", "0".repeat(32))].map(String::from),
+    );
+    let mut forged = Sipp::start(dir.path(), "forged", &args);
+    assert_eq!(forged.wait(common::gateway::WAIT), 0, "{}", forged.report());
+    let data = gw
+        .hooks()
+        .wait_until("the forged call's initiated", common::gateway::WAIT, |e| {
+            e.iter().any(|x| x["body"]["data"]["payload"]["from"] == "+14155550123")
+        })
+        .await;
+    let forged_call =
+        data.iter().map(|x| &x["body"]["data"]).find(|d| d["payload"]["from"] == "+14155550123").unwrap().clone();
+    assert_eq!(forged_call["payload"]["connection_id"], "pbx");
+    assert_ne!(forged_call["payload"]["call_session_id"], "forged-session");
+    assert_eq!(forged_call["payload"]["custom_headers"], json!([]), "{forged_call}");
+    let record = gw.call_record(forged_call["payload"]["call_control_id"].as_str().unwrap());
+    assert_eq!(record["route"], "sales", "routed by its number, not by the marker");
+
+    // OPTIONS keepalives from the trunk show in the trunks view.
+    let mut options = Sipp::start(dir.path(), "options", &sipp_args("uac_options.xml", "", &target, "127.0.0.2", &[]));
+    assert_eq!(options.wait(common::gateway::WAIT), 0, "{}", options.report());
+    let (_, t) = api.get("/v2/trunks").await;
+    let pbx = &t["data"][0];
+    assert_eq!(pbx["last_options"]["source"], "127.0.0.2", "{pbx}");
+    assert!(pbx["last_options"]["at"].is_string() && pbx["last_invite_at"].is_string(), "{pbx}");
+    assert_eq!(
+        (pbx["seen_since_start"]["options"].as_u64(), pbx["seen_since_start"]["invites"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(t["data"][1]["last_options"].is_null());
+    gw.stop();
+}

@@ -70,6 +70,8 @@ pub struct ApiState {
     pub events: EventBus,
     /// Registration state of registering trunks.
     pub registrations: watch::Receiver<RegStates>,
+    /// When each trunk last sent OPTIONS and INVITE (`GET /v2/trunks`).
+    pub trunk_activity: crate::sip::trunk::TrunkActivity,
     /// Counters fed from the events.
     pub metrics: Arc<ops::Counters>,
     /// The store: writes go through its writer thread; listings read the same
@@ -151,6 +153,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v2/status", get(status::status))
         .route("/v2/trunks", get(status::trunks))
         .route("/v2/routes", get(status::routes))
+        .route("/v2/routes/{index}/test", post(status::test_route))
         .route("/v2/webhooks/retry_dead", post(status::retry_dead))
         .route("/v2/config", get(console::config))
         .route("/v2/openapi.json", get(openapi::serve))

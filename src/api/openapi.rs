@@ -348,13 +348,26 @@ pub fn document() -> Value {
     );
     paths.insert(
         "/v2/trunks".into(),
-        json!({"get": {"summary": "Trunks in config order with registration state (registering | registered | failed | not_registering), last error and last incoming INVITE; no passwords",
-                       "responses": {"200": {"description": "{\"data\": [{name, provider, proxy, register, registration, numbers, inbound_allow, last_invite_at}]}"}}}}),
+        json!({"get": {"summary": "Trunks in config order with registration state (registering | registered | failed | not_registering), last error, last INVITE and last OPTIONS keepalive seen; no passwords",
+                       "responses": {"200": {"description": "{\"data\": [{name, provider, proxy, register, registration, numbers, inbound_allow, last_invite_at, last_options: null | {at, source}, seen_since_start: {options, invites}}]}"}}}}),
     );
     paths.insert(
         "/v2/routes".into(),
         json!({"get": {"summary": "Routes in config order (first match wins): numbers and target (agent | room | room_per_caller | forward | park); a PIN shows as pin_set",
                        "responses": {"200": {"description": "{\"data\": [{index, name, trunk, to, from, target: {type, name}, record, ring_for_ms, pin_set}]}"}}}}),
+    );
+    paths.insert(
+        "/v2/routes/{index}/test".into(),
+        json!({"post": {"summary": "Place a short test call to one route (by its index) through the box's own SIP listener, and report what happened once it has ended (result, sip_response, setup_ms, talk_ms, media that came back, the events of every leg). The calling side sends silence; an agent route's agent gets a real stream, a forward route dials its trunk.",
+                        "parameters": [{"name": "index", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0}}],
+                        "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {
+                            "to": {"type": "string", "description": "number to dial (default: the route's number; required for a forward route matching a prefix)"},
+                            "from": {"type": "string", "description": "caller number (default: route-test; a forward: the far trunk's first number)"},
+                            "talk_secs": {"type": "integer", "minimum": 1, "maximum": 30, "description": "how long the answered call lasts (default 5)"}}}}}},
+                        "responses": {"200": {"description": "{\"data\": {route, to, from, call_session_id, call_control_id, result: answered | not_answered | refused | incomplete, summary, sip_response, setup_ms, talk_ms, hangup_cause, hangup_source, media: {packets_received, packets_lost, jitter_max_ms, mos}, events: [...], tested_at}}"},
+                                      "400": error_response("Bad index or body field"), "404": error_response("No such route"),
+                                      "422": error_response("Nothing to dial (forward route matching a prefix), or no UDP/TCP SIP listener"),
+                                      "429": error_response("Two route tests are already running"), "503": error_response("No capacity or RTP ports")}}}),
     );
     paths.insert(
         "/v2/webhooks/retry_dead".into(),

@@ -10,17 +10,27 @@
 //! - `GET /v2/trunks` → `{"data": [{"name", "provider", "proxy", "register",
 //!   "registration": {"state": "registering"|"registered"|"failed"|"not_registering",
 //!   "expires_seconds", "last_error"}, "numbers", "inbound_allow",
-//!   "last_invite_at"}]}` in config order (`last_invite_at`: the start of the last
-//!   incoming call on the trunk, from the call records). Passwords never appear.
+//!   "last_invite_at", "last_options": null | {"at", "source"}, "seen_since_start":
+//!   {"options", "invites"}}]}` in config order (`last_invite_at`: the last INVITE
+//!   the trunk sent, or the start of its last incoming call in the call records
+//!   when later — they survive a restart; `last_options`: the trunk's last OPTIONS
+//!   keepalive since the daemon started). Passwords never appear.
 //! - `GET /v2/routes` → `{"data": [{"index", "name", "trunk", "to", "from",
 //!   "target": {"type": "agent"|"room"|"room_per_caller"|"forward"|"park",
 //!   "name"}, "record", "ring_for_ms", "pin_set"}]}` in config order (first match
 //!   wins); the PIN itself is not shown.
+//! - `POST /v2/routes/{index}/test`, body `{"to"?, "from"?, "talk_secs"?: 1–30}`
+//!   (all optional) → `{"data": report}`: the box calls route `index` through its
+//!   own SIP listener, talks `talk_secs` (default 5) and hangs up; the report
+//!   (result, SIP response, setup and talk time, what RTP came back, the events
+//!   of both legs) is `sip::route_test::run`'s. Answers when the test call has
+//!   ended (at most ~80 s). At most [`ROUTE_TESTS_AT_ONCE`] run at once (429).
 //! - `POST /v2/webhooks/retry_dead` → `{"data": {"requeued": n}}`: every
 //!   dead-lettered webhook event is pending again (as `sipbridge webhooks
 //!   retry-dead`).
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
@@ -114,6 +124,7 @@ pub async fn trunks(State(st): State<ApiState>) -> Response {
         .trunks
         .iter()
         .map(|t| {
+            let seen = st.trunk_activity.get(&t.name);
             let registration = match regs.get(&t.name) {
                 Some(RegState::Registering) => json!({"state": "registering"}),
                 Some(RegState::Registered { expires }) => json!({"state": "registered", "expires_seconds": expires}),
@@ -128,7 +139,9 @@ pub async fn trunks(State(st): State<ApiState>) -> Response {
                 "registration": registration,
                 "numbers": t.numbers,
                 "inbound_allow": t.inbound_allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-                "last_invite_at": last.get(&t.name),
+                "last_invite_at": std::cmp::max(last.get(&t.name).cloned(), seen.last_invite.map(|(at, _)| timestamp(at))),
+                "last_options": seen.last_options.map(|(at, ip)| json!({"at": timestamp(at), "source": ip.to_string()})),
+                "seen_since_start": {"options": seen.options, "invites": seen.invites},
             })
         })
         .collect();
@@ -167,6 +180,69 @@ pub async fn routes(State(st): State<ApiState>) -> Response {
         })
         .collect();
     Json(json!({ "data": data })).into_response()
+}
+
+/// Route tests that may run at once (each holds two call slots for seconds).
+pub const ROUTE_TESTS_AT_ONCE: usize = 2;
+static ROUTE_TESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// `POST /v2/routes/{index}/test`.
+pub async fn test_route(
+    State(st): State<ApiState>,
+    axum::extract::Path(index): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(index) = index.parse::<usize>() else {
+        return ApiError::bad_parameter("index", format!("{index:?} is not a route index (0, 1, ...)")).into_response();
+    };
+    let request = match route_test_request(index, &body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    if ROUTE_TESTS.fetch_add(1, Ordering::AcqRel) >= ROUTE_TESTS_AT_ONCE {
+        ROUTE_TESTS.fetch_sub(1, Ordering::AcqRel);
+        return ApiError {
+            status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+            code: "10011",
+            title: "Too many requests",
+            detail: format!("{ROUTE_TESTS_AT_ONCE} route tests are running; try again when one ends"),
+            pointer: None,
+        }
+        .into_response();
+    }
+    struct Running;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            ROUTE_TESTS.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _running = Running;
+    match st.control.test_route(request).await {
+        Ok(report) => Json(json!({ "data": report })).into_response(),
+        Err(e) => ApiError::from_action(e).into_response(),
+    }
+}
+
+fn route_test_request(index: usize, body: &[u8]) -> Result<crate::call::services::RouteTestRequest, ApiError> {
+    use super::calls::{object, string};
+    let body = object(body)?;
+    let number = |key: &str| -> Result<Option<String>, ApiError> {
+        match string(&body, key)? {
+            Some(v) if !crate::sip::dialstring::is_user(&v) => {
+                Err(ApiError::bad_field(&format!("/{key}"), format!("{key} must be a number or SIP user, not {v:?}")))
+            }
+            v => Ok(v),
+        }
+    };
+    let talk = match body.get("talk_secs") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(s @ 1..=30) => Some(Duration::from_secs(s)),
+            _ => return Err(ApiError::bad_field("/talk_secs", "talk_secs must be 1 to 30")),
+        },
+        Some(_) => return Err(ApiError::bad_field("/talk_secs", "talk_secs must be a number")),
+    };
+    Ok(crate::call::services::RouteTestRequest { index, to: number("to")?, from: number("from")?, talk })
 }
 
 /// `POST /v2/webhooks/retry_dead`.

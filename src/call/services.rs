@@ -77,6 +77,22 @@ pub struct DialRequest {
     pub bridge_with: Option<String>,
 }
 
+/// A route test (`POST /v2/routes/{index}/test`; see `sip::route_test`).
+#[derive(Debug, Clone, Default)]
+pub struct RouteTestRequest {
+    /// The route's position in the config (0-based, as `GET /v2/routes` lists it).
+    pub index: usize,
+    /// The number to dial; `None`: the route's own number.
+    pub to: Option<String>,
+    /// The caller number; `None`: `route-test` (a forward: the far trunk's first number).
+    pub from: Option<String>,
+    /// How long the answered test call lasts; `None`: 5 s (at most 30 s).
+    pub talk: Option<std::time::Duration>,
+}
+
+/// The future of a route test: its report (JSON, see `sip::route_test::run`).
+pub type Testing<'a> = Pin<Box<dyn Future<Output = Result<serde_json::Value, ActionError>> + Send + 'a>>;
+
 /// The future a [`Dialer`] returns.
 pub type Dialing<'a> = Pin<Box<dyn Future<Output = Result<CallView, ActionError>> + Send + 'a>>;
 
@@ -88,6 +104,12 @@ pub trait Dialer: Send + Sync {
     /// Unknown trunk or one without `proxy` (422), no capacity or RTP ports
     /// (503), INVITE not sendable (500).
     fn dial(&self, req: DialRequest) -> Dialing<'_>;
+
+    /// Places a short test call to one route and reports what happened.
+    ///
+    /// # Errors
+    /// No such route (404), nothing to dial (422), no capacity (503).
+    fn test_route(&self, req: RouteTestRequest) -> Testing<'_>;
 }
 
 /// The one call-control handle the API and WebRTC hold: the call services and
@@ -111,5 +133,13 @@ impl CallControl {
     /// As [`Dialer::dial`].
     pub async fn dial(&self, req: DialRequest) -> Result<CallView, ActionError> {
         self.dialer.dial(req).await
+    }
+
+    /// Tests a route (see [`Dialer::test_route`]).
+    ///
+    /// # Errors
+    /// As [`Dialer::test_route`].
+    pub async fn test_route(&self, req: RouteTestRequest) -> Result<serde_json::Value, ActionError> {
+        self.dialer.test_route(req).await
     }
 }

@@ -277,6 +277,7 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
                 config: daemon.config.subscribe(),
                 events: daemon.events.clone(),
                 registrations: sip.registrations.clone(),
+                trunk_activity: sip.ctx.activity.clone(),
                 metrics: Arc::default(),
                 store: store.clone(),
                 config_path: Some(daemon.config_path.clone()),

@@ -40,6 +40,7 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
         ring_timeout: req.timeout,
         call_session_id: None,
         headers: Vec::new(),
+        private_headers: Vec::new(),
         client_state: req.client_state.clone(),
         webhook_url: req.webhook_url.clone(),
         session_expires: None,
@@ -81,5 +82,9 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
 impl crate::call::services::Dialer for Arc<SipContext> {
     fn dial(&self, req: DialRequest) -> crate::call::services::Dialing<'_> {
         Box::pin(dial(self, req))
+    }
+
+    fn test_route(&self, req: crate::call::services::RouteTestRequest) -> crate::call::services::Testing<'_> {
+        super::route_test::testing(self, req)
     }
 }

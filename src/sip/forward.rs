@@ -40,6 +40,7 @@ pub async fn dial_far(
         ring_timeout: RING_TIMEOUT,
         call_session_id: Some(near.ids.call_session_id.clone()),
         headers: near.custom_headers.clone(),
+        private_headers: Vec::new(),
         client_state: None,
         webhook_url: None,
         session_expires,

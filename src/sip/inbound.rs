@@ -31,18 +31,23 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
     };
     let cfg = ctx.services.config.borrow().clone();
 
-    // 1. Which trunk?
-    let trunk = match ctx.trunks.by_source(source.ip()) {
-        Some(t) => t.clone(),
-        None if ctx.trunks.has_credential_trunks() => match authenticate(&ctx, &mut tx).await {
+    // 1. Which trunk? (The box's own route test names its route instead.)
+    let test = super::route_test::recognise(&ctx, &tx, &cfg);
+    let trunk = match (&test, ctx.trunks.by_source(source.ip())) {
+        (Some(t), _) => t.trunk.clone(),
+        (None, Some(t)) => t.clone(),
+        (None, None) if ctx.trunks.has_credential_trunks() => match authenticate(&ctx, &mut tx).await {
             Some(t) => t,
             None => return,
         },
-        None => {
+        (None, None) => {
             unknown_source(&ctx, &mut tx).await;
             return;
         }
     };
+    if test.is_none() {
+        ctx.activity.invite(&trunk.name, source.ip(), SystemTime::now());
+    }
 
     // 2. Room for one more call?
     let permit = match ctx.lifecycle.admit() {
@@ -71,7 +76,11 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         address_incomplete(&mut tx, &trunk.name, &to).await;
         return;
     }
-    let Some(route) = routing::select(&cfg.routes, &trunk.name, &to, &from).cloned() else {
+    let selected = match &test {
+        Some(t) => Some(t.route.clone()),
+        None => routing::select(&cfg.routes, &trunk.name, &to, &from).cloned(),
+    };
+    let Some(route) = selected else {
         tracing::info!(trunk = %trunk.name, %to, %from, "no route matches: 404");
         reply(&mut tx, StatusCode::NotFound, vec![]).await;
         return;
@@ -144,8 +153,12 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
             return;
         }
     };
+    let custom_headers = super::route_test::called_side_headers(msg::x_headers(&tx.original), &route, test.is_some());
     let info = CallInfo {
-        ids: CallIds::new_session(),
+        ids: match &test {
+            Some(t) => CallIds::new_leg(&t.call_session_id),
+            None => CallIds::new_session(),
+        },
         direction: Direction::Incoming,
         from,
         to,
@@ -153,7 +166,7 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
         sip_call_id: msg::call_id(&tx.original),
         start_time: SystemTime::now(),
         client_state: None,
-        custom_headers: msg::x_headers(&tx.original),
+        custom_headers,
         webhook_url: None,
     };
     tracing::info!(

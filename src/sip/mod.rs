@@ -22,6 +22,7 @@ pub mod outbound;
 pub mod refer;
 pub mod register;
 pub mod respond;
+pub mod route_test;
 pub mod routing;
 pub mod sanity;
 pub mod server;
@@ -91,6 +92,11 @@ pub struct SipContext {
     pub media: crate::media::session::MediaEngine,
     /// The call layer's handles (config, events, live calls, rooms, shutdown).
     pub services: crate::call::services::CallServices,
+    /// When each trunk's peer last sent OPTIONS and INVITE (`GET /v2/trunks`).
+    pub activity: trunk::TrunkActivity,
+    /// This process's key for its own route test calls (`route_test`): random,
+    /// never sent off the box.
+    pub route_test_key: route_test::Key,
 }
 
 /// The running SIP stack.
@@ -172,6 +178,8 @@ impl SipStack {
             public_address: cfg.node.public_address.clone(),
             user_agent,
             services,
+            activity: trunk::TrunkActivity::default(),
+            route_test_key: route_test::Key::random(),
             media: crate::media::session::MediaEngine {
                 engine: crate::media::engine::Engine::start(cfg.rtp.workers)
                     .map_err(|e| SipError::Media(e.to_string()))?,

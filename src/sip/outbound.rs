@@ -34,8 +34,12 @@ pub struct Dial {
     pub ring_timeout: Duration,
     /// Join this call session (B2BUA legs share it); `None` starts a new one.
     pub call_session_id: Option<String>,
-    /// Extra headers (`X-...`) for the INVITE.
+    /// Extra headers (`X-...`) for the INVITE; also the leg's `custom_headers`
+    /// in `call.initiated`.
     pub headers: Vec<(String, String)>,
+    /// Headers for the INVITE only: never in events or call records (the route
+    /// test's key, `route_test`).
+    pub private_headers: Vec<(String, String)>,
     /// Telnyx `client_state` to echo in events.
     pub client_state: Option<String>,
     /// Telnyx `webhook_url`: this leg's events go there instead of `[webhooks] url`.
@@ -123,7 +127,8 @@ pub async fn dial(ctx: &Arc<SipContext>, dial: Dial) -> Result<(CallInfo, SipLeg
         }),
         _ => None,
     };
-    let mut headers: Vec<Header> = dial.headers.iter().map(|(n, v)| Header::Other(n.clone(), v.clone())).collect();
+    let mut headers: Vec<Header> =
+        dial.headers.iter().chain(&dial.private_headers).map(|(n, v)| Header::Other(n.clone(), v.clone())).collect();
     if let Some(se) = dial.session_expires {
         headers.push(Header::Supported("timer".into()));
         headers.push(Header::SessionExpires(se.to_string().into()));

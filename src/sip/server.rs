@@ -35,11 +35,14 @@ pub async fn dispatch(ctx: Arc<SipContext>, mut incoming: TransactionReceiver) {
 async fn handle(ctx: Arc<SipContext>, mut tx: Transaction) {
     let method = tx.original.method;
     let in_dialog = msg::has_to_tag(&tx.original) && method != Method::Ack;
-    let from_trunk = msg::source_ip(&tx).is_some_and(|ip| ctx.trunks.by_source(ip).is_some());
-    if !from_trunk {
+    let trunk = msg::source_ip(&tx).and_then(|ip| ctx.trunks.by_source(ip).map(|t| (t.name.clone(), ip)));
+    if trunk.is_none() {
         let digest = ctx.trunks.has_credential_trunks();
         let admitted = match method {
             Method::Ack => true, // never answered; an ACK of our own 2xx/4xx goes to its transaction
+            // The box's own route test call (`route_test`): from a local address
+            // with this process's key, checked again in `inbound`.
+            Method::Invite if !in_dialog && super::route_test::is_own(&ctx, &tx) => true,
             Method::Invite | Method::Cancel if !in_dialog => digest,
             _ => in_dialog && ctx.dialogs.match_dialog(&tx).is_some(),
         };
@@ -73,6 +76,9 @@ async fn handle(ctx: Arc<SipContext>, mut tx: Transaction) {
         Method::Invite => inbound::incoming_invite(ctx, tx).await,
         Method::Ack => {}
         Method::Options => {
+            if let Some((name, ip)) = &trunk {
+                ctx.activity.options(name, *ip, std::time::SystemTime::now());
+            }
             let headers = vec![
                 Header::Allow(ALLOW.into()),
                 Header::Accept("application/sdp".into()),

@@ -13,8 +13,10 @@
 //! Nothing matches → dropped (`[sip] unknown_source`, or 403 with "reject"), and
 //! the request never reaches routing.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use crate::config::{Secret, Trunk};
 
@@ -91,6 +93,58 @@ impl TrunkTable {
     }
 }
 
+/// When a trunk's peer last reached the box: its last OPTIONS (a carrier's
+/// keepalive, RFC 3261 §11) and its last INVITE that was tied to the trunk
+/// (`GET /v2/trunks`, the console's trunks view). Since this process started:
+/// not persisted (the call records keep every admitted call). One entry per
+/// configured trunk name, so its size is bounded by the config.
+#[derive(Debug, Clone, Default)]
+pub struct TrunkActivity(Arc<Mutex<HashMap<String, Seen>>>);
+
+/// What one trunk last sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The last OPTIONS: when, and from which address.
+    pub last_options: Option<(SystemTime, IpAddr)>,
+    /// The last INVITE tied to the trunk (by address or digest): when, and from where.
+    pub last_invite: Option<(SystemTime, IpAddr)>,
+    /// OPTIONS seen since start.
+    pub options: u64,
+    /// INVITEs seen since start.
+    pub invites: u64,
+}
+
+impl TrunkActivity {
+    /// Records an OPTIONS from `trunk`'s peer at `source`.
+    pub fn options(&self, trunk: &str, source: IpAddr, at: SystemTime) {
+        self.update(trunk, |s| {
+            s.last_options = Some((at, source));
+            s.options += 1;
+        });
+    }
+
+    /// Records an INVITE (a new call) from `trunk`'s peer at `source`.
+    pub fn invite(&self, trunk: &str, source: IpAddr, at: SystemTime) {
+        self.update(trunk, |s| {
+            s.last_invite = Some((at, source));
+            s.invites += 1;
+        });
+    }
+
+    /// What `trunk` last sent (all `None`/0 when nothing yet).
+    pub fn get(&self, trunk: &str) -> Seen {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(trunk).copied().unwrap_or_default()
+    }
+
+    fn update(&self, trunk: &str, f: impl FnOnce(&mut Seen)) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match all.get_mut(trunk) {
+            Some(s) => f(s),
+            None => f(all.entry(trunk.to_string()).or_default()),
+        }
+    }
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, from dual-stack sockets) compare
 /// as the IPv4 address they carry.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -142,5 +196,21 @@ mod tests {
         assert!(table.has_credential_trunks());
         assert_eq!(table.inbound_password("lk").unwrap().expose(), "pw");
         assert!(table.inbound_password("other").is_none());
+    }
+
+    #[test]
+    fn activity_keeps_the_last_options_and_invite_per_trunk() {
+        let seen = TrunkActivity::default();
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(seen.get("telnyx"), Seen::default());
+        seen.options("telnyx", a, t0);
+        seen.options("telnyx", b, t0 + std::time::Duration::from_secs(30));
+        seen.invite("livekit", a, t0);
+        let t = seen.get("telnyx");
+        assert_eq!(t.last_options, Some((t0 + std::time::Duration::from_secs(30), b)));
+        assert_eq!((t.options, t.invites, t.last_invite), (2, 0, None));
+        assert_eq!(seen.get("livekit").last_invite, Some((t0, a)));
     }
 }
