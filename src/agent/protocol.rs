@@ -240,6 +240,70 @@ fn malformed(detail: impl Into<String>) -> InboundError {
 /// Errors: not JSON / no `event` / missing fields → `100003 Malformed Frame`;
 /// payload not base64 → `100004 Invalid Media`; unknown `event` → `100002`.
 pub fn parse_inbound(text: &str) -> Result<Inbound, InboundError> {
+    // A media frame comes 50 times a second per call: parsed into borrowed
+    // fields (no map, no key or value strings allocated). A frame that does not
+    // fit this shape is parsed again as a JSON value for an exact error.
+    let Ok(frame) = serde_json::from_str::<Frame<'_>>(text) else { return parse_value(text) };
+    match &*frame.event {
+        "media" => {
+            let payload =
+                frame.media.and_then(|m| m.payload).ok_or_else(|| malformed("media frame without media.payload"))?;
+            decode_payload(&payload).map(Inbound::Media)
+        }
+        "mark" => {
+            let name = frame.mark.and_then(|m| m.name).ok_or_else(|| malformed("mark frame without mark.name"))?;
+            Ok(Inbound::Mark(name.into_owned()))
+        }
+        other => event_without_body(other),
+    }
+}
+
+/// The fields of an agent's frame the box reads; any others are ignored.
+#[derive(serde::Deserialize)]
+struct Frame<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    media: Option<MediaBody<'a>>,
+    #[serde(borrow, default)]
+    mark: Option<MarkBody<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct MediaBody<'a> {
+    #[serde(borrow, default)]
+    payload: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct MarkBody<'a> {
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn decode_payload(payload: &str) -> Result<Vec<u8>, InboundError> {
+    B64.decode(payload.trim()).map_err(|e| InboundError {
+        code: error_code::INVALID_MEDIA,
+        title: "Invalid Media",
+        detail: format!("media.payload is not base64: {e}"),
+    })
+}
+
+fn event_without_body(event: &str) -> Result<Inbound, InboundError> {
+    match event {
+        "clear" => Ok(Inbound::Clear),
+        "connected" | "start" | "stop" | "ping" | "pong" => Ok(Inbound::Ignored),
+        other => Err(InboundError {
+            code: error_code::UNKNOWN_EVENT,
+            title: "Unknown Event",
+            detail: format!("unknown event {other:?}; expected media, mark or clear"),
+        }),
+    }
+}
+
+/// [`parse_inbound`] through a JSON value: frames whose fields have other types
+/// than the fast path expects (a `media` that is not an object, ...).
+fn parse_value(text: &str) -> Result<Inbound, InboundError> {
     let v: Value = serde_json::from_str(text).map_err(|e| malformed(format!("not JSON: {e}")))?;
     let event = v.get("event").and_then(Value::as_str).ok_or_else(|| malformed("no \"event\" string"))?;
     match event {
@@ -249,12 +313,7 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, InboundError> {
                 .and_then(|m| m.get("payload"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| malformed("media frame without media.payload"))?;
-            let bytes = B64.decode(payload.trim()).map_err(|e| InboundError {
-                code: error_code::INVALID_MEDIA,
-                title: "Invalid Media",
-                detail: format!("media.payload is not base64: {e}"),
-            })?;
-            Ok(Inbound::Media(bytes))
+            decode_payload(payload).map(Inbound::Media)
         }
         "mark" => {
             let name = v
@@ -264,13 +323,7 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, InboundError> {
                 .ok_or_else(|| malformed("mark frame without mark.name"))?;
             Ok(Inbound::Mark(name.to_string()))
         }
-        "clear" => Ok(Inbound::Clear),
-        "connected" | "start" | "stop" | "ping" | "pong" => Ok(Inbound::Ignored),
-        other => Err(InboundError {
-            code: error_code::UNKNOWN_EVENT,
-            title: "Unknown Event",
-            detail: format!("unknown event {other:?}; expected media, mark or clear"),
-        }),
+        other => event_without_body(other),
     }
 }
 
@@ -346,6 +399,28 @@ mod tests {
         let e = parse_inbound(r#"{"event":"bogus"}"#).unwrap_err();
         assert_eq!(e.code, error_code::UNKNOWN_EVENT);
         assert!(e.detail.contains("bogus"));
+    }
+
+    #[test]
+    fn full_frames_escapes_and_odd_field_types_parse_as_before() {
+        // A frame as pipecat's Telnyx serializer sends it: extra fields ignored.
+        let full = r#"{"event":"media","stream_id":"s1","sequence_number":"4","media":{"track":"outbound","chunk":"2","timestamp":"40","payload":"AQID"}}"#;
+        assert_eq!(parse_inbound(full).unwrap(), Inbound::Media(vec![1, 2, 3]));
+        // JSON escapes in strings (not borrowed, still decoded).
+        assert_eq!(
+            parse_inbound(r#"{"event":"media","media":{"payload":"AQ\u0049D"}}"#).unwrap(),
+            Inbound::Media(vec![1, 2, 3])
+        );
+        assert_eq!(parse_inbound(r#"{"event":"mark","mark":{"name":"a\"b"}}"#).unwrap(), Inbound::Mark("a\"b".into()));
+        // Fields of other types than the fast path reads: the value path decides.
+        assert_eq!(
+            parse_inbound(r#"{"event":"mark","mark":{"name":"x"},"media":"oops"}"#).unwrap(),
+            Inbound::Mark("x".into())
+        );
+        assert_eq!(parse_inbound(r#"{"event":"clear","mark":7}"#).unwrap(), Inbound::Clear);
+        let e = parse_inbound(r#"{"event":"media","media":{"payload":7}}"#).unwrap_err();
+        assert_eq!((e.code, e.detail.as_str()), (error_code::MALFORMED_FRAME, "media frame without media.payload"));
+        assert_eq!(parse_inbound(r#"{"event":5}"#).unwrap_err().code, error_code::MALFORMED_FRAME);
     }
 
     #[test]

@@ -319,6 +319,10 @@ impl Task {
                     match parse_inbound(text.as_str()) {
                         Ok(Inbound::Media(bytes)) if spec.bidirectional && !playback_closed => {
                             pcm.clear();
+                            // One allocation per frame (the samples go to the media
+                            // worker): at most one sample per payload byte, plus the
+                            // resampler's carry.
+                            pcm.reserve(bytes.len() + 16);
                             from_agent.convert(&bytes, &mut pcm);
                             if endpoint.playback.send(Playback::Audio(std::mem::take(&mut pcm))).await.is_err() {
                                 playback_closed = true;
