@@ -182,12 +182,18 @@ async fn check_uploaded(gw: &Gateway, s3: &S3Server, saved: &Value, bytes: &[u8]
 /// checks what the API says about it: deleted because uploaded, and where it is.
 async fn check_local_copy_gone(gw: &Gateway, id: &str, path: &Path, key: &str, location: &Value) -> Value {
     let api = gw.api();
-    let rec = api
-        .wait_for(&format!("/v2/recordings/{id}"), "the local copy deleted after the upload", |b| {
-            !b["data"]["upload"]["local_deleted_at"].is_null()
-        })
-        .await;
+    let path_of = format!("/v2/recordings/{id}");
+    api.wait_for(&path_of, "the local copy deleted after the upload", |b| {
+        !b["data"]["upload"]["local_deleted_at"].is_null()
+    })
+    .await;
     assert!(!path.exists(), "{path:?} still on the box");
+    // Read again: the answer that saw the deletion may have checked the disk in
+    // the middle of it (the file gone, the index not yet marked) and reported the
+    // file "missing" itself (src/api/recordings.rs reconcile); what the index
+    // keeps is asked now.
+    let (code, rec) = api.get(&path_of).await;
+    assert_eq!(code, 200, "{rec}");
     let d = &rec["data"];
     assert_eq!((d["status"].as_str(), d["deleted_reason"].as_str()), (Some("deleted"), Some("uploaded")), "{rec}");
     let u = &d["upload"];
