@@ -1,20 +1,18 @@
 //! Recordings shipped to S3-compatible storage (issue 24), against a real S3 API:
-//! moto's server on loopback (`tests/receivers/s3_server.py`, from the test venv),
-//! with authentication on from the first request, so every request the uploader
-//! makes is checked for a valid AWS Signature V4 of the test's access key.
+//! moto's server on loopback (`common::s3`), with authentication on from the
+//! first request, so every request the uploader makes is checked for a valid AWS
+//! Signature V4 of the test's access key.
 //!
 //! The uploader runs over a real store (the same queue the daemon uses); the
 //! objects are downloaded back with boto3 and compared by SHA-256 with the files.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::Value;
+use common::s3::{BUCKET, KEY, S3Server, SECRET};
 use sipbridge::record::upload::{Attempt, Uploader};
 use sipbridge::store::event::{CallEvent, EventSink};
 use sipbridge::store::recordings::{self, NewRecording};
@@ -22,74 +20,7 @@ use sipbridge::store::uploads;
 use sipbridge::store::{Store, StoreHandle};
 use tokio::sync::watch;
 
-const KEY: &str = "AKIASIPBRIDGETEST001";
-const SECRET: &str = "s3-test-secret-0123456789abcdef";
-const BUCKET: &str = "sipbridge-rec";
 const WAIT: Duration = Duration::from_secs(90);
-
-fn python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python")
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receivers/s3_server.py")
-}
-
-/// moto's S3 server, stopped by pid.
-struct S3Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl S3Server {
-    fn start(dir: &Path, port: u16, run: u32) -> Self {
-        let log = dir.join(format!("s3-{run}.log"));
-        let mut cmd = Command::new(python());
-        cmd.arg(script())
-            .args(["serve", "--port", &port.to_string(), "--access-key", KEY, "--secret", SECRET, "--bucket", BUCKET])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = common::spawn_tied(cmd).expect("moto starts (scripts/setup-tests installs it)");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        // Bounded: the helper exits (EOF) if moto cannot start.
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "READY", "moto did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        Self { child, port, log }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGTERM by pid, and its exit.
-    fn stop(mut self) -> String {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-            .unwrap();
-        self.child.wait().unwrap();
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Every object in the bucket, downloaded (signed GetObject): key → (size, sha256).
-    fn objects(&self) -> serde_json::Map<String, Value> {
-        let out = Command::new(python())
-            .arg(script())
-            .args(["objects", "--endpoint", &self.endpoint(), "--access-key", KEY, "--secret", SECRET])
-            .args(["--bucket", BUCKET])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Value>(&out.stdout).unwrap().as_object().unwrap().clone()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Default)]
 struct Events(Mutex<Vec<CallEvent>>);

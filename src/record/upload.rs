@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::s3::{S3Client, S3Error};
 use crate::config::{Config, RecordingUpload};
 use crate::store::event::{CallEvent, EventSink};
-use crate::store::recordings::{self, DeletedReason};
+use crate::store::recordings;
 use crate::store::uploads::{self, Unqueued, Upload};
 use crate::store::{StoreHandle, timestamp};
 
@@ -299,13 +299,7 @@ impl Uploader {
                 }
             }
             let now = SystemTime::now();
-            self.store
-                .run(move |c| {
-                    uploads::mark_local_deleted(c, &id, now)?;
-                    recordings::mark_deleted(c, &id, now, DeletedReason::Uploaded).map(drop)
-                })
-                .await
-                .map_err(|e| e.to_string())?;
+            self.store.run(move |c| uploads::local_copy_deleted(c, &id, now)).await.map_err(|e| e.to_string())?;
         }
         Ok(n)
     }

@@ -19,6 +19,7 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::recordings::DeletedReason;
 use super::{parse_timestamp, timestamp};
 
 /// `recording_uploads.state`.
@@ -295,6 +296,29 @@ pub fn mark_local_deleted(conn: &Connection, recording_id: &str, now: SystemTime
     Ok(())
 }
 
+/// The uploader deleted the local copy of an uploaded recording at `now`: the
+/// queue row says when ([`mark_local_deleted`]) and the recordings index marks the
+/// recording deleted with `deleted_reason = "uploaded"`, in one call.
+///
+/// Also over a `missing` mark: the API checks the files of the recordings it lists
+/// and marks a file gone from disk `missing` ("removed outside sipbridge"); one
+/// listed between the uploader's delete and this call was not missing, it was
+/// uploaded, and the index says so. Another reason (`api`, `retention`) stays.
+pub fn local_copy_deleted(conn: &Connection, recording_id: &str, now: SystemTime) -> rusqlite::Result<()> {
+    mark_local_deleted(conn, recording_id, now)?;
+    conn.prepare_cached(
+        "UPDATE recordings SET status = 'deleted', deleted_at = ?2, deleted_reason = ?3, updated_at = ?2
+         WHERE recording_id = ?1 AND (status <> 'deleted' OR deleted_reason = ?4)",
+    )?
+    .execute(params![
+        recording_id,
+        timestamp(now),
+        DeletedReason::Uploaded.as_str(),
+        DeletedReason::Missing.as_str()
+    ])?;
+    Ok(())
+}
+
 /// Counts and the oldest pending row.
 pub fn status(conn: &Connection) -> rusqlite::Result<QueueStatus> {
     let (pending, failing, done, oldest): (u64, u64, u64, Option<String>) = conn
@@ -328,6 +352,33 @@ mod tests {
             params![id, path, timestamp(SystemTime::now())],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_local_copy_deleted_after_its_upload_is_marked_uploaded_also_if_the_api_saw_it_missing_first() {
+        use crate::store::recordings;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let c = store.conn();
+        let now = SystemTime::now();
+        for id in ["r1", "r2", "r3"] {
+            saved(c, id, &format!("/rec/{id}.wav"));
+            enqueue(c, id, &format!("/rec/{id}.wav"), "bkt", &format!("box/{id}.wav"), now).unwrap();
+            done(c, id, &format!("http://s3/bkt/box/{id}.wav"), now).unwrap();
+        }
+        // r2: GET /v2/recordings ran between the uploader's remove_file and its mark,
+        // found no file and marked it missing. r3 was deleted over the API before.
+        recordings::mark_deleted(c, "r2", now, DeletedReason::Missing).unwrap();
+        recordings::mark_deleted(c, "r3", now, DeletedReason::Api).unwrap();
+        for id in ["r1", "r2", "r3"] {
+            local_copy_deleted(c, id, now).unwrap();
+        }
+        let reason = |id: &str| recordings::get(c, id).unwrap().unwrap().deleted_reason;
+        assert_eq!(reason("r1").as_deref(), Some("uploaded"));
+        assert_eq!(reason("r2").as_deref(), Some("uploaded"), "the uploader deleted it: not missing");
+        assert_eq!(reason("r3").as_deref(), Some("api"), "an earlier deletion keeps its reason");
+        assert!(local_copies_uploaded_before(c, now).unwrap().is_empty());
+        assert_eq!(get(c, "r2").unwrap().unwrap().local_deleted_at.map(timestamp), Some(timestamp(now)));
     }
 
     #[test]

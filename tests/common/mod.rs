@@ -12,6 +12,7 @@ pub mod gateway;
 #[path = "../receivers/harness.rs"]
 pub mod receivers;
 pub mod rtp;
+pub mod s3;
 
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt as _;
