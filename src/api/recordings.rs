@@ -128,44 +128,45 @@ async fn reconcile(st: &ApiState, rows: Vec<Recording>) -> Vec<Recording> {
     let now = SystemTime::now();
     let missing: Vec<String> =
         checked.iter().filter(|(_, gone)| *gone).map(|(r, _)| r.saved.recording_id.clone()).collect();
-    // One store job (one commit) for the whole page.
-    let marked = if missing.is_empty() {
-        true
-    } else {
+    // One store job (one commit) for the whole page. The rows are read back in
+    // it: another writer may have got there first (the uploader deleting its
+    // local copy records `uploaded`), and the answer shows what is stored.
+    let mut stored = std::collections::HashMap::new();
+    if !missing.is_empty() {
         let n = missing.len();
         let r = st
             .store
             .run(move |c| {
+                let mut rows = Vec::with_capacity(missing.len());
+                let mut marked = 0;
                 for id in &missing {
-                    recordings::mark_deleted(c, id, now, DeletedReason::Missing)?;
+                    marked += usize::from(recordings::mark_deleted(c, id, now, DeletedReason::Missing)?);
+                    if let Some(row) = recordings::get(c, id)? {
+                        rows.push(row);
+                    }
                 }
-                Ok(())
+                Ok((marked, rows))
             })
             .await;
         match r {
-            Ok(()) => {
-                tracing::info!(
-                    recordings = n,
-                    "recording files gone from disk: marked deleted (deleted_reason missing)"
-                );
-                true
+            Ok((marked, rows)) => {
+                if marked > 0 {
+                    tracing::info!(
+                        recordings = marked,
+                        "recording files gone from disk: marked deleted (deleted_reason missing)"
+                    );
+                }
+                tracing::debug!(checked = n, "recordings without their files read back");
+                stored.extend(rows.into_iter().map(|r| (r.saved.recording_id.clone(), r)));
             }
-            Err(e) => {
-                tracing::warn!("marking missing recordings failed: {e}");
-                false
-            }
+            Err(e) => tracing::warn!("marking missing recordings failed: {e}"),
         }
-    };
+    }
     checked
         .into_iter()
-        .map(|(mut r, gone)| {
-            if gone && marked {
-                r.status = RecordingStatus::Deleted;
-                r.deleted_at = Some(now);
-                r.updated_at = now;
-                r.deleted_reason = Some(DeletedReason::Missing.as_str().into());
-            }
-            r
+        .map(|(r, gone)| match stored.remove(&r.saved.recording_id) {
+            Some(now_stored) if gone => now_stored,
+            _ => r,
         })
         .collect()
 }

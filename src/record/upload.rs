@@ -89,12 +89,19 @@ impl Uploader {
     /// Runs passes until `stop`: when nothing is due it waits for the next due
     /// row (at most 1 s, to pick up new recordings) or a config change.
     pub async fn run(mut self, stop: CancellationToken) {
-        let mut last_sweep = std::time::Instant::now() - Duration::from_secs(3600);
+        let mut next_sweep = std::time::Instant::now();
         loop {
             let busy = match self.pass().await {
                 Ok(Attempt::Idle) => false,
                 Ok(Attempt::Uploaded(id)) => {
                     tracing::info!(recording_id = %id, "recording uploaded");
+                    // `delete_local_after = "0s"`: the local copy goes now, not at
+                    // the next 10 s sweep.
+                    if self.config.borrow().recording_upload.as_ref().and_then(|u| u.delete_local_after)
+                        == Some(Duration::ZERO)
+                    {
+                        next_sweep = std::time::Instant::now();
+                    }
                     true
                 }
                 Ok(Attempt::Failed(id, e)) => {
@@ -106,8 +113,8 @@ impl Uploader {
                     false
                 }
             };
-            if last_sweep.elapsed() >= Duration::from_secs(10) {
-                last_sweep = std::time::Instant::now();
+            if std::time::Instant::now() >= next_sweep {
+                next_sweep = std::time::Instant::now() + Duration::from_secs(10);
                 if let Err(e) = self.delete_uploaded_local_copies().await {
                     tracing::warn!("deleting uploaded recordings' local copies: {e}");
                 }
