@@ -214,6 +214,8 @@ impl<S: Signalling> Shell<S> {
                 } => match ev {
                     LegEvent::Dtmf(d) => self.dtmf_input(LegId::Near, d),
                     LegEvent::Timeout(after) => self.timeout_input(LegId::Near, after),
+                    // Not kept yet.
+                    LegEvent::Quality(_) => continue,
                     LegEvent::PlaybackDone { id, completed } => {
                         if id != PROMPT_ID {
                             Box::pin(self.leg_control().playback_done(id, completed)).await;
@@ -226,7 +228,7 @@ impl<S: Signalling> Shell<S> {
                     match ev.1 {
                         LegEvent::Dtmf(d) => self.dtmf_input(leg, d),
                         LegEvent::Timeout(after) => self.timeout_input(leg, after),
-                        LegEvent::PlaybackDone { .. } => continue,
+                        LegEvent::Quality(_) | LegEvent::PlaybackDone { .. } => continue,
                     }
                 }
             };

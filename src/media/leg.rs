@@ -18,6 +18,10 @@
 //!   own fixed buffers), no lock, no logging above `trace`.
 //! - Timeout: no RTP for `[rtp].timeout` while the peer is supposed to send
 //!   (not on hold) is reported once per silence.
+//! - Quality over time: each RTCP report the session builds (every
+//!   `rtcp::REPORT_INTERVAL`, the first after half of it) also yields a
+//!   [`LegEvent::Quality`] snapshot of the receiver statistics, so the call can
+//!   keep a jitter/loss series without a timer of its own.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -56,11 +60,32 @@ pub trait Tap: Send + Sync {
     }
 }
 
+/// The leg's receiver figures at one moment, cumulative since the session
+/// began (RFC 3550 A.3 counts): the call turns consecutive samples into
+/// per-interval loss and packet counts (`call::quality_series`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QualitySample {
+    /// When the sample was taken (the `now` the session was driven with).
+    pub at: Instant,
+    /// RTP packets received from the peer (A.3 `received`: duplicates and late
+    /// packets included).
+    pub received: u64,
+    /// RTP packets expected from the peer (A.3: extended highest sequence −
+    /// base + 1, summed over its sources).
+    pub expected: u64,
+    /// Current interarrival jitter, RFC 3550 §6.4.1 / A.8.
+    pub jitter: Duration,
+    /// RTP packets sent to the peer.
+    pub sent: u64,
+}
+
 /// What a leg tells the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LegEvent {
     /// An RFC 4733 key press (one per press).
     Dtmf(char),
+    /// The receiver statistics at one of our RTCP reports (about every 5 s).
+    Quality(QualitySample),
     /// No RTP for the configured timeout while the peer should be sending.
     Timeout(Duration),
     /// A playback (`playback_start`) ended: played to its end (`completed`) or
@@ -361,7 +386,7 @@ impl RtpSession {
         self.relatches
     }
 
-    /// The next event (DTMF key press, RTP timeout), oldest first.
+    /// The next event (DTMF key press, RTP timeout, quality sample), oldest first.
     pub fn poll_event(&mut self) -> Option<LegEvent> {
         self.events.pop_front()
     }
@@ -382,7 +407,7 @@ impl RtpSession {
 
     /// Runs what is due at `now`: a DTMF press whose end packets were all lost,
     /// the RTP timeout (reported once per silence), our RTCP report (then ready in
-    /// [`RtpSession::poll_transmit`]).
+    /// [`RtpSession::poll_transmit`], with a [`LegEvent::Quality`] sample).
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.dtmf.poll_timeout().is_some_and(|at| now >= at) {
             self.dtmf.handle_timeout(now);
@@ -417,6 +442,22 @@ impl RtpSession {
             if self.audio.rtcp_mux { self.latch.destination() } else { self.rtcp_latch.destination(&self.latch) };
         self.out_rtcp.len = n;
         self.out_rtcp.destination = dest.filter(|_| n > 0);
+        // The report interval is the sampling interval of the call's quality series.
+        let sample = self.quality_sample(now);
+        self.events.push_back(LegEvent::Quality(sample));
+    }
+
+    /// The receiver figures at `now` (cumulative since the session began): what
+    /// every RTCP report also emits as [`LegEvent::Quality`], and the last point
+    /// of the series when the media stops.
+    pub fn quality_sample(&self, now: Instant) -> QualitySample {
+        QualitySample {
+            at: now,
+            received: self.stats.received(),
+            expected: self.stats.expected(),
+            jitter: self.stats.jitter_duration(),
+            sent: self.sent.packets,
+        }
     }
 
     /// The next datagram to send, if any (RTCP first); each is returned once.
@@ -770,6 +811,9 @@ mod tests {
                 p.b.handle_timeout(p.now);
             }
             while let Some(e) = p.b.poll_event() {
+                if matches!(e, LegEvent::Quality(_)) {
+                    continue;
+                }
                 assert_eq!(e, LegEvent::Timeout(Duration::from_secs(5)));
                 timeouts += 1;
             }
@@ -786,9 +830,118 @@ mod tests {
         let mut held = audio_to(A);
         held.direction = Direction::SendOnly;
         p.b.update(held, p.now);
+        while p.b.poll_event().is_some() {}
         p.advance(Duration::from_secs(30));
         p.b.handle_timeout(p.now);
-        assert_eq!(p.b.poll_event(), None);
+        assert!(
+            std::iter::from_fn(|| p.b.poll_event()).all(|e| matches!(e, LegEvent::Quality(_))),
+            "no timeout on hold"
+        );
+    }
+
+    /// A sends 20 ms packets to B for `ms` on the fake clock, dropping those
+    /// `lose(n)` says (n = A's packet number from 0); both sessions' timers run.
+    /// Returns B's quality samples, in order.
+    fn stream_a_to_b(p: &mut Pair, ms: u64, lose: impl Fn(u64) -> bool) -> Vec<QualitySample> {
+        let mut samples = Vec::new();
+        for _ in 0..ms / 20 {
+            let n = p.a.sent.packets;
+            p.a.send_audio(&[0xff; 160], false);
+            if lose(n) {
+                while p.a.poll_transmit().is_some() {}
+            } else {
+                p.a_to_b();
+            }
+            p.advance(Duration::from_millis(20));
+            for s in [&mut p.a, &mut p.b] {
+                if p.now >= s.poll_timeout() {
+                    s.handle_timeout(p.now);
+                }
+            }
+            // RTCP between them is not what this is about.
+            while p.a.poll_transmit().is_some() {}
+            while p.b.poll_transmit().is_some() {}
+            while let Some(e) = p.b.poll_event() {
+                if let LegEvent::Quality(q) = e {
+                    samples.push(q);
+                }
+            }
+        }
+        samples
+    }
+
+    /// Each RTCP report also yields a cumulative sample of the receiver
+    /// figures: the first at half the interval, then every interval; a clean
+    /// stream has received = expected and no jitter.
+    #[test]
+    fn every_rtcp_report_yields_a_quality_sample() {
+        let mut p = Pair::new();
+        let start = p.now;
+        let samples = stream_a_to_b(&mut p, 13_000, |_| false);
+        let at: Vec<u128> = samples.iter().map(|s| (s.at - start).as_millis()).collect();
+        assert_eq!(at, [2500, 7500, 12_500], "at RTCP reports: 2.5 s, then every 5 s");
+        for (i, s) in samples.iter().enumerate() {
+            assert_eq!(s.received, s.expected, "{i}: nothing lost");
+            assert_eq!(s.jitter, Duration::ZERO, "{i}: packets exactly 20 ms apart");
+            assert_eq!(s.sent, 0, "B sends nothing");
+        }
+        // 125 packets in 2.5 s, 250 more per 5 s (±1 for where the tick falls).
+        assert!(samples[0].received.abs_diff(125) <= 1, "{samples:?}");
+        assert!((samples[1].received - samples[0].received).abs_diff(250) <= 1, "{samples:?}");
+        // A's own sample counts what it sent; taking one changes nothing.
+        let a = p.a.quality_sample(p.now);
+        assert_eq!((a.sent, a.received, a.at), (650, 0, p.now));
+        assert_eq!(p.a.quality_sample(p.now), a);
+    }
+
+    /// Packets lost between two reports show in the samples: the difference of
+    /// `expected − received` between consecutive samples is what was lost then.
+    #[test]
+    fn lost_packets_show_in_the_samples() {
+        let mut p = Pair::new();
+        // Every 10th packet lost between 3 s and 7 s (packets 150..350): 20 lost,
+        // all in the second interval (2.5–7.5 s); none in the third.
+        let samples = stream_a_to_b(&mut p, 13_000, |n| (150..350).contains(&n) && n % 10 == 5);
+        assert_eq!(samples.len(), 3);
+        let lost: Vec<u64> = samples.iter().map(|s| s.expected - s.received).collect();
+        assert_eq!(lost, [0, 20, 20], "cumulative: 20 lost in the second interval only");
+        let second = (samples[1].expected - samples[0].expected, samples[1].received - samples[0].received);
+        assert!(second.0.abs_diff(250) <= 1 && second.0 - second.1 == 20, "{second:?}");
+        // Losses make gaps in arrival: jitter stays 0 on a fake clock with exact
+        // spacing, since timestamps advance with the lost packets too.
+        assert_eq!(samples[2].jitter, Duration::ZERO);
+    }
+
+    /// Jitter in the samples: packets arriving ±10 ms off their 20 ms grid give
+    /// B a jitter estimate of several ms (RFC 3550 A.8), reported as a Duration.
+    #[test]
+    fn jittery_arrival_shows_in_the_samples() {
+        let mut p = Pair::new();
+        let mut samples = Vec::new();
+        for i in 0..400u64 {
+            p.a.send_audio(&[0xff; 160], false);
+            // Alternately 10 ms late and on time.
+            let late = if i % 2 == 1 { Duration::from_millis(10) } else { Duration::ZERO };
+            let t = p.now + late;
+            let from: SocketAddr = A.parse().unwrap();
+            while let Some(tx) = p.a.poll_transmit() {
+                let bytes = tx.contents.to_vec();
+                p.b.handle_receive(Socket::Rtp, &bytes, from, t);
+            }
+            p.advance(Duration::from_millis(20));
+            if p.now >= p.b.poll_timeout() {
+                p.b.handle_timeout(p.now);
+            }
+            while p.b.poll_transmit().is_some() {}
+            while let Some(e) = p.b.poll_event() {
+                if let LegEvent::Quality(q) = e {
+                    samples.push(q);
+                }
+            }
+        }
+        assert_eq!(samples.len(), 2, "{samples:?}");
+        let j = samples[1].jitter;
+        assert!(j > Duration::from_millis(5) && j < Duration::from_millis(15), "{j:?}");
     }
 
     /// A third party sends RTP at a latched session: dropped, counted, not in
