@@ -3,7 +3,8 @@
 //! mapping, PIN, park, session timers, B2BUA pairing); `shell` is the one tokio
 //! loop that drives it for every kind of leg; `actions` does an accepted action's
 //! media work; `rooms` is room membership and `conference.*` events; `services`
-//! is what the API, WebRTC and SIP share (`CallControl`). Also Telnyx-style ids
+//! is what the API, WebRTC and SIP share (`CallControl`); `quality_series` is a
+//! leg's jitter and loss over time for its call record. Also Telnyx-style ids
 //! and hangup causes, the events calls emit and their common payload fields.
 //! Map: `docs/architecture.md`.
 
@@ -17,6 +18,7 @@ pub mod listen;
 pub mod media_source;
 pub mod pin;
 pub mod playback;
+pub mod quality_series;
 pub mod recording;
 pub mod rooms;
 pub mod services;
