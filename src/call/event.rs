@@ -177,7 +177,7 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap().id, e.id);
         assert_eq!(
             e.clone().with_route("sales").with_agent("bot").record,
-            RecordExtras { route: Some("sales".into()), agent: Some("bot".into()) }
+            RecordExtras { route: Some("sales".into()), agent: Some("bot".into()), quality_samples: None }
         );
     }
 }

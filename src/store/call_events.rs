@@ -13,7 +13,7 @@
 //! | `call.recording.saved` | `file_path` appended to `recording_paths`; a row in `recordings` ([`super::recordings`]), even for a leg without a record |
 //! | `streaming.started` | `stream_url` (without query or credentials) |
 //! | `call.bridged` | `bridged_call_leg_id` / `bridged_call_control_id`, on both legs |
-//! | any | `route` / `agent` from the event's [`RecordExtras`] when set |
+//! | any | `route` / `agent` / `quality_samples` (the leg's jitter and loss over time, set by the shell on `call.hangup`; the first series wins) from the event's [`RecordExtras`] when set |
 //!
 //! Sans-IO apart from [`RecordUpdate::apply`], which runs the SQL on the writer's
 //! connection. Events of other types, or without a `call_leg_id`, change nothing.
@@ -55,7 +55,7 @@ pub struct RecordUpdate {
     pub call_leg_id: String,
     /// The change.
     pub change: Change,
-    /// Route and agent names, when the event carries them.
+    /// Route and agent names and the quality series, when the event carries them.
     pub extras: RecordExtras,
 }
 
@@ -170,12 +170,17 @@ impl RecordUpdate {
             Change::Bridged(peer, peer_control) => calls::set_bridged(conn, leg, peer, peer_control.as_deref(), now)?,
             Change::Extras => false,
         };
-        let extras = if self.extras.is_empty() {
+        let x = &self.extras;
+        let names = if x.route.is_none() && x.agent.is_none() {
             false
         } else {
-            calls::add_route(conn, leg, self.extras.route.as_deref(), self.extras.agent.as_deref(), now)?
+            calls::add_route(conn, leg, x.route.as_deref(), x.agent.as_deref(), now)?
         };
-        Ok(changed || extras)
+        let samples = match &x.quality_samples {
+            Some(v) => calls::set_quality_samples(conn, leg, v, now)?,
+            None => false,
+        };
+        Ok(changed || names || samples)
     }
 }
 
@@ -238,10 +243,14 @@ mod tests {
         assert!(apply(c, &near.event("call.bridged", bridged)));
 
         let quality = json!({"inbound": {"packet_count": 500, "mos": "4.30"}});
+        let samples = json!({"interval": "rtcp", "points": [{"t_ms": 2500, "jitter_ms": 0.4, "loss_percent": 0.0, "packets": 125}]});
         let h = Hangup { cause: HangupCause::NormalClearing, source: HangupSource::Caller, sip_code: 200 };
-        assert!(apply(c, &near.hangup(h, at(60), Some(quality.clone()))));
+        let hangup = near.hangup(h, at(60), Some(quality.clone())).with_quality_samples(Some(samples.clone()));
+        assert!(hangup.payload.get("quality_samples").is_none(), "the series is not in the webhook's payload");
+        assert!(apply(c, &hangup));
         let h2 = Hangup { cause: HangupCause::Timeout, source: HangupSource::Callee, sip_code: 408 };
-        assert!(!apply(c, &near.hangup(h2, at(61), None)), "the first hangup wins");
+        let late = near.hangup(h2, at(61), None).with_quality_samples(Some(json!({"interval": "rtcp", "points": []})));
+        assert!(!apply(c, &late), "the first hangup wins");
         let mut saved = near.payload("hangup");
         saved.insert("file_path".into(), json!("/rec/s.wav"));
         saved.insert("recording_id".into(), json!("rec-1"));
@@ -268,6 +277,7 @@ mod tests {
         assert_eq!((end.hangup_cause.as_str(), end.hangup_source.as_str()), ("normal_clearing", "caller"));
         assert_eq!(end.sip_hangup_cause.as_deref(), Some("200"));
         assert_eq!(end.quality_stats, Some(quality));
+        assert_eq!(r.quality_samples, Some(samples));
         assert_eq!(r.recording_paths, ["/rec/s.wav"]);
         assert_eq!(r.stream_url.as_deref(), Some("wss://agents.example/ws"), "no credentials or tokens");
         assert_eq!(r.bridged_call_leg_id.as_deref(), Some(far.ids.call_leg_id.as_str()));

@@ -6,6 +6,9 @@
 //! `call_control_id`, `call_session_id`, `direction` (`incoming`/`outgoing`),
 //! `hangup_cause`, `hangup_source`, `sip_hangup_cause`, `call_quality_stats`.
 //! `from`/`to` are columns `from_number`/`to_number` (SQL keywords otherwise).
+//! `quality_samples` (not a Telnyx field) is the leg's jitter and loss over time,
+//! JSON `{"interval": "rtcp", "points": [{"t_ms", "jitter_ms", "loss_percent",
+//! "packets"}]}` (`call::quality_series`), set once, at hangup.
 //!
 //! After a crash some rows have no `end_time`: [`close_interrupted`] ends them
 //! with cause `unspecified` at the next start, before any new call is taken.
@@ -148,11 +151,15 @@ pub struct CallRecord {
     pub bridged_call_leg_id: Option<String>,
     /// The other leg of a bridge: its `call_control_id`.
     pub bridged_call_control_id: Option<String>,
+    /// The leg's jitter and loss over time (module docs), once it ended with
+    /// media.
+    pub quality_samples: Option<Value>,
 }
 
 const COLUMNS: &str = "call_leg_id, call_control_id, call_session_id, trunk, direction, from_number, to_number, \
      route, agent, state, start_time, answer_time, end_time, hangup_cause, hangup_source, sip_hangup_cause, \
-     quality_stats, recording_paths, custom_headers, stream_url, bridged_call_leg_id, bridged_call_control_id";
+     quality_stats, recording_paths, custom_headers, stream_url, bridged_call_leg_id, bridged_call_control_id, \
+     quality_samples";
 
 fn bad_column(i: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.to_string().into())
@@ -171,6 +178,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
     let quality: Option<String> = row.get(16)?;
     let recordings: String = row.get(17)?;
     let headers: Option<String> = row.get(18)?;
+    let samples: Option<String> = row.get(22)?;
     let end = match end_time {
         Some(end_time) => Some(CallEnd {
             end_time,
@@ -210,6 +218,11 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
         stream_url: row.get(19)?,
         bridged_call_leg_id: row.get(20)?,
         bridged_call_control_id: row.get(21)?,
+        quality_samples: samples
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|_| bad_column(22, "not JSON"))?,
     })
 }
 
@@ -307,6 +320,23 @@ pub fn set_bridged(
         params![call_leg_id, peer_leg_id, now],
     )?;
     Ok(n == 1)
+}
+
+/// Sets a leg's quality series (module docs) unless it has one: the first
+/// hangup's wins, as for the other hangup columns. `false` when the leg is
+/// unknown or already has one.
+pub fn set_quality_samples(
+    conn: &Connection,
+    call_leg_id: &str,
+    samples: &Value,
+    now: SystemTime,
+) -> rusqlite::Result<bool> {
+    super::execute(
+        conn,
+        "UPDATE calls SET quality_samples = ?2, updated_at = ?3 WHERE call_leg_id = ?1 AND quality_samples IS NULL",
+        params![call_leg_id, samples.to_string(), timestamp(now)],
+    )
+    .map(|n| n == 1)
 }
 
 /// Appends a recording file path to a leg; `false` when the leg is unknown.
@@ -491,8 +521,18 @@ mod tests {
         assert!(!end(c, "leg-a", &late).unwrap(), "the first hangup wins");
         assert!(!answer(c, "leg-a", at(1_800_000_070)).unwrap(), "an ended leg is not answered again");
 
+        let samples = serde_json::json!({"interval": "rtcp", "points": [
+            {"t_ms": 2500, "jitter_ms": 0.4, "loss_percent": 0.0, "packets": 125}
+        ]});
+        assert_eq!(get(c, "leg-a").unwrap().unwrap().quality_samples, None);
+        assert!(set_quality_samples(c, "leg-a", &samples, at(1_800_000_060)).unwrap());
+        let other = serde_json::json!({"interval": "rtcp", "points": []});
+        assert!(!set_quality_samples(c, "leg-a", &other, at(1_800_000_070)).unwrap(), "the first series wins");
+        assert!(!set_quality_samples(c, "no-such-leg", &other, at(1_800_000_070)).unwrap());
+
         let r = get(c, "leg-a").unwrap().unwrap();
         assert_eq!(r.state, RecordState::Ended);
+        assert_eq!(r.quality_samples, Some(samples));
         assert_eq!(r.answer_time, Some(at(1_800_000_002)));
         assert_eq!(r.end, Some(e));
         assert_eq!(r.recording_paths, vec!["/rec/a.wav".to_string()]);

@@ -5,8 +5,8 @@
 //! The payload is already in Telnyx's field names (PROTOCOLS.md §2); the envelope
 //! (`data.record_type`, `data.id`, `data.occurred_at`, `meta`) is added by
 //! `webhook::envelope` when the event is delivered. [`CallEvent::record`] carries
-//! what the call record needs beyond the payload (route and agent names); it is
-//! never delivered.
+//! what the call record needs beyond the payload (route and agent names, the
+//! leg's quality series); it is never delivered.
 //!
 //! Defined in the store, not in `call`, because the store persists events (the
 //! `webhook_outbox` row, the `calls` and `recordings` rows written from them:
@@ -43,19 +43,24 @@ pub struct CallEvent {
 /// `calls` row when the event is committed, never delivered in a webhook. Set
 /// them where they are known (`None` leaves the column as it is), e.g.
 /// `info.initiated("parked").with_route(&route.name)` or, for a route to an
-/// agent, `.with_agent(name)` on `call.initiated` or `streaming.started`.
+/// agent, `.with_agent(name)` on `call.initiated` or `streaming.started`; the
+/// leg's jitter/loss series with `.with_quality_samples(..)` on `call.hangup`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordExtras {
     /// `[[route]]` name that took the call (`calls.route`).
     pub route: Option<String>,
     /// `[[agent]]` name the call is streamed to (`calls.agent`).
     pub agent: Option<String>,
+    /// The leg's jitter and loss over time (`calls.quality_samples`), the JSON
+    /// of `call::quality_series::QualitySeries::to_json`:
+    /// `{"interval": "rtcp", "points": [{"t_ms", "jitter_ms", "loss_percent", "packets"}]}`.
+    pub quality_samples: Option<Value>,
 }
 
 impl RecordExtras {
     /// Whether there is nothing to record.
     pub fn is_empty(&self) -> bool {
-        self.route.is_none() && self.agent.is_none()
+        self.route.is_none() && self.agent.is_none() && self.quality_samples.is_none()
     }
 }
 
@@ -82,6 +87,13 @@ impl CallEvent {
     /// This event, recording `agent` as the leg's `[[agent]]` name (`calls.agent`).
     pub fn with_agent(mut self, agent: &str) -> Self {
         self.record.agent = Some(agent.to_string());
+        self
+    }
+
+    /// This event, recording the leg's quality series (`calls.quality_samples`;
+    /// `None` leaves the column as it is).
+    pub fn with_quality_samples(mut self, samples: Option<Value>) -> Self {
+        self.record.quality_samples = samples;
         self
     }
 }

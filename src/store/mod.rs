@@ -4,7 +4,7 @@
 //!
 //! Owns the schema and the connection. Tables: `daemon_starts`, `calls` (one row per
 //! call leg, [`calls`], written from the call events themselves ([`event`],
-//! [`call_events`]),
+//! [`call_events`]), with the leg's jitter/loss series in `quality_samples`),
 //! `webhook_outbox` (durable webhook events, [`outbox`]), `recordings` (one row
 //! per recording file, also written from the events, [`recordings`]) and
 //! `recording_uploads` (the durable upload queue of `[recording.upload]`, [`uploads`]).
@@ -162,6 +162,9 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX recording_uploads_due ON recording_uploads (next_attempt_at) WHERE state = 'pending';
     CREATE INDEX recording_uploads_file ON recording_uploads (file_path);",
+    // 8: a leg's jitter and loss over time (call::quality_series), written with its
+    // call.hangup from the event's record extras (never part of the webhook).
+    "ALTER TABLE calls ADD COLUMN quality_samples TEXT;  -- JSON {interval: 'rtcp', points: [{t_ms, jitter_ms, loss_percent, packets}]}",
 ];
 
 /// A page of a listing, Telnyx's `page[number]` (from 1) and `page[size]`.

@@ -102,9 +102,13 @@ mod tests {
         }
     }
 
+    /// Telnyx's envelope and nothing else: what the event carries for the call
+    /// record only (`CallEvent::record`, e.g. a leg's quality series) is not in it.
     #[test]
     fn envelope_has_telnyx_shape_exactly() {
-        let data = data_json(&event());
+        let samples = serde_json::json!({"interval": "rtcp", "points": [{"t_ms": 2500}]});
+        let event = event().with_route("front desk").with_quality_samples(Some(samples));
+        let data = data_json(&event);
         let b = body(&data, 3, "https://backend.example/hook");
         let v: serde_json::Value = serde_json::from_str(&b).unwrap();
         let expected = serde_json::json!({
