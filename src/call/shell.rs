@@ -4,8 +4,10 @@
 //! ([`Signalling::next`]), their media, the agent stream, the API's commands, the
 //! core's next timer and the shutdown, feeds each to the core, then carries out
 //! what the core asks ([`Output`]): SIP on a leg, media work, events, the state
-//! the API shows. At the end it stops the media and commits each leg's
-//! `call.hangup` before the call's permit is released.
+//! the API shows. It keeps each leg's jitter/loss series from the media's quality
+//! samples ([`QualitySeries`]). At the end it stops the media and commits each
+//! leg's `call.hangup` (with the series for the call record) before the call's
+//! permit is released.
 //!
 //! Decisions live in the core; this file only moves things between it and I/O.
 
@@ -19,6 +21,7 @@ use super::actions::{LegControl, finish_recording, new_recorder, next_agent_even
 use super::control::{Action, Refer, RoomJoin, RoomRef};
 use super::core::{CallCore, DialogInput, Input, LegId, MediaInput, MediaOut, Output, Prompt, SipOut};
 use super::playback::Playbacks;
+use super::quality_series::QualitySeries;
 use super::recording::{CallRecorder, CallRecording};
 use super::services::CallServices;
 use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
@@ -26,7 +29,7 @@ use crate::config::OnDisconnect;
 use crate::media::bridge::Side;
 use crate::media::leg::{LegEvent, Tap};
 use crate::media::pcm::pcm_pair;
-use crate::media::session::{MediaSession, Relay};
+use crate::media::session::{LegReport, MediaSession, Relay};
 
 /// A leg's signalling as the shell drives it: the SIP adapter (`sip::leg`)
 /// implements it over an rsipstack dialog.
@@ -113,6 +116,8 @@ pub struct Shell<S: Signalling> {
     relay: Option<Relay>,
     room: Option<super::rooms::Membership>,
     media_events: Option<tokio::sync::mpsc::UnboundedReceiver<LegEvent>>,
+    /// Each leg's jitter and loss over time (near, far), from its media's start.
+    quality: [Option<QualitySeries>; 2],
     shutdown_seen: bool,
     /// The room a room route joins.
     room_target: Option<String>,
@@ -150,6 +155,7 @@ impl<S: Signalling> Shell<S> {
             relay: None,
             room: None,
             media_events: None,
+            quality: [None, None],
             shutdown_seen: false,
             room_target: match &plan_room {
                 MediaPlan::Room(name) => Some(name.clone()),
@@ -214,8 +220,10 @@ impl<S: Signalling> Shell<S> {
                 } => match ev {
                     LegEvent::Dtmf(d) => self.dtmf_input(LegId::Near, d),
                     LegEvent::Timeout(after) => self.timeout_input(LegId::Near, after),
-                    // Not kept yet.
-                    LegEvent::Quality(_) => continue,
+                    LegEvent::Quality(sample) => {
+                        self.quality_sample(LegId::Near, sample);
+                        continue;
+                    }
                     LegEvent::PlaybackDone { id, completed } => {
                         if id != PROMPT_ID {
                             Box::pin(self.leg_control().playback_done(id, completed)).await;
@@ -228,7 +236,11 @@ impl<S: Signalling> Shell<S> {
                     match ev.1 {
                         LegEvent::Dtmf(d) => self.dtmf_input(leg, d),
                         LegEvent::Timeout(after) => self.timeout_input(leg, after),
-                        LegEvent::Quality(_) | LegEvent::PlaybackDone { .. } => continue,
+                        LegEvent::Quality(sample) => {
+                            self.quality_sample(leg, sample);
+                            continue;
+                        }
+                        LegEvent::PlaybackDone { .. } => continue,
                     }
                 }
             };
@@ -257,6 +269,30 @@ impl<S: Signalling> Shell<S> {
             self.dtmf_to_agent(digit);
         }
         Input::Media(leg, MediaInput::Dtmf(digit))
+    }
+
+    /// A leg's media started now: its quality series counts from here.
+    fn quality_from_now(&mut self, leg: LegId) {
+        self.quality[slot(leg)] = Some(QualitySeries::new(Instant::now()));
+    }
+
+    fn quality_sample(&mut self, leg: LegId, sample: crate::media::leg::QualitySample) {
+        if let Some(series) = self.quality[slot(leg)].as_mut() {
+            series.push(sample);
+        }
+    }
+
+    /// A leg's stopped media: its `call_quality_stats`, and its series with the
+    /// stop's sample as the last point (`None`: no media ran).
+    fn leg_quality(
+        &mut self,
+        leg: LegId,
+        report: Option<LegReport>,
+    ) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+        let Some(report) = report else { return (None, None) };
+        self.quality_sample(leg, report.last_sample);
+        let series = self.quality[slot(leg)].take();
+        (Some(report.quality_stats), series.and_then(|s| s.to_json()))
     }
 
     fn timeout_input(&self, leg: LegId, after: std::time::Duration) -> Input {
@@ -319,7 +355,13 @@ impl<S: Signalling> Shell<S> {
                 }
                 let tap = super::listen::call_tap(&self.control.listen, self.recording.as_ref().map(|r| r.tap()));
                 match self.relay.as_mut() {
-                    None => self.relay = Relay::start(self.near.media(), far.media(), tap),
+                    None => {
+                        self.relay = Relay::start(self.near.media(), far.media(), tap);
+                        if self.relay.is_some() {
+                            self.quality_from_now(LegId::Near);
+                            self.quality_from_now(LegId::Far);
+                        }
+                    }
                     Some(r) if answered => r.set_tap(tap).await,
                     Some(_) => {}
                 }
@@ -355,6 +397,7 @@ impl<S: Signalling> Shell<S> {
             _ => 8000,
         };
         self.recorder = new_recorder(&self.ctx, &info, self.record, rate);
+        self.quality_from_now(LegId::Near);
         let tap = self.tap();
         match std::mem::replace(&mut self.plan, MediaPlan::Silence) {
             MediaPlan::Echo => self.near.media().start(tap.clone()),
@@ -487,10 +530,12 @@ impl<S: Signalling> Shell<S> {
         if let Some(agent) = self.agent.take() {
             agent.stop().await;
         }
-        let (near_quality, far_quality) = match self.relay.take() {
+        let (near_report, far_report) = match self.relay.take() {
             Some(r) => r.stop().await,
             None => (self.near.media().stop().await, None),
         };
+        let (near_quality, near_samples) = self.leg_quality(LegId::Near, near_report);
+        let (far_quality, far_samples) = self.leg_quality(LegId::Far, far_report);
         // The recordings end with the media, not once the hangups below are
         // committed (that waits for the store's group commit).
         let span = self.recorder.as_mut().and_then(|r| r.record_stop());
@@ -502,20 +547,29 @@ impl<S: Signalling> Shell<S> {
             far.finish().await;
             if let Some(e) = self.core.hangup_event(LegId::Far, SystemTime::now(), far_quality) {
                 log_hangup(self.core.info(LegId::Far), &self.core, LegId::Far);
-                let _ = self.ctx.events.emit_durable(e).await;
+                let _ = self.ctx.events.emit_durable(e.with_quality_samples(far_samples)).await;
             }
         }
         self.near.finish().await;
         log_hangup(self.core.info(LegId::Near), &self.core, LegId::Near);
         if let Some(e) = self.core.hangup_event(LegId::Near, SystemTime::now(), near_quality) {
             // The call counts as ended once its hangup is committed (webhook outbox
-            // and call record); only then is its permit released.
-            let _ = self.ctx.events.emit_durable(e).await;
+            // and call record); only then is its permit released. The quality
+            // series goes to the call record only, never into the webhook.
+            let _ = self.ctx.events.emit_durable(e.with_quality_samples(near_samples)).await;
         }
         let info = self.core.info(LegId::Near).cloned().expect("near leg");
         finish_recording(&self.ctx, &info, span).await;
         finish_recording(&self.ctx, &info, relay_recording).await;
         drop(self.permit.take());
+    }
+}
+
+/// A leg's index in per-leg arrays: near 0, far 1.
+fn slot(leg: LegId) -> usize {
+    match leg {
+        LegId::Near => 0,
+        LegId::Far => 1,
     }
 }
 

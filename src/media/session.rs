@@ -1,7 +1,8 @@
 //! The media session of one call leg: answers the SDP offer (port pair from the
 //! pool, `sdp::answer_offer`), re-answers re-INVITEs/UPDATEs (hold, resume, new
 //! address), runs the leg's media task once the call is answered, and reports
-//! RTP timeouts, DTMF and `call_quality_stats`.
+//! RTP timeouts, DTMF, quality samples during the call and, when it stops,
+//! `call_quality_stats` with the last sample ([`LegReport`]).
 //!
 //! Media targets: the built-in echo agent (`start`), a PCM endpoint such as a voice
 //! agent's stream (`start_pcm`), or another leg (`Relay`).
@@ -17,7 +18,7 @@ use crate::media::bridge::Side;
 use crate::media::engine::{Commands, EchoJob, Engine, Events, Finished, Job, Leg, PcmJob, RelayJob, Task};
 use crate::media::g711::G711;
 use crate::media::latch::LatchConfig;
-use crate::media::leg::{LegCommand, LegEvent, RtpSession, Tap};
+use crate::media::leg::{LegCommand, LegEvent, QualitySample, RtpSession, Tap};
 use crate::media::pcm::{PcmPort, Playback};
 use crate::media::ports::{PortPair, PortPool};
 use crate::sdp::{
@@ -71,11 +72,27 @@ pub struct MediaSession {
     player: Option<mpsc::Sender<Playback>>,
 }
 
+/// What a leg's media reports when it stops.
+#[derive(Debug, Clone)]
+pub struct LegReport {
+    /// The Telnyx `call_quality_stats` object (`RtpSession::quality_json`).
+    pub quality_stats: serde_json::Value,
+    /// The receiver figures at the stop: the last point of the leg's quality
+    /// series (the earlier ones came as `LegEvent::Quality`).
+    pub last_sample: QualitySample,
+}
+
+impl LegReport {
+    fn of(session: &RtpSession) -> Self {
+        Self { quality_stats: session.quality_json(), last_sample: session.quality_sample(std::time::Instant::now()) }
+    }
+}
+
 /// Two legs relayed to each other (forward routes): the relay task and its
 /// events, tagged with the side they concern.
 pub struct Relay {
     task: Task,
-    /// DTMF and timeouts of either side.
+    /// DTMF, timeouts and quality samples of either side.
     pub events: mpsc::UnboundedReceiver<(Side, LegEvent)>,
 }
 
@@ -105,10 +122,10 @@ impl Relay {
         }
     }
 
-    /// Stops the relay; returns each side's `call_quality_stats`.
-    pub async fn stop(self) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+    /// Stops the relay; returns each side's report (A, B).
+    pub async fn stop(self) -> (Option<LegReport>, Option<LegReport>) {
         match self.task.stop().await {
-            Some(Finished::Two(a, b)) => (Some(a.session.quality_json()), Some(b.session.quality_json())),
+            Some(Finished::Two(a, b)) => (Some(LegReport::of(&a.session)), Some(LegReport::of(&b.session))),
             _ => (None, None),
         }
     }
@@ -340,8 +357,8 @@ impl MediaSession {
         self.spawn_pcm(leg, tap, port);
     }
 
-    /// The next event of the media task (DTMF, timeout); pending forever before
-    /// `start` or after the task ended.
+    /// The next event of the media task (DTMF, timeout, quality sample);
+    /// pending forever before `start` or after the task ended.
     pub async fn next_event(&mut self) -> LegEvent {
         match self.events.as_mut() {
             Some(rx) => match rx.recv().await {
@@ -379,10 +396,10 @@ impl MediaSession {
         Ok(self.last_answer.clone())
     }
 
-    /// Stops the media task; returns `call_quality_stats` when media ran.
-    pub async fn stop(&mut self) -> Option<serde_json::Value> {
+    /// Stops the media task; returns its report when media ran.
+    pub async fn stop(&mut self) -> Option<LegReport> {
         match self.task.take()?.stop().await? {
-            Finished::One(leg) => Some(leg.session.quality_json()),
+            Finished::One(leg) => Some(LegReport::of(&leg.session)),
             Finished::Two(..) => None,
         }
     }
