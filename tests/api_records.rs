@@ -9,8 +9,9 @@
 //! against the file on disk (whole, ranges, 416, ETag/304), read back with `hound`
 //! as a valid stereo WAV; `DELETE`; a file removed by hand and one removed by the
 //! retention sweep marked deleted with their reason; `GET /v2/call_records` by
-//! time window, trunk and direction; 400s naming the parameter; 401 without the
-//! token; the OpenAPI document lists the routes. Over TLS (a self-signed
+//! time window, trunk and direction, with each leg's jitter/loss series
+//! (`quality_samples`); 400s naming the parameter; 401 without the token; the
+//! OpenAPI document lists the routes and every field of a call record. Over TLS (a self-signed
 //! certificate made with `openssl`): the same routes over `https://`, the event
 //! socket over `wss://`, and `recording_urls` saying `https://`.
 
@@ -217,6 +218,19 @@ async fn recordings_and_call_records_over_http() {
     assert_eq!(r["hangup_source"], "caller");
     assert_eq!(r["recording_ids"], json!([id]));
     assert!(r["duration_secs"].as_u64().is_some_and(|s| (1..=4).contains(&s)), "{r}");
+    // About 1.5 s of media: the point taken when the media stopped (and one at
+    // the first RTCP report, 2.5 s in, on a slow machine), the whole tone in them.
+    let samples = &r["quality_samples"];
+    assert_eq!(samples["interval"], "rtcp", "{r}");
+    let points = samples["points"].as_array().unwrap();
+    assert!((1..=2).contains(&points.len()), "{samples}");
+    let last = points.last().unwrap()["t_ms"].as_u64().unwrap();
+    assert!((1200..=4000).contains(&last), "{samples}");
+    let packets: u64 = points.iter().map(|p| p["packets"].as_u64().unwrap()).sum();
+    assert!((60..=80).contains(&packets), "1.5 s of 20 ms packets: {samples}");
+    for p in points {
+        assert_eq!((p["loss_percent"].as_f64(), p["jitter_ms"].is_number()), (Some(0.0), true), "{samples}");
+    }
     let (_, b) = api.get(&format!("/v2/call_records?from={since}")).await;
     assert_eq!(b["meta"]["total_results"], 2);
     let (_, b) = api.get(&format!("/v2/call_records?to={since}&trunk=pbx")).await;
@@ -294,6 +308,17 @@ async fn recordings_and_call_records_over_http() {
         assert!(doc["paths"].get(p).is_some(), "{p} is served but not documented");
     }
     assert!(doc["paths"]["/v2/recordings/{recording_id}"].get("delete").is_some());
+    // Every field of a served call record is in the document's CallRecord schema
+    // and back.
+    let schema = &doc["components"]["schemas"]["CallRecord"]["properties"];
+    let documented: Vec<&String> = schema.as_object().unwrap().keys().collect();
+    let served: Vec<&String> = r.as_object().unwrap().keys().collect();
+    assert_eq!(documented, served, "the CallRecord schema and a served record differ");
+    assert_eq!(schema["quality_samples"]["oneOf"][0]["$ref"], "#/components/schemas/QualitySamples", "{schema}");
+    let point = &doc["components"]["schemas"]["QualitySamples"]["properties"]["points"]["items"]["properties"];
+    let point_fields: Vec<&String> = point.as_object().unwrap().keys().collect();
+    let served_point: Vec<&String> = points[0].as_object().unwrap().keys().collect();
+    assert_eq!(point_fields, served_point);
     let (code, ready) = api.get("/readyz").await;
     assert_eq!(code, 200, "{ready}");
     assert_eq!(ready["listeners"]["sip"], json!([format!("udp://127.0.0.1:{sip}")]));

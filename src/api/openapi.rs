@@ -116,6 +116,67 @@ pub const CONFERENCE_ACTIONS: &[(&str, &str, &[Field])] = &[
     ("record_stop", "Stop recording the room: conference.recording.saved.", &[]),
 ];
 
+/// `components.schemas.CallRecord`: one leg's record (`api::records::record_json`),
+/// with `quality_samples` (`QualitySamples`), the leg's jitter and loss over time.
+fn call_record_schema() -> Value {
+    let text = |d: &str| json!({"type": ["string", "null"], "description": d});
+    let time = |d: &str| json!({"type": ["string", "null"], "format": "date-time", "description": d});
+    json!({
+        "type": "object",
+        "properties": {
+            "record_type": {"const": "call_record"},
+            "call_leg_id": {"type": "string"},
+            "call_control_id": {"type": "string"},
+            "call_session_id": {"type": "string"},
+            "connection_id": text("trunk name"),
+            "from": {"type": "string"},
+            "to": {"type": "string"},
+            "direction": {"enum": ["incoming", "outgoing"]},
+            "state": {"enum": ["initiated", "answered", "ended"]},
+            "start_time": time("RFC 3339 UTC, µs"),
+            "answer_time": time("null until answered"),
+            "end_time": time("null while up"),
+            "duration_secs": {"type": ["integer", "null"], "description": "start to end; null while up"},
+            "billable_secs": {"type": ["integer", "null"], "description": "answer to end"},
+            "hangup_cause": text("Telnyx hangup_cause"),
+            "hangup_source": text("caller | callee | unknown"),
+            "sip_hangup_cause": text("SIP status code"),
+            "call_quality_stats": {"type": ["object", "null"], "description": "as in call.hangup: inbound/outbound packet_count, skip_packet_count, jitter_max_variance, jitter_packet_count, mos"},
+            "route": text("[[route]] name"),
+            "agent": text("[[agent]] name"),
+            "stream_url": text("agent WebSocket URL, no query or credentials"),
+            "bridged_call_leg_id": text("the other leg of a bridge"),
+            "bridged_call_control_id": text("the other leg of a bridge"),
+            "custom_headers": {"type": ["array", "null"], "items": {"type": "object", "properties": {"name": {"type": "string"}, "value": {"type": "string"}}}},
+            "recording_ids": {"type": "array", "items": {"type": "string"}},
+            "recording_paths": {"type": "array", "items": {"type": "string"}},
+            "quality_samples": {"oneOf": [{"$ref": "#/components/schemas/QualitySamples"}, {"type": "null"}]},
+        }
+    })
+}
+
+/// `components.schemas.QualitySamples` (`call::quality_series`).
+fn quality_samples_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "The leg's jitter and loss over time, for what the box received from the leg's peer: one point per RTCP report (about every 5 s, the first 2.5 s after its media started) and one when its media stopped; a long call's points are merged pairwise so at most 240 remain (a merged point keeps the worse jitter and the loss of both). Null until the leg ended with media.",
+        "required": ["interval", "points"],
+        "properties": {
+            "interval": {"const": "rtcp"},
+            "points": {"type": "array", "maxItems": 240, "items": {
+                "type": "object",
+                "required": ["t_ms", "jitter_ms", "loss_percent", "packets"],
+                "properties": {
+                    "t_ms": {"type": "integer", "description": "end of the point's interval, ms since the leg's media started"},
+                    "jitter_ms": {"type": "number", "description": "interarrival jitter (RFC 3550 §6.4.1) at that moment, ms, 0.1 steps"},
+                    "loss_percent": {"type": "number", "minimum": 0, "maximum": 100, "description": "packets lost in the interval / expected in it (RFC 3550 A.3), %"},
+                    "packets": {"type": "integer", "description": "RTP packets received in the interval"}
+                }
+            }}
+        }
+    })
+}
+
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}}})
 }
@@ -337,7 +398,10 @@ pub fn document() -> Value {
         json!({"get": {
             "summary": "Call records (one per leg) from the box's store, newest first",
             "parameters": record_params,
-            "responses": {"200": {"description": "{\"data\": [call_record], \"meta\": {...}}"},
+            "responses": {"200": {"description": "{\"data\": [call_record], \"meta\": {...}}",
+                                  "content": {"application/json": {"schema": {"type": "object", "properties": {
+                                      "data": {"type": "array", "items": {"$ref": "#/components/schemas/CallRecord"}},
+                                      "meta": {"type": "object"}}}}}},
                           "400": error_response("Bad parameter (source.parameter names it)")}
         }}),
     );
@@ -404,7 +468,7 @@ pub fn document() -> Value {
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Errors": {"type": "object", "properties": {"errors": {"type": "array", "items": {
+            "schemas": {"CallRecord": call_record_schema(), "QualitySamples": quality_samples_schema(), "Errors": {"type": "object", "properties": {"errors": {"type": "array", "items": {
                 "type": "object",
                 "properties": {"code": {"type": "string"}, "title": {"type": "string"}, "detail": {"type": "string"},
                                "source": {"type": "object", "properties": {"pointer": {"type": "string"}, "parameter": {"type": "string"}}}}

@@ -9,6 +9,23 @@
 //! (`incoming`/`outgoing`), `state` (`initiated`/`answered`/`ended`),
 //! `hangup_cause`. A bad value or an unknown parameter is a 400 naming it
 //! (`source.parameter`).
+//!
+//! Beyond Telnyx's fields, each record has `quality_samples`: the leg's jitter
+//! and loss over time (`call::quality_series`), `null` until the leg ended with
+//! media:
+//!
+//! ```json
+//! {"interval": "rtcp",
+//!  "points": [{"t_ms": 2500, "jitter_ms": 1.2, "loss_percent": 0.0, "packets": 125}, ...]}
+//! ```
+//!
+//! One point per RTCP report of the leg (about every 5 s, the first 2.5 s after
+//! its media started) and one when its media stopped; `t_ms` = end of the
+//! point's interval in ms since the media started, `jitter_ms` = interarrival
+//! jitter (RFC 3550) at that moment, `loss_percent` and `packets` = loss and
+//! packets received *in the interval*, all for what the box received from the
+//! leg's peer. A long call's points are merged pairwise so at most 240 remain
+//! (a merged point: the worse jitter, the loss of both).
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -29,7 +46,8 @@ use crate::store::{recordings, timestamp};
 /// unanswered legs), `billable_secs` (answer to end), `hangup_cause`,
 /// `hangup_source`, `sip_hangup_cause`, `call_quality_stats`, `route`, `agent`,
 /// `stream_url`, `bridged_call_leg_id` / `bridged_call_control_id`,
-/// `custom_headers`, `recording_ids` and `recording_paths`.
+/// `custom_headers`, `recording_ids`, `recording_paths` and `quality_samples`
+/// (module docs).
 pub fn record_json(r: &CallRecord, recording_ids: &[String]) -> Value {
     let s = &r.start;
     let end = r.end.as_ref();
@@ -64,6 +82,7 @@ pub fn record_json(r: &CallRecord, recording_ids: &[String]) -> Value {
         "custom_headers": s.custom_headers,
         "recording_ids": recording_ids,
         "recording_paths": r.recording_paths,
+        "quality_samples": r.quality_samples,
     })
 }
 
