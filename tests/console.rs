@@ -4,8 +4,10 @@
 //! caller (a tone into the built-in echo), and holds a live SIPp call; a reload
 //! with a broken config is refused. In the page: a wrong token is refused, the
 //! right one logs in (kept in `sessionStorage` only), the trunk shows
-//! `registered`, the live call is listed and hung up from the page (SIPp gets
-//! the BYE), the recording plays in an `<audio>` element, and every view is
+//! `registered`, the recorded call has its jitter/loss plot over time (from its
+//! record's `quality_samples`: a sparkline, then the full plot with ms and %
+//! scales), the live call is listed and hung up from the page (SIPp gets the
+//! BYE), the recording plays in an `<audio>` element, and every view is
 //! screenshotted on a desktop and a phone-sized viewport (which must not scroll
 //! sideways).
 //!
@@ -167,22 +169,37 @@ async fn a_technician_logs_in_sees_the_box_hangs_up_a_call_and_plays_a_recording
     assert_eq!(registrar.wait(WAIT), 0, "{}\n{}", registrar.report(), gw.stderr());
     api.wait_for("/v2/trunks", "the trunk registered", |b| b["data"][0]["registration"]["state"] == "registered").await;
 
-    // A recorded call: 2.5 s of 440 Hz into the echo.
+    // A recorded call: 6 s of 440 Hz into the echo, long enough for an RTCP
+    // report (2.5 s after the media started) before the sample taken at hangup.
     let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let (code, trace, _) = tokio::task::spawn_blocking(move || {
         let s = Script {
-            audio: tone(440.0, 8000.0, 2500),
+            audio: tone(440.0, 8000.0, 6000),
             digits: vec![],
             gaps: vec![],
-            send_for: Duration::from_millis(2500),
-            duration: Duration::from_millis(2700),
+            send_for: Duration::from_millis(6000),
+            duration: Duration::from_millis(6200),
         };
-        place_calls(&d, sip, "127.0.0.1", "+13125550100", 2500, vec![s])
+        place_calls(&d, sip, "127.0.0.1", "+13125550100", 6000, vec![s])
     })
     .await
     .unwrap();
     assert_eq!(code, 0, "{trace}");
     api.wait_for("/v2/recordings", "the recording saved", |b| b["data"][0]["status"] == "completed").await;
+    // Its record has the jitter/loss series the page plots: two points or more,
+    // every packet of the tone in one of them, nothing lost on loopback.
+    let (_, recs) = api.get("/v2/call_records?state=ended").await;
+    let recorded = &recs["data"][0];
+    let samples = &recorded["quality_samples"];
+    assert_eq!(samples["interval"], "rtcp", "{recorded}");
+    let points = samples["points"].as_array().unwrap();
+    assert!(points.len() >= 2, "an RTCP report's point and the hangup's: {samples}");
+    let packets: u64 = points.iter().map(|p| p["packets"].as_u64().unwrap()).sum();
+    assert!((250..=310).contains(&packets), "6 s of 20 ms packets: {samples}");
+    assert!(points.iter().all(|p| p["loss_percent"] == 0.0 && p["jitter_ms"].as_f64().is_some()), "{samples}");
+    let t: Vec<u64> = points.iter().map(|p| p["t_ms"].as_u64().unwrap()).collect();
+    assert!(t.windows(2).all(|w| w[0] < w[1]) && (2400..=2600).contains(&t[0]), "{t:?}");
+    let recorded_leg = recorded["call_leg_id"].as_str().unwrap().to_string();
 
     // A live call that stays up until the box hangs up (the page will).
     let wait_bye = std::fs::read_to_string(common::scenario("uac_wait_bye.xml"))
@@ -221,6 +238,8 @@ async fn a_technician_logs_in_sees_the_box_hangs_up_a_call_and_plays_a_recording
         "carrier",
         "--call",
         &call,
+        "--record",
+        &recorded_leg,
         "--out",
         &out.display().to_string(),
     ]);

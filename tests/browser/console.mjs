@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // Drives sipbridge's console (assets/console.html) in headless Chromium for tests/console.rs:
 // logs in with the API token, checks the trunk `--trunk` shows as registered and the live
-// call `--call` is listed, takes a screenshot of every view (desktop, then a phone-sized
-// viewport), hangs the call up from the page (two taps), and plays the newest recording.
+// call `--call` is listed, checks the ended call `--record` (a call_leg_id) has its jitter/loss
+// plot over time (a sparkline in its row, then the full plot with its scales after a tap on
+// its Plot button), takes a screenshot of every view (desktop, then a phone-sized viewport),
+// hangs the call up from the page (two taps), and plays the newest recording.
 //
 //   node tests/browser/console.mjs --url http://127.0.0.1:PORT/console --token-file FILE \
-//       --trunk NAME --call CALL_CONTROL_ID --out DIR
+//       --trunk NAME --call CALL_CONTROL_ID --record CALL_LEG_ID --out DIR
 //
 // stdout: one JSON object per line: {"event":"console"|"step"|"screenshot"|"done"|"error", ...}.
 // Exit 0 on success, 1 on any failure, 2 on bad usage. Every wait is bounded.
@@ -23,18 +25,18 @@ function emit(obj) {
 }
 
 function usage(msg) {
-  emit({ event: 'error', message: `usage: ${msg}; console.mjs --url URL --token-file FILE --trunk NAME --call ID --out DIR` });
+  emit({ event: 'error', message: `usage: ${msg}; console.mjs --url URL --token-file FILE --trunk NAME --call ID --record LEG --out DIR` });
   process.exit(2);
 }
 
 const opts = {};
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
-  const m = /^--(url|token-file|trunk|call|out)$/.exec(argv[i]);
+  const m = /^--(url|token-file|trunk|call|record|out)$/.exec(argv[i]);
   if (!m || argv[i + 1] === undefined) usage(`bad argument ${JSON.stringify(argv[i])}`);
   opts[m[1]] = argv[++i];
 }
-for (const k of ['url', 'token-file', 'trunk', 'call', 'out']) if (!opts[k]) usage(`--${k} is required`);
+for (const k of ['url', 'token-file', 'trunk', 'call', 'record', 'out']) if (!opts[k]) usage(`--${k} is required`);
 // The token comes from a file: it must not show in `ps` or in test logs.
 const token = readFileSync(opts['token-file'], 'utf8').trim();
 mkdirSync(opts.out, { recursive: true });
@@ -133,6 +135,29 @@ async function main() {
   await until(`call ${opts.call} listed live`, (id) => !!document.querySelector(`tr[data-call="${id}"] button.hangup`), opts.call);
   emit({ event: 'step', step: 'live call listed', call: opts.call });
 
+  // The recorded call's jitter and loss over time: a sparkline in its row, and the
+  // full plot (both lines, scales in ms and %) once its Plot button is tapped.
+  const polylinePoints = (sel) => Array.from(document.querySelectorAll(sel)).map((l) => l.points.numberOfItems);
+  await until(`call ${opts.record} has a sparkline`, (leg) => !!document.querySelector(`svg.spark[data-leg="${leg}"] polyline`), opts.record);
+  const spark = await page.evaluate(polylinePoints, `svg.spark[data-leg="${opts.record}"] polyline`);
+  if (spark.length !== 2 || spark.some((n) => n < 2)) throw new Error(`the sparkline is not two lines of 2+ points: ${JSON.stringify(spark)}`);
+  await page.click(`button.qsel[data-id="${opts.record}"]`, { timeout: 5000 });
+  await until(`call ${opts.record} plotted`, (leg) => {
+    const svg = document.querySelector(`#qplot[data-leg="${leg}"]`);
+    return !!svg && window.sipbridgeConsole.plotted === leg && svg.querySelectorAll('polyline').length === 2;
+  }, opts.record);
+  const plot = await page.evaluate((leg) => {
+    const svg = document.querySelector(`#qplot[data-leg="${leg}"]`);
+    const pts = (c) => svg.querySelector(`polyline.${c}`).points.numberOfItems;
+    return { points: +svg.dataset.points, jitter: pts('jitter'), loss: pts('loss'), labels: Array.from(svg.querySelectorAll('text')).map((t) => t.textContent) };
+  }, opts.record);
+  if (plot.jitter < 2 || plot.jitter !== plot.points || plot.loss !== plot.points) throw new Error(`the plot's lines do not have the call's points: ${JSON.stringify(plot)}`);
+  for (const unit of [' ms', ' %', '0:00']) {
+    if (!plot.labels.some((l) => l.endsWith(unit) || l === unit)) throw new Error(`the plot has no ${JSON.stringify(unit)} scale label: ${JSON.stringify(plot.labels)}`);
+  }
+  emit({ event: 'step', step: 'call quality plotted', leg: opts.record, ...plot });
+  await shoot('desktop-calls-plot');
+
   // Every view, desktop size (the call still up).
   for (const v of VIEWS) {
     await show(v);
@@ -175,6 +200,14 @@ async function main() {
     await show(v);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     if (overflow > 1) throw new Error(`the ${v} view is ${overflow} px wider than a phone's screen`);
+    if (v === 'calls') {
+      // The per-call plot is still there and fits the phone's width.
+      const fit = await page.evaluate(() => {
+        const svg = document.getElementById('qplot');
+        return svg ? svg.getBoundingClientRect().right - document.documentElement.clientWidth : null;
+      });
+      if (fit === null || fit > 1) throw new Error(`the call's plot is missing or wider than a phone's screen (${fit})`);
+    }
     await shoot(`phone-${v}`);
   }
 
