@@ -1,7 +1,8 @@
 //! Webhooks from real calls: the daemon binary takes a SIPp call (Telnyx-shaped),
 //! and the Python receiver — verifying every Ed25519 signature with the public key
 //! `sipbridge keygen` printed — gets call.initiated, call.answered, call.hangup in
-//! order with Telnyx's envelope and field names.
+//! order with Telnyx's envelope and field names; what only the call record keeps
+//! (the leg's quality series) is not in the webhook.
 
 mod common;
 
@@ -53,6 +54,30 @@ async fn a_call_produces_signed_telnyx_webhooks_in_order() {
     assert_eq!(hangup["hangup_source"], "caller");
     assert_eq!(hangup["sip_hangup_cause"], "200");
     assert!(hangup["call_quality_stats"]["inbound"]["mos"].is_string(), "{hangup}");
+    // Telnyx's call.hangup fields (PROTOCOLS.md §2), nothing of the box's own.
+    let mut keys: Vec<&str> = hangup.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "call_control_id",
+            "call_leg_id",
+            "call_quality_stats",
+            "call_session_id",
+            "client_state",
+            "connection_id",
+            "direction",
+            "end_time",
+            "from",
+            "hangup_cause",
+            "hangup_source",
+            "sip_hangup_cause",
+            "start_time",
+            "state",
+            "to"
+        ],
+        "{hangup}"
+    );
     let (config, data) = (gw.config.clone(), gw.data.clone());
     gw.stop();
     // The call record, written from those events, as `sqlite3` shows it.
@@ -61,11 +86,11 @@ async fn a_call_produces_signed_telnyx_webhooks_in_order() {
             .unwrap();
     let columns = "call_leg_id, call_control_id, call_session_id, trunk, direction, from_number, to_number, state, \
                    start_time, answer_time, end_time, hangup_cause, hangup_source, sip_hangup_cause, quality_stats, \
-                   custom_headers, recording_paths";
+                   custom_headers, recording_paths, quality_samples";
     let rows: Vec<Vec<Option<String>>> = db
         .prepare(&format!("SELECT {columns} FROM calls"))
         .unwrap()
-        .query_map([], |r| (0..17).map(|i| r.get::<_, Option<String>>(i)).collect())
+        .query_map([], |r| (0..18).map(|i| r.get::<_, Option<String>>(i)).collect())
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -93,6 +118,10 @@ async fn a_call_produces_signed_telnyx_webhooks_in_order() {
         "the INVITE's X- headers: {headers}"
     );
     assert_eq!(r[16], "[]", "no recording on this route");
+    // The series is in the record, not in the webhook.
+    let samples: serde_json::Value = serde_json::from_str(r[17]).unwrap();
+    assert_eq!(samples["interval"], "rtcp", "{samples}");
+    assert!(!samples["points"].as_array().unwrap().is_empty(), "{samples}");
     // The CLI sees the outbox too.
     let (code, out, _) = run_cli(&["webhooks", "status", "-c", config.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}");
