@@ -7,7 +7,9 @@
 //! `registered`, the recorded call has its jitter/loss plot over time (from its
 //! record's `quality_samples`: a sparkline, then the full plot with ms and %
 //! scales), the live call is listed and hung up from the page (SIPp gets the
-//! BYE), the recording plays in an `<audio>` element, and every view is
+//! BYE), the recording plays in an `<audio>` element, the first route's Test
+//! button places a call to the echo agent and shows it answered with RTP back,
+//! and every view is
 //! screenshotted on a desktop and a phone-sized viewport (which must not scroll
 //! sideways).
 //!
@@ -256,6 +258,9 @@ async fn a_technician_logs_in_sees_the_box_hangs_up_a_call_and_plays_a_recording
     let ids: Vec<&Value> = recs["data"].as_array().unwrap().iter().map(|r| &r["id"]).collect();
     assert!(ids.contains(&&done["played"]["id"]), "{done} {recs}");
     assert!(done["played"]["duration"].as_f64().unwrap() > 0.5, "{done}");
+    // The route test from the page: the echo agent answered and RTP came back.
+    assert_eq!(done["routeTest"]["result"], "answered", "{done}");
+    assert!(done["routeTest"]["text"].as_str().unwrap().contains("RTP packets came back"), "{done}");
     for view in ["overview", "trunks", "routes", "calls", "recordings", "webhooks", "config"] {
         for size in ["desktop", "phone"] {
             let shot = out.join(format!("{size}-{view}.png"));

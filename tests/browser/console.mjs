@@ -4,7 +4,8 @@
 // call `--call` is listed, checks the ended call `--record` (a call_leg_id) has its jitter/loss
 // plot over time (a sparkline in its row, then the full plot with its scales after a tap on
 // its Plot button), takes a screenshot of every view (desktop, then a phone-sized viewport),
-// hangs the call up from the page (two taps), and plays the newest recording.
+// hangs the call up from the page (two taps), plays the newest recording, and tests the
+// first route with its Test button.
 //
 //   node tests/browser/console.mjs --url http://127.0.0.1:PORT/console --token-file FILE \
 //       --trunk NAME --call CALL_CONTROL_ID --record CALL_LEG_ID --out DIR
@@ -194,6 +195,18 @@ async function main() {
   await shoot('desktop-recordings-playing');
   await page.evaluate(() => document.getElementById('player').pause());
 
+  // The route's Test button: the box calls the first route (the echo agent) and
+  // the page shows what happened.
+  await show('routes');
+  await page.click('button.routetest[data-index="0"]', { timeout: 5000 });
+  await until('the route test reported', () => !!document.querySelector('[data-test="0"][data-result]'));
+  const routeTest = await page.evaluate(() => {
+    const el = document.querySelector('[data-test="0"][data-result]');
+    return { result: el.dataset.result, text: el.textContent };
+  });
+  emit({ event: 'step', step: 'route tested', ...routeTest });
+  await shoot('desktop-routes-tested');
+
   // Phone-sized: every view must fit the width (no sideways scrolling of the page).
   await page.setViewportSize({ width: 390, height: 844 });
   for (const v of VIEWS) {
@@ -212,7 +225,7 @@ async function main() {
   }
 
   clearTimeout(hardTimer);
-  emit({ event: 'done', played });
+  emit({ event: 'done', played, routeTest });
   await withTimeout(browser.close(), 10_000).catch(() => { });
   process.exit(0);
 }
