@@ -190,7 +190,7 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
 }
 
 /// An admitted incoming call: its core set up from the route, the far leg
-/// dialled for a forward route, then the shell until the call ends.
+/// dialled for a forward route, then its shell started as a task of its own.
 async fn run_incoming(
     ctx: Arc<SipContext>,
     info: CallInfo,
@@ -246,7 +246,10 @@ async fn run_incoming(
     }
     let shell =
         Shell::new(ctx.services.clone(), core, near, far, media_plan, route.record, control, Some(Box::new(permit)));
-    Box::new(shell).run().await;
+    // The call runs as a task of its own: this set-up future (its arguments, the
+    // core and legs before they moved into the shell) is freed now, instead of
+    // sitting under the shell's for the whole call (3.3 KiB, issue 20).
+    tokio::spawn(Box::new(shell).run());
 }
 
 /// 484 Address Incomplete (RFC 3261 §21.4.22) for a dialled user part that is not

@@ -108,7 +108,11 @@ impl SipLeg {
                         self.ended = true;
                         return DialogInput::Gone;
                     };
-                    if let Some(input) = self.on_state(st, info).await {
+                    // Boxed while it runs: this future is rebuilt for every turn of
+                    // the shell's loop and sits in it twice (near and far leg) for
+                    // the whole call, and handling a state (1.4 KiB of future) is
+                    // rare (issue 20: memory per call).
+                    if let Some(input) = Box::pin(self.on_state(st, info)).await {
                         return input;
                     }
                 }
