@@ -99,9 +99,14 @@ impl Playout {
     /// audio (0 = the frame is silence, `out.len()` = a full frame). Never allocates.
     pub fn next_frame(&mut self, out: &mut [i16]) -> usize {
         let n = self.audio.len().min(out.len());
-        for (dst, src) in out.iter_mut().zip(self.audio.drain(..n)) {
-            *dst = src;
-        }
+        // Two slice copies (the ring's halves), then the front dropped in one
+        // step: draining sample by sample was ~3 % of the agent path (perf,
+        // 800 agent calls, issue 20).
+        let (front, back) = self.audio.as_slices();
+        let first = front.len().min(n);
+        out[..first].copy_from_slice(&front[..first]);
+        out[first..n].copy_from_slice(&back[..n - first]);
+        self.audio.drain(..n);
         out[n..].fill(0);
         self.played += n as u64;
         while let Some((position, _)) = self.pending.front() {
@@ -157,6 +162,35 @@ mod tests {
         let mut out = [7i16; FRAME_SAMPLES];
         let n = p.next_frame(&mut out);
         (out, n)
+    }
+
+    #[test]
+    fn frames_come_out_in_order_across_the_ring_s_wrap() {
+        // Pushes of odd sizes interleaved with frames taken make the queue's ring
+        // wrap, so frames straddle its two halves: every sample comes out once,
+        // in order, then silence.
+        let mut p = Playout::new(8000);
+        let mut next_in = 0i16;
+        let mut next_out = 0i16;
+        for round in 0..40 {
+            let len = 97 + (round * 37) % 211;
+            p.push(&ramp(len, next_in));
+            next_in = next_in.wrapping_add(len as i16);
+            let (out, n) = frame(&mut p);
+            for &s in &out[..n] {
+                assert_eq!(s, next_out);
+                next_out = next_out.wrapping_add(1);
+            }
+            assert!(out[n..].iter().all(|&s| s == 0));
+        }
+        while p.queued_samples() > 0 {
+            let (out, n) = frame(&mut p);
+            for &s in &out[..n] {
+                assert_eq!(s, next_out);
+                next_out = next_out.wrapping_add(1);
+            }
+        }
+        assert_eq!(next_out, next_in);
     }
 
     #[test]
