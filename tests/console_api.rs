@@ -182,6 +182,7 @@ async fn a_route_test_calls_the_route_and_reports_what_happened() {
         .route(Route::new().name("sales").to("+13125550111").agent("echo"))
         .route(Route::new().name("out").to("+1555*").extra("forward = \"carrier\""))
         .route(Route::new().name("lobby").room("lobby"))
+        .route(Route::new().name("parked").to("+13125550199").extra("park = true"))
         .webhooks("")
         .api(TOKEN)
         .start();
@@ -243,12 +244,30 @@ async fn a_route_test_calls_the_route_and_reports_what_happened() {
     let invite = carrier.messages();
     assert!(invite.contains("INVITE sip:+15550001@") && !invite.contains("X-Sipbridge-Route-Test"), "{invite}");
 
+    // A parked route never answers: after ring_secs the test gives up with a
+    // CANCEL, which ends the parked leg too (the box admits its own CANCEL).
+    let (code, r) = api.post("/v2/routes/3/test", json!({"ring_secs": 2})).await;
+    assert_eq!(code, 200, "{r}");
+    let r = &r["data"];
+    assert_eq!(r["result"], "not_answered", "{r}");
+    let hangups: Vec<&str> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "call.hangup")
+        .map(|e| e["leg"].as_str().unwrap())
+        .collect();
+    assert_eq!(hangups.len(), 2, "both legs ended: {r}");
+    assert!(hangups.contains(&"route"), "the parked leg got the CANCEL: {r}");
+
     // Bad requests.
     let (code, _) = api.post("/v2/routes/9/test", json!({})).await;
     assert_eq!(code, 404);
     let (code, _) = api.post("/v2/routes/x/test", json!({})).await;
     assert_eq!(code, 400);
     let (code, _) = api.post("/v2/routes/0/test", json!({"talk_secs": 31})).await;
+    assert_eq!(code, 400);
+    let (code, _) = api.post("/v2/routes/0/test", json!({"ring_secs": 0})).await;
     assert_eq!(code, 400);
     let (code, _) = api.post("/v2/routes/0/test", json!({"to": "1@evil.example"})).await;
     assert_eq!(code, 400);

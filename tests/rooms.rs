@@ -36,11 +36,21 @@ fn count(data: &[Value], event_type: &str) -> usize {
     data.iter().filter(|d| d["event_type"] == event_type).count()
 }
 
+/// The `conference.*` events (not recordings) in the order they occurred. Not in
+/// delivery order: webhooks are ordered per call session (each participant's
+/// events follow its own call's), and sessions are delivered side by side, so a
+/// second caller's `participant.joined` may arrive before the first caller's
+/// `conference.created`.
 fn types(data: &[Value]) -> Vec<&str> {
-    data.iter()
-        .filter_map(|d| d["event_type"].as_str())
-        .filter(|t| t.starts_with("conference.") && !t.ends_with(".recording.saved"))
-        .collect()
+    let mut conf: Vec<&Value> = data
+        .iter()
+        .filter(|d| {
+            d["event_type"].as_str().is_some_and(|t| t.starts_with("conference.") && !t.ends_with(".recording.saved"))
+        })
+        .collect();
+    // RFC 3339 UTC with microseconds: text order is time order.
+    conf.sort_by_key(|d| d["occurred_at"].as_str().unwrap_or_default().to_string());
+    conf.iter().filter_map(|d| d["event_type"].as_str()).collect()
 }
 
 /// The PCMU audio a phone received between `from` and `to` (seconds into its run).

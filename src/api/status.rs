@@ -19,12 +19,13 @@
 //!   "target": {"type": "agent"|"room"|"room_per_caller"|"forward"|"park",
 //!   "name"}, "record", "ring_for_ms", "pin_set"}]}` in config order (first match
 //!   wins); the PIN itself is not shown.
-//! - `POST /v2/routes/{index}/test`, body `{"to"?, "from"?, "talk_secs"?: 1–30}`
+//! - `POST /v2/routes/{index}/test`, body `{"to"?, "from"?, "talk_secs"?: 1–30,
+//!   "ring_secs"?: 1–60}`
 //!   (all optional) → `{"data": report}`: the box calls route `index` through its
 //!   own SIP listener, talks `talk_secs` (default 5) and hangs up; the report
 //!   (result, SIP response, setup and talk time, what RTP came back, the events
 //!   of both legs) is `sip::route_test::run`'s. Answers when the test call has
-//!   ended (at most ~80 s). At most [`ROUTE_TESTS_AT_ONCE`] run at once (429).
+//!   ended (at most ring + talk + 15 s). At most [`ROUTE_TESTS_AT_ONCE`] run at once (429).
 //! - `POST /v2/webhooks/retry_dead` → `{"data": {"requeued": n}}`: every
 //!   dead-lettered webhook event is pending again (as `sipbridge webhooks
 //!   retry-dead`).
@@ -242,7 +243,15 @@ fn route_test_request(index: usize, body: &[u8]) -> Result<crate::call::services
         },
         Some(_) => return Err(ApiError::bad_field("/talk_secs", "talk_secs must be a number")),
     };
-    Ok(crate::call::services::RouteTestRequest { index, to: number("to")?, from: number("from")?, talk })
+    let ring = match body.get("ring_secs") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(s @ 1..=60) => Some(Duration::from_secs(s)),
+            _ => return Err(ApiError::bad_field("/ring_secs", "ring_secs must be 1 to 60")),
+        },
+        Some(_) => return Err(ApiError::bad_field("/ring_secs", "ring_secs must be a number")),
+    };
+    Ok(crate::call::services::RouteTestRequest { index, to: number("to")?, from: number("from")?, talk, ring })
 }
 
 /// `POST /v2/webhooks/retry_dead`.

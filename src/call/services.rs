@@ -88,6 +88,9 @@ pub struct RouteTestRequest {
     pub from: Option<String>,
     /// How long the answered test call lasts; `None`: 5 s (at most 30 s).
     pub talk: Option<std::time::Duration>,
+    /// How long the route may ring before the test gives up (CANCEL,
+    /// `not_answered`); `None`: 30 s.
+    pub ring: Option<std::time::Duration>,
 }
 
 /// The future of a route test: its report (JSON, see `sip::route_test::run`).

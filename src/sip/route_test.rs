@@ -57,7 +57,8 @@ pub const CONNECTION_ID: &str = "route-test";
 pub const DEFAULT_TALK: Duration = Duration::from_secs(5);
 /// The longest talk time a request may ask for.
 pub const MAX_TALK: Duration = Duration::from_secs(30);
-/// How long the route may ring before the test gives up (`no_answer`).
+/// How long the route may ring before the test gives up (`no_answer`), when
+/// the request gives no `ring_secs`.
 pub const RING_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the calling side's hangup, how long the report waits for the other
 /// legs' `call.hangup`.
@@ -107,13 +108,18 @@ fn parse(value: &str) -> Option<Marker> {
     Some(Marker { route: route?, session: session?, key: key? })
 }
 
+/// Whether `tx` comes from this box: a loopback address or a listener's own
+/// (Linux drops packets from outside that claim either, RFC 1812 §5.3.7).
+pub fn is_local(ctx: &SipContext, tx: &Transaction) -> bool {
+    msg::source_ip(tx).map(super::trunk::canonical).is_some_and(|source| {
+        source.is_loopback() || ctx.listeners.iter().any(|(_, a)| super::trunk::canonical(a.ip()) == source)
+    })
+}
+
 /// The marker of `tx`, when it is the box's own test INVITE: from a local
 /// address and with this process's key.
 fn own_marker(ctx: &SipContext, tx: &Transaction) -> Option<Marker> {
-    let source = msg::source_ip(tx)?;
-    let source = super::trunk::canonical(source);
-    let local = source.is_loopback() || ctx.listeners.iter().any(|(_, a)| super::trunk::canonical(a.ip()) == source);
-    if !local {
+    if !is_local(ctx, tx) {
         return None;
     }
     let marker = parse(&msg::header(&tx.original, HEADER, None)?)?;
@@ -226,7 +232,7 @@ fn invalid(detail: impl Into<String>) -> ActionError {
 }
 
 /// Places the test call to route `req.index`, waits for its end (at most the
-/// ring timeout + talk time + a few seconds), and reports it:
+/// ring time + talk time + a few seconds), and reports it:
 ///
 /// `{"route": {"index", "name", "target": {"type", "name"}}, "to", "from",
 /// "call_session_id", "call_control_id", "result":
@@ -264,6 +270,7 @@ pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, 
         (None, _) => CONNECTION_ID.into(),
     };
     let talk = req.talk.unwrap_or(DEFAULT_TALK).min(MAX_TALK);
+    let ring = req.ring.unwrap_or(RING_TIMEOUT).min(Duration::from_secs(60));
     let permit = ctx.lifecycle.admit().map_err(|r| ActionError {
         status: 503,
         code: "90040",
@@ -276,7 +283,7 @@ pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, 
         trunk: test_trunk(&cfg, &route, Some(proxy)),
         from: from.clone(),
         to: to.clone(),
-        ring_timeout: RING_TIMEOUT,
+        ring_timeout: ring,
         call_session_id: Some(session.clone()),
         headers: Vec::new(),
         private_headers: vec![(
@@ -308,7 +315,7 @@ pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, 
 
     // Follow the session until the calling side has hung up (and the others, briefly).
     let started = Instant::now();
-    let give_up = started + RING_TIMEOUT + talk + Duration::from_secs(15);
+    let give_up = started + ring + talk + Duration::from_secs(15);
     let mut seen: Vec<Arc<crate::call::CallEvent>> = Vec::new();
     let (mut answered, mut hang_up_at, mut caller_ended, mut missed) = (None, None, None::<Instant>, 0u64);
     loop {

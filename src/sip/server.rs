@@ -43,6 +43,9 @@ async fn handle(ctx: Arc<SipContext>, mut tx: Transaction) {
             // The box's own route test call (`route_test`): from a local address
             // with this process's key, checked again in `inbound`.
             Method::Invite if !in_dialog && super::route_test::is_own(&ctx, &tx) => true,
+            // Its CANCEL (a test call the route left ringing) carries no key; it
+            // can only end a transaction it matches, and comes from this box.
+            Method::Cancel if !in_dialog && super::route_test::is_local(&ctx, &tx) => true,
             Method::Invite | Method::Cancel if !in_dialog => digest,
             _ => in_dialog && ctx.dialogs.match_dialog(&tx).is_some(),
         };
