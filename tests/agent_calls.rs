@@ -343,7 +343,7 @@ async fn an_l16_16khz_agent_is_recorded_at_16khz_with_its_full_band() {
     gw.stop();
 }
 
-/// Refused, hanging and dropped agents, each under `on_disconnect = "hangup"` and
+/// Refused, hanging, dropped and oversized-message agents, each under `on_disconnect = "hangup"` and
 /// `"continue"`: streaming.failed with a reason; hangup ends the call from the box,
 /// continue keeps it up (silence to the caller) and the recording covers it all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,8 +352,16 @@ async fn agent_failures_follow_on_disconnect() {
     let refuse = PyAgent::start(dir.path(), "refuse", "refuse", &[]);
     let hang = PyAgent::start(dir.path(), "hang", "hang", &[]);
     let drop = PyAgent::start(dir.path(), "drop", "drop-after", &["--drop-after", "1.0"]);
+    // An agent sending one message over the box's 4 MiB cap: the stream fails
+    // (the box never buffers a message of any size an agent announces).
+    let huge = PyAgent::start(dir.path(), "huge", "huge", &[]);
     let mut cfg = String::new();
-    let cases = [("refuse", &refuse, "403"), ("hang", &hang, "timeout"), ("drop", &drop, "connection lost")];
+    let cases = [
+        ("refuse", &refuse, "403"),
+        ("hang", &hang, "timeout"),
+        ("drop", &drop, "connection lost"),
+        ("huge", &huge, "Message too long"),
+    ];
     for (i, (name, a, _)) in cases.iter().enumerate() {
         for (j, mode) in ["hangup", "continue"].iter().enumerate() {
             let agent = format!("{name}-{mode}");

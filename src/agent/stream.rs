@@ -448,8 +448,19 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
 /// arrives whole (the buffer grows to the frame's announced length).
 const READ_BUFFER: usize = 8 * 1024;
 
+/// The largest message (and frame) taken from an agent: 4 MiB, about 2 minutes
+/// of base64 PCMU or 65 s of L16 at 16 kHz in one `media` message (agents that
+/// send a whole prompt at once stay well under it). tungstenite's defaults
+/// (64 MiB / 16 MiB) let one agent make the box buffer 64 MiB per call; a
+/// larger message fails the stream ("Message too long", `streaming.failed`)
+/// and `on_disconnect` applies.
+pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
 fn ws_config() -> tungstenite::protocol::WebSocketConfig {
-    tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_BUFFER)
+    tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
 }
 
 async fn connect(spec: &StreamSpec) -> Result<Ws, String> {

@@ -63,7 +63,7 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 MODES = ["echo", "prompt-echo", "mark-clear", "refuse", "hang", "drop-after",
-         "bad-json", "silent"]
+         "bad-json", "silent", "huge"]
 # Modes that echo inbound media back to the box.
 ECHO_MODES = {"echo", "prompt-echo", "drop-after", "bad-json"}
 # Events the box may send (PROTOCOLS.md §3); anything else is a protocol error.
@@ -502,6 +502,9 @@ class Session:
             elif mode == "bad-json":
                 await self.send("not json{")
                 await self.send({"event": "bogus"})
+            elif mode == "huge":
+                # One 5 MiB media message: over the box's 4 MiB cap per message.
+                await self.send({"event": "media", "media": {"payload": "A" * (5 * 1024 * 1024)}})
         elif event == "media" and mode in ECHO_MODES:
             media = msg.get("media") or {}
             if media.get("track") == "inbound" and isinstance(media.get("payload"), str):
