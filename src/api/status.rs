@@ -224,6 +224,19 @@ pub async fn test_route(
     }
 }
 
+/// An optional whole number of seconds, 1 to `max`; 400 naming the field otherwise.
+fn seconds(body: &serde_json::Map<String, Value>, key: &str, max: u64) -> Result<Option<Duration>, ApiError> {
+    let bad = || ApiError::bad_field(&format!("/{key}"), format!("{key} must be a number of seconds, 1 to {max}"));
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(s) if (1..=max).contains(&s) => Ok(Some(Duration::from_secs(s))),
+            _ => Err(bad()),
+        },
+        Some(_) => Err(bad()),
+    }
+}
+
 fn route_test_request(index: usize, body: &[u8]) -> Result<crate::call::services::RouteTestRequest, ApiError> {
     use super::calls::{object, string};
     let body = object(body)?;
@@ -235,22 +248,8 @@ fn route_test_request(index: usize, body: &[u8]) -> Result<crate::call::services
             v => Ok(v),
         }
     };
-    let talk = match body.get("talk_secs") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(s @ 1..=30) => Some(Duration::from_secs(s)),
-            _ => return Err(ApiError::bad_field("/talk_secs", "talk_secs must be 1 to 30")),
-        },
-        Some(_) => return Err(ApiError::bad_field("/talk_secs", "talk_secs must be a number")),
-    };
-    let ring = match body.get("ring_secs") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(s @ 1..=60) => Some(Duration::from_secs(s)),
-            _ => return Err(ApiError::bad_field("/ring_secs", "ring_secs must be 1 to 60")),
-        },
-        Some(_) => return Err(ApiError::bad_field("/ring_secs", "ring_secs must be a number")),
-    };
+    let talk = seconds(&body, "talk_secs", 30)?;
+    let ring = seconds(&body, "ring_secs", 60)?;
     Ok(crate::call::services::RouteTestRequest { index, to: number("to")?, from: number("from")?, talk, ring })
 }
 

@@ -157,6 +157,12 @@ impl ActionError {
     pub fn invalid(detail: impl Into<String>) -> Self {
         Self { status: 422, code: "90015", title: "Invalid call state", detail: detail.into() }
     }
+
+    /// 503 with code 90040: no call can be placed now (`node.max_calls`,
+    /// shutting down, no RTP ports); `detail` says which.
+    pub fn no_capacity(detail: impl Into<String>) -> Self {
+        Self { status: 503, code: "90040", title: "Cannot place the call now", detail: detail.into() }
+    }
 }
 
 /// A command with its reply.

@@ -27,12 +27,7 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
         title: "Invalid connection_id",
         detail: format!("no [[trunk]] named {:?}", req.trunk),
     })?;
-    let permit = ctx.lifecycle.admit().map_err(|r| ActionError {
-        status: 503,
-        code: "90040",
-        title: "Cannot place the call now",
-        detail: format!("{r:?}"),
-    })?;
+    let permit = ctx.lifecycle.admit().map_err(|r| ActionError::no_capacity(format!("{r:?}")))?;
     let dial = Dial {
         trunk,
         from: req.from.clone(),
@@ -52,12 +47,7 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
             title: "Invalid connection_id",
             detail: format!("trunk {t:?} has no proxy to send calls to"),
         },
-        DialError::NoPorts => ActionError {
-            status: 503,
-            code: "90040",
-            title: "Cannot place the call now",
-            detail: "no RTP ports left".into(),
-        },
+        DialError::NoPorts => ActionError::no_capacity("no RTP ports left"),
         DialError::BadNumber(why) => ActionError { status: 422, code: "10015", title: "Invalid number", detail: why },
         DialError::Sip(why) => ActionError { status: 500, code: "10007", title: "Dial failed", detail: why },
     })?;

@@ -271,12 +271,7 @@ pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, 
     };
     let talk = req.talk.unwrap_or(DEFAULT_TALK).min(MAX_TALK);
     let ring = req.ring.unwrap_or(RING_TIMEOUT).min(Duration::from_secs(60));
-    let permit = ctx.lifecycle.admit().map_err(|r| ActionError {
-        status: 503,
-        code: "90040",
-        title: "Cannot place the call now",
-        detail: format!("{r:?}"),
-    })?;
+    let permit = ctx.lifecycle.admit().map_err(|r| ActionError::no_capacity(format!("{r:?}")))?;
     let session = uuid::Uuid::new_v4().to_string();
     let mut events = ctx.services.events.subscribe();
     let dial = Dial {
@@ -296,12 +291,7 @@ pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, 
     };
     let (info, leg) = super::outbound::dial(ctx, dial).await.map_err(|e| match e {
         DialError::BadNumber(why) => invalid(why),
-        DialError::NoPorts => ActionError {
-            status: 503,
-            code: "90040",
-            title: "Cannot place the call now",
-            detail: "no RTP ports left".into(),
-        },
+        DialError::NoPorts => ActionError::no_capacity("no RTP ports left"),
         e => ActionError { status: 500, code: "10007", title: "Route test failed", detail: e.to_string() },
     })?;
     let caller = info.ids.call_control_id.clone();
