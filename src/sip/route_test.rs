@@ -273,7 +273,7 @@ pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, 
     let ring = req.ring.unwrap_or(RING_TIMEOUT).min(Duration::from_secs(60));
     let permit = ctx.lifecycle.admit().map_err(|r| ActionError::no_capacity(format!("{r:?}")))?;
     let session = uuid::Uuid::new_v4().to_string();
-    let mut events = ctx.services.events.subscribe();
+    let events = ctx.services.events.subscribe();
     let dial = Dial {
         trunk: test_trunk(&cfg, &route, Some(proxy)),
         from: from.clone(),
@@ -303,7 +303,32 @@ pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, 
         Shell::new(ctx.services.clone(), core, leg, None, MediaPlan::Silence, false, control, Some(Box::new(permit)));
     tokio::spawn(Box::new(shell).run());
 
-    // Follow the session until the calling side has hung up (and the others, briefly).
+    // Followed on a task of its own: when the API's client goes away (a closed
+    // console tab, a curl timeout) the handler is dropped, and the test call must
+    // still be hung up after its talk time.
+    let follower = tokio::spawn(follow(Arc::clone(ctx), events, session.clone(), caller.clone(), talk, ring));
+    let (seen, setup, missed) = follower.await.map_err(|e| ActionError {
+        status: 500,
+        code: "10007",
+        title: "Route test failed",
+        detail: format!("following the test call failed: {e}"),
+    })?;
+    Ok(report(req.index, &route, &to, &from, &session, &caller, &seen, setup, missed))
+}
+
+/// Follows the test call's session until the calling side (`caller`) has hung
+/// up, and the other legs too (for at most [`LEGS_GRACE`] more): hangs the call
+/// up `talk` after its answer, and in any case `ring + talk + 15 s` after the
+/// start. Returns the session's events in order, the time to answer, and how
+/// many events of the box the subscription missed.
+async fn follow(
+    ctx: Arc<SipContext>,
+    mut events: tokio::sync::broadcast::Receiver<Arc<crate::call::CallEvent>>,
+    session: String,
+    caller: String,
+    talk: Duration,
+    ring: Duration,
+) -> (Vec<Arc<crate::call::CallEvent>>, Option<Duration>, u64) {
     let started = Instant::now();
     let give_up = started + ring + talk + Duration::from_secs(15);
     let mut seen: Vec<Arc<crate::call::CallEvent>> = Vec::new();
@@ -341,16 +366,15 @@ pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, 
                 if caller_ended.is_some() {
                     continue;
                 }
+                let _ = ctx.services.calls.command(&caller, Action::Hangup).await;
                 if Instant::now() >= give_up {
-                    let _ = ctx.services.calls.command(&caller, Action::Hangup).await;
                     break;
                 }
                 hang_up_at = None;
-                let _ = ctx.services.calls.command(&caller, Action::Hangup).await;
             }
         }
     }
-    Ok(report(req.index, &route, &to, &from, &session, &caller, &seen, answered.map(|a| a - started), missed))
+    (seen, answered.map(|a| a - started), missed)
 }
 
 /// Each leg of the session seen: (call_control_id, has hung up).
