@@ -4,7 +4,7 @@
 //! loses chunks (it never slows the call).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use tokio::sync::broadcast;
 
@@ -59,16 +59,21 @@ struct ListenInner {
 /// Chunks a listener may fall behind by before it loses some (20 ms each).
 const RING: usize = 256;
 
-/// One listener's receiving end; dropping it stops the copies when it was the last.
+/// One listener's receiving end; dropping it stops the copies when it was the
+/// last. When the call ends (its tap dropped by the registry and the media
+/// job), `rx` reports `Closed`: the listener holds the count only weakly, never
+/// the sender.
 pub struct Listener {
     /// The chunks.
     pub rx: broadcast::Receiver<ListenChunk>,
-    inner: Arc<ListenInner>,
+    inner: Weak<ListenInner>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.inner.listeners.fetch_sub(1, Ordering::Relaxed);
+        if let Some(inner) = self.inner.upgrade() {
+            inner.listeners.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -77,7 +82,7 @@ impl ListenTap {
     pub fn subscribe(&self) -> Listener {
         let rx = self.inner.tx.get_or_init(|| broadcast::channel(RING).0).subscribe();
         self.inner.listeners.fetch_add(1, Ordering::Relaxed);
-        Listener { rx, inner: Arc::clone(&self.inner) }
+        Listener { rx, inner: Arc::downgrade(&self.inner) }
     }
 }
 
@@ -135,4 +140,30 @@ pub fn call_tap(listen: &ListenTap, recording: Option<Arc<dyn Tap>>) -> Option<A
         Some(r) => Arc::new(Taps(vec![r, listen])),
         None => listen,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_are_counted_and_see_the_end_of_the_call() {
+        let tap = ListenTap::default();
+        let media: Arc<dyn Tap> = call_tap(&tap, None).unwrap();
+        // No listener: nothing is copied (the channel is not even made).
+        media.heard(G711::Pcmu, &[1, 2, 3]);
+        let mut a = tap.subscribe();
+        let b = tap.subscribe();
+        assert_eq!(tap.inner.listeners.load(Ordering::Relaxed), 2);
+        media.said(G711::Pcmu, &[9; 160]);
+        let Ok(c) = a.rx.try_recv() else { panic!("the listener gets the chunk") };
+        assert_eq!((c.track, c.audio().len()), (Track::Outbound, 160));
+        drop(b);
+        assert_eq!(tap.inner.listeners.load(Ordering::Relaxed), 1);
+        // The call ends: the registry's tap and the media job's go; the
+        // listener is told (its WebSocket sends `stop` and closes).
+        drop(tap);
+        drop(media);
+        assert!(matches!(a.rx.try_recv(), Err(broadcast::error::TryRecvError::Closed)));
+    }
 }
