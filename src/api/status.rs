@@ -42,7 +42,6 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::error::ApiError;
 use super::recordings::read;
-use crate::config::RouteTarget;
 use crate::sip::register::RegState;
 use crate::store::timestamp;
 
@@ -157,13 +156,6 @@ pub async fn routes(State(st): State<ApiState>) -> Response {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let (kind, name) = match &r.target {
-                RouteTarget::Agent(a) => ("agent", Some(a)),
-                RouteTarget::Room(n) => ("room", Some(n)),
-                RouteTarget::RoomPerCaller(p) => ("room_per_caller", Some(p)),
-                RouteTarget::Forward(t) => ("forward", Some(t)),
-                RouteTarget::Park => ("park", None),
-            };
             let pattern = |p: &Option<crate::config::values::NumberPattern>| {
                 p.as_ref().and_then(|p| serde_json::to_value(p).ok())
             };
@@ -173,7 +165,7 @@ pub async fn routes(State(st): State<ApiState>) -> Response {
                 "trunk": r.trunk,
                 "to": pattern(&r.to),
                 "from": pattern(&r.from),
-                "target": {"type": kind, "name": name},
+                "target": r.target.to_json(),
                 "record": r.record,
                 "ring_for_ms": r.ring_for.as_millis() as u64,
                 "pin_set": r.pin.is_some(),

@@ -328,6 +328,22 @@ pub enum RouteTarget {
     Park,
 }
 
+impl RouteTarget {
+    /// The target as the API shows it (`GET /v2/routes`, route tests):
+    /// `{"type": "agent" | "room" | "room_per_caller" | "forward" | "park",
+    /// "name"}` (`name`: the agent, room, room prefix or trunk; `null` for park).
+    pub fn to_json(&self) -> serde_json::Value {
+        let (kind, name) = match self {
+            Self::Agent(a) => ("agent", Some(a)),
+            Self::Room(n) => ("room", Some(n)),
+            Self::RoomPerCaller(p) => ("room_per_caller", Some(p)),
+            Self::Forward(t) => ("forward", Some(t)),
+            Self::Park => ("park", None),
+        };
+        serde_json::json!({"type": kind, "name": name})
+    }
+}
+
 /// `[[route]]`: which calls go where. First match wins.
 #[derive(Debug, Clone, Serialize)]
 pub struct Route {

@@ -403,13 +403,6 @@ fn report(
     setup: Option<Duration>,
     missed: u64,
 ) -> Value {
-    let (kind, name) = match &route.target {
-        RouteTarget::Agent(a) => ("agent", Some(a.as_str())),
-        RouteTarget::Room(n) => ("room", Some(n.as_str())),
-        RouteTarget::RoomPerCaller(p) => ("room_per_caller", Some(p.as_str())),
-        RouteTarget::Forward(t) => ("forward", Some(t.as_str())),
-        RouteTarget::Park => ("park", None),
-    };
     let own =
         |e: &&Arc<crate::call::CallEvent>| e.payload.get("call_control_id").and_then(Value::as_str) == Some(caller);
     let hangup = seen.iter().filter(own).find(|e| e.event_type == "call.hangup");
@@ -477,7 +470,7 @@ fn report(
         })
         .collect();
     json!({
-        "route": {"index": index, "name": route.name, "target": {"type": kind, "name": name}},
+        "route": {"index": index, "name": route.name, "target": route.target.to_json()},
         "to": to,
         "from": from,
         "call_session_id": session,
