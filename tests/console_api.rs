@@ -260,15 +260,19 @@ async fn a_route_test_calls_the_route_and_reports_what_happened() {
     assert_eq!(hangups.len(), 2, "both legs ended: {r}");
     assert!(hangups.contains(&"route"), "the parked leg got the CANCEL: {r}");
 
-    // A client that goes away mid-test (a closed tab, a curl timeout): the test
-    // call is still hung up after its talk time, not left up with the agent.
+    // Clients that go away mid-test (a closed tab, a curl timeout): the test
+    // calls are still hung up after their talk time, not left up with the agent;
+    // until then they hold the two route-test slots, so a third test waits (429).
     let impatient = reqwest::Client::builder().timeout(std::time::Duration::from_millis(500)).build().unwrap();
-    let gone =
-        impatient.post(api.url("/v2/routes/0/test")).bearer_auth(TOKEN).json(&json!({"talk_secs": 2})).send().await;
-    assert!(gone.is_err_and(|e| e.is_timeout()), "the client gave up before the test ended");
-    api.wait_for("/v2/calls", "the abandoned test call up", |b| b["data"].as_array().is_some_and(|c| !c.is_empty()))
+    let abandon =
+        || impatient.post(api.url("/v2/routes/0/test")).bearer_auth(TOKEN).json(&json!({"talk_secs": 5})).send();
+    let (first, second) = tokio::join!(abandon(), abandon());
+    assert!(first.is_err_and(|e| e.is_timeout()) && second.is_err_and(|e| e.is_timeout()), "the clients gave up");
+    let (code, busy) = api.post("/v2/routes/0/test", json!({})).await;
+    assert_eq!(code, 429, "{busy}");
+    api.wait_for("/v2/calls", "the abandoned test calls up", |b| b["data"].as_array().is_some_and(|c| c.len() == 4))
         .await;
-    api.wait_for("/v2/calls", "the abandoned test call hung up", |b| b["data"].as_array().is_some_and(Vec::is_empty))
+    api.wait_for("/v2/calls", "the abandoned test calls hung up", |b| b["data"].as_array().is_some_and(Vec::is_empty))
         .await;
 
     // Bad requests.

@@ -25,13 +25,12 @@
 //!   own SIP listener, talks `talk_secs` (default 5) and hangs up; the report
 //!   (result, SIP response, setup and talk time, what RTP came back, the events
 //!   of both legs) is `sip::route_test::run`'s. Answers when the test call has
-//!   ended (at most ring + talk + 15 s). At most [`ROUTE_TESTS_AT_ONCE`] run at once (429).
+//!   ended (at most ring + talk + 15 s). At most `sip::route_test::AT_ONCE` run at once (429).
 //! - `POST /v2/webhooks/retry_dead` → `{"data": {"requeued": n}}`: every
 //!   dead-lettered webhook event is pending again (as `sipbridge webhooks
 //!   retry-dead`).
 
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
@@ -175,10 +174,6 @@ pub async fn routes(State(st): State<ApiState>) -> Response {
     Json(json!({ "data": data })).into_response()
 }
 
-/// Route tests that may run at once (each holds two call slots for seconds).
-pub const ROUTE_TESTS_AT_ONCE: usize = 2;
-static ROUTE_TESTS: AtomicUsize = AtomicUsize::new(0);
-
 /// `POST /v2/routes/{index}/test`.
 pub async fn test_route(
     State(st): State<ApiState>,
@@ -192,24 +187,6 @@ pub async fn test_route(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    if ROUTE_TESTS.fetch_add(1, Ordering::AcqRel) >= ROUTE_TESTS_AT_ONCE {
-        ROUTE_TESTS.fetch_sub(1, Ordering::AcqRel);
-        return ApiError {
-            status: axum::http::StatusCode::TOO_MANY_REQUESTS,
-            code: "10011",
-            title: "Too many requests",
-            detail: format!("{ROUTE_TESTS_AT_ONCE} route tests are running; try again when one ends"),
-            pointer: None,
-        }
-        .into_response();
-    }
-    struct Running;
-    impl Drop for Running {
-        fn drop(&mut self) {
-            ROUTE_TESTS.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-    let _running = Running;
     match st.control.test_route(request).await {
         Ok(report) => Json(json!({ "data": report })).into_response(),
         Err(e) => ApiError::from_action(e).into_response(),

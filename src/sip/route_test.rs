@@ -31,6 +31,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -63,6 +64,29 @@ pub const RING_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the calling side's hangup, how long the report waits for the other
 /// legs' `call.hangup`.
 const LEGS_GRACE: Duration = Duration::from_secs(3);
+/// Route tests that may run at once: each holds two call slots for up to
+/// ring + talk + 15 s, also after the client that asked has gone.
+pub const AT_ONCE: usize = 2;
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`AT_ONCE`] slots, given back when dropped (with the follower).
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        if RUNNING.fetch_add(1, Ordering::AcqRel) >= AT_ONCE {
+            RUNNING.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// This process's route-test key: 128 random bits as 32 hex digits.
 #[derive(Clone)]
@@ -246,8 +270,9 @@ fn invalid(detail: impl Into<String>) -> ActionError {
 ///
 /// # Errors
 /// No such route (404), a forward route without a number to dial, a number
-/// that is not a dial string, no UDP/TCP listener (422), no capacity or RTP
-/// ports (503), the INVITE could not be sent (500).
+/// that is not a dial string, no UDP/TCP listener (422), [`AT_ONCE`] tests
+/// already running (429), no capacity or RTP ports (503), the INVITE could not
+/// be sent (500).
 pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, ActionError> {
     let cfg = ctx.services.config.borrow().clone();
     let route = cfg.routes.get(req.index).cloned().ok_or_else(|| ActionError {
@@ -269,6 +294,12 @@ pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, 
         }
         (None, _) => CONNECTION_ID.into(),
     };
+    let slot = Slot::take().ok_or_else(|| ActionError {
+        status: 429,
+        code: "10011",
+        title: "Too many requests",
+        detail: format!("{AT_ONCE} route tests are running; try again when one ends"),
+    })?;
     let talk = req.talk.unwrap_or(DEFAULT_TALK).min(MAX_TALK);
     let ring = req.ring.unwrap_or(RING_TIMEOUT).min(Duration::from_secs(60));
     let permit = ctx.lifecycle.admit().map_err(|r| ActionError::no_capacity(format!("{r:?}")))?;
@@ -306,7 +337,7 @@ pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, 
     // Followed on a task of its own: when the API's client goes away (a closed
     // console tab, a curl timeout) the handler is dropped, and the test call must
     // still be hung up after its talk time.
-    let follower = tokio::spawn(follow(Arc::clone(ctx), events, session.clone(), caller.clone(), talk, ring));
+    let follower = tokio::spawn(follow(Arc::clone(ctx), events, session.clone(), caller.clone(), talk, ring, slot));
     let (seen, setup, missed) = follower.await.map_err(|e| ActionError {
         status: 500,
         code: "10007",
@@ -316,8 +347,8 @@ pub async fn run(ctx: &Arc<SipContext>, req: RouteTestRequest) -> Result<Value, 
     Ok(report(req.index, &route, &to, &from, &session, &caller, &seen, setup, missed))
 }
 
-/// Follows the test call's session until the calling side (`caller`) has hung
-/// up, and the other legs too (for at most [`LEGS_GRACE`] more): hangs the call
+/// Follows the test call's session (holding one of the [`AT_ONCE`] slots)
+/// until the calling side (`caller`) has hung up, and the other legs too (for at most [`LEGS_GRACE`] more): hangs the call
 /// up `talk` after its answer, and in any case `ring + talk + 15 s` after the
 /// start. Returns the session's events in order, the time to answer, and how
 /// many events of the box the subscription missed.
@@ -328,6 +359,7 @@ async fn follow(
     caller: String,
     talk: Duration,
     ring: Duration,
+    _slot: Slot,
 ) -> (Vec<Arc<crate::call::CallEvent>>, Option<Duration>, u64) {
     let started = Instant::now();
     let give_up = started + ring + talk + Duration::from_secs(15);
