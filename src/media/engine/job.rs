@@ -172,6 +172,9 @@ impl Job {
         match self {
             Job::Echo(j) => Finished::One(j.leg),
             Job::Pcm(j) => {
+                if j.caught_up > 0 {
+                    tracing::debug!(frames = j.caught_up, "agent audio backlog played out early");
+                }
                 if j.dropped > 0 || j.playout.dropped_samples() > 0 || j.pacer.resyncs() > 0 {
                     tracing::debug!(
                         late_resyncs = j.pacer.resyncs(),
@@ -311,6 +314,8 @@ pub struct PcmJob {
     playback_open: bool,
     talking: bool,
     dropped: u64,
+    /// Frames played early to take a standing backlog out.
+    caught_up: u64,
 }
 
 impl PcmJob {
@@ -332,6 +337,7 @@ impl PcmJob {
             playback_open: true,
             talking: false,
             dropped: 0,
+            caught_up: 0,
         }
     }
 
@@ -398,6 +404,17 @@ impl PcmJob {
             for _ in 0..due.frames {
                 self.play_frame(s);
             }
+            // Late audio from a real-time agent left frames standing: play them now
+            // rather than late for the rest of the stream (Playout::standing_surplus).
+            if self.player.is_idle() {
+                let extra = self.playout.standing_surplus(self.frame_len());
+                self.caught_up += u64::from(extra);
+                for _ in 0..extra {
+                    self.play_frame(s);
+                }
+            } else {
+                self.playout.restart_window();
+            }
         }
         if now >= self.leg.session.poll_timeout() {
             self.leg.session.handle_timeout(now);
@@ -406,9 +423,14 @@ impl PcmJob {
         self.common.events.drain(Side::A, &mut self.leg.session);
     }
 
+    /// Samples in one 20 ms frame of the playout queue.
+    fn frame_len(&self) -> usize {
+        if self.wide { WIDE_FRAME_SAMPLES } else { FRAME_SAMPLES }
+    }
+
     /// Plays one 20 ms frame into the leg (silence when nothing is queued).
     fn play_frame(&mut self, s: &mut Scratch) {
-        let frame_len = if self.wide { WIDE_FRAME_SAMPLES } else { FRAME_SAMPLES };
+        let frame_len = self.frame_len();
         let frame = &mut s.frame[..frame_len];
         let playing = !self.player.is_idle();
         let real = if playing && !self.overlay {
