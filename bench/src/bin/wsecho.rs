@@ -13,6 +13,14 @@
 //! messages (`connected`, `start`, `stop`, `dtmf`, `mark`, outbound-track media)
 //! are counted and ignored. One thread (tokio current-thread runtime).
 //!
+//! With `--exclude-agent`, each echo's stamp (`sipbridge_bench::stamp`) has its
+//! send time moved later by the time the message spent in wsecho (from the frame
+//! read off the WebSocket to the echo written to it), so that `rtpload`'s latency
+//! is the path's own, excluding the agent (issue 20: "caller → agent → caller,
+//! excluding the agent"). Time a frame waits in wsecho's socket buffer before
+//! wsecho reads it still counts against the path. The residence times are
+//! reported (`residence_us_p50`, `_p99`, `_max`).
+//!
 //! Exits after `--max-seconds` (at most 3600) or on SIGTERM/SIGINT, and prints one
 //! JSON object on stdout with counts: `connections` (accepted), `handshake_failures`,
 //! `closed` (connections that ended), `media_in` (inbound media messages),
@@ -26,8 +34,12 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
+use sipbridge_bench::hist::Histogram;
+use sipbridge_bench::stamp::{self, Law};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_tungstenite::tungstenite::Message;
@@ -44,6 +56,10 @@ struct Counts {
     other: Cell<u64>,
     bad: Cell<u64>,
     send_errors: Cell<u64>,
+    /// Echoes whose payload carried no stamp (with --exclude-agent).
+    unstamped: Cell<u64>,
+    /// Time from a media frame read to its echo written, µs (with --exclude-agent).
+    residence: std::cell::RefCell<Option<Histogram>>,
 }
 
 fn bump(c: &Cell<u64>) {
@@ -66,7 +82,18 @@ struct Media<'a> {
     payload: Option<Cow<'a, str>>,
 }
 
-async fn serve(stream: TcpStream, counts: Rc<Counts>) {
+/// Re-stamps `payload` (base64 G.711) with its send time moved `us` later; `None`
+/// when it carries no stamp.
+fn restamp(payload: &str, us: u32) -> Option<String> {
+    let mut audio = B64.decode(payload).ok()?;
+    let mut st = stamp::read(&audio)?;
+    st.sent_us = st.sent_us.wrapping_add(us);
+    let law = if audio.iter().any(|&b| stamp::ALPHABET_PCMA.contains(&b)) { Law::Pcma } else { Law::Pcmu };
+    stamp::write(law, &st, &mut audio);
+    Some(B64.encode(&audio))
+}
+
+async fn serve(stream: TcpStream, counts: Rc<Counts>, exclude_agent: bool) {
     let _ = stream.set_nodelay(true);
     let ws = match tokio_tungstenite::accept_async(stream).await {
         Ok(ws) => ws,
@@ -77,6 +104,7 @@ async fn serve(stream: TcpStream, counts: Rc<Counts>) {
     };
     let (mut tx, mut rx) = ws.split();
     while let Some(msg) = rx.next().await {
+        let read_at = Instant::now();
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(_)) | Err(_) => break,
@@ -101,10 +129,26 @@ async fn serve(stream: TcpStream, counts: Rc<Counts>) {
                     bump(&counts.bad);
                     continue;
                 };
-                let reply = format!(r#"{{"event":"media","media":{{"payload":"{payload}"}}}}"#);
+                let reply = if exclude_agent {
+                    // Up to here (parse, decode, re-stamp excluded); the WebSocket
+                    // write below still counts against the path: conservative.
+                    let spent = read_at.elapsed().as_micros() as u32;
+                    restamp(&payload, spent).unwrap_or_else(|| {
+                        bump(&counts.unstamped);
+                        payload.into_owned()
+                    })
+                } else {
+                    payload.into_owned()
+                };
+                let reply = format!(r#"{{"event":"media","media":{{"payload":"{reply}"}}}}"#);
                 if tx.send(Message::text(reply)).await.is_err() {
                     bump(&counts.send_errors);
                     break;
+                }
+                if exclude_agent {
+                    if let Some(h) = counts.residence.borrow_mut().as_mut() {
+                        h.record(read_at.elapsed().as_micros() as u64);
+                    }
                 }
                 bump(&counts.media_out);
             }
@@ -127,8 +171,13 @@ fn cpu_seconds() -> f64 {
 fn main() -> ExitCode {
     let mut listen = String::from("127.0.0.1:8765");
     let mut max_seconds: u64 = 0;
+    let mut exclude_agent = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--exclude-agent" {
+            exclude_agent = true;
+            continue;
+        }
         match (a.as_str(), args.next()) {
             ("--listen", Some(v)) => listen = v,
             ("--max-seconds", Some(v)) => match v.parse() {
@@ -139,7 +188,7 @@ fn main() -> ExitCode {
                 }
             },
             _ => {
-                eprintln!("usage: wsecho --listen IP:PORT --max-seconds S");
+                eprintln!("usage: wsecho --listen IP:PORT --max-seconds S [--exclude-agent]");
                 return ExitCode::from(2);
             }
         }
@@ -157,6 +206,9 @@ fn main() -> ExitCode {
     };
     let t0 = Instant::now();
     let counts = Rc::new(Counts::default());
+    if exclude_agent {
+        *counts.residence.borrow_mut() = Some(Histogram::default());
+    }
     let local = tokio::task::LocalSet::new();
     let result: Result<(), String> = local.block_on(&rt, {
         let counts = counts.clone();
@@ -173,7 +225,7 @@ fn main() -> ExitCode {
                     _ = int.recv() => break,
                     r = listener.accept() => if let Ok((stream, _)) = r {
                         bump(&counts.connections);
-                        tokio::task::spawn_local(serve(stream, counts.clone()));
+                        tokio::task::spawn_local(serve(stream, counts.clone(), exclude_agent));
                     }
                 }
             }
@@ -185,11 +237,14 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let c = &counts;
+    let residence = c.residence.borrow();
+    let q = |p: f64| residence.as_ref().map_or(0, |h| h.quantile_us(p));
     println!(
         concat!(
             "{{\"connections\": {}, \"handshake_failures\": {}, \"closed\": {}, \"media_in\": {}, ",
             "\"media_out\": {}, \"starts\": {}, \"stops\": {}, \"other\": {}, \"bad\": {}, ",
-            "\"send_errors\": {}, \"cpu_s\": {:.3}, \"wall_s\": {:.3}}}"
+            "\"send_errors\": {}, \"exclude_agent\": {}, \"unstamped\": {}, \"residence_us_p50\": {}, ",
+            "\"residence_us_p99\": {}, \"residence_us_max\": {}, \"cpu_s\": {:.3}, \"wall_s\": {:.3}}}"
         ),
         c.connections.get(),
         c.handshake_failures.get(),
@@ -201,8 +256,33 @@ fn main() -> ExitCode {
         c.other.get(),
         c.bad.get(),
         c.send_errors.get(),
+        exclude_agent,
+        c.unstamped.get(),
+        q(0.5),
+        q(0.99),
+        residence.as_ref().map_or(0, |h| h.max_us()),
         cpu_seconds(),
         t0.elapsed().as_secs_f64()
     );
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sipbridge_bench::stamp::{FRAME, Stamp};
+
+    #[test]
+    fn restamp_moves_the_send_time_and_keeps_the_law() {
+        for law in [Law::Pcmu, Law::Pcma] {
+            let st = Stamp { stream: 7, seq: 99, sent_us: 1_000 };
+            let mut audio = vec![0u8; FRAME];
+            stamp::write(law, &st, &mut audio);
+            let out = B64.decode(restamp(&B64.encode(&audio), 250).unwrap()).unwrap();
+            assert_eq!(stamp::read(&out), Some(Stamp { sent_us: 1_250, ..st }));
+            assert_eq!(out[FRAME - 1], law.filler(), "{law:?}");
+        }
+        assert_eq!(restamp(&B64.encode([0xFFu8; FRAME]), 5), None, "no stamp: nothing to move");
+        assert_eq!(restamp("not base64!", 5), None);
+    }
 }
