@@ -16,7 +16,7 @@
 //!   participant-minute (3000 ticks).
 //! * `rooms`: real room tasks (`room::Rooms`) on a tokio multi-thread runtime
 //!   with 2 workers. Every participant is a SIP participant attached through a
-//!   real `pcm_pair`; one feeder task per room plays the leg tasks' part: every
+//!   real `room_pair`; one feeder task per room plays the leg tasks' part: every
 //!   20 ms it sends each participant one PCMU chunk (with RTP timestamps) and
 //!   drains the frames the room played to it. Each point runs 1 s of warm-up
 //!   then `--seconds` (default 30); a tick is late when it is mixed more than
@@ -35,7 +35,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use sipbridge::media::g711::G711;
-use sipbridge::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmPort, Playback, pcm_pair};
+use sipbridge::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmPort, room_pair};
 use sipbridge::media::transcode::RateConverter;
 use sipbridge::room::jitter::{DEFAULT_TARGET_DELAY, JitterBuffer};
 use sipbridge::room::mixer::{Mixer, Rate, Role};
@@ -223,8 +223,8 @@ async fn feed(mut ports: Vec<PcmPort>, stop: Instant) -> u64 {
             };
             c.data[..160].copy_from_slice(&pcmu[start..start + 160]);
             let _ = port.chunks.try_send(c);
-            while let Ok(p) = port.playback.try_recv() {
-                if let Playback::Frame(f) = p {
+            if let Some(frames) = port.frames.as_mut() {
+                while let Ok(f) = frames.try_recv() {
                     black_box(f.samples[0]);
                     received += 1;
                 }
@@ -259,7 +259,7 @@ async fn rooms_point(room_count: usize, per_room: usize, seconds: u64) -> Result
         let name = format!("bench-{r}");
         let mut ports = Vec::new();
         for p in 0..per_room {
-            let (port, endpoint) = pcm_pair(64, true, false);
+            let (port, endpoint) = room_pair(64, true, false);
             let h = rooms
                 .join(&name, options, Participant::leg(format!("r{r}-p{p}"), endpoint))
                 .await
