@@ -295,7 +295,7 @@ pub enum JoinError {
 }
 
 /// A refused join: the error, and the participant (its channels) back, unless
-/// the room task died with it.
+/// the room job died with it.
 pub struct JoinRefused {
     /// Why.
     pub error: JoinError,

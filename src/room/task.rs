@@ -56,7 +56,7 @@ pub(super) enum Target {
     Ids(Vec<String>),
 }
 
-/// A request to the room task.
+/// A request to the room job.
 pub(super) enum Command {
     Join { participant: Participant, serial: u64, reply: oneshot::Sender<Result<(), (JoinError, Participant)>> },
     Leave { target: Target, reason: LeaveReason, reply: Option<oneshot::Sender<usize>> },
@@ -113,7 +113,7 @@ pub(super) struct Entry {
     pub(super) commands: mpsc::UnboundedSender<Command>,
 }
 
-/// The registry's state, as far as a room task needs it (to remove itself).
+/// The registry's state, as far as a room job needs it (to remove itself).
 pub(super) type Map = Mutex<std::collections::HashMap<String, Entry>>;
 
 /// A participant's media connection and its per-participant state.
