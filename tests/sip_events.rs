@@ -29,7 +29,8 @@ async fn stack(dir: &std::path::Path, config: &str) -> (SipStack, EventBus) {
         events.clone(),
         sipbridge::call::control::CallRegistry::default(),
         CancellationToken::new(),
-    );
+    )
+    .unwrap();
     let s = SipStack::start(services, Lifecycle::new(10)).await.unwrap();
     (s, events)
 }

@@ -19,6 +19,7 @@ use crate::agent::stream::AgentStream;
 use crate::call::control::{Action, CallRegistry, Lookup, RoomJoin, RoomRef};
 use crate::call::{CallEvent, CallInfo, EventBus};
 use crate::config::RouteTarget;
+use crate::media::engine::Engine;
 use crate::media::leg::Tap;
 use crate::media::pcm::{Playback, pcm_pair, room_pair};
 use crate::room::{LeaveReason, Participant, ParticipantHandle, RoomEvent, Rooms};
@@ -332,11 +333,12 @@ fn participant_payload(conference_id: uuid::Uuid, participant_id: &str, info: Op
     p
 }
 
-/// The rooms of a new SIP stack, with their event translation running.
-pub fn start(bus: &EventBus, calls: &CallRegistry) -> Rooms {
+/// The rooms of a new SIP stack, running on `engine`, with their event
+/// translation running.
+pub fn start(bus: &EventBus, calls: &CallRegistry, engine: Arc<Engine>) -> Rooms {
     let (tx, rx) = mpsc::unbounded_channel();
     spawn_events(rx, bus.clone(), calls.clone());
-    Rooms::new(tx)
+    Rooms::new(tx, engine)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! What every call needs from the rest of the box, in one handle the
 //! composition root (`daemon::run`) builds and hands to the SIP stack, the
 //! control API and WebRTC: the config in force, the event bus, the registry of
-//! live calls, the local rooms (and their recordings), and the shutdown's
-//! "hang up everything" signal.
+//! live calls, the media engine (the calls' RTP and the rooms' mixers), the
+//! local rooms (and their recordings), and the shutdown's "hang up everything"
+//! signal.
 //!
 //! [`CallControl`] adds the one way to place a call (the SIP stack's dialer):
 //! the API and WebRTC act on calls through it, never through SIP internals.
@@ -19,6 +20,7 @@ use super::control::{ActionError, CallRegistry, CallView};
 use super::rooms::RoomRecordings;
 use crate::agent::stream::StreamSpec;
 use crate::config::Config;
+use crate::media::engine::Engine;
 use crate::room::Rooms;
 
 /// Shared handles of the call layer. Cloning is cheap (every field is a handle).
@@ -30,6 +32,9 @@ pub struct CallServices {
     pub events: EventBus,
     /// Live calls, for call control.
     pub calls: CallRegistry,
+    /// The media engine (`[rtp] workers` threads): every call's RTP and every
+    /// room's mixer, paced by the workers' timer wheels.
+    pub engine: Arc<Engine>,
     /// Local rooms (`room` / `room_per_caller` routes, the conference API, bridges).
     pub rooms: Rooms,
     /// Recordings of whole rooms (conference `record_start`).
@@ -39,17 +44,23 @@ pub struct CallServices {
 }
 
 impl CallServices {
-    /// The services of a new box: rooms with their `conference.*` event
-    /// translation running.
+    /// The services of a new box: the media engine started (`[rtp] workers`),
+    /// rooms on it with their `conference.*` event translation running.
+    ///
+    /// # Errors
+    /// The engine's worker threads could not start (epoll/eventfd creation or
+    /// thread spawn failed: resource limits).
     pub fn new(
         config: watch::Receiver<Arc<Config>>,
         events: EventBus,
         calls: CallRegistry,
         hangup_all: CancellationToken,
-    ) -> Self {
-        let rooms = super::rooms::start(&events, &calls);
+    ) -> std::io::Result<Self> {
+        let workers = config.borrow().rtp.workers;
+        let engine = Engine::start(workers)?;
+        let rooms = super::rooms::start(&events, &calls, Arc::clone(&engine));
         let room_recordings = RoomRecordings::new(config.clone(), rooms.clone(), events.clone());
-        Self { config, events, calls, rooms, room_recordings, hangup_all }
+        Ok(Self { config, events, calls, engine, rooms, room_recordings, hangup_all })
     }
 }
 

@@ -225,12 +225,20 @@ async fn serve(loaded: Loaded, log: LogHandle) -> i32 {
     );
     // The composition root: the call layer's handles, shared by the SIP stack,
     // the control API and WebRTC (none of them reaches into another).
-    let services = CallServices::new(
+    let services = match CallServices::new(
         config_tx.subscribe(),
         events.clone(),
         crate::call::control::CallRegistry::default(),
         hangup_all.clone(),
-    );
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            let e = format!("cannot start the media engine ([rtp] workers): {e}");
+            tracing::error!("{e}");
+            eprintln!("sipbridge: {e}");
+            return 1;
+        }
+    };
     let sip = match SipStack::start(services.clone(), Arc::clone(&lifecycle)).await {
         Ok(s) => s,
         Err(e) => {

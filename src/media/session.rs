@@ -400,7 +400,7 @@ impl MediaSession {
     pub async fn stop(&mut self) -> Option<LegReport> {
         match self.task.take()?.stop().await? {
             Finished::One(leg) => Some(LegReport::of(&leg.session)),
-            Finished::Two(..) => None,
+            Finished::Two(..) | Finished::Timer => None,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! order (RFC 3550 §5.1: the timestamp is the sampling instant of the first
 //! sample, in clock-rate units: 8000 Hz for G.711).
 //!
-//! Sans-IO: no clock and no socket. The room task calls [`JitterBuffer::push`]
+//! Sans-IO: no clock and no socket. The room job calls [`JitterBuffer::push`]
 //! for every packet it receives and [`JitterBuffer::pop_frame`] once per tick.
 //! Storage is a ring of samples indexed by timestamp (256 ms, a power of two),
 //! allocated once in [`JitterBuffer::new`]; neither call allocates.

@@ -4,7 +4,7 @@
 //! output is that sum minus its own contribution. Naive per-listener sums cost
 //! N·(N−1) frame additions per tick; this costs 2·N.
 //!
-//! Sans-IO (STYLE.md §1): no clock, no channel. The room task (`room::task`), once
+//! Sans-IO (STYLE.md §1): no clock, no channel. The room job (`room::task`), once
 //! per tick, writes each participant's input frame ([`Mixer::input_mut`]), calls
 //! [`Mixer::mix`], and reads each participant's output ([`Mixer::output`]).
 //! Nothing allocates per tick: every buffer is a fixed array in the participant's

@@ -1,10 +1,12 @@
 //! Local rooms (issue 10): N-party audio mixing on the box, the local counterpart
 //! of a Telnyx conference (PROTOCOLS.md §4) and of a LiveKit room (§5).
 //!
-//! A room is one tokio task ([`task`]) that owns a mix-minus [`mixer::Mixer`] and
-//! ticks every 20 ms on the box's clock with bounded catch-up. Each participant
-//! is attached through the `media::pcm` channel pair the call already uses for
-//! voice agents:
+//! A room is one job on the media engine ([`task`]: a `media::engine::TimerJob`,
+//! no tokio task) that owns a mix-minus [`mixer::Mixer`] and is woken by a media
+//! worker's timer wheel every 20 ms on the box's one schedule
+//! (`media::pacer`), with bounded catch-up; it takes its commands at those
+//! wake-ups. Each participant is attached through the `media::pcm` channel pair
+//! the call already uses for voice agents:
 //!
 //! * a **SIP leg**: the room holds the leg's [`PcmEndpoint`] (the leg task
 //!   `media::engine::PcmJob` owns the [`PcmPort`], made by
@@ -26,7 +28,8 @@
 //! participant's own PCM job's tap records what it says (L) and what the room plays
 //! to it (R).
 //!
-//! This module owns room membership, mixing and pacing. It does not know SIP, the
+//! This module owns room membership and mixing, and what a room does at each
+//! 20 ms tick; the engine's wheel only wakes it. It does not know SIP, the
 //! HTTP API or webhooks; it never hangs a call up (a participant removed by the
 //! room is reported, and the caller decides).
 
@@ -34,6 +37,8 @@ pub mod jitter;
 pub mod mixer;
 mod registry;
 mod task;
+#[cfg(test)]
+mod task_tests;
 #[cfg(test)]
 mod test_signal;
 #[cfg(test)]
@@ -290,7 +295,7 @@ pub enum JoinError {
 }
 
 /// A refused join: the error, and the participant (its channels) back, unless
-/// the room task died with it.
+/// the room job died with it.
 pub struct JoinRefused {
     /// Why.
     pub error: JoinError,

@@ -1,7 +1,8 @@
 //! The daemon's rooms by name: join (creating the room on first join), leave,
 //! mute, hold, list, end. One [`Rooms`] per daemon, cloned into the SIP dispatch
-//! and the HTTP API; each room runs in its own task (`room::task`) and this
-//! registry only holds its command channel and shared counters.
+//! and the HTTP API; each room runs as a timer job on the media engine
+//! (`room::task`) and this registry only holds its command channel, shared
+//! counters and engine task.
 //!
 //! The map is a `std::sync::Mutex` held for a lookup and a channel send, never
 //! across an await. A room removes itself from the map under the same lock
@@ -10,13 +11,15 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::task::{self, Command, Counters, Entry, Map, Shared, Target};
+use crate::media::engine::Engine;
+
+use super::task::{Command, Counters, Entry, Map, RoomJob, Shared, Target};
 use super::{
     JoinError, JoinRefused, LeaveReason, Participant, ParticipantInfo, ParticipantKind, RoomError, RoomEvent, RoomInfo,
     RoomOptions,
@@ -32,6 +35,8 @@ struct Inner {
     rooms: Arc<Map>,
     events: mpsc::UnboundedSender<RoomEvent>,
     serial: AtomicU64,
+    /// Where rooms run (the calls' media engine).
+    engine: Arc<Engine>,
 }
 
 /// The registry of rooms; cheap to clone (one `Arc`).
@@ -127,9 +132,10 @@ fn info(shared: &Shared) -> RoomInfo {
 
 impl Rooms {
     /// An empty registry reporting to `events` (turned into `conference.*`
-    /// webhooks by the caller).
-    pub fn new(events: mpsc::UnboundedSender<RoomEvent>) -> Self {
-        Rooms { inner: Arc::new(Inner { rooms: Arc::default(), events, serial: AtomicU64::new(1) }) }
+    /// webhooks by the caller), running its rooms on `engine` (the one the
+    /// calls' media runs on, so that one wheel paces everything).
+    pub fn new(events: mpsc::UnboundedSender<RoomEvent>, engine: Arc<Engine>) -> Self {
+        Rooms { inner: Arc::new(Inner { rooms: Arc::default(), events, serial: AtomicU64::new(1), engine }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -137,8 +143,9 @@ impl Rooms {
     }
 
     /// Puts `participant` in the room called `name`, creating it with `options`
-    /// if it does not exist (`options` are ignored for an existing room). Must be
-    /// called within a tokio runtime (a new room spawns its task).
+    /// if it does not exist (`options` are ignored for an existing room; a new
+    /// room starts as a job on the media engine). The room takes the join at its
+    /// next 20 ms tick, so the answer comes within about 20 ms.
     ///
     /// # Errors
     /// [`JoinError::Full`] at `max_participants`, [`JoinError::AlreadyJoined`] for
@@ -204,7 +211,8 @@ impl Rooms {
                     }
                 };
                 if let Err(e) = entry.1.send(Command::Join { participant, serial, reply }) {
-                    // The task is gone without having removed itself (it panicked).
+                    // The room job is gone without having removed itself (it
+                    // panicked, or the engine stopped).
                     map.remove(&entry.0.name);
                     match e.0 {
                         Command::Join { participant: p, .. } => participant = p,
@@ -248,16 +256,20 @@ impl Rooms {
             options,
             participants: AtomicUsize::new(0),
             counters: Counters::default(),
+            task: Mutex::new(None),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         map.insert(name.to_string(), Entry { shared: Arc::clone(&shared), commands: tx.clone() });
-        tokio::spawn(task::run(
+        let job = RoomJob::new(
             Arc::clone(&shared),
             created_by.to_string(),
             rx,
             self.inner.events.clone(),
             Arc::downgrade(&self.inner.rooms),
-        ));
+            Instant::now(),
+        );
+        let task = self.inner.engine.spawn_timer(Box::new(job));
+        *shared.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         (shared, tx)
     }
 

@@ -1,7 +1,17 @@
-//! The tokio task of one room: owns the [`Mixer`], the participants' channels and
-//! their jitter buffers / playout queues, and ticks every 20 ms on the box's
-//! clock. Commands (join, leave, mute, hold, list, end) arrive on an unbounded
-//! channel from the registry and from participant handles.
+//! One room as a job of the media engine ([`RoomJob`], a
+//! `media::engine::TimerJob`): owns the [`Mixer`], the participants' channels and
+//! their jitter buffers / playout queues, and is woken by its worker's timer
+//! wheel on the box's 20 ms schedule. Sans-IO as far as the room goes: no socket,
+//! no clock of its own (the worker passes `now`), no await; it runs on a media
+//! worker thread beside calls' RTP, so it never blocks (the registry's map lock,
+//! taken once when the room ends, is only ever held for a lookup and a send).
+//!
+//! Commands (join, leave, mute, hold, list, end) arrive on an unbounded channel
+//! from the registry and from participant handles. The job takes them with
+//! `try_recv` at each wake-up, before the frame, so a command takes effect and
+//! is answered at the next 20 ms tick at the latest: a join waits up to 20 ms
+//! for its answer, `Rooms::end` returns within a tick. The empty-room linger is
+//! the job's other deadline.
 //!
 //! Pacing is the box's one 20 ms schedule (`media::pacer::Pacer`, the same the
 //! media engine's PCM jobs follow): one frame per 20 ms deadline; a late wake-up
@@ -16,11 +26,10 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::jitter::JitterBuffer;
@@ -29,6 +38,7 @@ use super::{
     Attachment, EndReason, JoinError, LeaveReason, Participant, ParticipantInfo, ParticipantKind, RoomEvent,
     RoomOptions, RoomStats,
 };
+use crate::media::engine::{Task, TimerJob, TimerOutcome};
 use crate::media::g711::G711;
 use crate::media::pacer::Pacer;
 use crate::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmEndpoint, PcmFrame, Playback};
@@ -46,7 +56,7 @@ pub(super) enum Target {
     Ids(Vec<String>),
 }
 
-/// A request to the room task.
+/// A request to the room job.
 pub(super) enum Command {
     Join { participant: Participant, serial: u64, reply: oneshot::Sender<Result<(), (JoinError, Participant)>> },
     Leave { target: Target, reason: LeaveReason, reply: Option<oneshot::Sender<usize>> },
@@ -91,6 +101,10 @@ pub(super) struct Shared {
     /// Participants now (listeners not counted).
     pub(super) participants: AtomicUsize,
     pub(super) counters: Counters,
+    /// The room's job on the media engine, kept here so that nothing but the
+    /// room ending itself stops it (dropping a `Task` stops its job); taken
+    /// when the room ends. `None` until the registry has spawned it.
+    pub(super) task: Mutex<Option<Task>>,
 }
 
 /// The registry's map entry of a room.
@@ -99,7 +113,7 @@ pub(super) struct Entry {
     pub(super) commands: mpsc::UnboundedSender<Command>,
 }
 
-/// The registry's state, as far as a room task needs it (to remove itself).
+/// The registry's state, as far as a room job needs it (to remove itself).
 pub(super) type Map = Mutex<std::collections::HashMap<String, Entry>>;
 
 /// A participant's media connection and its per-participant state.
@@ -454,96 +468,157 @@ impl Room {
     }
 }
 
-/// Runs one room until it ends. `created_by` is the participant whose join
-/// (already queued on `commands`) created it.
-pub(super) async fn run(
-    shared: Arc<Shared>,
-    created_by: String,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<RoomEvent>,
-    registry: Weak<Map>,
-) {
-    let mut room = Room { shared: Arc::clone(&shared), registry, events, mixer: Mixer::new(), members: Vec::new() };
-    tracing::info!(conference_id = %shared.id, room = %shared.name, "room created");
-    room.event(RoomEvent::Created {
-        conference_id: shared.id,
-        name: shared.name.clone(),
-        created_by,
-        occurred_at: shared.created_at,
-    });
-    let linger = shared.options.linger;
-    // Armed when the room becomes empty. Not at creation: the creating join is
-    // the first command.
-    let mut empty_until: Option<Instant> = None;
-    let mut pacer = Pacer::new(std::time::Instant::now());
-    let counters = &shared.counters;
-    let end_reason = loop {
-        tokio::select! {
-            c = commands.recv() => {
-                let Some(c) = c else { break EndReason::AllLeft };
-                match c {
-                    Command::Join { participant, serial, reply } => {
-                        let _ = reply.send(room.join(participant, serial));
-                    }
-                    Command::Leave { target, reason, reply } => {
-                        let n = room.leave(&target, reason);
-                        if let Some(r) = reply {
-                            let _ = r.send(n);
-                        }
-                    }
-                    Command::SetMuted { target, muted, reply } => {
-                        let n = room.set(&target, Some(muted), None);
-                        if let Some(r) = reply {
-                            let _ = r.send(n);
-                        }
-                    }
-                    Command::SetHeld { target, held, reply } => {
-                        let n = room.set(&target, None, Some(held));
-                        if let Some(r) = reply {
-                            let _ = r.send(n);
-                        }
-                    }
-                    Command::Participants { reply } => {
-                        let _ = reply.send(room.participants());
-                    }
-                    Command::End { reply } => {
-                        room.end(EndReason::EndedViaApi, &mut commands);
+/// One room as a job of the media engine: the [`Room`], its command channel,
+/// its place on the box's 20 ms schedule and its empty-room linger. The worker
+/// calls [`TimerJob::on_timer`] at its deadline (the next frame, or the end of
+/// the linger if sooner).
+pub(super) struct RoomJob {
+    room: Room,
+    commands: mpsc::UnboundedReceiver<Command>,
+    pacer: Pacer,
+    /// Armed when the room becomes empty. Not at creation: the creating join is
+    /// the first command.
+    empty_until: Option<Instant>,
+    ended: bool,
+}
+
+impl RoomJob {
+    /// A new room, created by `created_by` (whose join is, or is about to be,
+    /// queued on `commands`), its first frame due 20 ms after `now`. Reports
+    /// [`RoomEvent::Created`].
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        created_by: String,
+        commands: mpsc::UnboundedReceiver<Command>,
+        events: mpsc::UnboundedSender<RoomEvent>,
+        registry: Weak<Map>,
+        now: Instant,
+    ) -> Self {
+        tracing::info!(conference_id = %shared.id, room = %shared.name, "room created");
+        let room = Room { shared, registry, events, mixer: Mixer::new(), members: Vec::new() };
+        room.event(RoomEvent::Created {
+            conference_id: room.shared.id,
+            name: room.shared.name.clone(),
+            created_by,
+            occurred_at: room.shared.created_at,
+        });
+        RoomJob { room, commands, pacer: Pacer::new(now), empty_until: None, ended: false }
+    }
+
+    /// Applies one command; an `End` is handed back (its reply) for the caller
+    /// to end the room.
+    fn command(&mut self, c: Command) -> Option<oneshot::Sender<()>> {
+        let room = &mut self.room;
+        match c {
+            Command::Join { participant, serial, reply } => {
+                let _ = reply.send(room.join(participant, serial));
+            }
+            Command::Leave { target, reason, reply } => {
+                let n = room.leave(&target, reason);
+                if let Some(r) = reply {
+                    let _ = r.send(n);
+                }
+            }
+            Command::SetMuted { target, muted, reply } => {
+                let n = room.set(&target, Some(muted), None);
+                if let Some(r) = reply {
+                    let _ = r.send(n);
+                }
+            }
+            Command::SetHeld { target, held, reply } => {
+                let n = room.set(&target, None, Some(held));
+                if let Some(r) = reply {
+                    let _ = r.send(n);
+                }
+            }
+            Command::Participants { reply } => {
+                let _ = reply.send(room.participants());
+            }
+            Command::End { reply } => return Some(reply),
+        }
+        None
+    }
+
+    /// Ends the room (`Room::end`) and lets go of its engine task.
+    fn end(&mut self, reason: EndReason) -> TimerOutcome {
+        self.room.end(reason, &mut self.commands);
+        self.ended = true;
+        // The room's own task: dropping it asks the worker to stop a job that
+        // is finishing anyway (the request finds no job and is ignored).
+        let task = self.room.shared.task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(task);
+        TimerOutcome::Finished
+    }
+
+    /// The frames due at `now`: mixed, counted, then members whose channels
+    /// closed are removed. Returns the frames mixed.
+    fn frames(&mut self, now: Instant) -> u32 {
+        let started = Instant::now();
+        let due = self.pacer.handle_timeout(now);
+        let mut dropped = 0;
+        for _ in 0..due.frames {
+            dropped += self.room.tick();
+        }
+        let counters = &self.room.shared.counters;
+        if due.resynced {
+            counters.resyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        counters.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        counters.ticks.fetch_add(u64::from(due.frames), Ordering::Relaxed);
+        counters.catch_up_ticks.fetch_add(u64::from(due.frames.saturating_sub(1)), Ordering::Relaxed);
+        counters.late_ticks.fetch_add(due.late, Ordering::Relaxed);
+        counters.dropped_frames.fetch_add(dropped, Ordering::Relaxed);
+        counters.max_lateness_ns.fetch_max(due.max_lateness.as_nanos() as u64, Ordering::Relaxed);
+        self.room.sweep();
+        due.frames
+    }
+}
+
+impl TimerJob for RoomJob {
+    /// One wake-up: the queued commands (an `End`, or the channel closed, ends
+    /// the room here), the frames due, then the empty-room check (after any
+    /// command or frame, as the room's own loop did after each event).
+    fn on_timer(&mut self, now: Instant) -> TimerOutcome {
+        if self.ended {
+            return TimerOutcome::Finished;
+        }
+        let mut handled = false;
+        loop {
+            match self.commands.try_recv() {
+                Ok(c) => {
+                    if let Some(reply) = self.command(c) {
+                        let outcome = self.end(EndReason::EndedViaApi);
                         let _ = reply.send(());
-                        return;
+                        return outcome;
                     }
+                    handled = true;
                 }
-            }
-            _ = tokio::time::sleep_until(Instant::from_std(pacer.poll_timeout())) => {
-                let now = Instant::now();
-                let due = pacer.handle_timeout(now.into_std());
-                if due.resynced {
-                    counters.resyncs.fetch_add(1, Ordering::Relaxed);
-                }
-                let (due, late, max_lateness) = (due.frames, due.late, due.max_lateness);
-                let mut dropped = 0;
-                for _ in 0..due {
-                    dropped += room.tick();
-                }
-                counters.busy_ns.fetch_add(now.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                counters.ticks.fetch_add(u64::from(due), Ordering::Relaxed);
-                counters.catch_up_ticks.fetch_add(u64::from(due.saturating_sub(1)), Ordering::Relaxed);
-                counters.late_ticks.fetch_add(late, Ordering::Relaxed);
-                counters.dropped_frames.fetch_add(dropped, Ordering::Relaxed);
-                counters.max_lateness_ns.fetch_max(max_lateness.as_nanos() as u64, Ordering::Relaxed);
-                room.sweep();
-            }
-            _ = tokio::time::sleep_until(empty_until.unwrap_or_else(Instant::now)), if empty_until.is_some() => {
-                break EndReason::AllLeft;
+                Err(TryRecvError::Empty) => break,
+                // Every sender is gone (the registry's and every handle's).
+                Err(TryRecvError::Disconnected) => return self.end(EndReason::AllLeft),
             }
         }
-        if room.participant_count() > 0 {
-            empty_until = None;
-        } else if empty_until.is_none() {
+        if now >= self.pacer.poll_timeout() && self.frames(now) > 0 {
+            handled = true;
+        }
+        if self.room.participant_count() > 0 {
+            self.empty_until = None;
+        } else if let Some(until) = self.empty_until {
+            if now >= until {
+                return self.end(EndReason::AllLeft);
+            }
+        } else if handled {
+            let linger = self.room.shared.options.linger;
             if linger.is_zero() {
-                break EndReason::AllLeft;
+                return self.end(EndReason::AllLeft);
             }
-            empty_until = Some(Instant::now() + linger);
+            self.empty_until = Some(now + linger);
         }
-    };
-    room.end(end_reason, &mut commands);
+        TimerOutcome::Running
+    }
+
+    fn deadline(&self) -> Instant {
+        let next = self.pacer.poll_timeout();
+        self.empty_until.map_or(next, |until| until.min(next))
+    }
 }

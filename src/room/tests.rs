@@ -1,6 +1,6 @@
-//! In-process tests of rooms: real room tasks on the tokio runtime, participants
-//! attached through real `pcm_pair`s (no network), audio generated here and
-//! checked with a Goertzel measurement. Time bounds below only keep a broken
+//! In-process tests of rooms: real room jobs on a one-worker media engine,
+//! participants attached through real `pcm_pair`s (no network), audio generated
+//! here and checked with a Goertzel measurement. Time bounds below only keep a broken
 //! test from hanging; no assertion depends on timing.
 
 use std::time::Duration;
@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::test_signal::{amplitude, tone};
 use super::*;
+use crate::media::engine::Engine;
 use crate::media::pcm::{CHUNK_BYTES, Direction, PcmPort, Playback, pcm_pair, room_pair};
 
 const FRAME: usize = 160;
@@ -114,7 +115,7 @@ fn levels(c: &Caller) -> [f64; 3] {
 #[tokio::test]
 async fn three_callers_hear_the_other_two_and_not_themselves_and_mute_removes_a_tone() {
     let (tx, _events) = mpsc::unbounded_channel();
-    let rooms = Rooms::new(tx);
+    let rooms = Rooms::new(tx, Engine::start(1).unwrap());
     let (mut callers, handles) = join_callers(&rooms, "support", 3).await;
     talk(&mut callers, 60).await;
     for (i, c) in callers.iter().enumerate() {
@@ -161,7 +162,7 @@ async fn three_callers_hear_the_other_two_and_not_themselves_and_mute_removes_a_
 #[tokio::test]
 async fn lifecycle_events_full_room_leave_hangup_and_end() {
     let (tx, mut events) = mpsc::unbounded_channel();
-    let rooms = Rooms::new(tx);
+    let rooms = Rooms::new(tx, Engine::start(1).unwrap());
     let (mut callers, mut handles) = join_callers(&rooms, "sales", 3).await;
     let id = handles[0].conference_id();
     assert!(handles.iter().all(|h| h.conference_id() == id && h.room_name() == "sales"));
@@ -258,7 +259,7 @@ async fn lifecycle_events_full_room_leave_hangup_and_end() {
 #[tokio::test]
 async fn an_empty_room_lingers_and_keeps_its_id_when_rejoined() {
     let (tx, mut events) = mpsc::unbounded_channel();
-    let rooms = Rooms::new(tx);
+    let rooms = Rooms::new(tx, Engine::start(1).unwrap());
     let lingering = RoomOptions { linger: Duration::from_millis(300), ..RoomOptions::default() };
     let (_port, endpoint) = pcm_pair(8, true, false);
     let h = rooms.join("lobby", lingering, Participant::leg("a", endpoint)).await.unwrap();
@@ -294,7 +295,7 @@ async fn an_empty_room_lingers_and_keeps_its_id_when_rejoined() {
 #[tokio::test]
 async fn an_agent_hears_the_room_and_speaks_into_it_and_a_listener_hears_everyone() {
     let (tx, _events) = mpsc::unbounded_channel();
-    let rooms = Rooms::new(tx);
+    let rooms = Rooms::new(tx, Engine::start(1).unwrap());
     let (mut callers, handles) = join_callers(&rooms, "hot-transfer", 1).await;
     // The agent: the room holds the port, the test plays the agent stream's part.
     let (port, mut agent) = pcm_pair(256, true, false);

@@ -64,9 +64,6 @@ pub enum SipError {
     /// The TLS certificate or key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The media engine's worker threads could not be started.
-    #[error("cannot start the media engine: {0}")]
-    Media(String),
 }
 
 /// What the SIP layer shares with every call.
@@ -117,6 +114,7 @@ impl SipStack {
         lifecycle: Arc<Lifecycle>,
     ) -> Result<Self, SipError> {
         let cfg = services.config.borrow().clone();
+        let engine = Arc::clone(&services.engine);
         let cancel = CancellationToken::new();
         let transport_layer = TransportLayer::new(cancel.child_token());
         let trunks = Arc::new(trunk::TrunkTable::new(cfg.trunks.clone()));
@@ -181,8 +179,7 @@ impl SipStack {
             activity: trunk::TrunkActivity::default(),
             route_test_key: route_test::Key::random(),
             media: crate::media::session::MediaEngine {
-                engine: crate::media::engine::Engine::start(cfg.rtp.workers)
-                    .map_err(|e| SipError::Media(e.to_string()))?,
+                engine,
                 pool: crate::media::ports::PortPool::new(cfg.rtp.port_range),
                 rtp_timeout: cfg.rtp.timeout,
                 bind_ip: std::net::IpAddr::from([0, 0, 0, 0]),

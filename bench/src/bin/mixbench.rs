@@ -14,9 +14,10 @@
 //!   (`CLOCK_THREAD_CPUTIME_ID`), each point runs until 0.5 s of CPU or 200 000
 //!   ticks. Prints ns per participant per tick, µs per tick, and CPU-s per
 //!   participant-minute (3000 ticks).
-//! * `rooms`: real room tasks (`room::Rooms`) on a tokio multi-thread runtime
-//!   with 2 workers. Every participant is a SIP participant attached through a
-//!   real `pcm_pair`; one feeder task per room plays the leg tasks' part: every
+//! * `rooms`: real rooms (`room::Rooms`), each a timer job on a media engine
+//!   with 2 worker threads (as in the daemon), fed from a tokio multi-thread
+//!   runtime with 2 workers. Every participant is a SIP participant attached
+//!   through a real `room_pair`; one feeder task per room plays the leg tasks' part: every
 //!   20 ms it sends each participant one PCMU chunk (with RTP timestamps) and
 //!   drains the frames the room played to it. Each point runs 1 s of warm-up
 //!   then `--seconds` (default 30); a tick is late when it is mixed more than
@@ -34,8 +35,9 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use sipbridge::media::engine::Engine;
 use sipbridge::media::g711::G711;
-use sipbridge::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmPort, Playback, pcm_pair};
+use sipbridge::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmPort, room_pair};
 use sipbridge::media::transcode::RateConverter;
 use sipbridge::room::jitter::{DEFAULT_TARGET_DELAY, JitterBuffer};
 use sipbridge::room::mixer::{Mixer, Rate, Role};
@@ -223,8 +225,8 @@ async fn feed(mut ports: Vec<PcmPort>, stop: Instant) -> u64 {
             };
             c.data[..160].copy_from_slice(&pcmu[start..start + 160]);
             let _ = port.chunks.try_send(c);
-            while let Ok(p) = port.playback.try_recv() {
-                if let Playback::Frame(f) = p {
+            if let Some(frames) = port.frames.as_mut() {
+                while let Ok(f) = frames.try_recv() {
                     black_box(f.samples[0]);
                     received += 1;
                 }
@@ -249,7 +251,8 @@ struct Point {
 
 async fn rooms_point(room_count: usize, per_room: usize, seconds: u64) -> Result<Point, String> {
     let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
-    let rooms = Rooms::new(tx);
+    let engine = Engine::start(2).map_err(|e| format!("media engine: {e}"))?;
+    let rooms = Rooms::new(tx, engine);
     let options = RoomOptions { max_participants: per_room, ..RoomOptions::default() };
     let warm_up = Duration::from_secs(1);
     let stop = Instant::now() + warm_up + Duration::from_secs(seconds) + Duration::from_millis(100);
@@ -259,7 +262,7 @@ async fn rooms_point(room_count: usize, per_room: usize, seconds: u64) -> Result
         let name = format!("bench-{r}");
         let mut ports = Vec::new();
         for p in 0..per_room {
-            let (port, endpoint) = pcm_pair(64, true, false);
+            let (port, endpoint) = room_pair(64, true, false);
             let h = rooms
                 .join(&name, options, Participant::leg(format!("r{r}-p{p}"), endpoint))
                 .await
@@ -373,8 +376,9 @@ async fn search(room_count: usize, sizes: &[usize], seconds: u64, deadline: Inst
 }
 
 /// The machine's own timer noise, with no room work: `tasks` tokio tasks on the
-/// same 2-worker runtime tick every 20 ms on the clock (the rooms' pacing) for
-/// `seconds` and count ticks woken more than 5 ms late. If this baseline is
+/// same 2-worker runtime tick every 20 ms on the clock (bare timers; the rooms
+/// themselves are woken by the engine's wheel, through `epoll_wait` timeouts)
+/// for `seconds` and count ticks woken more than 5 ms late. If this baseline is
 /// already above 0.1 %, the rooms' late-tick figure measures the VM, not rooms.
 async fn timer_baseline(tasks: usize, seconds: u64) -> (u64, u64, Duration) {
     let stop = Instant::now() + Duration::from_secs(seconds);
@@ -447,7 +451,7 @@ fn main() -> ExitCode {
             }
         };
         rt.block_on(async {
-            eprintln!("\nrooms on a 2-worker runtime, {seconds} s per point, late = > 5 ms after the deadline\n");
+            eprintln!("\nrooms on a 2-worker media engine, {seconds} s per point, late = > 5 ms after the deadline\n");
             let (ticks, late, worst) = timer_baseline(MULTI_ROOMS, seconds).await;
             println!(
                 "{{\"point\":\"timer_baseline\",\"tasks\":{MULTI_ROOMS},\"ticks\":{ticks},\"late_ticks\":{late},\"max_lateness_ms\":{:.2}}}",

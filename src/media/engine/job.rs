@@ -21,6 +21,8 @@ use crate::media::playout::{FRAME_SAMPLES, Playout};
 use crate::media::ports::PortPair;
 use crate::media::transcode::RateConverter;
 
+use super::timer::TimerJob;
+
 /// Queued playback beyond this many seconds is dropped (the agent sent more than
 /// two minutes ahead).
 const MAX_QUEUED_SECONDS: usize = 120;
@@ -83,6 +85,8 @@ pub enum Finished {
     One(Leg),
     /// A relay's legs (A, B).
     Two(Leg, Leg),
+    /// A leg-less timer job (`super::timer`): nothing to hand back.
+    Timer,
 }
 
 /// Per-worker buffers the PCM jobs work in (one set per thread, not per call).
@@ -113,17 +117,20 @@ pub enum Job {
     Pcm(Box<PcmJob>),
     /// Two relayed legs.
     Relay(Box<RelayJob>),
+    /// Leg-less work paced by the wheel alone (a room's mixer).
+    Timer(Box<dyn TimerJob>),
 }
 
 impl Job {
     /// The job's legs, in token order (0 = A, 1 = B).
     pub fn legs(&self) -> impl Iterator<Item = &Leg> {
         let (a, b) = match self {
-            Job::Echo(j) => (&j.leg, None),
-            Job::Pcm(j) => (&j.leg, None),
-            Job::Relay(j) => (&j.a, Some(&j.b)),
+            Job::Echo(j) => (Some(&j.leg), None),
+            Job::Pcm(j) => (Some(&j.leg), None),
+            Job::Relay(j) => (Some(&j.a), Some(&j.b)),
+            Job::Timer(_) => (None, None),
         };
-        std::iter::once(a).chain(b)
+        a.into_iter().chain(b)
     }
 
     /// The socket `socket` of leg `leg`.
@@ -137,6 +144,8 @@ impl Job {
             Job::Echo(j) => j.on_datagram(socket, buf, from, now),
             Job::Pcm(j) => j.on_datagram(socket, buf, from, now),
             Job::Relay(j) => j.on_datagram(leg, socket, buf, from, now),
+            // No legs: no socket of its own to receive on.
+            Job::Timer(_) => {}
         }
     }
 
@@ -146,6 +155,11 @@ impl Job {
             Job::Echo(j) => j.on_timer(now),
             Job::Pcm(j) => j.on_timer(now, scratch),
             Job::Relay(j) => j.on_timer(now),
+            // The worker calls timer jobs itself (`super::run_due`), to see when
+            // they finish; after `Finished` a timer job does nothing.
+            Job::Timer(j) => {
+                let _ = j.on_timer(now);
+            }
         }
     }
 
@@ -155,6 +169,7 @@ impl Job {
             Job::Echo(j) => j.deadline(),
             Job::Pcm(j) => j.deadline(),
             Job::Relay(j) => j.a.session.poll_timeout().min(j.b.session.poll_timeout()),
+            Job::Timer(j) => j.deadline(),
         }
     }
 
@@ -164,6 +179,8 @@ impl Job {
             Job::Echo(j) => j.common.on_command(&mut j.leg, command, now),
             Job::Pcm(j) => j.common.on_command(&mut j.leg, command, now),
             Job::Relay(j) => j.on_command(side, command, now),
+            // Leg commands mean nothing to a leg-less job.
+            Job::Timer(_) => {}
         }
     }
 
@@ -186,6 +203,7 @@ impl Job {
                 Finished::One(j.leg)
             }
             Job::Relay(j) => Finished::Two(j.a, j.b),
+            Job::Timer(_) => Finished::Timer,
         }
     }
 }

@@ -1,7 +1,8 @@
-//! The media engine (issue 20): every call's RTP on a few worker threads, one per
-//! core by default (`[rtp] workers`). A worker owns many calls' jobs (`job`: the
-//! echo, a leg bridged to a PCM endpoint, the relay between two SIP legs) and
-//! drives them from one loop:
+//! The media engine (issue 20): every call's RTP and every room's mixer on a few
+//! worker threads, one per core by default (`[rtp] workers`). A worker owns many
+//! jobs (`job`: the echo, a leg bridged to a PCM endpoint, the relay between two
+//! SIP legs, and leg-less timer jobs, `timer`, such as a room) and drives them
+//! from one loop:
 //!
 //! - one level-triggered `epoll_wait` (`sys`, through `nix`) returns up to 256 ready sockets at
 //!   once, the batch; each ready socket gives one datagram (`recvfrom` into the
@@ -11,8 +12,10 @@
 //!   the bare relay in `shared/bench/media-anchor` measured recv/sendto cheaper
 //!   than recvmmsg/sendmmsg: 7.2–7.5 vs 8.0–8.5 µs per packet.)
 //! - one timer wheel (`wheel`, 1 ms slots) for everything timed: the 20 ms pacer
-//!   of PCM jobs (`media::pacer`), the echo's delay line, RTCP reports, RTP
-//!   timeouts, DTMF end timeouts. A job has at most one live wheel entry.
+//!   (`media::pacer`) of PCM jobs and of rooms (`room::task`, a [`TimerJob`]: its
+//!   mix ticks, the commands it takes at each tick, its empty-room linger), the
+//!   echo's delay line, RTCP reports, RTP timeouts, DTMF end timeouts. Every paced
+//!   thing on the box runs here. A job has at most one live wheel entry.
 //! - commands (start, stop, update, mute, tap, DTMF) arrive on a channel and ring
 //!   the worker's eventfd; they are applied after the batch of datagrams.
 //!
@@ -23,6 +26,7 @@
 
 mod job;
 mod sys;
+mod timer;
 pub mod wheel;
 
 use std::collections::HashMap;
@@ -37,6 +41,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 pub use job::{EchoJob, Events, Finished, Job, Leg, PcmJob, RelayJob};
+pub use timer::{TimerJob, TimerOutcome};
 
 use crate::media::bridge::Side;
 use crate::media::leg::{LegCommand, MAX_DATAGRAM, Socket};
@@ -61,6 +66,8 @@ struct WorkerHandle {
     bell: Arc<sys::EventFd>,
     /// Legs running on the worker (a relay counts two).
     legs: Arc<AtomicUsize>,
+    /// Timer jobs (rooms) running on the worker.
+    timers: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -153,12 +160,26 @@ impl Engine {
         self.all().map(|w| w.legs.load(Ordering::Relaxed)).collect()
     }
 
+    /// Timer jobs (rooms) running on each worker.
+    pub fn timers(&self) -> Vec<usize> {
+        self.all().map(|w| w.timers.load(Ordering::Relaxed)).collect()
+    }
+
+    /// The worker with the fewest legs plus timer jobs (a room weighs as one
+    /// leg; its participants' legs are counted where their own jobs run), so
+    /// rooms spread over the workers too.
+    fn least_loaded(&self) -> &WorkerHandle {
+        let load = |w: &WorkerHandle| w.legs.load(Ordering::Relaxed) + w.timers.load(Ordering::Relaxed);
+        self.others.iter().fold(&self.first, |best, w| if load(w) < load(best) { w } else { best })
+    }
+
     /// Runs `job` on the least loaded worker.
     pub fn spawn(&self, job: Job) -> Task {
-        let weight = job.legs().count();
-        let load = |w: &WorkerHandle| w.legs.load(Ordering::Relaxed);
-        let worker = self.others.iter().fold(&self.first, |best, w| if load(w) < load(best) { w } else { best });
-        worker.legs.fetch_add(weight, Ordering::Relaxed);
+        let worker = self.least_loaded();
+        match &job {
+            Job::Timer(_) => worker.timers.fetch_add(1, Ordering::Relaxed),
+            job => worker.legs.fetch_add(job.legs().count(), Ordering::Relaxed),
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, finished) = oneshot::channel();
         let commands = Commands { id, control: worker.control.clone(), bell: Arc::clone(&worker.bell) };
@@ -166,6 +187,14 @@ impl Engine {
             worker.bell.ring();
         }
         Task { commands, finished: Some(finished) }
+    }
+
+    /// Runs a leg-less timer job (a room) on the least loaded worker: the
+    /// worker calls it at once, then at each deadline it asks for, until it
+    /// reports [`TimerOutcome::Finished`] (its `Task::stop` then resolves with
+    /// [`Finished::Timer`]) or the task is stopped or dropped.
+    pub fn spawn_timer(&self, job: Box<dyn TimerJob>) -> Task {
+        self.spawn(Job::Timer(job))
     }
 }
 
@@ -190,9 +219,10 @@ fn start_worker(index: usize) -> io::Result<WorkerHandle> {
     let epoll = sys::Epoll::new()?;
     epoll.add(bell.fd(), BELL)?;
     let legs = Arc::new(AtomicUsize::new(0));
-    let worker = Worker::new(epoll, Arc::clone(&bell), rx, Arc::clone(&legs));
+    let timers = Arc::new(AtomicUsize::new(0));
+    let worker = Worker::new(epoll, Arc::clone(&bell), rx, Arc::clone(&legs), Arc::clone(&timers));
     let thread = std::thread::Builder::new().name(format!("sipbridge-media-{index}")).spawn(move || worker.run())?;
-    Ok(WorkerHandle { control: tx, bell, legs, thread: Some(thread) })
+    Ok(WorkerHandle { control: tx, bell, legs, timers, thread: Some(thread) })
 }
 
 struct Slot {
@@ -209,6 +239,7 @@ struct Worker {
     bell: Arc<sys::EventFd>,
     control: std_mpsc::Receiver<Control>,
     legs: Arc<AtomicUsize>,
+    timers: Arc<AtomicUsize>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     by_id: HashMap<u64, u32>,
@@ -235,12 +266,14 @@ impl Worker {
         bell: Arc<sys::EventFd>,
         control: std_mpsc::Receiver<Control>,
         legs: Arc<AtomicUsize>,
+        timers: Arc<AtomicUsize>,
     ) -> Self {
         Self {
             epoll,
             bell,
             control,
             legs,
+            timers,
             slots: Vec::new(),
             free: Vec::new(),
             by_id: HashMap::new(),
@@ -316,10 +349,13 @@ impl Worker {
             s.armed = None;
             let Some(job) = s.job.as_mut() else { continue };
             let scratch = &mut self.scratch;
-            if guarded(|| job.on_timer(now, scratch)) {
+            let mut running = true;
+            if !guarded(|| running = run_due(job, now, scratch)) {
+                self.abandon(e.key);
+            } else if running {
                 arm(&mut self.wheel, s, e.key);
             } else {
-                self.abandon(e.key);
+                self.finish(e.key);
             }
         }
         self.due = due;
@@ -343,7 +379,10 @@ impl Worker {
             self.epoll.delete(l.ports.rtp.as_fd());
             self.epoll.delete(l.ports.rtcp.as_fd());
         }
-        self.legs.fetch_sub(job.legs().count(), Ordering::Relaxed);
+        match &job {
+            Job::Timer(_) => self.timers.fetch_sub(1, Ordering::Relaxed),
+            job => self.legs.fetch_sub(job.legs().count(), Ordering::Relaxed),
+        };
         s.generation = s.generation.wrapping_add(1);
         s.armed = None;
         self.by_id.remove(&s.id);
@@ -368,14 +407,17 @@ impl Worker {
                         let scratch = &mut self.scratch;
                         // A new negotiation may move deadlines earlier; a timer
                         // pass also sends what the command made ready.
+                        let mut running = true;
                         let handled = guarded(|| {
                             job.on_command(side, command, now);
-                            job.on_timer(now, scratch);
+                            running = run_due(job, now, scratch);
                         });
-                        if handled {
+                        if !handled {
+                            self.abandon(slot);
+                        } else if running {
                             arm(&mut self.wheel, s, slot);
                         } else {
-                            self.abandon(slot);
+                            self.finish(slot);
                         }
                     }
                 }
@@ -422,10 +464,13 @@ impl Worker {
         let s = &mut self.slots[slot as usize];
         let Some(job) = s.job.as_mut() else { return };
         let scratch = &mut self.scratch;
-        if guarded(|| job.on_timer(now, scratch)) {
+        let mut running = true;
+        if !guarded(|| running = run_due(job, now, scratch)) {
+            self.abandon(slot);
+        } else if running {
             arm(&mut self.wheel, s, slot);
         } else {
-            self.abandon(slot);
+            self.finish(slot);
         }
     }
 
@@ -433,6 +478,19 @@ impl Worker {
         let Some((job, done)) = self.remove(slot) else { return };
         if let Some(done) = done {
             let _ = done.send(job.finish());
+        }
+    }
+}
+
+/// Runs what is due in `job` at `now`; false once a timer job reported
+/// [`TimerOutcome::Finished`] (the worker then removes it). Jobs with legs end
+/// only when stopped. Called per wheel wake-up, never per datagram.
+fn run_due(job: &mut Job, now: Instant, scratch: &mut Scratch) -> bool {
+    match job {
+        Job::Timer(t) => t.on_timer(now) == TimerOutcome::Running,
+        job => {
+            job.on_timer(now, scratch);
+            true
         }
     }
 }
@@ -623,5 +681,121 @@ mod tests {
         }
         assert_eq!(engine.load(), [0]);
         assert_eq!(pool.available(), 2, "the port pair is back in the pool");
+    }
+
+    /// A leg-less job on the box's 20 ms schedule: wake-ups it saw (the first,
+    /// at start, has nothing due) and whether the worker dropped it.
+    struct Ticker {
+        pacer: crate::media::pacer::Pacer,
+        frames: u32,
+        /// Finished after this many frames (`None`: never).
+        last: Option<u32>,
+        /// (deadline, now) of each wake-up with frames due.
+        seen: Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>,
+        dropped: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl TimerJob for Ticker {
+        fn on_timer(&mut self, now: Instant) -> TimerOutcome {
+            if self.last.is_some_and(|last| self.frames >= last) {
+                return TimerOutcome::Finished;
+            }
+            let deadline = self.pacer.poll_timeout();
+            let due = self.pacer.handle_timeout(now);
+            if due.frames > 0 {
+                self.seen.lock().unwrap().push((deadline, now));
+            }
+            self.frames += due.frames;
+            if self.last.is_some_and(|last| self.frames >= last) {
+                TimerOutcome::Finished
+            } else {
+                TimerOutcome::Running
+            }
+        }
+
+        fn deadline(&self) -> Instant {
+            self.pacer.poll_timeout()
+        }
+    }
+
+    impl Drop for Ticker {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::Relaxed);
+        }
+    }
+
+    type Seen = Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>;
+
+    fn ticker(last: Option<u32>) -> (Box<Ticker>, Seen, Arc<std::sync::atomic::AtomicBool>) {
+        let seen = Seen::default();
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let job = Ticker {
+            pacer: crate::media::pacer::Pacer::new(Instant::now()),
+            frames: 0,
+            last,
+            seen: Arc::clone(&seen),
+            dropped: Arc::clone(&dropped),
+        };
+        (Box::new(job), seen, dropped)
+    }
+
+    /// Waits (bounded) until the worker dropped the job.
+    async fn until_dropped(dropped: &std::sync::atomic::AtomicBool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !dropped.load(Ordering::Relaxed) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(dropped.load(Ordering::Relaxed), "the worker dropped the job");
+    }
+
+    /// A timer job is woken on its 20 ms schedule, never before a deadline, and
+    /// the worker removes it once it says it is finished; it counts as a timer,
+    /// not as legs, and its task's `stop` gets `Finished::Timer`.
+    #[tokio::test]
+    async fn a_timer_job_ticks_every_20_ms_until_it_finishes() {
+        let engine = Engine::start(1).unwrap();
+        let (job, seen, dropped) = ticker(Some(5));
+        let task = engine.spawn_timer(job);
+        until_dropped(&dropped).await;
+        assert_eq!(engine.timers(), [0]);
+        assert_eq!(engine.load(), [0]);
+        let seen = seen.lock().unwrap().clone();
+        assert!((1..=5).contains(&seen.len()), "5 frames in at most 5 wake-ups: {seen:?}");
+        for (deadline, now) in &seen {
+            assert!(now >= deadline, "woken before its deadline");
+        }
+        assert!(matches!(task.stop().await, Some(Finished::Timer)), "its done channel resolved");
+    }
+
+    /// A timer job whose task is dropped is stopped and dropped by the worker
+    /// (as a call's job is): the engine holds no room nobody owns.
+    #[tokio::test]
+    async fn dropping_a_task_stops_its_timer_job() {
+        let engine = Engine::start(2).unwrap();
+        let (job, seen, dropped) = ticker(None);
+        let task = engine.spawn_timer(job);
+        assert_eq!(engine.timers().iter().sum::<usize>(), 1);
+        // Bounded wait for a first frame, so the job is known to run.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.lock().unwrap().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!seen.lock().unwrap().is_empty(), "it ticked");
+        drop(task);
+        until_dropped(&dropped).await;
+        assert_eq!(engine.timers(), [0, 0]);
+    }
+
+    /// Timer jobs count as load: two rooms on two workers go one to each.
+    #[tokio::test]
+    async fn timer_jobs_spread_over_the_workers() {
+        let engine = Engine::start(2).unwrap();
+        let (a, _, _) = ticker(None);
+        let (b, _, _) = ticker(None);
+        let (ta, tb) = (engine.spawn_timer(a), engine.spawn_timer(b));
+        assert_eq!(engine.timers(), [1, 1]);
+        assert!(matches!(ta.stop().await, Some(Finished::Timer)));
+        assert!(matches!(tb.stop().await, Some(Finished::Timer)));
+        assert_eq!(engine.timers(), [0, 0]);
     }
 }
