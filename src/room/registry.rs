@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::media::engine::Engine;
 
-use super::task::{Command, Counters, Entry, Map, RoomJob, Shared, Target};
+use super::task::{Command, Counters, Entry, Map, RoomCommands, RoomJob, Shared, Target};
 use super::{
     JoinError, JoinRefused, LeaveReason, Participant, ParticipantInfo, ParticipantKind, RoomError, RoomEvent, RoomInfo,
     RoomOptions,
@@ -53,7 +53,7 @@ pub struct ParticipantHandle {
     name: String,
     participant_id: String,
     serial: u64,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: RoomCommands,
     left: bool,
 }
 
@@ -89,12 +89,12 @@ impl ParticipantHandle {
         let _ = self.commands.send(Command::Leave { target, reason, reply: None });
     }
 
-    /// Mutes or unmutes this participant (takes effect on the next tick).
+    /// Mutes or unmutes this participant (takes effect at once).
     pub fn set_muted(&self, muted: bool) {
         let _ = self.commands.send(Command::SetMuted { target: Target::Serial(self.serial), muted, reply: None });
     }
 
-    /// Holds or resumes this participant (takes effect on the next tick).
+    /// Holds or resumes this participant (takes effect at once).
     pub fn set_held(&self, held: bool) {
         let _ = self.commands.send(Command::SetHeld { target: Target::Serial(self.serial), held, reply: None });
     }
@@ -144,8 +144,8 @@ impl Rooms {
 
     /// Puts `participant` in the room called `name`, creating it with `options`
     /// if it does not exist (`options` are ignored for an existing room; a new
-    /// room starts as a job on the media engine). The room takes the join at its
-    /// next 20 ms tick, so the answer comes within about 20 ms.
+    /// room starts as a job on the media engine, woken by each command, so the
+    /// join is answered at once).
     ///
     /// # Errors
     /// [`JoinError::Full`] at `max_participants`, [`JoinError::AlreadyJoined`] for
@@ -248,7 +248,7 @@ impl Rooms {
         name: &str,
         options: RoomOptions,
         created_by: &str,
-    ) -> (Arc<Shared>, mpsc::UnboundedSender<Command>) {
+    ) -> (Arc<Shared>, RoomCommands) {
         let shared = Arc::new(Shared {
             id: Uuid::new_v4(),
             name: name.to_string(),
@@ -259,7 +259,8 @@ impl Rooms {
             task: Mutex::new(None),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        map.insert(name.to_string(), Entry { shared: Arc::clone(&shared), commands: tx.clone() });
+        let commands = RoomCommands::new(tx);
+        map.insert(name.to_string(), Entry { shared: Arc::clone(&shared), commands: commands.clone() });
         let job = RoomJob::new(
             Arc::clone(&shared),
             created_by.to_string(),
@@ -269,11 +270,12 @@ impl Rooms {
             Instant::now(),
         );
         let task = self.inner.engine.spawn_timer(Box::new(job));
+        commands.set_job(task.commands().clone());
         *shared.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
-        (shared, tx)
+        (shared, commands)
     }
 
-    fn commands(&self, conference_id: Uuid) -> Result<mpsc::UnboundedSender<Command>, RoomError> {
+    fn commands(&self, conference_id: Uuid) -> Result<RoomCommands, RoomError> {
         self.lock()
             .values()
             .find(|e| e.shared.id == conference_id)

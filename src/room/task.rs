@@ -7,11 +7,11 @@
 //! taken once when the room ends, is only ever held for a lookup and a send).
 //!
 //! Commands (join, leave, mute, hold, list, end) arrive on an unbounded channel
-//! from the registry and from participant handles. The job takes them with
-//! `try_recv` at each wake-up, before the frame, so a command takes effect and
-//! is answered at the next 20 ms tick at the latest: a join waits up to 20 ms
-//! for its answer, `Rooms::end` returns within a tick. The empty-room linger is
-//! the job's other deadline.
+//! from the registry and from participant handles ([`RoomCommands`]); sending one
+//! also wakes the job on its worker (`engine::Commands::wake`), which takes them
+//! with `try_recv` at once: a command takes effect and is answered without
+//! waiting for the next 20 ms tick. The empty-room linger is the job's other
+//! deadline.
 //!
 //! Pacing is the box's one 20 ms schedule (`media::pacer::Pacer`, the same the
 //! media engine's PCM jobs follow): one frame per 20 ms deadline; a late wake-up
@@ -110,7 +110,38 @@ pub(super) struct Shared {
 /// The registry's map entry of a room.
 pub(super) struct Entry {
     pub(super) shared: Arc<Shared>,
-    pub(super) commands: mpsc::UnboundedSender<Command>,
+    pub(super) commands: RoomCommands,
+}
+
+/// The sending end of a room's commands. Each command also wakes the room's job
+/// on the media engine, so it is taken at once (as on the room's own task
+/// before), not at the next 20 ms tick; the job's timer pass is what takes it.
+#[derive(Clone)]
+pub(super) struct RoomCommands {
+    tx: mpsc::UnboundedSender<Command>,
+    job: Arc<std::sync::OnceLock<crate::media::engine::Commands>>,
+}
+
+impl RoomCommands {
+    /// Commands into `tx`; they wake the job once [`RoomCommands::set_job`] is
+    /// called (until then the job, about to start, takes them when it starts).
+    pub(super) fn new(tx: mpsc::UnboundedSender<Command>) -> Self {
+        Self { tx, job: Arc::default() }
+    }
+
+    /// The room's job, to wake.
+    pub(super) fn set_job(&self, job: crate::media::engine::Commands) {
+        let _ = self.job.set(job);
+    }
+
+    /// Queues `command` and wakes the job. Errors when the room has ended.
+    pub(super) fn send(&self, command: Command) -> Result<(), mpsc::error::SendError<Command>> {
+        self.tx.send(command)?;
+        if let Some(job) = self.job.get() {
+            job.wake();
+        }
+        Ok(())
+    }
 }
 
 /// The registry's state, as far as a room job needs it (to remove itself).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::task::{Command, Counters, Entry, Map, RoomJob, Shared, Target};
+use super::task::{Command, Counters, Entry, Map, RoomCommands, RoomJob, Shared, Target};
 use super::{EndReason, JoinError, LeaveReason, Participant, RoomEvent, RoomOptions};
 use crate::media::engine::{TimerJob, TimerOutcome};
 use crate::media::pcm::{PcmPort, room_pair};
@@ -49,7 +49,7 @@ fn fixture(linger: Duration) -> Fixture {
     let (commands, rx) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
     let map: Arc<Map> = Arc::new(Mutex::new(HashMap::new()));
-    let entry = Entry { shared: Arc::clone(&shared), commands: commands.clone() };
+    let entry = Entry { shared: Arc::clone(&shared), commands: RoomCommands::new(commands.clone()) };
     map.lock().unwrap().insert("support".into(), entry);
     let job = RoomJob::new(Arc::clone(&shared), "call-1".into(), rx, events_tx, Arc::downgrade(&map), t0);
     Fixture { t0, job, shared, commands, events, map, next_serial: 1, ports: Vec::new() }

@@ -56,8 +56,20 @@ const BATCH: usize = 256;
 const MAX_SLEEP_MS: u16 = 1000;
 
 enum Control {
-    Start { id: u64, job: Job, done: oneshot::Sender<Finished> },
-    Command { id: u64, side: Side, command: LegCommand },
+    Start {
+        id: u64,
+        job: Job,
+        done: oneshot::Sender<Finished>,
+    },
+    Command {
+        id: u64,
+        side: Side,
+        command: LegCommand,
+    },
+    /// Run the job's timer pass now (a timer job has input waiting elsewhere).
+    Wake {
+        id: u64,
+    },
     Shutdown,
 }
 
@@ -103,6 +115,15 @@ impl Commands {
             .map_err(|_| "the media engine stopped".to_string())?;
         self.bell.ring();
         Ok(())
+    }
+
+    /// Makes the worker run the job's timer pass now rather than at its next
+    /// deadline: a timer job (a room) whose commands arrive on a channel of its
+    /// own takes them at once. Never blocks; does nothing once the engine is gone.
+    pub fn wake(&self) {
+        if self.control.send(Control::Wake { id: self.id }).is_ok() {
+            self.bell.ring();
+        }
     }
 }
 
@@ -396,31 +417,8 @@ impl Worker {
         loop {
             match self.control.try_recv() {
                 Ok(Control::Start { id, job, done }) => self.start(id, job, done, now),
-                Ok(Control::Command { id, side, command }) => {
-                    let Some(&slot) = self.by_id.get(&id) else { continue };
-                    if matches!(command, LegCommand::Stop) {
-                        self.finish(slot);
-                        continue;
-                    }
-                    let s = &mut self.slots[slot as usize];
-                    if let Some(job) = s.job.as_mut() {
-                        let scratch = &mut self.scratch;
-                        // A new negotiation may move deadlines earlier; a timer
-                        // pass also sends what the command made ready.
-                        let mut running = true;
-                        let handled = guarded(|| {
-                            job.on_command(side, command, now);
-                            running = run_due(job, now, scratch);
-                        });
-                        if !handled {
-                            self.abandon(slot);
-                        } else if running {
-                            arm(&mut self.wheel, s, slot);
-                        } else {
-                            self.finish(slot);
-                        }
-                    }
-                }
+                Ok(Control::Command { id, side, command }) => self.on_input(id, Some((side, command)), now),
+                Ok(Control::Wake { id }) => self.on_input(id, None, now),
                 Ok(Control::Shutdown) | Err(std_mpsc::TryRecvError::Disconnected) => {
                     let live: Vec<u32> = self.by_id.values().copied().collect();
                     for slot in live {
@@ -430,6 +428,34 @@ impl Worker {
                 }
                 Err(std_mpsc::TryRecvError::Empty) => return true,
             }
+        }
+    }
+
+    /// A command for job `id` (or, `None`, a wake-up): applied, then a timer
+    /// pass (a new negotiation may move deadlines earlier, and the pass sends
+    /// what the command made ready; a timer job takes its waiting input).
+    fn on_input(&mut self, id: u64, command: Option<(Side, LegCommand)>, now: Instant) {
+        let Some(&slot) = self.by_id.get(&id) else { return };
+        if matches!(command, Some((_, LegCommand::Stop))) {
+            self.finish(slot);
+            return;
+        }
+        let s = &mut self.slots[slot as usize];
+        let Some(job) = s.job.as_mut() else { return };
+        let scratch = &mut self.scratch;
+        let mut running = true;
+        let handled = guarded(|| {
+            if let Some((side, command)) = command {
+                job.on_command(side, command, now);
+            }
+            running = run_due(job, now, scratch);
+        });
+        if !handled {
+            self.abandon(slot);
+        } else if running {
+            arm(&mut self.wheel, s, slot);
+        } else {
+            self.finish(slot);
         }
     }
 
@@ -797,5 +823,48 @@ mod tests {
         assert!(matches!(ta.stop().await, Some(Finished::Timer)));
         assert!(matches!(tb.stop().await, Some(Finished::Timer)));
         assert_eq!(engine.timers(), [0, 0]);
+    }
+
+    /// A job that only counts its timer passes and is due in an hour.
+    struct Sleeper {
+        passes: Arc<AtomicUsize>,
+        due: Instant,
+    }
+
+    impl TimerJob for Sleeper {
+        fn on_timer(&mut self, _now: Instant) -> TimerOutcome {
+            self.passes.fetch_add(1, Ordering::Relaxed);
+            TimerOutcome::Running
+        }
+
+        fn deadline(&self) -> Instant {
+            self.due
+        }
+    }
+
+    /// `Commands::wake` runs a timer job now (a room's command is taken at once,
+    /// not at its next tick).
+    #[tokio::test]
+    async fn a_wake_runs_a_timer_job_before_its_deadline() {
+        let engine = Engine::start(1).unwrap();
+        let passes = Arc::new(AtomicUsize::new(0));
+        let due = Instant::now() + Duration::from_secs(3600);
+        let task = engine.spawn_timer(Box::new(Sleeper { passes: Arc::clone(&passes), due }));
+        let until = |n: usize| {
+            let passes = Arc::clone(&passes);
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while passes.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                passes.load(Ordering::Relaxed)
+            }
+        };
+        assert_eq!(until(1).await, 1, "the pass at start");
+        for n in 2..5 {
+            task.commands().wake();
+            assert_eq!(until(n).await, n, "one pass per wake");
+        }
+        assert!(matches!(task.stop().await, Some(Finished::Timer)));
     }
 }
