@@ -185,12 +185,18 @@ impl<S: Signalling> Shell<S> {
                 self.media_events = Some(rx);
             }
             let timeout = self.core.poll_timeout().map(tokio::time::Instant::from_std);
-            let near_info = self.core.info(LegId::Near).cloned();
-            let far_info = self.core.info(LegId::Far).cloned();
+            // Borrowed, not cloned: two CallInfo (528 B) would sit in this future
+            // for the whole call, and cloning them allocated on every turn.
+            let (near_info, far_info) = (self.core.info(LegId::Near), self.core.info(LegId::Far));
             let input = tokio::select! {
-                d = self.near.next(near_info.as_ref().expect("near leg")) => Input::Dialog(LegId::Near, d),
                 d = async {
-                    match (self.far.as_mut(), far_info.as_ref()) {
+                    match near_info {
+                        Some(i) => self.near.next(i).await,
+                        None => std::future::pending().await,
+                    }
+                } => Input::Dialog(LegId::Near, d),
+                d = async {
+                    match (self.far.as_mut(), far_info) {
                         (Some(f), Some(i)) => f.next(i).await,
                         _ => std::future::pending().await,
                     }
@@ -221,7 +227,7 @@ impl<S: Signalling> Shell<S> {
                     LegEvent::Dtmf(d) => self.dtmf_input(LegId::Near, d),
                     LegEvent::Timeout(after) => self.timeout_input(LegId::Near, after),
                     LegEvent::Quality(sample) => {
-                        self.quality_sample(LegId::Near, sample);
+                        self.quality_sample(LegId::Near, *sample);
                         continue;
                     }
                     LegEvent::PlaybackDone { id, completed } => {
@@ -237,7 +243,7 @@ impl<S: Signalling> Shell<S> {
                         LegEvent::Dtmf(d) => self.dtmf_input(leg, d),
                         LegEvent::Timeout(after) => self.timeout_input(leg, after),
                         LegEvent::Quality(sample) => {
-                            self.quality_sample(leg, sample);
+                            self.quality_sample(leg, *sample);
                             continue;
                         }
                         LegEvent::PlaybackDone { .. } => continue,
@@ -468,7 +474,7 @@ impl<S: Signalling> Shell<S> {
     async fn command(&mut self, cmd: super::control::Command) {
         let now = Instant::now();
         let answered = self.core.state() == super::CallState::Answered;
-        let result = match self.core.action(now, cmd.action) {
+        let result = match self.core.action(now, *cmd.action) {
             Err(e) => Err(e),
             Ok(None) => {
                 if let Some(info) = self.core.info(LegId::Near) {

@@ -527,7 +527,10 @@ impl InviteDialog {
             tag = %tag,
             "forked 2xx acknowledged; ending the extra branch with a BYE (RFC 3261 §13.2.2.4)"
         );
-        if let Err(e) = self.inner.bye_forked_branch(resp).await {
+        // sipbridge patch: boxed. This future sits inside the task that drains an
+        // Accepted client INVITE transaction for 32 s after every answered call
+        // (Timer M); inline, the rare BYE's state made that task 5.5 KiB per call.
+        if let Err(e) = Box::pin(self.inner.bye_forked_branch(resp)).await {
             warn!(id = %id, tag = %tag, error = %e, "failed to BYE the forked branch");
         }
     }
