@@ -230,8 +230,13 @@ pub struct RtpSession {
     /// (monotonic, wall) at creation, for RTCP's NTP timestamps.
     clock_base: (Instant, SystemTime),
     events: VecDeque<LegEvent>,
-    out_rtp: Pending<{ 12 + MAX_OWN_PAYLOAD }>,
-    out_rtcp: Pending<256>,
+    /// Generated RTP (our own stream: PCM endpoints, echo, DTMF): allocated at
+    /// the first packet and kept. A relayed leg never generates one, so it holds
+    /// none (issue 20: memory per relayed call).
+    out_rtp: Option<Box<Pending<{ 12 + MAX_OWN_PAYLOAD }>>>,
+    /// Our RTCP report: allocated when one is built (every ~5 s) and freed once
+    /// it has gone out.
+    out_rtcp: Option<Box<Pending<256>>>,
 }
 
 impl RtpSession {
@@ -269,8 +274,8 @@ impl RtpSession {
             timed_out: false,
             clock_base: (now, wall),
             events: VecDeque::new(),
-            out_rtp: Pending::new(),
-            out_rtcp: Pending::new(),
+            out_rtp: None,
+            out_rtcp: None,
         }
     }
 
@@ -439,11 +444,12 @@ impl RtpSession {
         self.sent_at_last_report = self.sent.packets;
         let block = self.stats.report_block();
         let wall = self.wall(now);
-        let n = self.rtcp.build(&mut self.out_rtcp.buf, sender, block, now, wall);
+        let out = self.out_rtcp.get_or_insert_with(|| Box::new(Pending::new()));
+        let n = self.rtcp.build(&mut out.buf, sender, block, now, wall);
         let dest =
             if self.audio.rtcp_mux { self.latch.destination() } else { self.rtcp_latch.destination(&self.latch) };
-        self.out_rtcp.len = n;
-        self.out_rtcp.destination = dest.filter(|_| n > 0);
+        out.len = n;
+        out.destination = dest.filter(|_| n > 0);
         // The report interval is the sampling interval of the call's quality series.
         let sample = self.quality_sample(now);
         self.events.push_back(LegEvent::Quality(Box::new(sample)));
@@ -464,18 +470,17 @@ impl RtpSession {
 
     /// The next datagram to send, if any (RTCP first); each is returned once.
     pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
-        if let Some(destination) = self.out_rtcp.destination.take() {
+        if self.out_rtcp.as_ref().is_some_and(|p| p.destination.is_some()) {
             let socket = if self.audio.rtcp_mux { Socket::Rtp } else { Socket::Rtcp };
-            return Some(Transmit { socket, destination, contents: &self.out_rtcp.buf[..self.out_rtcp.len] });
+            let p = self.out_rtcp.as_mut()?;
+            let destination = p.destination.take()?;
+            return Some(Transmit { socket, destination, contents: &p.buf[..p.len] });
         }
-        if let Some(destination) = self.out_rtp.destination.take() {
-            return Some(Transmit {
-                socket: Socket::Rtp,
-                destination,
-                contents: &self.out_rtp.buf[..self.out_rtp.len],
-            });
-        }
-        None
+        // A report handed out by the previous call has been sent by now.
+        self.out_rtcp = None;
+        let p = self.out_rtp.as_mut()?;
+        let destination = p.destination.take()?;
+        Some(Transmit { socket: Socket::Rtp, destination, contents: &p.buf[..p.len] })
     }
 
     /// Whether the peer is expected to send (not on hold towards us).
@@ -554,11 +559,12 @@ impl RtpSession {
             Some((_, _, p)) if self.audio.telephone_event.is_some() => p,
             _ => payload,
         };
-        let Ok(n) = header.write(body, &mut self.out_rtp.buf) else { return };
+        let out = self.out_rtp.get_or_insert_with(|| Box::new(Pending::new()));
+        let Ok(n) = header.write(body, &mut out.buf) else { return };
+        out.len = n;
+        out.destination = Some(dest);
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(samples);
-        self.out_rtp.len = n;
-        self.out_rtp.destination = Some(dest);
         self.sent.packets += 1;
         self.sent.payload_bytes += u64::from(samples);
     }
