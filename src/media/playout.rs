@@ -24,11 +24,15 @@ pub const FRAME_SAMPLES: usize = 160;
 /// starts playing it out (200 ms of 20 ms frames).
 pub const STANDING_WINDOW: u32 = 10;
 
-/// Most frames one late arrival is made up for (200 ms).
-pub const MAX_LATE_FRAMES: u32 = 10;
+/// The deepest backlog played out early, in frames (200 ms: what a phone's
+/// jitter buffer holds). A deeper queue is left to play at its pace, so a burst
+/// the caller's jitter buffer might not hold is never sent.
+pub const MAX_STANDING_FRAMES: usize = 10;
 
-/// At most this many late frames are remembered as owed (500 ms).
-pub const MAX_OWED_FRAMES: u32 = 25;
+/// How much the queue's depth may vary over the window, in frames, and still be a
+/// backlog standing behind a real-time stream (its jitter), rather than audio
+/// sent ahead of time draining.
+pub const MAX_DEPTH_SWING_FRAMES: usize = 2;
 
 /// Queue of agent audio (PCM16 mono, 8000 or 16000 Hz) waiting to be played into the call,
 /// with the agent's marks placed between samples.
@@ -52,15 +56,11 @@ pub struct Playout {
     reached: VecDeque<String>,
     /// Samples refused by `push` because the queue was full.
     dropped: u64,
-    /// Fewest samples left queued after a frame in the current window.
+    /// Fewest / most samples left queued after a frame in the current window.
     window_min: usize,
+    window_max: usize,
     /// Frames taken in the current window.
     window_frames: u32,
-    /// Silent frames played since the last frame of audio.
-    silent_run: u32,
-    /// Silent frames played while audio was late and not yet made up for: the
-    /// most extra frames [`Playout::standing_surplus`] may play.
-    owed: u32,
     /// Extra frames still to play, one per tick.
     catching_up: u32,
 }
@@ -79,9 +79,8 @@ impl Playout {
             reached: VecDeque::new(),
             dropped: 0,
             window_min: usize::MAX,
+            window_max: 0,
             window_frames: 0,
-            silent_run: 0,
-            owed: 0,
             catching_up: 0,
         }
     }
@@ -116,9 +115,7 @@ impl Playout {
         let mut marks: Vec<String> = self.reached.drain(..).collect();
         marks.extend(self.pending.drain(..).map(|(_, name)| name));
         self.restart_window();
-        self.owed = 0;
         self.catching_up = 0;
-        self.silent_run = 0;
         marks
     }
 
@@ -140,17 +137,8 @@ impl Playout {
         out[n..].fill(0);
         self.played += n as u64;
         self.window_min = self.window_min.min(self.audio.len());
+        self.window_max = self.window_max.max(self.audio.len());
         self.window_frames = self.window_frames.saturating_add(1);
-        if n == 0 {
-            self.silent_run = self.silent_run.saturating_add(1);
-        } else if self.silent_run > 0 {
-            // Audio after silence: the part of it that arrived together (still
-            // queued after this frame) was late, by at most the silence played.
-            let late = (self.audio.len() / out.len().max(1)) as u32;
-            let late = late.min(self.silent_run).min(MAX_LATE_FRAMES);
-            self.owed = (self.owed + late).min(MAX_OWED_FRAMES);
-            self.silent_run = 0;
-        }
         while let Some((position, _)) = self.pending.front() {
             if *position > self.played {
                 break;
@@ -176,26 +164,28 @@ impl Playout {
     /// sent early, nothing is dropped.
     ///
     /// Why: an agent that answers the call's audio as it comes (a real-time
-    /// stream) sends one frame per 20 ms. When its frames arrive after their tick,
-    /// those ticks play silence and the late frames, and every frame after them,
-    /// wait as many ticks more: the delay ratchets up with every late arrival for
-    /// as long as the agent streams (measured: p50 60–80 ms, p99 85–98 ms at 800
-    /// agent calls on two cores, issue 20). Like a receiver's jitter buffer
-    /// lowering its level: when at least one whole frame stayed queued after every
-    /// tick of the last [`STANDING_WINDOW`] frames, that many frames are played
-    /// early, one per tick, but never more than were late: audio that arrived
-    /// together after silent ticks, at most [`MAX_LATE_FRAMES`] per arrival and
-    /// [`MAX_OWED_FRAMES`] in all. So the stream to the caller does not run
-    /// ahead of where on-time audio would have put it, a lead the agent keeps on
-    /// purpose (TTS sent ahead of time) is played at its pace, and a jittery
-    /// stream keeps the frames its jitter needs.
+    /// stream) sends one frame per 20 ms. When its frames arrive after their tick
+    /// (a busy core, a stall anywhere on the way), those ticks play silence and
+    /// the late frames, and every frame after them, wait as many ticks more: the
+    /// delay ratchets up with every late arrival for as long as the agent streams
+    /// (measured: p50 60–80 ms, p99 85–98 ms at 800 agent calls on two cores,
+    /// issue 20). Like a receiver's jitter buffer lowering its level: when, over
+    /// the last [`STANDING_WINDOW`] frames, at least one whole frame stayed queued
+    /// after every tick, the depth never swung by more than
+    /// [`MAX_DEPTH_SWING_FRAMES`] (arrivals keep pace with playout: a real-time
+    /// stream, not audio sent ahead draining) and never exceeded
+    /// [`MAX_STANDING_FRAMES`], the frames that stood the whole window are
+    /// played early, one per tick. A jittery stream keeps the frames its jitter
+    /// needs, and TTS queued ahead of time (deeper, or draining) plays at its pace.
     pub fn standing_surplus(&mut self, frame_len: usize) -> u32 {
         let frame_len = frame_len.max(1);
         if self.catching_up == 0 && self.window_frames >= STANDING_WINDOW {
-            let standing = (self.window_min / frame_len).min(self.owed as usize) as u32;
+            let steady = self.window_max - self.window_min.min(self.window_max) <= MAX_DEPTH_SWING_FRAMES * frame_len;
+            let small = self.window_max <= MAX_STANDING_FRAMES * frame_len;
+            if steady && small {
+                self.catching_up = (self.window_min / frame_len) as u32;
+            }
             self.restart_window();
-            self.owed -= standing;
-            self.catching_up = standing;
         }
         if self.catching_up == 0 {
             return 0;
@@ -216,6 +206,7 @@ impl Playout {
     /// something else played).
     pub fn restart_window(&mut self) {
         self.window_min = usize::MAX;
+        self.window_max = 0;
         self.window_frames = 0;
     }
 
@@ -488,12 +479,17 @@ mod tests {
         assert_eq!(extra[2].0, extra[1].0 + 1, "on consecutive ticks: {extra:?}");
         assert!(extra[1].0 <= 102 + 2 * STANDING_WINDOW as usize, "{extra:?}");
         assert!(depth[130..].iter().all(|&d| d == 0), "{depth:?}");
-        // A long stall: 15 frames late at once, made up for up to MAX_LATE_FRAMES.
-        let late: Vec<usize> = (50..65).collect();
+        // A stall of 8 frames: all made up for.
+        let late: Vec<usize> = (50..58).collect();
         let (depth, extra) = realtime(&mut Playout::new(80_000), 300, &late, true);
-        assert_eq!(depth[65], 15);
-        assert_eq!(extra.len(), MAX_LATE_FRAMES as usize, "{extra:?}");
-        assert_eq!(depth[299], 15 - MAX_LATE_FRAMES as usize);
+        assert_eq!(depth[58], 8);
+        assert_eq!(extra.len(), 8, "{extra:?}");
+        assert!(depth[120..].iter().all(|&d| d == 0), "{depth:?}");
+        // A longer one leaves a backlog deeper than a phone's jitter buffer would
+        // take as a burst: it stays.
+        let late: Vec<usize> = (50..80).collect();
+        let (depth, extra) = realtime(&mut Playout::new(80_000), 300, &late, true);
+        assert!(extra.is_empty() && depth[299] == 30, "{extra:?}");
     }
 
     #[test]
@@ -505,12 +501,13 @@ mod tests {
         let (depth, extra) = realtime(&mut p, 200, &[], true);
         assert!(extra.is_empty(), "{extra:?}");
         assert_eq!(depth[199], 150);
-        // A lead the agent keeps on purpose is left alone even after a late
-        // frame: only the frames that were late are made up for.
+        // TTS sent ahead and left to drain (no more audio): played at its pace.
         let mut p = Playout::new(8000 * 10);
-        p.push(&ramp(5 * FRAME_SAMPLES, 1));
-        let (depth, extra) = realtime(&mut p, 200, &[], true);
-        assert!(extra.is_empty() && depth[199] == 5, "{extra:?}");
+        p.push(&ramp(8 * FRAME_SAMPLES, 1));
+        for t in 0..20 {
+            frame(&mut p);
+            assert_eq!(p.standing_surplus(FRAME_SAMPLES), 0, "tick {t}");
+        }
         // A pause in the agent's speech (silence, then real-time frames again)
         // owes nothing.
         let mut p = Playout::new(8000 * 10);
