@@ -368,16 +368,7 @@ impl Worker {
                 continue;
             }
             s.armed = None;
-            let Some(job) = s.job.as_mut() else { continue };
-            let scratch = &mut self.scratch;
-            let mut running = true;
-            if !guarded(|| running = run_due(job, now, scratch)) {
-                self.abandon(e.key);
-            } else if running {
-                arm(&mut self.wheel, s, e.key);
-            } else {
-                self.finish(e.key);
-            }
+            self.pass(e.key, None, now);
         }
         self.due = due;
     }
@@ -440,7 +431,14 @@ impl Worker {
             self.finish(slot);
             return;
         }
-        let s = &mut self.slots[slot as usize];
+        self.pass(slot, command, now);
+    }
+
+    /// One pass of the job in `slot`: `command` applied (if any), then what is
+    /// due at `now` run; then the job is re-armed on the wheel, finished (a
+    /// timer job that reported it), or abandoned (it panicked).
+    fn pass(&mut self, slot: u32, command: Option<(Side, LegCommand)>, now: Instant) {
+        let Some(s) = self.slots.get_mut(slot as usize) else { return };
         let Some(job) = s.job.as_mut() else { return };
         let scratch = &mut self.scratch;
         let mut running = true;
@@ -487,17 +485,7 @@ impl Worker {
             self.finish(slot);
             return;
         }
-        let s = &mut self.slots[slot as usize];
-        let Some(job) = s.job.as_mut() else { return };
-        let scratch = &mut self.scratch;
-        let mut running = true;
-        if !guarded(|| running = run_due(job, now, scratch)) {
-            self.abandon(slot);
-        } else if running {
-            arm(&mut self.wheel, s, slot);
-        } else {
-            self.finish(slot);
-        }
+        self.pass(slot, None, now);
     }
 
     fn finish(&mut self, slot: u32) {
