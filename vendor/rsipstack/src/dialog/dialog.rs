@@ -385,6 +385,27 @@ impl DialogState {
     pub fn waiting_ack(&self) -> bool {
         matches!(self, DialogState::WaitAck(_, _))
     }
+
+    /// The copy a dialog keeps as its current state (sipbridge patch 16): a
+    /// response keeps its status code and version only. Observers get the whole
+    /// message on the state channel; the held copy answers the predicates above
+    /// and [`DialogInner`] snapshots, and kept a second parsed 2xx for the whole
+    /// call (~0.9 KiB per dialog, heaptrack, 400 relayed calls).
+    fn held(&self) -> DialogState {
+        let bare = |r: &crate::sip::Response| crate::sip::Response {
+            status_code: r.status_code.clone(),
+            wire_reason: None,
+            version: r.version,
+            headers: Default::default(),
+            body: Vec::new(),
+        };
+        match self {
+            DialogState::Early(id, r) => DialogState::Early(id.clone(), bare(r)),
+            DialogState::WaitAck(id, r) => DialogState::WaitAck(id.clone(), bare(r)),
+            DialogState::Confirmed(id, r) => DialogState::Confirmed(id.clone(), bare(r)),
+            other => other.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1733,7 +1754,7 @@ impl DialogInner {
             return;
         }
         debug!(from = %old_state, to = %state, "transitioning state");
-        *old_state = state.clone();
+        *old_state = state.held();
         // Try to send state update, but don't fail if channel is closed
         self.state_sender.send(state).ok();
     }
