@@ -324,7 +324,7 @@ impl Task {
                             // resampler's carry.
                             pcm.reserve(bytes.len() + 16);
                             from_agent.convert(&bytes, &mut pcm);
-                            if endpoint.playback.send(Playback::Audio(std::mem::take(&mut pcm))).await.is_err() {
+                            if endpoint.playback.send(Playback::AudioAt(std::mem::take(&mut pcm), std::time::Instant::now())).await.is_err() {
                                 playback_closed = true;
                             }
                         }

@@ -74,6 +74,10 @@ pub struct PcmFrame {
 pub enum Playback {
     /// PCM16 mono to append.
     Audio(Vec<i16>),
+    /// PCM16 mono from a real-time stream (a voice agent's `media`), with the
+    /// instant it reached the box: appended like `Audio`, and the job moves its
+    /// 20 ms schedule toward the stream's arrival phase (`media::pacer::Alignment`).
+    AudioAt(Vec<i16>, std::time::Instant),
     /// Report this mark once the audio queued before it has played.
     Mark(String),
     /// Drop the queue now (barge-in); pending marks are reported at once.

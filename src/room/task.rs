@@ -377,7 +377,7 @@ impl Room {
                 Media::Agent { playback, chunks, marks, want_said, playout, said_timestamp, .. } => {
                     loop {
                         match playback.try_recv() {
-                            Ok(Playback::Audio(audio)) => playout.push(&audio),
+                            Ok(Playback::Audio(audio) | Playback::AudioAt(audio, _)) => playout.push(&audio),
                             Ok(Playback::Mark(name)) => playout.mark(name),
                             Ok(Playback::Clear) => {
                                 for name in playout.clear() {

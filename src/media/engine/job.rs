@@ -15,7 +15,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use crate::media::bridge::Side;
 use crate::media::g711::G711;
 use crate::media::leg::{LegCommand, LegEvent, Received, RtpSession, Socket, Tap};
-use crate::media::pacer::Pacer;
+use crate::media::pacer::{Alignment, Pacer};
 use crate::media::pcm::{CHUNK_BYTES, Chunk, Direction, Narrow, PcmPort, Playback, WIDE_FRAME_SAMPLES};
 use crate::media::playout::{FRAME_SAMPLES, Playout};
 use crate::media::ports::PortPair;
@@ -189,8 +189,12 @@ impl Job {
         match self {
             Job::Echo(j) => Finished::One(j.leg),
             Job::Pcm(j) => {
-                if j.caught_up > 0 {
-                    tracing::debug!(frames = j.caught_up, "agent audio backlog played out early");
+                if j.caught_up > 0 || !j.align.shifted().is_zero() {
+                    tracing::debug!(
+                        frames = j.caught_up,
+                        shifted_ms = j.align.shifted().as_millis() as u64,
+                        "agent audio: backlog played out early, schedule moved to its arrivals"
+                    );
                 }
                 if j.dropped > 0 || j.playout.dropped_samples() > 0 || j.pacer.resyncs() > 0 {
                     tracing::debug!(
@@ -334,6 +338,8 @@ pub struct PcmJob {
     dropped: u64,
     /// Frames played early to take a standing backlog out.
     caught_up: u64,
+    /// The schedule's phase against the agent's arrivals.
+    align: Alignment,
 }
 
 impl PcmJob {
@@ -356,6 +362,7 @@ impl PcmJob {
             talking: false,
             dropped: 0,
             caught_up: 0,
+            align: Alignment::default(),
         }
     }
 
@@ -374,10 +381,14 @@ impl PcmJob {
     }
 
     /// Takes what the endpoint queued since the last frame (never waits).
-    fn take_playback(&mut self) {
+    fn take_playback(&mut self, now: Instant) {
         while self.playback_open {
             match self.port.playback.try_recv() {
                 Ok(Playback::Audio(pcm)) => self.playout.push(&pcm),
+                Ok(Playback::AudioAt(pcm, at)) => {
+                    self.align.arrived(now.saturating_duration_since(at));
+                    self.playout.push(&pcm);
+                }
                 Ok(Playback::Mark(name)) => self.playout.mark(name),
                 Ok(Playback::Clear) => {
                     for name in self.playout.clear() {
@@ -417,10 +428,15 @@ impl PcmJob {
 
     fn on_timer(&mut self, now: Instant, s: &mut Scratch) {
         if now >= self.pacer.poll_timeout() {
-            self.take_playback();
+            self.take_playback(now);
             let due = self.pacer.handle_timeout(now);
             for _ in 0..due.frames {
                 self.play_frame(s);
+            }
+            if due.frames > 0 {
+                if let Some(by) = self.align.tick() {
+                    self.pacer.shift_earlier(by);
+                }
             }
             // Late audio from a real-time agent left frames standing: play them now
             // rather than late for the rest of the stream (Playout::standing_surplus).
