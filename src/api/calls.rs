@@ -100,9 +100,6 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
 const NOT_YET: &[&str] = &[
     "record_pause",
     "record_resume",
-    "gather",
-    "gather_stop",
-    "gather_using_audio",
     "gather_using_speak",
     "speak",
     "suppression_start",
@@ -120,6 +117,12 @@ pub async fn action(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let body = object(&body)?;
+    // Telnyx `command_id`: a repeated command is ignored (answered ok, not run).
+    if let Some(command_id) = string(&body, "command_id")? {
+        if st.calls.repeated_command(&id, &command_id) {
+            return Ok(Json(json!({"data": {"result": "ok"}})));
+        }
+    }
     let action = match name.as_str() {
         "hangup" => Action::Hangup,
         "answer" => {
@@ -186,6 +189,11 @@ pub async fn action(
             Action::RecordStart { channels }
         }
         "record_stop" => Action::RecordStop,
+        "gather" | "gather_using_audio" => {
+            view(&st, &id)?;
+            super::ivr::gather(&st, &name, &body).await?
+        }
+        "gather_stop" => Action::GatherStop,
         "refer" => refer(&body)?,
         "bridge" => {
             if let Some(state) = string(&body, "client_state")? {

@@ -27,6 +27,7 @@ pub mod conferences;
 pub mod console;
 pub mod error;
 pub mod events;
+pub mod ivr;
 pub mod openapi;
 pub mod ops;
 pub mod query;
