@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::ApiState;
-use super::calls::string;
+use super::body::string;
 use super::error::ApiError;
 use crate::call::control::{Action, GatherPrompt, GatherRequest};
 use crate::call::gather::{GatherSpec, MAX_DIGITS};
@@ -97,11 +97,97 @@ fn media_error(pointer: &str, detail: String) -> ApiError {
     }
 }
 
-/// `gather` and `gather_using_audio`: the action to send to the call (its prompts
-/// loaded under `[media]`).
+/// Telnyx's speech fields: `payload` (or `invalid_payload`; text, or SSML with
+/// `payload_type: "ssml"`, at most 3000 characters), `voice`, `language`.
+/// `service_level` and `voice_settings` are accepted and ignored.
+pub fn speech(body: &Map<String, Value>, key: &str) -> Result<Option<crate::tts::Speech>, ApiError> {
+    let Some(payload) = string(body, key)? else { return Ok(None) };
+    let ssml = match string(body, "payload_type")?.as_deref() {
+        None | Some("text") => false,
+        Some("ssml") => true,
+        Some(other) => return Err(ApiError::bad_field("/payload_type", format!("{other:?} is not text or ssml"))),
+    };
+    let segments = crate::tts::segments(&payload, ssml).map_err(|e| ApiError::bad_field(&format!("/{key}"), e))?;
+    let voice = string(body, "voice")?;
+    if voice.as_ref().is_some_and(|v| v.len() > 128 || v.chars().any(char::is_control)) {
+        return Err(ApiError::bad_field("/voice", "voice must be at most 128 printable characters"));
+    }
+    let language = string(body, "language")?;
+    if let Some(l) = &language {
+        if l.is_empty() || l.len() > 16 || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(ApiError::bad_field("/language", format!("{l:?} is not a language tag like en-US")));
+        }
+    }
+    Ok(Some(crate::tts::Speech { segments, voice, language }))
+}
+
+/// The speech of `speech` by `[tts]`; a failure is logged and answered 422.
+pub async fn synthesize(st: &ApiState, speech: &crate::tts::Speech, who: &str) -> Result<Vec<i16>, ApiError> {
+    let cfg = st.config.borrow().tts.clone();
+    crate::tts::synthesize(&cfg, speech).await.map_err(|e| {
+        tracing::warn!(%who, "speech not synthesized: {e}");
+        ApiError {
+            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            code: "90046",
+            title: "Speech could not be synthesized",
+            detail: e.to_string(),
+            pointer: None,
+        }
+    })
+}
+
+/// `speak`: the speech synthesized, and `stop` (`current` or `all`: both end
+/// what plays first). A synthesis failure is also reported as
+/// `call.speak.ended` with `status: "failed"`.
+pub async fn speak(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<Action, ApiError> {
+    let view = match st.calls.get(id) {
+        crate::call::control::Lookup::Live(v) => v,
+        crate::call::control::Lookup::Ended => {
+            return Err(ApiError::from_action(crate::call::control::ActionError::ended()));
+        }
+        crate::call::control::Lookup::Unknown => return Err(ApiError::not_found("call", id)),
+    };
+    let speech = speech(body, "payload")?.ok_or_else(|| ApiError::bad_field("/payload", "payload is required"))?;
+    let stop = match string(body, "stop")?.as_deref() {
+        None => false,
+        Some("current" | "all") => true,
+        Some(other) => return Err(ApiError::bad_field("/stop", format!("{other:?} is not current or all"))),
+    };
+    match string(body, "target_legs")?.as_deref() {
+        None | Some("self") => {}
+        Some(other) => {
+            return Err(ApiError::bad_field("/target_legs", format!("{other:?} is not supported; only \"self\"")));
+        }
+    }
+    match synthesize(st, &speech, id).await {
+        Ok(pcm) => Ok(Action::Speak { pcm: Arc::new(pcm), stop }),
+        Err(e) => {
+            let mut info = view.info;
+            if let Some(state) = string(body, "client_state")? {
+                info.client_state = Some(state);
+            }
+            crate::call::actions::speak_event(&st.events, &info, "call.speak.ended", Some("failed"));
+            Err(e)
+        }
+    }
+}
+
+/// `gather`, `gather_using_audio` and `gather_using_speak`: the action to send to
+/// the call (its prompts loaded under `[media]`, or synthesized by `[tts]`).
 pub async fn gather(st: &ApiState, name: &str, body: &Map<String, Value>) -> Result<Action, ApiError> {
     let spec = gather_spec(body)?;
     let prompt = match name {
+        "gather_using_speak" => {
+            let speech =
+                speech(body, "payload")?.ok_or_else(|| ApiError::bad_field("/payload", "payload is required"))?;
+            let invalid = speech_of(body, "invalid_payload", &speech)?;
+            let prompt = synthesize(st, &speech, "gather_using_speak").await?;
+            let invalid = match invalid {
+                Some(s) => Some(Arc::new(synthesize(st, &s, "gather_using_speak").await?)),
+                None => None,
+            };
+            Some(GatherPrompt { prompt: Arc::new(prompt), invalid })
+        }
         "gather_using_audio" => {
             for key in ["media_name", "invalid_media_name"] {
                 if string(body, key)?.is_some() {
@@ -127,6 +213,19 @@ pub async fn gather(st: &ApiState, name: &str, body: &Map<String, Value>) -> Res
         _ => None,
     };
     Ok(Action::Gather(Box::new(GatherRequest { spec, prompt })))
+}
+
+/// `invalid_payload` in the voice and language of the prompt.
+fn speech_of(
+    body: &Map<String, Value>,
+    key: &str,
+    prompt: &crate::tts::Speech,
+) -> Result<Option<crate::tts::Speech>, ApiError> {
+    Ok(speech(body, key)?.map(|s| crate::tts::Speech {
+        voice: prompt.voice.clone(),
+        language: prompt.language.clone(),
+        ..s
+    }))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! With `[api] tls_certificate` and `tls_private_key` the same router is served
 //! over HTTPS ([`tls`]).
 
+pub mod body;
 pub mod calls;
 pub mod conferences;
 pub mod console;
