@@ -28,5 +28,6 @@ pub mod sdp;
 pub mod security;
 pub mod sip;
 pub mod store;
+pub mod tts;
 pub mod webhook;
 pub mod webrtc;

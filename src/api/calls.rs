@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use serde_json::{Map, Value, json};
 
 use super::ApiState;
+pub use super::body::{object, string};
 use super::error::ApiError;
 use crate::agent::stream::StreamSpec;
 use crate::call::control::{Action, Lookup};
@@ -100,11 +101,6 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
 const NOT_YET: &[&str] = &[
     "record_pause",
     "record_resume",
-    "gather",
-    "gather_stop",
-    "gather_using_audio",
-    "gather_using_speak",
-    "speak",
     "suppression_start",
     "suppression_stop",
     "fork_start",
@@ -120,6 +116,12 @@ pub async fn action(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let body = object(&body)?;
+    // Telnyx `command_id`: a repeated command is ignored (answered ok, not run).
+    if let Some(command_id) = string(&body, "command_id")? {
+        if st.calls.repeated_command(&id, &command_id) {
+            return Ok(Json(json!({"data": {"result": "ok"}})));
+        }
+    }
     let action = match name.as_str() {
         "hangup" => Action::Hangup,
         "answer" => {
@@ -186,6 +188,12 @@ pub async fn action(
             Action::RecordStart { channels }
         }
         "record_stop" => Action::RecordStop,
+        "speak" => super::ivr::speak(&st, &id, &body).await?,
+        "gather" | "gather_using_audio" | "gather_using_speak" => {
+            view(&st, &id)?;
+            super::ivr::gather(&st, &name, &body).await?
+        }
+        "gather_stop" => Action::GatherStop,
         "refer" => refer(&body)?,
         "bridge" => {
             if let Some(state) = string(&body, "client_state")? {
@@ -225,27 +233,6 @@ pub async fn run(st: &ApiState, id: &str, action: Action) -> Result<(), ApiError
         None => Err(ApiError::not_found("call", id)),
         Some(Err(e)) => Err(ApiError::from_action(e)),
         Some(Ok(())) => Ok(()),
-    }
-}
-
-/// The body as a JSON object (empty body = `{}`).
-pub fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_body("the body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_body(format!("the body is not valid JSON: {e}"))),
-    }
-}
-
-/// An optional string field; 400 naming it when it has another type.
-pub fn string(body: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(ApiError::bad_field(&format!("/{key}"), format!("{key} must be a string, not {other}"))),
     }
 }
 

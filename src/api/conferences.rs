@@ -222,6 +222,19 @@ pub async fn action(
                 pointer: None,
             })?;
         }
+        "speak" => {
+            // Telnyx "Speak text to conference": the room hears it (no events).
+            let speech = super::ivr::speech(&body, "payload")?
+                .ok_or_else(|| ApiError::bad_field("/payload", "payload is required"))?;
+            let pcm = super::ivr::synthesize(&st, &speech, &id).await?;
+            crate::call::rooms::play(rooms, room.conference_id, pcm).await.map_err(|e| ApiError {
+                status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                code: "90020",
+                title: "Conference action failed",
+                detail: e,
+                pointer: None,
+            })?;
+        }
         "end" => rooms.end(room.conference_id).await.map_err(gone)?,
         "record_start" => {
             match string(&body, "format")?.as_deref() {

@@ -22,11 +22,13 @@
 //! With `[api] tls_certificate` and `tls_private_key` the same router is served
 //! over HTTPS ([`tls`]).
 
+pub mod body;
 pub mod calls;
 pub mod conferences;
 pub mod console;
 pub mod error;
 pub mod events;
+pub mod ivr;
 pub mod openapi;
 pub mod ops;
 pub mod query;

@@ -86,10 +86,24 @@ impl LegControl<'_> {
             Action::PlaybackStart { url, pcm, loops, overlay } => {
                 let id = self.playbacks.keys().max().map_or(1, |m| m + 1);
                 self.media.play(id, pcm.to_vec(), overlay, tap).await.map_err(media_err)?;
-                self.playbacks.insert(id, Playing { url: url.clone(), overlay, pcm, loops });
+                self.playbacks.insert(id, Playing { url: url.clone(), overlay, pcm, loops, speak: false });
                 self.playback_event("call.playback.started", &url, overlay, None);
                 Ok(())
             }
+            Action::Speak { pcm, stop } => {
+                if stop && !self.playbacks.is_empty() {
+                    // Queued before the speech: the player drops what plays first.
+                    self.media.stop_playback().await.map_err(media_err)?;
+                }
+                let id = self.playbacks.keys().max().map_or(1, |m| m + 1);
+                self.media.play(id, pcm.to_vec(), false, tap).await.map_err(media_err)?;
+                let speech = Playing { url: String::new(), overlay: false, pcm, loops: Loops::Times(1), speak: true };
+                self.playbacks.insert(id, speech);
+                self.speak_event("call.speak.started", None);
+                Ok(())
+            }
+            // Carried out by the call core.
+            Action::Gather(_) | Action::GatherStop => Ok(()),
             Action::RecordStart { channels } => {
                 let Some(rec) = self.recorder.as_mut() else {
                     return Err(ActionError::invalid("recording is disabled ([recording] enabled = false)"));
@@ -192,10 +206,21 @@ impl LegControl<'_> {
         self.services.events.emit(self.info.event(event_type, p));
     }
 
+    /// `call.speak.started` / `call.speak.ended` (Telnyx: the common fields, and
+    /// `status` on the end).
+    fn speak_event(&self, event_type: &str, status: Option<&str>) {
+        speak_event(&self.services.events, self.info, event_type, status);
+    }
+
     /// A playback reached its end or was stopped: loop it again, or report
-    /// `call.playback.ended` (`status`: `completed` / `cancelled`).
+    /// `call.playback.ended` (`status`: `completed` / `cancelled`); speech reports
+    /// `call.speak.ended` (`completed` / `stopped`).
     pub async fn playback_done(&mut self, id: u64, completed: bool) {
         let Some(mut p) = self.playbacks.remove(&id) else { return };
+        if p.speak {
+            self.speak_event("call.speak.ended", Some(if completed { "completed" } else { "stopped" }));
+            return;
+        }
         let again = completed
             && match p.loops {
                 Loops::Forever => true,
@@ -215,9 +240,25 @@ impl LegControl<'_> {
     /// The call ended: playbacks still running end with `call_hangup`.
     pub fn playbacks_hung_up(&mut self) {
         for (_, p) in std::mem::take(self.playbacks) {
-            self.playback_event("call.playback.ended", &p.url, p.overlay, Some("call_hangup"));
+            if p.speak {
+                self.speak_event("call.speak.ended", Some("call_hangup"));
+            } else {
+                self.playback_event("call.playback.ended", &p.url, p.overlay, Some("call_hangup"));
+            }
         }
     }
+}
+
+/// Emits `call.speak.started` / `call.speak.ended` of the call `info`
+/// (developers.telnyx.com/api-reference/callbacks/call-speak-ended): the common
+/// payload fields and, on the end, `status` (`completed`, `call_hangup`, and
+/// sipbridge's `stopped` and `failed`).
+pub fn speak_event(events: &super::EventBus, info: &CallInfo, event_type: &str, status: Option<&str>) {
+    let mut p = info.payload(if status == Some("call_hangup") { "hangup" } else { "answered" });
+    if let Some(s) = status {
+        p.insert("status".into(), serde_json::json!(s));
+    }
+    events.emit(info.event(event_type, p));
 }
 
 /// The media task's port and the stream's endpoint for `spec`'s tracks.

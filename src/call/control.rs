@@ -77,6 +77,40 @@ pub enum Action {
     JoinRoom(RoomJoin),
     /// Leave the room the call is in (it stays up, hearing silence).
     LeaveRoom,
+    /// Collect DTMF (`gather`, `gather_using_audio`, `gather_using_speak`):
+    /// `call.gather.ended` follows. The prompt's audio, if any, is loaded or
+    /// synthesized by the API before the command is sent.
+    Gather(Box<GatherRequest>),
+    /// End the gather in progress as `cancelled` (`gather_stop`).
+    GatherStop,
+    /// Speak synthesized text into the call (`speak`): `call.speak.started`,
+    /// then `call.speak.ended`. The API synthesizes before it sends the command.
+    Speak {
+        /// The speech, PCM16 mono 8 kHz.
+        pcm: std::sync::Arc<Vec<i16>>,
+        /// `stop`: end the audio playing on the call first.
+        stop: bool,
+    },
+}
+
+/// A gather and its prompts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatherRequest {
+    /// The rules and timers.
+    pub spec: super::gather::GatherSpec,
+    /// The prompt (`audio_url` or `payload`) and the invalid prompt
+    /// (`invalid_audio_url` or `invalid_payload`), PCM16 mono 8 kHz; `None` for
+    /// a plain `gather`.
+    pub prompt: Option<GatherPrompt>,
+}
+
+/// The audio of a gather's prompts, PCM16 mono 8 kHz.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatherPrompt {
+    /// Played at the start of each try.
+    pub prompt: std::sync::Arc<Vec<i16>>,
+    /// Played before the prompt after an invalid entry.
+    pub invalid: Option<std::sync::Arc<Vec<i16>>>,
 }
 
 /// What Telnyx's `refer` asks: the target and extra headers for the REFER.
@@ -213,7 +247,13 @@ struct Entry {
     view: CallView,
     commands: mpsc::Sender<Command>,
     listen: ListenTap,
+    /// The last [`COMMAND_IDS_REMEMBERED`] `command_id`s sent to the call.
+    command_ids: VecDeque<String>,
 }
+
+/// How many `command_id`s are remembered per call (Telnyx: a command repeating
+/// one is ignored).
+const COMMAND_IDS_REMEMBERED: usize = 32;
 
 /// Live calls by `call_control_id`. Cloning is cheap; one lock for the map only,
 /// never held across an await or on the media path.
@@ -288,7 +328,7 @@ impl CallRegistry {
         let id = info.ids.call_control_id.clone();
         let view = CallView { info: info.clone(), state: state.to_string(), stream_id: None };
         let listen = ListenTap::default();
-        let entry = Entry { view, commands: tx, listen: listen.clone() };
+        let entry = Entry { view, commands: tx, listen: listen.clone(), command_ids: VecDeque::new() };
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).live.insert(id.clone(), entry);
         Registration { registry: self.clone(), id, commands: rx, listen }
     }
@@ -331,6 +371,22 @@ impl CallRegistry {
             Ok(Err(_)) => Some(Err(ActionError::ended())),
             Err(_) => Some(Err(ActionError::invalid("the call did not answer the command in 10 s"))),
         }
+    }
+
+    /// Telnyx `command_id`: `true` when the live call has already had a command
+    /// with this id (the repeat is to be ignored); otherwise remembers it (the
+    /// last 32 per call, at most 256 bytes each).
+    pub fn repeated_command(&self, call_control_id: &str, command_id: &str) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(e) = inner.live.get_mut(call_control_id) else { return false };
+        if e.command_ids.iter().any(|c| c == command_id) {
+            return true;
+        }
+        if e.command_ids.len() >= COMMAND_IDS_REMEMBERED {
+            e.command_ids.pop_front();
+        }
+        e.command_ids.push_back(command_id.chars().take(256).collect());
+        false
     }
 
     /// A listener on a live call's audio (`None` when the call is not live).

@@ -24,6 +24,8 @@
 //!   which leg in which state, and the answer (a documented 422) where it cannot;
 //! - the B2BUA pairing: far progress passed back to the caller, a final failure
 //!   of one leg ends the other the same way, `call.bridged` once;
+//! - DTMF collection (`gather*`, [`super::gather`]): its timers, barge-in and
+//!   `call.gather.ended`;
 //! - emission of `call.initiated`, `call.answered`, `call.bridged`,
 //!   `call.dtmf.received` (`call.hangup` is built by [`CallCore::hangup_event`]
 //!   once the shell has the media's quality figures).
@@ -33,7 +35,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
-use super::control::{Action, ActionError};
+use super::control::{Action, ActionError, GatherPrompt, GatherRequest};
+use super::gather::{Gather, GatherStatus, Step};
 use super::pin::{PinEntry, Verdict as PinVerdict};
 use super::{CallEvent, CallInfo, CallState, CallStateMachine, Hangup, HangupCause, HangupSource};
 
@@ -175,6 +178,8 @@ pub enum Input {
     Shutdown,
     /// The instant of [`CallCore::poll_timeout`] (or later) has come.
     Timeout,
+    /// The gather's prompt has ended (played out or stopped).
+    GatherPromptDone,
 }
 
 /// SIP the shell sends on a leg.
@@ -223,6 +228,11 @@ pub enum MediaOut {
     StopPrompt,
     /// Join the route's room (after the PIN, or at once without one).
     JoinRoom,
+    /// Play a gather's prompt (PCM16 mono 8 kHz); its end comes back as
+    /// [`Input::GatherPromptDone`].
+    GatherPrompt(std::sync::Arc<Vec<i16>>),
+    /// Stop the gather's prompt (barge-in).
+    StopGatherPrompt,
 }
 
 /// The box's own prompts.
@@ -349,6 +359,8 @@ pub struct CallCore {
     /// When a parked call gives up (480).
     park_deadline: Option<Instant>,
     pin: Option<(PinEntry, Instant)>,
+    /// The DTMF gather in progress and its prompts.
+    gather: Option<Box<(Gather, Option<GatherPrompt>)>>,
     /// `call.bridged` was emitted.
     bridged: bool,
     /// A REFER was accepted and its outcome (a final NOTIFY) is awaited.
@@ -387,6 +399,7 @@ impl CallCore {
             answer_at: None,
             park_deadline: None,
             pin: None,
+            gather: None,
             bridged: false,
             refer_pending: false,
             relaying: false,
@@ -491,7 +504,8 @@ impl CallCore {
             return None;
         }
         let timers = [self.near.timer, self.far.as_ref().and_then(|f| f.timer)];
-        [self.answer_at, self.park_deadline, self.pin.as_ref().map(|p| p.1)]
+        let gather = self.gather.as_ref().and_then(|g| g.0.deadline());
+        [self.answer_at, self.park_deadline, self.pin.as_ref().map(|p| p.1), gather]
             .into_iter()
             .chain(timers.iter().flatten().flat_map(|t| [t.refresh_at, Some(t.expires_at)]))
             .flatten()
@@ -517,6 +531,11 @@ impl CallCore {
             Input::RoomJoinFailed => self.hang_up(HangupCause::UserBusy),
             Input::Shutdown => self.hang_up(HangupCause::NormalClearing),
             Input::Timeout => self.timeout(now),
+            Input::GatherPromptDone => {
+                if let Some(g) = self.gather.as_mut() {
+                    g.0.prompt_done(now);
+                }
+            }
         }
         self.check_ended();
     }
@@ -580,6 +599,14 @@ impl CallCore {
                 "{} is not available on a forwarded call: its media is relayed end to end between the two legs",
                 action_name(&a)
             ))),
+            Action::Gather(g) => self.start_gather(*g),
+            Action::GatherStop => match self.gather.is_some() {
+                true => {
+                    self.gather_step(|g, out| g.stop(GatherStatus::Cancelled, out));
+                    Ok(None)
+                }
+                false => Err(ActionError::invalid("no gather is running on this call")),
+            },
             a => Ok(Some(a)),
         };
         self.check_ended();
@@ -780,6 +807,8 @@ impl CallCore {
         self.out.push_back(Output::Emit(event));
         if id == LegId::Near {
             self.pin_step(Some(digit));
+            let now = self.now;
+            self.gather_step(|g, out| g.key(digit, now, out));
         }
     }
 
@@ -821,6 +850,9 @@ impl CallCore {
             if *deadline <= now {
                 self.pin_step(None);
             }
+        }
+        if self.gather.as_ref().and_then(|g| g.0.deadline()).is_some_and(|t| t <= now) {
+            self.gather_step(|g, out| g.timeout(now, out));
         }
         for id in [LegId::Near, LegId::Far] {
             let Some(leg) = self.leg_mut(id) else { continue };
@@ -907,7 +939,62 @@ impl CallCore {
         }
     }
 
+    /// Telnyx `gather*`: one at a time (a second one is refused, not queued);
+    /// not while a PIN is being keyed.
+    fn start_gather(&mut self, req: GatherRequest) -> Result<Option<Action>, ActionError> {
+        if self.gather.is_some() {
+            return Err(ActionError::invalid("a gather is already running on this call (gather_stop ends it)"));
+        }
+        if self.pin.is_some() {
+            return Err(ActionError::invalid("the caller is keying the room's PIN"));
+        }
+        let mut out = Vec::new();
+        let g = Gather::new(req.spec, req.prompt.is_some(), self.now, &mut out);
+        self.gather = Some(Box::new((g, req.prompt)));
+        self.gather_outputs(out);
+        Ok(None)
+    }
+
+    /// Runs `f` on the gather in progress and carries out its steps.
+    fn gather_step(&mut self, f: impl FnOnce(&mut Gather, &mut Vec<Step>)) {
+        let Some(g) = self.gather.as_mut() else { return };
+        let mut out = Vec::new();
+        f(&mut g.0, &mut out);
+        self.gather_outputs(out);
+    }
+
+    fn gather_outputs(&mut self, steps: Vec<Step>) {
+        for step in steps {
+            match step {
+                Step::Prompt { after_invalid } => {
+                    let Some(prompt) = self.gather.as_ref().and_then(|g| g.1.as_ref()) else { continue };
+                    let pcm = match (&prompt.invalid, after_invalid) {
+                        (Some(invalid), true) => {
+                            std::sync::Arc::new(invalid.iter().chain(prompt.prompt.iter()).copied().collect())
+                        }
+                        _ => prompt.prompt.clone(),
+                    };
+                    self.out.push_back(Output::Media(MediaOut::GatherPrompt(pcm)));
+                }
+                Step::StopPrompt => self.out.push_back(Output::Media(MediaOut::StopGatherPrompt)),
+                Step::Ended(status, digits) => {
+                    self.gather = None;
+                    let state = if status == GatherStatus::CallHangup { "hangup" } else { "answered" };
+                    let mut p = self.near.info.payload(state);
+                    p.insert("digits".into(), json!(digits));
+                    p.insert("status".into(), json!(status.as_str()));
+                    let event = self.near.info.event("call.gather.ended", p);
+                    self.out.push_back(Output::Emit(event));
+                }
+            }
+        }
+    }
+
     fn check_ended(&mut self) {
+        if self.near.sm.state() == CallState::Hangup && self.gather.is_some() {
+            // The caller's gather ends with the call, before its `call.hangup`.
+            self.gather_step(|g, out| g.stop(GatherStatus::CallHangup, out));
+        }
         if self.ended {
             return;
         }
@@ -949,5 +1036,8 @@ pub fn action_name(a: &Action) -> &'static str {
         Action::Refer(_) => "refer",
         Action::JoinRoom(_) => "conference join",
         Action::LeaveRoom => "conference leave",
+        Action::Gather(_) => "gather",
+        Action::GatherStop => "gather_stop",
+        Action::Speak { .. } => "speak",
     }
 }

@@ -671,3 +671,97 @@ fn bridge_and_unbridge_apply_to_an_answered_call_of_its_own_media() {
     assert_eq!(p.core.state(), CallState::Answered);
     assert_eq!(p.action(Action::JoinRoom(join)).unwrap_err().status, 422);
 }
+
+fn gather(spec: crate::call::gather::GatherSpec, prompt: bool) -> Action {
+    let prompt = prompt.then(|| crate::call::control::GatherPrompt {
+        prompt: std::sync::Arc::new(vec![1; 800]),
+        invalid: Some(std::sync::Arc::new(vec![2; 80])),
+    });
+    Action::Gather(Box::new(crate::call::control::GatherRequest { spec, prompt }))
+}
+
+fn gather_ended(p: &Pair) -> Vec<(String, String)> {
+    p.events
+        .iter()
+        .filter(|e| e.event_type == "call.gather.ended")
+        .map(|e| (e.payload["status"].as_str().unwrap().into(), e.payload["digits"].as_str().unwrap().into()))
+        .collect()
+}
+
+#[test]
+fn gather_collects_the_callers_digits_on_the_core_clock() {
+    use crate::call::gather::GatherSpec;
+    let mut p = Pair::inbound(Plan::Terminate, Answer::Now, None);
+    let spec = GatherSpec { maximum_digits: 3, inter_digit_timeout: Duration::from_millis(500), ..Default::default() };
+    assert!(matches!(p.action(gather(spec.clone(), false)), Ok(None)), "the core runs it");
+    assert!(p.action(gather(spec.clone(), false)).is_err(), "one gather at a time");
+    // RFC 4733 and SIP INFO digits both count; each is also call.dtmf.received.
+    p.input(Input::Media(LegId::Near, MediaInput::Dtmf('1')));
+    p.dialog(LegId::Near, DialogInput::Dtmf('2'));
+    p.input(Input::Media(LegId::Near, MediaInput::Dtmf('3')));
+    assert_eq!(gather_ended(&p), [("valid".into(), "123".into())]);
+    assert_eq!(p.event_types().iter().filter(|t| **t == "call.dtmf.received").count(), 3);
+
+    // Silence after a digit: the inter-digit timer judges the entry.
+    p.action(gather(spec.clone(), false)).unwrap();
+    p.input(Input::Media(LegId::Near, MediaInput::Dtmf('9')));
+    let t = p.now;
+    assert!(p.advance(Duration::from_secs(1)));
+    assert_eq!(p.now - t, Duration::from_millis(500));
+    assert_eq!(gather_ended(&p)[1], ("valid".into(), "9".into()));
+
+    // No digit: the initial timeout (5 s by default).
+    p.action(gather(spec.clone(), false)).unwrap();
+    let t = p.now;
+    assert!(p.advance(Duration::from_secs(10)));
+    assert_eq!(p.now - t, Duration::from_secs(5));
+    assert_eq!(gather_ended(&p)[2], ("timeout".into(), "".into()));
+
+    // gather_stop; then nothing to stop.
+    p.action(gather(spec.clone(), false)).unwrap();
+    p.input(Input::Media(LegId::Near, MediaInput::Dtmf('4')));
+    assert!(matches!(p.action(Action::GatherStop), Ok(None)));
+    assert_eq!(gather_ended(&p)[3], ("cancelled".into(), "4".into()));
+    assert!(p.action(Action::GatherStop).is_err());
+
+    // The caller hangs up mid-gather: call_hangup, before the call ends.
+    p.action(gather(spec, false)).unwrap();
+    p.dialog(LegId::Near, DialogInput::Terminated(Termination::UacBye));
+    assert_eq!(gather_ended(&p)[4], ("call_hangup".into(), "".into()));
+    assert!(p.ended);
+}
+
+#[test]
+fn a_gather_prompt_plays_until_the_first_digit_and_per_try() {
+    use crate::call::gather::GatherSpec;
+    let mut p = Pair::inbound(Plan::Terminate, Answer::Now, None);
+    let spec = GatherSpec {
+        maximum_digits: 2,
+        maximum_tries: 2,
+        timeout: Duration::from_secs(2),
+        valid_digits: "12".into(),
+        ..Default::default()
+    };
+    p.media.clear();
+    p.action(gather(spec, true)).unwrap();
+    assert!(matches!(&p.media[..], [MediaOut::GatherPrompt(a)] if a.len() == 800));
+    assert_eq!(p.core.poll_timeout(), None, "the try's timer starts when the prompt ends");
+    p.input(Input::GatherPromptDone);
+    let t = p.now;
+    assert!(p.advance(Duration::from_secs(5)));
+    assert_eq!(p.now - t, Duration::from_secs(2));
+    assert!(matches!(&p.media[1..], [MediaOut::GatherPrompt(a)] if a.len() == 800), "second try");
+    // Barge-in, then an invalid entry on the last try.
+    p.input(Input::Media(LegId::Near, MediaInput::Dtmf('5')));
+    assert_eq!(p.media[2], MediaOut::StopGatherPrompt);
+    p.input(Input::Media(LegId::Near, MediaInput::Dtmf('#')));
+    assert_eq!(gather_ended(&p), [("invalid".into(), "5".into())]);
+}
+
+#[test]
+fn gather_is_refused_on_a_forwarded_call_and_before_answer() {
+    let mut p = Pair::forward();
+    assert!(p.action(gather(Default::default(), false)).is_err());
+    let mut p = Pair::inbound(Plan::Terminate, Answer::Parked(Duration::from_secs(60)), None);
+    assert!(p.action(gather(Default::default(), false)).is_err());
+}

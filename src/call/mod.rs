@@ -12,6 +12,7 @@ pub mod actions;
 pub mod control;
 pub mod core;
 pub mod event;
+pub mod gather;
 pub mod ids;
 pub mod lifecycle;
 pub mod listen;

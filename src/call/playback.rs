@@ -94,6 +94,8 @@ pub struct Playing {
     pub pcm: Arc<Vec<i16>>,
     /// Runs left including the current one.
     pub loops: Loops,
+    /// Speech of `speak`: reported as `call.speak.*`, not `call.playback.*`.
+    pub speak: bool,
 }
 
 /// Playbacks of a call by id.

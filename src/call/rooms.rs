@@ -134,7 +134,7 @@ pub const PLAYER_PREFIX: &str = "play:";
 /// # Errors
 /// The room refused the player (ended, full).
 pub async fn play(rooms: &Rooms, conference_id: uuid::Uuid, pcm: Vec<i16>) -> Result<(), String> {
-    let (port, mut endpoint) = pcm_pair(4, false, false);
+    let (port, endpoint) = pcm_pair(4, false, false);
     let id = format!("{PLAYER_PREFIX}{}", uuid::Uuid::new_v4());
     let handle =
         rooms.join_existing(conference_id, Participant::agent(id, port)).await.map_err(|r| r.error.to_string())?;
@@ -142,6 +142,10 @@ pub async fn play(rooms: &Rooms, conference_id: uuid::Uuid, pcm: Vec<i16>) -> Re
     let _ = endpoint.playback.send(Playback::Audio(pcm)).await;
     let _ = endpoint.playback.send(Playback::Mark("end".into())).await;
     tokio::spawn(async move {
+        // The whole endpoint, not only its marks (a closure captures the fields
+        // it names): the room takes a closed playback channel for the player's
+        // end, and removed it after its first frame.
+        let mut endpoint = endpoint;
         let limit = std::time::Duration::from_secs(seconds.min(600));
         let _ = tokio::time::timeout(limit, endpoint.marks.recv()).await;
         handle.leave();

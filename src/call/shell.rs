@@ -63,6 +63,10 @@ pub type Permit = Box<dyn Send>;
 /// reported as `call.playback.*`.
 const PROMPT_ID: u64 = u64::MAX - 1;
 
+/// Playback id of a gather's prompt (`gather_using_audio`/`_speak`): reported to
+/// the core, not as `call.playback.*`.
+const GATHER_PROMPT_ID: u64 = u64::MAX - 2;
+
 /// What the near leg's media does once answered.
 #[derive(Debug, Clone)]
 pub enum MediaPlan {
@@ -230,6 +234,7 @@ impl<S: Signalling> Shell<S> {
                         self.quality_sample(LegId::Near, *sample);
                         continue;
                     }
+                    LegEvent::PlaybackDone { id: GATHER_PROMPT_ID, .. } => Input::GatherPromptDone,
                     LegEvent::PlaybackDone { id, completed } => {
                         if id != PROMPT_ID {
                             Box::pin(self.leg_control().playback_done(id, completed)).await;
@@ -382,8 +387,17 @@ impl<S: Signalling> Shell<S> {
                 };
                 let _ = self.near.media().play(PROMPT_ID, pcm, false, None).await;
             }
-            MediaOut::StopPrompt => {
+            MediaOut::StopPrompt | MediaOut::StopGatherPrompt => {
+                // The player stops everything queued: a gather's barge-in also
+                // ends API playbacks and speech (reported as stopped).
                 let _ = self.near.media().stop_playback().await;
+            }
+            MediaOut::GatherPrompt(pcm) => {
+                let tap = self.tap();
+                if let Err(e) = self.near.media().play(GATHER_PROMPT_ID, pcm.to_vec(), false, tap).await {
+                    tracing::warn!(call_control_id = %self.control_id(), "gather prompt not played: {e}");
+                    self.core.handle(Instant::now(), Input::GatherPromptDone);
+                }
             }
             MediaOut::JoinRoom => {
                 if let Err(e) = self.join_room().await {

@@ -35,6 +35,8 @@ pub struct Config {
     pub webrtc: WebRtc,
     /// `[media]`
     pub media: Media,
+    /// `[tts]`
+    pub tts: Tts,
     /// `[recording]`
     pub recording: Recording,
     /// `[recording.upload]`: recordings shipped to S3-compatible storage; `None`
@@ -428,6 +430,62 @@ pub struct Media {
     /// Allow URLs whose host resolves to a loopback, private (RFC 1918, RFC 4193),
     /// link-local, CGNAT, unspecified or multicast address (default false).
     pub allow_private_urls: bool,
+}
+
+/// `[tts]`: the speech engine of `speak` and `gather_using_speak`, and its
+/// prompt cache. Operator config only: no API request chooses the engine or its URL.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tts {
+    /// Which engine synthesizes.
+    pub engine: TtsEngine,
+    /// Voice when the request names none the engine can use: an espeak-ng voice
+    /// (`en-us`, default `en`) or the HTTP engine's voice name (default `alloy`).
+    pub voice: String,
+    /// espeak-ng: the program (a name on `PATH` or an absolute path; default
+    /// `espeak-ng`), run as `espeak-ng --stdout -v <voice> --stdin`.
+    pub program: String,
+    /// HTTP engine: the OpenAI-compatible `POST /v1/audio/speech` URL.
+    pub url: Option<url::Url>,
+    /// HTTP engine: `model` of the request (default `tts-1`).
+    pub model: String,
+    /// HTTP engine: bearer token (`SIPBRIDGE_TTS__API_KEY` keeps it out of the file).
+    pub api_key: Option<Secret>,
+    /// HTTP engine: `response_format`, `wav` (default) or `pcm` (16-bit LE mono
+    /// at `pcm_sample_rate`).
+    pub response_format: TtsFormat,
+    /// Rate of `pcm` answers, Hz (default 24000, OpenAI's).
+    pub pcm_sample_rate: u32,
+    /// Whole-synthesis limit per text (subprocess run, or request and body;
+    /// default 10 s).
+    pub timeout: Duration,
+    /// Synthesized prompts, one file per (engine, voice, language, text) (default
+    /// `<data_dir>/tts-cache`).
+    pub cache_dir: PathBuf,
+    /// Cache size beyond which the least recently used prompts go (default
+    /// 64 MiB; `0` turns the cache off).
+    pub cache_max_bytes: u64,
+}
+
+/// `[tts] engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TtsEngine {
+    /// The local `espeak-ng` program.
+    #[serde(rename = "espeak-ng")]
+    EspeakNg,
+    /// An OpenAI-compatible HTTP endpoint.
+    #[serde(rename = "http")]
+    Http,
+}
+
+/// `[tts] response_format` of the HTTP engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TtsFormat {
+    /// A WAV file (16-bit PCM, any rate).
+    #[serde(rename = "wav")]
+    Wav,
+    /// Raw 16-bit little-endian mono PCM.
+    #[serde(rename = "pcm")]
+    Pcm,
 }
 
 /// `[recording]`

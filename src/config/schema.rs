@@ -24,6 +24,7 @@ const ROOT: &[&str] = &[
     "rooms",
     "webrtc",
     "media",
+    "tts",
     "recording",
     "webhooks",
     "api",
@@ -42,6 +43,19 @@ const WEBRTC: &[&str] = &[
     "max_participants_per_room",
 ];
 const MEDIA: &[&str] = &["dir", "max_fetch_bytes", "fetch_timeout", "allow_private_urls"];
+const TTS: &[&str] = &[
+    "engine",
+    "voice",
+    "program",
+    "url",
+    "model",
+    "api_key",
+    "response_format",
+    "pcm_sample_rate",
+    "timeout",
+    "cache_dir",
+    "cache_max_bytes",
+];
 const NODE: &[&str] = &["name", "data_dir", "public_address", "max_calls", "shutdown_grace"];
 const SIP: &[&str] = &[
     "listen",
@@ -170,6 +184,7 @@ pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option
     let rooms = read_rooms(&root, issues);
     let webrtc = read_webrtc(&root, issues);
     let media = read_media(&root, issues, &node.data_dir);
+    let tts = read_tts(&root, issues, &node.data_dir);
     let (recording, recording_upload) = read_recording(&root, issues, &node.data_dir);
     let webhooks = read_webhooks(&root, issues);
     let api = read_api(&root, issues, warnings);
@@ -193,6 +208,7 @@ pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option
             rooms,
             webrtc,
             media,
+            tts,
             recording,
             recording_upload,
             webhooks,
@@ -658,6 +674,77 @@ fn read_media(root: &Table<'_>, issues: &mut Issues, data_dir: &std::path::Path)
     let allow_private_urls = t.bool("allow_private_urls", issues).unwrap_or(false);
     t.finish(issues);
     Media { dir, max_fetch_bytes, fetch_timeout, allow_private_urls }
+}
+
+fn read_tts(root: &Table<'_>, issues: &mut Issues, data_dir: &std::path::Path) -> Tts {
+    let t = root.table("tts", TTS, issues);
+    let engine = t
+        .parsed("engine", issues, |s| match s {
+            "espeak-ng" => Ok(TtsEngine::EspeakNg),
+            "http" => Ok(TtsEngine::Http),
+            _ => Err(format!("{s:?} is not \"espeak-ng\" or \"http\"")),
+        })
+        .unwrap_or(TtsEngine::EspeakNg);
+    let url = t.parsed("url", issues, |s| values::parse_url(s, &["http", "https"]));
+    if engine == TtsEngine::Http && url.is_none() && t.value("url").is_none() {
+        t.missing("url", issues, "engine = \"http\" needs the speech endpoint's url");
+    }
+    let default_voice = if engine == TtsEngine::Http { "alloy" } else { "en" };
+    let word = |s: &str| {
+        if !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c)) {
+            Ok(s.to_string())
+        } else {
+            Err(format!("{s:?} must be 1 to 64 letters, digits or -_+."))
+        }
+    };
+    let voice = t.parsed("voice", issues, word).unwrap_or_else(|| default_voice.into());
+    let model = t.parsed("model", issues, word).unwrap_or_else(|| "tts-1".into());
+    let program = t.string("program", issues).filter(|s| !s.is_empty()).unwrap_or_else(|| "espeak-ng".into());
+    let response_format = t
+        .parsed("response_format", issues, |s| match s {
+            "wav" => Ok(TtsFormat::Wav),
+            "pcm" => Ok(TtsFormat::Pcm),
+            _ => Err(format!("{s:?} is not \"wav\" or \"pcm\"")),
+        })
+        .unwrap_or(TtsFormat::Wav);
+    let pcm_sample_rate = t
+        .parsed("pcm_sample_rate", issues, |s| {
+            s.parse::<u32>()
+                .ok()
+                .filter(|r| (8000..=48000).contains(r))
+                .ok_or_else(|| format!("{s:?} must be 8000 to 48000"))
+        })
+        .unwrap_or(24000);
+    let timeout = duration(&t, "timeout", issues, Duration::from_secs(10));
+    if !(Duration::from_millis(500)..=Duration::from_secs(120)).contains(&timeout) {
+        issues.push(t.key_path("timeout"), "timeout must be between 500ms and 2m");
+    }
+    let cache_dir = t.string("cache_dir", issues).map(PathBuf::from).unwrap_or_else(|| data_dir.join("tts-cache"));
+    if !cache_dir.is_absolute() && t.value("cache_dir").is_some() {
+        issues.push(t.key_path("cache_dir"), format!("{:?} is not an absolute path", cache_dir.display().to_string()));
+    }
+    let cache_max_bytes = t
+        .parsed("cache_max_bytes", issues, |s| {
+            s.parse::<bytesize::ByteSize>()
+                .map(|b| b.as_u64())
+                .map_err(|_| format!("{s:?} is not a size (e.g. \"64MiB\")"))
+        })
+        .unwrap_or(64 * 1024 * 1024);
+    let api_key = secret(&t, "api_key", issues);
+    t.finish(issues);
+    Tts {
+        engine,
+        voice,
+        program,
+        url,
+        model,
+        api_key,
+        response_format,
+        pcm_sample_rate,
+        timeout,
+        cache_dir,
+        cache_max_bytes,
+    }
 }
 
 fn read_recording(

@@ -14,6 +14,7 @@
 //! — only moves bytes and drives timers.
 
 pub mod bridge;
+pub mod clip;
 pub mod dtmf;
 pub mod engine;
 pub mod g711;
