@@ -49,6 +49,9 @@ const PACKET: usize = HEADER + FRAME;
 const SSRC_BASE: u32 = 0x1000_0000;
 const TIMER_ID: u64 = u64::MAX;
 const BATCH: usize = 64;
+/// Latency is also reported without the first this-long of the run
+/// (`lat_ms_p50_steady`, `lat_ms_p99_steady`).
+const STEADY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 const MAX_DGRAM: usize = 1500;
 
 struct Options {
@@ -122,6 +125,8 @@ struct Stream {
     wrong_socket: u32,
     /// Bitmap of sequence numbers received.
     seen: Vec<u64>,
+    /// Sum of the latencies of the packets received, µs (for the stream's mean).
+    lat_sum_us: u64,
 }
 
 /// splitmix64: fixed-seed phases and initial RTP sequence/timestamp.
@@ -195,6 +200,7 @@ fn run(o: Options) -> Result<String, String> {
         duplicates: 0,
         wrong_socket: 0,
         seen: vec![0; words],
+        lat_sum_us: 0,
     };
     let mut calls = 0usize;
     for (n, line) in text.lines().enumerate() {
@@ -265,6 +271,9 @@ fn run(o: Options) -> Result<String, String> {
     pkt[0] = 0x80;
     pkt[1] = o.law.payload_type();
     let mut hist = Histogram::default();
+    // The same, without the first STEADY_AFTER of the run (streams starting,
+    // queues settling): how the latency holds once every stream runs.
+    let mut steady = Histogram::default();
     let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let (mut total_sent, mut send_errors, mut foreign, mut late_ticks) = (0u64, 0u64, 0u64, 0u64);
     let mut max_lag_ms = 0f64;
@@ -397,7 +406,12 @@ fn run(o: Options) -> Result<String, String> {
                     if s.expect != sock {
                         s.wrong_socket += 1;
                     }
-                    hist.record(u64::from(now_us.wrapping_sub(st.sent_us)));
+                    let lat = u64::from(now_us.wrapping_sub(st.sent_us));
+                    hist.record(lat);
+                    s.lat_sum_us += lat;
+                    if t0.elapsed() >= STEADY_AFTER {
+                        steady.record(lat);
+                    }
                 }
                 if (r as usize) < BATCH {
                     break;
@@ -421,6 +435,10 @@ fn run(o: Options) -> Result<String, String> {
     let loss_pct = if total_sent > 0 { 100.0 * lost as f64 / total_sent as f64 } else { 100.0 };
     let q = |p: f64| hist.quantile_us(p);
     let (p50, p99, p999, max) = (q(0.5), q(0.99), q(0.999), hist.max_us());
+    let (steady_p50, steady_p99) = (steady.quantile_us(0.5), steady.quantile_us(0.99));
+    // Streams whose mean latency was above 100 ms: is a high p99 a few slow
+    // streams or all of them a little?
+    let slow = streams.iter().filter(|s| s.received > 0 && s.lat_sum_us / u64::from(s.received) > 100_000).count();
     let ms = |us: u64| us as f64 / 1000.0;
     Ok(format!(
         concat!(
@@ -429,7 +447,8 @@ fn run(o: Options) -> Result<String, String> {
             "\"received\": {}, \"lost\": {}, \"duplicates\": {}, \"loss_pct\": {:.5}, \"dead_streams\": {}, ",
             "\"wrong_socket\": {}, \"foreign\": {}, \"lat_us_p50\": {}, \"lat_us_p99\": {}, \"lat_us_p999\": {}, ",
             "\"lat_us_max\": {}, \"lat_ms_p50\": {:.3}, \"lat_ms_p99\": {:.3}, \"lat_ms_p999\": {:.3}, ",
-            "\"lat_ms_max\": {:.3}, \"max_send_lag_ms\": {:.3}, \"late_ticks\": {}, \"gen_cpu_s\": {:.3}, ",
+            "\"lat_ms_max\": {:.3}, \"lat_ms_p50_steady\": {:.3}, \"lat_ms_p99_steady\": {:.3}, ",
+            "\"streams_mean_over_100ms\": {}, \"max_send_lag_ms\": {:.3}, \"late_ticks\": {}, \"gen_cpu_s\": {:.3}, ",
             "\"wall_s\": {:.3}}}"
         ),
         if o.echo { "echo" } else { "relay" },
@@ -457,6 +476,9 @@ fn run(o: Options) -> Result<String, String> {
         ms(p99),
         ms(p999),
         ms(max),
+        ms(steady_p50),
+        ms(steady_p99),
+        slow,
         max_lag_ms,
         late_ticks,
         gen_cpu,
