@@ -10,6 +10,11 @@
 //! Agent → box (bidirectional mode): `media` (base64 audio in the stream's
 //! encoding), `mark`, `clear`, parsed by [`parse_inbound`]. Anything else is an
 //! [`InboundError`], answered with an `error` frame; the call goes on.
+//!
+//! The types every stream protocol shares live here too: [`StartInfo`] (what the
+//! opening frames describe), [`Track`], [`Inbound`] (what an agent's frame asks
+//! for) and [`InboundError`]. Twilio and Exotel agents send the same `media` /
+//! `mark` / `clear` shapes, so [`parse_inbound`] reads theirs as well.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -65,10 +70,16 @@ pub const fn encoding_name(encoding: Encoding) -> &'static str {
     }
 }
 
+/// The longest mark (Twilio, Telnyx, Exotel) or checkpoint (Plivo) name the box
+/// takes, in bytes: names are held until playback reaches them, so their size is
+/// bounded like everything else an agent sends. A longer one is a malformed frame.
+pub const MAX_MARK_NAME: usize = 256;
+
 /// What `start.start` describes.
 #[derive(Debug, Clone)]
 pub struct StartInfo {
-    /// Telnyx `call_control_id` of the streamed leg.
+    /// Telnyx `call_control_id` of the streamed leg (also Twilio's `callSid`,
+    /// Plivo's `callId`, Exotel's `call_sid`).
     pub call_control_id: String,
     /// Telnyx `call_session_id`.
     pub call_session_id: String,
@@ -218,6 +229,9 @@ pub enum Inbound {
     Clear,
     /// Frames the box accepts and ignores (`connected`/`start`/`stop` echoes, `ping`).
     Ignored,
+    /// The agent ends the call (AudioSocket `0x00` hangup): handled as the agent
+    /// closing its connection.
+    Hangup,
 }
 
 /// Why a frame from the agent was not understood (sent back as an `error` frame).
@@ -231,7 +245,8 @@ pub struct InboundError {
     pub detail: String,
 }
 
-fn malformed(detail: impl Into<String>) -> InboundError {
+/// An [`InboundError`] `100003 Malformed Frame` saying `detail`.
+pub fn malformed(detail: impl Into<String>) -> InboundError {
     InboundError { code: error_code::MALFORMED_FRAME, title: "Malformed Frame", detail: detail.into() }
 }
 
@@ -252,7 +267,7 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, InboundError> {
         }
         "mark" => {
             let name = frame.mark.and_then(|m| m.name).ok_or_else(|| malformed("mark frame without mark.name"))?;
-            Ok(Inbound::Mark(name.into_owned()))
+            mark_name(&name)
         }
         other => event_without_body(other),
     }
@@ -281,7 +296,16 @@ struct MarkBody<'a> {
     name: Option<std::borrow::Cow<'a, str>>,
 }
 
-fn decode_payload(payload: &str) -> Result<Vec<u8>, InboundError> {
+/// A mark (or checkpoint) named `name`, at most [`MAX_MARK_NAME`] bytes.
+pub fn mark_name(name: &str) -> Result<Inbound, InboundError> {
+    if name.len() > MAX_MARK_NAME {
+        return Err(malformed(format!("mark name of {} bytes; at most {MAX_MARK_NAME}", name.len())));
+    }
+    Ok(Inbound::Mark(name.to_string()))
+}
+
+/// Base64 `payload` → audio bytes; else `100004 Invalid Media`.
+pub fn decode_payload(payload: &str) -> Result<Vec<u8>, InboundError> {
     B64.decode(payload.trim()).map_err(|e| InboundError {
         code: error_code::INVALID_MEDIA,
         title: "Invalid Media",
@@ -321,7 +345,7 @@ fn parse_value(text: &str) -> Result<Inbound, InboundError> {
                 .and_then(|m| m.get("name"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| malformed("mark frame without mark.name"))?;
-            Ok(Inbound::Mark(name.to_string()))
+            mark_name(name)
         }
         other => event_without_body(other),
     }
@@ -421,6 +445,21 @@ mod tests {
         let e = parse_inbound(r#"{"event":"media","media":{"payload":7}}"#).unwrap_err();
         assert_eq!((e.code, e.detail.as_str()), (error_code::MALFORMED_FRAME, "media frame without media.payload"));
         assert_eq!(parse_inbound(r#"{"event":5}"#).unwrap_err().code, error_code::MALFORMED_FRAME);
+    }
+
+    #[test]
+    fn mark_names_are_bounded() {
+        let ok = "m".repeat(MAX_MARK_NAME);
+        let frame = format!(r#"{{"event":"mark","mark":{{"name":"{ok}"}}}}"#);
+        assert_eq!(parse_inbound(&frame).unwrap(), Inbound::Mark(ok));
+        let long = "m".repeat(MAX_MARK_NAME + 1);
+        let frame = format!(r#"{{"event":"mark","mark":{{"name":"{long}"}}}}"#);
+        let e = parse_inbound(&frame).unwrap_err();
+        assert_eq!(e.code, error_code::MALFORMED_FRAME);
+        assert!(e.detail.contains("257 bytes"), "{}", e.detail);
+        // The value path (odd field types elsewhere) bounds it too.
+        let frame = format!(r#"{{"event":"mark","mark":{{"name":"{long}"}},"media":1}}"#);
+        assert_eq!(parse_inbound(&frame).unwrap_err().code, error_code::MALFORMED_FRAME);
     }
 
     #[test]
