@@ -75,7 +75,7 @@ pub fn hangup() -> Vec<u8> {
 }
 
 /// Splits the agent's byte stream into messages. Bytes are appended to
-/// [`Decoder::buffer`] (by the socket's reads); [`Decoder::next`] takes whole
+/// [`Decoder::buffer`] (by the socket's reads); [`Decoder::next_message`] takes whole
 /// messages off its front. The buffer never needs more than one message
 /// ([`HEADER`] + [`MAX_PAYLOAD`] bytes) before a message is complete.
 #[derive(Debug, Default)]
@@ -107,7 +107,7 @@ impl Decoder {
     /// [`Inbound::Hangup`]; `0x01`/`0x03` from the agent → [`Inbound::Ignored`].
     /// Errors (the message is consumed, the stream goes on): an odd-length slin
     /// payload or another kind → `100003`/`100002`; the agent's `0xff` error.
-    pub fn next(&mut self) -> Option<Result<Inbound, InboundError>> {
+    pub fn next_message(&mut self) -> Option<Result<Inbound, InboundError>> {
         if self.buf.len() < HEADER {
             return None;
         }
@@ -167,7 +167,7 @@ mod tests {
         // One byte at a time: partial headers and payloads wait for the rest.
         for b in stream {
             d.buffer().push(b);
-            while let Some(m) = d.next() {
+            while let Some(m) = d.next_message() {
                 got.push(m.unwrap());
             }
         }
@@ -175,7 +175,7 @@ mod tests {
             got,
             vec![Inbound::Media(vec![1, 0, 2, 0]), Inbound::Ignored, Inbound::Media(vec![9; 640]), Inbound::Hangup]
         );
-        assert!(d.next().is_none());
+        assert!(d.next_message().is_none());
         assert!(d.buf.is_empty());
     }
 
@@ -187,20 +187,20 @@ mod tests {
         d.buffer().extend(message(kind::ERROR, &[0x04]));
         d.buffer().extend(message(0x12, &[0; 640]));
         d.buffer().extend(audio(&[5, 0]));
-        let e = d.next().unwrap().unwrap_err();
+        let e = d.next_message().unwrap().unwrap_err();
         assert!(e.detail.contains("odd"), "{}", e.detail);
-        assert_eq!(d.next().unwrap().unwrap_err().code, error_code::UNKNOWN_EVENT);
-        assert!(d.next().unwrap().unwrap_err().detail.contains("[04]"));
-        assert!(d.next().unwrap().unwrap_err().detail.contains("0x12"));
-        assert_eq!(d.next().unwrap().unwrap(), Inbound::Media(vec![5, 0]));
-        assert!(d.next().is_none());
+        assert_eq!(d.next_message().unwrap().unwrap_err().code, error_code::UNKNOWN_EVENT);
+        assert!(d.next_message().unwrap().unwrap_err().detail.contains("[04]"));
+        assert!(d.next_message().unwrap().unwrap_err().detail.contains("0x12"));
+        assert_eq!(d.next_message().unwrap().unwrap(), Inbound::Media(vec![5, 0]));
+        assert!(d.next_message().is_none());
     }
 
     #[test]
     fn the_buffer_reserves_for_the_announced_length_only() {
         let mut d = Decoder::new();
         d.buffer().extend([kind::SLIN, 0xff, 0xff]);
-        assert!(d.next().is_none(), "65 535 bytes announced, none arrived");
+        assert!(d.next_message().is_none(), "65 535 bytes announced, none arrived");
         assert!(d.buffer().capacity() >= HEADER + MAX_PAYLOAD);
         assert!(d.buffer().capacity() < 2 * (HEADER + MAX_PAYLOAD), "bounded by one message");
     }

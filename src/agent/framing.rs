@@ -199,7 +199,8 @@ mod tests {
         assert_eq!(events(StreamProtocol::Exotel), (vec![c, s.clone()], Some(r#""stop""#.into())));
         assert_eq!(events(StreamProtocol::Plivo), (vec![s], None));
 
-        let mut a = Framing::new(StreamProtocol::AudioSocket, ID, "carrier", StreamTrack::BothTracks, 0, Encoding::L16, 8000);
+        let mut a =
+            Framing::new(StreamProtocol::AudioSocket, ID, "carrier", StreamTrack::BothTracks, 0, Encoding::L16, 8000);
         let open = a.opening(&info());
         let id = uuid::Uuid::parse_str(ID).unwrap();
         assert_eq!(open, vec![Frame::Binary([&[1u8, 0, 16][..], id.as_bytes()].concat())]);
@@ -213,9 +214,12 @@ mod tests {
 
     #[test]
     fn marks_clears_and_errors_per_protocol() {
-        let mut t = Framing::new(StreamProtocol::Telnyx, ID, "carrier", StreamTrack::BothTracks, 0, Encoding::Pcmu, 8000);
-        let mut p = Framing::new(StreamProtocol::Plivo, ID, "carrier", StreamTrack::BothTracks, 0, Encoding::Pcmu, 8000);
-        let mut w = Framing::new(StreamProtocol::Twilio, ID, "carrier", StreamTrack::BothTracks, 0, Encoding::Pcmu, 8000);
+        let mut t =
+            Framing::new(StreamProtocol::Telnyx, ID, "carrier", StreamTrack::BothTracks, 0, Encoding::Pcmu, 8000);
+        let mut p =
+            Framing::new(StreamProtocol::Plivo, ID, "carrier", StreamTrack::BothTracks, 0, Encoding::Pcmu, 8000);
+        let mut w =
+            Framing::new(StreamProtocol::Twilio, ID, "carrier", StreamTrack::BothTracks, 0, Encoding::Pcmu, 8000);
         assert_eq!(text(&t.mark("x").unwrap())["mark"]["name"], "x");
         assert_eq!(text(&p.mark("x").unwrap())["event"], "playedStream");
         assert!(t.returns_marks_on_clear() && w.returns_marks_on_clear() && !p.returns_marks_on_clear());

@@ -145,8 +145,9 @@ impl Link {
                     "binary frames are not part of the protocol; send JSON text frames",
                 ))),
                 Some(Ok(Message::Close(frame))) => {
-                    let why =
-                        frame.map(|f| format!(" (code {}, {:?})", u16::from(f.code), f.reason.as_str())).unwrap_or_default();
+                    let why = frame
+                        .map(|f| format!(" (code {}, {:?})", u16::from(f.code), f.reason.as_str()))
+                        .unwrap_or_default();
                     Received::Ended(format!("closed by the agent{why}"))
                 }
                 // Ping/pong: tungstenite answers pings itself.
@@ -156,7 +157,7 @@ impl Link {
             },
             Link::Socket(s, decoder) => loop {
                 // The decoder keeps partial messages, so a cancelled read loses nothing.
-                if let Some(m) = decoder.next() {
+                if let Some(m) = decoder.next_message() {
                     return Received::Message(m);
                 }
                 match s.read_buf(decoder.buffer()).await {

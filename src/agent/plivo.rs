@@ -128,8 +128,7 @@ impl Outbound {
 
     /// `clearedAudio`: the answer to `clearAudio`.
     pub fn cleared(&mut self) -> String {
-        json!({"event": "clearedAudio", "sequenceNumber": self.next_sequence(), "streamId": self.stream_id})
-            .to_string()
+        json!({"event": "clearedAudio", "sequenceNumber": self.next_sequence(), "streamId": self.stream_id}).to_string()
     }
 }
 
@@ -168,7 +167,8 @@ pub fn parse_inbound(text: &str, encoding: Encoding, sample_rate: u32) -> Result
         "playAudio" => {
             let media = frame.media.ok_or_else(|| malformed("playAudio without media"))?;
             let want = content_type(encoding);
-            if media.content_type.as_deref().is_some_and(|c| c != want) || media.sample_rate.is_some_and(|r| r != sample_rate)
+            if media.content_type.as_deref().is_some_and(|c| c != want)
+                || media.sample_rate.is_some_and(|r| r != sample_rate)
             {
                 return Err(malformed(format!(
                     "playAudio is {} at {} Hz; this stream is {want} at {sample_rate} Hz",
@@ -252,7 +252,10 @@ mod tests {
         // pipecat's PlivoFrameSerializer sends exactly these shapes.
         let play = r#"{"event":"playAudio","media":{"contentType":"audio/x-mulaw","sampleRate":8000,"payload":"AQID"},"streamId":"s"}"#;
         assert_eq!(parse_inbound(play, Encoding::Pcmu, 8000).unwrap(), Inbound::Media(vec![1, 2, 3]));
-        assert_eq!(parse_inbound(r#"{"event":"clearAudio","streamId":"s"}"#, Encoding::Pcmu, 8000).unwrap(), Inbound::Clear);
+        assert_eq!(
+            parse_inbound(r#"{"event":"clearAudio","streamId":"s"}"#, Encoding::Pcmu, 8000).unwrap(),
+            Inbound::Clear
+        );
         let cp = r#"{"event":"checkpoint","streamId":"s","name":"customer greeting audio"}"#;
         assert_eq!(parse_inbound(cp, Encoding::Pcmu, 8000).unwrap(), Inbound::Mark("customer greeting audio".into()));
         // Without contentType/sampleRate: the stream's format.
@@ -269,7 +272,8 @@ mod tests {
         assert_eq!(code(r#"{"event":"checkpoint"}"#), error_code::MALFORMED_FRAME);
         assert_eq!(code(&format!(r#"{{"event":"checkpoint","name":"{}"}}"#, "n".repeat(300))), 100_003);
         assert_eq!(code(r#"{"event":"sendDTMF","dtmf":"1"}"#), error_code::UNKNOWN_EVENT);
-        let wrong = r#"{"event":"playAudio","media":{"contentType":"audio/x-l16","sampleRate":16000,"payload":"AQID"}}"#;
+        let wrong =
+            r#"{"event":"playAudio","media":{"contentType":"audio/x-l16","sampleRate":16000,"payload":"AQID"}}"#;
         let e = parse_inbound(wrong, Encoding::Pcmu, 8000).unwrap_err();
         assert!(e.detail.contains("audio/x-l16 at 16000 Hz; this stream is audio/x-mulaw at 8000 Hz"), "{}", e.detail);
     }

@@ -469,7 +469,8 @@ fn streaming_start(body: &Map<String, Value>) -> Result<Action, ApiError> {
         .ok()
         .filter(|u| u.port_or_known_default().is_some())
         .ok_or_else(|| {
-            let schemes = if protocol == StreamProtocol::AudioSocket { "a tcp://host:port" } else { "a ws:// or wss://" };
+            let schemes =
+                if protocol == StreamProtocol::AudioSocket { "a tcp://host:port" } else { "a ws:// or wss://" };
             ApiError::bad_field("/stream_url", format!("stream_url must be {schemes} URL"))
         })?;
     let track = match string(body, "stream_track")?.as_deref() {

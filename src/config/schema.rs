@@ -458,7 +458,9 @@ fn read_agents(root: &Table<'_>, issues: &mut Issues) -> Vec<Agent> {
                 Err(format!("{s:?} is not a built-in agent (the only one is \"builtin:echo\")"))
             }
             s => match values::parse_url(s, protocol.schemes()) {
-                Ok(u) if u.port_or_known_default().is_none() => Err(format!("{s:?} has no port (e.g. tcp://host:9092)")),
+                Ok(u) if u.port_or_known_default().is_none() => {
+                    Err(format!("{s:?} has no port (e.g. tcp://host:9092)"))
+                }
                 u => u.map(AgentUrl::WebSocket),
             },
         });

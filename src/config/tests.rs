@@ -613,7 +613,10 @@ url = "ws://agent.lan/"
     let c = load_with_env(&write(dir.path(), "g.toml", good), env(&[])).unwrap().config;
     let a = |n: &str| c.agent(n).unwrap().clone();
     assert_eq!((a("tw").protocol, a("tw").encoding), (StreamProtocol::Twilio, Encoding::Pcmu));
-    assert_eq!((a("ex").protocol, a("ex").encoding, a("ex").sample_rate), (StreamProtocol::Exotel, Encoding::L16, 16000));
+    assert_eq!(
+        (a("ex").protocol, a("ex").encoding, a("ex").sample_rate),
+        (StreamProtocol::Exotel, Encoding::L16, 16000)
+    );
     assert_eq!((a("as").protocol, a("as").encoding), (StreamProtocol::AudioSocket, Encoding::L16));
     assert_eq!((a("default").protocol, a("default").encoding), (StreamProtocol::Telnyx, Encoding::Pcmu));
 
