@@ -257,3 +257,59 @@ async fn an_audiosocket_hangup_from_the_agent_ends_the_call() {
     assert!(last < Duration::from_millis(3000), "the call ended early: last packet at {last:?}");
     gw.stop();
 }
+
+/// The API's `streaming_start` takes `stream_protocol`: bad names, URLs and
+/// formats are 400s naming the field; a Twilio stream started on a live call
+/// speaks Twilio's protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_start_takes_a_stream_protocol() {
+    const TOKEN: &str = "test-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path(), "twilio", "echo", &[]);
+    let gw = Gateway::builder(dir.path())
+        .trunk(Trunk::new("carrier").allow("127.0.0.0/8"))
+        .agent("echo", "builtin:echo", "")
+        .route(common::gateway::Route::new().agent("echo"))
+        .webhooks("")
+        .api(TOKEN)
+        .start();
+    let api = gw.api();
+    let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
+    let call = tokio::task::spawn_blocking(move || {
+        place_calls(&d, port, "127.0.0.1", NUMBER, 4000, vec![script(tone(440.0, 8000.0, 3500), vec![], 3500, 4000)])
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    let id = loop {
+        let (_, body) = api.get("/v2/calls").await;
+        if let Some(c) = body["data"].as_array().and_then(|a| a.first()).filter(|c| c["state"] == "answered") {
+            break c["call_control_id"].as_str().unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no answered call listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let url = a.url("/api");
+    for (body, pointer) in [
+        (json!({"stream_url": url, "stream_protocol": "vonage"}), "/stream_protocol"),
+        (json!({"stream_url": url, "stream_protocol": "audiosocket"}), "/stream_url"),
+        (json!({"stream_url": "tcp://127.0.0.1", "stream_protocol": "audiosocket"}), "/stream_url"),
+        (
+            json!({"stream_url": url, "stream_protocol": "twilio", "stream_bidirectional_codec": "L16"}),
+            "/stream_bidirectional_codec",
+        ),
+    ] {
+        let (code, e) = api.action(&id, "streaming_start", &body.to_string()).await;
+        assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some(pointer)), "{body}: {e}");
+    }
+    let body = json!({"stream_url": url, "stream_protocol": "twilio", "stream_bidirectional_mode": "rtp"});
+    let (code, e) = api.action(&id, "streaming_start", &body.to_string()).await;
+    assert_eq!(code, 200, "{e}");
+    let (code, report, _) = call.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    let c = connection(&a);
+    assert_eq!(c["path"], "/api");
+    let ev = events(&c);
+    assert_eq!(&ev[..2], ["connected", "start"]);
+    assert_eq!(c["summary"]["start"]["start"]["callSid"], id.as_str());
+    assert!(c["summary"]["inbound_media"].as_u64().unwrap() >= 20, "{}", c["summary"]);
+    gw.stop();
+}
