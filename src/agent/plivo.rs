@@ -22,14 +22,10 @@
 //! little-endian on the wire (raw PCM as Plivo agents send it; Plivo's docs name
 //! no byte order).
 
-use std::borrow::Cow;
-
+use super::protocol::{Frame, Inbound, InboundError, JsonOut, StartInfo, Track, decode_payload, malformed, mark_name};
+use crate::config::{Encoding, StreamTrack};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::json;
-
-use super::protocol::{Inbound, InboundError, StartInfo, Track, decode_payload, malformed, mark_name};
-use crate::config::{Encoding, StreamTrack};
 
 /// Plivo's `contentType` for an encoding.
 pub const fn content_type(encoding: Encoding) -> &'static str {
@@ -58,31 +54,31 @@ impl Outbound {
         Self { stream_id, account: connection_id, track, sequence: 0, chunks: [0, 0], started_unix_ms }
     }
 
-    fn next_sequence(&mut self) -> u64 {
+    fn next_sequence(&mut self) -> String {
         self.sequence += 1;
-        self.sequence
+        self.sequence.to_string()
+    }
+
+    /// `{"event": event, "sequenceNumber": n` (the caller adds the rest).
+    fn frame(&mut self, event: &str) -> JsonOut {
+        let seq = self.next_sequence();
+        let mut out = JsonOut::object(192);
+        out.str("event", event).raw("sequenceNumber", &seq);
+        out
     }
 
     /// The `start` frame (Plivo's first).
     pub fn start(&mut self, info: &StartInfo) -> String {
         let tracks = match self.track {
-            StreamTrack::InboundTrack => json!(["inbound"]),
-            StreamTrack::OutboundTrack => json!(["outbound"]),
-            StreamTrack::BothTracks => json!(["inbound", "outbound"]),
+            StreamTrack::InboundTrack => r#"["inbound"]"#,
+            StreamTrack::OutboundTrack => r#"["outbound"]"#,
+            StreamTrack::BothTracks => r#"["inbound","outbound"]"#,
         };
-        json!({
-            "event": "start",
-            "sequenceNumber": self.next_sequence(),
-            "start": {
-                "callId": info.call_control_id,
-                "streamId": self.stream_id,
-                "accountId": self.account,
-                "tracks": tracks,
-                "mediaFormat": {"encoding": content_type(info.encoding), "sampleRate": info.sample_rate},
-            },
-            "extra_headers": "",
-        })
-        .to_string()
+        let mut out = self.frame("start");
+        out.open("start").str("callId", &info.call_control_id).str("streamId", &self.stream_id);
+        out.str("accountId", &self.account).raw("tracks", tracks).open("mediaFormat");
+        out.str("encoding", content_type(info.encoding)).raw("sampleRate", &info.sample_rate.to_string());
+        out.close().close().str("extra_headers", "").finish()
     }
 
     /// A `media` frame: `payload` = audio in the stream's encoding (μ-law, or L16
@@ -94,7 +90,7 @@ impl Outbound {
         let seq = self.next_sequence();
         let mut s = String::with_capacity(160 + payload.len() * 4 / 3 + self.stream_id.len());
         s.push_str(r#"{"event":"media","sequenceNumber":"#);
-        s.push_str(&seq.to_string());
+        s.push_str(&seq);
         s.push_str(r#","streamId":""#);
         s.push_str(&self.stream_id);
         s.push_str(r#"","media":{"track":""#);
@@ -111,47 +107,22 @@ impl Outbound {
 
     /// A `dtmf` frame for one key press of the caller.
     pub fn dtmf(&mut self, digit: char) -> String {
-        json!({
-            "event": "dtmf",
-            "sequenceNumber": self.next_sequence(),
-            "streamId": self.stream_id,
-            "dtmf": {"track": "inbound", "digit": digit.to_string()},
-        })
-        .to_string()
+        let mut b = [0u8; 4];
+        let digit = digit.encode_utf8(&mut b);
+        let mut out = self.frame("dtmf");
+        out.str("streamId", &self.stream_id).open("dtmf").str("track", "inbound").str("digit", digit);
+        out.close().finish()
     }
 
     /// `playedStream`: the checkpoint `name` has been reached by playback.
     pub fn played(&mut self, name: &str) -> String {
-        json!({"event": "playedStream", "sequenceNumber": self.next_sequence(), "streamId": self.stream_id, "name": name})
-            .to_string()
+        self.frame("playedStream").str("streamId", &self.stream_id).str("name", name).finish()
     }
 
     /// `clearedAudio`: the answer to `clearAudio`.
     pub fn cleared(&mut self) -> String {
-        json!({"event": "clearedAudio", "sequenceNumber": self.next_sequence(), "streamId": self.stream_id}).to_string()
+        self.frame("clearedAudio").str("streamId", &self.stream_id).finish()
     }
-}
-
-/// The fields of an agent's frame the box reads; others are ignored.
-#[derive(serde::Deserialize)]
-struct Frame<'a> {
-    #[serde(borrow)]
-    event: Cow<'a, str>,
-    #[serde(borrow, default)]
-    media: Option<Media<'a>>,
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Media<'a> {
-    #[serde(borrow, default)]
-    content_type: Option<Cow<'a, str>>,
-    #[serde(default)]
-    sample_rate: Option<u32>,
-    #[serde(borrow, default)]
-    payload: Option<Cow<'a, str>>,
 }
 
 /// Parses one text frame from a Plivo agent whose stream carries `encoding` at
@@ -193,7 +164,7 @@ pub fn parse_inbound(text: &str, encoding: Encoding, sample_rate: u32) -> Result
 mod tests {
     use super::super::protocol::error_code;
     use super::*;
-    use serde_json::{Map, Value};
+    use serde_json::{Map, Value, json};
 
     fn info() -> StartInfo {
         StartInfo {

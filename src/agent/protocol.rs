@@ -218,6 +218,76 @@ impl Outbound {
     }
 }
 
+/// A JSON object written field by field into one `String` (the Twilio, Exotel
+/// and Plivo frames): a few calls per frame instead of `serde_json::json!`, whose
+/// expansion costs ~200 bytes of machine code per field (issue 18's size budget).
+/// Keys are the caller's literals; string values are escaped (RFC 8259 §7).
+#[derive(Debug)]
+pub struct JsonOut(String);
+
+impl JsonOut {
+    /// `{` and room for `capacity` bytes.
+    pub fn object(capacity: usize) -> Self {
+        let mut s = String::with_capacity(capacity);
+        s.push('{');
+        Self(s)
+    }
+
+    fn key(&mut self, key: &str) -> &mut Self {
+        if !self.0.ends_with('{') {
+            self.0.push(',');
+        }
+        self.0.push('"');
+        self.0.push_str(key);
+        self.0.push_str("\":");
+        self
+    }
+
+    /// `"key":"value"`, `value` escaped.
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key);
+        self.0.push('"');
+        for c in value.chars() {
+            match c {
+                '"' => self.0.push_str("\\\""),
+                '\\' => self.0.push_str("\\\\"),
+                c if u32::from(c) < 0x20 => {
+                    self.0.push_str(&format!("\\u{:04x}", u32::from(c)));
+                }
+                c => self.0.push(c),
+            }
+        }
+        self.0.push('"');
+        self
+    }
+
+    /// `"key":raw`: a number, `true`, or JSON the caller wrote.
+    pub fn raw(&mut self, key: &str, raw: &str) -> &mut Self {
+        self.key(key);
+        self.0.push_str(raw);
+        self
+    }
+
+    /// `"key":{`; fields until [`JsonOut::close`] go inside.
+    pub fn open(&mut self, key: &str) -> &mut Self {
+        self.key(key);
+        self.0.push('{');
+        self
+    }
+
+    /// `}`.
+    pub fn close(&mut self) -> &mut Self {
+        self.0.push('}');
+        self
+    }
+
+    /// The text, the outer object closed.
+    pub fn finish(&mut self) -> String {
+        self.0.push('}');
+        std::mem::take(&mut self.0)
+    }
+}
+
 /// A frame from the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
@@ -273,21 +343,35 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, InboundError> {
     }
 }
 
-/// The fields of an agent's frame the box reads; any others are ignored.
+/// The fields of an agent's frame the box reads, Telnyx's and Plivo's (one
+/// parser for both); any others are ignored.
 #[derive(serde::Deserialize)]
-struct Frame<'a> {
+pub struct Frame<'a> {
+    /// `event`.
     #[serde(borrow)]
-    event: std::borrow::Cow<'a, str>,
+    pub event: std::borrow::Cow<'a, str>,
+    /// `media` (Telnyx, Twilio, Exotel `media`; Plivo `playAudio`).
     #[serde(borrow, default)]
-    media: Option<MediaBody<'a>>,
+    pub media: Option<MediaBody<'a>>,
     #[serde(borrow, default)]
     mark: Option<MarkBody<'a>>,
+    /// Plivo's `checkpoint.name`.
+    #[serde(borrow, default)]
+    pub name: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// `media` of an agent's frame.
 #[derive(serde::Deserialize)]
-struct MediaBody<'a> {
+pub struct MediaBody<'a> {
+    /// Base64 audio.
     #[serde(borrow, default)]
-    payload: Option<std::borrow::Cow<'a, str>>,
+    pub payload: Option<std::borrow::Cow<'a, str>>,
+    /// Plivo's `contentType` (`audio/x-mulaw`, `audio/x-l16`).
+    #[serde(borrow, default, rename = "contentType")]
+    pub content_type: Option<std::borrow::Cow<'a, str>>,
+    /// Plivo's `sampleRate`, Hz.
+    #[serde(default, rename = "sampleRate")]
+    pub sample_rate: Option<u32>,
 }
 
 #[derive(serde::Deserialize)]
@@ -445,6 +529,23 @@ mod tests {
         let e = parse_inbound(r#"{"event":"media","media":{"payload":7}}"#).unwrap_err();
         assert_eq!((e.code, e.detail.as_str()), (error_code::MALFORMED_FRAME, "media frame without media.payload"));
         assert_eq!(parse_inbound(r#"{"event":5}"#).unwrap_err().code, error_code::MALFORMED_FRAME);
+    }
+
+    #[test]
+    fn json_out_writes_valid_escaped_json() {
+        let text = JsonOut::object(64)
+            .str("a", "q\"b\\s\n\u{1}é")
+            .raw("n", "7")
+            .open("o")
+            .str("x", "")
+            .open("p")
+            .close()
+            .close()
+            .raw("z", "[1]")
+            .finish();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v, json!({"a": "q\"b\\s\n\u{1}é", "n": 7, "o": {"x": "", "p": {}}, "z": [1]}));
+        assert_eq!(JsonOut::object(0).finish(), "{}");
     }
 
     #[test]

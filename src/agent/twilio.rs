@@ -31,9 +31,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Map, Value, json};
 
-use super::protocol::{StartInfo, Track};
+use super::protocol::{JsonOut, StartInfo, Track};
 use crate::config::StreamTrack;
 
 /// Which provider's names the frames use.
@@ -89,22 +88,21 @@ impl Outbound {
         self.sequence.to_string()
     }
 
-    /// A frame `{"event": event, <sequence>, <stream>, <body_key>: body}`.
-    fn frame(&mut self, event: &str, body_key: &str, body: Value) -> String {
+    /// `{"event": event, <sequence>, <stream>` (the caller adds the body and
+    /// finishes it).
+    fn frame(&mut self, event: &str) -> JsonOut {
         let n = self.dialect.names();
-        let mut m = Map::new();
-        m.insert("event".into(), json!(event));
-        m.insert(n.sequence.into(), json!(self.next_sequence()));
-        m.insert(n.stream.into(), json!(self.stream_id));
-        m.insert(body_key.into(), body);
-        Value::Object(m).to_string()
+        let seq = self.next_sequence();
+        let mut out = JsonOut::object(256);
+        out.str("event", event).str(n.sequence, &seq).str(n.stream, &self.stream_id);
+        out
     }
 
     /// The `connected` frame.
     pub fn connected(&self) -> String {
         match self.dialect {
-            Dialect::Twilio => json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
-            Dialect::Exotel => json!({"event": "connected"}),
+            Dialect::Twilio => r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+            Dialect::Exotel => r#"{"event":"connected"}"#,
         }
         .to_string()
     }
@@ -112,40 +110,42 @@ impl Outbound {
     /// The `start` frame.
     pub fn start(&mut self, info: &StartInfo) -> String {
         let n = self.dialect.names();
-        let mut body = Map::new();
-        body.insert(n.stream.into(), json!(self.stream_id));
-        body.insert(n.account.into(), json!(self.account));
-        body.insert(n.call.into(), json!(info.call_control_id));
+        let mut out = self.frame("start");
+        out.open("start")
+            .str(n.stream, &self.stream_id)
+            .str(n.account, &self.account)
+            .str(n.call, &info.call_control_id);
+        let rate = info.sample_rate.to_string();
         match self.dialect {
             Dialect::Twilio => {
                 let tracks = match self.track {
-                    StreamTrack::InboundTrack => json!(["inbound"]),
-                    StreamTrack::OutboundTrack => json!(["outbound"]),
-                    StreamTrack::BothTracks => json!(["inbound", "outbound"]),
+                    StreamTrack::InboundTrack => r#"["inbound"]"#,
+                    StreamTrack::OutboundTrack => r#"["outbound"]"#,
+                    StreamTrack::BothTracks => r#"["inbound","outbound"]"#,
                 };
-                body.insert("tracks".into(), tracks);
                 // Twilio passes <Parameter>s here; the caller and callee are what an
                 // agent most often asks for there.
-                let mut params = info.custom_parameters.clone();
-                params.entry("from").or_insert_with(|| json!(info.from));
-                params.entry("to").or_insert_with(|| json!(info.to));
-                body.insert("customParameters".into(), Value::Object(params));
-                body.insert(
-                    "mediaFormat".into(),
-                    json!({"encoding": "audio/x-mulaw", "sampleRate": info.sample_rate, "channels": 1}),
-                );
+                out.raw("tracks", tracks).open("customParameters").str("from", &info.from).str("to", &info.to);
+                for (k, v) in &info.custom_parameters {
+                    if let Some(v) = v.as_str().filter(|_| k != "from" && k != "to") {
+                        out.str(k, v);
+                    }
+                }
+                out.close().open("mediaFormat").str("encoding", "audio/x-mulaw").raw("sampleRate", &rate);
+                out.raw("channels", "1").close();
             }
             Dialect::Exotel => {
-                body.insert("from".into(), json!(info.from));
-                body.insert("to".into(), json!(info.to));
-                body.insert("custom_parameters".into(), Value::Object(info.custom_parameters.clone()));
-                body.insert(
-                    "media_format".into(),
-                    json!({"encoding": "audio/x-raw", "sample_rate": info.sample_rate.to_string(), "bit_rate": "16"}),
-                );
+                out.str("from", &info.from).str("to", &info.to).open("custom_parameters");
+                for (k, v) in &info.custom_parameters {
+                    if let Some(v) = v.as_str() {
+                        out.str(k, v);
+                    }
+                }
+                out.close().open("media_format").str("encoding", "audio/x-raw").str("sample_rate", &rate);
+                out.str("bit_rate", "16").close();
             }
         }
-        self.frame("start", "start", Value::Object(body))
+        out.close().finish()
     }
 
     /// A `media` frame: `payload` = audio in the stream's encoding (G.711 bytes,
@@ -187,28 +187,30 @@ impl Outbound {
 
     /// A `dtmf` frame for one key press of the caller.
     pub fn dtmf(&mut self, digit: char) -> String {
-        let body = match self.dialect {
-            Dialect::Twilio => json!({"track": "inbound_track", "digit": digit.to_string()}),
-            Dialect::Exotel => json!({"digit": digit.to_string()}),
-        };
-        self.frame("dtmf", "dtmf", body)
+        let mut b = [0u8; 4];
+        let digit = digit.encode_utf8(&mut b);
+        let mut out = self.frame("dtmf");
+        out.open("dtmf");
+        if self.dialect == Dialect::Twilio {
+            out.str("track", "inbound_track");
+        }
+        out.str("digit", digit).close().finish()
     }
 
     /// A `mark` frame returning the agent's mark `name`.
     pub fn mark(&mut self, name: &str) -> String {
-        self.frame("mark", "mark", json!({"name": name}))
+        self.frame("mark").open("mark").str("name", name).close().finish()
     }
 
     /// The `stop` frame.
     pub fn stop(&mut self, info: &StartInfo) -> String {
         let n = self.dialect.names();
-        let mut body = Map::new();
-        body.insert(n.account.into(), json!(self.account));
-        body.insert(n.call.into(), json!(info.call_control_id));
+        let mut out = self.frame("stop");
+        out.open("stop").str(n.account, &self.account).str(n.call, &info.call_control_id);
         if self.dialect == Dialect::Exotel {
-            body.insert("reason".into(), json!("stopped"));
+            out.str("reason", "stopped");
         }
-        self.frame("stop", "stop", Value::Object(body))
+        out.close().finish()
     }
 }
 
@@ -217,6 +219,7 @@ mod tests {
     use super::super::protocol::{Inbound, parse_inbound};
     use super::*;
     use crate::config::Encoding;
+    use serde_json::{Map, Value, json};
 
     fn info() -> StartInfo {
         StartInfo {
