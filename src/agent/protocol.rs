@@ -18,7 +18,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::config::{Encoding, StreamTrack};
 
@@ -123,30 +123,31 @@ impl Outbound {
 
     /// `{"event":"connected","version":"1.0.0"}`.
     pub fn connected(&self) -> String {
-        json!({"event": "connected", "version": "1.0.0"}).to_string()
+        r#"{"event":"connected","version":"1.0.0"}"#.to_string()
+    }
+
+    /// `{"event": event, "sequence_number": n, "stream_id": ..` (the caller adds
+    /// the body and finishes it).
+    fn frame(&mut self, event: &str) -> JsonOut {
+        let seq = self.next_sequence();
+        let mut out = JsonOut::object(256);
+        out.str("event", event).str("sequence_number", &seq).str("stream_id", &self.stream_id);
+        out
     }
 
     /// The `start` frame.
     pub fn start(&mut self, info: &StartInfo) -> String {
-        json!({
-            "event": "start",
-            "sequence_number": self.next_sequence(),
-            "stream_id": self.stream_id,
-            "start": {
-                "call_control_id": info.call_control_id,
-                "call_session_id": info.call_session_id,
-                "from": info.from,
-                "to": info.to,
-                "client_state": info.client_state,
-                "custom_parameters": info.custom_parameters,
-                "media_format": {
-                    "encoding": encoding_name(info.encoding),
-                    "sample_rate": info.sample_rate,
-                    "channels": 1,
-                },
-            },
-        })
-        .to_string()
+        let mut out = self.frame("start");
+        out.open("start").str("call_control_id", &info.call_control_id);
+        out.str("call_session_id", &info.call_session_id).str("from", &info.from).str("to", &info.to);
+        match &info.client_state {
+            Some(state) => out.str("client_state", state),
+            None => out.raw("client_state", "null"),
+        };
+        out.raw("custom_parameters", &Value::Object(info.custom_parameters.clone()).to_string());
+        out.open("media_format").str("encoding", encoding_name(info.encoding));
+        out.raw("sample_rate", &info.sample_rate.to_string()).raw("channels", "1");
+        out.close().close().finish()
     }
 
     /// A `media` frame: `payload` = audio in the stream's encoding (no RTP header),
@@ -175,53 +176,34 @@ impl Outbound {
 
     /// A `dtmf` frame for one key press.
     pub fn dtmf(&mut self, digit: char) -> String {
-        json!({
-            "event": "dtmf",
-            "sequence_number": self.next_sequence(),
-            "stream_id": self.stream_id,
-            "dtmf": {"digit": digit.to_string()},
-        })
-        .to_string()
+        let mut b = [0u8; 4];
+        self.frame("dtmf").open("dtmf").str("digit", digit.encode_utf8(&mut b)).close().finish()
     }
 
     /// A `mark` frame returning the agent's mark `name`.
     pub fn mark(&mut self, name: &str) -> String {
-        json!({
-            "event": "mark",
-            "sequence_number": self.next_sequence(),
-            "stream_id": self.stream_id,
-            "mark": {"name": name},
-        })
-        .to_string()
+        self.frame("mark").open("mark").str("name", name).close().finish()
     }
 
     /// An `error` frame about something the agent sent.
     pub fn error(&mut self, err: &InboundError) -> String {
-        json!({
-            "event": "error",
-            "sequence_number": self.next_sequence(),
-            "stream_id": self.stream_id,
-            "payload": {"code": err.code, "title": err.title, "detail": err.detail},
-        })
-        .to_string()
+        let mut out = self.frame("error");
+        out.open("payload").raw("code", &err.code.to_string()).str("title", err.title).str("detail", &err.detail);
+        out.close().finish()
     }
 
     /// The `stop` frame.
     pub fn stop(&mut self, call_control_id: &str, call_session_id: &str) -> String {
-        json!({
-            "event": "stop",
-            "sequence_number": self.next_sequence(),
-            "stream_id": self.stream_id,
-            "stop": {"call_control_id": call_control_id, "call_session_id": call_session_id},
-        })
-        .to_string()
+        let mut out = self.frame("stop");
+        out.open("stop").str("call_control_id", call_control_id).str("call_session_id", call_session_id);
+        out.close().finish()
     }
 }
 
 /// A JSON object written field by field into one `String` (the Twilio, Exotel
 /// and Plivo frames): a few calls per frame instead of `serde_json::json!`, whose
 /// expansion costs ~200 bytes of machine code per field (issue 18's size budget).
-/// Keys are the caller's literals; string values are escaped (RFC 8259 §7).
+/// Keys and string values are escaped (RFC 8259 §7).
 #[derive(Debug)]
 pub struct JsonOut(String);
 
@@ -237,15 +219,18 @@ impl JsonOut {
         if !self.0.ends_with('{') {
             self.0.push(',');
         }
-        self.0.push('"');
-        self.0.push_str(key);
-        self.0.push_str("\":");
+        self.string(key);
+        self.0.push(':');
         self
     }
 
-    /// `"key":"value"`, `value` escaped.
+    /// `"key":"value"`, both escaped.
     pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
         self.key(key);
+        self.string(value)
+    }
+
+    fn string(&mut self, value: &str) -> &mut Self {
         self.0.push('"');
         for c in value.chars() {
             match c {
@@ -438,6 +423,7 @@ fn parse_value(text: &str) -> Result<Inbound, InboundError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn info() -> StartInfo {
         StartInfo {
@@ -542,9 +528,10 @@ mod tests {
             .close()
             .close()
             .raw("z", "[1]")
+            .str("k\"", "v")
             .finish();
         let v: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v, json!({"a": "q\"b\\s\n\u{1}é", "n": 7, "o": {"x": "", "p": {}}, "z": [1]}));
+        assert_eq!(v, json!({"a": "q\"b\\s\n\u{1}é", "n": 7, "o": {"x": "", "p": {}}, "z": [1], "k\"": "v"}));
         assert_eq!(JsonOut::object(0).finish(), "{}");
     }
 
