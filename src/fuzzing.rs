@@ -360,7 +360,7 @@ pub fn agent_json(data: &[u8]) {
             let _ = playout.clear();
             while playout.pop_reached().is_some() {}
         }
-        Ok(Inbound::Clear | Inbound::Ignored) => {}
+        Ok(Inbound::Clear | Inbound::Ignored | Inbound::Hangup) => {}
         Err(e) => {
             let _ = e.detail;
         }

@@ -13,12 +13,10 @@ use std::time::Duration;
 
 use common::agent::PyAgent;
 use common::gateway::{Gateway, GatewayBuilder, Trunk, event_type, payload};
-use common::rtp::{Packet, Script, place_calls, tone};
+use common::rtp::{frequency, loud, place_calls, script, tone};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(40);
-/// A decoded PCMU packet louder than this (RMS) is audio, not silence.
-const LOUD: f64 = 500.0;
 
 /// The daemon with `agents_and_routes` (TOML `[[agent]]` and `[[route]]` blocks),
 /// webhooks to a verifying receiver, recording on.
@@ -35,27 +33,6 @@ fn gateway(dir: &Path, agents_and_routes: &str) -> GatewayBuilder {
 /// Events of one call (by `call_control_id`), in delivery order.
 fn of_call<'a>(bodies: &'a [Value], call_control_id: &str) -> Vec<&'a Value> {
     bodies.iter().filter(|b| payload(b)["call_control_id"] == call_control_id).collect()
-}
-
-fn script(audio: Vec<i16>, digits: Vec<(usize, char)>, send_ms: u64, total_ms: u64) -> Script {
-    Script {
-        audio,
-        digits,
-        send_for: Duration::from_millis(send_ms),
-        duration: Duration::from_millis(total_ms),
-        gaps: vec![],
-    }
-}
-
-fn loud(packets: &[Packet]) -> Vec<&Packet> {
-    packets.iter().filter(|p| p.payload_type == 0 && p.rms() > LOUD).collect()
-}
-
-/// Frequency of a tone from its zero crossings.
-fn frequency(packets: &[&Packet]) -> f64 {
-    let pcm: Vec<i16> = packets.iter().flat_map(|p| p.pcm()).collect();
-    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
-    crossings as f64 / 2.0 / (pcm.len() as f64 / 8000.0)
 }
 
 fn agent_block(name: &str, url: &str, extra: &str) -> String {

@@ -1,9 +1,17 @@
-//! Voice agents: the WebSocket client of Telnyx's media-stream protocol
-//! (PROTOCOLS.md §3). `protocol` (message shapes) is sans-IO; `stream` is the
-//! tokio shell that connects to the agent and moves messages. The audio it needs,
-//! `media::playout` (the paced playback queue with marks) and `media::transcode`
-//! (stream encoding ↔ call audio, the 8/16 kHz converter), is media code that
-//! rooms and call legs use too.
+//! Voice agents: the client side of media streams — Telnyx's (PROTOCOLS.md §3),
+//! Twilio's, Exotel's, Plivo's over WebSocket, and Asterisk AudioSocket over TCP.
+//! The framing is sans-IO: `protocol` (Telnyx, and the types every protocol
+//! shares), `twilio` (Twilio and Exotel), `plivo`, `audiosocket`, and `framing`,
+//! which puts them behind one interface. `link` is the connection (WebSocket or
+//! TCP); `stream` is the tokio task that drives one call's stream. The audio it
+//! needs, `media::playout` (the paced playback queue with marks) and
+//! `media::transcode` (stream encoding ↔ call audio, the 8/16 kHz converter), is
+//! media code that rooms and call legs use too.
 
+pub mod audiosocket;
+pub mod framing;
+pub mod link;
+pub mod plivo;
 pub mod protocol;
 pub mod stream;
+pub mod twilio;

@@ -10,10 +10,15 @@
 //! Agent → box (bidirectional mode): `media` (base64 audio in the stream's
 //! encoding), `mark`, `clear`, parsed by [`parse_inbound`]. Anything else is an
 //! [`InboundError`], answered with an `error` frame; the call goes on.
+//!
+//! The types every stream protocol shares live here too: [`StartInfo`] (what the
+//! opening frames describe), [`Track`], [`Inbound`] (what an agent's frame asks
+//! for) and [`InboundError`]. Twilio and Exotel agents send the same `media` /
+//! `mark` / `clear` shapes, so [`parse_inbound`] reads theirs as well.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::config::{Encoding, StreamTrack};
 
@@ -65,10 +70,16 @@ pub const fn encoding_name(encoding: Encoding) -> &'static str {
     }
 }
 
+/// The longest mark (Twilio, Telnyx, Exotel) or checkpoint (Plivo) name the box
+/// takes, in bytes: names are held until playback reaches them, so their size is
+/// bounded like everything else an agent sends. A longer one is a malformed frame.
+pub const MAX_MARK_NAME: usize = 256;
+
 /// What `start.start` describes.
 #[derive(Debug, Clone)]
 pub struct StartInfo {
-    /// Telnyx `call_control_id` of the streamed leg.
+    /// Telnyx `call_control_id` of the streamed leg (also Twilio's `callSid`,
+    /// Plivo's `callId`, Exotel's `call_sid`).
     pub call_control_id: String,
     /// Telnyx `call_session_id`.
     pub call_session_id: String,
@@ -112,30 +123,31 @@ impl Outbound {
 
     /// `{"event":"connected","version":"1.0.0"}`.
     pub fn connected(&self) -> String {
-        json!({"event": "connected", "version": "1.0.0"}).to_string()
+        r#"{"event":"connected","version":"1.0.0"}"#.to_string()
+    }
+
+    /// `{"event": event, "sequence_number": n, "stream_id": ..` (the caller adds
+    /// the body and finishes it).
+    fn frame(&mut self, event: &str) -> JsonOut {
+        let seq = self.next_sequence();
+        let mut out = JsonOut::object(256);
+        out.str("event", event).str("sequence_number", &seq).str("stream_id", &self.stream_id);
+        out
     }
 
     /// The `start` frame.
     pub fn start(&mut self, info: &StartInfo) -> String {
-        json!({
-            "event": "start",
-            "sequence_number": self.next_sequence(),
-            "stream_id": self.stream_id,
-            "start": {
-                "call_control_id": info.call_control_id,
-                "call_session_id": info.call_session_id,
-                "from": info.from,
-                "to": info.to,
-                "client_state": info.client_state,
-                "custom_parameters": info.custom_parameters,
-                "media_format": {
-                    "encoding": encoding_name(info.encoding),
-                    "sample_rate": info.sample_rate,
-                    "channels": 1,
-                },
-            },
-        })
-        .to_string()
+        let mut out = self.frame("start");
+        out.open("start").str("call_control_id", &info.call_control_id);
+        out.str("call_session_id", &info.call_session_id).str("from", &info.from).str("to", &info.to);
+        match &info.client_state {
+            Some(state) => out.str("client_state", state),
+            None => out.raw("client_state", "null"),
+        };
+        out.raw("custom_parameters", &Value::Object(info.custom_parameters.clone()).to_string());
+        out.open("media_format").str("encoding", encoding_name(info.encoding));
+        out.raw("sample_rate", &info.sample_rate.to_string()).raw("channels", "1");
+        out.close().close().finish()
     }
 
     /// A `media` frame: `payload` = audio in the stream's encoding (no RTP header),
@@ -164,46 +176,100 @@ impl Outbound {
 
     /// A `dtmf` frame for one key press.
     pub fn dtmf(&mut self, digit: char) -> String {
-        json!({
-            "event": "dtmf",
-            "sequence_number": self.next_sequence(),
-            "stream_id": self.stream_id,
-            "dtmf": {"digit": digit.to_string()},
-        })
-        .to_string()
+        let mut b = [0u8; 4];
+        self.frame("dtmf").open("dtmf").str("digit", digit.encode_utf8(&mut b)).close().finish()
     }
 
     /// A `mark` frame returning the agent's mark `name`.
     pub fn mark(&mut self, name: &str) -> String {
-        json!({
-            "event": "mark",
-            "sequence_number": self.next_sequence(),
-            "stream_id": self.stream_id,
-            "mark": {"name": name},
-        })
-        .to_string()
+        self.frame("mark").open("mark").str("name", name).close().finish()
     }
 
     /// An `error` frame about something the agent sent.
     pub fn error(&mut self, err: &InboundError) -> String {
-        json!({
-            "event": "error",
-            "sequence_number": self.next_sequence(),
-            "stream_id": self.stream_id,
-            "payload": {"code": err.code, "title": err.title, "detail": err.detail},
-        })
-        .to_string()
+        let mut out = self.frame("error");
+        out.open("payload").raw("code", &err.code.to_string()).str("title", err.title).str("detail", &err.detail);
+        out.close().finish()
     }
 
     /// The `stop` frame.
     pub fn stop(&mut self, call_control_id: &str, call_session_id: &str) -> String {
-        json!({
-            "event": "stop",
-            "sequence_number": self.next_sequence(),
-            "stream_id": self.stream_id,
-            "stop": {"call_control_id": call_control_id, "call_session_id": call_session_id},
-        })
-        .to_string()
+        let mut out = self.frame("stop");
+        out.open("stop").str("call_control_id", call_control_id).str("call_session_id", call_session_id);
+        out.close().finish()
+    }
+}
+
+/// A JSON object written field by field into one `String` (the Twilio, Exotel
+/// and Plivo frames): a few calls per frame instead of `serde_json::json!`, whose
+/// expansion costs ~200 bytes of machine code per field (issue 18's size budget).
+/// Keys and string values are escaped (RFC 8259 §7).
+#[derive(Debug)]
+pub struct JsonOut(String);
+
+impl JsonOut {
+    /// `{` and room for `capacity` bytes.
+    pub fn object(capacity: usize) -> Self {
+        let mut s = String::with_capacity(capacity);
+        s.push('{');
+        Self(s)
+    }
+
+    fn key(&mut self, key: &str) -> &mut Self {
+        if !self.0.ends_with('{') {
+            self.0.push(',');
+        }
+        self.string(key);
+        self.0.push(':');
+        self
+    }
+
+    /// `"key":"value"`, both escaped.
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key);
+        self.string(value)
+    }
+
+    fn string(&mut self, value: &str) -> &mut Self {
+        self.0.push('"');
+        for c in value.chars() {
+            match c {
+                '"' => self.0.push_str("\\\""),
+                '\\' => self.0.push_str("\\\\"),
+                c if u32::from(c) < 0x20 => {
+                    self.0.push_str(&format!("\\u{:04x}", u32::from(c)));
+                }
+                c => self.0.push(c),
+            }
+        }
+        self.0.push('"');
+        self
+    }
+
+    /// `"key":raw`: a number, `true`, or JSON the caller wrote.
+    pub fn raw(&mut self, key: &str, raw: &str) -> &mut Self {
+        self.key(key);
+        self.0.push_str(raw);
+        self
+    }
+
+    /// `"key":{`; fields until [`JsonOut::close`] go inside.
+    pub fn open(&mut self, key: &str) -> &mut Self {
+        self.key(key);
+        self.0.push('{');
+        self
+    }
+
+    /// `}`.
+    pub fn close(&mut self) -> &mut Self {
+        self.0.push('}');
+        self
+    }
+
+    /// The text, the outer object closed.
+    pub fn finish(&mut self) -> String {
+        self.0.push('}');
+        std::mem::take(&mut self.0)
     }
 }
 
@@ -218,6 +284,9 @@ pub enum Inbound {
     Clear,
     /// Frames the box accepts and ignores (`connected`/`start`/`stop` echoes, `ping`).
     Ignored,
+    /// The agent ends the call (AudioSocket `0x00` hangup): handled as the agent
+    /// closing its connection.
+    Hangup,
 }
 
 /// Why a frame from the agent was not understood (sent back as an `error` frame).
@@ -231,7 +300,8 @@ pub struct InboundError {
     pub detail: String,
 }
 
-fn malformed(detail: impl Into<String>) -> InboundError {
+/// An [`InboundError`] `100003 Malformed Frame` saying `detail`.
+pub fn malformed(detail: impl Into<String>) -> InboundError {
     InboundError { code: error_code::MALFORMED_FRAME, title: "Malformed Frame", detail: detail.into() }
 }
 
@@ -252,27 +322,41 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, InboundError> {
         }
         "mark" => {
             let name = frame.mark.and_then(|m| m.name).ok_or_else(|| malformed("mark frame without mark.name"))?;
-            Ok(Inbound::Mark(name.into_owned()))
+            mark_name(&name)
         }
         other => event_without_body(other),
     }
 }
 
-/// The fields of an agent's frame the box reads; any others are ignored.
+/// The fields of an agent's frame the box reads, Telnyx's and Plivo's (one
+/// parser for both); any others are ignored.
 #[derive(serde::Deserialize)]
-struct Frame<'a> {
+pub struct Frame<'a> {
+    /// `event`.
     #[serde(borrow)]
-    event: std::borrow::Cow<'a, str>,
+    pub event: std::borrow::Cow<'a, str>,
+    /// `media` (Telnyx, Twilio, Exotel `media`; Plivo `playAudio`).
     #[serde(borrow, default)]
-    media: Option<MediaBody<'a>>,
+    pub media: Option<MediaBody<'a>>,
     #[serde(borrow, default)]
     mark: Option<MarkBody<'a>>,
+    /// Plivo's `checkpoint.name`.
+    #[serde(borrow, default)]
+    pub name: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// `media` of an agent's frame.
 #[derive(serde::Deserialize)]
-struct MediaBody<'a> {
+pub struct MediaBody<'a> {
+    /// Base64 audio.
     #[serde(borrow, default)]
-    payload: Option<std::borrow::Cow<'a, str>>,
+    pub payload: Option<std::borrow::Cow<'a, str>>,
+    /// Plivo's `contentType` (`audio/x-mulaw`, `audio/x-l16`).
+    #[serde(borrow, default, rename = "contentType")]
+    pub content_type: Option<std::borrow::Cow<'a, str>>,
+    /// Plivo's `sampleRate`, Hz.
+    #[serde(default, rename = "sampleRate")]
+    pub sample_rate: Option<u32>,
 }
 
 #[derive(serde::Deserialize)]
@@ -281,7 +365,16 @@ struct MarkBody<'a> {
     name: Option<std::borrow::Cow<'a, str>>,
 }
 
-fn decode_payload(payload: &str) -> Result<Vec<u8>, InboundError> {
+/// A mark (or checkpoint) named `name`, at most [`MAX_MARK_NAME`] bytes.
+pub fn mark_name(name: &str) -> Result<Inbound, InboundError> {
+    if name.len() > MAX_MARK_NAME {
+        return Err(malformed(format!("mark name of {} bytes; at most {MAX_MARK_NAME}", name.len())));
+    }
+    Ok(Inbound::Mark(name.to_string()))
+}
+
+/// Base64 `payload` → audio bytes; else `100004 Invalid Media`.
+pub fn decode_payload(payload: &str) -> Result<Vec<u8>, InboundError> {
     B64.decode(payload.trim()).map_err(|e| InboundError {
         code: error_code::INVALID_MEDIA,
         title: "Invalid Media",
@@ -321,7 +414,7 @@ fn parse_value(text: &str) -> Result<Inbound, InboundError> {
                 .and_then(|m| m.get("name"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| malformed("mark frame without mark.name"))?;
-            Ok(Inbound::Mark(name.to_string()))
+            mark_name(name)
         }
         other => event_without_body(other),
     }
@@ -330,6 +423,7 @@ fn parse_value(text: &str) -> Result<Inbound, InboundError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn info() -> StartInfo {
         StartInfo {
@@ -421,6 +515,39 @@ mod tests {
         let e = parse_inbound(r#"{"event":"media","media":{"payload":7}}"#).unwrap_err();
         assert_eq!((e.code, e.detail.as_str()), (error_code::MALFORMED_FRAME, "media frame without media.payload"));
         assert_eq!(parse_inbound(r#"{"event":5}"#).unwrap_err().code, error_code::MALFORMED_FRAME);
+    }
+
+    #[test]
+    fn json_out_writes_valid_escaped_json() {
+        let text = JsonOut::object(64)
+            .str("a", "q\"b\\s\n\u{1}é")
+            .raw("n", "7")
+            .open("o")
+            .str("x", "")
+            .open("p")
+            .close()
+            .close()
+            .raw("z", "[1]")
+            .str("k\"", "v")
+            .finish();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v, json!({"a": "q\"b\\s\n\u{1}é", "n": 7, "o": {"x": "", "p": {}}, "z": [1], "k\"": "v"}));
+        assert_eq!(JsonOut::object(0).finish(), "{}");
+    }
+
+    #[test]
+    fn mark_names_are_bounded() {
+        let ok = "m".repeat(MAX_MARK_NAME);
+        let frame = format!(r#"{{"event":"mark","mark":{{"name":"{ok}"}}}}"#);
+        assert_eq!(parse_inbound(&frame).unwrap(), Inbound::Mark(ok));
+        let long = "m".repeat(MAX_MARK_NAME + 1);
+        let frame = format!(r#"{{"event":"mark","mark":{{"name":"{long}"}}}}"#);
+        let e = parse_inbound(&frame).unwrap_err();
+        assert_eq!(e.code, error_code::MALFORMED_FRAME);
+        assert!(e.detail.contains("257 bytes"), "{}", e.detail);
+        // The value path (odd field types elsewhere) bounds it too.
+        let frame = format!(r#"{{"event":"mark","mark":{{"name":"{long}"}},"media":1}}"#);
+        assert_eq!(parse_inbound(&frame).unwrap_err().code, error_code::MALFORMED_FRAME);
     }
 
     #[test]

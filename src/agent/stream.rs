@@ -1,37 +1,34 @@
-//! One call's stream to a voice agent: the WebSocket client of Telnyx's
-//! media-stream protocol (PROTOCOLS.md §3), as Telnyx itself connects to a
-//! `stream_url`.
+//! One call's stream to a voice agent, as Telnyx (PROTOCOLS.md §3), Twilio,
+//! Exotel or Plivo connect to a stream URL, or as Asterisk connects to an
+//! AudioSocket server (the stream's `protocol`).
 //!
-//! The task connects (TCP with `TCP_NODELAY`, TLS with rustls/ring for `wss://`,
-//! `Authorization: Bearer <auth_token>`, all within `connect_timeout`), sends
-//! `connected` and `start`, then moves the call's audio chunks (from the media task's
-//! [`PcmEndpoint`]) out as `media` frames in the stream's encoding and, in
-//! bidirectional mode, the agent's `media`/`mark`/`clear` into the media task's
-//! playback queue. DTMF from the call goes out as `dtmf` frames. A WebSocket ping
-//! every [`PING_INTERVAL`] checks the agent is alive.
+//! The task connects ([`Link`], within `connect_timeout`), sends the protocol's
+//! opening frames (`connected` and `start`, ...), then moves the call's audio
+//! chunks (from the media task's [`PcmEndpoint`]) out as `media` frames in the
+//! stream's encoding and, in bidirectional mode, the agent's audio, marks and
+//! clears into the media task's playback queue — the same playout, pacing and mark
+//! handling for every protocol; only [`Framing`] differs. DTMF from the call goes
+//! out in the protocol's shape. A WebSocket ping every [`PING_INTERVAL`] checks
+//! the agent is alive.
 //!
-//! Events for webhooks: `streaming.started` once the handshake is done,
-//! `streaming.stopped` when the box ends the stream, `streaming.failed`
-//! (`failure_reason`) when the connection is refused, times out or drops. The call
-//! hears about a failure through [`AgentStream::next_event`] and applies the agent's
-//! `on_disconnect`.
+//! Events for webhooks (the same whatever the protocol): `streaming.started` once
+//! the handshake is done, `streaming.stopped` when the box ends the stream,
+//! `streaming.failed` (`failure_reason`) when the connection is refused, times out
+//! or drops. The call hears about a failure through [`AgentStream::next_event`]
+//! and applies the agent's `on_disconnect`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::protocol::{Inbound, Outbound, StartInfo, Track, parse_inbound};
-use crate::config::{Agent, Encoding, StreamTrack};
+use super::framing::{Framing, swap16};
+use super::link::{Link, Received};
+use super::protocol::{Inbound, StartInfo, Track};
+use crate::config::{Agent, Encoding, StreamProtocol, StreamTrack};
 use crate::media::pcm::{Direction, PcmEndpoint, Playback};
 use crate::media::transcode::{FromStream, ToStream};
 use crate::store::event::{CallEvent, EventSink};
@@ -60,8 +57,10 @@ enum Command {
 pub struct StreamSpec {
     /// Agent name, for logs.
     pub name: String,
-    /// `ws://` or `wss://` URL.
+    /// `ws://` or `wss://` URL; `tcp://` or `audiosocket://` for AudioSocket.
     pub url: url::Url,
+    /// The message shapes (Telnyx, Twilio, ...).
+    pub protocol: StreamProtocol,
     /// Sent as `Authorization: Bearer`.
     pub auth_token: Option<String>,
     /// Stream encoding and rate.
@@ -83,6 +82,7 @@ impl StreamSpec {
         Some(Self {
             name: agent.name.clone(),
             url: url.clone(),
+            protocol: agent.protocol,
             auth_token: agent.auth_token.as_ref().map(|s| s.expose().to_string()),
             encoding: agent.encoding,
             sample_rate: agent.sample_rate,
@@ -157,10 +157,6 @@ impl Drop for AgentStream {
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-type Ws = WebSocketStream<Box<dyn Io>>;
-
 /// The call a stream carries, as its events and `start` frame name it (Telnyx
 /// field names; the call layer fills it from its call info).
 #[derive(Debug, Clone)]
@@ -227,10 +223,11 @@ impl Task {
 
     async fn run(self, mut endpoint: PcmEndpoint, mut commands: mpsc::Receiver<Command>) {
         let id = self.info.call_control_id.clone();
-        let connect = tokio::time::timeout(self.spec.connect_timeout, connect(&self.spec));
-        let ws = tokio::select! {
+        let connect = Link::connect(&self.spec.url, self.spec.protocol, self.spec.auth_token.as_deref());
+        let connect = tokio::time::timeout(self.spec.connect_timeout, connect);
+        let link = tokio::select! {
             r = connect => match r {
-                Ok(Ok(ws)) => ws,
+                Ok(Ok(link)) => link,
                 Ok(Err(reason)) => return self.fail(reason),
                 Err(_) => return self.fail(format!("connect timeout after {}", humantime::format_duration(self.spec.connect_timeout))),
             },
@@ -238,7 +235,7 @@ impl Task {
             _ = wait_stop(&mut commands) => return,
         };
         tracing::info!(call_control_id = %id, agent = %self.spec.name, stream_id = %self.stream_id, "agent stream connected");
-        match self.stream(ws, &mut endpoint, &mut commands).await {
+        match self.stream(link, &mut endpoint, &mut commands).await {
             End::Stopped => self.event("streaming.stopped", None),
             End::Failed(reason) => self.fail(reason),
         }
@@ -253,10 +250,14 @@ impl Task {
         let _ = self.events.send(StreamEvent::Failed(reason));
     }
 
-    async fn stream(&self, mut ws: Ws, endpoint: &mut PcmEndpoint, commands: &mut mpsc::Receiver<Command>) -> End {
+    async fn stream(&self, mut link: Link, endpoint: &mut PcmEndpoint, commands: &mut mpsc::Receiver<Command>) -> End {
         let spec = &self.spec;
-        let mut out = Outbound::new(self.stream_id.clone());
-        let start = StartInfo {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let (id, trunk) = (&self.stream_id, &self.info.connection_id);
+        let mut out = Framing::new(spec.protocol, id, trunk, spec.track, unix_ms, spec.encoding, spec.sample_rate);
+        let info = StartInfo {
             call_control_id: self.info.call_control_id.clone(),
             call_session_id: self.info.call_session_id.clone(),
             from: self.info.from.clone(),
@@ -266,9 +267,9 @@ impl Task {
             encoding: spec.encoding,
             sample_rate: spec.sample_rate,
         };
-        for frame in [out.connected(), out.start(&start)] {
-            if let Err(e) = ws.send(Message::text(frame)).await {
-                return End::Failed(format!("connection lost: {e}"));
+        for frame in out.opening(&info) {
+            if let Err(reason) = link.send(frame).await {
+                return End::Failed(reason);
             }
         }
         self.event("streaming.started", None);
@@ -281,6 +282,9 @@ impl Task {
         ) else {
             return End::Failed(format!("unsupported stream format {:?} at {} Hz", spec.encoding, spec.sample_rate));
         };
+        // L16 leaves the transcoder big-endian (RFC 2586); these protocols carry it
+        // little-endian, swapped in place (no copy).
+        let little_endian = spec.encoding == Encoding::L16 && spec.protocol.little_endian();
         // Bytes of 20 ms in the stream's encoding (G.711: 1 byte/sample, L16: 2).
         let bytes_per_sample = if spec.encoding == Encoding::L16 { 2 } else { 1 };
         let frame_bytes = (spec.sample_rate as usize / 50) * bytes_per_sample;
@@ -290,34 +294,24 @@ impl Task {
         let mut last_heard = Instant::now();
         let mut playback_closed = false;
         let mut chunks_open = true;
+        // Marks in the playout queue, and how many of the next returned ones a
+        // clear dropped (Plivo reports only checkpoints whose audio played).
+        let (mut marks_queued, mut marks_cleared) = (0usize, 0usize);
         loop {
             tokio::select! {
-                msg = ws.next() => {
+                received = link.recv(&out) => {
                     last_heard = Instant::now();
-                    let text = match msg {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Binary(_))) => {
-                            let err = super::protocol::InboundError {
-                                code: super::protocol::error_code::MALFORMED_FRAME,
-                                title: "Malformed Frame",
-                                detail: "binary frames are not part of the protocol; send JSON text frames".into(),
-                            };
-                            tracing::debug!(agent = %spec.name, "binary frame from the agent");
-                            if let Err(e) = ws.send(Message::text(out.error(&err))).await {
-                                return End::Failed(format!("connection lost: {e}"));
-                            }
-                            continue;
-                        }
-                        Some(Ok(Message::Close(frame))) => {
-                            let why = frame.map(|f| format!(" (code {}, {:?})", u16::from(f.code), f.reason.as_str())).unwrap_or_default();
-                            return End::Failed(format!("closed by the agent{why}"));
-                        }
-                        Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings itself
-                        Some(Err(e)) => return End::Failed(format!("connection lost: {e}")),
-                        None => return End::Failed("connection lost: end of stream".into()),
+                    let message = match received {
+                        Received::Message(m) => m,
+                        Received::Control => continue,
+                        Received::Ended(reason) => return End::Failed(reason),
                     };
-                    match parse_inbound(text.as_str()) {
-                        Ok(Inbound::Media(bytes)) if spec.bidirectional && !playback_closed => {
+                    let mut reply = None;
+                    match message {
+                        Ok(Inbound::Media(mut bytes)) if spec.bidirectional && !playback_closed => {
+                            if little_endian {
+                                swap16(&mut bytes);
+                            }
                             pcm.clear();
                             // One allocation per frame (the samples go to the media
                             // worker): at most one sample per payload byte, plus the
@@ -331,11 +325,11 @@ impl Task {
                         Ok(Inbound::Mark(name)) => {
                             if playback_closed || !spec.bidirectional {
                                 // Nothing is playing: a mark is returned at once.
-                                if let Err(e) = ws.send(Message::text(out.mark(&name))).await {
-                                    return End::Failed(format!("connection lost: {e}"));
-                                }
+                                reply = out.mark(&name);
                             } else if endpoint.playback.send(Playback::Mark(name)).await.is_err() {
                                 playback_closed = true;
+                            } else {
+                                marks_queued += 1;
                             }
                         }
                         Ok(Inbound::Clear) => {
@@ -344,16 +338,24 @@ impl Task {
                             if !playback_closed && endpoint.playback.send(Playback::Clear).await.is_err() {
                                 playback_closed = true;
                             }
+                            if !out.returns_marks_on_clear() {
+                                marks_cleared = marks_queued;
+                            }
+                            reply = out.cleared();
                         }
                         Ok(Inbound::Media(_)) => {
                             tracing::debug!(agent = %spec.name, "media from a stream that is not bidirectional: ignored");
                         }
                         Ok(Inbound::Ignored) => {}
+                        Ok(Inbound::Hangup) => return End::Failed("closed by the agent (hangup)".into()),
                         Err(err) => {
                             tracing::info!(agent = %spec.name, code = err.code, "bad frame from the agent: {}", err.detail);
-                            if let Err(e) = ws.send(Message::text(out.error(&err))).await {
-                                return End::Failed(format!("connection lost: {e}"));
-                            }
+                            reply = out.error(&err);
+                        }
+                    }
+                    if let Some(frame) = reply {
+                        if let Err(reason) = link.send(frame).await {
+                            return End::Failed(reason);
                         }
                     }
                 }
@@ -376,42 +378,53 @@ impl Task {
                     tx.convert(chunk.codec, chunk.audio(), pending);
                     while pending.len() >= frame_bytes {
                         let ts = started.elapsed().as_millis() as u64;
+                        if little_endian {
+                            swap16(&mut pending[..frame_bytes]);
+                        }
                         let frame = out.media(track, ts, &pending[..frame_bytes]);
                         pending.drain(..frame_bytes);
-                        if let Err(e) = ws.send(Message::text(frame)).await {
-                            return End::Failed(format!("connection lost: {e}"));
+                        if let Some(frame) = frame {
+                            if let Err(reason) = link.send(frame).await {
+                                return End::Failed(reason);
+                            }
                         }
                     }
                 }
                 Some(name) = endpoint.marks.recv() => {
-                    if let Err(e) = ws.send(Message::text(out.mark(&name))).await {
-                        return End::Failed(format!("connection lost: {e}"));
+                    marks_queued = marks_queued.saturating_sub(1);
+                    if marks_cleared > 0 {
+                        marks_cleared -= 1;
+                        continue;
+                    }
+                    if let Some(frame) = out.mark(&name) {
+                        if let Err(reason) = link.send(frame).await {
+                            return End::Failed(reason);
+                        }
                     }
                 }
                 c = commands.recv() => match c {
                     Some(Command::Dtmf(d)) => {
-                        if let Err(e) = ws.send(Message::text(out.dtmf(d))).await {
-                            return End::Failed(format!("connection lost: {e}"));
+                        if let Err(reason) = link.send(out.dtmf(d)).await {
+                            return End::Failed(reason);
                         }
                     }
                     Some(Command::Stop) | None => {
-                        let stop = out.stop(&self.info.call_control_id, &self.info.call_session_id);
-                        let _ = ws.send(Message::text(stop)).await;
                         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                            let _ = ws.close(None).await;
-                            // Drain until the agent's close frame (or the end).
-                            while let Some(Ok(_)) = ws.next().await {}
+                            if let Some(stop) = out.stop(&info) {
+                                let _ = link.send(stop).await;
+                            }
+                            link.close().await;
                         })
                         .await;
                         return End::Stopped;
                     }
                 },
-                _ = ping.tick() => {
+                _ = ping.tick(), if link.pings() => {
                     if last_heard.elapsed() >= DEAD_AFTER {
                         return End::Failed(format!("no answer to pings for {}s", DEAD_AFTER.as_secs()));
                     }
-                    if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
-                        return End::Failed(format!("connection lost: {e}"));
+                    if let Err(reason) = link.ping().await {
+                        return End::Failed(reason);
                     }
                 }
             }
@@ -425,73 +438,5 @@ async fn wait_stop(commands: &mut mpsc::Receiver<Command>) {
             Some(Command::Stop) | None => return,
             Some(Command::Dtmf(_)) => {}
         }
-    }
-}
-
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_platform_verifier()
-        .map_err(|e| format!("no TLS trust roots: {e}"))?
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// TCP (+ TLS) + WebSocket handshake. Errors are `failure_reason` strings.
-/// Bytes asked of the socket per read. tungstenite's default (128 KiB) is
-/// zero-filled before every read: with 50 small frames a second per call that
-/// memset was ~5 % of the box's CPU while agent calls were set up (issue 19,
-/// `perf` of `scripts/bench-media`). A media frame is well under 2 KiB; a larger frame still
-/// arrives whole (the buffer grows to the frame's announced length).
-const READ_BUFFER: usize = 8 * 1024;
-
-/// The largest message (and frame) taken from an agent: 4 MiB, about 2 minutes
-/// of base64 PCMU or 65 s of L16 at 16 kHz in one `media` message (agents that
-/// send a whole prompt at once stay well under it). tungstenite's defaults
-/// (64 MiB / 16 MiB) let one agent make the box buffer 64 MiB per call; a
-/// larger message fails the stream ("Message too long", `streaming.failed`)
-/// and `on_disconnect` applies.
-pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
-
-fn ws_config() -> tungstenite::protocol::WebSocketConfig {
-    tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE))
-}
-
-async fn connect(spec: &StreamSpec) -> Result<Ws, String> {
-    let url = &spec.url;
-    let host = url.host_str().ok_or("the URL has no host")?.to_string();
-    let tls = url.scheme() == "wss";
-    let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
-    let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let tcp = tokio::net::TcpStream::connect((bare_host.as_str(), port))
-        .await
-        .map_err(|e| format!("connection failed to {host}:{port}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    let io: Box<dyn Io> = if tls {
-        let name = rustls::pki_types::ServerName::try_from(bare_host.clone())
-            .map_err(|e| format!("bad TLS server name {bare_host}: {e}"))?;
-        let connector = tokio_rustls::TlsConnector::from(tls_config()?);
-        Box::new(
-            connector.connect(name, tcp).await.map_err(|e| format!("TLS handshake with {host}:{port} failed: {e}"))?,
-        )
-    } else {
-        Box::new(tcp)
-    };
-    let mut request = url.as_str().into_client_request().map_err(|e| format!("bad URL: {e}"))?;
-    if let Some(token) = &spec.auth_token {
-        let value =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| "auth_token is not a valid header value")?;
-        request.headers_mut().insert("Authorization", value);
-    }
-    match tokio_tungstenite::client_async_with_config(request, io, Some(ws_config())).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(resp)) => Err(format!("handshake rejected: HTTP {}", resp.status().as_u16())),
-        Err(e) => Err(format!("WebSocket handshake failed: {e}")),
     }
 }

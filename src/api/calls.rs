@@ -15,7 +15,7 @@ use super::error::ApiError;
 use crate::agent::stream::StreamSpec;
 use crate::call::control::{Action, Lookup};
 use crate::call::playback::Loops;
-use crate::config::{Encoding, StreamTrack};
+use crate::config::{Encoding, StreamProtocol, StreamTrack};
 
 /// `GET /v2/calls`: the live calls, oldest first.
 pub async fn list(State(st): State<ApiState>) -> Json<Value> {
@@ -446,10 +446,20 @@ const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 fn streaming_start(body: &Map<String, Value>) -> Result<Action, ApiError> {
     let url =
         string(body, "stream_url")?.ok_or_else(|| ApiError::bad_field("/stream_url", "stream_url is required"))?;
-    let url = url::Url::parse(&url)
+    let protocol = match string(body, "stream_protocol")?.as_deref() {
+        None => StreamProtocol::Telnyx,
+        Some(name) => StreamProtocol::from_name(name).ok_or_else(|| {
+            ApiError::bad_field("/stream_protocol", "must be telnyx, twilio, exotel, plivo or audiosocket")
+        })?,
+    };
+    let url = crate::config::values::parse_url(&url, protocol.schemes())
         .ok()
-        .filter(|u| matches!(u.scheme(), "ws" | "wss") && u.host_str().is_some())
-        .ok_or_else(|| ApiError::bad_field("/stream_url", "stream_url must be a ws:// or wss:// URL"))?;
+        .filter(|u| u.port_or_known_default().is_some())
+        .ok_or_else(|| {
+            let schemes =
+                if protocol == StreamProtocol::AudioSocket { "a tcp://host:port" } else { "a ws:// or wss://" };
+            ApiError::bad_field("/stream_url", format!("stream_url must be {schemes} URL"))
+        })?;
     let track = match string(body, "stream_track")?.as_deref() {
         None | Some("inbound_track") => StreamTrack::InboundTrack,
         Some("outbound_track") => StreamTrack::OutboundTrack,
@@ -472,7 +482,8 @@ fn streaming_start(body: &Map<String, Value>) -> Result<Action, ApiError> {
         }
     };
     let encoding = match string(body, "stream_bidirectional_codec")?.as_deref() {
-        None | Some("PCMU") => Encoding::Pcmu,
+        None => protocol.default_encoding(),
+        Some("PCMU") => Encoding::Pcmu,
         Some("PCMA") => Encoding::Pcma,
         Some("L16") => Encoding::L16,
         Some(other) => {
@@ -493,9 +504,13 @@ fn streaming_start(body: &Map<String, Value>) -> Result<Action, ApiError> {
             ));
         }
     };
+    protocol
+        .check_format(encoding, sample_rate)
+        .map_err(|why| ApiError::bad_field("/stream_bidirectional_codec", why))?;
     Ok(Action::StreamingStart(Box::new(StreamSpec {
         name: "api".into(),
         url,
+        protocol,
         auth_token: string(body, "stream_auth_token")?,
         encoding,
         sample_rate,

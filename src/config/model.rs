@@ -281,22 +281,100 @@ pub enum OnDisconnect {
     Continue,
 }
 
+/// The message shapes an agent stream speaks (`[[agent]] protocol`, the API's
+/// `stream_protocol`). Each is framed by its own sans-IO module in `agent/`; the
+/// audio path (playout, marks, clear) is the same for all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamProtocol {
+    /// Telnyx media streaming (the default).
+    Telnyx,
+    /// Twilio Media Streams: PCMU at 8000 Hz only.
+    Twilio,
+    /// Exotel Voicebot/Stream applet: L16 little-endian, 8000 or 16000 Hz.
+    Exotel,
+    /// Plivo audio streams: PCMU at 8000 Hz, or L16 little-endian at 8000/16000 Hz.
+    Plivo,
+    /// Asterisk AudioSocket over TCP: L16 little-endian at 8000 Hz only.
+    AudioSocket,
+}
+
+impl StreamProtocol {
+    /// Names as written in the config and the API, with their values.
+    pub const CHOICES: [(&'static str, StreamProtocol); 5] = [
+        ("telnyx", StreamProtocol::Telnyx),
+        ("twilio", StreamProtocol::Twilio),
+        ("exotel", StreamProtocol::Exotel),
+        ("plivo", StreamProtocol::Plivo),
+        ("audiosocket", StreamProtocol::AudioSocket),
+    ];
+
+    /// The protocol named `name` (`"twilio"`), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::CHOICES.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
+    }
+
+    /// URL schemes of the agent's address: `tcp`/`audiosocket` for AudioSocket,
+    /// `ws`/`wss` for the others.
+    pub fn schemes(self) -> &'static [&'static str] {
+        match self {
+            StreamProtocol::AudioSocket => &["tcp", "audiosocket"],
+            _ => &["ws", "wss"],
+        }
+    }
+
+    /// The encoding when none is given: what the provider sends by default.
+    pub fn default_encoding(self) -> Encoding {
+        match self {
+            StreamProtocol::Exotel | StreamProtocol::AudioSocket => Encoding::L16,
+            _ => Encoding::Pcmu,
+        }
+    }
+
+    /// Whether 16-bit linear audio is little-endian on this protocol's wire
+    /// (Exotel, Plivo, AudioSocket); Telnyx's L16 is big-endian (RFC 2586).
+    pub fn little_endian(self) -> bool {
+        !matches!(self, StreamProtocol::Telnyx | StreamProtocol::Twilio)
+    }
+
+    /// Whether the provider carries `encoding` at `sample_rate` Hz; the error
+    /// says what it does carry.
+    pub fn check_format(self, encoding: Encoding, sample_rate: u32) -> Result<(), &'static str> {
+        let ok = match self {
+            StreamProtocol::Telnyx => true,
+            StreamProtocol::Twilio => encoding == Encoding::Pcmu,
+            StreamProtocol::Exotel => encoding == Encoding::L16,
+            StreamProtocol::Plivo => encoding != Encoding::Pcma,
+            StreamProtocol::AudioSocket => encoding == Encoding::L16 && sample_rate == 8000,
+        };
+        ok.then_some(()).ok_or(match self {
+            StreamProtocol::Twilio => "Twilio streams are PCMU at 8000 Hz only",
+            StreamProtocol::Exotel => "Exotel streams are L16 (little-endian) at 8000 or 16000 Hz",
+            StreamProtocol::Plivo => "Plivo streams are PCMU at 8000 Hz or L16 (little-endian) at 8000/16000 Hz",
+            _ => "AudioSocket streams are L16 (slin, little-endian) at 8000 Hz only",
+        })
+    }
+}
+
 /// Where an agent lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum AgentUrl {
     /// `builtin:echo`: in-process, plays the caller's audio back.
     BuiltinEcho,
-    /// A `ws://` or `wss://` URL of the agent's WebSocket server.
+    /// The agent's server: a `ws://`/`wss://` URL, or `tcp://`/`audiosocket://`
+    /// for `protocol = "audiosocket"` (see [`StreamProtocol::schemes`]).
     WebSocket(url::Url),
 }
 
-/// `[[agent]]`: a voice agent speaking Telnyx's media-stream protocol.
+/// `[[agent]]`: a voice agent speaking one of the stream protocols.
 #[derive(Debug, Clone, Serialize)]
 pub struct Agent {
     /// Unique name that routes refer to.
     pub name: String,
     /// Where to connect.
     pub url: AgentUrl,
+    /// The message shapes it speaks.
+    pub protocol: StreamProtocol,
     /// Sent as `Authorization: Bearer`.
     pub auth_token: Option<Secret>,
     /// Stream encoding.

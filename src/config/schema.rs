@@ -92,6 +92,7 @@ const TRUNK: &[&str] = &[
 const AGENT: &[&str] = &[
     "name",
     "url",
+    "protocol",
     "auth_token",
     "encoding",
     "sample_rate",
@@ -466,12 +467,18 @@ fn read_agents(root: &Table<'_>, issues: &mut Issues) -> Vec<Agent> {
                 issues.push(t.key_path("name"), format!("another agent is already named {n:?}"));
             }
         }
+        let protocol = t.choice("protocol", issues, &StreamProtocol::CHOICES).unwrap_or(StreamProtocol::Telnyx);
         let url = t.parsed("url", issues, |s| match s {
             "builtin:echo" => Ok(AgentUrl::BuiltinEcho),
             s if s.starts_with("builtin:") => {
                 Err(format!("{s:?} is not a built-in agent (the only one is \"builtin:echo\")"))
             }
-            s => values::parse_url(s, &["ws", "wss"]).map(AgentUrl::WebSocket),
+            s => match values::parse_url(s, protocol.schemes()) {
+                Ok(u) if u.port_or_known_default().is_none() => {
+                    Err(format!("{s:?} has no port (e.g. tcp://host:9092)"))
+                }
+                u => u.map(AgentUrl::WebSocket),
+            },
         });
         if t.value("url").is_none() {
             t.missing(
@@ -483,13 +490,16 @@ fn read_agents(root: &Table<'_>, issues: &mut Issues) -> Vec<Agent> {
         let auth_token = secret(&t, "auth_token", issues);
         let encoding = t
             .choice("encoding", issues, &[("PCMU", Encoding::Pcmu), ("PCMA", Encoding::Pcma), ("L16", Encoding::L16)])
-            .unwrap_or(Encoding::Pcmu);
+            .unwrap_or(protocol.default_encoding());
         let sample_rate = t.integer("sample_rate", issues, 8000, 16000).unwrap_or(8000) as u32;
         if sample_rate != 8000 && sample_rate != 16000 {
             issues.push(t.key_path("sample_rate"), format!("{sample_rate} is not 8000 or 16000"));
         } else if sample_rate == 16000 && encoding != Encoding::L16 {
             issues
                 .push(t.key_path("sample_rate"), "16000 Hz needs encoding = \"L16\" (PCMU and PCMA are 8000 Hz only)");
+        } else if let Err(why) = protocol.check_format(encoding, sample_rate) {
+            let key = if t.value("encoding").is_some() { "encoding" } else { "protocol" };
+            issues.push(t.key_path(key), why);
         }
         let track = t
             .choice(
@@ -512,6 +522,7 @@ fn read_agents(root: &Table<'_>, issues: &mut Issues) -> Vec<Agent> {
             out.push(Agent {
                 name,
                 url,
+                protocol,
                 auth_token,
                 encoding,
                 sample_rate,

@@ -585,3 +585,78 @@ fn recording_upload_reads_defaults_secrets_from_the_environment_and_located_erro
     let none = write(dir.path(), "none.toml", "[recording]\nenabled = true\n");
     assert!(load_with_env(&none, env(&[])).unwrap().config.recording_upload.is_none());
 }
+
+#[test]
+fn agent_protocols_pick_their_defaults_and_bad_ones_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"
+[[agent]]
+name = "tw"
+url = "wss://agent.lan/twilio"
+protocol = "twilio"
+
+[[agent]]
+name = "ex"
+url = "ws://agent.lan/exotel"
+protocol = "exotel"
+sample_rate = 16000
+
+[[agent]]
+name = "as"
+url = "tcp://127.0.0.1:9092"
+protocol = "audiosocket"
+
+[[agent]]
+name = "default"
+url = "ws://agent.lan/"
+"#;
+    let c = load_with_env(&write(dir.path(), "g.toml", good), env(&[])).unwrap().config;
+    let a = |n: &str| c.agent(n).unwrap().clone();
+    assert_eq!((a("tw").protocol, a("tw").encoding), (StreamProtocol::Twilio, Encoding::Pcmu));
+    assert_eq!(
+        (a("ex").protocol, a("ex").encoding, a("ex").sample_rate),
+        (StreamProtocol::Exotel, Encoding::L16, 16000)
+    );
+    assert_eq!((a("as").protocol, a("as").encoding), (StreamProtocol::AudioSocket, Encoding::L16));
+    assert_eq!((a("default").protocol, a("default").encoding), (StreamProtocol::Telnyx, Encoding::Pcmu));
+
+    let bad = r#"
+[[agent]]
+name = "a"
+url = "ws://agent.lan/"
+protocol = "vonage"
+
+[[agent]]
+name = "b"
+url = "ws://agent.lan/"
+protocol = "audiosocket"
+
+[[agent]]
+name = "c"
+url = "tcp://agent.lan"
+protocol = "audiosocket"
+
+[[agent]]
+name = "d"
+url = "wss://agent.lan/"
+protocol = "twilio"
+encoding = "L16"
+
+[[agent]]
+name = "e"
+url = "tcp://agent.lan:9092"
+protocol = "audiosocket"
+sample_rate = 16000
+"#;
+    let path = write(dir.path(), "b.toml", bad);
+    let all = load_with_env(&path, env(&[])).unwrap_err().to_string();
+    for needle in [
+        "b.toml:5: agent[0].protocol: \"vonage\" is not one of \"telnyx\", \"twilio\", \"exotel\", \"plivo\", \"audiosocket\"",
+        "agent[1].url: \"ws://agent.lan/\" must use tcp:// or audiosocket://",
+        "agent[2].url: \"tcp://agent.lan\" has no port",
+        "agent[3].encoding: Twilio streams are PCMU at 8000 Hz only",
+        "agent[4].protocol: AudioSocket streams are L16 (slin, little-endian) at 8000 Hz only",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}

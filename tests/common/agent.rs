@@ -1,6 +1,7 @@
 //! Test-side control of `tests/agents/telnyx_agent.py` (a Telnyx media-stream voice
-//! agent in Python `websockets`): start it in a mode, read the port it listens on,
-//! stop it by pid, read its per-connection JSON log.
+//! agent in Python `websockets`) and `tests/agents/stream_agent.py` (Twilio, Exotel,
+//! Plivo, AudioSocket): start one in a mode, read the port it listens on, stop it
+//! by pid, read its per-connection JSON log.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,9 +24,14 @@ pub struct PyAgent {
 impl PyAgent {
     /// Starts the agent in `mode` with extra `args`; logs go to `dir/<name>.jsonl`.
     pub fn start(dir: &Path, name: &str, mode: &str, args: &[&str]) -> Self {
+        Self::start_script(dir, "telnyx_agent.py", name, mode, args)
+    }
+
+    /// [`PyAgent::start`] of another agent in `tests/agents/` (`stream_agent.py`).
+    pub fn start_script(dir: &Path, script: &str, name: &str, mode: &str, args: &[&str]) -> Self {
         let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
         assert!(python.exists(), "{} is missing: run scripts/setup-tests first", python.display());
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents/telnyx_agent.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents").join(script);
         let log = dir.join(format!("{name}.jsonl"));
         let mut child = Command::new(python)
             .arg(script)

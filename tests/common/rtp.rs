@@ -167,6 +167,33 @@ pub fn tone(hz: f64, amplitude: f64, ms: usize) -> Vec<i16> {
     (0..ms * 8).map(|i| (amplitude * (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin()) as i16).collect()
 }
 
+/// A decoded PCMU packet louder than this (RMS) is audio, not silence.
+pub const LOUD: f64 = 500.0;
+
+/// The PCMU packets of `packets` louder than [`LOUD`].
+pub fn loud(packets: &[Packet]) -> Vec<&Packet> {
+    packets.iter().filter(|p| p.payload_type == 0 && p.rms() > LOUD).collect()
+}
+
+/// Frequency of a tone in `packets` (Hz, from zero crossings of the decoded PCMU).
+pub fn frequency(packets: &[&Packet]) -> f64 {
+    let pcm: Vec<i16> = packets.iter().flat_map(|p| p.pcm()).collect();
+    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    crossings as f64 / 2.0 / (pcm.len() as f64 / 8000.0)
+}
+
+/// A phone's script: `audio` (8 kHz) sent for `send_ms`, key presses at packet
+/// indexes, the run lasting `total_ms`, no gaps.
+pub fn script(audio: Vec<i16>, digits: Vec<(usize, char)>, send_ms: u64, total_ms: u64) -> Script {
+    Script {
+        audio,
+        digits,
+        send_for: Duration::from_millis(send_ms),
+        duration: Duration::from_millis(total_ms),
+        gaps: vec![],
+    }
+}
+
 /// The box's RTP address for each call in a SIPp message trace: Call-ID → the
 /// `c=`/`m=audio` of the 200 OK (or 183 with SDP: early media) answering its INVITE.
 pub fn answers_in_trace(trace: &str) -> std::collections::HashMap<String, SocketAddr> {
