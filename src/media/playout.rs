@@ -34,20 +34,6 @@ pub const MAX_STANDING_FRAMES: usize = 10;
 /// sent ahead of time draining.
 pub const MAX_DEPTH_SWING_FRAMES: usize = 2;
 
-/// How long a frame of silence played in the middle of a stream stays owed
-/// ([`Playout::standing_surplus`]), in frames (200 ms); silence after more than
-/// this without audio is a pause of the agent, and owes nothing.
-pub const OWED_FOR_FRAMES: u32 = 10;
-
-/// The most frames owed at once (100 ms): the rest of a longer stall's backlog
-/// is left to the standing-backlog window.
-pub const MAX_OWED_FRAMES: u32 = 5;
-
-/// Ticks in a row that must end with a whole frame still queued before an owed
-/// frame is made up (60 ms): a frame that waits only now and then is the
-/// stream's jitter, which the queue should keep absorbing.
-pub const OWED_STANDING_TICKS: u32 = 3;
-
 /// Queue of agent audio (PCM16 mono, 8000 or 16000 Hz) waiting to be played into the call,
 /// with the agent's marks placed between samples.
 ///
@@ -77,14 +63,6 @@ pub struct Playout {
     window_frames: u32,
     /// Extra frames still to play, one per tick.
     catching_up: u32,
-    /// Silent frames played while the stream was running, not yet made up.
-    owed: u32,
-    /// Frames since the last owed one (saturating).
-    owed_age: u32,
-    /// Frames since the last one with audio (saturating).
-    since_audio: u32,
-    /// Ticks in a row that ended with a whole frame still queued.
-    standing_ticks: u32,
 }
 
 impl Playout {
@@ -104,10 +82,6 @@ impl Playout {
             window_max: 0,
             window_frames: 0,
             catching_up: 0,
-            owed: 0,
-            owed_age: 0,
-            since_audio: u32::MAX,
-            standing_ticks: 0,
         }
     }
 
@@ -142,9 +116,6 @@ impl Playout {
         marks.extend(self.pending.drain(..).map(|(_, name)| name));
         self.restart_window();
         self.catching_up = 0;
-        self.owed = 0;
-        self.since_audio = u32::MAX;
-        self.standing_ticks = 0;
         marks
     }
 
@@ -168,20 +139,6 @@ impl Playout {
         self.window_min = self.window_min.min(self.audio.len());
         self.window_max = self.window_max.max(self.audio.len());
         self.window_frames = self.window_frames.saturating_add(1);
-        self.owed_age = self.owed_age.saturating_add(1);
-        if n > 0 {
-            self.since_audio = 0;
-        } else {
-            if self.since_audio < OWED_FOR_FRAMES {
-                // Silence in the middle of a stream: its next frame came late.
-                self.owed = (self.owed + 1).min(MAX_OWED_FRAMES);
-                self.owed_age = 0;
-            }
-            self.since_audio = self.since_audio.saturating_add(1);
-        }
-        if self.owed_age > OWED_FOR_FRAMES {
-            self.owed = 0;
-        }
         while let Some((position, _)) = self.pending.front() {
             if *position > self.played {
                 break;
@@ -220,28 +177,8 @@ impl Playout {
     /// [`MAX_STANDING_FRAMES`], the frames that stood the whole window are
     /// played early, one per tick. A jittery stream keeps the frames its jitter
     /// needs, and TTS queued ahead of time (deeper, or draining) plays at its pace.
-    ///
-    /// Sooner, for a frame known to be late: each tick that played silence in the
-    /// middle of a stream (audio less than [`OWED_FOR_FRAMES`] ago) owes a frame,
-    /// at most [`MAX_OWED_FRAMES`], for [`OWED_FOR_FRAMES`]. When a whole frame
-    /// was still queued after [`OWED_STANDING_TICKS`] ticks in a row, the late
-    /// audio is standing: one owed frame is made up at once. The stream is back
-    /// on its schedule within 60 ms of a late frame instead of 200 ms or more,
-    /// and a stream whose frames only wait now and then (jitter) or that never
-    /// ran dry (TTS sent ahead) owes or makes up nothing.
     pub fn standing_surplus(&mut self, frame_len: usize) -> u32 {
         let frame_len = frame_len.max(1);
-        if self.audio.len() >= frame_len {
-            self.standing_ticks = self.standing_ticks.saturating_add(1);
-        } else {
-            self.standing_ticks = 0;
-        }
-        if self.catching_up == 0 && self.owed > 0 && self.standing_ticks >= OWED_STANDING_TICKS {
-            self.owed -= 1;
-            self.standing_ticks = 0;
-            self.restart_window();
-            return 1;
-        }
         if self.catching_up == 0 && self.window_frames >= STANDING_WINDOW {
             let steady = self.window_max - self.window_min.min(self.window_max) <= MAX_DEPTH_SWING_FRAMES * frame_len;
             let small = self.window_max <= MAX_STANDING_FRAMES * frame_len;
@@ -532,18 +469,16 @@ mod tests {
         let late = [10, 100, 101];
         let (depth, _) = realtime(&mut Playout::new(80_000), 300, &late, false);
         assert_eq!((depth[50], depth[299]), (1, 2), "the delay ratchets up");
-        // With it, each late frame is made up once its backlog has stood for
-        // OWED_STANDING_TICKS ticks (the silence it caused is owed).
+        // With it, each backlog stands for at most two windows and then goes.
         let (depth, extra) = realtime(&mut Playout::new(80_000), 300, &late, true);
         assert_eq!((depth[10], depth[11]), (0, 1), "a silent tick, then one frame standing");
         assert_eq!(extra.len(), 3, "one extra frame per late frame: {extra:?}");
-        let stood = OWED_STANDING_TICKS as usize - 1;
-        assert_eq!(extra[0].0, 11 + stood, "{extra:?}");
-        assert!(depth[14..100].iter().all(|&d| d == 0), "{depth:?}");
+        assert!(extra[0].0 <= 11 + 2 * STANDING_WINDOW as usize, "{extra:?}");
+        assert!(depth[40..100].iter().all(|&d| d == 0), "{depth:?}");
         assert_eq!(depth[102], 2);
-        assert_eq!(extra[1].0, 102 + stood, "{extra:?}");
-        assert_eq!(extra[2].0, extra[1].0 + OWED_STANDING_TICKS as usize, "{extra:?}");
-        assert!(depth[108..].iter().all(|&d| d == 0), "{depth:?}");
+        assert_eq!(extra[2].0, extra[1].0 + 1, "on consecutive ticks: {extra:?}");
+        assert!(extra[1].0 <= 102 + 2 * STANDING_WINDOW as usize, "{extra:?}");
+        assert!(depth[130..].iter().all(|&d| d == 0), "{depth:?}");
         // A stall of 8 frames: all made up for.
         let late: Vec<usize> = (50..58).collect();
         let (depth, extra) = realtime(&mut Playout::new(80_000), 300, &late, true);
@@ -585,43 +520,6 @@ mod tests {
             extra += p.standing_surplus(FRAME_SAMPLES);
         }
         assert_eq!(extra, 0);
-    }
-
-    #[test]
-    fn silence_owed_by_a_pause_expires() {
-        // A real-time stream pauses for 5 ticks (5 silent frames owed), then is
-        // quiet; 0.5 s later the agent sends 3 s of TTS at once. The stale debt
-        // must not hurry the TTS out.
-        let mut p = Playout::new(8000 * 10);
-        let mut extra = 0;
-        for t in 0..300 {
-            if t < 50 {
-                p.push(&ramp(FRAME_SAMPLES, 1));
-            }
-            if t == 75 {
-                p.push(&ramp(8000 * 3, 1));
-            }
-            frame(&mut p);
-            extra += p.standing_surplus(FRAME_SAMPLES);
-        }
-        assert_eq!(extra, 0);
-        // The same TTS right after the pause (within OWED_FOR_FRAMES) is taken
-        // as the late audio of the running stream: owed frames are made up, one
-        // per OWED_STANDING_TICKS, until the debt expires OWED_FOR_FRAMES after
-        // the last silent frame (ticks 57, 60 and 63).
-        let mut p = Playout::new(8000 * 10);
-        let mut extra = 0;
-        for t in 0..300 {
-            if t < 50 {
-                p.push(&ramp(FRAME_SAMPLES, 1));
-            }
-            if t == 55 {
-                p.push(&ramp(8000 * 3, 1));
-            }
-            frame(&mut p);
-            extra += p.standing_surplus(FRAME_SAMPLES);
-        }
-        assert_eq!(extra, 3);
     }
 
     #[test]
