@@ -80,7 +80,9 @@ impl Pacer {
     /// catching up on a backlog, not a phase).
     pub fn shift_earlier(&mut self, by: Duration) {
         if by < FRAME {
-            self.next -= by;
+            if let Some(next) = self.next.checked_sub(by) {
+                self.next = next;
+            }
         }
     }
 }
