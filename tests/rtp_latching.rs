@@ -14,7 +14,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::gateway::{Gateway, Route, Trunk};
@@ -155,33 +155,51 @@ fn phone(socket: &UdpSocket, remote: SocketAddr, first_echo: &AtomicBool) -> Hea
     }
 }
 
-/// A third party on 127.0.0.9 waits until `start` is set (at most 10 s), then for
-/// `for_how_long` sends, every 5 ms, G.711 RTP to every even port of `ports` and an
-/// RTCP receiver report to every odd one. Returns (packets sent to `target`'s
-/// port, every packet it received back) after listening 1 s more.
-fn spray(ports: std::ops::Range<u16>, target: u16, start: &AtomicBool, for_how_long: Duration) -> (u64, usize) {
+/// What the test tells the sprayer, and what it reports while it runs.
+#[derive(Default)]
+struct Spray {
+    /// Set to start spraying (it waits at most 10 s for it).
+    start: AtomicBool,
+    /// Set to stop spraying early.
+    stop: AtomicBool,
+    /// The call's RTP port once known (0 before): sends to it are counted.
+    target: AtomicU16,
+    /// Packets sent to `target` so far.
+    to_target: AtomicU64,
+}
+
+/// A third party on 127.0.0.9 waits until `ctl.start` is set (at most 10 s), then
+/// for `for_how_long` (or until `ctl.stop`) sends, every 5 ms, G.711 RTP to every
+/// even port of `ports` and an RTCP receiver report to every odd one. Returns every
+/// packet it received back, after listening 1 s more.
+fn spray(ports: std::ops::Range<u16>, ctl: &Spray, for_how_long: Duration) -> usize {
     let socket = UdpSocket::bind("127.0.0.9:0").expect("127.0.0.9 is loopback on Linux");
     socket.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !start.load(Ordering::Relaxed) && Instant::now() < deadline {
+    while !ctl.start.load(Ordering::Relaxed) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     let rr = [
         0x81u8, 201, 0, 7, 0xba, 0xd0, 0xba, 0xd0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         0,
     ];
-    let (mut to_target, mut received) = (0u64, 0usize);
+    let mut received = 0usize;
     let mut buf = [0u8; 2048];
     let begin = Instant::now();
+    let mut stopped_at: Option<Instant> = None;
     let mut seq = 0u16;
-    while begin.elapsed() < for_how_long + Duration::from_secs(1) {
-        if begin.elapsed() < for_how_long {
+    while stopped_at.is_none_or(|t| t.elapsed() < Duration::from_secs(1)) {
+        if stopped_at.is_none() && (begin.elapsed() >= for_how_long || ctl.stop.load(Ordering::Relaxed)) {
+            stopped_at = Some(Instant::now());
+        }
+        if stopped_at.is_none() {
             seq = seq.wrapping_add(1);
             let pkt = rtp(seq, 0xbad0_bad0, &[SPRAY_FILL; 160]);
+            let target = ctl.target.load(Ordering::Relaxed);
             for port in ports.clone() {
                 let body: &[u8] = if port % 2 == 0 { &pkt } else { &rr };
                 if socket.send_to(body, ("127.0.0.1", port)).is_ok() && port == target {
-                    to_target += 1;
+                    ctl.to_target.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -192,7 +210,7 @@ fn spray(ports: std::ops::Range<u16>, target: u16, start: &AtomicBool, for_how_l
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    (to_target, received)
+    received
 }
 
 /// During a call, a third party spraying the RTP range gets 0 packets back and
@@ -204,13 +222,14 @@ fn a_third_party_spraying_the_rtp_range_gets_nothing_and_injects_nothing() {
     let (gw, rtp_first) = start(dir.path(), "");
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (mut sipp, remote) = call(dir.path(), &gw, caller.local_addr().unwrap().port(), 7000);
-    let latched = AtomicBool::new(false);
+    let ctl = Spray { target: AtomicU16::new(remote.port()), ..Spray::default() };
     let ports = rtp_first..rtp_first + RANGE;
-    let (heard, (to_call, attacker_got)) = std::thread::scope(|s| {
-        let attacker = s.spawn(|| spray(ports.clone(), remote.port(), &latched, Duration::from_secs(3)));
-        let heard = phone(&caller, remote, &latched);
+    let (heard, attacker_got) = std::thread::scope(|s| {
+        let attacker = s.spawn(|| spray(ports.clone(), &ctl, Duration::from_secs(3)));
+        let heard = phone(&caller, remote, &ctl.start);
         (heard, attacker.join().unwrap())
     });
+    let to_call = ctl.to_target.load(Ordering::Relaxed);
     assert_eq!(sipp.wait(WAIT), 0, "the call completed: {}", sipp.report());
     let rtp_dropped = metric(&gw, "sipbridge_rtp_foreign_packets_dropped_total");
     let rtcp_dropped = metric(&gw, "sipbridge_rtcp_foreign_packets_dropped_total");
@@ -237,20 +256,29 @@ fn a_third_party_spraying_the_rtp_range_gets_nothing_and_injects_nothing() {
 /// leg first and latches it for a moment; the caller's packets from its SDP
 /// address take the latch over within the learning window, and what the sprayer
 /// said is not echoed to the caller: the caller hears every one of its packets and
-/// none of the spray.
+/// none of the spray. The caller starts only once the spray has reached the
+/// answered port (sent there, so queued ahead of the caller's first packet): the
+/// spray is first whatever the load, as a sprayer faster than the caller is.
 #[test]
 fn a_sprayer_racing_the_answer_loses_to_the_sdp_address() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, rtp_first) = start(dir.path(), "");
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let go = AtomicBool::new(true);
+    let ctl = Spray { start: AtomicBool::new(true), ..Spray::default() };
     let ports = rtp_first..rtp_first + RANGE;
     let (heard, attacker_got) = std::thread::scope(|s| {
-        let attacker = s.spawn(|| spray(ports.clone(), 0, &go, Duration::from_secs(4)));
+        let attacker = s.spawn(|| spray(ports.clone(), &ctl, Duration::from_secs(30)));
         let (mut sipp, remote) = call(dir.path(), &gw, caller.local_addr().unwrap().port(), 7000);
+        ctl.target.store(remote.port(), Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ctl.to_target.load(Ordering::Relaxed) < 3 {
+            assert!(Instant::now() < deadline, "the spray reached the answered port");
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let heard = phone(&caller, remote, &AtomicBool::new(false));
+        ctl.stop.store(true, Ordering::Relaxed);
         assert_eq!(sipp.wait(WAIT), 0, "the call completed: {}", sipp.report());
-        (heard, attacker.join().unwrap().1)
+        (heard, attacker.join().unwrap())
     });
     let relatched = metric(&gw, "sipbridge_rtp_relatched_total");
     eprintln!(
