@@ -98,16 +98,8 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
 
 /// Telnyx actions sipbridge does not perform yet: answered 501 rather than 404 so a
 /// backend sees the difference between a typo and a missing feature.
-const NOT_YET: &[&str] = &[
-    "record_pause",
-    "record_resume",
-    "suppression_start",
-    "suppression_stop",
-    "fork_start",
-    "fork_stop",
-    "transcription_start",
-    "transcription_stop",
-];
+const NOT_YET: &[&str] =
+    &["record_pause", "record_resume", "fork_start", "fork_stop", "transcription_start", "transcription_stop"];
 
 /// `POST /v2/calls/{call_control_id}/actions/{action}` → `{"data":{"result":"ok"}}`.
 pub async fn action(
@@ -147,6 +139,8 @@ pub async fn action(
         "send_dtmf" => send_dtmf(&body)?,
         "mute" => Action::Mute(true),
         "unmute" => Action::Mute(false),
+        "suppression_start" => suppression_start(&body)?,
+        "suppression_stop" => Action::Suppress(crate::media::suppress::Suppression::OFF),
         "client_state_update" => {
             let state = string(&body, "client_state")?
                 .ok_or_else(|| ApiError::bad_field("/client_state", "client_state is required"))?;
@@ -404,6 +398,25 @@ fn send_dtmf(body: &Map<String, Value>) -> Result<Action, ApiError> {
         Some(_) => return Err(ApiError::bad_field("/duration_millis", "duration_millis must be a number")),
     };
     Ok(Action::SendDtmf { digits, duration: Duration::from_millis(duration) })
+}
+
+/// `suppression_start`: `direction` (`inbound` default, `outbound`, `both`) and
+/// `noise_suppression_engine` (Telnyx's `Denoiser`, the default, is RNNoise here;
+/// the others are Telnyx-hosted models sipbridge does not have).
+fn suppression_start(body: &Map<String, Value>) -> Result<Action, ApiError> {
+    let direction = string(body, "direction")?.unwrap_or_else(|| "inbound".into());
+    let suppression = crate::media::suppress::Suppression::from_direction(&direction)
+        .ok_or_else(|| ApiError::bad_field("/direction", format!("{direction:?} is not inbound, outbound or both")))?;
+    match string(body, "noise_suppression_engine")?.as_deref() {
+        None | Some("Denoiser" | "A") => {}
+        Some(other) => {
+            return Err(ApiError::bad_field(
+                "/noise_suppression_engine",
+                format!("{other:?} is not available on sipbridge; Denoiser (RNNoise, on the box) is"),
+            ));
+        }
+    }
+    Ok(Action::Suppress(suppression))
 }
 
 /// `playback_start`'s `audio_url`, `loop` and `overlay`.

@@ -167,6 +167,7 @@ pub async fn routes(State(st): State<ApiState>) -> Response {
                 "target": r.target.to_json(),
                 "record": r.record,
                 "ring_for_ms": r.ring_for.as_millis() as u64,
+                "noise_suppression": r.noise_suppression.map(|s| s.direction()),
                 "pin_set": r.pin.is_some(),
             })
         })

@@ -62,6 +62,7 @@ impl LegControl<'_> {
             // REFER is sent in the leg's dialog: the shell's signalling does it.
             Action::Refer(_) => Err(ActionError::invalid("refer is sent by the call's signalling")),
             Action::Mute(muted) => self.media.mute_inbound(muted).map_err(media_err),
+            Action::Suppress(s) => self.media.set_suppression(s).map_err(media_err),
             Action::StreamingStart(spec) => {
                 if self.agent.is_some() {
                     return Err(ActionError::invalid("a stream is already running on this call"));

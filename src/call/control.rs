@@ -41,6 +41,9 @@ pub enum Action {
     },
     /// Stop (`true`) or resume passing the caller's audio to the other side.
     Mute(bool),
+    /// Suppress noise on these directions from now on (`suppression_start`;
+    /// `suppression_stop` is `Suppression::OFF`).
+    Suppress(crate::media::suppress::Suppression),
     /// Replace `client_state` for later events.
     ClientState(Option<String>),
     /// Start streaming to an agent (`streaming_start`); replaces the built-in echo.

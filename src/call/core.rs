@@ -594,7 +594,7 @@ impl CallCore {
                 Ok(None)
             }
             _ if !answered => Err(ActionError::invalid("the call is not answered yet")),
-            a @ (Action::Refer(_) | Action::Mute(_)) => Ok(Some(a)),
+            a @ (Action::Refer(_) | Action::Mute(_) | Action::Suppress(_)) => Ok(Some(a)),
             a if forward => Err(ActionError::invalid(format!(
                 "{} is not available on a forwarded call: its media is relayed end to end between the two legs",
                 action_name(&a)
@@ -1026,6 +1026,8 @@ pub fn action_name(a: &Action) -> &'static str {
         Action::SendDtmf { .. } => "send_dtmf",
         Action::Mute(true) => "mute",
         Action::Mute(false) => "unmute",
+        Action::Suppress(s) if s.any() => "suppression_start",
+        Action::Suppress(_) => "suppression_stop",
         Action::ClientState(_) => "client_state_update",
         Action::StreamingStart(_) => "streaming_start",
         Action::StreamingStop => "streaming_stop",

@@ -389,6 +389,10 @@ pub struct Agent {
     pub on_disconnect: OnDisconnect,
     /// Time allowed for TCP + TLS + WebSocket handshake.
     pub connect_timeout: Duration,
+    /// `noise_suppression`: RNNoise on the caller's audio before this agent
+    /// hears it (`inbound`), on the agent's audio (`outbound`), `both` or
+    /// `disabled` (default); a route's own setting wins.
+    pub noise_suppression: Suppression,
 }
 
 /// The single target of a route.
@@ -443,6 +447,54 @@ pub struct Route {
     pub ring_for: Duration,
     /// PIN the caller keys in by DTMF (rooms only).
     pub pin: Option<String>,
+    /// `noise_suppression`: RNNoise on these directions of the caller's leg
+    /// from the answer (Telnyx's `inbound` | `outbound` | `both` | `disabled`);
+    /// `None` when not set (an agent route then uses its agent's).
+    pub noise_suppression: Option<Suppression>,
+}
+
+/// Which directions of one leg are noise-suppressed (`media::suppress`; Telnyx
+/// `suppression_start` `direction`): `inbound` is
+/// what the leg's peer says (before the agent, the recording and the far leg
+/// hear it), `outbound` what the box sends to the peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Suppression {
+    /// Audio from the peer.
+    pub inbound: bool,
+    /// Audio to the peer.
+    pub outbound: bool,
+}
+
+impl Suppression {
+    /// Nothing suppressed.
+    pub const OFF: Suppression = Suppression { inbound: false, outbound: false };
+
+    /// Telnyx's `direction` value: `inbound`, `outbound` or `both`; `None` for
+    /// anything else.
+    pub fn from_direction(direction: &str) -> Option<Self> {
+        match direction {
+            "inbound" => Some(Suppression { inbound: true, outbound: false }),
+            "outbound" => Some(Suppression { inbound: false, outbound: true }),
+            "both" => Some(Suppression { inbound: true, outbound: true }),
+            _ => None,
+        }
+    }
+
+    /// Whether any direction is suppressed.
+    pub fn any(self) -> bool {
+        self.inbound || self.outbound
+    }
+
+    /// Telnyx's name for the setting: `inbound`, `outbound`, `both` or
+    /// `disabled`.
+    pub fn direction(self) -> &'static str {
+        match (self.inbound, self.outbound) {
+            (true, true) => "both",
+            (true, false) => "inbound",
+            (false, true) => "outbound",
+            (false, false) => "disabled",
+        }
+    }
 }
 
 /// Stereo or mono recordings.

@@ -100,6 +100,7 @@ const AGENT: &[&str] = &[
     "bidirectional",
     "on_disconnect",
     "connect_timeout",
+    "noise_suppression",
 ];
 const ROUTE: &[&str] = &[
     "name",
@@ -114,6 +115,7 @@ const ROUTE: &[&str] = &[
     "record",
     "ring_for",
     "pin",
+    "noise_suppression",
 ];
 const RECORDING: &[&str] = &["enabled", "dir", "channels", "retention", "max_disk_usage", "upload"];
 const RECORDING_UPLOAD: &[&str] = &[
@@ -517,6 +519,7 @@ fn read_agents(root: &Table<'_>, issues: &mut Issues) -> Vec<Agent> {
             .choice("on_disconnect", issues, &[("hangup", OnDisconnect::Hangup), ("continue", OnDisconnect::Continue)])
             .unwrap_or(OnDisconnect::Hangup);
         let connect_timeout = duration(&t, "connect_timeout", issues, Duration::from_secs(5));
+        let noise_suppression = noise_suppression(&t, issues).unwrap_or(Suppression::OFF);
         t.finish(issues);
         if let (Some(name), Some(url)) = (name, url) {
             out.push(Agent {
@@ -530,10 +533,27 @@ fn read_agents(root: &Table<'_>, issues: &mut Issues) -> Vec<Agent> {
                 bidirectional,
                 on_disconnect,
                 connect_timeout,
+                noise_suppression,
             });
         }
     }
     out
+}
+
+/// `noise_suppression = "inbound" | "outbound" | "both" | "disabled"` (Telnyx's
+/// values for a connection's `noise_suppression.direction`).
+fn noise_suppression(t: &Table<'_>, issues: &mut Issues) -> Option<Suppression> {
+    let both = Suppression { inbound: true, outbound: true };
+    t.choice(
+        "noise_suppression",
+        issues,
+        &[
+            ("inbound", Suppression { inbound: true, outbound: false }),
+            ("outbound", Suppression { inbound: false, outbound: true }),
+            ("both", both),
+            ("disabled", Suppression::OFF),
+        ],
+    )
 }
 
 fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: &[Agent]) -> Vec<Route> {
@@ -592,8 +612,25 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
         if pin.is_some() && !matches!(targets.first(), Some(RouteTarget::Room(_))) {
             issues.push(t.key_path("pin"), "a PIN only applies to routes with room = \"...\"");
         }
+        let noise_suppression = noise_suppression(&t, issues);
+        if noise_suppression.is_some() && matches!(targets.first(), Some(RouteTarget::Park)) {
+            issues.push(
+                t.key_path("noise_suppression"),
+                "a parked call's media is chosen by the API: use suppression_start there",
+            );
+        }
         match targets.len() {
-            1 => out.push(Route { name, trunk, to, from, target: targets.remove(0), record, ring_for, pin }),
+            1 => out.push(Route {
+                name,
+                trunk,
+                to,
+                from,
+                target: targets.remove(0),
+                record,
+                ring_for,
+                pin,
+                noise_suppression,
+            }),
             0 => issues
                 .push(t.path_of(), "needs exactly one target: agent, room, room_per_caller, forward or park = true"),
             _ => issues.push(

@@ -660,3 +660,51 @@ sample_rate = 16000
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
 }
+
+#[test]
+fn noise_suppression_is_read_on_agents_and_routes_and_bad_values_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"
+[[agent]]
+name = "clean"
+url = "ws://agent.lan/"
+noise_suppression = "both"
+
+[[agent]]
+name = "plain"
+url = "ws://agent.lan/"
+
+[[route]]
+to = "+1555*"
+agent = "plain"
+noise_suppression = "inbound"
+
+[[route]]
+agent = "clean"
+"#;
+    let c = load_with_env(&write(dir.path(), "g.toml", good), env(&[])).unwrap().config;
+    let both = Suppression { inbound: true, outbound: true };
+    assert_eq!(c.agent("clean").unwrap().noise_suppression, both);
+    assert_eq!(c.agent("plain").unwrap().noise_suppression, Suppression::OFF);
+    assert_eq!(c.routes[0].noise_suppression, Some(Suppression { inbound: true, outbound: false }));
+    assert_eq!(c.routes[1].noise_suppression, None);
+    assert_eq!((both.direction(), Suppression::OFF.direction()), ("both", "disabled"));
+
+    let bad = r#"
+[[agent]]
+name = "a"
+url = "ws://agent.lan/"
+noise_suppression = "loud"
+
+[[route]]
+park = true
+noise_suppression = "inbound"
+"#;
+    let all = load_with_env(&write(dir.path(), "b.toml", bad), env(&[])).unwrap_err().to_string();
+    for needle in [
+        "b.toml:5: agent[0].noise_suppression: \"loud\" is not one of \"inbound\", \"outbound\", \"both\", \"disabled\"",
+        "route[0].noise_suppression: a parked call's media is chosen by the API",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}

@@ -114,6 +114,9 @@ pub enum LegCommand {
     /// Send these key presses as RFC 4733 events (`send_dtmf`), each held for the
     /// duration, in place of audio while they play.
     SendDtmf(String, Duration),
+    /// Suppress noise (RNNoise, `media::suppress`) on these directions of the
+    /// leg from now on (`suppression_start` / `suppression_stop`).
+    Suppress(crate::media::suppress::Suppression),
     /// Stop and report.
     Stop,
 }
@@ -175,6 +178,17 @@ impl Received {
         match *self {
             Received::Audio { payload_offset, payload_len, .. } => {
                 datagram.get(payload_offset..payload_offset + payload_len)
+            }
+            _ => None,
+        }
+    }
+
+    /// The audio payload of `datagram`, writable (noise suppression rewrites it
+    /// in place), when this is audio.
+    pub fn payload_mut<'a>(&self, datagram: &'a mut [u8]) -> Option<&'a mut [u8]> {
+        match *self {
+            Received::Audio { payload_offset, payload_len, .. } => {
+                datagram.get_mut(payload_offset..payload_offset + payload_len)
             }
             _ => None,
         }

@@ -21,6 +21,7 @@ use crate::media::latch::LatchConfig;
 use crate::media::leg::{LegCommand, LegEvent, QualitySample, RtpSession, Tap};
 use crate::media::pcm::{PcmPort, Playback};
 use crate::media::ports::{PortPair, PortPool};
+use crate::media::suppress::Suppression;
 use crate::sdp::{
     LocalAudio, LocalSession, NegotiatedAudio, OfferOptions, OfferedAudio, SessionDescription, answer_offer,
     apply_answer, build_offer,
@@ -70,6 +71,9 @@ pub struct MediaSession {
     offered: Option<OfferedAudio>,
     /// Playback from the box into the PCM bridge, while one runs.
     player: Option<mpsc::Sender<Playback>>,
+    /// Noise suppression asked for (`suppression_start`, `noise_suppression`):
+    /// kept here so that it follows the leg into every media job it runs in.
+    suppression: Suppression,
 }
 
 /// What a leg's media reports when it stops.
@@ -106,6 +110,11 @@ impl Relay {
         let task = a.engine.spawn(Job::Relay(Box::new(RelayJob::new(la, lb, ev_tx, tap))));
         a.relay = Some((Side::A, task.commands().clone()));
         b.relay = Some((Side::B, task.commands().clone()));
+        for (side, s) in [(Side::A, a.suppression), (Side::B, b.suppression)] {
+            if s.any() {
+                let _ = task.commands().send(side, LegCommand::Suppress(s));
+            }
+        }
         Some(Relay { task, events: ev_rx })
     }
 
@@ -187,6 +196,7 @@ impl MediaSession {
             relay: None,
             offered,
             player: None,
+            suppression: Suppression::OFF,
         }
     }
 
@@ -274,6 +284,35 @@ impl MediaSession {
         task.commands().send(Side::A, LegCommand::MuteInbound(muted))
     }
 
+    /// Suppresses noise on the directions `suppression` names from now on, and
+    /// in every media job the leg runs in later (`suppression_start` with its
+    /// `direction`; `Suppression::OFF` for `suppression_stop`). Before media
+    /// starts it is only remembered.
+    ///
+    /// Errors: the media task has ended.
+    pub fn set_suppression(&mut self, suppression: Suppression) -> Result<(), String> {
+        self.suppression = suppression;
+        if let Some((side, tx)) = &self.relay {
+            return tx.send(*side, LegCommand::Suppress(suppression));
+        }
+        match self.task.as_ref() {
+            Some(task) => task.commands().send(Side::A, LegCommand::Suppress(suppression)),
+            None => Ok(()),
+        }
+    }
+
+    /// The suppression asked for.
+    pub fn suppression(&self) -> Suppression {
+        self.suppression
+    }
+
+    /// Tells a media job just spawned about the suppression asked for.
+    fn apply_suppression(&self) {
+        if let (true, Some(task)) = (self.suppression.any(), self.task.as_ref()) {
+            let _ = task.commands().send(Side::A, LegCommand::Suppress(self.suppression));
+        }
+    }
+
     /// Moves running media (the built-in echo) to a PCM endpoint (an agent stream
     /// started mid-call): the same leg (ports, SSRC, sequence, statistics) continues
     /// in a new engine job. Errors when media is not running or the leg is relayed.
@@ -294,6 +333,7 @@ impl MediaSession {
         self.player = Some(port.control.clone());
         let job = PcmJob::new(leg, Events::One(ev_tx), tap, port, std::time::Instant::now());
         self.task = Some(self.engine.spawn(Job::Pcm(Box::new(job))));
+        self.apply_suppression();
         self.events = Some(ev_rx);
     }
 
@@ -346,6 +386,7 @@ impl MediaSession {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let leg = self.leg(ports);
         self.task = Some(self.engine.spawn(Job::Echo(Box::new(EchoJob::new(leg, Events::One(ev_tx), tap)))));
+        self.apply_suppression();
         self.events = Some(ev_rx);
     }
 

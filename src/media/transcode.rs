@@ -163,6 +163,17 @@ impl Resample {
         Self::new(16000, 8000, DOWN_SINC_LEN, 1, 1, DOWN_SINC_LEN / 4 - 1)
     }
 
+    /// A whole-number ratio between `input_rate` and `output_rate` (8000 or
+    /// 16000 ↔ 48000 Hz for RNNoise, `media::suppress`): a sinc of 8 ms at the
+    /// input rate, with as many table points per input sample as output samples
+    /// fall between two inputs (exact nearest-point lookup). Streaming only: the
+    /// delay is not tracked (`flush` is never used on it).
+    fn whole(input_rate: usize, output_rate: usize) -> Result<Self, TranscodeError> {
+        let sinc_len = input_rate * 8 / 1000;
+        let oversampling = (output_rate / input_rate).max(1);
+        Self::new(input_rate, output_rate, sinc_len, oversampling, 0, 0)
+    }
+
     fn new(
         input_rate: usize,
         output_rate: usize,
@@ -303,6 +314,39 @@ impl RateConverter {
         self.resample.flush(|s| out.push(s));
         out.drain(..delay.min(out.len()));
         out
+    }
+}
+
+/// PCM16 mono between two rates whose ratio is a whole number (8000 or 16000 Hz
+/// to 48000 Hz and back, for RNNoise in `media::suppress`), with the module's
+/// windowed-sinc filters (8 ms at the input rate). Output comes per 10 ms of
+/// input; state is kept between calls; no allocation per call.
+#[derive(Debug)]
+pub struct WholeRatio {
+    resample: Resample,
+}
+
+impl WholeRatio {
+    /// From `input_rate` to `output_rate` Hz; one must divide the other.
+    ///
+    /// # Errors
+    /// [`TranscodeError::UnsupportedRate`] when neither rate divides the other,
+    /// [`TranscodeError::Resampler`] when rubato refuses (a bug here).
+    pub fn new(input_rate: u32, output_rate: u32) -> Result<Self, TranscodeError> {
+        let (hi, lo) = (input_rate.max(output_rate), input_rate.min(output_rate));
+        if lo == 0 || hi % lo != 0 || input_rate % 100 != 0 {
+            return Err(TranscodeError::UnsupportedRate {
+                encoding: "L16",
+                sample_rate: input_rate,
+                allowed: "rates whose ratio is a whole number, multiples of 100 Hz",
+            });
+        }
+        Ok(WholeRatio { resample: Resample::whole(input_rate as usize, output_rate as usize)? })
+    }
+
+    /// Feeds `input`; `emit` gets each output sample as it is produced.
+    pub fn process(&mut self, input: &[i16], emit: impl FnMut(i16)) {
+        self.resample.process(input.iter().copied(), emit);
     }
 }
 

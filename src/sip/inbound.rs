@@ -141,6 +141,12 @@ pub async fn incoming_invite(ctx: Arc<SipContext>, mut tx: Transaction) {
 
     media.set_rtp_timeout(cfg.rtp.timeout);
     media.set_latch((&cfg.rtp).into());
+    // `noise_suppression`: the route's, else its agent's; applied when media starts.
+    let suppression = route.noise_suppression.unwrap_or_else(|| match &route.target {
+        RouteTarget::Agent(name) => cfg.agent(name).map(|a| a.noise_suppression).unwrap_or_default(),
+        _ => Default::default(),
+    });
+    let _ = media.set_suppression(suppression);
 
     // 6. The dialog.
     let (state_tx, state_rx) = ctx.dialogs.new_dialog_state_channel();

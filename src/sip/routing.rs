@@ -30,6 +30,7 @@ mod tests {
             record: false,
             ring_for: std::time::Duration::ZERO,
             pin: None,
+            noise_suppression: None,
         }
     }
 

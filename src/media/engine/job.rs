@@ -19,6 +19,7 @@ use crate::media::pacer::{Alignment, Pacer};
 use crate::media::pcm::{CHUNK_BYTES, Chunk, Direction, Narrow, PcmPort, Playback, WIDE_FRAME_SAMPLES};
 use crate::media::playout::{FRAME_SAMPLES, Playout};
 use crate::media::ports::PortPair;
+use crate::media::suppress::{Suppression, Suppressor};
 use crate::media::transcode::RateConverter;
 
 use super::timer::TimerJob;
@@ -176,8 +177,11 @@ impl Job {
     /// Applies a command (never `Stop`: the worker ends the job).
     pub fn on_command(&mut self, side: Side, command: LegCommand, now: Instant) {
         match self {
-            Job::Echo(j) => j.common.on_command(&mut j.leg, command, now),
-            Job::Pcm(j) => j.common.on_command(&mut j.leg, command, now),
+            Job::Echo(j) => j.common.on_command(&mut j.leg, command, now, 8000),
+            Job::Pcm(j) => {
+                let rate = if j.wide { 16000 } else { 8000 };
+                j.common.on_command(&mut j.leg, command, now, rate)
+            }
             Job::Relay(j) => j.on_command(side, command, now),
             // Leg commands mean nothing to a leg-less job.
             Job::Timer(_) => {}
@@ -212,16 +216,28 @@ impl Job {
     }
 }
 
-/// What single-leg jobs share: the call's events, the tap, inbound muting.
+/// What single-leg jobs share: the call's events, the tap, inbound muting,
+/// noise suppression.
 pub struct Common {
     events: Events,
     tap: Option<Arc<dyn Tap>>,
     inbound_muted: bool,
+    suppress: Suppressors,
 }
 
 impl Common {
-    fn on_command(&mut self, leg: &mut Leg, command: LegCommand, now: Instant) {
+    fn new(events: Events, tap: Option<Arc<dyn Tap>>) -> Self {
+        Self { events, tap, inbound_muted: false, suppress: Suppressors::default() }
+    }
+
+    /// `outbound_rate`: the rate of the frames the job plays to the peer (16000
+    /// Hz for an L16/16000 agent, else 8000).
+    fn on_command(&mut self, leg: &mut Leg, command: LegCommand, now: Instant, outbound_rate: u32) {
         match command {
+            LegCommand::Suppress(want) => {
+                toggle(&mut self.suppress.inbound, want.inbound, 8000);
+                toggle(&mut self.suppress.outbound, want.outbound, outbound_rate);
+            }
             LegCommand::Update(audio) => leg.session.update(audio, now),
             LegCommand::MuteInbound(m) => self.inbound_muted = m,
             LegCommand::SendDtmf(digits, duration) => {
@@ -232,6 +248,35 @@ impl Common {
             LegCommand::Tap(t) => self.tap = t,
             LegCommand::Stop => {}
         }
+    }
+}
+
+/// A single leg's noise suppressors, one per suppressed direction.
+#[derive(Default)]
+struct Suppressors {
+    /// What the peer says.
+    inbound: Option<Box<Suppressor>>,
+    /// What the job plays to the peer.
+    outbound: Option<Box<Suppressor>>,
+}
+
+/// Makes (`on`) or drops the suppressor in `slot`; a suppressor that cannot be
+/// built leaves the audio as it is, with a warning.
+fn toggle(slot: &mut Option<Box<Suppressor>>, on: bool, rate: u32) {
+    if on && slot.is_none() {
+        match Suppressor::new(rate) {
+            Ok(s) => *slot = Some(Box::new(s)),
+            Err(e) => tracing::warn!("noise suppression not started: {e}"),
+        }
+    } else if !on {
+        *slot = None;
+    }
+}
+
+/// Suppresses noise in the audio payload of `buf` in place, if `suppressor`.
+fn suppress_payload(suppressor: &mut Option<Box<Suppressor>>, codec: G711, received: &Received, buf: &mut [u8]) {
+    if let (Some(s), Some(payload)) = (suppressor.as_mut(), received.payload_mut(buf)) {
+        s.process_g711(codec, payload);
     }
 }
 
@@ -256,7 +301,7 @@ const ECHO_MAX: usize = 64;
 impl EchoJob {
     /// Echo on `leg`; `tap` hears both ways.
     pub fn new(leg: Leg, events: Events, tap: Option<Arc<dyn Tap>>) -> Self {
-        Self { leg, common: Common { events, tap, inbound_muted: false }, line: VecDeque::new(), first: true }
+        Self { leg, common: Common::new(events, tap), line: VecDeque::new(), first: true }
     }
 
     fn on_datagram(&mut self, socket: Socket, buf: &mut [u8], from: SocketAddr, now: Instant) {
@@ -266,11 +311,12 @@ impl EchoJob {
             self.line.clear();
         }
         self.common.events.drain(Side::A, &mut self.leg.session);
+        let codec = self.leg.session.audio().codec;
+        suppress_payload(&mut self.common.suppress.inbound, codec, &received, buf);
         let Some(payload) = received.payload(buf) else { return };
         if payload.len() > ECHO_SLOT {
             return;
         }
-        let codec = self.leg.session.audio().codec;
         if let Some(t) = &self.common.tap {
             t.heard(codec, payload);
         }
@@ -287,11 +333,15 @@ impl EchoJob {
 
     fn on_timer(&mut self, now: Instant) {
         let codec = self.leg.session.audio().codec;
-        while let Some((due, len, slot)) = self.line.front() {
+        while let Some((due, len, slot)) = self.line.front_mut() {
             if *due > now {
                 break;
             }
-            let payload = &slot[..usize::from(*len)];
+            let payload = &mut slot[..usize::from(*len)];
+            if let Some(s) = self.common.suppress.outbound.as_mut() {
+                s.process_g711(codec, payload);
+            }
+            let payload = &*payload;
             if let Some(t) = &self.common.tap {
                 t.said(codec, payload);
             }
@@ -349,7 +399,7 @@ impl PcmJob {
         let rate = if wide { 16000 } else { 8000 };
         Self {
             leg,
-            common: Common { events, tap, inbound_muted: false },
+            common: Common::new(events, tap),
             port,
             pacer: Pacer::new(now),
             wide,
@@ -370,8 +420,9 @@ impl PcmJob {
         let received = self.leg.session.handle_receive(socket, buf, from, now);
         self.common.events.drain(Side::A, &mut self.leg.session);
         let Received::Audio { rtp_timestamp, .. } = received else { return };
-        let Some(payload) = received.payload(buf) else { return };
         let codec = self.leg.session.audio().codec;
+        suppress_payload(&mut self.common.suppress.inbound, codec, &received, buf);
+        let Some(payload) = received.payload(buf) else { return };
         if let Some(t) = &self.common.tap {
             t.heard(codec, payload);
         }
@@ -485,6 +536,9 @@ impl PcmJob {
                 self.common.events.send(Side::A, LegEvent::PlaybackDone { id, completed: true });
             }
         }
+        if let Some(suppressor) = self.common.suppress.outbound.as_mut() {
+            suppressor.process(frame);
+        }
         match self.narrow.as_mut() {
             Some(n) => n.frame(frame, &mut s.frame8),
             None => s.frame8.copy_from_slice(&frame[..FRAME_SAMPLES]),
@@ -535,17 +589,24 @@ fn offer(port: &PcmPort, direction: Direction, codec: G711, rtp_timestamp: u32, 
 /// rewrite, one `sendto`. RTCP is terminated on each leg (reports about that
 /// leg's own stream, RFC 3550 §6.4). Either direction can be muted
 /// (`LegCommand::MuteInbound` on a side: what it says no longer reaches the other).
+/// A suppressed direction (`LegCommand::Suppress`: a side's `inbound`, or the
+/// other side's `outbound`) is decoded, denoised and re-encoded in place before
+/// the tap and the far leg get it.
 pub struct RelayJob {
     a: Leg,
     b: Leg,
     events: Events,
     tap: Option<Arc<dyn Tap>>,
+    /// What each side asked for (A, B).
+    asked: [Suppression; 2],
+    /// The suppressor of what each leg sends (A → B, B → A).
+    suppress: [Option<Box<Suppressor>>; 2],
 }
 
 impl RelayJob {
     /// Relays between `a` (the caller's leg) and `b` (the dialled leg).
     pub fn new(a: Leg, b: Leg, events: mpsc::UnboundedSender<(Side, LegEvent)>, tap: Option<Arc<dyn Tap>>) -> Self {
-        Self { a, b, events: Events::Two(events), tap }
+        Self { a, b, events: Events::Two(events), tap, asked: [Suppression::OFF; 2], suppress: [None, None] }
     }
 
     fn on_datagram(&mut self, leg: usize, socket: Socket, buf: &mut [u8], from: SocketAddr, now: Instant) {
@@ -556,8 +617,9 @@ impl RelayJob {
             return;
         }
         self.events.drain(side, &mut src.session);
+        let codec = src.session.audio().codec;
+        suppress_payload(&mut self.suppress[leg], codec, &kind, buf);
         if let (Some(t), Some(payload)) = (&self.tap, kind.payload(buf)) {
-            let codec = src.session.audio().codec;
             if side == Side::A { t.heard(codec, payload) } else { t.said(codec, payload) }
         }
         if let Some(dest) = dst.session.relay_from(buf, kind, src.session.audio()) {
@@ -580,6 +642,12 @@ impl RelayJob {
             (Side::A, LegCommand::Update(audio)) => self.a.session.update(audio, now),
             (Side::B, LegCommand::Update(audio)) => self.b.session.update(audio, now),
             (_, LegCommand::Tap(t)) => self.tap = t,
+            (side, LegCommand::Suppress(want)) => {
+                self.asked[usize::from(side == Side::B)] = want;
+                let [a, b] = self.asked;
+                toggle(&mut self.suppress[0], a.inbound || b.outbound, 8000);
+                toggle(&mut self.suppress[1], b.inbound || a.outbound, 8000);
+            }
             // Side A's peer muted: nothing more of it reaches B (and vice versa).
             (Side::A, LegCommand::MuteInbound(m)) => self.b.session.set_muted(m),
             (Side::B, LegCommand::MuteInbound(m)) => self.a.session.set_muted(m),

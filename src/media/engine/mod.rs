@@ -561,13 +561,19 @@ mod tests {
         s
     }
 
-    /// A relay job on a real worker: PCMU from the caller's peer reaches the far
-    /// peer as PCMA from the far leg's port, a key press is reported as a digit,
-    /// and stopping hands both legs back with their statistics.
-    #[tokio::test]
-    async fn a_worker_relays_between_two_real_legs() {
-        let engine = Engine::start(1).unwrap();
-        let base = 47_100 + (std::process::id() % 200) as u16 * 8;
+    /// A relay job on `engine` between two legs on ports from `base`, each
+    /// answering a peer socket of the test: the caller's in `codec_a`, the far
+    /// one's in `codec_b`.
+    struct Relayed {
+        caller: UdpSocket,
+        far: UdpSocket,
+        port_a: u16,
+        port_b: u16,
+        task: Task,
+        events: tokio::sync::mpsc::UnboundedReceiver<(Side, LegEvent)>,
+    }
+
+    fn relay(engine: &Engine, base: u16, codec_a: G711, codec_b: G711) -> Relayed {
         let pool = PortPool::new(PortRange { first: base, last: base + 7 });
         let ip = std::net::IpAddr::from([127, 0, 0, 1]);
         let (pa, pb) = (pool.take(ip).unwrap(), pool.take(ip).unwrap());
@@ -577,10 +583,21 @@ mod tests {
             let audio = audio_to(to.local_addr().unwrap(), codec);
             RtpSession::new(audio, LatchConfig::default(), Duration::from_secs(30), Instant::now(), SystemTime::now())
         };
-        let a = Leg { ports: pa, session: session(&caller, G711::Pcmu) };
-        let b = Leg { ports: pb, session: session(&far, G711::Pcma) };
-        let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let a = Leg { ports: pa, session: session(&caller, codec_a) };
+        let b = Leg { ports: pb, session: session(&far, codec_b) };
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
         let task = engine.spawn(Job::Relay(Box::new(RelayJob::new(a, b, tx, None))));
+        Relayed { caller, far, port_a, port_b, task, events }
+    }
+
+    /// A relay job on a real worker: PCMU from the caller's peer reaches the far
+    /// peer as PCMA from the far leg's port, a key press is reported as a digit,
+    /// and stopping hands both legs back with their statistics.
+    #[tokio::test]
+    async fn a_worker_relays_between_two_real_legs() {
+        let engine = Engine::start(1).unwrap();
+        let base = 47_100 + (std::process::id() % 200) as u16 * 8;
+        let Relayed { caller, far, port_a, port_b, task, mut events } = relay(&engine, base, G711::Pcmu, G711::Pcma);
         let mut pkt = [0u8; 200];
         let mut buf = [0u8; 1500];
         for seq in 0..5u16 {
@@ -626,6 +643,57 @@ mod tests {
         assert_eq!(a.session.stats.received(), 10, "5 audio + 5 event packets");
         assert_eq!(b.session.sent.packets, 10);
         assert_eq!(engine.load(), [0]);
+    }
+
+    /// Noise suppression on a relay: side A's `inbound` cleans what A sends
+    /// before B gets it (steady room-like noise down by more than 10 dB once
+    /// RNNoise has heard it), and leaves what B sends to A as it was.
+    #[tokio::test]
+    async fn a_relay_suppresses_the_direction_asked_for() {
+        let engine = Engine::start(1).unwrap();
+        let base = 46_700 + (std::process::id() % 200) as u16 * 8;
+        let Relayed { caller, far, port_a, port_b, task, .. } = relay(&engine, base, G711::Pcmu, G711::Pcmu);
+        let inbound = crate::media::suppress::Suppression { inbound: true, outbound: false };
+        task.commands().send(Side::A, LegCommand::Suppress(inbound)).unwrap();
+        // Room-like noise: white noise through a one-pole low-pass.
+        let (mut x, mut low) = (7u32, 0f32);
+        let mut noise = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            low = 0.9 * low + 0.3 * (x as f32 / u32::MAX as f32 * 2.0 - 1.0) * 3000.0;
+            low as i16
+        };
+        let energy = |p: &[u8]| p.iter().map(|&c| f64::from(G711::Pcmu.decode_sample(c)).powi(2)).sum::<f64>();
+        let (mut pkt, mut buf) = ([0u8; 200], [0u8; 1500]);
+        // (energy sent, energy received) over the last second, per direction.
+        let mut a_to_b = (0f64, 0f64);
+        let mut b_to_a = (0f64, 0f64);
+        for seq in 0..150u16 {
+            for (from, to, port, sums) in [(&caller, &far, port_a, &mut a_to_b), (&far, &caller, port_b, &mut b_to_a)] {
+                let mut payload = [0u8; 160];
+                payload.iter_mut().for_each(|c| *c = G711::Pcmu.encode_sample(noise()));
+                let h = RtpHeader {
+                    marker: false,
+                    payload_type: 0,
+                    sequence_number: seq,
+                    timestamp: 160 * u32::from(seq),
+                    ssrc: 9,
+                };
+                let n = h.write(&payload, &mut pkt).unwrap();
+                from.send_to(&pkt[..n], ("127.0.0.1", port)).unwrap();
+                let (m, _) = to.recv_from(&mut buf).unwrap();
+                assert_eq!(m, n, "one packet out for one in");
+                if seq >= 100 {
+                    sums.0 += energy(&payload);
+                    sums.1 += energy(&buf[12..m]);
+                }
+            }
+        }
+        let db = |(sent, got): (f64, f64)| 10.0 * (sent / got.max(1.0)).log10();
+        assert!(db(a_to_b) > 10.0, "A → B suppressed: {:.1} dB down", db(a_to_b));
+        assert!(db(b_to_a).abs() < 0.5, "B → A untouched: {:.1} dB", db(b_to_a));
+        let Some(Finished::Two(..)) = task.stop().await else { panic!("both legs back") };
     }
 
     /// The echo job sends the caller's audio back, from its own stream, and a
