@@ -67,12 +67,15 @@ pub static SIP_DIAL_STRING_REFUSED: Counter = Counter::new();
 /// Media fetches / file reads refused (path outside `[media] dir`, private
 /// address, redirect, too large, timeout).
 pub static MEDIA_FETCH_REFUSED: Counter = Counter::new();
+/// Noise suppression directions not started because `[rtp]
+/// max_suppressed_streams` already ran (each costs a share of a core).
+pub static NOISE_SUPPRESSION_REFUSED: Counter = Counter::new();
 /// HTTP API connections refused by the connection cap or closed by the
 /// header-read timeout.
 pub static API_CONNECTIONS_REFUSED: Counter = Counter::new();
 
 /// Every counter with its Prometheus name and help text, for `/metrics`.
-pub fn all() -> [(&'static str, &'static str, &'static Counter); 14] {
+pub fn all() -> [(&'static str, &'static str, &'static Counter); 15] {
     [
         (
             "sipbridge_rtp_foreign_packets_dropped_total",
@@ -111,6 +114,11 @@ pub fn all() -> [(&'static str, &'static str, &'static Counter); 14] {
             &SIP_DIAL_STRING_REFUSED,
         ),
         ("sipbridge_media_fetch_refused_total", "Playback files or URLs refused.", &MEDIA_FETCH_REFUSED),
+        (
+            "sipbridge_noise_suppression_refused_total",
+            "Noise suppression not started: [rtp] max_suppressed_streams already ran.",
+            &NOISE_SUPPRESSION_REFUSED,
+        ),
         (
             "sipbridge_api_connections_refused_total",
             "API connections refused by the cap or closed by the header timeout.",

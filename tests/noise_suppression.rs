@@ -168,13 +168,22 @@ fn inbound_suppression_cleans_what_the_agent_and_the_recording_hear() {
 
 /// `suppression_start` / `suppression_stop` on a live call: 200 for Telnyx's
 /// directions and its `Denoiser` engine, 400 naming the field for a bad
-/// direction or an engine sipbridge does not have, 404 for an unknown call.
+/// direction or an engine sipbridge does not have, 404 for an unknown call, and
+/// 503 once `[rtp] max_suppressed_streams` (1 here) directions run; the gauge
+/// in `/metrics` follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_starts_and_stops_suppression_as_telnyx_does() {
     let dir = tempfile::tempdir().unwrap();
-    let clean_wav = audio::espeak(dir.path(), "caller", "en", "Hello there.", 300, 6000);
+    let clean_wav = audio::espeak(dir.path(), "caller", "en", "Hello there.", 300, 8000);
     let agent = PyAgent::start(dir.path(), "agent", "echo", &[]);
-    let gw = start(dir.path(), &telnyx_trunk_to_agent(&agent.url("/telnyx"), ""));
+    let gw = common::gateway::Gateway::builder(dir.path())
+        .node_name("e2e")
+        .blocks(&telnyx_trunk_to_agent(&agent.url("/telnyx"), ""))
+        .recording("channels = \"dual\"")
+        .rtp_extra("max_suppressed_streams = 1")
+        .webhooks("retry_initial = \"200ms\"\nretry_max = \"1s\"")
+        .api(TOKEN)
+        .start();
     let sip_port = gw.sip_port;
     let d = dir.path().to_path_buf();
     let (phone, _) =
@@ -183,12 +192,23 @@ async fn the_api_starts_and_stops_suppression_as_telnyx_does() {
     let answered = bodies.iter().find(|b| event_type(b) == "call.answered").unwrap();
     let ccid = payload(answered)["call_control_id"].as_str().unwrap().to_string();
     let api = gw.api();
-    for body in
-        [r#"{}"#, r#"{"direction":"both"}"#, r#"{"direction":"outbound","noise_suppression_engine":"Denoiser"}"#]
-    {
-        let (code, answer) = api.action(&ccid, "suppression_start", body).await;
-        assert_eq!((code, &answer["data"]["result"]), (200, &serde_json::json!("ok")), "{body}: {answer}");
-    }
+    // The job applies a command after the API answers: wait for the gauge.
+    let running = |n: f64| {
+        let api = &api;
+        async move {
+            let deadline = std::time::Instant::now() + WAIT;
+            while api.metric("sipbridge_noise_suppression_active").await != n {
+                assert!(std::time::Instant::now() < deadline, "{n} suppressed directions in /metrics");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let ok = |code: u16, answer: &serde_json::Value| code == 200 && answer["data"]["result"] == "ok";
+    let (code, answer) = api.action(&ccid, "suppression_start", "{}").await;
+    assert!(ok(code, &answer), "inbound by default: {code} {answer}");
+    running(1.0).await;
+    let (code, answer) = api.action(&ccid, "suppression_start", r#"{"direction":"both"}"#).await;
+    assert_eq!((code, answer["errors"][0]["code"].as_str()), (503, Some("90040")), "at capacity: {answer}");
     for (body, pointer) in [
         (r#"{"direction":"sideways"}"#, "/direction"),
         (r#"{"direction":"inbound","noise_suppression_engine":"Krisp"}"#, "/noise_suppression_engine"),
@@ -198,7 +218,12 @@ async fn the_api_starts_and_stops_suppression_as_telnyx_does() {
         assert_eq!(answer["errors"][0]["source"]["pointer"], pointer, "{answer}");
     }
     let (code, answer) = api.action(&ccid, "suppression_stop", "{}").await;
-    assert_eq!(code, 200, "{answer}");
+    assert!(ok(code, &answer), "{code} {answer}");
+    running(0.0).await;
+    let body = r#"{"direction":"outbound","noise_suppression_engine":"Denoiser"}"#;
+    let (code, answer) = api.action(&ccid, "suppression_start", body).await;
+    assert!(ok(code, &answer), "{code} {answer}");
+    running(1.0).await;
     let (code, answer) = api.action("no-such-call", "suppression_start", "{}").await;
     assert_eq!(code, 404, "{answer}");
     drop(phone);

@@ -188,6 +188,12 @@ pub async fn metrics(State(st): State<ApiState>) -> Response {
     let m = &st.metrics;
     metric("sipbridge_active_calls", "gauge", "Calls in progress.", &[(String::new(), st.calls.len() as f64)]);
     metric(
+        "sipbridge_noise_suppression_active",
+        "gauge",
+        "Noise-suppressed directions running (each one direction of one leg).",
+        &[(String::new(), crate::media::suppress::active() as f64)],
+    );
+    metric(
         "sipbridge_webrtc_participants",
         "gauge",
         "Browsers (WebRTC) in rooms and on calls now.",

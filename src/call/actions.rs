@@ -62,7 +62,17 @@ impl LegControl<'_> {
             // REFER is sent in the leg's dialog: the shell's signalling does it.
             Action::Refer(_) => Err(ActionError::invalid("refer is sent by the call's signalling")),
             Action::Mute(muted) => self.media.mute_inbound(muted).map_err(media_err),
-            Action::Suppress(s) => self.media.set_suppression(s).map_err(media_err),
+            Action::Suppress(s) => {
+                let now = self.media.suppression();
+                let adds = (s.inbound && !now.inbound) || (s.outbound && !now.outbound);
+                if adds && !crate::media::suppress::available() {
+                    return Err(ActionError::no_capacity(format!(
+                        "{} noise-suppressed streams already run ([rtp] max_suppressed_streams)",
+                        crate::media::suppress::active()
+                    )));
+                }
+                self.media.set_suppression(s).map_err(media_err)
+            }
             Action::StreamingStart(spec) => {
                 if self.agent.is_some() {
                     return Err(ActionError::invalid("a stream is already running on this call"));

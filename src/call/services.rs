@@ -56,8 +56,12 @@ impl CallServices {
         calls: CallRegistry,
         hangup_all: CancellationToken,
     ) -> std::io::Result<Self> {
-        let workers = config.borrow().rtp.workers;
+        let (workers, max_suppressed) = {
+            let c = config.borrow();
+            (c.rtp.workers, c.rtp.max_suppressed_streams)
+        };
         let engine = Engine::start(workers)?;
+        crate::media::suppress::set_limit(if max_suppressed == 0 { 16 * engine.workers() } else { max_suppressed });
         let rooms = super::rooms::start(&events, &calls, Arc::clone(&engine));
         let room_recordings = RoomRecordings::new(config.clone(), rooms.clone(), events.clone());
         Ok(Self { config, events, calls, engine, rooms, room_recordings, hangup_all })

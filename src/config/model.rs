@@ -187,6 +187,11 @@ pub struct Rtp {
     /// Media engine worker threads (`media::engine`); 0 = one per core the
     /// daemon may run on (the default). Read at start.
     pub workers: usize,
+    /// Noise-suppressed directions that may run at once (`media::suppress`,
+    /// about 0.6 % of an x86 core each, more on a Pi); 0 = 16 per media worker
+    /// (the default). Beyond it a direction stays unsuppressed and the API's
+    /// `suppression_start` answers 503. Read at start.
+    pub max_suppressed_streams: usize,
 }
 
 /// Presets that fill trunk defaults.

@@ -73,7 +73,15 @@ const SIP: &[&str] = &[
     "first_message_timeout",
     "idle_timeout",
 ];
-const RTP: &[&str] = &["port_range", "timeout", "learning_window", "relatch_after", "strict_source", "workers"];
+const RTP: &[&str] = &[
+    "port_range",
+    "timeout",
+    "learning_window",
+    "relatch_after",
+    "strict_source",
+    "workers",
+    "max_suppressed_streams",
+];
 const TRUNK: &[&str] = &[
     "name",
     "provider",
@@ -355,8 +363,9 @@ fn read_rtp(root: &Table<'_>, issues: &mut Issues) -> Rtp {
     }
     let strict_source = t.bool("strict_source", issues).unwrap_or(false);
     let workers = t.integer("workers", issues, 0, 64).unwrap_or(0) as usize;
+    let max_suppressed_streams = t.integer("max_suppressed_streams", issues, 0, 10_000).unwrap_or(0) as usize;
     t.finish(issues);
-    Rtp { port_range, timeout, learning_window, relatch_after, strict_source, workers }
+    Rtp { port_range, timeout, learning_window, relatch_after, strict_source, workers, max_suppressed_streams }
 }
 
 fn read_trunks(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -> Vec<Trunk> {

@@ -665,6 +665,9 @@ sample_rate = 16000
 fn noise_suppression_is_read_on_agents_and_routes_and_bad_values_are_located() {
     let dir = tempfile::tempdir().unwrap();
     let good = r#"
+[rtp]
+max_suppressed_streams = 4
+
 [[agent]]
 name = "clean"
 url = "ws://agent.lan/"
@@ -689,12 +692,16 @@ agent = "clean"
     assert_eq!(c.routes[0].noise_suppression, Some(Suppression { inbound: true, outbound: false }));
     assert_eq!(c.routes[1].noise_suppression, None);
     assert_eq!((both.direction(), Suppression::OFF.direction()), ("both", "disabled"));
+    assert_eq!(c.rtp.max_suppressed_streams, 4);
 
     let bad = r#"
 [[agent]]
 name = "a"
 url = "ws://agent.lan/"
 noise_suppression = "loud"
+
+[rtp]
+max_suppressed_streams = -1
 
 [[route]]
 park = true
@@ -704,6 +711,7 @@ noise_suppression = "inbound"
     for needle in [
         "b.toml:5: agent[0].noise_suppression: \"loud\" is not one of \"inbound\", \"outbound\", \"both\", \"disabled\"",
         "route[0].noise_suppression: a parked call's media is chosen by the API",
+        "rtp.max_suppressed_streams",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }

@@ -20,6 +20,7 @@
 //! off. Sans-IO: no socket, no clock.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nnnoiseless::DenoiseState;
 
@@ -33,6 +34,52 @@ const MODEL_FRAME: usize = DenoiseState::FRAME_SIZE;
 
 pub use crate::config::Suppression;
 
+/// A count of running suppressors against a cap.
+struct Limiter {
+    active: AtomicUsize,
+    limit: AtomicUsize,
+}
+
+impl Limiter {
+    const fn new() -> Self {
+        Limiter { active: AtomicUsize::new(0), limit: AtomicUsize::new(usize::MAX) }
+    }
+
+    /// Takes a slot, or `Err(limit)` when all are taken.
+    fn acquire(&'static self) -> Result<Slot, usize> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        match self.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)) {
+            Ok(_) => Ok(Slot(self)),
+            Err(_) => Err(limit),
+        }
+    }
+
+    fn available(&self) -> bool {
+        self.active.load(Ordering::Relaxed) < self.limit.load(Ordering::Relaxed)
+    }
+}
+
+/// The process's suppressors (`[rtp] max_suppressed_streams`, set at start).
+static LIMITER: Limiter = Limiter::new();
+
+/// Caps the suppressors that may run at once (each costs about 0.6 % of an x86
+/// core, several times that on a Pi: docs/benchmarks.md): beyond it a direction
+/// stays unsuppressed and `sipbridge_noise_suppression_refused_total` counts it.
+pub fn set_limit(limit: usize) {
+    LIMITER.limit.store(limit, Ordering::Relaxed);
+}
+
+/// Suppressors running now (`sipbridge_noise_suppression_active`).
+pub fn active() -> usize {
+    LIMITER.active.load(Ordering::Relaxed)
+}
+
+/// Whether another suppressor may start now (the API answers 503 when not; a
+/// job that finds none free later logs and counts it).
+pub fn available() -> bool {
+    LIMITER.available()
+}
+
 /// One direction's noise suppressor for PCM16 mono at 8000 or 16000 Hz.
 /// About 30 KiB (RNNoise's state, the two resamplers), built once per suppressed
 /// direction, never per packet.
@@ -40,6 +87,27 @@ pub struct Suppressor {
     pipe: Pipeline,
     /// Scratch for G.711 payloads (60 ms at 8 kHz per step).
     scratch: Box<[i16; G711_STEP]>,
+    _slot: Slot,
+}
+
+/// A slot of a [`Limiter`], given back on drop.
+struct Slot(&'static Limiter);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a suppressor was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum SuppressError {
+    /// Not 8000 or 16000 Hz, or the resampler could not be built (a bug).
+    #[error(transparent)]
+    Rate(TranscodeError),
+    /// `[rtp] max_suppressed_streams` suppressors already run.
+    #[error("{0} noise-suppressed streams already run ([rtp] max_suppressed_streams)")]
+    Capacity(usize),
 }
 
 /// Resampler up, RNNoise, resampler down.
@@ -69,26 +137,32 @@ impl Suppressor {
     /// A suppressor for audio at `sample_rate` Hz (8000 or 16000).
     ///
     /// # Errors
-    /// [`TranscodeError::UnsupportedRate`] for another rate;
-    /// [`TranscodeError::Resampler`] if the resampler cannot be built (a bug).
-    pub fn new(sample_rate: u32) -> Result<Self, TranscodeError> {
+    /// [`SuppressError::Rate`] for another rate (or a resampler that cannot be
+    /// built: a bug); [`SuppressError::Capacity`] when the process already runs
+    /// its limit of suppressors ([`set_limit`]).
+    pub fn new(sample_rate: u32) -> Result<Self, SuppressError> {
         if sample_rate != 8000 && sample_rate != 16000 {
-            return Err(TranscodeError::UnsupportedRate {
+            return Err(SuppressError::Rate(TranscodeError::UnsupportedRate {
                 encoding: "L16",
                 sample_rate,
                 allowed: "noise suppression runs at 8000 or 16000 Hz",
-            });
+            }));
         }
+        // From here the slot is held: a failure below gives it back.
+        let slot = LIMITER.acquire().map_err(|limit| {
+            crate::security::NOISE_SUPPRESSION_REFUSED.inc();
+            SuppressError::Capacity(limit)
+        })?;
         let pipe = Pipeline {
             denoise: DenoiseState::new(),
-            up: WholeRatio::new(sample_rate, MODEL_RATE)?,
-            down: WholeRatio::new(MODEL_RATE, sample_rate)?,
+            up: WholeRatio::new(sample_rate, MODEL_RATE).map_err(SuppressError::Rate)?,
+            down: WholeRatio::new(MODEL_RATE, sample_rate).map_err(SuppressError::Rate)?,
             pending: Vec::with_capacity(MODEL_FRAME),
             model_out: Box::new([0.0; MODEL_FRAME]),
             model_pcm: Box::new([0; MODEL_FRAME]),
             ready: VecDeque::with_capacity(2 * MODEL_FRAME),
         };
-        Ok(Suppressor { pipe, scratch: Box::new([0; G711_STEP]) })
+        Ok(Suppressor { pipe, scratch: Box::new([0; G711_STEP]), _slot: slot })
     }
 
     /// Suppresses noise in `frame` in place: the same number of samples comes
@@ -219,6 +293,23 @@ mod tests {
             s.process_g711(codec, &mut long);
             assert_eq!(long.len(), 1200);
         }
+    }
+
+    /// The cap: beyond the limit a slot is refused, and a dropped one is free
+    /// again (a limiter of the test's own: the process's is shared by the other
+    /// tests' suppressors).
+    #[test]
+    fn the_limit_refuses_and_a_drop_frees_a_slot() {
+        static L: Limiter = Limiter::new();
+        L.limit.store(2, Ordering::Relaxed);
+        let (a, b) = (L.acquire().unwrap(), L.acquire().unwrap());
+        assert!(!L.available());
+        assert_eq!(L.acquire().err(), Some(2));
+        drop(a);
+        assert!(L.available(), "the dropped one's slot is free");
+        let c = L.acquire().unwrap();
+        drop((b, c));
+        assert_eq!(L.active.load(Ordering::Relaxed), 0);
     }
 
     #[test]
