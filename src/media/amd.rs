@@ -14,11 +14,14 @@
 //! api-reference/callbacks/call-machine-greeting-ended).
 //!
 //! How: voice activity by 20 ms frames (mean absolute amplitude, 0..32767, above
-//! both `silence_threshold` and four times an adaptive noise floor), then timing
+//! both `silence_threshold` and twice the line's noise floor, the quietest frame
+//! of the last 2–2.5 s), then timing
 //! in the manner of the classic energy-based detectors (Asterisk `AMD()`):
 //!
 //! - a *word* is a run of voice of at least [`MIN_WORD`] that follows at least
-//!   `between_words_silence_millis` of silence;
+//!   `between_words_silence_millis` (to the 20 ms frame below) of silence or of
+//!   a dip (voice 12 dB below the previous word's loudest frame: words spoken
+//!   without a pause);
 //! - in order, each frame: `total_analysis_time_millis` passed → `not_sure`; no
 //!   word yet and `initial_silence_millis` of silence → `machine`; a greeting
 //!   (a word) then `after_greeting_silence_millis` of silence → `human`; one word
@@ -59,6 +62,13 @@ pub const MIN_BEEP: Duration = Duration::from_millis(120);
 
 /// A tone longer than this is reported without waiting for its end.
 const MAX_BEEP_WAIT: Duration = Duration::from_millis(1500);
+
+/// Voice is this many times louder than the noise floor (6 dB).
+const FLOOR_MARGIN: f32 = 2.0;
+
+/// A voiced frame below this share of its word's loudest frame is a dip
+/// between words (−12 dB).
+const DIP: f32 = 0.25;
 
 /// Voice that short (two frames) does not end a silence (clicks, pops).
 const MIN_VOICE: Duration = Duration::from_millis(40);
@@ -222,16 +232,65 @@ pub struct Detector {
     /// Time of the start of `frame` (frames decided so far × 20 ms).
     clock: Duration,
     phase: Phase,
-    /// Adaptive noise floor (mean absolute amplitude).
-    floor: f32,
+    /// The line's noise floor.
+    floor: Floor,
+    /// Silence in a row (frames below the voice level).
     silence_run: Duration,
+    /// Silence or dips in a row (what separates words).
+    gap_run: Duration,
+    /// Voice in a row, in the current word.
     voice_run: Duration,
+    /// Loudest frame of the current word.
+    word_peak: f32,
     in_word: bool,
     words: u32,
     greeting_start: Duration,
     machine_at: Duration,
     tone: ToneRun,
     events: [Option<AmdEvent>; 2],
+}
+
+/// The line's noise floor by minimum statistics: the quietest frame of the
+/// last [`FLOOR_BLOCKS`] blocks of [`FLOOR_BLOCK`] frames (2–2.5 s; speech
+/// falls to the floor between words far more often), so it follows a line's
+/// noise up within 2.5 s and down at once, and speech never pulls it up; a
+/// steady sound longer than that becomes the floor. Before the first block ends
+/// it is the quietest frame so far.
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    /// The minima of the last blocks, oldest overwritten first.
+    blocks: [f32; FLOOR_BLOCKS],
+    current: f32,
+    frames: u32,
+    next: usize,
+}
+
+/// Frames per block of the floor's minimum (500 ms).
+const FLOOR_BLOCK: u32 = 25;
+
+/// Blocks the floor remembers.
+const FLOOR_BLOCKS: usize = 4;
+
+impl Default for Floor {
+    fn default() -> Self {
+        Self { blocks: [f32::INFINITY; FLOOR_BLOCKS], current: f32::INFINITY, frames: 0, next: 0 }
+    }
+}
+
+impl Floor {
+    /// Takes a frame's level; the floor after it.
+    fn update(&mut self, level: f32) -> f32 {
+        self.current = self.current.min(level);
+        self.frames += 1;
+        let floor = self.blocks.iter().fold(self.current, |m, b| m.min(*b));
+        if self.frames == FLOOR_BLOCK {
+            self.blocks[self.next] = self.current;
+            self.next = (self.next + 1) % FLOOR_BLOCKS;
+            self.current = f32::INFINITY;
+            self.frames = 0;
+        }
+        floor
+    }
 }
 
 /// A run of tonal frames.
@@ -255,9 +314,11 @@ impl Detector {
             frame: Vec::with_capacity(frame_len),
             clock: Duration::ZERO,
             phase: Phase::Initial,
-            floor: cfg.silence_threshold as f32 / 4.0,
+            floor: Floor::default(),
             silence_run: Duration::ZERO,
+            gap_run: Duration::ZERO,
             voice_run: Duration::ZERO,
+            word_peak: 0.0,
             in_word: false,
             words: 0,
             greeting_start: Duration::ZERO,
@@ -338,19 +399,22 @@ impl Detector {
 
     fn frame_decision(&mut self, frame: &[i16]) {
         let level = mean_abs(frame);
-        // The floor follows quiet frames down quickly and loud ones up slowly.
-        if level < self.floor {
-            self.floor = 0.8 * self.floor + 0.2 * level;
-        } else {
-            self.floor = 0.998 * self.floor + 0.002 * level;
-        }
-        let voiced = level > (self.cfg.silence_threshold as f32).max(4.0 * self.floor);
+        let floor = self.floor.update(level);
+        let loud = level > self.cfg.silence_threshold as f32;
         let now = self.clock + FRAME;
+        // Beeps are looked for in every frame above the threshold (a steady tone
+        // can sit close to the floor of a noisy line); a beep is voice.
         let beeps = self.mode != Mode::Detect || self.phase != Phase::AfterMachine;
-        let tonal = if voiced && beeps { tone_hz(frame, self.rate_hz) } else { None };
+        let tonal = if loud && beeps { tone_hz(frame, self.rate_hz) } else { None };
+        let voiced = (loud && level > FLOOR_MARGIN * floor) || tonal.is_some();
         let beep_ended = self.track_tone(tonal);
-        if voiced {
+        // A dip: voice well below the word's peak (between words spoken without
+        // a pause; synthetic and fast speech rarely falls to silence).
+        let dip = voiced && self.in_word && level < DIP * self.word_peak;
+        if voiced && !dip {
             self.voice_run += FRAME;
+            self.gap_run = Duration::ZERO;
+            self.word_peak = self.word_peak.max(level);
             if self.voice_run >= MIN_VOICE {
                 self.silence_run = Duration::ZERO;
             }
@@ -363,10 +427,16 @@ impl Detector {
                 }
             }
         } else {
-            self.silence_run += FRAME;
-            if self.silence_run >= ms(self.cfg.between_words_silence_millis) {
+            if !voiced {
+                self.silence_run += FRAME;
+            }
+            self.gap_run += FRAME;
+            // At least between_words_silence_millis, to the frame below (one frame at least).
+            let between = ms(self.cfg.between_words_silence_millis / 20 * 20).max(FRAME);
+            if self.gap_run >= between {
                 self.in_word = false;
                 self.voice_run = Duration::ZERO;
+                self.word_peak = 0.0;
             }
         }
         match self.phase {
@@ -641,11 +711,17 @@ mod tests {
     fn one_long_word_or_a_long_greeting_is_a_machine() {
         let mut seed = 5;
         let cfg = AmdConfig { maximum_word_length_millis: 1000, ..AmdConfig::default() };
-        assert_eq!(results(&run(Mode::Detect, cfg, &noise(5000.0, 2000, &mut seed))), ["machine"]);
-        let cfg = AmdConfig { greeting_duration_millis: 1500, maximum_number_of_words: 50, ..AmdConfig::default() };
-        let ev = run(Mode::Detect, cfg, &words(10, 200, 100, &mut seed));
+        let mut audio = silence(300);
+        audio.extend(noise(5000.0, 2000, &mut seed));
+        let ev = run(Mode::Detect, cfg, &audio);
         assert_eq!(results(&ev), ["machine"]);
-        assert!((1500..=1600).contains(&(at(&ev[0]).as_millis())), "{ev:?}");
+        assert!((1300..=1400).contains(&(at(&ev[0]).as_millis())), "{ev:?}");
+        let cfg = AmdConfig { greeting_duration_millis: 1500, maximum_number_of_words: 50, ..AmdConfig::default() };
+        let mut audio = silence(200);
+        audio.extend(words(10, 200, 100, &mut seed));
+        let ev = run(Mode::Detect, cfg, &audio);
+        assert_eq!(results(&ev), ["machine"]);
+        assert!((1700..=1800).contains(&(at(&ev[0]).as_millis())), "{ev:?}");
     }
 
     #[test]
@@ -696,7 +772,8 @@ mod tests {
         // 30 ms packets arriving in bursts of four, 120 ms late at most: the
         // clock follows the audio, not the arrival, and no silence is invented.
         let mut seed = 1;
-        let mut audio = words(2, 200, 80, &mut seed);
+        let mut audio = silence(200);
+        audio.extend(words(2, 200, 80, &mut seed));
         audio.extend(silence(2000));
         let mut d = Detector::new(Mode::Detect, AmdConfig::default(), 8000);
         let mut ev = Vec::new();
