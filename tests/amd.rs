@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -262,4 +262,300 @@ fn the_generated_corpus_is_classified() {
     println!("\ncorrect: {correct}/{} ; beeps found: {beeps}/{machines} machines", cases.len());
     assert!(correct * 100 >= cases.len() * 80, "{correct}/{} correct", cases.len());
     assert!(beeps * 100 >= machines * 80, "{beeps}/{machines} beeps");
+}
+
+/// Writes `audio` as a pcap of PCMU RTP (payload type 0, 20 ms packets, 20 ms
+/// apart) in Ethernet/IPv4/UDP frames, the format SIPp's `play_pcap_audio`
+/// plays (little-endian microsecond pcap, link type Ethernet).
+fn write_pcap(path: &Path, audio: &[i16]) {
+    let mut out = Vec::new();
+    // Global header: magic, version 2.4, zone, sigfigs, snaplen, Ethernet.
+    out.extend(0xa1b2_c3d4u32.to_le_bytes());
+    out.extend(2u16.to_le_bytes());
+    out.extend(4u16.to_le_bytes());
+    for w in [0u32, 0, 65_535, 1] {
+        out.extend(w.to_le_bytes());
+    }
+    for (k, chunk) in audio.chunks(160).enumerate() {
+        let mut payload = [0xffu8; 160];
+        G711::Pcmu.encode(chunk, &mut payload);
+        let mut rtp = vec![0x80, 0x00];
+        rtp.extend((k as u16).to_be_bytes());
+        rtp.extend((160 * k as u32).to_be_bytes());
+        rtp.extend(0x5eed_0001u32.to_be_bytes());
+        rtp.extend(payload);
+        let udp_len = 8 + rtp.len() as u16;
+        let ip_len = 20 + udp_len;
+        let mut frame = vec![0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 6, 0x08, 0x00];
+        frame.extend([0x45, 0]);
+        frame.extend(ip_len.to_be_bytes());
+        frame.extend([0, 0, 0, 0, 64, 17, 0, 0, 127, 0, 0, 3, 127, 0, 0, 1]);
+        frame.extend(6000u16.to_be_bytes());
+        frame.extend(6002u16.to_be_bytes());
+        frame.extend(udp_len.to_be_bytes());
+        frame.extend([0, 0]);
+        frame.extend(&rtp);
+        let usecs = 20_000 * k as u64;
+        out.extend(((usecs / 1_000_000) as u32).to_le_bytes());
+        out.extend(((usecs % 1_000_000) as u32).to_le_bytes());
+        out.extend((frame.len() as u32).to_le_bytes());
+        out.extend((frame.len() as u32).to_le_bytes());
+        out.extend(frame);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// A SIPp UAS on 127.0.0.3 that answers and plays `audio`; its SIP port.
+fn called_party(dir: &Path, name: &str, audio: &[i16]) -> (Sipp, u16) {
+    let d = dir.join(name);
+    std::fs::create_dir_all(d.join("pcap")).unwrap();
+    write_pcap(&d.join("pcap/amd.pcap"), audio);
+    let port = free_port();
+    let args: Vec<String> = [
+        "-sf",
+        &scenario("uas_amd.xml").display().to_string(),
+        "-i",
+        "127.0.0.3",
+        "-p",
+        &port.to_string(),
+        "-mp",
+        &free_even_block(4).to_string(),
+        "-m",
+        "1",
+        "-timeout",
+        "60s",
+        "-timeout_error",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    (Sipp::start(&d, name, &args), port)
+}
+
+/// The AMD events (`call.machine.*`) among webhook or socket event bodies' `data`.
+fn machine_events(data: &[Value]) -> Vec<&Value> {
+    data.iter().filter(|d| d["event_type"].as_str().is_some_and(|t| t.starts_with("call.machine."))).collect()
+}
+
+fn has(data: &[Value], id: &str, event_type: &str) -> bool {
+    data.iter().any(|d| d["event_type"] == event_type && d["payload"]["call_control_id"] == id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialled_calls_report_human_machine_and_not_sure() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The three called parties: a person, a voicemail (≈ 9 s greeting, then a
+    // 1 kHz beep), a silent line (reached by a transfer).
+    let mut hello = silence(300);
+    hello.extend(speak(d, "hello", "en-us", 160, "Hello?"));
+    hello.extend(silence(6000));
+    let mut voicemail = silence(300);
+    voicemail.extend(speak(d, "greeting", "en-gb+f3", 170, GREETINGS[0]));
+    voicemail.extend(silence(500));
+    let greeting_end = voicemail.len();
+    voicemail.extend(tone(1000.0, 6000.0, 600));
+    voicemail.extend(silence(4000));
+    let greeting_secs = greeting_end as f64 / RATE as f64;
+    assert!((6.0..=12.0).contains(&greeting_secs), "the greeting is 6–12 s: {greeting_secs}");
+    let (mut human_uas, human_port) = called_party(d, "human", &hello);
+    let (mut machine_uas, machine_port) = called_party(d, "machine", &voicemail);
+    let (mut silent_uas, silent_port) = called_party(d, "silent", &silence(10_000));
+
+    let gw = Gateway::builder(d)
+        .rtp_range(45_000, 49_999)
+        .trunk(Trunk::new("pbx").allow("127.0.0.1/32"))
+        .trunk(Trunk::new("human").proxy(&format!("sip:127.0.0.3:{human_port}")))
+        .trunk(Trunk::new("machine").proxy(&format!("sip:127.0.0.3:{machine_port}")))
+        .trunk(Trunk::new("silent").proxy(&format!("sip:127.0.0.3:{silent_port}")))
+        .agent("echo", "builtin:echo", "")
+        .route(common::gateway::Route::new().agent("echo"))
+        .webhooks("")
+        .api(TOKEN)
+        .start();
+    let api = gw.api();
+
+    // The event socket, open before the calls.
+    let api_port = gw.api_port();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", api_port)).await.unwrap();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://127.0.0.1:{api_port}/v2/events"
+    ))
+    .unwrap();
+    req.headers_mut().insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::client_async(req, tcp).await.expect("event socket");
+
+    // Bodies are checked field by field: 400 naming the field.
+    let dial = |connection: &str| json!({"connection_id": connection, "to": "+15550001000", "from": "+13125550100", "timeout_secs": 20});
+    for (amd, config, pointer) in [
+        (json!("premium"), Value::Null, "/answering_machine_detection"),
+        (json!("maybe"), Value::Null, "/answering_machine_detection"),
+        (json!(3), Value::Null, "/answering_machine_detection"),
+        (json!("detect"), json!("fast"), "/answering_machine_detection_config"),
+        (
+            json!("detect"),
+            json!({"total_analysis_time_millis": 0}),
+            "/answering_machine_detection_config/total_analysis_time_millis",
+        ),
+        (json!("detect"), json!({"silence_threshold": 40000}), "/answering_machine_detection_config/silence_threshold"),
+        (
+            json!("detect"),
+            json!({"maximum_number_of_words": "five"}),
+            "/answering_machine_detection_config/maximum_number_of_words",
+        ),
+        (json!("detect"), json!({"listen_harder": true}), "/answering_machine_detection_config/listen_harder"),
+    ] {
+        let mut body = dial("human");
+        body["answering_machine_detection"] = amd;
+        body["answering_machine_detection_config"] = config;
+        let (code, e) = api.post("/v2/calls", body.clone()).await;
+        assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some(pointer)), "{body}: {e}");
+    }
+
+    // (a) a person, (b) a voicemail: dialled with detection.
+    let mut body = dial("human");
+    body["answering_machine_detection"] = json!("detect");
+    body["client_state"] = json!("aHVtYW4=");
+    let (code, human) = api.post("/v2/calls", body).await;
+    assert_eq!(code, 200, "{human}");
+    let mut body = dial("machine");
+    body["answering_machine_detection"] = json!("detect_beep");
+    body["answering_machine_detection_config"] =
+        json!({"greeting_total_analysis_time_millis": 20_000, "after_greeting_silence_millis": 800});
+    let (code, machine) = api.post("/v2/calls", body).await;
+    assert_eq!(code, 200, "{machine}");
+    let human = human["data"]["call_control_id"].as_str().unwrap().to_string();
+    let machine = machine["data"]["call_control_id"].as_str().unwrap().to_string();
+
+    // (c) a silent line, reached by transferring an incoming call.
+    let sip = gw.sip_port;
+    let d2 = d.to_path_buf();
+    let caller = tokio::task::spawn_blocking(move || {
+        let s = common::rtp::Script {
+            audio: vec![],
+            digits: vec![],
+            gaps: vec![],
+            send_for: Duration::from_secs(25),
+            duration: Duration::from_secs(25),
+        };
+        common::rtp::place_calls_from(&d2, sip, "127.0.0.1", "+13125550100", 30_000, vec![s], &["+14155550123".into()])
+    });
+    let calls = api
+        .wait_for("/v2/calls", "the incoming call answered", |b| {
+            b["data"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|c| c["from"] == "+14155550123" && c["state"] == "answered"))
+        })
+        .await;
+    let incoming = calls["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["from"] == "+14155550123")
+        .and_then(|c| c["call_control_id"].as_str())
+        .unwrap()
+        .to_string();
+    let (code, e) = api
+        .action(
+            &incoming,
+            "transfer",
+            &json!({"to": "+15550002000", "connection_id": "silent", "answering_machine_detection": "bogus"})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(
+        (code, e["errors"][0]["source"]["pointer"].as_str()),
+        (400, Some("/answering_machine_detection")),
+        "{e}"
+    );
+    let (code, e) = api
+        .action(
+            &incoming,
+            "transfer",
+            &json!({"to": "+15550002000", "connection_id": "silent", "answering_machine_detection": "detect"})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(code, 200, "{e}");
+
+    // The results, as signed webhooks.
+    let hooks = gw
+        .event_data("the three detections and the beep", |e| {
+            machine_events(e).iter().filter(|d| d["event_type"] == "call.machine.detection.ended").count() == 3
+                && has(e, &machine, "call.machine.greeting.ended")
+        })
+        .await;
+    let amd: Vec<&Value> = machine_events(&hooks);
+    let result = |id: &str, t: &str| -> Vec<String> {
+        amd.iter()
+            .filter(|d| d["event_type"] == t && d["payload"]["call_control_id"] == id)
+            .map(|d| d["payload"]["result"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(result(&human, "call.machine.detection.ended"), ["human"], "{amd:#?}");
+    assert_eq!(result(&machine, "call.machine.detection.ended"), ["machine"], "{amd:#?}");
+    assert_eq!(result(&machine, "call.machine.greeting.ended"), ["beep_detected"], "{amd:#?}");
+    let transferred: Vec<&&Value> = amd
+        .iter()
+        .filter(|d| d["payload"]["call_control_id"] != human && d["payload"]["call_control_id"] != machine)
+        .collect();
+    assert_eq!(transferred.len(), 1, "{amd:#?}");
+    assert_eq!(transferred[0]["event_type"], "call.machine.detection.ended");
+    assert_eq!(transferred[0]["payload"]["result"], "not_sure");
+    assert_eq!(transferred[0]["payload"]["to"], "+15550002000");
+    // Telnyx's payload fields.
+    let h = amd.iter().find(|d| d["payload"]["call_control_id"] == human).unwrap();
+    assert_eq!(h["record_type"], "event");
+    for key in ["call_control_id", "call_leg_id", "call_session_id", "connection_id", "from", "to", "result"] {
+        assert!(h["payload"][key].is_string(), "{key} in {h:#}");
+    }
+    assert_eq!(h["payload"]["client_state"], "aHVtYW4=");
+    assert_eq!(h["payload"]["connection_id"], "human");
+    // The beep is reported when it stops: after the greeting, within 2 s of its end.
+    let answered_at = |id: &str| {
+        hooks
+            .iter()
+            .find(|d| d["event_type"] == "call.answered" && d["payload"]["call_control_id"] == id)
+            .and_then(|d| humantime::parse_rfc3339(d["occurred_at"].as_str()?).ok())
+            .expect("call.answered")
+    };
+    let occurred = |d: &Value| humantime::parse_rfc3339(d["occurred_at"].as_str().unwrap()).unwrap();
+    let beep = amd.iter().find(|d| d["event_type"] == "call.machine.greeting.ended").unwrap();
+    let after = occurred(beep).duration_since(answered_at(&machine)).unwrap().as_secs_f64();
+    assert!((greeting_secs..greeting_secs + 2.5).contains(&after), "beep reported {after:.2} s after the answer");
+    let decided = amd
+        .iter()
+        .find(|d| d["event_type"] == "call.machine.detection.ended" && d["payload"]["call_control_id"] == machine)
+        .unwrap();
+    let after = occurred(decided).duration_since(answered_at(&machine)).unwrap().as_secs_f64();
+    assert!(after < 3.7, "machine decided {after:.2} s after the answer (total_analysis_time 3.5 s)");
+
+    // Hang up: every party sees its BYE; no detection event comes later.
+    for id in [&human, &machine, &incoming] {
+        let (code, e) = api.action(id, "hangup", "{}").await;
+        assert_eq!(code, 200, "{e}");
+    }
+    for (uas, name) in [(&mut human_uas, "human"), (&mut machine_uas, "machine"), (&mut silent_uas, "silent")] {
+        assert_eq!(uas.wait(Duration::from_secs(20)), 0, "{name}: {}", uas.report());
+    }
+    let (code, report, _) = caller.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+
+    // The event socket carried the same AMD events.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < amd.len() && std::time::Instant::now() < deadline {
+        let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(5), socket.next()).await else { break };
+        let Ok(v) = serde_json::from_str::<Value>(msg.to_text().unwrap_or_default()) else { continue };
+        if v["data"]["event_type"].as_str().is_some_and(|t| t.starts_with("call.machine.")) {
+            seen.push(v["data"].clone());
+        }
+    }
+    let ids = |v: &[&Value]| {
+        let mut ids: Vec<String> = v.iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&seen.iter().collect::<Vec<_>>()), ids(&amd), "the socket carried the same events");
 }

@@ -277,9 +277,7 @@ fn timeout_secs(body: &Map<String, Value>) -> Result<u64, ApiError> {
 /// `maximum_number_of_words` 1–100, `silence_threshold` 1–32767; keys not given
 /// take Telnyx's defaults). `detect_words` and `premium` (Telnyx's speech-model
 /// modes) are refused with a 400 naming the field, as are unknown config keys.
-fn answering_machine_detection(
-    body: &Map<String, Value>,
-) -> Result<Option<crate::call::amd::AmdRequest>, ApiError> {
+fn answering_machine_detection(body: &Map<String, Value>) -> Result<Option<crate::call::amd::AmdRequest>, ApiError> {
     use crate::media::amd::{AmdConfig, Mode};
     let mode = match string(body, "answering_machine_detection")?.as_deref() {
         None | Some("disabled") => return Ok(None),

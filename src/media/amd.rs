@@ -738,8 +738,7 @@ mod tests {
         }
         assert!(tone_hz(&noise(6000.0, 20, &mut seed), 8000).is_none());
         // Two tones at once (a DTMF-like pair) are not one beep.
-        let pair: Vec<i16> =
-            tone(770.0, 4000.0, 20).iter().zip(tone(1336.0, 4000.0, 20)).map(|(a, b)| a + b).collect();
+        let pair: Vec<i16> = tone(770.0, 4000.0, 20).iter().zip(tone(1336.0, 4000.0, 20)).map(|(a, b)| a + b).collect();
         assert!(tone_hz(&pair, 8000).is_none());
         // A beep needs MIN_BEEP of one steady tone: 60 ms is none.
         let mut audio = words(8, 200, 100, &mut seed);
