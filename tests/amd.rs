@@ -221,8 +221,12 @@ fn the_generated_corpus_is_classified() {
     let mut matrix = [[0usize; 3]; 3];
     let (mut beeps, mut correct) = (0, 0);
     let mut lines = Vec::new();
+    let (mut spent, mut audio_secs) = (Duration::ZERO, 0.0);
     for c in &cases {
+        let t0 = std::time::Instant::now();
         let events = detect(Mode::DetectBeep, corpus_config(), &c.audio);
+        spent += t0.elapsed();
+        audio_secs += c.audio.len() as f64 / RATE as f64;
         let (result, at) = events
             .iter()
             .find_map(|e| match e {
@@ -260,6 +264,11 @@ fn the_generated_corpus_is_classified() {
         println!("| {t} | {} | {} | {} |", row[0], row[1], row[2]);
     }
     println!("\ncorrect: {correct}/{} ; beeps found: {beeps}/{machines} machines", cases.len());
+    println!(
+        "detector CPU: {:.1} µs per second of audio ({audio_secs:.0} s of audio in {:.1} ms, this build)",
+        spent.as_secs_f64() * 1e6 / audio_secs,
+        spent.as_secs_f64() * 1e3
+    );
     assert!(correct * 100 >= cases.len() * 80, "{correct}/{} correct", cases.len());
     assert!(beeps * 100 >= machines * 80, "{beeps}/{machines} beeps");
 }

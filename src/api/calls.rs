@@ -277,7 +277,7 @@ fn timeout_secs(body: &Map<String, Value>) -> Result<u64, ApiError> {
 /// `maximum_number_of_words` 1–100, `silence_threshold` 1–32767; keys not given
 /// take Telnyx's defaults). `detect_words` and `premium` (Telnyx's speech-model
 /// modes) are refused with a 400 naming the field, as are unknown config keys.
-fn answering_machine_detection(body: &Map<String, Value>) -> Result<Option<crate::call::amd::AmdRequest>, ApiError> {
+fn answering_machine_detection(body: &Map<String, Value>) -> Result<Option<crate::media::amd::AmdRequest>, ApiError> {
     use crate::media::amd::{AmdConfig, Mode};
     let mode = match string(body, "answering_machine_detection")?.as_deref() {
         None | Some("disabled") => return Ok(None),
@@ -299,7 +299,7 @@ fn answering_machine_detection(body: &Map<String, Value>) -> Result<Option<crate
     };
     let mut config = AmdConfig::default();
     let given = match body.get("answering_machine_detection_config") {
-        None | Some(Value::Null) => return Ok(Some(crate::call::amd::AmdRequest { mode, config })),
+        None | Some(Value::Null) => return Ok(Some(crate::media::amd::AmdRequest { mode, config })),
         Some(Value::Object(m)) => m,
         Some(_) => {
             return Err(ApiError::bad_field(
@@ -338,7 +338,7 @@ fn answering_machine_detection(body: &Map<String, Value>) -> Result<Option<crate
             }
         }
     }
-    Ok(Some(crate::call::amd::AmdRequest { mode, config }))
+    Ok(Some(crate::media::amd::AmdRequest { mode, config }))
 }
 
 /// `to`/`from` of a dial or transfer: a number or SIP user (they become URI users).

@@ -22,19 +22,10 @@ use tokio::sync::mpsc;
 use super::CallInfo;
 use super::control::Lookup;
 use super::services::CallServices;
-use crate::media::amd::{AmdConfig, AmdEvent, Detector, Mode};
+pub use crate::media::amd::AmdRequest;
+use crate::media::amd::{AmdEvent, Detector};
 use crate::media::g711::G711;
 use crate::media::leg::Tap;
-
-/// What a dial or transfer asked for (`answering_machine_detection` other than
-/// `disabled`, and its `answering_machine_detection_config`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AmdRequest {
-    /// `detect`, `detect_beep` or `greeting_end`.
-    pub mode: Mode,
-    /// The config, Telnyx's defaults for keys not given.
-    pub config: AmdConfig,
-}
 
 /// How often the detector is told time passed (for a line that sends nothing).
 pub const TICK: Duration = Duration::from_millis(100);

@@ -88,7 +88,7 @@ pub struct DialRequest {
     pub bridge_with: Option<String>,
     /// Telnyx `answering_machine_detection` (with its config) from the answer;
     /// `None` = `disabled`.
-    pub answering_machine_detection: Option<super::amd::AmdRequest>,
+    pub answering_machine_detection: Option<crate::media::amd::AmdRequest>,
 }
 
 /// A route test (`POST /v2/routes/{index}/test`; see `sip::route_test`).

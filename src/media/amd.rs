@@ -154,6 +154,16 @@ impl Default for AmdConfig {
     }
 }
 
+/// What a dial or transfer asked for: `answering_machine_detection` other than
+/// `disabled`, and its `answering_machine_detection_config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmdRequest {
+    /// `detect`, `detect_beep` or `greeting_end`.
+    pub mode: Mode,
+    /// The config, Telnyx's defaults for keys not given.
+    pub config: AmdConfig,
+}
+
 /// `call.machine.detection.ended` `result`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Detection {
