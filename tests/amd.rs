@@ -159,10 +159,13 @@ fn corpus(dir: &Path) -> Vec<Case> {
         audio.extend(speak(dir, &format!("machine{i}"), voice, wpm, text));
         audio.extend(silence(300 + 100 * (i % 5)));
         audio.extend(tone(beep_hz, 6000.0, 400 + 100 * (i % 5)));
+        let beep_end_ms = audio.len() * 1000 / RATE;
         audio.extend(silence(2000));
         let audio = with_noise(&audio, snr, 101 + i as u32);
         let secs = audio.len() as f64 / RATE as f64;
-        let name = format!("machine {i} {voice} {wpm} wpm, noise {snr:?} dB, beep {beep_hz} Hz, {secs:.1} s");
+        let name = format!(
+            "machine {i} {voice} {wpm} wpm, noise {snr:?} dB, beep {beep_hz} Hz ending at {beep_end_ms} ms, {secs:.1} s"
+        );
         cases.push(Case { name, truth: Truth::Machine, audio });
     }
     for i in 0..8 {
