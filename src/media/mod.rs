@@ -7,9 +7,8 @@
 //! `call_quality_stats`), `mos` (E-model MOS estimate), `dtmf` (RFC 4733 payload,
 //! detector, generator) and `latch` (which source a leg takes media from and answers
 //! to: learning window, strict source, RTCP), `rtcp` (reports), `transcode` (voice
-//! agent stream encodings, the 8000 ↔ 16000 Hz converter), `playout` (paced
-//! playback queue with marks) and `amd` (answering-machine detection: voice
-//! activity, words, beeps). The tokio shell
+//! agent stream encodings, the 8000 ↔ 16000 Hz converter) and `playout` (paced
+//! playback queue with marks). The tokio shell
 //! around them — `ports` (RTP port pool), `leg` (sockets, pacing), `pcm` (a leg
 //! to a PCM endpoint: voice agent, room) and `bridge` (the relay between two legs)
 //! — only moves bytes and drives timers.
