@@ -8,7 +8,8 @@
 //!   prints the confusion matrix (copied into docs/benchmarks.md) and asserts a
 //!   floor.
 //! - **Real calls** (`dialled_calls_report_human_machine_and_not_sure`): the box
-//!   dials out (`POST /v2/calls` with `answering_machine_detection`) to SIPp UASes
+//!   dials out (`POST /v2/calls` with `answering_machine_detection`: `detect`,
+//!   `detect_beep`, `greeting_end`; and a `transfer` with `detect`) to SIPp UASes
 //!   that answer and play a generated pcap of each case; the signed webhooks and
 //!   `/v2/events` carry `call.machine.detection.ended` and
 //!   `call.machine.greeting.ended` with Telnyx's fields.
@@ -373,6 +374,7 @@ async fn dialled_calls_report_human_machine_and_not_sure() {
     assert!((6.0..=12.0).contains(&greeting_secs), "the greeting is 6–12 s: {greeting_secs}");
     let (mut human_uas, human_port) = called_party(d, "human", &hello);
     let (mut machine_uas, machine_port) = called_party(d, "machine", &voicemail);
+    let (mut machine2_uas, machine2_port) = called_party(d, "machine2", &voicemail);
     let (mut silent_uas, silent_port) = called_party(d, "silent", &silence(10_000));
 
     let gw = Gateway::builder(d)
@@ -380,6 +382,7 @@ async fn dialled_calls_report_human_machine_and_not_sure() {
         .trunk(Trunk::new("pbx").allow("127.0.0.1/32"))
         .trunk(Trunk::new("human").proxy(&format!("sip:127.0.0.3:{human_port}")))
         .trunk(Trunk::new("machine").proxy(&format!("sip:127.0.0.3:{machine_port}")))
+        .trunk(Trunk::new("machine2").proxy(&format!("sip:127.0.0.3:{machine2_port}")))
         .trunk(Trunk::new("silent").proxy(&format!("sip:127.0.0.3:{silent_port}")))
         .agent("echo", "builtin:echo", "")
         .route(common::gateway::Route::new().agent("echo"))
@@ -437,8 +440,15 @@ async fn dialled_calls_report_human_machine_and_not_sure() {
         json!({"greeting_total_analysis_time_millis": 20_000, "after_greeting_silence_millis": 800});
     let (code, machine) = api.post("/v2/calls", body).await;
     assert_eq!(code, 200, "{machine}");
+    // The same voicemail with greeting_end: its beep ends the greeting too.
+    let mut body = dial("machine2");
+    body["answering_machine_detection"] = json!("greeting_end");
+    body["answering_machine_detection_config"] = json!({"greeting_total_analysis_time_millis": 20_000});
+    let (code, machine2) = api.post("/v2/calls", body).await;
+    assert_eq!(code, 200, "{machine2}");
     let human = human["data"]["call_control_id"].as_str().unwrap().to_string();
     let machine = machine["data"]["call_control_id"].as_str().unwrap().to_string();
+    let machine2 = machine2["data"]["call_control_id"].as_str().unwrap().to_string();
 
     // (c) a silent line, reached by transferring an incoming call.
     let sip = gw.sip_port;
@@ -494,8 +504,9 @@ async fn dialled_calls_report_human_machine_and_not_sure() {
     // The results, as signed webhooks.
     let hooks = gw
         .event_data("the three detections and the beep", |e| {
-            machine_events(e).iter().filter(|d| d["event_type"] == "call.machine.detection.ended").count() == 3
+            machine_events(e).iter().filter(|d| d["event_type"] == "call.machine.detection.ended").count() == 4
                 && has(e, &machine, "call.machine.greeting.ended")
+                && has(e, &machine2, "call.machine.greeting.ended")
         })
         .await;
     let amd: Vec<&Value> = machine_events(&hooks);
@@ -508,9 +519,11 @@ async fn dialled_calls_report_human_machine_and_not_sure() {
     assert_eq!(result(&human, "call.machine.detection.ended"), ["human"], "{amd:#?}");
     assert_eq!(result(&machine, "call.machine.detection.ended"), ["machine"], "{amd:#?}");
     assert_eq!(result(&machine, "call.machine.greeting.ended"), ["beep_detected"], "{amd:#?}");
+    assert_eq!(result(&machine2, "call.machine.detection.ended"), ["machine"], "{amd:#?}");
+    assert_eq!(result(&machine2, "call.machine.greeting.ended"), ["beep_detected"], "{amd:#?}");
     let transferred: Vec<&&Value> = amd
         .iter()
-        .filter(|d| d["payload"]["call_control_id"] != human && d["payload"]["call_control_id"] != machine)
+        .filter(|d| ![&human, &machine, &machine2].iter().any(|id| d["payload"]["call_control_id"] == id.as_str()))
         .collect();
     assert_eq!(transferred.len(), 1, "{amd:#?}");
     assert_eq!(transferred[0]["event_type"], "call.machine.detection.ended");
@@ -533,7 +546,10 @@ async fn dialled_calls_report_human_machine_and_not_sure() {
             .expect("call.answered")
     };
     let occurred = |d: &Value| humantime::parse_rfc3339(d["occurred_at"].as_str().unwrap()).unwrap();
-    let beep = amd.iter().find(|d| d["event_type"] == "call.machine.greeting.ended").unwrap();
+    let beep = amd
+        .iter()
+        .find(|d| d["event_type"] == "call.machine.greeting.ended" && d["payload"]["call_control_id"] == machine)
+        .unwrap();
     let after = occurred(beep).duration_since(answered_at(&machine)).unwrap().as_secs_f64();
     assert!((greeting_secs..greeting_secs + 2.5).contains(&after), "beep reported {after:.2} s after the answer");
     let decided = amd
@@ -544,11 +560,16 @@ async fn dialled_calls_report_human_machine_and_not_sure() {
     assert!(after < 3.7, "machine decided {after:.2} s after the answer (total_analysis_time 3.5 s)");
 
     // Hang up: every party sees its BYE; no detection event comes later.
-    for id in [&human, &machine, &incoming] {
+    for id in [&human, &machine, &machine2, &incoming] {
         let (code, e) = api.action(id, "hangup", "{}").await;
         assert_eq!(code, 200, "{e}");
     }
-    for (uas, name) in [(&mut human_uas, "human"), (&mut machine_uas, "machine"), (&mut silent_uas, "silent")] {
+    for (uas, name) in [
+        (&mut human_uas, "human"),
+        (&mut machine_uas, "machine"),
+        (&mut machine2_uas, "machine2"),
+        (&mut silent_uas, "silent"),
+    ] {
         assert_eq!(uas.wait(Duration::from_secs(20)), 0, "{name}: {}", uas.report());
     }
     let (code, report, _) = caller.await.unwrap();
