@@ -413,9 +413,9 @@ impl Detector {
         let loud = level > self.cfg.silence_threshold as f32;
         let now = self.clock + FRAME;
         // Beeps are looked for in every frame above the threshold (a steady tone
-        // can sit close to the floor of a noisy line); a beep is voice.
-        let beeps = self.mode != Mode::Detect || self.phase != Phase::AfterMachine;
-        let tonal = if loud && beeps { tone_hz(frame, self.rate_hz) } else { None };
+        // can sit close to the floor of a noisy line); a beep is voice. (`detect`
+        // is done at its result: it looks for beeps only as a sign of a machine.)
+        let tonal = if loud { tone_hz(frame, self.rate_hz) } else { None };
         let voiced = (loud && level > FLOOR_MARGIN * floor) || tonal.is_some();
         let beep_ended = self.track_tone(tonal);
         // A dip: voice well below the word's peak (between words spoken without
