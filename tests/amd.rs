@@ -420,6 +420,8 @@ async fn dialled_calls_report_human_machine_and_not_sure() {
             "/answering_machine_detection_config/maximum_number_of_words",
         ),
         (json!("detect"), json!({"listen_harder": true}), "/answering_machine_detection_config/listen_harder"),
+        // Checked even with detection off.
+        (Value::Null, json!({"silence_threshold": 0}), "/answering_machine_detection_config/silence_threshold"),
     ] {
         let mut body = dial("human");
         body["answering_machine_detection"] = amd;

@@ -275,10 +275,13 @@ fn timeout_secs(body: &Map<String, Value>) -> Result<u64, ApiError> {
 /// `answering_machine_detection_config` (an object of the keys of
 /// [`crate::media::amd::AmdConfig`], each an integer: durations 1–60000 ms,
 /// `maximum_number_of_words` 1–100, `silence_threshold` 1–32767; keys not given
-/// take Telnyx's defaults). `detect_words` and `premium` (Telnyx's speech-model
-/// modes) are refused with a 400 naming the field, as are unknown config keys.
+/// take Telnyx's defaults; checked even with detection `disabled`). `detect_words`
+/// and `premium` (Telnyx's speech-model modes) are refused with a 400 naming the
+/// field, as are unknown config keys.
 fn answering_machine_detection(body: &Map<String, Value>) -> Result<Option<crate::media::amd::AmdRequest>, ApiError> {
-    use crate::media::amd::{AmdConfig, Mode};
+    use crate::media::amd::Mode;
+    // The config is checked even when detection is off: a typo is a 400 either way.
+    let config = amd_config(body)?;
     let mode = match string(body, "answering_machine_detection")?.as_deref() {
         None | Some("disabled") => return Ok(None),
         Some("detect") => Mode::Detect,
@@ -297,9 +300,14 @@ fn answering_machine_detection(body: &Map<String, Value>) -> Result<Option<crate
             ));
         }
     };
-    let mut config = AmdConfig::default();
+    Ok(Some(crate::media::amd::AmdRequest { mode, config }))
+}
+
+/// `answering_machine_detection_config` (see [`answering_machine_detection`]).
+fn amd_config(body: &Map<String, Value>) -> Result<crate::media::amd::AmdConfig, ApiError> {
+    let mut config = crate::media::amd::AmdConfig::default();
     let given = match body.get("answering_machine_detection_config") {
-        None | Some(Value::Null) => return Ok(Some(crate::media::amd::AmdRequest { mode, config })),
+        None | Some(Value::Null) => return Ok(config),
         Some(Value::Object(m)) => m,
         Some(_) => {
             return Err(ApiError::bad_field(
@@ -338,7 +346,7 @@ fn answering_machine_detection(body: &Map<String, Value>) -> Result<Option<crate
             }
         }
     }
-    Ok(Some(crate::media::amd::AmdRequest { mode, config }))
+    Ok(config)
 }
 
 /// `to`/`from` of a dial or transfer: a number or SIP user (they become URI users).
