@@ -39,7 +39,9 @@ pub async fn get(State(st): State<ApiState>, Path(id): Path<String>) -> Result<J
 /// `stream_url` with `stream_track`/`stream_bidirectional_mode`/
 /// `stream_bidirectional_codec`/`stream_bidirectional_sampling_rate`/
 /// `stream_auth_token`, or `agent` (a configured `[[agent]]`, sipbridge's own
-/// field), `record: "record-from-answer"`. Answers at once with the call's ids;
+/// field), `record: "record-from-answer"`, `answering_machine_detection` with
+/// `answering_machine_detection_config` (see [`answering_machine_detection`]).
+/// Answers at once with the call's ids;
 /// the outcome follows as events (`call.initiated`, `call.answered`/`call.hangup`).
 pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let body = object(&body)?;
@@ -91,6 +93,7 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
         record,
         webhook_url,
         bridge_with: None,
+        answering_machine_detection: answering_machine_detection(&body)?,
     };
     let view = st.control.dial(req).await.map_err(ApiError::from_action)?;
     Ok(Json(json!({"data": view.to_json(true)})))
@@ -261,6 +264,85 @@ fn timeout_secs(body: &Map<String, Value>) -> Result<u64, ApiError> {
     }
 }
 
+/// Telnyx `answering_machine_detection` of a dial or transfer: `detect`,
+/// `detect_beep`, `greeting_end` or `disabled` (default), with
+/// `answering_machine_detection_config` (an object of the keys of
+/// [`crate::media::amd::AmdConfig`], each an integer: durations 1–60000 ms,
+/// `maximum_number_of_words` 1–100, `silence_threshold` 1–32767; keys not given
+/// take Telnyx's defaults; checked even with detection `disabled`). `detect_words`
+/// and `premium` (Telnyx's speech-model modes) are refused with a 400 naming the
+/// field, as are unknown config keys.
+fn answering_machine_detection(body: &Map<String, Value>) -> Result<Option<crate::media::amd::AmdRequest>, ApiError> {
+    use crate::media::amd::Mode;
+    // The config is checked even when detection is off: a typo is a 400 either way.
+    let config = amd_config(body)?;
+    let mode = match string(body, "answering_machine_detection")?.as_deref() {
+        None | Some("disabled") => return Ok(None),
+        Some("detect") => Mode::Detect,
+        Some("detect_beep") => Mode::DetectBeep,
+        Some("greeting_end") => Mode::GreetingEnd,
+        Some(other @ ("detect_words" | "premium")) => {
+            return Err(ApiError::bad_field(
+                "/answering_machine_detection",
+                format!("{other:?} is not supported; use detect, detect_beep, greeting_end or disabled"),
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::bad_field(
+                "/answering_machine_detection",
+                format!("{other:?} is not one of detect, detect_beep, greeting_end, disabled"),
+            ));
+        }
+    };
+    Ok(Some(crate::media::amd::AmdRequest { mode, config }))
+}
+
+/// `answering_machine_detection_config` (see [`answering_machine_detection`]).
+fn amd_config(body: &Map<String, Value>) -> Result<crate::media::amd::AmdConfig, ApiError> {
+    let mut config = crate::media::amd::AmdConfig::default();
+    let given = match body.get("answering_machine_detection_config") {
+        None | Some(Value::Null) => return Ok(config),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(ApiError::bad_field(
+                "/answering_machine_detection_config",
+                "answering_machine_detection_config must be an object",
+            ));
+        }
+    };
+    const MILLIS: std::ops::RangeInclusive<u64> = 1..=60_000;
+    for (key, value) in given {
+        let (slot, range) = match key.as_str() {
+            "total_analysis_time_millis" => (&mut config.total_analysis_time_millis, MILLIS),
+            "after_greeting_silence_millis" => (&mut config.after_greeting_silence_millis, MILLIS),
+            "between_words_silence_millis" => (&mut config.between_words_silence_millis, MILLIS),
+            "greeting_duration_millis" => (&mut config.greeting_duration_millis, MILLIS),
+            "greeting_silence_duration_millis" => (&mut config.greeting_silence_duration_millis, MILLIS),
+            "greeting_total_analysis_time_millis" => (&mut config.greeting_total_analysis_time_millis, MILLIS),
+            "initial_silence_millis" => (&mut config.initial_silence_millis, MILLIS),
+            "maximum_number_of_words" => (&mut config.maximum_number_of_words, 1..=100),
+            "maximum_word_length_millis" => (&mut config.maximum_word_length_millis, MILLIS),
+            "silence_threshold" => (&mut config.silence_threshold, 1..=32_767),
+            _ => {
+                return Err(ApiError::bad_field(
+                    &format!("/answering_machine_detection_config/{key}"),
+                    format!("{key:?} is not an answering_machine_detection_config key sipbridge knows"),
+                ));
+            }
+        };
+        match value.as_u64().filter(|n| range.contains(n)) {
+            Some(n) => *slot = n as u32,
+            None => {
+                return Err(ApiError::bad_field(
+                    &format!("/answering_machine_detection_config/{key}"),
+                    format!("{key} must be an integer from {} to {}", range.start(), range.end()),
+                ));
+            }
+        }
+    }
+    Ok(config)
+}
+
 /// `to`/`from` of a dial or transfer: a number or SIP user (they become URI users).
 fn check_numbers(to: &str, from: &str) -> Result<(), ApiError> {
     for (key, v) in [("to", to), ("from", from)] {
@@ -306,7 +388,8 @@ async fn bridge(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<()
 /// `transfer` (Telnyx: a new outbound leg to `to`, bridged with this call when
 /// it answers; if it fails, `call.hangup` for the new leg and this call stays
 /// up). Body: `to` (required), `from` (default: this call's `from`),
-/// `timeout_secs` (5–600, default 30), `client_state` (of the new leg), and
+/// `timeout_secs` (5–600, default 30), `client_state` (of the new leg),
+/// `answering_machine_detection` and its config (on the new leg, as on dial), and
 /// sipbridge's `connection_id` (the trunk; default: this call's trunk).
 async fn transfer(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
     let me = view(st, id)?;
@@ -330,6 +413,7 @@ async fn transfer(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<
         record: false,
         webhook_url,
         bridge_with: Some(id.to_string()),
+        answering_machine_detection: answering_machine_detection(body)?,
     };
     st.control.dial(req).await.map_err(ApiError::from_action)?;
     Ok(())

@@ -9,6 +9,7 @@
 //! Map: `docs/architecture.md`.
 
 pub mod actions;
+pub mod amd;
 pub mod control;
 pub mod core;
 pub mod event;

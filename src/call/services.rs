@@ -90,6 +90,9 @@ pub struct DialRequest {
     /// `transfer`: once answered, bridge with this call (its `call_control_id`);
     /// if that call has ended by then, this one is hung up.
     pub bridge_with: Option<String>,
+    /// Telnyx `answering_machine_detection` (with its config) from the answer;
+    /// `None` = `disabled`.
+    pub answering_machine_detection: Option<crate::media::amd::AmdRequest>,
 }
 
 /// A route test (`POST /v2/routes/{index}/test`; see `sip::route_test`).

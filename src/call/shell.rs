@@ -107,6 +107,8 @@ pub struct Shell<S: Signalling> {
     pub record: bool,
     /// `transfer`: once answered, bridge with this call.
     pub bridge_with: Option<String>,
+    /// Answering-machine detection from the answer (dial, transfer).
+    pub amd: Option<super::amd::AmdRequest>,
     /// The API's registration of the near leg.
     pub control: super::control::Registration,
     /// Released once every leg's hangup is committed.
@@ -115,6 +117,8 @@ pub struct Shell<S: Signalling> {
     on_disconnect: OnDisconnect,
     playbacks: Playbacks,
     recorder: Option<CallRecorder>,
+    /// The answering-machine detection running (its tap is in [`Self::tap`]).
+    amd_run: Option<super::amd::AmdRun>,
     /// A forwarded call's recording (of the relay).
     recording: Option<CallRecording>,
     relay: Option<Relay>,
@@ -149,12 +153,14 @@ impl<S: Signalling> Shell<S> {
             plan,
             record,
             bridge_with: None,
+            amd: None,
             control,
             permit,
             agent: None,
             on_disconnect: OnDisconnect::Hangup,
             playbacks: Playbacks::new(),
             recorder: None,
+            amd_run: None,
             recording: None,
             relay: None,
             room: None,
@@ -348,7 +354,8 @@ impl<S: Signalling> Shell<S> {
     }
 
     fn tap(&self) -> Option<Arc<dyn Tap>> {
-        super::listen::call_tap(&self.control.listen, self.recorder.as_ref().map(|r| r.tap()))
+        let tap = super::listen::call_tap(&self.control.listen, self.recorder.as_ref().map(|r| r.tap()));
+        super::amd::with_amd(tap, self.amd_run.as_ref())
     }
 
     async fn media(&mut self, m: MediaOut) {
@@ -417,6 +424,9 @@ impl<S: Signalling> Shell<S> {
             _ => 8000,
         };
         self.recorder = new_recorder(&self.ctx, &info, self.record, rate);
+        if let Some(req) = self.amd.take() {
+            self.amd_run = Some(super::amd::AmdRun::start(&self.ctx, &info, req));
+        }
         self.quality_from_now(LegId::Near);
         let tap = self.tap();
         match std::mem::replace(&mut self.plan, MediaPlan::Silence) {
@@ -546,6 +556,8 @@ impl<S: Signalling> Shell<S> {
     /// Media stopped, each leg's hangup committed (far first), recordings
     /// saved, then the permit released.
     async fn finish(mut self) {
+        // A detection still running ends without a result (none after call.hangup).
+        drop(self.amd_run.take());
         self.leg_control().playbacks_hung_up();
         if let Some(agent) = self.agent.take() {
             agent.stop().await;

@@ -14,6 +14,7 @@
 //! to a PCM endpoint: voice agent, room) and `bridge` (the relay between two legs)
 //! — only moves bytes and drives timers.
 
+pub mod amd;
 pub mod bridge;
 pub mod clip;
 pub mod dtmf;
