@@ -313,3 +313,71 @@ async fn streaming_start_takes_a_stream_protocol() {
     assert!(c["summary"]["inbound_media"].as_u64().unwrap() >= 20, "{}", c["summary"]);
     gw.stop();
 }
+
+/// `stream_protocol` on `POST /v2/calls` (Telnyx Dial, as on `streaming_start`):
+/// the box dials a SIPp carrier that echoes RTP back, and the new call's stream
+/// reaches a Twilio Media Streams agent in Twilio's shape (`connected`, `start`
+/// naming the call, `media`, `stop`), checked by the agent itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialled_call_streams_in_the_protocol_it_asked_for() {
+    const TOKEN: &str = "test-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path(), "twilio", "echo", &[]);
+    let carrier = common::free_port();
+    let gw =
+        gateway(dir.path(), "").trunk(Trunk::new("out").proxy(&format!("sip:127.0.0.3:{carrier}"))).api(TOKEN).start();
+    let args: Vec<String> = [
+        "-sf",
+        &common::scenario("uas_answer.xml").display().to_string(),
+        "-i",
+        "127.0.0.3",
+        "-p",
+        &carrier.to_string(),
+        "-mp",
+        &common::free_even_block(4).to_string(),
+        "-rtp_echo",
+        "-m",
+        "1",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut uas = common::Sipp::start(dir.path(), "carrier", &args);
+    let api = gw.api();
+    let body = json!({
+        "connection_id": "out",
+        "to": NUMBER,
+        "from": "+14155550123",
+        "stream_url": a.url("/dialled"),
+        "stream_protocol": "twilio",
+        "stream_bidirectional_mode": "rtp",
+    });
+    let mut bad = body.clone();
+    bad["stream_protocol"] = json!("vonage");
+    let (code, e) = api.post("/v2/calls", bad).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/stream_protocol")), "{e}");
+    let (code, call) = api.post("/v2/calls", body).await;
+    assert_eq!(code, 200, "{call}");
+    let id = call["data"]["call_control_id"].as_str().unwrap().to_string();
+    api.wait_call_state(&id, "answered").await;
+    gw.events("streaming.started", |b| {
+        b.iter().any(|x| event_type(x) == "streaming.started" && payload(x)["call_control_id"] == id.as_str())
+    })
+    .await;
+    // The stream is up: let the carrier's echo reach the agent for a moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(api.action(&id, "hangup", "{}").await.0, 200);
+    let code = tokio::task::spawn_blocking(move || uas.wait(WAIT)).await.unwrap();
+    assert_eq!(code, 0, "the carrier got INVITE, ACK and the box's BYE");
+    let c = connection(&a);
+    assert_eq!(c["path"], "/dialled");
+    let ev = events(&c);
+    assert_eq!(&ev[..2], ["connected", "start"], "{ev:?}");
+    assert_eq!(ev.last().map(String::as_str), Some("stop"), "{ev:?}");
+    assert_eq!(c["summary"]["start"]["start"]["callSid"], id.as_str());
+    assert!(c["summary"]["inbound_media"].as_u64().unwrap_or(0) >= 1, "{}", c["summary"]);
+    gw.stop();
+}
