@@ -1,0 +1,487 @@
+//! The runner of one call's TeXML flow: it fetches the documents from the app
+//! server and drives the call through the same commands the control API sends
+//! (`call::control::Action`: answer, reject, speak, playback, gather, streaming,
+//! hangup), waiting on the call's own events (`call.speak.ended`,
+//! `call.playback.ended`, `call.gather.ended`, `streaming.stopped`/`failed`,
+//! `call.hangup`) on the event bus.
+//!
+//! Every wait is bounded (the audio's length plus a margin, a gather's timers,
+//! [`MAX_STREAM`] for `<Connect><Stream>`), and so is the flow: at most
+//! [`MAX_FETCHES`] documents per call and [`MAX_REDIRECTS`] `<Redirect>`s in a
+//! row. A document that cannot be fetched or parsed goes to `fallback_url`
+//! (with TwiML's `ErrorCode`/`ErrorUrl`); if that fails too the call is hung up
+//! (rejected with 500 before answer), logged, and `call.texml.failed` is emitted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use super::document::{self, Document, Gather, Method, Prompt, RejectReason, Stream, Verb};
+use super::fetch;
+use super::params;
+use crate::call::control::{Action, ActionError, GatherPrompt, GatherRequest};
+use crate::call::services::CallServices;
+use crate::call::{CallEvent, CallInfo};
+use crate::config::{AnswerUrl, HttpMethod, StreamProtocol};
+
+/// Most documents one call fetches (the answer URL, fallbacks, `action`s,
+/// `<Redirect>`s).
+pub const MAX_FETCHES: usize = 64;
+/// Most `<Redirect>`s followed in a row without any other verb between them.
+pub const MAX_REDIRECTS: usize = 10;
+/// Longest `<Connect><Stream>` the runner waits for before it goes on.
+pub const MAX_STREAM: Duration = Duration::from_secs(4 * 3600);
+/// Longest audio one `<Say>`/`<Play>` (loops included) or `<Gather>` prompt plays.
+pub const MAX_AUDIO: Duration = Duration::from_secs(600);
+/// Added to an audio's length when waiting for its end event.
+const MARGIN: Duration = Duration::from_secs(15);
+/// Samples per second of the call's PCM.
+const RATE: usize = 8000;
+
+/// TwiML error codes sent to `fallback_url` (www.twilio.com/docs/api/errors).
+const HTTP_RETRIEVAL_FAILURE: &str = "11200";
+const DOCUMENT_PARSE_FAILURE: &str = "12100";
+
+/// Starts the flow of the incoming call `info` (parked, ringing) from `app`.
+/// Subscribes to the event bus at once, so no event of the call is missed.
+pub fn spawn(services: CallServices, info: CallInfo, app: AnswerUrl) {
+    let events = services.events.subscribe();
+    let flow = Flow { services, info, app, events, answered: false };
+    tokio::spawn(flow.run());
+}
+
+/// The call ended (or cannot take commands any more).
+struct Gone;
+
+/// What comes after a document.
+enum Next {
+    /// Fetch this document and run it.
+    Fetch(url::Url, Method, Vec<(String, String)>),
+    /// The document ran out: hang up (TwiML).
+    End,
+}
+
+struct Flow {
+    services: CallServices,
+    info: CallInfo,
+    app: AnswerUrl,
+    events: broadcast::Receiver<Arc<CallEvent>>,
+    answered: bool,
+}
+
+fn method(m: HttpMethod) -> Method {
+    match m {
+        HttpMethod::Post => Method::Post,
+        HttpMethod::Get => Method::Get,
+    }
+}
+
+impl Flow {
+    fn id(&self) -> &str {
+        &self.info.ids.call_control_id
+    }
+
+    async fn run(mut self) {
+        let mut next = Next::Fetch(self.app.url.clone(), method(self.app.method), Vec::new());
+        let mut fetches = 0;
+        let mut redirects = 0;
+        let outcome: Result<(), Gone> = async {
+            while let Next::Fetch(url, m, extra) = next {
+                fetches += 1;
+                if fetches > MAX_FETCHES {
+                    self.failed(&url, "limit", &format!("more than {MAX_FETCHES} documents on one call"));
+                    return self.give_up().await;
+                }
+                let Some((doc, url)) = self.document(url, m, &extra).await else { return self.give_up().await };
+                let redirect_only = matches!(doc.verbs.as_slice(), [Verb::Redirect(_)]);
+                redirects = if redirect_only { redirects + 1 } else { 0 };
+                if redirects > MAX_REDIRECTS {
+                    self.failed(&url, "limit", &format!("more than {MAX_REDIRECTS} redirects in a row"));
+                    return self.give_up().await;
+                }
+                next = self.execute(doc, &url).await?;
+            }
+            // The document ran out of verbs: the call ends (TwiML).
+            self.command(Action::Hangup).await
+        }
+        .await;
+        let _ = outcome;
+        tracing::debug!(call_control_id = %self.id(), "TeXML flow over");
+    }
+
+    /// The document at `url`, or the fallback's; `None` when neither could be
+    /// had (each failure logged and reported).
+    async fn document(&mut self, url: url::Url, m: Method, extra: &[(String, String)]) -> Option<(Document, url::Url)> {
+        let mut form = params::call(&self.info, if self.answered { "in-progress" } else { "ringing" });
+        form.extend(extra.iter().cloned());
+        let code = match self.fetch_one(&url, m, &form).await {
+            Ok(doc) => return Some((doc, url)),
+            Err(code) => code,
+        };
+        let fallback = self.app.fallback_url.clone()?;
+        form.push(("ErrorCode".into(), code.into()));
+        form.push(("ErrorUrl".into(), url.to_string()));
+        match self.fetch_one(&fallback, m, &form).await {
+            Ok(doc) => Some((doc, fallback)),
+            Err(_) => None,
+        }
+    }
+
+    /// One fetch and parse; on failure, the TwiML error code (after the log
+    /// line and `call.texml.failed`).
+    async fn fetch_one(
+        &mut self,
+        url: &url::Url,
+        m: Method,
+        form: &[(String, String)],
+    ) -> Result<Document, &'static str> {
+        let timeout = self.app.timeout;
+        let body = match fetch::request(url, m, form, timeout).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.failed(url, "fetch", &e.to_string());
+                return Err(HTTP_RETRIEVAL_FAILURE);
+            }
+        };
+        match document::parse(&body) {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                self.failed(url, "parse", &e.to_string());
+                Err(DOCUMENT_PARSE_FAILURE)
+            }
+        }
+    }
+
+    /// Logs and emits `call.texml.failed` (`url`, `stage`: fetch, parse, verb or
+    /// limit, `reason`).
+    fn failed(&self, url: &url::Url, stage: &str, reason: &str) {
+        tracing::warn!(call_control_id = %self.id(), url = %url, stage, "TeXML: {reason}");
+        let mut p = self.info.payload(if self.answered { "answered" } else { "parked" });
+        p.insert("url".into(), json!(url.as_str()));
+        p.insert("stage".into(), json!(stage));
+        p.insert("reason".into(), json!(reason));
+        self.services.events.emit(self.info.event("call.texml.failed", p));
+    }
+
+    /// No document to run: the call ends (500 before answer).
+    async fn give_up(&mut self) -> Result<(), Gone> {
+        if self.answered {
+            self.command(Action::Hangup).await
+        } else {
+            self.command(Action::Reject { sip_code: 500 }).await
+        }
+    }
+
+    /// Sends `action`; an error other than "ended" is logged and the flow goes on.
+    async fn command(&mut self, action: Action) -> Result<(), Gone> {
+        let name = crate::call::core::action_name(&action);
+        match self.services.calls.command(&self.info.ids.call_control_id, action).await {
+            None => Err(Gone),
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) if e == ActionError::ended() => Err(Gone),
+            Some(Err(e)) => {
+                tracing::warn!(call_control_id = %self.id(), "TeXML: {name} refused: {}", e.detail);
+                Ok(())
+            }
+        }
+    }
+
+    async fn answer(&mut self) -> Result<(), Gone> {
+        if !self.answered {
+            self.command(Action::Answer { stream: None }).await?;
+            self.answered = true;
+            // Media commands wait for the answer to be confirmed (the ACK:
+            // `call.answered`); 32 s is RFC 3261's Timer H.
+            if self.wait(&["call.answered"], Duration::from_secs(32)).await?.is_none() {
+                tracing::warn!(call_control_id = %self.id(), "TeXML: no call.answered 32 s after the answer");
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for one of `types` of this call (its payload), at most `limit`
+    /// (`None` after it); `Gone` on `call.hangup`.
+    async fn wait(&mut self, types: &[&str], limit: Duration) -> Result<Option<Map<String, Value>>, Gone> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let e = match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+                    tracing::warn!(call_control_id = %self.id(), "TeXML: {n} events missed");
+                    continue;
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Err(Gone),
+                Ok(Ok(e)) => e,
+            };
+            if e.payload.get("call_control_id").and_then(Value::as_str) != Some(self.id()) {
+                continue;
+            }
+            if e.event_type == "call.hangup" {
+                return Err(Gone);
+            }
+            if types.contains(&e.event_type.as_str()) {
+                return Ok(Some(e.payload.clone()));
+            }
+        }
+    }
+
+    async fn execute(&mut self, doc: Document, url: &url::Url) -> Result<Next, Gone> {
+        for verb in doc.verbs {
+            match verb {
+                Verb::Reject(reason) if !self.answered => {
+                    let sip_code = if reason == RejectReason::Busy { 486 } else { 603 };
+                    self.command(Action::Reject { sip_code }).await?;
+                    return Err(Gone);
+                }
+                Verb::Hangup | Verb::Reject(_) => {
+                    self.command(Action::Hangup).await?;
+                    return Err(Gone);
+                }
+                Verb::Redirect(t) => match fetch::resolve(url, &t.url) {
+                    Ok(u) => return Ok(Next::Fetch(u, t.method, Vec::new())),
+                    Err(e) => self.failed(url, "verb", &format!("<Redirect>: {e}")),
+                },
+                Verb::Unsupported(name) => {
+                    self.answer().await?;
+                    self.failed(url, "verb", &format!("<{name}> is not supported; skipped"));
+                }
+                Verb::Say(s) => {
+                    self.answer().await?;
+                    if let Some(pcm) = self.say(&s, url).await {
+                        self.play_pcm(pcm).await?;
+                    }
+                }
+                Verb::Play(p) => {
+                    self.answer().await?;
+                    if let Some(pcm) = self.load(&p.url, p.loops, url).await {
+                        self.play_pcm(pcm).await?;
+                    }
+                }
+                Verb::Pause(d) => {
+                    self.answer().await?;
+                    self.wait(&[], d).await?;
+                }
+                Verb::Gather(g) => {
+                    self.answer().await?;
+                    if let Some(next) = self.gather(g, url).await? {
+                        return Ok(next);
+                    }
+                }
+                Verb::Connect(s) => {
+                    self.answer().await?;
+                    if self.stream(&s, url).await? {
+                        self.wait(&["streaming.stopped", "streaming.failed"], MAX_STREAM).await?;
+                    }
+                }
+                Verb::Start(s) => {
+                    self.answer().await?;
+                    self.stream(&s, url).await?;
+                }
+            }
+        }
+        Ok(Next::End)
+    }
+
+    /// Speech of a `<Say>` by `[tts]`, repeated `loop` times; `None` (reported)
+    /// when it cannot be synthesized.
+    async fn say(&self, s: &document::Say, url: &url::Url) -> Option<Vec<i16>> {
+        let segments = match crate::tts::segments(&s.text, false) {
+            Ok(seg) => seg,
+            Err(e) => {
+                self.failed(url, "verb", &format!("<Say>: {e}"));
+                return None;
+            }
+        };
+        let speech = crate::tts::Speech { segments, voice: s.voice.clone(), language: s.language.clone() };
+        let cfg = self.services.config.borrow().tts.clone();
+        match crate::tts::synthesize(&cfg, &speech).await {
+            Ok(pcm) => Some(repeat(&pcm, s.loops)),
+            Err(e) => {
+                self.failed(url, "verb", &format!("<Say> not synthesized: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The audio of a `<Play>` (`[media]` policy), repeated; `None` (reported)
+    /// when it cannot be had.
+    async fn load(&self, given: &str, loops: u32, url: &url::Url) -> Option<Vec<i16>> {
+        let source = match fetch::resolve(url, given) {
+            Ok(u) => u,
+            Err(e) => {
+                self.failed(url, "verb", &format!("<Play>: {e}"));
+                return None;
+            }
+        };
+        let policy = self.services.config.borrow().media.clone();
+        match crate::call::playback::load(source.as_str(), &policy).await {
+            Ok(pcm) => Some(repeat(&pcm, loops)),
+            Err(e) => {
+                self.failed(url, "verb", &format!("<Play> {source}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Plays `pcm` as `speak` does and waits for its end.
+    async fn play_pcm(&mut self, pcm: Vec<i16>) -> Result<(), Gone> {
+        let limit = length(&pcm) + MARGIN;
+        self.command(Action::Speak { pcm: Arc::new(pcm), stop: false }).await?;
+        self.wait(&["call.speak.ended"], limit).await?;
+        Ok(())
+    }
+
+    /// Runs a `<Gather>`: `Some(next)` when its `action` is to be requested.
+    async fn gather(&mut self, g: Gather, url: &url::Url) -> Result<Option<Next>, Gone> {
+        let mut prompt = Vec::new();
+        for p in &g.prompts {
+            let pcm = match p {
+                Prompt::Say(s) => self.say(s, url).await,
+                Prompt::Play(p) => self.load(&p.url, p.loops, url).await,
+                Prompt::Pause(d) => Some(vec![0; RATE * d.as_secs() as usize]),
+            };
+            prompt.extend(pcm.unwrap_or_default());
+            prompt.truncate(RATE * MAX_AUDIO.as_secs() as usize);
+        }
+        if prompt.is_empty() {
+            // The gather's timers run from its prompt's end: 20 ms of silence
+            // makes a gather without one time like one with.
+            prompt = vec![0; RATE / 50];
+        }
+        let limit = length(&prompt) + g.timeout * (crate::call::gather::MAX_DIGITS as u32 + 2) + MARGIN;
+        let spec = crate::call::gather::GatherSpec {
+            minimum_digits: 1,
+            maximum_digits: g.num_digits.unwrap_or(crate::call::gather::MAX_DIGITS),
+            terminating_digit: g.finish_on_key,
+            timeout: g.timeout,
+            inter_digit_timeout: g.timeout,
+            initial_timeout: g.timeout,
+            maximum_tries: 1,
+            ..Default::default()
+        };
+        let request = GatherRequest { spec, prompt: Some(GatherPrompt { prompt: Arc::new(prompt), invalid: None }) };
+        self.command(Action::Gather(Box::new(request))).await?;
+        let ended = self.wait(&["call.gather.ended"], limit).await?;
+        let digits = ended.as_ref().and_then(|p| p.get("digits")).and_then(Value::as_str).unwrap_or_default();
+        if digits.is_empty() && !g.action_on_empty_result {
+            return Ok(None);
+        }
+        let action = match &g.action {
+            None => Ok(url.clone()),
+            Some(t) => fetch::resolve(url, &t.url),
+        };
+        match action {
+            Ok(u) => {
+                let m = g.action.as_ref().map_or(Method::Post, |t| t.method);
+                Ok(Some(Next::Fetch(u, m, vec![("Digits".into(), digits.to_string())])))
+            }
+            Err(e) => {
+                self.failed(url, "verb", &format!("<Gather> action: {e}"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Starts a `<Stream>`; `false` (reported) when it could not start.
+    async fn stream(&mut self, s: &Stream, url: &url::Url) -> Result<bool, Gone> {
+        let spec = match stream_spec(s) {
+            Ok(spec) => spec,
+            Err(e) => {
+                self.failed(url, "verb", &format!("<Stream>: {e}"));
+                return Ok(false);
+            }
+        };
+        match self.services.calls.command(self.id(), Action::StreamingStart(Box::new(spec))).await {
+            None => Err(Gone),
+            Some(Err(e)) if e == ActionError::ended() => Err(Gone),
+            Some(Err(e)) => {
+                self.failed(url, "verb", &format!("<Stream>: {}", e.detail));
+                Ok(false)
+            }
+            Some(Ok(())) => Ok(true),
+        }
+    }
+}
+
+/// The stream spec of a `<Stream>`: `protocol` twilio unless the document
+/// names another; the protocol's default encoding at 8000 Hz; bidirectional.
+///
+/// # Errors
+/// Unknown protocol or track, a URL of the wrong scheme.
+pub fn stream_spec(s: &Stream) -> Result<crate::agent::stream::StreamSpec, String> {
+    use crate::config::StreamTrack;
+    let protocol = match s.protocol.as_deref() {
+        None => StreamProtocol::Twilio,
+        Some(p) => StreamProtocol::from_name(p).ok_or_else(|| format!("protocol {p:?} is not known"))?,
+    };
+    let url = crate::config::values::parse_url(&s.url, protocol.schemes())?;
+    let track = match s.track.as_deref() {
+        None | Some("inbound_track" | "inbound") => StreamTrack::InboundTrack,
+        Some("outbound_track" | "outbound") => StreamTrack::OutboundTrack,
+        Some("both_tracks") => StreamTrack::BothTracks,
+        Some(t) => return Err(format!("track {t:?} is not inbound_track, outbound_track or both_tracks")),
+    };
+    let custom_parameters = s.parameters.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    Ok(crate::agent::stream::StreamSpec {
+        name: s.name.clone().unwrap_or_else(|| "texml".into()),
+        url,
+        protocol,
+        auth_token: None,
+        encoding: protocol.default_encoding(),
+        sample_rate: 8000,
+        track,
+        bidirectional: true,
+        connect_timeout: Duration::from_secs(5),
+        custom_parameters,
+    })
+}
+
+fn repeat(pcm: &[i16], loops: u32) -> Vec<i16> {
+    let cap = RATE * MAX_AUDIO.as_secs() as usize;
+    let mut out = Vec::with_capacity((pcm.len() * loops as usize).min(cap));
+    for _ in 0..loops.max(1) {
+        out.extend_from_slice(&pcm[..pcm.len().min(cap - out.len())]);
+        if out.len() >= cap {
+            break;
+        }
+    }
+    out
+}
+
+fn length(pcm: &[i16]) -> Duration {
+    Duration::from_millis(pcm.len() as u64 * 1000 / RATE as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_is_twilio_at_8000_hz_unless_the_document_names_a_protocol() {
+        let s = Stream {
+            url: "wss://agent.example/s".into(),
+            name: None,
+            track: None,
+            protocol: None,
+            parameters: vec![("k".into(), "v".into())],
+        };
+        let spec = stream_spec(&s).unwrap();
+        assert_eq!((spec.protocol, spec.sample_rate, spec.bidirectional), (StreamProtocol::Twilio, 8000, true));
+        assert_eq!(spec.custom_parameters["k"], "v");
+        let t = Stream { protocol: Some("telnyx".into()), track: Some("both_tracks".into()), ..s.clone() };
+        assert_eq!(stream_spec(&t).unwrap().protocol, StreamProtocol::Telnyx);
+        assert!(stream_spec(&Stream { protocol: Some("sms".into()), ..s.clone() }).is_err());
+        assert!(stream_spec(&Stream { url: "https://x/".into(), ..s.clone() }).is_err());
+        assert!(stream_spec(&Stream { track: Some("left".into()), ..s }).is_err());
+    }
+
+    #[test]
+    fn repeated_audio_is_capped() {
+        assert_eq!(repeat(&[1, 2], 3), vec![1, 2, 1, 2, 1, 2]);
+        let long = vec![0i16; RATE * 400];
+        assert_eq!(repeat(&long, 10).len(), RATE * MAX_AUDIO.as_secs() as usize);
+        assert_eq!(length(&[0; 8000]), Duration::from_secs(1));
+    }
+}
