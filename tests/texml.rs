@@ -23,7 +23,7 @@ use std::time::Duration;
 use common::agent::PyAgent;
 use common::gateway::{Gateway, Route, Trunk};
 use common::rtp::{Packet, Script, place_calls_from};
-use common::{Sipp, scenario, sipp_args};
+use common::{Sipp, free_even_block, free_port, scenario, sipp_args};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -94,6 +94,11 @@ fn dead_port() -> u16 {
 /// The daemon: `[tts]` the test engine, `[media]` allowing loopback URLs, webhooks on,
 /// and one `answer_url` route per (number, route TOML lines).
 fn start(dir: &Path, tts_port: u16, routes: &[(&str, String)]) -> Gateway {
+    start_with(dir, tts_port, routes, None)
+}
+
+/// [`start`] with a `carrier` trunk whose proxy is 127.0.0.3:`carrier_port`.
+fn start_with(dir: &Path, tts_port: u16, routes: &[(&str, String)], carrier_port: Option<u16>) -> Gateway {
     let blocks = format!(
         "[tts]\nengine = \"http\"\nurl = \"http://127.0.0.1:{tts_port}/v1/audio/speech\"\n\
          cache_dir = \"{}\"\n[media]\ndir = \"{}\"\nallow_private_urls = true\n",
@@ -102,6 +107,9 @@ fn start(dir: &Path, tts_port: u16, routes: &[(&str, String)]) -> Gateway {
     );
     let mut b =
         Gateway::builder(dir).rtp_range(45_000, 47_999).trunk(Trunk::new("pbx").allow("127.0.0.0/8")).blocks(&blocks);
+    if let Some(port) = carrier_port {
+        b = b.trunk(Trunk::new("carrier").proxy(&format!("sip:127.0.0.3:{port}")).allow("127.0.0.3/32"));
+    }
     for (number, lines) in routes {
         b = b.route(Route::new().to(number).extra(lines));
     }
@@ -358,4 +366,114 @@ async fn reject_bad_documents_and_redirect_loops_end_the_call_cleanly() {
             "{id} ended with call.hangup"
         );
     }
+}
+
+/// A carrier on 127.0.0.3:`port` playing `scenario_file` once.
+fn carrier(dir: &Path, scenario_file: &str, port: u16) -> Sipp {
+    let media = free_even_block(4).to_string();
+    let args: Vec<String> = [
+        "-sf",
+        &scenario(scenario_file).display().to_string(),
+        "-i",
+        "127.0.0.3",
+        "-p",
+        &port.to_string(),
+        "-mp",
+        &media,
+        "-m",
+        "1",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Sipp::start(dir, "carrier", &args)
+}
+
+const DIAL: &str = "+13125550108";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_calls_a_number_through_a_trunk_and_reports_to_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let tts = PyServer::start(dir.path(), "tts_server.py", "tts", &[]);
+    let docs = json!({
+        "/dial": "<Response><Dial action=\"/dialed\" timeout=\"10\" callerId=\"+13125550000\" trunk=\"carrier\">\
+                  <Number>+13125550199</Number></Dial><Say>this is never heard at all</Say></Response>",
+        "/dialed": "<Response><Say>one two</Say><Hangup/></Response>",
+    });
+    let app = PyServer::answer(dir.path(), &docs);
+    let port = free_port();
+    let gw = start_with(dir.path(), tts.port, &[(DIAL, format!("answer_url = \"{}\"", app.url("/dial")))], Some(port));
+
+    // 1. The carrier answers busy: the action gets DialCallStatus busy and its
+    // document runs for the caller.
+    let mut far = tokio::task::spawn_blocking({
+        let d = dir.path().to_path_buf();
+        move || carrier(&d, "uas_busy.xml", port)
+    })
+    .await
+    .unwrap();
+    let (code, report, heard) = caller(dir.path(), gw.sip_port, DIAL, 12_000, vec![]).await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(tokio::task::spawn_blocking(move || far.wait(WAIT)).await.unwrap(), 0, "the carrier was called");
+    let dialed = app.to("/dialed");
+    assert_eq!(dialed.len(), 1, "{dialed:?}");
+    let f = &dialed[0]["form"];
+    let sid = app.to("/dial")[0]["form"]["CallSid"].as_str().unwrap().to_string();
+    assert_eq!((f["DialCallStatus"].as_str(), f["CallSid"].as_str()), (Some("busy"), Some(sid.as_str())), "{f}");
+    assert_eq!(f["DialCallDuration"], "0");
+    assert!(tone_packets(&heard[0], 500.0) >= 25, "the action's <Say> was heard");
+    assert_eq!(tone_packets(&heard[0], 900.0), 0, "the verbs after <Dial action> never ran");
+    let events = gw
+        .event_data("the first caller's call.hangup", |d| {
+            d.iter().any(|e| e["event_type"] == "call.hangup" && e["payload"]["call_control_id"] == sid.as_str())
+        })
+        .await;
+    let h = events
+        .iter()
+        .find(|e| e["event_type"] == "call.hangup" && e["payload"]["call_control_id"] == sid.as_str())
+        .unwrap();
+    assert_eq!(h["payload"]["hangup_source"], "callee", "the action's <Hangup/> ended the call: {h}");
+
+    // 2. The carrier answers, and hangs up 1 s later: the two were bridged, and
+    // the bridge ends both calls (as Telnyx's bridge does); the action still
+    // hears DialCallStatus completed.
+    let mut far = tokio::task::spawn_blocking({
+        let d = dir.path().to_path_buf();
+        move || carrier(&d, "uas_answer_then_bye.xml", port)
+    })
+    .await
+    .unwrap();
+    let (code, report, _) = caller(dir.path(), gw.sip_port, DIAL, 12_000, vec![]).await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(tokio::task::spawn_blocking(move || far.wait(WAIT)).await.unwrap(), 0, "answered, then BYE");
+    let events =
+        gw.event_data("four call.hangup", |d| d.iter().filter(|e| e["event_type"] == "call.hangup").count() >= 4).await;
+    let sid = app.to("/dial")[1]["form"]["CallSid"].as_str().unwrap().to_string();
+    let f =
+        app.to("/dialed").into_iter().find(|r| r["form"]["CallSid"] == sid.as_str()).expect("action requested")["form"]
+            .clone();
+    assert_eq!(f["DialCallStatus"], "completed", "{f}");
+    let far_sid = f["DialCallSid"].as_str().unwrap();
+    let far_initiated = events
+        .iter()
+        .find(|e| e["event_type"] == "call.initiated" && e["payload"]["call_control_id"] == far_sid)
+        .expect("the dialled leg's call.initiated");
+    let p = &far_initiated["payload"];
+    assert_eq!(
+        (p["from"].as_str(), p["to"].as_str(), p["connection_id"].as_str()),
+        (Some("+13125550000"), Some("+13125550199"), Some("carrier")),
+        "{p}"
+    );
+    assert!(
+        events.iter().any(|e| e["event_type"] == "call.bridged" && e["payload"]["call_control_id"] == sid.as_str()),
+        "the caller was bridged with the number"
+    );
+    let h = events
+        .iter()
+        .find(|e| e["event_type"] == "call.hangup" && e["payload"]["call_control_id"] == sid.as_str())
+        .unwrap();
+    assert_eq!(h["payload"]["hangup_source"], "callee", "the bridge's end ended the call: {h}");
 }

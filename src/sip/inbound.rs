@@ -247,7 +247,8 @@ async fn run_incoming(
     let shell =
         Shell::new(ctx.services.clone(), core, near, far, media_plan, route.record, control, Some(Box::new(permit)));
     if let RouteTarget::AnswerUrl(app) = &route.target {
-        crate::texml::spawn(ctx.services.clone(), info.clone(), (**app).clone());
+        let control = crate::call::services::CallControl::new(ctx.services.clone(), Arc::new(Arc::clone(&ctx)));
+        crate::texml::spawn(control, info.clone(), (**app).clone());
     }
     // The call runs as a task of its own: this set-up future (its arguments, the
     // core and legs before they moved into the shell) is freed now, instead of

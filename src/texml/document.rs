@@ -128,6 +128,25 @@ pub struct Stream {
     pub parameters: Vec<(String, String)>,
 }
 
+/// `<Dial>`: a number through a trunk, bridged with the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dial {
+    /// The number: the element's text or its first `<Number>`.
+    pub number: String,
+    /// `action` + `method`: requested with `DialCallStatus` when the dialled
+    /// call ends; `None`: the document goes on.
+    pub action: Option<Target>,
+    /// `timeout` in seconds (default 30, 5 to 600): the ring limit.
+    pub timeout: Duration,
+    /// `callerId` (default: the caller's number).
+    pub caller_id: Option<String>,
+    /// `timeLimit` in seconds (default and at most 4 h).
+    pub time_limit: Duration,
+    /// sipbridge's `trunk` attribute: the `[[trunk]]` to dial through (default:
+    /// the trunk the call came in on).
+    pub trunk: Option<String>,
+}
+
 /// `<Reject reason>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
@@ -148,6 +167,8 @@ pub enum Verb {
     Pause(Duration),
     /// `<Gather>`.
     Gather(Gather),
+    /// `<Dial>`.
+    Dial(Dial),
     /// `<Connect><Stream>`: the call streams to the agent until the stream ends.
     Connect(Stream),
     /// `<Start><Stream>`: the stream starts and the document goes on.
@@ -438,12 +459,40 @@ fn stream(parent: &Element) -> Result<Stream, DocumentError> {
     })
 }
 
+/// Longest `<Dial timeLimit>` (TwiML's default and maximum, 4 h).
+pub const MAX_DIAL: Duration = Duration::from_secs(4 * 3600);
+
+fn dial(e: &Element) -> Result<Dial, DocumentError> {
+    let mut dialled = e.text.trim().to_string();
+    for c in &e.children {
+        match c.name.as_str() {
+            "Number" if dialled.is_empty() => dialled = c.text.trim().to_string(),
+            "Number" => {}
+            other => return Err(invalid(e, "children", format!("<{other}> is not supported; use <Number>"))),
+        }
+    }
+    if dialled.is_empty() {
+        return Err(invalid(e, "text", "no number to dial"));
+    }
+    Ok(Dial {
+        number: dialled,
+        action: target(e, "action", "method")?,
+        timeout: Duration::from_secs(number::<u64>(e, "timeout", 5..=600)?.unwrap_or(30)),
+        caller_id: e.attr("callerId").map(str::to_string),
+        time_limit: Duration::from_secs(
+            number::<u64>(e, "timeLimit", 1..=MAX_DIAL.as_secs())?.unwrap_or(MAX_DIAL.as_secs()),
+        ),
+        trunk: e.attr("trunk").map(str::to_string),
+    })
+}
+
 fn verb(e: &Element) -> Result<Verb, DocumentError> {
     Ok(match e.name.as_str() {
         "Say" => Verb::Say(say(e)?),
         "Play" => Verb::Play(play(e)?),
         "Pause" => Verb::Pause(pause(e)?),
         "Gather" => Verb::Gather(gather(e)?),
+        "Dial" => Verb::Dial(dial(e)?),
         "Connect" => Verb::Connect(stream(e)?),
         "Start" => Verb::Start(stream(e)?),
         "Redirect" => {
@@ -516,7 +565,7 @@ mod tests {
         let Verb::Start(s) = &v[7] else { panic!() };
         assert_eq!(s.protocol.as_deref(), Some("telnyx"));
         assert_eq!(v[8], Verb::Redirect(Target { url: "next.xml".into(), method: Method::Get }));
-        assert_eq!(v[9], Verb::Unsupported("Dial".into()));
+        assert!(matches!(&v[9], Verb::Dial(d) if d.number == "+13125550100" && d.timeout == Duration::from_secs(30)));
         assert_eq!(v[10], Verb::Reject(RejectReason::Busy));
         assert_eq!(v[11], Verb::Hangup);
     }
@@ -547,6 +596,24 @@ mod tests {
         let huge = format!("<Response><Say>{}</Say></Response>", "a".repeat(MAX_DOCUMENT_BYTES));
         assert!(err(&huge).contains("bytes"));
         assert!(err("<Response/><Response/>").contains("not well-formed"), "{}", err("<Response/><Response/>"));
+    }
+
+    #[test]
+    fn dial_reads_its_number_and_attributes() {
+        let d = parse(
+            "<Response><Dial action=\"/done\" timeout=\"12\" callerId=\"+1555\" timeLimit=\"60\" trunk=\"b\">\
+             <Number>+13125550100</Number><Number>+13125550101</Number></Dial><Record/></Response>",
+        )
+        .unwrap();
+        let Verb::Dial(d) = &d.verbs[0] else { panic!() };
+        assert_eq!(d.number, "+13125550100");
+        assert_eq!(d.action, Some(Target { url: "/done".into(), method: Method::Post }));
+        assert_eq!((d.timeout, d.time_limit), (Duration::from_secs(12), Duration::from_secs(60)));
+        assert_eq!((d.caller_id.as_deref(), d.trunk.as_deref()), (Some("+1555"), Some("b")));
+        assert!(
+            parse("<Response><Dial><Sip>sip:a@b</Sip></Dial></Response>").unwrap_err().to_string().contains("<Sip>")
+        );
+        assert!(parse("<Response><Dial/></Response>").unwrap_err().to_string().contains("no number"));
     }
 
     #[test]

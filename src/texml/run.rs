@@ -18,11 +18,11 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
-use super::document::{self, Document, Gather, Method, Prompt, RejectReason, Stream, Verb};
+use super::document::{self, Dial, Document, Gather, Method, Prompt, RejectReason, Stream, Verb};
 use super::fetch;
 use super::params;
 use crate::call::control::{Action, ActionError, GatherPrompt, GatherRequest};
-use crate::call::services::CallServices;
+use crate::call::services::{CallControl, CallServices, DialRequest};
 use crate::call::{CallEvent, CallInfo};
 use crate::config::{AnswerUrl, HttpMethod, StreamProtocol};
 
@@ -46,9 +46,11 @@ const DOCUMENT_PARSE_FAILURE: &str = "12100";
 
 /// Starts the flow of the incoming call `info` (parked, ringing) from `app`.
 /// Subscribes to the event bus at once, so no event of the call is missed.
-pub fn spawn(services: CallServices, info: CallInfo, app: AnswerUrl) {
+/// `control` places the calls of `<Dial>`.
+pub fn spawn(control: CallControl, info: CallInfo, app: AnswerUrl) {
+    let services = control.services.clone();
     let events = services.events.subscribe();
-    let flow = Flow { services, info, app, events, answered: false };
+    let flow = Flow { services, control, info, app, events, answered: false };
     tokio::spawn(flow.run());
 }
 
@@ -65,6 +67,7 @@ enum Next {
 
 struct Flow {
     services: CallServices,
+    control: CallControl,
     info: CallInfo,
     app: AnswerUrl,
     events: broadcast::Receiver<Arc<CallEvent>>,
@@ -269,6 +272,12 @@ impl Flow {
                         return Ok(next);
                     }
                 }
+                Verb::Dial(d) => {
+                    self.answer().await?;
+                    if let Some(next) = self.dial(d, url).await? {
+                        return Ok(next);
+                    }
+                }
                 Verb::Connect(s) => {
                     self.answer().await?;
                     if self.stream(&s, url).await? {
@@ -380,6 +389,101 @@ impl Flow {
             Err(e) => {
                 self.failed(url, "verb", &format!("<Gather> action: {e}"));
                 Ok(None)
+            }
+        }
+    }
+
+    /// Runs a `<Dial>`: the number is called through the trunk and, once it
+    /// answers, bridged with this call (as `transfer` does) until either side
+    /// hangs up or `timeLimit` passes. `Some(next)` when `action` is to be
+    /// requested with TwiML's `DialCallStatus` (`completed`, `busy`,
+    /// `no-answer`, `failed`), `DialCallSid` and `DialCallDuration`.
+    async fn dial(&mut self, d: Dial, url: &url::Url) -> Result<Option<Next>, Gone> {
+        let req = DialRequest {
+            trunk: d.trunk.clone().unwrap_or_else(|| self.info.connection_id.clone()),
+            from: d.caller_id.clone().unwrap_or_else(|| self.info.from.clone()),
+            to: d.number.clone(),
+            timeout: d.timeout,
+            client_state: None,
+            stream: None,
+            record: false,
+            webhook_url: None,
+            bridge_with: Some(self.id().to_string()),
+        };
+        let (status, sid, duration) = match self.control.dial(req).await {
+            Err(e) => {
+                self.failed(url, "verb", &format!("<Dial> {}: {}", d.number, e.detail));
+                ("failed", String::new(), Duration::ZERO)
+            }
+            Ok(view) => {
+                let other = view.info.ids.call_control_id.clone();
+                let (status, duration) = self.follow(&other, &d).await?;
+                // This call stays up, alone in the bridge: out of it, for the next verb.
+                let _ = self.services.calls.command(self.id(), Action::LeaveRoom).await;
+                (status, other, duration)
+            }
+        };
+        let Some(t) = &d.action else { return Ok(None) };
+        match fetch::resolve(url, &t.url) {
+            Ok(u) => {
+                let form = vec![
+                    ("DialCallStatus".to_string(), status.to_string()),
+                    ("DialCallSid".to_string(), sid),
+                    ("DialCallDuration".to_string(), duration.as_secs().to_string()),
+                ];
+                Ok(Some(Next::Fetch(u, t.method, form)))
+            }
+            Err(e) => {
+                self.failed(url, "verb", &format!("<Dial> action: {e}"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Follows the dialled call `other` to its end: (`DialCallStatus`, time
+    /// answered). This call hanging up first hangs `other` up.
+    async fn follow(&mut self, other: &str, d: &Dial) -> Result<(&'static str, Duration), Gone> {
+        let mut deadline = tokio::time::Instant::now() + d.timeout + MARGIN;
+        let mut answered: Option<tokio::time::Instant> = None;
+        let mut hung_up = false;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv()).await;
+            let e = match event {
+                Err(_) if !hung_up => {
+                    // Ring or time limit over: end the dialled call, wait for its hangup.
+                    hung_up = true;
+                    let _ = self.services.calls.command(other, Action::Hangup).await;
+                    deadline = tokio::time::Instant::now() + MARGIN;
+                    continue;
+                }
+                Err(_) => return Ok(("failed", answered.map_or(Duration::ZERO, |a| a.elapsed()))),
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Err(Gone),
+                Ok(Ok(e)) => e,
+            };
+            let of = e.payload.get("call_control_id").and_then(Value::as_str);
+            if of == Some(self.id()) && e.event_type == "call.hangup" {
+                let _ = self.services.calls.command(other, Action::Hangup).await;
+                return Err(Gone);
+            }
+            if of != Some(other) {
+                continue;
+            }
+            match e.event_type.as_str() {
+                "call.answered" if answered.is_none() => {
+                    answered = Some(tokio::time::Instant::now());
+                    deadline = tokio::time::Instant::now() + d.time_limit;
+                }
+                "call.hangup" => {
+                    let status = match (answered, e.payload.get("hangup_cause").and_then(Value::as_str)) {
+                        (Some(_), _) => "completed",
+                        (None, Some("user_busy")) => "busy",
+                        (None, Some("no_answer" | "timeout" | "originator_cancel")) => "no-answer",
+                        _ => "failed",
+                    };
+                    return Ok((status, answered.map_or(Duration::ZERO, |a| a.elapsed())));
+                }
+                _ => {}
             }
         }
     }
