@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use common::agent::PyAgent;
 use common::gateway::{Gateway, Route, Trunk};
-use common::rtp::{Packet, Script, place_calls_from};
+use common::rtp::{Packet, Script, place_calls_from, tone};
 use common::{Sipp, free_even_block, free_port, scenario, sipp_args};
 use serde_json::{Value, json};
 
@@ -94,11 +94,17 @@ fn dead_port() -> u16 {
 /// The daemon: `[tts]` the test engine, `[media]` allowing loopback URLs, webhooks on,
 /// and one `answer_url` route per (number, route TOML lines).
 fn start(dir: &Path, tts_port: u16, routes: &[(&str, String)]) -> Gateway {
-    start_with(dir, tts_port, routes, None)
+    start_with(dir, tts_port, routes, None, false)
 }
 
 /// [`start`] with a `carrier` trunk whose proxy is 127.0.0.3:`carrier_port`.
-fn start_with(dir: &Path, tts_port: u16, routes: &[(&str, String)], carrier_port: Option<u16>) -> Gateway {
+fn start_with(
+    dir: &Path,
+    tts_port: u16,
+    routes: &[(&str, String)],
+    carrier_port: Option<u16>,
+    recording: bool,
+) -> Gateway {
     let blocks = format!(
         "[tts]\nengine = \"http\"\nurl = \"http://127.0.0.1:{tts_port}/v1/audio/speech\"\n\
          cache_dir = \"{}\"\n[media]\ndir = \"{}\"\nallow_private_urls = true\n",
@@ -112,6 +118,9 @@ fn start_with(dir: &Path, tts_port: u16, routes: &[(&str, String)], carrier_port
     }
     for (number, lines) in routes {
         b = b.route(Route::new().to(number).extra(lines));
+    }
+    if recording {
+        b = b.recording("");
     }
     b.webhooks("").start()
 }
@@ -139,9 +148,21 @@ fn caller(
     ms: u64,
     digits: Vec<(usize, char)>,
 ) -> tokio::task::JoinHandle<(i32, String, Vec<Vec<Packet>>)> {
+    speaking_caller(dir, sip, number, ms, digits, vec![])
+}
+
+/// [`caller`] sending `audio` (PCM16 8 kHz) first.
+fn speaking_caller(
+    dir: &Path,
+    sip: u16,
+    number: &'static str,
+    ms: u64,
+    digits: Vec<(usize, char)>,
+    audio: Vec<i16>,
+) -> tokio::task::JoinHandle<(i32, String, Vec<Vec<Packet>>)> {
     let d = dir.to_path_buf();
     let script = Script {
-        audio: vec![],
+        audio,
         digits,
         gaps: vec![],
         send_for: Duration::from_millis(ms),
@@ -199,7 +220,7 @@ async fn say_play_gather_redirect_fallback_and_stream_run_for_real_callers() {
         "/menu": "<Response><Say>four words here now</Say><Redirect method=\"GET\">/bye</Redirect>\
                   <Say>this is never heard at all</Say></Response>",
         "/bye": "<Response><Hangup/></Response>",
-        "/fallback": "<Response><Dial>+13125550199</Dial><Say>one two</Say><Hangup/></Response>",
+        "/fallback": "<Response><Enqueue>support</Enqueue><Say>one two</Say><Hangup/></Response>",
         "/stream": format!(
             "<Response><Connect><Stream url=\"{}\"><Parameter name=\"lang\" value=\"fr\"/>\
              <Parameter name=\"a&amp;b\" value=\"x y\"/></Stream></Connect><Say>four words here now</Say></Response>",
@@ -279,7 +300,7 @@ async fn say_play_gather_redirect_fallback_and_stream_run_for_real_callers() {
     assert_eq!(h["payload"]["hangup_source"], "callee", "<Hangup/> ended it: {h}");
 
     // The dead answer URL: GET failed, the fallback (same method) got TwiML's
-    // ErrorCode/ErrorUrl, its <Dial> was reported as unsupported and skipped.
+    // ErrorCode/ErrorUrl, its <Enqueue> was reported as unsupported and skipped.
     let fb = app.to("/fallback");
     assert_eq!(fb.len(), 1, "{fb:?}");
     let q = &fb[0]["query"];
@@ -294,7 +315,7 @@ async fn say_play_gather_redirect_fallback_and_stream_run_for_real_callers() {
     assert_eq!(fb_fails.len(), 2, "{fb_fails:?}");
     assert_eq!((fb_fails[0]["stage"].as_str(), fb_fails[0]["url"].as_str()), (Some("fetch"), Some(dead.as_str())));
     assert_eq!(fb_fails[1]["stage"], "verb");
-    assert!(fb_fails[1]["reason"].as_str().unwrap().contains("<Dial> is not supported"), "{fb_fails:?}");
+    assert!(fb_fails[1]["reason"].as_str().unwrap().contains("<Enqueue> is not supported"), "{fb_fails:?}");
     assert!(tone_packets(&fallback_heard[0], 500.0) >= 25, "the fallback's <Say> was heard");
     assert!(of(&json!(call_sid)).is_empty(), "the IVR ran without a failure: {fails:?}");
 
@@ -321,11 +342,15 @@ async fn reject_bad_documents_and_redirect_loops_end_the_call_cleanly() {
         "/bad": "<Response><Say>unclosed</Response>",
         "/loop": "<Response><Redirect>/loop</Redirect></Response>",
         "/error": {"status": 500},
+        "/status": "",
     });
     let app = PyServer::answer(dir.path(), &docs);
     let dead = format!("http://127.0.0.1:{}/fallback", dead_port());
     let routes = [
-        ("+13125550102", format!("answer_url = \"{}\"", app.url("/busy"))),
+        (
+            "+13125550102",
+            format!("answer_url = \"{}\"\nstatus_callback = \"{}\"", app.url("/busy"), app.url("/status")),
+        ),
         ("+13125550103", format!("answer_url = \"{}\"\nfallback_url = \"{dead}\"", app.url("/bad"))),
         ("+13125550106", format!("answer_url = \"{}\"", app.url("/loop"))),
         ("+13125550107", format!("answer_url = \"{}\"\nfallback_url = \"{}\"", app.url("/error"), app.url("/bad"))),
@@ -348,6 +373,14 @@ async fn reject_bad_documents_and_redirect_loops_end_the_call_cleanly() {
         fails.iter().filter(|p| p["call_control_id"] == id).map(|p| p["stage"].as_str().unwrap().to_string()).collect()
     };
     assert!(stages(&sid("/busy")).is_empty(), "{fails:?}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while app.to("/status").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no statusCallback for the rejected call");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let f = &app.to("/status")[0]["form"];
+    assert_eq!((f["CallStatus"].as_str(), f["CallDuration"].as_str()), (Some("busy"), Some("0")), "{f}");
+    assert_eq!(f["CallSid"], sid("/busy").as_str());
     assert_eq!(stages(&sid("/bad")), ["parse", "fetch"], "{fails:?}");
     let bad_reason = fails.iter().find(|p| p["call_control_id"] == sid("/bad").as_str()).unwrap()["reason"].clone();
     assert!(bad_reason.as_str().unwrap().contains("not well-formed"), "{bad_reason}");
@@ -405,7 +438,13 @@ async fn dial_calls_a_number_through_a_trunk_and_reports_to_action() {
     });
     let app = PyServer::answer(dir.path(), &docs);
     let port = free_port();
-    let gw = start_with(dir.path(), tts.port, &[(DIAL, format!("answer_url = \"{}\"", app.url("/dial")))], Some(port));
+    let gw = start_with(
+        dir.path(),
+        tts.port,
+        &[(DIAL, format!("answer_url = \"{}\"", app.url("/dial")))],
+        Some(port),
+        false,
+    );
 
     // 1. The carrier answers busy: the action gets DialCallStatus busy and its
     // document runs for the caller.
@@ -476,4 +515,71 @@ async fn dial_calls_a_number_through_a_trunk_and_reports_to_action() {
         .find(|e| e["event_type"] == "call.hangup" && e["payload"]["call_control_id"] == sid.as_str())
         .unwrap();
     assert_eq!(h["payload"]["hangup_source"], "callee", "the bridge's end ended the call: {h}");
+}
+
+const RECORD: &str = "+13125550109";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_reports_to_action_and_its_status_callback_and_the_call_end_is_posted() {
+    let dir = tempfile::tempdir().unwrap();
+    let tts = PyServer::start(dir.path(), "tts_server.py", "tts", &[]);
+    let docs = json!({
+        "/record": "<Response><Say>one two</Say><Record action=\"/recorded\" maxLength=\"15\" finishOnKey=\"#\" \
+                    recordingStatusCallback=\"/recstatus\"/><Say>this is never heard at all</Say></Response>",
+        "/recorded": "<Response><Say>four words here now</Say><Hangup/></Response>",
+        "/status": "<Response/>",
+        "/recstatus": "<Response/>",
+    });
+    let app = PyServer::answer(dir.path(), &docs);
+    let route = format!("answer_url = \"{}\"\nstatus_callback = \"{}\"", app.url("/record"), app.url("/status"));
+    let gw = start_with(dir.path(), tts.port, &[(RECORD, route)], None, true);
+    // The caller speaks (a 440 Hz tone) for 8 s and keys # from 5 s on, once a
+    // second: the first # inside the recording ends it.
+    let keys: Vec<(usize, char)> = (0..5).map(|i| (250 + 50 * i, '#')).collect();
+    let (code, report, heard) =
+        speaking_caller(dir.path(), gw.sip_port, RECORD, 16_000, keys, tone(440.0, 8000.0, 8000)).await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    let events = gw
+        .event_data("the recording and the hangup", |d| {
+            d.iter().any(|e| e["event_type"] == "call.recording.saved")
+                && d.iter().any(|e| e["event_type"] == "call.hangup")
+        })
+        .await;
+    let saved = &events.iter().find(|e| e["event_type"] == "call.recording.saved").unwrap()["payload"];
+    let sid = app.to("/record")[0]["form"]["CallSid"].as_str().unwrap().to_string();
+
+    let recstatus = app.to("/recstatus");
+    assert_eq!(recstatus.len(), 1, "{recstatus:?}");
+    let f = &recstatus[0]["form"];
+    assert_eq!((f["RecordingStatus"].as_str(), f["CallSid"].as_str()), (Some("completed"), Some(sid.as_str())), "{f}");
+    assert_eq!(f["RecordingUrl"], saved["recording_urls"]["wav"], "{f}");
+    assert_eq!(f["RecordingSid"], saved["recording_id"]);
+    let secs: u64 = f["RecordingDuration"].as_str().unwrap().parse().unwrap();
+    assert!((1..=14).contains(&secs), "{f}");
+    let recorded = app.to("/recorded");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let f = &recorded[0]["form"];
+    assert_eq!(
+        (f["Digits"].as_str(), f["RecordingUrl"].as_str()),
+        (Some("#"), saved["recording_urls"]["wav"].as_str()),
+        "{f}"
+    );
+    // The beep, then the action's document.
+    assert!(tone_packets(&heard[0], 1000.0) >= 8, "the beep was heard");
+    assert!(tone_packets(&heard[0], 700.0) >= 25, "the action's <Say> was heard");
+    assert_eq!(tone_packets(&heard[0], 900.0), 0, "the verbs after <Record> never ran");
+
+    // statusCallback once the call ended.
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(r) = app.to("/status").pop() {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no statusCallback");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let f = &status["form"];
+    assert_eq!((f["CallStatus"].as_str(), f["CallSid"].as_str()), (Some("completed"), Some(sid.as_str())), "{f}");
+    let duration: u64 = f["CallDuration"].as_str().unwrap().parse().unwrap();
+    assert!((2..=16).contains(&duration), "{f}");
 }

@@ -425,6 +425,8 @@ pub struct AnswerUrl {
     pub timeout: Duration,
     /// Fetched (same method) when a document cannot be fetched or parsed.
     pub fallback_url: Option<url::Url>,
+    /// `status_callback`: POSTed the call's final `CallStatus` when it ends.
+    pub status_callback: Option<url::Url>,
 }
 
 /// How a document is requested.

@@ -115,6 +115,7 @@ const ROUTE: &[&str] = &[
     "answer_method",
     "answer_timeout",
     "fallback_url",
+    "status_callback",
     "record",
     "ring_for",
     "pin",
@@ -600,15 +601,17 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
             })
         });
         let fallback_url = t.parsed("fallback_url", issues, web);
+        let status_callback = t.parsed("status_callback", issues, web);
         match answer_url {
             Some(url) => targets.push(RouteTarget::AnswerUrl(Box::new(AnswerUrl {
                 url,
                 method: method.unwrap_or(HttpMethod::Post),
                 timeout: timeout.unwrap_or(Duration::from_secs(5)),
                 fallback_url,
+                status_callback,
             }))),
             None => {
-                for key in ["answer_method", "answer_timeout", "fallback_url"] {
+                for key in ["answer_method", "answer_timeout", "fallback_url", "status_callback"] {
                     if t.value(key).is_some() && t.value("answer_url").is_none() {
                         issues.push(t.key_path(key), "only applies to routes with answer_url = \"...\"");
                     }

@@ -147,6 +147,22 @@ pub struct Dial {
     pub trunk: Option<String>,
 }
 
+/// `<Record>`: the caller's audio, through the call's recording (`[recording]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// `action` + `method`: requested with `RecordingUrl`, `RecordingDuration`,
+    /// `Digits`; `None`: the current document's URL (TwiML).
+    pub action: Option<Target>,
+    /// `maxLength` in seconds (default 3600, 1 to 3600).
+    pub max_length: Duration,
+    /// `playBeep` (default true).
+    pub play_beep: bool,
+    /// `finishOnKey`: any of these keys ends the recording (default `1234567890*#`).
+    pub finish_on_key: String,
+    /// `recordingStatusCallback` + `recordingStatusCallbackMethod`.
+    pub status_callback: Option<Target>,
+}
+
 /// `<Reject reason>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
@@ -169,6 +185,8 @@ pub enum Verb {
     Gather(Gather),
     /// `<Dial>`.
     Dial(Dial),
+    /// `<Record>`.
+    Record(Record),
     /// `<Connect><Stream>`: the call streams to the agent until the stream ends.
     Connect(Stream),
     /// `<Start><Stream>`: the stream starts and the document goes on.
@@ -486,6 +504,20 @@ fn dial(e: &Element) -> Result<Dial, DocumentError> {
     })
 }
 
+fn record(e: &Element) -> Result<Record, DocumentError> {
+    let finish_on_key = e.attr("finishOnKey").unwrap_or("1234567890*#").to_string();
+    if !finish_on_key.chars().all(|c| "0123456789*#".contains(c)) {
+        return Err(invalid(e, "finishOnKey", format!("{finish_on_key:?} is not made of 0-9, * and #")));
+    }
+    Ok(Record {
+        action: target(e, "action", "method")?,
+        max_length: Duration::from_secs(number::<u64>(e, "maxLength", 1..=3600)?.unwrap_or(3600)),
+        play_beep: flag(e, "playBeep", true)?,
+        finish_on_key,
+        status_callback: target(e, "recordingStatusCallback", "recordingStatusCallbackMethod")?,
+    })
+}
+
 fn verb(e: &Element) -> Result<Verb, DocumentError> {
     Ok(match e.name.as_str() {
         "Say" => Verb::Say(say(e)?),
@@ -493,6 +525,7 @@ fn verb(e: &Element) -> Result<Verb, DocumentError> {
         "Pause" => Verb::Pause(pause(e)?),
         "Gather" => Verb::Gather(gather(e)?),
         "Dial" => Verb::Dial(dial(e)?),
+        "Record" => Verb::Record(record(e)?),
         "Connect" => Verb::Connect(stream(e)?),
         "Start" => Verb::Start(stream(e)?),
         "Redirect" => {
@@ -599,12 +632,17 @@ mod tests {
     }
 
     #[test]
-    fn dial_reads_its_number_and_attributes() {
+    fn dial_and_record_read_their_attributes() {
         let d = parse(
             "<Response><Dial action=\"/done\" timeout=\"12\" callerId=\"+1555\" timeLimit=\"60\" trunk=\"b\">\
-             <Number>+13125550100</Number><Number>+13125550101</Number></Dial><Record/></Response>",
+             <Number>+13125550100</Number><Number>+13125550101</Number></Dial><Record maxLength=\"20\" playBeep=\"false\" finishOnKey=\"#\" \
+             recordingStatusCallback=\"/rec\"/></Response>",
         )
         .unwrap();
+        let Verb::Record(r) = &d.verbs[1] else { panic!("{:?}", d.verbs[1]) };
+        assert_eq!((r.max_length, r.play_beep, r.finish_on_key.as_str()), (Duration::from_secs(20), false, "#"));
+        assert_eq!(r.status_callback, Some(Target { url: "/rec".into(), method: Method::Post }));
+        assert_eq!(r.action, None);
         let Verb::Dial(d) = &d.verbs[0] else { panic!() };
         assert_eq!(d.number, "+13125550100");
         assert_eq!(d.action, Some(Target { url: "/done".into(), method: Method::Post }));

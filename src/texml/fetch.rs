@@ -75,7 +75,7 @@ pub async fn request(
         }
     };
     let err =
-        |e: reqwest::Error| if e.is_timeout() { FetchError::Timeout(timeout) } else { FetchError::Http(e.to_string()) };
+        |e: reqwest::Error| if e.is_timeout() { FetchError::Timeout(timeout) } else { FetchError::Http(describe(e)) };
     let work = async {
         let mut resp = req.send().await.map_err(err)?;
         let status = resp.status();
@@ -92,6 +92,21 @@ pub async fn request(
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| FetchError::Timeout(timeout))?
+}
+
+/// The error and its causes ("connection refused"), without the URL (its
+/// query holds the call's numbers).
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    for _ in 0..4 {
+        let Some(c) = cause else { break };
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn client(timeout: Duration, https: bool) -> Result<reqwest::Client, FetchError> {

@@ -16,10 +16,7 @@ pub const API_VERSION: &str = "2010-04-01";
 
 /// The form fields of the call `info` with `CallStatus` `status`.
 pub fn call(info: &CallInfo, status: &str) -> Vec<(String, String)> {
-    let direction = match info.direction {
-        crate::call::Direction::Incoming => "inbound",
-        _ => "outbound-api",
-    };
+    let direction = if info.direction.as_str() == "incoming" { "inbound" } else { "outbound-api" };
     [
         ("CallSid", info.ids.call_control_id.as_str()),
         ("CallSessionId", info.ids.call_session_id.as_str()),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
-use super::document::{self, Dial, Document, Gather, Method, Prompt, RejectReason, Stream, Verb};
+use super::document::{self, Dial, Document, Gather, Method, Prompt, Record, RejectReason, Stream, Verb};
 use super::fetch;
 use super::params;
 use crate::call::control::{Action, ActionError, GatherPrompt, GatherRequest};
@@ -50,7 +50,7 @@ const DOCUMENT_PARSE_FAILURE: &str = "12100";
 pub fn spawn(control: CallControl, info: CallInfo, app: AnswerUrl) {
     let services = control.services.clone();
     let events = services.events.subscribe();
-    let flow = Flow { services, control, info, app, events, answered: false };
+    let flow = Flow { services, control, info, app, events, answered: None, hangup: None };
     tokio::spawn(flow.run());
 }
 
@@ -71,7 +71,10 @@ struct Flow {
     info: CallInfo,
     app: AnswerUrl,
     events: broadcast::Receiver<Arc<CallEvent>>,
-    answered: bool,
+    /// When the call was answered (`call.answered`, or the answer command).
+    answered: Option<std::time::Instant>,
+    /// The call's `call.hangup` payload, once seen.
+    hangup: Option<Map<String, Value>>,
 }
 
 fn method(m: HttpMethod) -> Method {
@@ -112,12 +115,42 @@ impl Flow {
         .await;
         let _ = outcome;
         tracing::debug!(call_control_id = %self.id(), "TeXML flow over");
+        if let Some(url) = self.app.status_callback.clone() {
+            self.status_callback(&url).await;
+        }
+    }
+
+    /// `statusCallback` on call end (www.twilio.com/docs/voice/api/call-resource#statuscallback):
+    /// POST of the call's fields with the final `CallStatus` (`completed`,
+    /// `busy`, `no-answer`, `canceled`, `failed`) and `CallDuration` (seconds
+    /// from the answer). The answer is not read; a failure is logged only.
+    async fn status_callback(&mut self, url: &url::Url) {
+        if self.hangup.is_none() {
+            // The flow may end before the call does (a stream, or the hangup
+            // still on its way): wait for it, at most the park limit.
+            let _ = self.wait(&[], crate::call::core::PARK_LIMIT).await;
+        }
+        let cause = self.hangup.as_ref().and_then(|p| p.get("hangup_cause")).and_then(Value::as_str).unwrap_or("");
+        let status = match (self.answered.is_some(), cause) {
+            (true, _) => "completed",
+            (false, "user_busy") => "busy",
+            (false, "no_answer" | "timeout") => "no-answer",
+            (false, "originator_cancel") => "canceled",
+            (false, _) => "failed",
+        };
+        let mut form = params::call(&self.info, status);
+        let duration = self.answered.map_or(0, |a| a.elapsed().as_secs());
+        form.push(("CallDuration".into(), duration.to_string()));
+        form.push(("Timestamp".into(), crate::call::rfc3339_micros(std::time::SystemTime::now())));
+        if let Err(e) = fetch::request(url, Method::Post, &form, self.app.timeout).await {
+            tracing::warn!(call_control_id = %self.id(), url = %url, "TeXML statusCallback: {e}");
+        }
     }
 
     /// The document at `url`, or the fallback's; `None` when neither could be
     /// had (each failure logged and reported).
     async fn document(&mut self, url: url::Url, m: Method, extra: &[(String, String)]) -> Option<(Document, url::Url)> {
-        let mut form = params::call(&self.info, if self.answered { "in-progress" } else { "ringing" });
+        let mut form = params::call(&self.info, if self.answered.is_some() { "in-progress" } else { "ringing" });
         form.extend(extra.iter().cloned());
         let code = match self.fetch_one(&url, m, &form).await {
             Ok(doc) => return Some((doc, url)),
@@ -161,7 +194,7 @@ impl Flow {
     /// limit, `reason`).
     fn failed(&self, url: &url::Url, stage: &str, reason: &str) {
         tracing::warn!(call_control_id = %self.id(), url = %url, stage, "TeXML: {reason}");
-        let mut p = self.info.payload(if self.answered { "answered" } else { "parked" });
+        let mut p = self.info.payload(if self.answered.is_some() { "answered" } else { "parked" });
         p.insert("url".into(), json!(url.as_str()));
         p.insert("stage".into(), json!(stage));
         p.insert("reason".into(), json!(reason));
@@ -170,7 +203,7 @@ impl Flow {
 
     /// No document to run: the call ends (500 before answer).
     async fn give_up(&mut self) -> Result<(), Gone> {
-        if self.answered {
+        if self.answered.is_some() {
             self.command(Action::Hangup).await
         } else {
             self.command(Action::Reject { sip_code: 500 }).await
@@ -192,9 +225,9 @@ impl Flow {
     }
 
     async fn answer(&mut self) -> Result<(), Gone> {
-        if !self.answered {
+        if self.answered.is_none() {
             self.command(Action::Answer { stream: None }).await?;
-            self.answered = true;
+            self.answered = Some(std::time::Instant::now());
             // Media commands wait for the answer to be confirmed (the ACK:
             // `call.answered`); 32 s is RFC 3261's Timer H.
             if self.wait(&["call.answered"], Duration::from_secs(32)).await?.is_none() {
@@ -222,6 +255,7 @@ impl Flow {
                 continue;
             }
             if e.event_type == "call.hangup" {
+                self.hangup = Some(e.payload.clone());
                 return Err(Gone);
             }
             if types.contains(&e.event_type.as_str()) {
@@ -233,7 +267,7 @@ impl Flow {
     async fn execute(&mut self, doc: Document, url: &url::Url) -> Result<Next, Gone> {
         for verb in doc.verbs {
             match verb {
-                Verb::Reject(reason) if !self.answered => {
+                Verb::Reject(reason) if self.answered.is_none() => {
                     let sip_code = if reason == RejectReason::Busy { 486 } else { 603 };
                     self.command(Action::Reject { sip_code }).await?;
                     return Err(Gone);
@@ -275,6 +309,12 @@ impl Flow {
                 Verb::Dial(d) => {
                     self.answer().await?;
                     if let Some(next) = self.dial(d, url).await? {
+                        return Ok(next);
+                    }
+                }
+                Verb::Record(r) => {
+                    self.answer().await?;
+                    if let Some(next) = self.record(r, url).await? {
                         return Ok(next);
                     }
                 }
@@ -463,6 +503,7 @@ impl Flow {
             };
             let of = e.payload.get("call_control_id").and_then(Value::as_str);
             if of == Some(self.id()) && e.event_type == "call.hangup" {
+                self.hangup = Some(e.payload.clone());
                 let _ = self.services.calls.command(other, Action::Hangup).await;
                 return Err(Gone);
             }
@@ -484,6 +525,124 @@ impl Flow {
                     return Ok((status, answered.map_or(Duration::ZERO, |a| a.elapsed())));
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Runs a `<Record>`: a beep, then the call's recording (`record_start`,
+    /// mono) until a `finishOnKey` key, `maxLength` or the hangup. `action` gets
+    /// TwiML's `RecordingUrl` (the box's download URL), `RecordingDuration`,
+    /// `RecordingSid` and `Digits` (the key, or `hangup`); the
+    /// `recordingStatusCallback` gets `RecordingStatus` `completed` with the
+    /// same fields. After a hangup the action is requested but not run (TwiML).
+    async fn record(&mut self, r: Record, url: &url::Url) -> Result<Option<Next>, Gone> {
+        if r.play_beep {
+            self.play_pcm(beep()).await?;
+        }
+        let started = self
+            .services
+            .calls
+            .command(self.id(), Action::RecordStart { channels: Some(crate::config::Channels::Single) })
+            .await;
+        match started {
+            None => return Err(Gone),
+            Some(Err(e)) if e == ActionError::ended() => return Err(Gone),
+            Some(Err(e)) => {
+                self.failed(url, "verb", &format!("<Record>: {}", e.detail));
+                return Ok(None);
+            }
+            Some(Ok(())) => {}
+        }
+        let mut deadline = tokio::time::Instant::now() + r.max_length;
+        let mut digits = String::new();
+        let mut stopped = false;
+        let saved = loop {
+            let e = match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) if !stopped => {
+                    stopped = true;
+                    let _ = self.services.calls.command(self.id(), Action::RecordStop).await;
+                    deadline = tokio::time::Instant::now() + MARGIN;
+                    continue;
+                }
+                Err(_) => break None,
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Err(Gone),
+                Ok(Ok(e)) => e,
+            };
+            if e.payload.get("call_control_id").and_then(Value::as_str) != Some(self.id()) {
+                continue;
+            }
+            match e.event_type.as_str() {
+                "call.dtmf.received" if !stopped => {
+                    let key = e.payload.get("digit").and_then(Value::as_str).unwrap_or_default();
+                    if !key.is_empty() && r.finish_on_key.contains(key) {
+                        digits = key.to_string();
+                        stopped = true;
+                        let _ = self.services.calls.command(self.id(), Action::RecordStop).await;
+                        deadline = tokio::time::Instant::now() + MARGIN;
+                    }
+                }
+                "call.hangup" => {
+                    // The recording is saved as the call ends: wait for it.
+                    self.hangup = Some(e.payload.clone());
+                    digits = "hangup".into();
+                    stopped = true;
+                    deadline = tokio::time::Instant::now() + MARGIN;
+                }
+                "call.recording.saved" => break Some(e.payload.clone()),
+                _ => {}
+            }
+        };
+        let Some(saved) = saved else {
+            self.failed(url, "verb", "<Record>: the recording was not saved");
+            return if self.hangup.is_some() { Err(Gone) } else { Ok(None) };
+        };
+        let recording_url =
+            saved.get("recording_urls").and_then(|u| u.get("wav")).and_then(Value::as_str).unwrap_or_default();
+        let millis = saved.get("duration_millis").and_then(Value::as_u64).unwrap_or(0);
+        let fields = vec![
+            ("RecordingUrl".to_string(), recording_url.to_string()),
+            (
+                "RecordingSid".to_string(),
+                saved.get("recording_id").and_then(Value::as_str).unwrap_or_default().to_string(),
+            ),
+            ("RecordingDuration".to_string(), (millis / 1000).to_string()),
+        ];
+        if let Some(cb) = &r.status_callback {
+            match fetch::resolve(url, &cb.url) {
+                Ok(u) => {
+                    let mut form =
+                        params::call(&self.info, if self.hangup.is_some() { "completed" } else { "in-progress" });
+                    form.extend(fields.iter().cloned());
+                    form.push(("RecordingStatus".into(), "completed".into()));
+                    form.push(("RecordingChannels".into(), "1".into()));
+                    form.push(("RecordingSource".into(), "RecordVerb".into()));
+                    if let Err(e) = fetch::request(&u, cb.method, &form, self.app.timeout).await {
+                        tracing::warn!(call_control_id = %self.id(), url = %u, "TeXML recordingStatusCallback: {e}");
+                    }
+                }
+                Err(e) => self.failed(url, "verb", &format!("<Record> recordingStatusCallback: {e}")),
+            }
+        }
+        let action = match &r.action {
+            None => Ok(url.clone()),
+            Some(t) => fetch::resolve(url, &t.url),
+        };
+        let method = r.action.as_ref().map_or(Method::Post, |t| t.method);
+        let mut form = fields;
+        form.push(("Digits".into(), digits));
+        match action {
+            Ok(u) if self.hangup.is_some() => {
+                // Requested, not run: the call is over.
+                let mut all = params::call(&self.info, "completed");
+                all.extend(form);
+                let _ = fetch::request(&u, method, &all, self.app.timeout).await;
+                Err(Gone)
+            }
+            Ok(u) => Ok(Some(Next::Fetch(u, method, form))),
+            Err(e) => {
+                self.failed(url, "verb", &format!("<Record> action: {e}"));
+                Ok(None)
             }
         }
     }
@@ -540,6 +699,13 @@ pub fn stream_spec(s: &Stream) -> Result<crate::agent::stream::StreamSpec, Strin
         connect_timeout: Duration::from_secs(5),
         custom_parameters,
     })
+}
+
+/// `<Record playBeep>`'s beep: 250 ms of 1000 Hz (8 kHz PCM).
+fn beep() -> Vec<i16> {
+    (0..RATE / 4)
+        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / RATE as f64).sin()) as i16)
+        .collect()
 }
 
 fn repeat(pcm: &[i16], loops: u32) -> Vec<i16> {
