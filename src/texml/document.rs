@@ -58,8 +58,10 @@ pub enum Method {
 pub struct Target {
     /// Absolute or relative URL.
     pub url: String,
-    /// `method` attribute (default POST).
-    pub method: Method,
+    /// `method` attribute; `None`: the route's `answer_method` (Telnyx: "Same
+    /// method (GET/POST) as set for the TeXML application"; Twilio: POST, which
+    /// is also `answer_method`'s default).
+    pub method: Option<Method>,
 }
 
 /// `<Say>`: text spoken by `[tts]`.
@@ -105,7 +107,8 @@ pub struct Gather {
     pub num_digits: Option<usize>,
     /// `finishOnKey` (default `#`; `""` none).
     pub finish_on_key: Option<char>,
-    /// `timeout` in seconds (default 5): the wait for each digit after the prompts.
+    /// `timeout` in seconds (default 5, 1 to 120 as Telnyx): the wait for each
+    /// digit after the prompts.
     pub timeout: Duration,
     /// `actionOnEmptyResult` (default false): request `action` even without digits.
     pub action_on_empty_result: bool,
@@ -122,7 +125,7 @@ pub struct Stream {
     pub name: Option<String>,
     /// `track`: `inbound_track` (default), `outbound_track`, `both_tracks`.
     pub track: Option<String>,
-    /// sipbridge's `protocol` attribute (`twilio` default, `telnyx`, `exotel`, `plivo`).
+    /// sipbridge's `protocol` attribute (`twilio` default, `telnyx`, `exotel`, `plivo`, `audiosocket`).
     pub protocol: Option<String>,
     /// `<Parameter name value>`s, passed to the agent as `customParameters`.
     pub parameters: Vec<(String, String)>,
@@ -344,11 +347,11 @@ fn invalid(e: &Element, key: &str, why: impl std::fmt::Display) -> DocumentError
     DocumentError::Invalid(format!("<{}> {key}: {why}", e.name))
 }
 
-fn method(e: &Element, key: &str) -> Result<Method, DocumentError> {
+fn method(e: &Element, key: &str) -> Result<Option<Method>, DocumentError> {
     match e.attr(key) {
-        None => Ok(Method::Post),
-        Some(m) if m.eq_ignore_ascii_case("POST") => Ok(Method::Post),
-        Some(m) if m.eq_ignore_ascii_case("GET") => Ok(Method::Get),
+        None => Ok(None),
+        Some(m) if m.eq_ignore_ascii_case("POST") => Ok(Some(Method::Post)),
+        Some(m) if m.eq_ignore_ascii_case("GET") => Ok(Some(Method::Get)),
         Some(m) => Err(invalid(e, key, format!("{m:?} is not POST or GET"))),
     }
 }
@@ -444,7 +447,7 @@ fn gather(e: &Element) -> Result<Gather, DocumentError> {
         action: target(e, "action", "method")?,
         num_digits: number::<usize>(e, "numDigits", 1..=crate::call::gather::MAX_DIGITS)?,
         finish_on_key,
-        timeout: Duration::from_secs(number::<u64>(e, "timeout", 1..=600)?.unwrap_or(5)),
+        timeout: Duration::from_secs(number::<u64>(e, "timeout", 1..=120)?.unwrap_or(5)),
         action_on_empty_result: flag(e, "actionOnEmptyResult", false)?,
         prompts,
     })
@@ -586,7 +589,7 @@ mod tests {
         assert_eq!(v[2], Verb::Pause(Duration::from_secs(3)));
         assert_eq!(v[3], Verb::Pause(Duration::from_secs(1)));
         let Verb::Gather(g) = &v[4] else { panic!("{:?}", v[4]) };
-        assert_eq!(g.action, Some(Target { url: "/menu".into(), method: Method::Get }));
+        assert_eq!(g.action, Some(Target { url: "/menu".into(), method: Some(Method::Get) }));
         assert_eq!((g.num_digits, g.finish_on_key, g.timeout), (Some(2), Some('*'), Duration::from_secs(7)));
         assert_eq!(g.prompts.len(), 2);
         let Verb::Gather(g) = &v[5] else { panic!() };
@@ -597,7 +600,7 @@ mod tests {
         assert_eq!(s.parameters, vec![("lang".to_string(), "fr".to_string())]);
         let Verb::Start(s) = &v[7] else { panic!() };
         assert_eq!(s.protocol.as_deref(), Some("telnyx"));
-        assert_eq!(v[8], Verb::Redirect(Target { url: "next.xml".into(), method: Method::Get }));
+        assert_eq!(v[8], Verb::Redirect(Target { url: "next.xml".into(), method: Some(Method::Get) }));
         assert!(matches!(&v[9], Verb::Dial(d) if d.number == "+13125550100" && d.timeout == Duration::from_secs(30)));
         assert_eq!(v[10], Verb::Reject(RejectReason::Busy));
         assert_eq!(v[11], Verb::Hangup);
@@ -641,11 +644,11 @@ mod tests {
         .unwrap();
         let Verb::Record(r) = &d.verbs[1] else { panic!("{:?}", d.verbs[1]) };
         assert_eq!((r.max_length, r.play_beep, r.finish_on_key.as_str()), (Duration::from_secs(20), false, "#"));
-        assert_eq!(r.status_callback, Some(Target { url: "/rec".into(), method: Method::Post }));
+        assert_eq!(r.status_callback, Some(Target { url: "/rec".into(), method: None }));
         assert_eq!(r.action, None);
         let Verb::Dial(d) = &d.verbs[0] else { panic!() };
         assert_eq!(d.number, "+13125550100");
-        assert_eq!(d.action, Some(Target { url: "/done".into(), method: Method::Post }));
+        assert_eq!(d.action, Some(Target { url: "/done".into(), method: None }));
         assert_eq!((d.timeout, d.time_limit), (Duration::from_secs(12), Duration::from_secs(60)));
         assert_eq!((d.caller_id.as_deref(), d.trunk.as_deref()), (Some("+1555"), Some("b")));
         assert!(

@@ -1,7 +1,8 @@
 //! The call's parameters in every request to the app server, in TwiML's names
 //! (www.twilio.com/docs/voice/twiml#request-parameters), which Telnyx TeXML
 //! sends too (developers.telnyx.com/docs/voice/programmable-voice/texml-fundamentals),
-//! plus Telnyx's `CallSessionId`/`ConnectionId`.
+//! plus Telnyx's `CallSessionId`/`ConnectionId` and Exotel's `CallFrom`/`CallTo`
+//! (its Passthru applet's names for `From`/`To`).
 //!
 //! Values: `CallSid` = `call_control_id` (the id the control API and the agent
 //! streams' `callSid` use), `AccountSid` = `connection_id` (the trunk, as the
@@ -29,6 +30,9 @@ pub fn call(info: &CallInfo, status: &str) -> Vec<(String, String)> {
         ("CallStatus", status),
         ("Direction", direction),
         ("ApiVersion", API_VERSION),
+        // Exotel's Passthru names of the same numbers.
+        ("CallFrom", info.from.as_str()),
+        ("CallTo", info.to.as_str()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -59,6 +63,7 @@ mod tests {
         assert_eq!(get("CallSid"), Some(info.ids.call_control_id.as_str()));
         assert_eq!(get("AccountSid"), Some("carrier"));
         assert_eq!((get("From"), get("To")), (Some("+13125550001"), Some("+13125550100")));
+        assert_eq!((get("CallFrom"), get("CallTo")), (Some("+13125550001"), Some("+13125550100")));
         assert_eq!(
             (get("CallStatus"), get("Direction"), get("ApiVersion")),
             (Some("ringing"), Some("inbound"), Some("2010-04-01"))

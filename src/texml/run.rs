@@ -85,6 +85,11 @@ fn method(m: HttpMethod) -> Method {
 }
 
 impl Flow {
+    /// A document's `method`, or the route's `answer_method` when it names none.
+    fn method(&self, given: Option<Method>) -> Method {
+        given.unwrap_or(method(self.app.method))
+    }
+
     fn id(&self) -> &str {
         &self.info.ids.call_control_id
     }
@@ -277,7 +282,7 @@ impl Flow {
                     return Err(Gone);
                 }
                 Verb::Redirect(t) => match fetch::resolve(url, &t.url) {
-                    Ok(u) => return Ok(Next::Fetch(u, t.method, Vec::new())),
+                    Ok(u) => return Ok(Next::Fetch(u, self.method(t.method), Vec::new())),
                     Err(e) => self.failed(url, "verb", &format!("<Redirect>: {e}")),
                 },
                 Verb::Unsupported(name) => {
@@ -423,7 +428,7 @@ impl Flow {
         };
         match action {
             Ok(u) => {
-                let m = g.action.as_ref().map_or(Method::Post, |t| t.method);
+                let m = self.method(g.action.as_ref().and_then(|t| t.method));
                 Ok(Some(Next::Fetch(u, m, vec![("Digits".into(), digits.to_string())])))
             }
             Err(e) => {
@@ -471,7 +476,7 @@ impl Flow {
                     ("DialCallSid".to_string(), sid),
                     ("DialCallDuration".to_string(), duration.as_secs().to_string()),
                 ];
-                Ok(Some(Next::Fetch(u, t.method, form)))
+                Ok(Some(Next::Fetch(u, self.method(t.method), form)))
             }
             Err(e) => {
                 self.failed(url, "verb", &format!("<Dial> action: {e}"));
@@ -617,7 +622,7 @@ impl Flow {
                     form.push(("RecordingStatus".into(), "completed".into()));
                     form.push(("RecordingChannels".into(), "1".into()));
                     form.push(("RecordingSource".into(), "RecordVerb".into()));
-                    if let Err(e) = fetch::request(&u, cb.method, &form, self.app.timeout).await {
+                    if let Err(e) = fetch::request(&u, self.method(cb.method), &form, self.app.timeout).await {
                         tracing::warn!(call_control_id = %self.id(), url = %u, "TeXML recordingStatusCallback: {e}");
                     }
                 }
@@ -628,7 +633,7 @@ impl Flow {
             None => Ok(url.clone()),
             Some(t) => fetch::resolve(url, &t.url),
         };
-        let method = r.action.as_ref().map_or(Method::Post, |t| t.method);
+        let method = self.method(r.action.as_ref().and_then(|t| t.method));
         let mut form = fields;
         form.push(("Digits".into(), digits));
         match action {
