@@ -33,6 +33,8 @@ pub const MAX_FETCHES: usize = 64;
 pub const MAX_REDIRECTS: usize = 10;
 /// Longest `<Connect><Stream>` the runner waits for before it goes on.
 pub const MAX_STREAM: Duration = Duration::from_secs(4 * 3600);
+/// Longest flow: past it the runner hangs the call up at its next step.
+pub const MAX_FLOW: Duration = Duration::from_secs(4 * 3600);
 /// Longest audio one `<Say>`/`<Play>` (loops included) or `<Gather>` prompt plays.
 pub const MAX_AUDIO: Duration = Duration::from_secs(600);
 /// Added to an audio's length when waiting for its end event.
@@ -50,7 +52,8 @@ const DOCUMENT_PARSE_FAILURE: &str = "12100";
 pub fn spawn(control: CallControl, info: CallInfo, app: AnswerUrl) {
     let services = control.services.clone();
     let events = services.events.subscribe();
-    let flow = Flow { services, control, info, app, events, answered: None, hangup: None };
+    let deadline = tokio::time::Instant::now() + MAX_FLOW;
+    let flow = Flow { services, control, info, app, events, answered: None, hangup: None, deadline };
     tokio::spawn(flow.run());
 }
 
@@ -75,6 +78,8 @@ struct Flow {
     answered: Option<std::time::Instant>,
     /// The call's `call.hangup` payload, once seen.
     hangup: Option<Map<String, Value>>,
+    /// [`MAX_FLOW`] after the start.
+    deadline: tokio::time::Instant,
 }
 
 fn method(m: HttpMethod) -> Method {
@@ -245,7 +250,7 @@ impl Flow {
     /// Waits for one of `types` of this call (its payload), at most `limit`
     /// (`None` after it); `Gone` on `call.hangup`.
     async fn wait(&mut self, types: &[&str], limit: Duration) -> Result<Option<Map<String, Value>>, Gone> {
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = (tokio::time::Instant::now() + limit).min(self.deadline);
         loop {
             let e = match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Err(_) => return Ok(None),
@@ -271,6 +276,11 @@ impl Flow {
 
     async fn execute(&mut self, doc: Document, url: &url::Url) -> Result<Next, Gone> {
         for verb in doc.verbs {
+            if tokio::time::Instant::now() >= self.deadline {
+                self.failed(url, "limit", &format!("the flow ran longer than {MAX_FLOW:?}"));
+                self.command(Action::Hangup).await?;
+                return Err(Gone);
+            }
             match verb {
                 Verb::Reject(reason) if self.answered.is_none() => {
                     let sip_code = if reason == RejectReason::Busy { 486 } else { 603 };
