@@ -742,6 +742,139 @@ fn length(pcm: &[i16]) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::control::Command;
+    use crate::call::{CallIds, Direction};
+
+    /// A dialer that places nothing.
+    struct NoDialer;
+
+    impl crate::call::services::Dialer for NoDialer {
+        fn dial(&self, _: DialRequest) -> crate::call::services::Dialing<'_> {
+            Box::pin(async { Err(ActionError::invalid("no dialer in this test")) })
+        }
+        fn test_route(&self, _: crate::call::services::RouteTestRequest) -> crate::call::services::Testing<'_> {
+            Box::pin(async { Err(ActionError::invalid("no route tests")) })
+        }
+    }
+
+    /// A flow over in-memory call services (no sockets), its call registered and
+    /// played by a task that answers every command, emits what a call would
+    /// (`call.answered`, `call.gather.ended` with `digits`, `call.hangup` after
+    /// a hangup or reject) and reports each command's name.
+    fn flow(digits: &'static str) -> (Flow, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[[trunk]]\nname = \"pbx\"\ninbound_allow = [\"127.0.0.0/8\"]\n").unwrap();
+        let cfg = crate::config::load_with_env(&path, Vec::new()).unwrap().config;
+        let (_tx, rx) = tokio::sync::watch::channel(Arc::new(cfg));
+        let bus = crate::call::EventBus::new();
+        let calls = crate::call::control::CallRegistry::default();
+        let services =
+            CallServices::new(rx, bus.clone(), calls.clone(), tokio_util::sync::CancellationToken::new()).unwrap();
+        let control = CallControl::new(services.clone(), Arc::new(NoDialer));
+        let info = CallInfo {
+            ids: CallIds::new_session(),
+            direction: Direction::Incoming,
+            from: "+15550000001".into(),
+            to: "+13125550100".into(),
+            connection_id: "pbx".into(),
+            sip_call_id: "c".into(),
+            start_time: std::time::SystemTime::now(),
+            client_state: None,
+            custom_headers: vec![],
+            webhook_url: None,
+        };
+        let mut reg = calls.register(&info, "parked");
+        let (names, seen) = tokio::sync::mpsc::unbounded_channel();
+        let call = info.clone();
+        let call_bus = bus.clone();
+        tokio::spawn(async move {
+            for _ in 0..32 {
+                let Command { action, reply } = reg.next().await;
+                let _ = names.send(crate::call::core::action_name(&action).to_string());
+                let _ = reply.send(Ok(()));
+                match *action {
+                    Action::Answer { .. } => call_bus.emit(call.answered()),
+                    Action::Gather(_) => {
+                        let mut p = call.payload("answered");
+                        p.insert("digits".into(), json!(digits));
+                        call_bus.emit(call.event("call.gather.ended", p));
+                    }
+                    Action::Hangup | Action::Reject { .. } => {
+                        call_bus.emit(call.event("call.hangup", call.payload("hangup")));
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let app = AnswerUrl {
+            url: "https://app.example/ivr/answer".parse().unwrap(),
+            method: HttpMethod::Post,
+            timeout: Duration::from_secs(1),
+            fallback_url: None,
+            status_callback: None,
+        };
+        let events = bus.subscribe();
+        let deadline = tokio::time::Instant::now() + MAX_FLOW;
+        (Flow { services, control, info, app, events, answered: None, hangup: None, deadline }, seen)
+    }
+
+    fn drained(mut seen: tokio::sync::mpsc::UnboundedReceiver<String>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(n) = seen.try_recv() {
+            out.push(n);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_gather_with_digits_hands_over_to_its_action_and_unsupported_verbs_are_skipped() {
+        let (mut f, seen) = flow("7");
+        let mut bus = f.services.events.subscribe();
+        let doc = document::parse(
+            "<Response><Pause length=\"0\"/><Enqueue>q</Enqueue><Gather action=\"next\" numDigits=\"1\"/>\
+             <Hangup/></Response>",
+        )
+        .unwrap();
+        let url = f.app.url.clone();
+        let Ok(Next::Fetch(next, m, form)) = f.execute(doc, &url).await else { panic!("the action is next") };
+        assert_eq!((next.as_str(), m), ("https://app.example/ivr/next", Method::Post));
+        assert_eq!(form, vec![("Digits".to_string(), "7".to_string())]);
+        assert_eq!(drained(seen), ["answer", "gather"], "nothing after the gather ran");
+        let failed = loop {
+            let e = bus.recv().await.unwrap();
+            if e.event_type == "call.texml.failed" {
+                break e;
+            }
+        };
+        assert_eq!(
+            (failed.payload["stage"].as_str(), failed.payload["url"].as_str()),
+            (Some("verb"), Some(url.as_str()))
+        );
+        assert!(failed.payload["reason"].as_str().unwrap().contains("<Enqueue> is not supported"));
+    }
+
+    #[tokio::test]
+    async fn an_empty_gather_goes_on_and_reject_before_the_answer_refuses_the_call() {
+        let (mut f, seen) = flow("");
+        let url = f.app.url.clone();
+        let doc = document::parse("<Response><Gather/><Hangup/><Say>never</Say></Response>").unwrap();
+        assert!(matches!(f.execute(doc, &url).await, Err(Gone)));
+        assert_eq!(drained(seen), ["answer", "gather", "hangup"]);
+
+        let (mut f, seen) = flow("");
+        let doc = document::parse("<Response><Reject reason=\"busy\"/><Hangup/></Response>").unwrap();
+        assert!(matches!(f.execute(doc, &url).await, Err(Gone)));
+        assert_eq!(drained(seen), ["reject"], "refused while ringing, never answered");
+
+        let (mut f, seen) = flow("");
+        let doc =
+            document::parse("<Response><Redirect method=\"GET\">/top?x=1</Redirect><Hangup/></Response>").unwrap();
+        let Ok(Next::Fetch(next, m, _)) = f.execute(doc, &url).await else { panic!("redirected") };
+        assert_eq!((next.as_str(), m), ("https://app.example/top?x=1", Method::Get));
+        assert!(drained(seen).is_empty(), "a redirect alone neither answers nor refuses");
+    }
 
     #[test]
     fn a_stream_is_twilio_at_8000_hz_unless_the_document_names_a_protocol() {
