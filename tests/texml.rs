@@ -287,11 +287,15 @@ async fn say_play_gather_redirect_fallback_and_stream_run_for_real_callers() {
     assert_eq!(bye[0]["query"]["CallSid"], call_sid.as_str());
     // What the caller heard, in order of the documents; nothing after the gather
     // or the redirect.
-    for (hz, what) in
-        [(500.0, "<Say> one two"), (1000.0, "<Play>"), (600.0, "the gather's prompt"), (700.0, "/menu's <Say>")]
-    {
+    // (The gather's prompt is cut by the first key press, which may come at any
+    // point of it when the box runs late: that it was synthesized is checked.)
+    for (hz, what) in [(500.0, "<Say> one two"), (1000.0, "<Play>"), (700.0, "/menu's <Say>")] {
         assert!(tone_packets(&ivr_heard[0], hz) >= 25, "{what} heard: {} packets", tone_packets(&ivr_heard[0], hz));
     }
+    let spoken: Vec<String> =
+        tts.requests().iter().filter_map(|r| r["body"]["input"].as_str().map(str::to_string)).collect();
+    assert!(spoken.iter().any(|t| t == "one two three"), "the gather's nested <Say> was synthesized: {spoken:?}");
+    assert!(!spoken.iter().any(|t| t.contains("never")), "nothing after the gather was synthesized: {spoken:?}");
     assert_eq!(tone_packets(&ivr_heard[0], 900.0), 0, "the verbs after <Gather>/<Redirect> never ran");
     let hangup = |id: &str| {
         events.iter().find(|e| e["event_type"] == "call.hangup" && e["payload"]["call_control_id"] == id).cloned()
