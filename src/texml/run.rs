@@ -473,12 +473,15 @@ impl Flow {
             Ok(view) => {
                 let other = view.info.ids.call_control_id.clone();
                 let (status, duration) = self.follow(&other, &d).await?;
-                // This call stays up, alone in the bridge: out of it, for the next verb.
-                let _ = self.services.calls.command(self.id(), Action::LeaveRoom).await;
+                if self.hangup.is_none() {
+                    // This call stays up, alone in the bridge: out of it, for the next verb.
+                    let _ = self.services.calls.command(self.id(), Action::LeaveRoom).await;
+                }
                 (status, other, duration)
             }
         };
-        let Some(t) = &d.action else { return Ok(None) };
+        let gone = self.hangup.is_some();
+        let Some(t) = &d.action else { return if gone { Err(Gone) } else { Ok(None) } };
         match fetch::resolve(url, &t.url) {
             Ok(u) => {
                 let form = vec![
@@ -486,6 +489,13 @@ impl Flow {
                     ("DialCallSid".to_string(), sid),
                     ("DialCallDuration".to_string(), duration.as_secs().to_string()),
                 ];
+                if gone {
+                    // Requested, not run: the call is over (TwiML).
+                    let mut all = params::call(&self.info, "completed");
+                    all.extend(form);
+                    let _ = fetch::request(&u, self.method(t.method), &all, self.app.timeout).await;
+                    return Err(Gone);
+                }
                 Ok(Some(Next::Fetch(u, self.method(t.method), form)))
             }
             Err(e) => {
@@ -496,7 +506,8 @@ impl Flow {
     }
 
     /// Follows the dialled call `other` to its end: (`DialCallStatus`, time
-    /// answered). This call hanging up first hangs `other` up.
+    /// answered). This call hanging up first hangs `other` up (`self.hangup`
+    /// is then set).
     async fn follow(&mut self, other: &str, d: &Dial) -> Result<(&'static str, Duration), Gone> {
         let mut deadline = tokio::time::Instant::now() + d.timeout + MARGIN;
         let mut answered: Option<tokio::time::Instant> = None;
@@ -518,9 +529,12 @@ impl Flow {
             };
             let of = e.payload.get("call_control_id").and_then(Value::as_str);
             if of == Some(self.id()) && e.event_type == "call.hangup" {
+                // The caller left (or the bridge ended it): the dialled call
+                // ends too; the action still hears how the dial went.
                 self.hangup = Some(e.payload.clone());
                 let _ = self.services.calls.command(other, Action::Hangup).await;
-                return Err(Gone);
+                let status = if answered.is_some() { "completed" } else { "canceled" };
+                return Ok((status, answered.map_or(Duration::ZERO, |a| a.elapsed())));
             }
             if of != Some(other) {
                 continue;
