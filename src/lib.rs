@@ -28,6 +28,7 @@ pub mod sdp;
 pub mod security;
 pub mod sip;
 pub mod store;
+pub mod texml;
 pub mod tts;
 pub mod webhook;
 pub mod webrtc;

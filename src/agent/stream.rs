@@ -73,6 +73,8 @@ pub struct StreamSpec {
     pub bidirectional: bool,
     /// TCP + TLS + WebSocket handshake limit.
     pub connect_timeout: Duration,
+    /// Sent in the opening frame (Twilio `customParameters`, TeXML `<Parameter>`s).
+    pub custom_parameters: serde_json::Map<String, serde_json::Value>,
 }
 
 impl StreamSpec {
@@ -89,6 +91,7 @@ impl StreamSpec {
             track: agent.track,
             bidirectional: agent.bidirectional,
             connect_timeout: agent.connect_timeout,
+            custom_parameters: serde_json::Map::new(),
         })
     }
 
@@ -263,7 +266,7 @@ impl Task {
             from: self.info.from.clone(),
             to: self.info.to.clone(),
             client_state: self.info.client_state.clone(),
-            custom_parameters: serde_json::Map::new(),
+            custom_parameters: spec.custom_parameters.clone(),
             encoding: spec.encoding,
             sample_rate: spec.sample_rate,
         };

@@ -614,5 +614,6 @@ fn streaming_start(body: &Map<String, Value>) -> Result<Action, ApiError> {
         track,
         bidirectional,
         connect_timeout: STREAM_CONNECT_TIMEOUT,
+        custom_parameters: Map::new(),
     })))
 }

@@ -16,7 +16,7 @@
 //!   when later — they survive a restart; `last_options`: the trunk's last OPTIONS
 //!   keepalive since the daemon started). Passwords never appear.
 //! - `GET /v2/routes` → `{"data": [{"index", "name", "trunk", "to", "from",
-//!   "target": {"type": "agent"|"room"|"room_per_caller"|"forward"|"park",
+//!   "target": {"type": "agent"|"room"|"room_per_caller"|"forward"|"park"|"answer_url",
 //!   "name"}, "record", "ring_for_ms", "pin_set"}]}` in config order (first match
 //!   wins); the PIN itself is not shown.
 //! - `POST /v2/routes/{index}/test`, body `{"to"?, "from"?, "talk_secs"?: 1–30,

@@ -415,19 +415,52 @@ pub enum RouteTarget {
     /// `park = true`: the call rings, parked, until the control API answers or
     /// rejects it (Telnyx's inbound flow: `call.initiated` → `answer`).
     Park,
+    /// `answer_url = "https://…"`: the box fetches a TeXML/TwiML document from
+    /// this app server and runs it on the call (`docs/texml.md`).
+    AnswerUrl(Box<AnswerUrl>),
+}
+
+/// Where a TeXML route fetches its documents: `answer_url`, `answer_method`,
+/// `answer_timeout`, `fallback_url` of a `[[route]]` (Telnyx TeXML application
+/// "Voice URL"/"Voice Method"/"Fallback URL"; Twilio's `VoiceUrl`,
+/// `VoiceMethod`, `VoiceFallbackUrl`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AnswerUrl {
+    /// The first document (http or https).
+    pub url: url::Url,
+    /// `POST` (default; form-encoded body) or `GET` (query string).
+    pub method: HttpMethod,
+    /// Whole-request limit of each document fetch (default 5 s, 1–30 s).
+    pub timeout: Duration,
+    /// Fetched (same method) when a document cannot be fetched or parsed.
+    pub fallback_url: Option<url::Url>,
+    /// `status_callback`: POSTed the call's final `CallStatus` when it ends.
+    pub status_callback: Option<url::Url>,
+}
+
+/// How a document is requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// Parameters as `application/x-www-form-urlencoded` body.
+    Post,
+    /// Parameters in the query string.
+    Get,
 }
 
 impl RouteTarget {
     /// The target as the API shows it (`GET /v2/routes`, route tests):
-    /// `{"type": "agent" | "room" | "room_per_caller" | "forward" | "park",
-    /// "name"}` (`name`: the agent, room, room prefix or trunk; `null` for park).
+    /// `{"type": "agent" | "room" | "room_per_caller" | "forward" | "park" |
+    /// "answer_url", "name"}` (`name`: the agent, room, room prefix, trunk or
+    /// answer URL; `null` for park).
     pub fn to_json(&self) -> serde_json::Value {
         let (kind, name) = match self {
-            Self::Agent(a) => ("agent", Some(a)),
-            Self::Room(n) => ("room", Some(n)),
-            Self::RoomPerCaller(p) => ("room_per_caller", Some(p)),
-            Self::Forward(t) => ("forward", Some(t)),
+            Self::Agent(a) => ("agent", Some(a.as_str())),
+            Self::Room(n) => ("room", Some(n.as_str())),
+            Self::RoomPerCaller(p) => ("room_per_caller", Some(p.as_str())),
+            Self::Forward(t) => ("forward", Some(t.as_str())),
             Self::Park => ("park", None),
+            Self::AnswerUrl(a) => ("answer_url", Some(a.url.as_str())),
         };
         serde_json::json!({"type": kind, "name": name})
     }

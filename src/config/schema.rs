@@ -120,6 +120,11 @@ const ROUTE: &[&str] = &[
     "room_per_caller",
     "forward",
     "park",
+    "answer_url",
+    "answer_method",
+    "answer_timeout",
+    "fallback_url",
+    "status_callback",
     "record",
     "ring_for",
     "pin",
@@ -609,6 +614,39 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
         if t.bool("park", issues) == Some(true) {
             targets.push(RouteTarget::Park);
         }
+        let web = |s: &str| values::parse_url(s, &["http", "https"]);
+        let answer_url = t.parsed("answer_url", issues, web);
+        let method = t.parsed("answer_method", issues, |s| match s {
+            "POST" | "post" => Ok(HttpMethod::Post),
+            "GET" | "get" => Ok(HttpMethod::Get),
+            _ => Err(format!("{s:?} is not POST or GET")),
+        });
+        let timeout = t.parsed("answer_timeout", issues, |s| {
+            values::parse_duration(s).and_then(|d| match d {
+                d if d < Duration::from_secs(1) || d > Duration::from_secs(30) => {
+                    Err(format!("{s:?} must be between 1s and 30s"))
+                }
+                d => Ok(d),
+            })
+        });
+        let fallback_url = t.parsed("fallback_url", issues, web);
+        let status_callback = t.parsed("status_callback", issues, web);
+        match answer_url {
+            Some(url) => targets.push(RouteTarget::AnswerUrl(Box::new(AnswerUrl {
+                url,
+                method: method.unwrap_or(HttpMethod::Post),
+                timeout: timeout.unwrap_or(Duration::from_secs(5)),
+                fallback_url,
+                status_callback,
+            }))),
+            None => {
+                for key in ["answer_method", "answer_timeout", "fallback_url", "status_callback"] {
+                    if t.value(key).is_some() && t.value("answer_url").is_none() {
+                        issues.push(t.key_path(key), "only applies to routes with answer_url = \"...\"");
+                    }
+                }
+            }
+        }
         let record = t.bool("record", issues).unwrap_or(false);
         let ring_for = duration(&t, "ring_for", issues, Duration::ZERO);
         let pin = t.parsed("pin", issues, |s| {
@@ -640,11 +678,13 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
                 pin,
                 noise_suppression,
             }),
-            0 => issues
-                .push(t.path_of(), "needs exactly one target: agent, room, room_per_caller, forward or park = true"),
+            0 => issues.push(
+                t.path_of(),
+                "needs exactly one target: agent, room, room_per_caller, forward, answer_url or park = true",
+            ),
             _ => issues.push(
                 t.path_of(),
-                "has more than one target: keep exactly one of agent, room, room_per_caller, forward, park",
+                "has more than one target: keep exactly one of agent, room, room_per_caller, forward, answer_url, park",
             ),
         }
         t.finish(issues);

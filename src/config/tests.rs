@@ -716,3 +716,47 @@ noise_suppression = "inbound"
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
 }
+
+#[test]
+fn answer_url_routes_read_their_method_timeout_and_fallback_and_bad_ones_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let trunk = "[[trunk]]\nname = \"t\"\ninbound_allow = [\"10.0.0.0/8\"]\n";
+    let ok = format!(
+        "{trunk}[[route]]\nanswer_url = \"https://app.example/answer\"\n\
+         [[route]]\nanswer_url = \"http://10.0.0.2/a\"\nanswer_method = \"GET\"\nanswer_timeout = \"2s\"\n\
+         fallback_url = \"https://app.example/fallback\"\nstatus_callback = \"https://app.example/status\"\n"
+    );
+    let c = load_with_env(&write(dir.path(), "ok.toml", &ok), env(&[])).unwrap().config;
+    let RouteTarget::AnswerUrl(a) = &c.routes[0].target else { panic!("{:?}", c.routes[0].target) };
+    assert_eq!(
+        **a,
+        AnswerUrl {
+            url: "https://app.example/answer".parse().unwrap(),
+            method: HttpMethod::Post,
+            timeout: std::time::Duration::from_secs(5),
+            fallback_url: None,
+            status_callback: None,
+        }
+    );
+    let RouteTarget::AnswerUrl(b) = &c.routes[1].target else { panic!() };
+    assert_eq!((b.method, b.timeout), (HttpMethod::Get, std::time::Duration::from_secs(2)));
+    assert_eq!(b.fallback_url.as_ref().map(url::Url::as_str), Some("https://app.example/fallback"));
+    assert_eq!(b.status_callback.as_ref().map(url::Url::as_str), Some("https://app.example/status"));
+    assert_eq!(c.routes[1].target.to_json()["type"], "answer_url");
+
+    let bad = format!(
+        "{trunk}[[route]]\nanswer_url = \"ftp://app.example/a\"\n\
+         [[route]]\nanswer_url = \"https://app.example/a\"\nanswer_method = \"PUT\"\nanswer_timeout = \"90s\"\n\
+         fallback_url = \"file:///etc/passwd\"\n\
+         [[route]]\npark = true\nfallback_url = \"https://app.example/f\"\nstatus_callback = \"x\"\n\
+         [[route]]\npark = true\nanswer_url = \"https://app.example/a\"\n"
+    );
+    let err = load_with_env(&write(dir.path(), "bad.toml", &bad), env(&[])).unwrap_err().to_string();
+    assert!(err.contains(":5: route[0].answer_url: \"ftp://app.example/a\" must use http:// or https://"), "{err}");
+    assert!(err.contains(":8: route[1].answer_method: \"PUT\" is not POST or GET"), "{err}");
+    assert!(err.contains(":9: route[1].answer_timeout: \"90s\" must be between 1s and 30s"), "{err}");
+    assert!(err.contains(":10: route[1].fallback_url: \"file:///etc/passwd\" must use http:// or https://"), "{err}");
+    assert!(err.contains("route[2].fallback_url: only applies to routes with answer_url"), "{err}");
+    assert!(err.contains("route[2].status_callback: \"x\" is not a URL"), "{err}");
+    assert!(err.contains("route[3]: has more than one target"), "{err}");
+}

@@ -209,7 +209,7 @@ async fn run_incoming(
     let ring = if route.ring_for.is_zero() { Answer::Now } else { Answer::After(route.ring_for) };
     let (plan, media_plan, answer) = match &route.target {
         RouteTarget::Forward(_) => (Plan::Forward, MediaPlan::Relay, Answer::ByFarLeg),
-        RouteTarget::Park => (
+        RouteTarget::Park | RouteTarget::AnswerUrl(_) => (
             Plan::Terminate,
             MediaPlan::Silence,
             Answer::Parked(if route.ring_for.is_zero() { PARK_LIMIT } else { route.ring_for }),
@@ -252,6 +252,10 @@ async fn run_incoming(
     }
     let shell =
         Shell::new(ctx.services.clone(), core, near, far, media_plan, route.record, control, Some(Box::new(permit)));
+    if let RouteTarget::AnswerUrl(app) = &route.target {
+        let control = crate::call::services::CallControl::new(ctx.services.clone(), Arc::new(Arc::clone(&ctx)));
+        crate::texml::spawn(control, info.clone(), (**app).clone());
+    }
     // The call runs as a task of its own: this set-up future (its arguments, the
     // core and legs before they moved into the shell) is freed now, instead of
     // sitting under the shell's for the whole call (3.3 KiB, issue 20).
