@@ -399,14 +399,13 @@ async fn hot_transfer_agent_brings_a_human_in_then_leaves() {
     gw.stop();
 }
 
-/// `bridge`: two calls on the built-in echo are bridged over the API: each then
-/// hears the other's tone (not its own echo), `call.bridged` names the other on
-/// both, and when caller A hangs up the box hangs up B.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bridge_joins_two_calls_and_ends_them_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let gw = start(dir.path(), "[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n");
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
+/// Two calls on the built-in echo, both answered: A from +14155550141 (500 Hz
+/// tone for 4 s, hangs up at 5 s) and B from +14155550142 (900 Hz for 8 s, hangs
+/// up at 9 s); their SIPp runs (what each heard) and their `call_control_id`s.
+type Placed = tokio::task::JoinHandle<(i32, String, Vec<Vec<common::rtp::Packet>>)>;
+
+async fn two_echo_calls(gw: &Gateway, dir: &Path) -> (Placed, Placed, String, String) {
+    let (d, sip) = (dir.to_path_buf(), gw.sip_port);
     let a_call = tokio::task::spawn_blocking(move || {
         place_calls_from(
             &d,
@@ -418,7 +417,7 @@ async fn bridge_joins_two_calls_and_ends_them_together() {
             &["+14155550141".to_string()],
         )
     });
-    let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
+    let (d, sip) = (dir.to_path_buf(), gw.sip_port);
     let b_call = tokio::task::spawn_blocking(move || {
         place_calls_from(
             &d,
@@ -439,6 +438,17 @@ async fn bridge_joins_two_calls_and_ends_them_together() {
             .to_string()
     };
     let (a, b) = (id_of("+14155550141"), id_of("+14155550142"));
+    (a_call, b_call, a, b)
+}
+
+/// `bridge`: two calls on the built-in echo are bridged over the API: each then
+/// hears the other's tone (not its own echo), `call.bridged` names the other on
+/// both, and when caller A hangs up the box hangs up B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_joins_two_calls_and_ends_them_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(dir.path(), "[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n");
+    let (a_call, b_call, a, b) = two_echo_calls(&gw, dir.path()).await;
     let path = format!("/v2/calls/{a}/actions/bridge");
     let (code, e) = gw.api().call(reqwest::Method::POST, &path, Some(json!({}))).await;
     assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/call_control_id")), "{e}");
@@ -471,6 +481,38 @@ async fn bridge_joins_two_calls_and_ends_them_together() {
     assert_eq!(bridged.len(), 2, "{bridged:?}");
     assert!(bridged.contains(&(a.as_str(), b.as_str())) && bridged.contains(&(b.as_str(), a.as_str())));
     assert_eq!(count(&data, "conference.created"), 0, "a bridge is not a conference");
+    gw.stop();
+}
+
+/// `bridge` issued on B with Telnyx's `park_after_unbridge: "self"`: when A
+/// hangs up, B leaves the bridge and stays up (to its own hangup at 9 s), and
+/// the box's BYE never comes; any other value is a 400 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn park_after_unbridge_keeps_the_call_up_when_the_other_hangs_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(dir.path(), "[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n");
+    let (a_call, b_call, a, b) = two_echo_calls(&gw, dir.path()).await;
+    let path = format!("/v2/calls/{b}/actions/bridge");
+    let bad = json!({"call_control_id": a, "park_after_unbridge": "other"});
+    let (code, e) = gw.api().call(reqwest::Method::POST, &path, Some(bad)).await;
+    assert_eq!((code, e["errors"][0]["source"]["pointer"].as_str()), (400, Some("/park_after_unbridge")), "{e}");
+    let body = json!({"call_control_id": a, "park_after_unbridge": "self"});
+    let (code, e) = gw.api().call(reqwest::Method::POST, &path, Some(body)).await;
+    assert_eq!(code, 200, "{e}");
+    let (code, report, _) = a_call.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    let (code, report, b_heard) = b_call.await.unwrap();
+    assert_eq!(code, 0, "{report}");
+    // B heard A while bridged, and kept receiving the box's packets to its own end.
+    let pcm = heard(&b_heard[0], 1.5, 3.5);
+    assert!(level(&pcm, 500.0) > 1000.0, "B heard A while bridged");
+    assert!(b_heard[0].last().unwrap().at > Duration::from_millis(8000), "B stayed up after A left");
+    let data = gw.event_data("both hung up", |d| count(d, "call.hangup") == 2).await;
+    let b_hangup = data
+        .iter()
+        .find(|d| d["event_type"] == "call.hangup" && d["payload"]["call_control_id"] == b.as_str())
+        .unwrap();
+    assert_eq!(b_hangup["payload"]["hangup_source"], "caller", "B hung up itself: {b_hangup}");
     gw.stop();
 }
 

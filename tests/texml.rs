@@ -496,18 +496,20 @@ async fn dial_calls_a_number_through_a_trunk_and_reports_to_action() {
         .unwrap();
     assert_eq!(h["payload"]["hangup_source"], "callee", "the action's <Hangup/> ended the call: {h}");
 
-    // 2. The carrier answers, and hangs up 1 s later: the two were bridged, and
-    // the bridge ends both calls (as Telnyx's bridge does); the action still
-    // hears DialCallStatus completed.
+    // 2. The carrier answers, and hangs up 1 s later: the two were bridged; the
+    // caller stays up (TwiML) and the action, told DialCallStatus completed, runs
+    // for it: its <Say> is heard, its <Hangup/> ends the call.
     let mut far = tokio::task::spawn_blocking({
         let d = dir.path().to_path_buf();
         move || carrier(&d, "uas_answer_then_bye.xml", port)
     })
     .await
     .unwrap();
-    let (code, report, _) = caller(dir.path(), gw.sip_port, DIAL, 12_000, vec![]).await.unwrap();
+    let (code, report, heard) = caller(dir.path(), gw.sip_port, DIAL, 12_000, vec![]).await.unwrap();
     assert_eq!(code, 0, "{report}");
     assert_eq!(tokio::task::spawn_blocking(move || far.wait(WAIT)).await.unwrap(), 0, "answered, then BYE");
+    assert!(tone_packets(&heard[0], 500.0) >= 25, "the caller outlived the bridge and heard the action's <Say>");
+    assert_eq!(tone_packets(&heard[0], 900.0), 0, "the verbs after <Dial action> never ran");
     let count = |d: &[Value], t: &str| d.iter().filter(|e| e["event_type"] == t).count();
     let events = gw
         .event_data("four call.hangup and two call.bridged", |d| {
@@ -543,7 +545,7 @@ async fn dial_calls_a_number_through_a_trunk_and_reports_to_action() {
         .iter()
         .find(|e| e["event_type"] == "call.hangup" && e["payload"]["call_control_id"] == sid.as_str())
         .unwrap();
-    assert_eq!(h["payload"]["hangup_source"], "callee", "the bridge's end ended the call: {h}");
+    assert_eq!(h["payload"]["hangup_source"], "callee", "the action's <Hangup/> ended the call: {h}");
 }
 
 const RECORD: &str = "+13125550109";

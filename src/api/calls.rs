@@ -359,8 +359,8 @@ fn check_numbers(to: &str, from: &str) -> Result<(), ApiError> {
 /// `bridge` (Telnyx: `call_control_id` = the other call): both calls' audio meet
 /// in a private two-party room (`bridge:{id}`; their agents, if any, follow them
 /// in and hear both); `call.bridged` on each, naming the other. When either call
-/// hangs up the other is hung up too (Telnyx's default; `park_after_unbridge` is
-/// not supported).
+/// hangs up the other is hung up too (Telnyx's default), except this call with
+/// `park_after_unbridge: "self"`: it leaves the bridge and stays up.
 async fn bridge(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
     let other = string(body, "call_control_id")?.ok_or_else(|| {
         ApiError::bad_field("/call_control_id", "call_control_id (the call to bridge with) is required")
@@ -368,13 +368,18 @@ async fn bridge(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<()
     if other == id {
         return Err(ApiError::bad_field("/call_control_id", "a call cannot be bridged with itself"));
     }
-    if body.get("park_after_unbridge").is_some_and(|v| !v.is_null()) {
-        return Err(ApiError::bad_field(
-            "/park_after_unbridge",
-            "park_after_unbridge is not supported: both calls end together",
-        ));
-    }
+    let park = match string(body, "park_after_unbridge")?.as_deref() {
+        None => false,
+        Some("self") => true,
+        Some(other) => {
+            return Err(ApiError::bad_field(
+                "/park_after_unbridge",
+                format!("{other:?} is not supported; use \"self\""),
+            ));
+        }
+    };
     let views = [view(st, id)?, view(st, &other)?];
+    st.calls.set_park_after_unbridge(id, park);
     let join = crate::call::rooms::bridge_join(id);
     run(st, id, Action::JoinRoom(join.clone())).await?;
     if let Err(e) = run(st, &other, Action::JoinRoom(join)).await {

@@ -222,6 +222,10 @@ pub struct CallView {
     pub state: String,
     /// Stream id while an agent stream runs.
     pub stream_id: Option<String>,
+    /// Telnyx `park_after_unbridge: "self"` (and TeXML `<Dial>`): when its
+    /// bridge partner hangs up, this call leaves the bridge and stays up
+    /// instead of being hung up with it.
+    pub park_after_unbridge: bool,
 }
 
 impl CallView {
@@ -329,11 +333,21 @@ impl CallRegistry {
     pub fn register(&self, info: &CallInfo, state: &str) -> Registration {
         let (tx, rx) = mpsc::channel(16);
         let id = info.ids.call_control_id.clone();
-        let view = CallView { info: info.clone(), state: state.to_string(), stream_id: None };
+        let view =
+            CallView { info: info.clone(), state: state.to_string(), stream_id: None, park_after_unbridge: false };
         let listen = ListenTap::default();
         let entry = Entry { view, commands: tx, listen: listen.clone(), command_ids: VecDeque::new() };
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).live.insert(id.clone(), entry);
         Registration { registry: self.clone(), id, commands: rx, listen }
+    }
+
+    /// Sets whether the call survives its bridge partner's hangup
+    /// ([`CallView::park_after_unbridge`]); no effect on an unknown call.
+    pub fn set_park_after_unbridge(&self, call_control_id: &str, park: bool) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = inner.live.get_mut(call_control_id) {
+            e.view.park_after_unbridge = park;
+        }
     }
 
     /// The live calls.

@@ -288,7 +288,8 @@ fn ordering_key(
 }
 
 /// Bookkeeping of a bridge room's event: when one bridged call hangs up, the
-/// other is hung up too (Telnyx's default without `park_after_unbridge`).
+/// other is hung up too (Telnyx's default), or only leaves the bridge when it
+/// asked for `park_after_unbridge`.
 fn unbridge(ev: &RoomEvent, bridges: &mut HashMap<uuid::Uuid, Vec<String>>, calls: &CallRegistry) {
     match ev {
         RoomEvent::ParticipantJoined { conference_id, participant_id, .. }
@@ -302,7 +303,10 @@ fn unbridge(ev: &RoomEvent, bridges: &mut HashMap<uuid::Uuid, Vec<String>>, call
             if *reason == LeaveReason::Hangup && participant_type(participant_id) == "sip" {
                 for other in ids.drain(..) {
                     let calls = calls.clone();
-                    tokio::spawn(async move { calls.command(&other, Action::Hangup).await });
+                    // `park_after_unbridge`: out of the bridge, still up.
+                    let park = matches!(calls.get(&other), Lookup::Live(v) if v.park_after_unbridge);
+                    let action = if park { Action::LeaveRoom } else { Action::Hangup };
+                    tokio::spawn(async move { calls.command(&other, action).await });
                 }
             }
         }

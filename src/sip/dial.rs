@@ -52,7 +52,7 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
         DialError::Sip(why) => ActionError { status: 500, code: "10007", title: "Dial failed", detail: why },
     })?;
     let control = ctx.services.calls.register(&info, "bridging");
-    let view = CallView { info: info.clone(), state: "bridging".into(), stream_id: None };
+    let view = CallView { info: info.clone(), state: "bridging".into(), stream_id: None, park_after_unbridge: false };
     let setup = Setup { info, role: Role::Uac, plan: Plan::Terminate, answer: Answer::Now, session_expires: None };
     let core = CallCore::new(setup, std::time::Instant::now());
     // No stream: silence to the callee (and the recording goes on). A stream the

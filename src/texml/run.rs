@@ -471,6 +471,9 @@ impl Flow {
             // TwiML's `<Number machineDetection>` is not read (docs/texml.md).
             answering_machine_detection: None,
         };
+        // TwiML: when the dialled party hangs up, the caller goes on with the
+        // document (`action`, or the next verb).
+        self.services.calls.set_park_after_unbridge(self.id(), true);
         let (status, sid, duration) = match self.control.dial(req).await {
             Err(e) => {
                 self.failed(url, "verb", &format!("<Dial> {}: {}", d.number, e.detail));
