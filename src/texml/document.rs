@@ -492,8 +492,11 @@ fn dial(e: &Element) -> Result<Dial, DocumentError> {
     for c in &e.children {
         match c.name.as_str() {
             "Number" if dialled.is_empty() => dialled = c.text.trim().to_string(),
-            "Number" => {}
-            other => return Err(invalid(e, "children", format!("<{other}> is not supported; use <Number>"))),
+            // The URI's user part, through the trunk: the box never sends to a
+            // host a document names (far legs go to the trunk's proxy only).
+            "Sip" if dialled.is_empty() => dialled = sip_user(c)?,
+            "Number" | "Sip" => {}
+            other => return Err(invalid(e, "children", format!("<{other}> is not supported; use <Number> or <Sip>"))),
         }
     }
     if dialled.is_empty() {
@@ -509,6 +512,19 @@ fn dial(e: &Element) -> Result<Dial, DocumentError> {
         ),
         trunk: e.attr("trunk").map(str::to_string),
     })
+}
+
+/// The user part of `<Sip>sip:user@host;params</Sip>` (`sips:` too).
+fn sip_user(e: &Element) -> Result<String, DocumentError> {
+    let uri = e.text.trim();
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))
+        .ok_or_else(|| invalid(e, "text", format!("{uri:?} is not a sip: or sips: URI")))?;
+    match rest.split_once('@') {
+        Some((user, _host)) if !user.is_empty() => Ok(user.split(';').next().unwrap_or(user).to_string()),
+        _ => Err(invalid(e, "text", format!("{uri:?} names no user to dial"))),
+    }
 }
 
 fn record(e: &Element) -> Result<Record, DocumentError> {
@@ -570,6 +586,19 @@ fn verb(e: &Element) -> Result<Verb, DocumentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `<Dial><Sip>`: the user part is dialled (through the trunk); a URI
+    /// without a user, or not sip:, is a bad document.
+    #[test]
+    fn a_sip_uri_in_dial_dials_its_user_part() {
+        let doc = parse(r#"<Response><Dial><Sip>sip:+13125550199@pbx.example;transport=tcp</Sip></Dial></Response>"#)
+            .unwrap();
+        let Verb::Dial(d) = &doc.verbs[0] else { panic!("{doc:?}") };
+        assert_eq!(d.number, "+13125550199");
+        for bad in ["<Sip>sip:pbx.example</Sip>", "<Sip>tel:+1555</Sip>", "<Sip>sip:@pbx</Sip>"] {
+            assert!(parse(&format!("<Response><Dial>{bad}</Dial></Response>")).is_err(), "{bad}");
+        }
+    }
 
     /// Telnyx TeXML's `<Start><Suppression>` / `<Stop><Suppression/>`.
     #[test]
@@ -694,7 +723,10 @@ mod tests {
         assert_eq!((d.timeout, d.time_limit), (Duration::from_secs(12), Duration::from_secs(60)));
         assert_eq!((d.caller_id.as_deref(), d.trunk.as_deref()), (Some("+1555"), Some("b")));
         assert!(
-            parse("<Response><Dial><Sip>sip:a@b</Sip></Dial></Response>").unwrap_err().to_string().contains("<Sip>")
+            parse("<Response><Dial><Client>alice</Client></Dial></Response>")
+                .unwrap_err()
+                .to_string()
+                .contains("<Client>")
         );
         assert!(parse("<Response><Dial/></Response>").unwrap_err().to_string().contains("no number"));
     }
