@@ -160,6 +160,7 @@ fn tap_path(calls: usize, seconds: u64, dir: &Path) -> Result<(), Box<dyn std::e
         enabled: true,
         dir: dir.to_path_buf(),
         channels: Channels::Dual,
+        format: sipbridge::config::RecordingFormat::Wav,
         retention: None,
         max_disk_usage: DiskBudget::Percent(100.0),
     };

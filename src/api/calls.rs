@@ -98,16 +98,8 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
 
 /// Telnyx actions sipbridge does not perform yet: answered 501 rather than 404 so a
 /// backend sees the difference between a typo and a missing feature.
-const NOT_YET: &[&str] = &[
-    "record_pause",
-    "record_resume",
-    "suppression_start",
-    "suppression_stop",
-    "fork_start",
-    "fork_stop",
-    "transcription_start",
-    "transcription_stop",
-];
+const NOT_YET: &[&str] =
+    &["suppression_start", "suppression_stop", "fork_start", "fork_stop", "transcription_start", "transcription_stop"];
 
 /// `POST /v2/calls/{call_control_id}/actions/{action}` → `{"data":{"result":"ok"}}`.
 pub async fn action(
@@ -170,24 +162,10 @@ pub async fn action(
             Action::PlaybackStart { url, pcm: std::sync::Arc::new(pcm), loops, overlay }
         }
         "playback_stop" => Action::PlaybackStop,
-        "record_start" => {
-            match string(&body, "format")?.as_deref() {
-                None | Some("wav") => {}
-                Some(other) => {
-                    return Err(ApiError::bad_field("/format", format!("{other:?} is not supported; use \"wav\"")));
-                }
-            }
-            let channels = match string(&body, "channels")?.as_deref() {
-                None => None,
-                Some("dual") => Some(crate::config::Channels::Dual),
-                Some("single") => Some(crate::config::Channels::Single),
-                Some(other) => {
-                    return Err(ApiError::bad_field("/channels", format!("{other:?} is not single or dual")));
-                }
-            };
-            Action::RecordStart { channels }
-        }
+        "record_start" => Action::RecordStart(super::recordings::record_start_options(&body)?),
         "record_stop" => Action::RecordStop,
+        "record_pause" => Action::RecordPause,
+        "record_resume" => Action::RecordResume,
         "speak" => super::ivr::speak(&st, &id, &body).await?,
         "gather" | "gather_using_audio" | "gather_using_speak" => {
             view(&st, &id)?;

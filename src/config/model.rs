@@ -455,6 +455,44 @@ pub enum Channels {
     Single,
 }
 
+/// The file format of recordings (`[recording] format`, `record_start`'s
+/// `format`; Telnyx Call Control `record_start`: `wav` | `mp3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingFormat {
+    /// PCM16 WAV (RIFF), the default.
+    #[default]
+    Wav,
+    /// MPEG Layer III, constant bit rate (32 kbit/s per channel).
+    Mp3,
+}
+
+impl RecordingFormat {
+    /// `"wav"` or `"mp3"`: the file extension and the key of `recording_urls`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wav => "wav",
+            Self::Mp3 => "mp3",
+        }
+    }
+
+    /// The HTTP media type: `audio/wav` or `audio/mpeg` (RFC 3003).
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Wav => "audio/wav",
+            Self::Mp3 => "audio/mpeg",
+        }
+    }
+
+    /// The format of a recording file, by its extension (`.mp3`, else WAV).
+    pub fn of_path(path: &std::path::Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("mp3") => Self::Mp3,
+            _ => Self::Wav,
+        }
+    }
+}
+
 /// `[rooms]`: defaults of the local rooms that routes and the API create. The
 /// room engine's options for a new room are `Rooms::options`, defined in `room`
 /// (it builds `room::RoomOptions`; the config does not depend on the room engine).
@@ -575,6 +613,8 @@ pub struct Recording {
     pub dir: PathBuf,
     /// Dual or single.
     pub channels: Channels,
+    /// `wav` (default) or `mp3`; `record_start` may choose per span.
+    pub format: RecordingFormat,
     /// Delete recordings older than this; `None` keeps them.
     pub retention: Option<Duration>,
     /// Oldest recordings go first beyond this.

@@ -115,7 +115,7 @@ const ROUTE: &[&str] = &[
     "ring_for",
     "pin",
 ];
-const RECORDING: &[&str] = &["enabled", "dir", "channels", "retention", "max_disk_usage", "upload"];
+const RECORDING: &[&str] = &["enabled", "dir", "channels", "format", "retention", "max_disk_usage", "upload"];
 const RECORDING_UPLOAD: &[&str] = &[
     "endpoint",
     "region",
@@ -769,6 +769,8 @@ fn read_recording(
     let channels = t
         .choice("channels", issues, &[("dual", Channels::Dual), ("single", Channels::Single)])
         .unwrap_or(Channels::Dual);
+    let format =
+        t.choice("format", issues, &[("wav", RecordingFormat::Wav), ("mp3", RecordingFormat::Mp3)]).unwrap_or_default();
     let retention = match t.string("retention", issues).as_deref() {
         None => Some(Duration::from_secs(30 * 86_400)),
         Some("forever") => None,
@@ -777,7 +779,7 @@ fn read_recording(
     let max_disk_usage = t.parsed("max_disk_usage", issues, DiskBudget::parse).unwrap_or(DiskBudget::Percent(80.0));
     let upload = read_recording_upload(&t, issues);
     t.finish(issues);
-    (Recording { enabled, dir, channels, retention, max_disk_usage }, upload)
+    (Recording { enabled, dir, channels, format, retention, max_disk_usage }, upload)
 }
 
 /// Placeholders of `[recording.upload] prefix`.

@@ -354,6 +354,20 @@ fn rooms_defaults_and_bounds() {
 }
 
 #[test]
+fn recording_format_defaults_to_wav_and_bad_ones_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = write(dir.path(), "none.toml", "");
+    assert_eq!(load_with_env(&none, env(&[])).unwrap().config.recording.format, RecordingFormat::Wav);
+    let mp3 = write(dir.path(), "mp3.toml", "[recording]\nformat = \"mp3\"\n");
+    assert_eq!(load_with_env(&mp3, env(&[])).unwrap().config.recording.format, RecordingFormat::Mp3);
+    let over = env(&[("SIPBRIDGE_RECORDING__FORMAT", "mp3")]);
+    assert_eq!(load_with_env(&none, over).unwrap().config.recording.format, RecordingFormat::Mp3);
+    let bad = write(dir.path(), "bad.toml", "[recording]\nchannels = \"dual\"\nformat = \"ogg\"\n");
+    let e = load_with_env(&bad, env(&[])).unwrap_err().to_string();
+    assert!(e.contains("bad.toml:3: recording.format"), "{e}");
+}
+
+#[test]
 fn webrtc_defaults_and_bad_values_named() {
     let dir = tempfile::tempdir().unwrap();
     let none = write(dir.path(), "none.toml", "");

@@ -1,10 +1,11 @@
-//! Call recording: dual-channel (or mono-mix) WAV files that survive `kill -9`
+//! Call recording: dual-channel (or mono-mix) WAV or MP3 files that survive `kill -9`
 //! and power cuts, their file names, their `call.recording.saved` payload, and
 //! the disk budget (retention, `max_disk_usage`, free-space floor).
 //!
 //! - [`timeline`]: sans-IO alignment of the two channels to the call's wall clock.
 //! - [`wav`]: the crash-safe writer (`<name>.wav.part` → `<name>.wav`) and the
 //!   startup [`repair`] pass.
+//! - [`mp3`]: the crash-safe MP3 writer (whole frames only) and its repair.
 //! - [`recorder`]: one recording span = timeline + writer, the object a call owns.
 //! - [`path`]: the file-name template.
 //! - [`event`]: the `call.recording.saved` payload fields.
@@ -19,6 +20,7 @@
 //! hands its events to an [`recovered::EventSink`] (the daemon's event bus).
 
 pub mod event;
+pub mod mp3;
 pub mod path;
 pub mod recorder;
 pub mod recovered;

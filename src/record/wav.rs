@@ -145,7 +145,7 @@ fn hound_err(op: &'static str, path: &Path, e: hound::Error) -> RecordError {
 }
 
 /// fsync(2) on a directory, so a rename or a new entry in it survives a power cut.
-fn sync_dir(dir: &Path) -> Result<(), RecordError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), RecordError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| RecordError::io("sync directory", dir, e))
 }
 
@@ -447,7 +447,7 @@ impl Repaired {
 /// What [`repair`] did.
 #[derive(Debug, Default)]
 pub struct RepairReport {
-    /// Files finalized as `.wav`.
+    /// Files finalized as `.wav` (or `.mp3`).
     pub repaired: Vec<Repaired>,
     /// `.wav.part` files shorter than a WAV header (a crash before the first
     /// write reached the disk): no audio, deleted.
@@ -462,18 +462,22 @@ const MAX_DEPTH: usize = 8;
 
 /// Startup pass over `dir` (recursively, [`MAX_DEPTH`] levels): every
 /// `*.wav.part` gets its RIFF/`data` sizes from its length (whole frames), is
-/// `fdatasync`ed and renamed to `.wav`. Only run it while no recording is being
+/// `fdatasync`ed and renamed to `.wav`; every `*.mp3.part` is cut to its last
+/// whole MPEG frame and renamed to `.mp3` ([`super::mp3::repair_one`]). Only run it while no recording is being
 /// written (before calls are accepted). A missing `dir` is an empty report.
 pub fn repair(dir: &Path) -> Result<RepairReport, RecordError> {
     let mut report = RepairReport::default();
     let mut parts = Vec::new();
     collect(dir, 0, &mut |p| {
-        if p.as_os_str().to_string_lossy().ends_with(".wav.part") {
+        let name = p.as_os_str().to_string_lossy();
+        if name.ends_with(".wav.part") || name.ends_with(".mp3.part") {
             parts.push(p.to_path_buf());
         }
     })?;
     for part in parts {
-        match repair_one(&part) {
+        let mp3 = part.as_os_str().to_string_lossy().ends_with(".mp3.part");
+        let done = if mp3 { super::mp3::repair_one(&part) } else { repair_one(&part) };
+        match done {
             Ok(Some(r)) => report.repaired.push(r),
             Ok(None) => report.removed_empty.push(part),
             Err(e) => report.failed.push(e),
