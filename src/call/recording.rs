@@ -993,6 +993,60 @@ mod tests {
     }
 
     #[test]
+    fn paused_audio_never_reaches_the_file_and_max_length_ends_the_span_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = CallRecorder::new(&config(dir.path()), "sess-p", "v3:cc-p");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = Mutex::new(tx);
+        rec.set_sink(Arc::new(move |end| {
+            let _ = tx.lock().unwrap().send(end);
+        }));
+        let tap = rec.tap();
+        assert_eq!(rec.record_pause(), Err("not_recording"));
+        let mp3 = StartOptions { format: Some(RecordingFormat::Mp3), ..StartOptions::default() };
+        let path = rec.record_start(mp3).unwrap().to_path_buf();
+        assert_eq!(path.extension().unwrap(), "mp3");
+        talk(tap.as_ref(), 10, 2000);
+        rec.record_pause().unwrap();
+        assert_eq!(rec.record_pause(), Err("already_paused"));
+        // The "card number": loud, and never written.
+        talk(tap.as_ref(), 25, 20_000);
+        rec.record_resume().unwrap();
+        assert_eq!(rec.record_resume(), Err("not_paused"));
+        talk(tap.as_ref(), 10, 2000);
+        let saved = rec.record_stop().unwrap().stop_blocking().unwrap();
+        assert_eq!(saved.file.path, path);
+        // About 0.4 s of audio, not the 0.9 s the span lasted.
+        let d = saved.file.duration();
+        assert!(d >= Duration::from_millis(300) && d < Duration::from_millis(700), "{d:?}");
+        let decoded = std::process::Command::new("sox")
+            .arg("-t")
+            .arg("mp3")
+            .arg(&path)
+            .args(["-t", "raw", "-b", "16", "-e", "signed-integer", "-"])
+            .output();
+        if let Some(out) = decoded.ok().filter(|o| o.status.success()) {
+            let pcm: Vec<i16> = out.stdout.chunks_exact(2).map(|b| i16::from_ne_bytes([b[0], b[1]])).collect();
+            assert!(pcm.len() > 1000, "decoded {} samples", pcm.len());
+            let peak = pcm.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+            assert!(peak < 8000, "nothing of the paused 20 000-level audio: peak {peak}");
+        }
+
+        // max_length: the span ends by itself, reported through the sink.
+        let limited = StartOptions { max_length: Some(Duration::from_millis(300)), ..StartOptions::default() };
+        rec.record_start(limited).unwrap();
+        talk(tap.as_ref(), 25, 2000);
+        let end = rx.recv_timeout(Duration::from_secs(10)).expect("the span reported its end");
+        let SpanEnd::Saved(s) = end else { panic!("{end:?}") };
+        assert_eq!(s.stop_reason.as_deref(), Some("max_length"));
+        assert_eq!(s.file.frames, 2400, "300 ms to the sample");
+        assert!(!rec.is_recording());
+        assert!(rec.record_stop().is_none(), "reported already");
+        assert!(rec.record_start(StartOptions::default()).is_ok(), "a new span may start");
+        assert!(rec.record_stop().unwrap().stop_blocking().is_some());
+    }
+
+    #[test]
     fn a_span_that_cannot_be_created_is_an_error_and_the_next_one_works() {
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("file");

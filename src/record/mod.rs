@@ -38,7 +38,15 @@ pub use path::{DEFAULT_TEMPLATE, recording_path};
 pub use recorder::Recorder;
 pub use retention::{SweepReport, can_start, sweep, sweep_keeping};
 pub use timeline::{Timeline, TimelineStats};
-pub use wav::{RepairReport, Repaired, SavedFile, WavFile, WriterOptions, repair};
+pub use wav::{RepairReport, Repaired, SavedFile, WavFile, WriterOptions};
+
+/// Startup pass over `dir` (recursively): every `*.wav.part` left by a crash is
+/// repaired to a playable `.wav` ([`wav::repair_one`]), every `*.mp3.part` cut
+/// to its last whole frame and renamed `.mp3` ([`mp3::repair_one`]); `.part`
+/// files with no audio are deleted. Only run it before calls are accepted.
+pub fn repair(dir: &std::path::Path) -> Result<RepairReport, RecordError> {
+    wav::repair_kinds(dir, &[(".wav.part", wav::repair_one), (".mp3.part", mp3::repair_one)])
+}
 
 /// Why a recording operation failed, with the file it concerns.
 #[derive(Debug, thiserror::Error)]

@@ -460,24 +460,32 @@ pub struct RepairReport {
 /// (`{yyyy}/{mm}/{dd}` is 3).
 const MAX_DEPTH: usize = 8;
 
+/// Repairs one leftover `.part` of some format: `Ok(None)` when it held no
+/// audio (deleted), the finalized file otherwise.
+pub type RepairOne = fn(&Path) -> Result<Option<Repaired>, RecordError>;
+
 /// Startup pass over `dir` (recursively, [`MAX_DEPTH`] levels): every
 /// `*.wav.part` gets its RIFF/`data` sizes from its length (whole frames), is
-/// `fdatasync`ed and renamed to `.wav`; every `*.mp3.part` is cut to its last
-/// whole MPEG frame and renamed to `.mp3` ([`super::mp3::repair_one`]). Only run it while no recording is being
+/// `fdatasync`ed and renamed to `.wav`. Only run it while no recording is being
 /// written (before calls are accepted). A missing `dir` is an empty report.
+/// `record::repair` does the same for every format.
 pub fn repair(dir: &Path) -> Result<RepairReport, RecordError> {
+    repair_kinds(dir, &[(".wav.part", repair_one)])
+}
+
+/// [`repair`] for the `.part` files whose names end in each suffix of `kinds`,
+/// with that suffix's repair function.
+pub fn repair_kinds(dir: &Path, kinds: &[(&str, RepairOne)]) -> Result<RepairReport, RecordError> {
     let mut report = RepairReport::default();
     let mut parts = Vec::new();
     collect(dir, 0, &mut |p| {
         let name = p.as_os_str().to_string_lossy();
-        if name.ends_with(".wav.part") || name.ends_with(".mp3.part") {
-            parts.push(p.to_path_buf());
+        if let Some((_, f)) = kinds.iter().find(|(suffix, _)| name.ends_with(suffix)) {
+            parts.push((p.to_path_buf(), *f));
         }
     })?;
-    for part in parts {
-        let mp3 = part.as_os_str().to_string_lossy().ends_with(".mp3.part");
-        let done = if mp3 { super::mp3::repair_one(&part) } else { repair_one(&part) };
-        match done {
+    for (part, repair_one) in parts {
+        match repair_one(&part) {
             Ok(Some(r)) => report.repaired.push(r),
             Ok(None) => report.removed_empty.push(part),
             Err(e) => report.failed.push(e),
@@ -505,7 +513,8 @@ pub(crate) fn collect(dir: &Path, depth: usize, f: &mut dyn FnMut(&Path)) -> Res
     Ok(())
 }
 
-fn repair_one(part: &Path) -> Result<Option<Repaired>, RecordError> {
+/// Repairs one `.wav.part` (see [`repair`]).
+pub fn repair_one(part: &Path) -> Result<Option<Repaired>, RecordError> {
     let s = part.as_os_str().to_string_lossy();
     let final_path = PathBuf::from(s.strip_suffix(PART_SUFFIX).unwrap_or(&s));
     let file = OpenOptions::new().read(true).write(true).open(part).map_err(|e| RecordError::io("repair", part, e))?;
