@@ -370,7 +370,10 @@ impl CallRecording {
                     sink,
                 };
                 match Recorder::start_as(format, &writer.path, start, rate, writer.channels, writer_opts) {
-                    Ok(r) => {
+                    Ok(mut r) => {
+                        if let Some(max) = writer.max_length {
+                            r.set_limit(max);
+                        }
                         writer.rec = Some(r);
                         let _ = ready_tx.send(Ok(()));
                         writer.run(rx)

@@ -152,6 +152,11 @@ impl Recorder {
         self.timeline.resume(at);
     }
 
+    /// Caps the recording at `d` of audio (`max_length`): see [`Timeline::set_limit`].
+    pub fn set_limit(&mut self, d: std::time::Duration) {
+        self.timeline.set_limit(d);
+    }
+
     /// True between [`Self::pause`] and [`Self::resume`].
     pub fn is_paused(&self) -> bool {
         self.timeline.is_paused()

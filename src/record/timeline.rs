@@ -110,6 +110,8 @@ pub struct Timeline {
     end: Option<u64>,
     /// Set by `pause`: when, and the position frames are handed out up to.
     paused: Option<(Instant, u64)>,
+    /// Set by `set_limit`: frames are never handed out beyond it (`max_length`).
+    limit: Option<u64>,
     tolerance: u64,
     latency: u64,
     max_ahead: u64,
@@ -139,6 +141,7 @@ impl Timeline {
             emitted: 0,
             end: None,
             paused: None,
+            limit: None,
             tolerance: samples(JITTER_TOLERANCE, rate),
             latency: samples(LATENCY, rate),
             max_ahead: samples(MAX_AHEAD, rate),
@@ -272,6 +275,12 @@ impl Timeline {
         self.paused.is_some()
     }
 
+    /// Never hands out more than `d` of audio in total (Telnyx `max_length`):
+    /// however late the caller polls, the recording ends at exactly `d`.
+    pub fn set_limit(&mut self, d: Duration) {
+        self.limit = Some(samples(d, self.sample_rate_hz));
+    }
+
     /// True once `stop` was called and every frame up to the end was handed out.
     pub fn is_drained(&self) -> bool {
         self.end.is_some_and(|e| self.emitted >= e)
@@ -283,11 +292,12 @@ impl Timeline {
     }
 
     fn target(&self, now: Instant) -> u64 {
-        match (self.end, self.paused) {
+        let t = match (self.end, self.paused) {
             (Some(end), _) => end,
             (None, Some((_, pos))) => pos,
             (None, None) => self.position(now).saturating_sub(self.latency),
-        }
+        };
+        self.limit.map_or(t, |l| t.min(l))
     }
 
     /// Appends to `out` the frames from the last one handed out up to
@@ -648,6 +658,21 @@ mod tests {
         assert_eq!(l[8000 + PKT], 202);
         assert!(l.iter().all(|&s| !(52..=200).contains(&s)), "no paused audio in the file");
         assert_eq!(t.stats().dropped_samples, 150 * PKT as u64 * 2);
+    }
+
+    #[test]
+    fn a_limit_caps_the_recording_however_late_it_is_polled() {
+        let t0 = Instant::now();
+        let mut t = Timeline::new(t0, RATE, Channels::Single);
+        t.set_limit(ms(2000));
+        let mut out = Vec::new();
+        // Polled for the first time 3 s in (a stalled writer thread).
+        for _ in 0..10 {
+            t.poll_frames(t0 + ms(3000), &mut out);
+        }
+        assert_eq!(out.len(), 16_000);
+        finish(&mut t, t0 + ms(2000), &mut out);
+        assert_eq!(out.len(), 16_000);
     }
 
     #[test]
