@@ -15,13 +15,16 @@
 //!   recording adds per call-minute (process CPU minus the feeding thread: tap
 //!   channel, thread wake-ups, G.711 decoding, timeline, writes, checkpoints,
 //!   syncs, finish), packets dropped, and that every file has the call's length.
+//!
+//! `RECORD_FORMAT=mp3` records MP3 instead of WAV in either mode (the encoder
+//! runs where it runs in the daemon: on the recording's thread).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sipbridge::call::recording::CallRecording;
 use sipbridge::config::values::DiskBudget;
-use sipbridge::config::{Channels, Recording};
+use sipbridge::config::{Channels, Recording, RecordingFormat};
 use sipbridge::media::g711::G711;
 use sipbridge::record::{Recorder, WriterOptions};
 
@@ -42,6 +45,14 @@ fn process_cpu() -> Duration {
     // Fields 14 and 15 of stat(5); after "pid (comm)" they are the 12th and 13th.
     let f: Vec<u64> = after_comm.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
     Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+/// `RECORD_FORMAT`: `mp3`, else WAV.
+fn format() -> RecordingFormat {
+    match std::env::var("RECORD_FORMAT").as_deref() {
+        Ok("mp3") => RecordingFormat::Mp3,
+        _ => RecordingFormat::Wav,
+    }
 }
 
 /// Speech-like content so nothing is trivially zero.
@@ -84,7 +95,8 @@ fn core(calls: usize, seconds: u64, dir: &Path, opts: WriterOptions) -> Result<(
     let cpu0 = thread_cpu();
     let mut recs = Vec::with_capacity(calls);
     for i in 0..calls {
-        recs.push(Recorder::start(&dir.join(format!("call-{i}.wav")), t0, 8000, Channels::Dual, opts)?);
+        let path = dir.join(format!("call-{i}.{}", format().as_str()));
+        recs.push(Recorder::start_as(format(), &path, t0, 8000, Channels::Dual, opts)?);
     }
     let (left, right) = audio();
     let rounds = seconds * 50;
@@ -125,7 +137,8 @@ fn core(calls: usize, seconds: u64, dir: &Path, opts: WriterOptions) -> Result<(
     let call_minutes = calls as f64 * seconds as f64 / 60.0;
     let mb = bytes as f64 / 1e6;
     println!(
-        "core: calls {calls}, {seconds} s each, dir {}, checkpoint every {:?}, fdatasync every {:?}",
+        "core: {} calls {calls}, {seconds} s each, dir {}, checkpoint every {:?}, fdatasync every {:?}",
+        format().as_str(),
         dir.display(),
         opts.checkpoint_every,
         opts.sync_every
@@ -160,6 +173,7 @@ fn tap_path(calls: usize, seconds: u64, dir: &Path) -> Result<(), Box<dyn std::e
         enabled: true,
         dir: dir.to_path_buf(),
         channels: Channels::Dual,
+        format: format(),
         retention: None,
         max_disk_usage: DiskBudget::Percent(100.0),
     };
@@ -204,7 +218,7 @@ fn tap_path(calls: usize, seconds: u64, dir: &Path) -> Result<(), Box<dyn std::e
     let recording_cpu = (proc1 - proc0).saturating_sub(feed_cpu);
     let finish_cpu = proc2 - proc1;
     let call_minutes = calls as f64 * seconds as f64 / 60.0;
-    println!("tap: calls {calls}, {seconds} s each in real time, dir {}", dir.display());
+    println!("tap: {} calls {calls}, {seconds} s each in real time, dir {}", format().as_str(), dir.display());
     println!(
         "recording CPU per call-minute: {:.1} ms while the calls run + {:.1} ms to finish \
          ({:.3} % of one core per recorded call); the feeding thread (media tasks' tap calls) {:.1} ms",

@@ -65,6 +65,12 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
             ));
         }
     };
+    let record_format = match string(&body, "record_format")?.as_deref() {
+        None => None,
+        Some("wav") => Some(crate::config::RecordingFormat::Wav),
+        Some("mp3") => Some(crate::config::RecordingFormat::Mp3),
+        Some(other) => return Err(ApiError::bad_field("/record_format", format!("{other:?} is not wav or mp3"))),
+    };
     let webhook_url = webhook_url(&st.config.borrow(), &body)?;
     let stream = match (string(&body, "stream_url")?, string(&body, "agent")?) {
         (Some(_), Some(_)) => return Err(ApiError::bad_field("/agent", "give stream_url or agent, not both")),
@@ -91,6 +97,7 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
         client_state: string(&body, "client_state")?,
         stream,
         record,
+        record_format,
         webhook_url,
         bridge_with: None,
         answering_machine_detection: answering_machine_detection(&body)?,
@@ -101,8 +108,7 @@ pub async fn dial(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>
 
 /// Telnyx actions sipbridge does not perform yet: answered 501 rather than 404 so a
 /// backend sees the difference between a typo and a missing feature.
-const NOT_YET: &[&str] =
-    &["record_pause", "record_resume", "fork_start", "fork_stop", "transcription_start", "transcription_stop"];
+const NOT_YET: &[&str] = &["fork_start", "fork_stop", "transcription_start", "transcription_stop"];
 
 /// `POST /v2/calls/{call_control_id}/actions/{action}` → `{"data":{"result":"ok"}}`.
 pub async fn action(
@@ -167,24 +173,10 @@ pub async fn action(
             Action::PlaybackStart { url, pcm: std::sync::Arc::new(pcm), loops, overlay }
         }
         "playback_stop" => Action::PlaybackStop,
-        "record_start" => {
-            match string(&body, "format")?.as_deref() {
-                None | Some("wav") => {}
-                Some(other) => {
-                    return Err(ApiError::bad_field("/format", format!("{other:?} is not supported; use \"wav\"")));
-                }
-            }
-            let channels = match string(&body, "channels")?.as_deref() {
-                None => None,
-                Some("dual") => Some(crate::config::Channels::Dual),
-                Some("single") => Some(crate::config::Channels::Single),
-                Some(other) => {
-                    return Err(ApiError::bad_field("/channels", format!("{other:?} is not single or dual")));
-                }
-            };
-            Action::RecordStart { channels }
-        }
+        "record_start" => Action::RecordStart(super::recordings::record_start_options(&body)?),
         "record_stop" => Action::RecordStop,
+        "record_pause" => Action::RecordPause,
+        "record_resume" => Action::RecordResume,
         "speak" => super::ivr::speak(&st, &id, &body).await?,
         "gather" | "gather_using_audio" | "gather_using_speak" => {
             view(&st, &id)?;
@@ -416,6 +408,7 @@ async fn transfer(st: &ApiState, id: &str, body: &Map<String, Value>) -> Result<
         client_state: string(body, "client_state")?,
         stream: None,
         record: false,
+        record_format: None,
         webhook_url,
         bridge_with: Some(id.to_string()),
         answering_machine_detection: answering_machine_detection(body)?,

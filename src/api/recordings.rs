@@ -10,15 +10,15 @@
 //! - `GET /v2/recordings/{id}` → `{"data": {...}}`;
 //! - each recording carries `upload`: where `[recording.upload]` put it (state,
 //!   bucket, key, url, errors), `null` when it is not queued;
-//! - `GET /v2/recordings/{id}.wav` → the WAV file (`audio/wav`), with `Range`
+//! - `GET /v2/recordings/{id}.wav` (or `.mp3`) → the file (`audio/wav`, `audio/mpeg`), with `Range`
 //!   (206 / 416), `Accept-Ranges`, `Last-Modified`, `ETag` (the file's SHA-256);
 //! - `DELETE /v2/recordings/{id}` → deletes the file, keeps the row (`status:
 //!   "deleted"`), answers the recording.
 //!
 //! `{id}` and `{id}.wav` are one path segment: axum's router cannot tell a
 //! parameter from a parameter with a suffix there, so one route takes the segment
-//! and [`get`] picks the representation by the `.wav` suffix (a `recording_id` is
-//! a UUID: it never ends in `.wav`).
+//! and [`get`] picks the representation by the `.wav`/`.mp3` suffix (a `recording_id` is
+//! a UUID: it never ends in either).
 //!
 //! Files are served only from under `[recording] dir` (the stored path is
 //! resolved, symlinks included, and must lie inside it). A row whose file is gone
@@ -37,6 +37,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::error::ApiError;
 use super::query::Params;
+use crate::config::RecordingFormat;
 use crate::store::recordings::{self, DeletedReason, Recording, RecordingFilter, RecordingStatus};
 use crate::store::timestamp;
 
@@ -69,7 +70,10 @@ where
 pub fn recording_json(r: &Recording, api_base: &str) -> Value {
     let s = &r.saved;
     let download = match r.status {
-        RecordingStatus::Completed => json!({"wav": crate::record::event::recording_url(api_base, &s.recording_id)}),
+        RecordingStatus::Completed => {
+            let format = RecordingFormat::of_path(Path::new(&s.file_path));
+            json!({ format.as_str(): crate::record::event::recording_url(api_base, &s.recording_id, format) })
+        }
         RecordingStatus::Deleted => json!({}),
     };
     json!({
@@ -268,10 +272,14 @@ async fn with_uploads(st: &ApiState, data: &mut [Value]) -> Result<(), ApiError>
 }
 
 /// `GET /v2/recordings/{id}` (the recording) and `GET /v2/recordings/{id}.wav`
-/// (its file).
+/// or `{id}.mp3` (its file, in the format it was recorded in).
 pub async fn get(State(st): State<ApiState>, UrlPath(segment): UrlPath<String>, req: Request) -> Response {
-    let result = match segment.strip_suffix(".wav") {
-        Some(id) => download(&st, id, req).await,
+    let file = segment
+        .strip_suffix(".wav")
+        .map(|id| (id, RecordingFormat::Wav))
+        .or_else(|| segment.strip_suffix(".mp3").map(|id| (id, RecordingFormat::Mp3)));
+    let result = match file {
+        Some((id, format)) => download(&st, id, format, req).await,
         None => match one(&st, &segment).await {
             Ok(r) => {
                 let base = st.config.borrow().api.base_url();
@@ -287,10 +295,24 @@ pub async fn get(State(st): State<ApiState>, UrlPath(segment): UrlPath<String>, 
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn download(st: &ApiState, id: &str, req: Request) -> Result<Response, ApiError> {
+async fn download(st: &ApiState, id: &str, format: RecordingFormat, req: Request) -> Result<Response, ApiError> {
     let r = one(st, id).await?;
     if r.status == RecordingStatus::Deleted {
         return Err(gone(&r));
+    }
+    let recorded = RecordingFormat::of_path(Path::new(&r.saved.file_path));
+    if recorded != format {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "10005",
+            title: "Resource not found",
+            detail: format!(
+                "Recording {id:?} was recorded as {}: download it as {id}.{}.",
+                recorded.as_str(),
+                recorded.as_str()
+            ),
+            pointer: None,
+        });
     }
     let dir = st.config.borrow().recording.dir.clone();
     let stored = PathBuf::from(&r.saved.file_path);
@@ -330,14 +352,16 @@ async fn download(st: &ApiState, id: &str, req: Request) -> Result<Response, Api
     let ok = resp.status().is_success();
     let h = resp.headers_mut();
     if ok {
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
     }
     if let Some(tag) = etag {
         h.insert(header::ETAG, tag);
     }
-    if let Ok(v) =
-        HeaderValue::from_str(&format!("attachment; filename=\"{}.wav\"", crate::record::path::sanitize_id(id)))
-    {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}.{}\"",
+        crate::record::path::sanitize_id(id),
+        format.as_str()
+    )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
@@ -347,7 +371,7 @@ async fn download(st: &ApiState, id: &str, req: Request) -> Result<Response, Api
 /// and marks the row; answers the recording as it is now. Deleting a recording
 /// already deleted answers it again (idempotent).
 pub async fn delete(State(st): State<ApiState>, UrlPath(segment): UrlPath<String>) -> Response {
-    let id = segment.strip_suffix(".wav").unwrap_or(&segment).to_string();
+    let id = segment.strip_suffix(".wav").or_else(|| segment.strip_suffix(".mp3")).unwrap_or(&segment).to_string();
     match delete_inner(&st, &id).await {
         Ok(r) => {
             let base = st.config.borrow().api.base_url();
@@ -383,3 +407,66 @@ async fn delete_inner(st: &ApiState, id: &str) -> Result<Recording, ApiError> {
     tracing::info!(recording_id = id, file = %r.saved.file_path, "recording deleted over the API");
     one(st, id).await
 }
+
+/// The body of `record_start` (Telnyx Call Control,
+/// developers.telnyx.com/api-reference/call-commands/recording-start):
+/// `format` `wav` | `mp3` (default `[recording] format`), `channels` `single` |
+/// `dual`, `recording_track` `both` | `inbound` | `outbound`, `play_beep`
+/// (boolean), `max_length` (whole seconds 0–14400, 0 = none) and `timeout_secs`
+/// (whole seconds 0–14400, 0 = none). Telnyx's `trim`, `custom_file_name` and
+/// transcription fields are accepted and ignored (docs/api.md). A field of the
+/// wrong type or value is a 400 naming it (`source.pointer`).
+pub fn record_start_options(
+    body: &serde_json::Map<String, Value>,
+) -> Result<crate::call::recording::StartOptions, ApiError> {
+    use super::body::string;
+    use crate::call::recording::{RecordingTrack, StartOptions};
+    use crate::config::{Channels, RecordingFormat};
+    let format = match string(body, "format")?.as_deref() {
+        None => None,
+        Some("wav") => Some(RecordingFormat::Wav),
+        Some("mp3") => Some(RecordingFormat::Mp3),
+        Some(other) => {
+            return Err(ApiError::bad_field("/format", format!("{other:?} is not wav or mp3")));
+        }
+    };
+    let channels = match string(body, "channels")?.as_deref() {
+        None => None,
+        Some("dual") => Some(Channels::Dual),
+        Some("single") => Some(Channels::Single),
+        Some(other) => {
+            return Err(ApiError::bad_field("/channels", format!("{other:?} is not single or dual")));
+        }
+    };
+    let track = match string(body, "recording_track")?.as_deref() {
+        None => RecordingTrack::Both,
+        Some(t) => RecordingTrack::parse(t).ok_or_else(|| {
+            ApiError::bad_field("/recording_track", format!("{t:?} is not both, inbound or outbound"))
+        })?,
+    };
+    let play_beep = match body.get("play_beep") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ApiError::bad_field("/play_beep", format!("play_beep must be a boolean, not {other}")));
+        }
+    };
+    let seconds = |key: &str| -> Result<Option<std::time::Duration>, ApiError> {
+        let bad =
+            || ApiError::bad_field(&format!("/{key}"), format!("{key} must be a whole number of seconds, 0 to 14400"));
+        match body.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => {
+                let s = n.as_u64().filter(|s| *s <= MAX_RECORDING_SECS).ok_or_else(bad)?;
+                Ok((s > 0).then(|| std::time::Duration::from_secs(s)))
+            }
+            Some(_) => Err(bad()),
+        }
+    };
+    let max_length = seconds("max_length")?;
+    let timeout = seconds("timeout_secs")?;
+    Ok(StartOptions { channels, format, track, max_length, timeout, play_beep })
+}
+
+/// Largest `max_length` / `timeout_secs`, seconds (Telnyx: 14400, four hours).
+pub const MAX_RECORDING_SECS: u64 = 14_400;

@@ -115,22 +115,48 @@ impl LegControl<'_> {
             }
             // Carried out by the call core.
             Action::Gather(_) | Action::GatherStop => Ok(()),
-            Action::RecordStart { channels } => {
+            Action::RecordStart(opts) => {
                 let Some(rec) = self.recorder.as_mut() else {
                     return Err(ActionError::invalid("recording is disabled ([recording] enabled = false)"));
                 };
-                match rec.record_start(channels) {
+                match rec.record_start(opts) {
                     Ok(path) => {
                         tracing::info!(call_control_id = %self.info.ids.call_control_id, path = %path.display(), "recording started");
-                        Ok(())
                     }
-                    Err(e) => Err(ActionError {
-                        status: 422,
-                        code: "90055",
-                        title: "Recording could not start",
-                        detail: format!("{e} ({})", e.reason()),
-                    }),
+                    Err(e) => {
+                        if !matches!(e, super::recording::StartError::AlreadyRecording) {
+                            recording_error(&self.services.events, self.info, e.reason());
+                        }
+                        return Err(ActionError {
+                            status: 422,
+                            code: "90055",
+                            title: "Recording could not start",
+                            detail: format!("{e} ({})", e.reason()),
+                        });
+                    }
                 }
+                if opts.play_beep {
+                    // Mixed over whatever plays; not a playback of the API's (no events).
+                    let beep = super::recording::beep_pcm();
+                    if let Err(e) = self.media.play(BEEP_PLAYBACK_ID, beep, true, tap).await {
+                        tracing::warn!(call_control_id = %self.info.ids.call_control_id, "recording beep not played: {e}");
+                    }
+                }
+                Ok(())
+            }
+            Action::RecordPause | Action::RecordResume => {
+                let pause = matches!(action, Action::RecordPause);
+                let Some(rec) = self.recorder.as_mut() else {
+                    return Err(ActionError::invalid("the call is not being recorded"));
+                };
+                let done = if pause { rec.record_pause() } else { rec.record_resume() };
+                done.map_err(|why| {
+                    ActionError::invalid(match why {
+                        "already_paused" => "the recording is already paused",
+                        "not_paused" => "the recording is not paused",
+                        _ => "the call is not being recorded",
+                    })
+                })
             }
             Action::RecordStop => {
                 let span = self.recorder.as_mut().and_then(|r| r.record_stop());
@@ -298,6 +324,7 @@ pub fn new_recorder(
     services: &CallServices,
     info: &CallInfo,
     record: bool,
+    format: Option<crate::config::RecordingFormat>,
     sample_rate_hz: u32,
 ) -> Option<CallRecorder> {
     let cfg = services.config.borrow().clone();
@@ -306,19 +333,61 @@ pub fn new_recorder(
     }
     let mut rec = CallRecorder::new(&cfg.recording, &info.ids.call_session_id, &info.ids.call_control_id);
     rec.set_sample_rate(sample_rate_hz);
+    rec.set_sink(span_sink(services, info));
     if record {
-        if let Err(e) = rec.record_start(None) {
+        if let Err(e) = rec.record_start(super::recording::StartOptions { format, ..Default::default() }) {
             tracing::warn!(call_control_id = %info.ids.call_control_id, "recording not started: {e} (the call goes on)");
+            recording_error(&services.events, info, e.reason());
         }
     }
     Some(rec)
 }
 
+/// Playback id of the `play_beep` beep: outside the ids of the API's playbacks,
+/// so its end reports nothing.
+const BEEP_PLAYBACK_ID: u64 = u64::MAX;
+
+/// The events of spans that end by themselves (`max_length`, `timeout_secs`:
+/// `call.recording.saved`) or fail (`call.recording.error`), emitted from the
+/// recording's writer thread with the call's fields as they were at answer.
+fn span_sink(services: &CallServices, info: &CallInfo) -> super::recording::SpanSink {
+    let events = services.events.clone();
+    let info = info.clone();
+    let api_base = services.config.borrow().api.base_url();
+    Arc::new(move |end| match end {
+        super::recording::SpanEnd::Saved(saved) => {
+            let mut p = info.payload("answered");
+            p.extend(crate::record::recording_saved_fields(&saved, &api_base));
+            events.emit(info.event("call.recording.saved", p));
+        }
+        super::recording::SpanEnd::Error(reason) => recording_error(&events, &info, reason),
+    })
+}
+
+/// `call.recording.error` (developers.telnyx.com/api-reference/callbacks/call-recording-error):
+/// the call's fields and `reason`, sipbridge's machine-readable cause
+/// (`disk_full`, `permission_denied`, `read_only_file_system`, `low_disk_space`,
+/// `io_error`, ...) where Telnyx sends a sentence.
+pub fn recording_error(events: &super::EventBus, info: &CallInfo, reason: &str) {
+    let mut p = info.payload("answered");
+    p.insert("reason".into(), serde_json::json!(reason));
+    events.emit(info.event("call.recording.error", p));
+}
+
 /// Starts a recording of the call when `wanted` and recording is enabled.
-pub fn start_recording_if(services: &CallServices, wanted: bool, info: &CallInfo) -> Option<CallRecording> {
+pub fn start_recording_if(
+    services: &CallServices,
+    wanted: bool,
+    format: Option<crate::config::RecordingFormat>,
+    info: &CallInfo,
+) -> Option<CallRecording> {
     let cfg = services.config.borrow().clone();
     if !wanted || !cfg.recording.enabled {
         return None;
+    }
+    let mut recording = cfg.recording.clone();
+    if let Some(f) = format {
+        recording.format = f;
     }
     match crate::record::can_start(&cfg.recording.dir, MIN_FREE_FOR_RECORDING) {
         Ok(true) => {}
@@ -328,7 +397,7 @@ pub fn start_recording_if(services: &CallServices, wanted: bool, info: &CallInfo
         }
         Err(_) => {} // the directory may not exist yet; starting creates it
     }
-    match CallRecording::start(&cfg.recording, &info.ids.call_session_id, &info.ids.call_control_id, 1) {
+    match CallRecording::start(&recording, &info.ids.call_session_id, &info.ids.call_control_id, 1) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!(call_control_id = %info.ids.call_control_id, "recording not started: {e} (the call goes on)");

@@ -65,13 +65,15 @@ pub enum Action {
     },
     /// Stop playback (`playback_stop`).
     PlaybackStop,
-    /// Start a recording span (`record_start`); `channels` overrides `[recording]`.
-    RecordStart {
-        /// `single` | `dual`.
-        channels: Option<crate::config::Channels>,
-    },
+    /// Start a recording span (`record_start`) with its options (`format`,
+    /// `channels`, `recording_track`, `max_length`, `timeout_secs`, `play_beep`).
+    RecordStart(super::recording::StartOptions),
     /// Stop the running span (`record_stop`): `call.recording.saved`.
     RecordStop,
+    /// Pause the running span (`record_pause`): the paused time is left out of the file.
+    RecordPause,
+    /// Resume the paused span (`record_resume`).
+    RecordResume,
     /// Blind transfer by SIP REFER (`refer`, RFC 3515).
     Refer(Refer),
     /// Join a local room (Telnyx `POST /conferences` from a call, or a

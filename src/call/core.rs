@@ -1035,6 +1035,8 @@ pub fn action_name(a: &Action) -> &'static str {
         Action::PlaybackStop => "playback_stop",
         Action::RecordStart { .. } => "record_start",
         Action::RecordStop => "record_stop",
+        Action::RecordPause => "record_pause",
+        Action::RecordResume => "record_resume",
         Action::Refer(_) => "refer",
         Action::JoinRoom(_) => "conference join",
         Action::LeaveRoom => "conference leave",

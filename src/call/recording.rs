@@ -13,6 +13,16 @@
 //!   times without touching the media task. Span 1 is `{call_session_id}.wav`,
 //!   span n > 1 is `{call_session_id}-n.wav` (`record::recording_path`).
 //!
+//! Options of a span ([`StartOptions`], Telnyx `record_start`): `format` (WAV or
+//! MP3), `channels`, `recording_track` (both directions, or only what the caller
+//! says / hears, as mono), `max_length` and `timeout_secs` (the span ends by
+//! itself: `call.recording.saved` comes from the writer thread through the
+//! recorder's [`SpanSink`]). `record_pause` / `record_resume` leave the paused
+//! time out of the file: no audio from inside a pause reaches the disk (a packet
+//! that overlaps the pause is dropped whole), and the audio after it follows the
+//! audio before it with no gap. A write error is reported once through the sink
+//! (`call.recording.error`).
+//!
 //! If the channel is full (the disk stalls) packets are dropped and counted; the
 //! timeline turns them into silence, so the file stays aligned. Disk errors stop
 //! the recording, never the call; so does free space falling below the floor
@@ -24,7 +34,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_cha
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{Channels, Recording};
+use crate::config::{Channels, Recording, RecordingFormat};
 use crate::media::g711::G711;
 use crate::media::leg::Tap;
 use crate::media::pcm::WIDE_FRAME_SAMPLES;
@@ -32,6 +42,89 @@ use crate::media::transcode::RateConverter;
 use crate::record::path::PathIds;
 use crate::record::retention::{MIN_FREE_BYTES, can_start, fs_usage};
 use crate::record::{DEFAULT_TEMPLATE, RecordError, Recorder, SavedRecording, WriterOptions, recording_path};
+
+/// Which directions a span records (Telnyx `record_start`'s `recording_track`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordingTrack {
+    /// Both: stereo (caller left) or the mono mix, per `channels`.
+    #[default]
+    Both,
+    /// Only the audio received from the caller's leg, mono.
+    Inbound,
+    /// Only the audio sent to the caller, mono.
+    Outbound,
+}
+
+impl RecordingTrack {
+    /// `both`, `inbound` or `outbound`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "both" => Some(Self::Both),
+            "inbound" => Some(Self::Inbound),
+            "outbound" => Some(Self::Outbound),
+            _ => None,
+        }
+    }
+}
+
+/// The options of one span (Telnyx Call Control `record_start`,
+/// developers.telnyx.com/api-reference/call-commands/recording-start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StartOptions {
+    /// `channels`: `single` | `dual`; `None` takes `[recording] channels`.
+    pub channels: Option<Channels>,
+    /// `format`: `wav` | `mp3`; `None` takes `[recording] format`.
+    pub format: Option<RecordingFormat>,
+    /// `recording_track`.
+    pub track: RecordingTrack,
+    /// `max_length` (seconds, 0 = none): the span ends by itself after this much
+    /// recorded audio (paused time does not count).
+    pub max_length: Option<Duration>,
+    /// `timeout_secs` (0 = none): the span ends by itself after this much
+    /// silence, counted from the last sound once any sound was recorded.
+    pub timeout: Option<Duration>,
+    /// `play_beep`: a beep is played into the call as the span starts (the call's
+    /// action code plays it; the span records it).
+    pub play_beep: bool,
+}
+
+/// How a span ended by itself, or failed, as the writer thread reports it.
+#[derive(Debug)]
+pub enum SpanEnd {
+    /// Finished by `max_length` or `timeout_secs` (`stop_reason` says which):
+    /// `call.recording.saved`.
+    Saved(SavedRecording),
+    /// Writing failed (disk full, permission, ...): `call.recording.error` with
+    /// this reason ([`RecordError::reason`]); the span keeps what reached the disk.
+    Error(&'static str),
+}
+
+/// Where a span's own end and errors go (the call's event bus).
+pub type SpanSink = Arc<dyn Fn(SpanEnd) + Send + Sync>;
+
+/// The `play_beep` tone: 1 kHz for 250 ms at −12 dBFS with 10 ms ramps, PCM16
+/// mono 8 kHz.
+pub fn beep_pcm() -> Vec<i16> {
+    const RATE: f64 = 8000.0;
+    let n = 2000usize;
+    let ramp = 80usize;
+    (0..n)
+        .map(|i| {
+            let gain = (i.min(n - 1 - i) as f64 / ramp as f64).min(1.0);
+            (8192.0 * gain * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / RATE).sin()) as i16
+        })
+        .collect()
+}
+
+/// `record_pause` / `record_resume` as the writer thread applies them.
+#[derive(Debug, Clone, Copy)]
+enum Control {
+    Pause(Instant),
+    Resume(Instant),
+}
+
+/// Pause windows remembered per span to drop late packets from inside them.
+const MAX_WINDOWS: usize = 16;
 
 /// Largest payload carried (60 ms of G.711).
 const SLOT: usize = 480;
@@ -161,6 +254,10 @@ impl StartError {
 #[derive(Debug, Clone, Copy)]
 struct SpanOptions {
     channels: Channels,
+    format: RecordingFormat,
+    track: RecordingTrack,
+    max_length: Option<Duration>,
+    timeout: Option<Duration>,
     /// 8000, or 16000 when the call's agent streams L16/16000.
     sample_rate_hz: u32,
     min_free_bytes: u64,
@@ -177,6 +274,11 @@ pub struct CallRecording {
     /// The span's end, shared with the writer thread: once set, the writer
     /// records what was queued before it and finishes the file at that instant.
     end: Arc<OnceLock<Instant>>,
+    /// Pause / resume requests for the writer thread, in order.
+    controls: Arc<Mutex<Vec<Control>>>,
+    /// Set by the writer thread when the span ended by itself (reported through the sink).
+    done: Arc<std::sync::atomic::AtomicBool>,
+    paused: bool,
 }
 
 impl CallRecording {
@@ -189,12 +291,16 @@ impl CallRecording {
     pub fn start(cfg: &Recording, call_session_id: &str, call_control_id: &str, span: u32) -> Result<Self, StartError> {
         let opts = SpanOptions {
             channels: cfg.channels,
+            format: cfg.format,
+            track: RecordingTrack::Both,
+            max_length: None,
+            timeout: None,
             sample_rate_hz: 8000,
             min_free_bytes: MIN_FREE_BYTES,
             disk_check_every: DISK_CHECK_EVERY,
             writer: WriterOptions::default(),
         };
-        Self::start_span(&cfg.dir, call_session_id, call_control_id, span, opts)
+        Self::start_span(&cfg.dir, call_session_id, call_control_id, span, opts, None)
     }
 
     fn start_span(
@@ -203,6 +309,7 @@ impl CallRecording {
         call_control_id: &str,
         span: u32,
         opts: SpanOptions,
+        sink: Option<SpanSink>,
     ) -> Result<Self, StartError> {
         // The wall-clock and monotonic origins of the span, taken together: the
         // event's times are derived from them and the file's frame count.
@@ -210,9 +317,13 @@ impl CallRecording {
         let start = Instant::now();
         let recording_id = uuid::Uuid::new_v4().to_string();
         let ids = PathIds { call_session_id, call_control_id, recording_id: &recording_id };
-        let path = recording_path(DEFAULT_TEMPLATE, dir, ids, started_at, span).map_err(StartError::File)?;
+        let mut path = recording_path(DEFAULT_TEMPLATE, dir, ids, started_at, span).map_err(StartError::File)?;
+        if opts.format == RecordingFormat::Mp3 {
+            path.set_extension("mp3");
+        }
         let rate = if opts.sample_rate_hz == 16000 { 16000 } else { 8000 };
-        let recorder = Recorder::start(&path, start, rate, opts.channels, opts.writer).map_err(StartError::File)?;
+        // One direction is recorded as mono (Telnyx: `channels` is ignored then).
+        let channels = if opts.track == RecordingTrack::Both { opts.channels } else { Channels::Single };
         // A 16 kHz span hears the legs' 8 kHz G.711 through one upsampler per channel.
         let upsample = if rate == 16000 {
             match (RateConverter::up(), RateConverter::up()) {
@@ -225,25 +336,103 @@ impl CallRecording {
         let (tx, rx) = sync_channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let end = Arc::new(OnceLock::new());
-        let writer = Writer {
-            end: end.clone(),
-            rec: Some(recorder),
-            path: path.clone(),
-            recording_id,
-            start,
-            started_at,
-            channels: opts.channels,
-            min_free_bytes: opts.min_free_bytes,
-            disk_check_every: opts.disk_check_every,
-            warned: false,
-            upsample,
-            wide: Vec::with_capacity(4 * SLOT),
-        };
+        let controls = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The file is created on the writer thread (the MP3 encoder stays on the
+        // thread that uses it) and the result comes back here at once, so a
+        // `record_start` that cannot create its file fails synchronously.
+        let (ready_tx, ready_rx) = sync_channel::<Result<(), RecordError>>(1);
+        let (format, writer_opts) = (opts.format, opts.writer);
+        let (thread_end, thread_controls, thread_done, thread_path) =
+            (end.clone(), controls.clone(), done.clone(), path.clone());
         let thread = std::thread::Builder::new()
             .name("sipbridge-rec".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                let mut writer = Writer {
+                    end: thread_end,
+                    rec: None,
+                    path: thread_path,
+                    recording_id,
+                    start,
+                    started_at,
+                    channels,
+                    track: opts.track,
+                    max_length: opts.max_length,
+                    timeout: opts.timeout,
+                    min_free_bytes: opts.min_free_bytes,
+                    disk_check_every: opts.disk_check_every,
+                    warned: false,
+                    upsample,
+                    wide: Vec::with_capacity(4 * SLOT),
+                    controls: thread_controls,
+                    windows: Vec::new(),
+                    done: thread_done,
+                    sink,
+                };
+                match Recorder::start_as(format, &writer.path, start, rate, writer.channels, writer_opts) {
+                    Ok(mut r) => {
+                        if let Some(max) = writer.max_length {
+                            r.set_limit(max);
+                        }
+                        writer.rec = Some(r);
+                        let _ = ready_tx.send(Ok(()));
+                        writer.run(rx)
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        None
+                    }
+                }
+            })
             .map_err(StartError::Thread)?;
-        Ok(Self { tap: RecordingTap { tx, dropped, wideband: rate == 16000 }, thread: Some(thread), path, span, end })
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StartError::File(e)),
+            Err(_) => return Err(StartError::Thread(std::io::Error::other("recording thread ended at start"))),
+        }
+        Ok(Self {
+            tap: RecordingTap { tx, dropped, wideband: rate == 16000 },
+            thread: Some(thread),
+            path,
+            span,
+            end,
+            controls,
+            done,
+            paused: false,
+        })
+    }
+
+    /// Pauses the span now (`record_pause`); false if it is already paused.
+    pub fn pause(&mut self) -> bool {
+        self.control(true)
+    }
+
+    /// Resumes the span now (`record_resume`); false unless it is paused.
+    pub fn resume(&mut self) -> bool {
+        self.control(false)
+    }
+
+    fn control(&mut self, pause: bool) -> bool {
+        if self.paused == pause {
+            return false;
+        }
+        self.paused = pause;
+        let now = Instant::now();
+        let c = if pause { Control::Pause(now) } else { Control::Resume(now) };
+        match self.controls.lock() {
+            Ok(mut g) => g.push(c),
+            Err(poisoned) => poisoned.into_inner().push(c),
+        }
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+        true
+    }
+
+    /// True once the span ended by itself (`max_length`, `timeout_secs`) and
+    /// was reported through its sink.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
     }
 
     /// The tap for the media task.
@@ -302,6 +491,9 @@ struct Writer {
     start: Instant,
     started_at: SystemTime,
     channels: Channels,
+    track: RecordingTrack,
+    max_length: Option<Duration>,
+    timeout: Option<Duration>,
     min_free_bytes: u64,
     disk_check_every: Duration,
     /// The write error that stopped the file was logged.
@@ -310,6 +502,11 @@ struct Writer {
     upsample: Option<[RateConverter; 2]>,
     /// Scratch for upsampled audio (no allocation per packet).
     wide: Vec<i16>,
+    controls: Arc<Mutex<Vec<Control>>>,
+    /// Pause windows applied so far (start, end once resumed), the last [`MAX_WINDOWS`].
+    windows: Vec<(Instant, Option<Instant>)>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    sink: Option<SpanSink>,
 }
 
 impl Writer {
@@ -317,17 +514,24 @@ impl Writer {
         let mut pcm = [0i16; SLOT];
         let mut saved = None;
         let mut next_disk_check = self.start;
+        let mut pending: Vec<Control> = Vec::new();
         let end = loop {
             // Read the end first: everything queued before it was set is drained
             // below (the tap is detached before the end is set).
             let ended = self.end.get().copied();
+            // Controls requested so far apply in time order with the audio.
+            match self.controls.lock() {
+                Ok(mut g) => pending.append(&mut g),
+                Err(poisoned) => pending.append(&mut poisoned.into_inner()),
+            }
             let disconnected = loop {
                 match rx.try_recv() {
-                    Ok(msg) => self.take(msg, &mut pcm),
+                    Ok(msg) => self.take(msg, &mut pcm, &mut pending),
                     Err(TryRecvError::Empty) => break false,
                     Err(TryRecvError::Disconnected) => break true,
                 }
             };
+            self.apply_controls(&mut pending, None);
             if let Some(end) = ended {
                 break end;
             }
@@ -340,7 +544,20 @@ impl Writer {
                 if let Some(e) = rec.tick(now).filter(|_| !self.warned) {
                     tracing::warn!(file = %self.path.display(), "recording stopped: {e} (the call goes on)");
                     self.warned = true;
+                    if let Some(sink) = &self.sink {
+                        sink(SpanEnd::Error(e.reason()));
+                    }
                 }
+            }
+            if let Some((at, reason)) = self.self_end(now) {
+                let saved = self.finish(at, Some(reason.into()));
+                self.done.store(true, Ordering::Release);
+                match (saved, &self.sink) {
+                    (Some(s), Some(sink)) => sink(SpanEnd::Saved(s)),
+                    (Some(s), None) => return Some(s),
+                    (None, _) => {}
+                }
+                return None;
             }
             if self.rec.is_some() && now >= next_disk_check {
                 next_disk_check = now + self.disk_check_every;
@@ -363,13 +580,79 @@ impl Writer {
         saved
     }
 
-    fn take(&mut self, msg: TapMsg, pcm: &mut [i16; SLOT]) {
+    /// The instant and reason the span ends by itself at `now`, if it does:
+    /// `max_length` of recorded audio, or `timeout_secs` of silence after sound.
+    fn self_end(&self, now: Instant) -> Option<(Instant, &'static str)> {
+        let rec = self.rec.as_ref()?;
+        if rec.is_paused() {
+            return None;
+        }
+        if let Some(max) = self.max_length {
+            let at = rec.timeline().start() + max;
+            if now >= at {
+                return Some((at, "max_length"));
+            }
+        }
+        match (self.timeout, rec.silence_after_sound()) {
+            (Some(t), Some(silent)) if silent >= t => Some((now, "timeout_secs")),
+            _ => None,
+        }
+    }
+
+    /// Applies the pause/resume requests made up to `until` (all with `None`).
+    fn apply_controls(&mut self, pending: &mut Vec<Control>, until: Option<Instant>) {
+        let due = pending
+            .iter()
+            .take_while(|c| {
+                let (Control::Pause(at) | Control::Resume(at)) = **c;
+                until.is_none_or(|u| at <= u)
+            })
+            .count();
+        for c in pending.drain(..due) {
+            match c {
+                Control::Pause(at) => {
+                    if self.windows.len() == MAX_WINDOWS {
+                        self.windows.remove(0);
+                    }
+                    self.windows.push((at, None));
+                    if let Some(rec) = self.rec.as_mut() {
+                        rec.pause(at);
+                    }
+                }
+                Control::Resume(at) => {
+                    if let Some(w) = self.windows.last_mut() {
+                        w.1 = Some(at);
+                    }
+                    if let Some(rec) = self.rec.as_mut() {
+                        rec.resume(at);
+                    }
+                }
+            }
+        }
+    }
+
+    /// True when audio heard over `[at − duration, at]` overlaps a pause: it is
+    /// dropped whole (no paused audio reaches the disk).
+    fn in_pause(&self, at: Instant, duration: Duration) -> bool {
+        let from = at.checked_sub(duration).unwrap_or(at);
+        self.windows.iter().any(|&(p, r)| at >= p && r.is_none_or(|r| from < r))
+    }
+
+    fn take(&mut self, msg: TapMsg, pcm: &mut [i16; SLOT], pending: &mut Vec<Control>) {
+        let at = match &msg {
+            TapMsg::Audio { at, .. } | TapMsg::Wideband { at, .. } => *at,
+        };
+        self.apply_controls(pending, Some(at));
         match msg {
             TapMsg::Audio { right, codec, len, payload, at } => {
                 self.push(right, codec, &payload[..usize::from(len)], at, pcm)
             }
             TapMsg::Wideband { len, samples, at } => {
                 let samples = &samples[..usize::from(len).min(WIDE_FRAME_SAMPLES)];
+                let duration = Duration::from_micros(samples.len() as u64 * 1_000_000 / 16_000);
+                if self.track == RecordingTrack::Inbound || self.in_pause(at, duration) {
+                    return;
+                }
                 match self.rec.as_mut() {
                     Some(rec) if self.upsample.is_some() => rec.push_right(samples, at),
                     _ => {}
@@ -379,6 +662,16 @@ impl Writer {
     }
 
     fn push(&mut self, right: bool, codec: G711, payload: &[u8], at: Instant, pcm: &mut [i16; SLOT]) {
+        let wanted = match self.track {
+            RecordingTrack::Both => true,
+            RecordingTrack::Inbound => !right,
+            RecordingTrack::Outbound => right,
+        };
+        // G.711: one byte per 8 kHz sample.
+        let duration = Duration::from_micros(payload.len() as u64 * 125);
+        if !wanted || self.in_pause(at, duration) {
+            return;
+        }
         let Some(rec) = self.rec.as_mut() else { return };
         let n = codec.decode(payload, pcm);
         let audio = match self.upsample.as_mut() {
@@ -467,6 +760,8 @@ impl Tap for SpanTap {
 pub struct CallRecorder {
     dir: PathBuf,
     channels: Channels,
+    format: RecordingFormat,
+    sink: Option<SpanSink>,
     sample_rate_hz: u32,
     call_session_id: String,
     call_control_id: String,
@@ -483,6 +778,8 @@ impl CallRecorder {
         Self {
             dir: cfg.dir.clone(),
             channels: cfg.channels,
+            format: cfg.format,
+            sink: None,
             sample_rate_hz: 8000,
             call_session_id: call_session_id.to_string(),
             call_control_id: call_control_id.to_string(),
@@ -505,9 +802,37 @@ impl CallRecorder {
         self.sample_rate_hz = if hz == 16000 { 16000 } else { 8000 };
     }
 
-    /// True while a span is running.
+    /// Where spans report their own end (`max_length`, `timeout_secs`) and
+    /// write errors: the call's events `call.recording.saved` / `call.recording.error`.
+    pub fn set_sink(&mut self, sink: SpanSink) {
+        self.sink = Some(sink);
+    }
+
+    /// True while a span is running (paused or not).
     pub fn is_recording(&self) -> bool {
-        self.active.is_some()
+        self.active.as_ref().is_some_and(|a| !a.is_done())
+    }
+
+    /// Pauses the running span (`record_pause`).
+    ///
+    /// # Errors
+    /// `"not_recording"` or `"already_paused"`.
+    pub fn record_pause(&mut self) -> Result<(), &'static str> {
+        match self.active.as_mut().filter(|a| !a.is_done()) {
+            None => Err("not_recording"),
+            Some(a) => a.pause().then_some(()).ok_or("already_paused"),
+        }
+    }
+
+    /// Resumes the paused span (`record_resume`).
+    ///
+    /// # Errors
+    /// `"not_recording"` or `"not_paused"`.
+    pub fn record_resume(&mut self) -> Result<(), &'static str> {
+        match self.active.as_mut().filter(|a| !a.is_done()) {
+            None => Err("not_recording"),
+            Some(a) => a.resume().then_some(()).ok_or("not_paused"),
+        }
     }
 
     /// Spans started so far (the number the next one gets is this + 1).
@@ -515,28 +840,44 @@ impl CallRecorder {
         self.spans
     }
 
-    /// Starts a span now (`record_start`; `channels` overrides `[recording]`'s,
-    /// like Telnyx's `channels: "dual"|"single"`); returns the file it writes.
-    /// Fails while a span runs, when free space is below the floor, or when the
-    /// file cannot be created: the call goes on either way. File-system calls
-    /// without `fsync` (see [`CallRecording::start`]): fine on the call task.
-    pub fn record_start(&mut self, channels: Option<Channels>) -> Result<&Path, StartError> {
-        if self.active.is_some() {
+    /// Starts a span now (`record_start`; `opts.channels` / `opts.format`
+    /// override `[recording]`'s, like Telnyx's `channels` and `format`); returns
+    /// the file it writes. Fails while a span runs, when free space is below the
+    /// floor, or when the file cannot be created: the call goes on either way.
+    /// File-system calls without `fsync` and a thread start (see
+    /// [`CallRecording::start`]): fine on the call task.
+    pub fn record_start(&mut self, opts: StartOptions) -> Result<&Path, StartError> {
+        if self.is_recording() {
             return Err(StartError::AlreadyRecording);
+        }
+        // A span that ended by itself was reported already: forget it.
+        if self.active.take().is_some() {
+            self.tap.set(None);
         }
         // A missing dir has no statvfs yet: creating the file creates it.
         if let Ok(false) = can_start(&self.dir, self.min_free_bytes) {
             return Err(StartError::LowDiskSpace(self.min_free_bytes));
         }
         let opts = SpanOptions {
-            channels: channels.unwrap_or(self.channels),
+            channels: opts.channels.unwrap_or(self.channels),
+            format: opts.format.unwrap_or(self.format),
+            track: opts.track,
+            max_length: opts.max_length.filter(|d| !d.is_zero()),
+            timeout: opts.timeout.filter(|d| !d.is_zero()),
             sample_rate_hz: self.sample_rate_hz,
             min_free_bytes: self.min_free_bytes,
             disk_check_every: DISK_CHECK_EVERY,
             writer: WriterOptions::default(),
         };
         let span = self.spans + 1;
-        let rec = CallRecording::start_span(&self.dir, &self.call_session_id, &self.call_control_id, span, opts)?;
+        let rec = CallRecording::start_span(
+            &self.dir,
+            &self.call_session_id,
+            &self.call_control_id,
+            span,
+            opts,
+            self.sink.clone(),
+        )?;
         self.spans = span;
         self.tap.set(Some(rec.tap.clone()));
         Ok(self.active.insert(rec).path())
@@ -545,10 +886,14 @@ impl CallRecorder {
     /// Stops the running span now (`record_stop`, or hangup): the tap is
     /// detached at once and the span's end fixed; finish the returned span with
     /// [`CallRecording::stop_blocking`] off the reactor and emit
-    /// `call.recording.saved` from its result. `None` when no span runs.
+    /// `call.recording.saved` from its result. `None` when no span runs (one
+    /// that ended by itself was reported then).
     pub fn record_stop(&mut self) -> Option<CallRecording> {
         let rec = self.active.take()?;
         self.tap.set(None);
+        if rec.is_done() {
+            return None;
+        }
         rec.end_at(Instant::now());
         Some(rec)
     }
@@ -564,6 +909,7 @@ mod tests {
             enabled: true,
             dir: dir.to_path_buf(),
             channels: Channels::Dual,
+            format: RecordingFormat::Wav,
             retention: None,
             max_disk_usage: DiskBudget::Percent(80.0),
         }
@@ -600,14 +946,17 @@ mod tests {
         assert!(!rec.is_recording());
         assert!(rec.record_stop().is_none());
 
-        let p1 = rec.record_start(None).unwrap().to_path_buf();
-        assert!(matches!(rec.record_start(None), Err(StartError::AlreadyRecording)));
+        let p1 = rec.record_start(StartOptions::default()).unwrap().to_path_buf();
+        assert!(matches!(rec.record_start(StartOptions::default()), Err(StartError::AlreadyRecording)));
         talk(tap.as_ref(), 25, 4000);
         let s1 = rec.record_stop().unwrap();
         assert_eq!(s1.span(), 1);
         // Audio between spans is not recorded anywhere.
         talk(tap.as_ref(), 10, 8000);
-        let p2 = rec.record_start(Some(Channels::Single)).unwrap().to_path_buf();
+        let p2 = rec
+            .record_start(StartOptions { channels: Some(Channels::Single), ..StartOptions::default() })
+            .unwrap()
+            .to_path_buf();
         talk(tap.as_ref(), 15, 2000);
         let s2 = rec.record_stop().unwrap();
         assert_eq!((s2.span(), rec.spans_started()), (2, 2));
@@ -647,19 +996,73 @@ mod tests {
     }
 
     #[test]
+    fn paused_audio_never_reaches_the_file_and_max_length_ends_the_span_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = CallRecorder::new(&config(dir.path()), "sess-p", "v3:cc-p");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = Mutex::new(tx);
+        rec.set_sink(Arc::new(move |end| {
+            let _ = tx.lock().unwrap().send(end);
+        }));
+        let tap = rec.tap();
+        assert_eq!(rec.record_pause(), Err("not_recording"));
+        let mp3 = StartOptions { format: Some(RecordingFormat::Mp3), ..StartOptions::default() };
+        let path = rec.record_start(mp3).unwrap().to_path_buf();
+        assert_eq!(path.extension().unwrap(), "mp3");
+        talk(tap.as_ref(), 10, 2000);
+        rec.record_pause().unwrap();
+        assert_eq!(rec.record_pause(), Err("already_paused"));
+        // The "card number": loud, and never written.
+        talk(tap.as_ref(), 25, 20_000);
+        rec.record_resume().unwrap();
+        assert_eq!(rec.record_resume(), Err("not_paused"));
+        talk(tap.as_ref(), 10, 2000);
+        let saved = rec.record_stop().unwrap().stop_blocking().unwrap();
+        assert_eq!(saved.file.path, path);
+        // About 0.4 s of audio, not the 0.9 s the span lasted.
+        let d = saved.file.duration();
+        assert!(d >= Duration::from_millis(300) && d < Duration::from_millis(700), "{d:?}");
+        let decoded = std::process::Command::new("sox")
+            .arg("-t")
+            .arg("mp3")
+            .arg(&path)
+            .args(["-t", "raw", "-b", "16", "-e", "signed-integer", "-"])
+            .output();
+        if let Some(out) = decoded.ok().filter(|o| o.status.success()) {
+            let pcm: Vec<i16> = out.stdout.chunks_exact(2).map(|b| i16::from_ne_bytes([b[0], b[1]])).collect();
+            assert!(pcm.len() > 1000, "decoded {} samples", pcm.len());
+            let peak = pcm.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+            assert!(peak < 8000, "nothing of the paused 20 000-level audio: peak {peak}");
+        }
+
+        // max_length: the span ends by itself, reported through the sink.
+        let limited = StartOptions { max_length: Some(Duration::from_millis(300)), ..StartOptions::default() };
+        rec.record_start(limited).unwrap();
+        talk(tap.as_ref(), 25, 2000);
+        let end = rx.recv_timeout(Duration::from_secs(10)).expect("the span reported its end");
+        let SpanEnd::Saved(s) = end else { panic!("{end:?}") };
+        assert_eq!(s.stop_reason.as_deref(), Some("max_length"));
+        assert_eq!(s.file.frames, 2400, "300 ms to the sample");
+        assert!(!rec.is_recording());
+        assert!(rec.record_stop().is_none(), "reported already");
+        assert!(rec.record_start(StartOptions::default()).is_ok(), "a new span may start");
+        assert!(rec.record_stop().unwrap().stop_blocking().is_some());
+    }
+
+    #[test]
     fn a_span_that_cannot_be_created_is_an_error_and_the_next_one_works() {
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, b"x").unwrap();
         let mut rec = CallRecorder::new(&config(&blocker.join("rec")), "s", "c");
-        let e = rec.record_start(None).unwrap_err();
+        let e = rec.record_start(StartOptions::default()).unwrap_err();
         assert!(matches!(e, StartError::File(RecordError::Io { op: "create directory", .. })), "{e}");
         assert!(e.to_string().contains("create directory") && e.to_string().ends_with("(io_error)"), "{e}");
         assert!(!rec.is_recording());
         assert_eq!(rec.spans_started(), 0);
         // Pointed at a usable directory (as a reload would), the next start works and is span 1.
         rec.dir = dir.path().join("rec");
-        let p = rec.record_start(None).unwrap().to_path_buf();
+        let p = rec.record_start(StartOptions::default()).unwrap().to_path_buf();
         assert_eq!(p.file_name().unwrap(), "s.wav");
         assert!(rec.record_stop().unwrap().stop_blocking().is_some());
     }
@@ -669,19 +1072,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut rec = CallRecorder::new(&config(dir.path()), "s", "c");
         rec.min_free_bytes = u64::MAX;
-        let e = rec.record_start(None).unwrap_err();
+        let e = rec.record_start(StartOptions::default()).unwrap_err();
         assert_eq!(e.reason(), "low_disk_space");
 
         // A span running when space runs out (the floor is checked as it starts
         // and every DISK_CHECK_EVERY): it stops cleanly, the tap keeps accepting.
         let opts = SpanOptions {
             channels: Channels::Dual,
+            format: RecordingFormat::Wav,
+            track: RecordingTrack::Both,
+            max_length: None,
+            timeout: None,
             sample_rate_hz: 8000,
             min_free_bytes: u64::MAX,
             disk_check_every: Duration::ZERO,
             writer: WriterOptions::default(),
         };
-        let span = CallRecording::start_span(dir.path(), "t", "c", 1, opts).unwrap();
+        let span = CallRecording::start_span(dir.path(), "t", "c", 1, opts, None).unwrap();
         talk(span.tap().as_ref(), 10, 4000);
         let saved = span.stop_blocking().unwrap();
         assert_eq!(saved.stop_reason.as_deref(), Some("low_disk_space"));

@@ -85,6 +85,9 @@ pub struct DialRequest {
     pub stream: Option<StreamSpec>,
     /// Record from answer.
     pub record: bool,
+    /// Telnyx `record_format` (`wav` | `mp3`) of that recording; `None` takes
+    /// `[recording] format`.
+    pub record_format: Option<crate::config::RecordingFormat>,
     /// Telnyx `webhook_url`: this call's events go there instead of `[webhooks] url`.
     pub webhook_url: Option<String>,
     /// `transfer`: once answered, bridge with this call (its `call_control_id`);

@@ -105,6 +105,9 @@ pub struct Shell<S: Signalling> {
     pub plan: MediaPlan,
     /// Record from answer (`record = true`, `record-from-answer`).
     pub record: bool,
+    /// The format of that recording (a route's `record_format`, dial's
+    /// `record_format`); `None` takes `[recording] format`.
+    pub record_format: Option<crate::config::RecordingFormat>,
     /// `transfer`: once answered, bridge with this call.
     pub bridge_with: Option<String>,
     /// Answering-machine detection from the answer (dial, transfer).
@@ -152,6 +155,7 @@ impl<S: Signalling> Shell<S> {
             far,
             plan,
             record,
+            record_format: None,
             bridge_with: None,
             amd: None,
             control,
@@ -369,7 +373,7 @@ impl<S: Signalling> Shell<S> {
                 let Some(far) = self.far.as_mut() else { return };
                 if answered {
                     let info = self.core.info(LegId::Near).cloned().expect("near leg");
-                    self.recording = start_recording_if(&self.ctx, self.record, &info);
+                    self.recording = start_recording_if(&self.ctx, self.record, self.record_format, &info);
                 }
                 let tap = super::listen::call_tap(&self.control.listen, self.recording.as_ref().map(|r| r.tap()));
                 match self.relay.as_mut() {
@@ -423,7 +427,7 @@ impl<S: Signalling> Shell<S> {
             MediaPlan::Agent { spec, .. } => spec.playout_rate(),
             _ => 8000,
         };
-        self.recorder = new_recorder(&self.ctx, &info, self.record, rate);
+        self.recorder = new_recorder(&self.ctx, &info, self.record, self.record_format, rate);
         if let Some(req) = self.amd.take() {
             self.amd_run = Some(super::amd::AmdRun::start(&self.ctx, &info, req));
         }

@@ -489,6 +489,9 @@ pub struct Route {
     /// from the answer (Telnyx's `inbound` | `outbound` | `both` | `disabled`);
     /// `None` when not set (an agent route then uses its agent's).
     pub noise_suppression: Option<Suppression>,
+    /// `record_format` (Telnyx's name on dial and answer): `wav` or `mp3` for
+    /// this route's `record = true` recordings; `None` takes `[recording] format`.
+    pub record_format: Option<RecordingFormat>,
 }
 
 /// Which directions of one leg are noise-suppressed (`media::suppress`; Telnyx
@@ -543,6 +546,44 @@ pub enum Channels {
     Dual,
     /// Mono mix.
     Single,
+}
+
+/// The file format of recordings (`[recording] format`, `record_start`'s
+/// `format`; Telnyx Call Control `record_start`: `wav` | `mp3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingFormat {
+    /// PCM16 WAV (RIFF), the default.
+    #[default]
+    Wav,
+    /// MPEG Layer III, constant bit rate (32 kbit/s per channel).
+    Mp3,
+}
+
+impl RecordingFormat {
+    /// `"wav"` or `"mp3"`: the file extension and the key of `recording_urls`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wav => "wav",
+            Self::Mp3 => "mp3",
+        }
+    }
+
+    /// The HTTP media type: `audio/wav` or `audio/mpeg` (RFC 3003).
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Wav => "audio/wav",
+            Self::Mp3 => "audio/mpeg",
+        }
+    }
+
+    /// The format of a recording file, by its extension (`.mp3`, else WAV).
+    pub fn of_path(path: &std::path::Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("mp3") => Self::Mp3,
+            _ => Self::Wav,
+        }
+    }
 }
 
 /// `[rooms]`: defaults of the local rooms that routes and the API create. The
@@ -665,6 +706,8 @@ pub struct Recording {
     pub dir: PathBuf,
     /// Dual or single.
     pub channels: Channels,
+    /// `wav` (default) or `mp3`; `record_start` may choose per span.
+    pub format: RecordingFormat,
     /// Delete recordings older than this; `None` keeps them.
     pub retention: Option<Duration>,
     /// Oldest recordings go first beyond this.

@@ -129,8 +129,9 @@ const ROUTE: &[&str] = &[
     "ring_for",
     "pin",
     "noise_suppression",
+    "record_format",
 ];
-const RECORDING: &[&str] = &["enabled", "dir", "channels", "retention", "max_disk_usage", "upload"];
+const RECORDING: &[&str] = &["enabled", "dir", "channels", "format", "retention", "max_disk_usage", "upload"];
 const RECORDING_UPLOAD: &[&str] = &[
     "endpoint",
     "region",
@@ -659,6 +660,11 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
         if pin.is_some() && !matches!(targets.first(), Some(RouteTarget::Room(_))) {
             issues.push(t.key_path("pin"), "a PIN only applies to routes with room = \"...\"");
         }
+        let record_format =
+            t.choice("record_format", issues, &[("wav", RecordingFormat::Wav), ("mp3", RecordingFormat::Mp3)]);
+        if record_format.is_some() && !record {
+            issues.push(t.key_path("record_format"), "only applies with record = true");
+        }
         let noise_suppression = noise_suppression(&t, issues);
         if noise_suppression.is_some() && matches!(targets.first(), Some(RouteTarget::Park)) {
             issues.push(
@@ -677,6 +683,7 @@ fn read_routes(root: &Table<'_>, issues: &mut Issues, trunks: &[Trunk], agents: 
                 ring_for,
                 pin,
                 noise_suppression,
+                record_format,
             }),
             0 => issues.push(
                 t.path_of(),
@@ -855,6 +862,8 @@ fn read_recording(
     let channels = t
         .choice("channels", issues, &[("dual", Channels::Dual), ("single", Channels::Single)])
         .unwrap_or(Channels::Dual);
+    let format =
+        t.choice("format", issues, &[("wav", RecordingFormat::Wav), ("mp3", RecordingFormat::Mp3)]).unwrap_or_default();
     let retention = match t.string("retention", issues).as_deref() {
         None => Some(Duration::from_secs(30 * 86_400)),
         Some("forever") => None,
@@ -863,7 +872,7 @@ fn read_recording(
     let max_disk_usage = t.parsed("max_disk_usage", issues, DiskBudget::parse).unwrap_or(DiskBudget::Percent(80.0));
     let upload = read_recording_upload(&t, issues);
     t.finish(issues);
-    (Recording { enabled, dir, channels, retention, max_disk_usage }, upload)
+    (Recording { enabled, dir, channels, format, retention, max_disk_usage }, upload)
 }
 
 /// Placeholders of `[recording.upload] prefix`.

@@ -354,6 +354,20 @@ fn rooms_defaults_and_bounds() {
 }
 
 #[test]
+fn recording_format_defaults_to_wav_and_bad_ones_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = write(dir.path(), "none.toml", "");
+    assert_eq!(load_with_env(&none, env(&[])).unwrap().config.recording.format, RecordingFormat::Wav);
+    let mp3 = write(dir.path(), "mp3.toml", "[recording]\nformat = \"mp3\"\n");
+    assert_eq!(load_with_env(&mp3, env(&[])).unwrap().config.recording.format, RecordingFormat::Mp3);
+    let over = env(&[("SIPBRIDGE_RECORDING__FORMAT", "mp3")]);
+    assert_eq!(load_with_env(&none, over).unwrap().config.recording.format, RecordingFormat::Mp3);
+    let bad = write(dir.path(), "bad.toml", "[recording]\nchannels = \"dual\"\nformat = \"ogg\"\n");
+    let e = load_with_env(&bad, env(&[])).unwrap_err().to_string();
+    assert!(e.contains("bad.toml:3: recording.format"), "{e}");
+}
+
+#[test]
 fn webrtc_defaults_and_bad_values_named() {
     let dir = tempfile::tempdir().unwrap();
     let none = write(dir.path(), "none.toml", "");
@@ -681,6 +695,8 @@ url = "ws://agent.lan/"
 to = "+1555*"
 agent = "plain"
 noise_suppression = "inbound"
+record = true
+record_format = "mp3"
 
 [[route]]
 agent = "clean"
@@ -693,6 +709,7 @@ agent = "clean"
     assert_eq!(c.routes[1].noise_suppression, None);
     assert_eq!((both.direction(), Suppression::OFF.direction()), ("both", "disabled"));
     assert_eq!(c.rtp.max_suppressed_streams, 4);
+    assert_eq!((c.routes[0].record_format, c.routes[1].record_format), (Some(RecordingFormat::Mp3), None));
 
     let bad = r#"
 [[agent]]
@@ -706,12 +723,17 @@ max_suppressed_streams = -1
 [[route]]
 park = true
 noise_suppression = "inbound"
+
+[[route]]
+agent = "a"
+record_format = "ogg"
 "#;
     let all = load_with_env(&write(dir.path(), "b.toml", bad), env(&[])).unwrap_err().to_string();
     for needle in [
         "b.toml:5: agent[0].noise_suppression: \"loud\" is not one of \"inbound\", \"outbound\", \"both\", \"disabled\"",
         "route[0].noise_suppression: a parked call's media is chosen by the API",
         "rtp.max_suppressed_streams",
+        "route[1].record_format: \"ogg\" is not one of \"wav\", \"mp3\"",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }

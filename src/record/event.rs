@@ -3,7 +3,7 @@
 //! Field names follow Telnyx Call Control's `call.recording.saved` webhook
 //! (PROTOCOLS.md §2): `channels`, `recording_started_at`, `recording_ended_at`
 //! (RFC 3339 UTC with microseconds), `recording_urls` / `public_recording_urls`
-//! (`{"wav": url}`), plus sipbridge's own `recording_id`, `duration_millis`,
+//! (`{"wav": url}` or `{"mp3": url}`, by the file's format), plus sipbridge's own `recording_id`, `duration_millis`,
 //! `size_bytes`, `sha256`, `file_path`. The caller merges these into the call's
 //! common fields (`CallInfo::payload`); this module knows nothing about calls.
 
@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use serde_json::{Map, Value, json};
 
 use super::wav::SavedFile;
-use crate::config::Channels;
+use crate::config::{Channels, RecordingFormat};
 use crate::store::timestamp;
 
 /// One finished recording span, as the event reports it.
@@ -34,15 +34,21 @@ pub struct SavedRecording {
 }
 
 /// The download route of a recording: `<api_base>/v2/recordings/<recording_id>.wav`
-/// (`api_base` without a trailing slash is expected; one is tolerated).
-pub fn recording_url(api_base: &str, recording_id: &str) -> String {
-    format!("{}/v2/recordings/{}.wav", api_base.trim_end_matches('/'), super::path::sanitize_id(recording_id))
+/// (or `.mp3`; `api_base` without a trailing slash is expected; one is tolerated).
+pub fn recording_url(api_base: &str, recording_id: &str, format: RecordingFormat) -> String {
+    format!(
+        "{}/v2/recordings/{}.{}",
+        api_base.trim_end_matches('/'),
+        super::path::sanitize_id(recording_id),
+        format.as_str()
+    )
 }
 
 /// The `call.recording.saved` fields of `rec`, with download URLs under `api_base`
 /// (e.g. `http://10.0.0.5:8080`).
 pub fn recording_saved_fields(rec: &SavedRecording, api_base: &str) -> Map<String, Value> {
-    let url = recording_url(api_base, &rec.recording_id);
+    let format = RecordingFormat::of_path(&rec.file.path);
+    let url = recording_url(api_base, &rec.recording_id, format);
     let channels = match rec.channels {
         Channels::Dual => "dual",
         Channels::Single => "single",
@@ -52,8 +58,9 @@ pub fn recording_saved_fields(rec: &SavedRecording, api_base: &str) -> Map<Strin
     m.insert("channels".into(), json!(channels));
     m.insert("recording_started_at".into(), json!(timestamp(rec.started_at)));
     m.insert("recording_ended_at".into(), json!(timestamp(rec.ended_at)));
-    m.insert("recording_urls".into(), json!({ "wav": url }));
-    m.insert("public_recording_urls".into(), json!({ "wav": url }));
+    m.insert("recording_urls".into(), json!({ format.as_str(): url }));
+    m.insert("public_recording_urls".into(), json!({ format.as_str(): url }));
+    m.insert("format".into(), json!(format.as_str()));
     m.insert("duration_millis".into(), json!(rec.file.duration().as_millis() as u64));
     m.insert("size_bytes".into(), json!(rec.file.size_bytes));
     m.insert("sha256".into(), json!(rec.file.sha256));
@@ -105,6 +112,13 @@ mod tests {
         assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
         assert_eq!(v["file_path"], "/rec/2024/05/01/s.wav");
         assert!(v.get("recording_stop_reason").is_none());
+        assert_eq!(v["format"], "wav");
+        let mut mp3 = rec(None);
+        mp3.file.path = PathBuf::from("/rec/2024/05/01/s.mp3");
+        let v = Value::Object(recording_saved_fields(&mp3, "http://h"));
+        assert_eq!(v["recording_urls"], json!({"mp3": "http://h/v2/recordings/0b5e6c1a-rec.mp3"}));
+        assert_eq!(v["public_recording_urls"], v["recording_urls"]);
+        assert_eq!(v["format"], "mp3");
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! Call recording: dual-channel (or mono-mix) WAV files that survive `kill -9`
+//! Call recording: dual-channel (or mono-mix) WAV or MP3 files that survive `kill -9`
 //! and power cuts, their file names, their `call.recording.saved` payload, and
 //! the disk budget (retention, `max_disk_usage`, free-space floor).
 //!
 //! - [`timeline`]: sans-IO alignment of the two channels to the call's wall clock.
 //! - [`wav`]: the crash-safe writer (`<name>.wav.part` → `<name>.wav`) and the
 //!   startup [`repair`] pass.
+//! - [`mp3`]: the crash-safe MP3 writer (whole frames only) and its repair.
 //! - [`recorder`]: one recording span = timeline + writer, the object a call owns.
 //! - [`path`]: the file-name template.
 //! - [`event`]: the `call.recording.saved` payload fields.
@@ -19,6 +20,7 @@
 //! hands its events to an [`recovered::EventSink`] (the daemon's event bus).
 
 pub mod event;
+pub mod mp3;
 pub mod path;
 pub mod recorder;
 pub mod recovered;
@@ -36,7 +38,15 @@ pub use path::{DEFAULT_TEMPLATE, recording_path};
 pub use recorder::Recorder;
 pub use retention::{SweepReport, can_start, sweep, sweep_keeping};
 pub use timeline::{Timeline, TimelineStats};
-pub use wav::{RepairReport, Repaired, SavedFile, WavFile, WriterOptions, repair};
+pub use wav::{RepairReport, Repaired, SavedFile, WavFile, WriterOptions};
+
+/// Startup pass over `dir` (recursively): every `*.wav.part` left by a crash is
+/// repaired to a playable `.wav` ([`wav::repair_one`]), every `*.mp3.part` cut
+/// to its last whole frame and renamed `.mp3` ([`mp3::repair_one`]); `.part`
+/// files with no audio are deleted. Only run it before calls are accepted.
+pub fn repair(dir: &std::path::Path) -> Result<RepairReport, RecordError> {
+    wav::repair_kinds(dir, &[(".wav.part", wav::repair_one), (".mp3.part", mp3::repair_one)])
+}
 
 /// Why a recording operation failed, with the file it concerns.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,13 @@
-//! One recording span: a [`Timeline`] feeding a [`WavFile`].
+//! One recording span: a [`Timeline`] feeding a [`WavFile`] or an [`Mp3File`].
 //!
 //! The call/media task owns a `Recorder` from answer (or `record_start`) to
 //! hangup (or `record_stop`), pushes both directions' PCM16 into it with their
 //! arrival `Instant`s, calls [`Recorder::tick`] on a timer (every 20–200 ms), and
 //! ends it with [`Recorder::finish`]. A write error stops the recording, never
 //! the call: pushes after it are ignored and `finish` salvages the file.
+//! [`Recorder::pause`] / [`Recorder::resume`] leave the paused span out of the
+//! file (Telnyx `record_pause` / `record_resume`), and the recorder tracks
+//! how long the recorded audio has been silent after speech (`timeout_secs`).
 //! Every method may block on the disk (write, fdatasync): run it on a blocking
 //! thread, not on the async reactor.
 
@@ -12,25 +15,104 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::RecordError;
+use super::mp3::Mp3File;
 use super::timeline::Timeline;
 use super::wav::{SavedFile, WavFile, WriterOptions};
-use crate::config::Channels;
+use crate::config::{Channels, RecordingFormat};
+
+/// A sample at or above this magnitude (about −30 dBFS) counts as sound for the
+/// silence timer (`timeout_secs`): speech peaks well above it, comfort noise
+/// and line hiss stay below.
+pub const SOUND_LEVEL: i16 = 1000;
+
+/// The file a span writes.
+#[derive(Debug)]
+pub enum RecordingFile {
+    /// PCM16 WAV.
+    Wav(WavFile),
+    /// MP3.
+    Mp3(Mp3File),
+}
+
+impl RecordingFile {
+    /// Creates the `.part` file of `format` (see [`WavFile::create`], [`Mp3File::create`]).
+    pub fn create(
+        format: RecordingFormat,
+        final_path: &Path,
+        sample_rate_hz: u32,
+        channels: u16,
+        opts: WriterOptions,
+        now: Instant,
+    ) -> Result<Self, RecordError> {
+        Ok(match format {
+            RecordingFormat::Wav => Self::Wav(WavFile::create(final_path, sample_rate_hz, channels, opts, now)?),
+            RecordingFormat::Mp3 => Self::Mp3(Mp3File::create(final_path, sample_rate_hz, channels, opts, now)?),
+        })
+    }
+
+    fn write(&mut self, interleaved: &[i16], now: Instant) -> Result<(), RecordError> {
+        match self {
+            Self::Wav(f) => f.write(interleaved, now),
+            Self::Mp3(f) => f.write(interleaved, now),
+        }
+    }
+
+    fn checkpoint(&mut self, now: Instant) -> Result<(), RecordError> {
+        match self {
+            Self::Wav(f) => f.checkpoint(now),
+            Self::Mp3(f) => f.checkpoint(now),
+        }
+    }
+
+    /// The `.part` path being written.
+    pub fn part_path(&self) -> &Path {
+        match self {
+            Self::Wav(f) => f.part_path(),
+            Self::Mp3(f) => f.part_path(),
+        }
+    }
+
+    /// Checkpoint and sync counters.
+    pub fn stats(&self) -> super::wav::WriterStats {
+        match self {
+            Self::Wav(f) => f.stats(),
+            Self::Mp3(f) => f.stats(),
+        }
+    }
+
+    /// Frames (samples per channel) written so far.
+    pub fn frames(&self) -> u64 {
+        match self {
+            Self::Wav(f) => f.frames(),
+            Self::Mp3(f) => f.frames(),
+        }
+    }
+
+    fn finish(self) -> Result<SavedFile, RecordError> {
+        match self {
+            Self::Wav(f) => f.finish(),
+            Self::Mp3(f) => f.finish(),
+        }
+    }
+}
 
 /// A recording in progress; see the module documentation.
 #[derive(Debug)]
 pub struct Recorder {
     timeline: Timeline,
-    file: WavFile,
+    file: RecordingFile,
     /// Reused output buffer: at most one second of frames.
     frames: Vec<i16>,
     error: Option<RecordError>,
+    /// Frame position after the last frame with sound ([`SOUND_LEVEL`]), once any was heard.
+    last_sound: Option<u64>,
 }
 
 impl Recorder {
     /// Starts a recording whose sample 0 is at `start`, at `sample_rate_hz`
     /// (8000, or 16000 for an L16/16000 agent stream), stereo (`Dual`: L = caller's
     /// leg, R = other side) or a mono mix (`Single`), written to
-    /// `<final_path>.part` (renamed to `final_path` by `finish`).
+    /// `<final_path>.part` (renamed to `final_path` by `finish`) as WAV.
     pub fn start(
         final_path: &Path,
         start: Instant,
@@ -38,10 +120,57 @@ impl Recorder {
         channels: Channels,
         opts: WriterOptions,
     ) -> Result<Self, RecordError> {
+        Self::start_as(RecordingFormat::Wav, final_path, start, sample_rate_hz, channels, opts)
+    }
+
+    /// [`Self::start`] in `format` (WAV or MP3).
+    pub fn start_as(
+        format: RecordingFormat,
+        final_path: &Path,
+        start: Instant,
+        sample_rate_hz: u32,
+        channels: Channels,
+        opts: WriterOptions,
+    ) -> Result<Self, RecordError> {
         let timeline = Timeline::new(start, sample_rate_hz, channels);
-        let file = WavFile::create(final_path, sample_rate_hz, timeline.channel_count(), opts, start)?;
+        let file = RecordingFile::create(format, final_path, sample_rate_hz, timeline.channel_count(), opts, start)?;
         let frames = Vec::with_capacity(sample_rate_hz as usize * usize::from(timeline.channel_count()));
-        Ok(Self { timeline, file, frames, error: None })
+        Ok(Self { timeline, file, frames, error: None, last_sound: None })
+    }
+
+    /// Pauses at `at` (`record_pause`): the file ends its current stretch at
+    /// `at`, and audio pushed until [`Self::resume`] is dropped, never written.
+    pub fn pause(&mut self, at: Instant) {
+        self.drain(at);
+        self.timeline.pause(at);
+        self.drain(at);
+    }
+
+    /// Resumes at `at` (`record_resume`): the next audio follows the audio from
+    /// before the pause in the file, with no silence for the paused time.
+    pub fn resume(&mut self, at: Instant) {
+        self.timeline.resume(at);
+    }
+
+    /// Caps the recording at `d` of audio (`max_length`): see [`Timeline::set_limit`].
+    pub fn set_limit(&mut self, d: std::time::Duration) {
+        self.timeline.set_limit(d);
+    }
+
+    /// True between [`Self::pause`] and [`Self::resume`].
+    pub fn is_paused(&self) -> bool {
+        self.timeline.is_paused()
+    }
+
+    /// How long the recorded audio has been silent since the last sound, once
+    /// any sound was recorded (`None` before: Telnyx's `timeout_secs` timer
+    /// starts with speech).
+    pub fn silence_after_sound(&self) -> Option<std::time::Duration> {
+        let last = self.last_sound?;
+        let silent = self.timeline.frames_emitted().saturating_sub(last);
+        Some(std::time::Duration::from_nanos(
+            (u128::from(silent) * 1_000_000_000 / u128::from(self.timeline.sample_rate_hz())) as u64,
+        ))
     }
 
     /// Audio received from the caller's leg: PCM16 mono, native endian, at the
@@ -79,7 +208,7 @@ impl Recorder {
     }
 
     /// The file being written.
-    pub fn file(&self) -> &WavFile {
+    pub fn file(&self) -> &RecordingFile {
         &self.file
     }
 
@@ -88,8 +217,13 @@ impl Recorder {
         let rounds = self.timeline.pending_frames(now) / u64::from(self.timeline.sample_rate_hz()) + 2;
         for _ in 0..rounds {
             self.frames.clear();
-            if self.timeline.poll_frames(now, &mut self.frames) == 0 {
+            let n = self.timeline.poll_frames(now, &mut self.frames);
+            if n == 0 {
                 break;
+            }
+            let ch = usize::from(self.timeline.channel_count());
+            if let Some(i) = self.frames.iter().rposition(|s| s.unsigned_abs() >= SOUND_LEVEL.unsigned_abs()) {
+                self.last_sound = Some(self.timeline.frames_emitted() - n as u64 + (i / ch) as u64 + 1);
             }
             if self.error.is_none() {
                 self.error = self.file.write(&self.frames, now).err();

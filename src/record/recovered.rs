@@ -19,10 +19,10 @@ use crate::store::{Page, StoreHandle};
 pub use crate::store::event::EventSink;
 
 /// The `call_session_id` a recording file is named after: `{id}.wav` (span 1) or
-/// `{id}-{n}.wav` (span n), the id being a UUID.
+/// `{id}-{n}.wav` (span n), or the same with `.mp3`, the id being a UUID.
 pub fn session_of(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?;
-    let stem = name.strip_suffix(".wav")?;
+    let stem = name.strip_suffix(".wav").or_else(|| name.strip_suffix(".mp3"))?;
     if uuid::Uuid::parse_str(stem).is_ok() {
         return Some(stem.to_string());
     }
@@ -105,6 +105,7 @@ mod tests {
         let id = "0f8e2a4c-1b2d-4e5f-8a9b-0c1d2e3f4a5b";
         assert_eq!(session_of(Path::new(&format!("/r/2026/11/22/{id}.wav"))).as_deref(), Some(id));
         assert_eq!(session_of(Path::new(&format!("/r/{id}-3.wav"))).as_deref(), Some(id));
+        assert_eq!(session_of(Path::new(&format!("/r/{id}-2.mp3"))).as_deref(), Some(id));
         assert_eq!(session_of(Path::new("/r/not-a-call.wav")), None);
         assert_eq!(session_of(Path::new(&format!("/r/{id}.wav.part"))), None);
     }

@@ -112,12 +112,12 @@ pub fn fs_usage(dir: &Path) -> Result<FsUsage, RecordError> {
     })
 }
 
-/// Finished recordings (`*.wav`) under `dir`.
+/// Finished recordings (`*.wav`, `*.mp3`) under `dir`.
 pub fn list_recordings(dir: &Path) -> Result<Vec<RecordingFile>, RecordError> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     super::wav::collect(dir, 0, &mut |p| {
-        if p.extension().is_some_and(|e| e == "wav") {
+        if p.extension().is_some_and(|e| e == "wav" || e == "mp3") {
             match fs::metadata(p).and_then(|m| Ok((m.modified()?, m.len()))) {
                 Ok((modified, size_bytes)) => files.push(RecordingFile { path: p.to_path_buf(), modified, size_bytes }),
                 Err(e) => errors.push(RecordError::io("stat", p, e)),

@@ -33,6 +33,12 @@
 //! `RING − LATENCY − MAX_AHEAD` (0.74 s); audio that does not fit is dropped and
 //! counted in [`TimelineStats::dropped_samples`].
 //!
+//! Pause ([`Timeline::pause`] / [`Timeline::resume`], Telnyx `record_pause` /
+//! `record_resume`): while paused, pushes are dropped and frames are handed out
+//! only up to the pause; on resume the clock's origin moves forward by the paused
+//! time, so the paused span is left out of the file (no silence for it) and the
+//! audio after it follows at once.
+//!
 //! This module does no I/O and reads no clock: the caller passes every `Instant`.
 
 use std::time::{Duration, Instant};
@@ -102,6 +108,10 @@ pub struct Timeline {
     emitted: u64,
     /// Set by `stop`: the last position (exclusive) the recording covers.
     end: Option<u64>,
+    /// Set by `pause`: when, and the position frames are handed out up to.
+    paused: Option<(Instant, u64)>,
+    /// Set by `set_limit`: frames are never handed out beyond it (`max_length`).
+    limit: Option<u64>,
     tolerance: u64,
     latency: u64,
     max_ahead: u64,
@@ -130,6 +140,8 @@ impl Timeline {
             cap,
             emitted: 0,
             end: None,
+            paused: None,
+            limit: None,
             tolerance: samples(JITTER_TOLERANCE, rate),
             latency: samples(LATENCY, rate),
             max_ahead: samples(MAX_AHEAD, rate),
@@ -195,7 +207,7 @@ impl Timeline {
 
     fn push(&mut self, left: bool, pcm: &[i16], at: Instant) {
         let len = pcm.len() as u64;
-        if self.end.is_some() {
+        if self.end.is_some() || self.paused.is_some() {
             self.dropped_samples += len;
             return;
         }
@@ -232,8 +244,41 @@ impl Timeline {
     /// frames already handed out ends at those.
     pub fn stop(&mut self, end: Instant) {
         if self.end.is_none() {
-            self.end = Some(self.position(end).max(self.emitted));
+            let at = match self.paused {
+                Some((_, pos)) => pos,
+                None => self.position(end),
+            };
+            self.end = Some(at.max(self.emitted));
         }
+    }
+
+    /// Pauses at `at`: pushes are dropped until [`Self::resume`], and frames are
+    /// handed out up to `position(at)` (without the [`LATENCY`] lag). No effect
+    /// while paused or after `stop`.
+    pub fn pause(&mut self, at: Instant) {
+        if self.paused.is_none() && self.end.is_none() {
+            self.paused = Some((at, self.position(at).max(self.emitted)));
+        }
+    }
+
+    /// Resumes at `at`: the origin moves forward by the paused time, so
+    /// `position(at)` is the pause's position and the next audio follows the
+    /// audio before the pause. No effect unless paused.
+    pub fn resume(&mut self, at: Instant) {
+        if let Some((since, _)) = self.paused.take() {
+            self.start += at.saturating_duration_since(since);
+        }
+    }
+
+    /// True between `pause` and `resume`.
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
+    }
+
+    /// Never hands out more than `d` of audio in total (Telnyx `max_length`):
+    /// however late the caller polls, the recording ends at exactly `d`.
+    pub fn set_limit(&mut self, d: Duration) {
+        self.limit = Some(samples(d, self.sample_rate_hz));
     }
 
     /// True once `stop` was called and every frame up to the end was handed out.
@@ -247,10 +292,12 @@ impl Timeline {
     }
 
     fn target(&self, now: Instant) -> u64 {
-        match self.end {
-            Some(end) => end,
-            None => self.position(now).saturating_sub(self.latency),
-        }
+        let t = match (self.end, self.paused) {
+            (Some(end), _) => end,
+            (None, Some((_, pos))) => pos,
+            (None, None) => self.position(now).saturating_sub(self.latency),
+        };
+        self.limit.map_or(t, |l| t.min(l))
     }
 
     /// Appends to `out` the frames from the last one handed out up to
@@ -581,6 +628,62 @@ mod tests {
                 assert!(f <= arrival_pos + 60 * MS, "frame {f} ahead");
             }
         }
+    }
+
+    #[test]
+    fn a_paused_span_is_left_out_and_the_audio_after_it_follows() {
+        let t0 = Instant::now();
+        let mut t = Timeline::new(t0, RATE, Channels::Dual);
+        let mut out = Vec::new();
+        // 1 s of audio, paused for 3 s (audio keeps arriving: dropped), 1 s more.
+        for k in 0..250u64 {
+            let at = t0 + ms(20 * (k + 1));
+            if k == 50 {
+                t.pause(t0 + ms(1000));
+                assert!(t.is_paused());
+            }
+            if k == 200 {
+                t.resume(t0 + ms(4000));
+            }
+            t.push_left(&packet(k, true), at);
+            t.push_right(&packet(k, false), at);
+            t.poll_frames(at, &mut out);
+        }
+        finish(&mut t, t0 + ms(5000), &mut out);
+        let (l, r) = split(&out);
+        assert_eq!(l.len(), 2 * 8000, "the 3 paused seconds are not in the file");
+        assert_eq!((l[8000 - 1], r[8000 - 1]), (50, -50));
+        // Packet 200 (arriving 20 ms after the resume) follows packet 49 directly.
+        assert!(l[8000..8000 + PKT].iter().all(|&s| s == 201), "{:?}", &l[8000..8010]);
+        assert_eq!(l[8000 + PKT], 202);
+        assert!(l.iter().all(|&s| !(52..=200).contains(&s)), "no paused audio in the file");
+        assert_eq!(t.stats().dropped_samples, 150 * PKT as u64 * 2);
+    }
+
+    #[test]
+    fn a_limit_caps_the_recording_however_late_it_is_polled() {
+        let t0 = Instant::now();
+        let mut t = Timeline::new(t0, RATE, Channels::Single);
+        t.set_limit(ms(2000));
+        let mut out = Vec::new();
+        // Polled for the first time 3 s in (a stalled writer thread).
+        for _ in 0..10 {
+            t.poll_frames(t0 + ms(3000), &mut out);
+        }
+        assert_eq!(out.len(), 16_000);
+        finish(&mut t, t0 + ms(2000), &mut out);
+        assert_eq!(out.len(), 16_000);
+    }
+
+    #[test]
+    fn stop_while_paused_ends_at_the_pause() {
+        let t0 = Instant::now();
+        let mut t = Timeline::new(t0, RATE, Channels::Single);
+        let mut out = Vec::new();
+        t.push_left(&[5; PKT], t0 + ms(20));
+        t.pause(t0 + ms(500));
+        finish(&mut t, t0 + ms(9000), &mut out);
+        assert_eq!(out.len(), 500 * MS as usize);
     }
 
     #[test]

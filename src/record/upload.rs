@@ -44,7 +44,7 @@ pub fn retry_delay(attempts: u32) -> Duration {
 /// The object key of a recording: `prefix` with its placeholders filled in
 /// (`{node}`, `{yyyy}`, `{mm}`, `{dd}` of the recording's save time in UTC,
 /// `{call_session_id}`, `{call_control_id}`, `{trunk}`: `none` without one),
-/// followed by `<recording_id>.wav`.
+/// followed by `<recording_id>.wav` (`.mp3` for an MP3 file).
 pub fn object_key(prefix: &str, node: &str, r: &Unqueued) -> String {
     let date = timestamp(r.created_at);
     let (yyyy, mm, dd) = (&date[0..4], &date[5..7], &date[8..10]);
@@ -56,7 +56,8 @@ pub fn object_key(prefix: &str, node: &str, r: &Unqueued) -> String {
         .replace("{call_session_id}", &r.call_session_id)
         .replace("{call_control_id}", &r.call_control_id)
         .replace("{trunk}", r.trunk.as_deref().unwrap_or("none"));
-    format!("{key}{}.wav", crate::record::path::sanitize_id(&r.recording_id))
+    let ext = crate::config::RecordingFormat::of_path(Path::new(&r.file_path)).as_str();
+    format!("{key}{}.{ext}", crate::record::path::sanitize_id(&r.recording_id))
 }
 
 /// What one attempt did.
@@ -277,8 +278,9 @@ impl Uploader {
         p.insert("duration_millis".into(), json!(s.duration_millis));
         p.insert("size_bytes".into(), json!(s.size_bytes));
         p.insert("sha256".into(), json!(s.sha256));
-        p.insert("recording_urls".into(), json!({ "wav": url }));
-        p.insert("public_recording_urls".into(), json!({ "wav": url }));
+        let format = crate::config::RecordingFormat::of_path(Path::new(&s.file_path)).as_str();
+        p.insert("recording_urls".into(), json!({ format: url }));
+        p.insert("public_recording_urls".into(), json!({ format: url }));
         p.insert("recording_urls_expire_at".into(), json!(timestamp(SystemTime::now() + cfg.url_lifetime)));
         p.insert("storage".into(), json!({"bucket": row.bucket, "key": row.object_key, "url": location}));
         self.events.emit_event(CallEvent::new("call.recording.uploaded", Some(s.call_session_id.clone()), p));

@@ -145,7 +145,7 @@ fn hound_err(op: &'static str, path: &Path, e: hound::Error) -> RecordError {
 }
 
 /// fsync(2) on a directory, so a rename or a new entry in it survives a power cut.
-fn sync_dir(dir: &Path) -> Result<(), RecordError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), RecordError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| RecordError::io("sync directory", dir, e))
 }
 
@@ -447,7 +447,7 @@ impl Repaired {
 /// What [`repair`] did.
 #[derive(Debug, Default)]
 pub struct RepairReport {
-    /// Files finalized as `.wav`.
+    /// Files finalized as `.wav` (or `.mp3`).
     pub repaired: Vec<Repaired>,
     /// `.wav.part` files shorter than a WAV header (a crash before the first
     /// write reached the disk): no audio, deleted.
@@ -460,19 +460,31 @@ pub struct RepairReport {
 /// (`{yyyy}/{mm}/{dd}` is 3).
 const MAX_DEPTH: usize = 8;
 
+/// Repairs one leftover `.part` of some format: `Ok(None)` when it held no
+/// audio (deleted), the finalized file otherwise.
+pub type RepairOne = fn(&Path) -> Result<Option<Repaired>, RecordError>;
+
 /// Startup pass over `dir` (recursively, [`MAX_DEPTH`] levels): every
 /// `*.wav.part` gets its RIFF/`data` sizes from its length (whole frames), is
 /// `fdatasync`ed and renamed to `.wav`. Only run it while no recording is being
 /// written (before calls are accepted). A missing `dir` is an empty report.
+/// `record::repair` does the same for every format.
 pub fn repair(dir: &Path) -> Result<RepairReport, RecordError> {
+    repair_kinds(dir, &[(".wav.part", repair_one)])
+}
+
+/// [`repair`] for the `.part` files whose names end in each suffix of `kinds`,
+/// with that suffix's repair function.
+pub fn repair_kinds(dir: &Path, kinds: &[(&str, RepairOne)]) -> Result<RepairReport, RecordError> {
     let mut report = RepairReport::default();
     let mut parts = Vec::new();
     collect(dir, 0, &mut |p| {
-        if p.as_os_str().to_string_lossy().ends_with(".wav.part") {
-            parts.push(p.to_path_buf());
+        let name = p.as_os_str().to_string_lossy();
+        if let Some((_, f)) = kinds.iter().find(|(suffix, _)| name.ends_with(suffix)) {
+            parts.push((p.to_path_buf(), *f));
         }
     })?;
-    for part in parts {
+    for (part, repair_one) in parts {
         match repair_one(&part) {
             Ok(Some(r)) => report.repaired.push(r),
             Ok(None) => report.removed_empty.push(part),
@@ -501,7 +513,8 @@ pub(crate) fn collect(dir: &Path, depth: usize, f: &mut dyn FnMut(&Path)) -> Res
     Ok(())
 }
 
-fn repair_one(part: &Path) -> Result<Option<Repaired>, RecordError> {
+/// Repairs one `.wav.part` (see [`repair`]).
+pub fn repair_one(part: &Path) -> Result<Option<Repaired>, RecordError> {
     let s = part.as_os_str().to_string_lossy();
     let final_path = PathBuf::from(s.strip_suffix(PART_SUFFIX).unwrap_or(&s));
     let file = OpenOptions::new().read(true).write(true).open(part).map_err(|e| RecordError::io("repair", part, e))?;

@@ -65,6 +65,7 @@ pub async fn dial(ctx: &Arc<SipContext>, req: DialRequest) -> Result<CallView, A
         Shell::new(ctx.services.clone(), core, leg, None, plan, req.record, control, Some(Box::new(permit)));
     shell.bridge_with = req.bridge_with;
     shell.amd = req.answering_machine_detection;
+    shell.record_format = req.record_format;
     tokio::spawn(Box::new(shell).run());
     Ok(view)
 }

@@ -250,8 +250,9 @@ async fn run_incoming(
             }
         }
     }
-    let shell =
+    let mut shell =
         Shell::new(ctx.services.clone(), core, near, far, media_plan, route.record, control, Some(Box::new(permit)));
+    shell.record_format = route.record_format;
     if let RouteTarget::AnswerUrl(app) = &route.target {
         let control = crate::call::services::CallControl::new(ctx.services.clone(), Arc::new(Arc::clone(&ctx)));
         crate::texml::spawn(control, info.clone(), (**app).clone());

@@ -31,6 +31,7 @@ mod tests {
             ring_for: std::time::Duration::ZERO,
             pin: None,
             noise_suppression: None,
+            record_format: None,
         }
     }
 

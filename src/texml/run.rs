@@ -466,6 +466,7 @@ impl Flow {
             client_state: None,
             stream: None,
             record: false,
+            record_format: None,
             webhook_url: None,
             bridge_with: Some(self.id().to_string()),
             // TwiML's `<Number machineDetection>` is not read (docs/texml.md).
@@ -580,7 +581,13 @@ impl Flow {
         let started = self
             .services
             .calls
-            .command(self.id(), Action::RecordStart { channels: Some(crate::config::Channels::Single) })
+            .command(
+                self.id(),
+                Action::RecordStart(crate::call::recording::StartOptions {
+                    channels: Some(crate::config::Channels::Single),
+                    ..Default::default()
+                }),
+            )
             .await;
         match started {
             None => return Err(Gone),
@@ -635,8 +642,11 @@ impl Flow {
             self.failed(url, "verb", "<Record>: the recording was not saved");
             return if self.hangup.is_some() { Err(Gone) } else { Ok(None) };
         };
-        let recording_url =
-            saved.get("recording_urls").and_then(|u| u.get("wav")).and_then(Value::as_str).unwrap_or_default();
+        let recording_url = saved
+            .get("recording_urls")
+            .and_then(|u| u.get("wav").or_else(|| u.get("mp3")))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let millis = saved.get("duration_millis").and_then(Value::as_u64).unwrap_or(0);
         let fields = vec![
             ("RecordingUrl".to_string(), recording_url.to_string()),
