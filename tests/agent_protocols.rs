@@ -326,26 +326,7 @@ async fn a_dialled_call_streams_in_the_protocol_it_asked_for() {
     let carrier = common::free_port();
     let gw =
         gateway(dir.path(), "").trunk(Trunk::new("out").proxy(&format!("sip:127.0.0.3:{carrier}"))).api(TOKEN).start();
-    let args: Vec<String> = [
-        "-sf",
-        &common::scenario("uas_answer.xml").display().to_string(),
-        "-i",
-        "127.0.0.3",
-        "-p",
-        &carrier.to_string(),
-        "-mp",
-        &common::free_even_block(4).to_string(),
-        "-rtp_echo",
-        "-m",
-        "1",
-        "-timeout",
-        "30s",
-        "-timeout_error",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut uas = common::Sipp::start(dir.path(), "carrier", &args);
+    let mut uas = common::sipp_uas(dir.path(), "carrier", "uas_answer.xml", carrier, true);
     let api = gw.api();
     let body = json!({
         "connection_id": "out",

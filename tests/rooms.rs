@@ -519,27 +519,7 @@ async fn park_after_unbridge_keeps_the_call_up_when_the_other_hangs_up() {
 /// A SIPp UAS on 127.0.0.3 playing `scenario` (with RTP echo), on a free port.
 fn uas(dir: &Path, name: &str, scenario_file: &str) -> (Sipp, u16) {
     let port = free_port();
-    let media = free_even_block(4).to_string();
-    let args: Vec<String> = [
-        "-sf",
-        &scenario(scenario_file).display().to_string(),
-        "-i",
-        "127.0.0.3",
-        "-p",
-        &port.to_string(),
-        "-mp",
-        &media,
-        "-rtp_echo",
-        "-m",
-        "1",
-        "-timeout",
-        "30s",
-        "-timeout_error",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    (Sipp::start(dir, name, &args), port)
+    (sipp_uas(dir, name, scenario_file, port, true), port)
 }
 
 /// `transfer`: a parked caller answered by the API (silence) is transferred; a

@@ -23,7 +23,7 @@ use std::time::Duration;
 use common::agent::PyAgent;
 use common::gateway::{Gateway, Route, Trunk};
 use common::rtp::{Packet, Script, place_calls_from, tone};
-use common::{Sipp, free_even_block, free_port, scenario, sipp_args};
+use common::{Sipp, free_port, scenario, sipp_args, sipp_uas};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -423,26 +423,7 @@ async fn reject_bad_documents_and_redirect_loops_end_the_call_cleanly() {
 
 /// A carrier on 127.0.0.3:`port` playing `scenario_file` once.
 fn carrier(dir: &Path, scenario_file: &str, port: u16) -> Sipp {
-    let media = free_even_block(4).to_string();
-    let args: Vec<String> = [
-        "-sf",
-        &scenario(scenario_file).display().to_string(),
-        "-i",
-        "127.0.0.3",
-        "-p",
-        &port.to_string(),
-        "-mp",
-        &media,
-        "-m",
-        "1",
-        "-timeout",
-        "30s",
-        "-timeout_error",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Sipp::start(dir, "carrier", &args)
+    sipp_uas(dir, "carrier", scenario_file, port, false)
 }
 
 const DIAL: &str = "+13125550108";

@@ -110,21 +110,7 @@ fn describe(e: reqwest::Error) -> String {
 }
 
 fn client(timeout: Duration, https: bool) -> Result<reqwest::Client, FetchError> {
-    // ring only (no aws-lc); a provider installed earlier by the daemon wins.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let builder = || {
-        reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("sipbridge/", env!("CARGO_PKG_VERSION")))
-    };
-    let built = match builder().build() {
-        Err(_) if !https => builder().tls_certs_only(std::iter::empty()).build(),
-        other => other,
-    };
-    built.map_err(|e| FetchError::Http(format!("HTTP client: {e}")))
+    crate::tts::http::plain_client(timeout, https).map_err(|e| FetchError::Http(format!("HTTP client: {e}")))
 }
 
 #[cfg(test)]

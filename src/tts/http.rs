@@ -63,6 +63,18 @@ pub async fn synthesize(cfg: &Tts, voice: &str, text: &str) -> Result<(Vec<i16>,
 }
 
 fn client(timeout: Duration, https: bool) -> Result<reqwest::Client, TtsError> {
+    plain_client(timeout, https).map_err(|e| TtsError::Engine(format!("HTTP client: {e}")))
+}
+
+/// An HTTP client for a request to an operator- or app-named server (the TTS
+/// engine, a TeXML app server): `timeout` for the connect and the whole
+/// exchange, no redirects followed, no proxy from the environment, rustls on
+/// ring (a provider the daemon installed earlier wins); for a plain `http://`
+/// URL a client without root certificates when the system has none.
+///
+/// # Errors
+/// reqwest could not build the client (no TLS roots for an `https://` URL).
+pub fn plain_client(timeout: Duration, https: bool) -> Result<reqwest::Client, reqwest::Error> {
     // ring only (no aws-lc); a provider installed earlier by the daemon wins.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let builder = || {
@@ -73,9 +85,8 @@ fn client(timeout: Duration, https: bool) -> Result<reqwest::Client, TtsError> {
             .no_proxy()
             .user_agent(concat!("sipbridge/", env!("CARGO_PKG_VERSION")))
     };
-    let built = match builder().build() {
+    match builder().build() {
         Err(_) if !https => builder().tls_certs_only(std::iter::empty()).build(),
         other => other,
-    };
-    built.map_err(|e| TtsError::Engine(format!("HTTP client: {e}")))
+    }
 }

@@ -368,6 +368,34 @@ impl Drop for Sipp {
     }
 }
 
+/// A SIPp UAS (a carrier or a called party) on 127.0.0.3:`port` playing
+/// `scenario_file` once, within 30 s; with `rtp_echo` it sends back the RTP it
+/// gets. Logs go to `dir` under `name`.
+pub fn sipp_uas(dir: &Path, name: &str, scenario_file: &str, port: u16, rtp_echo: bool) -> Sipp {
+    let mut args: Vec<String> = [
+        "-sf",
+        &scenario(scenario_file).display().to_string(),
+        "-i",
+        "127.0.0.3",
+        "-p",
+        &port.to_string(),
+        "-mp",
+        &free_even_block(4).to_string(),
+        "-m",
+        "1",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if rtp_echo {
+        args.push("-rtp_echo".into());
+    }
+    Sipp::start(dir, name, &args)
+}
+
 /// Standard SIPp arguments for one scenario run against `target`.
 pub fn sipp_args(scenario_file: &str, service: &str, target: &str, local_ip: &str, extra: &[&str]) -> Vec<String> {
     let local_port = free_port();
