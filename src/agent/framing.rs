@@ -165,16 +165,7 @@ mod tests {
     use super::*;
 
     fn info() -> StartInfo {
-        StartInfo {
-            call_control_id: "v3:abc".into(),
-            call_session_id: "sess".into(),
-            from: "+1".into(),
-            to: "+2".into(),
-            client_state: None,
-            custom_parameters: serde_json::Map::new(),
-            encoding: Encoding::Pcmu,
-            sample_rate: 8000,
-        }
+        StartInfo::sample()
     }
 
     const ID: &str = "32de0dea-53cb-4b21-89a4-9e1819c043bc";

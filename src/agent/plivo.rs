@@ -164,19 +164,10 @@ pub fn parse_inbound(text: &str, encoding: Encoding, sample_rate: u32) -> Result
 mod tests {
     use super::super::protocol::error_code;
     use super::*;
-    use serde_json::{Map, Value, json};
+    use serde_json::{Value, json};
 
     fn info() -> StartInfo {
-        StartInfo {
-            call_control_id: "v3:abc".into(),
-            call_session_id: "sess".into(),
-            from: "+1".into(),
-            to: "+2".into(),
-            client_state: None,
-            custom_parameters: Map::new(),
-            encoding: Encoding::Pcmu,
-            sample_rate: 8000,
-        }
+        StartInfo::sample()
     }
 
     fn parse(s: &str) -> Value {

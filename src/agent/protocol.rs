@@ -97,6 +97,24 @@ pub struct StartInfo {
     pub sample_rate: u32,
 }
 
+#[cfg(test)]
+impl StartInfo {
+    /// The framers' unit-test call: `v3:abc` / `sess`, +13125550001 →
+    /// +13125550100, PCMU 8 kHz, no client state or parameters.
+    pub(crate) fn sample() -> Self {
+        StartInfo {
+            call_control_id: "v3:abc".into(),
+            call_session_id: "sess".into(),
+            from: "+13125550001".into(),
+            to: "+13125550100".into(),
+            client_state: None,
+            custom_parameters: Map::new(),
+            encoding: Encoding::Pcmu,
+            sample_rate: 8000,
+        }
+    }
+}
+
 /// Builds the box → agent frames of one stream, numbering them.
 #[derive(Debug)]
 pub struct Outbound {
@@ -426,16 +444,7 @@ mod tests {
     use serde_json::json;
 
     fn info() -> StartInfo {
-        StartInfo {
-            call_control_id: "v3:abc".into(),
-            call_session_id: "sess".into(),
-            from: "+13125550001".into(),
-            to: "+13125550100".into(),
-            client_state: None,
-            custom_parameters: Map::new(),
-            encoding: Encoding::Pcmu,
-            sample_rate: 8000,
-        }
+        StartInfo::sample()
     }
 
     #[test]

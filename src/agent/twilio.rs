@@ -219,19 +219,10 @@ mod tests {
     use super::super::protocol::{Inbound, parse_inbound};
     use super::*;
     use crate::config::Encoding;
-    use serde_json::{Map, Value, json};
+    use serde_json::{Value, json};
 
     fn info() -> StartInfo {
-        StartInfo {
-            call_control_id: "v3:abc".into(),
-            call_session_id: "sess".into(),
-            from: "+13125550001".into(),
-            to: "+13125550100".into(),
-            client_state: None,
-            custom_parameters: Map::new(),
-            encoding: Encoding::Pcmu,
-            sample_rate: 8000,
-        }
+        StartInfo::sample()
     }
 
     fn parse(s: &str) -> Value {
