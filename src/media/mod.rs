@@ -17,6 +17,7 @@
 pub mod amd;
 pub mod bridge;
 pub mod clip;
+pub mod codec;
 pub mod dtmf;
 pub mod engine;
 pub mod g711;
