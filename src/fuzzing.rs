@@ -34,6 +34,7 @@ use crate::media::rtcp::RtcpState;
 use crate::media::rtp::{RtpPacket, RtpPacketMut, is_rtcp};
 use crate::media::stats::ReceiverStats;
 use crate::media::transcode::FromStream;
+use crate::sdp::codec::AudioCodec;
 use crate::sdp::{LocalAudio, LocalSession, OfferOptions, SessionDescription, answer_offer, apply_answer, build_offer};
 use crate::sip::digest::{DigestChallenger, parse_credentials};
 use crate::sip::msg;
@@ -52,7 +53,7 @@ fn peer() -> SocketAddr {
 /// The media side of a typical trunk: PCMU then PCMA on a public address.
 fn trunk_audio() -> LocalAudio {
     LocalAudio {
-        codecs: vec![G711::Pcmu, G711::Pcma],
+        codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::G722, AudioCodec::Opus],
         address: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)),
         port: 20_000,
     }

@@ -300,6 +300,8 @@ impl Task {
         // Marks in the playout queue, and how many of the next returned ones a
         // clear dropped (Plivo reports only checkpoints whose audio played).
         let (mut marks_queued, mut marks_cleared) = (0usize, 0usize);
+        // Wideband chunks' samples (reused: no allocation per chunk).
+        let mut wide: Vec<i16> = Vec::with_capacity(crate::media::pcm::CHUNK_BYTES / 2);
         loop {
             tokio::select! {
                 // Most frequent first (a chunk of call audio every 20 ms, then the
@@ -325,7 +327,14 @@ impl Task {
                     }
                     // Whole 20 ms frames only: the resampler's output per chunk
                     // varies around the nominal size.
-                    tx.convert(chunk.codec, chunk.audio(), pending);
+                    match chunk.g711() {
+                        Some((law, bytes)) => tx.convert(law, bytes, pending),
+                        None => {
+                            wide.clear();
+                            chunk.wide_samples(&mut wide);
+                            tx.convert_wide(&wide, pending);
+                        }
+                    }
                     while pending.len() >= frame_bytes {
                         let ts = started.elapsed().as_millis() as u64;
                         if little_endian {

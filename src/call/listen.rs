@@ -130,6 +130,12 @@ impl Tap for Taps {
             t.said_wideband(codec, payload, wideband);
         }
     }
+
+    fn heard_wideband(&self, codec: G711, payload: &[u8], wideband: &[i16]) {
+        for t in &self.0 {
+            t.heard_wideband(codec, payload, wideband);
+        }
+    }
 }
 
 /// The tap a call's media task gets: its listen channel, plus the recorder when

@@ -147,8 +147,10 @@ enum TapMsg {
         at: Instant,
     },
     /// 16 kHz PCM16 sent to the caller (an L16/16000 agent's audio before the
-    /// leg's G.711 encoder), for a 16 kHz span.
+    /// leg's G.711 encoder) or, `right: false`, heard from a wideband (G.722,
+    /// Opus) leg, for a 16 kHz span.
     Wideband {
+        right: bool,
         len: u16,
         samples: [i16; WIDE_FRAME_SAMPLES],
         at: Instant,
@@ -179,20 +181,29 @@ impl Tap for RecordingTap {
     }
 
     fn said_wideband(&self, codec: G711, payload: &[u8], wideband: &[i16]) {
-        if !self.wideband || wideband.len() > WIDE_FRAME_SAMPLES {
-            self.right(codec, payload);
-            return;
-        }
-        let mut samples = [0i16; WIDE_FRAME_SAMPLES];
-        samples[..wideband.len()].copy_from_slice(wideband);
-        let msg = TapMsg::Wideband { len: wideband.len() as u16, samples, at: Instant::now() };
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(msg) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.wide(true, codec, payload, wideband);
+    }
+
+    fn heard_wideband(&self, codec: G711, payload: &[u8], wideband: &[i16]) {
+        self.wide(false, codec, payload, wideband);
     }
 }
 
 impl RecordingTap {
+    /// 16 kHz audio to a 16 kHz span; an 8 kHz span takes the G.711 version.
+    fn wide(&self, right: bool, codec: G711, payload: &[u8], wideband: &[i16]) {
+        if !self.wideband || wideband.len() > WIDE_FRAME_SAMPLES {
+            self.send(right, codec, payload);
+            return;
+        }
+        let mut samples = [0i16; WIDE_FRAME_SAMPLES];
+        samples[..wideband.len()].copy_from_slice(wideband);
+        let msg = TapMsg::Wideband { right, len: wideband.len() as u16, samples, at: Instant::now() };
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(msg) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn send(&self, right: bool, codec: G711, payload: &[u8]) {
         if payload.len() > SLOT {
             return;
@@ -647,14 +658,20 @@ impl Writer {
             TapMsg::Audio { right, codec, len, payload, at } => {
                 self.push(right, codec, &payload[..usize::from(len)], at, pcm)
             }
-            TapMsg::Wideband { len, samples, at } => {
+            TapMsg::Wideband { right, len, samples, at } => {
                 let samples = &samples[..usize::from(len).min(WIDE_FRAME_SAMPLES)];
                 let duration = Duration::from_micros(samples.len() as u64 * 1_000_000 / 16_000);
-                if self.track == RecordingTrack::Inbound || self.in_pause(at, duration) {
+                let wanted = match self.track {
+                    RecordingTrack::Both => true,
+                    RecordingTrack::Inbound => !right,
+                    RecordingTrack::Outbound => right,
+                };
+                if !wanted || self.in_pause(at, duration) {
                     return;
                 }
                 match self.rec.as_mut() {
-                    Some(rec) if self.upsample.is_some() => rec.push_right(samples, at),
+                    Some(rec) if self.upsample.is_some() && right => rec.push_right(samples, at),
+                    Some(rec) if self.upsample.is_some() => rec.push_left(samples, at),
                     _ => {}
                 }
             }
@@ -751,6 +768,10 @@ impl Tap for SpanTap {
 
     fn said_wideband(&self, codec: G711, payload: &[u8], wideband: &[i16]) {
         self.with(|t| t.said_wideband(codec, payload, wideband));
+    }
+
+    fn heard_wideband(&self, codec: G711, payload: &[u8], wideband: &[i16]) {
+        self.with(|t| t.heard_wideband(codec, payload, wideband));
     }
 }
 

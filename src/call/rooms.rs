@@ -417,7 +417,11 @@ impl RoomRecordings {
             loop {
                 tokio::select! {
                     c = chunks.recv() => match c {
-                        Some(c) => tap.heard(c.codec, c.audio()),
+                        Some(c) => {
+                            if let Some((law, bytes)) = c.g711() {
+                                tap.heard(law, bytes);
+                            }
+                        }
                         None => break, // the room ended
                     },
                     _ = &mut stop => break,

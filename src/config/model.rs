@@ -206,7 +206,8 @@ pub enum Provider {
     Generic,
 }
 
-/// Audio codecs the box offers and accepts on a trunk (ITU-T G.711).
+/// Audio codecs the box offers and accepts on a trunk: G.711 (RFC 3551
+/// §4.5.14), G.722 (§4.5.2) and Opus (RFC 7587), by Telnyx's codec names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Codec {
     /// G.711 µ-law, RTP payload type 0.
@@ -215,6 +216,21 @@ pub enum Codec {
     /// G.711 A-law, RTP payload type 8.
     #[serde(rename = "PCMA")]
     Pcma,
+    /// G.722 wideband (16 kHz audio), RTP payload type 9.
+    #[serde(rename = "G722")]
+    G722,
+    /// Opus (`opus/48000/2`), mono 16 kHz speech here.
+    #[serde(rename = "OPUS")]
+    Opus,
+}
+
+impl Provider {
+    /// The codecs the provider's SIP side carries (Telnyx: G.711, G.722, Opus
+    /// among others; LiveKit SIP: G.711 and G.722, no Opus on SIP trunks —
+    /// livekit/sip #281; a generic carrier: anything offered).
+    pub fn supports(self, codec: Codec) -> bool {
+        !matches!((self, codec), (Provider::Livekit, Codec::Opus))
+    }
 }
 
 /// `[[trunk]]`: a SIP peer the box exchanges calls with.

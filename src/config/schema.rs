@@ -404,12 +404,20 @@ fn read_trunks(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -
         let register_expires = duration(&t, "register_expires", issues, Duration::from_secs(600));
         let numbers = t.parsed_list("numbers", issues, values::parse_e164).unwrap_or_default();
         let codecs = t
-            .parsed_list("codecs", issues, |s| match s {
+            .parsed_list("codecs", issues, |s| match s.to_ascii_uppercase().as_str() {
                 "PCMU" => Ok(Codec::Pcmu),
                 "PCMA" => Ok(Codec::Pcma),
-                _ => Err(format!("{s:?} is not a supported codec (\"PCMU\", \"PCMA\")")),
+                "G722" => Ok(Codec::G722),
+                "OPUS" => Ok(Codec::Opus),
+                _ => Err(format!("{s:?} is not a supported codec (\"PCMU\", \"PCMA\", \"G722\", \"OPUS\")")),
             })
             .unwrap_or_else(|| vec![Codec::Pcmu, Codec::Pcma]);
+        if let Some(bad) = codecs.iter().find(|c| !provider.supports(**c)) {
+            issues.push(
+                t.key_path("codecs"),
+                format!("{bad:?} is not carried by {provider:?} SIP trunks (LiveKit SIP: PCMU, PCMA, G722)"),
+            );
+        }
         let inbound_allow = t.parsed_list("inbound_allow", issues, values::parse_cidr).unwrap_or_default();
         let inbound_username = t.string("inbound_username", issues).filter(|s| !s.is_empty());
         let inbound_password = secret(&t, "inbound_password", issues);

@@ -347,6 +347,18 @@ impl Iterator for DtmfPackets {
 /// marker packet, updates every ptime with growing duration, then three end
 /// packets with the final duration, one ptime apart.
 pub fn generate(tone: &DtmfTone, first_sequence_number: u16, timestamp: u32) -> Result<DtmfPackets, DtmfError> {
+    generate_at(tone, first_sequence_number, timestamp, CLOCK_RATE_HZ)
+}
+
+/// [`generate`] for `telephone-event` at `clock_rate` Hz (RFC 4733 §2.1: the
+/// events' clock is the audio's, e.g. 48000 beside Opus): durations in its units.
+pub fn generate_at(
+    tone: &DtmfTone,
+    first_sequence_number: u16,
+    timestamp: u32,
+    clock_rate: u32,
+) -> Result<DtmfPackets, DtmfError> {
+    let units = |d: Duration| units(d, clock_rate);
     let event = digit_to_event(tone.digit).ok_or(DtmfError::NotADigit(tone.digit))?;
     let ptime_units = units(tone.ptime);
     if tone.ptime < Duration::from_millis(1) || ptime_units == 0 {
@@ -366,9 +378,9 @@ pub fn generate(tone: &DtmfTone, first_sequence_number: u16, timestamp: u32) -> 
     })
 }
 
-/// A duration in telephone-event timestamp units (8000 Hz), saturating.
-fn units(d: Duration) -> u32 {
-    let units = d.as_micros() * u128::from(CLOCK_RATE_HZ) / 1_000_000;
+/// A duration in telephone-event timestamp units at `clock_rate` Hz, saturating.
+fn units(d: Duration, clock_rate: u32) -> u32 {
+    let units = d.as_micros() * u128::from(clock_rate) / 1_000_000;
     u32::try_from(units).unwrap_or(u32::MAX)
 }
 

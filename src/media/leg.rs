@@ -27,13 +27,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::dtmf::{DtmfDetector, DtmfPackets, DtmfTone, digit_to_event, generate};
+use super::dtmf::{DtmfDetector, DtmfPackets, DtmfTone, digit_to_event, generate_at};
 use super::g711::transcode_in_place;
 use super::latch::{Latch, LatchConfig, RtcpLatch, Verdict};
 use super::rtcp::{RtcpState, SenderInfo};
 use super::rtp::{RtpHeader, RtpPacket, RtpPacketMut, is_rtcp};
 use super::stats::ReceiverStats;
 use crate::sdp::NegotiatedAudio;
+use crate::sdp::codec::AudioCodec;
 
 /// Largest datagram handled (Ethernet MTU; G.711 at 120 ms is 972 bytes).
 pub const MAX_DATAGRAM: usize = 1500;
@@ -57,6 +58,14 @@ pub trait Tap: Send + Sync {
     fn said_wideband(&self, codec: crate::media::g711::G711, payload: &[u8], wideband: &[i16]) {
         let _ = wideband;
         self.said(codec, payload);
+    }
+    /// Audio received from the caller on a wideband leg (G.722, Opus): the packet
+    /// decoded to 16 kHz PCM16 (`wideband`, up to 20 ms = 320 samples per call)
+    /// and the same audio taken to 8 kHz and encoded in `codec` (`payload`), for
+    /// taps that work in G.711. The default hears the G.711 version.
+    fn heard_wideband(&self, codec: crate::media::g711::G711, payload: &[u8], wideband: &[i16]) {
+        let _ = wideband;
+        self.heard(codec, payload);
     }
 }
 
@@ -271,7 +280,7 @@ impl RtpSession {
             foreign_logged: false,
             relatches: 0,
             audio,
-            stats: ReceiverStats::new(8000),
+            stats: ReceiverStats::new(audio.codec.rtp_clock_rate()),
             dtmf: DtmfDetector::new(Duration::from_millis(400)),
             ssrc,
             seq: rand_u32() as u16,
@@ -529,7 +538,7 @@ impl RtpSession {
                 return None;
             }
             let tone = self.dtmf_queue.pop_front()?;
-            self.dtmf_sending = generate(&tone, self.seq, self.timestamp).ok();
+            self.dtmf_sending = generate_at(&tone, self.seq, self.timestamp, self.audio.codec.rtp_clock_rate()).ok();
         }
         match self.dtmf_sending.as_mut()?.next() {
             Some(p) => Some((p.marker, p.timestamp, p.payload)),
@@ -541,12 +550,13 @@ impl RtpSession {
         }
     }
 
-    /// Makes the next packet of our stream from `payload` (G.711 bytes = samples,
-    /// at most 480), ready in [`RtpSession::poll_transmit`]; a queued RFC 4733
-    /// event packet goes in its place. Skipped (the RTP clock still advances)
-    /// while we may not send (hold, muted) or know no address.
+    /// Makes the next packet of our stream from `payload` (in the leg's codec, at
+    /// most 480 bytes), ready in [`RtpSession::poll_transmit`]; a queued RFC 4733
+    /// event packet goes in its place. The RTP timestamp advances by the packet's
+    /// duration ([`packet_units`]). Skipped (the RTP clock still advances) while we
+    /// may not send (hold, muted) or know no address.
     pub fn send_audio(&mut self, payload: &[u8], marker: bool) {
-        let samples = payload.len() as u32;
+        let samples = packet_units(self.audio.codec, payload);
         if !self.audio.direction.sends() || self.muted {
             self.timestamp = self.timestamp.wrapping_add(samples);
             return;
@@ -585,7 +595,8 @@ impl RtpSession {
 
     /// Relaying (B2BUA media anchor): rewrites `packet`, received on the other
     /// leg (`from`, classified as `kind`), in place for this leg — the payload
-    /// type mapped to ours, PCMU↔PCMA transcoded by table when the codecs differ;
+    /// type mapped to ours, PCMU↔PCMA transcoded by table when the codecs differ
+    /// (any other pair of different codecs: `None`, the caller transcodes);
     /// RFC 4733 events mapped to our telephone-event type (dropped when this leg
     /// did not negotiate one). SSRC, sequence numbers and timestamps pass through,
     /// as a media relay does. Returns where to send it from our RTP port (it is
@@ -601,6 +612,9 @@ impl RtpSession {
             Received::Audio { payload_len, .. } => {
                 let (src, dst) = (from.codec, self.audio.codec);
                 if src != dst {
+                    // PCMU↔PCMA by table; other pairs are decoded and re-encoded
+                    // by the relay job (`media::engine::convert`), never here.
+                    let (Some(src), Some(dst)) = (src.g711(), dst.g711()) else { return None };
                     transcode_in_place(src, dst, p.payload_mut());
                 }
                 p.set_payload_type(self.audio.payload_type);
@@ -633,6 +647,33 @@ impl RtpSession {
     }
 }
 
+/// The duration of an audio payload in RTP timestamp units of `codec`'s clock:
+/// G.711 one unit per byte; G.722 also one (2 samples at 16 kHz per byte, on its
+/// 8000 Hz RTP clock, RFC 3551 §4.5.2); Opus from the packet's TOC byte (RFC 6716
+/// §3.1: frame size by configuration, frame count by code), in 48 kHz units,
+/// at most 120 ms; 0 for an empty or malformed Opus packet.
+pub fn packet_units(codec: AudioCodec, payload: &[u8]) -> u32 {
+    match codec {
+        AudioCodec::Pcmu | AudioCodec::Pcma | AudioCodec::G722 => payload.len() as u32,
+        AudioCodec::Opus => {
+            let Some(&toc) = payload.first() else { return 0 };
+            let config = toc >> 3;
+            // Frame duration in 48 kHz samples (RFC 6716 Table 2).
+            let frame = match config {
+                0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
+                12..=15 => [480, 960][usize::from(config % 2)],
+                _ => [120, 240, 480, 960][usize::from(config % 4)],
+            };
+            let frames = match toc & 0x3 {
+                0 => 1,
+                1 | 2 => 2,
+                _ => payload.get(1).map_or(0, |&b| u32::from(b & 0x3f)),
+            };
+            (frame * frames).min(5760)
+        }
+    }
+}
+
 fn rand_u32() -> u32 {
     let b = uuid::Uuid::new_v4().into_bytes();
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
@@ -650,7 +691,7 @@ mod tests {
     fn audio_to(peer: &str) -> NegotiatedAudio {
         let remote: SocketAddr = peer.parse().unwrap();
         NegotiatedAudio {
-            codec: G711::Pcmu,
+            codec: G711::Pcmu.into(),
             payload_type: 0,
             receive_payload_type: 0,
             telephone_event: Some(101),
@@ -996,7 +1037,7 @@ mod tests {
         let now = p.now;
         let wall = SystemTime::now();
         let mut far_audio = audio_to("127.0.0.1:40020");
-        far_audio.codec = G711::Pcma;
+        far_audio.codec = G711::Pcma.into();
         far_audio.payload_type = 8;
         far_audio.telephone_event = Some(96);
         let mut far = RtpSession::new(far_audio, LatchConfig::default(), Duration::from_secs(5), now, wall);

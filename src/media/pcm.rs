@@ -33,15 +33,28 @@ pub enum Direction {
     Said,
 }
 
-/// A chunk of call audio for the endpoint: G.711 bytes in `codec`.
+/// What a [`Chunk`]'s bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkFormat {
+    /// G.711 bytes in this law at 8000 Hz (a G.711 leg, or a wideband leg's audio
+    /// for an 8 kHz endpoint: decoded, taken to 8 kHz and µ-law encoded).
+    G711(G711),
+    /// PCM16 mono at 16000 Hz, native byte order, 2 bytes per sample: a wideband
+    /// leg's (G.722, Opus) decoded audio for a 16 kHz endpoint (an L16/16000
+    /// agent), never through 8 kHz.
+    L16Wide,
+}
+
+/// A chunk of call audio for the endpoint.
 #[derive(Clone, Copy)]
 pub struct Chunk {
     /// Heard or said.
     pub direction: Direction,
-    /// The leg's codec.
-    pub codec: G711,
-    /// RTP timestamp of the packet's first sample (RFC 3550 §5.1; 8000 Hz clock)
-    /// for heard audio; for said audio, the count of samples played so far.
+    /// What `data` holds.
+    pub codec: ChunkFormat,
+    /// Heard audio: the RTP timestamp of the first sample (RFC 3550 §5.1), in
+    /// samples at the chunk's rate (8000 Hz for G.711 chunks; for L16Wide, the
+    /// count of 16 kHz samples decoded so far); said audio: samples played so far.
     pub rtp_timestamp: u32,
     /// Valid bytes in `data`.
     pub len: u16,
@@ -53,6 +66,21 @@ impl Chunk {
     /// The valid audio bytes.
     pub fn audio(&self) -> &[u8] {
         &self.data[..usize::from(self.len)]
+    }
+
+    /// The law and bytes of a G.711 chunk (`None` for an L16Wide one).
+    pub fn g711(&self) -> Option<(G711, &[u8])> {
+        match self.codec {
+            ChunkFormat::G711(law) => Some((law, self.audio())),
+            ChunkFormat::L16Wide => None,
+        }
+    }
+
+    /// The 16 kHz samples of an L16Wide chunk, appended to `out` (nothing for G.711).
+    pub fn wide_samples(&self, out: &mut Vec<i16>) {
+        if self.codec == ChunkFormat::L16Wide {
+            out.extend(self.audio().chunks_exact(2).map(|b| i16::from_ne_bytes([b[0], b[1]])));
+        }
     }
 }
 

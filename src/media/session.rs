@@ -16,12 +16,12 @@ use tokio::sync::mpsc;
 use crate::config::Codec;
 use crate::media::bridge::Side;
 use crate::media::engine::{Commands, EchoJob, Engine, Events, Finished, Job, Leg, PcmJob, RelayJob, Task};
-use crate::media::g711::G711;
 use crate::media::latch::LatchConfig;
 use crate::media::leg::{LegCommand, LegEvent, QualitySample, RtpSession, Tap};
 use crate::media::pcm::{PcmPort, Playback};
 use crate::media::ports::{PortPair, PortPool};
 use crate::media::suppress::Suppression;
+use crate::sdp::codec::AudioCodec;
 use crate::sdp::{
     LocalAudio, LocalSession, NegotiatedAudio, OfferOptions, OfferedAudio, SessionDescription, answer_offer,
     apply_answer, build_offer,
@@ -140,14 +140,34 @@ impl Relay {
     }
 }
 
-fn g711(codecs: &[Codec]) -> Vec<G711> {
-    codecs
-        .iter()
-        .map(|c| match c {
-            Codec::Pcmu => G711::Pcmu,
-            Codec::Pcma => G711::Pcma,
-        })
-        .collect()
+impl From<Codec> for AudioCodec {
+    fn from(c: Codec) -> AudioCodec {
+        match c {
+            Codec::Pcmu => AudioCodec::Pcmu,
+            Codec::Pcma => AudioCodec::Pcma,
+            Codec::G722 => AudioCodec::G722,
+            Codec::Opus => AudioCodec::Opus,
+        }
+    }
+}
+
+/// Whether this build can decode and encode `codec` (checked once per codec).
+fn implemented(codec: AudioCodec) -> bool {
+    use std::sync::OnceLock;
+    static CHECKED: [OnceLock<bool>; 4] = [const { OnceLock::new() }; 4];
+    let index = AudioCodec::ALL.iter().position(|&c| c == codec).unwrap_or(0);
+    *CHECKED[index].get_or_init(|| {
+        let ok = crate::media::codec::Decoder::new(codec).is_ok() && crate::media::codec::Encoder::new(codec).is_ok();
+        if !ok {
+            tracing::warn!(codec = codec.encoding_name(), "codec configured but not in this build: not offered");
+        }
+        ok
+    })
+}
+
+/// The trunk's codecs this build implements, in the trunk's order.
+fn audio_codecs(codecs: &[Codec]) -> Vec<AudioCodec> {
+    codecs.iter().map(|&c| AudioCodec::from(c)).filter(|&c| implemented(c)).collect()
 }
 
 impl MediaSession {
@@ -164,7 +184,7 @@ impl MediaSession {
         }
         let offer = SessionDescription::parse(offer).map_err(|e| Reject::Malformed(e.to_string()))?;
         let ports = engine.pool.take(engine.bind_ip).map_err(|_| Reject::NoPorts)?;
-        let local = LocalAudio { codecs: g711(codecs), address: advertised_ip, port: ports.port };
+        let local = LocalAudio { codecs: audio_codecs(codecs), address: advertised_ip, port: ports.port };
         let mut session = LocalSession::new(uuid::Uuid::new_v4().as_u64_pair().0);
         let answer = answer_offer(&offer, &local, &mut session).map_err(|e| {
             if e.sip_status() == 400 { Reject::Malformed(e.to_string()) } else { Reject::NotAcceptable(e.to_string()) }
@@ -203,16 +223,16 @@ impl MediaSession {
     /// An offer for an outbound leg with `codecs`, advertising `advertised_ip`.
     pub fn offer(engine: &MediaEngine, codecs: &[Codec], advertised_ip: IpAddr) -> Result<(Self, Vec<u8>), Reject> {
         let ports = engine.pool.take(engine.bind_ip).map_err(|_| Reject::NoPorts)?;
-        let local = LocalAudio { codecs: g711(codecs), address: advertised_ip, port: ports.port };
+        let local = LocalAudio { codecs: audio_codecs(codecs), address: advertised_ip, port: ports.port };
         let mut session = LocalSession::new(uuid::Uuid::new_v4().as_u64_pair().0);
         let offer = build_offer(&local, OfferOptions::default(), &mut session);
         let body = offer.body.into_bytes();
         // Until the answer arrives the stream is "our offer": nothing to send to.
-        let first = local.codecs.first().copied().unwrap_or(G711::Pcmu);
+        let first = local.codecs.first().copied().unwrap_or(AudioCodec::Pcmu);
         let audio = NegotiatedAudio {
             codec: first,
-            payload_type: first.payload_type(),
-            receive_payload_type: first.payload_type(),
+            payload_type: first.offered_payload_type(),
+            receive_payload_type: first.offered_payload_type(),
             telephone_event: None,
             receive_telephone_event: Some(offer.offered.telephone_event),
             remote_rtp: None,

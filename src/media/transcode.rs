@@ -357,6 +357,8 @@ impl WholeRatio {
 pub struct ToStream {
     /// Stream format; at 16000 Hz with the 8000 → 16000 Hz resampler.
     stream: Stream,
+    /// 16000 → 8000 Hz for wideband call audio to an 8 kHz stream (made on first use).
+    down: Option<Box<RateConverter>>,
 }
 
 impl ToStream {
@@ -366,7 +368,41 @@ impl ToStream {
     /// # Errors
     /// [`TranscodeError::UnsupportedRate`] for any other pair (e.g. PCMU at 16000).
     pub fn new(encoding: Encoding, sample_rate: u32) -> Result<Self, TranscodeError> {
-        Ok(ToStream { stream: Stream::new(encoding, sample_rate, Resample::up)? })
+        Ok(ToStream { stream: Stream::new(encoding, sample_rate, Resample::up)?, down: None })
+    }
+
+    /// Appends to `out` the stream payload for wideband call audio (`wide`: PCM16
+    /// at 16000 Hz, a G.722 or Opus leg decoded): unchanged big-endian PCM16 for an
+    /// L16/16000 stream (never through 8 kHz); for 8 kHz streams, taken to 8000 Hz
+    /// (the module's 16000 → 8000 Hz filter) and encoded as `convert` does.
+    pub fn convert_wide(&mut self, wide: &[i16], out: &mut Vec<u8>) {
+        if let Stream::L16Wide(_) = self.stream {
+            out.reserve(wide.len() * 2);
+            for s in wide {
+                out.extend_from_slice(&s.to_be_bytes());
+            }
+            return;
+        }
+        if self.down.is_none() {
+            match RateConverter::down() {
+                Ok(d) => self.down = Some(Box::new(d)),
+                Err(e) => {
+                    tracing::warn!("wideband audio to an 8 kHz stream dropped: {e}");
+                    return;
+                }
+            }
+        }
+        let Some(down) = self.down.as_mut() else { return };
+        let mut narrow = Vec::with_capacity(wide.len() / 2 + 8);
+        down.process(wide, |s| narrow.push(s));
+        match &self.stream {
+            Stream::G711(law) => out.extend(narrow.iter().map(|&s| law.encode_sample(s))),
+            _ => {
+                for s in narrow {
+                    out.extend_from_slice(&s.to_be_bytes());
+                }
+            }
+        }
     }
 
     /// Appends to `out` the stream payload for one chunk of call audio: `g711` is

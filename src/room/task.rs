@@ -41,7 +41,7 @@ use super::{
 use crate::media::engine::{Task, TimerJob, TimerOutcome};
 use crate::media::g711::G711;
 use crate::media::pacer::Pacer;
-use crate::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmEndpoint, PcmFrame, Playback};
+use crate::media::pcm::{CHUNK_BYTES, Chunk, ChunkFormat, Direction, PcmEndpoint, PcmFrame, Playback};
 use crate::media::playout::{FRAME_SAMPLES, Playout};
 
 /// Agent audio queued beyond this is dropped (two minutes, as for a call).
@@ -194,7 +194,7 @@ impl Member {
 
 /// A chunk of one frame of `pcm` (160 samples) encoded in `codec`.
 fn chunk(direction: Direction, codec: G711, rtp_timestamp: u32, pcm: &[i16]) -> Chunk {
-    let mut c = Chunk { direction, codec, len: 0, rtp_timestamp, data: [0; CHUNK_BYTES] };
+    let mut c = Chunk { direction, codec: ChunkFormat::G711(codec), len: 0, rtp_timestamp, data: [0; CHUNK_BYTES] };
     c.len = codec.encode(pcm, &mut c.data) as u16;
     c
 }
@@ -358,9 +358,13 @@ impl Room {
                 Media::Leg { endpoint, jitter } => {
                     loop {
                         match endpoint.chunks.try_recv() {
+                            // A room's ports are 8 kHz: its legs' chunks are G.711
+                            // (a wideband leg's audio is taken to 8 kHz for it).
                             Ok(c) if c.direction == Direction::Heard => {
-                                let n = c.codec.decode(c.audio(), &mut pcm);
-                                jitter.push(c.rtp_timestamp, &pcm[..n]);
+                                if let Some((law, bytes)) = c.g711() {
+                                    let n = law.decode(bytes, &mut pcm);
+                                    jitter.push(c.rtp_timestamp, &pcm[..n]);
+                                }
                             }
                             Ok(_) => {}
                             Err(TryRecvError::Empty) => break,

@@ -43,7 +43,7 @@ impl Caller {
         let start = (self.sent * FRAME) % self.audio.len();
         let mut c = Chunk {
             direction: Direction::Heard,
-            codec: G711::Pcmu,
+            codec: crate::media::pcm::ChunkFormat::G711(G711::Pcmu),
             len: FRAME as u16,
             rtp_timestamp: self.timestamp,
             data: [0; CHUNK_BYTES],
@@ -315,7 +315,7 @@ async fn an_agent_hears_the_room_and_speaks_into_it_and_a_listener_hears_everyon
     // The agent hears the caller (PCMU heard chunks), not itself.
     let mut agent_heard = Vec::new();
     while let Ok(c) = agent.chunks.try_recv() {
-        assert_eq!((c.direction, c.codec), (Direction::Heard, G711::Pcmu));
+        assert_eq!((c.direction, c.codec), (Direction::Heard, crate::media::pcm::ChunkFormat::G711(G711::Pcmu)));
         let mut pcm = [0i16; FRAME];
         let n = G711::Pcmu.decode(c.audio(), &mut pcm);
         agent_heard.extend_from_slice(&pcm[..n]);
@@ -326,7 +326,7 @@ async fn an_agent_hears_the_room_and_speaks_into_it_and_a_listener_hears_everyon
     // The listener hears both, in its own law.
     let mut mix = Vec::new();
     while let Ok(c) = listen_rx.try_recv() {
-        assert_eq!(c.codec, G711::Pcma);
+        assert_eq!(c.codec, crate::media::pcm::ChunkFormat::G711(G711::Pcma));
         let mut pcm = [0i16; FRAME];
         let n = G711::Pcma.decode(c.audio(), &mut pcm);
         mix.extend_from_slice(&pcm[..n]);

@@ -1,20 +1,28 @@
-//! RFC 3264 offer/answer for one G.711 audio stream: answering a peer's offer
-//! (inbound legs, re-INVITEs), building our offer and applying the peer's answer
-//! (outbound legs, offerless INVITEs).
+//! RFC 3264 offer/answer for one audio stream: answering a peer's offer (inbound
+//! legs, re-INVITEs), building our offer and applying the peer's answer (outbound
+//! legs, offerless INVITEs).
 //!
-//! Policy, in RFC terms: the codec is the first of the OFFERER's formats (its
-//! preference order, §6.1) that is PCMU or PCMA at 8000 Hz and allowed on this leg;
-//! the answer carries that one codec (one codec per leg keeps the media path free
-//! of mid-call codec switches), telephone-event with the offerer's payload type when
-//! offered, the offered ptime (20 ms when absent), `a=rtcp-mux` when offered, and
-//! the mirrored direction. Every other m= line is rejected with port 0.
+//! Codecs: PCMU, PCMA (RFC 3551 §4.5.14), G.722 (`G722/8000`, RFC 3551 §4.5.2) and
+//! Opus (`opus/48000/2`, RFC 7587 §7), as the leg's trunk allows them.
+//!
+//! Policy, in RFC terms: the codec is the first codec of THIS LEG's list (the
+//! trunk's `codecs` order) that the offer carries (RFC 3264 §6.1 lets the answerer
+//! choose among the offered formats; the trunk's order is how a technician prefers
+//! wideband or a law); the answer carries that one codec (one codec per leg keeps
+//! the media path free of mid-call codec switches), telephone-event at the codec's
+//! RTP clock rate with the offerer's payload type when offered (RFC 4733 §2.1:
+//! `telephone-event/48000` beside Opus), the offered ptime (20 ms when absent; Opus
+//! only in whole 10/20/40/60 ms frames), `a=rtcp-mux` when offered, and the
+//! mirrored direction. Every other m= line is rejected with port 0. An Opus answer
+//! asks for mono 16 kHz speech with in-band FEC (RFC 7587 §6.1: `useinbandfec=1;
+//! maxplaybackrate=16000;stereo=0;sprop-maxcapturerate=16000`).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use super::SdpError;
 use super::description::{Direction, MediaDescription, SessionDescription};
-use crate::sdp::codec::G711;
+use crate::sdp::codec::{AudioCodec, TELEPHONE_EVENT_48K_PAYLOAD_TYPE, TELEPHONE_EVENT_PAYLOAD_TYPE};
 
 /// Default packet time when the peer states none (RFC 3551 Table 1: 20 ms for G.711).
 pub const DEFAULT_PTIME_MS: u32 = 20;
@@ -24,12 +32,18 @@ pub const PTIME_RANGE_MS: std::ops::RangeInclusive<u32> = 10..=120;
 pub const TELEPHONE_EVENT_FMTP: &str = "0-16";
 /// `s=` of every description this gateway writes.
 pub const SESSION_NAME: &str = "sipbridge";
+/// The Opus parameters this gateway asks for (RFC 7587 §6.1): mono speech at 16
+/// kHz with in-band forward error correction.
+pub const OPUS_FMTP: &str = "useinbandfec=1;maxplaybackrate=16000;stereo=0;sprop-maxcapturerate=16000";
+/// Opus frame durations this gateway encodes, ms (RFC 6716 §2.1.4, without 2.5 and 5).
+const OPUS_PTIMES_MS: [u32; 4] = [10, 20, 40, 60];
 
 /// This leg's side of the media: what it may use and where it listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalAudio {
-    /// Allowed codecs in the trunk's preference order (used as is in our offers).
-    pub codecs: Vec<G711>,
+    /// Allowed codecs in the trunk's preference order (used as is in our offers,
+    /// and to choose among an offer's codecs).
+    pub codecs: Vec<AudioCodec>,
     /// Address written in `o=` and `c=` (the public/advertised media address).
     pub address: IpAddr,
     /// Local RTP port.
@@ -92,7 +106,7 @@ fn ip_kind(address: IpAddr) -> &'static str {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NegotiatedAudio {
     /// The codec of the call leg.
-    pub codec: G711,
+    pub codec: AudioCodec,
     /// Payload type to send audio with (the remote's number for the codec).
     pub payload_type: u8,
     /// Payload type audio arrives with (ours; equal to `payload_type` when we answered).
@@ -109,7 +123,7 @@ pub struct NegotiatedAudio {
     pub remote_rtcp: Option<SocketAddr>,
     /// RTP and RTCP share one port (RFC 5761).
     pub rtcp_mux: bool,
-    /// Packet time to send with, in ms (160 bytes per 20 ms of G.711).
+    /// Packet time to send with, in ms (160 bytes per 20 ms of G.711 or G.722).
     pub ptime_ms: u32,
     /// Our direction: whether this gateway may send and/or receive on the leg.
     pub direction: Direction,
@@ -127,10 +141,12 @@ pub struct Answer {
 /// What we put in an offer, needed to apply the answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OfferedAudio {
-    /// Codecs offered, in order.
-    pub codecs: Vec<G711>,
+    /// Codecs offered, in order (each at [`AudioCodec::offered_payload_type`]).
+    pub codecs: Vec<AudioCodec>,
     /// Payload type offered for telephone-event/8000.
     pub telephone_event: u8,
+    /// Payload type offered for telephone-event/48000 (when Opus was offered).
+    pub telephone_event_48k: Option<u8>,
     /// Whether `a=rtcp-mux` was offered.
     pub rtcp_mux: bool,
     /// Offered ptime, ms.
@@ -203,6 +219,11 @@ fn choose_ptime(ptime_ms: Option<u32>, maxptime_ms: Option<u32>) -> u32 {
     }
 }
 
+/// The ptime for `codec`: Opus only in the frame sizes it encodes (20 ms otherwise).
+fn codec_ptime(codec: AudioCodec, ptime_ms: u32) -> u32 {
+    if codec == AudioCodec::Opus && !OPUS_PTIMES_MS.contains(&ptime_ms) { DEFAULT_PTIME_MS } else { ptime_ms }
+}
+
 /// Names of an m= line's formats, for error messages: `PCMU/8000 G729/8000 101`.
 fn describe_formats(m: &MediaDescription) -> String {
     let names: Vec<String> = m
@@ -216,18 +237,28 @@ fn describe_formats(m: &MediaDescription) -> String {
     names.join(" ")
 }
 
-fn describe_codecs(codecs: &[G711]) -> String {
+fn describe_codecs(codecs: &[AudioCodec]) -> String {
     let names: Vec<&str> = codecs.iter().map(|c| c.encoding_name()).collect();
     if names.is_empty() { "nothing".to_string() } else { names.join(" ") }
 }
 
-/// The first of `m`'s formats (its order) that is an allowed G.711 law at 8000 Hz,
-/// mono: `(law, payload type)`.
-fn first_common_codec(m: &MediaDescription, allowed: &[G711]) -> Option<(G711, u8)> {
-    m.formats.iter().find_map(|f| {
-        let law = G711::from_encoding_name(f.encoding_name.as_deref()?)?;
-        (f.clock_rate_hz == 8000 && f.channels == 1 && allowed.contains(&law)).then_some((law, f.payload_type))
-    })
+/// The codec `f` carries, if it is one this gateway speaks (name, clock and
+/// channels as RFC 3551 / RFC 7587 write them).
+fn format_codec(f: &crate::sdp::description::PayloadFormat) -> Option<AudioCodec> {
+    AudioCodec::from_rtpmap(f.encoding_name.as_deref()?, f.clock_rate_hz, Some(f.channels))
+}
+
+/// The first of `preferred` (this leg's order) that `m` carries: `(codec, the
+/// payload type m gives it)`.
+fn first_common_codec(m: &MediaDescription, preferred: &[AudioCodec]) -> Option<(AudioCodec, u8)> {
+    preferred
+        .iter()
+        .find_map(|&codec| m.formats.iter().find(|f| format_codec(f) == Some(codec)).map(|f| (codec, f.payload_type)))
+}
+
+/// The payload type `m` gives telephone-event at `codec`'s RTP clock (RFC 4733 §2.1).
+fn telephone_event_for(m: &MediaDescription, codec: AudioCodec) -> Option<u8> {
+    m.format("telephone-event", codec.rtp_clock_rate()).map(|f| f.payload_type)
 }
 
 /// Answers `offer` (RFC 3264 §6) for this leg. The SIP layer maps every error to
@@ -239,7 +270,7 @@ pub fn answer_offer(
 ) -> Result<Answer, SdpError> {
     // Pick the first usable audio stream; remember why others were unusable.
     let mut first_problem: Option<SdpError> = None;
-    let mut chosen: Option<(usize, G711, u8)> = None;
+    let mut chosen: Option<(usize, AudioCodec, u8)> = None;
     for (index, m) in offer.media.iter().enumerate() {
         if !m.media.eq_ignore_ascii_case("audio") || m.port == 0 {
             continue;
@@ -270,8 +301,8 @@ pub fn answer_offer(
     };
     let Some(m) = offer.media.get(audio_index) else { return Err(SdpError::NoAudio) };
 
-    let telephone_event = m.format("telephone-event", 8000).map(|f| f.payload_type);
-    let ptime_ms = choose_ptime(m.ptime_ms, m.maxptime_ms);
+    let telephone_event = telephone_event_for(m, codec);
+    let ptime_ms = codec_ptime(codec, choose_ptime(m.ptime_ms, m.maxptime_ms));
     let rtcp_mux = m.rtcp_mux;
     let direction = effective_direction(m).reversed();
     let (remote_rtp, remote_rtcp) = remote_addresses(m, rtcp_mux);
@@ -307,7 +338,7 @@ pub fn answer_offer(
 fn write_audio(
     out: &mut String,
     port: u16,
-    codec: G711,
+    codec: AudioCodec,
     payload_type: u8,
     telephone_event: Option<u8>,
     ptime_ms: u32,
@@ -318,9 +349,10 @@ fn write_audio(
     if let Some(te) = telephone_event {
         let _ = write!(out, " {te}");
     }
-    let _ = write!(out, "\r\na=rtpmap:{payload_type} {}/8000\r\n", codec.encoding_name());
+    out.push_str("\r\n");
+    write_rtpmap(out, codec, payload_type);
     if let Some(te) = telephone_event {
-        let _ = write!(out, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} {TELEPHONE_EVENT_FMTP}\r\n");
+        write_telephone_event(out, te, codec.rtp_clock_rate());
     }
     let _ = write!(out, "a=ptime:{ptime_ms}\r\n");
     if rtcp_mux {
@@ -329,22 +361,51 @@ fn write_audio(
     let _ = write!(out, "a={}\r\n", direction.attribute());
 }
 
+/// `a=rtpmap` (and Opus's `a=fmtp`) of `codec` at `payload_type`.
+fn write_rtpmap(out: &mut String, codec: AudioCodec, payload_type: u8) {
+    let _ = write!(out, "a=rtpmap:{payload_type} {}/{}", codec.encoding_name(), codec.rtp_clock_rate());
+    if let Some(channels) = codec.rtpmap_channels() {
+        let _ = write!(out, "/{channels}");
+    }
+    out.push_str("\r\n");
+    if codec == AudioCodec::Opus {
+        let _ = write!(out, "a=fmtp:{payload_type} {OPUS_FMTP}\r\n");
+    }
+}
+
+/// `a=rtpmap`/`a=fmtp` of telephone-event at `clock_rate` Hz.
+fn write_telephone_event(out: &mut String, payload_type: u8, clock_rate: u32) {
+    let _ = write!(
+        out,
+        "a=rtpmap:{payload_type} telephone-event/{clock_rate}\r\na=fmtp:{payload_type} {TELEPHONE_EVENT_FMTP}\r\n"
+    );
+}
+
 /// Builds our offer for an outbound leg (or an offerless INVITE's 200 OK): every
-/// allowed codec in the trunk's order at its static payload type, then
-/// telephone-event/8000 at payload type 101 with `0-16`.
+/// allowed codec in the trunk's order ([`AudioCodec::offered_payload_type`]: the
+/// static types, 111 for Opus), then telephone-event/8000 at payload type 101 and,
+/// when Opus is offered, telephone-event/48000 at 110 (RFC 4733 §2.1), with `0-16`.
 pub fn build_offer(local: &LocalAudio, options: OfferOptions, session: &mut LocalSession) -> Offer {
-    let te = crate::sdp::codec::TELEPHONE_EVENT_PAYLOAD_TYPE;
-    let mut body = String::with_capacity(256);
+    let te = TELEPHONE_EVENT_PAYLOAD_TYPE;
+    let te_48k = local.codecs.contains(&AudioCodec::Opus).then_some(TELEPHONE_EVENT_48K_PAYLOAD_TYPE);
+    let mut body = String::with_capacity(384);
     let _ = write!(body, "s={SESSION_NAME}\r\nc=IN {} {}\r\nt=0 0\r\n", ip_kind(local.address), local.address);
     let _ = write!(body, "m=audio {} RTP/AVP", local.port);
     for codec in &local.codecs {
-        let _ = write!(body, " {}", codec.payload_type());
+        let _ = write!(body, " {}", codec.offered_payload_type());
     }
-    let _ = write!(body, " {te}\r\n");
-    for codec in &local.codecs {
-        let _ = write!(body, "a=rtpmap:{} {}/8000\r\n", codec.payload_type(), codec.encoding_name());
+    let _ = write!(body, " {te}");
+    if let Some(te_48k) = te_48k {
+        let _ = write!(body, " {te_48k}");
     }
-    let _ = write!(body, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} {TELEPHONE_EVENT_FMTP}\r\n");
+    body.push_str("\r\n");
+    for &codec in &local.codecs {
+        write_rtpmap(&mut body, codec, codec.offered_payload_type());
+    }
+    write_telephone_event(&mut body, te, 8000);
+    if let Some(te_48k) = te_48k {
+        write_telephone_event(&mut body, te_48k, 48_000);
+    }
     let _ = write!(body, "a=ptime:{}\r\n", options.ptime_ms);
     if options.rtcp_mux {
         body.push_str("a=rtcp-mux\r\n");
@@ -356,6 +417,7 @@ pub fn build_offer(local: &LocalAudio, options: OfferOptions, session: &mut Loca
         offered: OfferedAudio {
             codecs: local.codecs.clone(),
             telephone_event: te,
+            telephone_event_48k: te_48k,
             rtcp_mux: options.rtcp_mux,
             ptime_ms: options.ptime_ms,
         },
@@ -391,19 +453,22 @@ pub fn apply_answer(offered: &OfferedAudio, answer: &SessionDescription) -> Resu
             allowed: describe_codecs(&offered.codecs),
         });
     };
-    let telephone_event = m.format("telephone-event", 8000).map(|f| f.payload_type);
+    let telephone_event = telephone_event_for(m, codec);
     let rtcp_mux = offered.rtcp_mux && m.rtcp_mux;
     let (remote_rtp, remote_rtcp) = remote_addresses(m, rtcp_mux);
     let ptime_ms = match m.ptime_ms {
         Some(_) => choose_ptime(m.ptime_ms, m.maxptime_ms),
         None => offered.ptime_ms,
     };
+    let ptime_ms = codec_ptime(codec, ptime_ms);
+    let our_telephone_event =
+        if codec.rtp_clock_rate() == 48_000 { offered.telephone_event_48k } else { Some(offered.telephone_event) };
     Ok(NegotiatedAudio {
         codec,
         payload_type,
-        receive_payload_type: codec.payload_type(),
+        receive_payload_type: codec.offered_payload_type(),
         telephone_event,
-        receive_telephone_event: telephone_event.map(|_| offered.telephone_event),
+        receive_telephone_event: telephone_event.and(our_telephone_event),
         remote_rtp,
         remote_rtcp,
         rtcp_mux,

@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::*;
-use crate::sdp::codec::G711;
+use crate::sdp::codec::AudioCodec;
 
 const TELNYX: &str = "v=0\r\n\
 o=- 1718205466 1718205467 IN IP4 192.76.120.31\r\n\
@@ -124,7 +124,11 @@ a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubG
 a=sendrecv\r\n";
 
 fn local() -> LocalAudio {
-    LocalAudio { codecs: vec![G711::Pcmu, G711::Pcma], address: "203.0.113.5".parse().unwrap(), port: 40000 }
+    LocalAudio {
+        codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma],
+        address: "203.0.113.5".parse().unwrap(),
+        port: 40000,
+    }
 }
 
 fn answer(offer: &str, local: &LocalAudio) -> Result<Answer, SdpError> {
@@ -154,38 +158,96 @@ a=ptime:20\r\n\
 a=sendrecv\r\n"
     );
     let n = a.audio;
-    assert_eq!((n.codec, n.payload_type, n.telephone_event), (G711::Pcmu, 0, Some(101)));
+    assert_eq!((n.codec, n.payload_type, n.telephone_event), (AudioCodec::Pcmu, 0, Some(101)));
     assert_eq!(n.remote_rtp, addr("192.76.120.31:30412"));
     assert_eq!(n.remote_rtcp, addr("192.76.120.31:30413"), "from a=rtcp");
     assert_eq!((n.ptime_ms, n.rtcp_mux, n.direction), (20, false, Direction::SendRecv));
 }
 
 #[test]
-fn offerer_order_wins_over_trunk_order() {
-    // Trunk prefers PCMA, but Telnyx lists PCMU first: RFC 3264 §6.1 takes the offerer's order.
-    let pcma_first = LocalAudio { codecs: vec![G711::Pcma, G711::Pcmu], ..local() };
-    assert_eq!(answer(TELNYX, &pcma_first).unwrap().audio.codec, G711::Pcmu);
+fn trunk_order_wins_over_offerer_order() {
+    // Telnyx lists PCMU first, the trunk prefers PCMA: the answerer chooses among the
+    // offered formats (RFC 3264 §6.1), by the trunk's `codecs` order (issue 22).
+    let pcma_first = LocalAudio { codecs: vec![AudioCodec::Pcma, AudioCodec::Pcmu], ..local() };
+    assert_eq!(answer(TELNYX, &pcma_first).unwrap().audio.codec, AudioCodec::Pcma);
     // A trunk that allows only PCMA gets PCMA.
-    let pcma_only = LocalAudio { codecs: vec![G711::Pcma], ..local() };
+    let pcma_only = LocalAudio { codecs: vec![AudioCodec::Pcma], ..local() };
     let a = answer(TELNYX, &pcma_only).unwrap();
-    assert_eq!((a.audio.codec, a.audio.payload_type), (G711::Pcma, 8));
+    assert_eq!((a.audio.codec, a.audio.payload_type), (AudioCodec::Pcma, 8));
     assert!(a.body.contains("m=audio 40000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"));
 }
 
 #[test]
-fn livekit_offer_skips_g722() {
-    let a = answer(LIVEKIT, &LocalAudio { codecs: vec![G711::Pcma, G711::Pcmu], ..local() }).unwrap();
-    assert_eq!((a.audio.codec, a.audio.telephone_event), (G711::Pcmu, Some(101)));
+fn livekit_offer_skips_g722_unless_the_trunk_allows_it() {
+    let a = answer(LIVEKIT, &LocalAudio { codecs: vec![AudioCodec::Pcmu, AudioCodec::Pcma], ..local() }).unwrap();
+    assert_eq!((a.audio.codec, a.audio.telephone_event), (AudioCodec::Pcmu, Some(101)));
     assert_eq!(a.audio.remote_rtp, addr("34.123.45.67:10044"));
     assert_eq!(a.audio.remote_rtcp, addr("34.123.45.67:10045"), "RTP port + 1 without a=rtcp");
     assert!(a.body.contains("m=audio 40000 RTP/AVP 0 101\r\n"));
+    // A wideband trunk takes LiveKit's G.722 (RTP clock 8000, RFC 3551 §4.5.2).
+    let wide = LocalAudio { codecs: vec![AudioCodec::G722, AudioCodec::Pcmu], ..local() };
+    let a = answer(LIVEKIT, &wide).unwrap();
+    assert_eq!((a.audio.codec, a.audio.payload_type, a.audio.telephone_event), (AudioCodec::G722, 9, Some(101)));
+    assert!(a.body.contains("m=audio 40000 RTP/AVP 9 101\r\na=rtpmap:9 G722/8000\r\n"), "{}", a.body);
+    assert!(a.body.contains("a=rtpmap:101 telephone-event/8000\r\n"));
+}
+
+#[test]
+fn baresip_opus_offer_is_answered_with_opus_and_its_own_payload_type() {
+    let wide = LocalAudio { codecs: vec![AudioCodec::Opus, AudioCodec::G722, AudioCodec::Pcmu], ..local() };
+    let a = answer(BARESIP, &wide).unwrap();
+    let n = a.audio;
+    assert_eq!((n.codec, n.payload_type, n.receive_payload_type), (AudioCodec::Opus, 96, 96));
+    // baresip offers telephone-event only at 8000 Hz: none beside Opus (RFC 4733 §2.1).
+    assert_eq!(n.telephone_event, None);
+    assert!(a.body.contains("m=audio 40000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n"), "{}", a.body);
+    assert!(a.body.contains("a=fmtp:96 useinbandfec=1;maxplaybackrate=16000;stereo=0;sprop-maxcapturerate=16000\r\n"));
+    assert_eq!(n.ptime_ms, 20);
+    // With telephone-event/48000 offered it is answered at that clock.
+    let with_te = BARESIP.replace("RTP/AVP 96 9 0 8 101", "RTP/AVP 96 9 0 8 101 110").replace(
+        "a=rtpmap:101 telephone-event/8000\r\n",
+        "a=rtpmap:101 telephone-event/8000\r\na=rtpmap:110 telephone-event/48000\r\n",
+    );
+    let n = answer(&with_te, &wide).unwrap().audio;
+    assert_eq!((n.codec, n.telephone_event), (AudioCodec::Opus, Some(110)));
+    // A G.722 preference takes G.722 from the same offer.
+    let g722 = LocalAudio { codecs: vec![AudioCodec::G722, AudioCodec::Opus], ..local() };
+    assert_eq!(answer(BARESIP, &g722).unwrap().audio.codec, AudioCodec::G722);
+    // Opus at the wrong clock or channel count is not Opus (RFC 7587 §7).
+    let bad = BARESIP.replace("opus/48000/2", "opus/48000").replace("RTP/AVP 96 9 0 8 101", "RTP/AVP 96 101");
+    assert!(matches!(answer(&bad, &wide), Err(SdpError::NoCommonCodec { .. })));
+}
+
+#[test]
+fn wideband_offer_lists_opus_with_fmtp_and_both_telephone_event_clocks() {
+    let wide = LocalAudio { codecs: vec![AudioCodec::Opus, AudioCodec::G722, AudioCodec::Pcmu], ..local() };
+    let mut session = LocalSession::new(1);
+    let offer = build_offer(&wide, OfferOptions::default(), &mut session);
+    assert!(offer.body.contains("m=audio 40000 RTP/AVP 111 9 0 101 110\r\n"), "{}", offer.body);
+    assert!(offer.body.contains("a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1;"));
+    assert!(offer.body.contains("a=rtpmap:9 G722/8000\r\n"));
+    assert!(offer.body.contains("a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-16\r\n"));
+    // The peer answers Opus at its own payload type with telephone-event/48000.
+    let answer_sdp = "v=0\r\no=- 1 1 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\n\
+                      m=audio 7000 RTP/AVP 107 126\r\na=rtpmap:107 opus/48000/2\r\na=rtpmap:126 telephone-event/48000\r\n";
+    let n = apply_answer(&offer.offered, &SessionDescription::parse(answer_sdp.as_bytes()).unwrap()).unwrap();
+    assert_eq!((n.codec, n.payload_type, n.receive_payload_type), (AudioCodec::Opus, 107, 111));
+    assert_eq!((n.telephone_event, n.receive_telephone_event), (Some(126), Some(110)));
+    // A G.722 answer keeps telephone-event/8000.
+    let g722 = answer_sdp
+        .replace("107 126", "9 101")
+        .replace("a=rtpmap:107 opus/48000/2", "a=rtpmap:9 G722/8000")
+        .replace("telephone-event/48000", "telephone-event/8000")
+        .replace("a=rtpmap:126", "a=rtpmap:101");
+    let n = apply_answer(&offer.offered, &SessionDescription::parse(g722.as_bytes()).unwrap()).unwrap();
+    assert_eq!((n.codec, n.telephone_event, n.receive_telephone_event), (AudioCodec::G722, Some(101), Some(101)));
 }
 
 #[test]
 fn baresip_offer_skips_opus_and_accepts_rtcp_mux() {
     let a = answer(BARESIP, &local()).unwrap();
     let n = a.audio;
-    assert_eq!((n.codec, n.payload_type, n.telephone_event), (G711::Pcmu, 0, Some(101)));
+    assert_eq!((n.codec, n.payload_type, n.telephone_event), (AudioCodec::Pcmu, 0, Some(101)));
     assert!(n.rtcp_mux);
     assert_eq!(n.remote_rtcp, n.remote_rtp);
     assert_eq!(n.remote_rtp, addr("192.0.2.2:28380"));
@@ -201,18 +263,18 @@ fn baresip_offer_skips_opus_and_accepts_rtcp_mux() {
 #[test]
 fn sipp_offers() {
     let a = answer(SIPP_UAC_PCAP, &local()).unwrap();
-    assert_eq!((a.audio.codec, a.audio.payload_type, a.audio.telephone_event), (G711::Pcma, 8, Some(101)));
+    assert_eq!((a.audio.codec, a.audio.payload_type, a.audio.telephone_event), (AudioCodec::Pcma, 8, Some(101)));
     assert_eq!(a.audio.ptime_ms, 20, "no a=ptime: default 20");
     assert!(a.body.contains("a=fmtp:101 0-16\r\na=ptime:20\r\n"));
     let offer = SessionDescription::parse(SIPP_UAC_PCAP.as_bytes()).unwrap();
     assert_eq!(offer.media[0].format("telephone-event", 8000).unwrap().fmtp.as_deref(), Some("0-11,16"));
 
     let a = answer(SIPP_UAC, &local()).unwrap();
-    assert_eq!((a.audio.codec, a.audio.telephone_event), (G711::Pcmu, None));
+    assert_eq!((a.audio.codec, a.audio.telephone_event), (AudioCodec::Pcmu, None));
     assert!(a.body.contains("m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\n"));
     // Static payload type without a=rtpmap (RFC 3551 Table 4).
     let bare = SIPP_UAC.replace("a=rtpmap:0 PCMU/8000\r\n", "");
-    assert_eq!(answer(&bare, &local()).unwrap().audio.codec, G711::Pcmu);
+    assert_eq!(answer(&bare, &local()).unwrap().audio.codec, AudioCodec::Pcmu);
 }
 
 #[test]
@@ -283,7 +345,7 @@ fn g729_only_is_488_no_common_codec() {
 fn ipv6_offer_and_answer() {
     let local = LocalAudio { address: "2001:db8::5".parse().unwrap(), ..local() };
     let a = answer(IPV6, &local).unwrap();
-    assert_eq!(a.audio.codec, G711::Pcma, "offerer lists PCMA first");
+    assert_eq!(a.audio.codec, AudioCodec::Pcmu, "the trunk lists PCMU first");
     assert_eq!(a.audio.remote_rtp, addr("[2001:db8::10]:49170"));
     assert_eq!(a.audio.ptime_ms, 30, "offered ptime is echoed");
     assert!(a.body.starts_with("v=0\r\no=- 4242 4242 IN IP6 2001:db8::5\r\ns=sipbridge\r\nc=IN IP6 2001:db8::5\r\n"));
@@ -341,7 +403,7 @@ fn malformed_and_unusable_offers() {
     assert!(matches!(answer(TELNYX, &no_codecs), Err(SdpError::NoCommonCodec { .. })));
     // Tolerated real-world deviations: LF-only lines, missing s= and t=.
     let sloppy = SIPP_UAC.replace("\r\n", "\n").replace("s=-\n", "").replace("t=0 0\n", "");
-    assert_eq!(answer(&sloppy, &local()).unwrap().audio.codec, G711::Pcmu);
+    assert_eq!(answer(&sloppy, &local()).unwrap().audio.codec, AudioCodec::Pcmu);
 }
 
 #[test]
@@ -380,17 +442,17 @@ a=sendrecv\r\n"
 m=audio 31066 RTP/AVP 8 100\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:100 telephone-event/8000\r\na=fmtp:100 0-16\r\n\
 a=ptime:20\r\na=sendrecv\r\n";
     let n = apply_answer(&offer.offered, &SessionDescription::parse(telnyx_answer.as_bytes()).unwrap()).unwrap();
-    assert_eq!((n.codec, n.payload_type, n.receive_payload_type), (G711::Pcma, 8, 8));
+    assert_eq!((n.codec, n.payload_type, n.receive_payload_type), (AudioCodec::Pcma, 8, 8));
     assert_eq!((n.telephone_event, n.receive_telephone_event), (Some(100), Some(101)), "send theirs, receive ours");
     assert_eq!(n.remote_rtp, addr("192.76.120.31:31066"));
     assert_eq!((n.direction, n.rtcp_mux, n.ptime_ms), (Direction::SendRecv, false, 20));
 
     // Our own answer to our own offer closes the loop.
     let mut peer = LocalSession::new(5);
-    let remote = LocalAudio { codecs: vec![G711::Pcmu], address: "198.51.100.20".parse().unwrap(), port: 7000 };
+    let remote = LocalAudio { codecs: vec![AudioCodec::Pcmu], address: "198.51.100.20".parse().unwrap(), port: 7000 };
     let their = answer_offer(&SessionDescription::parse(offer.body.as_bytes()).unwrap(), &remote, &mut peer).unwrap();
     let n = apply_answer(&offer.offered, &SessionDescription::parse(their.body.as_bytes()).unwrap()).unwrap();
-    assert_eq!((n.codec, n.telephone_event, n.remote_rtp), (G711::Pcmu, Some(101), addr("198.51.100.20:7000")));
+    assert_eq!((n.codec, n.telephone_event, n.remote_rtp), (AudioCodec::Pcmu, Some(101), addr("198.51.100.20:7000")));
 }
 
 #[test]

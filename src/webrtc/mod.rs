@@ -644,7 +644,7 @@ impl PeerConnectionEventHandler for Handler {
                 for part in packet.payload.chunks(CHUNK_BYTES) {
                     let mut c = Chunk {
                         direction: Direction::Heard,
-                        codec,
+                        codec: crate::media::pcm::ChunkFormat::G711(codec),
                         rtp_timestamp: ts,
                         len: part.len() as u16,
                         data: [0; CHUNK_BYTES],

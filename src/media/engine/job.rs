@@ -13,15 +13,16 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::media::bridge::Side;
-use crate::media::g711::G711;
 use crate::media::leg::{LegCommand, LegEvent, Received, RtpSession, Socket, Tap};
 use crate::media::pacer::{Alignment, Pacer};
-use crate::media::pcm::{CHUNK_BYTES, Chunk, Direction, Narrow, PcmPort, Playback, WIDE_FRAME_SAMPLES};
+use crate::media::pcm::{CHUNK_BYTES, Chunk, ChunkFormat, Direction, Narrow, PcmPort, Playback, WIDE_FRAME_SAMPLES};
 use crate::media::playout::{FRAME_SAMPLES, Playout};
 use crate::media::ports::PortPair;
 use crate::media::suppress::{Suppression, Suppressor};
 use crate::media::transcode::RateConverter;
+use crate::sdp::codec::AudioCodec;
 
+use super::convert::{Inbound, NARROW_LAW, Outbound, Timeline};
 use super::timer::TimerJob;
 
 /// Queued playback beyond this many seconds is dropped (the agent sent more than
@@ -273,10 +274,51 @@ fn toggle(slot: &mut Option<Box<Suppressor>>, on: bool, rate: u32) {
     }
 }
 
-/// Suppresses noise in the audio payload of `buf` in place, if `suppressor`.
-fn suppress_payload(suppressor: &mut Option<Box<Suppressor>>, codec: G711, received: &Received, buf: &mut [u8]) {
-    if let (Some(s), Some(payload)) = (suppressor.as_mut(), received.payload_mut(buf)) {
-        s.process_g711(codec, payload);
+/// Suppresses noise in the audio payload of `buf` in place, if `suppressor`
+/// (G.711 legs: a wideband leg's payloads are not denoised in place).
+fn suppress_payload(suppressor: &mut Option<Box<Suppressor>>, codec: AudioCodec, received: &Received, buf: &mut [u8]) {
+    if let (Some(s), Some(payload), Some(law)) = (suppressor.as_mut(), received.payload_mut(buf), codec.g711()) {
+        s.process_g711(law, payload);
+    }
+}
+
+/// The decoder in `slot` for `codec`, made (or remade after a codec change) on
+/// first use; `None` when the codec has no implementation in this build.
+fn inbound_for(slot: &mut Option<Box<Inbound>>, codec: AudioCodec) -> Option<&mut Inbound> {
+    if slot.as_ref().is_none_or(|d| d.codec() != codec) {
+        *slot = Inbound::new(codec).inspect_err(|e| tracing::warn!("audio not decoded: {e}")).ok();
+    }
+    slot.as_deref_mut()
+}
+
+/// The encoder in `slot` for `codec`, as [`inbound_for`].
+fn outbound_for(slot: &mut Option<Box<Outbound>>, codec: AudioCodec) -> Option<&mut Outbound> {
+    if slot.as_ref().is_none_or(|e| e.codec() != codec) {
+        *slot = Outbound::new(codec).inspect_err(|e| tracing::warn!("audio not encoded: {e}")).ok();
+    }
+    slot.as_deref_mut()
+}
+
+/// Gives `tap` one received (`heard`) or sent payload of a leg in `codec`: as is
+/// for G.711, else decoded once by `slot` (16 kHz plus its 8 kHz G.711 version).
+fn tap_payload(tap: &dyn Tap, heard: bool, codec: AudioCodec, payload: &[u8], slot: &mut Option<Box<Inbound>>) {
+    if let Some(law) = codec.g711() {
+        if heard {
+            tap.heard(law, payload)
+        } else {
+            tap.said(law, payload)
+        }
+        return;
+    }
+    let Some(dec) = inbound_for(slot, codec) else { return };
+    if dec.decode(payload) {
+        dec.pieces(|narrow, wide| {
+            if heard {
+                tap.heard_wideband(NARROW_LAW, narrow, wide)
+            } else {
+                tap.said_wideband(NARROW_LAW, narrow, wide)
+            }
+        });
     }
 }
 
@@ -290,6 +332,9 @@ pub struct EchoJob {
     common: Common,
     line: VecDeque<(Instant, u16, [u8; ECHO_SLOT])>,
     first: bool,
+    /// Decoders for the tap on a wideband leg (heard, said).
+    tap_heard: Option<Box<Inbound>>,
+    tap_said: Option<Box<Inbound>>,
 }
 
 const ECHO_DELAY: Duration = Duration::from_millis(200);
@@ -301,7 +346,14 @@ const ECHO_MAX: usize = 64;
 impl EchoJob {
     /// Echo on `leg`; `tap` hears both ways.
     pub fn new(leg: Leg, events: Events, tap: Option<Arc<dyn Tap>>) -> Self {
-        Self { leg, common: Common::new(events, tap), line: VecDeque::new(), first: true }
+        Self {
+            leg,
+            common: Common::new(events, tap),
+            line: VecDeque::new(),
+            first: true,
+            tap_heard: None,
+            tap_said: None,
+        }
     }
 
     fn on_datagram(&mut self, socket: Socket, buf: &mut [u8], from: SocketAddr, now: Instant) {
@@ -318,7 +370,7 @@ impl EchoJob {
             return;
         }
         if let Some(t) = &self.common.tap {
-            t.heard(codec, payload);
+            tap_payload(&**t, true, codec, payload, &mut self.tap_heard);
         }
         if self.common.inbound_muted {
             return;
@@ -338,12 +390,12 @@ impl EchoJob {
                 break;
             }
             let payload = &mut slot[..usize::from(*len)];
-            if let Some(s) = self.common.suppress.outbound.as_mut() {
-                s.process_g711(codec, payload);
+            if let (Some(s), Some(law)) = (self.common.suppress.outbound.as_mut(), codec.g711()) {
+                s.process_g711(law, payload);
             }
             let payload = &*payload;
             if let Some(t) = &self.common.tap {
-                t.said(codec, payload);
+                tap_payload(&**t, false, codec, payload, &mut self.tap_said);
             }
             self.leg.session.send_audio(payload, self.first);
             self.first = false;
@@ -390,6 +442,11 @@ pub struct PcmJob {
     caught_up: u64,
     /// The schedule's phase against the agent's arrivals.
     align: Alignment,
+    /// A wideband leg's decoder and encoder (G.722, Opus), made on first use.
+    inbound: Option<Box<Inbound>>,
+    outbound: Option<Box<Outbound>>,
+    /// Received RTP timestamps in samples at the chunks' rate.
+    heard_time: Timeline,
 }
 
 impl PcmJob {
@@ -413,6 +470,9 @@ impl PcmJob {
             dropped: 0,
             caught_up: 0,
             align: Alignment::default(),
+            inbound: None,
+            outbound: None,
+            heard_time: Timeline::default(),
         }
     }
 
@@ -423,11 +483,34 @@ impl PcmJob {
         let codec = self.leg.session.audio().codec;
         suppress_payload(&mut self.common.suppress.inbound, codec, &received, buf);
         let Some(payload) = received.payload(buf) else { return };
-        if let Some(t) = &self.common.tap {
-            t.heard(codec, payload);
+        let wanted = self.port.want_heard && !self.common.inbound_muted;
+        if let Some(law) = codec.g711() {
+            if let Some(t) = &self.common.tap {
+                t.heard(law, payload);
+            }
+            if wanted {
+                offer(&self.port, Direction::Heard, ChunkFormat::G711(law), rtp_timestamp, payload, &mut self.dropped);
+            }
+            return;
         }
-        if self.port.want_heard && !self.common.inbound_muted {
-            offer(&self.port, Direction::Heard, codec, rtp_timestamp, payload, &mut self.dropped);
+        // A wideband leg: decoded once, for the tap and the endpoint.
+        let Some(dec) = inbound_for(&mut self.inbound, codec) else { return };
+        if !dec.decode(payload) {
+            return;
+        }
+        if let Some(t) = &self.common.tap {
+            dec.pieces(|narrow, wide| t.heard_wideband(NARROW_LAW, narrow, wide));
+        }
+        if wanted {
+            let clock = codec.rtp_clock_rate();
+            if self.wide {
+                let ts = self.heard_time.map(rtp_timestamp, clock, 16_000);
+                offer_wide(&self.port, Direction::Heard, ts, dec.pcm(), &mut self.dropped);
+            } else {
+                let ts = self.heard_time.map(rtp_timestamp, clock, 8000);
+                let narrow = dec.narrow();
+                offer(&self.port, Direction::Heard, ChunkFormat::G711(NARROW_LAW), ts, narrow, &mut self.dropped);
+            }
         }
     }
 
@@ -544,20 +627,43 @@ impl PcmJob {
             None => s.frame8.copy_from_slice(&frame[..FRAME_SAMPLES]),
         }
         let codec = self.leg.session.audio().codec;
-        codec.encode(&s.frame8, &mut s.out);
+        // What G.711 consumers get: the leg's law, or µ-law for a wideband leg.
+        let law = codec.g711().unwrap_or(NARROW_LAW);
+        law.encode(&s.frame8, &mut s.out);
         if let Some(t) = &self.common.tap {
             if self.wide {
-                t.said_wideband(codec, &s.out, frame);
+                t.said_wideband(law, &s.out, frame);
             } else {
-                t.said(codec, &s.out);
+                t.said(law, &s.out);
             }
         }
         if self.port.want_said {
-            offer(&self.port, Direction::Said, codec, self.said_samples, &s.out, &mut self.dropped);
+            if self.wide && codec.is_wideband() {
+                let position = self.said_samples.wrapping_mul(2);
+                offer_wide(&self.port, Direction::Said, position, frame, &mut self.dropped);
+            } else {
+                offer(
+                    &self.port,
+                    Direction::Said,
+                    ChunkFormat::G711(law),
+                    self.said_samples,
+                    &s.out,
+                    &mut self.dropped,
+                );
+            }
         }
         self.said_samples = self.said_samples.wrapping_add(FRAME_SAMPLES as u32);
         // RFC 3551 §4.1: the marker bit starts each talkspurt.
-        self.leg.session.send_audio(&s.out, real > 0 && !self.talking);
+        let marker = real > 0 && !self.talking;
+        if codec.g711().is_some() {
+            self.leg.session.send_audio(&s.out, marker);
+        } else {
+            // A wideband leg: the frame at the playout's rate, encoded for the leg.
+            let rate = if self.wide { 16_000 } else { 8000 };
+            if let Some(payload) = outbound_for(&mut self.outbound, codec).and_then(|e| e.encode(frame, rate)) {
+                self.leg.session.send_audio(payload, marker);
+            }
+        }
         self.talking = real > 0;
         self.leg.flush();
         while let Some(name) = self.playout.pop_reached() {
@@ -570,7 +676,31 @@ impl PcmJob {
     }
 }
 
-fn offer(port: &PcmPort, direction: Direction, codec: G711, rtp_timestamp: u32, audio: &[u8], dropped: &mut u64) {
+/// Hands 16 kHz PCM (`pcm`, starting at sample `position`) to the endpoint in
+/// [`ChunkFormat::L16Wide`] chunks (80 samples each).
+fn offer_wide(port: &PcmPort, direction: Direction, position: u32, pcm: &[i16], dropped: &mut u64) {
+    let mut ts = position;
+    for part in pcm.chunks(CHUNK_BYTES / 2) {
+        let mut c = Chunk { direction, codec: ChunkFormat::L16Wide, rtp_timestamp: ts, len: 0, data: [0; CHUNK_BYTES] };
+        for (bytes, s) in c.data.chunks_exact_mut(2).zip(part) {
+            bytes.copy_from_slice(&s.to_ne_bytes());
+        }
+        c.len = (part.len() * 2) as u16;
+        if port.chunks.try_send(c).is_err() {
+            *dropped += 1;
+        }
+        ts = ts.wrapping_add(part.len() as u32);
+    }
+}
+
+fn offer(
+    port: &PcmPort,
+    direction: Direction,
+    codec: ChunkFormat,
+    rtp_timestamp: u32,
+    audio: &[u8],
+    dropped: &mut u64,
+) {
     let mut ts = rtp_timestamp;
     for part in audio.chunks(CHUNK_BYTES) {
         let mut c = Chunk { direction, codec, rtp_timestamp: ts, len: part.len() as u16, data: [0; CHUNK_BYTES] };
@@ -601,12 +731,27 @@ pub struct RelayJob {
     asked: [Suppression; 2],
     /// The suppressor of what each leg sends (A → B, B → A).
     suppress: [Option<Box<Suppressor>>; 2],
+    /// Decoders of what each leg receives (A, B), made when a wideband leg's
+    /// audio is tapped or transcoded.
+    dec: [Option<Box<Inbound>>; 2],
+    /// Encoders of what each leg sends (A, B), when the legs' codecs differ
+    /// beyond PCMU↔PCMA.
+    enc: [Option<Box<Outbound>>; 2],
 }
 
 impl RelayJob {
     /// Relays between `a` (the caller's leg) and `b` (the dialled leg).
     pub fn new(a: Leg, b: Leg, events: mpsc::UnboundedSender<(Side, LegEvent)>, tap: Option<Arc<dyn Tap>>) -> Self {
-        Self { a, b, events: Events::Two(events), tap, asked: [Suppression::OFF; 2], suppress: [None, None] }
+        Self {
+            a,
+            b,
+            events: Events::Two(events),
+            tap,
+            asked: [Suppression::OFF; 2],
+            suppress: [None, None],
+            dec: [None, None],
+            enc: [None, None],
+        }
     }
 
     fn on_datagram(&mut self, leg: usize, socket: Socket, buf: &mut [u8], from: SocketAddr, now: Instant) {
@@ -616,14 +761,42 @@ impl RelayJob {
         if kind == Received::Nothing {
             return;
         }
-        self.events.drain(side, &mut src.session);
         let codec = src.session.audio().codec;
+        let far = usize::from(leg == 0);
+        let far_codec = dst.session.audio().codec;
+        let transcoded = codec != far_codec && (codec.g711().is_none() || far_codec.g711().is_none());
+        if transcoded {
+            // The far leg's stream is our own (its numbering, its clock): digits
+            // pressed on this side are sent there as new RFC 4733 events.
+            while let Some(e) = src.session.poll_event() {
+                if let LegEvent::Dtmf(digit) = &e {
+                    let _ = dst.session.queue_dtmf(&digit.to_string(), Duration::from_millis(100));
+                }
+                self.events.send(side, e);
+            }
+        } else {
+            self.events.drain(side, &mut src.session);
+        }
         suppress_payload(&mut self.suppress[leg], codec, &kind, buf);
         if let (Some(t), Some(payload)) = (&self.tap, kind.payload(buf)) {
-            if side == Side::A { t.heard(codec, payload) } else { t.said(codec, payload) }
+            tap_payload(&**t, side == Side::A, codec, payload, &mut self.dec[leg]);
         }
-        if let Some(dest) = dst.session.relay_from(buf, kind, src.session.audio()) {
-            let _ = dst.ports.rtp.send_to(buf, dest);
+        if !transcoded {
+            if let Some(dest) = dst.session.relay_from(buf, kind, src.session.audio()) {
+                let _ = dst.ports.rtp.send_to(buf, dest);
+            }
+            return;
+        }
+        let Received::Audio { .. } = kind else { return };
+        let Some(payload) = kind.payload(buf) else { return };
+        let Some(dec) = inbound_for(&mut self.dec[leg], codec) else { return };
+        if !dec.decode(payload) {
+            return;
+        }
+        let rate = codec.sample_rate();
+        if let Some(out) = outbound_for(&mut self.enc[far], far_codec).and_then(|e| e.encode(dec.pcm(), rate)) {
+            dst.session.send_audio(out, false);
+            dst.flush();
         }
     }
 

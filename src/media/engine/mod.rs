@@ -24,6 +24,7 @@
 //! to an endpoint go through bounded channels with `try_send` (full = dropped and
 //! counted), playback comes back through a channel the job polls at each frame.
 
+mod convert;
 mod job;
 mod sys;
 mod timer;
@@ -542,7 +543,7 @@ mod tests {
 
     fn audio_to(peer: SocketAddr, codec: G711) -> NegotiatedAudio {
         NegotiatedAudio {
-            codec,
+            codec: codec.into(),
             payload_type: codec.payload_type(),
             receive_payload_type: codec.payload_type(),
             telephone_event: Some(101),
