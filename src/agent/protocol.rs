@@ -67,6 +67,8 @@ pub const fn encoding_name(encoding: Encoding) -> &'static str {
         Encoding::Pcmu => "PCMU",
         Encoding::Pcma => "PCMA",
         Encoding::L16 => "L16",
+        Encoding::G722 => "G722",
+        Encoding::Opus => "OPUS",
     }
 }
 

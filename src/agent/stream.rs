@@ -99,7 +99,11 @@ impl StreamSpec {
     /// 16000 for L16 at 16000 Hz (the agent's audio keeps its band up to the leg's
     /// G.711 encoder, and the recording keeps it), 8000 otherwise (ISSUE 7 point 1).
     pub fn playout_rate(&self) -> u32 {
-        if self.encoding == Encoding::L16 && self.sample_rate == 16000 { 16000 } else { 8000 }
+        if self.encoding != Encoding::Pcmu && self.encoding != Encoding::Pcma && self.sample_rate == 16000 {
+            16000
+        } else {
+            8000
+        }
     }
 }
 
@@ -302,6 +306,7 @@ impl Task {
         let (mut marks_queued, mut marks_cleared) = (0usize, 0usize);
         // Wideband chunks' samples (reused: no allocation per chunk).
         let mut wide: Vec<i16> = Vec::with_capacity(crate::media::pcm::CHUNK_BYTES / 2);
+        let mut packet: Vec<u8> = Vec::with_capacity(crate::media::codec::MAX_PAYLOAD_BYTES);
         loop {
             tokio::select! {
                 // Most frequent first (a chunk of call audio every 20 ms, then the
@@ -334,6 +339,20 @@ impl Task {
                             chunk.wide_samples(&mut wide);
                             tx.convert_wide(&wide, pending);
                         }
+                    }
+                    // G722/OPUS: one whole codec packet per `media` message.
+                    if tx.is_packetized() {
+                        packet.clear();
+                        while tx.next_packet(&mut packet) {
+                            let ts = started.elapsed().as_millis() as u64;
+                            if let Some(frame) = out.media(track, ts, &packet) {
+                                if let Err(reason) = link.send(frame).await {
+                                    return End::Failed(reason);
+                                }
+                            }
+                            packet.clear();
+                        }
+                        continue;
                     }
                     while pending.len() >= frame_bytes {
                         let ts = started.elapsed().as_millis() as u64;

@@ -581,21 +581,28 @@ fn streaming_start(body: &Map<String, Value>) -> Result<Action, ApiError> {
         Some("PCMU") => Encoding::Pcmu,
         Some("PCMA") => Encoding::Pcma,
         Some("L16") => Encoding::L16,
+        Some("G722") => Encoding::G722,
+        Some("OPUS") => Encoding::Opus,
         Some(other) => {
             return Err(ApiError::bad_field(
                 "/stream_bidirectional_codec",
-                format!("{other:?} is not one of PCMU, PCMA, L16"),
+                format!("{other:?} is not one of PCMU, PCMA, L16, G722, OPUS"),
             ));
         }
     };
     let sample_rate = match body.get("stream_bidirectional_sampling_rate") {
-        None | Some(Value::Null) => 8000,
-        Some(Value::Number(n)) if n.as_u64() == Some(8000) => 8000,
-        Some(Value::Number(n)) if n.as_u64() == Some(16000) && encoding == Encoding::L16 => 16000,
+        // G722 and OPUS stream at 16000 Hz whatever the default.
+        None | Some(Value::Null) => encoding.fixed_rate().unwrap_or(8000),
+        Some(Value::Number(n)) if n.as_u64() == Some(8000) && encoding.fixed_rate().is_none() => 8000,
+        Some(Value::Number(n))
+            if n.as_u64() == Some(16000) && encoding != Encoding::Pcmu && encoding != Encoding::Pcma =>
+        {
+            16000
+        }
         Some(_) => {
             return Err(ApiError::bad_field(
                 "/stream_bidirectional_sampling_rate",
-                "must be 8000, or 16000 with the L16 codec",
+                "must be 8000 (PCMU, PCMA, L16) or 16000 (L16, G722, OPUS)",
             ));
         }
     };

@@ -81,7 +81,8 @@ impl LegControl<'_> {
                 self.media.switch_to_pcm(tap, port).await.map_err(media_err)?;
                 // Spans started from now on record at the stream's rate.
                 if let Some(rec) = self.recorder.as_mut() {
-                    rec.set_sample_rate(spec.playout_rate());
+                    let wide = self.media.audio().codec.is_wideband();
+                    rec.set_sample_rate(if wide { 16_000 } else { spec.playout_rate() });
                 }
                 let stream = AgentStream::start(
                     *spec,
@@ -221,7 +222,8 @@ impl LegControl<'_> {
                     }
                     a.stop().await;
                     if let Some(rec) = self.recorder.as_mut() {
-                        rec.set_sample_rate(8000);
+                        let wide = self.media.audio().codec.is_wideband();
+                        rec.set_sample_rate(if wide { 16_000 } else { 8000 });
                     }
                     self.control.update(|v| v.stream_id = None);
                     Ok(())

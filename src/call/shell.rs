@@ -427,6 +427,8 @@ impl<S: Signalling> Shell<S> {
             MediaPlan::Agent { spec, .. } => spec.playout_rate(),
             _ => 8000,
         };
+        // A wideband leg (G.722, Opus) records at 16 kHz whatever its endpoint.
+        let rate = if self.near.media().audio().codec.is_wideband() { 16_000 } else { rate };
         self.recorder = new_recorder(&self.ctx, &info, self.record, self.record_format, rate);
         if let Some(req) = self.amd.take() {
             self.amd_run = Some(super::amd::AmdRun::start(&self.ctx, &info, req));

@@ -278,6 +278,32 @@ pub enum Encoding {
     /// Linear PCM 16-bit big-endian (RFC 2586), 8000 or 16000 Hz.
     #[serde(rename = "L16")]
     L16,
+    /// G.722 at 16000 Hz: one 20 ms packet (160 bytes) per `media` message.
+    #[serde(rename = "G722")]
+    G722,
+    /// Opus at 16000 Hz (RFC 6716): one 20 ms Opus packet per `media` message.
+    #[serde(rename = "OPUS")]
+    Opus,
+}
+
+impl Encoding {
+    /// The codec of a coded wideband stream encoding (G722, OPUS), whose `media`
+    /// payloads are whole codec packets rather than sample bytes.
+    pub const fn packet_codec(self) -> Option<crate::sdp::codec::AudioCodec> {
+        match self {
+            Encoding::G722 => Some(crate::sdp::codec::AudioCodec::G722),
+            Encoding::Opus => Some(crate::sdp::codec::AudioCodec::Opus),
+            _ => None,
+        }
+    }
+
+    /// The only rate a coded encoding streams at (16000 Hz), `None` for the others.
+    pub const fn fixed_rate(self) -> Option<u32> {
+        match self {
+            Encoding::G722 | Encoding::Opus => Some(16_000),
+            _ => None,
+        }
+    }
 }
 
 /// Which audio an agent stream carries (Telnyx `stream_track`).
@@ -362,7 +388,7 @@ impl StreamProtocol {
     /// says what it does carry.
     pub fn check_format(self, encoding: Encoding, sample_rate: u32) -> Result<(), &'static str> {
         let ok = match self {
-            StreamProtocol::Telnyx => true,
+            StreamProtocol::Telnyx => encoding.fixed_rate().is_none_or(|r| r == sample_rate),
             StreamProtocol::Twilio => encoding == Encoding::Pcmu,
             StreamProtocol::Exotel => encoding == Encoding::L16,
             StreamProtocol::Plivo => encoding != Encoding::Pcma,
@@ -372,6 +398,7 @@ impl StreamProtocol {
             StreamProtocol::Twilio => "Twilio streams are PCMU at 8000 Hz only",
             StreamProtocol::Exotel => "Exotel streams are L16 (little-endian) at 8000 or 16000 Hz",
             StreamProtocol::Plivo => "Plivo streams are PCMU at 8000 Hz or L16 (little-endian) at 8000/16000 Hz",
+            StreamProtocol::Telnyx => "G722 and OPUS streams are 16000 Hz",
             _ => "AudioSocket streams are L16 (slin, little-endian) at 8000 Hz only",
         })
     }

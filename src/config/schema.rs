@@ -514,14 +514,27 @@ fn read_agents(root: &Table<'_>, issues: &mut Issues) -> Vec<Agent> {
         }
         let auth_token = secret(&t, "auth_token", issues);
         let encoding = t
-            .choice("encoding", issues, &[("PCMU", Encoding::Pcmu), ("PCMA", Encoding::Pcma), ("L16", Encoding::L16)])
+            .choice(
+                "encoding",
+                issues,
+                &[
+                    ("PCMU", Encoding::Pcmu),
+                    ("PCMA", Encoding::Pcma),
+                    ("L16", Encoding::L16),
+                    ("G722", Encoding::G722),
+                    ("OPUS", Encoding::Opus),
+                ],
+            )
             .unwrap_or(protocol.default_encoding());
-        let sample_rate = t.integer("sample_rate", issues, 8000, 16000).unwrap_or(8000) as u32;
+        let default_rate = encoding.fixed_rate().unwrap_or(8000);
+        let sample_rate = t.integer("sample_rate", issues, 8000, 16000).unwrap_or(i64::from(default_rate)) as u32;
         if sample_rate != 8000 && sample_rate != 16000 {
             issues.push(t.key_path("sample_rate"), format!("{sample_rate} is not 8000 or 16000"));
-        } else if sample_rate == 16000 && encoding != Encoding::L16 {
-            issues
-                .push(t.key_path("sample_rate"), "16000 Hz needs encoding = \"L16\" (PCMU and PCMA are 8000 Hz only)");
+        } else if sample_rate == 16000 && matches!(encoding, Encoding::Pcmu | Encoding::Pcma) {
+            issues.push(
+                t.key_path("sample_rate"),
+                "16000 Hz needs encoding = \"L16\", \"G722\" or \"OPUS\" (PCMU and PCMA are 8000 Hz only)",
+            );
         } else if let Err(why) = protocol.check_format(encoding, sample_rate) {
             let key = if t.value("encoding").is_some() { "encoding" } else { "protocol" };
             issues.push(t.key_path(key), why);

@@ -23,8 +23,10 @@
 use rubato::audioadapter_buffers::direct::SequentialSlice;
 use rubato::{Async, FixedAsync, Resampler, SincInterpolationParameters, SincInterpolationType, WindowFunction};
 
+use super::codec::{Decoder, Encoder, MAX_FRAME_SAMPLES, MAX_PAYLOAD_BYTES};
 use super::g711::{self, G711};
 use crate::config::Encoding;
+use crate::sdp::codec::AudioCodec;
 
 /// Windowed-sinc length of the 8000 → 16000 Hz filter, in 8 kHz samples (8 ms).
 const UP_SINC_LEN: usize = 64;
@@ -56,6 +58,9 @@ pub enum TranscodeError {
     /// rubato refused the resampler parameters (a bug in this module, not input).
     #[error("cannot build the 8000/16000 Hz resampler: {0}")]
     Resampler(String),
+    /// The stream's codec (G722, OPUS) is not available in this build.
+    #[error("stream codec: {0}")]
+    Codec(#[from] crate::media::codec::CodecError),
 }
 
 /// Telnyx's name for `encoding`.
@@ -64,6 +69,121 @@ fn encoding_name(encoding: Encoding) -> &'static str {
         Encoding::Pcmu => "PCMU",
         Encoding::Pcma => "PCMA",
         Encoding::L16 => "L16",
+        Encoding::G722 => "G722",
+        Encoding::Opus => "OPUS",
+    }
+}
+
+/// Samples in one 20 ms packet of a coded stream (16000 Hz).
+const PACKET_SAMPLES: usize = 320;
+
+/// A coded stream's side (Telnyx `G722` or `OPUS` at 16000 Hz): each `media`
+/// payload is one whole codec packet of 20 ms. Encoder, decoder and converters
+/// are made on first use (a converter only needs one direction).
+struct Packets {
+    codec: AudioCodec,
+    encoder: Option<Encoder>,
+    decoder: Option<Decoder>,
+    /// 8000 → 16000 Hz for narrowband call audio (to the stream).
+    up: Option<RateConverter>,
+    /// 16000 → 8000 Hz for an 8 kHz playout (from the stream).
+    down: Option<RateConverter>,
+    /// 16 kHz samples waiting for a whole packet (to the stream).
+    fifo: Vec<i16>,
+    /// Decoded samples of one payload.
+    pcm: Box<[i16; MAX_FRAME_SAMPLES]>,
+}
+
+impl std::fmt::Debug for Packets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packets").field("codec", &self.codec).field("queued", &self.fifo.len()).finish()
+    }
+}
+
+impl Packets {
+    fn new(codec: AudioCodec) -> Result<Box<Self>, TranscodeError> {
+        // Fail at set-up, not on the first packet, when the codec is missing.
+        Decoder::new(codec)?;
+        Ok(Box::new(Packets {
+            codec,
+            encoder: None,
+            decoder: None,
+            up: None,
+            down: None,
+            fifo: Vec::with_capacity(2 * PACKET_SAMPLES),
+            pcm: Box::new([0; MAX_FRAME_SAMPLES]),
+        }))
+    }
+
+    /// Queues 16 kHz call audio.
+    fn push_wide(&mut self, wide: &[i16]) {
+        self.fifo.extend_from_slice(wide);
+    }
+
+    /// Queues 8 kHz call audio (taken to 16 kHz).
+    fn push_narrow(&mut self, narrow: impl Iterator<Item = i16>) {
+        if self.up.is_none() {
+            self.up = RateConverter::up().inspect_err(|e| tracing::warn!("stream audio not upsampled: {e}")).ok();
+        }
+        let Some(up) = self.up.as_mut() else { return };
+        let fifo = &mut self.fifo;
+        let mut narrow = narrow.peekable();
+        let mut buf = [0i16; 160];
+        while narrow.peek().is_some() {
+            let mut n = 0;
+            for (slot, s) in buf.iter_mut().zip(narrow.by_ref()) {
+                *slot = s;
+                n += 1;
+            }
+            up.process(&buf[..n], |s| fifo.push(s));
+        }
+    }
+
+    /// Encodes the next whole 20 ms packet into `out`; `false` when less is queued.
+    fn next_packet(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.fifo.len() < PACKET_SAMPLES {
+            return false;
+        }
+        if self.encoder.is_none() {
+            self.encoder = Encoder::new(self.codec).inspect_err(|e| tracing::warn!("{e}")).ok();
+        }
+        let mut payload = [0u8; MAX_PAYLOAD_BYTES];
+        let n = self.encoder.as_mut().and_then(|e| e.encode(&self.fifo[..PACKET_SAMPLES], &mut payload).ok());
+        self.fifo.drain(..PACKET_SAMPLES);
+        if let Some(n) = n {
+            out.extend_from_slice(&payload[..n]);
+        }
+        true
+    }
+
+    /// Decodes one packet, appending PCM16 at 16000 Hz, or at 8000 Hz when
+    /// `narrow`. A packet the codec rejects is dropped (and logged at trace).
+    fn decode(&mut self, payload: &[u8], narrow: bool, out: &mut Vec<i16>) {
+        if self.decoder.is_none() {
+            self.decoder = Decoder::new(self.codec).ok();
+        }
+        let Some(decoder) = self.decoder.as_mut() else { return };
+        let n = match decoder.decode(payload, &mut self.pcm[..]) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::trace!("agent packet dropped: {e}");
+                return;
+            }
+        };
+        if !narrow {
+            out.extend_from_slice(&self.pcm[..n]);
+            return;
+        }
+        if self.down.is_none() {
+            self.down = RateConverter::down().ok();
+        }
+        if let Some(down) = self.down.as_mut() {
+            down.process(&self.pcm[..n], |s| out.push(s));
+        }
+    }
+
+    fn reset(&mut self) {
+        self.fifo.clear();
     }
 }
 
@@ -77,6 +197,8 @@ enum Stream {
     L16Narrow,
     /// L16 big-endian at 16000 Hz, through the resampler (up or down).
     L16Wide(Box<Resample>),
+    /// G722 or OPUS packets at 16000 Hz; `narrow`: decoded audio goes out at 8 kHz.
+    Packets(Box<Packets>, bool),
 }
 
 impl Stream {
@@ -96,6 +218,11 @@ impl Stream {
             (Encoding::L16, 16000) => Ok(Stream::L16Wide(Box::new(resample()?))),
             (Encoding::Pcmu | Encoding::Pcma, _) => Err(unsupported("G.711 is 8000 Hz only")),
             (Encoding::L16, _) => Err(unsupported("L16 streams are 8000 or 16000 Hz")),
+            (Encoding::G722 | Encoding::Opus, 16000) => {
+                let codec = encoding.packet_codec().ok_or(unsupported("coded streams are G722 or OPUS"))?;
+                Ok(Stream::Packets(Packets::new(codec)?, true))
+            }
+            (Encoding::G722 | Encoding::Opus, _) => Err(unsupported("G722 and OPUS streams are 16000 Hz")),
         }
     }
 
@@ -107,8 +234,10 @@ impl Stream {
     }
 
     fn reset(&mut self) {
-        if let Stream::L16Wide(resample) = self {
-            resample.reset();
+        match self {
+            Stream::L16Wide(resample) => resample.reset(),
+            Stream::Packets(p, _) => p.reset(),
+            _ => {}
         }
     }
 }
@@ -376,6 +505,10 @@ impl ToStream {
     /// L16/16000 stream (never through 8 kHz); for 8 kHz streams, taken to 8000 Hz
     /// (the module's 16000 → 8000 Hz filter) and encoded as `convert` does.
     pub fn convert_wide(&mut self, wide: &[i16], out: &mut Vec<u8>) {
+        if let Stream::Packets(p, _) = &mut self.stream {
+            p.push_wide(wide);
+            return;
+        }
         if let Stream::L16Wide(_) = self.stream {
             out.reserve(wide.len() * 2);
             for s in wide {
@@ -429,6 +562,24 @@ impl ToStream {
                 let samples = g711.iter().map(|&b| codec.decode_sample(b));
                 resample.process(samples, |s| out.extend_from_slice(&s.to_be_bytes()));
             }
+            // Queued; whole packets come from `next_packet`.
+            Stream::Packets(p, _) => p.push_narrow(g711.iter().map(|&b| codec.decode_sample(b))),
+        }
+    }
+
+    /// Whether the stream's payloads are whole codec packets (G722, OPUS): then
+    /// `convert`/`convert_wide` only queue audio, and each `media` message is one
+    /// [`ToStream::next_packet`].
+    pub fn is_packetized(&self) -> bool {
+        matches!(self.stream, Stream::Packets(..))
+    }
+
+    /// Encodes the next 20 ms packet of a packetized stream into `out` (appended);
+    /// `false` when less than 20 ms is queued (or the stream is not packetized).
+    pub fn next_packet(&mut self, out: &mut Vec<u8>) -> bool {
+        match &mut self.stream {
+            Stream::Packets(p, _) => p.next_packet(out),
+            _ => false,
         }
     }
 
@@ -479,7 +630,12 @@ impl FromStream {
             // L16 decoded as is: at the stream's own rate.
             return Ok(FromStream { stream: Stream::L16Narrow, carry: None });
         }
-        Self::new(encoding, sample_rate)
+        let mut from = Self::new(encoding, sample_rate)?;
+        if let Stream::Packets(_, narrow) = &mut from.stream {
+            // G722/OPUS decoded at 16 kHz: kept there for a 16 kHz playout.
+            *narrow = output_rate != 16000;
+        }
+        Ok(from)
     }
 
     /// Appends to `out` the PCM16 8000 Hz samples of one agent payload (base64
@@ -498,6 +654,7 @@ impl FromStream {
             }
             Stream::L16Narrow => out.extend(l16_samples(&mut self.carry, payload)),
             Stream::L16Wide(resample) => resample.process(l16_samples(&mut self.carry, payload), |s| out.push(s)),
+            Stream::Packets(p, narrow) => p.decode(payload, *narrow, out),
         }
     }
 
