@@ -439,7 +439,7 @@ fn read_trunks(root: &Table<'_>, issues: &mut Issues, warnings: &mut Warnings) -
             issues.push(t.key_path("register"), "register = true needs proxy, username and password");
         }
         if t.value("codecs").is_some() && codecs.is_empty() {
-            issues.push(t.key_path("codecs"), "needs at least one codec (\"PCMU\", \"PCMA\")");
+            issues.push(t.key_path("codecs"), "needs at least one codec (\"PCMU\", \"PCMA\", \"G722\", \"OPUS\")");
         }
         if proxy.is_none()
             && !register

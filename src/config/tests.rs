@@ -782,3 +782,71 @@ fn answer_url_routes_read_their_method_timeout_and_fallback_and_bad_ones_are_loc
     assert!(err.contains("route[2].status_callback: \"x\" is not a URL"), "{err}");
     assert!(err.contains("route[3]: has more than one target"), "{err}");
 }
+
+#[test]
+fn wideband_codecs_and_stream_encodings_are_read_and_located() {
+    use crate::config::{Codec, Encoding};
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"
+[[trunk]]
+name = "wide"
+provider = "telnyx"
+codecs = ["OPUS", "g722", "PCMU"]
+
+[[trunk]]
+name = "lk"
+provider = "livekit"
+proxy = "sip:lk.example.com"
+codecs = ["G722", "PCMA"]
+
+[[agent]]
+name = "g722"
+url = "ws://agent.lan/"
+encoding = "G722"
+
+[[agent]]
+name = "opus"
+url = "ws://agent.lan/"
+encoding = "OPUS"
+sample_rate = 16000
+"#;
+    let c = load_with_env(&write(dir.path(), "w.toml", good), env(&[])).unwrap().config;
+    assert_eq!(c.trunks[0].codecs, vec![Codec::Opus, Codec::G722, Codec::Pcmu]);
+    assert_eq!(c.trunks[1].codecs, vec![Codec::G722, Codec::Pcma]);
+    let agent = |n: &str| c.agents.iter().find(|a| a.name == n).unwrap();
+    assert_eq!((agent("g722").encoding, agent("g722").sample_rate), (Encoding::G722, 16000), "16 kHz by default");
+    assert_eq!((agent("opus").encoding, agent("opus").sample_rate), (Encoding::Opus, 16000));
+
+    let bad = r#"
+[[trunk]]
+name = "lk"
+provider = "livekit"
+proxy = "sip:lk.example.com"
+codecs = ["OPUS"]
+
+[[trunk]]
+name = "g"
+codecs = ["G729"]
+
+[[agent]]
+name = "a"
+url = "ws://agent.lan/"
+encoding = "G722"
+sample_rate = 8000
+
+[[agent]]
+name = "b"
+url = "wss://agent.lan/"
+protocol = "twilio"
+encoding = "OPUS"
+"#;
+    let all = load_with_env(&write(dir.path(), "x.toml", bad), env(&[])).unwrap_err().to_string();
+    for needle in [
+        "x.toml:6: trunk[0].codecs: Opus is not carried by Livekit SIP trunks",
+        "trunk[1].codecs[0]: \"G729\" is not a supported codec (\"PCMU\", \"PCMA\", \"G722\", \"OPUS\")",
+        "agent[0].encoding: G722 and OPUS streams are 16000 Hz",
+        "agent[1].encoding: Twilio streams are PCMU at 8000 Hz only",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
