@@ -112,6 +112,11 @@ pub struct Outbound {
     fifo: [i16; 2 * MAX_FRAME_SAMPLES],
     fifo_len: usize,
     payload: [u8; MAX_PAYLOAD_BYTES],
+    /// Opus reframing (`encode_each`): 16 kHz samples short of a 20 ms frame,
+    /// and the 8 → 16 kHz converter feeding it.
+    reframe: [i16; 2 * MAX_FRAME_SAMPLES],
+    reframe_len: usize,
+    reframe_up: Option<RateConverter>,
 }
 
 impl Outbound {
@@ -126,6 +131,9 @@ impl Outbound {
             fifo: [0; 2 * MAX_FRAME_SAMPLES],
             fifo_len: 0,
             payload: [0; MAX_PAYLOAD_BYTES],
+            reframe: [0; 2 * MAX_FRAME_SAMPLES],
+            reframe_len: 0,
+            reframe_up: None,
         }))
     }
 
@@ -177,6 +185,67 @@ impl Outbound {
         fifo.copy_within(want..*len, 0);
         *len -= want;
         Some(&self.payload[..n?])
+    }
+}
+
+impl Outbound {
+    /// Encodes `pcm` at `rate` Hz for the leg and hands each payload to `emit`:
+    /// one payload of the same duration, except for Opus, which codes only 10,
+    /// 20, 40 or 60 ms frames: its audio goes out in 20 ms packets as it
+    /// accumulates (a 30 ms G.711 packet gives one packet now and one with the
+    /// next), so no audio is refused for its packet time.
+    pub fn encode_each(&mut self, pcm: &[i16], rate: u32, mut emit: impl FnMut(&[u8])) {
+        if self.encoder.codec() != AudioCodec::Opus {
+            if let Some(payload) = self.encode(pcm, rate) {
+                emit(payload);
+            }
+            return;
+        }
+        if pcm.len() * 16_000 == 320 * rate as usize {
+            // A 20 ms frame: as is (the usual case; the FIFO stays empty).
+            if self.reframe_len == 0 {
+                if let Some(payload) = self.encode(pcm, rate) {
+                    emit(payload);
+                }
+                return;
+            }
+        }
+        // Other durations: through the reframing buffer, at 16 kHz.
+        let mut wide = [0i16; MAX_FRAME_SAMPLES];
+        let n = if rate == 16_000 {
+            let n = pcm.len().min(MAX_FRAME_SAMPLES);
+            wide[..n].copy_from_slice(&pcm[..n]);
+            n
+        } else {
+            let mut n = 0;
+            if self.reframe_up.is_none() {
+                self.reframe_up = RateConverter::up().ok();
+            }
+            if let Some(up) = self.reframe_up.as_mut() {
+                up.process(pcm, |s| {
+                    if n < wide.len() {
+                        wide[n] = s;
+                        n += 1;
+                    }
+                });
+            }
+            n
+        };
+        for &s in &wide[..n] {
+            if self.reframe_len < self.reframe.len() {
+                self.reframe[self.reframe_len] = s;
+                self.reframe_len += 1;
+            }
+        }
+        while self.reframe_len >= 320 {
+            let mut frame = [0i16; 320];
+            frame.copy_from_slice(&self.reframe[..320]);
+            self.reframe.copy_within(320..self.reframe_len, 0);
+            self.reframe_len -= 320;
+            if let Ok(len) = self.encoder.encode(&frame, &mut self.payload) {
+                emit(&self.payload[..len]);
+            }
+        }
     }
 }
 

@@ -794,9 +794,12 @@ impl RelayJob {
             return;
         }
         let rate = codec.sample_rate();
-        if let Some(out) = outbound_for(&mut self.enc[far], far_codec).and_then(|e| e.encode(dec.pcm(), rate)) {
-            dst.session.send_audio(out, false);
-            dst.flush();
+        if let Some(enc) = outbound_for(&mut self.enc[far], far_codec) {
+            // One packet at a time: the session holds one outgoing packet.
+            enc.encode_each(dec.pcm(), rate, |payload| {
+                dst.session.send_audio(payload, false);
+                dst.flush();
+            });
         }
     }
 

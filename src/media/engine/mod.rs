@@ -539,13 +539,15 @@ mod tests {
     use crate::media::leg::{LegEvent, RtpSession};
     use crate::media::ports::PortPool;
     use crate::media::rtp::RtpHeader;
+    use crate::sdp::codec::AudioCodec;
     use crate::sdp::{Direction, NegotiatedAudio};
 
-    fn audio_to(peer: SocketAddr, codec: G711) -> NegotiatedAudio {
+    fn audio_to(peer: SocketAddr, codec: impl Into<AudioCodec>) -> NegotiatedAudio {
+        let codec: AudioCodec = codec.into();
         NegotiatedAudio {
-            codec: codec.into(),
-            payload_type: codec.payload_type(),
-            receive_payload_type: codec.payload_type(),
+            codec,
+            payload_type: codec.offered_payload_type(),
+            receive_payload_type: codec.offered_payload_type(),
             telephone_event: Some(101),
             receive_telephone_event: Some(101),
             remote_rtp: Some(peer),
@@ -574,7 +576,8 @@ mod tests {
         events: tokio::sync::mpsc::UnboundedReceiver<(Side, LegEvent)>,
     }
 
-    fn relay(engine: &Engine, base: u16, codec_a: G711, codec_b: G711) -> Relayed {
+    fn relay(engine: &Engine, base: u16, codec_a: impl Into<AudioCodec>, codec_b: impl Into<AudioCodec>) -> Relayed {
+        let (codec_a, codec_b): (AudioCodec, AudioCodec) = (codec_a.into(), codec_b.into());
         let pool = PortPool::new(PortRange { first: base, last: base + 7 });
         let ip = std::net::IpAddr::from([127, 0, 0, 1]);
         let (pa, pb) = (pool.take(ip).unwrap(), pool.take(ip).unwrap());
@@ -644,6 +647,90 @@ mod tests {
         assert_eq!(a.session.stats.received(), 10, "5 audio + 5 event packets");
         assert_eq!(b.session.sent.packets, 10);
         assert_eq!(engine.load(), [0]);
+    }
+
+    /// Amplitude of `hz` in `pcm` at `rate` Hz (one DFT bin, ×2/N).
+    fn amplitude(pcm: &[i16], hz: f64, rate: f64) -> f64 {
+        let (mut re, mut im) = (0f64, 0f64);
+        for (i, &x) in pcm.iter().enumerate() {
+            let phase = std::f64::consts::TAU * hz * i as f64 / rate;
+            re += f64::from(x) * phase.cos();
+            im += f64::from(x) * phase.sin();
+        }
+        2.0 * (re * re + im * im).sqrt() / pcm.len().max(1) as f64
+    }
+
+    /// Relays between codecs that share no table (issue 22 point 3): each side's
+    /// tone, encoded in its own codec, reaches the other side decodable in the
+    /// other codec with the far leg's payload type, both ways; frequencies above
+    /// 4 kHz cross between two wideband legs and none come out of a G.711 one.
+    #[tokio::test]
+    async fn a_relay_transcodes_between_wideband_and_narrowband_codecs() {
+        use crate::media::codec::{Decoder, Encoder, MAX_FRAME_SAMPLES, MAX_PAYLOAD_BYTES};
+        let engine = Engine::start(1).unwrap();
+        let pairs = [
+            (AudioCodec::G722, AudioCodec::Pcmu),
+            (AudioCodec::Opus, AudioCodec::Pcma),
+            (AudioCodec::G722, AudioCodec::Opus),
+        ];
+        for (k, (ca, cb)) in pairs.into_iter().enumerate() {
+            let base = 45_500 + (std::process::id() % 100) as u16 * 32 + k as u16 * 8;
+            let Relayed { caller, far, port_a, port_b, task, .. } = relay(&engine, base, ca, cb);
+            // Each side sends 1 s of 20 ms packets: A a 1 kHz tone (plus 6 kHz when
+            // wideband), B 700 Hz; each side's received packets are decoded.
+            let mut sides = [(ca, cb, &caller, &far, port_a, Vec::new()), (cb, ca, &far, &caller, port_b, Vec::new())];
+            for (codec, other, from, to, port, heard) in sides.iter_mut() {
+                let rate = f64::from(codec.sample_rate());
+                let n = (codec.sample_rate() / 50) as usize;
+                let mut enc = Encoder::new(*codec).unwrap();
+                let mut dec = Decoder::new(*other).unwrap();
+                let (mut pkt, mut buf, mut payload) = ([0u8; 1500], [0u8; 1500], [0u8; MAX_PAYLOAD_BYTES]);
+                let mut pcm = [0i16; MAX_FRAME_SAMPLES];
+                for seq in 0..50u16 {
+                    let frame: Vec<i16> = (0..n)
+                        .map(|i| {
+                            let t = (usize::from(seq) * n + i) as f64 / rate;
+                            let f = if *port == port_a { 1000.0 } else { 700.0 };
+                            let wide = if codec.is_wideband() && *port == port_a {
+                                (std::f64::consts::TAU * 6000.0 * t).sin() * 3000.0
+                            } else {
+                                0.0
+                            };
+                            ((std::f64::consts::TAU * f * t).sin() * 6000.0 + wide) as i16
+                        })
+                        .collect();
+                    let len = enc.encode(&frame, &mut payload).unwrap();
+                    let units = codec.rtp_units_per_ms() * 20;
+                    let h = RtpHeader {
+                        marker: false,
+                        payload_type: codec.offered_payload_type(),
+                        sequence_number: seq,
+                        timestamp: units * u32::from(seq),
+                        ssrc: 9,
+                    };
+                    let m = h.write(&payload[..len], &mut pkt).unwrap();
+                    from.send_to(&pkt[..m], ("127.0.0.1", *port)).unwrap();
+                    let (got, _) = to.recv_from(&mut buf).unwrap();
+                    assert_eq!(buf[1] & 0x7f, other.offered_payload_type(), "{codec:?} → {other:?}: far type");
+                    let d = dec.decode(&buf[12..got], &mut pcm).unwrap();
+                    heard.extend_from_slice(&pcm[..d]);
+                }
+            }
+            for (codec, other, _, _, port, heard) in &sides {
+                let rate = f64::from(other.sample_rate());
+                let tail = &heard[heard.len() / 2..];
+                let f = if *port == port_a { 1000.0 } else { 700.0 };
+                let a = amplitude(tail, f, rate);
+                assert!(a > 3000.0, "{codec:?} → {other:?}: {f} Hz at {a:.0}");
+                if *port == port_a && codec.is_wideband() {
+                    let high = amplitude(tail, 6000.0, rate);
+                    if other.is_wideband() {
+                        assert!(high > 1000.0, "{codec:?} → {other:?}: 6 kHz kept ({high:.0})");
+                    }
+                }
+            }
+            let Some(Finished::Two(..)) = task.stop().await else { panic!("both legs back") };
+        }
     }
 
     /// Noise suppression on a relay: side A's `inbound` cleans what A sends
