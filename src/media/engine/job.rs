@@ -778,20 +778,30 @@ impl RelayJob {
             self.events.drain(side, &mut src.session);
         }
         suppress_payload(&mut self.suppress[leg], codec, &kind, buf);
-        if let (Some(t), Some(payload)) = (&self.tap, kind.payload(buf)) {
-            tap_payload(&**t, side == Side::A, codec, payload, &mut self.dec[leg]);
-        }
         if !transcoded {
+            if let (Some(t), Some(payload)) = (&self.tap, kind.payload(buf)) {
+                tap_payload(&**t, side == Side::A, codec, payload, &mut self.dec[leg]);
+            }
             if let Some(dest) = dst.session.relay_from(buf, kind, src.session.audio()) {
                 let _ = dst.ports.rtp.send_to(buf, dest);
             }
             return;
         }
+        // Transcoded: each payload is decoded once, for the tap and the far leg
+        // (a codec's state must see every packet exactly once).
         let Received::Audio { .. } = kind else { return };
         let Some(payload) = kind.payload(buf) else { return };
         let Some(dec) = inbound_for(&mut self.dec[leg], codec) else { return };
         if !dec.decode(payload) {
             return;
+        }
+        if let Some(t) = &self.tap {
+            match codec.g711() {
+                Some(law) if side == Side::A => t.heard(law, payload),
+                Some(law) => t.said(law, payload),
+                None if side == Side::A => dec.pieces(|narrow, wide| t.heard_wideband(NARROW_LAW, narrow, wide)),
+                None => dec.pieces(|narrow, wide| t.said_wideband(NARROW_LAW, narrow, wide)),
+            }
         }
         let rate = codec.sample_rate();
         if let Some(enc) = outbound_for(&mut self.enc[far], far_codec) {
