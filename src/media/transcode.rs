@@ -1071,4 +1071,68 @@ mod tests {
         assert_eq!(counts[0], 159);
         assert!(counts[1..].iter().all(|&n| n == 160), "{counts:?}");
     }
+
+    /// Telnyx G722 and OPUS streams (issue 22 point 2): call audio, narrowband
+    /// (G.711 chunks) or wideband (16 kHz PCM), goes out as one whole codec
+    /// packet per 20 ms, and the agent's packets come back as 16 kHz PCM (or 8
+    /// kHz for an 8 kHz playout), a 1 kHz tone intact and, from wideband audio,
+    /// a 6 kHz one too.
+    #[test]
+    fn g722_and_opus_streams_carry_whole_packets_both_ways() {
+        for encoding in [Encoding::G722, Encoding::Opus] {
+            let mut to = ToStream::new(encoding, 16000).unwrap();
+            assert!(to.is_packetized());
+            let mut from = FromStream::new_at(encoding, 16000, 16000).unwrap();
+            let mut narrow_from = FromStream::new_at(encoding, 16000, 8000).unwrap();
+            let wide: Vec<i16> = sine(1000.0, 16000.0, 6000.0, 16000)
+                .iter()
+                .zip(sine(6000.0, 16000.0, 3000.0, 16000))
+                .map(|(a, b)| a + b)
+                .collect();
+            let (mut out, mut packets, mut back, mut back8) = (Vec::new(), 0, Vec::new(), Vec::new());
+            for chunk in wide.chunks(80) {
+                to.convert_wide(chunk, &mut out);
+                assert!(out.is_empty(), "packetized streams queue audio");
+                let mut packet = Vec::new();
+                while to.next_packet(&mut packet) {
+                    packets += 1;
+                    if encoding == Encoding::G722 {
+                        assert_eq!(packet.len(), 160, "64 kbit/s: 160 bytes per 20 ms");
+                    }
+                    from.convert(&packet, &mut back);
+                    narrow_from.convert(&packet, &mut back8);
+                    packet.clear();
+                }
+            }
+            assert_eq!(packets, 50, "{encoding:?}: one packet per 20 ms");
+            let tail = &back[back.len() / 2..];
+            let amp = |x: &[i16], f: f64, rate: f64| {
+                let (mut re, mut im) = (0f64, 0f64);
+                for (i, &v) in x.iter().enumerate() {
+                    let p = std::f64::consts::TAU * f * i as f64 / rate;
+                    (re, im) = (re + f64::from(v) * p.cos(), im + f64::from(v) * p.sin());
+                }
+                2.0 * (re * re + im * im).sqrt() / x.len() as f64
+            };
+            assert!(amp(tail, 1000.0, 16000.0) > 4000.0, "{encoding:?} 1 kHz {:.0}", amp(tail, 1000.0, 16000.0));
+            assert!(amp(tail, 6000.0, 16000.0) > 1000.0, "{encoding:?} 6 kHz {:.0}", amp(tail, 6000.0, 16000.0));
+            assert!((back8.len() as i64 - back.len() as i64 / 2).abs() < 200, "8 kHz playout: half the samples");
+            // G.711 chunks (narrowband call audio) are taken to 16 kHz first.
+            let mut to = ToStream::new(encoding, 16000).unwrap();
+            let ulaw: Vec<u8> =
+                sine(1000.0, 8000.0, 6000.0, 8000).iter().map(|&x| G711::Pcmu.encode_sample(x)).collect();
+            let mut packet = Vec::new();
+            let mut n = 0;
+            for c in ulaw.chunks(160) {
+                to.convert(G711::Pcmu, c, &mut Vec::new());
+                while to.next_packet(&mut packet) {
+                    n += 1;
+                    packet.clear();
+                }
+            }
+            assert!((49..=50).contains(&n), "{encoding:?}: {n} packets from 1 s of G.711");
+        }
+        // Rates other than 16000 Hz are refused for coded streams.
+        assert!(ToStream::new(Encoding::Opus, 8000).is_err());
+    }
 }
