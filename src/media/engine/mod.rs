@@ -24,7 +24,7 @@
 //! to an endpoint go through bounded channels with `try_send` (full = dropped and
 //! counted), playback comes back through a channel the job polls at each frame.
 
-mod convert;
+pub mod convert;
 mod job;
 mod sys;
 mod timer;
