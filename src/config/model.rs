@@ -287,16 +287,6 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    /// The codec of a coded wideband stream encoding (G722, OPUS), whose `media`
-    /// payloads are whole codec packets rather than sample bytes.
-    pub const fn packet_codec(self) -> Option<crate::sdp::codec::AudioCodec> {
-        match self {
-            Encoding::G722 => Some(crate::sdp::codec::AudioCodec::G722),
-            Encoding::Opus => Some(crate::sdp::codec::AudioCodec::Opus),
-            _ => None,
-        }
-    }
-
     /// The only rate a coded encoding streams at (16000 Hz), `None` for the others.
     pub const fn fixed_rate(self) -> Option<u32> {
         match self {

@@ -74,6 +74,16 @@ fn encoding_name(encoding: Encoding) -> &'static str {
     }
 }
 
+/// The codec of a coded wideband stream encoding (G722, OPUS), whose `media`
+/// payloads are whole codec packets rather than sample bytes.
+pub const fn packet_codec(encoding: Encoding) -> Option<AudioCodec> {
+    match encoding {
+        Encoding::G722 => Some(AudioCodec::G722),
+        Encoding::Opus => Some(AudioCodec::Opus),
+        _ => None,
+    }
+}
+
 /// Samples in one 20 ms packet of a coded stream (16000 Hz).
 const PACKET_SAMPLES: usize = 320;
 
@@ -219,7 +229,7 @@ impl Stream {
             (Encoding::Pcmu | Encoding::Pcma, _) => Err(unsupported("G.711 is 8000 Hz only")),
             (Encoding::L16, _) => Err(unsupported("L16 streams are 8000 or 16000 Hz")),
             (Encoding::G722 | Encoding::Opus, 16000) => {
-                let codec = encoding.packet_codec().ok_or(unsupported("coded streams are G722 or OPUS"))?;
+                let codec = packet_codec(encoding).ok_or(unsupported("coded streams are G722 or OPUS"))?;
                 Ok(Stream::Packets(Packets::new(codec)?, true))
             }
             (Encoding::G722 | Encoding::Opus, _) => Err(unsupported("G722 and OPUS streams are 16000 Hz")),
