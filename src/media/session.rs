@@ -309,8 +309,17 @@ impl MediaSession {
     /// `direction`; `Suppression::OFF` for `suppression_stop`). Before media
     /// starts it is only remembered.
     ///
-    /// Errors: the media task has ended.
+    /// Errors: the media task has ended; inbound suppression on a G.722 or Opus
+    /// leg (not available yet: the suppressor works on G.711 payloads in place).
     pub fn set_suppression(&mut self, suppression: Suppression) -> Result<(), String> {
+        if suppression.inbound && self.audio.codec.is_wideband() {
+            // The suppressor works in place on G.711 payloads (issue 21); a G.722
+            // or Opus leg's audio would need it in the decode path.
+            return Err(format!(
+                "noise suppression of what the caller says is not available on {} legs yet",
+                self.audio.codec.encoding_name()
+            ));
+        }
         self.suppression = suppression;
         if let Some((side, tx)) = &self.relay {
             return tx.send(*side, LegCommand::Suppress(suppression));
