@@ -219,18 +219,6 @@ pub struct Found {
 }
 
 impl Found {
-    /// One line for a test's log: offset, envelope correlation, NCC, segments.
-    pub fn describe(&self) -> String {
-        format!(
-            "at {:.3} s (envelope r {:.2}, ncc {:.3}, {}/{} segments)",
-            self.at_seconds(),
-            self.envelope,
-            self.ncc,
-            self.segments.0,
-            self.segments.1
-        )
-    }
-
     /// The offset in seconds.
     pub fn at_seconds(&self) -> f64 {
         self.at as f64 / RATE as f64

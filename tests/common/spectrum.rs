@@ -98,9 +98,9 @@ fn fft(re: &mut [f64], im: &mut [f64]) {
     let mut len = 2;
     while len <= n {
         let angle = -2.0 * std::f64::consts::PI / len as f64;
-        for start in (0..n).step_by(len) {
-            for k in 0..len / 2 {
-                let (wr, wi) = ((angle * k as f64).cos(), (angle * k as f64).sin());
+        for k in 0..len / 2 {
+            let (wr, wi) = ((angle * k as f64).cos(), (angle * k as f64).sin());
+            for start in (0..n).step_by(len) {
                 let (a, b) = (start + k, start + k + len / 2);
                 let (tr, ti) = (re[b] * wr - im[b] * wi, re[b] * wi + im[b] * wr);
                 (re[b], im[b]) = (re[a] - tr, im[a] - ti);
@@ -109,6 +109,46 @@ fn fft(re: &mut [f64], im: &mut [f64]) {
         }
         len <<= 1;
     }
+}
+
+/// Where `needle` best matches `hay`: the offset `k` (0..=hay.len()-needle.len())
+/// maximising the normalized cross-correlation of `needle` and
+/// `hay[k..k + needle.len()]`, and that correlation (−1..1; 0 when either is
+/// silent or `hay` is shorter than `needle`). Computed by FFT, so a search over
+/// seconds of lag stays cheap.
+pub fn best_match(needle: &[i16], hay: &[i16]) -> (usize, f64) {
+    let m = needle.len();
+    if m == 0 || hay.len() < m {
+        return (0, 0.0);
+    }
+    let n = (hay.len() + m).next_power_of_two();
+    let (mut hr, mut hi) = (vec![0.0; n], vec![0.0; n]);
+    let (mut nr, mut ni) = (vec![0.0; n], vec![0.0; n]);
+    hay.iter().zip(hr.iter_mut()).for_each(|(&x, r)| *r = f64::from(x));
+    needle.iter().zip(nr.iter_mut()).for_each(|(&x, r)| *r = f64::from(x));
+    fft(&mut hr, &mut hi);
+    fft(&mut nr, &mut ni);
+    // H · conj(N), then the inverse FFT as conj(FFT(conj(x))) / n.
+    let (mut cr, mut ci): (Vec<f64>, Vec<f64>) =
+        (0..n).map(|k| (hr[k] * nr[k] + hi[k] * ni[k], -(hi[k] * nr[k] - hr[k] * ni[k]))).unzip();
+    fft(&mut cr, &mut ci);
+    let needle_energy: f64 = needle.iter().map(|&x| f64::from(x).powi(2)).sum();
+    let mut prefix = vec![0.0; hay.len() + 1];
+    for (i, &x) in hay.iter().enumerate() {
+        prefix[i + 1] = prefix[i] + f64::from(x).powi(2);
+    }
+    let mut best = (0, 0.0);
+    for k in 0..=hay.len() - m {
+        let energy = prefix[k + m] - prefix[k];
+        if energy <= 0.0 || needle_energy <= 0.0 {
+            continue;
+        }
+        let c = cr[k] / n as f64 / (energy * needle_energy).sqrt();
+        if c > best.1 {
+            best = (k, c);
+        }
+    }
+    best
 }
 
 /// Welch power spectrum of `pcm`: the mean over Hann-windowed frames of
