@@ -94,13 +94,15 @@ impl Matched {
 /// Finds `sent` (a WAV of any rate) in `heard` (a WAV of any rate), both brought
 /// to 8 kHz: the waveform check works in the telephone band, which every codec
 /// carries (the band above 4 kHz is [`spectrum`]'s to judge). Each 0.5 s segment
-/// with speech is searched on its own from 0.3 s before its place to 0.7 s after
-/// it (an echo's round trip: 0–130 ms measured, also under load), so that a
-/// sender re-timed under load (a Python agent's echo arriving in bursts) still
-/// counts. (A 16384-point FFT per segment: about 1 s per call in a debug build.)
+/// with speech is searched on its own from 0.8 s before its place to 1.2 s after
+/// it, so that a sender re-timed under load still counts. Measured at a load
+/// average of 12 on 2 cores: a Python agent's echo 267 ms late (0–67 ms idle),
+/// a recording's caller channel 198 ms early against baresip's own dump (the
+/// two start at different moments). (A 32768-point FFT per segment: 1–2 s per
+/// call in a debug build.)
 fn found_in(sent: &Path, heard: &Path) -> Matched {
     const SEG: usize = 4000;
-    let (before, after) = (2400usize, 5600usize);
+    let (before, after) = (6400usize, 9600usize);
     let narrow = |p: &Path| audio::read_mono(&spectrum::resample(p, 8000));
     let (sent, heard) = (narrow(sent), narrow(heard));
     let mut m = Matched { voiced: 0, best: Vec::new() };
