@@ -6,9 +6,17 @@
 //!   negotiates is the one forced, its `snd/` dumps are at that codec's rate) and
 //!   the spectral check (tests/common/spectrum.rs): what crossed a G.722 or Opus
 //!   call keeps its energy above 4 kHz, what crossed a PCMU call has none.
-//! - `product`: the same peers against the box. Ignored until issue 22's wideband
-//!   media path lands (the lead is building it on main); each is complete and
-//!   compiles, to be switched on by removing its `#[ignore]`.
+//! - `product`: the same peers against the box, each scenario run per codec.
+//!   The G.722 and Opus runs are ignored until issue 22's wideband media path
+//!   lands (the lead is building it on main); each is complete and compiles, to
+//!   be switched on by removing its `#[ignore]`. The PCMU runs of the same code
+//!   are live: they pass on today's box and keep narrowband calls narrowband.
+//!
+//! Figures (harness, idle and under two busy loops alike), energy 4.5–7.5 kHz
+//! over 0.3–3.4 kHz: the chirp −0.9 dB at the source, heard −0.9 dB over G.722,
+//! −2.5 dB over Opus, −82 dB over PCMU (brought to 16 kHz); espeak-ng speech
+//! −12.8 dB, heard −13.6 / −16.7 / −76.5 dB. Today's box: PCMU to an L16/16000
+//! agent −84.5 dB, a PCMU call's echo and recording −77 dB.
 //!
 //! The sources are 16 kHz mono WAVs made at test time: a 300–7000 Hz chirp
 //! (sox) and espeak-ng speech resampled to 16 kHz (its fricatives reach 8 kHz).
