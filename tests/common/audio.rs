@@ -24,6 +24,12 @@ pub const RATE: usize = 8000;
 /// `dir/<name>.wav`, 8 kHz mono 16-bit signed PCM (resampled by sox), with
 /// `lead_ms` of silence before and `tail_ms` after. Returns the path.
 pub fn espeak(dir: &Path, name: &str, voice: &str, text: &str, lead_ms: u32, tail_ms: u32) -> PathBuf {
+    espeak_at(dir, name, voice, text, lead_ms, tail_ms, RATE as u32)
+}
+
+/// [`espeak`] at `rate` Hz (espeak-ng speaks at 22050 Hz, with fricatives up to
+/// 8 kHz and beyond: at 16000 Hz the WAV is wideband speech).
+pub fn espeak_at(dir: &Path, name: &str, voice: &str, text: &str, lead_ms: u32, tail_ms: u32, rate: u32) -> PathBuf {
     let raw = dir.join(format!("{name}.espeak.wav"));
     let out = Command::new("espeak-ng")
         .args(["-v", voice, "-s", "150", "-w"])
@@ -35,7 +41,7 @@ pub fn espeak(dir: &Path, name: &str, voice: &str, text: &str, lead_ms: u32, tai
     let wav = dir.join(format!("{name}.wav"));
     let out = Command::new("sox")
         .arg(&raw)
-        .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
+        .args(["-r", &rate.to_string(), "-c", "1", "-b", "16", "-e", "signed-integer"])
         .arg(&wav)
         .args(["pad", &format!("{:.3}", f64::from(lead_ms) / 1000.0), &format!("{:.3}", f64::from(tail_ms) / 1000.0)])
         .output()

@@ -1,18 +1,43 @@
 //! A real softphone as a test peer: baresip 1.0 (Debian 12's `baresip-core`),
 //! headless, with a config directory of its own in the test's tempdir.
 //!
-//! - Audio source: `aufile` playing a WAV (8 kHz mono 16-bit). baresip 1.0 ends
-//!   the call when the file ends ("audio error (0,end of file)"), so the WAV's
+//! - Audio source: `aufile` playing a WAV (mono 16-bit, 8 or 16 kHz). baresip 1.0
+//!   ends the call when the file ends ("audio error (0,end of file)"), so the WAV's
 //!   length is the call's length unless someone hangs up first.
 //! - Audio player: `aubridge` on a device nothing reads (a null sink); the
 //!   `sndfile` filter still dumps what baresip sent (`dump-*-enc.wav`) and what it
 //!   received and decoded (`dump-*-dec.wav`) into `snd/`.
+//! - Codecs ([`Codec`], [`Baresip::start_with`]): only the modules of the codecs
+//!   asked for are loaded, and the account's `audio_codecs` lists them in that
+//!   order, so baresip offers and accepts exactly those (plus telephone-event).
+//!   [`Baresip::start`] keeps the G.711 default: `g711.so`, PCMU then PCMA.
 //! - Control: `ctrl_tcp` (JSON in netstrings) on 127.0.0.1: `dial`, `accept`,
 //!   `sndcode` (RFC 4733 key presses), `hangup`; its events (`CALL_ESTABLISHED`,
 //!   `CALL_CLOSED`, ...) are collected by a reader thread.
 //! - Bound to one loopback address (`sip_listen` and `net_interface`), so SIP and
 //!   RTP come from e.g. 127.0.0.2, as they would from a carrier's proxy.
 //! - Bounded: `-t` makes baresip quit by itself; the test stops it by pid.
+//! - The SIP trace (`-s`) is in its log: [`Baresip::sip_trace`], [`sdp_rtpmaps`].
+//!
+//! baresip 1.0's quirks (found on baresip ↔ baresip calls, tests/wideband.rs):
+//! - `aufile` refuses a WAV whose rate differs from `ausrc_srate` ("input file
+//!   must have sample-rate 16000 Hz") and the call then closes at once ("No such
+//!   device"). So `ausrc_srate` and `auplay_srate` are taken from the WAV's header
+//!   here; baresip resamples between that rate and the codec's own.
+//! - The `sndfile` dumps are at the *codec's* rate, not the device's: 8000 Hz for
+//!   PCMU/PCMA, 16000 Hz for G.722, 48000 Hz for Opus (whatever `ausrc_srate`).
+//!   The `-enc` dump is the source after baresip's resampler.
+//! - Codec names in `audio_codecs` are the module's: `PCMU`, `PCMA`, `G722`,
+//!   `opus` (an optional `/rate/channels` must match the module's, e.g.
+//!   `G722/16000/1`, not the SDP's `G722/8000`).
+//! - G.722 is offered as `9 G722/8000` (RFC 3551's clock erratum); the log says
+//!   "Set audio encoder: G722 16000Hz".
+//! - Opus is offered on dynamic payload type 96 as `opus/48000/2` with fmtp from
+//!   its `opus_*` settings: `opus_stereo no` and `opus_sprop_stereo no` give
+//!   `stereo=0;sprop-stereo=0`, `opus_bitrate N` gives `maxaveragebitrate=N`.
+//!   telephone-event stays at 8000 Hz beside it (not 48000, RFC 4733 §2.1).
+//! - An answer lists one codec only (the answerer's first in `audio_codecs`
+//!   that the offer has), plus telephone-event.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -33,10 +58,113 @@ pub struct Phone<'a> {
     pub user: &'a str,
     /// Answer incoming calls by itself.
     pub auto_answer: bool,
-    /// WAV it plays into every call (8 kHz mono 16-bit).
+    /// WAV it plays into every call (mono 16-bit, 8 or 16 kHz: its rate becomes
+    /// baresip's `ausrc_srate` and `auplay_srate`).
     pub source: &'a Path,
     /// It quits by itself after this long.
     pub max: Duration,
+}
+
+/// An audio codec baresip offers and accepts: a module of Debian's
+/// `baresip-core` and its name in the account's `audio_codecs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// G.711 µ-law, `PCMU/8000` (module `g711`).
+    Pcmu,
+    /// G.711 A-law, `PCMA/8000` (module `g711`).
+    Pcma,
+    /// G.722, `G722/8000` on the wire, 16 kHz audio (module `g722`).
+    G722,
+    /// Opus, `opus/48000/2`, mono (module `opus`; settings in [`OPUS_CONFIG`]).
+    Opus,
+}
+
+impl Codec {
+    /// The module that implements it.
+    pub fn module(self) -> &'static str {
+        match self {
+            Codec::Pcmu | Codec::Pcma => "g711",
+            Codec::G722 => "g722",
+            Codec::Opus => "opus",
+        }
+    }
+
+    /// Its name in `audio_codecs` and in baresip's "Set audio encoder" log line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+            Codec::G722 => "G722",
+            Codec::Opus => "opus",
+        }
+    }
+
+    /// Its `a=rtpmap` encoding as an SDP carries it (`G722/8000`, `opus/48000/2`).
+    pub fn rtpmap(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU/8000",
+            Codec::Pcma => "PCMA/8000",
+            Codec::G722 => "G722/8000",
+            Codec::Opus => "opus/48000/2",
+        }
+    }
+
+    /// The rate of its PCM, and so of baresip's `snd/` dumps, in Hz.
+    pub fn pcm_rate(self) -> u32 {
+        match self {
+            Codec::Pcmu | Codec::Pcma => 8000,
+            Codec::G722 => 16_000,
+            Codec::Opus => 48_000,
+        }
+    }
+}
+
+/// The `opus` module's settings whenever it is loaded: mono both ways
+/// (`stereo=0;sprop-stereo=0` in its fmtp) at 32 kbit/s (`maxaveragebitrate`),
+/// which Opus codes as wideband or better.
+pub const OPUS_CONFIG: &str = "opus_stereo\tno\nopus_sprop_stereo\tno\nopus_bitrate\t32000\n";
+
+/// One message of baresip's SIP trace (`-s`).
+#[derive(Clone, Debug)]
+pub struct Traced {
+    /// `ip:port` it came from.
+    pub from: String,
+    /// `ip:port` it went to.
+    pub to: String,
+    /// The message: start line, headers, blank line, body.
+    pub text: String,
+}
+
+impl Traced {
+    /// Its SDP body, if it has one.
+    pub fn sdp(&self) -> Option<&str> {
+        let at = self.text.find("\nv=0")?;
+        Some(&self.text[at + 1..])
+    }
+}
+
+/// The audio formats of the first `m=audio` of `sdp`, in the line's order: (payload
+/// type, `encoding/clock[/channels]` from its `a=rtpmap`, or RFC 3551's for the
+/// static types 0, 8 and 9 when there is none, `a=fmtp` text or "").
+pub fn sdp_rtpmaps(sdp: &str) -> Vec<(u8, String, String)> {
+    let lines: Vec<&str> = sdp.lines().map(str::trim).collect();
+    let Some(m) = lines.iter().find_map(|l| l.strip_prefix("m=audio ")) else { return Vec::new() };
+    let attr = |name: &str, pt: u8| {
+        lines.iter().find_map(|l| l.strip_prefix(&format!("a={name}:{pt} ")).map(|v| v.trim().to_string()))
+    };
+    m.split_whitespace()
+        .skip(2)
+        .filter_map(|p| p.parse::<u8>().ok())
+        .map(|pt| {
+            let fallback = match pt {
+                0 => "PCMU/8000",
+                8 => "PCMA/8000",
+                9 => "G722/8000",
+                _ => "?",
+            };
+            (pt, attr("rtpmap", pt).unwrap_or_else(|| fallback.to_string()), attr("fmtp", pt).unwrap_or_default())
+        })
+        .collect()
 }
 
 /// A running baresip.
@@ -59,14 +187,33 @@ fn free_udp_port(ip: &str) -> u16 {
 }
 
 impl Baresip {
-    /// Writes the config into `parent/<name>/` and starts baresip; returns once its
-    /// control socket answers.
+    /// Writes the config into `parent/<name>/` and starts baresip with G.711 (PCMU,
+    /// then PCMA); returns once its control socket answers.
     pub fn start(parent: &Path, name: &str, phone: Phone) -> Self {
+        Self::start_with(parent, name, phone, &[])
+    }
+
+    /// [`Baresip::start`] offering and accepting only `codecs`, in that order
+    /// (empty: `g711.so`'s PCMU and PCMA, baresip's default order).
+    pub fn start_with(parent: &Path, name: &str, phone: Phone, codecs: &[Codec]) -> Self {
         let dir = parent.join(name);
         let snd = dir.join("snd");
         std::fs::create_dir_all(&snd).unwrap();
         let sip_port = free_udp_port(phone.ip);
         let ctrl_port = super::free_port();
+        let rate = hound::WavReader::open(phone.source)
+            .unwrap_or_else(|e| panic!("baresip's source {}: {e}", phone.source.display()))
+            .spec()
+            .sample_rate;
+        let mut modules: Vec<&str> = codecs.iter().map(|c| c.module()).collect();
+        if modules.is_empty() {
+            modules.push("g711");
+        }
+        modules.dedup();
+        let mut codec_config: String = modules.iter().map(|m| format!("module\t{m}.so\n")).collect();
+        if codecs.contains(&Codec::Opus) {
+            codec_config.push_str(OPUS_CONFIG);
+        }
         let config = format!(
             "poll_method\tepoll\n\
              sip_listen\t{ip}:{sip_port}\n\
@@ -75,9 +222,10 @@ impl Baresip {
              audio_player\taubridge,{name}-null\n\
              audio_alert\taubridge,{name}-null-alert\n\
              audio_source\taufile,{source}\n\
-             ausrc_srate\t8000\nauplay_srate\t8000\nausrc_channels\t1\nauplay_channels\t1\n\
+             ausrc_srate\t{rate}\nauplay_srate\t{rate}\nausrc_channels\t1\nauplay_channels\t1\n\
              module_path\t/usr/lib/baresip/modules\n\
-             module\tg711.so\nmodule\taufile.so\nmodule\taubridge.so\nmodule\tsndfile.so\n\
+             {codec_config}\
+             module\taufile.so\nmodule\taubridge.so\nmodule\tsndfile.so\n\
              module_app\taccount.so\nmodule_app\tmenu.so\nmodule_app\tctrl_tcp.so\n\
              ctrl_tcp_listen\t127.0.0.1:{ctrl_port}\n\
              snd_path\t{snd}\n",
@@ -87,9 +235,14 @@ impl Baresip {
         );
         std::fs::write(dir.join("config"), config).unwrap();
         let answer = if phone.auto_answer { "auto" } else { "manual" };
+        let audio_codecs = if codecs.is_empty() {
+            String::new()
+        } else {
+            format!(";audio_codecs={}", codecs.iter().map(|c| c.name()).collect::<Vec<_>>().join(","))
+        };
         std::fs::write(
             dir.join("accounts"),
-            format!("<sip:{}@{}>;regint=0;answermode={answer}\n", phone.user, phone.ip),
+            format!("<sip:{}@{}>;regint=0;answermode={answer}{audio_codecs}\n", phone.user, phone.ip),
         )
         .unwrap();
         std::fs::write(dir.join("contacts"), "").unwrap();
@@ -198,12 +351,14 @@ impl Baresip {
         }
     }
 
-    /// What baresip heard (decoded, after its jitter buffer), dumped by `sndfile`.
+    /// What baresip heard (decoded, after its jitter buffer), dumped by `sndfile`
+    /// at the codec's rate ([`Codec::pcm_rate`]).
     pub fn heard(&self) -> Option<PathBuf> {
         self.dump("-dec.wav")
     }
 
-    /// What baresip sent (its source, before encoding), dumped by `sndfile`.
+    /// What baresip sent (its source after its resampler, before encoding), dumped
+    /// by `sndfile` at the codec's rate ([`Codec::pcm_rate`]).
     pub fn sent(&self) -> Option<PathBuf> {
         self.dump("-enc.wav")
     }
@@ -214,6 +369,39 @@ impl Baresip {
             .flatten()
             .map(|e| e.path())
             .find(|p| p.to_string_lossy().ends_with(suffix))
+    }
+
+    /// The codec baresip encodes with, from its log ("audio: Set audio encoder:
+    /// G722 16000Hz 1ch"): (its name, as [`Codec::name`], the PCM rate in Hz).
+    pub fn encoder(&self) -> Option<(String, u32)> {
+        let log = std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default();
+        let line = log.lines().rev().find_map(|l| l.split("Set audio encoder: ").nth(1))?;
+        let mut words = line.split_whitespace();
+        let name = words.next()?.to_string();
+        let rate = words.next()?.strip_suffix("Hz")?.parse().ok()?;
+        Some((name, rate))
+    }
+
+    /// Every SIP message in its trace, in order.
+    pub fn sip_trace(&self) -> Vec<Traced> {
+        let log = std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default();
+        // Each message: "\x1b[36;1m#\nUDP a -> b\n<message>\x1b[;m".
+        log.split("\x1b[36;1m#\n")
+            .skip(1)
+            .filter_map(|block| {
+                let block = block.split("\x1b[;m").next()?;
+                let (head, text) = block.split_once('\n')?;
+                let words: Vec<&str> = head.split_whitespace().collect();
+                let [_transport, from, "->", to] = words[..] else { return None };
+                Some(Traced { from: from.to_string(), to: to.to_string(), text: text.replace("\r\n", "\n") })
+            })
+            .collect()
+    }
+
+    /// SDP bodies baresip received (the box's offer or answer), in order.
+    pub fn sdp_received(&self) -> Vec<String> {
+        let me = format!("{}:{}", self.ip, self.sip_port);
+        self.sip_trace().iter().filter(|m| m.to == me).filter_map(|m| m.sdp().map(str::to_string)).collect()
     }
 
     /// Its console output (with the SIP trace, `-s`), for assertion messages.

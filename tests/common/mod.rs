@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod receivers;
 pub mod rtp;
 pub mod s3;
+pub mod spectrum;
 
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt as _;
