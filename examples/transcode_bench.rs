@@ -39,18 +39,12 @@ unsafe extern "C" {
 /// for G.711).
 fn packets(codec: AudioCodec, pcm16k: &[i16]) -> Vec<Vec<u8>> {
     let mut enc = Outbound::new(codec).expect("codec");
-    pcm16k
-        .chunks_exact(320)
-        .filter_map(|frame| enc.encode(frame, 16_000).map(<[u8]>::to_vec))
-        .collect()
+    pcm16k.chunks_exact(320).filter_map(|frame| enc.encode(frame, 16_000).map(<[u8]>::to_vec)).collect()
 }
 
 fn main() {
-    let seconds: u64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let seconds: u64 =
+        std::env::args().skip_while(|a| a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(30);
     let raw = std::fs::read("tests/data/codec/speech16k.pcm").expect("run from the repository root");
     let speech: Vec<i16> = raw.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
     // Warm the Opus encoder's code (first use) outside the timing.

@@ -6,11 +6,9 @@
 //!   negotiates is the one forced, its `snd/` dumps are at that codec's rate) and
 //!   the spectral check (tests/common/spectrum.rs): what crossed a G.722 or Opus
 //!   call keeps its energy above 4 kHz, what crossed a PCMU call has none.
-//! - `product`: the same peers against the box, each scenario run per codec.
-//!   The G.722 and Opus runs are ignored until issue 22's wideband media path
-//!   lands (the lead is building it on main); each is complete and compiles, to
-//!   be switched on by removing its `#[ignore]`. The PCMU runs of the same code
-//!   are live: they pass on today's box and keep narrowband calls narrowband.
+//! - `product`: the same peers against the box, each scenario run per codec:
+//!   G.722 and Opus calls are wideband end to end, the PCMU runs of the same code
+//!   keep narrowband calls narrowband.
 //!
 //! Figures (harness, idle and under two busy loops alike), energy 4.5–7.5 kHz
 //! over 0.3–3.4 kHz: the chirp −0.9 dB at the source, heard −0.9 dB over G.722,
@@ -21,7 +19,7 @@
 //! The sources are 16 kHz mono WAVs made at test time: a 300–7000 Hz chirp
 //! (sox) and espeak-ng speech resampled to 16 kHz (its fricatives reach 8 kHz).
 //!
-//! Assumptions about the product (issue 22 as the lead's brief describes it; the
+//! What these tests expect of the product (issue 22; where it is silent, the
 //! most natural reading where it is silent):
 //! - `[[trunk]] codecs = ["G722", "OPUS", "PCMU"]` (names "PCMU", "PCMA", "G722",
 //!   "OPUS") is the order the box offers, and the box answers an offer with the
@@ -409,13 +407,11 @@ mod product {
     }
 
     #[test]
-    #[ignore = "needs issue 22's wideband media path (lead, in progress)"]
     fn a_g722_caller_hears_the_echo_agent_in_wideband() {
         echo(Codec::G722);
     }
 
     #[test]
-    #[ignore = "needs issue 22's wideband media path (lead, in progress)"]
     fn an_opus_caller_hears_the_echo_agent_in_wideband() {
         echo(Codec::Opus);
     }
@@ -448,13 +444,11 @@ mod product {
     }
 
     #[test]
-    #[ignore = "needs issue 22's wideband media path (lead, in progress)"]
     fn a_g722_caller_reaches_an_l16_16000_agent_in_wideband() {
         l16_agent(Codec::G722);
     }
 
     #[test]
-    #[ignore = "needs issue 22's wideband media path (lead, in progress)"]
     fn an_opus_caller_reaches_an_l16_16000_agent_in_wideband() {
         l16_agent(Codec::Opus);
     }
@@ -505,13 +499,11 @@ mod product {
     }
 
     #[test]
-    #[ignore = "needs issue 22's wideband media path (lead, in progress)"]
     fn a_g722_call_forwarded_to_a_g711_only_carrier_is_transcoded_both_ways() {
         forward_to_g711(Codec::G722);
     }
 
     #[test]
-    #[ignore = "needs issue 22's wideband media path (lead, in progress)"]
     fn an_opus_call_forwarded_to_a_g711_only_carrier_is_transcoded_both_ways() {
         forward_to_g711(Codec::Opus);
     }
@@ -570,13 +562,11 @@ mod product {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs issue 22's wideband media path (lead, in progress)"]
     async fn the_box_calls_a_g722_phone_in_wideband() {
         call_out(Codec::G722).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs issue 22's wideband media path (lead, in progress)"]
     async fn the_box_calls_an_opus_phone_in_wideband() {
         call_out(Codec::Opus).await;
     }
@@ -621,13 +611,11 @@ mod product {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs issue 22's wideband media path (lead, in progress)"]
     async fn a_g722_calls_recording_is_16_khz_with_energy_above_4_khz() {
         recording(Codec::G722).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs issue 22's wideband media path (lead, in progress)"]
     async fn an_opus_calls_recording_is_16_khz_with_energy_above_4_khz() {
         recording(Codec::Opus).await;
     }
