@@ -19,8 +19,8 @@
 //! The sources are 16 kHz mono WAVs made at test time: a 300–7000 Hz chirp
 //! (sox) and espeak-ng speech resampled to 16 kHz (its fricatives reach 8 kHz).
 //!
-//! What these tests expect of the product (issue 22; where it is silent, the
-//! most natural reading where it is silent):
+//! What these tests expect of the product (issue 22, read naturally where it is
+//! silent):
 //! - `[[trunk]] codecs = ["G722", "OPUS", "PCMU"]` (names "PCMU", "PCMA", "G722",
 //!   "OPUS") is the order the box offers, and the box answers an offer with the
 //!   first codec of that list the offer has. baresip here offers one codec only,
