@@ -5,7 +5,14 @@
 //! range coder and concealment history), and never allocate per packet: the caller
 //! owns the buffers, sized by [`MAX_FRAME_SAMPLES`] and [`MAX_PAYLOAD_BYTES`].
 //!
-//! G.711 is `media::g711`'s lookup tables; G.722 and Opus live in submodules.
+//! G.711 is `media::g711`'s lookup tables; G.722 (`g722`, the ITU-T algorithm in
+//! Rust) and Opus (`opus`, the pure-Rust libopus port `opus-rs`) live in submodules
+//! (docs/benchmarks.md, "Wideband codecs", has the measurements behind them).
+
+mod g722;
+mod opus;
+
+pub use self::opus::{BITRATE_BPS as OPUS_BITRATE_BPS, COMPLEXITY as OPUS_COMPLEXITY};
 
 use crate::sdp::codec::{AudioCodec, G711};
 
@@ -52,6 +59,8 @@ pub struct Decoder {
 
 enum DecoderKind {
     G711(G711),
+    G722(Box<g722::G722Decoder>),
+    Opus(opus::OpusDecoder),
 }
 
 impl Decoder {
@@ -60,9 +69,13 @@ impl Decoder {
     /// # Errors
     /// [`CodecError::Unavailable`] when this build has no implementation of `codec`.
     pub fn new(codec: AudioCodec) -> Result<Decoder, CodecError> {
-        let inner = match codec.g711() {
-            Some(law) => DecoderKind::G711(law),
-            None => return Err(CodecError::Unavailable(codec)),
+        let inner = match codec {
+            AudioCodec::G722 => DecoderKind::G722(Box::new(g722::G722Decoder::new())),
+            AudioCodec::Opus => DecoderKind::Opus(opus::OpusDecoder::new().ok_or(CodecError::Unavailable(codec))?),
+            _ => match codec.g711() {
+                Some(law) => DecoderKind::G711(law),
+                None => return Err(CodecError::Unavailable(codec)),
+            },
         };
         Ok(Decoder { inner })
     }
@@ -71,35 +84,79 @@ impl Decoder {
     pub fn codec(&self) -> AudioCodec {
         match self.inner {
             DecoderKind::G711(law) => law.into(),
+            DecoderKind::G722(_) => AudioCodec::G722,
+            DecoderKind::Opus(_) => AudioCodec::Opus,
         }
     }
 
     /// Decodes `payload` into `out` (PCM16 mono at [`AudioCodec::sample_rate`]) and
     /// returns the samples written.
     ///
+    /// G.722: two samples per byte (RFC 3551 §4.5.2), every byte valid. Opus: one
+    /// packet of any mode, bandwidth and channel count (RFC 6716 §3; RFC 7587
+    /// §3.4: stereo is downmixed), 2.5 to 120 ms.
+    ///
     /// # Errors
-    /// [`CodecError::BadPayload`] for a payload the codec rejects or that would not
-    /// fit in `out`; the decoder's state is then as if the packet were lost.
+    /// [`CodecError::BadPayload`] for a payload the codec rejects (an empty or
+    /// malformed Opus packet: bad frame-length coding, a frame count over 120 ms)
+    /// or that would not fit in `out` or in [`MAX_FRAME_SAMPLES`]; the decoder's
+    /// state is then as if the packet were lost.
     pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
-        match self.inner {
+        let bad = |codec, reason| CodecError::BadPayload { codec, len: payload.len(), reason };
+        match &mut self.inner {
             DecoderKind::G711(law) => {
                 if payload.len() > out.len() {
-                    return Err(CodecError::BadPayload { codec: law.into(), len: payload.len(), reason: "too long" });
+                    return Err(bad((*law).into(), "too long"));
                 }
                 Ok(law.decode(payload, out))
             }
+            DecoderKind::G722(dec) => {
+                let samples = payload.len().saturating_mul(2);
+                if samples > out.len() || samples > MAX_FRAME_SAMPLES {
+                    return Err(bad(AudioCodec::G722, "too long"));
+                }
+                Ok(dec.decode(payload, out))
+            }
+            DecoderKind::Opus(dec) => dec.decode(payload, out).map_err(|reason| bad(AudioCodec::Opus, reason)),
+        }
+    }
+
+    /// Stands in for the packet lost just before `next` (the packet that arrived
+    /// after the gap) and returns the samples written: Opus rebuilds it from
+    /// `next`'s in-band FEC where `next` carries one (RFC 6716 §2.1.7; the lost
+    /// packet taken to be as long as `next`) and conceals otherwise; the other
+    /// codecs conceal [`Decoder::conceal`]-style for `out.len()` samples. `next`
+    /// itself is not consumed: decode it with [`Decoder::decode`] afterwards.
+    ///
+    /// # Errors
+    /// [`CodecError::BadPayload`] for an Opus `next` that is not a packet or
+    /// would not fit in `out`.
+    pub fn decode_fec(&mut self, next: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        match &mut self.inner {
+            DecoderKind::Opus(dec) => dec.decode_fec(next, out).map_err(|reason| CodecError::BadPayload {
+                codec: AudioCodec::Opus,
+                len: next.len(),
+                reason,
+            }),
+            _ => Ok(self.conceal(out)),
         }
     }
 
     /// Fills `out` with audio standing in for lost packets (Opus's concealment; a
     /// fade to silence for codecs without one) and returns the samples written
     /// (`out.len()`, rounded down to what the codec can conceal).
+    ///
+    /// Opus: the decoder's packet-loss concealment (RFC 6716 §4.4: SILK's
+    /// pitch-repeating extrapolation, CELT's periodic/noise continuation), in
+    /// 2.5 ms steps, at most [`MAX_FRAME_SAMPLES`]; silence before the first
+    /// packet. G.711 and G.722: silence.
     pub fn conceal(&mut self, out: &mut [i16]) -> usize {
-        match self.inner {
-            DecoderKind::G711(_) => {
+        match &mut self.inner {
+            DecoderKind::G711(_) | DecoderKind::G722(_) => {
                 out.fill(0);
                 out.len()
             }
+            DecoderKind::Opus(dec) => dec.conceal(out),
         }
     }
 }
@@ -111,6 +168,8 @@ pub struct Encoder {
 
 enum EncoderKind {
     G711(G711),
+    G722(Box<g722::G722Encoder>),
+    Opus(opus::OpusEncoder),
 }
 
 impl Encoder {
@@ -118,18 +177,39 @@ impl Encoder {
     ///
     /// # Errors
     /// [`CodecError::Unavailable`] when this build has no implementation of `codec`.
+    ///
+    /// Opus is set up for speech: [`OPUS_BITRATE_BPS`] variable rate, in-band
+    /// FEC, complexity [`OPUS_COMPLEXITY`], wideband at most (RFC 7587 §3.1.1).
     pub fn new(codec: AudioCodec) -> Result<Encoder, CodecError> {
-        let inner = match codec.g711() {
-            Some(law) => EncoderKind::G711(law),
-            None => return Err(CodecError::Unavailable(codec)),
+        let inner = match codec {
+            AudioCodec::G722 => EncoderKind::G722(Box::new(g722::G722Encoder::new())),
+            AudioCodec::Opus => EncoderKind::Opus(opus::OpusEncoder::new().ok_or(CodecError::Unavailable(codec))?),
+            _ => match codec.g711() {
+                Some(law) => EncoderKind::G711(law),
+                None => return Err(CodecError::Unavailable(codec)),
+            },
         };
         Ok(Encoder { inner })
+    }
+
+    /// An Opus encoder as [`Encoder::new`] makes it but at `bitrate_bps` (clamped
+    /// to 6000–510000 bit/s, RFC 6716 §2.1.1) and `complexity` (clamped to 0–10):
+    /// for benchmarks and for a future per-call setting.
+    ///
+    /// # Errors
+    /// [`CodecError::Unavailable`] if the library refuses the settings.
+    pub fn opus_with(bitrate_bps: i32, complexity: i32) -> Result<Encoder, CodecError> {
+        let enc = opus::OpusEncoder::with(bitrate_bps.clamp(6000, 510_000), complexity.clamp(0, 10))
+            .ok_or(CodecError::Unavailable(AudioCodec::Opus))?;
+        Ok(Encoder { inner: EncoderKind::Opus(enc) })
     }
 
     /// The codec encoded.
     pub fn codec(&self) -> AudioCodec {
         match self.inner {
             EncoderKind::G711(law) => law.into(),
+            EncoderKind::G722(_) => AudioCodec::G722,
+            EncoderKind::Opus(_) => AudioCodec::Opus,
         }
     }
 
@@ -139,34 +219,35 @@ impl Encoder {
     /// # Errors
     /// [`CodecError::BadFrame`] for a frame length the codec cannot encode or a
     /// payload that would not fit in `out`.
+    ///
+    /// G.722: any even number of samples up to [`MAX_FRAME_SAMPLES`], one byte per
+    /// two samples (20 ms = 320 samples = 160 bytes). Opus: 10, 20, 40 or 60 ms
+    /// (160, 320, 640 or 960 samples), one packet of at most [`MAX_PAYLOAD_BYTES`].
     pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
-        match self.inner {
+        let codec = self.codec();
+        let bad = CodecError::BadFrame { codec, samples: pcm.len() };
+        match &mut self.inner {
             EncoderKind::G711(law) => {
                 if pcm.len() > out.len() {
-                    return Err(CodecError::BadFrame { codec: law.into(), samples: pcm.len() });
+                    return Err(bad);
                 }
                 Ok(law.encode(pcm, out))
+            }
+            EncoderKind::G722(enc) => {
+                if pcm.len() % 2 != 0 || pcm.len() > MAX_FRAME_SAMPLES || pcm.len() / 2 > out.len() {
+                    return Err(bad);
+                }
+                Ok(enc.encode(pcm, out))
+            }
+            EncoderKind::Opus(enc) => {
+                if !opus::OpusEncoder::frame_ok(pcm.len()) {
+                    return Err(bad);
+                }
+                enc.encode(pcm, out).map_err(|()| bad)
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn g711_round_trips_through_the_common_interface() {
-        for codec in [AudioCodec::Pcmu, AudioCodec::Pcma] {
-            let pcm: Vec<i16> = (0..160).map(|i| ((i as f64 * 0.3).sin() * 8000.0) as i16).collect();
-            let mut payload = [0u8; MAX_PAYLOAD_BYTES];
-            let n = Encoder::new(codec).unwrap().encode(&pcm, &mut payload).unwrap();
-            assert_eq!(n, 160);
-            let mut back = [0i16; MAX_FRAME_SAMPLES];
-            let m = Decoder::new(codec).unwrap().decode(&payload[..n], &mut back).unwrap();
-            assert_eq!(m, 160);
-            let err: f64 = pcm.iter().zip(&back).map(|(a, b)| f64::from(a - b).abs()).sum::<f64>() / 160.0;
-            assert!(err < 200.0, "{codec:?} mean error {err}");
-        }
-    }
-}
+mod tests;
