@@ -731,20 +731,21 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let chunks = self.chunks.clone();
-        if !self.forward {
-            return; // listen-only: nothing of the browser reaches the room
-        }
-        let mut inbound = match Inbound::new(self.codec) {
+        // Listen-only: nothing of the browser reaches the room (its packets are
+        // still taken off the track, so that nothing queues up behind it).
+        let made = if self.forward { Some(Inbound::new(self.codec)) } else { None };
+        let mut inbound = match made.transpose() {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(error = %e, "WebRTC track: no decoder, the browser is not heard");
-                return;
+                None
             }
         };
         tokio::spawn(async move {
             let mut dropped = 0u64;
             while let Some(event) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
+                let Some(inbound) = inbound.as_mut() else { continue };
                 let h = &packet.header;
                 inbound.packet(h.payload_type, h.sequence_number, h.timestamp, &packet.payload, |c| {
                     if chunks.try_send(c).is_err() {
@@ -752,7 +753,7 @@ impl PeerConnectionEventHandler for Handler {
                     }
                 });
             }
-            let stats = inbound.stats;
+            let stats = inbound.map(|i| i.stats).unwrap_or_default();
             if dropped > 0 || stats.rejected > 0 {
                 tracing::debug!(dropped, ?stats, "WebRTC track ended: chunks dropped toward the room, packets refused");
             }
@@ -1318,6 +1319,36 @@ a=candidate:3 1 tcp 1518280447 192.168.1.20 9 typ host tcptype passive\r\na=end-
             assert_eq!(units, 960);
         }
         assert!(out.encode(&[0; 100]).is_none(), "6.25 ms is no Opus frame");
+    }
+
+    /// Neither direction allocates per packet once running (the room's counting
+    /// allocator, per thread): decoding Opus into chunks, encoding the mix.
+    #[test]
+    fn no_allocation_per_packet() {
+        use crate::room::test_signal::allocations;
+        let packets = opus_packets(60, 1000);
+        let mut inbound = Inbound::new(OPUS).unwrap();
+        let mut emitted = 0usize;
+        let mut feed = |range: std::ops::Range<usize>, inbound: &mut Inbound| {
+            for (pt, seq, ts, payload) in &packets[range] {
+                inbound.packet(*pt, *seq, *ts, payload, |_| emitted += 1);
+            }
+        };
+        feed(0..10, &mut inbound);
+        let before = allocations();
+        feed(10..60, &mut inbound);
+        let decoding = allocations() - before;
+        let mut out = Outbound::new(OPUS).unwrap();
+        let frame = [700i16; 320];
+        for _ in 0..10 {
+            drop(out.encode(&frame));
+        }
+        let before = allocations();
+        for _ in 0..50 {
+            drop(out.encode(&frame));
+        }
+        let encoding = allocations() - before;
+        assert_eq!((decoding, encoding), (0, 0), "allocations over 50 packets each way ({emitted} chunks)");
     }
 
     #[test]
