@@ -254,17 +254,18 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
         .unwrap();
     assert!(sox.success());
 
-    // The caller: 500 Hz for 16 s, in the room the route names.
+    // The caller: 500 Hz for 25 s (Chromium may take 10 s and more to start on a
+    // loaded box), in the room the route names.
     let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let caller = tokio::task::spawn_blocking(move || {
         let script = Script {
-            audio: tone(500.0, 8000.0, 16_000),
+            audio: tone(500.0, 8000.0, 25_000),
             digits: vec![],
             gaps: vec![],
-            send_for: Duration::from_millis(16_000),
-            duration: Duration::from_millis(16_300),
+            send_for: Duration::from_millis(25_000),
+            duration: Duration::from_millis(25_300),
         };
-        place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 17_000, vec![script], &["+14155550101".into()])
+        place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 26_000, vec![script], &["+14155550101".into()])
     });
     gw.event_data("the caller in the room", |d| d.iter().any(|e| e["event_type"] == "conference.participant.joined"))
         .await;
