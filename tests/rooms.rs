@@ -76,7 +76,8 @@ const TONES: [f64; 3] = [400.0, 700.0, 1100.0];
 
 /// Three callers in one room, each sending its own tone: each hears the other two
 /// and not itself (mix-minus); a conference `mute` of caller 0 (over the API, 2.5 s
-/// in) takes its tone out of what the others hear; the conference events come in
+/// or more in: later when the box is loaded) takes its tone out of what the others
+/// hear from then on; the conference events come in
 /// order; a caller's recording holds its own tone left and the others right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_callers_hear_each_other_but_not_themselves() {
@@ -84,9 +85,12 @@ async fn three_callers_hear_each_other_but_not_themselves() {
     let gw = start(dir.path(), "[[route]]\nroom = \"support\"\nrecord = true\n");
     let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let callers: Vec<String> = (1..=3).map(|i| format!("+1415555010{i}")).collect();
+    // The phones' clocks start after this: a packet at phone time t left at t or
+    // later on this clock.
+    let started = std::time::Instant::now();
     let calls = tokio::task::spawn_blocking(move || {
-        let scripts = TONES.iter().map(|&hz| script(hz, 5000, vec![])).collect();
-        place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 6000, scripts, &callers)
+        let scripts = TONES.iter().map(|&hz| script(hz, 8000, vec![])).collect();
+        place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 9000, scripts, &callers)
     });
     // Once all three are in, mute caller 0 over the API.
     let data = gw.event_data("three joined", |d| count(d, "conference.participant.joined") == 3).await;
@@ -153,6 +157,7 @@ async fn three_callers_hear_each_other_but_not_themselves() {
         )
         .await;
     assert_eq!(code, 200, "{e}");
+    let muted_at = started.elapsed().as_secs_f64();
     let (code, report, received) = calls.await.unwrap();
     assert_eq!(code, 0, "{report}");
 
@@ -169,9 +174,10 @@ async fn three_callers_hear_each_other_but_not_themselves() {
             }
         }
     }
-    // After the mute (3.5–4.8 s): callers 1 and 2 no longer hear caller 0's 400 Hz.
+    // From 0.5 s after the mute on: callers 1 and 2 no longer hear caller 0's 400 Hz.
+    assert!(muted_at < 6.5, "the mute came {muted_at:.1} s in: too late to hear its effect");
     for (i, packets) in received.iter().enumerate().skip(1) {
-        let pcm = heard(packets, 3.5, 4.8);
+        let pcm = heard(packets, muted_at + 0.5, 7.8);
         assert!(level(&pcm, TONES[0]) < 150.0, "caller {i} still hears the muted 400 Hz");
         assert!(level(&pcm, TONES[3 - i]) > 1000.0, "caller {i} hears the other unmuted caller");
     }
@@ -448,6 +454,8 @@ async fn two_echo_calls(gw: &Gateway, dir: &Path) -> (Placed, Placed, String, St
 async fn bridge_joins_two_calls_and_ends_them_together() {
     let dir = tempfile::tempdir().unwrap();
     let gw = start(dir.path(), "[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\nagent = \"echo\"\n");
+    // The phones' clocks start after this (a packet at phone time t left at t or later here).
+    let started = std::time::Instant::now();
     let (a_call, b_call, a, b) = two_echo_calls(&gw, dir.path()).await;
     let path = format!("/v2/calls/{a}/actions/bridge");
     let (code, e) = gw.api().call(reqwest::Method::POST, &path, Some(json!({}))).await;
@@ -456,14 +464,18 @@ async fn bridge_joins_two_calls_and_ends_them_together() {
     assert_eq!(code, 404, "{e}");
     let (code, e) = gw.api().call(reqwest::Method::POST, &path, Some(json!({"call_control_id": b}))).await;
     assert_eq!(code, 200, "{e}");
+    let bridged_at = started.elapsed().as_secs_f64();
     let (code, report, a_heard) = a_call.await.unwrap();
     assert_eq!(code, 0, "{report}");
     let (code, report, b_heard) = b_call.await.unwrap();
     assert_eq!(code, 0, "{report}");
-    // Bridged from about 0.5 s: A hears B's 900 Hz and not its own echo.
-    let pcm = heard(&a_heard[0], 1.5, 3.5);
+    // Bridged from about 0.5 s (later on a loaded box): from 0.5 s after the
+    // bridge to the end of A's tone (4 s), A hears B's 900 Hz and not its own echo.
+    assert!(bridged_at < 2.9, "the bridge came {bridged_at:.1} s in: too late to hear it before A's tone ends");
+    let from = (bridged_at + 0.5).max(1.5);
+    let pcm = heard(&a_heard[0], from, 3.9);
     assert!(level(&pcm, 900.0) > 1000.0 && level(&pcm, 500.0) < 150.0, "A hears B only");
-    let pcm = heard(&b_heard[0], 1.5, 3.5);
+    let pcm = heard(&b_heard[0], from, 3.9);
     assert!(level(&pcm, 500.0) > 1000.0 && level(&pcm, 900.0) < 150.0, "B hears A only");
     // B ended well before its own 9 s: the box hung it up after A left.
     assert!(b_heard[0].last().unwrap().at < Duration::from_millis(7000), "B was hung up with A");

@@ -22,6 +22,8 @@ use common::gateway::{Gateway, Trunk};
 use common::rtp::{Packet, Script, place_calls_from, tone};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
+use sipbridge::media::codec::Decoder;
+use sipbridge::sdp::codec::AudioCodec;
 
 const WAIT: Duration = Duration::from_secs(40);
 const TOKEN: &str = "webrtc-test-token-0123";
@@ -102,6 +104,27 @@ impl RoomApi for Gateway {
         assert!(body["data"]["room_url"].as_str().unwrap().starts_with("/rooms/"), "{body}");
         body["data"]["token"].as_str().unwrap().to_string()
     }
+}
+
+/// RMS of `pcm` (16-bit at `rate` Hz) in the band `lo`–`hi` Hz, as a fraction of
+/// full scale: sox's band-pass (`sinc`) and `stat`.
+fn band_rms(pcm: &[i16], rate: u32, lo: u32, hi: u32) -> f64 {
+    use std::io::Write;
+    let mut sox = Command::new("sox")
+        .args(["-t", "raw", "-r", &rate.to_string(), "-e", "signed", "-b", "16", "-c", "1", "-L", "-", "-n"])
+        .args(["sinc", &format!("{lo}-{hi}"), "stat"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sox runs");
+    let raw: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
+    sox.stdin.take().unwrap().write_all(&raw).unwrap();
+    let out = sox.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find_map(|l| l.strip_prefix("RMS     amplitude:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("sox stat: {text}"))
 }
 
 fn urlencode(s: &str) -> String {
@@ -231,17 +254,18 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
         .unwrap();
     assert!(sox.success());
 
-    // The caller: 500 Hz for 16 s, in the room the route names.
+    // The caller: 500 Hz for 25 s (Chromium may take 10 s and more to start on a
+    // loaded box), in the room the route names.
     let (d, sip) = (dir.path().to_path_buf(), gw.sip_port);
     let caller = tokio::task::spawn_blocking(move || {
         let script = Script {
-            audio: tone(500.0, 8000.0, 16_000),
+            audio: tone(500.0, 8000.0, 25_000),
             digits: vec![],
             gaps: vec![],
-            send_for: Duration::from_millis(16_000),
-            duration: Duration::from_millis(16_300),
+            send_for: Duration::from_millis(25_000),
+            duration: Duration::from_millis(25_300),
         };
-        place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 17_000, vec![script], &["+14155550101".into()])
+        place_calls_from(&d, sip, "127.0.0.1", "+13125550100", 26_000, vec![script], &["+14155550101".into()])
     });
     gw.event_data("the caller in the room", |d| d.iter().any(|e| e["event_type"] == "conference.participant.joined"))
         .await;
@@ -274,6 +298,14 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     assert!(body.contains("max_participants"), "{body}");
 
     let lines = browser.finish();
+    // Chromium's codec both ways (its getStats()): Opus, with G.711 behind it in
+    // the box's answer (Chromium numbers Opus 111).
+    let codecs = lines.iter().find(|l| l["event"] == "codecs").unwrap_or_else(|| panic!("{lines:#?}"));
+    eprintln!("Chromium negotiated: {codecs}");
+    assert_eq!(codecs["outbound"]["mimeType"], "audio/opus", "{codecs}");
+    assert_eq!(codecs["inbound"]["mimeType"], "audio/opus", "{codecs}");
+    assert_eq!(codecs["inbound"]["clockRate"], 48_000, "{codecs}");
+    assert!(codecs["answer"].as_str().is_some_and(|m| m.ends_with(" 111 0 8")), "Opus, then PCMU and PCMA: {codecs}");
     // The page heard the caller: its analyser shows 500 Hz, far above 900 Hz
     // (its own tone, which mix-minus keeps out), once audio flows (after 1 s).
     let samples: Vec<&Value> = lines.iter().filter(|l| l["event"] == "sample").skip(4).collect();
@@ -345,6 +377,47 @@ async fn a_browser_and_a_phone_hear_each_other_in_a_room() {
     gw.stop();
 }
 
+/// Issue 22: a browser's wideband audio reaches another participant. Chromium,
+/// with a 300–7000 Hz chirp as its microphone, and an Opus peer (webrtc-rs,
+/// decoding with the box's own Opus) in one room: Chromium sends Opus, the room
+/// mixes at 16 kHz, and the peer hears the chirp above 4 kHz as well as below
+/// (G.711 anywhere on the path would leave nothing above 4 kHz).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_is_heard_wideband_through_a_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = start(dir.path(), "");
+    let room = "shop-floor";
+    // Half-second sweeps 300 → 7000 Hz, one after another for 40 s.
+    let wav = dir.path().join("mic-chirp.wav");
+    let sox = Command::new("sox")
+        .args(["-n", "-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&wav)
+        .args(["synth", "0.5", "sine", "300-7000", "vol", "0.5", "repeat", "79"])
+        .status()
+        .unwrap();
+    assert!(sox.success());
+    // The peer first (it creates the room), silent itself.
+    let peer = Peer::join_opus(&gw, &format!("/v2/conferences/{room}/webrtc")).await;
+    let token = gw.join_token(room).await;
+    let page = format!("{}#token={token}", gw.url(&format!("/rooms/{}", urlencode(room))));
+    let mut browser = Browser::open(&page, &wav, &dir.path().join("wide.png"), 6);
+    browser.wait_for("connected", WAIT);
+    let heard_from = peer.take().len();
+    let lines = browser.finish();
+    let heard = peer.take();
+    peer.leave(&gw).await;
+    let codecs = lines.iter().find(|l| l["event"] == "codecs").unwrap_or_else(|| panic!("{lines:#?}"));
+    assert_eq!(codecs["outbound"]["mimeType"], "audio/opus", "Chromium sends Opus: {codecs}");
+    // What the peer heard while the browser talked (16 kHz), after its first second.
+    assert!(heard.len() > 4 * 16_000, "the peer heard {} samples (from {heard_from})", heard.len());
+    let heard = &heard[16_000..];
+    let (low, high) = (band_rms(heard, 16_000, 300, 3400), band_rms(heard, 16_000, 4500, 7500));
+    eprintln!("the peer hears the browser's chirp: 300–3400 Hz RMS {low:.4}, 4500–7500 Hz RMS {high:.4}");
+    assert!(low > 0.01, "the peer hears the browser: {low:.4}");
+    assert!(high > low / 5.0, "and above 4 kHz: {high:.4} against {low:.4} in the telephone band");
+    gw.stop();
+}
+
 /// Offers and credentials that must be refused, with the reason; an offer whose
 /// ICE never connects joins and then leaves with `ice_failed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,7 +430,7 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
     for (sdp, why) in [
         ("", "empty"),
         ("hello", "bad SDP"),
-        (&DEAD_OFFER.replace(" 111 0 8 126", " 111 126"), "neither PCMU"),
+        (&DEAD_OFFER.replace(" 111 0 8 126", " 126"), "no codec of this box"),
         (&DEAD_OFFER.replace("a=fingerprint:", "a=x:"), "fingerprint"),
         (&DEAD_OFFER.replace("m=audio", "m=video"), "no audio"),
     ] {
@@ -400,6 +473,10 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
     assert_eq!(headers["content-type"], "application/sdp");
     assert!(answer.contains("a=candidate:") && answer.contains("a=fingerprint:"), "{answer}");
     assert!(answer.contains("PCMU/8000"), "{answer}");
+    // Opus first (at the offer's 111), G.711 behind it.
+    let m = answer.lines().find(|l| l.starts_with("m=audio")).unwrap_or_default();
+    assert!(m.ends_with(" 111 0 8"), "{answer}");
+    assert!(answer.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
     let location = headers["location"].to_str().unwrap().to_string();
     assert!(location.starts_with("/v2/webrtc/"), "{location}");
     let participant = headers["x-participant-id"].to_str().unwrap().to_string();
@@ -437,7 +514,7 @@ async fn bad_offers_tokens_and_dead_ice_are_refused_or_removed() {
 
     // DTLS that cannot complete: ICE connects, but the peer's certificate is not
     // the one its offer names. Removed with dtls_failed; the room is unharmed.
-    let forged = Peer::join_with(&gw, path, 900.0, true).await;
+    let forged = Peer::join_with(&gw, path, 900.0, true, false).await;
     let id = format!("webrtc:{}", forged.location.split('?').next().unwrap().rsplit('/').next().unwrap());
     let data = gw
         .event_data("the forged DTLS session removed", |d| {
@@ -466,6 +543,8 @@ struct PeerHandler {
     gathered: tokio::sync::watch::Sender<bool>,
     connected: tokio::sync::watch::Sender<bool>,
     heard: std::sync::Arc<std::sync::Mutex<Vec<i16>>>,
+    /// Hear Opus (payload type 111), decoded to 16 kHz, instead of PCMU.
+    opus: bool,
 }
 
 #[async_trait::async_trait]
@@ -482,13 +561,16 @@ impl webrtc::peer_connection::PeerConnectionEventHandler for PeerHandler {
     }
     async fn on_track(&self, track: std::sync::Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
         let heard = std::sync::Arc::clone(&self.heard);
+        let (pt, codec) = if self.opus { (111, AudioCodec::Opus) } else { (0, AudioCodec::Pcmu) };
         tokio::spawn(async move {
+            let mut decoder = Decoder::new(codec).expect("the codec is in the build");
+            let mut pcm = vec![0i16; sipbridge::media::codec::MAX_FRAME_SAMPLES];
             while let Some(ev) = track.poll().await {
                 if let webrtc::media_stream::track_remote::TrackRemoteEvent::OnRtpPacket(p) = ev
-                    && p.header.payload_type == 0
+                    && p.header.payload_type == pt
                 {
-                    let pcm = p.payload.iter().map(|&b| sipbridge::media::g711::G711::Pcmu.decode_sample(b));
-                    heard.lock().unwrap().extend(pcm);
+                    let n = decoder.decode(&p.payload, &mut pcm).expect("the box sends valid audio");
+                    heard.lock().unwrap().extend_from_slice(&pcm[..n]);
                 }
             }
         });
@@ -497,13 +579,19 @@ impl webrtc::peer_connection::PeerConnectionEventHandler for PeerHandler {
 
 impl Peer {
     async fn join(gw: &Gateway, path: &str, hz: f64) -> Peer {
-        Self::join_with(gw, path, hz, false).await
+        Self::join_with(gw, path, hz, false, false).await
+    }
+
+    /// A peer that offers Opus only and only listens: it hears Opus, decoded to
+    /// 16 kHz with the box's own decoder (`heard` is then 16 kHz).
+    async fn join_opus(gw: &Gateway, path: &str) -> Peer {
+        Self::join_with(gw, path, 0.0, false, true).await
     }
 
     /// `forged_fingerprint`: the offer names another certificate than the one the
     /// peer's DTLS presents (ICE connects, DTLS must fail); returns right after
-    /// the 201.
-    async fn join_with(gw: &Gateway, path: &str, hz: f64, forged_fingerprint: bool) -> Peer {
+    /// the 201. `opus`: offer Opus first ([`Peer::join_opus`]).
+    async fn join_with(gw: &Gateway, path: &str, hz: f64, forged_fingerprint: bool, opus: bool) -> Peer {
         use rtc::rtp_transceiver::rtp_sender::*;
         use std::sync::Arc;
         use webrtc::media_stream::track_local::TrackLocal;
@@ -520,12 +608,24 @@ impl Peer {
             payload_type: 0,
         };
         let mut media = MediaEngine::default();
-        media.register_codec(pcmu.clone(), RtpCodecKind::Audio).unwrap();
+        let opus_codec = RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "audio/opus".into(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+        };
+        // The offer lists the codecs of the track's own: Opus, or PCMU.
+        let sent = if opus { opus_codec } else { pcmu };
+        media.register_codec(sent.clone(), RtpCodecKind::Audio).unwrap();
         let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
         let (gathered, mut gathered_rx) = tokio::sync::watch::channel(false);
         let (connected, mut connected_rx) = tokio::sync::watch::channel(false);
         let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let handler = Arc::new(PeerHandler { gathered, connected, heard: Arc::clone(&heard) });
+        let handler = Arc::new(PeerHandler { gathered, connected, heard: Arc::clone(&heard), opus });
         let pc: Arc<dyn PeerConnection> = Arc::new(
             PeerConnectionBuilder::new()
                 .with_configuration(RTCConfigurationBuilder::new().build())
@@ -545,7 +645,7 @@ impl Peer {
             RtpCodecKind::Audio,
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(0x1234_5678), ..Default::default() },
-                codec: pcmu.rtp_codec.clone(),
+                codec: sent.rtp_codec.clone(),
                 ..Default::default()
             }],
         )));
@@ -583,6 +683,11 @@ impl Peer {
             .await
             .expect("the peer connects (ICE + DTLS)")
             .unwrap();
+        if opus {
+            // It only listens.
+            let sender = tokio::spawn(async {});
+            return Peer { pc, heard, sender, location, conference_id };
+        }
         let sender = tokio::spawn(async move {
             let audio = tone(hz, 8000.0, 60_000);
             let mut tick = tokio::time::interval(Duration::from_millis(20));

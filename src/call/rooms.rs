@@ -22,7 +22,7 @@ use crate::config::RouteTarget;
 use crate::media::engine::Engine;
 use crate::media::leg::Tap;
 use crate::media::pcm::{Playback, pcm_pair, room_pair};
-use crate::room::{LeaveReason, Participant, ParticipantHandle, RoomEvent, Rooms};
+use crate::room::{LeaveReason, Participant, ParticipantHandle, Rate, RoomEvent, Rooms};
 
 /// Name prefix of the private two-party rooms that carry `bridge`/`transfer`.
 pub const BRIDGE_PREFIX: &str = "bridge:";
@@ -49,6 +49,9 @@ pub fn participant_type(participant_id: &str) -> &'static str {
 /// Chunks buffered from a leg toward its room (about 320 ms of 20 ms packets).
 const LEG_DEPTH: usize = 16;
 
+/// The same for a wideband leg, whose 16 kHz chunks hold 5 ms each (`media::pcm::CHUNK_BYTES`).
+const WIDE_LEG_DEPTH: usize = 4 * LEG_DEPTH;
+
 /// The room a call routed by `target` joins: `room` as named, `room_per_caller`
 /// = prefix + the caller's number (its `+` and digits; anything else dropped, so
 /// the name stays within the room-name alphabet). `None` for other targets.
@@ -69,6 +72,12 @@ pub fn room_for(target: &RouteTarget, caller: &str) -> Option<String> {
 /// both directions: L = the caller, R = what the caller hears, i.e. the room's
 /// mix-minus).
 ///
+/// A leg whose negotiated codec is wideband (G.722, Opus: issue 22) joins at 16
+/// kHz: its port's `sample_rate` is 16000, so its PCM job hands the room 16 kHz
+/// chunks decoded from the leg (never through 8 kHz) and plays the room's 16 kHz
+/// mix-minus; the room mixes at 16 kHz while such a leg is in. G.711 legs join
+/// at 8 kHz as before.
+///
 /// # Errors
 /// The media could not switch, or the room refused (full, ended, invalid name).
 pub async fn join_leg(
@@ -78,9 +87,16 @@ pub async fn join_leg(
     info: &CallInfo,
     join: &RoomJoin,
 ) -> Result<ParticipantHandle, String> {
-    let (port, endpoint) = room_pair(LEG_DEPTH, true, false);
+    let wide = media.audio().codec.is_wideband();
+    let (mut port, endpoint) = room_pair(if wide { WIDE_LEG_DEPTH } else { LEG_DEPTH }, true, false);
+    let rate = if wide {
+        port.sample_rate = Rate::Wideband.hz();
+        Rate::Wideband
+    } else {
+        Rate::Narrowband
+    };
     media.switch_to_pcm(tap, port).await?;
-    let mut p = Participant::leg(info.ids.call_control_id.clone(), endpoint);
+    let mut p = Participant::leg(info.ids.call_control_id.clone(), endpoint).with_rate(rate);
     (p.muted, p.held) = (join.muted, join.held);
     let joined = match &join.room {
         RoomRef::Name(name) => rooms.join(name, join.options, p).await,
@@ -369,7 +385,9 @@ mod tests {
 /// Recordings of whole rooms (conference `record_start`/`record_stop`): a
 /// listener hears the full mix and feeds one mono WAV per span
 /// (`{conference_id}.wav` under `[recording] dir`); `record_stop` (or the room
-/// ending) finishes it and emits `conference.recording.saved`.
+/// ending) finishes it and emits `conference.recording.saved`. The listener is
+/// G.711 at 8 kHz, so a room that mixes at 16 kHz is recorded narrowband (a
+/// wideband participant's own call recording comes from its leg's tap).
 #[derive(Clone)]
 pub struct RoomRecordings {
     active: Arc<std::sync::Mutex<HashMap<uuid::Uuid, tokio::sync::oneshot::Sender<()>>>>,

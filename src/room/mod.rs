@@ -12,7 +12,12 @@
 //!   `media::engine::PcmJob` owns the [`PcmPort`], made by
 //!   `room_pair(depth, true, false)`). Heard chunks go through a per-participant
 //!   [`jitter::JitterBuffer`] keyed by `Chunk::rtp_timestamp`; the participant's
-//!   mix-minus goes back every tick as a `PcmFrame` on the pair's frame channel;
+//!   mix-minus goes back every tick as a `PcmFrame` on the pair's frame channel.
+//!   A leg whose codec is wideband (G.722, Opus: issue 22) joins at
+//!   [`Rate::Wideband`] ([`Participant::with_rate`], its port's `sample_rate` =
+//!   16000): its chunks are `ChunkFormat::L16Wide`, its jitter buffer runs at
+//!   16 kHz, its frames are 320 samples, and the room mixes at 16 kHz while it
+//!   is in ([`mixer`]); a browser on Opus is the same;
 //! * a **voice agent**: the room holds the [`PcmPort`] half (the agent stream
 //!   `agent::stream::AgentStream::start` got the endpoint). It hears its
 //!   mix-minus as PCMU `Heard` chunks and speaks through `Playback::Audio`,
@@ -40,7 +45,7 @@ mod task;
 #[cfg(test)]
 mod task_tests;
 #[cfg(test)]
-mod test_signal;
+pub(crate) mod test_signal;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +57,7 @@ use uuid::Uuid;
 use crate::media::g711::G711;
 use crate::media::pcm::{Chunk, PcmEndpoint, PcmPort};
 
+pub use mixer::Rate;
 pub use registry::{ParticipantHandle, Rooms};
 
 /// Default cap on participants in one room (listeners not counted). The mixer
@@ -96,7 +102,8 @@ pub enum Attachment {
     /// the leg's media-engine job (`media::engine::PcmJob`) holds the port half.
     Leg(PcmEndpoint),
     /// A browser over WebRTC: the same endpoint half as a leg's, its port half
-    /// driven by the WebRTC session (G.711 RTP from/to the browser).
+    /// driven by the WebRTC session (G.711 chunks, or 16 kHz `L16Wide` chunks
+    /// decoded from the browser's Opus).
     WebRtc(PcmEndpoint),
     /// A voice agent: the port half of a `pcm_pair`; the agent stream got the
     /// endpoint half. The port's `control` sender is dropped by the room.
@@ -122,28 +129,65 @@ pub struct Participant {
     pub muted: bool,
     /// Join on hold (Telnyx join `hold`).
     pub held: bool,
+    /// The rate of a leg's or browser's audio ([`Rate::Narrowband`] unless
+    /// [`Participant::with_rate`] says otherwise): the rate of its jitter buffer
+    /// and of the frames the room sends it, which must be its port's
+    /// `PcmPort::sample_rate`. Agents and listeners are always narrowband.
+    pub rate: Rate,
 }
 
 impl Participant {
     /// A SIP leg participant, not muted, not held.
     pub fn leg(id: impl Into<String>, endpoint: PcmEndpoint) -> Self {
-        Participant { id: id.into(), attachment: Attachment::Leg(endpoint), muted: false, held: false }
+        Participant {
+            id: id.into(),
+            attachment: Attachment::Leg(endpoint),
+            muted: false,
+            held: false,
+            rate: Rate::Narrowband,
+        }
     }
 
     /// A voice agent participant, not muted, not held.
     pub fn agent(id: impl Into<String>, port: PcmPort) -> Self {
-        Participant { id: id.into(), attachment: Attachment::Agent(port), muted: false, held: false }
+        Participant {
+            id: id.into(),
+            attachment: Attachment::Agent(port),
+            muted: false,
+            held: false,
+            rate: Rate::Narrowband,
+        }
     }
 
     /// A browser (WebRTC) participant: media like a SIP leg's (G.711 chunks in,
     /// mix frames out), reported as `participant_type: "webrtc"`.
     pub fn webrtc(id: impl Into<String>, endpoint: PcmEndpoint) -> Self {
-        Participant { id: id.into(), attachment: Attachment::WebRtc(endpoint), muted: false, held: false }
+        Participant {
+            id: id.into(),
+            attachment: Attachment::WebRtc(endpoint),
+            muted: false,
+            held: false,
+            rate: Rate::Narrowband,
+        }
     }
 
     /// A listener.
     pub fn listener(id: impl Into<String>, chunks: mpsc::Sender<Chunk>, codec: G711) -> Self {
-        Participant { id: id.into(), attachment: Attachment::Listener { chunks, codec }, muted: false, held: false }
+        Participant {
+            id: id.into(),
+            attachment: Attachment::Listener { chunks, codec },
+            muted: false,
+            held: false,
+            rate: Rate::Narrowband,
+        }
+    }
+
+    /// The participant with its audio at `rate` (a wideband leg or browser:
+    /// [`Rate::Wideband`], with its port's `sample_rate` = 16000). Ignored for
+    /// agents and listeners.
+    pub fn with_rate(mut self, rate: Rate) -> Self {
+        self.rate = rate;
+        self
     }
 
     /// The kind of attachment.

@@ -21,7 +21,7 @@
 //!
 //! Per tick nothing is allocated: chunks and frames are fixed-size values sent
 //! with `try_send` (a slow participant loses frames, counted, and never stalls
-//! the room), G.711 is decoded into a stack buffer, the jitter buffers and the
+//! the room), G.711 and 16 kHz `L16Wide` chunks are unpacked into a stack buffer, the jitter buffers and the
 //! mixer use their own fixed arrays. Joins and leaves allocate.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -152,6 +152,8 @@ enum Media {
     Leg {
         endpoint: PcmEndpoint,
         jitter: Box<JitterBuffer>,
+        /// The rate of its chunks, jitter buffer and frames.
+        rate: Rate,
     },
     Agent {
         playback: mpsc::Receiver<Playback>,
@@ -199,6 +201,36 @@ fn chunk(direction: Direction, codec: G711, rtp_timestamp: u32, pcm: &[i16]) -> 
     c
 }
 
+/// A leg's heard chunk as PCM16 at the participant's `rate`, into `pcm`: the
+/// timestamp to file it under and the samples written. A chunk in the other
+/// rate's format (the leg's codec changed by a re-INVITE while in the room) is
+/// converted crudely — sample repetition up, decimation down — with its
+/// timestamp scaled; the jitter buffer re-anchors once on the change.
+fn heard_pcm(c: &Chunk, rate: Rate, pcm: &mut [i16; 2 * CHUNK_BYTES]) -> (u32, usize) {
+    let mut n = 0;
+    match (c.codec, rate) {
+        (ChunkFormat::G711(law), Rate::Narrowband) => (c.rtp_timestamp, law.decode(c.audio(), &mut pcm[..])),
+        (ChunkFormat::G711(law), Rate::Wideband) => {
+            let mut narrow = [0i16; CHUNK_BYTES];
+            let len = law.decode(c.audio(), &mut narrow);
+            for (pair, &s) in pcm.chunks_exact_mut(2).zip(&narrow[..len]) {
+                pair.fill(s);
+            }
+            (c.rtp_timestamp.wrapping_mul(2), 2 * len)
+        }
+        (ChunkFormat::L16Wide, _) => {
+            // Every sample at 16 kHz, every other one at 8 kHz.
+            let step = if rate == Rate::Wideband { 2 } else { 4 };
+            for (o, b) in pcm.iter_mut().zip(c.audio().chunks_exact(step)) {
+                *o = i16::from_ne_bytes([b[0], b[1]]);
+                n += 1;
+            }
+            let ts = if rate == Rate::Wideband { c.rtp_timestamp } else { c.rtp_timestamp / 2 };
+            (ts, n)
+        }
+    }
+}
+
 /// True when a `try_send` failed because the receiver is gone; counts a full channel.
 fn closed<T>(r: Result<(), TrySendError<T>>, dropped: &mut u64) -> bool {
     match r {
@@ -238,11 +270,11 @@ impl Room {
             let error = JoinError::Full { name: self.shared.name.clone(), max_participants: max };
             return Err((error, participant));
         }
-        let Participant { id, attachment, muted, held } = participant;
+        let Participant { id, attachment, muted, held, rate } = participant;
         let (role, media) = match attachment {
             Attachment::Leg(endpoint) | Attachment::WebRtc(endpoint) => {
-                let jitter = Box::new(JitterBuffer::new(8000, self.shared.options.jitter_delay));
-                (Role::Participant, Media::Leg { endpoint, jitter })
+                let jitter = Box::new(JitterBuffer::new(rate.hz(), self.shared.options.jitter_delay));
+                (Role::Participant, Media::Leg { endpoint, jitter, rate })
             }
             Attachment::Agent(port) => {
                 // The room keeps no sender into its own playback channel, so the
@@ -262,7 +294,11 @@ impl Room {
             }
             Attachment::Listener { chunks, codec } => (Role::Listener, Media::Listener { chunks, codec, timestamp: 0 }),
         };
-        let key = self.mixer.add(Rate::Narrowband, role);
+        let rate = match &media {
+            Media::Leg { rate, .. } => *rate,
+            Media::Agent { .. } | Media::Listener { .. } => Rate::Narrowband,
+        };
+        let key = self.mixer.add(rate, role);
         self.mixer.set_muted(key, muted);
         self.mixer.set_held(key, held);
         if kind != ParticipantKind::Listener {
@@ -350,21 +386,17 @@ impl Room {
     /// One 20 ms frame: inputs, mix, outputs. Returns frames participants lost.
     fn tick(&mut self) -> u64 {
         let mut dropped = 0u64;
-        let mut pcm = [0i16; CHUNK_BYTES];
+        let mut pcm = [0i16; 2 * CHUNK_BYTES];
         let mut frame = [0i16; FRAME_SAMPLES];
         // Inputs.
         for m in self.members.iter_mut() {
             match &mut m.media {
-                Media::Leg { endpoint, jitter } => {
+                Media::Leg { endpoint, jitter, rate } => {
                     loop {
                         match endpoint.chunks.try_recv() {
-                            // A room's ports are 8 kHz: its legs' chunks are G.711
-                            // (a wideband leg's audio is taken to 8 kHz for it).
                             Ok(c) if c.direction == Direction::Heard => {
-                                if let Some((law, bytes)) = c.g711() {
-                                    let n = law.decode(bytes, &mut pcm);
-                                    jitter.push(c.rtp_timestamp, &pcm[..n]);
-                                }
+                                let (ts, n) = heard_pcm(&c, *rate, &mut pcm);
+                                jitter.push(ts, &pcm[..n]);
                             }
                             Ok(_) => {}
                             Err(TryRecvError::Empty) => break,

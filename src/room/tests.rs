@@ -30,15 +30,45 @@ struct Caller {
     sent: usize,
     timestamp: u32,
     heard: Vec<i16>,
+    /// A wideband leg (G.722, Opus): 16 kHz `L16Wide` chunks, 320-sample frames.
+    wide: bool,
+    /// Lengths of the frames the room played to it.
+    frame_lens: std::collections::BTreeSet<usize>,
 }
 
 impl Caller {
     fn new(port: PcmPort, freq: f64, timestamp: u32) -> Self {
-        Caller { port, audio: tone(freq, 8000, AMPLITUDE, 8000), sent: 0, timestamp, heard: Vec::new() }
+        let audio = tone(freq, 8000, AMPLITUDE, 8000);
+        Caller { port, audio, sent: 0, timestamp, heard: Vec::new(), wide: false, frame_lens: Default::default() }
     }
 
-    /// Sends the next 20 ms of its tone as a PCMU chunk.
+    /// A wideband caller saying `audio` (1 s at 16 kHz, looped), as the PCM job
+    /// of a G.722 or Opus leg hands it to a 16 kHz port.
+    fn wide(port: PcmPort, audio: Vec<i16>, timestamp: u32) -> Self {
+        Caller { wide: true, audio, ..Caller::new(port, 0.0, timestamp) }
+    }
+
+    /// Sends the next 20 ms of its tone: a PCMU chunk, or four 16 kHz chunks.
     fn speak(&mut self) {
+        if self.wide {
+            let start = (self.sent * 2 * FRAME) % self.audio.len();
+            for part in self.audio[start..start + 2 * FRAME].chunks(CHUNK_BYTES / 2) {
+                let mut c = Chunk {
+                    direction: Direction::Heard,
+                    codec: crate::media::pcm::ChunkFormat::L16Wide,
+                    len: (part.len() * 2) as u16,
+                    rtp_timestamp: self.timestamp,
+                    data: [0; CHUNK_BYTES],
+                };
+                for (b, s) in c.data.chunks_exact_mut(2).zip(part) {
+                    b.copy_from_slice(&s.to_ne_bytes());
+                }
+                let _ = self.port.chunks.try_send(c);
+                self.timestamp = self.timestamp.wrapping_add(part.len() as u32);
+            }
+            self.sent += 1;
+            return;
+        }
         // 1 s holds whole periods of every tone: looping it is seamless.
         let start = (self.sent * FRAME) % self.audio.len();
         let mut c = Chunk {
@@ -59,6 +89,7 @@ impl Caller {
         let frames = self.port.frames.as_mut().expect("a room pair");
         while let Ok(f) = frames.try_recv() {
             self.heard.extend_from_slice(&f.samples[..usize::from(f.len)]);
+            self.frame_lens.insert(usize::from(f.len));
         }
     }
 }
@@ -340,4 +371,93 @@ async fn an_agent_hears_the_room_and_speaks_into_it_and_a_listener_hears_everyon
     drop(agent);
     talk(&mut callers, 5).await;
     assert_eq!(rooms.find("hot-transfer").map(|r| r.participants), Some(1));
+}
+
+/// A wideband participant joined through a 16 kHz room pair.
+async fn join_wide(rooms: &Rooms, name: &str, id: &str, audio: Vec<i16>, ts: u32) -> (Caller, ParticipantHandle) {
+    let (mut port, endpoint) = room_pair(256, true, false);
+    port.sample_rate = 16_000;
+    let p = Participant::leg(id, endpoint).with_rate(Rate::Wideband);
+    let handle = rooms.join(name, options(4), p).await.unwrap();
+    (Caller::wide(port, audio, ts), handle)
+}
+
+fn sum(a: Vec<i16>, b: Vec<i16>) -> Vec<i16> {
+    a.iter().zip(&b).map(|(x, y)| x.saturating_add(*y)).collect()
+}
+
+/// Two wideband legs (G.722/Opus: 16 kHz `L16Wide` chunks) and a G.711 leg in
+/// one room: the room mixes at 16 kHz, each wideband leg hears the other's 6 kHz
+/// (above G.711's band) in 320-sample frames, the G.711 leg hears the in-band
+/// parts in 160-sample frames, nobody hears itself. When the wideband legs
+/// leave, the room is narrowband again.
+#[tokio::test]
+async fn wideband_legs_hear_each_other_above_4_khz_and_a_g711_leg_hears_the_band_it_can() {
+    let (tx, _events) = mpsc::unbounded_channel();
+    let rooms = Rooms::new(tx, Engine::start(1).unwrap());
+    // A: 1000 + 6000 Hz; B: 5000 Hz + 1800 Hz; C (G.711): 707 Hz.
+    let a_audio = sum(tone(1000.0, 16_000, AMPLITUDE, 16_000), tone(6000.0, 16_000, AMPLITUDE, 16_000));
+    let b_audio = sum(tone(5000.0, 16_000, AMPLITUDE, 16_000), tone(1800.0, 16_000, AMPLITUDE, 16_000));
+    let (a, ha) = join_wide(&rooms, "wide", "a", a_audio, 7).await;
+    let (b, hb) = join_wide(&rooms, "wide", "b", b_audio, 3_000_000_000).await;
+    let (port, endpoint) = room_pair(64, true, false);
+    let _hc = rooms.join("wide", options(4), Participant::leg("c", endpoint)).await.unwrap();
+    let mut callers = vec![a, b, Caller::new(port, 707.0, 55)];
+    talk(&mut callers, 60).await;
+    let heard = |c: &Caller, f: f64| {
+        let rate = if c.wide { 16_000 } else { 8000 };
+        let start = c.heard.len().min(rate as usize / 5); // after the jitter buffer's start
+        amplitude(&c.heard[start..], f, rate)
+    };
+    let [a, b, c] = &callers[..] else { unreachable!() };
+    assert_eq!(a.frame_lens.iter().copied().collect::<Vec<_>>(), [320], "a wideband leg gets 16 kHz frames");
+    assert_eq!(c.frame_lens.iter().copied().collect::<Vec<_>>(), [160], "a G.711 leg gets 8 kHz frames");
+    assert!(b.heard.len() >= 40 * 2 * FRAME, "{}", b.heard.len());
+    // B hears A's 6 kHz and 1 kHz, C's 707 Hz, not its own 5 kHz / 1.8 kHz.
+    let lb = [6000.0, 1000.0, 707.0, 5000.0, 1800.0].map(|f| heard(b, f));
+    assert!(lb[0] > 1500.0 && lb[1] > 1500.0 && lb[2] > 1000.0, "B hears A and C: {lb:?}");
+    assert!(lb[3] < 20.0 && lb[4] < 20.0, "B does not hear itself: {lb:?}");
+    let la = [5000.0, 1800.0, 6000.0].map(|f| heard(a, f));
+    assert!(la[0] > 1500.0 && la[1] > 1500.0 && la[2] < 20.0, "A hears B, not itself: {la:?}");
+    // C hears the in-band parts of A and B; its own tone not.
+    let lc = [1000.0, 1800.0, 707.0].map(|f| heard(c, f));
+    assert!(lc[0] > 1000.0 && lc[1] > 1000.0 && lc[2] < 20.0, "C hears A and B in its band: {lc:?}");
+
+    // The wideband legs leave: the room is narrowband again, C hears a new G.711 leg.
+    let mut c = callers.pop().unwrap();
+    drop((callers, ha, hb));
+    let (port, endpoint) = room_pair(64, true, false);
+    let _hn = rooms.join("wide", options(4), Participant::leg("n", endpoint)).await.unwrap();
+    c.listen();
+    c.heard.clear();
+    c.frame_lens.clear();
+    let mut callers = vec![c, Caller::new(port, 403.0, 99)];
+    talk(&mut callers, 30).await;
+    assert!(heard(&callers[0], 403.0) > 1500.0, "{}", heard(&callers[0], 403.0));
+    assert_eq!(callers[1].frame_lens.iter().copied().collect::<Vec<_>>(), [160]);
+}
+
+/// A wideband leg's codec changes under the room (a re-INVITE to G.711): its
+/// G.711 chunks are taken up to 16 kHz and it stays heard; a G.711 leg handed
+/// 16 kHz chunks is taken down. Neither is silent.
+#[tokio::test]
+async fn chunks_of_the_other_rate_are_converted_not_lost() {
+    let (tx, _events) = mpsc::unbounded_channel();
+    let rooms = Rooms::new(tx, Engine::start(1).unwrap());
+    let (mut wide, _hw) = join_wide(&rooms, "mixed", "w", tone(1109.0, 16_000, AMPLITUDE, 16_000), 0).await;
+    // The "wide" caller speaks G.711 (8 kHz) chunks into its 16 kHz place.
+    wide.wide = false;
+    wide.audio = tone(403.0, 8000, AMPLITUDE, 8000);
+    let (port, endpoint) = room_pair(256, true, false);
+    let _hn = rooms.join("mixed", options(4), Participant::leg("n", endpoint)).await.unwrap();
+    // The narrowband caller speaks 16 kHz chunks into its 8 kHz place.
+    let mut narrow = Caller::wide(port, tone(707.0, 16_000, AMPLITUDE, 16_000), 0);
+    let mut callers = vec![wide, narrow];
+    talk(&mut callers, 50).await;
+    narrow = callers.pop().unwrap();
+    wide = callers.pop().unwrap();
+    let w = &wide.heard[wide.heard.len().min(3200)..];
+    let n = &narrow.heard[narrow.heard.len().min(1600)..];
+    assert!(amplitude(w, 707.0, 16_000) > 1000.0, "the wide leg hears the other: {}", amplitude(w, 707.0, 16_000));
+    assert!(amplitude(n, 403.0, 8000) > 1000.0, "the narrow leg hears the other: {}", amplitude(n, 403.0, 8000));
 }

@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 // Drives sipbridge's room page (assets/room.html) in headless Chromium for the WebRTC
 // integration test: joins with a WAV file as the microphone, samples the page's level
-// hooks while holding the call, takes a screenshot, leaves.
+// hooks while holding the call, reports the codecs Chromium negotiated (its
+// RTCPeerConnection.getStats(): the codec of the audio it sends and receives, and the
+// answer's m=audio line), takes a screenshot, leaves.
 //
 //   node tests/browser/drive.mjs --url 'http://127.0.0.1:PORT/rooms/NAME#token=...' \
 //       --wav mic.wav --screenshot out.png --hold 5 [--tones 500,900]
 //
-// stdout: one JSON object per line: {"event":"console"|"connected"|"sample"|
-// "screenshot"|"left"|"error", ...}. Exit 0 on success, 1 on any failure, 2 on bad usage.
+// stdout: one JSON object per line: {"event":"console"|"connected"|"sample"|"codecs"|
+// "screenshot"|"left"|"error", ...}; "codecs" is {"outbound":{mimeType,clockRate,
+// channels,payloadType,packets},"inbound":{...},"answer":"m=audio ..."}. Exit 0 on success, 1 on any failure, 2 on bad usage.
 // Chromium is Debian's /usr/bin/chromium (or $CHROMIUM); playwright-core downloads none.
 
 import { chromium } from 'playwright-core';
@@ -124,6 +127,18 @@ async function main() {
     ],
   });
   const context = await browser.newContext({ permissions: ['microphone'], viewport: { width: 800, height: 700 } });
+  // Keep the page's peer connections reachable for getStats() (the page keeps its own private).
+  await context.addInitScript(() => {
+    const Native = window.RTCPeerConnection;
+    if (!Native) return;
+    window.__sipbridgePcs = [];
+    window.RTCPeerConnection = class extends Native {
+      constructor(...args) {
+        super(...args);
+        window.__sipbridgePcs.push(this);
+      }
+    };
+  });
   page = await context.newPage();
   page.on('console', (m) => {
     const text = `${m.type()}: ${m.text()}`;
@@ -180,6 +195,28 @@ async function main() {
     if (next > end) break;
     await new Promise((r) => setTimeout(r, Math.max(0, next - Date.now())));
   }
+
+  const codecs = await withTimeout(page.evaluate(async () => {
+    const pcs = window.__sipbridgePcs || [];
+    const pc = pcs[pcs.length - 1];
+    if (!pc) return { error: 'no RTCPeerConnection seen' };
+    const stats = await pc.getStats();
+    const byId = new Map();
+    stats.forEach((s) => byId.set(s.id, s));
+    const out = { answer: null };
+    stats.forEach((s) => {
+      if (s.kind !== 'audio' || !s.codecId || (s.type !== 'inbound-rtp' && s.type !== 'outbound-rtp')) return;
+      const c = byId.get(s.codecId) || {};
+      out[s.type === 'inbound-rtp' ? 'inbound' : 'outbound'] = {
+        mimeType: c.mimeType, clockRate: c.clockRate, channels: c.channels, payloadType: c.payloadType,
+        packets: s.type === 'inbound-rtp' ? s.packetsReceived : s.packetsSent,
+      };
+    });
+    const sdp = pc.remoteDescription ? pc.remoteDescription.sdp : '';
+    out.answer = (sdp.split(/\r?\n/).find((l) => l.startsWith('m=audio')) || null);
+    return out;
+  }), 5000);
+  emit({ event: 'codecs', ...codecs });
 
   await page.screenshot({ path: opts.screenshot, fullPage: true, timeout: 10_000 });
   emit({ event: 'screenshot', path: opts.screenshot });

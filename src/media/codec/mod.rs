@@ -6,7 +6,7 @@
 //! owns the buffers, sized by [`MAX_FRAME_SAMPLES`] and [`MAX_PAYLOAD_BYTES`].
 //!
 //! G.711 is `media::g711`'s lookup tables; G.722 (`g722`, the ITU-T algorithm in
-//! Rust) and Opus (`opus`, the pure-Rust `opus-pure`) live in submodules
+//! Rust) and Opus (`opus`, the pure-Rust libopus port `opus-rs`) live in submodules
 //! (docs/benchmarks.md, "Wideband codecs", has the measurements behind them).
 
 mod g722;
@@ -190,6 +190,18 @@ impl Encoder {
             },
         };
         Ok(Encoder { inner })
+    }
+
+    /// An Opus encoder as [`Encoder::new`] makes it but at `bitrate_bps` (clamped
+    /// to 6000–510000 bit/s, RFC 6716 §2.1.1) and `complexity` (clamped to 0–10):
+    /// for benchmarks and for a future per-call setting.
+    ///
+    /// # Errors
+    /// [`CodecError::Unavailable`] if the library refuses the settings.
+    pub fn opus_with(bitrate_bps: i32, complexity: i32) -> Result<Encoder, CodecError> {
+        let enc = opus::OpusEncoder::with(bitrate_bps.clamp(6000, 510_000), complexity.clamp(0, 10))
+            .ok_or(CodecError::Unavailable(AudioCodec::Opus))?;
+        Ok(Encoder { inner: EncoderKind::Opus(enc) })
     }
 
     /// The codec encoded.
