@@ -20,14 +20,18 @@ pub(super) const RATE_HZ: i32 = 16_000;
 /// Samples in one 2.5 ms step at [`RATE_HZ`]: concealment lengths are multiples
 /// of it (RFC 6716 §2.1.4, the shortest frame).
 const STEP: usize = 40;
-/// Target bitrate of the encoder, bit/s (wideband SILK speech is transparent-ish
-/// from ~24 kbit/s; the in-band FEC copy takes a share of it, RFC 6716 §2.1.7).
-pub const BITRATE_BPS: i32 = 28_000;
+/// Target bitrate of the encoder, bit/s: variable rate, speech averages ~28 kbit/s
+/// at this target, FEC copy included (RFC 6716 §2.1.7). With [`COMPLEXITY`] 5 it
+/// scored PESQ-WB 3.67 on espeak-ng speech, as libopus does at complexity 8 and
+/// 28 kbit/s (docs/benchmarks.md, "Wideband codecs").
+pub const BITRATE_BPS: i32 = 32_000;
 /// The loss rate the encoder plans for, percent: what makes it spend bits on
 /// in-band FEC (RFC 6716 §2.1.7); a carrier or browser path loses 1–5 %.
 pub const EXPECTED_LOSS_PERCENT: i32 = 5;
-/// Encoder complexity, 0–10 (docs/benchmarks.md, "Wideband codecs": the
-/// quality/CPU measurements that chose it).
+/// Encoder complexity, 0–10, chosen by measurement (docs/benchmarks.md, "Wideband
+/// codecs"): 5 costs ~146 µs per 20 ms on the amd64 test box against 206 µs at 6
+/// and 276 µs at 8 (PESQ-WB 3.67 / 3.86 / 4.07 at [`BITRATE_BPS`]), which keeps a
+/// Pi-class core at a few percent per call.
 pub const COMPLEXITY: i32 = 5;
 
 /// Samples at [`RATE_HZ`] that the packet decodes to, from its TOC byte and
