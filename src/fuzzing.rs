@@ -393,3 +393,37 @@ pub fn join_token(data: &[u8]) {
     let (token, _) = tokens.mint(&text, Duration::from_secs(60), now);
     assert_eq!(tokens.verify(&token, now).as_deref(), Ok(text.as_ref()), "minted token {token:?}");
 }
+
+/// A received audio stream of G.722 or Opus as a SIP or WebRTC leg's media worker
+/// decodes it (`media::codec::Decoder`): the first byte picks the codec (bit 0)
+/// and the output buffer (bits 1–2: 20, 60 or 120 ms, or a 7-sample buffer);
+/// the rest is cut into packets by a one-byte length prefix (at most
+/// `MAX_PACKETS`), each decoded in turn, with loss concealment and in-band FEC
+/// recovery interleaved (a prefix byte whose value is 0 or 255 stands for a lost
+/// packet). Asserts that every result fits the buffer and that every refusal is
+/// `BadPayload`.
+pub fn codec_decode(data: &[u8]) {
+    use crate::media::codec::{CodecError, Decoder as AudioDecoder, MAX_FRAME_SAMPLES};
+    use crate::sdp::codec::AudioCodec;
+    let Some((&head, mut rest)) = data.split_first() else { return };
+    let codec = if head & 1 == 0 { AudioCodec::Opus } else { AudioCodec::G722 };
+    let Ok(mut dec) = AudioDecoder::new(codec) else { return };
+    let mut buf = [0i16; MAX_FRAME_SAMPLES];
+    let out_len = [320, 960, MAX_FRAME_SAMPLES, 7][usize::from((head >> 1) & 3)];
+    let out = &mut buf[..out_len];
+    for _ in 0..MAX_PACKETS {
+        let Some((&len, tail)) = rest.split_first() else { break };
+        let (packet, next) = tail.split_at(usize::from(len).min(tail.len()));
+        rest = next;
+        let result = match len {
+            0 => Ok(dec.conceal(out)),
+            255 => dec.decode_fec(packet, out),
+            _ => dec.decode(packet, out),
+        };
+        match result {
+            Ok(n) => assert!(n <= out_len, "{codec:?} wrote {n} samples into {out_len}"),
+            Err(CodecError::BadPayload { .. }) => {}
+            Err(e) => panic!("{codec:?}: {e}"),
+        }
+    }
+}

@@ -24,6 +24,8 @@ pub const MAX_FRAME_SAMPLES: usize = 1920;
 /// Opus frame is far smaller at the bitrates used here (RFC 6716 §3.4: ≤ 1275 bytes).
 pub const MAX_PAYLOAD_BYTES: usize = 1920;
 
+const _: () = assert!(opus::MAX_PACKET_SAMPLES == MAX_FRAME_SAMPLES && opus::MAX_PACKET_BYTES <= MAX_PAYLOAD_BYTES);
+
 /// What a codec could not do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {

@@ -17,17 +17,27 @@ use opus_rs::Application;
 
 /// PCM rate of both directions, Hz (`AudioCodec::Opus.sample_rate()`).
 pub(super) const RATE_HZ: i32 = 16_000;
+/// Longest packet, samples at [`RATE_HZ`]: 120 ms (RFC 6716 §3.2.5; the
+/// module's `MAX_FRAME_SAMPLES`, asserted equal there).
+pub(super) const MAX_PACKET_SAMPLES: usize = 1920;
+/// Largest packet the encoder writes, bytes: one frame's maximum (RFC 6716 §3.2.1),
+/// within the module's `MAX_PAYLOAD_BYTES`.
+pub(super) const MAX_PACKET_BYTES: usize = 1275;
 /// Samples in one 2.5 ms step at [`RATE_HZ`]: concealment lengths are multiples
 /// of it (RFC 6716 §2.1.4, the shortest frame).
 const STEP: usize = 40;
-/// Target bitrate of the encoder, bit/s (wideband SILK speech is transparent-ish
-/// from ~24 kbit/s; the in-band FEC copy takes a share of it, RFC 6716 §2.1.7).
-pub const BITRATE_BPS: i32 = 28_000;
+/// Target bitrate of the encoder, bit/s: variable rate, speech averages ~28 kbit/s
+/// at this target, FEC copy included (RFC 6716 §2.1.7). With [`COMPLEXITY`] 5 it
+/// scored PESQ-WB 3.66 on espeak-ng speech, libopus 1.3.1 3.52 with the same
+/// settings (docs/benchmarks.md, "Wideband codecs").
+pub const BITRATE_BPS: i32 = 32_000;
 /// The loss rate the encoder plans for, percent: what makes it spend bits on
 /// in-band FEC (RFC 6716 §2.1.7); a carrier or browser path loses 1–5 %.
 pub const EXPECTED_LOSS_PERCENT: i32 = 5;
-/// Encoder complexity, 0–10 (docs/benchmarks.md, "Wideband codecs": the
-/// quality/CPU measurements that chose it).
+/// Encoder complexity, 0–10, chosen by measurement (docs/benchmarks.md, "Wideband
+/// codecs"): 5 costs ~160 µs per 20 ms on the amd64 test box against 222 µs at 6
+/// and 304 µs at 8 (PESQ-WB 3.66 / 3.91 / 4.07 at [`BITRATE_BPS`]), which keeps a
+/// Pi-class core at a few percent per call.
 pub const COMPLEXITY: i32 = 5;
 
 /// Samples at [`RATE_HZ`] that the packet decodes to, from its TOC byte and
@@ -53,7 +63,7 @@ fn packet_samples(packet: &[u8]) -> Result<usize, &'static str> {
         return Err("code 3 packet of zero frames");
     }
     let samples = frames * units * STEP;
-    if samples > super::MAX_FRAME_SAMPLES {
+    if samples > MAX_PACKET_SAMPLES {
         return Err("packet longer than 120 ms");
     }
     Ok(samples)
@@ -70,7 +80,7 @@ fn to_i16(pcm: &[f32], out: &mut [i16]) {
 pub(super) struct OpusDecoder {
     dec: Box<opus_rs::OpusDecoder>,
     /// The library's float output, one packet of at most 120 ms.
-    pcm: Box<[f32; super::MAX_FRAME_SAMPLES]>,
+    pcm: Box<[f32; MAX_PACKET_SAMPLES]>,
 }
 
 impl OpusDecoder {
@@ -78,7 +88,7 @@ impl OpusDecoder {
     /// these constant arguments).
     pub(super) fn new() -> Option<OpusDecoder> {
         let dec = opus_rs::OpusDecoder::new(RATE_HZ, 1).ok()?;
-        Some(OpusDecoder { dec: Box::new(dec), pcm: Box::new([0.0; super::MAX_FRAME_SAMPLES]) })
+        Some(OpusDecoder { dec: Box::new(dec), pcm: Box::new([0.0; MAX_PACKET_SAMPLES]) })
     }
 
     /// Decodes one packet into `out`, returning the samples written, or why the
@@ -111,7 +121,7 @@ impl OpusDecoder {
     /// Packet-loss concealment into `out`, rounded down to 2.5 ms steps and at
     /// most 120 ms; returns the samples written.
     pub(super) fn conceal(&mut self, out: &mut [i16]) -> usize {
-        let n = out.len().min(super::MAX_FRAME_SAMPLES) / STEP * STEP;
+        let n = out.len().min(MAX_PACKET_SAMPLES) / STEP * STEP;
         if n == 0 {
             return 0;
         }
@@ -159,7 +169,7 @@ impl OpusEncoder {
     /// Encodes one frame (checked by [`OpusEncoder::frame_ok`]) into `out`,
     /// returning the payload length.
     pub(super) fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, ()> {
-        let cap = out.len().min(super::MAX_PAYLOAD_BYTES);
+        let cap = out.len().min(MAX_PACKET_BYTES);
         self.enc.encode_i16(pcm, pcm.len(), &mut out[..cap]).map_err(|_| ())
     }
 }
