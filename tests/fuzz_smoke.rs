@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// Mutated inputs per target at most.
 const MAX_MUTATIONS: usize = 50_000;
-/// Wall-clock budget of the mutation phase per target (6 targets: ≤ 30 s in all,
+/// Wall-clock budget of the mutation phase per target (7 targets: ≤ 35 s in all,
 /// plus the corpus replays).
 const TIME_PER_TARGET: Duration = Duration::from_secs(5);
 
@@ -228,4 +228,9 @@ fn webrtc_offer_and_join_token_never_panic() {
         sipbridge::fuzzing::join_token(data);
     }
     smoke("webrtc_offer", both, 0x5195_0006);
+}
+
+#[test]
+fn codec_decode_never_panics() {
+    smoke("codec_decode", sipbridge::fuzzing::codec_decode, 0x5195_0007);
 }
