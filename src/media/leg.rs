@@ -650,27 +650,14 @@ impl RtpSession {
 /// The duration of an audio payload in RTP timestamp units of `codec`'s clock:
 /// G.711 one unit per byte; G.722 also one (2 samples at 16 kHz per byte, on its
 /// 8000 Hz RTP clock, RFC 3551 §4.5.2); Opus from the packet's TOC byte (RFC 6716
-/// §3.1: frame size by configuration, frame count by code), in 48 kHz units,
-/// at most 120 ms; 0 for an empty or malformed Opus packet.
+/// §3.1: frame size by configuration, frame count by code,
+/// `media::codec::opus_packet_samples`), in 48 kHz units, at most 120 ms; 0 for an
+/// empty or malformed Opus packet.
 pub fn packet_units(codec: AudioCodec, payload: &[u8]) -> u32 {
     match codec {
         AudioCodec::Pcmu | AudioCodec::Pcma | AudioCodec::G722 => payload.len() as u32,
-        AudioCodec::Opus => {
-            let Some(&toc) = payload.first() else { return 0 };
-            let config = toc >> 3;
-            // Frame duration in 48 kHz samples (RFC 6716 Table 2).
-            let frame = match config {
-                0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
-                12..=15 => [480, 960][usize::from(config % 2)],
-                _ => [120, 240, 480, 960][usize::from(config % 4)],
-            };
-            let frames = match toc & 0x3 {
-                0 => 1,
-                1 | 2 => 2,
-                _ => payload.get(1).map_or(0, |&b| u32::from(b & 0x3f)),
-            };
-            (frame * frames).min(5760)
-        }
+        // 48 kHz units: 3 per 16 kHz sample.
+        AudioCodec::Opus => crate::media::codec::opus_packet_samples(payload).map_or(0, |n| n as u32 * 3),
     }
 }
 
@@ -1005,6 +992,19 @@ mod tests {
         assert_eq!(samples.len(), 2, "{samples:?}");
         let j = samples[1].jitter;
         assert!(j > Duration::from_millis(5) && j < Duration::from_millis(15), "{j:?}");
+    }
+
+    /// The RTP clock advances by each packet's duration in the codec's units.
+    #[test]
+    fn rtp_clock_advances_by_each_codecs_packet_duration() {
+        assert_eq!(packet_units(AudioCodec::Pcmu, &[0; 160]), 160);
+        assert_eq!(packet_units(AudioCodec::G722, &[0; 160]), 160, "G.722: 8000 Hz clock, 2 samples a byte");
+        // Opus (RFC 6716 Table 2): SILK WB 20 ms, CELT FB 20 ms, three 20 ms frames (code 3).
+        assert_eq!(packet_units(AudioCodec::Opus, &[9 << 3, 0, 0]), 960);
+        assert_eq!(packet_units(AudioCodec::Opus, &[31 << 3, 0, 0]), 960);
+        assert_eq!(packet_units(AudioCodec::Opus, &[(9 << 3) | 3, 3, 0, 0]), 2880);
+        assert_eq!(packet_units(AudioCodec::Opus, &[]), 0, "empty");
+        assert_eq!(packet_units(AudioCodec::Opus, &[(11 << 3) | 3, 63]), 0, "longer than 120 ms");
     }
 
     /// A third party sends RTP at a latched session: dropped, counted, not in

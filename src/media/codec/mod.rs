@@ -26,6 +26,13 @@ pub const MAX_PAYLOAD_BYTES: usize = 1920;
 
 const _: () = assert!(opus::MAX_PACKET_SAMPLES == MAX_FRAME_SAMPLES && opus::MAX_PACKET_BYTES <= MAX_PAYLOAD_BYTES);
 
+/// The duration of an Opus packet in samples at 16000 Hz, from its TOC byte and
+/// frame count (RFC 6716 §3.1–3.2), or `None` for an empty or malformed packet or
+/// one longer than 120 ms. Reads two bytes at most; decodes nothing.
+pub fn opus_packet_samples(packet: &[u8]) -> Option<usize> {
+    opus::packet_samples(packet).ok()
+}
+
 /// What a codec could not do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {

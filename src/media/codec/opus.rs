@@ -44,7 +44,7 @@ pub const COMPLEXITY: i32 = 5;
 /// frame count (RFC 6716 §3.1 Table 2, §3.2), checked against the 120 ms limit
 /// (§3.2.5) before any decoding work. The frame lengths themselves are checked
 /// by the decoder.
-fn packet_samples(packet: &[u8]) -> Result<usize, &'static str> {
+pub(super) fn packet_samples(packet: &[u8]) -> Result<usize, &'static str> {
     let toc = *packet.first().ok_or("empty packet")?;
     let config = toc >> 3;
     // 2.5 ms units per frame: SILK-only 10/20/40/60 ms, hybrid 10/20 ms, CELT-only
