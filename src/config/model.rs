@@ -381,7 +381,7 @@ impl StreamProtocol {
             StreamProtocol::Telnyx => encoding.fixed_rate().is_none_or(|r| r == sample_rate),
             StreamProtocol::Twilio => encoding == Encoding::Pcmu,
             StreamProtocol::Exotel => encoding == Encoding::L16,
-            StreamProtocol::Plivo => encoding != Encoding::Pcma,
+            StreamProtocol::Plivo => matches!(encoding, Encoding::Pcmu | Encoding::L16),
             StreamProtocol::AudioSocket => encoding == Encoding::L16 && sample_rate == 8000,
         };
         ok.then_some(()).ok_or(match self {

@@ -839,6 +839,12 @@ name = "b"
 url = "wss://agent.lan/"
 protocol = "twilio"
 encoding = "OPUS"
+
+[[agent]]
+name = "c"
+url = "wss://agent.lan/"
+protocol = "plivo"
+encoding = "G722"
 "#;
     let all = load_with_env(&write(dir.path(), "x.toml", bad), env(&[])).unwrap_err().to_string();
     for needle in [
@@ -846,6 +852,7 @@ encoding = "OPUS"
         "trunk[1].codecs[0]: \"G729\" is not a supported codec (\"PCMU\", \"PCMA\", \"G722\", \"OPUS\")",
         "agent[0].encoding: G722 and OPUS streams are 16000 Hz",
         "agent[1].encoding: Twilio streams are PCMU at 8000 Hz only",
+        "agent[2].encoding: Plivo streams are PCMU at 8000 Hz or L16",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
