@@ -328,8 +328,13 @@ async fn speak_with_espeak_ng_is_heard_as_espeak_ng_says_it() {
         frames.iter().enumerate().filter(|(i, f)| audio.get(start + i).is_some_and(|p| p.payload == **f)).count();
     assert_eq!(same, frames.len(), "every frame of the speech, in order, byte for byte");
     // Nothing of the second prompt was heard beyond "Stop me." (stopped).
-    let tts_files = std::fs::read_dir(dir.path().join("tts")).unwrap().count();
-    assert_eq!(tts_files, 3, "three texts cached: the sentence, \"Stop me.\", \"Never heard.\"");
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("tts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let wide = names.iter().filter(|n| n.ends_with(".16k.pcm")).count();
+    assert_eq!(names.len() - wide, 3, "three texts cached: the sentence, \"Stop me.\", \"Never heard.\": {names:?}");
+    assert_eq!(wide, 3, "each also at 16 kHz (espeak-ng speaks at 22.05 kHz), for wideband calls: {names:?}");
 }
 
 /// `tests/receivers/tts_server.py`, stopped by pid on drop.

@@ -35,6 +35,9 @@
 //!   channel: caller left); a PCMU-only call's recording stays 8 kHz.
 //! - A forward route between a wideband leg and a G.711-only trunk transcodes
 //!   (the legs share no codec), and the G.711 trunk is offered G.711 only.
+//! - Audio the box plays itself (`playback_start` of a 16 kHz WAV, `speak` with
+//!   espeak-ng, which speaks at 22.05 kHz) reaches a G.722 or Opus caller at
+//!   16 kHz, never through 8 kHz; a PCMU caller gets it at 8 kHz.
 //! - `POST /v2/calls` through a trunk with `codecs = ["G722", "PCMU"]` (or
 //!   `["OPUS", "PCMU"]`) offers those, and an L16/16000 stream
 //!   (`stream_bidirectional_codec = "L16"`, `stream_bidirectional_sampling_rate =
@@ -574,6 +577,87 @@ mod product {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_box_calls_a_pcmu_phone_in_narrowband() {
         call_out(Codec::Pcmu).await;
+    }
+
+    // -----------------------------------------------------------------------
+    // (f) audio the box plays itself: a 16 kHz file and espeak-ng speech
+
+    async fn box_audio(codec: Codec) {
+        let dir = tempfile::tempdir().unwrap();
+        // `[media] dir` is the test's directory: the prompt is `prompt.wav` there.
+        let prompt = spectrum::chirp(dir.path(), "prompt", 2.0, 0, 0);
+        let quiet = dir.path().join("quiet.wav");
+        spectrum::write_wav(&quiet, 16_000, &vec![0; 16_000 * 30]);
+        let blocks = format!(
+            "[[agent]]\nname = \"echo\"\nurl = \"builtin:echo\"\n[[route]]\ntrunk = \"carrier\"\nagent = \"echo\"\n\
+             [media]\ndir = \"{}\"\n[tts]\nengine = \"espeak-ng\"\ncache_dir = \"{}\"\n",
+            dir.path().display(),
+            dir.path().join("tts").display()
+        );
+        let gw = gateway(dir.path(), codec, carrier(), &blocks);
+        let mut phone = Baresip::start_with(dir.path(), "caller", phone("127.0.0.2", CALLER, false, &quiet), &[codec]);
+        phone.dial(&format!("sip:{NUMBER}@127.0.0.1:{}", gw.sip_port));
+        assert!(phone.wait_event("CALL_ESTABLISHED", WAIT).is_some(), "answered: {}\n{}", phone.log(), gw.stderr());
+        let api = gw.api();
+        let calls = api
+            .wait_for("/v2/calls", "the call answered", |b| {
+                b["data"].as_array().is_some_and(|a| a.len() == 1 && a[0]["state"] == "answered")
+            })
+            .await;
+        let id = calls["data"][0]["call_control_id"].as_str().unwrap().to_string();
+        let ended = |kind: &'static str| {
+            move |b: &[Value]| b.iter().any(|x| event_type(x) == kind && payload(x)["call_control_id"].is_string())
+        };
+        let (code, body) = api.action(&id, "playback_start", r#"{"audio_url": "prompt.wav"}"#).await;
+        assert_eq!(code, 200, "{body}");
+        gw.events("call.playback.ended", ended("call.playback.ended")).await;
+        let (code, body) = api.action(&id, "speak", &json!({"payload": SENTENCE}).to_string()).await;
+        assert_eq!(code, 200, "{body}");
+        gw.events("call.speak.ended", ended("call.speak.ended")).await;
+        let (code, body) = api.action(&id, "hangup", "{}").await;
+        assert_eq!(code, 200, "{body}");
+        assert!(phone.wait_event("CALL_CLOSED", WAIT).is_some(), "the box hung up: {}", phone.log());
+        assert_negotiated(&phone, codec, "the caller");
+
+        // Where the prompt is in what the caller heard (a 0.5 s piece of its
+        // middle, found in the telephone band), then the band above 4 kHz of the
+        // prompt and of the speech after it, each at 16 kHz.
+        let heard = dump(&phone, phone.heard());
+        let (heard8, prompt8) =
+            (audio::read_mono(&spectrum::resample(&heard, 8000)), audio::read_mono(&spectrum::resample(&prompt, 8000)));
+        let (k, c) = spectrum::best_match(&prompt8[4000..8000], &heard8);
+        assert!(c >= 0.5, "{codec:?}: the caller heard the prompt (best correlation {c:.2})");
+        let start16 = 2 * k.saturating_sub(4000);
+        let (rate, _) = spectrum::read_wav(&heard);
+        let heard16 = if rate == 16_000 { heard.clone() } else { spectrum::resample(&heard, 16_000) };
+        let (_, heard16) = spectrum::read_wav(&heard16);
+        let prompt_part = &heard16[start16.min(heard16.len())..(start16 + 32_000).min(heard16.len())];
+        let speech_part = &heard16[(start16 + 36_000).min(heard16.len())..];
+        assert!(audio::rms(speech_part) > 100.0, "{codec:?}: the caller heard the speech after the prompt");
+        let (prompt_db, speech_db) =
+            (spectrum::band_ratio_db(prompt_part, 16_000), spectrum::band_ratio_db(speech_part, 16_000));
+        eprintln!(
+            "{codec:?}: the box's own audio: the 16 kHz prompt heard {prompt_db:.1} dB above 4 kHz (correlation \
+             {c:.2}), espeak-ng speech {speech_db:.1} dB"
+        );
+        assert_band(codec, prompt_db, "the 16 kHz prompt the caller heard");
+        assert_band(codec, speech_db, "the speech the caller heard");
+        gw.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_g722_caller_hears_16_khz_playback_and_speech_in_wideband() {
+        box_audio(Codec::G722).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_opus_caller_hears_16_khz_playback_and_speech_in_wideband() {
+        box_audio(Codec::Opus).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pcmu_caller_hears_playback_and_speech_in_narrowband() {
+        box_audio(Codec::Pcmu).await;
     }
 
     // -----------------------------------------------------------------------

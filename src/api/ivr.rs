@@ -122,7 +122,11 @@ pub fn speech(body: &Map<String, Value>, key: &str) -> Result<Option<crate::tts:
 }
 
 /// The speech of `speech` by `[tts]`; a failure is logged and answered 422.
-pub async fn synthesize(st: &ApiState, speech: &crate::tts::Speech, who: &str) -> Result<Vec<i16>, ApiError> {
+pub async fn synthesize(
+    st: &ApiState,
+    speech: &crate::tts::Speech,
+    who: &str,
+) -> Result<crate::media::clip::Clip, ApiError> {
     let cfg = st.config.borrow().tts.clone();
     crate::tts::synthesize(&cfg, speech).await.map_err(|e| {
         tracing::warn!(%who, "speech not synthesized: {e}");

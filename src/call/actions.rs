@@ -97,7 +97,7 @@ impl LegControl<'_> {
             }
             Action::PlaybackStart { url, pcm, loops, overlay } => {
                 let id = self.playbacks.keys().max().map_or(1, |m| m + 1);
-                self.media.play(id, pcm.to_vec(), overlay, tap).await.map_err(media_err)?;
+                self.media.play(id, &pcm, overlay, tap).await.map_err(media_err)?;
                 self.playbacks.insert(id, Playing { url: url.clone(), overlay, pcm, loops, speak: false });
                 self.playback_event("call.playback.started", &url, overlay, None);
                 Ok(())
@@ -108,7 +108,7 @@ impl LegControl<'_> {
                     self.media.stop_playback().await.map_err(media_err)?;
                 }
                 let id = self.playbacks.keys().max().map_or(1, |m| m + 1);
-                self.media.play(id, pcm.to_vec(), false, tap).await.map_err(media_err)?;
+                self.media.play(id, &pcm, false, tap).await.map_err(media_err)?;
                 let speech = Playing { url: String::new(), overlay: false, pcm, loops: Loops::Times(1), speak: true };
                 self.playbacks.insert(id, speech);
                 self.speak_event("call.speak.started", None);
@@ -138,8 +138,8 @@ impl LegControl<'_> {
                 }
                 if opts.play_beep {
                     // Mixed over whatever plays; not a playback of the API's (no events).
-                    let beep = super::recording::beep_pcm();
-                    if let Err(e) = self.media.play(BEEP_PLAYBACK_ID, beep, true, tap).await {
+                    let beep = Arc::new(crate::media::clip::Clip::narrowband(super::recording::beep_pcm()));
+                    if let Err(e) = self.media.play(BEEP_PLAYBACK_ID, &beep, true, tap).await {
                         tracing::warn!(call_control_id = %self.info.ids.call_control_id, "recording beep not played: {e}");
                     }
                 }
@@ -268,7 +268,7 @@ impl LegControl<'_> {
                     n > 1
                 }
             };
-        if again && self.media.play(id, p.pcm.to_vec(), p.overlay, None).await.is_ok() {
+        if again && self.media.play(id, &p.pcm, p.overlay, None).await.is_ok() {
             self.playbacks.insert(id, p);
             return;
         }

@@ -56,8 +56,8 @@ pub enum Action {
     PlaybackStart {
         /// `audio_url` (as given, for `media_url` in events).
         url: String,
-        /// The audio, PCM16 mono 8 kHz.
-        pcm: std::sync::Arc<Vec<i16>>,
+        /// The audio (8 kHz, and 16 kHz when its source had the band).
+        pcm: std::sync::Arc<crate::media::clip::Clip>,
         /// `loop`.
         loops: crate::call::playback::Loops,
         /// `overlay`: mix over the agent's audio instead of pausing it.
@@ -91,8 +91,8 @@ pub enum Action {
     /// Speak synthesized text into the call (`speak`): `call.speak.started`,
     /// then `call.speak.ended`. The API synthesizes before it sends the command.
     Speak {
-        /// The speech, PCM16 mono 8 kHz.
-        pcm: std::sync::Arc<Vec<i16>>,
+        /// The speech (8 kHz, and 16 kHz when the engine's audio had the band).
+        pcm: std::sync::Arc<crate::media::clip::Clip>,
         /// `stop`: end the audio playing on the call first.
         stop: bool,
     },
@@ -104,18 +104,18 @@ pub struct GatherRequest {
     /// The rules and timers.
     pub spec: super::gather::GatherSpec,
     /// The prompt (`audio_url` or `payload`) and the invalid prompt
-    /// (`invalid_audio_url` or `invalid_payload`), PCM16 mono 8 kHz; `None` for
+    /// (`invalid_audio_url` or `invalid_payload`) as clips; `None` for
     /// a plain `gather`.
     pub prompt: Option<GatherPrompt>,
 }
 
-/// The audio of a gather's prompts, PCM16 mono 8 kHz.
+/// The audio of a gather's prompts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatherPrompt {
     /// Played at the start of each try.
-    pub prompt: std::sync::Arc<Vec<i16>>,
+    pub prompt: std::sync::Arc<crate::media::clip::Clip>,
     /// Played before the prompt after an invalid entry.
-    pub invalid: Option<std::sync::Arc<Vec<i16>>>,
+    pub invalid: Option<std::sync::Arc<crate::media::clip::Clip>>,
 }
 
 /// What Telnyx's `refer` asks: the target and extra headers for the REFER.

@@ -228,9 +228,9 @@ pub enum MediaOut {
     StopPrompt,
     /// Join the route's room (after the PIN, or at once without one).
     JoinRoom,
-    /// Play a gather's prompt (PCM16 mono 8 kHz); its end comes back as
+    /// Play a gather's prompt (a clip: 8 kHz, and 16 kHz when it has it); its end comes back as
     /// [`Input::GatherPromptDone`].
-    GatherPrompt(std::sync::Arc<Vec<i16>>),
+    GatherPrompt(std::sync::Arc<crate::media::clip::Clip>),
     /// Stop the gather's prompt (barge-in).
     StopGatherPrompt,
 }
@@ -970,7 +970,9 @@ impl CallCore {
                     let Some(prompt) = self.gather.as_ref().and_then(|g| g.1.as_ref()) else { continue };
                     let pcm = match (&prompt.invalid, after_invalid) {
                         (Some(invalid), true) => {
-                            std::sync::Arc::new(invalid.iter().chain(prompt.prompt.iter()).copied().collect())
+                            let mut both = (**invalid).clone();
+                            both.append(&prompt.prompt);
+                            std::sync::Arc::new(both)
                         }
                         _ => prompt.prompt.clone(),
                     };

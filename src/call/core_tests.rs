@@ -674,8 +674,8 @@ fn bridge_and_unbridge_apply_to_an_answered_call_of_its_own_media() {
 
 fn gather(spec: crate::call::gather::GatherSpec, prompt: bool) -> Action {
     let prompt = prompt.then(|| crate::call::control::GatherPrompt {
-        prompt: std::sync::Arc::new(vec![1; 800]),
-        invalid: Some(std::sync::Arc::new(vec![2; 80])),
+        prompt: std::sync::Arc::new(crate::media::clip::Clip { narrow: vec![1; 800], wide: Some(vec![1; 1600]) }),
+        invalid: Some(std::sync::Arc::new(crate::media::clip::Clip::narrowband(vec![2; 80]))),
     });
     Action::Gather(Box::new(crate::call::control::GatherRequest { spec, prompt }))
 }
@@ -744,13 +744,13 @@ fn a_gather_prompt_plays_until_the_first_digit_and_per_try() {
     };
     p.media.clear();
     p.action(gather(spec, true)).unwrap();
-    assert!(matches!(&p.media[..], [MediaOut::GatherPrompt(a)] if a.len() == 800));
+    assert!(matches!(&p.media[..], [MediaOut::GatherPrompt(a)] if a.narrow.len() == 800 && a.wide.is_some()));
     assert_eq!(p.core.poll_timeout(), None, "the try's timer starts when the prompt ends");
     p.input(Input::GatherPromptDone);
     let t = p.now;
     assert!(p.advance(Duration::from_secs(5)));
     assert_eq!(p.now - t, Duration::from_secs(2));
-    assert!(matches!(&p.media[1..], [MediaOut::GatherPrompt(a)] if a.len() == 800), "second try");
+    assert!(matches!(&p.media[1..], [MediaOut::GatherPrompt(a)] if a.narrow.len() == 800), "second try");
     // Barge-in, then an invalid entry on the last try.
     p.input(Input::Media(LegId::Near, MediaInput::Dtmf('5')));
     assert_eq!(p.media[2], MediaOut::StopGatherPrompt);

@@ -130,7 +130,9 @@ pub async fn move_agent(
 ) -> Result<(AgentStream, ParticipantHandle), String> {
     let spec = agent.spec.clone();
     agent.stop().await;
-    let (port, endpoint) = pcm_pair(64, true, false);
+    let (mut port, endpoint) = pcm_pair(64, true, false);
+    // An L16/16000 agent hears and speaks the room at 16 kHz.
+    port.sample_rate = spec.playout_rate();
     let id = format!("{}:agent", info.ids.call_control_id);
     let handle = rooms
         .join_existing(leg.conference_id(), Participant::agent(id, port))
@@ -143,18 +145,28 @@ pub async fn move_agent(
 /// no `conference.participant.*` events.
 pub const PLAYER_PREFIX: &str = "play:";
 
-/// Plays `pcm` (PCM16 8 kHz) to everyone in the room `conference_id` (Telnyx
-/// conference `play`): a player joins as a participant that only speaks, and
-/// leaves when its audio has played (at most 10 minutes).
+/// Plays `clip` to everyone in the room `conference_id` (Telnyx conference
+/// `play`): a player joins as a participant that only speaks, and leaves when its
+/// audio has played (at most 10 minutes). In a room that mixes at 16 kHz (a
+/// wideband participant is in it) a clip with a 16 kHz version plays at 16 kHz;
+/// otherwise at 8 kHz, so a narrowband room stays narrowband.
 ///
 /// # Errors
 /// The room refused the player (ended, full).
-pub async fn play(rooms: &Rooms, conference_id: uuid::Uuid, pcm: Vec<i16>) -> Result<(), String> {
-    let (port, endpoint) = pcm_pair(4, false, false);
+pub async fn play(rooms: &Rooms, conference_id: uuid::Uuid, clip: crate::media::clip::Clip) -> Result<(), String> {
+    let (mut port, endpoint) = pcm_pair(4, false, false);
+    let wide = rooms.find(&conference_id.to_string()).is_some_and(|r| r.wideband);
+    let seconds = clip.seconds() as u64 + 2;
+    let pcm = match clip.wide {
+        Some(w) if wide => {
+            port.sample_rate = crate::media::clip::WIDE_RATE_HZ;
+            w
+        }
+        _ => clip.narrow,
+    };
     let id = format!("{PLAYER_PREFIX}{}", uuid::Uuid::new_v4());
     let handle =
         rooms.join_existing(conference_id, Participant::agent(id, port)).await.map_err(|r| r.error.to_string())?;
-    let seconds = pcm.len() as u64 / 8000 + 2;
     let _ = endpoint.playback.send(Playback::Audio(pcm)).await;
     let _ = endpoint.playback.send(Playback::Mark("end".into())).await;
     tokio::spawn(async move {

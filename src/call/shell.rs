@@ -28,7 +28,6 @@ use crate::agent::stream::{AgentStream, StreamEvent, StreamSpec};
 use crate::config::OnDisconnect;
 use crate::media::bridge::Side;
 use crate::media::leg::{LegEvent, Tap};
-use crate::media::pcm::pcm_pair;
 use crate::media::session::{LegReport, MediaSession, Relay};
 
 /// A leg's signalling as the shell drives it: the SIP adapter (`sip::leg`)
@@ -396,7 +395,8 @@ impl<S: Signalling> Shell<S> {
                         super::pin::wrong_prompt()
                     }
                 };
-                let _ = self.near.media().play(PROMPT_ID, pcm, false, None).await;
+                let clip = std::sync::Arc::new(crate::media::clip::Clip::narrowband(pcm));
+                let _ = self.near.media().play(PROMPT_ID, &clip, false, None).await;
             }
             MediaOut::StopPrompt | MediaOut::StopGatherPrompt => {
                 // The player stops everything queued: a gather's barge-in also
@@ -405,7 +405,7 @@ impl<S: Signalling> Shell<S> {
             }
             MediaOut::GatherPrompt(pcm) => {
                 let tap = self.tap();
-                if let Err(e) = self.near.media().play(GATHER_PROMPT_ID, pcm.to_vec(), false, tap).await {
+                if let Err(e) = self.near.media().play(GATHER_PROMPT_ID, &pcm, false, tap).await {
                     tracing::warn!(call_control_id = %self.control_id(), "gather prompt not played: {e}");
                     self.core.handle(Instant::now(), Input::GatherPromptDone);
                 }
@@ -456,7 +456,8 @@ impl<S: Signalling> Shell<S> {
                 self.on_disconnect = on_disconnect;
             }
             MediaPlan::Silence | MediaPlan::Room(_) | MediaPlan::Relay => {
-                self.near.media().start_pcm(tap.clone(), pcm_pair(1, false, false).0)
+                let port = self.near.media().player_port();
+                self.near.media().start_pcm(tap.clone(), port)
             }
         }
         if let Some(other) = self.bridge_with.take() {

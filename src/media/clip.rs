@@ -1,6 +1,7 @@
 //! Whole audio clips made off the call (speech from a TTS engine): a tolerant
 //! reader of 16-bit PCM WAV (RIFF, WAVE `fmt ` format 1 or 0xFFFE, any rate and
-//! channel count) and a resampler of a whole clip to the call's 8000 Hz.
+//! channel count), a resampler of a whole clip to the call's 8000 Hz (and to
+//! 16000 Hz for wideband calls), and [`Clip`], audio the box plays at both rates.
 //!
 //! The reader accepts the streamed WAV that `espeak-ng --stdout` and HTTP TTS
 //! servers write: RIFF and `data` sizes of 0x7FFFFFFF/0xFFFFFFFF ("unknown") are
@@ -61,19 +62,107 @@ pub fn wav_pcm16(bytes: &[u8]) -> Result<(Vec<i16>, u32), String> {
     Err("WAV file without a data chunk".into())
 }
 
+/// The rate of a wideband call's audio, Hz (G.722, Opus, L16/16000; issue 22).
+pub const WIDE_RATE_HZ: u32 = 16_000;
+
+/// Audio the box plays into a call (a `playback_start` file, `speak` speech, a
+/// gather prompt, a beep): PCM16 mono at 8000 Hz, and at 16000 Hz as well when
+/// its source carried that band (a source at 16 kHz or more), so a wideband call
+/// (G.722, Opus) plays it without passing through 8 kHz.
+///
+/// Both versions are made from the source once, when the clip is loaded or
+/// synthesized, not per play; the 8 kHz one is exactly what a narrowband-only box
+/// made before (the same resampler, straight from the source rate).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Clip {
+    /// PCM16 mono, 8000 Hz.
+    pub narrow: Vec<i16>,
+    /// The same audio at 16000 Hz (`len` ≈ 2 × `narrow.len()`); `None` when the
+    /// source was narrowband (a wideband call then plays `narrow` upsampled).
+    pub wide: Option<Vec<i16>>,
+}
+
+impl Clip {
+    /// A clip that only exists at 8000 Hz (a tone, an 8 kHz file).
+    pub fn narrowband(pcm: Vec<i16>) -> Self {
+        Clip { narrow: pcm, wide: None }
+    }
+
+    /// `pcm` (PCM16 mono at `rate_hz`, 4000 to 192000 Hz) at 8000 Hz, and at
+    /// 16000 Hz too when `rate_hz` ≥ 16000. Blocking (seconds of audio take
+    /// milliseconds): run it on a blocking thread.
+    ///
+    /// # Errors
+    /// A rate out of range, or the resampler refusing its parameters.
+    pub fn from_source(pcm: &[i16], rate_hz: u32) -> Result<Self, String> {
+        let narrow = resample(pcm, rate_hz, CALL_RATE_HZ)?;
+        let wide = if rate_hz >= WIDE_RATE_HZ { Some(resample(pcm, rate_hz, WIDE_RATE_HZ)?) } else { None };
+        Ok(Clip { narrow, wide })
+    }
+
+    /// The clip's length, seconds.
+    pub fn seconds(&self) -> f64 {
+        self.narrow.len() as f64 / f64::from(CALL_RATE_HZ)
+    }
+
+    /// An empty clip to build from parts with [`Clip::append`]: it has a wide
+    /// version until a part without one is appended.
+    pub fn empty() -> Self {
+        Clip { narrow: Vec::new(), wide: Some(Vec::new()) }
+    }
+
+    /// Appends `other` (each rate to its own; the wide version survives only
+    /// when both have one).
+    pub fn append(&mut self, other: &Clip) {
+        self.wide = match (self.wide.take(), &other.wide) {
+            (Some(mut a), Some(b)) => {
+                a.extend_from_slice(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        self.narrow.extend_from_slice(&other.narrow);
+    }
+
+    /// Keeps at most `ms` of the clip (both rates).
+    pub fn truncate_ms(&mut self, ms: usize) {
+        self.narrow.truncate(ms * 8);
+        if let Some(w) = self.wide.as_mut() {
+            w.truncate(ms * 16);
+        }
+    }
+
+    /// Appends `ms` of silence at both rates.
+    pub fn append_silence(&mut self, ms: usize) {
+        self.narrow.resize(self.narrow.len() + ms * 8, 0);
+        if let Some(w) = self.wide.as_mut() {
+            w.resize(w.len() + ms * 16, 0);
+        }
+    }
+}
+
 /// `pcm` (PCM16 mono at `rate_hz`, 4000 to 192000 Hz) at 8000 Hz, the clip's
 /// length scaled by the ratio (rounded up).
 ///
 /// # Errors
 /// A rate out of range, or the resampler refusing its parameters.
 pub fn to_call_rate(pcm: &[i16], rate_hz: u32) -> Result<Vec<i16>, String> {
-    if rate_hz == CALL_RATE_HZ || pcm.is_empty() {
+    resample(pcm, rate_hz, CALL_RATE_HZ)
+}
+
+/// `pcm` (PCM16 mono at `from_hz`, 4000 to 192000 Hz) at `to_hz` (8000 or
+/// 16000), the clip's length scaled by the ratio (rounded up).
+///
+/// # Errors
+/// A rate out of range, or the resampler refusing its parameters.
+pub fn resample(pcm: &[i16], from_hz: u32, to_hz: u32) -> Result<Vec<i16>, String> {
+    if from_hz == to_hz || pcm.is_empty() {
         return Ok(pcm.to_vec());
     }
-    if !(4000..=192_000).contains(&rate_hz) {
-        return Err(format!("unsupported sample rate {rate_hz} Hz"));
+    if !(4000..=192_000).contains(&from_hz) {
+        return Err(format!("unsupported sample rate {from_hz} Hz"));
     }
-    let ratio = f64::from(CALL_RATE_HZ) / f64::from(rate_hz);
+    let ratio = f64::from(to_hz) / f64::from(from_hz);
     let parameters = SincInterpolationParameters::new(128, WindowFunction::Blackman)
         .oversampling_factor(256)
         .interpolation(SincInterpolationType::Linear);
@@ -142,5 +231,35 @@ mod tests {
         }
         assert_eq!(to_call_rate(&[1, 2, 3], 8000).unwrap(), vec![1, 2, 3]);
         assert!(to_call_rate(&[1], 1000).is_err());
+    }
+
+    #[test]
+    fn a_clip_keeps_16_khz_only_from_a_source_that_has_it() {
+        let tone = |rate: u32, hz: f64| -> Vec<i16> {
+            (0..rate as usize)
+                .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin()) as i16)
+                .collect()
+        };
+        // espeak-ng's rate: the 8 kHz version is exactly what `to_call_rate` makes.
+        let src = tone(22050, 6000.0);
+        let clip = Clip::from_source(&src, 22050).unwrap();
+        assert_eq!(clip.narrow, to_call_rate(&src, 22050).unwrap());
+        let wide = clip.wide.as_ref().expect("a 22.05 kHz source has the band");
+        assert!((15_990..=16_010).contains(&wide.len()), "{}", wide.len());
+        let peak = wide[2000..14_000].iter().map(|s| s.unsigned_abs()).max().unwrap();
+        assert!(peak > 7000, "6 kHz kept at 16 kHz: peak {peak}");
+        let narrow_peak = clip.narrow[1000..7000].iter().map(|s| s.unsigned_abs()).max().unwrap();
+        assert!(narrow_peak < 400, "6 kHz is above the 8 kHz version's band: peak {narrow_peak}");
+        assert_eq!(Clip::from_source(&tone(8000, 440.0), 8000).unwrap().wide, None, "nothing to keep from 8 kHz");
+        // Built from parts: each rate appended to its own; a narrowband part ends the wide version.
+        let mut c = Clip::empty();
+        c.append(&Clip { narrow: vec![1], wide: Some(vec![1, 1]) });
+        c.append_silence(1);
+        assert_eq!(c, Clip { narrow: [vec![1], vec![0; 8]].concat(), wide: Some([vec![1, 1], vec![0; 16]].concat()) });
+        c.truncate_ms(0);
+        assert_eq!(c, Clip { narrow: vec![], wide: Some(vec![]) });
+        c.append(&Clip::narrowband(vec![5]));
+        assert_eq!(c, Clip::narrowband(vec![5]));
+        assert!((Clip::narrowband(vec![0; 4000]).seconds() - 0.5).abs() < 1e-9);
     }
 }

@@ -110,7 +110,8 @@ pub enum Playback {
     Mark(String),
     /// Drop the queue now (barge-in); pending marks are reported at once.
     Clear,
-    /// Play this PCM16 8 kHz audio from the box (converted to the port's rate) (`playback_start`) on a queue of its
+    /// Play this PCM16 audio from the box, at the port's `sample_rate`
+    /// (`MediaSession::play` converts) (`playback_start`) on a queue of its
     /// own: `overlay` mixes it over the endpoint's audio, otherwise the endpoint's
     /// queue waits (nothing of it is lost) until the playback ends. Ends with
     /// `LegEvent::PlaybackDone { id, completed: true }`.

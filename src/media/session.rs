@@ -71,6 +71,9 @@ pub struct MediaSession {
     offered: Option<OfferedAudio>,
     /// Playback from the box into the PCM bridge, while one runs.
     player: Option<mpsc::Sender<Playback>>,
+    /// The PCM bridge's playout rate, Hz (its port's `sample_rate`): what
+    /// `Playback::Play` audio must be at.
+    player_rate: u32,
     /// Noise suppression asked for (`suppression_start`, `noise_suppression`):
     /// kept here so that it follows the leg into every media job it runs in.
     suppression: Suppression,
@@ -216,6 +219,7 @@ impl MediaSession {
             relay: None,
             offered,
             player: None,
+            player_rate: 8000,
             suppression: Suppression::OFF,
         }
     }
@@ -360,19 +364,38 @@ impl MediaSession {
     fn spawn_pcm(&mut self, leg: Leg, tap: Option<Arc<dyn Tap>>, port: PcmPort) {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         self.player = Some(port.control.clone());
+        self.player_rate = port.sample_rate;
         let job = PcmJob::new(leg, Events::One(ev_tx), tap, port, std::time::Instant::now());
         self.task = Some(self.engine.spawn(Job::Pcm(Box::new(job))));
         self.apply_suppression();
         self.events = Some(ev_rx);
     }
 
-    /// Plays PCM16 8 kHz audio from the box into the call (`playback_start`); a
-    /// call on the built-in echo moves to the PCM bridge first (the echo stops).
+    /// A PCM port that only plays the box's own audio (no endpoint: silence
+    /// between playbacks), at the leg's rate: 16 kHz on a wideband leg (G.722,
+    /// Opus), so that a clip with a 16 kHz version plays without passing through
+    /// 8 kHz; 8 kHz otherwise.
+    pub fn player_port(&self) -> PcmPort {
+        let mut port = crate::media::pcm::pcm_pair(1, false, false).0;
+        if self.audio.codec.is_wideband() {
+            port.sample_rate = crate::media::clip::WIDE_RATE_HZ;
+        }
+        port
+    }
+
+    /// Plays `clip` from the box into the call (`playback_start`, `speak`,
+    /// prompts), at the PCM bridge's rate: its 8 kHz version on an 8 kHz bridge;
+    /// on a 16 kHz one its 16 kHz version, or the 8 kHz one upsampled (on a
+    /// blocking thread, never on a media worker) when it has none. A call on the
+    /// built-in echo moves to a [`Self::player_port`] first (the echo stops).
     /// Ends with `LegEvent::PlaybackDone { id, .. }`.
+    ///
+    /// # Errors
+    /// The leg is relayed, or its media is not running.
     pub async fn play(
         &mut self,
         id: u64,
-        pcm: Vec<i16>,
+        clip: &Arc<crate::media::clip::Clip>,
         overlay: bool,
         tap: Option<Arc<dyn Tap>>,
     ) -> Result<(), String> {
@@ -380,8 +403,22 @@ impl MediaSession {
             return Err("the leg is bridged to another leg".into());
         }
         if self.player.is_none() {
-            self.switch_to_pcm(tap, crate::media::pcm::pcm_pair(1, false, false).0).await?;
+            let port = self.player_port();
+            self.switch_to_pcm(tap, port).await?;
         }
+        let pcm = match (self.player_rate == crate::media::clip::WIDE_RATE_HZ, &clip.wide) {
+            (false, _) => clip.narrow.clone(),
+            (true, Some(wide)) => wide.clone(),
+            (true, None) => {
+                let clip = Arc::clone(clip);
+                tokio::task::spawn_blocking(move || {
+                    crate::media::transcode::RateConverter::up().map(|up| up.convert_clip(&clip.narrow))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+            }
+        };
         let tx = self.player.as_ref().ok_or("media is not running")?;
         tx.send(Playback::Play { id, pcm, overlay }).await.map_err(|_| "media is not running".to_string())
     }

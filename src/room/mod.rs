@@ -132,7 +132,9 @@ pub struct Participant {
     /// The rate of a leg's or browser's audio ([`Rate::Narrowband`] unless
     /// [`Participant::with_rate`] says otherwise): the rate of its jitter buffer
     /// and of the frames the room sends it, which must be its port's
-    /// `PcmPort::sample_rate`. Agents and listeners are always narrowband.
+    /// `PcmPort::sample_rate`. An agent's rate is its port's `sample_rate`
+    /// (an L16/16000 agent, a player of a 16 kHz clip); listeners are always
+    /// narrowband.
     pub rate: Rate,
 }
 
@@ -152,10 +154,10 @@ impl Participant {
     pub fn agent(id: impl Into<String>, port: PcmPort) -> Self {
         Participant {
             id: id.into(),
+            rate: Rate::from_hz(port.sample_rate).unwrap_or(Rate::Narrowband),
             attachment: Attachment::Agent(port),
             muted: false,
             held: false,
-            rate: Rate::Narrowband,
         }
     }
 
@@ -184,7 +186,7 @@ impl Participant {
 
     /// The participant with its audio at `rate` (a wideband leg or browser:
     /// [`Rate::Wideband`], with its port's `sample_rate` = 16000). Ignored for
-    /// agents and listeners.
+    /// agents (their port's rate decides) and listeners.
     pub fn with_rate(mut self, rate: Rate) -> Self {
         self.rate = rate;
         self
@@ -400,6 +402,8 @@ pub struct RoomInfo {
     pub created_at: SystemTime,
     /// Participants in it now (listeners not counted).
     pub participants: usize,
+    /// It mixes at 16 kHz now: a wideband participant is in it.
+    pub wideband: bool,
     /// Its settings.
     pub options: RoomOptions,
     /// Its pacing counters.

@@ -125,6 +125,7 @@ fn info(shared: &Shared) -> RoomInfo {
         name: shared.name.clone(),
         created_at: shared.created_at,
         participants: shared.participants.load(Ordering::Relaxed),
+        wideband: shared.wideband.load(Ordering::Relaxed),
         options: shared.options,
         stats: shared.counters.snapshot(),
     }
@@ -255,6 +256,7 @@ impl Rooms {
             created_at: SystemTime::now(),
             options,
             participants: AtomicUsize::new(0),
+            wideband: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
             task: Mutex::new(None),
         });

@@ -41,8 +41,10 @@ use super::{
 use crate::media::engine::{Task, TimerJob, TimerOutcome};
 use crate::media::g711::G711;
 use crate::media::pacer::Pacer;
-use crate::media::pcm::{CHUNK_BYTES, Chunk, ChunkFormat, Direction, PcmEndpoint, PcmFrame, Playback};
-use crate::media::playout::{FRAME_SAMPLES, Playout};
+use crate::media::pcm::{
+    CHUNK_BYTES, Chunk, ChunkFormat, Direction, PcmEndpoint, PcmFrame, Playback, WIDE_FRAME_SAMPLES,
+};
+use crate::media::playout::Playout;
 
 /// Agent audio queued beyond this is dropped (two minutes, as for a call).
 const MAX_AGENT_QUEUE: usize = 8000 * 120;
@@ -100,6 +102,8 @@ pub(super) struct Shared {
     pub(super) options: RoomOptions,
     /// Participants now (listeners not counted).
     pub(super) participants: AtomicUsize,
+    /// The room mixes at 16 kHz now (a wideband participant is in it).
+    pub(super) wideband: std::sync::atomic::AtomicBool,
     pub(super) counters: Counters,
     /// The room's job on the media engine, kept here so that nothing but the
     /// room ending itself stops it (dropping a `Task` stops its job); taken
@@ -156,6 +160,9 @@ enum Media {
         rate: Rate,
     },
     Agent {
+        /// Its port's rate: the rate of its playout, its frames and its chunks
+        /// (G.711 at 8 kHz, `L16Wide` at 16 kHz).
+        rate: Rate,
         playback: mpsc::Receiver<Playback>,
         chunks: mpsc::Sender<Chunk>,
         marks: mpsc::UnboundedSender<String>,
@@ -192,6 +199,40 @@ impl Member {
             Target::Ids(ids) => self.kind != ParticipantKind::Listener && (ids.is_empty() || ids.contains(&self.id)),
         }
     }
+}
+
+/// One frame of `pcm` as chunks to an agent at `rate`: one µ-law chunk of 160
+/// samples, or (16 kHz) `L16Wide` chunks of 80 samples each, their timestamps
+/// counted from `rtp_timestamp` in samples at the rate. `false` once the
+/// channel is closed; a full channel loses the chunk (counted in `dropped`).
+fn send_agent(
+    chunks: &mpsc::Sender<Chunk>,
+    direction: Direction,
+    rate: Rate,
+    rtp_timestamp: u32,
+    pcm: &[i16],
+    dropped: &mut u64,
+) -> bool {
+    if rate == Rate::Narrowband {
+        return !closed(chunks.try_send(chunk(direction, G711::Pcmu, rtp_timestamp, pcm)), dropped);
+    }
+    let per_chunk = CHUNK_BYTES / 2;
+    for (i, part) in pcm.chunks(per_chunk).enumerate() {
+        let mut c = Chunk {
+            direction,
+            codec: ChunkFormat::L16Wide,
+            len: (part.len() * 2) as u16,
+            rtp_timestamp: rtp_timestamp.wrapping_add((i * per_chunk) as u32),
+            data: [0; CHUNK_BYTES],
+        };
+        for (b, s) in c.data.chunks_exact_mut(2).zip(part) {
+            b.copy_from_slice(&s.to_ne_bytes());
+        }
+        if closed(chunks.try_send(c), dropped) {
+            return false;
+        }
+    }
+    true
 }
 
 /// A chunk of one frame of `pcm` (160 samples) encoded in `codec`.
@@ -281,12 +322,13 @@ impl Room {
                 // channel reports the agent stream's end.
                 drop(port.control);
                 let media = Media::Agent {
+                    rate: Rate::from_hz(port.sample_rate).unwrap_or(Rate::Narrowband),
                     playback: port.playback,
                     chunks: port.chunks,
                     marks: port.marks,
                     want_heard: port.want_heard,
                     want_said: port.want_said,
-                    playout: Box::new(Playout::new(MAX_AGENT_QUEUE)),
+                    playout: Box::new(Playout::new(MAX_AGENT_QUEUE * (port.sample_rate as usize / 8000).max(1))),
                     heard_timestamp: 0,
                     said_timestamp: 0,
                 };
@@ -295,10 +337,11 @@ impl Room {
             Attachment::Listener { chunks, codec } => (Role::Listener, Media::Listener { chunks, codec, timestamp: 0 }),
         };
         let rate = match &media {
-            Media::Leg { rate, .. } => *rate,
-            Media::Agent { .. } | Media::Listener { .. } => Rate::Narrowband,
+            Media::Leg { rate, .. } | Media::Agent { rate, .. } => *rate,
+            Media::Listener { .. } => Rate::Narrowband,
         };
         let key = self.mixer.add(rate, role);
+        self.shared.wideband.store(self.mixer.rate() == Rate::Wideband, Ordering::Relaxed);
         self.mixer.set_muted(key, muted);
         self.mixer.set_held(key, held);
         if kind != ParticipantKind::Listener {
@@ -334,6 +377,7 @@ impl Room {
 
     fn remove(&mut self, m: Member, reason: LeaveReason) {
         self.mixer.remove(m.key);
+        self.shared.wideband.store(self.mixer.rate() == Rate::Wideband, Ordering::Relaxed);
         tracing::debug!(conference_id = %self.shared.id, participant = %m.id, ?reason, "left room");
         if m.kind != ParticipantKind::Listener {
             self.event(RoomEvent::ParticipantLeft {
@@ -387,7 +431,7 @@ impl Room {
     fn tick(&mut self) -> u64 {
         let mut dropped = 0u64;
         let mut pcm = [0i16; 2 * CHUNK_BYTES];
-        let mut frame = [0i16; FRAME_SAMPLES];
+        let mut frame = [0i16; WIDE_FRAME_SAMPLES];
         // Inputs.
         for m in self.members.iter_mut() {
             match &mut m.media {
@@ -410,7 +454,8 @@ impl Room {
                         jitter.pop_frame(input);
                     }
                 }
-                Media::Agent { playback, chunks, marks, want_said, playout, said_timestamp, .. } => {
+                Media::Agent { rate, playback, chunks, marks, want_said, playout, said_timestamp, .. } => {
+                    let frame = &mut frame[..rate.frame_samples()];
                     loop {
                         match playback.try_recv() {
                             Ok(Playback::Audio(audio) | Playback::AudioAt(audio, _)) => playout.push(&audio),
@@ -429,18 +474,17 @@ impl Room {
                             }
                         }
                     }
-                    playout.next_frame(&mut frame);
+                    playout.next_frame(frame);
                     while let Some(name) = playout.pop_reached() {
                         let _ = marks.send(name);
                     }
                     if let Some(input) = self.mixer.input_mut(m.key) {
-                        input.copy_from_slice(&frame);
+                        input.copy_from_slice(frame);
                     }
                     if *want_said {
-                        let c = chunk(Direction::Said, G711::Pcmu, *said_timestamp, &frame);
-                        m.gone |= closed(chunks.try_send(c), &mut dropped);
+                        m.gone |= !send_agent(chunks, Direction::Said, *rate, *said_timestamp, frame, &mut dropped);
                     }
-                    *said_timestamp = said_timestamp.wrapping_add(FRAME_SAMPLES as u32);
+                    *said_timestamp = said_timestamp.wrapping_add(frame.len() as u32);
                 }
                 Media::Listener { .. } => {}
             }
@@ -457,10 +501,9 @@ impl Room {
                         m.gone |= closed(frames.try_send(f), &mut dropped);
                     }
                 }
-                Media::Agent { chunks, want_heard, heard_timestamp, .. } => {
+                Media::Agent { rate, chunks, want_heard, heard_timestamp, .. } => {
                     if *want_heard {
-                        let c = chunk(Direction::Heard, G711::Pcmu, *heard_timestamp, out);
-                        m.gone |= closed(chunks.try_send(c), &mut dropped);
+                        m.gone |= !send_agent(chunks, Direction::Heard, *rate, *heard_timestamp, out, &mut dropped);
                     }
                     *heard_timestamp = heard_timestamp.wrapping_add(out.len() as u32);
                 }

@@ -43,6 +43,7 @@ fn fixture(linger: Duration) -> Fixture {
         created_at: SystemTime::now(),
         options,
         participants: AtomicUsize::new(0),
+        wideband: std::sync::atomic::AtomicBool::new(false),
         counters: Counters::default(),
         task: Mutex::new(None),
     });

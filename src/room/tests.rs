@@ -461,3 +461,52 @@ async fn chunks_of_the_other_rate_are_converted_not_lost() {
     assert!(amplitude(w, 707.0, 16_000) > 1000.0, "the wide leg hears the other: {}", amplitude(w, 707.0, 16_000));
     assert!(amplitude(n, 403.0, 8000) > 1000.0, "the narrow leg hears the other: {}", amplitude(n, 403.0, 8000));
 }
+
+/// An L16/16000 agent (or a player of a 16 kHz clip: its port's `sample_rate`
+/// is 16000) in a room with a wideband leg: the room mixes at 16 kHz
+/// (`RoomInfo::wideband`), the agent hears the leg's 6 kHz as 16 kHz `L16Wide`
+/// chunks with running timestamps, and the leg hears the agent's 5 kHz. A
+/// narrowband-only room stays narrowband with a 16 kHz agent gone.
+#[tokio::test]
+async fn a_16_khz_agent_hears_and_speaks_a_wideband_room_above_4_khz() {
+    let (tx, _events) = mpsc::unbounded_channel();
+    let rooms = Rooms::new(tx, Engine::start(1).unwrap());
+    let leg_audio = sum(tone(1000.0, 16_000, AMPLITUDE, 16_000), tone(6000.0, 16_000, AMPLITUDE, 16_000));
+    let (leg, handle) = join_wide(&rooms, "wide-agent", "leg", leg_audio, 11).await;
+    assert_eq!(rooms.find("wide-agent").map(|r| r.wideband), Some(true));
+    let (mut port, mut agent) = pcm_pair(256, true, false);
+    port.sample_rate = 16_000;
+    let _agent_handle = rooms.join("wide-agent", options(3), Participant::agent("agent", port)).await.unwrap();
+    let agent_audio = sum(tone(5000.0, 16_000, AMPLITUDE, 16_000), tone(1800.0, 16_000, AMPLITUDE, 16_000));
+    agent.playback.send(Playback::Audio([agent_audio.clone(), agent_audio].concat())).await.unwrap();
+    let mut callers = vec![leg];
+    talk(&mut callers, 60).await;
+
+    // The leg hears the agent's 5 kHz and 1.8 kHz, not itself.
+    let heard = &callers[0].heard[callers[0].heard.len().min(3200)..];
+    let l = [5000.0, 1800.0, 6000.0].map(|f| amplitude(heard, f, 16_000));
+    assert!(l[0] > 1500.0 && l[1] > 1500.0 && l[2] < 20.0, "the leg hears the agent in wideband: {l:?}");
+    // The agent hears the leg at 16 kHz: L16Wide chunks of 80 samples, in order.
+    let (mut agent_heard, mut next_ts) = (Vec::new(), None);
+    while let Ok(c) = agent.chunks.try_recv() {
+        assert_eq!((c.direction, c.codec), (Direction::Heard, crate::media::pcm::ChunkFormat::L16Wide));
+        assert_eq!(usize::from(c.len), CHUNK_BYTES);
+        if let Some(ts) = next_ts {
+            assert_eq!(c.rtp_timestamp, ts, "timestamps run on at 16 kHz");
+        }
+        next_ts = Some(c.rtp_timestamp.wrapping_add(CHUNK_BYTES as u32 / 2));
+        c.wide_samples(&mut agent_heard);
+    }
+    let agent_heard = &agent_heard[agent_heard.len().min(3200)..];
+    let a = [6000.0, 1000.0, 5000.0].map(|f| amplitude(agent_heard, f, 16_000));
+    assert!(a[0] > 1500.0 && a[1] > 1500.0 && a[2] < 20.0, "the agent hears the leg in wideband: {a:?}");
+
+    // The wideband leg leaves; a narrowband leg in a room with no 16 kHz party
+    // leaves it narrowband.
+    drop((callers, handle, _agent_handle, agent));
+    let (port, endpoint) = room_pair(64, true, false);
+    let _hn = rooms.join("wide-agent", options(3), Participant::leg("n", endpoint)).await.unwrap();
+    let mut callers = vec![Caller::new(port, 403.0, 5)];
+    talk(&mut callers, 5).await;
+    assert_eq!(rooms.find("wide-agent").map(|r| r.wideband), Some(false));
+}

@@ -25,6 +25,7 @@ use crate::call::control::{Action, ActionError, GatherPrompt, GatherRequest};
 use crate::call::services::{CallControl, CallServices, DialRequest};
 use crate::call::{CallEvent, CallInfo};
 use crate::config::{AnswerUrl, HttpMethod, StreamProtocol};
+use crate::media::clip::Clip;
 
 /// Most documents one call fetches (the answer URL, fallbacks, `action`s,
 /// `<Redirect>`s).
@@ -354,7 +355,7 @@ impl Flow {
 
     /// Speech of a `<Say>` by `[tts]`, repeated `loop` times; `None` (reported)
     /// when it cannot be synthesized.
-    async fn say(&self, s: &document::Say, url: &url::Url) -> Option<Vec<i16>> {
+    async fn say(&self, s: &document::Say, url: &url::Url) -> Option<Clip> {
         let segments = match crate::tts::segments(&s.text, false) {
             Ok(seg) => seg,
             Err(e) => {
@@ -375,7 +376,7 @@ impl Flow {
 
     /// The audio of a `<Play>` (`[media]` policy), repeated; `None` (reported)
     /// when it cannot be had.
-    async fn load(&self, given: &str, loops: u32, url: &url::Url) -> Option<Vec<i16>> {
+    async fn load(&self, given: &str, loops: u32, url: &url::Url) -> Option<Clip> {
         let source = match fetch::resolve(url, given) {
             Ok(u) => u,
             Err(e) => {
@@ -394,8 +395,8 @@ impl Flow {
     }
 
     /// Plays `pcm` as `speak` does and waits for its end.
-    async fn play_pcm(&mut self, pcm: Vec<i16>) -> Result<(), Gone> {
-        let limit = length(&pcm) + MARGIN;
+    async fn play_pcm(&mut self, pcm: Clip) -> Result<(), Gone> {
+        let limit = length(&pcm.narrow) + MARGIN;
         self.command(Action::Speak { pcm: Arc::new(pcm), stop: false }).await?;
         self.wait(&["call.speak.ended"], limit).await?;
         Ok(())
@@ -403,22 +404,28 @@ impl Flow {
 
     /// Runs a `<Gather>`: `Some(next)` when its `action` is to be requested.
     async fn gather(&mut self, g: Gather, url: &url::Url) -> Result<Option<Next>, Gone> {
-        let mut prompt = Vec::new();
+        let mut prompt = Clip::empty();
         for p in &g.prompts {
-            let pcm = match p {
+            // A part that cannot be had is reported and left out.
+            let part = match p {
                 Prompt::Say(s) => self.say(s, url).await,
                 Prompt::Play(p) => self.load(&p.url, p.loops, url).await,
-                Prompt::Pause(d) => Some(vec![0; RATE * d.as_secs() as usize]),
+                Prompt::Pause(d) => {
+                    prompt.append_silence(d.as_millis() as usize);
+                    None
+                }
             };
-            prompt.extend(pcm.unwrap_or_default());
-            prompt.truncate(RATE * MAX_AUDIO.as_secs() as usize);
+            if let Some(part) = part {
+                prompt.append(&part);
+            }
+            prompt.truncate_ms(MAX_AUDIO.as_millis() as usize);
         }
-        if prompt.is_empty() {
+        if prompt.narrow.is_empty() {
             // The gather's timers run from its prompt's end: 20 ms of silence
             // makes a gather without one time like one with.
-            prompt = vec![0; RATE / 50];
+            prompt = Clip::narrowband(vec![0; RATE / 50]);
         }
-        let limit = length(&prompt) + g.timeout * (crate::call::gather::MAX_DIGITS as u32 + 2) + MARGIN;
+        let limit = length(&prompt.narrow) + g.timeout * (crate::call::gather::MAX_DIGITS as u32 + 2) + MARGIN;
         let spec = crate::call::gather::GatherSpec {
             minimum_digits: 1,
             maximum_digits: g.num_digits.unwrap_or(crate::call::gather::MAX_DIGITS),
@@ -576,7 +583,7 @@ impl Flow {
     /// same fields. After a hangup the action is requested but not run (TwiML).
     async fn record(&mut self, r: Record, url: &url::Url) -> Result<Option<Next>, Gone> {
         if r.play_beep {
-            self.play_pcm(beep()).await?;
+            self.play_pcm(Clip::narrowband(beep())).await?;
         }
         let started = self
             .services
@@ -756,15 +763,17 @@ fn beep() -> Vec<i16> {
         .collect()
 }
 
-fn repeat(pcm: &[i16], loops: u32) -> Vec<i16> {
+/// `clip` `loops` times (at least once), at most [`MAX_AUDIO`] long.
+fn repeat(clip: &Clip, loops: u32) -> Clip {
     let cap = RATE * MAX_AUDIO.as_secs() as usize;
-    let mut out = Vec::with_capacity((pcm.len() * loops as usize).min(cap));
+    let mut out = Clip::empty();
     for _ in 0..loops.max(1) {
-        out.extend_from_slice(&pcm[..pcm.len().min(cap - out.len())]);
-        if out.len() >= cap {
+        out.append(clip);
+        if out.narrow.len() >= cap {
             break;
         }
     }
+    out.truncate_ms(MAX_AUDIO.as_millis() as usize);
     out
 }
 
@@ -930,9 +939,13 @@ mod tests {
 
     #[test]
     fn repeated_audio_is_capped() {
-        assert_eq!(repeat(&[1, 2], 3), vec![1, 2, 1, 2, 1, 2]);
-        let long = vec![0i16; RATE * 400];
-        assert_eq!(repeat(&long, 10).len(), RATE * MAX_AUDIO.as_secs() as usize);
+        assert_eq!(repeat(&Clip::narrowband(vec![1, 2]), 3), Clip::narrowband(vec![1, 2, 1, 2, 1, 2]));
+        let both = Clip { narrow: vec![1], wide: Some(vec![1, 1]) };
+        assert_eq!(repeat(&both, 2), Clip { narrow: vec![1, 1], wide: Some(vec![1, 1, 1, 1]) }, "each rate repeated");
+        let long = Clip { narrow: vec![0i16; RATE * 400], wide: Some(vec![0i16; 2 * RATE * 400]) };
+        let capped = repeat(&long, 10);
+        assert_eq!(capped.narrow.len(), RATE * MAX_AUDIO.as_secs() as usize);
+        assert_eq!(capped.wide.map(|w| w.len()), Some(2 * RATE * MAX_AUDIO.as_secs() as usize));
         assert_eq!(length(&[0; 8000]), Duration::from_secs(1));
     }
 }

@@ -1,11 +1,13 @@
 //! Text to speech for `speak` and `gather_using_speak` (Telnyx "Speak text",
 //! developers.telnyx.com/api-reference/call-commands/speak): the payload (text, or
-//! the SSML subset of [`ssml`]) becomes PCM16 mono 8 kHz for the call's player.
+//! the SSML subset of [`ssml`]) becomes a [`Clip`] for the call's player: PCM16
+//! mono at 8 kHz, and at 16 kHz for wideband calls when the engine's audio has
+//! that band (espeak-ng's 22.05 kHz does).
 //!
 //! Engines (`[tts] engine`, operator config only): `espeak-ng`, the local program
 //! ([`espeak`]), or `http`, an OpenAI-compatible `/v1/audio/speech` endpoint
 //! ([`http`]). Each text segment is looked up in the prompt cache ([`cache`])
-//! first; a miss is synthesized, resampled to 8 kHz ([`crate::media::clip`]) and
+//! first; a miss is synthesized, resampled to 8 and 16 kHz ([`crate::media::clip`]) and
 //! stored. SSML breaks become silence. At most [`MAX_SYNTHESES`] syntheses run at
 //! once over the box; more wait.
 //!
@@ -24,6 +26,7 @@ pub mod ssml;
 use std::time::{Duration, Instant};
 
 use crate::config::{Tts, TtsEngine};
+use crate::media::clip::Clip;
 pub use ssml::{MAX_PAYLOAD_CHARS, Segment};
 
 /// Syntheses at once over the box (a Raspberry Pi has 4 cores and calls to run).
@@ -91,21 +94,21 @@ fn engine_voice(cfg: &Tts, speech: &Speech) -> String {
     }
 }
 
-/// `speech` as PCM16 mono 8 kHz.
+/// `speech` as a clip (8 kHz, and 16 kHz when every text segment has it).
 ///
 /// # Errors
 /// [`TtsError`]: the engine failed or timed out (logged by the caller).
-pub async fn synthesize(cfg: &Tts, speech: &Speech) -> Result<Vec<i16>, TtsError> {
+pub async fn synthesize(cfg: &Tts, speech: &Speech) -> Result<Clip, TtsError> {
     let voice = engine_voice(cfg, speech);
     let engine = match cfg.engine {
         TtsEngine::EspeakNg => "espeak-ng",
         TtsEngine::Http => "http",
     };
     let language = speech.language.clone().unwrap_or_default();
-    let mut out = Vec::new();
+    let mut out = Clip::empty();
     for segment in &speech.segments {
         match segment {
-            Segment::Break(d) => out.resize(out.len() + (d.as_millis() as usize) * 8, 0),
+            Segment::Break(d) => out.append_silence(d.as_millis() as usize),
             Segment::Text(text) => {
                 let key = cache::key(engine, &voice, &language, text);
                 let pcm = match cached(cfg, &key).await {
@@ -116,14 +119,14 @@ pub async fn synthesize(cfg: &Tts, speech: &Speech) -> Result<Vec<i16>, TtsError
                         pcm
                     }
                 };
-                out.extend_from_slice(&pcm);
+                out.append(&pcm);
             }
         }
     }
     Ok(out)
 }
 
-async fn cached(cfg: &Tts, key: &str) -> Option<Vec<i16>> {
+async fn cached(cfg: &Tts, key: &str) -> Option<Clip> {
     if cfg.cache_max_bytes == 0 {
         return None;
     }
@@ -131,19 +134,20 @@ async fn cached(cfg: &Tts, key: &str) -> Option<Vec<i16>> {
     tokio::task::spawn_blocking(move || cache::get(&dir, &key)).await.ok().flatten()
 }
 
-async fn store(cfg: &Tts, key: String, pcm: &[i16]) {
+async fn store(cfg: &Tts, key: String, pcm: &Clip) {
     if cfg.cache_max_bytes == 0 {
         return;
     }
-    let (dir, max, pcm) = (cfg.cache_dir.clone(), cfg.cache_max_bytes, pcm.to_vec());
+    let (dir, max, pcm) = (cfg.cache_dir.clone(), cfg.cache_max_bytes, pcm.clone());
     let stored = tokio::task::spawn_blocking(move || cache::put(&dir, &key, &pcm, max)).await;
     if let Ok(Err(e)) = stored {
         tracing::warn!(dir = %cfg.cache_dir.display(), "tts: prompt not cached: {e}");
     }
 }
 
-/// One text through the engine, resampled to 8 kHz.
-async fn synthesize_text(cfg: &Tts, engine: &str, voice: &str, text: &str) -> Result<Vec<i16>, TtsError> {
+/// One text through the engine, resampled to 8 kHz (and 16 kHz from a source
+/// that has the band).
+async fn synthesize_text(cfg: &Tts, engine: &str, voice: &str, text: &str) -> Result<Clip, TtsError> {
     let _slot = SYNTHESES.acquire().await.map_err(|e| TtsError::Engine(e.to_string()))?;
     let started = Instant::now();
     let (pcm, rate) = match cfg.engine {
@@ -153,7 +157,7 @@ async fn synthesize_text(cfg: &Tts, engine: &str, voice: &str, text: &str) -> Re
         }
         TtsEngine::Http => http::synthesize(cfg, voice, text).await?,
     };
-    let pcm = tokio::task::spawn_blocking(move || crate::media::clip::to_call_rate(&pcm, rate))
+    let pcm = tokio::task::spawn_blocking(move || Clip::from_source(&pcm, rate))
         .await
         .map_err(|e| TtsError::Engine(e.to_string()))?
         .map_err(TtsError::Engine)?;
@@ -163,7 +167,7 @@ async fn synthesize_text(cfg: &Tts, engine: &str, voice: &str, text: &str) -> Re
         chars = text.chars().count(),
         ms = started.elapsed().as_millis() as u64,
         "tts: synthesized {:.1} s of speech",
-        pcm.len() as f64 / 8000.0
+        pcm.seconds()
     );
     Ok(pcm)
 }

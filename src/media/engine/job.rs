@@ -19,7 +19,6 @@ use crate::media::pcm::{CHUNK_BYTES, Chunk, ChunkFormat, Direction, Narrow, PcmP
 use crate::media::playout::{FRAME_SAMPLES, Playout};
 use crate::media::ports::PortPair;
 use crate::media::suppress::{Suppression, Suppressor};
-use crate::media::transcode::RateConverter;
 use crate::sdp::codec::AudioCodec;
 
 use super::convert::{Inbound, NARROW_LAW, Outbound, Timeline};
@@ -530,15 +529,9 @@ impl PcmJob {
                     }
                 }
                 Ok(Playback::Play { id, pcm, overlay }) => {
+                    // At the port's rate already (converted off the media thread).
                     self.overlay = overlay;
-                    if self.wide {
-                        match RateConverter::up() {
-                            Ok(up) => self.player.push(&up.convert_clip(&pcm)),
-                            Err(e) => tracing::warn!("playback not converted to 16 kHz: {e}"),
-                        }
-                    } else {
-                        self.player.push(&pcm);
-                    }
+                    self.player.push(&pcm);
                     self.player.mark(id.to_string());
                 }
                 Ok(Playback::StopPlay) => {
