@@ -186,7 +186,7 @@ fn tap_path(calls: usize, seconds: u64, dir: &Path) -> Result<(), Box<dyn std::e
     let t0 = Instant::now();
     let mut recs = Vec::with_capacity(calls);
     for i in 0..calls {
-        let rec = CallRecording::start(&cfg, &format!("call-{i}"), &format!("cc-{i}"), 1)?;
+        let rec = CallRecording::start(&cfg, &format!("call-{i}"), &format!("cc-{i}"), 1, 8000)?;
         let tap = rec.tap();
         recs.push((rec, tap));
     }

@@ -382,6 +382,7 @@ pub fn start_recording_if(
     wanted: bool,
     format: Option<crate::config::RecordingFormat>,
     info: &CallInfo,
+    sample_rate_hz: u32,
 ) -> Option<CallRecording> {
     let cfg = services.config.borrow().clone();
     if !wanted || !cfg.recording.enabled {
@@ -399,7 +400,7 @@ pub fn start_recording_if(
         }
         Err(_) => {} // the directory may not exist yet; starting creates it
     }
-    match CallRecording::start(&recording, &info.ids.call_session_id, &info.ids.call_control_id, 1) {
+    match CallRecording::start(&recording, &info.ids.call_session_id, &info.ids.call_control_id, 1, sample_rate_hz) {
         Ok(r) => Some(r),
         Err(e) => {
             tracing::warn!(call_control_id = %info.ids.call_control_id, "recording not started: {e} (the call goes on)");

@@ -298,15 +298,22 @@ impl CallRecording {
     /// 1 is `{call_session_id}.wav`, span n is `{call_session_id}-n.wav`).
     /// Creates the directory and the file and writes its header: file-system
     /// calls without `fsync` (the writer thread syncs), well under a millisecond
-    /// on a local disk, so the call task may call it directly.
-    pub fn start(cfg: &Recording, call_session_id: &str, call_control_id: &str, span: u32) -> Result<Self, StartError> {
+    /// on a local disk, so the call task may call it directly. `sample_rate_hz`:
+    /// 16000 when a party is wideband (a forwarded G.722/Opus leg), else 8000.
+    pub fn start(
+        cfg: &Recording,
+        call_session_id: &str,
+        call_control_id: &str,
+        span: u32,
+        sample_rate_hz: u32,
+    ) -> Result<Self, StartError> {
         let opts = SpanOptions {
             channels: cfg.channels,
             format: cfg.format,
             track: RecordingTrack::Both,
             max_length: None,
             timeout: None,
-            sample_rate_hz: 8000,
+            sample_rate_hz,
             min_free_bytes: MIN_FREE_BYTES,
             disk_check_every: DISK_CHECK_EVERY,
             writer: WriterOptions::default(),

@@ -435,7 +435,8 @@ impl RoomRecordings {
         let mut rec_cfg = cfg.recording.clone();
         rec_cfg.channels = crate::config::Channels::Single;
         let id = conference_id.to_string();
-        let rec = crate::call::recording::CallRecording::start(&rec_cfg, &id, &id, 1).map_err(|e| e.to_string())?;
+        let rec =
+            crate::call::recording::CallRecording::start(&rec_cfg, &id, &id, 1, 8000).map_err(|e| e.to_string())?;
         let (tx, mut chunks) = mpsc::channel(64);
         let listener = Participant::listener(format!("rec:{id}"), tx, crate::media::g711::G711::Pcmu);
         let handle = self.rooms.join_existing(conference_id, listener).await.map_err(|r| r.error.to_string())?;

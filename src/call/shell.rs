@@ -369,10 +369,14 @@ impl<S: Signalling> Shell<S> {
                 }
             }
             MediaOut::Relay { answered } => {
+                // A wideband party (G.722, Opus) on either leg: recorded at 16 kHz.
+                let wide = self.near.media().audio().codec.is_wideband()
+                    || self.far.as_mut().is_some_and(|f| f.media().audio().codec.is_wideband());
                 let Some(far) = self.far.as_mut() else { return };
                 if answered {
                     let info = self.core.info(LegId::Near).cloned().expect("near leg");
-                    self.recording = start_recording_if(&self.ctx, self.record, self.record_format, &info);
+                    let rate = if wide { 16_000 } else { 8000 };
+                    self.recording = start_recording_if(&self.ctx, self.record, self.record_format, &info, rate);
                 }
                 let tap = super::listen::call_tap(&self.control.listen, self.recording.as_ref().map(|r| r.tap()));
                 match self.relay.as_mut() {
