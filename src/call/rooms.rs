@@ -435,24 +435,33 @@ impl RoomRecordings {
         let mut rec_cfg = cfg.recording.clone();
         rec_cfg.channels = crate::config::Channels::Single;
         let id = conference_id.to_string();
-        let rec =
-            crate::call::recording::CallRecording::start(&rec_cfg, &id, &id, 1, 8000).map_err(|e| e.to_string())?;
+        // A room that mixes at 16 kHz now (a wideband participant is in it) is
+        // recorded at 16 kHz, and keeps mixing at 16 kHz while it is recorded.
+        let wide = self.rooms.find(&id).is_some_and(|r| r.wideband);
+        let (rate, hz) =
+            if wide { (crate::room::Rate::Wideband, 16_000) } else { (crate::room::Rate::Narrowband, 8000) };
+        let rec = crate::call::recording::CallRecording::start(&rec_cfg, &id, &id, 1, hz).map_err(|e| e.to_string())?;
         let (tx, mut chunks) = mpsc::channel(64);
-        let listener = Participant::listener(format!("rec:{id}"), tx, crate::media::g711::G711::Pcmu);
+        let listener = Participant::listener(format!("rec:{id}"), tx, crate::media::g711::G711::Pcmu).with_rate(rate);
         let handle = self.rooms.join_existing(conference_id, listener).await.map_err(|r| r.error.to_string())?;
         let (stop_tx, mut stop) = tokio::sync::oneshot::channel();
         self.lock().insert(conference_id, stop_tx);
         let (me, bus, api_base, name) = (self.clone(), self.events.clone(), cfg.api.base_url(), name.to_string());
         tokio::spawn(async move {
             let tap = rec.tap();
+            let mut wide = Vec::with_capacity(crate::media::pcm::CHUNK_BYTES / 2);
             loop {
                 tokio::select! {
                     c = chunks.recv() => match c {
-                        Some(c) => {
-                            if let Some((law, bytes)) = c.g711() {
-                                tap.heard(law, bytes);
+                        Some(c) => match c.g711() {
+                            Some((law, bytes)) => tap.heard(law, bytes),
+                            None => {
+                                // A 16 kHz span records the samples; the G.711 version is unused.
+                                wide.clear();
+                                c.wide_samples(&mut wide);
+                                tap.heard_wideband(crate::media::g711::G711::Pcmu, &[], &wide);
                             }
-                        }
+                        },
                         None => break, // the room ended
                     },
                     _ = &mut stop => break,

@@ -133,8 +133,8 @@ pub struct Participant {
     /// [`Participant::with_rate`] says otherwise): the rate of its jitter buffer
     /// and of the frames the room sends it, which must be its port's
     /// `PcmPort::sample_rate`. An agent's rate is its port's `sample_rate`
-    /// (an L16/16000 agent, a player of a 16 kHz clip); listeners are always
-    /// narrowband.
+    /// (an L16/16000 agent, a player of a 16 kHz clip); a wideband listener
+    /// ([`Participant::with_rate`]) gets the full mix as 16 kHz `L16Wide` chunks.
     pub rate: Rate,
 }
 
@@ -186,7 +186,7 @@ impl Participant {
 
     /// The participant with its audio at `rate` (a wideband leg or browser:
     /// [`Rate::Wideband`], with its port's `sample_rate` = 16000). Ignored for
-    /// agents (their port's rate decides) and listeners.
+    /// agents (their port's rate decides).
     pub fn with_rate(mut self, rate: Rate) -> Self {
         self.rate = rate;
         self

@@ -176,6 +176,9 @@ enum Media {
         chunks: mpsc::Sender<Chunk>,
         codec: G711,
         timestamp: u32,
+        /// 16 kHz: the full mix as `L16Wide` chunks (a room recording started
+        /// while the room was wideband).
+        rate: Rate,
     },
 }
 
@@ -201,20 +204,22 @@ impl Member {
     }
 }
 
-/// One frame of `pcm` as chunks to an agent at `rate`: one µ-law chunk of 160
-/// samples, or (16 kHz) `L16Wide` chunks of 80 samples each, their timestamps
-/// counted from `rtp_timestamp` in samples at the rate. `false` once the
-/// channel is closed; a full channel loses the chunk (counted in `dropped`).
-fn send_agent(
+/// One frame of `pcm` as chunks to an agent or listener at `rate`: one chunk
+/// of 160 samples in `law`, or (16 kHz) `L16Wide` chunks of 80 samples each,
+/// their timestamps counted from `rtp_timestamp` in samples at the rate.
+/// `false` once the channel is closed; a full channel loses the chunk (counted
+/// in `dropped`).
+fn send_frame(
     chunks: &mpsc::Sender<Chunk>,
     direction: Direction,
     rate: Rate,
+    law: G711,
     rtp_timestamp: u32,
     pcm: &[i16],
     dropped: &mut u64,
 ) -> bool {
     if rate == Rate::Narrowband {
-        return !closed(chunks.try_send(chunk(direction, G711::Pcmu, rtp_timestamp, pcm)), dropped);
+        return !closed(chunks.try_send(chunk(direction, law, rtp_timestamp, pcm)), dropped);
     }
     let per_chunk = CHUNK_BYTES / 2;
     for (i, part) in pcm.chunks(per_chunk).enumerate() {
@@ -334,11 +339,12 @@ impl Room {
                 };
                 (Role::Participant, media)
             }
-            Attachment::Listener { chunks, codec } => (Role::Listener, Media::Listener { chunks, codec, timestamp: 0 }),
+            Attachment::Listener { chunks, codec } => {
+                (Role::Listener, Media::Listener { chunks, codec, timestamp: 0, rate })
+            }
         };
         let rate = match &media {
-            Media::Leg { rate, .. } | Media::Agent { rate, .. } => *rate,
-            Media::Listener { .. } => Rate::Narrowband,
+            Media::Leg { rate, .. } | Media::Agent { rate, .. } | Media::Listener { rate, .. } => *rate,
         };
         let key = self.mixer.add(rate, role);
         self.shared.wideband.store(self.mixer.rate() == Rate::Wideband, Ordering::Relaxed);
@@ -482,7 +488,15 @@ impl Room {
                         input.copy_from_slice(frame);
                     }
                     if *want_said {
-                        m.gone |= !send_agent(chunks, Direction::Said, *rate, *said_timestamp, frame, &mut dropped);
+                        m.gone |= !send_frame(
+                            chunks,
+                            Direction::Said,
+                            *rate,
+                            G711::Pcmu,
+                            *said_timestamp,
+                            frame,
+                            &mut dropped,
+                        );
                     }
                     *said_timestamp = said_timestamp.wrapping_add(frame.len() as u32);
                 }
@@ -503,13 +517,20 @@ impl Room {
                 }
                 Media::Agent { rate, chunks, want_heard, heard_timestamp, .. } => {
                     if *want_heard {
-                        m.gone |= !send_agent(chunks, Direction::Heard, *rate, *heard_timestamp, out, &mut dropped);
+                        m.gone |= !send_frame(
+                            chunks,
+                            Direction::Heard,
+                            *rate,
+                            G711::Pcmu,
+                            *heard_timestamp,
+                            out,
+                            &mut dropped,
+                        );
                     }
                     *heard_timestamp = heard_timestamp.wrapping_add(out.len() as u32);
                 }
-                Media::Listener { chunks, codec, timestamp } => {
-                    let c = chunk(Direction::Heard, *codec, *timestamp, out);
-                    m.gone |= closed(chunks.try_send(c), &mut dropped);
+                Media::Listener { chunks, codec, timestamp, rate } => {
+                    m.gone |= !send_frame(chunks, Direction::Heard, *rate, *codec, *timestamp, out, &mut dropped);
                     *timestamp = timestamp.wrapping_add(out.len() as u32);
                 }
             }
