@@ -467,7 +467,7 @@ def test_validate_unit():
     check(telnyx_agent.validate(good) == [], "good prologue passes")
     bad_start = start_msg()
     del bad_start["start"]["client_state"]
-    bad_start["start"]["media_format"] = {"encoding": "OPUS", "sample_rate": "8000", "channels": 2}
+    bad_start["start"]["media_format"] = {"encoding": "AMR-WB", "sample_rate": "8000", "channels": 2}
     bad_start["sequence_number"] = "2"
     errors = telnyx_agent.validate([{"event": "connected", "version": "1.0", "_t": 0},
                                     dict(bad_start, _t=0), {"_raw": "x", "_t": 0}])
@@ -483,6 +483,21 @@ def test_validate_unit():
             "media": {"track": "inbound", "chunk": "1", "timestamp": "0",
                       "payload": base64.b64encode(bytes(320)).decode()}}]
     check(any("not a multiple of 640" in e for e in telnyx_agent.validate(l16)), "L16/16k frame size")
+
+    # G722 and OPUS (stream_bidirectional_codec): 16 kHz only; a G722 payload is
+    # 160 bytes a 20 ms, an OPUS one a packet of any non-zero size.
+    def coded(encoding, rate, sizes):
+        return [good[0], dict(start_msg(encoding, rate), _t=0)] + [
+            {"event": "media", "sequence_number": str(2 + k), "stream_id": STREAM_ID, "_t": 0,
+             "media": {"track": "inbound", "chunk": str(1 + k), "timestamp": "0",
+                       "payload": base64.b64encode(bytes(n)).decode()}} for k, n in enumerate(sizes)]
+    check(telnyx_agent.validate(coded("G722", 16000, [160, 320])) == [], "G722 packets pass")
+    check(telnyx_agent.validate(coded("OPUS", 16000, [1, 61, 400])) == [], "OPUS packets pass")
+    check(any("not a multiple of 160" in e for e in telnyx_agent.validate(coded("G722", 16000, [100]))),
+          "G722 frame size")
+    check(any("empty Opus packet" in e for e in telnyx_agent.validate(coded("OPUS", 16000, [0]))),
+          "empty Opus packet")
+    check(any("must be 16000 Hz" in e for e in telnyx_agent.validate(coded("G722", 8000, []))), "G722 rate")
 
 
 def test_lifecycle():

@@ -69,6 +69,10 @@ ECHO_MODES = {"echo", "prompt-echo", "drop-after", "bad-json"}
 # Events the box may send (PROTOCOLS.md §3); anything else is a protocol error.
 KNOWN_EVENTS = {"connected", "start", "media", "dtmf", "mark", "stop", "error"}
 ENCODINGS = {"PCMU", "PCMA", "L16"}
+# Coded encodings of `stream_bidirectional_codec` (Telnyx media streaming): one
+# whole codec packet per `media` message, 16000 Hz. validate() knows them; the
+# modes that make audio themselves (prompt, tones) stay PCMU/PCMA/L16.
+CODED = {"G722", "OPUS"}
 DTMF_DIGITS = set("0123456789*#ABCD")
 
 
@@ -140,10 +144,14 @@ def frame_bytes(media_format, frame_ms):
     format is unusable (already reported by the start checks)."""
     try:
         rate = int(media_format["sample_rate"])
-        width = 2 if media_format["encoding"] == "L16" else 1
+        encoding = media_format["encoding"]
     except (KeyError, TypeError, ValueError):
         return None
-    return rate * frame_ms // 1000 * width
+    if encoding == "OPUS":
+        return None  # variable: a packet's size depends on its content
+    if encoding == "G722":
+        return rate * frame_ms // 1000 // 2  # 64 kbit/s: 4 bits a sample
+    return rate * frame_ms // 1000 * (2 if encoding == "L16" else 1)
 
 
 def validate(messages, sent_marks=None, frame_ms=20):
@@ -153,11 +161,13 @@ def validate(messages, sent_marks=None, frame_ms=20):
     sent_marks: names of marks the agent sent; a returned mark must be one of
     them and come back at most once (None = don't check).
     Payloads must be a non-zero multiple of one frame_ms frame (160 bytes per
-    20 ms for PCMU/PCMA at 8 kHz, 320 for L16/8k, 640 for L16/16k)."""
+    20 ms for PCMU/PCMA at 8 kHz, 320 for L16/8k, 640 for L16/16k, 160 for
+    G722/16k); an OPUS payload is one packet of any non-zero size."""
     errors = []
     start = None            # the `start` body, once seen
     stream_id = None
     frame = None            # bytes per frame_ms frame
+    opus = False            # the stream is OPUS (packets of any non-zero size)
     last_seq = None         # last sequence_number seen (int)
     chunks = {}             # track -> last chunk (int)
     stamps = {}             # track -> last timestamp (int)
@@ -252,18 +262,21 @@ def validate(messages, sent_marks=None, frame_ms=20):
                 err("missing `start.media_format` object")
                 continue
             enc, rate = fmt.get("encoding"), fmt.get("sample_rate")
-            if enc not in ENCODINGS:
-                err(f"`media_format.encoding` must be PCMU/PCMA/L16, got {enc!r}")
+            if enc not in ENCODINGS | CODED:
+                err(f"`media_format.encoding` must be PCMU/PCMA/L16/G722/OPUS, got {enc!r}")
             if not isinstance(rate, int) or isinstance(rate, bool):
                 err(f"`media_format.sample_rate` must be an integer, got {rate!r}")
             elif enc in ("PCMU", "PCMA") and rate != 8000:
                 err(f"{enc} must be 8000 Hz, got {rate}")
             elif enc == "L16" and rate not in (8000, 16000):
                 err(f"L16 must be 8000 or 16000 Hz, got {rate}")
+            elif enc in CODED and rate != 16000:
+                err(f"{enc} must be 16000 Hz, got {rate}")
             if fmt.get("channels") != 1:
                 err(f"`media_format.channels` must be 1, got {fmt.get('channels')!r}")
-            if enc in ENCODINGS and isinstance(rate, int):
+            if enc in ENCODINGS | CODED and isinstance(rate, int):
                 frame = frame_bytes(fmt, frame_ms)
+            opus = enc == "OPUS"
 
         elif event == "media":
             media = msg.get("media")
@@ -298,6 +311,8 @@ def validate(messages, sent_marks=None, frame_ms=20):
             except (binascii.Error, ValueError):
                 err("`media.payload` is not valid base64")
                 continue
+            if not audio and opus:
+                err("`media.payload` is an empty Opus packet (RFC 6716 §3: at least the TOC byte)")
             if frame and (len(audio) == 0 or len(audio) % frame):
                 err(f"`media.payload` is {len(audio)} bytes, not a multiple of "
                     f"{frame} ({frame_ms} ms of {start['media_format']['encoding']}"

@@ -327,6 +327,16 @@ impl Baresip {
         assert_eq!(r["ok"], true, "baresip sndcode: {r}");
     }
 
+    /// Switches the current call's audio source to the WAV `source` (the `menu`
+    /// module's `ausrc aufile,<path>`): it plays from its start, and its end
+    /// ends the call as the first source's would. It must have the first
+    /// source's rate (`ausrc_srate`, [`Phone::source`]). The `sndfile` dumps run
+    /// on: `-enc` holds the first source, then this one.
+    pub fn play(&mut self, source: &Path) {
+        let r = self.command("ausrc", &format!("aufile,{}", source.display()));
+        assert_eq!(r["ok"], true, "baresip ausrc: {r}\n{}", self.log());
+    }
+
     /// Hangs up the current call.
     pub fn hangup(&mut self) {
         let _ = self.command("hangup", "");
