@@ -32,7 +32,9 @@
 //!   (`builtin:echo`) returns 16 kHz audio to it, an agent with
 //!   `encoding = "L16"`, `sample_rate = 16000` gets 16 kHz audio that was never
 //!   at 8 kHz, and a recording with a wideband party is a 16 kHz WAV (dual
-//!   channel: caller left); a PCMU-only call's recording stays 8 kHz.
+//!   channel: caller left); a PCMU-only call's recording stays 8 kHz. So is a
+//!   forwarded call's recording when its caller is wideband, and a room's own
+//!   recording (conference `record_start`) when the room mixes at 16 kHz.
 //! - A forward route between a wideband leg and a G.711-only trunk transcodes
 //!   (the legs share no codec), and the G.711 trunk is offered G.711 only.
 //! - Audio the box plays itself (`playback_start` of a 16 kHz WAV, `speak` with
@@ -516,12 +518,12 @@ mod product {
             .unwrap_or_default()
     }
 
-    fn forward_to_g711(codec: Codec) {
+    async fn forward_to_g711(codec: Codec) {
         let dir = tempfile::tempdir().unwrap();
         let pstn_port = common::free_port();
         let blocks = format!(
             "[[trunk]]\nname = \"pstn\"\nproxy = \"sip:127.0.0.3:{pstn_port}\"\ncodecs = [\"PCMU\"]\n\
-             [[route]]\nname = \"to the pstn\"\ntrunk = \"carrier\"\nto = \"{NUMBER}\"\nforward = \"pstn\"\n"
+             [[route]]\nname = \"to the pstn\"\ntrunk = \"carrier\"\nto = \"{NUMBER}\"\nforward = \"pstn\"\nrecord = true\n"
         );
         let gw = gateway(dir.path(), codec, carrier(), &blocks);
         let mut pstn = common::sipp_uas(dir.path(), "pstn", "uas_answer.xml", pstn_port, true);
@@ -541,22 +543,24 @@ mod product {
         if codec == Codec::Pcmu {
             assert_band(codec, ratio, "the echo through the G.711 leg");
         }
+        // The forwarded call's recording: 16 kHz when the caller is wideband.
+        assert_caller_recorded(&gw, dir.path(), &phone, codec, "the forwarded call").await;
         gw.stop();
     }
 
-    #[test]
-    fn a_g722_call_forwarded_to_a_g711_only_carrier_is_transcoded_both_ways() {
-        forward_to_g711(Codec::G722);
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_g722_call_forwarded_to_a_g711_only_carrier_is_transcoded_both_ways() {
+        forward_to_g711(Codec::G722).await;
     }
 
-    #[test]
-    fn an_opus_call_forwarded_to_a_g711_only_carrier_is_transcoded_both_ways() {
-        forward_to_g711(Codec::Opus);
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_opus_call_forwarded_to_a_g711_only_carrier_is_transcoded_both_ways() {
+        forward_to_g711(Codec::Opus).await;
     }
 
-    #[test]
-    fn a_pcmu_call_forwarded_to_a_g711_only_carrier_flows_both_ways() {
-        forward_to_g711(Codec::Pcmu);
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pcmu_call_forwarded_to_a_g711_only_carrier_flows_both_ways() {
+        forward_to_g711(Codec::Pcmu).await;
     }
 
     // -----------------------------------------------------------------------
@@ -716,25 +720,32 @@ mod product {
              [[route]]\ntrunk = \"carrier\"\nagent = \"echo\"\nrecord = true\n",
         );
         let phone = call_in(dir.path(), &gw, codec, &sentence(dir.path()));
+        assert_caller_recorded(&gw, dir.path(), &phone, codec, "the echo call").await;
+        gw.stop();
+    }
+
+    /// The call's `call.recording.saved` file: dual channel, 16 kHz when the
+    /// caller is wideband (8 kHz otherwise), the caller's speech on the left with
+    /// the band the caller sent.
+    async fn assert_caller_recorded(gw: &Gateway, dir: &Path, phone: &Baresip, codec: Codec, what: &str) {
         let bodies =
             gw.events("call.recording.saved", |b| b.iter().any(|x| event_type(x) == "call.recording.saved")).await;
         let saved = payload(bodies.iter().find(|b| event_type(b) == "call.recording.saved").unwrap()).clone();
         let path = PathBuf::from(saved["file_path"].as_str().expect("file_path"));
         let (spec, left, _) = audio::read_stereo(&path);
         let rate = if matches!(codec, Codec::G722 | Codec::Opus) { 16_000 } else { 8000 };
-        assert_eq!((spec.channels, spec.sample_rate), (2, rate), "{codec:?}: {saved}");
-        let left_wav = dir.path().join("recorded-caller.wav");
+        assert_eq!((spec.channels, spec.sample_rate), (2, rate), "{what}, {codec:?}: {saved}");
+        let left_wav = dir.join("recorded-caller.wav");
         spectrum::write_wav(&left_wav, spec.sample_rate, &left);
-        let found = found_in(&dump(&phone, phone.sent()), &left_wav);
+        let found = found_in(&dump(phone, phone.sent()), &left_wav);
         let ratio = ratio_at_16k(&left_wav);
         eprintln!(
-            "{codec:?}: recording at {} Hz, the caller on the left {}, {ratio:.1} dB above 4 kHz",
+            "{what} ({codec:?}): recording at {} Hz, the caller on the left {}, {ratio:.1} dB above 4 kHz",
             spec.sample_rate,
             found.describe()
         );
-        assert!(found.is_found(), "the caller is on the left: {found:?}");
+        assert!(found.is_found(), "{what}: the caller is on the left: {found:?}");
         assert_band(codec, ratio, "the recording's caller channel");
-        gw.stop();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1071,5 +1082,66 @@ mod product {
     #[test]
     fn a_pcmu_caller_reaches_a_g722_agent_in_narrowband() {
         coded_agent(Codec::Pcmu, "G722");
+    }
+
+    // -----------------------------------------------------------------------
+    // (i) a conference's own recording: 16 kHz when the room is wideband
+
+    async fn conference_recording(codec: Codec) {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = gateway(dir.path(), codec, carrier(), "[[route]]\ntrunk = \"carrier\"\nroom = \"wide\"\n");
+        // The speech starts 3 s in: after the recording has started.
+        let source = audio::espeak_at(dir.path(), "sentence", "en", SENTENCE, 3000, 1500, 16_000);
+        let mut phone = Baresip::start_with(dir.path(), "caller", phone("127.0.0.2", CALLER, false, &source), &[codec]);
+        phone.dial(&format!("sip:{NUMBER}@127.0.0.1:{}", gw.sip_port));
+        let joined = gw
+            .events("conference.participant.joined", |b| {
+                b.iter().any(|x| event_type(x) == "conference.participant.joined")
+            })
+            .await;
+        let conference_id = joined
+            .iter()
+            .find(|x| event_type(x) == "conference.participant.joined")
+            .map(|x| payload(x)["conference_id"].as_str().unwrap().to_string())
+            .unwrap();
+        let rec = format!("/v2/conferences/{conference_id}/actions/record_start");
+        let (code, body) = gw.api().post(&rec, json!({"format": "wav"})).await;
+        assert_eq!(code, 200, "{body}");
+        let closed = phone.wait_event("CALL_CLOSED", WAIT).unwrap_or_else(|| panic!("call ended: {}", phone.log()));
+        assert_eq!(closed["param"], "end of file", "{}\n{}", phone.log(), gw.stderr());
+        let bodies = gw
+            .events("conference.recording.saved", |b| b.iter().any(|x| event_type(x) == "conference.recording.saved"))
+            .await;
+        let saved = payload(bodies.iter().find(|b| event_type(b) == "conference.recording.saved").unwrap()).clone();
+        let path = PathBuf::from(saved["file_path"].as_str().expect("file_path"));
+        let (rate, _) = spectrum::read_wav(&path);
+        let wide = matches!(codec, Codec::G722 | Codec::Opus);
+        assert_eq!(rate, if wide { 16_000 } else { 8000 }, "{codec:?}: {saved}");
+        // The recording starts when the API asks, not with the call: each voiced
+        // 0.5 s of what the caller sent is searched for anywhere in it.
+        let (sent8, rec8) = (
+            audio::read_mono(&spectrum::resample(&dump(&phone, phone.sent()), 8000)),
+            audio::read_mono(&spectrum::resample(&path, 8000)),
+        );
+        let voiced: Vec<&[i16]> = sent8.chunks_exact(4000).filter(|s| audio::rms(s) >= 100.0).collect();
+        let found = voiced.iter().filter(|seg| spectrum::best_match(seg, &rec8).1 >= 0.5).count();
+        let ratio = ratio_at_16k(&path);
+        eprintln!(
+            "{codec:?}: the room's recording at {rate} Hz: {found}/{} segments of the caller found, {ratio:.1} dB above 4 kHz",
+            voiced.len()
+        );
+        assert!(voiced.len() >= 3 && found * 10 >= voiced.len() * 8, "the caller is in the room's recording");
+        assert_band(codec, ratio, "the room's recording");
+        gw.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_room_with_a_g722_caller_is_recorded_at_16_khz() {
+        conference_recording(Codec::G722).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_room_of_pcmu_callers_is_recorded_at_8_khz() {
+        conference_recording(Codec::Pcmu).await;
     }
 }
