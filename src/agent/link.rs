@@ -87,7 +87,6 @@ impl Link {
         if protocol == StreamProtocol::AudioSocket {
             return Ok(Link::Socket(tcp, Decoder::new()));
         }
-        let tcp = DrainAware(tcp);
         let io: Box<dyn Io> = if tls {
             let name = rustls::pki_types::ServerName::try_from(bare_host.clone())
                 .map_err(|e| format!("bad TLS server name {bare_host}: {e}"))?;
@@ -193,91 +192,6 @@ impl Link {
     }
 }
 
-/// The agent's TCP stream under its WebSocket (or TLS): reads as tokio's
-/// `TcpStream` does, except that a read that returns less than it asked for
-/// also clears the socket's readiness. A TCP `recv` returns less than asked only
-/// when it emptied the receive queue, so the next read waits for the next epoll
-/// event instead of making a `read(2)` that fails with `EAGAIN`. tungstenite
-/// reads again after every message, so without this each message from the
-/// agent (50 a second per call) cost two reads (issue 20: the agent path's CPU).
-///
-/// No data is stranded: the readiness is cleared with the readiness event taken
-/// before the read (tokio's `try_io`), so an event that arrived since is kept,
-/// and data that arrives later brings a new event (epoll(7), edge-triggered).
-struct DrainAware(TcpStream);
-
-impl AsyncRead for DrainAware {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::io::Read as _;
-        use std::task::Poll;
-        let tcp = &self.0;
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        loop {
-            match tcp.poll_read_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let unfilled = buf.initialize_unfilled();
-            let want = unfilled.len();
-            let mut got = 0usize;
-            let read = tcp.try_io(tokio::io::Interest::READABLE, || {
-                let socket = socket2::SockRef::from(tcp);
-                got = (&*socket).read(unfilled)?;
-                if got > 0 && got < want {
-                    // Drained: tokio clears the readiness on WouldBlock; the bytes are kept.
-                    return Err(std::io::ErrorKind::WouldBlock.into());
-                }
-                Ok(())
-            });
-            match read {
-                Ok(()) => {
-                    buf.advance(got);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if got > 0 {
-                        buf.advance(got);
-                        return Poll::Ready(Ok(()));
-                    }
-                    // Nothing there after all: wait for the next event.
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for DrainAware {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -288,67 +202,4 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
         .map_err(|e| format!("no TLS trust roots: {e}"))?
         .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::pin::Pin;
-    use std::task::Context;
-    use std::time::Duration;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
-    use tokio::net::TcpListener;
-
-    use super::*;
-
-    /// A read that empties the socket leaves the next one waiting for the next
-    /// event (no `EAGAIN` read), and nothing sent in pieces of every size is lost
-    /// or reordered across those waits.
-    #[tokio::test]
-    async fn a_drained_socket_waits_for_its_next_event_and_loses_nothing() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let mut reader = DrainAware(client.unwrap());
-        let (mut writer, _) = server.unwrap();
-        writer.write_all(b"hello").await.unwrap();
-        let mut buf = [0u8; 64];
-        let mut got = Vec::new();
-        while got.len() < 5 {
-            let n = reader.read(&mut buf).await.unwrap();
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(got, b"hello");
-        let waker = futures_util::task::noop_waker();
-        let mut rb = ReadBuf::new(&mut buf);
-        let pending = Pin::new(&mut reader).poll_read(&mut Context::from_waker(&waker), &mut rb);
-        assert!(pending.is_pending(), "drained: waits for the next event");
-        // Pieces of 1 byte to 64 KiB, with pauses, read through small and large buffers.
-        let sent: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
-        let to_send = sent.clone();
-        let w = tokio::spawn(async move {
-            let mut at = 0;
-            for size in [1usize, 7, 63, 64, 65, 4096, 65_536].iter().cycle() {
-                if at >= to_send.len() {
-                    break;
-                }
-                let end = (at + size).min(to_send.len());
-                writer.write_all(&to_send[at..end]).await.unwrap();
-                at = end;
-                tokio::task::yield_now().await;
-            }
-            writer.shutdown().await.unwrap();
-        });
-        let mut received = Vec::new();
-        let mut small = [0u8; 64];
-        let n = reader.read(&mut small).await.unwrap();
-        received.extend_from_slice(&small[..n]);
-        tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut received))
-            .await
-            .expect("every byte arrives")
-            .unwrap();
-        w.await.unwrap();
-        assert_eq!(received.len(), sent.len());
-        assert!(received == sent, "the same bytes in the same order");
-    }
 }
