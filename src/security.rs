@@ -43,6 +43,9 @@ pub static RTP_FOREIGN_DROPPED: Counter = Counter::new();
 pub static RTCP_FOREIGN_DROPPED: Counter = Counter::new();
 /// Times a leg re-latched to a new source (signalled change, or silence + SDP match).
 pub static RTP_RELATCHED: Counter = Counter::new();
+/// RTP audio packets dropped because the latched peer sent audio faster than
+/// twice real time, beyond a 2 s burst (`media::leg::INBOUND_RATE`).
+pub static RTP_OVER_RATE_DROPPED: Counter = Counter::new();
 
 /// Digest authentication failures (wrong password, bad or replayed nonce).
 pub static SIP_AUTH_FAILURES: Counter = Counter::new();
@@ -75,7 +78,7 @@ pub static NOISE_SUPPRESSION_REFUSED: Counter = Counter::new();
 pub static API_CONNECTIONS_REFUSED: Counter = Counter::new();
 
 /// Every counter with its Prometheus name and help text, for `/metrics`.
-pub fn all() -> [(&'static str, &'static str, &'static Counter); 15] {
+pub fn all() -> [(&'static str, &'static str, &'static Counter); 16] {
     [
         (
             "sipbridge_rtp_foreign_packets_dropped_total",
@@ -88,6 +91,11 @@ pub fn all() -> [(&'static str, &'static str, &'static Counter); 15] {
             &RTCP_FOREIGN_DROPPED,
         ),
         ("sipbridge_rtp_relatched_total", "RTP legs that latched to a new source after the first.", &RTP_RELATCHED),
+        (
+            "sipbridge_rtp_over_rate_packets_dropped_total",
+            "RTP audio packets beyond twice real time from the latched peer, dropped.",
+            &RTP_OVER_RATE_DROPPED,
+        ),
         ("sipbridge_sip_auth_failures_total", "Failed SIP digest authentications.", &SIP_AUTH_FAILURES),
         ("sipbridge_sip_auth_bans_total", "Sources banned after repeated digest failures.", &SIP_AUTH_BANS),
         ("sipbridge_sip_banned_dropped_total", "SIP messages from banned sources, dropped.", &SIP_BANNED_DROPPED),

@@ -226,6 +226,8 @@ pub struct RtpSession {
     rtcp_latch: RtcpLatch,
     /// A foreign packet was logged (once per leg).
     foreign_logged: bool,
+    /// How much audio the peer may still deliver ahead of real time.
+    inbound_budget: InboundBudget,
     /// Times the RTP latch moved to another source.
     relatches: u64,
     /// RFC 3550 receiver statistics of the audio from the peer.
@@ -278,6 +280,7 @@ impl RtpSession {
             latch: Latch::new(latch, audio.remote_rtp, now),
             rtcp_latch: RtcpLatch::new(audio.remote_rtcp),
             foreign_logged: false,
+            inbound_budget: InboundBudget::default(),
             relatches: 0,
             audio,
             stats: ReceiverStats::new(audio.codec.rtp_clock_rate()),
@@ -405,6 +408,18 @@ impl RtpSession {
                 self.events.push_back(LegEvent::Dtmf(d.digit));
             }
             return Received::Event;
+        }
+        // Audio beyond twice real time (after a 2 s burst) is dropped here,
+        // before anything decodes, transcodes or relays it.
+        let units = u64::from(packet_units(self.audio.codec, p.payload()));
+        let clock = u64::from(self.audio.codec.rtp_clock_rate().max(1));
+        if !self.inbound_budget.take(units * 1_000_000_000 / clock, now) {
+            crate::security::RTP_OVER_RATE_DROPPED.inc();
+            if !self.inbound_budget.logged {
+                self.inbound_budget.logged = true;
+                tracing::warn!(?source, "RTP audio arriving faster than twice real time: the excess is dropped");
+            }
+            return Received::Nothing;
         }
         self.stats.on_packet(p.ssrc(), p.sequence_number(), p.timestamp(), now);
         Received::Audio { payload_offset: p.header_len(), payload_len: p.payload().len(), rtp_timestamp: p.timestamp() }
@@ -644,6 +659,52 @@ impl RtpSession {
                 "skip_packet_count": "0",
             },
         })
+    }
+}
+
+/// Audio a latched peer may deliver at once ahead of real time: what a network
+/// stall of this long releases in one burst still plays.
+pub const INBOUND_BURST: Duration = Duration::from_secs(2);
+/// Audio a latched peer may deliver per second of real time, sustained. More is
+/// a flood: on a G.722/Opus leg each packet is decoded (and, transcoded, up to six
+/// 20 ms Opus frames encoded for one 120 ms packet), so an unbounded peer could
+/// take a core of a small box by flooding its own call.
+pub const INBOUND_RATE: u64 = 2;
+/// The least media time a packet costs (2.5 ms, Opus's shortest frame, RFC 6716
+/// §2.1.4): tiny or unreadable packets are bounded to 800 a second too.
+const MIN_PACKET_NS: u64 = 2_500_000;
+
+/// A token bucket of media time, in nanoseconds: it refills at
+/// [`INBOUND_RATE`]× real time up to [`INBOUND_BURST`], and each audio packet
+/// takes its duration (at least [`MIN_PACKET_NS`]). Codec-independent, so a
+/// re-INVITE that changes the clock rate keeps it.
+#[derive(Debug, Default)]
+struct InboundBudget {
+    ns: u64,
+    at: Option<Instant>,
+    /// The first drop was logged (once per leg).
+    logged: bool,
+}
+
+impl InboundBudget {
+    /// Takes `cost_ns` of media time at `now`; `false` (nothing taken) when the
+    /// peer is beyond its budget.
+    fn take(&mut self, cost_ns: u64, now: Instant) -> bool {
+        let cap = INBOUND_BURST.as_nanos() as u64;
+        self.ns = match self.at {
+            None => cap,
+            Some(t) => {
+                let elapsed = u64::try_from(now.saturating_duration_since(t).as_nanos()).unwrap_or(u64::MAX);
+                self.ns.saturating_add(elapsed.saturating_mul(INBOUND_RATE)).min(cap)
+            }
+        };
+        self.at = Some(now);
+        let cost = cost_ns.max(MIN_PACKET_NS);
+        if self.ns < cost {
+            return false;
+        }
+        self.ns -= cost;
+        true
     }
 }
 
@@ -1066,5 +1127,90 @@ mod tests {
         far.update(no_events_audio, now);
         assert!(far.relay_from(&mut e, kind, p.b.audio()).is_none(), "dropped, not sent with an unknown type");
         assert_eq!(far.sent.packets, 2);
+    }
+
+    /// An RTP packet of `pt` from the peer with `payload`.
+    fn rtp_packet(seq: u16, ts: u32, pt: u8, payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0x80, pt, (seq >> 8) as u8, seq as u8];
+        b.extend(ts.to_be_bytes());
+        b.extend(0x1234_5678u32.to_be_bytes());
+        b.extend_from_slice(payload);
+        b
+    }
+
+    /// The latched peer's audio is taken up to twice real time after a 2 s
+    /// burst: a real-time stream and a stall's burst lose nothing; a flood of
+    /// 20 ms packets, of 1-byte packets or of 120 ms Opus packets is cut to the
+    /// budget before anything decodes it, and counted.
+    #[test]
+    fn audio_beyond_twice_real_time_is_dropped_before_it_costs_anything() {
+        let peer: SocketAddr = B.parse().unwrap();
+        let t0 = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let new = |audio| RtpSession::new(audio, LatchConfig::default(), Duration::from_secs(5), t0, wall);
+        let audio_of = |r: &Received| matches!(r, Received::Audio { .. });
+        // 60 s of 20 ms PCMU in real time, then a 2 s stall and its 100 packets at once.
+        let mut s = new(audio_to(B));
+        let mut seq = 0u16;
+        let mut taken = 0;
+        for k in 0..3000u32 {
+            let now = t0 + Duration::from_millis(20 * u64::from(k));
+            let r = s.handle_receive(Socket::Rtp, &rtp_packet(seq, k * 160, 0, &[0xff; 160]), peer, now);
+            taken += usize::from(audio_of(&r));
+            seq = seq.wrapping_add(1);
+        }
+        let after_stall = t0 + Duration::from_secs(62);
+        for k in 0..100u32 {
+            let r =
+                s.handle_receive(Socket::Rtp, &rtp_packet(seq, 480_000 + k * 160, 0, &[0xff; 160]), peer, after_stall);
+            taken += usize::from(audio_of(&r));
+            seq = seq.wrapping_add(1);
+        }
+        assert_eq!(taken, 3100, "real time and a 2 s burst: nothing dropped");
+
+        // A flood: 10 000 packets of 20 ms in one second (200 s of audio).
+        let before = crate::security::RTP_OVER_RATE_DROPPED.get();
+        let mut s = new(audio_to(B));
+        let taken = (0..10_000u32)
+            .filter(|&k| {
+                let now = t0 + Duration::from_micros(100 * u64::from(k));
+                let p = rtp_packet(k as u16, k * 160, 0, &[0xff; 160]);
+                audio_of(&s.handle_receive(Socket::Rtp, &p, peer, now))
+            })
+            .count();
+        // 2 s of burst plus 2 s per second of real time: 4 s = 200 packets.
+        assert!((195..=205).contains(&taken), "{taken} of 10 000 taken");
+        assert!(crate::security::RTP_OVER_RATE_DROPPED.get() >= before + 9_795, "counted");
+
+        // Tiny packets cost 2.5 ms each: 1 600 in that second.
+        let mut s = new(audio_to(B));
+        let taken = (0..10_000u32)
+            .filter(|&k| {
+                let now = t0 + Duration::from_micros(100 * u64::from(k));
+                audio_of(&s.handle_receive(Socket::Rtp, &rtp_packet(k as u16, k, 0, &[0xff]), peer, now))
+            })
+            .count();
+        assert!((1_590..=1_610).contains(&taken), "{taken} tiny packets taken");
+
+        // Opus: 120 ms packets (TOC config 3, SILK 60 ms, code 1: two frames) at
+        // 100 a second, 12x real time, for 2 s: 2 s + 4 s of budget = 50 packets.
+        let opus = NegotiatedAudio {
+            codec: AudioCodec::Opus,
+            payload_type: 111,
+            receive_payload_type: 111,
+            receive_telephone_event: None,
+            telephone_event: None,
+            ..audio_to(B)
+        };
+        assert_eq!(packet_units(AudioCodec::Opus, &[(3 << 3) | 1, 0, 0]), 120 * 48);
+        let mut s = new(opus);
+        let taken = (0..200u32)
+            .filter(|&k| {
+                let now = t0 + Duration::from_millis(10 * u64::from(k));
+                let p = rtp_packet(k as u16, k * 5760, 111, &[(3 << 3) | 1, 0, 0]);
+                audio_of(&s.handle_receive(Socket::Rtp, &p, peer, now))
+            })
+            .count();
+        assert!((49..=51).contains(&taken), "{taken} Opus packets of 120 ms taken");
     }
 }
