@@ -474,7 +474,8 @@ async fn a_16_khz_agent_hears_and_speaks_a_wideband_room_above_4_khz() {
     let leg_audio = sum(tone(1000.0, 16_000, AMPLITUDE, 16_000), tone(6000.0, 16_000, AMPLITUDE, 16_000));
     let (leg, handle) = join_wide(&rooms, "wide-agent", "leg", leg_audio, 11).await;
     assert_eq!(rooms.find("wide-agent").map(|r| r.wideband), Some(true));
-    let (mut port, mut agent) = pcm_pair(256, true, false);
+    // Deep enough for every chunk of the test (4 a frame): none is dropped.
+    let (mut port, mut agent) = pcm_pair(1024, true, false);
     port.sample_rate = 16_000;
     let _agent_handle = rooms.join("wide-agent", options(3), Participant::agent("agent", port)).await.unwrap();
     let agent_audio = sum(tone(5000.0, 16_000, AMPLITUDE, 16_000), tone(1800.0, 16_000, AMPLITUDE, 16_000));
