@@ -63,6 +63,26 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// `pcm` (PCM16 mono at 16000 Hz) as `L16Wide` chunks of at most
+    /// `CHUNK_BYTES / 2` samples, native byte order, their timestamps running on
+    /// from `rtp_timestamp` in 16 kHz samples. Built on the stack, one at a time.
+    pub fn wide(direction: Direction, rtp_timestamp: u32, pcm: &[i16]) -> impl Iterator<Item = Chunk> + '_ {
+        let per_chunk = CHUNK_BYTES / 2;
+        pcm.chunks(per_chunk).enumerate().map(move |(i, part)| {
+            let mut c = Chunk {
+                direction,
+                codec: ChunkFormat::L16Wide,
+                len: (part.len() * 2) as u16,
+                rtp_timestamp: rtp_timestamp.wrapping_add((i * per_chunk) as u32),
+                data: [0; CHUNK_BYTES],
+            };
+            for (bytes, s) in c.data.chunks_exact_mut(2).zip(part) {
+                bytes.copy_from_slice(&s.to_ne_bytes());
+            }
+            c
+        })
+    }
+
     /// The valid audio bytes.
     pub fn audio(&self) -> &[u8] {
         &self.data[..usize::from(self.len)]

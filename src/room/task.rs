@@ -221,18 +221,7 @@ fn send_frame(
     if rate == Rate::Narrowband {
         return !closed(chunks.try_send(chunk(direction, law, rtp_timestamp, pcm)), dropped);
     }
-    let per_chunk = CHUNK_BYTES / 2;
-    for (i, part) in pcm.chunks(per_chunk).enumerate() {
-        let mut c = Chunk {
-            direction,
-            codec: ChunkFormat::L16Wide,
-            len: (part.len() * 2) as u16,
-            rtp_timestamp: rtp_timestamp.wrapping_add((i * per_chunk) as u32),
-            data: [0; CHUNK_BYTES],
-        };
-        for (b, s) in c.data.chunks_exact_mut(2).zip(part) {
-            b.copy_from_slice(&s.to_ne_bytes());
-        }
+    for c in Chunk::wide(direction, rtp_timestamp, pcm) {
         if closed(chunks.try_send(c), dropped) {
             return false;
         }

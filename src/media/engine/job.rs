@@ -672,17 +672,10 @@ impl PcmJob {
 /// Hands 16 kHz PCM (`pcm`, starting at sample `position`) to the endpoint in
 /// [`ChunkFormat::L16Wide`] chunks (80 samples each).
 fn offer_wide(port: &PcmPort, direction: Direction, position: u32, pcm: &[i16], dropped: &mut u64) {
-    let mut ts = position;
-    for part in pcm.chunks(CHUNK_BYTES / 2) {
-        let mut c = Chunk { direction, codec: ChunkFormat::L16Wide, rtp_timestamp: ts, len: 0, data: [0; CHUNK_BYTES] };
-        for (bytes, s) in c.data.chunks_exact_mut(2).zip(part) {
-            bytes.copy_from_slice(&s.to_ne_bytes());
-        }
-        c.len = (part.len() * 2) as u16;
+    for c in Chunk::wide(direction, position, pcm) {
         if port.chunks.try_send(c).is_err() {
             *dropped += 1;
         }
-        ts = ts.wrapping_add(part.len() as u32);
     }
 }
 
