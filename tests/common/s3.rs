@@ -41,12 +41,31 @@ impl S3Server {
     /// Starts the server on `127.0.0.1:port` (its log is `dir/s3-<run>.log`) and
     /// returns once the bucket exists; panics with the log if it cannot start.
     pub fn start(dir: &Path, port: u16, run: u32) -> Self {
+        Self::start_holding(dir, port, run, None)
+    }
+
+    /// [`S3Server::start`], and with `hold = Some((suffix, n))` the UploadPart
+    /// requests of an object whose key ends in `suffix`, numbered above `n`, get
+    /// no answer: a [`S3Server::stop`] then surely lands in the middle of that
+    /// upload, however loaded the machine is.
+    pub fn start_holding(dir: &Path, port: u16, run: u32, hold: Option<(&str, u32)>) -> Self {
         let log = dir.join(format!("s3-{run}.log"));
         let mut cmd = Command::new(python());
-        cmd.arg(script())
-            .args(["serve", "--port", &port.to_string(), "--access-key", KEY, "--secret", SECRET, "--bucket", BUCKET])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
+        cmd.arg(script()).args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            KEY,
+            "--secret",
+            SECRET,
+            "--bucket",
+            BUCKET,
+        ]);
+        if let Some((suffix, n)) = hold {
+            cmd.arg("--hold-parts").arg(format!("{suffix}:{n}"));
+        }
+        cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap());
         let mut child = super::spawn_tied(cmd).expect("moto starts (scripts/setup-tests installs it)");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -66,11 +85,17 @@ impl S3Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGTERM by pid, and its exit; returns its request log.
+    /// SIGTERM by pid, and its exit (in-flight requests are cut); returns its
+    /// request log. Panics if it has not exited 10 s after the signal (it is
+    /// then killed, by pid, on drop).
     pub fn stop(mut self) -> String {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
             .unwrap();
-        self.child.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "moto did not exit 10 s after SIGTERM:\n{}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         self.log()
     }
 

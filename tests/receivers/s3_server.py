@@ -15,6 +15,16 @@ way S3 does, with botocore's own query signer, and answers 403 when it fails.
         bucket created with a signed CreateBucket (boto3); prints READY and
         serves until SIGTERM. The state is in memory: a restart starts empty
         (the test's "server lost everything" case) and creates the bucket again.
+        SIGTERM ends the process at once (in-flight requests are cut, as when a
+        server dies): it is blocked in every thread and taken with sigwait by
+        the main thread, because CPython runs a Python signal handler only in
+        the main thread, and a SIGTERM delivered to a server thread would wait
+        for a main thread that is asleep.
+
+        --hold-parts SUFFIX:N  an UploadPart of an object whose key ends in
+        SUFFIX, numbered above N, gets no answer (for at most 120 s, then 503
+        SlowDown): the test stops the server with that upload surely in the
+        middle, whatever the machine's load.
 
     s3_server.py objects --endpoint URL --access-key ... --secret ... --bucket B
         Every object of the bucket, downloaded with signed GetObject requests,
@@ -30,6 +40,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from urllib.parse import quote, unquote
 
 # Before moto is imported: authentication from the first request on.
@@ -161,7 +172,39 @@ class PresignedGet:
         return None, scope[2]
 
 
+class HoldParts:
+    """WSGI layer: UploadPart requests of the held key above part N wait for
+    the process to end (at most HOLD_SECONDS, then S3's 503 SlowDown)."""
+
+    HOLD_SECONDS = 120
+
+    def __init__(self, app, spec):
+        self.app = app
+        self.suffix, _, after = spec.rpartition(":")
+        self.after = int(after)
+
+    def __call__(self, environ, start_response):
+        params = dict(p.partition("=")[::2] for p in environ.get("QUERY_STRING", "").split("&") if p)
+        part = params.get("partNumber", "")
+        held = (
+            environ["REQUEST_METHOD"] == "PUT"
+            and environ["PATH_INFO"].endswith(self.suffix)
+            and part.isdigit()
+            and int(part) > self.after
+        )
+        if not held:
+            return self.app(environ, start_response)
+        print(f"holding {environ['PATH_INFO']} part {part}", file=sys.stderr, flush=True)
+        time.sleep(self.HOLD_SECONDS)
+        body = b"<Error><Code>SlowDown</Code><Message>held by the test server</Message></Error>"
+        start_response("503 Service Unavailable", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
 def serve(args):
+    # Before any thread starts (threads inherit the mask): SIGTERM stays pending
+    # until the sigwait below, whichever thread the kernel picks.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.iam.models import iam_backends
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -169,6 +212,8 @@ def serve(args):
 
     # What moto's ThreadedMotoServer does, with PresignedGet in front.
     app = PresignedGet(DomainDispatcherApplication(create_backend_app), args.access_key, args.secret)
+    if args.hold_parts:
+        app = HoldParts(app, args.hold_parts)
     server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=MotoRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     iam = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
@@ -179,10 +224,9 @@ def serve(args):
     iam.put_user_policy("sipbridge", "s3", POLICY)
     client(f"http://127.0.0.1:{args.port}", args.access_key, args.secret).create_bucket(Bucket=args.bucket)
     print("READY", flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    done.wait()
-    server.shutdown()
+    signal.sigwait({signal.SIGTERM})
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def objects(args):
@@ -202,6 +246,7 @@ def main():
     p.add_argument("--access-key", required=True)
     p.add_argument("--secret", required=True)
     p.add_argument("--bucket", required=True)
+    p.add_argument("--hold-parts", metavar="SUFFIX:N")
     args = p.parse_args()
     serve(args) if args.command == "serve" else objects(args)
 
