@@ -152,6 +152,7 @@ async fn check_uploaded(gw: &Gateway, s3: &S3Server, saved: &Value, bytes: &[u8]
     assert_eq!(objects.keys().collect::<Vec<_>>(), [&key], "{objects:?}");
     assert_eq!(objects[&key]["sha256"], sha, "the object is the WAV the daemon wrote");
     assert_eq!(objects[&key]["size"], bytes.len());
+    assert_eq!(objects[&key]["content_type"], "audio/wav", "stored with its media type");
 
     // The presigned URL, as a backend would use it: a plain GET, no credentials.
     let url = up["recording_urls"]["wav"].as_str().unwrap();
@@ -163,6 +164,8 @@ async fn check_uploaded(gw: &Gateway, s3: &S3Server, saved: &Value, bytes: &[u8]
     let http = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build().unwrap();
     let resp = http.get(url).send().await.expect("the S3 server answers");
     assert_eq!(resp.status().as_u16(), 200, "presigned GET: {:?}", resp.text().await);
+    let served_as = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(served_as.as_deref(), Some("audio/wav"), "a browser plays it inline");
     let body = resp.bytes().await.unwrap().to_vec();
     assert_eq!(sha256(&body), sha, "the presigned URL serves the WAV the daemon wrote");
     let wav = hound::WavReader::new(std::io::Cursor::new(&body)).expect("a WAV");

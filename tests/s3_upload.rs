@@ -181,6 +181,7 @@ async fn recordings_reach_the_bucket_through_wrong_credentials_a_crash_and_a_ser
     let objects = server.objects();
     let third_key = &done.object_key;
     assert_eq!(objects[third_key.as_str()]["sha256"], third_sha.as_str(), "{objects:?}");
+    assert_eq!(objects[third_key.as_str()]["content_type"], "audio/wav", "set by CreateMultipartUpload");
     assert!(third_key.starts_with("shop-1/") && third_key.ends_with("/rec-third.wav"), "{third_key}");
     let _ = (big_sha, small_sha); // their objects went with the first server's memory
 

@@ -189,6 +189,7 @@ impl S3Client {
         method: reqwest::Method,
         key: &str,
         query: &[(&str, &str)],
+        content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<reqwest::Response, S3Error> {
         let mut url = self.object_url(key)?;
@@ -202,19 +203,27 @@ impl S3Client {
         };
         let payload = sha256_hex(&body);
         let date = amz_date(SystemTime::now());
+        // Signed headers, sorted by name (SigV4's canonical request).
+        let mut signed = Vec::with_capacity(4);
+        if let Some(ct) = content_type {
+            signed.push(("content-type", ct));
+        }
+        signed.extend([("host", host.as_str()), ("x-amz-content-sha256", &payload), ("x-amz-date", &date)]);
         let auth = authorization(
             method.as_str(),
             &url,
-            &[("host", &host), ("x-amz-content-sha256", &payload), ("x-amz-date", &date)],
+            &signed,
             &payload,
             self.credentials.key(),
             self.credentials.secret(),
             &self.region,
             &date,
         );
-        let resp = self
-            .http
-            .request(method, url)
+        let mut request = self.http.request(method, url);
+        if let Some(ct) = content_type {
+            request = request.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        let resp = request
             .header("x-amz-content-sha256", payload)
             .header("x-amz-date", date)
             .header(reqwest::header::AUTHORIZATION, auth)
@@ -238,14 +247,17 @@ impl S3Client {
         Err(S3Error::Service { status, hint: hint_for(&code), code, message })
     }
 
-    /// `PutObject` of `body` at `key`.
+    /// `PutObject` of `body` at `key`, stored with the `Content-Type` of the
+    /// key's extension ([`content_type`]).
     pub async fn put_object(&self, key: &str, body: Vec<u8>) -> Result<(), S3Error> {
-        self.send(reqwest::Method::PUT, key, &[], body).await.map(drop)
+        self.send(reqwest::Method::PUT, key, &[], Some(content_type(key)), body).await.map(drop)
     }
 
-    /// `CreateMultipartUpload` at `key`; the `UploadId`.
+    /// `CreateMultipartUpload` at `key` (the object's `Content-Type` is set
+    /// here, from the key's extension); the `UploadId`.
     pub async fn create_multipart(&self, key: &str) -> Result<String, S3Error> {
-        let resp = self.send(reqwest::Method::POST, key, &[("uploads", "")], Vec::new()).await?;
+        let resp =
+            self.send(reqwest::Method::POST, key, &[("uploads", "")], Some(content_type(key)), Vec::new()).await?;
         let xml = resp.text().await.map_err(|e| S3Error::Network(error_chain(&e)))?;
         let parsed = rusty_s3::actions::CreateMultipartUpload::parse_response(&xml)
             .map_err(|e| S3Error::Protocol(format!("CreateMultipartUpload: {e}")))?;
@@ -261,8 +273,8 @@ impl S3Client {
         body: Vec<u8>,
     ) -> Result<String, S3Error> {
         let n = part_number.to_string();
-        let resp =
-            self.send(reqwest::Method::PUT, key, &[("partNumber", n.as_str()), ("uploadId", upload_id)], body).await?;
+        let query = [("partNumber", n.as_str()), ("uploadId", upload_id)];
+        let resp = self.send(reqwest::Method::PUT, key, &query, None, body).await?;
         resp.headers()
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
@@ -280,7 +292,7 @@ impl S3Client {
             etags.iter().map(String::as_str),
         )
         .body();
-        let resp = self.send(reqwest::Method::POST, key, &[("uploadId", upload_id)], body.into_bytes()).await?;
+        let resp = self.send(reqwest::Method::POST, key, &[("uploadId", upload_id)], None, body.into_bytes()).await?;
         // S3 may answer 200 with an <Error> body when the completion failed late.
         let text = resp.text().await.map_err(|e| S3Error::Network(error_chain(&e)))?;
         if text.contains("<Error>") {
@@ -291,8 +303,20 @@ impl S3Client {
 
     /// `GetObject` of `key` (signed in the header), the whole body.
     pub async fn get_object(&self, key: &str) -> Result<Vec<u8>, S3Error> {
-        let resp = self.send(reqwest::Method::GET, key, &[], Vec::new()).await?;
+        let resp = self.send(reqwest::Method::GET, key, &[], None, Vec::new()).await?;
         resp.bytes().await.map(|b| b.to_vec()).map_err(|e| S3Error::Network(error_chain(&e)))
+    }
+}
+
+/// The `Content-Type` a recording is stored (and later served, to a presigned
+/// GET) with, by the key's extension: `audio/wav` for `.wav`, `audio/mpeg` for
+/// `.mp3` (RFC 3003), `application/octet-stream` otherwise (S3's own default).
+pub fn content_type(key: &str) -> &'static str {
+    let ext = key.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("wav") => "audio/wav",
+        Some("mp3") => "audio/mpeg",
+        _ => "application/octet-stream",
     }
 }
 
@@ -313,6 +337,13 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recordings_are_stored_with_their_media_type() {
+        assert_eq!(content_type("node/2026/12/06/v3:abc/rec-1.wav"), "audio/wav");
+        assert_eq!(content_type("rec-1.MP3"), "audio/mpeg");
+        assert_eq!(content_type("rec.d/rec-1"), "application/octet-stream");
+    }
 
     /// AWS's worked example "GET Object" (Signature Calculations for the
     /// Authorization Header, Amazon S3 API Reference): the signature AWS publishes.

@@ -100,7 +100,7 @@ impl S3Server {
     }
 
     /// Every object in the bucket, downloaded (signed GetObject): key → `{"size",
-    /// "sha256"}`.
+    /// "sha256", "content_type"}`.
     pub fn objects(&self) -> serde_json::Map<String, Value> {
         let out = Command::new(python())
             .arg(script())

@@ -28,7 +28,7 @@ way S3 does, with botocore's own query signer, and answers 403 when it fails.
 
     s3_server.py objects --endpoint URL --access-key ... --secret ... --bucket B
         Every object of the bucket, downloaded with signed GetObject requests,
-        as JSON {key: {"size": n, "sha256": hex}} on stdout.
+        as JSON {key: {"size": n, "sha256": hex, "content_type": ...}} on stdout.
 """
 
 import argparse
@@ -233,8 +233,13 @@ def objects(args):
     s3 = client(args.endpoint, args.access_key, args.secret)
     out = {}
     for o in s3.list_objects_v2(Bucket=args.bucket).get("Contents", []):
-        body = s3.get_object(Bucket=args.bucket, Key=o["Key"])["Body"].read()
-        out[o["Key"]] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        got = s3.get_object(Bucket=args.bucket, Key=o["Key"])
+        body = got["Body"].read()
+        out[o["Key"]] = {
+            "size": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "content_type": got.get("ContentType"),
+        }
     json.dump(out, sys.stdout)
 
 
