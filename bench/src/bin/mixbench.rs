@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use sipbridge::media::engine::Engine;
 use sipbridge::media::g711::G711;
-use sipbridge::media::pcm::{CHUNK_BYTES, Chunk, Direction, PcmPort, room_pair};
+use sipbridge::media::pcm::{CHUNK_BYTES, Chunk, ChunkFormat, Direction, PcmPort, room_pair};
 use sipbridge::media::transcode::RateConverter;
 use sipbridge::room::jitter::{DEFAULT_TARGET_DELAY, JitterBuffer};
 use sipbridge::room::mixer::{Mixer, Rate, Role};
@@ -218,7 +218,7 @@ async fn feed(mut ports: Vec<PcmPort>, stop: Instant) -> u64 {
         for (i, port) in ports.iter_mut().enumerate() {
             let mut c = Chunk {
                 direction: Direction::Heard,
-                codec: G711::Pcmu,
+                codec: ChunkFormat::G711(G711::Pcmu),
                 len: 160,
                 rtp_timestamp: (t as u32).wrapping_mul(160).wrapping_add(i as u32 * 7919),
                 data: [0; CHUNK_BYTES],
