@@ -66,6 +66,11 @@ def client(endpoint, access_key, secret):
     )
 
 
+def query_pairs(environ):
+    """The request's query string as (name, value) pairs, still percent-encoded."""
+    return [p.partition("=")[::2] for p in environ.get("QUERY_STRING", "").split("&") if p]
+
+
 class PresignedGet:
     """WSGI layer in front of moto for GET/HEAD requests signed in the query
     string (presigned URLs), which moto's authentication does not read.
@@ -88,8 +93,7 @@ class PresignedGet:
         self.secret = secret
 
     def __call__(self, environ, start_response):
-        query = environ.get("QUERY_STRING", "")
-        pairs = [p.partition("=")[::2] for p in query.split("&") if p]
+        pairs = query_pairs(environ)
         if not any(k == "X-Amz-Signature" for k, _ in pairs):
             return self.app(environ, start_response)
         method = environ["REQUEST_METHOD"]
@@ -184,7 +188,7 @@ class HoldParts:
         self.after = int(after)
 
     def __call__(self, environ, start_response):
-        params = dict(p.partition("=")[::2] for p in environ.get("QUERY_STRING", "").split("&") if p)
+        params = dict(query_pairs(environ))
         part = params.get("partNumber", "")
         held = (
             environ["REQUEST_METHOD"] == "PUT"
