@@ -157,16 +157,7 @@ impl Daemon {
 
     /// Waits at most `limit` for the process to exit.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child(&mut self.child, limit)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -275,6 +266,21 @@ pub fn process_tree(root: u32) -> Vec<nix::unistd::Pid> {
 /// A port that is free for both UDP and TCP on 127.0.0.1 right now (the kernel
 /// picks it; the socket is closed again, so a small race remains, acceptable for
 /// loopback tests whose ports come from the ephemeral range).
+/// Waits at most `limit` for `child` to exit (polled every 20 ms); `None` if it
+/// is still running then.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn free_port() -> u16 {
     for _ in 0..50 {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -332,17 +338,13 @@ impl Sipp {
 
     /// Waits at most `limit`; returns SIPp's exit code (0 = every call passed).
     pub fn wait(&mut self, limit: Duration) -> i32 {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code().unwrap_or(-1);
-            }
-            if Instant::now() >= deadline {
+        match wait_child(&mut self.child, limit) {
+            Some(st) => st.code().unwrap_or(-1),
+            None => {
                 let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
                 let _ = self.child.wait();
-                return -2;
+                -2
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

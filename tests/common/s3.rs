@@ -91,11 +91,8 @@ impl S3Server {
     pub fn stop(mut self) -> String {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(std::time::Instant::now() < deadline, "moto did not exit 10 s after SIGTERM:\n{}", self.log());
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let exited = super::wait_child(&mut self.child, std::time::Duration::from_secs(10));
+        assert!(exited.is_some(), "moto did not exit 10 s after SIGTERM:\n{}", self.log());
         self.log()
     }
 
