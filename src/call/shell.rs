@@ -569,6 +569,14 @@ impl<S: Signalling> Shell<S> {
     async fn finish(mut self) {
         // A detection still running ends without a result (none after call.hangup).
         drop(self.amd_run.take());
+        // The recordings end at the hangup: not once the agent's WebSocket has
+        // closed (up to 3 s) or the media tasks have stopped, and not once the
+        // hangups below are committed (that waits for the store's group commit).
+        let span = self.recorder.as_mut().and_then(|r| r.record_stop());
+        let relay_recording = self.recording.take();
+        if let Some(r) = &relay_recording {
+            r.end_at(Instant::now());
+        }
         self.leg_control().playbacks_hung_up();
         if let Some(agent) = self.agent.take() {
             agent.stop().await;
@@ -579,13 +587,6 @@ impl<S: Signalling> Shell<S> {
         };
         let (near_quality, near_samples) = self.leg_quality(LegId::Near, near_report);
         let (far_quality, far_samples) = self.leg_quality(LegId::Far, far_report);
-        // The recordings end with the media, not once the hangups below are
-        // committed (that waits for the store's group commit).
-        let span = self.recorder.as_mut().and_then(|r| r.record_stop());
-        let relay_recording = self.recording.take();
-        if let Some(r) = &relay_recording {
-            r.end_at(Instant::now());
-        }
         if let Some(far) = self.far.as_mut() {
             far.finish().await;
             if let Some(e) = self.core.hangup_event(LegId::Far, SystemTime::now(), far_quality) {

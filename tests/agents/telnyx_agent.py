@@ -34,7 +34,7 @@ Non-JSON text is recorded as {"_raw": text, "_t"}, binary frames as
 
 Usage: telnyx_agent.py --mode echo --log out.jsonl [--port 0] [--host 127.0.0.1]
        [--prompt F.wav] [--clear-after 1.0] [--drop-after S] [--max-seconds 120]
-       [--require-token TOKEN] [--frame-ms 20]
+       [--require-token TOKEN] [--frame-ms 20] [--stall AT FOR]
 """
 
 import argparse
@@ -460,6 +460,7 @@ class Session:
         self.sent_marks = []
         self.start_msg = None
         self.aborted = False
+        self.stalled = False
 
     def t(self):
         return round(now() - self.t0, 6)
@@ -507,6 +508,13 @@ class Session:
     async def on_message(self, msg):
         mode = self.args.mode
         event = msg.get("event")
+        stall_at, stall_for = self.args.stall
+        if stall_for > 0 and not self.stalled and self.t() >= stall_at:
+            # A busy agent: its whole event loop blocks (a close handshake
+            # started meanwhile waits too).
+            self.stalled = True
+            self.entry["agent_notes"].append(f"stalled {stall_for} s at {self.t():.3f}")
+            time.sleep(stall_for)
         if event == "start" and self.start_msg is None:
             self.start_msg = msg
             if mode == "prompt-echo":
@@ -684,6 +692,9 @@ def parse_args(argv=None):
                    help="mark-clear: seconds after `start` to send `clear`")
     p.add_argument("--drop-after", type=float, default=2.0,
                    help="drop-after: seconds after the connection opens to abort it")
+    p.add_argument("--stall", type=float, nargs=2, default=(0.0, 0.0), metavar=("AT", "FOR"),
+                   help="a busy agent: at the first message AT s into a connection, "
+                        "block the event loop FOR s")
     p.add_argument("--max-seconds", type=float, default=120.0,
                    help="exit by itself after this long")
     p.add_argument("--require-token",

@@ -323,7 +323,10 @@ impl Sipp {
     /// Starts `sipp` with `args` in `dir` (logs go there).
     pub fn start(dir: &Path, name: &str, args: &[String]) -> Self {
         let mut cmd = Command::new("sipp");
+        // SIPp stamps its trace in local time: UTC makes the stamps comparable
+        // with the daemon's (webhook times are UTC).
         cmd.current_dir(dir)
+            .env("TZ", "UTC")
             .args(args)
             .args(["-nostdin", "-trace_err", "-error_file"])
             .arg(dir.join(format!("{name}.errors.log")))
