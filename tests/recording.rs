@@ -56,6 +56,19 @@ fn script(audio: Vec<i16>, send_ms: u64, total_ms: u64, gaps: Vec<(usize, usize)
     }
 }
 
+/// One call from SIPp and the test's RTP phone to the box at `gw` (SIPp hangs up
+/// `hold_ms` after the answer; the phone plays `s`): asserts that SIPp saw it
+/// complete, and returns the packets the phone received.
+async fn call(dir: &Path, gw: &Gateway, hold_ms: u64, s: Script) -> Vec<Packet> {
+    let (d, port) = (dir.to_path_buf(), gw.sip_port);
+    let (code, report, mut received) =
+        tokio::task::spawn_blocking(move || place_calls(&d, port, "127.0.0.1", "+13125550100", hold_ms, vec![s]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "the call completes: {report}");
+    received.remove(0)
+}
+
 // ---------------------------------------------------------------------------
 // Signal measurements
 
@@ -189,17 +202,10 @@ async fn the_wav_holds_the_callers_speech_left_and_its_echo_right_for_the_record
     let gw = start(dir.path(), &dir.path().join("recordings"), true);
     let speech = speech();
     let sent_ms = (speech.len() / 8) as u64;
-    let (d, port, audio) = (dir.path().to_path_buf(), gw.sip_port, speech.clone());
-    let (code, report, received) = tokio::task::spawn_blocking(move || {
-        // The phone sends the speech once, then listens until the echo ends; SIPp
-        // hangs up 0.5 s after the last packet.
-        let s = script(audio, sent_ms, sent_ms + 300, vec![]);
-        place_calls(&d, port, "127.0.0.1", "+13125550100", sent_ms + 500, vec![s])
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, 0, "{report}");
-    assert!(loud(&received[0]) >= 150, "the caller heard the echo: {} loud packets", loud(&received[0]));
+    // The phone sends the speech once, then listens until the echo ends; SIPp
+    // hangs up 0.5 s after the last packet.
+    let received = call(dir.path(), &gw, sent_ms + 500, script(speech.clone(), sent_ms, sent_ms + 300, vec![])).await;
+    assert!(loud(&received) >= 150, "the caller heard the echo: {} loud packets", loud(&received));
 
     let rec = Recorded::of_the_call(&gw, dir.path()).await;
     let (file, event, sipp, sox) = rec.check_duration();
@@ -256,13 +262,7 @@ async fn two_seconds_without_rtp_are_two_seconds_of_silence_not_a_gap() {
     // 6 s of speech with nothing sent in packets 100..200 (2 s → 4 s of the phone's clock).
     let audio: Vec<i16> = speech.iter().cycle().take(6 * 8000).copied().collect();
     let gap = (100usize, 200usize);
-    let (d, port, a) = (dir.path().to_path_buf(), gw.sip_port, audio.clone());
-    let (code, report, _) = tokio::task::spawn_blocking(move || {
-        place_calls(&d, port, "127.0.0.1", "+13125550100", 6500, vec![script(a, 6000, 6300, vec![gap])])
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, 0, "{report}");
+    call(dir.path(), &gw, 6500, script(audio.clone(), 6000, 6300, vec![gap])).await;
     let rec = Recorded::of_the_call(&gw, dir.path()).await;
     let (file, event, sipp, _) = rec.check_duration();
 
@@ -320,14 +320,8 @@ async fn an_agent_slow_to_close_does_not_stretch_the_recording_past_the_bye() {
         .webhooks("")
         .start();
     let audio: Vec<i16> = speech().into_iter().take(3 * 8000).collect();
-    let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
-    let (code, report, received) = tokio::task::spawn_blocking(move || {
-        place_calls(&d, port, "127.0.0.1", "+13125550100", 3500, vec![script(audio, 3000, 3300, vec![])])
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, 0, "{report}");
-    assert!(loud(&received[0]) >= 20, "the agent echoed: {} loud packets", loud(&received[0]));
+    let received = call(dir.path(), &gw, 3500, script(audio, 3000, 3300, vec![])).await;
+    assert!(loud(&received) >= 20, "the agent echoed: {} loud packets", loud(&received));
     let rec = Recorded::of_the_call(&gw, dir.path()).await;
     let (file, event, sipp, _) = rec.check_duration();
     let conns = agent.wait_connections(1, WAIT);
@@ -503,14 +497,8 @@ async fn an_unwritable_recording_dir_leaves_the_call_working_and_says_why() {
         }
     };
     let gw = start(dir.path(), &rec_dir, true);
-    let (d, port, audio) = (dir.path().to_path_buf(), gw.sip_port, speech());
-    let (code, report, received) = tokio::task::spawn_blocking(move || {
-        place_calls(&d, port, "127.0.0.1", "+13125550100", 3000, vec![script(audio, 2500, 2800, vec![])])
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, 0, "the call completes: {report}");
-    assert!(loud(&received[0]) >= 60, "the caller heard the echo: {} loud packets", loud(&received[0]));
+    let received = call(dir.path(), &gw, 3000, script(speech(), 2500, 2800, vec![])).await;
+    assert!(loud(&received) >= 60, "the caller heard the echo: {} loud packets", loud(&received));
     let bodies = gw.events("call.hangup", |b| b.iter().any(|x| event_type(x) == "call.hangup")).await;
     let hangup = payload(bodies.iter().find(|b| event_type(b) == "call.hangup").unwrap());
     assert_eq!(hangup["hangup_cause"], "normal_clearing");
