@@ -132,6 +132,8 @@ struct Recorded {
     invite_sent: SystemTime,
     ack_sent: SystemTime,
     bye_sent: SystemTime,
+    /// `call.hangup`'s `end_time`.
+    hangup_end: SystemTime,
 }
 
 impl Recorded {
@@ -142,6 +144,7 @@ impl Recorded {
         let types: Vec<&str> = bodies.iter().map(event_type).filter(|t| t.starts_with("call.")).collect();
         assert_eq!(types, ["call.initiated", "call.answered", "call.hangup", "call.recording.saved"], "{types:?}");
         let saved = payload(bodies.iter().find(|b| event_type(b) == "call.recording.saved").unwrap()).clone();
+        let hangup_end = time(payload(bodies.iter().find(|b| event_type(b) == "call.hangup").unwrap()), "end_time");
         let path = PathBuf::from(saved["file_path"].as_str().unwrap());
         assert!(path.starts_with(&gw.recordings), "{path:?}");
         assert!(files_ending(&gw.recordings, ".part").is_empty(), "no .part left after the call");
@@ -154,7 +157,7 @@ impl Recorded {
         let trace = traces(dir);
         let (invite_sent, ack_sent, bye_sent) =
             (sipp_sent_at(&trace, "INVITE "), sipp_sent_at(&trace, "ACK "), sipp_sent_at(&trace, "BYE "));
-        Self { saved, path, left, right, invite_sent, ack_sent, bye_sent }
+        Self { saved, path, left, right, invite_sent, ack_sent, bye_sent, hangup_end }
     }
 
     /// Checks the file's duration against the event, SIPp and sox; returns
@@ -186,6 +189,14 @@ impl Recorded {
         };
         within(started, self.invite_sent, self.ack_sent + s, "start (SIPp's INVITE .. its ACK + 1 s)");
         within(ended, self.bye_sent, self.bye_sent + s, "end (SIPp's BYE .. + 1 s)");
+        // The call's `end_time` is the hangup too (the recording ends with it).
+        let hangup_end = self.hangup_end;
+        assert!(
+            hangup_end + Duration::from_millis(1) >= self.bye_sent && hangup_end < self.bye_sent + s,
+            "call.hangup's end_time {hangup_end:?} is not within 1 s after SIPp's BYE {:?}",
+            self.bye_sent
+        );
+        assert!(ended <= hangup_end + slack, "the recording ends by the call's end_time");
         let sipp = secs(self.bye_sent.duration_since(self.ack_sent).unwrap());
         (file, event, sipp, sox)
     }
@@ -307,9 +318,10 @@ async fn two_seconds_without_rtp_are_two_seconds_of_silence_not_a_gap() {
 
 /// An agent slow to close its WebSocket (its event loop blocked from 2 s into
 /// the stream to 5 s, over the BYE at 3.5 s; the box waits up to 2 s for the
-/// close) does not stretch the recording: the span ends at the BYE.
+/// close) stretches neither the recording nor the call's `end_time`: both end
+/// at the BYE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_slow_to_close_does_not_stretch_the_recording_past_the_bye() {
+async fn an_agent_slow_to_close_does_not_stretch_the_recording_or_the_call_past_the_bye() {
     let dir = tempfile::tempdir().unwrap();
     let agent = common::agent::PyAgent::start(dir.path(), "agent", "echo", &["--stall", "2.0", "3.0"]);
     let gw = Gateway::builder(dir.path())

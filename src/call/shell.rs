@@ -569,9 +569,12 @@ impl<S: Signalling> Shell<S> {
     async fn finish(mut self) {
         // A detection still running ends without a result (none after call.hangup).
         drop(self.amd_run.take());
-        // The recordings end at the hangup: not once the agent's WebSocket has
-        // closed (up to 3 s) or the media tasks have stopped, and not once the
-        // hangups below are committed (that waits for the store's group commit).
+        // The call ended now: its `end_time` (webhook and call record) and its
+        // recordings end here, not once the agent's WebSocket has closed (up to
+        // 3 s), the media tasks have stopped and the far leg's BYE has been
+        // answered, nor once the hangups below are committed (that waits for
+        // the store's group commit).
+        let end_time = SystemTime::now();
         let span = self.recorder.as_mut().and_then(|r| r.record_stop());
         let relay_recording = self.recording.take();
         if let Some(r) = &relay_recording {
@@ -589,14 +592,14 @@ impl<S: Signalling> Shell<S> {
         let (far_quality, far_samples) = self.leg_quality(LegId::Far, far_report);
         if let Some(far) = self.far.as_mut() {
             far.finish().await;
-            if let Some(e) = self.core.hangup_event(LegId::Far, SystemTime::now(), far_quality) {
+            if let Some(e) = self.core.hangup_event(LegId::Far, end_time, far_quality) {
                 log_hangup(self.core.info(LegId::Far), &self.core, LegId::Far);
                 let _ = self.ctx.events.emit_durable(e.with_quality_samples(far_samples)).await;
             }
         }
         self.near.finish().await;
         log_hangup(self.core.info(LegId::Near), &self.core, LegId::Near);
-        if let Some(e) = self.core.hangup_event(LegId::Near, SystemTime::now(), near_quality) {
+        if let Some(e) = self.core.hangup_event(LegId::Near, end_time, near_quality) {
             // The call counts as ended once its hangup is committed (webhook outbox
             // and call record); only then is its permit released. The quality
             // series goes to the call record only, never into the webhook.
