@@ -911,6 +911,15 @@ impl CallRecorder {
         Ok(self.active.insert(rec).path())
     }
 
+    /// Ends the running span at `at` without stopping it (the first end wins:
+    /// a later [`Self::record_stop`] keeps this one); the tap stays attached,
+    /// and audio after `at` is cut. Nothing when no span runs.
+    pub fn end_at(&self, at: Instant) {
+        if let Some(rec) = &self.active {
+            rec.end_at(at);
+        }
+    }
+
     /// Stops the running span now (`record_stop`, or hangup): the tap is
     /// detached at once and the span's end fixed; finish the returned span with
     /// [`CallRecording::stop_blocking`] off the reactor and emit

@@ -123,6 +123,9 @@ pub struct Shell<S: Signalling> {
     amd_run: Option<super::amd::AmdRun>,
     /// A forwarded call's recording (of the relay).
     recording: Option<CallRecording>,
+    /// When the call ended: the first moment its near leg had a hangup
+    /// ([`Self::mark_end`]); `call.hangup`'s `end_time`.
+    end_time: Option<SystemTime>,
     relay: Option<Relay>,
     room: Option<super::rooms::Membership>,
     media_events: Option<tokio::sync::mpsc::UnboundedReceiver<LegEvent>>,
@@ -165,6 +168,7 @@ impl<S: Signalling> Shell<S> {
             recorder: None,
             amd_run: None,
             recording: None,
+            end_time: None,
             relay: None,
             room: None,
             media_events: None,
@@ -323,6 +327,9 @@ impl<S: Signalling> Shell<S> {
     /// Carries out everything the core has asked for.
     async fn drain(&mut self) {
         while let Some(out) = self.core.poll() {
+            // Before the BYE or CANCEL that a hangup asks for is carried out (a
+            // BYE's transaction waits up to 32 s for a peer that does not answer).
+            self.mark_end();
             match out {
                 Output::Sip(leg, s) => {
                     let info = self.core.info(leg).cloned();
@@ -564,17 +571,35 @@ impl<S: Signalling> Shell<S> {
         }
     }
 
+    /// Fixes the call's end the first time its near leg has a hangup (the core
+    /// decided it or learned it from the peer): `call.hangup`'s `end_time`, and
+    /// the end of the running recordings (first end wins, so stopping them later
+    /// cuts them here).
+    fn mark_end(&mut self) {
+        if self.end_time.is_some() || self.core.hangup(LegId::Near).is_none() {
+            return;
+        }
+        let at = Instant::now();
+        self.end_time = Some(SystemTime::now());
+        if let Some(r) = &self.recorder {
+            r.end_at(at);
+        }
+        if let Some(r) = &self.recording {
+            r.end_at(at);
+        }
+    }
+
     /// Media stopped, each leg's hangup committed (far first), recordings
     /// saved, then the permit released.
     async fn finish(mut self) {
         // A detection still running ends without a result (none after call.hangup).
         drop(self.amd_run.take());
-        // The call ended now: its `end_time` (webhook and call record) and its
-        // recordings end here, not once the agent's WebSocket has closed (up to
-        // 3 s), the media tasks have stopped and the far leg's BYE has been
-        // answered, nor once the hangups below are committed (that waits for
-        // the store's group commit).
-        let end_time = SystemTime::now();
+        // The call's end was fixed when its hangup was decided or learned: not
+        // once the agent's WebSocket has closed (up to 3 s), the media tasks
+        // have stopped and the far leg's BYE has been answered, nor once the
+        // hangups below are committed (that waits for the store's group commit).
+        self.mark_end();
+        let end_time = self.end_time.unwrap_or_else(SystemTime::now);
         let span = self.recorder.as_mut().and_then(|r| r.record_stop());
         let relay_recording = self.recording.take();
         if let Some(r) = &relay_recording {

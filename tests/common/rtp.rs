@@ -273,12 +273,26 @@ pub fn place_calls_from(
     scripts: Vec<Script>,
     callers: &[String],
 ) -> (i32, String, Vec<Vec<Packet>>) {
+    let template = std::fs::read_to_string(scenario("uac_agent.xml.in")).unwrap();
+    place_calls_in(dir, port, local_ip, number, &template.replace("@HOLD_MS@", &hold_ms.to_string()), scripts, callers)
+}
+
+/// [`place_calls_from`] with SIPp playing `scenario_xml` (a variant of
+/// `uac_agent.xml.in`, its hold already filled in).
+pub fn place_calls_in(
+    dir: &std::path::Path,
+    port: u16,
+    local_ip: &str,
+    number: &str,
+    scenario_xml: &str,
+    scripts: Vec<Script>,
+    callers: &[String],
+) -> (i32, String, Vec<Vec<Packet>>) {
     let phones: Vec<RtpPhone> = scripts.iter().map(|_| RtpPhone::bind()).collect();
     let n = phones.len();
-    let template = std::fs::read_to_string(scenario("uac_agent.xml.in")).unwrap();
     let name = format!("uac_{number}_{}", phones[0].port());
     let sf = dir.join(format!("{name}.xml"));
-    std::fs::write(&sf, template.replace("@HOLD_MS@", &hold_ms.to_string())).unwrap();
+    std::fs::write(&sf, scenario_xml).unwrap();
     let csv = dir.join(format!("{name}.csv"));
     let lines: String = phones.iter().zip(callers).map(|(p, c)| format!("{};{c};\n", p.port())).collect();
     std::fs::write(&csv, format!("SEQUENTIAL\n{lines}")).unwrap();
