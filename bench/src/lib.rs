@@ -9,4 +9,5 @@
 //! [`hist`] is the latency histogram.
 
 pub mod hist;
+pub mod kstamp;
 pub mod stamp;

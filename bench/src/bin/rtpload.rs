@@ -29,7 +29,10 @@
 //! `duplicates`, `dead_streams` (nothing came back), `wrong_socket` (came back on
 //! another socket than expected), `foreign` (no readable stamp),
 //! `lat_us_p50/p99/p999/max` one-way latency send → return in µs (same clock; the
-//! `lat_ms_*` keys are the same in ms), `max_send_lag_ms` (worst delay of a send tick
+//! `lat_ms_*` keys are the same in ms), `klat_ms_p50/p99/max` (and `_steady`) the same
+//! latency to the kernel's arrival stamp of the return (`SO_TIMESTAMPNS`): it leaves
+//! out how late this process read it, which on a busy generator core is time the
+//! relay did not add; `unstamped_arrivals` (returns without a stamp), `max_send_lag_ms` (worst delay of a send tick
 //! behind its schedule: > 20 ms means the generator, not the relay, is the
 //! bottleneck), `late_ticks`, `gen_cpu_s` (own utime+stime, getrusage) and `wall_s`.
 //! Never runs longer than duration + drain + 3 s.
@@ -42,6 +45,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use sipbridge_bench::hist::Histogram;
+use sipbridge_bench::kstamp;
 use sipbridge_bench::stamp::{self, FRAME, Law, MAX_STREAM, Stamp};
 
 const HEADER: usize = 12;
@@ -53,6 +57,8 @@ const BATCH: usize = 64;
 /// (`lat_ms_p50_steady`, `lat_ms_p99_steady`).
 const STEADY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 const MAX_DGRAM: usize = 1500;
+/// u64 words of control buffer per received message (one SCM_TIMESTAMPNS).
+const CONTROL_WORDS: usize = 8;
 
 struct Options {
     echo: bool,
@@ -160,6 +166,9 @@ fn addr(ip: &str, port: &str) -> Result<SocketAddrV4, String> {
 fn bind(a: SocketAddrV4) -> Result<UdpSocket, String> {
     let s = UdpSocket::bind(a).map_err(|e| format!("bind {a}: {e}"))?;
     s.set_nonblocking(true).map_err(|e| format!("nonblocking {a}: {e}"))?;
+    // The kernel stamps each datagram as it arrives: the `klat_*` latency, which
+    // leaves out how long this process took to read it.
+    kstamp::enable(s.as_raw_fd()).map_err(|e| format!("SO_TIMESTAMPNS {a}: {e}"))?;
     Ok(s)
 }
 
@@ -262,9 +271,12 @@ fn run(o: Options) -> Result<String, String> {
     let mut iovs: Vec<libc::iovec> =
         bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: MAX_DGRAM }).collect();
     let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+    // One control buffer per message, for its arrival stamp (u64s: aligned for cmsghdr).
+    let mut controls = vec![[0u64; CONTROL_WORDS]; BATCH];
+    for ((m, iov), c) in msgs.iter_mut().zip(iovs.iter_mut()).zip(controls.iter_mut()) {
         m.msg_hdr.msg_iov = iov;
         m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_control = c.as_mut_ptr().cast();
     }
 
     let mut pkt = [0u8; PACKET];
@@ -274,6 +286,9 @@ fn run(o: Options) -> Result<String, String> {
     // The same, without the first STEADY_AFTER of the run (streams starting,
     // queues settling): how the latency holds once every stream runs.
     let mut steady = Histogram::default();
+    // The same latencies to the kernel's arrival stamp.
+    let (mut khist, mut ksteady) = (Histogram::default(), Histogram::default());
+    let mut unstamped_arrivals = 0u64;
     let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let (mut total_sent, mut send_errors, mut foreign, mut late_ticks) = (0u64, 0u64, 0u64, 0u64);
     let mut max_lag_ms = 0f64;
@@ -359,7 +374,10 @@ fn run(o: Options) -> Result<String, String> {
             }
             let sock = id as u32;
             loop {
-                // SAFETY: msgs point into bufs, which outlive the call.
+                for m in msgs.iter_mut() {
+                    m.msg_hdr.msg_controllen = CONTROL_WORDS * 8;
+                }
+                // SAFETY: msgs point into bufs and controls, which outlive the call.
                 let r = unsafe {
                     libc::recvmmsg(
                         fds[sock as usize],
@@ -373,6 +391,10 @@ fn run(o: Options) -> Result<String, String> {
                     break;
                 }
                 let now_us = us_since(Instant::now()) as u32;
+                // The arrival stamps are CLOCK_REALTIME: each one is taken as its age
+                // now on that clock, subtracted from `now_us` (no offset between the
+                // clocks to keep, nor its drift).
+                let now_realtime_ns = kstamp::realtime_ns();
                 for (m, buf) in msgs.iter().zip(bufs.iter()).take(r as usize) {
                     let len = m.msg_len as usize;
                     // RTP: version 2, CSRC count and extension honoured.
@@ -409,8 +431,21 @@ fn run(o: Options) -> Result<String, String> {
                     let lat = u64::from(now_us.wrapping_sub(st.sent_us));
                     hist.record(lat);
                     s.lat_sum_us += lat;
-                    if t0.elapsed() >= STEADY_AFTER {
+                    let steady_now = t0.elapsed() >= STEADY_AFTER;
+                    if steady_now {
                         steady.record(lat);
+                    }
+                    // SAFETY: the header's control buffer is the one recvmmsg filled.
+                    match unsafe { kstamp::arrival_ns(&m.msg_hdr) } {
+                        Some(at) => {
+                            let waited_us = u64::try_from((now_realtime_ns - at).max(0) / 1000).unwrap_or(0);
+                            let klat = lat.saturating_sub(waited_us);
+                            khist.record(klat);
+                            if steady_now {
+                                ksteady.record(klat);
+                            }
+                        }
+                        None => unstamped_arrivals += 1,
                     }
                 }
                 if (r as usize) < BATCH {
@@ -436,6 +471,9 @@ fn run(o: Options) -> Result<String, String> {
     let q = |p: f64| hist.quantile_us(p);
     let (p50, p99, p999, max) = (q(0.5), q(0.99), q(0.999), hist.max_us());
     let (steady_p50, steady_p99) = (steady.quantile_us(0.5), steady.quantile_us(0.99));
+    let kq = |p: f64| khist.quantile_us(p);
+    let (k50, k99, kmax) = (kq(0.5), kq(0.99), khist.max_us());
+    let (ks50, ks99) = (ksteady.quantile_us(0.5), ksteady.quantile_us(0.99));
     // Streams whose mean latency was above 100 ms: is a high p99 a few slow
     // streams or all of them a little?
     let slow = streams.iter().filter(|s| s.received > 0 && s.lat_sum_us / u64::from(s.received) > 100_000).count();
@@ -449,6 +487,8 @@ fn run(o: Options) -> Result<String, String> {
             "\"lat_us_max\": {}, \"lat_ms_p50\": {:.3}, \"lat_ms_p99\": {:.3}, \"lat_ms_p999\": {:.3}, ",
             "\"lat_ms_max\": {:.3}, \"lat_ms_p50_steady\": {:.3}, \"lat_ms_p99_steady\": {:.3}, ",
             "\"streams_mean_over_100ms\": {}, \"max_send_lag_ms\": {:.3}, \"late_ticks\": {}, \"gen_cpu_s\": {:.3}, ",
+            "\"klat_ms_p50\": {:.3}, \"klat_ms_p99\": {:.3}, \"klat_ms_max\": {:.3}, ",
+            "\"klat_ms_p50_steady\": {:.3}, \"klat_ms_p99_steady\": {:.3}, \"unstamped_arrivals\": {}, ",
             "\"wall_s\": {:.3}}}"
         ),
         if o.echo { "echo" } else { "relay" },
@@ -482,6 +522,12 @@ fn run(o: Options) -> Result<String, String> {
         max_lag_ms,
         late_ticks,
         gen_cpu,
+        ms(k50),
+        ms(k99),
+        ms(kmax),
+        ms(ks50),
+        ms(ks99),
+        unstamped_arrivals,
         wall
     ))
 }

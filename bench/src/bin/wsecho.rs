@@ -3,7 +3,7 @@
 //! benchmark.
 //!
 //! ```text
-//! wsecho --listen 127.0.0.1:PORT --max-seconds S
+//! wsecho --listen 127.0.0.1:PORT --max-seconds S [--exclude-agent [--from-arrival]]
 //! ```
 //!
 //! Every connection: WebSocket handshake, then for every
@@ -18,8 +18,14 @@
 //! read off the WebSocket to the echo written to it), so that `rtpload`'s latency
 //! is the path's own, excluding the agent (issue 20: "caller → agent → caller,
 //! excluding the agent"). Time a frame waits in wsecho's socket buffer before
-//! wsecho reads it still counts against the path. The residence times are
-//! reported (`residence_us_p50`, `_p99`, `_max`).
+//! wsecho reads it still counts against the path, unless `--from-arrival` is
+//! given too: then the time starts at the kernel's arrival stamp of the frame
+//! (`SO_TIMESTAMPNS` on the TCP socket: the stamp of the last segment a read
+//! took), so the time a frame waits while wsecho's core is busy is the agent's
+//! too; when one read takes several frames, the earlier ones get the later stamp
+//! (their wait is partly counted against the path: conservative). The excluded
+//! times are reported (`residence_us_p50`, `_p99`, `_max`), and how long frames
+//! sat in the socket before wsecho read them (`queued_us_p50`, `_p99`), either way.
 //!
 //! Exits after `--max-seconds` (at most 3600) or on SIGTERM/SIGINT, and prints one
 //! JSON object on stdout with counts: `connections` (accepted), `handshake_failures`,
@@ -30,8 +36,11 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -39,7 +48,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use sipbridge_bench::hist::Histogram;
+use sipbridge_bench::kstamp;
 use sipbridge_bench::stamp::{self, Law};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_tungstenite::tungstenite::Message;
@@ -58,8 +69,64 @@ struct Counts {
     send_errors: Cell<u64>,
     /// Echoes whose payload carried no stamp (with --exclude-agent).
     unstamped: Cell<u64>,
-    /// Time from a media frame read to its echo written, µs (with --exclude-agent).
+    /// Time from a media frame's arrival to its echo written, µs (with --exclude-agent).
     residence: std::cell::RefCell<Option<Histogram>>,
+    /// The part of it before wsecho read the frame, µs.
+    queued: std::cell::RefCell<Option<Histogram>>,
+}
+
+/// A TCP stream whose reads keep the kernel's arrival stamp of the last segment
+/// they took (`SO_TIMESTAMPNS`, `SCM_TIMESTAMPNS` on `recvmsg`), ns of CLOCK_REALTIME.
+struct Stamped {
+    inner: TcpStream,
+    arrival_ns: Rc<Cell<Option<i128>>>,
+}
+
+impl Stamped {
+    fn new(inner: TcpStream) -> std::io::Result<(Self, Rc<Cell<Option<i128>>>)> {
+        kstamp::enable(inner.as_raw_fd())?;
+        let arrival_ns = Rc::new(Cell::new(None));
+        Ok((Self { inner, arrival_ns: arrival_ns.clone() }, arrival_ns))
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let (n, at) = kstamp::recv(self.inner.as_raw_fd(), buf, libc::MSG_DONTWAIT)?;
+        if at.is_some() {
+            self.arrival_ns.set(at);
+        }
+        Ok(n)
+    }
+}
+
+impl AsyncRead for Stamped {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            ready!(self.inner.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match self.inner.try_io(Interest::READABLE, || self.recv(unfilled)) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Stamped {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn bump(c: &Cell<u64>) {
@@ -93,8 +160,12 @@ fn restamp(payload: &str, us: u32) -> Option<String> {
     Some(B64.encode(&audio))
 }
 
-async fn serve(stream: TcpStream, counts: Rc<Counts>, exclude_agent: bool) {
+async fn serve(stream: TcpStream, counts: Rc<Counts>, exclude_agent: bool, from_arrival: bool) {
     let _ = stream.set_nodelay(true);
+    let Ok((stream, arrival_ns)) = Stamped::new(stream) else {
+        bump(&counts.handshake_failures);
+        return;
+    };
     let ws = match tokio_tungstenite::accept_async(stream).await {
         Ok(ws) => ws,
         Err(_) => {
@@ -105,6 +176,10 @@ async fn serve(stream: TcpStream, counts: Rc<Counts>, exclude_agent: bool) {
     let (mut tx, mut rx) = ws.split();
     while let Some(msg) = rx.next().await {
         let read_at = Instant::now();
+        // How long the frame had been in the socket when it was read, µs.
+        let queued_us =
+            arrival_ns.get().map_or(0, |at| u32::try_from((kstamp::realtime_ns() - at).max(0) / 1000).unwrap_or(0));
+        let excluded_before_read = if from_arrival { queued_us } else { 0 };
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(_)) | Err(_) => break,
@@ -132,7 +207,7 @@ async fn serve(stream: TcpStream, counts: Rc<Counts>, exclude_agent: bool) {
                 let reply = if exclude_agent {
                     // Up to here (parse, decode, re-stamp excluded); the WebSocket
                     // write below still counts against the path: conservative.
-                    let spent = read_at.elapsed().as_micros() as u32;
+                    let spent = read_at.elapsed().as_micros() as u32 + excluded_before_read;
                     restamp(&payload, spent).unwrap_or_else(|| {
                         bump(&counts.unstamped);
                         payload.into_owned()
@@ -147,7 +222,10 @@ async fn serve(stream: TcpStream, counts: Rc<Counts>, exclude_agent: bool) {
                 }
                 if exclude_agent {
                     if let Some(h) = counts.residence.borrow_mut().as_mut() {
-                        h.record(read_at.elapsed().as_micros() as u64);
+                        h.record(read_at.elapsed().as_micros() as u64 + u64::from(excluded_before_read));
+                    }
+                    if let Some(h) = counts.queued.borrow_mut().as_mut() {
+                        h.record(u64::from(queued_us));
                     }
                 }
                 bump(&counts.media_out);
@@ -172,10 +250,15 @@ fn main() -> ExitCode {
     let mut listen = String::from("127.0.0.1:8765");
     let mut max_seconds: u64 = 0;
     let mut exclude_agent = false;
+    let mut from_arrival = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--exclude-agent" {
             exclude_agent = true;
+            continue;
+        }
+        if a == "--from-arrival" {
+            from_arrival = true;
             continue;
         }
         match (a.as_str(), args.next()) {
@@ -188,7 +271,7 @@ fn main() -> ExitCode {
                 }
             },
             _ => {
-                eprintln!("usage: wsecho --listen IP:PORT --max-seconds S [--exclude-agent]");
+                eprintln!("usage: wsecho --listen IP:PORT --max-seconds S [--exclude-agent [--from-arrival]]");
                 return ExitCode::from(2);
             }
         }
@@ -208,6 +291,7 @@ fn main() -> ExitCode {
     let counts = Rc::new(Counts::default());
     if exclude_agent {
         *counts.residence.borrow_mut() = Some(Histogram::default());
+        *counts.queued.borrow_mut() = Some(Histogram::default());
     }
     let local = tokio::task::LocalSet::new();
     let result: Result<(), String> = local.block_on(&rt, {
@@ -225,7 +309,7 @@ fn main() -> ExitCode {
                     _ = int.recv() => break,
                     r = listener.accept() => if let Ok((stream, _)) = r {
                         bump(&counts.connections);
-                        tokio::task::spawn_local(serve(stream, counts.clone(), exclude_agent));
+                        tokio::task::spawn_local(serve(stream, counts.clone(), exclude_agent, from_arrival));
                     }
                 }
             }
@@ -239,12 +323,15 @@ fn main() -> ExitCode {
     let c = &counts;
     let residence = c.residence.borrow();
     let q = |p: f64| residence.as_ref().map_or(0, |h| h.quantile_us(p));
+    let queued = c.queued.borrow();
+    let qq = |p: f64| queued.as_ref().map_or(0, |h| h.quantile_us(p));
     println!(
         concat!(
             "{{\"connections\": {}, \"handshake_failures\": {}, \"closed\": {}, \"media_in\": {}, ",
             "\"media_out\": {}, \"starts\": {}, \"stops\": {}, \"other\": {}, \"bad\": {}, ",
-            "\"send_errors\": {}, \"exclude_agent\": {}, \"unstamped\": {}, \"residence_us_p50\": {}, ",
-            "\"residence_us_p99\": {}, \"residence_us_max\": {}, \"cpu_s\": {:.3}, \"wall_s\": {:.3}}}"
+            "\"send_errors\": {}, \"exclude_agent\": {}, \"from_arrival\": {}, \"unstamped\": {}, \"residence_us_p50\": {}, ",
+            "\"residence_us_p99\": {}, \"residence_us_max\": {}, \"queued_us_p50\": {}, \"queued_us_p99\": {}, ",
+            "\"cpu_s\": {:.3}, \"wall_s\": {:.3}}}"
         ),
         c.connections.get(),
         c.handshake_failures.get(),
@@ -257,10 +344,13 @@ fn main() -> ExitCode {
         c.bad.get(),
         c.send_errors.get(),
         exclude_agent,
+        from_arrival,
         c.unstamped.get(),
         q(0.5),
         q(0.99),
         residence.as_ref().map_or(0, |h| h.max_us()),
+        qq(0.5),
+        qq(0.99),
         cpu_seconds(),
         t0.elapsed().as_secs_f64()
     );
