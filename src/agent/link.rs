@@ -44,12 +44,15 @@ pub enum Received {
     Ended(String),
 }
 
-/// Bytes asked of the socket per read. tungstenite's default (128 KiB) is
-/// zero-filled before every read: with 50 small frames a second per call that
-/// memset was ~5 % of the box's CPU while agent calls were set up (issue 19,
-/// `perf` of `scripts/bench-media`). A media frame is well under 2 KiB; a larger frame still
-/// arrives whole (the buffer grows to the frame's announced length).
-const READ_BUFFER: usize = 8 * 1024;
+/// Bytes asked of the socket per read. tungstenite zero-fills the free part of
+/// its read buffer, up to this much, before every read: with its default
+/// (128 KiB) and 50 small frames a second per call that memset was ~5 % of the
+/// box's CPU while agent calls were set up (issue 19, `perf` of
+/// `scripts/bench-media`), and at 8 KiB it was still 1.7 % of the daemon's
+/// samples at 800 agent calls (issue 20). A 20 ms media frame is 250–1 200
+/// bytes (PCMU to L16/16000 in base64 JSON); a larger frame still arrives whole,
+/// in more reads (the buffer grows to the frame's announced length).
+const READ_BUFFER: usize = 2 * 1024;
 
 /// The largest message (and frame) taken from an agent: 4 MiB, about 2 minutes
 /// of base64 PCMU or 65 s of L16 at 16 kHz in one `media` message (agents that
