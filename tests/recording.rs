@@ -162,7 +162,10 @@ impl Recorded {
         let types: Vec<&str> = bodies.iter().map(event_type).filter(|t| t.starts_with("call.")).collect();
         assert_eq!(types, ["call.initiated", "call.answered", "call.hangup", "call.recording.saved"], "{types:?}");
         let saved = payload(bodies.iter().find(|b| event_type(b) == "call.recording.saved").unwrap()).clone();
-        let hangup_end = time(payload(bodies.iter().find(|b| event_type(b) == "call.hangup").unwrap()), "end_time");
+        let hangup = bodies.iter().find(|b| event_type(b) == "call.hangup").unwrap();
+        let hangup_end = time(payload(hangup), "end_time");
+        // The hangup occurred at the call's end, however long the BYE then took.
+        assert_eq!(time(&hangup["data"], "occurred_at"), hangup_end, "call.hangup's occurred_at is its end_time");
         let path = PathBuf::from(saved["file_path"].as_str().unwrap());
         assert!(path.starts_with(&gw.recordings), "{path:?}");
         assert!(files_ending(&gw.recordings, ".part").is_empty(), "no .part left after the call");

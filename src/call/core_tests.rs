@@ -583,8 +583,10 @@ fn the_hangup_event_carries_the_cause_and_quality() {
     let mut p = Pair::inbound(Plan::Terminate, Answer::Now, None);
     assert!(p.core.hangup_event(LegId::Near, SystemTime::now(), None).is_none(), "not ended yet");
     p.dialog(LegId::Near, DialogInput::Terminated(Termination::UacBye));
-    let e = p.core.hangup_event(LegId::Near, SystemTime::now(), Some(serde_json::json!({"mos": 4.4}))).unwrap();
+    let end_time = SystemTime::now() - std::time::Duration::from_secs(3);
+    let e = p.core.hangup_event(LegId::Near, end_time, Some(serde_json::json!({"mos": 4.4}))).unwrap();
     assert_eq!(e.event_type, "call.hangup");
+    assert_eq!(e.occurred_at, end_time, "the hangup occurred at the call's end, not when the event was made");
     assert_eq!(e.payload["hangup_cause"], "normal_clearing");
     assert_eq!(e.payload["sip_hangup_cause"], "200");
     assert_eq!(e.payload["call_quality_stats"]["mos"], 4.4);

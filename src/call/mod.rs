@@ -121,7 +121,10 @@ impl CallInfo {
     }
 
     /// `call.hangup` with cause, source, SIP code and end time; `quality` is the
-    /// `call_quality_stats` object when media ran.
+    /// `call_quality_stats` object when media ran. The event occurred at
+    /// `end_time` (Telnyx's `occurred_at`: when it happened, not when it was
+    /// sent), however long the box then took to stop the media, close the
+    /// agent's stream and finish the BYE transactions.
     pub fn hangup(&self, h: Hangup, end_time: SystemTime, quality: Option<Value>) -> CallEvent {
         let mut p = self.payload("hangup");
         p.insert("hangup_cause".into(), json!(h.cause.as_str()));
@@ -129,7 +132,9 @@ impl CallInfo {
         p.insert("sip_hangup_cause".into(), json!(h.sip_code.to_string()));
         p.insert("end_time".into(), json!(rfc3339_micros(end_time)));
         p.insert("call_quality_stats".into(), quality.unwrap_or(Value::Null));
-        self.event("call.hangup", p)
+        let mut e = self.event("call.hangup", p);
+        e.occurred_at = end_time;
+        e
     }
 }
 
