@@ -72,25 +72,6 @@ async fn call(dir: &Path, gw: &Gateway, hold_ms: u64, s: Script) -> Vec<Packet> 
 // ---------------------------------------------------------------------------
 // Signal measurements
 
-/// The time SIPp logged for the first message it `sent` (else received) that
-/// starts with `start` (its trace: `----- 2026-11-22 04:06:44.820604` then
-/// `UDP message sent` or `UDP message received`).
-fn sipp_at(trace: &str, sent: bool, start: &str) -> SystemTime {
-    let (kind, what) = if sent { ("message sent", "sent") } else { ("message received", "received") };
-    let lines: Vec<&str> = trace.lines().collect();
-    for (i, l) in lines.iter().enumerate() {
-        let Some(stamp) = l.strip_prefix("-----").map(|r| r.trim_start_matches('-').trim()) else { continue };
-        let kind_matches = lines.get(i + 1).is_some_and(|n| n.contains(kind));
-        let first = lines[i + 1..].iter().skip(1).find(|n| !n.trim().is_empty());
-        if kind_matches && first.is_some_and(|f| f.trim_start().starts_with(start)) {
-            // SIPp writes local time, which `Sipp::start` sets to UTC.
-            return humantime::parse_rfc3339(&format!("{}Z", stamp.replace(' ', "T")))
-                .unwrap_or_else(|e| panic!("SIPp time {stamp:?}: {e}"));
-        }
-    }
-    panic!("SIPp {what} no {start}");
-}
-
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }

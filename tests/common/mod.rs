@@ -20,7 +20,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock, mpsc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -304,6 +304,26 @@ pub fn free_even_block(span: u16) -> u16 {
         }
     }
     panic!("no free port block");
+}
+
+/// The time SIPp logged for the first message it `sent` (else received) that
+/// starts with `start`, in its message trace `trace` ([`Sipp::messages`]:
+/// `----- 2026-11-22 04:06:44.820604` then `UDP message sent` or `UDP message
+/// received`).
+pub fn sipp_at(trace: &str, sent: bool, start: &str) -> SystemTime {
+    let (kind, what) = if sent { ("message sent", "sent") } else { ("message received", "received") };
+    let lines: Vec<&str> = trace.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(stamp) = l.strip_prefix("-----").map(|r| r.trim_start_matches('-').trim()) else { continue };
+        let kind_matches = lines.get(i + 1).is_some_and(|n| n.contains(kind));
+        let first = lines[i + 1..].iter().skip(1).find(|n| !n.trim().is_empty());
+        if kind_matches && first.is_some_and(|f| f.trim_start().starts_with(start)) {
+            // SIPp writes local time, which `Sipp::start` sets to UTC.
+            return humantime::parse_rfc3339(&format!("{}Z", stamp.replace(' ', "T")))
+                .unwrap_or_else(|e| panic!("SIPp time {stamp:?}: {e}"));
+        }
+    }
+    panic!("SIPp {what} no {start}");
 }
 
 /// Path of a SIPp scenario in tests/sipp.
