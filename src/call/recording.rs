@@ -535,7 +535,9 @@ impl Writer {
         let mut pending: Vec<Control> = Vec::new();
         let end = loop {
             // Read the end first: everything queued before it was set is drained
-            // below (the tap is detached before the end is set).
+            // below. The tap may still be attached then (`CallRecorder::end_at`
+            // fixes the end at the hangup, before the media stops): audio it
+            // queued after the end is cut by `finish(end)`.
             let ended = self.end.get().copied();
             // Controls requested so far apply in time order with the audio.
             match self.controls.lock() {
