@@ -40,6 +40,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+/// Bytes of an unfinished agent frame held before the run fails.
+const MAX_PENDING: usize = 64 * 1024;
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -165,14 +168,6 @@ fn epoll_ctl(ep: RawFd, op: libc::c_int, fd: RawFd, events: u32, id: u64) -> Res
     Ok(())
 }
 
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 /// Appends a masked client text frame carrying `text` (RFC 6455 §5.2, §5.3).
 fn push_frame(out: &mut Vec<u8>, text: &[u8], mask: [u8; 4]) {
     out.push(0x81);
@@ -274,7 +269,7 @@ fn run(o: Options) -> Result<String, String> {
     eprintln!("READY {} calls", calls.len());
 
     let mut counts = Counts::default();
-    let cpu0 = cpu_seconds();
+    let cpu0 = sipbridge_bench::cpu_seconds();
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(o.max_seconds);
     let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
@@ -404,9 +399,14 @@ fn run(o: Options) -> Result<String, String> {
                 }
             }
             c.inbuf.drain(..used);
+            // An echo is a few hundred bytes: a frame that never completes must not
+            // grow the buffer without bound.
+            if c.inbuf.len() > MAX_PENDING {
+                return Err(format!("call {i}: a frame from the agent over {MAX_PENDING} bytes"));
+            }
         }
     }
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = sipbridge_bench::cpu_seconds() - cpu0;
     // SAFETY: closing the epoll fd we own.
     unsafe { libc::close(ep) };
     Ok(format!(
@@ -424,23 +424,7 @@ fn run(o: Options) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    let o = match parse_args() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(o) {
-        Ok(json) => {
-            println!("{json}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("agentfloor: {e}");
-            ExitCode::from(1)
-        }
-    }
+    sipbridge_bench::tool_main("agentfloor", parse_args, run)
 }
 
 #[cfg(test)]

@@ -62,14 +62,6 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 /// One second of a tone at `rate` Hz, for inputs.
 fn tone(freq: f64, rate: u32) -> Vec<i16> {
     (0..rate)
@@ -287,11 +279,11 @@ async fn rooms_point(room_count: usize, per_room: usize, seconds: u64) -> Result
         })
     };
     let before = totals(&rooms);
-    let cpu0 = cpu_seconds();
+    let cpu0 = sipbridge_bench::cpu_seconds();
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let after = totals(&rooms);
-    let cpu_s = cpu_seconds() - cpu0;
+    let cpu_s = sipbridge_bench::cpu_seconds() - cpu0;
     let wall = t0.elapsed().as_secs_f64();
     let mut received = 0;
     for f in feeders {

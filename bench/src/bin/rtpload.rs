@@ -172,14 +172,6 @@ fn bind(a: SocketAddrV4) -> Result<UdpSocket, String> {
     Ok(s)
 }
 
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 fn check(rc: libc::c_int, what: &str) -> Result<libc::c_int, String> {
     if rc < 0 { Err(format!("{what}: {}", io::Error::last_os_error())) } else { Ok(rc) }
 }
@@ -295,7 +287,7 @@ fn run(o: Options) -> Result<String, String> {
     let mut tick: u64 = 0;
     let max_ticks = u64::from(per_stream) * u64::from(o.ptime_ms);
     let mut sending = true;
-    let cpu0 = cpu_seconds();
+    let cpu0 = sipbridge_bench::cpu_seconds();
     let t0 = Instant::now();
     let drain = Duration::from_millis(o.drain_ms);
     let hard_end = t0 + Duration::from_secs_f64(o.duration_s) + drain + Duration::from_secs(3);
@@ -455,7 +447,7 @@ fn run(o: Options) -> Result<String, String> {
         }
     }
     let wall = t0.elapsed().as_secs_f64();
-    let gen_cpu = cpu_seconds() - cpu0;
+    let gen_cpu = sipbridge_bench::cpu_seconds() - cpu0;
     // SAFETY: closing fds we own.
     unsafe {
         libc::close(tfd);
@@ -533,21 +525,5 @@ fn run(o: Options) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    let o = match parse_args() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(o) {
-        Ok(json) => {
-            println!("{json}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("rtpload: {e}");
-            ExitCode::from(1)
-        }
-    }
+    sipbridge_bench::tool_main("rtpload", parse_args, run)
 }

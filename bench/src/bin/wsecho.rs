@@ -238,14 +238,6 @@ async fn serve(stream: TcpStream, counts: Rc<Counts>, exclude_agent: bool, from_
     bump(&counts.closed);
 }
 
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 fn main() -> ExitCode {
     let mut listen = String::from("127.0.0.1:8765");
     let mut max_seconds: u64 = 0;
@@ -351,7 +343,7 @@ fn main() -> ExitCode {
         residence.as_ref().map_or(0, |h| h.max_us()),
         qq(0.5),
         qq(0.99),
-        cpu_seconds(),
+        sipbridge_bench::cpu_seconds(),
         t0.elapsed().as_secs_f64()
     );
     ExitCode::SUCCESS
