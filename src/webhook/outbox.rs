@@ -197,14 +197,16 @@ pub fn interrupted_hangup(r: &CallRecord, now: SystemTime) -> CallEvent {
     p.insert("direction".into(), s.direction.as_str().into());
     p.insert("state".into(), "hangup".into());
     p.insert("start_time".into(), timestamp(s.start_time).into());
-    p.insert("end_time".into(), timestamp(r.end.as_ref().map_or(now, |e| e.end_time)).into());
+    // Occurred at its end, as every call.hangup (`CallInfo::hangup`).
+    let end_time = r.end.as_ref().map_or(now, |e| e.end_time);
+    p.insert("end_time".into(), timestamp(end_time).into());
     p.insert("hangup_cause".into(), "unspecified".into());
     p.insert("hangup_source".into(), "unknown".into());
     p.insert("sip_hangup_cause".into(), "unspecified".into());
     CallEvent {
         id: uuid::Uuid::new_v4(),
         event_type: "call.hangup".into(),
-        occurred_at: now,
+        occurred_at: end_time,
         call_session_id: Some(s.call_session_id.clone()),
         payload: p,
         record: Default::default(),
@@ -334,6 +336,7 @@ mod tests {
         assert_eq!(p["connection_id"], "telnyx");
         assert_eq!(p["start_time"], "2027-01-15T08:00:00.000000Z");
         assert_eq!(p["end_time"], "2027-01-15T08:01:40.000000Z");
+        assert_eq!(hangup["occurred_at"], p["end_time"], "a call.hangup occurred at its end_time");
         assert!(out.close_interrupted_calls(now).await.unwrap().is_empty());
     }
 }
