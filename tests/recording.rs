@@ -13,21 +13,21 @@
 //! a 2 s hold is 2 s of silence, not a gap; `kill -9` mid-call leaves a
 //! `.wav.part` that the restarted daemon repairs into a file `sox` reads, holding
 //! all audio up to one second before the kill; a recording directory the daemon
-//! cannot write leaves the call working.
+//! cannot write leaves the call working. A BYE the caller never answers is
+//! `tests/bye_unanswered.rs`'s (it waits out Timer F beside the other suites).
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::audio::{
-    self, align, match_segments, median_lag, ncc_at, pcmu_round_trip, read_stereo as read_wav, rms, sox_info,
+    align, match_segments, median_lag, ncc_at, pcmu_round_trip, read_stereo as read_wav, rms, sox_info,
 };
-use common::gateway::{Gateway, Route, Trunk, event_type, files_ending, payload, time};
+use common::gateway::{Gateway, Route, Trunk, event_type, files_ending, payload};
+use common::recorded::{Recorded, script, secs, speech, start_with_agent};
 use common::rtp::{Packet, RtpPhone, Script, answers_in_trace, offers_in_trace, place_calls};
 use common::*;
-use serde_json::Value;
-use sipbridge::media::g711::G711;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Samples per 20 ms packet at 8 kHz.
@@ -36,25 +36,7 @@ const PKT: usize = 160;
 const ECHO: Duration = Duration::from_millis(200);
 
 // ---------------------------------------------------------------------------
-// Known audio
-
-/// The speech of SIPp's `g711a.pcap` (7.08 s of A-law RTP in Ethernet/IPv4/UDP
-/// frames), decoded to PCM16 8 kHz; every packet is PCMA.
-fn speech() -> Vec<i16> {
-    let packets = audio::pcap_rtp(Path::new("/usr/share/sip-tester/g711a.pcap"));
-    assert!(packets.iter().all(|(pt, _)| *pt == 8), "PCMA");
-    packets.iter().flat_map(|(_, payload)| payload.iter().map(|&b| G711::Pcma.decode_sample(b))).collect()
-}
-
-fn script(audio: Vec<i16>, send_ms: u64, total_ms: u64, gaps: Vec<(usize, usize)>) -> Script {
-    Script {
-        audio,
-        digits: vec![],
-        send_for: Duration::from_millis(send_ms),
-        duration: Duration::from_millis(total_ms),
-        gaps,
-    }
-}
+// Calls
 
 /// One call from SIPp and the test's RTP phone to the box at `gw` (SIPp hangs up
 /// `hold_ms` after the answer; the phone plays `s`): asserts that SIPp saw it
@@ -67,13 +49,6 @@ async fn call(dir: &Path, gw: &Gateway, hold_ms: u64, s: Script) -> Vec<Packet> 
             .unwrap();
     assert_eq!(code, 0, "the call completes: {report}");
     received.remove(0)
-}
-
-// ---------------------------------------------------------------------------
-// Signal measurements
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 // ---------------------------------------------------------------------------
@@ -90,115 +65,9 @@ fn start(dir: &Path, recordings: &Path, webhooks: bool) -> Gateway {
     if webhooks { b.webhooks("") } else { b }.start()
 }
 
-/// [`start`] with the recorded route's agent a WebSocket one (`agent`) instead of
-/// the built-in echo.
-fn start_with_agent(dir: &Path, agent: &common::agent::PyAgent) -> Gateway {
-    Gateway::builder(dir)
-        .trunk(Trunk::new("carrier").allow("127.0.0.0/8"))
-        .agent("ws", &agent.url("/"), "")
-        .route(Route::new().agent("ws").record())
-        .recording_in(&dir.join("recordings"), "channels = \"dual\"")
-        .webhooks("")
-        .start()
-}
-
-/// The SIPp trace files of a test directory, concatenated.
-fn traces(dir: &Path) -> String {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".messages.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect()
-}
-
 /// The caller heard audio (the echo): decoded PCMU packets louder than RMS 300.
 fn loud(received: &[Packet]) -> usize {
     received.iter().filter(|p| p.payload_type == 0 && p.rms() > 300.0).count()
-}
-
-/// The recording of the one call a test made: its `call.recording.saved` payload,
-/// the file's channels, and SIPp's clock: when it sent the INVITE and the ACK, and
-/// when it sent (or received) the BYE.
-struct Recorded {
-    saved: Value,
-    path: PathBuf,
-    left: Vec<i16>,
-    right: Vec<i16>,
-    invite_sent: SystemTime,
-    ack_sent: SystemTime,
-    /// When SIPp sent its BYE, or received the box's.
-    bye: SystemTime,
-    bye_from_sipp: bool,
-    /// `call.hangup`'s `end_time`.
-    hangup_end: SystemTime,
-}
-
-impl Recorded {
-    /// `bye_from_sipp`: SIPp hung up (else the box did).
-    async fn of_the_call(gw: &Gateway, dir: &Path, bye_from_sipp: bool) -> Self {
-        let bodies =
-            gw.events("call.recording.saved", |b| b.iter().any(|x| event_type(x) == "call.recording.saved")).await;
-        // The call's events (a streaming agent adds its `streaming.*` ones).
-        let types: Vec<&str> = bodies.iter().map(event_type).filter(|t| t.starts_with("call.")).collect();
-        assert_eq!(types, ["call.initiated", "call.answered", "call.hangup", "call.recording.saved"], "{types:?}");
-        let saved = payload(bodies.iter().find(|b| event_type(b) == "call.recording.saved").unwrap()).clone();
-        let hangup = bodies.iter().find(|b| event_type(b) == "call.hangup").unwrap();
-        let hangup_end = time(payload(hangup), "end_time");
-        // The hangup occurred at the call's end, however long the BYE then took.
-        assert_eq!(time(&hangup["data"], "occurred_at"), hangup_end, "call.hangup's occurred_at is its end_time");
-        let path = PathBuf::from(saved["file_path"].as_str().unwrap());
-        assert!(path.starts_with(&gw.recordings), "{path:?}");
-        assert!(files_ending(&gw.recordings, ".part").is_empty(), "no .part left after the call");
-        let (spec, left, right) = read_wav(&path);
-        assert_eq!(
-            (spec.channels, spec.sample_rate, spec.bits_per_sample, spec.sample_format),
-            (2, 8000, 16, hound::SampleFormat::Int),
-            "stereo PCM16 8 kHz"
-        );
-        let trace = traces(dir);
-        let (invite_sent, ack_sent, bye) =
-            (sipp_at(&trace, true, "INVITE "), sipp_at(&trace, true, "ACK "), sipp_at(&trace, bye_from_sipp, "BYE "));
-        Self { saved, path, left, right, invite_sent, ack_sent, bye, bye_from_sipp, hangup_end }
-    }
-
-    /// Checks the file's duration against the event, SIPp and sox; returns
-    /// (file seconds, event span, SIPp's ACK → BYE, sox seconds) for the report.
-    ///
-    /// The file holds exactly the event's span (20 ms: one frame). The span
-    /// starts when the call is confirmed (the ACK has arrived; never before
-    /// SIPp's INVITE) and ends at the hangup: once SIPp's BYE has arrived, or
-    /// when the box decided to hang up, before SIPp got its BYE. How far apart
-    /// they are is the daemon's time to act (tens of ms on a loaded CI box, so
-    /// no tighter bound here): the 1 s bound only tells a span cut at the
-    /// hangup from one that waits for something else (an agent's close, up to
-    /// 3 s; a BYE nobody answers, up to 32 s). `call.hangup`'s `end_time` is
-    /// checked the same way.
-    fn check_duration(&self) -> (f64, f64, f64, f64) {
-        let file = self.left.len() as f64 / 8000.0;
-        let (started, ended) = (time(&self.saved, "recording_started_at"), time(&self.saved, "recording_ended_at"));
-        let event = secs(ended.duration_since(started).unwrap());
-        let (sox, info) = sox_info(&self.path);
-        assert!(info.contains("Channels       : 2") && info.contains("Sample Rate    : 8000"), "{info}");
-        assert!(info.contains("16-bit Signed Integer PCM"), "{info}");
-        assert!((file - event).abs() <= 0.020, "file {file:.4} s vs recording_started_at→ended_at {event:.4} s");
-        assert_eq!(self.saved["duration_millis"].as_u64().unwrap(), self.left.len() as u64 / 8);
-        assert!((sox - file).abs() < 0.001, "sox says {sox} s, hound {file} s");
-        // The daemon derives its end time from the start's wall-clock time plus
-        // the monotonic span: a preemption between its two clock reads, or NTP
-        // slewing the wall clock, moves it by a few ms. One frame (20 ms) of slack.
-        let (slack, s) = (Duration::from_millis(20), Duration::from_secs(1));
-        let within = |at: SystemTime, from: SystemTime, to: SystemTime, what: &str| {
-            assert!(at >= from - slack && at < to + slack, "the {what} {at:?} is not in {from:?}..{to:?}");
-        };
-        within(started, self.invite_sent, self.ack_sent + s, "recording's start (SIPp's INVITE .. its ACK + 1 s)");
-        let hangup = if self.bye_from_sipp { (self.bye, self.bye + s) } else { (self.bye - s, self.bye) };
-        within(ended, hangup.0, hangup.1, "recording's end (at SIPp's BYE, within 1 s)");
-        within(self.hangup_end, hangup.0, hangup.1, "call.hangup's end_time (at SIPp's BYE, within 1 s)");
-        assert!(ended <= self.hangup_end + slack, "the recording ends by the call's end_time");
-        let sipp = secs(self.bye.duration_since(self.ack_sent).unwrap());
-        (file, event, sipp, sox)
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -336,48 +205,6 @@ async fn an_agent_slow_to_close_does_not_stretch_the_recording_or_the_call_past_
         "busy agent: file {file:.4} s, event span {event:.4} s, SIPp ACK→BYE {sipp:.4} s; agent notes {notes}, close {close}"
     );
     assert!(notes.contains("stalled 3.0 s at 2.0"), "the agent was busy when the call ended: {notes}");
-    gw.stop();
-}
-
-/// The box hangs up (its agent drops the connection; `on_disconnect = hangup`)
-/// on a caller that never answers the BYE: the box's BYE transaction runs on
-/// (to Timer F, 32 s, unless SIPp's socket closes first), but the recording and
-/// `end_time` end when the box decided to hang up, not when its BYE gave up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bye_the_caller_never_answers_does_not_stretch_the_recording_or_the_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let agent = common::agent::PyAgent::start(dir.path(), "agent", "drop-after", &["--drop-after", "2.0"]);
-    let gw = start_with_agent(dir.path(), &agent);
-    // uac_agent.xml.in, except that the box's BYE gets no answer: SIPp takes it,
-    // lets 4 s of its retransmissions go by (taken as retransmissions, never
-    // answered), and ends without a word.
-    let template = std::fs::read_to_string(scenario("uac_agent.xml.in")).unwrap();
-    let box_bye = "  <label id=\"box_bye\"/>\n";
-    assert!(template.contains(box_bye), "uac_agent.xml.in has a box_bye branch");
-    let silence = "  <pause milliseconds=\"4000\" next=\"end\"/>\n";
-    let xml = template.replace("@HOLD_MS@", "8000").replace(box_bye, &format!("{box_bye}{silence}"));
-    let audio: Vec<i16> = speech().into_iter().take(4 * 8000).collect();
-    let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
-    let (code, report, _) = tokio::task::spawn_blocking(move || {
-        let callers = ["+14155550123".to_string()];
-        common::rtp::place_calls_in(
-            &d,
-            port,
-            "127.0.0.1",
-            "+13125550100",
-            &xml,
-            vec![script(audio, 4000, 4300, vec![])],
-            &callers,
-        )
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, 0, "SIPp took the box's BYE: {report}");
-    let rec = Recorded::of_the_call(&gw, dir.path(), false).await;
-    let (file, event, sipp, _) = rec.check_duration();
-    eprintln!("unanswered BYE: file {file:.4} s, event span {event:.4} s, SIPp ACK → box's BYE {sipp:.4} s");
-    let bodies = gw.events("streaming.failed", |b| b.iter().any(|x| event_type(x) == "streaming.failed")).await;
-    assert!(bodies.iter().any(|b| event_type(b) == "streaming.failed"), "the agent dropped");
     gw.stop();
 }
 

@@ -11,6 +11,7 @@ pub mod baresip;
 pub mod gateway;
 #[path = "../receivers/harness.rs"]
 pub mod receivers;
+pub mod recorded;
 pub mod rtp;
 pub mod s3;
 pub mod spectrum;

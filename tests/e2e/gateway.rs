@@ -8,7 +8,7 @@
 //! next to `common` and `harness`.
 #![allow(dead_code)] // each scenario file uses a different subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::common::baresip::{Baresip, Phone};
 #[allow(unused_imports)] // each scenario file uses a different subset
 pub use crate::common::gateway::{Gateway, event_type, files_ending, payload, time};
+use crate::common::{Sipp, free_even_block, free_port};
 
 /// Upper bound of every wait in the scenarios.
 pub const WAIT: Duration = Duration::from_secs(40);
@@ -85,4 +86,69 @@ pub fn of_leg<'a>(bodies: &'a [Value], call_control_id: &str) -> Vec<&'a Value> 
 /// Their event types.
 pub fn types<'a>(bodies: &[&'a Value]) -> Vec<&'a str> {
     bodies.iter().map(|b| event_type(b)).collect()
+}
+
+// ---------------------------------------------------------------------------
+// LiveKit's outbound trunk through the box to Telnyx (SIPp on both sides)
+
+/// A SIPp run of one of this directory's scenarios (tests/e2e/*.xml).
+pub fn e2e_scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e").join(name)
+}
+
+/// SIPp arguments for `scenario_file` on `ip`:`port`, one call, bounded.
+pub fn sipp(scenario_file: &Path, ip: &str, port: u16, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "-sf".into(),
+        scenario_file.display().to_string(),
+        "-i".into(),
+        ip.into(),
+        "-p".into(),
+        port.to_string(),
+        "-mp".into(),
+        free_even_block(4).to_string(),
+        "-m".into(),
+        "1".into(),
+        "-t".into(),
+        "u1".into(),
+        "-timeout".into(),
+        "40s".into(),
+        "-timeout_error".into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// The box between LiveKit (outbound trunk, digest-authenticated) and Telnyx on
+/// 127.0.0.3:`telnyx_port`, forwarding and recording every call from LiveKit.
+pub fn livekit_to_telnyx(telnyx_port: u16) -> String {
+    format!(
+        "[[trunk]]\nname = \"livekit\"\nprovider = \"livekit\"\nproxy = \"sip:127.0.0.9:5999\"\n\
+         inbound_username = \"livekit-out\"\ninbound_password = \"lk-secret-1234\"\n\
+         [[trunk]]\nname = \"telnyx\"\nprovider = \"telnyx\"\nproxy = \"sip:127.0.0.3:{telnyx_port}\"\n\
+         inbound_allow = [\"127.0.0.3/32\"]\nnumbers = [\"+14155550123\"]\n\
+         [[route]]\nname = \"livekit out to telnyx\"\ntrunk = \"livekit\"\nforward = \"telnyx\"\nrecord = true\n"
+    )
+}
+
+/// Runs Telnyx's side (`b_sf`, echoing RTP) and LiveKit's call through the box
+/// (`a_sf`) to the end: each side's exit code and SIPp run.
+pub async fn livekit_and_telnyx(
+    dir: &Path,
+    gw: &Gateway,
+    a_sf: &Path,
+    b_sf: &Path,
+    telnyx_port: u16,
+) -> ((i32, Sipp), (i32, Sipp)) {
+    let mut telnyx = Sipp::start(dir, "telnyx", &sipp(b_sf, "127.0.0.3", telnyx_port, &["-rtp_echo"]));
+    let mut a_args = sipp(a_sf, "127.0.0.4", free_port(), &["-au", "livekit-out", "-ap", "lk-secret-1234"]);
+    a_args.extend(["-s".into(), NUMBER.into(), format!("127.0.0.1:{}", gw.sip_port)]);
+    let mut livekit = Sipp::start(dir, "livekit", &a_args);
+    tokio::task::spawn_blocking(move || {
+        let a = livekit.wait(Duration::from_secs(45));
+        let b = telnyx.wait(Duration::from_secs(45));
+        ((a, livekit), (b, telnyx))
+    })
+    .await
+    .unwrap()
 }
