@@ -37,6 +37,13 @@ cargo_target_args() {
     [ "$t" = "$(host_triple)" ] || echo "--target $t"
 }
 
+# build_sipbridge ARCH: the daemon's build for ARCH in $(profile), as scripts/package
+# packages it (scripts/test-package --prebuild-arm runs the same ahead of time).
+build_sipbridge() {
+    # shellcheck disable=SC2046 # cargo_target_args is one "--target X" or nothing
+    cargo build --profile "$(profile)" --locked --bin sipbridge $(cargo_target_args "$1")
+}
+
 # profile: the Cargo profile scripts/package builds ($SIPBRIDGE_PROFILE, default
 # release). The test suite builds its arm64/armhf packages with "qemu" (Cargo.toml).
 profile() { echo "${SIPBRIDGE_PROFILE:-release}"; }

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use common::free_port;
 use common::gateway::{event_type, payload, time};
-use common::recorded::{Recorded, script, speech, start_with_agent};
+use common::recorded::{Recorded, speech, start_with_agent};
+use common::rtp::script;
 use common::scenario;
 use gateway::{e2e_scenario, livekit_and_telnyx, livekit_to_telnyx, start};
 
@@ -47,7 +48,7 @@ async fn a_bye_the_caller_never_answers_does_not_stretch_the_recording_or_the_ca
             "127.0.0.1",
             "+13125550100",
             &xml,
-            vec![script(audio, 4000, 4300, vec![])],
+            vec![script(audio, vec![], 4000, 4300)],
             &callers,
         )
     })

@@ -25,8 +25,8 @@ use common::audio::{
     align, match_segments, median_lag, ncc_at, pcmu_round_trip, read_stereo as read_wav, rms, sox_info,
 };
 use common::gateway::{Gateway, Route, Trunk, event_type, files_ending, payload};
-use common::recorded::{Recorded, script, secs, speech, start_with_agent};
-use common::rtp::{Packet, RtpPhone, Script, answers_in_trace, offers_in_trace, place_calls};
+use common::recorded::{Recorded, secs, speech, start_with_agent};
+use common::rtp::{Packet, RtpPhone, Script, answers_in_trace, offers_in_trace, place_calls, script};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -83,7 +83,7 @@ async fn the_wav_holds_the_callers_speech_left_and_its_echo_right_for_the_record
     let sent_ms = (speech.len() / 8) as u64;
     // The phone sends the speech once, then listens until the echo ends; SIPp
     // hangs up 0.5 s after the last packet.
-    let received = call(dir.path(), &gw, sent_ms + 500, script(speech.clone(), sent_ms, sent_ms + 300, vec![])).await;
+    let received = call(dir.path(), &gw, sent_ms + 500, script(speech.clone(), vec![], sent_ms, sent_ms + 300)).await;
     assert!(loud(&received) >= 150, "the caller heard the echo: {} loud packets", loud(&received));
 
     let rec = Recorded::of_the_call(&gw, dir.path(), true).await;
@@ -141,7 +141,7 @@ async fn two_seconds_without_rtp_are_two_seconds_of_silence_not_a_gap() {
     // 6 s of speech with nothing sent in packets 100..200 (2 s → 4 s of the phone's clock).
     let audio: Vec<i16> = speech.iter().cycle().take(6 * 8000).copied().collect();
     let gap = (100usize, 200usize);
-    call(dir.path(), &gw, 6500, script(audio.clone(), 6000, 6300, vec![gap])).await;
+    call(dir.path(), &gw, 6500, Script { gaps: vec![gap], ..script(audio.clone(), vec![], 6000, 6300) }).await;
     let rec = Recorded::of_the_call(&gw, dir.path(), true).await;
     let (file, event, sipp, _) = rec.check_duration();
 
@@ -194,7 +194,7 @@ async fn an_agent_slow_to_close_does_not_stretch_the_recording_or_the_call_past_
     let agent = common::agent::PyAgent::start(dir.path(), "agent", "echo", &["--stall", "2.0", "3.0"]);
     let gw = start_with_agent(dir.path(), &agent);
     let audio: Vec<i16> = speech().into_iter().take(3 * 8000).collect();
-    let received = call(dir.path(), &gw, 3500, script(audio, 3000, 3300, vec![])).await;
+    let received = call(dir.path(), &gw, 3500, script(audio, vec![], 3000, 3300)).await;
     assert!(loud(&received) >= 20, "the agent echoed: {} loud packets", loud(&received));
     let rec = Recorded::of_the_call(&gw, dir.path(), true).await;
     let (file, event, sipp, _) = rec.check_duration();
@@ -252,7 +252,7 @@ fn kill_9_mid_call_leaves_a_file_the_restart_repairs_with_audio_to_the_last_seco
     let recordings = dir.path().join("recordings");
     let mut gw = start(dir.path(), &recordings, false);
     let speech = speech();
-    let call = LiveCall::start(dir.path(), gw.sip_port, 4500, script(speech.clone(), 4500, 4500, vec![]));
+    let call = LiveCall::start(dir.path(), gw.sip_port, 4500, script(speech.clone(), vec![], 4500, 4500));
     // The recording starts at the answer: its .part appears then.
     let deadline = Instant::now() + WAIT;
     let (part, started) = loop {
@@ -371,7 +371,7 @@ async fn an_unwritable_recording_dir_leaves_the_call_working_and_says_why() {
         }
     };
     let gw = start(dir.path(), &rec_dir, true);
-    let received = call(dir.path(), &gw, 3000, script(speech(), 2500, 2800, vec![])).await;
+    let received = call(dir.path(), &gw, 3000, script(speech(), vec![], 2500, 2800)).await;
     assert!(loud(&received) >= 60, "the caller heard the echo: {} loud packets", loud(&received));
     let bodies = gw.events("call.hangup", |b| b.iter().any(|x| event_type(x) == "call.hangup")).await;
     let hangup = payload(bodies.iter().find(|b| event_type(b) == "call.hangup").unwrap());

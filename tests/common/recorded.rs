@@ -12,7 +12,6 @@ use sipbridge::media::g711::G711;
 
 use super::audio::{self, read_stereo as read_wav, sox_info};
 use super::gateway::{Gateway, Route, Trunk, event_type, files_ending, payload, time};
-use super::rtp::Script;
 use super::sipp_at;
 
 /// The speech of SIPp's `g711a.pcap` (7.08 s of A-law RTP in Ethernet/IPv4/UDP
@@ -21,18 +20,6 @@ pub fn speech() -> Vec<i16> {
     let packets = audio::pcap_rtp(Path::new("/usr/share/sip-tester/g711a.pcap"));
     assert!(packets.iter().all(|(pt, _)| *pt == 8), "PCMA");
     packets.iter().flat_map(|(_, payload)| payload.iter().map(|&b| G711::Pcma.decode_sample(b))).collect()
-}
-
-/// What the test's RTP phone plays: `audio` for `send_ms`, then silence (no
-/// packets in `gaps`, packet index ranges) to `total_ms`.
-pub fn script(audio: Vec<i16>, send_ms: u64, total_ms: u64, gaps: Vec<(usize, usize)>) -> Script {
-    Script {
-        audio,
-        digits: vec![],
-        send_for: Duration::from_millis(send_ms),
-        duration: Duration::from_millis(total_ms),
-        gaps,
-    }
 }
 
 /// Seconds, for reports.
