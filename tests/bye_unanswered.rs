@@ -1,25 +1,53 @@
 //! A BYE nobody answers, on either side of the box: the caller's, when the box
 //! hangs up, and a forwarded call's far end, when the near end hangs up. The box's
-//! BYE transaction runs on to Timer F (64·T1 = 32 s, RFC 3261 §17.1.2.2), so each
-//! test takes over 30 s of waiting and almost no CPU: they live in this binary of
-//! their own, which runs beside the others, instead of in `recording.rs` and
+//! BYE transaction runs on to Timer F (64·T1 = 32 s, RFC 3261 §17.1.2.2) on its
+//! own task; the call does not wait for it. The peer stays silent for a few
+//! seconds of mostly idle waiting: these tests live in a binary of their own,
+//! which runs beside the others, instead of in `recording.rs` and
 //! `e2e_outbound.rs`, whose tests run alone (.config/nextest.toml).
 //!
 //! What is checked: the recording, `call.hangup`'s `end_time` (and `occurred_at`)
-//! end when the call did, not when the unanswered BYE gave up.
+//! end when the call did, not when the unanswered BYE gave up; and `call.hangup`
+//! reaches the backend then too, while the BYE is still being retransmitted
+//! (before, it waited for the BYE's transaction: 32 s).
 
 mod common;
 #[path = "e2e/gateway.rs"]
 mod gateway;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::free_port;
-use common::gateway::{event_type, payload, time};
+use common::gateway::{Gateway, event_type, payload, time};
 use common::recorded::{Recorded, speech, start_with_agent};
 use common::rtp::script;
 use common::scenario;
 use gateway::{e2e_scenario, livekit_and_telnyx, livekit_to_telnyx, start};
+
+/// How long the peer stays silent after taking the box's BYE: the BYE's
+/// transaction is still running (retransmissions) for all of it.
+const SILENT: Duration = Duration::from_secs(4);
+
+/// Asserts that every `call.hangup` reached the webhook receiver (its first
+/// delivery) within `within` of `from`: not held until the box's unanswered
+/// BYE gives up. Returns the latest arrival, seconds after `from`.
+fn hangups_arrived(gw: &Gateway, from: SystemTime, within: Duration) -> f64 {
+    let entries = gw.hooks().entries();
+    let arrivals: Vec<f64> = entries
+        .iter()
+        .filter(|e| e["event_type"] == "call.hangup" && e["attempt"].as_u64() == Some(1))
+        .map(|e| e["received_at"].as_f64().expect("the receiver stamps each request"))
+        .collect();
+    assert!(!arrivals.is_empty(), "call.hangup was delivered: {entries:?}");
+    let from = from.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
+    let latest = arrivals.iter().fold(f64::MIN, |a, b| a.max(*b)) - from;
+    assert!(
+        latest < within.as_secs_f64(),
+        "call.hangup reached the backend {latest:.3} s after the call ended, not within {within:?}: \
+         it waited for the box's unanswered BYE"
+    );
+    latest
+}
 
 /// The box hangs up (its agent drops the connection; `on_disconnect = hangup`)
 /// on a caller that never answers the BYE: the box's BYE transaction runs on
@@ -36,7 +64,7 @@ async fn a_bye_the_caller_never_answers_does_not_stretch_the_recording_or_the_ca
     let template = std::fs::read_to_string(scenario("uac_agent.xml.in")).unwrap();
     let box_bye = "  <label id=\"box_bye\"/>\n";
     assert!(template.contains(box_bye), "uac_agent.xml.in has a box_bye branch");
-    let silence = "  <pause milliseconds=\"4000\" next=\"end\"/>\n";
+    let silence = format!("  <pause milliseconds=\"{}\" next=\"end\"/>\n", SILENT.as_millis());
     let xml = template.replace("@HOLD_MS@", "8000").replace(box_bye, &format!("{box_bye}{silence}"));
     let audio: Vec<i16> = speech().into_iter().take(4 * 8000).collect();
     let (d, port) = (dir.path().to_path_buf(), gw.sip_port);
@@ -57,17 +85,22 @@ async fn a_bye_the_caller_never_answers_does_not_stretch_the_recording_or_the_ca
     assert_eq!(code, 0, "SIPp took the box's BYE: {report}");
     let rec = Recorded::of_the_call(&gw, dir.path(), false).await;
     let (file, event, sipp, _) = rec.check_duration();
-    eprintln!("unanswered BYE: file {file:.4} s, event span {event:.4} s, SIPp ACK → box's BYE {sipp:.4} s");
+    // SIPp got the box's BYE at `rec.bye` and stayed silent for SILENT after it.
+    let delivered = hangups_arrived(&gw, rec.bye, SILENT - Duration::from_secs(1));
+    eprintln!(
+        "unanswered BYE: file {file:.4} s, event span {event:.4} s, SIPp ACK → box's BYE {sipp:.4} s, \
+         call.hangup delivered {delivered:.3} s after SIPp got the BYE"
+    );
     let bodies = gw.events("streaming.failed", |b| b.iter().any(|x| event_type(x) == "streaming.failed")).await;
     assert!(bodies.iter().any(|b| event_type(b) == "streaming.failed"), "the agent dropped");
     gw.stop();
 }
 
 /// LiveKit hangs up a forwarded call and Telnyx never answers the box's BYE
-/// (its retransmissions go on to Timer F, 32 s, unless Telnyx's socket closes
-/// first): each leg's `call.hangup` still ends at LiveKit's BYE (`end_time`, and
-/// `occurred_at` the same), and so does the call's recording; only the events
-/// wait for the far leg's BYE to end.
+/// (its retransmissions go on to Timer F, 32 s): each leg's `call.hangup` still
+/// ends at LiveKit's BYE (`end_time`, and `occurred_at` the same), and so does
+/// the call's recording; and both `call.hangup`s reach the backend while the
+/// far leg's BYE is still unanswered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bye_the_far_end_never_answers_stretches_neither_legs_end_nor_the_recording() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,8 +111,9 @@ async fn a_bye_the_far_end_never_answers_stretches_neither_legs_end_nor_the_reco
     let uas = std::fs::read_to_string(scenario("uas_answer.xml")).unwrap();
     let after_bye = uas.split_once("<recv request=\"BYE\"/>").expect("uas_answer.xml takes a BYE").0;
     let silent = format!(
-        "{after_bye}<recv request=\"BYE\"/>\n  <pause milliseconds=\"4000\"/>\n  \
-         <Reference variables=\"ruri\"/>\n</scenario>\n"
+        "{after_bye}<recv request=\"BYE\"/>\n  <pause milliseconds=\"{}\"/>\n  \
+         <Reference variables=\"ruri\"/>\n</scenario>\n",
+        SILENT.as_millis()
     );
     let b_sf = dir.path().join("uas_silent_bye.xml");
     std::fs::write(&b_sf, silent).unwrap();
@@ -107,6 +141,8 @@ async fn a_bye_the_far_end_never_answers_stretches_neither_legs_end_nor_the_reco
             "{leg} leg's end_time {end:?} is at LiveKit's BYE {livekit_bye:?}, not after the far leg's BYE"
         );
     }
+    // Telnyx got the box's BYE right after LiveKit's, and stayed silent for SILENT.
+    let delivered = hangups_arrived(&gw, livekit_bye, SILENT - Duration::from_secs(1));
     let saved = payload(bodies.iter().find(|b| event_type(b) == "call.recording.saved").unwrap());
     let ended = time(saved, "recording_ended_at");
     assert!(
@@ -115,7 +151,7 @@ async fn a_bye_the_far_end_never_answers_stretches_neither_legs_end_nor_the_reco
     );
     eprintln!(
         "unanswered BYE to the far end: LiveKit's BYE {livekit_bye:?}; Telnyx got the box's {:.3} s later; \
-         the recording ended {:.3} s after LiveKit's BYE",
+         the recording ended {:.3} s after LiveKit's BYE; both call.hangup delivered within {delivered:.3} s",
         telnyx_got_bye.duration_since(livekit_bye).map_or(-1.0, |d| d.as_secs_f64()),
         ended.duration_since(livekit_bye).map_or(-1.0, |d| d.as_secs_f64()),
     );

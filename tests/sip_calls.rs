@@ -98,6 +98,46 @@ fn bye_from_the_box_when_the_shutdown_grace_ends() {
     assert!(log.contains("shutdown grace over: hanging up remaining calls"), "{log}");
 }
 
+/// The box's BYE runs on its own task, not the call's (the call ends without
+/// waiting for the answer): at shutdown the stack still waits for it, so a
+/// caller that lets the first BYE go unanswered gets its retransmission (T1 =
+/// 500 ms, RFC 3261 §17.1.2.2) and answers that; the daemon does not stop
+/// under it.
+#[test]
+fn the_box_s_bye_at_shutdown_is_retransmitted_until_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = daemon(dir.path(), "127.0.0.0/8", "").start();
+    let port = gw.sip_port;
+    let target = format!("127.0.0.1:{port}");
+    // uac_wait_bye.xml, except that the 200 to the box's BYE waits 1.2 s: the
+    // BYE's retransmissions in between are taken as such (logged, unanswered).
+    let take_bye = "<recv request=\"BYE\" timeout=\"20000\"/>";
+    let xml = std::fs::read_to_string(scenario("uac_wait_bye.xml")).unwrap();
+    assert!(xml.contains(take_bye), "uac_wait_bye.xml takes a BYE");
+    let slow = dir.path().join("uac_slow_bye_answer.xml");
+    std::fs::write(&slow, xml.replace(take_bye, &format!("{take_bye}\n  <pause milliseconds=\"1200\"/>"))).unwrap();
+    let mut sipp = Sipp::start(
+        dir.path(),
+        "slowbye",
+        &sipp_args(slow.to_str().unwrap(), "+13125550100", &target, "127.0.0.1", &["-t", "u1"]),
+    );
+    gw.wait_log("answered");
+    gw.signal(Signal::SIGTERM);
+    assert_eq!(sipp.wait(WAIT), 0, "{}", sipp.report());
+    let trace = sipp.messages();
+    // Each received message: "UDP message received [n] bytes :", a blank line, then the message.
+    let byes = trace
+        .split("message received")
+        .skip(1)
+        .filter(|m| m.split_once('\n').is_some_and(|(_, message)| message.trim_start().starts_with("BYE ")))
+        .count();
+    assert!(byes >= 2, "the box retransmitted its BYE while the caller kept silent ({byes} received):\n{trace}");
+    assert_eq!(hangup(&gw.ended_calls(1)[0]), ("normal_clearing", "callee", "200"));
+    let log = gw.exited();
+    assert!(log.contains("shutdown grace over: hanging up remaining calls"), "{log}");
+    assert!(!log.contains("stopping without the answer to some BYEs"), "the BYE was answered before the stop: {log}");
+}
+
 #[test]
 fn cancel_while_ringing_is_originator_cancel() {
     let dir = tempfile::tempdir().unwrap();

@@ -43,6 +43,8 @@ pub struct SipLeg {
     confirmed: bool,
     /// The dialog reported its end: nothing more will come.
     ended: bool,
+    /// The box sent its BYE (its transaction runs on its own task).
+    bye_sent: bool,
     ctx: Arc<SipContext>,
 }
 
@@ -66,6 +68,7 @@ impl SipLeg {
             early_applied: false,
             confirmed: false,
             ended: false,
+            bye_sent: false,
             ctx,
         }
     }
@@ -90,6 +93,7 @@ impl SipLeg {
             early_applied: false,
             confirmed: false,
             ended: false,
+            bye_sent: false,
             ctx,
         }
     }
@@ -251,7 +255,20 @@ impl SipLeg {
                 self.dialog.accept(Some(headers), Some(self.answer_sdp.clone())).map_err(|e| e.to_string())
             }
             SipOut::Reject(code) => self.dialog.reject(Some(StatusCode::from(code)), None).map_err(|e| e.to_string()),
-            SipOut::Bye => self.dialog.bye().await.map_err(|e| e.to_string()),
+            SipOut::Bye => {
+                // Not awaited here: a BYE nobody answers is retransmitted until
+                // Timer F (32 s), and the call's end (`call.hangup`, its record,
+                // its permit) must not wait for a peer that is gone (the usual
+                // cause of an RTP timeout). The stack's stop waits for it.
+                self.bye_sent = true;
+                let (dialog, id) = (self.dialog.clone(), info.ids.call_control_id.clone());
+                self.ctx.byes.spawn(async move {
+                    if let Err(e) = dialog.bye().await {
+                        tracing::info!(call_control_id = %id, "BYE failed or not answered: {e}");
+                    }
+                });
+                Ok(())
+            }
             SipOut::Cancel => self.dialog.cancel().await.map_err(|e| e.to_string()),
             SipOut::Refresh { session_expires } => {
                 let headers = vec![
@@ -277,14 +294,15 @@ impl SipLeg {
         r
     }
 
-    /// After the call: waits briefly for the dialog's own end (the final response
-    /// or BYE transaction), then forgets it.
+    /// After the call: waits briefly for the dialog's own end (the final
+    /// response, the peer's BYE answered), then forgets it. Not for the box's own
+    /// BYE: its transaction runs on without the call.
     pub async fn finish(&mut self) {
         if let Some(inv) = self.invite.take() {
             inv.abort();
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !self.ended {
+        while !self.ended && !self.bye_sent {
             match tokio::time::timeout_at(deadline, self.states.recv()).await {
                 Ok(Some(DialogState::Terminated(..))) | Ok(None) | Err(_) => break,
                 Ok(Some(_)) => {}

@@ -11,7 +11,9 @@ the future) are rejected.
 
 Every request becomes one JSON line in --log (flushed before the answer is sent):
   accepted: {"answered": 200|500, "event_id", "event_type", "session", "attempt",
-             "delivered_to", "path", "timestamp", "body"}
+             "delivered_to", "path", "timestamp", "received_at", "body"}
+  (received_at: this receiver's clock when the request's body was read, Unix
+  seconds as a float)
   rejected: {"rejected": "<reason>", "answered": 400|401, "path"}
 
 Behaviour is set at start (--status, --fail-session, --delay-ms) and can be
@@ -99,6 +101,7 @@ def make_handler(state):
         def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
+            received_at = time.time()
             if self.path == "/_control":
                 change = json.loads(body or b"{}")
                 with state.lock:
@@ -137,6 +140,7 @@ def make_handler(state):
                 "delivered_to": meta.get("delivered_to"),
                 "path": self.path,
                 "timestamp": int(self.headers["telnyx-timestamp"]),
+                "received_at": received_at,
                 "body": doc,
             })
             self.answer(status, b"ok" if status < 300 else b"receiver told to fail")
