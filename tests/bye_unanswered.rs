@@ -1,15 +1,17 @@
 //! A BYE nobody answers, on either side of the box: the caller's, when the box
-//! hangs up, and a forwarded call's far end, when the near end hangs up. The box's
-//! BYE transaction runs on to Timer F (64·T1 = 32 s, RFC 3261 §17.1.2.2) on its
-//! own task; the call does not wait for it. The peer stays silent for a few
+//! hangs up, and a forwarded call's far end, when the near end hangs up; and a
+//! CANCEL nobody answers: the caller's own, passed on to the far end, and the
+//! box's, when a dialled number rings out. The box's BYE or CANCEL transaction
+//! runs on to Timer F (64·T1 = 32 s, RFC 3261 §17.1.2.2) on its own task; the
+//! call does not wait for it. The peer stays silent for a few
 //! seconds of mostly idle waiting: these tests live in a binary of their own,
 //! which runs beside the others, instead of in `recording.rs` and
 //! `e2e_outbound.rs`, whose tests run alone (.config/nextest.toml).
 //!
 //! What is checked: the recording, `call.hangup`'s `end_time` (and `occurred_at`)
 //! end when the call did, not when the unanswered BYE gave up; and `call.hangup`
-//! reaches the backend then too, while the BYE is still being retransmitted
-//! (before, it waited for the BYE's transaction: 32 s).
+//! reaches the backend then too, while the BYE or CANCEL is still being
+//! retransmitted (before, it waited for that transaction: 32 s).
 
 mod common;
 #[path = "e2e/gateway.rs"]
@@ -17,14 +19,14 @@ mod gateway;
 
 use std::time::{Duration, SystemTime};
 
-use common::free_port;
-use common::gateway::{Gateway, event_type, payload, time};
+use common::gateway::{Gateway, Route, Trunk, event_type, payload, time};
 use common::recorded::{Recorded, speech, start_with_agent};
 use common::rtp::script;
 use common::scenario;
+use common::{Sipp, free_even_block, free_port, sipp_args, sipp_at};
 use gateway::{e2e_scenario, livekit_and_telnyx, livekit_to_telnyx, start};
 
-/// How long the peer stays silent after taking the box's BYE: the BYE's
+/// How long the peer stays silent after taking the box's BYE or CANCEL: that
 /// transaction is still running (retransmissions) for all of it.
 const SILENT: Duration = Duration::from_secs(4);
 
@@ -44,7 +46,7 @@ fn hangups_arrived(gw: &Gateway, from: SystemTime, within: Duration) -> f64 {
     assert!(
         latest < within.as_secs_f64(),
         "call.hangup reached the backend {latest:.3} s after the call ended, not within {within:?}: \
-         it waited for the box's unanswered BYE"
+         it waited for the box's unanswered BYE or CANCEL"
     );
     latest
 }
@@ -155,5 +157,95 @@ async fn a_bye_the_far_end_never_answers_stretches_neither_legs_end_nor_the_reco
         telnyx_got_bye.duration_since(livekit_bye).map_or(-1.0, |d| d.as_secs_f64()),
         ended.duration_since(livekit_bye).map_or(-1.0, |d| d.as_secs_f64()),
     );
+    gw.stop();
+}
+
+/// A carrier at 127.0.0.3:`port` that rings (180), takes the box's CANCEL and
+/// then says nothing for [`SILENT`]: no 200 to the CANCEL, no 487 to the INVITE
+/// (`uas_ring_cancelled.xml` up to its CANCEL).
+fn silent_on_cancel(dir: &std::path::Path, name: &str, port: u16) -> Sipp {
+    let ring = std::fs::read_to_string(scenario("uas_ring_cancelled.xml")).unwrap();
+    let take_cancel = "<recv request=\"CANCEL\"/>";
+    let head = ring.split_once(take_cancel).expect("uas_ring_cancelled.xml takes a CANCEL").0;
+    let xml = format!("{head}{take_cancel}\n  <pause milliseconds=\"{}\"/>\n</scenario>\n", SILENT.as_millis());
+    let sf = dir.join(format!("{name}.xml"));
+    std::fs::write(&sf, xml).unwrap();
+    let media = free_even_block(4).to_string();
+    let port = port.to_string();
+    let args: Vec<String> = ["-sf", sf.to_str().unwrap(), "-i", "127.0.0.3", "-p", &port, "-mp", &media]
+        .into_iter()
+        .chain(["-m", "1", "-t", "u1", "-timeout", "30s", "-timeout_error"])
+        .map(str::to_string)
+        .collect();
+    Sipp::start(dir, name, &args)
+}
+
+/// The caller gives up while a forwarded call rings, and the far carrier never
+/// answers the box's CANCEL: the caller's CANCEL is answered (200, 487) and
+/// both legs' `call.hangup` reach the backend while the box's CANCEL is still
+/// unanswered, not when its transaction gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_the_far_end_never_answers_does_not_hold_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let b_port = free_port();
+    let gw = Gateway::builder(dir.path())
+        .trunk(Trunk::new("carrier-a").allow("127.0.0.2/32"))
+        .trunk(Trunk::new("carrier-b").proxy(&format!("sip:127.0.0.3:{b_port}")).allow("127.0.0.3/32"))
+        .route(Route::new().name("a to b").trunk("carrier-a").extra("forward = \"carrier-b\""))
+        .webhooks("")
+        .start();
+    let mut b = silent_on_cancel(dir.path(), "b-silent", b_port);
+    let target = format!("127.0.0.1:{}", gw.sip_port);
+    let mut a = Sipp::start(
+        dir.path(),
+        "a-cancel",
+        &sipp_args("uac_cancel.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]),
+    );
+    let (a_code, b_code) = tokio::task::spawn_blocking(move || {
+        let wait = Duration::from_secs(30);
+        let a_code = a.wait(wait);
+        (a_code, b.wait(wait), a, b)
+    })
+    .await
+    .map(|(ac, bc, a, b)| ((ac, a), (bc, b)))
+    .unwrap();
+    assert_eq!(a_code.0, 0, "the caller's CANCEL was answered: {}\n{}", a_code.1.report(), gw.stderr());
+    assert_eq!(b_code.0, 0, "the far end took the box's CANCEL: {}\n{}", b_code.1.report(), gw.stderr());
+    let cancelled = sipp_at(&b_code.1.messages(), false, "CANCEL ");
+    gw.unique_events("both legs' hangups", |b| b.iter().filter(|x| event_type(x) == "call.hangup").count() == 2).await;
+    let delivered = hangups_arrived(&gw, cancelled, SILENT - Duration::from_secs(1));
+    eprintln!("unanswered CANCEL to the far end: both call.hangup delivered within {delivered:.3} s of it");
+    gw.stop();
+}
+
+/// A call the box dials (`POST /v2/calls`, `timeout_secs`) rings out and the
+/// carrier never answers the box's CANCEL: `call.hangup` reaches the backend
+/// when the ring limit is reached, not when the CANCEL's transaction gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialled_call_that_rings_out_ends_without_waiting_for_its_cancel() {
+    const TOKEN: &str = "test-token";
+    let dir = tempfile::tempdir().unwrap();
+    let b_port = free_port();
+    let gw = Gateway::builder(dir.path())
+        .trunk(Trunk::new("carrier").proxy(&format!("sip:127.0.0.3:{b_port}")))
+        .agent("echo", "builtin:echo", "")
+        .route(Route::new().agent("echo"))
+        .webhooks("")
+        .api(TOKEN)
+        .start();
+    let mut b = silent_on_cancel(dir.path(), "b-ring", b_port);
+    let dial = serde_json::json!({
+        "connection_id": "carrier", "to": "+13125550100", "from": "+14155550123", "timeout_secs": 5,
+    });
+    let (code, call) = gw.api().post("/v2/calls", dial).await;
+    assert_eq!(code, 200, "{call}");
+    let (b_code, b) = tokio::task::spawn_blocking(move || (b.wait(Duration::from_secs(30)), b)).await.unwrap();
+    assert_eq!(b_code, 0, "the carrier rang and took the box's CANCEL: {}\n{}", b.report(), gw.stderr());
+    let cancelled = sipp_at(&b.messages(), false, "CANCEL ");
+    let bodies = gw.unique_events("the hangup", |b| b.iter().any(|x| event_type(x) == "call.hangup")).await;
+    let hangup = bodies.iter().find(|x| event_type(x) == "call.hangup").unwrap();
+    assert_eq!(payload(hangup)["hangup_cause"], "no_answer", "{hangup}");
+    let delivered = hangups_arrived(&gw, cancelled, SILENT - Duration::from_secs(1));
+    eprintln!("unanswered CANCEL after the ring limit: call.hangup delivered {delivered:.3} s after it");
     gw.stop();
 }

@@ -43,8 +43,9 @@ pub struct SipLeg {
     confirmed: bool,
     /// The dialog reported its end: nothing more will come.
     ended: bool,
-    /// The box sent its BYE (its transaction runs on its own task).
-    bye_sent: bool,
+    /// The box sent its BYE or CANCEL: its transaction runs on a task of its
+    /// own, and the call does not wait for it.
+    ending_sent: bool,
     ctx: Arc<SipContext>,
 }
 
@@ -68,7 +69,7 @@ impl SipLeg {
             early_applied: false,
             confirmed: false,
             ended: false,
-            bye_sent: false,
+            ending_sent: false,
             ctx,
         }
     }
@@ -93,7 +94,7 @@ impl SipLeg {
             early_applied: false,
             confirmed: false,
             ended: false,
-            bye_sent: false,
+            ending_sent: false,
             ctx,
         }
     }
@@ -141,9 +142,7 @@ impl SipLeg {
                 _ = tokio::time::sleep_until(ringing.unwrap_or_else(tokio::time::Instant::now)), if ringing.is_some() => {
                     tracing::info!(call_control_id = %info.ids.call_control_id, "not answered in time: CANCEL");
                     self.ring_deadline = None;
-                    // Boxed: inline, this rare CANCEL made the future that waits
-                    // for every leg's next event (held all call) 0.2 KiB larger.
-                    let _ = Box::pin(self.dialog.cancel()).await;
+                    self.cancel_in_background(info);
                     self.ended = true;
                     return DialogInput::Terminated(Termination::NoAnswer);
                 }
@@ -260,16 +259,19 @@ impl SipLeg {
                 // Timer F (32 s), and the call's end (`call.hangup`, its record,
                 // its permit) must not wait for a peer that is gone (the usual
                 // cause of an RTP timeout). The stack's stop waits for it.
-                self.bye_sent = true;
+                self.ending_sent = true;
                 let (dialog, id) = (self.dialog.clone(), info.ids.call_control_id.clone());
-                self.ctx.byes.spawn(async move {
+                self.ctx.endings.spawn(async move {
                     if let Err(e) = dialog.bye().await {
                         tracing::info!(call_control_id = %id, "BYE failed or not answered: {e}");
                     }
                 });
                 Ok(())
             }
-            SipOut::Cancel => self.dialog.cancel().await.map_err(|e| e.to_string()),
+            SipOut::Cancel => {
+                self.cancel_in_background(info);
+                Ok(())
+            }
             SipOut::Refresh { session_expires } => {
                 let headers = vec![
                     sdp(),
@@ -294,15 +296,35 @@ impl SipLeg {
         r
     }
 
+    /// CANCELs the INVITE the box sent (RFC 3261 §9.1) on a task of its own, as
+    /// a BYE: a CANCEL nobody answers is retransmitted until Timer F (32 s), and
+    /// neither the caller's final response nor the call's end may wait for it.
+    /// The INVITE's own transaction still takes its final response (rsipstack
+    /// ACKs a 2xx that crossed the CANCEL and ends it with a BYE).
+    fn cancel_in_background(&mut self, info: &CallInfo) {
+        self.ending_sent = true;
+        let (dialog, id) = (self.dialog.clone(), info.ids.call_control_id.clone());
+        self.ctx.endings.spawn(async move {
+            if let Err(e) = dialog.cancel().await {
+                tracing::info!(call_control_id = %id, "CANCEL failed or not answered: {e}");
+            }
+        });
+    }
+
     /// After the call: waits briefly for the dialog's own end (the final
-    /// response, the peer's BYE answered), then forgets it. Not for the box's own
-    /// BYE: its transaction runs on without the call.
+    /// response, the peer's BYE answered), then forgets it. Not after the box's
+    /// own BYE or CANCEL: their transactions run on without the call, and so
+    /// does a CANCELed INVITE's until its final response (a 2xx that crossed
+    /// the CANCEL is ACKed and ended with a BYE). An INVITE still pending
+    /// without a CANCEL is dropped: rsipstack CANCELs it.
     pub async fn finish(&mut self) {
         if let Some(inv) = self.invite.take() {
-            inv.abort();
+            if !self.ending_sent {
+                inv.abort();
+            }
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !self.ended && !self.bye_sent {
+        while !self.ended && !self.ending_sent {
             match tokio::time::timeout_at(deadline, self.states.recv()).await {
                 Ok(Some(DialogState::Terminated(..))) | Ok(None) | Err(_) => break,
                 Ok(Some(_)) => {}

@@ -95,16 +95,17 @@ pub struct SipContext {
     /// This process's key for its own route test calls (`route_test`): random,
     /// never sent off the box.
     pub route_test_key: route_test::Key,
-    /// The BYEs the box sent whose transactions still run (retransmitted until
-    /// answered or Timer F, RFC 3261 §17.1.2.2): a call does not wait for its
-    /// own, the stack's stop does (at most [`BYE_DRAIN`]).
-    pub byes: TaskTracker,
+    /// The BYEs and CANCELs the box sent whose transactions still run
+    /// (retransmitted until answered or Timer F, RFC 3261 §17.1.2.2): a call
+    /// does not wait for its own, the stack's stop does (at most
+    /// [`ENDINGS_DRAIN`]).
+    pub endings: TaskTracker,
 }
 
-/// How long stopping waits for the box's BYEs still unanswered: their first
-/// retransmissions (T1 = 500 ms, then 1 s) go out; a peer that stays silent
-/// longer is not waited for.
-pub const BYE_DRAIN: Duration = Duration::from_secs(2);
+/// How long stopping waits for the box's BYEs and CANCELs still unanswered:
+/// their first retransmissions (T1 = 500 ms, then 1 s) go out; a peer that
+/// stays silent longer is not waited for.
+pub const ENDINGS_DRAIN: Duration = Duration::from_secs(2);
 
 /// The running SIP stack.
 pub struct SipStack {
@@ -188,7 +189,7 @@ impl SipStack {
             services,
             activity: trunk::TrunkActivity::default(),
             route_test_key: route_test::Key::random(),
-            byes: TaskTracker::new(),
+            endings: TaskTracker::new(),
             media: crate::media::session::MediaEngine {
                 engine,
                 pool: crate::media::ports::PortPool::new(cfg.rtp.port_range),
@@ -210,12 +211,12 @@ impl SipStack {
         Ok(Self { ctx, registrations, cancel, stop_registrations, registration_tasks })
     }
 
-    /// Waits for the box's BYEs still unanswered and unregisters (each bounded),
-    /// then stops the listeners and the endpoint.
+    /// Waits for the box's BYEs and CANCELs still unanswered and unregisters
+    /// (each bounded), then stops the listeners and the endpoint.
     pub async fn stop(self) {
-        self.ctx.byes.close();
-        if tokio::time::timeout(BYE_DRAIN, self.ctx.byes.wait()).await.is_err() {
-            tracing::info!(unanswered = self.ctx.byes.len(), "stopping without the answer to some BYEs");
+        self.ctx.endings.close();
+        if tokio::time::timeout(ENDINGS_DRAIN, self.ctx.endings.wait()).await.is_err() {
+            tracing::info!(unanswered = self.ctx.endings.len(), "stopping without the answer to some BYEs or CANCELs");
         }
         self.stop_registrations.cancel();
         for t in self.registration_tasks {
