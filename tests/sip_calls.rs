@@ -435,6 +435,20 @@ fn forward_propagates_cancel_and_failure_codes() {
     gw.stop();
 }
 
+/// The caller gives up while a forwarded call rings, and the far end answers
+/// as the box's CANCEL reaches it (200 to the CANCEL, then 200 to the INVITE
+/// instead of 487): the box ACKs that 2xx and ends the session with a BYE
+/// (RFC 3261 §9.1, §15), though the call it belonged to has already ended.
+#[test]
+fn a_2xx_that_crosses_the_box_s_cancel_is_acked_and_ended_with_a_bye() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, target, b_port) = start_forwarding_daemon(dir.path(), false);
+    let mut b = uas(dir.path(), "crossed", "uas_answer_after_cancel.xml", b_port);
+    run_sipp(dir.path(), "cancel", sipp_args("uac_cancel.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
+    assert_eq!(b.wait(WAIT), 0, "the far end got ACK and BYE for its 2xx: {}\n{}", b.report(), gw.stderr());
+    gw.stop();
+}
+
 #[test]
 fn outbound_invite_answers_a_407_challenge_with_the_trunk_credentials() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,6 +24,12 @@ use crate::call::core::{DialogInput, Role, SipOut, Termination};
 use crate::call::shell::Signalling;
 use crate::media::session::{MediaSession, Reject};
 
+/// How long a CANCELed INVITE is given for its final response (487, or a 2xx
+/// that crossed the CANCEL): 64·T1, after which RFC 3261 §9.1 lets the UAC
+/// consider it ended (a far end that sent 18x and went silent would otherwise
+/// hold it to Timer C, 180 s).
+const CANCELED_INVITE_WAIT: Duration = Duration::from_secs(32);
+
 /// A leg's dialog, its state channel and its media.
 pub struct SipLeg {
     /// UAS (the box answered) or UAC (the box dialled).
@@ -169,7 +175,7 @@ impl SipLeg {
                         self.media.apply_answer(&resp.body)
                     {
                         tracing::warn!(call_control_id = %info.ids.call_control_id, "unusable SDP answer: {why}: BYE");
-                        let _ = self.dialog.bye().await;
+                        self.bye_in_background(info);
                         self.ended = true;
                         return Some(DialogInput::AnswerUnusable);
                     }
@@ -255,17 +261,7 @@ impl SipLeg {
             }
             SipOut::Reject(code) => self.dialog.reject(Some(StatusCode::from(code)), None).map_err(|e| e.to_string()),
             SipOut::Bye => {
-                // Not awaited here: a BYE nobody answers is retransmitted until
-                // Timer F (32 s), and the call's end (`call.hangup`, its record,
-                // its permit) must not wait for a peer that is gone (the usual
-                // cause of an RTP timeout). The stack's stop waits for it.
-                self.ending_sent = true;
-                let (dialog, id) = (self.dialog.clone(), info.ids.call_control_id.clone());
-                self.ctx.endings.spawn(async move {
-                    if let Err(e) = dialog.bye().await {
-                        tracing::info!(call_control_id = %id, "BYE failed or not answered: {e}");
-                    }
-                });
+                self.bye_in_background(info);
                 Ok(())
             }
             SipOut::Cancel => {
@@ -296,32 +292,70 @@ impl SipLeg {
         r
     }
 
-    /// CANCELs the INVITE the box sent (RFC 3261 §9.1) on a task of its own, as
-    /// a BYE: a CANCEL nobody answers is retransmitted until Timer F (32 s), and
-    /// neither the caller's final response nor the call's end may wait for it.
-    /// The INVITE's own transaction still takes its final response (rsipstack
-    /// ACKs a 2xx that crossed the CANCEL and ends it with a BYE).
-    fn cancel_in_background(&mut self, info: &CallInfo) {
+    /// Sends the box's BYE on a task of its own ([`SipContext::endings`]): a BYE
+    /// nobody answers is retransmitted until Timer F (32 s, RFC 3261
+    /// §17.1.2.2), and the call's end (`call.hangup`, its record, its permit)
+    /// must not wait for a peer that is gone (the usual cause of an RTP
+    /// timeout). The stack's stop waits for it, briefly.
+    fn bye_in_background(&mut self, info: &CallInfo) {
         self.ending_sent = true;
         let (dialog, id) = (self.dialog.clone(), info.ids.call_control_id.clone());
         self.ctx.endings.spawn(async move {
+            if let Err(e) = dialog.bye().await {
+                tracing::info!(call_control_id = %id, "BYE failed or not answered: {e}");
+            }
+        });
+    }
+
+    /// CANCELs the INVITE the box sent (RFC 3261 §9.1) on a task of its own, as
+    /// [`Self::bye_in_background`] does a BYE: neither the caller's final
+    /// response nor the call's end waits for the CANCEL's answer. The task then
+    /// gives the INVITE [`CANCELED_INVITE_WAIT`] for its final response, and
+    /// ends a session the far end answered anyway:
+    /// - a 2xx after the CANCEL was marked: rsipstack ACKs it and sends the BYE
+    ///   (`bye_2xx_of_cancelled`);
+    /// - a 2xx processed before it (the dialog was already Confirmed when the
+    ///   CANCEL ran, which then sent nothing): this task sends the BYE and
+    ///   forgets the dialog.
+    ///
+    /// An INVITE with no final response by then is dropped: rsipstack's guard
+    /// keeps it to its own 64·T1 and removes its early registry entry.
+    fn cancel_in_background(&mut self, info: &CallInfo) {
+        self.ending_sent = true;
+        self.ring_deadline = None;
+        let invite = self.invite.take();
+        let (dialog, dialogs) = (self.dialog.clone(), Arc::clone(&self.ctx.dialogs));
+        let id = info.ids.call_control_id.clone();
+        self.ctx.endings.spawn(async move {
+            // Decided under the dialog's state lock: either a later 2xx sees
+            // the CANCEL, or the CANCEL sees the Confirmed dialog.
             if let Err(e) = dialog.cancel().await {
                 tracing::info!(call_control_id = %id, "CANCEL failed or not answered: {e}");
+            }
+            if let Some(invite) = invite {
+                let abort = invite.abort_handle();
+                if tokio::time::timeout(CANCELED_INVITE_WAIT, invite).await.is_err() {
+                    abort.abort();
+                }
+            }
+            if matches!(dialog.state(), DialogState::Confirmed(..)) {
+                tracing::info!(call_control_id = %id, "answered as it was CANCELed: BYE");
+                if let Err(e) = dialog.bye().await {
+                    tracing::info!(call_control_id = %id, "BYE failed or not answered: {e}");
+                }
+                dialogs.remove_dialog(&dialog.id());
             }
         });
     }
 
     /// After the call: waits briefly for the dialog's own end (the final
     /// response, the peer's BYE answered), then forgets it. Not after the box's
-    /// own BYE or CANCEL: their transactions run on without the call, and so
-    /// does a CANCELed INVITE's until its final response (a 2xx that crossed
-    /// the CANCEL is ACKed and ended with a BYE). An INVITE still pending
-    /// without a CANCEL is dropped: rsipstack CANCELs it.
+    /// own BYE or CANCEL: their tasks see them through without the call. An
+    /// INVITE still pending without a CANCEL is dropped: rsipstack's guard
+    /// CANCELs it.
     pub async fn finish(&mut self) {
         if let Some(inv) = self.invite.take() {
-            if !self.ending_sent {
-                inv.abort();
-            }
+            inv.abort();
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while !self.ended && !self.ending_sent {
