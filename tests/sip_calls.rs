@@ -449,6 +449,32 @@ fn a_2xx_that_crosses_the_box_s_cancel_is_acked_and_ended_with_a_bye() {
     gw.stop();
 }
 
+/// The far end answers a forwarded call with an SDP the box cannot use (G.729
+/// only, not offered): the box ACKs its 2xx and ends it with a BYE (the
+/// BYE on a task of its own, not the call's loop), and the caller gets 488.
+#[test]
+fn an_unusable_answer_from_the_far_end_is_ended_with_a_bye_and_the_caller_gets_488() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, target, b_port) = start_forwarding_daemon(dir.path(), false);
+    let answer = std::fs::read_to_string(scenario("uas_answer.xml")).unwrap();
+    let codecs = "m=audio [media_port] RTP/AVP 0 8 101";
+    assert!(answer.contains(codecs), "uas_answer.xml answers PCMU/PCMA");
+    let g729 = answer.replace(codecs, "m=audio [media_port] RTP/AVP 18").replace(
+        "a=rtpmap:0 PCMU/8000\n      a=rtpmap:8 PCMA/8000\n      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-15",
+        "a=rtpmap:18 G729/8000",
+    );
+    assert!(g729.contains("G729/8000") && !g729.contains("PCMU/8000"), "{g729}");
+    let sf = dir.path().join("uas_answer_g729.xml");
+    std::fs::write(&sf, g729).unwrap();
+    let mut b = uas(dir.path(), "g729", sf.to_str().unwrap(), b_port);
+    let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]);
+    args[1] = refused_scenario(dir.path(), 488, "Via:");
+    run_sipp(dir.path(), "a488", args);
+    assert_eq!(b.wait(WAIT), 0, "the far end got ACK and BYE for its 2xx: {}\n{}", b.report(), gw.stderr());
+    gw.wait_log("unusable SDP answer");
+    gw.stop();
+}
+
 #[test]
 fn outbound_invite_answers_a_407_challenge_with_the_trunk_credentials() {
     let dir = tempfile::tempdir().unwrap();
