@@ -195,8 +195,48 @@ impl Baresip {
 
     /// [`Baresip::start`] offering and accepting only `codecs`, in that order
     /// (empty: `g711.so`'s PCMU and PCMA, baresip's default order).
+    ///
+    /// Its ports are picked free, but another process may take one before
+    /// baresip binds it (they come from the kernel's ephemeral range, as every
+    /// outgoing connection's do), and the connect loop below could meet
+    /// itself (a TCP self-connect on 127.0.0.1). So the control connection
+    /// must answer a command with its token before baresip counts as started;
+    /// otherwise it is stopped and started again on new ports (3 tries).
     pub fn start_with(parent: &Path, name: &str, phone: Phone, codecs: &[Codec]) -> Self {
         let dir = parent.join(name);
+        for attempt in 1..=3 {
+            let mut b = Self::spawn(&dir, name, &phone, codecs);
+            if b.answers() {
+                return b;
+            }
+            eprintln!("baresip {name}: try {attempt}: its control port was not its own, starting it again");
+        }
+        panic!("baresip {name} did not start with a control connection of its own: {}", log_of(&dir));
+    }
+
+    /// Whether the control connection reaches this baresip: it answers a
+    /// command (any, `reginfo`) with the token sent (within 3 s).
+    fn answers(&mut self) -> bool {
+        self.token += 1;
+        let token = format!("t{}", self.token);
+        let body = json!({"command": "reginfo", "params": "", "token": token}).to_string();
+        if self.ctrl.write_all(format!("{}:{body},", body.len()).as_bytes()).is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if self.inbox.lock().unwrap().iter().any(|m| m["response"] == true && m["token"] == token) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// One start of baresip in `dir` on fresh ports, connected to its
+    /// control socket (not yet known to be its own).
+    fn spawn(dir: &Path, name: &str, phone: &Phone, codecs: &[Codec]) -> Self {
+        let dir = dir.to_path_buf();
         let snd = dir.join("snd");
         std::fs::create_dir_all(&snd).unwrap();
         let sip_port = free_udp_port(phone.ip);
@@ -258,7 +298,10 @@ impl Baresip {
         let deadline = Instant::now() + Duration::from_secs(10);
         let ctrl = loop {
             if let Ok(s) = TcpStream::connect(("127.0.0.1", ctrl_port)) {
-                break s;
+                // A connection from the port to itself is no listener.
+                if s.local_addr().is_ok_and(|a| a.port() != ctrl_port) {
+                    break s;
+                }
             }
             assert!(Instant::now() < deadline, "baresip's ctrl_tcp did not listen within 10 s: {}", log_of(&dir));
             std::thread::sleep(Duration::from_millis(20));
