@@ -23,7 +23,7 @@ use common::gateway::{Gateway, Route, Trunk, event_type, payload, time};
 use common::recorded::{Recorded, speech, start_with_agent};
 use common::rtp::script;
 use common::scenario;
-use common::{Sipp, free_even_block, free_port, sipp_args, sipp_at};
+use common::{Sipp, free_port, sipp_args, sipp_at, sipp_carrier};
 use gateway::{e2e_scenario, livekit_and_telnyx, livekit_to_telnyx, start};
 
 /// How long the peer stays silent after taking the box's BYE or CANCEL: that
@@ -172,14 +172,7 @@ fn silent_on_cancel(dir: &std::path::Path, name: &str, port: u16) -> Sipp {
     let xml = format!("{head}{take_cancel}\n  <pause milliseconds=\"{}\"/>\n</scenario>\n", SILENT.as_millis());
     let sf = dir.join(format!("{name}.xml"));
     std::fs::write(&sf, xml).unwrap();
-    let media = free_even_block(4).to_string();
-    let port = port.to_string();
-    let args: Vec<String> = ["-sf", sf.to_str().unwrap(), "-i", "127.0.0.3", "-p", &port, "-mp", &media]
-        .into_iter()
-        .chain(["-m", "1", "-t", "u1", "-timeout", "30s", "-timeout_error"])
-        .map(str::to_string)
-        .collect();
-    Sipp::start(dir, name, &args)
+    sipp_carrier(dir, name, sf.to_str().unwrap(), port)
 }
 
 /// The caller gives up while a forwarded call rings, and the far carrier never
@@ -203,17 +196,11 @@ async fn a_cancel_the_far_end_never_answers_does_not_hold_the_call() {
         "a-cancel",
         &sipp_args("uac_cancel.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]),
     );
-    let (a_code, b_code) = tokio::task::spawn_blocking(move || {
-        let wait = Duration::from_secs(30);
-        let a_code = a.wait(wait);
-        (a_code, b.wait(wait), a, b)
-    })
-    .await
-    .map(|(ac, bc, a, b)| ((ac, a), (bc, b)))
-    .unwrap();
-    assert_eq!(a_code.0, 0, "the caller's CANCEL was answered: {}\n{}", a_code.1.report(), gw.stderr());
-    assert_eq!(b_code.0, 0, "the far end took the box's CANCEL: {}\n{}", b_code.1.report(), gw.stderr());
-    let cancelled = sipp_at(&b_code.1.messages(), false, "CANCEL ");
+    let wait = Duration::from_secs(30);
+    let (a_code, a, b_code, b) = tokio::task::spawn_blocking(move || (a.wait(wait), a, b.wait(wait), b)).await.unwrap();
+    assert_eq!(a_code, 0, "the caller's CANCEL was answered: {}\n{}", a.report(), gw.stderr());
+    assert_eq!(b_code, 0, "the far end took the box's CANCEL: {}\n{}", b.report(), gw.stderr());
+    let cancelled = sipp_at(&b.messages(), false, "CANCEL ");
     gw.unique_events("both legs' hangups", |b| b.iter().filter(|x| event_type(x) == "call.hangup").count() == 2).await;
     let delivered = hangups_arrived(&gw, cancelled, SILENT - Duration::from_secs(1));
     eprintln!("unanswered CANCEL to the far end: both call.hangup delivered within {delivered:.3} s of it");

@@ -347,43 +347,18 @@ fn start_forwarding_daemon(dir: &Path, b_auth: bool) -> (Gateway, String, u16) {
     (gw, target, b_port)
 }
 
-fn uas(dir: &Path, name: &str, scenario_file: &str, b_port: u16) -> Sipp {
-    let media = free_even_block(4).to_string();
-    let args: Vec<String> = [
-        "-sf",
-        &scenario(scenario_file).display().to_string(),
-        "-i",
-        "127.0.0.3",
-        "-p",
-        &b_port.to_string(),
-        "-mp",
-        &media,
-        "-m",
-        "1",
-        "-t",
-        "u1",
-        "-timeout",
-        "30s",
-        "-timeout_error",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Sipp::start(dir, name, &args)
-}
-
 #[test]
 fn forward_between_two_trunks_ties_both_dialogs() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, target, b_port) = start_forwarding_daemon(dir.path(), false);
     // BYE from the caller reaches the far carrier.
-    let mut b = uas(dir.path(), "b", "uas_answer.xml", b_port);
+    let mut b = sipp_carrier(dir.path(), "b", "uas_answer.xml", b_port);
     run_sipp(dir.path(), "a", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
     assert_eq!(b.wait(WAIT), 0, "{}", b.report());
     let log = gw.wait_log("outgoing call");
     assert!(log.contains("trunk=carrier-b from=+14155550123 to=+13125550100"), "{log}");
     // BYE from the far carrier reaches the caller.
-    let mut b = uas(dir.path(), "b2", "uas_answer_then_bye.xml", b_port);
+    let mut b = sipp_carrier(dir.path(), "b2", "uas_answer_then_bye.xml", b_port);
     let mut a = Sipp::start(
         dir.path(),
         "a2",
@@ -404,7 +379,7 @@ fn forward_between_two_trunks_ties_both_dialogs() {
 fn forward_passes_the_session_timer_to_both_legs() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, target, b_port) = start_forwarding_daemon(dir.path(), false);
-    let mut b = uas(dir.path(), "b-timer", "uas_answer_timer.xml", b_port);
+    let mut b = sipp_carrier(dir.path(), "b-timer", "uas_answer_timer.xml", b_port);
     run_sipp(dir.path(), "a-timer", sipp_args("uac_telnyx.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
     assert_eq!(b.wait(WAIT), 0, "{}\n{}", b.report(), gw.stderr());
     gw.wait_log("cause=\"normal_clearing\" source=\"caller\" sip_code=200");
@@ -416,7 +391,7 @@ fn forward_propagates_cancel_and_failure_codes() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, target, b_port) = start_forwarding_daemon(dir.path(), false);
     // The caller gives up while B rings: B sees the CANCEL.
-    let mut b = uas(dir.path(), "ring", "uas_ring_cancelled.xml", b_port);
+    let mut b = sipp_carrier(dir.path(), "ring", "uas_ring_cancelled.xml", b_port);
     run_sipp(dir.path(), "cancel", sipp_args("uac_cancel.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
     assert_eq!(b.wait(WAIT), 0, "{}", b.report());
     gw.stop();
@@ -425,7 +400,7 @@ fn forward_propagates_cancel_and_failure_codes() {
     let dir2 = tempfile::tempdir().unwrap();
     let (gw, target, b_port) = start_forwarding_daemon(dir2.path(), false);
     let dir = dir2;
-    let mut b = uas(dir.path(), "busy", "uas_busy.xml", b_port);
+    let mut b = sipp_carrier(dir.path(), "busy", "uas_busy.xml", b_port);
     let sc = refused_scenario(dir.path(), 486, "Via:");
     let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]);
     args[1] = sc;
@@ -443,7 +418,7 @@ fn forward_propagates_cancel_and_failure_codes() {
 fn a_2xx_that_crosses_the_box_s_cancel_is_acked_and_ended_with_a_bye() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, target, b_port) = start_forwarding_daemon(dir.path(), false);
-    let mut b = uas(dir.path(), "crossed", "uas_answer_after_cancel.xml", b_port);
+    let mut b = sipp_carrier(dir.path(), "crossed", "uas_answer_after_cancel.xml", b_port);
     run_sipp(dir.path(), "cancel", sipp_args("uac_cancel.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
     assert_eq!(b.wait(WAIT), 0, "the far end got ACK and BYE for its 2xx: {}\n{}", b.report(), gw.stderr());
     gw.stop();
@@ -466,7 +441,7 @@ fn an_unusable_answer_from_the_far_end_is_ended_with_a_bye_and_the_caller_gets_4
     assert!(g729.contains("G729/8000") && !g729.contains("PCMU/8000"), "{g729}");
     let sf = dir.path().join("uas_answer_g729.xml");
     std::fs::write(&sf, g729).unwrap();
-    let mut b = uas(dir.path(), "g729", sf.to_str().unwrap(), b_port);
+    let mut b = sipp_carrier(dir.path(), "g729", sf.to_str().unwrap(), b_port);
     let mut args = sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]);
     args[1] = refused_scenario(dir.path(), 488, "Via:");
     run_sipp(dir.path(), "a488", args);
@@ -479,7 +454,7 @@ fn an_unusable_answer_from_the_far_end_is_ended_with_a_bye_and_the_caller_gets_4
 fn outbound_invite_answers_a_407_challenge_with_the_trunk_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, target, b_port) = start_forwarding_daemon(dir.path(), true);
-    let mut b = uas(dir.path(), "b407", "uas_407.xml", b_port);
+    let mut b = sipp_carrier(dir.path(), "b407", "uas_407.xml", b_port);
     run_sipp(dir.path(), "a", sipp_args("uac_call.xml", "+13125550100", &target, "127.0.0.2", &["-t", "u1"]));
     assert_eq!(b.wait(WAIT), 0, "{}", b.report());
     gw.stop();
@@ -688,7 +663,7 @@ fn early_media_from_the_far_end_reaches_the_caller_before_the_answer() {
     std::fs::copy("/usr/share/sip-tester/g711a.pcap", dir.path().join("pcap/g711a.pcap")).unwrap();
     let (gw, _, b_port) = start_forwarding_daemon(dir.path(), false);
     let port = gw.sip_port;
-    let mut b = uas(dir.path(), "b", "uas_early_media.xml", b_port);
+    let mut b = sipp_carrier(dir.path(), "b", "uas_early_media.xml", b_port);
     // The caller (silent) listens from the 183 on; the far end answers after 2.5 s.
     let silent = common::rtp::Script {
         audio: Vec::new(),

@@ -300,11 +300,7 @@ impl SipLeg {
     fn bye_in_background(&mut self, info: &CallInfo) {
         self.ending_sent = true;
         let (dialog, id) = (self.dialog.clone(), info.ids.call_control_id.clone());
-        self.ctx.endings.spawn(async move {
-            if let Err(e) = dialog.bye().await {
-                tracing::info!(call_control_id = %id, "BYE failed or not answered: {e}");
-            }
-        });
+        self.ctx.endings.spawn(async move { bye(&dialog, &id).await });
     }
 
     /// CANCELs the INVITE the box sent (RFC 3261 §9.1) on a task of its own, as
@@ -340,9 +336,7 @@ impl SipLeg {
             }
             if matches!(dialog.state(), DialogState::Confirmed(..)) {
                 tracing::info!(call_control_id = %id, "answered as it was CANCELed: BYE");
-                if let Err(e) = dialog.bye().await {
-                    tracing::info!(call_control_id = %id, "BYE failed or not answered: {e}");
-                }
+                bye(&dialog, &id).await;
                 dialogs.remove_dialog(&dialog.id());
             }
         });
@@ -365,6 +359,14 @@ impl SipLeg {
             }
         }
         self.ctx.dialogs.remove_dialog(&self.dialog.id());
+    }
+}
+
+/// The box's BYE in `dialog`, to its end (answered, or Timer F); a failure is
+/// logged, as the call it ended has already moved on.
+async fn bye(dialog: &InviteDialog, call_control_id: &str) {
+    if let Err(e) = dialog.bye().await {
+        tracing::info!(%call_control_id, "BYE failed or not answered: {e}");
     }
 }
 

@@ -423,6 +423,22 @@ pub fn sipp_uas(dir: &Path, name: &str, scenario_file: &str, port: u16, rtp_echo
     Sipp::start(dir, name, &args)
 }
 
+/// A carrier: SIPp running `scenario_file` (a name in tests/sipp, or a path)
+/// as UAS on 127.0.0.3:`port` for one call, media on a free even block; it
+/// fails (non-zero exit) if the call has not ended within 30 s.
+pub fn sipp_carrier(dir: &Path, name: &str, scenario_file: &str, port: u16) -> Sipp {
+    let media = free_even_block(4).to_string();
+    let sf = scenario(scenario_file).display().to_string();
+    let port = port.to_string();
+    let args = ["-sf", &sf, "-i", "127.0.0.3", "-p", &port, "-mp", &media];
+    let args: Vec<String> = args
+        .into_iter()
+        .chain(["-m", "1", "-t", "u1", "-timeout", "30s", "-timeout_error"])
+        .map(str::to_string)
+        .collect();
+    Sipp::start(dir, name, &args)
+}
+
 /// Standard SIPp arguments for one scenario run against `target`.
 pub fn sipp_args(scenario_file: &str, service: &str, target: &str, local_ip: &str, extra: &[&str]) -> Vec<String> {
     let local_port = free_port();
