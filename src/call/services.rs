@@ -61,6 +61,8 @@ impl CallServices {
             (c.rtp.workers, c.rtp.max_suppressed_streams)
         };
         let engine = Engine::start(workers)?;
+        // One agent I/O thread per media worker (started with the first stream).
+        crate::agent::hub::set_threads(engine.workers());
         crate::media::suppress::set_limit(if max_suppressed == 0 { 16 * engine.workers() } else { max_suppressed });
         let rooms = super::rooms::start(&events, &calls, Arc::clone(&engine));
         let room_recordings = RoomRecordings::new(config.clone(), rooms.clone(), events.clone());

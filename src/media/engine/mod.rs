@@ -26,7 +26,7 @@
 
 pub mod convert;
 mod job;
-mod sys;
+pub mod sys;
 mod timer;
 pub mod wheel;
 

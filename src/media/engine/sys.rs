@@ -1,6 +1,7 @@
-//! The two kernel facilities the media engine needs beyond `std::net`, through
-//! `nix` (no `unsafe` here): a level-triggered `epoll` (epoll(7)) per worker, and
-//! an `eventfd` (eventfd(2)) to wake a worker when a command is queued.
+//! The two kernel facilities the media engine (and the agent I/O threads,
+//! `agent::hub`) need beyond `std::net`, through `nix` (no `unsafe` here): a
+//! level-triggered `epoll` (epoll(7)) per thread, and an `eventfd` (eventfd(2))
+//! to wake a thread when something is queued for it.
 //!
 //! Level-triggered on purpose: a worker reads one datagram per ready socket per
 //! `epoll_wait`, and a socket with more queued is simply reported again; with
@@ -20,6 +21,17 @@ pub type Event = EpollEvent;
 /// The token of an event.
 pub fn token(event: &Event) -> u64 {
     event.data()
+}
+
+/// Whether the event says the descriptor can be written to (`EPOLLOUT`).
+pub fn writable(event: &Event) -> bool {
+    event.events().contains(EpollFlags::EPOLLOUT)
+}
+
+/// Whether the event says the descriptor has input, an error or a hang-up
+/// (`EPOLLIN`, `EPOLLERR`, `EPOLLHUP`: a read will tell which).
+pub fn readable(event: &Event) -> bool {
+    event.events().intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
 }
 
 /// An empty event buffer slot.
@@ -44,6 +56,24 @@ impl Epoll {
     /// Watches `fd` for input, level-triggered, reporting `token`.
     pub fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
         self.0.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token)).map_err(io)
+    }
+
+    /// Watches `fd` for input and, with `write`, for room to write (`EPOLLOUT`,
+    /// level-triggered: only while something waits to be written), reporting
+    /// `token`; replaces what was watched for `fd` before, if anything.
+    pub fn watch(&self, fd: BorrowedFd<'_>, token: u64, read: bool, write: bool) -> io::Result<()> {
+        let mut flags = EpollFlags::empty();
+        if read {
+            flags |= EpollFlags::EPOLLIN;
+        }
+        if write {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        let mut event = EpollEvent::new(flags, token);
+        match self.0.modify(fd, &mut event) {
+            Err(nix::Error::ENOENT) => self.0.add(fd, event).map_err(io),
+            other => other.map_err(io),
+        }
     }
 
     /// Stops watching `fd` (before it is closed or handed elsewhere); a

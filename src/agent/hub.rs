@@ -1,0 +1,318 @@
+//! The agent I/O threads (issue 20 point 2): once connected, every agent stream
+//! of the box is driven by one of a few threads (`sipbridge-agent-N`, as many as
+//! the media engine has workers, `[rtp] workers`), never by a media worker and
+//! never by the async runtime's workers.
+//!
+//! A thread owns many streams ([`Driven`]) and one loop:
+//!
+//! - one level-triggered `epoll_wait` (`media::engine::sys`) over its streams'
+//!   sockets (input always, output only while bytes wait) and a doorbell
+//!   eventfd;
+//! - the channels from the media engine (chunks of call audio, reached marks)
+//!   and from the call (DTMF, stop) are tokio channels polled with a waker of
+//!   this thread's own: a send from a media worker marks the stream ready and
+//!   rings the doorbell, at most once until the thread has looked (the
+//!   doorbell is written only while the thread sleeps);
+//! - one heap of deadlines (pings, the 2 s close, playback retries).
+//!
+//! No task, no per-stream `select!`, no reactor registration per frame: a frame
+//! to the agent is one channel pop and one `sendto`, a frame from it one
+//! `recvfrom` and one `try_send` into the leg's playback queue. Queues toward a
+//! media worker are bounded and only ever `try_send`: a full one pauses reading
+//! that agent's socket, never a worker.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use crate::media::engine::sys::{self, Epoll, EventFd};
+
+/// Why a stream is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// It was just attached.
+    Start,
+    /// One of its channels has something (or closed).
+    Wake,
+    /// Its socket has input, an error or a hang-up.
+    Readable,
+    /// Its socket can take the bytes that wait.
+    Writable,
+    /// Its deadline ([`Wants::deadline`]) passed.
+    Timer,
+}
+
+/// Whether a stream goes on after being driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Keep driving it.
+    Continue,
+    /// It has ended: the thread drops it (closing its socket).
+    Done,
+}
+
+/// What a stream waits for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wants {
+    /// Report input on the socket.
+    pub read: bool,
+    /// Report room to write (only while bytes wait: the epoll is level-triggered).
+    pub write: bool,
+    /// Drive it with [`Why::Timer`] at this instant.
+    pub deadline: Option<Instant>,
+}
+
+/// A connected stream an I/O thread drives. Every method runs on that thread
+/// (outside the async runtime: channels and events only, no spawning) and
+/// must not block.
+pub trait Driven: Send {
+    /// The socket to watch.
+    fn fd(&self) -> BorrowedFd<'_>;
+    /// Handles `why`; channels are polled with `cx`, whose waker brings
+    /// [`Why::Wake`].
+    fn drive(&mut self, why: Why, cx: &mut Context<'_>, now: Instant) -> Step;
+    /// Asked after every [`Driven::drive`].
+    fn wants(&self) -> Wants;
+}
+
+/// The threads, started on the first stream.
+static HUBS: OnceLock<Vec<Arc<Shared>>> = OnceLock::new();
+/// Threads to start (0: one per core this process may run on).
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets how many I/O threads the first stream starts (the media engine's
+/// worker count; 0 = one per core). Later calls change nothing once started.
+pub fn set_threads(n: usize) {
+    THREADS.store(n, Ordering::Relaxed);
+}
+
+/// Hands `stream` to the least loaded I/O thread, which drives it with
+/// [`Why::Start`] at once. Errors (with the stream back): no thread could be
+/// started (the reason, as a `failure_reason`).
+pub fn attach<D: Driven + 'static>(stream: D) -> Result<(), (D, String)> {
+    let hubs = HUBS.get_or_init(start_all);
+    let Some(hub) = hubs.iter().min_by_key(|h| h.load.load(Ordering::Relaxed)) else {
+        return Err((stream, "no agent I/O thread could be started".into()));
+    };
+    hub.load.fetch_add(1, Ordering::Relaxed);
+    lock(&hub.inbox).push(Box::new(stream));
+    hub.ring();
+    Ok(())
+}
+
+/// What a thread shares with the threads that feed it.
+struct Shared {
+    bell: EventFd,
+    /// The thread sleeps (or is about to): a ring must write the eventfd.
+    armed: AtomicBool,
+    /// Streams whose channels woke them, in order.
+    ready: Mutex<Vec<u64>>,
+    /// Streams attached and not yet taken.
+    inbox: Mutex<Vec<Box<dyn Driven>>>,
+    /// Streams on this thread.
+    load: AtomicUsize,
+}
+
+impl Shared {
+    fn ring(&self) {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.bell.ring();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn start_all() -> Vec<Arc<Shared>> {
+    let n = match THREADS.load(Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    (0..n)
+        .filter_map(|i| start(i).inspect_err(|e| tracing::error!("agent I/O thread {i} not started: {e}")).ok())
+        .collect()
+}
+
+fn start(index: usize) -> io::Result<Arc<Shared>> {
+    let shared = Arc::new(Shared {
+        bell: EventFd::new()?,
+        armed: AtomicBool::new(false),
+        ready: Mutex::new(Vec::new()),
+        inbox: Mutex::new(Vec::new()),
+        load: AtomicUsize::new(0),
+    });
+    let epoll = Epoll::new()?;
+    epoll.add(shared.bell.fd(), BELL)?;
+    let hub =
+        Hub { shared: Arc::clone(&shared), epoll, slots: HashMap::new(), timers: BinaryHeap::new(), next_token: 0 };
+    std::thread::Builder::new().name(format!("sipbridge-agent-{index}")).spawn(move || hub.run())?;
+    Ok(shared)
+}
+
+/// The doorbell's token.
+const BELL: u64 = u64::MAX;
+/// Ready sockets taken per `epoll_wait`.
+const BATCH: usize = 256;
+/// After a round that had work, the thread pauses this long before it looks
+/// again, so the next round finds a batch: the frames of many calls per wake-up
+/// instead of two or three (at 400 agent calls on one core, waking per
+/// arrival cost ~7 000 context switches a second). It adds at most this much
+/// to each direction of the agent path.
+const COALESCE: Duration = Duration::from_millis(1);
+/// Longest sleep of an idle thread.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// A stream's waker: marks it ready and rings the doorbell, once until the
+/// thread has driven it.
+struct Ready {
+    token: u64,
+    queued: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+impl Wake for Ready {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            lock(&self.shared.ready).push(self.token);
+            self.shared.ring();
+        }
+    }
+}
+
+struct Slot {
+    stream: Box<dyn Driven>,
+    ready: Arc<Ready>,
+    waker: Waker,
+    /// What the epoll watches for it (`None`: not in the epoll).
+    watched: Option<(bool, bool)>,
+    /// Its live entry in the heap.
+    deadline: Option<Instant>,
+}
+
+struct Hub {
+    shared: Arc<Shared>,
+    epoll: Epoll,
+    slots: HashMap<u64, Slot>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_token: u64,
+}
+
+impl Hub {
+    fn run(mut self) {
+        let mut events = vec![sys::empty_event(); BATCH];
+        let mut woken = Vec::new();
+        loop {
+            self.shared.armed.store(true, Ordering::SeqCst);
+            let busy = !lock(&self.shared.ready).is_empty() || !lock(&self.shared.inbox).is_empty();
+            let timeout = if busy {
+                0
+            } else {
+                let until = self
+                    .timers
+                    .peek()
+                    .map_or(MAX_SLEEP, |Reverse((at, _))| at.saturating_duration_since(Instant::now()).min(MAX_SLEEP));
+                // Round up: waking early would only spin.
+                u16::try_from(until.as_micros().div_ceil(1000)).unwrap_or(u16::MAX)
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("agent I/O thread: epoll_wait failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    0
+                }
+            };
+            self.shared.armed.store(false, Ordering::SeqCst);
+            let now = Instant::now();
+            for event in &events[..n] {
+                let token = sys::token(event);
+                if token == BELL {
+                    self.shared.bell.drain();
+                    continue;
+                }
+                if sys::writable(event) {
+                    self.drive(token, Why::Writable, now);
+                }
+                if sys::readable(event) {
+                    self.drive(token, Why::Readable, now);
+                }
+            }
+            let attached = std::mem::take(&mut *lock(&self.shared.inbox));
+            for stream in attached {
+                let token = self.next_token;
+                self.next_token += 1;
+                let ready = Arc::new(Ready { token, queued: AtomicBool::new(false), shared: Arc::clone(&self.shared) });
+                let waker = Waker::from(Arc::clone(&ready));
+                self.slots.insert(token, Slot { stream, ready, waker, watched: None, deadline: None });
+                self.drive(token, Why::Start, now);
+            }
+            std::mem::swap(&mut woken, &mut *lock(&self.shared.ready));
+            let worked = n > 0 || !woken.is_empty();
+            for token in woken.drain(..) {
+                if let Some(slot) = self.slots.get(&token) {
+                    slot.ready.queued.store(false, Ordering::Release);
+                    self.drive(token, Why::Wake, now);
+                }
+            }
+            while let Some(&Reverse((at, token))) = self.timers.peek() {
+                if at > now {
+                    break;
+                }
+                self.timers.pop();
+                let Some(slot) = self.slots.get_mut(&token) else { continue };
+                if slot.deadline == Some(at) {
+                    slot.deadline = None;
+                    self.drive(token, Why::Timer, now);
+                }
+            }
+            if worked {
+                // Let frames gather (the doorbell stays quiet meanwhile).
+                std::thread::sleep(COALESCE);
+            }
+        }
+    }
+
+    fn drive(&mut self, token: u64, why: Why, now: Instant) {
+        let Some(slot) = self.slots.get_mut(&token) else { return };
+        let mut cx = Context::from_waker(&slot.waker);
+        if slot.stream.drive(why, &mut cx, now) == Step::Done {
+            if slot.watched.is_some() {
+                self.epoll.delete(slot.stream.fd());
+            }
+            self.slots.remove(&token);
+            self.shared.load.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let wants = slot.stream.wants();
+        let watch = (wants.read || wants.write).then_some((wants.read, wants.write));
+        if watch != slot.watched {
+            let result = match watch {
+                Some((read, write)) => self.epoll.watch(slot.stream.fd(), token, read, write),
+                None => {
+                    self.epoll.delete(slot.stream.fd());
+                    Ok(())
+                }
+            };
+            match result {
+                Ok(()) => slot.watched = watch,
+                Err(e) => tracing::error!("agent I/O thread: cannot watch a stream's socket: {e}"),
+            }
+        }
+        if wants.deadline != slot.deadline {
+            slot.deadline = wants.deadline;
+            if let Some(at) = wants.deadline {
+                self.timers.push(Reverse((at, token)));
+            }
+        }
+    }
+}
