@@ -25,6 +25,7 @@
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -121,6 +122,9 @@ pub struct AgentStream {
     commands: mpsc::Sender<Command>,
     events: mpsc::UnboundedReceiver<StreamEvent>,
     task: Option<JoinHandle<()>>,
+    /// Set when this handle is dropped without [`AgentStream::stop`]: the stream
+    /// then ends without a word (no stop frame, no `streaming.stopped`).
+    abandoned: Arc<AtomicBool>,
     /// Telnyx `stream_id` (UUID v4).
     pub stream_id: String,
     /// What it streams to (kept to restart it elsewhere, e.g. into a room).
@@ -134,9 +138,17 @@ impl AgentStream {
         let stream_id = uuid::Uuid::new_v4().to_string();
         let (cmd_tx, cmd_rx) = mpsc::channel(32);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let task = Task { spec: spec.clone(), info, bus, stream_id: stream_id.clone(), events: ev_tx };
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let task = Task {
+            spec: spec.clone(),
+            info,
+            bus,
+            stream_id: stream_id.clone(),
+            events: ev_tx,
+            abandoned: Arc::clone(&abandoned),
+        };
         let handle = tokio::spawn(task.run(endpoint, cmd_rx));
-        Self { commands: cmd_tx, events: ev_rx, task: Some(handle), stream_id, spec }
+        Self { commands: cmd_tx, events: ev_rx, task: Some(handle), abandoned, stream_id, spec }
     }
 
     /// Forwards a DTMF key press to the agent (`dtmf` frame).
@@ -168,6 +180,8 @@ impl AgentStream {
 impl Drop for AgentStream {
     fn drop(&mut self) {
         if let Some(t) = &self.task {
+            // Before the command channel closes (the fields drop after this).
+            self.abandoned.store(true, Ordering::Release);
             t.abort();
         }
     }
@@ -201,6 +215,7 @@ struct Task {
     bus: Arc<dyn EventSink>,
     stream_id: String,
     events: mpsc::UnboundedSender<StreamEvent>,
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Task {
@@ -279,7 +294,7 @@ struct Session {
     link: Link,
     endpoint: PcmEndpoint,
     commands: mpsc::Receiver<Command>,
-    /// Dropped or sent when the stream ends; closed = the task was aborted.
+    /// Sent when the stream ends (its task waits for it).
     done: Option<oneshot::Sender<()>>,
     out: Framing,
     info: StartInfo,
@@ -442,9 +457,9 @@ impl Session {
                     self.send(frame)?;
                 }
                 Poll::Ready(Some(Command::Stop)) => return self.stop(now),
-                Poll::Ready(None) if self.done.as_ref().is_none_or(oneshot::Sender::is_closed) => {
-                    return Err(End::Abandoned);
-                }
+                // The handle went without `stop` (it says so before its
+                // sender closes the channel).
+                Poll::Ready(None) if self.task.abandoned.load(Ordering::Acquire) => return Err(End::Abandoned),
                 Poll::Ready(None) => return self.stop(now),
                 Poll::Pending => return Ok(()),
             }
@@ -851,6 +866,25 @@ mod tests {
         assert_eq!((event.as_str(), payload.first()), ("media", Some(&0x42)));
         stream.stop().await;
         assert_eq!(*events.0.lock().unwrap(), ["streaming.started", "streaming.stopped"]);
+    }
+
+    /// A handle dropped without `stop` (the call went some other way) ends
+    /// the stream without a word: the connection closes, no stop frame, no
+    /// `streaming.stopped`.
+    #[tokio::test]
+    async fn a_stream_dropped_without_stop_ends_silently() {
+        let (stream, _port_side, mut ws, events) = connected().await;
+        drop(stream);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await.expect("the connection stayed open") {
+                Some(Ok(Message::Text(t))) => panic!("a frame after the drop: {t}"),
+                Some(Ok(Message::Close(_))) => panic!("a close handshake after the drop"),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+        assert_eq!(*events.0.lock().unwrap(), ["streaming.started"]);
     }
 
     /// When the leg's playback queue is full the box stops reading the agent
