@@ -189,6 +189,19 @@ fn duration(t: &Table<'_>, key: &str, issues: &mut Issues, default: Duration) ->
     t.parsed(key, issues, values::parse_duration).unwrap_or(default)
 }
 
+/// `TimeoutStopSec=` of the shipped unit (`systemd/sipbridge.service`; a test
+/// keeps the two equal).
+pub const UNIT_STOP_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// The longest a stop (SIGTERM) can take, as `daemon::run` and `sip` bound its
+/// steps: `shutdown_grace` for the calls, 2 s for the ones hung up at its end
+/// to send BYE, 2 s for BYEs and CANCELs still unanswered (`sip::ENDINGS_DRAIN`),
+/// 3 s per registering trunk to unregister, 5 s for the webhook worker.
+pub fn longest_stop(shutdown_grace: Duration, registering_trunks: usize) -> Duration {
+    let per_trunk = Duration::from_secs(3) * u32::try_from(registering_trunks).unwrap_or(u32::MAX / 4);
+    shutdown_grace + Duration::from_secs(2 + 2 + 5) + per_trunk
+}
+
 /// Builds the typed config from the merged tree.
 pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option<Config> {
     let root = Table::root(root, ROOT);
@@ -213,6 +226,19 @@ pub fn read(root: &Dict, issues: &mut Issues, warnings: &mut Warnings) -> Option
     }
     if routes.is_empty() && !trunks.is_empty() {
         warnings.push("no [[route]] is configured: every incoming call gets 404".into());
+    }
+    let registering = trunks.iter().filter(|t| t.register).count();
+    let stop = longest_stop(node.shutdown_grace, registering);
+    if stop > UNIT_STOP_TIMEOUT {
+        warnings.push(format!(
+            "node.shutdown_grace = {}s: with {registering} registering trunk(s) a stop can take {}s, longer than \
+             the systemd unit's TimeoutStopSec={}s; systemd would kill the daemon before the calls' BYEs, the \
+             unregistrations and the last webhooks are out (lower shutdown_grace, or raise TimeoutStopSec \
+             with `systemctl edit sipbridge`)",
+            node.shutdown_grace.as_secs(),
+            stop.as_secs(),
+            UNIT_STOP_TIMEOUT.as_secs()
+        ));
     }
     if issues.0.is_empty() {
         Some(Config {

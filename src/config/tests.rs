@@ -857,3 +857,23 @@ encoding = "G722"
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
 }
+
+/// A `shutdown_grace` the unit's `TimeoutStopSec` cannot cover is warned about
+/// (the technician would otherwise only see systemd kill the daemon), and the
+/// constant matches the shipped unit.
+#[test]
+fn a_shutdown_grace_longer_than_the_unit_allows_is_warned_about() {
+    let unit = std::fs::read_to_string(repo("systemd/sipbridge.service")).unwrap();
+    let timeout = unit.lines().find_map(|l| l.strip_prefix("TimeoutStopSec=")).expect("the unit sets TimeoutStopSec");
+    assert_eq!(timeout.trim(), format!("{}s", super::schema::UNIT_STOP_TIMEOUT.as_secs()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let warned = |grace: &str| {
+        let path = dir.path().join("grace.toml");
+        std::fs::write(&path, format!("[node]\nshutdown_grace = \"{grace}\"\n")).unwrap();
+        let loaded = load_with_env(&path, env(&[])).unwrap();
+        loaded.warnings.iter().any(|w| w.contains("TimeoutStopSec"))
+    };
+    assert!(!warned("30s"), "the default fits");
+    assert!(warned("40s"));
+}
