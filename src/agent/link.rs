@@ -109,8 +109,6 @@ pub struct Gated {
 enum Sock {
     Async(TcpStream),
     Sync(std::net::TcpStream),
-    /// Only while switching from one to the other.
-    Taken,
 }
 
 impl Gated {
@@ -118,12 +116,17 @@ impl Gated {
         Self { tcp: Sock::Async(tcp), open: true, gating: false }
     }
 
-    /// Leaves the async runtime: reads are gated from now on.
+    /// Leaves the async runtime: the connection continues on a duplicate of
+    /// the descriptor (non-blocking, as the open file is), the runtime's
+    /// socket is dropped (deregistered, its descriptor closed; no FIN while the
+    /// duplicate lives), and reads are gated from now on. Errors: no
+    /// descriptor left to duplicate (`EMFILE`).
     fn detach(&mut self) -> io::Result<()> {
-        self.tcp = match std::mem::replace(&mut self.tcp, Sock::Taken) {
-            Sock::Async(t) => Sock::Sync(t.into_std()?),
-            other => other,
-        };
+        if let Sock::Async(t) = &self.tcp {
+            let tcp = std::net::TcpStream::from(t.as_fd().try_clone_to_owned()?);
+            tcp.set_nonblocking(true)?;
+            self.tcp = Sock::Sync(tcp);
+        }
         self.gating = true;
         Ok(())
     }
@@ -132,7 +135,6 @@ impl Gated {
         match &self.tcp {
             Sock::Async(t) => t.as_fd(),
             Sock::Sync(t) => t.as_fd(),
-            Sock::Taken => unreachable!("a socket is only taken inside Gated::detach"),
         }
     }
 
@@ -150,10 +152,6 @@ impl Gated {
     }
 }
 
-fn not_connected() -> io::Error {
-    io::ErrorKind::NotConnected.into()
-}
-
 impl Read for Gated {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.gating {
@@ -165,7 +163,6 @@ impl Read for Gated {
         match &mut self.tcp {
             Sock::Async(t) => t.try_read(buf),
             Sock::Sync(t) => t.read(buf),
-            Sock::Taken => Err(not_connected()),
         }
     }
 }
@@ -175,7 +172,6 @@ impl Write for Gated {
         match &mut self.tcp {
             Sock::Async(t) => t.try_write(buf),
             Sock::Sync(t) => t.write(buf),
-            Sock::Taken => Err(not_connected()),
         }
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -308,7 +308,6 @@ struct Session {
     frame_bytes: usize,
     heard_bytes: Vec<u8>,
     said_bytes: Vec<u8>,
-    pcm: Vec<i16>,
     /// Wideband chunks' samples (reused: no allocation per chunk).
     wide: Vec<i16>,
     packet: Vec<u8>,
@@ -393,7 +392,6 @@ impl Session {
             frame_bytes,
             heard_bytes: Vec::with_capacity(2048),
             said_bytes: Vec::with_capacity(2048),
-            pcm: Vec::new(),
             wide: Vec::with_capacity(crate::media::pcm::CHUNK_BYTES / 2),
             packet: Vec::with_capacity(crate::media::codec::MAX_PAYLOAD_BYTES),
             last_heard: now,
@@ -565,9 +563,7 @@ impl Session {
                 let Some((_, _, from_agent)) = self.transcoders.as_mut() else { return Ok(()) };
                 // One allocation per frame (the samples go to the media worker):
                 // at most one sample per payload byte, plus the resampler's carry.
-                let mut pcm = std::mem::take(&mut self.pcm);
-                pcm.clear();
-                pcm.reserve(bytes.len() + 16);
+                let mut pcm = Vec::with_capacity(bytes.len() + 16);
                 from_agent.convert(&bytes, &mut pcm);
                 if !self.play(Playback::AudioAt(pcm, std::time::Instant::now())) {
                     self.playback_closed = true;
@@ -723,13 +719,8 @@ impl Driven for Session {
     }
 
     fn wants(&self) -> Wants {
-        let deadline = match self.closing {
-            Some(at) => Some(at),
-            None => match (self.retry_at, self.next_ping) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-        };
+        // Closing, only the close's limit counts.
+        let deadline = self.closing.or_else(|| self.retry_at.into_iter().chain(self.next_ping).min());
         Wants { read: self.blocked.is_none(), write: self.unflushed, deadline }
     }
 }
@@ -864,6 +855,23 @@ mod tests {
         port_side.chunks.try_send(chunk(0x42)).unwrap();
         let (event, payload) = next_event(&mut ws).await;
         assert_eq!((event.as_str(), payload.first()), ("media", Some(&0x42)));
+        stream.stop().await;
+        assert_eq!(*events.0.lock().unwrap(), ["streaming.started", "streaming.stopped"]);
+    }
+
+    /// The I/O thread's deadlines: a WebSocket ping every `PING_INTERVAL` while
+    /// the stream is up (the agent's pong keeps it alive).
+    #[tokio::test]
+    async fn the_agent_is_pinged_every_ping_interval() {
+        let (stream, _port_side, mut ws, events) = connected().await;
+        let deadline = tokio::time::Instant::now() + PING_INTERVAL + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, ws.next()).await.expect("no ping") {
+                Some(Ok(Message::Ping(_))) => break,
+                Some(Ok(_)) => {}
+                other => panic!("the connection ended: {other:?}"),
+            }
+        }
         stream.stop().await;
         assert_eq!(*events.0.lock().unwrap(), ["streaming.started", "streaming.stopped"]);
     }
