@@ -18,6 +18,12 @@
 //!   takes a batch: ~550 wake-ups a second at 400 agent calls instead of
 //!   ~6 800 (`docs/benchmarks.md`, Media engine, eighth pass).
 //!
+//! A panic in one stream's code ends that stream only (the hub drops it; its
+//! task reports `streaming.failed` and the call applies `on_disconnect`), as a
+//! media worker contains a panicking job. Should a thread end all the same, it
+//! is marked dead: its streams' tasks hear of it, and new streams go to the
+//! other threads.
+//!
 //! No task, no per-stream `select!`, no reactor registration per frame: a frame
 //! to the agent is one channel pop and one `sendto`, a frame from it one
 //! `recvfrom` and one `try_send` into the leg's playback queue. Queues toward a
@@ -28,6 +34,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Wake, Waker};
@@ -99,13 +106,22 @@ pub fn set_threads(n: usize) {
 /// started (the reason, as a `failure_reason`).
 pub fn attach<D: Driven + 'static>(stream: D) -> Result<(), (D, String)> {
     let hubs = HUBS.get_or_init(start_all);
-    let Some(hub) = hubs.iter().min_by_key(|h| h.load.load(Ordering::Relaxed)) else {
-        return Err((stream, "no agent I/O thread could be started".into()));
-    };
-    hub.load.fetch_add(1, Ordering::Relaxed);
-    lock(&hub.inbox).push(Box::new(stream));
-    hub.ring();
-    Ok(())
+    let mut by_load: Vec<&Arc<Shared>> = hubs.iter().collect();
+    by_load.sort_by_key(|h| h.load.load(Ordering::Relaxed));
+    for hub in by_load {
+        let mut inbox = lock(&hub.inbox);
+        // Checked under the inbox's lock: a thread that ends empties its inbox
+        // under it, so no stream is left in a dead thread's.
+        if !hub.alive.load(Ordering::Acquire) {
+            continue;
+        }
+        hub.load.fetch_add(1, Ordering::Relaxed);
+        inbox.push(Box::new(stream));
+        drop(inbox);
+        hub.ring();
+        return Ok(());
+    }
+    Err((stream, "no agent I/O thread is running".into()))
 }
 
 /// What a thread shares with the threads that feed it.
@@ -119,6 +135,8 @@ struct Shared {
     inbox: Mutex<Vec<Box<dyn Driven>>>,
     /// Streams on this thread.
     load: AtomicUsize,
+    /// The thread runs (cleared, under `inbox`'s lock, if it ever ends).
+    alive: AtomicBool,
 }
 
 impl Shared {
@@ -150,6 +168,7 @@ fn start(index: usize) -> io::Result<Arc<Shared>> {
         ready: Mutex::new(Vec::new()),
         inbox: Mutex::new(Vec::new()),
         load: AtomicUsize::new(0),
+        alive: AtomicBool::new(true),
     });
     let epoll = Epoll::new()?;
     epoll.add(shared.bell.fd(), BELL)?;
@@ -210,8 +229,28 @@ struct Hub {
     next_token: u64,
 }
 
+/// Marks its thread dead when the thread ends, however it ends (a panic
+/// outside any one stream's code included): streams no longer go to it, and
+/// those waiting in its inbox are dropped, so their tasks hear of it.
+struct Alive(Arc<Shared>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        let mut inbox = lock(&self.0.inbox);
+        self.0.alive.store(false, Ordering::Release);
+        let orphans = std::mem::take(&mut *inbox);
+        drop(inbox);
+        tracing::error!(
+            streams = self.0.load.load(Ordering::Relaxed),
+            "an agent I/O thread ended: its streams end with it"
+        );
+        drop(orphans);
+    }
+}
+
 impl Hub {
     fn run(mut self) {
+        let _alive = Alive(Arc::clone(&self.shared));
         let mut events = vec![sys::empty_event(); BATCH];
         let mut woken = Vec::new();
         loop {
@@ -288,15 +327,30 @@ impl Hub {
     fn drive(&mut self, token: u64, why: Why, now: Instant) {
         let Some(slot) = self.slots.get_mut(&token) else { return };
         let mut cx = Context::from_waker(&slot.waker);
-        if slot.stream.drive(why, &mut cx, now) == Step::Done {
-            if slot.watched.is_some() {
-                self.epoll.delete(slot.stream.fd());
+        let stream = &mut slot.stream;
+        // A bug in one stream's code ends that stream (its task reports the
+        // stream failed), not every stream on the thread; free when nothing
+        // panics.
+        let driven = std::panic::catch_unwind(AssertUnwindSafe(|| match stream.drive(why, &mut cx, now) {
+            Step::Continue => Some(stream.wants()),
+            Step::Done => None,
+        }));
+        let wants = match driven {
+            Ok(Some(wants)) => wants,
+            Ok(None) | Err(_) => {
+                if driven.is_err() {
+                    tracing::error!("an agent stream's code panicked ({why:?}): the stream ends");
+                }
+                if slot.watched.is_some() {
+                    self.epoll.delete(slot.stream.fd());
+                }
+                if let Some(slot) = self.slots.remove(&token) {
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
+                }
+                self.shared.load.fetch_sub(1, Ordering::Relaxed);
+                return;
             }
-            self.slots.remove(&token);
-            self.shared.load.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        let wants = slot.stream.wants();
+        };
         let watch = (wants.read || wants.write).then_some((wants.read, wants.write));
         if watch != slot.watched {
             let result = match watch {
@@ -316,6 +370,74 @@ impl Hub {
             if let Some(at) = wants.deadline {
                 self.timers.push(Reverse((at, token)));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A stream that reports what it is driven for, and panics on start if told to.
+    struct Probe {
+        sock: UnixStream,
+        panics: bool,
+        seen: mpsc::Sender<Why>,
+    }
+
+    impl Driven for Probe {
+        fn fd(&self) -> BorrowedFd<'_> {
+            self.sock.as_fd()
+        }
+        fn drive(&mut self, why: Why, _cx: &mut Context<'_>, _now: Instant) -> Step {
+            let _ = self.seen.send(why);
+            if self.panics {
+                panic!("test: a bug in one stream's code");
+            }
+            if why == Why::Readable {
+                let mut buf = [0u8; 16];
+                let _ = io::Read::read(&mut self.sock, &mut buf);
+            }
+            Step::Continue
+        }
+        fn wants(&self) -> Wants {
+            Wants { read: true, write: false, deadline: None }
+        }
+    }
+
+    fn probe(panics: bool) -> (Probe, UnixStream, mpsc::Receiver<Why>) {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let (seen, rx) = mpsc::channel();
+        (Probe { sock: ours, panics, seen }, theirs, rx)
+    }
+
+    #[test]
+    fn a_panicking_stream_ends_alone_and_the_thread_drives_the_next() {
+        const WAIT: Duration = Duration::from_secs(5);
+        let (bad, _peer, bad_seen) = probe(true);
+        if attach(bad).is_err() {
+            panic!("no I/O thread");
+        }
+        assert_eq!(bad_seen.recv_timeout(WAIT), Ok(Why::Start));
+        // Dropped after its panic: its sender is gone (as a session's `done` is).
+        assert_eq!(bad_seen.recv_timeout(WAIT), Err(mpsc::RecvTimeoutError::Disconnected));
+
+        let hubs = HUBS.get().expect("started");
+        assert!(hubs.iter().all(|h| h.alive.load(Ordering::Acquire)), "every I/O thread still runs");
+        // The next streams are driven as before, on whichever thread.
+        for _ in 0..hubs.len() {
+            let (good, mut peer, seen) = probe(false);
+            if attach(good).is_err() {
+                panic!("no I/O thread");
+            }
+            assert_eq!(seen.recv_timeout(WAIT), Ok(Why::Start));
+            io::Write::write_all(&mut peer, b"x").expect("write");
+            assert_eq!(seen.recv_timeout(WAIT), Ok(Why::Readable));
         }
     }
 }

@@ -209,6 +209,7 @@ pub struct StreamCall {
     pub webhook_url: Option<String>,
 }
 
+#[derive(Clone)]
 struct Task {
     spec: StreamSpec,
     info: StreamCall,
@@ -262,11 +263,17 @@ impl Task {
         // waits for its end (dropping it, as `AgentStream`'s drop does, ends the
         // stream without a word).
         let (done, ended) = oneshot::channel();
+        let reporter = self.clone();
         if let Err((session, reason)) = hub::attach(Session::new(self, link, endpoint, commands, done)) {
             session.task.fail(reason);
             return;
         }
-        let _ = ended.await;
+        // The session always says it ended; a dropped sender means its code
+        // panicked or its I/O thread ended (both logged): the call must hear
+        // of it, as of any other failure.
+        if ended.await.is_err() {
+            reporter.fail("internal error: the agent I/O thread dropped the stream".into());
+        }
     }
 
     fn fail(&self, reason: String) {
