@@ -88,6 +88,9 @@ pub trait Driven: Send {
     fn drive(&mut self, why: Why, cx: &mut Context<'_>, now: Instant) -> Step;
     /// Asked after every [`Driven::drive`].
     fn wants(&self) -> Wants;
+    /// The thread cannot go on driving it (its socket cannot be watched): it
+    /// ends now with this failure, and the thread drops it.
+    fn abort(&mut self, reason: String);
 }
 
 /// The threads, started on the first stream.
@@ -337,18 +340,10 @@ impl Hub {
         }));
         let wants = match driven {
             Ok(Some(wants)) => wants,
-            Ok(None) | Err(_) => {
-                if driven.is_err() {
-                    tracing::error!("an agent stream's code panicked ({why:?}): the stream ends");
-                }
-                if slot.watched.is_some() {
-                    self.epoll.delete(slot.stream.fd());
-                }
-                if let Some(slot) = self.slots.remove(&token) {
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
-                }
-                self.shared.load.fetch_sub(1, Ordering::Relaxed);
-                return;
+            Ok(None) => return self.remove(token),
+            Err(_) => {
+                tracing::error!("an agent stream's code panicked ({why:?}): the stream ends");
+                return self.remove(token);
             }
         };
         let watch = (wants.read || wants.write).then_some((wants.read, wants.write));
@@ -362,7 +357,15 @@ impl Hub {
             };
             match result {
                 Ok(()) => slot.watched = watch,
-                Err(e) => tracing::error!("agent I/O thread: cannot watch a stream's socket: {e}"),
+                Err(e) => {
+                    // Unwatched, it would hear nothing more until its pings
+                    // failed (30 s): it ends now, and its call hears why.
+                    tracing::error!("agent I/O thread: cannot watch a stream's socket: {e}");
+                    let stream = &mut slot.stream;
+                    let reason = format!("the agent's socket cannot be watched: {e}");
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| stream.abort(reason)));
+                    return self.remove(token);
+                }
             }
         }
         if wants.deadline != slot.deadline {
@@ -371,6 +374,17 @@ impl Hub {
                 self.timers.push(Reverse((at, token)));
             }
         }
+    }
+
+    /// Drops an ended stream (closing its socket); a panic in its drop ends
+    /// nothing else.
+    fn remove(&mut self, token: u64) {
+        let Some(slot) = self.slots.remove(&token) else { return };
+        if slot.watched.is_some() {
+            self.epoll.delete(slot.stream.fd());
+        }
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
+        self.shared.load.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -385,13 +399,24 @@ mod tests {
     /// A stream that reports what it is driven for, and panics on start if told to.
     struct Probe {
         sock: UnixStream,
+        /// Watched instead of the socket when set (a file no epoll takes).
+        file: Option<std::fs::File>,
         panics: bool,
         seen: mpsc::Sender<Why>,
+        aborted: Option<mpsc::Sender<String>>,
     }
 
     impl Driven for Probe {
         fn fd(&self) -> BorrowedFd<'_> {
-            self.sock.as_fd()
+            match &self.file {
+                Some(f) => f.as_fd(),
+                None => self.sock.as_fd(),
+            }
+        }
+        fn abort(&mut self, reason: String) {
+            if let Some(tx) = &self.aborted {
+                let _ = tx.send(reason);
+            }
         }
         fn drive(&mut self, why: Why, _cx: &mut Context<'_>, _now: Instant) -> Step {
             let _ = self.seen.send(why);
@@ -413,7 +438,27 @@ mod tests {
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
         ours.set_nonblocking(true).expect("nonblocking");
         let (seen, rx) = mpsc::channel();
-        (Probe { sock: ours, panics, seen }, theirs, rx)
+        (Probe { sock: ours, file: None, panics, seen, aborted: None }, theirs, rx)
+    }
+
+    /// A stream whose descriptor the epoll refuses (`/dev/null` cannot be
+    /// polled: `epoll_ctl` says EPERM) ends at once with the reason, rather
+    /// than waiting unheard for its pings to fail.
+    #[test]
+    fn a_stream_whose_socket_cannot_be_watched_ends_at_once() {
+        const WAIT: Duration = Duration::from_secs(5);
+        let (mut p, _peer, seen) = probe(false);
+        p.file = Some(std::fs::File::open("/dev/null").expect("/dev/null"));
+        let (aborted, reason) = mpsc::channel();
+        p.aborted = Some(aborted);
+        if attach(p).is_err() {
+            panic!("no I/O thread");
+        }
+        assert_eq!(seen.recv_timeout(WAIT), Ok(Why::Start));
+        let reason = reason.recv_timeout(WAIT).expect("aborted");
+        assert!(reason.starts_with("the agent's socket cannot be watched"), "{reason}");
+        // Then dropped: nothing drives it again.
+        assert_eq!(seen.recv_timeout(WAIT), Err(mpsc::RecvTimeoutError::Disconnected));
     }
 
     #[test]

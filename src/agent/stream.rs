@@ -725,6 +725,10 @@ impl Driven for Session {
         }
     }
 
+    fn abort(&mut self, reason: String) {
+        self.finish(End::Failed(reason));
+    }
+
     fn wants(&self) -> Wants {
         // Closing, only the close's limit counts.
         let deadline = self.closing.or_else(|| self.retry_at.into_iter().chain(self.next_ping).min());
