@@ -34,12 +34,12 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use crate::media::engine::guarded;
 use crate::media::engine::sys::{self, Epoll, EventFd};
 
 /// Why a stream is driven.
@@ -334,14 +334,14 @@ impl Hub {
         // A bug in one stream's code ends that stream (its task reports the
         // stream failed), not every stream on the thread; free when nothing
         // panics.
-        let driven = std::panic::catch_unwind(AssertUnwindSafe(|| match stream.drive(why, &mut cx, now) {
+        let driven = guarded(|| match stream.drive(why, &mut cx, now) {
             Step::Continue => Some(stream.wants()),
             Step::Done => None,
-        }));
+        });
         let wants = match driven {
-            Ok(Some(wants)) => wants,
-            Ok(None) => return self.remove(token),
-            Err(_) => {
+            Some(Some(wants)) => wants,
+            Some(None) => return self.remove(token),
+            None => {
                 tracing::error!("an agent stream's code panicked ({why:?}): the stream ends");
                 return self.remove(token);
             }
@@ -363,7 +363,7 @@ impl Hub {
                     tracing::error!("agent I/O thread: cannot watch a stream's socket: {e}");
                     let stream = &mut slot.stream;
                     let reason = format!("the agent's socket cannot be watched: {e}");
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| stream.abort(reason)));
+                    let _ = guarded(|| stream.abort(reason));
                     return self.remove(token);
                 }
             }
@@ -383,7 +383,7 @@ impl Hub {
         if slot.watched.is_some() {
             self.epoll.delete(slot.stream.fd());
         }
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
+        let _ = guarded(move || drop(slot));
         self.shared.load.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -352,7 +352,7 @@ impl Worker {
         let Some(job) = s.job.as_mut() else { return };
         let Some(sock) = job.socket(leg, socket) else { return };
         let Ok((n, from)) = sock.recv_from(&mut buf[..]) else { return };
-        let handled = guarded(|| job.on_datagram(leg, socket, &mut buf[..n], from, now));
+        let handled = guarded(|| job.on_datagram(leg, socket, &mut buf[..n], from, now)).is_some();
         if handled {
             arm(wheel, s, slot);
         } else {
@@ -448,7 +448,8 @@ impl Worker {
                 job.on_command(side, command, now);
             }
             running = run_due(job, now, scratch);
-        });
+        })
+        .is_some();
         if !handled {
             self.abandon(slot);
         } else if running {
@@ -512,9 +513,10 @@ fn run_due(job: &mut Job, now: Instant, scratch: &mut Scratch) -> bool {
 
 /// Runs `f`, containing a panic (a bug in one call's media code must not end
 /// every call on the worker, as it would end only its own task under tokio);
-/// false if it panicked. Free when nothing panics.
-fn guarded(f: impl FnOnce()) -> bool {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok()
+/// `None` if it panicked. Free when nothing panics. The agent I/O threads
+/// (`agent::hub`) contain their streams with it too.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
 }
 
 /// Arms the wheel for the job in `s` if its deadline is earlier than its live entry.
