@@ -836,6 +836,41 @@ mod tests {
         (stream, port_side, ws, events)
     }
 
+    /// Events as [`Events`] keeps them, but `streaming.started` panics: it is
+    /// emitted inside the session's start, on its I/O thread, so this is a
+    /// bug in a stream's code as the hub meets it.
+    #[derive(Default)]
+    struct PanicsAtStart(Events);
+
+    impl EventSink for PanicsAtStart {
+        fn emit_event(&self, event: CallEvent) {
+            if event.event_type == "streaming.started" {
+                panic!("test: a bug in the stream's code");
+            }
+            self.0.emit_event(event);
+        }
+    }
+
+    /// A stream whose code panics on its I/O thread fails like any other
+    /// stream: the call hears `Failed` (and applies `on_disconnect`), the
+    /// backend gets `streaming.failed`, and the agent's connection is closed.
+    #[tokio::test]
+    async fn a_stream_whose_code_panics_fails_and_the_call_hears_of_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let events = Arc::new(PanicsAtStart::default());
+        let (_port_side, endpoint) = pcm_pair(32, true, false);
+        let mut stream = AgentStream::start(spec(port), call(), events.clone(), endpoint);
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(10), stream.next_event()).await.expect("no event");
+        assert_eq!(heard, StreamEvent::Failed("internal error: the agent I/O thread dropped the stream".into()));
+        assert_eq!(*events.0.0.lock().unwrap(), ["streaming.failed"]);
+        // The session was dropped with its socket: the agent sees the end.
+        let limit = Duration::from_secs(10);
+        while let Some(Ok(_)) = tokio::time::timeout(limit, ws.next()).await.expect("the connection stayed open") {}
+    }
+
     /// An agent that stops reading cannot make the box buffer without bound:
     /// past `link::MAX_QUEUED` bytes frames are dropped, the call's audio keeps
     /// being taken (the media side never waits), and once the agent reads
